@@ -1,0 +1,53 @@
+// Reverse-mode tape.
+//
+// An op computes its output, then (when grad mode is on and some input requires grad) records a
+// node: the backward function, its inputs, its output and a small saved context. ag_backward(loss)
+// seeds d(loss)/d(loss) = 1 and runs the nodes in reverse; each backward function ACCUMULATES (+=)
+// into tensor_grad(input) for every input with requires_grad. Nodes live in the arena and are
+// dropped by ag_step_reset().
+#pragma once
+#include "autograd/tensor.h"
+
+#define AG_MAX_INPUTS 8
+
+typedef struct AgNode AgNode;
+typedef void (*AgBackwardFn)(AgNode *node);
+
+struct AgNode {
+    const char *op;                 // op name, for error messages and debugging
+    AgBackwardFn backward;
+    Tensor *out;
+    int n_inputs;
+    Tensor *inputs[AG_MAX_INPUTS];
+    void *ctx;                      // op-specific saved state (arena memory)
+};
+
+// True when ops should record nodes (grad mode on). Ops use ag_needs_grad(...) below.
+bool ag_grad_enabled(void);
+// No-grad scope: int prev = ag_set_grad_enabled(false); ... ag_set_grad_enabled(prev);
+bool ag_set_grad_enabled(bool on);
+// True when grad mode is on and any of the n inputs (NULL entries ignored) requires grad.
+bool ag_needs_grad(int n, Tensor *const *inputs);
+
+// Record a node for `out` (sets out->requires_grad). ctx_bytes of zeroed arena memory are
+// allocated for the op's saved state and returned (NULL when ctx_bytes == 0).
+// Call only when ag_needs_grad() said yes.
+void *ag_record(const char *op, AgBackwardFn backward, Tensor *out, int n_inputs,
+                Tensor *const *inputs, size_t ctx_bytes);
+
+// Run the tape backward from a scalar (numel == 1) loss. grad of loss is seeded with 1 (+=).
+void ag_backward(Tensor *loss);
+// Same, seeding d(loss)/d(out) with the given f32 buffer (numel of out), accumulated.
+void ag_backward_from(Tensor *out, const float *seed_grad);
+
+// Drop the tape and rewind the activation arena. Call once per micro-batch/step after the
+// optimizer has consumed the parameter gradients (persistent grads are kept).
+void ag_step_reset(void);
+int ag_tape_size(void);
+
+// Activation recomputation ("gradient checkpointing"): run fn(ctx, in) with grad mode off and
+// record one node; in backward, fn is re-run with grad on over detached copies of the inputs,
+// the sub-tape is back-propagated, and the arena used by the recomputation is released.
+// fn must be deterministic and must not rely on anything recorded elsewhere on the tape.
+typedef Tensor *(*AgBlockFn)(void *ctx, Tensor *const *inputs);
+Tensor *ag_checkpoint(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs);

@@ -1,0 +1,98 @@
+// Dense N-d tensors, the activation arena, and error helpers.
+//
+// Every tensor is contiguous, row-major (NCHW for images). Storage dtype is f32, f16 or bf16;
+// compute is always f32: ops read half-precision tensors through tensor_f32() which widens
+// them into arena scratch ("widened on use"), so frozen weights can live in half precision.
+//
+// Two lifetimes:
+//  - persistent tensors (parameters, optimizer state, data loaded from files): tensor_new_persistent()
+//    / tensor_free(). Their .grad is heap memory and survives arena resets, which is what makes
+//    gradient accumulation over micro-batches work (grads are only ever +=, cleared by zero_grad).
+//  - activations: tensor_new() allocates struct, data and (lazily) grad from the arena, which
+//    ag_step_reset() rewinds once per step. Nothing in the arena outlives a step.
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TENSOR_MAX_DIMS 6
+
+typedef enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_I64 = 3 } DType;
+typedef enum { DEV_CPU = 0, DEV_CUDA = 1 } Device;
+
+typedef struct Tensor {
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    int64_t numel;
+    DType dtype;
+    Device device;
+    void *data;          // numel elements of dtype (device memory when device == DEV_CUDA)
+    float *grad;         // f32, numel elements; NULL until first accumulated (see tensor_grad)
+    bool requires_grad;  // a leaf the user wants gradients for, or an op output depending on one
+    bool persistent;     // heap-owned (parameters); false: arena-owned activation
+    bool owns_data;      // persistent only: free(data) in tensor_free (false for mmapped views)
+    const char *name;    // optional, for error messages and the parameter registry
+} Tensor;
+
+// ---- errors ------------------------------------------------------------------------------
+// Print "dod: <where>: <message>" to stderr and exit(1). Never returns.
+void dod_fatal(const char *where, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+// Abort unless cond holds; `op` names the operation (or file/key) at fault.
+#define DOD_CHECK(cond, op, ...) do { if (!(cond)) dod_fatal((op), __VA_ARGS__); } while (0)
+// malloc/calloc that exit with "out of memory: asked for N bytes for <what>".
+void *dod_malloc(size_t bytes, const char *what);
+void *dod_calloc(size_t bytes, const char *what);
+// "[2, 3, 4]" into buf (thread-unsafe static ring of 4 buffers when buf == NULL).
+const char *shape_str(const Tensor *t);
+const char *dtype_name(DType dt);
+size_t dtype_size(DType dt);
+
+// ---- the activation arena -------------------------------------------------------------------
+// A list of large blocks; allocations are 64-byte aligned and never move. arena_mark/arena_release
+// rewind to a mark (used by activation recomputation); ag_step_reset() rewinds everything.
+void *arena_alloc(size_t bytes, const char *what);      // uninitialised
+void *arena_calloc(size_t bytes, const char *what);     // zeroed
+size_t arena_mark(void);
+void arena_release(size_t mark);
+void arena_reset(void);
+size_t arena_used(void);
+size_t arena_peak(void);   // high-water mark since start (bytes)
+
+// ---- creation --------------------------------------------------------------------------------
+// Arena tensor, data uninitialised. shape has ndim entries.
+Tensor *tensor_new(int ndim, const int64_t *shape, DType dtype);
+Tensor *tensor_zeros(int ndim, const int64_t *shape);                // f32, zeroed
+Tensor *tensor_like(const Tensor *t);                                 // f32, same shape, uninit
+// Convenience: tensor_new4(n, c, h, w) etc. build the shape array for you (f32, arena).
+Tensor *tensor_new1(int64_t a);
+Tensor *tensor_new2(int64_t a, int64_t b);
+Tensor *tensor_new3(int64_t a, int64_t b, int64_t c);
+Tensor *tensor_new4(int64_t a, int64_t b, int64_t c, int64_t d);
+// Heap tensor (parameters, loaded weights), data zeroed. name is copied.
+Tensor *tensor_new_persistent(const char *name, int ndim, const int64_t *shape, DType dtype);
+// Heap tensor header around caller-owned memory (e.g. an mmapped safetensors blob); not freed.
+Tensor *tensor_wrap_persistent(const char *name, int ndim, const int64_t *shape, DType dtype, void *data);
+void tensor_free(Tensor *t);  // persistent tensors only
+
+// ---- access ----------------------------------------------------------------------------------
+static inline float *tensor_data_f32(const Tensor *t) { return (float *)t->data; }  // t must be f32
+// f32 view of t: t->data itself for f32, otherwise an arena copy widened from f16/bf16.
+const float *tensor_f32(const Tensor *t);
+// Gradient buffer of t (f32, numel), allocated zeroed on first use (heap if persistent, else arena).
+float *tensor_grad(Tensor *t);
+void tensor_zero_grad(Tensor *t);      // memset grad to 0 if allocated
+bool tensor_same_shape(const Tensor *a, const Tensor *b);
+int64_t tensor_dim(const Tensor *t, int d);  // negative d counts from the end
+// Convert a persistent tensor's storage in place to dtype (f32 <-> f16/bf16), e.g. to keep frozen
+// weights in bf16. Gradients are unaffected (always f32).
+void tensor_convert_dtype(Tensor *t, DType dtype);
+void tensor_fill(Tensor *t, float v);  // f32 only
+// Fill with N(0, std^2) / U(lo, hi) from a counter-based RNG keyed by seed (same seed -> same values).
+void tensor_randn(Tensor *t, uint64_t seed, float std);
+void tensor_rand_uniform(Tensor *t, uint64_t seed, float lo, float hi);
+
+// ---- half precision conversion ----------------------------------------------------------------
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);   // round to nearest even; NaN stays NaN
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);    // round to nearest even
