@@ -37,7 +37,7 @@ void *ag_record(const char *op, AgBackwardFn backward, Tensor *out, int n_inputs
 
 // Run the tape backward from a scalar (numel == 1) loss. grad of loss is seeded with 1 (+=).
 void ag_backward(Tensor *loss);
-// Same, seeding d(loss)/d(out) with the given f32 buffer (numel of out), accumulated.
+// Same, seeding d(loss)/d(out) with the given f32 buffer (numel of out; NULL means all ones), accumulated.
 void ag_backward_from(Tensor *out, const float *seed_grad);
 
 // Drop the tape and rewind the activation arena. Call once per micro-batch/step after the

@@ -1,0 +1,132 @@
+// The reverse-mode tape: a growable array of node pointers (nodes and contexts live in the arena).
+#include "autograd/tape.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static AgNode **tape;
+static int tape_len, tape_cap;
+static bool grad_enabled = true;
+
+bool ag_grad_enabled(void) { return grad_enabled; }
+
+bool ag_set_grad_enabled(bool on) {
+    bool prev = grad_enabled;
+    grad_enabled = on;
+    return prev;
+}
+
+bool ag_needs_grad(int n, Tensor *const *inputs) {
+    if (!grad_enabled) return false;
+    for (int i = 0; i < n; i++)
+        if (inputs[i] && inputs[i]->requires_grad) return true;
+    return false;
+}
+
+void *ag_record(const char *op, AgBackwardFn backward, Tensor *out, int n_inputs, Tensor *const *inputs,
+                size_t ctx_bytes) {
+    DOD_CHECK(n_inputs >= 0 && n_inputs <= AG_MAX_INPUTS, op, "%d inputs recorded, at most %d", n_inputs,
+              AG_MAX_INPUTS);
+    AgNode *node = arena_calloc(sizeof(AgNode), "tape node");
+    node->op = op;
+    node->backward = backward;
+    node->out = out;
+    node->n_inputs = n_inputs;
+    for (int i = 0; i < n_inputs; i++) node->inputs[i] = inputs[i];
+    node->ctx = ctx_bytes ? arena_calloc(ctx_bytes, op) : NULL;
+    out->requires_grad = true;
+    if (tape_len == tape_cap) {
+        tape_cap = tape_cap ? 2 * tape_cap : 1024;
+        tape = realloc(tape, sizeof(AgNode *) * tape_cap);
+        DOD_CHECK(tape != NULL, "ag_record", "out of memory growing the tape to %d nodes", tape_cap);
+    }
+    tape[tape_len++] = node;
+    return node->ctx;
+}
+
+// Run nodes [from, tape_len) in reverse. A node whose output received no gradient is skipped.
+static void run_backward(int from) {
+    bool prev = ag_set_grad_enabled(false);  // backward functions never record
+    for (int i = tape_len - 1; i >= from; i--) {
+        AgNode *n = tape[i];
+        if (n->out->grad) n->backward(n);
+    }
+    ag_set_grad_enabled(prev);
+}
+
+void ag_backward_from(Tensor *out, const float *seed_grad) {
+    DOD_CHECK(out->requires_grad, "ag_backward", "tensor %s does not require grad (nothing on the tape leads to it)",
+              shape_str(out));
+    float *g = tensor_grad(out);
+    for (int64_t i = 0; i < out->numel; i++) g[i] += seed_grad ? seed_grad[i] : 1.0f;
+    run_backward(0);
+}
+
+void ag_backward(Tensor *loss) {
+    DOD_CHECK(loss->numel == 1, "ag_backward", "loss must be a scalar, got shape %s", shape_str(loss));
+    ag_backward_from(loss, NULL);  // NULL seed: d(loss)/d(loss) = 1
+}
+
+void ag_step_reset(void) {
+    tape_len = 0;
+    arena_reset();
+}
+
+int ag_tape_size(void) { return tape_len; }
+
+// ---- activation recomputation ---------------------------------------------------------------------
+typedef struct {
+    AgBlockFn fn;
+    void *fn_ctx;
+} CheckpointCtx;
+
+static void checkpoint_backward(AgNode *node) {
+    CheckpointCtx *c = node->ctx;
+    // Gradient buffers of the real inputs must exist before the mark, so they survive the release.
+    for (int i = 0; i < node->n_inputs; i++)
+        if (node->inputs[i]->requires_grad) tensor_grad(node->inputs[i]);
+    size_t mark = arena_mark();
+    int tape_mark = tape_len;
+    // Detached copies of the inputs: same data, fresh (arena) gradients.
+    Tensor *detached[AG_MAX_INPUTS];
+    for (int i = 0; i < node->n_inputs; i++) {
+        Tensor *src = node->inputs[i];
+        if (src->persistent) {  // parameters are leaves already: use them directly
+            detached[i] = src;
+            continue;
+        }
+        Tensor *d = arena_alloc(sizeof(Tensor), "checkpoint input");
+        *d = *src;
+        d->grad = NULL;
+        detached[i] = d;
+    }
+    ag_set_grad_enabled(true);
+    Tensor *out = c->fn(c->fn_ctx, detached);
+    DOD_CHECK(out->numel == node->out->numel, "ag_checkpoint",
+              "recomputed block output %s differs from the first run's %s", shape_str(out), shape_str(node->out));
+    if (out->requires_grad) {
+        float *g = tensor_grad(out);
+        memcpy(g, node->out->grad, (size_t)out->numel * sizeof(float));
+        run_backward(tape_mark);
+    }
+    ag_set_grad_enabled(false);
+    for (int i = 0; i < node->n_inputs; i++) {
+        Tensor *src = node->inputs[i];
+        if (src->persistent || !src->requires_grad || !detached[i]->grad) continue;
+        float *dst = src->grad, *g = detached[i]->grad;
+        for (int64_t j = 0; j < src->numel; j++) dst[j] += g[j];
+    }
+    tape_len = tape_mark;
+    arena_release(mark);
+}
+
+Tensor *ag_checkpoint(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs) {
+    if (!ag_needs_grad(n_inputs, inputs)) return fn(ctx, inputs);
+    bool prev = ag_set_grad_enabled(false);
+    Tensor *out = fn(ctx, inputs);
+    ag_set_grad_enabled(prev);
+    CheckpointCtx *c = ag_record("checkpoint", checkpoint_backward, out, n_inputs, inputs, sizeof(CheckpointCtx));
+    c->fn = fn;
+    c->fn_ctx = ctx;
+    return out;
+}
