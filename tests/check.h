@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "autograd/ops.h"
 
 static int check_passed_ = 0, check_failed_ = 0;
@@ -139,4 +142,34 @@ static inline Tensor *test_input(const char *name, int ndim, const int64_t *shap
     tensor_randn(t, seed, std);
     t->requires_grad = requires_grad;
     return t;
+}
+
+// Run fn(ctx) in a forked child with stderr captured into msg (NUL-terminated, truncated to cap).
+// Returns the child's exit status (or 128 + signal). For testing that errors exit non-zero and name
+// what is at fault.
+static inline int run_expect_fail(void (*fn)(void *), void *ctx, char *msg, size_t cap) {
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        fn(ctx);
+        fflush(stderr);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(fds[0], msg + got, cap - 1 - got)) > 0 && got + (size_t)r < cap - 1) got += (size_t)r;
+    if (r > 0) got += (size_t)r;
+    msg[got] = 0;
+    char sink[256];
+    while (read(fds[0], sink, sizeof sink) > 0) {}
+    close(fds[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }

@@ -1,0 +1,31 @@
+// The one CPU GEMM entry point used by every dense op.
+//
+//     C = alpha * op(A) @ op(B) + beta * C        (row-major; op(X) = X or X^T)
+//
+// op(A) is [M, K], op(B) is [K, N], C is [M, N]. lda/ldb/ldc are row strides in elements, so a
+// head of an interleaved [L, H*D] tensor is addressed as (ptr + h*D, ld = H*D) without a copy.
+// beta == 0 writes C (= , old contents ignored, even NaN); beta == 1 accumulates (+=).
+//
+// gemm_f32 calls OpenBLAS cblas_sgemm when the build found it (DOD_HAVE_OPENBLAS), else the
+// portable cache-blocked OpenMP kernel gemm_f32_portable, which is always compiled so tests can
+// check both paths. Threading: OpenBLAS threads itself (Debian's libopenblas is the pthreads
+// build); never call gemm_f32 from inside an OpenMP parallel region.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+// The fallback used when OpenBLAS is absent (same contract as gemm_f32).
+void gemm_f32_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                       int64_t ldc);
+
+// "openblas" or "portable": which kernel gemm_f32 uses in this build.
+const char *gemm_backend_name(void);
+// Threads for both OpenBLAS and OpenMP (benchmarks only; tests and tools leave the defaults).
+void gemm_set_threads(int n);
+// Floating-point operations (2*M*N*K per call) issued through gemm_f32 since start. Main-thread
+// counter: lets tests check that a frozen weight's gradient GEMMs were skipped.
+uint64_t gemm_flop_count(void);

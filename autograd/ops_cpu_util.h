@@ -1,0 +1,70 @@
+// Small helpers shared by the pointwise/shape/norm/loss ops (op_norm.c, op_activation.c,
+// op_elementwise.c, op_shape.c, op_reduce.c, op_loss.c): device dispatch checks, axis
+// normalisation, OpenMP thread ids, and contiguous strides. Header-only, static inline.
+#pragma once
+#include "autograd/ops.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// Element count above which the simple elementwise loops go parallel (below it, thread start-up
+// costs more than the loop).
+#define OPS_PARALLEL_MIN 32768
+
+static inline int ops_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static inline int ops_thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// Fails when any (non-NULL) input lives on the GPU: this build has no CUDA kernels for `op`.
+// The CUDA backend slots in here: ops call this before their *_cpu_forward kernel.
+static inline bool ops_any_cuda(int n, Tensor *const *ts) {
+    for (int i = 0; i < n; i++)
+        if (ts[i] && ts[i]->device == DEV_CUDA) return true;
+    return false;
+}
+
+static inline void ops_require_cpu(const char *op, int n, Tensor *const *ts) {
+    if (ops_any_cuda(n, ts)) dod_fatal(op, "CUDA tensors need the CUDA backend (not built in this configuration)");
+}
+
+// Axis `dim` of t (negative counts from the end) as 0..ndim-1, or fatal naming op and the shape.
+static inline int ops_axis(const char *op, int dim, const Tensor *t) {
+    int d = dim < 0 ? dim + t->ndim : dim;
+    if (d < 0 || d >= t->ndim) dod_fatal(op, "dim %d out of range for shape %s", dim, shape_str(t));
+    return d;
+}
+
+// Product of shape[from..to) (1 for an empty range).
+static inline int64_t ops_prod(const int64_t *shape, int from, int to) {
+    int64_t p = 1;
+    for (int i = from; i < to; i++) p *= shape[i];
+    return p;
+}
+
+// Row-major contiguous strides (elements) of a shape, written (=) into strides.
+static inline void ops_strides(int ndim, const int64_t *shape, int64_t *strides) {
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        strides[i] = s;
+        s *= shape[i];
+    }
+}
+
+// dst[i] += src[i] over n floats (the usual "add the gradient back" step).
+static inline void ops_accumulate(float *dst, const float *src, int64_t n) {
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}

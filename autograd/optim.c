@@ -1,0 +1,95 @@
+// AdamW, gradient clipping and LR schedules (CPU; parameters are f32 master copies).
+#include "autograd/optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+AdamWConfig adamw_defaults(void) { return (AdamWConfig){5e-5f, 0.9f, 0.999f, 1e-8f, 1e-2f}; }
+
+AdamW *adamw_new(Tensor *const *params, int n, AdamWConfig cfg) {
+    AdamW *opt = dod_calloc(sizeof *opt, "AdamW");
+    opt->cfg = cfg;
+    opt->n = n;
+    opt->params = dod_malloc(sizeof(Tensor *) * (n ? n : 1), "AdamW parameter list");
+    opt->m = dod_malloc(sizeof(float *) * (n ? n : 1), "AdamW moments");
+    opt->v = dod_malloc(sizeof(float *) * (n ? n : 1), "AdamW moments");
+    for (int i = 0; i < n; i++) {
+        Tensor *p = params[i];
+        DOD_CHECK(p->dtype == DT_F32 && p->persistent, "adamw_new",
+                  "trainable tensor %s must be a persistent f32 master copy (is %s%s)", p->name ? p->name : "?",
+                  dtype_name(p->dtype), p->persistent ? "" : ", arena");
+        opt->params[i] = p;
+        opt->m[i] = dod_calloc(sizeof(float) * p->numel, "AdamW first moment");
+        opt->v[i] = dod_calloc(sizeof(float) * p->numel, "AdamW second moment");
+    }
+    return opt;
+}
+
+void adamw_free(AdamW *opt) {
+    if (!opt) return;
+    for (int i = 0; i < opt->n; i++) {
+        free(opt->m[i]);
+        free(opt->v[i]);
+    }
+    free(opt->m);
+    free(opt->v);
+    free(opt->params);
+    free(opt);
+}
+
+void adamw_step(AdamW *opt, float lr) {
+    opt->step++;
+    const AdamWConfig c = opt->cfg;
+    // Bias corrections in double, as torch computes them from Python floats.
+    double bc1 = 1.0 - pow(c.beta1, (double)opt->step);
+    double bc2 = 1.0 - pow(c.beta2, (double)opt->step);
+    float step_size = (float)(lr / bc1);
+    float bc2_sqrt = (float)sqrt(bc2);
+    float decay = 1.0f - lr * c.weight_decay;
+    for (int i = 0; i < opt->n; i++) {
+        Tensor *p = opt->params[i];
+        if (!p->grad) continue;  // no gradient reached it this step: torch skips such parameters too
+        float *w = p->data, *g = p->grad, *m = opt->m[i], *v = opt->v[i];
+#pragma omp parallel for if (p->numel > 65536)
+        for (int64_t j = 0; j < p->numel; j++) {
+            w[j] *= decay;
+            m[j] = c.beta1 * m[j] + (1.0f - c.beta1) * g[j];
+            v[j] = c.beta2 * v[j] + (1.0f - c.beta2) * g[j] * g[j];
+            float denom = sqrtf(v[j]) / bc2_sqrt + c.eps;
+            w[j] -= step_size * (m[j] / denom);
+        }
+    }
+}
+
+double clip_grad_norm(Tensor *const *params, int n, double max_norm) {
+    double sq = 0;
+    for (int i = 0; i < n; i++) {
+        const float *g = params[i]->grad;
+        if (!g) continue;
+        double s = 0;
+#pragma omp parallel for reduction(+ : s) if (params[i]->numel > 65536)
+        for (int64_t j = 0; j < params[i]->numel; j++) s += (double)g[j] * g[j];
+        sq += s;
+    }
+    double norm = sqrt(sq);
+    double coef_d = max_norm / (norm + 1e-6);  // torch: clamp(max_norm / (norm + 1e-6), max=1)
+    if (max_norm > 0 && coef_d < 1.0) {
+        float coef = (float)coef_d;
+        for (int i = 0; i < n; i++) {
+            float *g = params[i]->grad;
+            if (!g) continue;
+            for (int64_t j = 0; j < params[i]->numel; j++) g[j] *= coef;
+        }
+    }
+    return norm;
+}
+
+float lr_at(const LrSchedule *s, int64_t step) {
+    if (step < s->warmup_steps) return s->base_lr * (float)step / (float)(s->warmup_steps > 1 ? s->warmup_steps : 1);
+    if (s->kind == LR_CONSTANT) return s->base_lr;
+    int64_t span = s->total_steps - s->warmup_steps;
+    double progress = (double)(step - s->warmup_steps) / (double)(span > 1 ? span : 1);
+    double f = 0.5 * (1.0 + cos(M_PI * progress));
+    return (float)(s->base_lr * (f > 0 ? f : 0));
+}

@@ -1,0 +1,83 @@
+// safetensors files: a validating, mmap-backed reader and an atomic writer.
+//
+// Format (https://github.com/huggingface/safetensors): 8-byte little-endian header length N, N bytes
+// of JSON {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
+// "__metadata__": {"key": "value"}}, then the data section; offsets are relative to its start.
+//
+// The reader maps the file read-only and checks everything before handing out a byte: the header
+// length lies inside the file, the header is a JSON object, every entry has a supported dtype
+// (F32, F16, BF16, I64), a shape of non-negative integers, offsets inside the data section with
+// end - begin == numel * dtype size, and no two tensors overlap. Errors are returned (status + a
+// message naming the file, the tensor and what is wrong), never fatal, so callers and tests decide.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "autograd/tensor.h"
+
+#define ST_ERR_LEN 512
+
+typedef enum {
+    ST_OK = 0,
+    ST_ERR_IO,          // cannot open / stat / map / write the file
+    ST_ERR_TRUNCATED,   // file shorter than its 8-byte length prefix or than the header it announces
+    ST_ERR_HEADER,      // header is not a JSON object, or an entry is malformed
+    ST_ERR_DTYPE,       // dtype not one of F32/F16/BF16/I64 (or not convertible to the requested one)
+    ST_ERR_SHAPE,       // shape not an array of non-negative integers, or too many dims
+    ST_ERR_OFFSETS,     // data_offsets malformed, begin > end, or past the end of the data section
+    ST_ERR_SIZE,        // end - begin != numel * dtype size
+    ST_ERR_OVERLAP,     // two tensors share bytes
+    ST_ERR_DUPLICATE,   // a tensor name appears twice
+    ST_ERR_NOT_FOUND,   // no tensor of that name
+} StStatus;
+
+typedef struct {
+    char *name;
+    DType dtype;
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    int64_t numel;
+    uint64_t begin, end;   // byte range within the data section (validated)
+} StEntry;
+
+typedef struct SafeTensors SafeTensors;
+
+// Opens and validates path. On success *out is the open file; on failure *out is NULL, err holds
+// "<path>: <what is wrong>" and the status says which check failed.
+StStatus safetensors_open(const char *path, SafeTensors **out, char err[ST_ERR_LEN]);
+// Unmaps the file. Tensors wrapping its bytes (safetensors_tensor zero-copy views) die with it.
+void safetensors_close(SafeTensors *st);
+
+const char *safetensors_path(const SafeTensors *st);
+int safetensors_count(const SafeTensors *st);
+const StEntry *safetensors_entry(const SafeTensors *st, int i);      // file order (by begin offset)
+const StEntry *safetensors_find(const SafeTensors *st, const char *name);   // NULL if absent
+// Raw bytes of an entry inside the mapping (read-only).
+const void *safetensors_bytes(const SafeTensors *st, const StEntry *e);
+// Value of a "__metadata__" key, or NULL.
+const char *safetensors_metadata(const SafeTensors *st, const char *key);
+// Bytes of the mapping (header + data): what the file costs in address space.
+size_t safetensors_mapped_bytes(const SafeTensors *st);
+
+// A persistent tensor named `name` (NULL: the entry's name) with e's shape, as dtype `want`:
+//  - want == e->dtype and the bytes are aligned for it: a zero-copy view of the mapped bytes
+//    (owns_data false, read-only memory: writing to it faults; see sd_tensor_make_owned);
+//  - otherwise a converted heap copy (F32/F16/BF16 among themselves; I64 only to I64).
+// Returns ST_ERR_DTYPE (message names the tensor and file) when the conversion is impossible.
+StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name,
+                            Tensor **out, char err[ST_ERR_LEN]);
+
+typedef struct {
+    const char *key, *value;
+} StMetadata;
+
+// Writes tensors (host memory, named by t->name, any of the four dtypes) and optional string
+// metadata to path, atomically: "<path>.tmp.<pid>" is written, fsynced and renamed into place.
+// Layout matches the reference implementation: header padded with spaces to a multiple of 8 bytes,
+// tensors stored back to back in the given order. Python's safetensors reads the result.
+StStatus safetensors_save(const char *path, Tensor *const *tensors, int n, const StMetadata *meta, int nmeta,
+                          char err[ST_ERR_LEN]);
+
+// Parse "F32"/"F16"/"BF16"/"I64"; returns -1 for anything else.
+int safetensors_parse_dtype(const char *s);
+const char *safetensors_dtype_str(DType dt);

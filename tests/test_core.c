@@ -1,0 +1,239 @@
+// Core engine tests that need no op implementation: half-precision conversion, the arena, the tape
+// (with a test-local op), gradient accumulation, recomputation, the parameter registry, AdamW,
+// clipping and LR schedules.
+#include <math.h>
+#include <string.h>
+
+#include "autograd/optim.h"
+#include "autograd/params.h"
+#include "tests/check.h"
+
+// ---- a tiny local op: y = a * x^2 (elementwise), to exercise the tape without autograd/op_*.c ----
+typedef struct { float a; } SquareCtx;
+static void square_backward(AgNode *n) {
+    SquareCtx *c = n->ctx;
+    Tensor *x = n->inputs[0];
+    const float *xv = tensor_f32(x), *gy = n->out->grad;
+    float *gx = tensor_grad(x);
+    for (int64_t i = 0; i < x->numel; i++) gx[i] += 2.0f * c->a * xv[i] * gy[i];
+}
+static Tensor *square(Tensor *x, float a) {
+    Tensor *y = tensor_like(x);
+    const float *xv = tensor_f32(x);
+    for (int64_t i = 0; i < x->numel; i++) ((float *)y->data)[i] = a * xv[i] * xv[i];
+    if (ag_needs_grad(1, &x)) {
+        SquareCtx *c = ag_record("square", square_backward, y, 1, &x, sizeof(SquareCtx));
+        c->a = a;
+    }
+    return y;
+}
+// sum to scalar, local too
+static void sum_backward(AgNode *n) {
+    float *gx = tensor_grad(n->inputs[0]);
+    for (int64_t i = 0; i < n->inputs[0]->numel; i++) gx[i] += n->out->grad[0];
+}
+static Tensor *sum_all(Tensor *x) {
+    Tensor *y = tensor_new1(1);
+    double s = 0;
+    for (int64_t i = 0; i < x->numel; i++) s += ((float *)x->data)[i];
+    ((float *)y->data)[0] = (float)s;
+    if (ag_needs_grad(1, &x)) ag_record("sum", sum_backward, y, 1, &x, 0);
+    return y;
+}
+
+static void test_half(void) {
+    // bf16: every bf16 value survives f32 and back (NaNs stay NaN).
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = bf16_to_f32((uint16_t)h);
+        uint16_t back = f32_to_bf16(f);
+        if (f == f ? back != h : !(bf16_to_f32(back) != bf16_to_f32(back))) bad++;
+    }
+    CHECK(bad == 0, "%d bf16 values do not round-trip", bad);
+    bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = f16_to_f32((uint16_t)h);
+        uint16_t back = f32_to_f16(f);
+        if (f == f && back != h) bad++;
+    }
+    CHECK(bad == 0, "%d f16 values do not round-trip", bad);
+    CHECK(f16_to_f32(0x3c00) == 1.0f && f16_to_f32(0xc000) == -2.0f && f16_to_f32(0x7bff) == 65504.0f, "f16 constants");
+    CHECK(f16_to_f32(0x0001) == ldexpf(1.0f, -24), "smallest f16 subnormal");
+    CHECK(f32_to_f16(1.0f + ldexpf(1.0f, -11)) == 0x3c00, "f16 ties round to even (down)");
+    CHECK(f32_to_f16(1.0f + 3 * ldexpf(1.0f, -11)) == 0x3c02, "f16 ties round to even (up)");
+    CHECK(f32_to_f16(70000.0f) == 0x7c00, "f16 overflow is inf");
+    CHECK(f32_to_bf16(1.0f + ldexpf(1.0f, -8)) == 0x3f80, "bf16 tie rounds to even");
+    CHECK(f32_to_bf16(1.0f + 3 * ldexpf(1.0f, -8)) == 0x3f82, "bf16 tie rounds up to even");
+    // tensor_f32 widens half storage; tensor_convert_dtype converts persistent storage.
+    int64_t shape[] = {5};
+    Tensor *t = tensor_new_persistent("w", 1, shape, DT_F32);
+    float vals[] = {0.1f, -3.5f, 1e-3f, 100.25f, 0};
+    memcpy(t->data, vals, sizeof vals);
+    tensor_convert_dtype(t, DT_BF16);
+    CHECK(t->dtype == DT_BF16, "converted dtype");
+    const float *w = tensor_f32(t);
+    for (int i = 0; i < 5; i++) CHECK_NEAR(w[i], vals[i], fabs(vals[i]) * 1.0 / 128, "bf16 widened value");
+    tensor_free(t);
+}
+
+static void test_arena(void) {
+    ag_step_reset();
+    size_t m0 = arena_mark();
+    char *a = arena_alloc(100, "a");
+    CHECK(((uintptr_t)a & 63) == 0, "64-byte alignment");
+    size_t m1 = arena_mark();
+    CHECK(m1 >= m0 + 100, "mark advances");
+    char *big = arena_alloc((size_t)100 << 20, "bigger than a block");  // own block
+    memset(big, 1, (size_t)100 << 20);
+    char *b = arena_alloc(10, "b");
+    arena_release(m1);
+    CHECK(arena_mark() == m1, "release rewinds to the mark");
+    char *c = arena_alloc(100 << 20, "reuse");
+    CHECK(c == big, "released memory is reused");
+    (void)b;
+    ag_step_reset();
+    CHECK(arena_mark() == 0, "reset rewinds everything");
+    CHECK(arena_peak() >= ((size_t)100 << 20), "peak remembers the high-water mark");
+}
+
+static void test_tape(void) {
+    ag_step_reset();
+    int64_t shape[] = {4};
+    Tensor *x = tensor_new_persistent("x", 1, shape, DT_F32);
+    float xv[] = {1, -2, 3, 0.5f};
+    memcpy(x->data, xv, sizeof xv);
+    x->requires_grad = true;
+    Tensor *frozen = tensor_new_persistent("frozen", 1, shape, DT_F32);
+    // loss = sum(3 x^2) + sum(frozen^2): only x gets a gradient, frozen allocates none.
+    Tensor *l1 = sum_all(square(x, 3.0f));
+    Tensor *l2 = sum_all(square(frozen, 1.0f));
+    CHECK(l1->requires_grad && !l2->requires_grad, "requires_grad propagates only from x");
+    CHECK(ag_tape_size() == 2, "two nodes recorded, got %d", ag_tape_size());
+    ag_backward(l1);
+    for (int i = 0; i < 4; i++) CHECK_NEAR(x->grad[i], 6 * xv[i], 1e-6, "d/dx 3x^2");
+    CHECK(frozen->grad == NULL, "frozen tensor has no gradient memory");
+    // Micro-batch accumulation: a second step adds to the persistent gradient.
+    ag_step_reset();
+    ag_backward(sum_all(square(x, 3.0f)));
+    for (int i = 0; i < 4; i++) CHECK_NEAR(x->grad[i], 12 * xv[i], 1e-6, "accumulated over two micro-batches");
+    // No-grad scope records nothing.
+    ag_step_reset();
+    bool prev = ag_set_grad_enabled(false);
+    Tensor *y = square(x, 1.0f);
+    ag_set_grad_enabled(prev);
+    CHECK(ag_tape_size() == 0 && !y->requires_grad, "no-grad scope records nothing");
+    ag_step_reset();
+    tensor_free(x);
+    tensor_free(frozen);
+}
+
+// Recomputation: grads equal with and without ag_checkpoint, and the block's activations are
+// released after its backward.
+static Tensor *block(void *ctx, Tensor *const *in) {
+    (void)ctx;
+    return square(square(in[0], 0.5f), 2.0f);  // 2 (0.5 x^2)^2 = 0.5 x^4
+}
+static void test_checkpoint(void) {
+    int64_t shape[] = {1000};
+    Tensor *x = tensor_new_persistent("x", 1, shape, DT_F32);
+    tensor_randn(x, 7, 1.0f);
+    x->requires_grad = true;
+    ag_step_reset();
+    Tensor *h = square(x, 1.0f);  // arena input to the block
+    ag_backward(sum_all(block(NULL, &h)));
+    float *plain = malloc(sizeof(float) * 1000);
+    memcpy(plain, x->grad, sizeof(float) * 1000);
+    tensor_zero_grad(x);
+    ag_step_reset();
+    h = square(x, 1.0f);
+    Tensor *out = ag_checkpoint(block, NULL, 1, &h);
+    CHECK(ag_tape_size() == 2, "checkpointed block is one node (tape %d)", ag_tape_size());
+    ag_backward(sum_all(out));
+    double err = max_abs_diff(x->grad, plain, 1000, NULL);
+    CHECK(err == 0.0, "checkpointed gradients differ by %g", err);
+    CHECK(ag_tape_size() == 3, "recomputation sub-tape dropped (tape %d)", ag_tape_size());
+    ag_step_reset();
+    free(plain);
+    tensor_free(x);
+}
+
+static void test_params(void) {
+    ParamStore *ps = params_new();
+    char name[64];
+    for (int i = 0; i < 300; i++) {  // enough to force index rebuilds
+        snprintf(name, sizeof name, "down_blocks.%d.resnets.%d.conv1.weight", i / 3, i % 3);
+        int64_t shape[] = {i + 1};
+        params_add(ps, name, tensor_new_persistent(NULL, 1, shape, DT_F32));
+    }
+    CHECK(params_count(ps) == 300, "count");
+    Tensor *t = params_get(ps, "down_blocks.42.resnets.1.conv1.weight");
+    CHECK(t && t->numel == 128, "lookup by name");
+    CHECK(params_get(ps, "nope") == NULL, "missing name gives NULL");
+    CHECK(strcmp(params_at(ps, 5)->name, "down_blocks.1.resnets.2.conv1.weight") == 0, "insertion order");
+    int hits = params_set_trainable(ps, "down_blocks.1*.resnets.0.*", true);
+    CHECK(hits == 11, "glob selected %d", hits);  // 1, 10..19
+    Tensor *tr[32];
+    CHECK(params_trainable(ps, tr, 32) == 11, "trainable list");
+    params_free(ps);
+}
+
+// AdamW on a scalar with a hand-computed update (torch formulas), clipping, schedules.
+static void test_optim(void) {
+    int64_t shape[] = {2};
+    Tensor *p = tensor_new_persistent("p", 1, shape, DT_F32);
+    ((float *)p->data)[0] = 1.0f;
+    ((float *)p->data)[1] = -2.0f;
+    p->requires_grad = true;
+    float *g = tensor_grad(p);
+    g[0] = 0.5f;
+    g[1] = -0.25f;
+    AdamWConfig cfg = {0.1f, 0.9f, 0.999f, 1e-8f, 0.01f};
+    AdamW *opt = adamw_new(&p, 1, cfg);
+    adamw_step(opt, 0.1f);
+    // step 1: m = 0.1 g, v = 0.001 g^2, mhat = g, vhat = g^2 -> p = p(1 - lr wd) - lr * sign(g)
+    CHECK_NEAR(((float *)p->data)[0], 1.0 * (1 - 0.001) - 0.1 * 0.5 / (0.5 + 1e-8), 1e-6, "adamw step 1 [0]");
+    CHECK_NEAR(((float *)p->data)[1], -2.0 * (1 - 0.001) + 0.1, 1e-6, "adamw step 1 [1]");
+    adamw_free(opt);
+    // clip: norm of (3, 4) is 5; clip to 1 scales by 1 / (5 + 1e-6)
+    g[0] = 3;
+    g[1] = 4;
+    double n = clip_grad_norm(&p, 1, 1.0);
+    CHECK_NEAR(n, 5.0, 1e-9, "grad norm");
+    CHECK_NEAR(g[0], 3 / (5 + 1e-6), 1e-6, "clipped grad");
+    n = clip_grad_norm(&p, 1, 10.0);
+    CHECK_NEAR(g[1], 4 / (5 + 1e-6), 1e-6, "no clipping below max_norm");
+    tensor_free(p);
+    LrSchedule c = {LR_CONSTANT, 1e-3f, 10, 100};
+    CHECK_NEAR(lr_at(&c, 0), 0, 1e-12, "warm-up starts at 0");
+    CHECK_NEAR(lr_at(&c, 5), 5e-4, 1e-9, "linear warm-up");
+    CHECK_NEAR(lr_at(&c, 50), 1e-3, 1e-9, "constant");
+    LrSchedule cos_s = {LR_COSINE, 1e-3f, 10, 110};
+    CHECK_NEAR(lr_at(&cos_s, 10), 1e-3, 1e-9, "cosine peak");
+    CHECK_NEAR(lr_at(&cos_s, 60), 5e-4, 1e-9, "cosine half-way");
+    CHECK_NEAR(lr_at(&cos_s, 110), 0, 1e-9, "cosine end");
+}
+
+// Errors name what is at fault and exit 1.
+static void alloc_too_big(void *ctx) {
+    (void)ctx;
+    int64_t huge[] = {(int64_t)1 << 40, 1 << 20};  // 4 EiB of f32
+    tensor_new_persistent("too_big", 2, huge, DT_F32);
+}
+static void test_errors(void) {
+    char buf[512];
+    int st = run_expect_fail(alloc_too_big, NULL, buf, sizeof buf);
+    CHECK(st == 1, "out-of-memory exits 1 (got %d)", st);
+    CHECK(strstr(buf, "out of memory") && strstr(buf, "too_big") && strstr(buf, "bytes"),
+          "message says how much and for what: %s", buf);
+}
+
+int main(void) {
+    test_half();
+    test_arena();
+    test_tape();
+    test_checkpoint();
+    test_params();
+    test_optim();
+    test_errors();
+    return check_summary();
+}
