@@ -13,7 +13,8 @@
 //
 // Order of operations (both profiles): centre crop each image to a multiple of crop_multiple
 // (PromptIR's crop_img: offset (size % m) / 2), then the size check, then crop_border, then the
-// metric. Functions return 0, or -1 with a message in err naming what is wrong.
+// metric. Functions return 0, or METRICS_ERR / METRICS_ERR_SIZE with a message in err naming what
+// is wrong.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,6 +22,11 @@
 #include "data/image.h"
 
 typedef enum { METRIC_PROFILE_PROMPTIR = 0, METRIC_PROFILE_BASICSR = 1 } MetricProfile;
+
+enum {
+    METRICS_ERR = -1,       // bad options, unreadable file, image too small for the SSIM window, ...
+    METRICS_ERR_SIZE = -2,  // pred and gt sizes differ (after crop-multiple)
+};
 
 typedef struct {
     MetricProfile profile;
@@ -43,7 +49,8 @@ void metrics_opts_describe(const MetricOpts *o, char *buf, size_t len);
 // Centre-crop offsets and size for crop_img(base=m): writes (=) *x0, *y0, *w_out, *h_out.
 void metrics_crop_multiple_rect(int w, int h, int m, int *x0, int *y0, int *w_out, int *h_out);
 
-// Score one 8-bit pair (= *psnr, = *ssim). psnr is +inf for identical images (after cropping).
+// Score one 8-bit pair (= *psnr, = *ssim; ssim may be NULL to skip SSIM). psnr is +inf for identical
+// images (after cropping).
 int metrics_pair(const Image *pred, const Image *gt, const MetricOpts *o, double *psnr, double *ssim,
                  char *err, size_t errlen);
 // Load both files and score them; every message names the file(s) at fault and their sizes.

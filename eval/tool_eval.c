@@ -1,0 +1,414 @@
+// dod-eval: evaluation front end. Each subcommand is one function with its own options:
+//   dod-eval metrics --pred DIR --gt DIR [...]   score restored images against ground truth
+// (docs/metrics.md describes the profiles and the report formats).
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "autograd/tensor.h"
+#include "data/pairing.h"
+#include "eval/metrics.h"
+
+// ---- shared helpers -------------------------------------------------------------------------------
+// Non-negative decimal int, the whole string; -1 otherwise.
+static int parse_count(const char *s) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || v > INT_MAX) return -1;
+    return (int)v;
+}
+
+// Write text to path atomically (path.tmp.<pid>, then rename). Returns 0, or -1 with a message.
+static int write_file_atomic(const char *path, const char *text, char *err, size_t errlen) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+        return -1;
+    }
+    size_t n = strlen(text);
+    int bad = fwrite(text, 1, n, f) != n;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+// dir/name into buf; 0, or -1 when it does not fit.
+static int join_path(char *buf, size_t len, const char *dir, const char *name) {
+    return (size_t)snprintf(buf, len, "%s/%s", dir, name) < len ? 0 : -1;
+}
+
+static void stem_of(const char *name, char *buf, size_t len) {
+    snprintf(buf, len, "%s", name);
+    char *dot = strrchr(buf, '.');
+    if (dot && dot != buf) *dot = 0;
+}
+
+// ---- dod-eval metrics -----------------------------------------------------------------------------
+typedef struct {
+    char stem[512];
+    char pred[1024], gt[1024];   // full paths; empty when that side is missing
+    int status;                  // 0 scored, else a Problem
+    double psnr, ssim;
+    char err[2600];
+} PairResult;
+
+typedef enum { P_OK = 0, P_NO_PRED, P_NO_GT, P_DUPLICATE, P_UNREADABLE, P_SIZE, P_OTHER, P_COUNT } Problem;
+static const char *problem_names[P_COUNT] = {"scored", "missing prediction", "prediction without ground truth",
+                                             "duplicate name", "unreadable", "size mismatch", "other error"};
+
+static void metrics_usage(FILE *f) {
+    fprintf(f,
+            "usage: dod-eval metrics --pred DIR --gt DIR [--profile promptir|basicsr] [--y-channel]\n"
+            "                        [--crop-border N] [--crop-multiple N] [--json FILE] [--csv FILE]\n"
+            "\n"
+            "Scores every image in --pred against the image of the same stem (name without extension;\n"
+            ".png .jpg .jpeg .bmp) in --gt and prints one row per pair (PSNR dB, 4 decimals; SSIM, 6)\n"
+            "and their average. Every gt image needs a prediction and every prediction a gt image.\n"
+            "\n"
+            "  --profile promptir   (default) AirNet/PromptIR/AdaIR protocol: scikit-image 0.19 on RGB\n"
+            "                       float32 in [0, 1], SSIM 7x7 uniform window, sample covariance\n"
+            "  --profile basicsr    BasicSR calculate_psnr/calculate_ssim: float64 of the 8-bit values,\n"
+            "                       SSIM 11x11 Gaussian (sigma 1.5), valid region\n"
+            "  --y-channel          basicsr only: score BasicSR's Y (BT.601, unrounded)\n"
+            "  --crop-border N      remove N pixels on every side before scoring (default 0)\n"
+            "  --crop-multiple N    first centre-crop each image to a multiple of N, as PromptIR's\n"
+            "                       crop_img(base=16) does (481x321 -> 480x320); 0 = off (default)\n"
+            "  --json FILE          write the per-image numbers and the means as JSON\n"
+            "  --csv FILE           write name,psnr,ssim rows as CSV\n"
+            "\n"
+            "Reports are written (temp file + rename) only when every pair was scored. PSNR of identical\n"
+            "images is inf (\"inf\" in JSON). Exit status: 0 all scored, 1 some pair failed, 2 usage.\n");
+}
+
+// Pairs by exact stem; a stem twice in one folder (a.png and a.jpg) is a duplicate problem.
+static PairResult *match_dirs(const char *pred_dir, const char *gt_dir, int *n_out, char *err, size_t errlen) {
+    char **pn, **gn;
+    int np, ng;
+    if (list_images(pred_dir, &pn, &np, err, errlen)) return NULL;
+    if (list_images(gt_dir, &gn, &ng, err, errlen)) {
+        free_names(pn, np);
+        return NULL;
+    }
+    PairResult *res = dod_calloc(sizeof(PairResult) * (size_t)(np + ng + 1), "pair list");
+    int n = 0;
+    char stem[512], other[512];
+    // every gt image, with its prediction if there is exactly one
+    for (int i = 0; i < ng; i++) {
+        PairResult *r = &res[n++];
+        stem_of(gn[i], r->stem, sizeof r->stem);
+        if (join_path(r->gt, sizeof r->gt, gt_dir, gn[i])) {
+            r->status = P_OTHER;
+            snprintf(r->err, sizeof r->err, "%s/%s: path longer than %zu bytes", gt_dir, gn[i], sizeof r->gt - 1);
+            continue;
+        }
+        int found = 0;
+        for (int j = 0; j < np; j++) {
+            stem_of(pn[j], stem, sizeof stem);
+            if (strcmp(stem, r->stem)) continue;
+            if (found++) {
+                r->status = P_DUPLICATE;
+                snprintf(r->err, sizeof r->err, "%s: two predictions named %s.* (%s and %s)", pred_dir, r->stem,
+                         strrchr(r->pred, '/') + 1, pn[j]);
+            } else if (join_path(r->pred, sizeof r->pred, pred_dir, pn[j])) {
+                r->status = P_OTHER;
+                snprintf(r->err, sizeof r->err, "%s/%s: path longer than %zu bytes", pred_dir, pn[j],
+                         sizeof r->pred - 1);
+            }
+        }
+        for (int j = 0; j < i && !r->status; j++) {
+            stem_of(gn[j], other, sizeof other);
+            if (!strcmp(other, r->stem)) {
+                r->status = P_DUPLICATE;
+                snprintf(r->err, sizeof r->err, "%s: two ground truths named %s.* (%s and %s)", gt_dir, r->stem,
+                         gn[j], gn[i]);
+            }
+        }
+        if (!found && !r->status) {
+            r->status = P_NO_PRED;
+            snprintf(r->err, sizeof r->err, "%s: no prediction for %s (looked for %s/%s.*)", r->gt, r->stem,
+                     pred_dir, r->stem);
+        }
+    }
+    // predictions nobody asked for
+    for (int j = 0; j < np; j++) {
+        stem_of(pn[j], stem, sizeof stem);
+        int matched = 0;
+        for (int i = 0; i < ng && !matched; i++) {
+            stem_of(gn[i], other, sizeof other);
+            matched = !strcmp(stem, other);
+        }
+        if (matched) continue;
+        PairResult *r = &res[n++];
+        snprintf(r->stem, sizeof r->stem, "%s", stem);
+        join_path(r->pred, sizeof r->pred, pred_dir, pn[j]);  // only named in the message below
+        r->status = P_NO_GT;
+        snprintf(r->err, sizeof r->err, "%s: no ground truth %s/%s.*", r->pred, gt_dir, stem);
+    }
+    free_names(pn, np);
+    free_names(gn, ng);
+    *n_out = n;
+    return res;
+}
+
+static void score_one(PairResult *r, const MetricOpts *o) {
+    Image pred, gt;
+    if (image_load(r->pred, &pred, r->err, sizeof r->err)) {
+        r->status = P_UNREADABLE;
+        return;
+    }
+    if (image_load(r->gt, &gt, r->err, sizeof r->err)) {
+        r->status = P_UNREADABLE;
+        image_free(&pred);
+        return;
+    }
+    char why[512];
+    int rc = metrics_pair(&pred, &gt, o, &r->psnr, &r->ssim, why, sizeof why);
+    if (rc) {
+        r->status = rc == METRICS_ERR_SIZE ? P_SIZE : P_OTHER;
+        snprintf(r->err, sizeof r->err, "%s vs %s: %s", r->pred, r->gt, why);
+    }
+    image_free(&pred);
+    image_free(&gt);
+}
+
+static cJSON *json_number_or_inf(double v) {
+    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateString(v > 0 ? "inf" : "nan");
+}
+
+static char *report_json(const PairResult *res, int n, const MetricOpts *o, const char *pred_dir,
+                         const char *gt_dir, double mean_psnr, double mean_ssim, int scored) {
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "tool", "dod-eval metrics");
+    cJSON_AddStringToObject(doc, "profile", metrics_profile_name(o->profile));
+    cJSON_AddBoolToObject(doc, "y_channel", o->y_channel);
+    cJSON_AddNumberToObject(doc, "crop_border", o->crop_border);
+    cJSON_AddNumberToObject(doc, "crop_multiple", o->crop_multiple);
+    cJSON_AddStringToObject(doc, "pred_dir", pred_dir);
+    cJSON_AddStringToObject(doc, "gt_dir", gt_dir);
+    cJSON_AddNumberToObject(doc, "count", scored);
+    cJSON_AddItemToObject(doc, "mean_psnr", json_number_or_inf(mean_psnr));
+    cJSON_AddItemToObject(doc, "mean_ssim", json_number_or_inf(mean_ssim));
+    cJSON *images = cJSON_AddArrayToObject(doc, "images");
+    for (int i = 0; i < n; i++) {
+        cJSON *it = cJSON_CreateObject();
+        cJSON_AddStringToObject(it, "name", res[i].stem);
+        cJSON_AddStringToObject(it, "pred", res[i].pred);
+        cJSON_AddStringToObject(it, "gt", res[i].gt);
+        cJSON_AddItemToObject(it, "psnr", json_number_or_inf(res[i].psnr));
+        cJSON_AddItemToObject(it, "ssim", json_number_or_inf(res[i].ssim));
+        cJSON_AddItemToArray(images, it);
+    }
+    char *text = cJSON_Print(doc);
+    cJSON_Delete(doc);
+    size_t len = strlen(text);
+    char *out = dod_malloc(len + 2, "json report");
+    memcpy(out, text, len);
+    out[len] = '\n';
+    out[len + 1] = 0;
+    free(text);
+    return out;
+}
+
+static char *report_csv(const PairResult *res, int n) {
+    size_t cap = 64 + (size_t)n * 600, len = 0;
+    char *out = dod_malloc(cap, "csv report");
+    len += snprintf(out + len, cap - len, "name,psnr,ssim\n");
+    for (int i = 0; i < n; i++)
+        len += snprintf(out + len, cap - len, "%s,%.10g,%.10g\n", res[i].stem, res[i].psnr, res[i].ssim);
+    return out;
+}
+
+static int cmd_metrics(int argc, char **argv) {
+    const char *pred_dir = NULL, *gt_dir = NULL, *json_path = NULL, *csv_path = NULL;
+    MetricOpts o = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
+    static const struct option longopts[] = {
+        {"pred", required_argument, 0, 'p'},          {"gt", required_argument, 0, 'g'},
+        {"profile", required_argument, 0, 'P'},       {"y-channel", no_argument, 0, 'y'},
+        {"crop-border", required_argument, 0, 'b'},   {"crop-multiple", required_argument, 0, 'm'},
+        {"json", required_argument, 0, 'j'},          {"csv", required_argument, 0, 'c'},
+        {"help", no_argument, 0, 'h'},                {0, 0, 0, 0}};
+    optind = 1;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'p': pred_dir = optarg; break;
+        case 'g': gt_dir = optarg; break;
+        case 'j': json_path = optarg; break;
+        case 'c': csv_path = optarg; break;
+        case 'y': o.y_channel = true; break;
+        case 'P':
+            if (metrics_profile_parse(optarg, &o.profile)) {
+                fprintf(stderr, "dod-eval metrics: unknown --profile '%s' (promptir or basicsr)\n", optarg);
+                return 2;
+            }
+            break;
+        case 'b':
+        case 'm': {
+            int v = parse_count(optarg);
+            if (v < 0) {
+                fprintf(stderr, "dod-eval metrics: --%s needs a non-negative integer, got '%s'\n",
+                        ch == 'b' ? "crop-border" : "crop-multiple", optarg);
+                return 2;
+            }
+            if (ch == 'b') o.crop_border = v;
+            else o.crop_multiple = v;
+            break;
+        }
+        case 'h': metrics_usage(stdout); return 0;
+        default: {
+            const char *needs = NULL;
+            for (int k = 0; longopts[k].name && optopt; k++)
+                if (longopts[k].val == optopt) needs = longopts[k].name;
+            if (needs) fprintf(stderr, "dod-eval metrics: --%s needs a value\n", needs);
+            else fprintf(stderr, "dod-eval metrics: unknown option '%s'\n", argv[optind - 1]);
+            fprintf(stderr, "(dod-eval metrics --help lists the options)\n");
+            return 2;
+        }
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "dod-eval metrics: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!pred_dir || !gt_dir) {
+        fprintf(stderr, "dod-eval metrics: --pred DIR and --gt DIR are required (--help lists the options)\n");
+        return 2;
+    }
+    if (o.y_channel && o.profile != METRIC_PROFILE_BASICSR) {
+        fprintf(stderr, "dod-eval metrics: --y-channel needs --profile basicsr (the promptir protocol scores RGB)\n");
+        return 2;
+    }
+
+    char err[8192];
+    int n = 0;
+    PairResult *res = match_dirs(pred_dir, gt_dir, &n, err, sizeof err);
+    if (!res) {
+        fprintf(stderr, "dod-eval metrics: %s\n", err);
+        return 1;
+    }
+    if (n == 0) {
+        fprintf(stderr, "dod-eval metrics: no images (.png .jpg .jpeg .bmp) in %s or %s\n", pred_dir, gt_dir);
+        free(res);
+        return 1;
+    }
+
+    // Pairs in parallel; each metrics_pair then runs single-threaded (OpenMP nesting is off).
+    const int progress = isatty(STDERR_FILENO) && n > 1;
+    int done = 0;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; i++) {
+        if (res[i].status == P_OK) score_one(&res[i], &o);
+        if (progress) {
+#pragma omp critical(progress)
+            {
+                done++;
+                fprintf(stderr, "\rdod-eval metrics: %d/%d", done, n);
+                fflush(stderr);
+            }
+        }
+    }
+    if (progress) fprintf(stderr, "\r%40s\r", "");
+
+    int counts[P_COUNT] = {0};
+    int name_w = 9;
+    for (int i = 0; i < n; i++) {
+        counts[res[i].status]++;
+        if (res[i].status == P_OK && (int)strlen(res[i].stem) > name_w) name_w = (int)strlen(res[i].stem);
+    }
+    char desc[160];
+    metrics_opts_describe(&o, desc, sizeof desc);
+    printf("%-*s %9s %9s\n", name_w, "name", "PSNR", "SSIM");
+    double sum_psnr = 0, sum_ssim = 0;
+    for (int i = 0; i < n; i++) {
+        if (res[i].status != P_OK) continue;
+        printf("%-*s %9.4f %9.6f\n", name_w, res[i].stem, res[i].psnr, res[i].ssim);
+        sum_psnr += res[i].psnr;
+        sum_ssim += res[i].ssim;
+    }
+    const int scored = counts[P_OK];
+    const double mean_psnr = scored ? sum_psnr / scored : NAN, mean_ssim = scored ? sum_ssim / scored : NAN;
+    if (scored) printf("%-*s %9.4f %9.6f   (%d image%s; %s)\n", name_w, "average", mean_psnr, mean_ssim, scored,
+                        scored == 1 ? "" : "s", desc);
+
+    int rc = 0;
+    if (scored != n) {
+        for (int i = 0; i < n; i++)
+            if (res[i].status != P_OK) fprintf(stderr, "dod-eval metrics: %s\n", res[i].err);
+        fprintf(stderr, "dod-eval metrics: %d of %d pairs not scored (", n - scored, n);
+        for (int p = 1, first = 1; p < P_COUNT; p++)
+            if (counts[p]) {
+                fprintf(stderr, "%s%d %s", first ? "" : ", ", counts[p], problem_names[p]);
+                first = 0;
+            }
+        if (scored) fprintf(stderr, "); the average above covers only the %d scored", scored);
+        else fprintf(stderr, "); nothing was scored");
+        fprintf(stderr, "%s\n", json_path || csv_path ? ", and no report file was written" : "");
+        rc = 1;
+    } else {
+        if (json_path) {
+            char *text = report_json(res, n, &o, pred_dir, gt_dir, mean_psnr, mean_ssim, scored);
+            if (write_file_atomic(json_path, text, err, sizeof err)) {
+                fprintf(stderr, "dod-eval metrics: %s\n", err);
+                rc = 1;
+            }
+            free(text);
+        }
+        if (csv_path) {
+            char *text = report_csv(res, n);
+            if (write_file_atomic(csv_path, text, err, sizeof err)) {
+                fprintf(stderr, "dod-eval metrics: %s\n", err);
+                rc = 1;
+            }
+            free(text);
+        }
+    }
+    free(res);
+    return rc;
+}
+
+// ---- dispatch ---------------------------------------------------------------------------------------
+typedef struct {
+    const char *name, *what;
+    int (*fn)(int argc, char **argv);
+} Subcommand;
+
+static const Subcommand subcommands[] = {
+    {"metrics", "PSNR/SSIM of a folder of predictions against ground truth (promptir / basicsr)", cmd_metrics},
+};
+#define N_SUBCOMMANDS ((int)(sizeof subcommands / sizeof subcommands[0]))
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: dod-eval <subcommand> [options]   (dod-eval <subcommand> --help for its options)\n\n"
+               "subcommands:\n");
+    for (int i = 0; i < N_SUBCOMMANDS; i++) fprintf(f, "  %-9s %s\n", subcommands[i].name, subcommands[i].what);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    for (int i = 0; i < N_SUBCOMMANDS; i++)
+        if (!strcmp(argv[1], subcommands[i].name)) return subcommands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "dod-eval: unknown subcommand '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
