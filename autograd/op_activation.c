@@ -1,0 +1,224 @@
+// Activations: op_silu, op_gelu (erf and tanh forms), op_geglu, op_relu, op_leaky_relu, op_clamp,
+// op_softmax. Formulas and gradient conventions follow PyTorch:
+//   silu(x)      = x * sigmoid(x)
+//   gelu(x)      = 0.5 x (1 + erf(x / sqrt 2))                       (F.gelu, approximate='none')
+//   gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))    (approximate='tanh')
+//   relu'(0) = 0, leaky_relu'(0) = slope, clamp' = 1 on [lo, hi] inclusive, 0 outside.
+#include "autograd/ops_cpu_util.h"
+
+#include <math.h>
+
+typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP } ActKind;
+
+#define SQRT_2_OVER_PI 0.7978845608028654f
+#define INV_SQRT_2 0.7071067811865476f
+#define INV_SQRT_2PI 0.3989422804014327f
+#define GELU_TANH_C 0.044715f
+
+static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * INV_SQRT_2)); }
+static inline float gelu_erf_grad(float x) {
+    return 0.5f * (1.0f + erff(x * INV_SQRT_2)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
+}
+static inline float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)));
+}
+static inline float gelu_tanh_grad(float x) {
+    float t = tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x));
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_TANH_C * x * x);
+}
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+typedef struct {
+    ActKind kind;
+    float p0, p1;     // leaky slope; clamp lo, hi
+    const float *x;   // f32 view of the input
+} ActCtx;
+
+// y = act(x) over n elements. Writes (=).
+static void act_cpu_forward(const ActCtx *c, const float *x, float *y, int64_t n) {
+    float p0 = c->p0, p1 = c->p1;
+    switch (c->kind) {
+    case ACT_SILU:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoidf(x[i]);
+        break;
+    case ACT_GELU_ERF:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]);
+        break;
+    case ACT_GELU_TANH:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]);
+        break;
+    case ACT_RELU:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    case ACT_LEAKY:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : p0 * x[i];
+        break;
+    case ACT_CLAMP:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] < p0 ? p0 : (x[i] > p1 ? p1 : x[i]);
+        break;
+    }
+}
+
+// grad_x += act'(x) * g. Accumulates (+=).
+static void act_cpu_backward(AgNode *node) {
+    const ActCtx *c = node->ctx;
+    Tensor *xt = node->inputs[0];
+    const float *x = c->x, *g = node->out->grad;
+    float *gx = tensor_grad(xt);
+    int64_t n = xt->numel;
+    float p0 = c->p0, p1 = c->p1;
+    switch (c->kind) {
+    case ACT_SILU:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float s = sigmoidf(x[i]);
+            gx[i] += g[i] * s * (1.0f + x[i] * (1.0f - s));
+        }
+        break;
+    case ACT_GELU_ERF:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) gx[i] += g[i] * gelu_erf_grad(x[i]);
+        break;
+    case ACT_GELU_TANH:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) gx[i] += g[i] * gelu_tanh_grad(x[i]);
+        break;
+    case ACT_RELU:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? g[i] : 0.0f;
+        break;
+    case ACT_LEAKY:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? g[i] : p0 * g[i];
+        break;
+    case ACT_CLAMP:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) gx[i] += (x[i] >= p0 && x[i] <= p1) ? g[i] : 0.0f;
+        break;
+    }
+}
+
+static Tensor *activation(const char *op, ActKind kind, Tensor *x, float p0, float p1) {
+    ops_require_cpu(op, 1, &x);
+    Tensor *out = tensor_like(x);
+    ActCtx c = {kind, p0, p1, tensor_f32(x)};
+    act_cpu_forward(&c, c.x, tensor_data_f32(out), x->numel);
+    if (ag_needs_grad(1, &x)) *(ActCtx *)ag_record(op, act_cpu_backward, out, 1, &x, sizeof(ActCtx)) = c;
+    return out;
+}
+
+Tensor *op_silu(Tensor *x) { return activation("op_silu", ACT_SILU, x, 0, 0); }
+Tensor *op_gelu(Tensor *x, bool tanh_approx) {
+    return activation("op_gelu", tanh_approx ? ACT_GELU_TANH : ACT_GELU_ERF, x, 0, 0);
+}
+Tensor *op_relu(Tensor *x) { return activation("op_relu", ACT_RELU, x, 0, 0); }
+Tensor *op_leaky_relu(Tensor *x, float slope) { return activation("op_leaky_relu", ACT_LEAKY, x, slope, 0); }
+Tensor *op_clamp(Tensor *x, float lo, float hi) {
+    if (!(lo <= hi)) dod_fatal("op_clamp", "lo %g > hi %g (input %s)", lo, hi, shape_str(x));
+    return activation("op_clamp", ACT_CLAMP, x, lo, hi);
+}
+
+// ---- GEGLU ----------------------------------------------------------------------------------------
+// x [..., 2C]: hidden = x[..., :C], gate = x[..., C:]; y [..., C] = hidden * gelu_erf(gate).
+typedef struct {
+    const float *x;
+    int64_t rows, half;
+} GegluCtx;
+
+static void geglu_cpu_forward(const float *x, float *y, int64_t rows, int64_t half) {
+#pragma omp parallel for if (rows * half > OPS_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *h = x + r * 2 * half, *gate = h + half;
+        float *o = y + r * half;
+        for (int64_t k = 0; k < half; k++) o[k] = h[k] * gelu_erf(gate[k]);
+    }
+}
+
+// d hidden += g * gelu(gate); d gate += g * hidden * gelu'(gate). Accumulates (+=).
+static void geglu_cpu_backward(AgNode *node) {
+    const GegluCtx *c = node->ctx;
+    float *gx = tensor_grad(node->inputs[0]);
+    const float *g = node->out->grad;
+    int64_t half = c->half;
+#pragma omp parallel for if (c->rows * half > OPS_PARALLEL_MIN)
+    for (int64_t r = 0; r < c->rows; r++) {
+        const float *h = c->x + r * 2 * half, *gate = h + half, *gr = g + r * half;
+        float *gh = gx + r * 2 * half, *gg = gh + half;
+        for (int64_t k = 0; k < half; k++) {
+            gh[k] += gr[k] * gelu_erf(gate[k]);
+            gg[k] += gr[k] * h[k] * gelu_erf_grad(gate[k]);
+        }
+    }
+}
+
+Tensor *op_geglu(Tensor *x) {
+    ops_require_cpu("op_geglu", 1, &x);
+    if (x->ndim < 1 || x->shape[x->ndim - 1] % 2 != 0)
+        dod_fatal("op_geglu", "input %s: the last dim must be even (hidden and gate halves)", shape_str(x));
+    int64_t shape[TENSOR_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    int64_t half = shape[x->ndim - 1] / 2;
+    shape[x->ndim - 1] = half;
+    Tensor *out = tensor_new(x->ndim, shape, DT_F32);
+    GegluCtx c = {tensor_f32(x), half ? out->numel / half : 0, half};
+    geglu_cpu_forward(c.x, tensor_data_f32(out), c.rows, half);
+    if (ag_needs_grad(1, &x)) *(GegluCtx *)ag_record("op_geglu", geglu_cpu_backward, out, 1, &x, sizeof(GegluCtx)) = c;
+    return out;
+}
+
+// ---- softmax over the last dim ----------------------------------------------------------------------
+typedef struct {
+    int64_t rows, cols;
+} SoftmaxCtx;
+
+// y = exp(x - max) / sum exp(x - max), row by row (max subtraction keeps exp <= 1). Writes (=).
+static void softmax_cpu_forward(const float *x, float *y, int64_t rows, int64_t cols) {
+#pragma omp parallel for if (rows * cols > OPS_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols;
+        float m = -INFINITY;
+        for (int64_t k = 0; k < cols; k++) m = xr[k] > m ? xr[k] : m;
+        double sum = 0;
+        for (int64_t k = 0; k < cols; k++) {
+            yr[k] = expf(xr[k] - m);
+            sum += yr[k];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int64_t k = 0; k < cols; k++) yr[k] *= inv;
+    }
+}
+
+// grad_x += y * (g - sum_k g_k y_k), row by row, from the saved output y. Accumulates (+=).
+static void softmax_cpu_backward(AgNode *node) {
+    const SoftmaxCtx *c = node->ctx;
+    const float *y = tensor_data_f32(node->out), *g = node->out->grad;
+    float *gx = tensor_grad(node->inputs[0]);
+    int64_t cols = c->cols;
+#pragma omp parallel for if (c->rows * cols > OPS_PARALLEL_MIN)
+    for (int64_t r = 0; r < c->rows; r++) {
+        const float *yr = y + r * cols, *gr = g + r * cols;
+        double dot = 0;
+        for (int64_t k = 0; k < cols; k++) dot += (double)gr[k] * yr[k];
+        float d = (float)dot;
+        for (int64_t k = 0; k < cols; k++) gx[r * cols + k] += yr[k] * (gr[k] - d);
+    }
+}
+
+Tensor *op_softmax(Tensor *x) {
+    ops_require_cpu("op_softmax", 1, &x);
+    if (x->ndim < 1) dod_fatal("op_softmax", "input %s has no last dim", shape_str(x));
+    int64_t cols = x->shape[x->ndim - 1];
+    Tensor *out = tensor_like(x);
+    SoftmaxCtx c = {cols ? x->numel / cols : 0, cols};
+    softmax_cpu_forward(tensor_f32(x), tensor_data_f32(out), c.rows, cols);
+    if (ag_needs_grad(1, &x))
+        *(SoftmaxCtx *)ag_record("op_softmax", softmax_cpu_backward, out, 1, &x, sizeof(SoftmaxCtx)) = c;
+    return out;
+}

@@ -1,0 +1,232 @@
+// Elementwise arithmetic with NumPy/PyTorch broadcasting: op_add, op_sub, op_mul, plus the
+// scalar forms op_scale and op_add_scalar.
+//
+// Broadcasting is planned once per call: both inputs are aligned from the right against the output
+// shape, a broadcast (size-1) axis gets stride 0, then size-1 output axes are dropped and adjacent
+// axes that are contiguous for both inputs are merged. [N, C, H, W] + [1, C, 1, 1] thus becomes a
+// 2-d problem [N*C, H*W] with strides (1, 0) for the bias, and the kernels walk rows of the last
+// merged axis. The backward of a broadcast input sums the output gradient over its broadcast axes.
+#include "autograd/ops_cpu_util.h"
+
+#include <string.h>
+
+typedef enum { EW_ADD, EW_SUB, EW_MUL } EwKind;
+
+static const char *ew_name(EwKind k) { return k == EW_ADD ? "op_add" : k == EW_SUB ? "op_sub" : "op_mul"; }
+
+// A coalesced broadcast plan: output shape and per-input element strides (0 on broadcast axes).
+typedef struct {
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    int64_t sa[TENSOR_MAX_DIMS], sb[TENSOR_MAX_DIMS], so[TENSOR_MAX_DIMS];  // a, b, output (contiguous)
+    int64_t numel;
+} Bcast;
+
+// Output shape of broadcasting a with b (fatal naming op and both shapes when incompatible), and
+// the coalesced plan.
+static void bcast_plan(const char *op, const Tensor *a, const Tensor *b, int *out_ndim, int64_t *out_shape,
+                       Bcast *p) {
+    int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
+    int64_t as[TENSOR_MAX_DIMS], bs[TENSOR_MAX_DIMS];  // aligned shapes (leading 1s)
+    for (int i = 0; i < nd; i++) {
+        int ia = i - (nd - a->ndim), ib = i - (nd - b->ndim);
+        as[i] = ia >= 0 ? a->shape[ia] : 1;
+        bs[i] = ib >= 0 ? b->shape[ib] : 1;
+        if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1)
+            dod_fatal(op, "shapes %s and %s do not broadcast (dim %d: %ld vs %ld)", shape_str(a), shape_str(b),
+                      i - nd, (long)as[i], (long)bs[i]);
+        out_shape[i] = as[i] == 1 ? bs[i] : as[i];
+    }
+    *out_ndim = nd;
+    int64_t ast[TENSOR_MAX_DIMS], bst[TENSOR_MAX_DIMS];
+    ops_strides(nd, as, ast);
+    ops_strides(nd, bs, bst);
+    // Drop size-1 output axes, then merge an axis into its outer neighbour when both inputs step
+    // through them as one (stride_outer == stride_inner * size_inner; also true for 0 strides).
+    memset(p, 0, sizeof *p);
+    for (int i = 0; i < nd; i++) {
+        if (out_shape[i] == 1) continue;
+        int64_t sa = as[i] == 1 ? 0 : ast[i], sb = bs[i] == 1 ? 0 : bst[i];
+        int k = p->ndim;
+        if (k > 0 && p->sa[k - 1] == sa * out_shape[i] && p->sb[k - 1] == sb * out_shape[i]) {
+            p->shape[k - 1] *= out_shape[i];
+            p->sa[k - 1] = sa;
+            p->sb[k - 1] = sb;
+        } else {
+            p->shape[k] = out_shape[i];
+            p->sa[k] = sa;
+            p->sb[k] = sb;
+            p->ndim++;
+        }
+    }
+    if (p->ndim == 0) {  // every axis has size 1: a single element
+        p->ndim = 1;
+        p->shape[0] = 1;
+    }
+    ops_strides(p->ndim, p->shape, p->so);
+    p->numel = ops_prod(p->shape, 0, p->ndim);
+}
+
+// out = a (op) b under plan p, where a and b are addressed with strides sa/sb. Writes (=).
+static void ew_cpu_forward(EwKind kind, const Bcast *p, const float *a, const int64_t *sa, const float *b,
+                           const int64_t *sb, float *out) {
+    int last = p->ndim - 1;
+    int64_t inner = p->shape[last], rows = p->numel / (inner ? inner : 1);
+    int64_t ia = sa[last], ib = sb[last];
+#pragma omp parallel for if (p->numel > OPS_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t rem = r, oa = 0, ob = 0;
+        for (int d = last - 1; d >= 0; d--) {
+            int64_t c = rem % p->shape[d];
+            rem /= p->shape[d];
+            oa += c * sa[d];
+            ob += c * sb[d];
+        }
+        const float *pa = a + oa, *pb = b + ob;
+        float *po = out + r * inner;
+        switch (kind) {
+        case EW_ADD: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] + pb[k * ib]; break;
+        case EW_SUB: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] - pb[k * ib]; break;
+        case EW_MUL: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] * pb[k * ib]; break;
+        }
+    }
+}
+
+// grad_t += sign * (g summed over the axes where t is broadcast). g is output-shaped; st are t's
+// strides in plan p (0 on broadcast axes). t is contiguous, so its element j enumerates the
+// non-broadcast axes in order; each j sums its own disjoint set of g entries (no write races).
+static void bcast_reduce_into(const Bcast *p, const float *g, const int64_t *st, float sign, float *grad_t,
+                              int64_t t_numel) {
+    int kept[TENSOR_MAX_DIMS], red[TENSOR_MAX_DIMS], nk = 0, nr = 0;
+    for (int d = 0; d < p->ndim; d++) {
+        if (st[d] != 0 || p->shape[d] == 1) kept[nk++] = d;
+        else red[nr++] = d;
+    }
+    if (nr == 0) {  // t has the output's layout: plain accumulation
+#pragma omp parallel for if (t_numel > OPS_PARALLEL_MIN)
+        for (int64_t j = 0; j < t_numel; j++) grad_t[j] += sign * g[j];
+        return;
+    }
+    int r_in = red[nr - 1];  // innermost reduced axis: the tight loop
+    int64_t n_in = p->shape[r_in], s_in = p->so[r_in];
+    int64_t n_outer = 1;
+    for (int i = 0; i < nr - 1; i++) n_outer *= p->shape[red[i]];
+#pragma omp parallel for if (p->numel > OPS_PARALLEL_MIN && t_numel > 1)
+    for (int64_t j = 0; j < t_numel; j++) {
+        int64_t rem = j, base = 0;
+        for (int i = nk - 1; i >= 0; i--) {
+            int d = kept[i];
+            base += (rem % p->shape[d]) * p->so[d];
+            rem /= p->shape[d];
+        }
+        double acc = 0;
+        for (int64_t t = 0; t < n_outer; t++) {
+            int64_t trem = t, off = base;
+            for (int i = nr - 2; i >= 0; i--) {
+                int d = red[i];
+                off += (trem % p->shape[d]) * p->so[d];
+                trem /= p->shape[d];
+            }
+            const float *pg = g + off;
+            for (int64_t k = 0; k < n_in; k++) acc += pg[k * s_in];
+        }
+        grad_t[j] += sign * (float)acc;
+    }
+}
+
+typedef struct {
+    EwKind kind;
+    Bcast plan;
+    const float *a, *b;  // f32 views of the inputs (saved for op_mul's backward)
+} EwCtx;
+
+// Backward of a (op) b: accumulates (+=) into the grads of the inputs that require grad.
+static void ew_cpu_backward(AgNode *node) {
+    EwCtx *c = node->ctx;
+    Tensor *a = node->inputs[0], *b = node->inputs[1];
+    const Bcast *p = &c->plan;
+    const float *g = node->out->grad;
+    if (c->kind == EW_MUL) {
+        float *tmp = arena_alloc((size_t)p->numel * sizeof(float), "op_mul backward scratch");
+        if (a->requires_grad) {  // d/da = g * b, summed over a's broadcast axes
+            ew_cpu_forward(EW_MUL, p, g, p->so, c->b, p->sb, tmp);
+            bcast_reduce_into(p, tmp, p->sa, 1.0f, tensor_grad(a), a->numel);
+        }
+        if (b->requires_grad) {
+            ew_cpu_forward(EW_MUL, p, g, p->so, c->a, p->sa, tmp);
+            bcast_reduce_into(p, tmp, p->sb, 1.0f, tensor_grad(b), b->numel);
+        }
+        return;
+    }
+    if (a->requires_grad) bcast_reduce_into(p, g, p->sa, 1.0f, tensor_grad(a), a->numel);
+    if (b->requires_grad) bcast_reduce_into(p, g, p->sb, c->kind == EW_SUB ? -1.0f : 1.0f, tensor_grad(b), b->numel);
+}
+
+static Tensor *ew_binary(EwKind kind, Tensor *a, Tensor *b) {
+    const char *op = ew_name(kind);
+    Tensor *in[2] = {a, b};
+    ops_require_cpu(op, 2, in);
+    int nd;
+    int64_t shape[TENSOR_MAX_DIMS];
+    Bcast plan;
+    bcast_plan(op, a, b, &nd, shape, &plan);
+    Tensor *out = tensor_new(nd, shape, DT_F32);
+    const float *af = tensor_f32(a), *bf = tensor_f32(b);
+    if (out->numel > 0) ew_cpu_forward(kind, &plan, af, plan.sa, bf, plan.sb, tensor_data_f32(out));
+    if (ag_needs_grad(2, in)) {
+        EwCtx *c = ag_record(op, ew_cpu_backward, out, 2, in, sizeof(EwCtx));
+        c->kind = kind;
+        c->plan = plan;
+        c->a = af;
+        c->b = bf;
+    }
+    return out;
+}
+
+Tensor *op_add(Tensor *a, Tensor *b) { return ew_binary(EW_ADD, a, b); }
+Tensor *op_sub(Tensor *a, Tensor *b) { return ew_binary(EW_SUB, a, b); }
+Tensor *op_mul(Tensor *a, Tensor *b) { return ew_binary(EW_MUL, a, b); }
+
+// ---- scalar forms ---------------------------------------------------------------------------------
+typedef struct {
+    float s;
+} ScaleCtx;
+
+// grad_x += s * g (op_scale) ...
+static void scale_cpu_backward(AgNode *node) {
+    float s = ((ScaleCtx *)node->ctx)->s;
+    Tensor *x = node->inputs[0];
+    float *gx = tensor_grad(x);
+    const float *g = node->out->grad;
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < x->numel; i++) gx[i] += s * g[i];
+}
+
+// ... and grad_x += g (op_add_scalar: the constant has no gradient).
+static void add_scalar_cpu_backward(AgNode *node) {
+    Tensor *x = node->inputs[0];
+    ops_accumulate(tensor_grad(x), node->out->grad, x->numel);
+}
+
+static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
+    ops_require_cpu(op, 1, &x);
+    Tensor *out = tensor_like(x);
+    const float *xf = tensor_f32(x);
+    float *o = tensor_data_f32(out);
+    if (multiply) {
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < x->numel; i++) o[i] = s * xf[i];
+    } else {
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < x->numel; i++) o[i] = xf[i] + s;
+    }
+    if (ag_needs_grad(1, &x)) {
+        ScaleCtx *c = ag_record(op, multiply ? scale_cpu_backward : add_scalar_cpu_backward, out, 1, &x,
+                                sizeof(ScaleCtx));
+        c->s = s;
+    }
+    return out;
+}
+
+Tensor *op_scale(Tensor *x, float s) { return scalar_op("op_scale", x, s, true); }
+Tensor *op_add_scalar(Tensor *x, float s) { return scalar_op("op_add_scalar", x, s, false); }

@@ -1,0 +1,226 @@
+// Normalisation: op_group_norm (torch.nn.GroupNorm) and op_layer_norm (torch.nn.LayerNorm over the
+// last dim). Both use the biased variance with eps inside the square root:
+//     y = (x - mean) / sqrt(var + eps) * gamma + beta
+// Statistics are two-pass (mean, then mean squared deviation) with double accumulators, so large
+// means (e.g. un-normalised latents) do not cancel the variance. mean and 1/std are saved per
+// group/row for the backward:
+//     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
+#include "autograd/ops_cpu_util.h"
+
+#include <math.h>
+#include <string.h>
+
+// mean and 1/sqrt(var + eps) of n contiguous floats, two-pass in double. Writes (=).
+static void row_stats(const float *x, int64_t n, float eps, float *mean_out, float *rstd_out) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    double mean = s / (double)n, v = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = x[i] - mean;
+        v += d * d;
+    }
+    *mean_out = (float)mean;
+    *rstd_out = (float)(1.0 / sqrt(v / (double)n + eps));
+}
+
+static void check_affine(const char *op, const Tensor *x, const Tensor *p, const char *which, int64_t C) {
+    if (p && (p->ndim != 1 || p->shape[0] != C))
+        dod_fatal(op, "%s %s does not match the %ld channels of input %s", which, shape_str(p), (long)C,
+                  shape_str(x));
+}
+
+// ---- group norm -------------------------------------------------------------------------------------
+typedef struct {
+    int64_t N, C, S;         // batch, channels, spatial size (product of the dims after C)
+    int64_t G;
+    const float *x, *gamma;  // f32 views (gamma NULL when absent)
+    float *mean, *rstd;      // [N * G]
+} GroupNormCtx;
+
+// y = groupnorm(x) and the per-(n, group) mean/rstd. Writes (=).
+static void group_norm_cpu_forward(GroupNormCtx *c, float eps, const float *beta, float *y) {
+    int64_t cpg = c->C / c->G, gsize = cpg * c->S;
+#pragma omp parallel for if (c->N * c->C * c->S > OPS_PARALLEL_MIN)
+    for (int64_t ng = 0; ng < c->N * c->G; ng++) {
+        const float *xg = c->x + ng * gsize;
+        float *yg = y + ng * gsize;
+        row_stats(xg, gsize, eps, &c->mean[ng], &c->rstd[ng]);
+        float m = c->mean[ng], r = c->rstd[ng];
+        int64_t c0 = (ng % c->G) * cpg;
+        for (int64_t k = 0; k < cpg; k++) {
+            float ga = c->gamma ? c->gamma[c0 + k] : 1.0f, be = beta ? beta[c0 + k] : 0.0f;
+            float a = r * ga, b = be - m * a;  // y = x * a + b
+            const float *xs = xg + k * c->S;
+            float *ys = yg + k * c->S;
+            for (int64_t s = 0; s < c->S; s++) ys[s] = xs[s] * a + b;
+        }
+    }
+}
+
+// Accumulates (+=) into dx, dgamma, dbeta for the inputs that require grad.
+static void group_norm_cpu_backward(AgNode *node) {
+    GroupNormCtx *c = node->ctx;
+    Tensor *xt = node->inputs[0], *gt = node->inputs[1], *bt = node->inputs[2];
+    const float *dy = node->out->grad;
+    int64_t cpg = c->C / c->G, gsize = cpg * c->S;
+    bool want_dx = xt->requires_grad, want_dg = gt && gt->requires_grad, want_db = bt && bt->requires_grad;
+    float *dx = want_dx ? tensor_grad(xt) : NULL;
+    // Per-(n, c) sums of dy * xhat and dy; each (n, group) task owns its own channels' entries.
+    double *part_g = arena_alloc((size_t)(c->N * c->C) * sizeof(double), "op_group_norm dgamma partials");
+    double *part_b = arena_alloc((size_t)(c->N * c->C) * sizeof(double), "op_group_norm dbeta partials");
+#pragma omp parallel for if (c->N * c->C * c->S > OPS_PARALLEL_MIN)
+    for (int64_t ng = 0; ng < c->N * c->G; ng++) {
+        const float *xg = c->x + ng * gsize, *dyg = dy + ng * gsize;
+        float m = c->mean[ng], r = c->rstd[ng];
+        int64_t n = ng / c->G, c0 = (ng % c->G) * cpg;
+        double sum_dxh = 0, sum_dxh_xh = 0;
+        for (int64_t k = 0; k < cpg; k++) {
+            float ga = c->gamma ? c->gamma[c0 + k] : 1.0f;
+            double sg = 0, sb = 0;
+            for (int64_t s = 0; s < c->S; s++) {
+                float xh = (xg[k * c->S + s] - m) * r, d = dyg[k * c->S + s];
+                sg += (double)d * xh;
+                sb += d;
+            }
+            part_g[n * c->C + c0 + k] = sg;
+            part_b[n * c->C + c0 + k] = sb;
+            sum_dxh += ga * sb;
+            sum_dxh_xh += ga * sg;
+        }
+        if (!dx) continue;
+        float mean_dxh = (float)(sum_dxh / gsize), mean_dxh_xh = (float)(sum_dxh_xh / gsize);
+        float *dxg = dx + ng * gsize;
+        for (int64_t k = 0; k < cpg; k++) {
+            float ga = c->gamma ? c->gamma[c0 + k] : 1.0f;
+            for (int64_t s = 0; s < c->S; s++) {
+                int64_t i = k * c->S + s;
+                float xh = (xg[i] - m) * r;
+                dxg[i] += r * (dyg[i] * ga - mean_dxh - xh * mean_dxh_xh);
+            }
+        }
+    }
+    float *dg = want_dg ? tensor_grad(gt) : NULL, *db = want_db ? tensor_grad(bt) : NULL;
+    for (int64_t ch = 0; ch < c->C; ch++) {
+        double sg = 0, sb = 0;
+        for (int64_t n = 0; n < c->N; n++) {
+            sg += part_g[n * c->C + ch];
+            sb += part_b[n * c->C + ch];
+        }
+        if (dg) dg[ch] += (float)sg;
+        if (db) db[ch] += (float)sb;
+    }
+}
+
+Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
+    const char *op = "op_group_norm";
+    Tensor *in[3] = {x, gamma, beta};
+    ops_require_cpu(op, 3, in);
+    if (x->ndim < 2) dod_fatal(op, "input %s must be [N, C, ...]", shape_str(x));
+    int64_t C = x->shape[1];
+    if (groups <= 0 || C % groups != 0)
+        dod_fatal(op, "%d groups do not divide the %ld channels of input %s", groups, (long)C, shape_str(x));
+    check_affine(op, x, gamma, "gamma", C);
+    check_affine(op, x, beta, "beta", C);
+    Tensor *out = tensor_like(x);
+    GroupNormCtx c = {x->shape[0], C, ops_prod(x->shape, 2, x->ndim), groups, tensor_f32(x),
+                      gamma ? tensor_f32(gamma) : NULL, NULL, NULL};
+    c.mean = arena_alloc((size_t)(c.N * c.G) * sizeof(float), "op_group_norm mean");
+    c.rstd = arena_alloc((size_t)(c.N * c.G) * sizeof(float), "op_group_norm rstd");
+    if (c.S > 0 && C > 0) group_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
+    if (ag_needs_grad(3, in)) *(GroupNormCtx *)ag_record(op, group_norm_cpu_backward, out, 3, in, sizeof c) = c;
+    return out;
+}
+
+// ---- layer norm -------------------------------------------------------------------------------------
+typedef struct {
+    int64_t rows, C;
+    const float *x, *gamma;
+    float *mean, *rstd;  // [rows]
+} LayerNormCtx;
+
+// y = layernorm(x) over the last dim, and per-row mean/rstd. Writes (=).
+static void layer_norm_cpu_forward(LayerNormCtx *c, float eps, const float *beta, float *y) {
+    int64_t C = c->C;
+#pragma omp parallel for if (c->rows * C > OPS_PARALLEL_MIN)
+    for (int64_t r = 0; r < c->rows; r++) {
+        const float *xr = c->x + r * C;
+        float *yr = y + r * C;
+        row_stats(xr, C, eps, &c->mean[r], &c->rstd[r]);
+        float m = c->mean[r], rs = c->rstd[r];
+        for (int64_t k = 0; k < C; k++) {
+            float v = (xr[k] - m) * rs;
+            if (c->gamma) v *= c->gamma[k];
+            if (beta) v += beta[k];
+            yr[k] = v;
+        }
+    }
+}
+
+// Accumulates (+=) into dx, dgamma, dbeta. dgamma/dbeta are summed over rows in per-thread
+// double buffers, then reduced, so threads never write the same channel.
+static void layer_norm_cpu_backward(AgNode *node) {
+    LayerNormCtx *c = node->ctx;
+    Tensor *xt = node->inputs[0], *gt = node->inputs[1], *bt = node->inputs[2];
+    const float *dy = node->out->grad;
+    int64_t C = c->C;
+    float *dx = xt->requires_grad ? tensor_grad(xt) : NULL;
+    bool want_affine = (gt && gt->requires_grad) || (bt && bt->requires_grad);
+    int nt = ops_max_threads();
+    double *part = want_affine ? arena_calloc((size_t)nt * 2 * C * sizeof(double), "op_layer_norm partials") : NULL;
+#pragma omp parallel if (c->rows * C > OPS_PARALLEL_MIN)
+    {
+        double *pg = part ? part + (size_t)ops_thread_id() * 2 * C : NULL, *pb = pg ? pg + C : NULL;
+#pragma omp for
+        for (int64_t r = 0; r < c->rows; r++) {
+            const float *xr = c->x + r * C, *dyr = dy + r * C;
+            float m = c->mean[r], rs = c->rstd[r];
+            double s1 = 0, s2 = 0;
+            for (int64_t k = 0; k < C; k++) {
+                float xh = (xr[k] - m) * rs, d = dyr[k];
+                float dxh = c->gamma ? d * c->gamma[k] : d;
+                s1 += dxh;
+                s2 += (double)dxh * xh;
+                if (pg) {
+                    pg[k] += (double)d * xh;
+                    pb[k] += d;
+                }
+            }
+            if (!dx) continue;
+            float mean1 = (float)(s1 / C), mean2 = (float)(s2 / C);
+            for (int64_t k = 0; k < C; k++) {
+                float xh = (xr[k] - m) * rs;
+                float dxh = c->gamma ? dyr[k] * c->gamma[k] : dyr[k];
+                dx[r * C + k] += rs * (dxh - mean1 - xh * mean2);
+            }
+        }
+    }
+    if (!part) return;
+    float *dg = (gt && gt->requires_grad) ? tensor_grad(gt) : NULL;
+    float *db = (bt && bt->requires_grad) ? tensor_grad(bt) : NULL;
+    for (int64_t k = 0; k < C; k++) {
+        double sg = 0, sb = 0;
+        for (int t = 0; t < nt; t++) {
+            sg += part[(size_t)t * 2 * C + k];
+            sb += part[(size_t)t * 2 * C + C + k];
+        }
+        if (dg) dg[k] += (float)sg;
+        if (db) db[k] += (float)sb;
+    }
+}
+
+Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps) {
+    const char *op = "op_layer_norm";
+    Tensor *in[3] = {x, gamma, beta};
+    ops_require_cpu(op, 3, in);
+    if (x->ndim < 1 || x->shape[x->ndim - 1] == 0) dod_fatal(op, "input %s has no (non-empty) last dim", shape_str(x));
+    int64_t C = x->shape[x->ndim - 1];
+    check_affine(op, x, gamma, "gamma", C);
+    check_affine(op, x, beta, "beta", C);
+    Tensor *out = tensor_like(x);
+    LayerNormCtx c = {x->numel / C, C, tensor_f32(x), gamma ? tensor_f32(gamma) : NULL, NULL, NULL};
+    c.mean = arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm mean");
+    c.rstd = arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm rstd");
+    layer_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
+    if (ag_needs_grad(3, in)) *(LayerNormCtx *)ag_record(op, layer_norm_cpu_backward, out, 3, in, sizeof c) = c;
+    return out;
+}

@@ -1,0 +1,33 @@
+// Full reductions to a scalar [1]: op_sum and op_mean, accumulated in double.
+#include "autograd/ops_cpu_util.h"
+
+// Sum of n floats in double. Returns the value (no side effects).
+static double sum_cpu_forward(const float *x, int64_t n) {
+    double s = 0;
+#pragma omp parallel for reduction(+ : s) if (n > OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    return s;
+}
+
+// grad_x += grad_out[0] * scale (scale 1 for the sum, 1/n for the mean).
+static void reduce_cpu_backward(AgNode *node) {
+    Tensor *x = node->inputs[0];
+    float scale = *(const float *)node->ctx, v = node->out->grad[0] * scale;
+    float *gx = tensor_grad(x);
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < x->numel; i++) gx[i] += v;
+}
+
+static Tensor *reduce(const char *op, Tensor *x, bool mean) {
+    ops_require_cpu(op, 1, &x);
+    if (mean && x->numel == 0) dod_fatal(op, "mean of the empty input %s", shape_str(x));
+    Tensor *out = tensor_new1(1);
+    double s = sum_cpu_forward(tensor_f32(x), x->numel);
+    tensor_data_f32(out)[0] = (float)(mean ? s / (double)x->numel : s);
+    if (ag_needs_grad(1, &x))
+        *(float *)ag_record(op, reduce_cpu_backward, out, 1, &x, sizeof(float)) = mean ? 1.0f / (float)x->numel : 1.0f;
+    return out;
+}
+
+Tensor *op_sum(Tensor *x) { return reduce("op_sum", x, false); }
+Tensor *op_mean(Tensor *x) { return reduce("op_mean", x, true); }

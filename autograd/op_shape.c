@@ -1,0 +1,426 @@
+// Shape and indexing ops: op_concat, op_split, op_chunk, op_reshape, op_permute, op_pad2d,
+// op_upsample_nearest2x, op_global_avg_pool, op_embedding, op_timestep_embedding.
+//
+// A tensor seen along axis d is [outer, size_d, inner] with outer = prod(shape[:d]) and
+// inner = prod(shape[d+1:]); concat and split move contiguous blocks of size_d * inner per outer
+// index. Every backward here is a pure gather/scatter of the output gradient (+=).
+#include "autograd/ops_cpu_util.h"
+
+#include <math.h>
+#include <string.h>
+
+// ---- concat -------------------------------------------------------------------------------------
+typedef struct {
+    int64_t outer, inner, total;  // total: the output's size along the concat axis
+    int dim;
+} ConcatCtx;
+
+// Copy block rows of each input into out (=). offsets along the axis are cumulative sizes.
+static void concat_cpu_forward(const float *const *xs, const int64_t *sizes, int n, const ConcatCtx *c, float *out) {
+    int64_t row = c->total * c->inner;
+#pragma omp parallel for if (c->outer * row > OPS_PARALLEL_MIN)
+    for (int64_t o = 0; o < c->outer; o++) {
+        int64_t off = 0;
+        for (int i = 0; i < n; i++) {
+            int64_t len = sizes[i] * c->inner;
+            memcpy(out + o * row + off, xs[i] + o * len, (size_t)len * sizeof(float));
+            off += len;
+        }
+    }
+}
+
+// Each input that requires grad gets its slice of the output gradient added back (+=).
+static void concat_cpu_backward(AgNode *node) {
+    const ConcatCtx *c = node->ctx;
+    const float *g = node->out->grad;
+    int64_t row = c->total * c->inner, off = 0;
+    int d = c->dim;
+    for (int i = 0; i < node->n_inputs; i++) {
+        Tensor *x = node->inputs[i];
+        int64_t len = x->shape[d] * c->inner;
+        if (x->requires_grad) {
+            float *gx = tensor_grad(x);
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+            for (int64_t o = 0; o < c->outer; o++)
+                for (int64_t k = 0; k < len; k++) gx[o * len + k] += g[o * row + off + k];
+        }
+        off += len;
+    }
+}
+
+Tensor *op_concat(Tensor *const *xs, int n, int dim) {
+    const char *op = "op_concat";
+    if (n < 1) dod_fatal(op, "needs at least one tensor, got %d", n);
+    ops_require_cpu(op, n, xs);
+    // The tape records at most AG_MAX_INPUTS inputs per node: concatenate longer lists in stages.
+    if (n > AG_MAX_INPUTS && ag_needs_grad(n, xs)) {
+        Tensor *rest[1 + 64];
+        DOD_CHECK(n - AG_MAX_INPUTS + 1 <= 65, op, "%d tensors is more than this op supports (72)", n);
+        rest[0] = op_concat(xs, AG_MAX_INPUTS, dim);
+        for (int i = AG_MAX_INPUTS; i < n; i++) rest[1 + i - AG_MAX_INPUTS] = xs[i];
+        return op_concat(rest, n - AG_MAX_INPUTS + 1, dim);
+    }
+    const Tensor *x0 = xs[0];
+    int d = ops_axis(op, dim, x0);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const Tensor *x = xs[i];
+        bool ok = x->ndim == x0->ndim;
+        for (int k = 0; ok && k < x0->ndim; k++)
+            if (k != d && x->shape[k] != x0->shape[k]) ok = false;
+        if (!ok)
+            dod_fatal(op, "tensor %d has shape %s, incompatible with tensor 0's %s along dim %d", i, shape_str(x),
+                      shape_str(x0), d);
+        total += x->shape[d];
+    }
+    int64_t shape[TENSOR_MAX_DIMS];
+    memcpy(shape, x0->shape, sizeof shape);
+    shape[d] = total;
+    Tensor *out = tensor_new(x0->ndim, shape, DT_F32);
+    ConcatCtx c = {ops_prod(shape, 0, d), ops_prod(shape, d + 1, x0->ndim), total, d};
+    const float **views = arena_alloc(sizeof(float *) * n, "op_concat views");
+    int64_t *sizes = arena_alloc(sizeof(int64_t) * n, "op_concat sizes");
+    for (int i = 0; i < n; i++) {
+        views[i] = tensor_f32(xs[i]);
+        sizes[i] = xs[i]->shape[d];
+    }
+    concat_cpu_forward(views, sizes, n, &c, tensor_data_f32(out));
+    if (ag_needs_grad(n, xs)) *(ConcatCtx *)ag_record(op, concat_cpu_backward, out, n, xs, sizeof c) = c;
+    return out;
+}
+
+// ---- split / chunk --------------------------------------------------------------------------------
+typedef struct {
+    int64_t outer, inner, total, start, size;  // this piece covers [start, start + size) of total
+} SplitCtx;
+
+// piece = x[..., start:start+size, ...] along the axis. Writes (=).
+static void split_cpu_forward(const float *x, const SplitCtx *c, float *out) {
+    int64_t len = c->size * c->inner, row = c->total * c->inner;
+#pragma omp parallel for if (c->outer * len > OPS_PARALLEL_MIN)
+    for (int64_t o = 0; o < c->outer; o++)
+        memcpy(out + o * len, x + o * row + c->start * c->inner, (size_t)len * sizeof(float));
+}
+
+// grad_x[slice] += grad_piece.
+static void split_cpu_backward(AgNode *node) {
+    const SplitCtx *c = node->ctx;
+    float *gx = tensor_grad(node->inputs[0]);
+    const float *g = node->out->grad;
+    int64_t len = c->size * c->inner, row = c->total * c->inner;
+#pragma omp parallel for if (c->outer * len > OPS_PARALLEL_MIN)
+    for (int64_t o = 0; o < c->outer; o++)
+        for (int64_t k = 0; k < len; k++) gx[o * row + c->start * c->inner + k] += g[o * len + k];
+}
+
+void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out) {
+    const char *op = "op_split";
+    ops_require_cpu(op, 1, &x);
+    int d = ops_axis(op, dim, x);
+    int64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        if (sizes[i] < 0) dod_fatal(op, "piece %d has negative size %ld (input %s)", i, (long)sizes[i], shape_str(x));
+        sum += sizes[i];
+    }
+    if (n < 1 || sum != x->shape[d])
+        dod_fatal(op, "%d pieces summing to %ld do not split dim %d of input %s", n, (long)sum, d, shape_str(x));
+    const float *xf = tensor_f32(x);
+    bool grad = ag_needs_grad(1, &x);
+    int64_t start = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t shape[TENSOR_MAX_DIMS];
+        memcpy(shape, x->shape, sizeof shape);
+        shape[d] = sizes[i];
+        out[i] = tensor_new(x->ndim, shape, DT_F32);
+        SplitCtx c = {ops_prod(x->shape, 0, d), ops_prod(x->shape, d + 1, x->ndim), x->shape[d], start, sizes[i]};
+        split_cpu_forward(xf, &c, tensor_data_f32(out[i]));
+        if (grad) *(SplitCtx *)ag_record(op, split_cpu_backward, out[i], 1, &x, sizeof c) = c;
+        start += sizes[i];
+    }
+}
+
+void op_chunk(Tensor *x, int n, int dim, Tensor **out) {
+    int d = ops_axis("op_chunk", dim, x);
+    if (n < 1 || x->shape[d] % n != 0)
+        dod_fatal("op_chunk", "dim %d of input %s does not split into %d equal pieces", d, shape_str(x), n);
+    int64_t sizes[256];
+    DOD_CHECK(n <= 256, "op_chunk", "%d pieces is more than 256 (input %s)", n, shape_str(x));
+    for (int i = 0; i < n; i++) sizes[i] = x->shape[d] / n;
+    op_split(x, d, n, sizes, out);
+}
+
+// ---- reshape --------------------------------------------------------------------------------------
+// grad_x += grad_out (same element order).
+static void reshape_cpu_backward(AgNode *node) {
+    Tensor *x = node->inputs[0];
+    ops_accumulate(tensor_grad(x), node->out->grad, x->numel);
+}
+
+Tensor *op_reshape(Tensor *x, int ndim, const int64_t *shape) {
+    const char *op = "op_reshape";
+    ops_require_cpu(op, 1, &x);
+    if (ndim < 0 || ndim > TENSOR_MAX_DIMS) dod_fatal(op, "ndim %d outside 0..%d (input %s)", ndim, TENSOR_MAX_DIMS, shape_str(x));
+    int64_t s[TENSOR_MAX_DIMS], known = 1;
+    int infer = -1;
+    for (int i = 0; i < ndim; i++) {
+        s[i] = shape[i];
+        if (s[i] == -1 && infer < 0) infer = i;
+        else if (s[i] < 0) dod_fatal(op, "bad size %ld at dim %d (one -1 allowed; input %s)", (long)s[i], i, shape_str(x));
+        else known *= s[i];
+    }
+    if (infer >= 0) {
+        if (known == 0 || x->numel % known != 0)
+            dod_fatal(op, "cannot infer dim %d: %ld elements of input %s are not a multiple of %ld", infer,
+                      (long)x->numel, shape_str(x), (long)known);
+        s[infer] = x->numel / known;
+        known *= s[infer];
+    }
+    if (known != x->numel) {
+        Tensor tmp = {.ndim = ndim};
+        memcpy(tmp.shape, s, sizeof(int64_t) * ndim);
+        dod_fatal(op, "input %s has %ld elements, target shape %s has %ld", shape_str(x), (long)x->numel,
+                  shape_str(&tmp), (long)known);
+    }
+    // A new header over the same storage (dtype kept: a half-precision input stays half here).
+    Tensor *out = arena_calloc(sizeof(Tensor), "op_reshape header");
+    out->ndim = ndim;
+    memcpy(out->shape, s, sizeof(int64_t) * ndim);
+    out->numel = x->numel;
+    out->dtype = x->dtype;
+    out->device = x->device;
+    out->data = x->data;
+    if (ag_needs_grad(1, &x)) ag_record(op, reshape_cpu_backward, out, 1, &x, 0);
+    return out;
+}
+
+// ---- permute --------------------------------------------------------------------------------------
+typedef struct {
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];     // output shape
+    int64_t in_stride[TENSOR_MAX_DIMS]; // input stride of each output axis
+} PermuteCtx;
+
+// Visits every output element with its input offset; forward gathers, backward scatters (+=).
+// Each output element maps to a distinct input element, so both directions are race-free.
+static void permute_cpu_apply(const PermuteCtx *c, float *xbuf, float *ybuf, bool backward) {
+    int last = c->ndim - 1;
+    int64_t inner = c->shape[last], numel = ops_prod(c->shape, 0, c->ndim);
+    int64_t rows = inner ? numel / inner : 0, is = c->in_stride[last];
+#pragma omp parallel for if (numel > OPS_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t rem = r, off = 0;
+        for (int d = last - 1; d >= 0; d--) {
+            off += (rem % c->shape[d]) * c->in_stride[d];
+            rem /= c->shape[d];
+        }
+        float *y = ybuf + r * inner, *x = xbuf + off;
+        if (backward) for (int64_t k = 0; k < inner; k++) x[k * is] += y[k];
+        else for (int64_t k = 0; k < inner; k++) y[k] = x[k * is];
+    }
+}
+
+static void permute_cpu_backward(AgNode *node) {
+    permute_cpu_apply(node->ctx, tensor_grad(node->inputs[0]), node->out->grad, true);
+}
+
+Tensor *op_permute(Tensor *x, const int *perm) {
+    const char *op = "op_permute";
+    ops_require_cpu(op, 1, &x);
+    if (x->ndim < 1) dod_fatal(op, "input %s has no dims to permute", shape_str(x));
+    PermuteCtx c = {.ndim = x->ndim};
+    int64_t xs[TENSOR_MAX_DIMS];
+    ops_strides(x->ndim, x->shape, xs);
+    bool seen[TENSOR_MAX_DIMS] = {0};
+    for (int i = 0; i < x->ndim; i++) {
+        if (perm[i] < 0 || perm[i] >= x->ndim || seen[perm[i]])
+            dod_fatal(op, "entry %d (%d) of the permutation is not a permutation of 0..%d (input %s)", i, perm[i],
+                      x->ndim - 1, shape_str(x));
+        seen[perm[i]] = true;
+        c.shape[i] = x->shape[perm[i]];
+        c.in_stride[i] = xs[perm[i]];
+    }
+    Tensor *out = tensor_new(x->ndim, c.shape, DT_F32);
+    permute_cpu_apply(&c, (float *)tensor_f32(x), tensor_data_f32(out), false);
+    if (ag_needs_grad(1, &x)) *(PermuteCtx *)ag_record(op, permute_cpu_backward, out, 1, &x, sizeof c) = c;
+    return out;
+}
+
+// ---- pad2d ----------------------------------------------------------------------------------------
+typedef struct {
+    int left, top;
+} Pad2dCtx;
+
+// grad_x += the interior window of grad_out.
+static void pad2d_cpu_backward(AgNode *node) {
+    const Pad2dCtx *c = node->ctx;
+    Tensor *x = node->inputs[0], *y = node->out;
+    int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
+    float *gx = tensor_grad(x);
+    const float *g = y->grad;
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t w = 0; w < W; w++) gx[(p * H + h) * W + w] += g[(p * Ho + h + c->top) * Wo + w + c->left];
+}
+
+Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom) {
+    const char *op = "op_pad2d";
+    ops_require_cpu(op, 1, &x);
+    if (x->ndim != 4) dod_fatal(op, "input %s must be [N, C, H, W]", shape_str(x));
+    if (left < 0 || right < 0 || top < 0 || bottom < 0)
+        dod_fatal(op, "negative padding (%d, %d, %d, %d) for input %s", left, right, top, bottom, shape_str(x));
+    int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t Ho = H + top + bottom, Wo = W + left + right;
+    Tensor *out = tensor_new4(x->shape[0], x->shape[1], Ho, Wo);
+    const float *xf = tensor_f32(x);
+    float *y = tensor_data_f32(out);
+#pragma omp parallel for if (out->numel > OPS_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+        float *yp = y + p * Ho * Wo;
+        memset(yp, 0, sizeof(float) * Ho * Wo);
+        for (int64_t h = 0; h < H; h++) memcpy(yp + (h + top) * Wo + left, xf + (p * H + h) * W, sizeof(float) * W);
+    }
+    if (ag_needs_grad(1, &x)) {
+        Pad2dCtx *c = ag_record(op, pad2d_cpu_backward, out, 1, &x, sizeof(Pad2dCtx));
+        c->left = left;
+        c->top = top;
+    }
+    return out;
+}
+
+// ---- nearest 2x upsampling ------------------------------------------------------------------------
+// grad_x[h, w] += sum of the 2x2 output block it was copied to.
+static void upsample_cpu_backward(AgNode *node) {
+    Tensor *x = node->inputs[0];
+    int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Wo = 2 * W;
+    float *gx = tensor_grad(x);
+    const float *g = node->out->grad;
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *g0 = g + (p * 2 * H + 2 * h) * Wo, *g1 = g0 + Wo;
+            for (int64_t w = 0; w < W; w++) gx[(p * H + h) * W + w] += g0[2 * w] + g0[2 * w + 1] + g1[2 * w] + g1[2 * w + 1];
+        }
+}
+
+Tensor *op_upsample_nearest2x(Tensor *x) {
+    const char *op = "op_upsample_nearest2x";
+    ops_require_cpu(op, 1, &x);
+    if (x->ndim != 4) dod_fatal(op, "input %s must be [N, C, H, W]", shape_str(x));
+    int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Wo = 2 * W;
+    Tensor *out = tensor_new4(x->shape[0], x->shape[1], 2 * H, Wo);
+    const float *xf = tensor_f32(x);
+    float *y = tensor_data_f32(out);
+#pragma omp parallel for if (out->numel > OPS_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t h = 0; h < H; h++) {
+            float *y0 = y + (p * 2 * H + 2 * h) * Wo;
+            const float *xr = xf + (p * H + h) * W;
+            for (int64_t w = 0; w < W; w++) y0[2 * w] = y0[2 * w + 1] = xr[w];
+            memcpy(y0 + Wo, y0, sizeof(float) * Wo);
+        }
+    if (ag_needs_grad(1, &x)) ag_record(op, upsample_cpu_backward, out, 1, &x, 0);
+    return out;
+}
+
+// ---- global average pooling -------------------------------------------------------------------------
+// grad_x[n, c, :, :] += grad_out[n, c] / (H * W).
+static void gap_cpu_backward(AgNode *node) {
+    Tensor *x = node->inputs[0];
+    int64_t planes = x->shape[0] * x->shape[1], S = x->shape[2] * x->shape[3];
+    float *gx = tensor_grad(x);
+    const float *g = node->out->grad;
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+        float v = g[p] / (float)S;
+        for (int64_t s = 0; s < S; s++) gx[p * S + s] += v;
+    }
+}
+
+Tensor *op_global_avg_pool(Tensor *x) {
+    const char *op = "op_global_avg_pool";
+    ops_require_cpu(op, 1, &x);
+    if (x->ndim != 4 || x->shape[2] * x->shape[3] == 0)
+        dod_fatal(op, "input %s must be [N, C, H, W] with H, W > 0", shape_str(x));
+    int64_t planes = x->shape[0] * x->shape[1], S = x->shape[2] * x->shape[3];
+    Tensor *out = tensor_new2(x->shape[0], x->shape[1]);
+    const float *xf = tensor_f32(x);
+    float *y = tensor_data_f32(out);
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+        double s = 0;
+        for (int64_t k = 0; k < S; k++) s += xf[p * S + k];
+        y[p] = (float)(s / S);
+    }
+    if (ag_needs_grad(1, &x)) ag_record(op, gap_cpu_backward, out, 1, &x, 0);
+    return out;
+}
+
+// ---- embedding lookup -----------------------------------------------------------------------------
+typedef struct {
+    const int64_t *ids;  // arena copy
+    int n;
+} EmbeddingCtx;
+
+// grad_table[ids[i]] += grad_out[i] (serial over i: ids may repeat).
+static void embedding_cpu_backward(AgNode *node) {
+    const EmbeddingCtx *c = node->ctx;
+    Tensor *table = node->inputs[0];
+    int64_t D = table->shape[1];
+    float *gt = tensor_grad(table);
+    const float *g = node->out->grad;
+    for (int i = 0; i < c->n; i++)
+        for (int64_t k = 0; k < D; k++) gt[c->ids[i] * D + k] += g[(int64_t)i * D + k];
+}
+
+Tensor *op_embedding(Tensor *table, const int64_t *ids, int n) {
+    const char *op = "op_embedding";
+    ops_require_cpu(op, 1, &table);
+    if (table->ndim != 2) dod_fatal(op, "table %s must be [V, D]", shape_str(table));
+    if (n < 0) dod_fatal(op, "negative id count %d (table %s)", n, shape_str(table));
+    int64_t V = table->shape[0], D = table->shape[1];
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            dod_fatal(op, "id %d is %ld, outside [0, %ld) of table %s", i, (long)ids[i], (long)V, shape_str(table));
+    Tensor *out = tensor_new2(n, D);
+    const float *tf = tensor_f32(table);
+    float *y = tensor_data_f32(out);
+    for (int i = 0; i < n; i++) memcpy(y + (int64_t)i * D, tf + ids[i] * D, sizeof(float) * D);
+    if (ag_needs_grad(1, &table)) {
+        EmbeddingCtx *c = ag_record(op, embedding_cpu_backward, out, 1, &table, sizeof(EmbeddingCtx));
+        int64_t *copy = arena_alloc(sizeof(int64_t) * (n ? n : 1), "op_embedding ids");
+        memcpy(copy, ids, sizeof(int64_t) * n);
+        c->ids = copy;
+        c->n = n;
+    }
+    return out;
+}
+
+// ---- sinusoidal timestep embedding ----------------------------------------------------------------
+// diffusers get_timestep_embedding, computed in f32 like torch:
+//   exponent[k] = -ln(10000) * k / (half - freq_shift), freq[k] = exp(exponent[k])
+//   emb = [sin(t * freq), cos(t * freq)], swapped to [cos, sin] when flip_sin_to_cos,
+//   and one zero column appended when dim is odd.
+Tensor *op_timestep_embedding(const float *timesteps, int n, int dim, bool flip_sin_to_cos, float freq_shift) {
+    const char *op = "op_timestep_embedding";
+    int half = dim / 2;
+    if (n < 0 || half < 1 || (float)half - freq_shift == 0.0f)
+        dod_fatal(op, "n %d, dim %d, freq_shift %g: need n >= 0, dim >= 2 and dim / 2 != freq_shift", n, dim,
+                  freq_shift);
+    Tensor *out = tensor_new2(n, dim);
+    float *y = tensor_data_f32(out);
+    const float neg_log_period = (float)-log(10000.0);
+    float *freq = arena_alloc(sizeof(float) * half, "op_timestep_embedding frequencies");
+    for (int k = 0; k < half; k++) freq[k] = expf(neg_log_period * (float)k / ((float)half - freq_shift));
+    int sin_at = flip_sin_to_cos ? half : 0, cos_at = flip_sin_to_cos ? 0 : half;
+    for (int i = 0; i < n; i++) {
+        float *row = y + (int64_t)i * dim;
+        for (int k = 0; k < half; k++) {
+            float arg = timesteps[i] * freq[k];
+            row[sin_at + k] = sinf(arg);
+            row[cos_at + k] = cosf(arg);
+        }
+        if (dim % 2) row[dim - 1] = 0.0f;
+    }
+    return out;
+}

@@ -1,0 +1,157 @@
+// op_add / op_sub / op_mul with broadcasting, op_scale, op_add_scalar: forward against an
+// index-by-index double reference, finite-difference gradients, and shape/device errors.
+#include "tests/check.h"
+#include "tests/op_test_util.h"
+
+typedef enum { K_ADD, K_SUB, K_MUL } Kind;
+static const char *kind_name[] = {"add", "sub", "mul"};
+
+static Tensor *apply(Kind k, Tensor *a, Tensor *b) {
+    return k == K_ADD ? op_add(a, b) : k == K_SUB ? op_sub(a, b) : op_mul(a, b);
+}
+
+// Reference broadcast: out coordinate -> input offset (size-1 axes pinned to 0).
+static int64_t ref_offset(const Tensor *t, int out_ndim, const int64_t *coord) {
+    int64_t off = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        int oi = i + out_ndim - t->ndim;
+        off = off * t->shape[i] + (t->shape[i] == 1 ? 0 : coord[oi]);
+    }
+    return off;
+}
+
+static void check_forward(Kind k, int na, const int64_t *sa, int nb, const int64_t *sb, int nout,
+                          const int64_t *sout) {
+    Tensor *a = test_input("a", na, sa, 11, 1.0f, false), *b = test_input("b", nb, sb, 12, 1.0f, false);
+    Tensor *y = apply(k, a, b);
+    char what[96];
+    snprintf(what, sizeof what, "%s %s %s shape", kind_name[k], shape_str(a), shape_str(b));
+    bool shape_ok = y->ndim == nout;
+    for (int i = 0; shape_ok && i < nout; i++) shape_ok = y->shape[i] == sout[i];
+    CHECK(shape_ok, "%s: got %s", what, shape_str(y));
+    if (shape_ok) {
+        const float *ad = tensor_data_f32(a), *bd = tensor_data_f32(b), *yd = tensor_data_f32(y);
+        double worst = 0;
+        for (int64_t i = 0; i < y->numel; i++) {
+            int64_t coord[TENSOR_MAX_DIMS], rem = i;
+            for (int d = nout - 1; d >= 0; d--) { coord[d] = rem % sout[d]; rem /= sout[d]; }
+            double x1 = ad[ref_offset(a, nout, coord)], x2 = bd[ref_offset(b, nout, coord)];
+            double ref = k == K_ADD ? x1 + x2 : k == K_SUB ? x1 - x2 : x1 * x2;
+            double e = fabs(ref - yd[i]);
+            if (e > worst) worst = e;
+        }
+        CHECK_NEAR(worst, 0.0, 1e-6, what);
+    }
+    tensor_free(a);
+    tensor_free(b);
+    ag_step_reset();
+}
+
+typedef struct { Kind k; } BinCtx;
+static Tensor *bin_fn(void *ctx, Tensor *const *in) { return apply(((BinCtx *)ctx)->k, in[0], in[1]); }
+static Tensor *scale_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_scale(in[0], -1.75f); }
+static Tensor *add_scalar_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_mul(op_add_scalar(in[0], 0.5f), in[0]); }
+static Tensor *self_mul_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_mul(in[0], in[0]); }
+
+static void grad_case(Kind k, int na, const int64_t *sa, int nb, const int64_t *sb, bool grad_b) {
+    Tensor *a = test_input("a", na, sa, 21, 1.0f, true), *b = test_input("b", nb, sb, 22, 1.0f, grad_b);
+    Tensor *in[2] = {a, b};
+    BinCtx c = {k};
+    char name[96];
+    snprintf(name, sizeof name, "%s %s %s", kind_name[k], shape_str(a), shape_str(b));
+    // f32 forwards in double-accumulated L: eps 1e-2 gives ~1e-5 relative rounding noise.
+    gradcheck(name, bin_fn, &c, 2, in, 1e-2, 5e-3, 1e-4, 0);
+    tensor_free(a);
+    tensor_free(b);
+}
+
+static void bad_broadcast(void *ctx) {
+    (void)ctx;
+    int64_t sa[] = {2, 3}, sb[] = {4};
+    op_add(test_input("a", 2, sa, 1, 1, false), test_input("b", 1, sb, 2, 1, false));
+}
+static void bad_mul(void *ctx) {
+    (void)ctx;
+    int64_t sa[] = {2, 3, 4, 5}, sb[] = {2, 4, 1};
+    op_mul(test_input("a", 4, sa, 1, 1, false), test_input("b", 3, sb, 2, 1, false));
+}
+static void cuda_input(void *ctx) {
+    (void)ctx;
+    Tensor g = fake_cuda_tensor(4);
+    int64_t s[] = {4};
+    op_sub(test_input("a", 1, s, 1, 1, false), &g);
+}
+
+int main(void) {
+    int64_t s2345[] = {2, 3, 4, 5}, s311[] = {3, 1, 1}, s41[] = {4, 1}, s15[] = {1, 5}, s45[] = {4, 5};
+    int64_t s1[] = {1}, s23[] = {2, 3}, s131[] = {1, 3, 1}, s214[] = {2, 1, 4}, s234[] = {2, 3, 4};
+    int64_t s5[] = {5}, s1c11[] = {1, 3, 1, 1}, s7[] = {7};
+    for (int k = 0; k < 3; k++) {
+        check_forward(k, 4, s2345, 3, s311, 4, s2345);
+        check_forward(k, 3, s311, 4, s2345, 4, s2345);   // broadcast on the left operand
+        check_forward(k, 2, s41, 2, s15, 2, s45);
+        check_forward(k, 2, s23, 1, s1, 2, s23);
+        check_forward(k, 3, s131, 3, s214, 3, s234);     // both operands broadcast
+        check_forward(k, 4, s2345, 1, s5, 4, s2345);
+        check_forward(k, 1, s7, 1, s7, 1, s7);
+    }
+    // Larger than OPS_PARALLEL_MIN so the parallel paths run too: [4, 64, 16, 16] + [1, 64, 1, 1].
+    {
+        int64_t big[] = {4, 64, 16, 16}, bias[] = {1, 64, 1, 1};
+        check_forward(K_MUL, 4, big, 4, bias, 4, big);
+        Tensor *a = test_input("a", 4, big, 5, 1, true), *b = test_input("b", 4, bias, 6, 1, true);
+        Tensor *y = op_mul(a, b);
+        ag_backward(op_mean(y));
+        // d mean(a * b) / d b[c] = mean over (n, h, w) of a / 64 channels ... = sum_{n,h,w} a / numel
+        double worst = 0;
+        for (int c = 0; c < 64; c++) {
+            double s = 0;
+            for (int n = 0; n < 4; n++)
+                for (int i = 0; i < 256; i++) s += tensor_data_f32(a)[(n * 64 + c) * 256 + i];
+            double e = fabs(s / (double)y->numel - b->grad[c]);
+            if (e > worst) worst = e;
+        }
+        CHECK_NEAR(worst, 0.0, 1e-7, "parallel broadcast reduction grad");
+        tensor_free(a);
+        tensor_free(b);
+        ag_step_reset();
+    }
+    // bf16 storage is widened on read.
+    {
+        int64_t s3[] = {3};
+        Tensor *h = tensor_new_persistent("h", 1, s3, DT_BF16);
+        uint16_t *hd = h->data;
+        hd[0] = f32_to_bf16(1.5f); hd[1] = f32_to_bf16(-2.0f); hd[2] = f32_to_bf16(0.25f);
+        Tensor *f = test_input("f", 1, s3, 3, 1, false);
+        Tensor *y = op_mul(h, f);
+        CHECK(y->dtype == DT_F32, "bf16 * f32 output dtype %s", dtype_name(y->dtype));
+        CHECK_NEAR(tensor_data_f32(y)[1], -2.0 * tensor_data_f32(f)[1], 1e-6, "bf16 * f32");
+        tensor_free(h);
+        tensor_free(f);
+        ag_step_reset();
+    }
+    for (int k = 0; k < 3; k++) {
+        grad_case(k, 4, s2345, 3, s311, true);
+        grad_case(k, 3, s311, 4, s2345, true);
+        grad_case(k, 2, s41, 2, s15, true);
+        grad_case(k, 2, s23, 1, s1, true);
+        grad_case(k, 3, s131, 3, s214, true);
+        grad_case(k, 4, s2345, 4, s1c11, true);
+        grad_case(k, 1, s7, 1, s7, false);  // only a requires grad
+    }
+    {
+        Tensor *x = test_input("x", 2, s23, 31, 1, true);
+        gradcheck("scale", scale_fn, NULL, 1, &x, 1e-2, 5e-3, 1e-4, 0);
+        gradcheck("add_scalar (x + 0.5) * x", add_scalar_fn, NULL, 1, &x, 1e-2, 5e-3, 1e-4, 0);
+        gradcheck("x * x (same input twice)", self_mul_fn, NULL, 1, &x, 1e-2, 5e-3, 1e-4, 0);
+        ag_step_reset();
+        Tensor *y = op_add_scalar(op_scale(x, 3.0f), -1.0f);
+        CHECK_NEAR(tensor_data_f32(y)[4], 3.0 * tensor_data_f32(x)[4] - 1.0, 1e-6, "scale then add_scalar");
+        tensor_free(x);
+        ag_step_reset();
+    }
+    expect_fatal("add [2,3]+[4]", bad_broadcast, NULL, 3, (const char *[]){"op_add", "[2, 3]", "[4]"});
+    expect_fatal("mul [2,3,4,5]*[2,4,1]", bad_mul, NULL, 3, (const char *[]){"op_mul", "[2, 3, 4, 5]", "[2, 4, 1]"});
+    expect_fatal("sub with a CUDA tensor", cuda_input, NULL, 2, (const char *[]){"op_sub", "CUDA"});
+    return check_summary();
+}
