@@ -60,8 +60,8 @@ Image degrade_rain(const Image *clean, uint64_t key, char *params, size_t params
     int w = clean->w, h = clean->h;
     double scale = fmin(w, h) / 256.0;
     double angle = rng_range(&rng, -30.0, 30.0) * M_PI / 180.0;  // from vertical, shared by all streaks
-    double length = fmax(4.0, rng_range(&rng, 12.0, 36.0) * scale);
-    double density = rng_range(&rng, 0.002, 0.006);               // streaks per pixel
+    double length = rng_range(&rng, 12.0, 36.0) * fmax(scale, 0.75);   // long streaks even on small images
+    double density = rng_range(&rng, 0.003, 0.008);                     // streaks per pixel
     double alpha = rng_range(&rng, 0.6, 0.9);
     int thickness = scale > 1.5 ? (int)(scale + 0.5) : 1;
     long n_streaks = lround(density * w * h);
