@@ -98,8 +98,11 @@ static void checkpoint_backward(AgNode *node) {
         Tensor *d = arena_alloc(sizeof(Tensor), "checkpoint input");
         *d = *src;
         d->grad = NULL;
+        d->arena_pos = mark;  // its gradient lives in the recomputation's arena region
         detached[i] = d;
     }
+    // Gradients of older activations the block captured (not among its inputs) go to the heap.
+    size_t prev_floor = arena_set_grad_floor(mark);
     ag_set_grad_enabled(true);
     Tensor *out = c->fn(c->fn_ctx, detached);
     DOD_CHECK(out->numel == node->out->numel, "ag_checkpoint",
@@ -117,6 +120,7 @@ static void checkpoint_backward(AgNode *node) {
         for (int64_t j = 0; j < src->numel; j++) dst[j] += g[j];
     }
     tape_len = tape_mark;
+    arena_set_grad_floor(prev_floor);
     arena_release(mark);
 }
 

@@ -35,7 +35,9 @@ bool ag_needs_grad(int n, Tensor *const *inputs);
 void *ag_record(const char *op, AgBackwardFn backward, Tensor *out, int n_inputs,
                 Tensor *const *inputs, size_t ctx_bytes);
 
-// Run the tape backward from a scalar (numel == 1) loss. grad of loss is seeded with 1 (+=).
+// Run the whole tape backward from a scalar (numel == 1) loss; its grad is seeded with 1 (+=).
+// Call once per step (per micro-batch): a second call would run every node again and count the
+// gradients twice. Build one scalar from several losses with op_add instead.
 void ag_backward(Tensor *loss);
 // Same, seeding d(loss)/d(out) with the given f32 buffer (numel of out; NULL means all ones), accumulated.
 void ag_backward_from(Tensor *out, const float *seed_grad);
@@ -48,6 +50,8 @@ int ag_tape_size(void);
 // Activation recomputation ("gradient checkpointing"): run fn(ctx, in) with grad mode off and
 // record one node; in backward, fn is re-run with grad on over detached copies of the inputs,
 // the sub-tape is back-propagated, and the arena used by the recomputation is released.
-// fn must be deterministic and must not rely on anything recorded elsewhere on the tape.
+// fn must be deterministic. It may use activations it did not take as inputs (e.g. per-sample
+// modulation made outside the block): their gradients are accumulated correctly (see
+// arena_set_grad_floor).
 typedef Tensor *(*AgBlockFn)(void *ctx, Tensor *const *inputs);
 Tensor *ag_checkpoint(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs);

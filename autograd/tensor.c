@@ -139,7 +139,19 @@ void arena_release(size_t mark) {
     }
 }
 
+static size_t grad_floor = SIZE_MAX;
+static float **spilled_grads;  // heap gradient buffers of old activations (see arena_set_grad_floor)
+static int n_spilled, cap_spilled;
+
+size_t arena_set_grad_floor(size_t floor) {
+    size_t prev = grad_floor;
+    grad_floor = floor;
+    return prev;
+}
+
 void arena_reset(void) {
+    for (int i = 0; i < n_spilled; i++) free(spilled_grads[i]);
+    n_spilled = 0;
     if (!arena_head) return;
     arena_cur = arena_head;
     arena_cur->used = 0;
@@ -170,8 +182,10 @@ static void tensor_init_header(Tensor *t, int ndim, const int64_t *shape, DType 
 }
 
 Tensor *tensor_new(int ndim, const int64_t *shape, DType dtype) {
+    size_t pos = arena_mark();
     Tensor *t = arena_alloc(sizeof(Tensor), "tensor header");
     tensor_init_header(t, ndim, shape, dtype, "tensor_new");
+    t->arena_pos = pos;
     t->data = arena_alloc((size_t)t->numel * dtype_size(dtype), "activation");
     return t;
 }
@@ -242,8 +256,20 @@ const float *tensor_f32(const Tensor *t) {
 float *tensor_grad(Tensor *t) {
     if (!t->grad) {
         size_t bytes = (size_t)t->numel * sizeof(float);
-        t->grad = t->persistent ? dod_calloc(bytes, t->name ? t->name : "gradient")
-                                : arena_calloc(bytes, "activation gradient");
+        if (t->persistent) {
+            t->grad = dod_calloc(bytes, t->name ? t->name : "gradient");
+        } else if (grad_floor == SIZE_MAX || t->arena_pos >= grad_floor) {
+            t->grad = arena_calloc(bytes, "activation gradient");
+        } else {
+            // An activation older than a recomputation in progress: its gradient must outlive the
+            // release of the recomputed block's arena memory.
+            if (n_spilled == cap_spilled) {
+                cap_spilled = cap_spilled ? 2 * cap_spilled : 64;
+                spilled_grads = realloc(spilled_grads, sizeof(float *) * cap_spilled);
+                DOD_CHECK(spilled_grads != NULL, "tensor_grad", "out of memory tracking %d gradients", cap_spilled);
+            }
+            t->grad = spilled_grads[n_spilled++] = dod_calloc(bytes, "activation gradient (recomputation)");
+        }
     }
     return t->grad;
 }

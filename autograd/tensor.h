@@ -32,6 +32,7 @@ typedef struct Tensor {
     bool persistent;     // heap-owned (parameters); false: arena-owned activation
     bool owns_data;      // persistent only: free(data) in tensor_free (false for mmapped views)
     const char *name;    // optional, for error messages and the parameter registry
+    size_t arena_pos;    // arena offset when this activation was created (see arena_grad_floor)
 } Tensor;
 
 // ---- errors ------------------------------------------------------------------------------
@@ -56,6 +57,12 @@ size_t arena_mark(void);
 void arena_release(size_t mark);
 void arena_reset(void);
 size_t arena_used(void);
+// While activation recomputation runs a block (ag_checkpoint), arena memory past `floor` is
+// released afterwards. A gradient buffer first needed then for an activation created BEFORE
+// floor (a tensor the block captured rather than took as an input) must survive, so tensor_grad
+// puts it on the heap until the next arena_reset. arena_set_grad_floor returns the previous floor
+// (SIZE_MAX: none).
+size_t arena_set_grad_floor(size_t floor);
 size_t arena_peak(void);   // high-water mark since start (bytes)
 
 // ---- creation --------------------------------------------------------------------------------
