@@ -276,6 +276,13 @@ const StEntry *safetensors_find(const SafeTensors *st, const char *name) {
     return NULL;
 }
 
+void safetensors_drop_pages(const SafeTensors *st, const StEntry *e) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)(st->data + e->begin) + page - 1) & ~(page - 1);
+    uintptr_t hi = (uintptr_t)(st->data + e->end) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 const char *safetensors_metadata(const SafeTensors *st, const char *key) {
     if (!st->metadata) return NULL;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(st->metadata, key);

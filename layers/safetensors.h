@@ -54,6 +54,10 @@ const StEntry *safetensors_entry(const SafeTensors *st, int i);      // file ord
 const StEntry *safetensors_find(const SafeTensors *st, const char *name);   // NULL if absent
 // Raw bytes of an entry inside the mapping (read-only).
 const void *safetensors_bytes(const SafeTensors *st, const StEntry *e);
+// Drops the mapping's pages lying wholly inside e's bytes (madvise DONTNEED), so a tensor that was
+// converted into a heap copy stops costing resident memory twice. Reading e again still works (the
+// pages come back from the file).
+void safetensors_drop_pages(const SafeTensors *st, const StEntry *e);
 // Value of a "__metadata__" key, or NULL.
 const char *safetensors_metadata(const SafeTensors *st, const char *key);
 // Bytes of the mapping (header + data): what the file costs in address space.
