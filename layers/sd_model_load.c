@@ -1,0 +1,127 @@
+// unet_load / vae_load: one SD model part -> config + ParamStore with diffusers names, through the
+// validating loader of layers/sd_weights.h (every tensor the config implies must be present with
+// its shape; zero-copy views when the stored dtype is the requested one).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "layers/sd_weights.h"
+#include "layers/unet.h"
+#include "layers/vae.h"
+
+static bool is_file(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static bool is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+// The directory holding the part's config.json: `path` itself, or path/<part> (a diffusers root).
+static void part_dir(const char *path, const char *part, char out[1024], const char *who) {
+    char probe[1200];
+    snprintf(probe, sizeof probe, "%s/config.json", path);
+    if (is_file(probe)) {
+        snprintf(out, 1024, "%s", path);
+        return;
+    }
+    snprintf(probe, sizeof probe, "%s/%s/config.json", path, part);
+    if (is_file(probe)) {
+        snprintf(out, 1024, "%s/%s", path, part);
+        return;
+    }
+    dod_fatal(who, "%s: neither %s/config.json nor %s/%s/config.json exists", path, path, path, part);
+}
+
+// Loads the table's tensors from `weights` (diffusers or LDM names) into a new store; fatal with the
+// loader's message (every missing / mismatched tensor) on failure. *file keeps the mapping open.
+static ParamStore *load_part(const char *weights, const SdTensorTable *table, SdNaming naming,
+                             const char *ldm_prefix, DType dtype, SafeTensors **file, const char *who) {
+    char st_err[ST_ERR_LEN];
+    if (safetensors_open(weights, file, st_err) != ST_OK) dod_fatal(who, "%s", st_err);
+    ParamStore *ps = params_new();
+    SdLoadReport rep;
+    memset(&rep, 0, sizeof rep);
+    char *err = NULL;
+    if (sd_load_tensors(*file, table, naming, ldm_prefix, dtype, ps, &rep, &err) != 0) dod_fatal(who, "%s", err);
+    for (int i = 0; i < rep.n_unexpected; i++)
+        fprintf(stderr, "dod: %s: %s: ignoring unexpected tensor %s\n", who, weights, rep.unexpected[i]);
+    sd_report_free(&rep);
+    return ps;
+}
+
+// The weights file of a diffusers part directory (the .fp16 variant when it is the only one).
+static void part_weights(const char *dir, char out[1200], const char *who) {
+    snprintf(out, 1200, "%s/diffusion_pytorch_model.safetensors", dir);
+    if (is_file(out)) return;
+    snprintf(out, 1200, "%s/diffusion_pytorch_model.fp16.safetensors", dir);
+    if (is_file(out)) return;
+    dod_fatal(who, "%s: no diffusion_pytorch_model.safetensors (or .fp16.safetensors)", dir);
+}
+
+Unet *unet_load(const char *path, DType weight_dtype, const char *config_dir) {
+    const char *who = "unet_load";
+    Unet *m = dod_calloc(sizeof(Unet), "unet");
+    bool single = is_file(path);
+    if (!single && !is_dir(path)) dod_fatal(who, "%s: no such file or directory", path);
+    if (single && !config_dir) dod_fatal(who, "%s: a single-file checkpoint needs a config directory", path);
+    char dir[1024], cfg_path[1200], weights[1200], err[SD_CONFIG_ERR_LEN];
+    part_dir(single ? config_dir : path, "unet", dir, who);
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
+    if (sd_unet_config_load(cfg_path, &m->cfg, err) != 0) dod_fatal(who, "%s", err);
+    SdTensorTable table = {0};
+    sd_unet_tensor_table(&m->cfg, &table);
+    SafeTensors *file = NULL;
+    if (single) {
+        m->owned_ps = load_part(path, &table, SD_NAMES_LDM, "model.diffusion_model.", weight_dtype, &file, who);
+    } else {
+        part_weights(dir, weights, who);
+        m->owned_ps = load_part(weights, &table, SD_NAMES_DIFFUSERS, NULL, weight_dtype, &file, who);
+    }
+    sd_table_free(&table);
+    m->owned_file = file;
+    m->net = (SdNet){.ps = m->owned_ps, .prefix = ""};
+    return m;
+}
+
+void unet_free(Unet *m) {
+    if (!m) return;
+    if (m->owned_ps) params_free(m->owned_ps);  // tensors first: views point into the mapping
+    if (m->owned_file) safetensors_close(m->owned_file);
+    free(m);
+}
+
+Vae *vae_load(const char *path, DType weight_dtype, const char *config_dir) {
+    const char *who = "vae_load";
+    Vae *m = dod_calloc(sizeof(Vae), "vae");
+    bool single = is_file(path);
+    if (!single && !is_dir(path)) dod_fatal(who, "%s: no such file or directory", path);
+    if (single && !config_dir) dod_fatal(who, "%s: a single-file checkpoint needs a config directory", path);
+    char dir[1024], cfg_path[1200], weights[1200], err[SD_CONFIG_ERR_LEN];
+    part_dir(single ? config_dir : path, "vae", dir, who);
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
+    if (sd_vae_config_load(cfg_path, &m->cfg, err) != 0) dod_fatal(who, "%s", err);
+    SdTensorTable table = {0};
+    sd_vae_tensor_table(&m->cfg, &table);
+    SafeTensors *file = NULL;
+    if (single) {
+        m->owned_ps = load_part(path, &table, SD_NAMES_LDM, "first_stage_model.", weight_dtype, &file, who);
+    } else {
+        part_weights(dir, weights, who);
+        m->owned_ps = load_part(weights, &table, SD_NAMES_DIFFUSERS, NULL, weight_dtype, &file, who);
+    }
+    sd_table_free(&table);
+    m->owned_file = file;
+    m->net = (SdNet){.ps = m->owned_ps, .prefix = ""};
+    return m;
+}
+
+void vae_free(Vae *m) {
+    if (!m) return;
+    if (m->owned_ps) params_free(m->owned_ps);
+    if (m->owned_file) safetensors_close(m->owned_file);
+    free(m);
+}
