@@ -1,0 +1,271 @@
+// The assembled DOD model; see dod_model.h and docs/dod-model.md.
+#include "layers/dod_model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers/dod_model_util.h"
+
+DodModelConfig dod_model_default_config(int stage) {
+    DodModelConfig c = {0};
+    c.frozen_dtype = DT_F32;
+    c.stage = stage;
+    c.lora_rank = 8;
+    c.lora_alpha = 8.0f;
+    c.extractor = DOD_EXTRACTOR_CNN;
+    c.modulation = dod_modulation_default_config(8);
+    c.detail_growth = 32;
+    c.clamp_train = true;
+    c.seed = 123;
+    c.mse_weight = stage == 2 ? 1.0f : 2.0f;
+    c.lpips_weight = 0.0f;
+    c.ssim_weight = stage == 2 ? 0.1f : 0.0f;
+    return c;
+}
+
+static void check_config(const DodModelConfig *c) {
+    const char *who = "dod_model_create";
+    DOD_CHECK(c->stage == 1 || c->stage == 2, who, "stage must be 1 or 2, got %d", c->stage);
+    DOD_CHECK(c->base_model_dir && c->base_model_dir[0], who, "no base model directory given");
+    DOD_CHECK(c->frozen_dtype == DT_F32 || c->frozen_dtype == DT_BF16, who,
+              "frozen weight dtype must be f32 or bf16, got %s", dtype_name(c->frozen_dtype));
+    DOD_CHECK(c->lora_rank > 0 && c->lora_alpha > 0, who, "LoRA rank %d and alpha %g must be positive", c->lora_rank,
+              c->lora_alpha);
+    DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
+    DOD_CHECK(c->lpips_weight == 0.0f, who,
+              "lpips_weight %g: the LPIPS loss is not implemented yet, the weight must be 0", c->lpips_weight);
+    DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0, who, "loss weights must be >= 0 (mse %g, ssim %g)",
+              c->mse_weight, c->ssim_weight);
+    DOD_CHECK(c->stage == 2 || c->ssim_weight == 0.0f, who, "ssim_weight %g is a stage-2 loss; stage 1 needs 0",
+              c->ssim_weight);
+}
+
+// alpha-bar at t = 999 and the x0 coefficients for the scheduler's prediction type (spec step 6).
+static void setup_scheduler(DodModel *m) {
+    char path[1200], err[SD_CONFIG_ERR_LEN];
+    snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", m->cfg.base_model_dir);
+    if (sd_scheduler_config_load(path, &m->sched, err) != 0) dod_fatal("dod_model_create", "%s", err);
+    int T = m->sched.num_train_timesteps;
+    DOD_CHECK(T > DOD_TIMESTEP, path, "num_train_timesteps %d: the model runs at t = %d", T, DOD_TIMESTEP);
+    double *abar = dod_malloc(sizeof(double) * (size_t)T, "alphas_cumprod");
+    sd_scheduler_alphas_cumprod(&m->sched, abar);
+    double a = abar[DOD_TIMESTEP];
+    free(abar);
+    m->alpha_bar = a;
+    switch (m->sched.prediction_type) {
+    case SD_PRED_EPSILON:  // x0 = (z - sqrt(1 - a) eps) / sqrt(a)
+        m->x0_z = (float)(1.0 / sqrt(a));
+        m->x0_pred = (float)(sqrt(1.0 - a) / sqrt(a));
+        break;
+    case SD_PRED_V:  // x0 = sqrt(a) z - sqrt(1 - a) v
+        m->x0_z = (float)sqrt(a);
+        m->x0_pred = (float)sqrt(1.0 - a);
+        break;
+    default:
+        dod_fatal(path, "prediction_type %s: DOD needs epsilon or v_prediction",
+                  sd_prediction_name(m->sched.prediction_type));
+    }
+}
+
+// The UNet's layer hook: conv_in runs with the trainable f32 copy (its frozen output y is replaced; the
+// frozen weight may be a read-only bf16 view, and the store that owns it cannot hand it over), every
+// other layer goes to the conditional LoRA set.
+static Tensor *unet_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) {
+    DodModel *m = ctx;
+    if (strcmp(layer, "conv_in") == 0) {
+        int k = m->unet->cfg.conv_in_kernel;
+        return op_conv2d(x, m->conv_in_w, m->conv_in_b, 1, (k - 1) / 2);
+    }
+    return lora_hook(m->unet_lora, layer, x, y);
+}
+
+// An owned f32 trainable copy of a frozen UNet tensor, registered as "unet.<name>".
+static Tensor *trainable_copy(DodModel *m, const char *name) {
+    Tensor *src = params_require(m->unet->net.ps, name, "dod_model_create");
+    char full[256];
+    snprintf(full, sizeof full, "unet.%s", name);
+    Tensor *t = tensor_new_persistent(full, src->ndim, src->shape, DT_F32);
+    memcpy(t->data, tensor_f32(src), sizeof(float) * (size_t)t->numel);
+    t->requires_grad = true;
+    return params_add(m->params, full, t);
+}
+
+DodModel *dod_model_create(const DodModelConfig *cfg) {
+    check_config(cfg);
+    DodModel *m = dod_calloc(sizeof(DodModel), "dod model");
+    m->cfg = *cfg;
+    const char *dir = cfg->base_model_dir;
+    m->unet = unet_load(dir, cfg->frozen_dtype, NULL);
+    m->vae = vae_load(dir, cfg->frozen_dtype, NULL);
+    setup_scheduler(m);
+    int D = m->unet->cfg.cross_attention_dim[0];
+    for (int i = 1; i < m->unet->cfg.n_levels; i++)
+        DOD_CHECK(m->unet->cfg.cross_attention_dim[i] == D, m->unet->cfg.path,
+                  "cross_attention_dim differs per level (%d vs %d): one prompt embedding cannot feed both", D,
+                  m->unet->cfg.cross_attention_dim[i]);
+    if (cfg->prompt_path) {
+        m->prompt = dod_load_prompt(cfg->prompt_path, D);
+    } else {
+        fprintf(stderr, "dod: warning: no prompt embedding given: using zeros [77, %d]\n", D);
+        int64_t shape[2] = {77, D};
+        m->prompt = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
+    }
+
+    m->params = params_new();
+    m->conv_in_w = trainable_copy(m, "conv_in.weight");
+    m->conv_in_b = trainable_copy(m, "conv_in.bias");
+    m->unet_lora = lora_set_new();
+    m->vae_lora = lora_set_new();
+    int r = cfg->lora_rank;
+    lora_add_targets(m->unet_lora, m->unet->net.ps, m->unet->net.prefix, LORA_TARGETS_UNET, m->params, "unet.", r,
+                     cfg->lora_alpha, cfg->seed);
+    lora_add_targets(m->vae_lora, m->vae->net.ps, m->vae->net.prefix, LORA_TARGETS_VAE_ENCODER, m->params, "vae.", r,
+                     cfg->lora_alpha, cfg->seed + 1);
+    DodModulationConfig mc = cfg->modulation;
+    if (mc.feature_dim == 0) mc = dod_modulation_default_config(r);
+    mc.rank = r;
+    dod_modulation_init(&m->mod, &mc, cfg->extractor, m->params, "mod.", cfg->seed + 2);
+    if (cfg->stage == 2) {
+        for (int i = 0; i < params_count(m->params); i++) params_at(m->params, i)->requires_grad = false;
+        DodDetailConfig dc = dod_detail_config_from_vae(&m->vae->cfg);
+        dc.growth = cfg->detail_growth;
+        dod_detail_init(&m->detail, &dc, m->params, "detail.", cfg->seed + 3);
+        m->has_detail = true;
+    }
+    m->unet->net.hook = unet_hook;
+    m->unet->net.hook_ctx = m;
+    m->vae->net.hook = lora_hook;
+    m->vae->net.hook_ctx = m->vae_lora;
+    return m;
+}
+
+void dod_model_free(DodModel *m) {
+    if (!m) return;
+    lora_set_free(m->unet_lora);
+    lora_set_free(m->vae_lora);
+    params_free(m->params);
+    tensor_free(m->prompt);
+    unet_free(m->unet);
+    vae_free(m->vae);
+    free(m);
+}
+
+ParamStore *dod_model_params(DodModel *m) { return m->params; }
+
+int dod_model_trainable(const DodModel *m, Tensor **out, int cap) { return params_trainable(m->params, out, cap); }
+
+void dod_model_set_extractor(DodModel *m, DodExtractFn fn, void *ctx) {
+    dod_modulation_set_extractor(&m->mod, fn, ctx);
+}
+
+int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bool require_all) {
+    return dod_load_into(m->params, path, prefix, require_all);
+}
+
+// ---- forward -----------------------------------------------------------------------------------------
+// Spec steps 2-7 on an image whose H, W the VAE and UNet accept; eps NULL: posterior mean.
+static Tensor *pipeline(DodModel *m, Tensor *lq, Tensor *eps, bool clamp) {
+    const Vae *vae = m->vae;
+    int64_t N = lq->shape[0];
+    Tensor *gamma[LORA_N_BLOCKS], *beta[LORA_N_BLOCKS];
+    dod_modulation_forward(&m->mod, lq, gamma, beta);
+    lora_set_modulation(m->unet_lora, gamma, beta);
+
+    VaeOptions vopt = {.recompute_blocks = m->cfg.recompute};
+    VaeEncoded enc;
+    vae_encode(vae, lq, m->has_detail, &vopt, &enc);
+    Tensor *latent = enc.mean;
+    if (eps) {
+        DOD_CHECK(tensor_same_shape(eps, enc.mean), "dod_model_forward", "posterior noise %s, the latent is %s",
+                  shape_str(eps), shape_str(enc.mean));
+        latent = dod_posterior_sample(enc.mean, enc.logvar, eps);
+    }
+    float sf = vae->cfg.scaling_factor;
+    Tensor *z = op_scale(latent, sf);
+
+    // The fixed prompt embedding for every image, and t = 999 for every image (arena: the UNet's
+    // recomputed units may read them in backward).
+    int64_t L = m->prompt->shape[0], D = m->prompt->shape[1];
+    Tensor *context = tensor_new3(N, L, D);
+    for (int64_t n = 0; n < N; n++)
+        memcpy(tensor_data_f32(context) + n * L * D, m->prompt->data, sizeof(float) * (size_t)(L * D));
+    float *timesteps = arena_alloc(sizeof(float) * (size_t)N, "dod timesteps");
+    for (int64_t n = 0; n < N; n++) timesteps[n] = (float)DOD_TIMESTEP;
+    UnetOptions uopt = {.recompute_blocks = m->cfg.recompute};
+    Tensor *pred = unet_forward(m->unet, z, timesteps, context, &uopt);
+
+    Tensor *x0 = op_sub(op_scale(z, m->x0_z), op_scale(pred, m->x0_pred));
+    Tensor *x0_unscaled = op_scale(x0, 1.0f / sf);
+    Tensor *out;
+    if (m->has_detail) {
+        DodDetailCtx *dctx = arena_calloc(sizeof(DodDetailCtx), "dod detail context");
+        dctx->m = &m->detail;
+        dctx->n_skips = enc.n_skips;
+        for (int i = 0; i < enc.n_skips; i++) dctx->skips[i] = enc.skips[i];
+        dctx->recompute = m->cfg.recompute;
+        out = vae_decode(vae, x0_unscaled, dod_detail_before_up, dctx, &vopt);
+    } else {
+        out = vae_decode(vae, x0_unscaled, NULL, NULL, &vopt);
+    }
+    return clamp ? op_clamp(out, -1.0f, 1.0f) : out;
+}
+
+static void check_input(const DodModel *m, const Tensor *lq) {
+    DOD_CHECK(lq->ndim == 4 && lq->shape[1] == m->vae->cfg.in_channels && lq->shape[0] > 0, "dod_model_forward",
+              "input %s: expected [N, %d, H, W]", shape_str(lq), m->vae->cfg.in_channels);
+}
+
+Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps) {
+    check_input(m, lq);
+    DOD_CHECK(lq->shape[2] % 8 == 0 && lq->shape[3] % 8 == 0, "dod_model_forward",
+              "train-mode input %s: crops must have H and W divisible by 8", shape_str(lq));
+    DOD_CHECK(eps != NULL, "dod_model_forward_eps", "no posterior noise given");
+    return pipeline(m, lq, eps, m->cfg.clamp_train);
+}
+
+Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_seed) {
+    check_input(m, lq);
+    if (mode == DOD_MODE_TRAIN) {
+        int f = 1 << (m->vae->cfg.n_levels - 1);
+        Tensor *eps = tensor_new4(lq->shape[0], m->vae->cfg.latent_channels, lq->shape[2] / f, lq->shape[3] / f);
+        tensor_randn(eps, noise_seed, 1.0f);
+        return dod_model_forward_eps(m, lq, eps);
+    }
+    DOD_CHECK(mode == DOD_MODE_EVAL, "dod_model_forward", "unknown mode %d", (int)mode);
+    bool prev = ag_set_grad_enabled(false);
+    int64_t H = lq->shape[2], W = lq->shape[3];
+    int pad_h = (int)((8 - H % 8) % 8), pad_w = (int)((8 - W % 8) % 8);
+    Tensor *x = op_clamp(lq, -1.0f, 1.0f);
+    if (pad_h || pad_w) x = dod_pad_reflect(x, pad_h, pad_w);
+    Tensor *out = pipeline(m, x, NULL, true);
+    if (pad_h || pad_w) out = dod_crop(out, H, W);
+    ag_set_grad_enabled(prev);
+    return out;
+}
+
+Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m, lq, DOD_MODE_EVAL, 0); }
+
+// ---- losses ------------------------------------------------------------------------------------------
+DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
+    DOD_CHECK(tensor_same_shape(out, hq), "dod_model_loss", "output %s and target %s differ in shape",
+              shape_str(out), shape_str(hq));
+    DodLoss l = {.ssim = NAN, .lpips = NAN};
+    Tensor *mse = op_mse_loss(out, hq);
+    l.mse = tensor_f32(mse)[0];
+    l.total = op_scale(mse, m->cfg.mse_weight);
+    // Stage 1's LPIPS term (weight 5 in the paper) joins here once a VGG LPIPS exists; check_config keeps
+    // lpips_weight at 0 until then.
+    if (m->cfg.stage == 2) {
+        Tensor *ssim = op_ssim(out, hq, 2.0f);
+        l.ssim = tensor_f32(ssim)[0];
+        l.total = op_add(l.total, op_scale(op_add_scalar(op_scale(ssim, -1.0f), 1.0f), m->cfg.ssim_weight));
+    }
+    return l;
+}
+
+DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
+    Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
+    return dod_model_loss(m, out, hq);
+}

@@ -1,0 +1,116 @@
+// The assembled DOD model (docs/dod-model.md): one-step restoration with a frozen Stable Diffusion
+// UNet + VAE, conditional LoRA in the UNet, plain LoRA in the VAE encoder, the degradation
+// modulation, and (stage 2) the detail module in the VAE decoder.
+//
+//   lq [N, 3, H, W] in [-1, 1]
+//   gamma_k, beta_k = modulation(lq)                              (per LoRA block, k = 0..9)
+//   mean, logvar    = VAE encoder + LoRA (lq)
+//   z   = (train: mean + exp(0.5 logvar) * eps | eval: mean) * scaling_factor
+//   p   = UNet + conditional LoRA (z, t = 999, prompt embedding)    conv_in trained in full
+//   x0  = epsilon:      (z - sqrt(1 - abar) p) / sqrt(abar)
+//         v_prediction: sqrt(abar) z - sqrt(1 - abar) p             (from the scheduler config)
+//   out = clamp(VAE decoder (x0 / scaling_factor) [+ detail module before each up block], -1, 1)
+//
+// Every trainable tensor lives in one ParamStore (dod_model_params) under stable names:
+//   unet.conv_in.weight, unet.conv_in.bias           the UNet's conv_in (an f32 copy, trained in full)
+//   unet.<layer>.lora_A.weight / .lora_B.weight      conditional LoRA (PEFT names)
+//   vae.encoder.<layer>.lora_A.weight / .lora_B.weight plain LoRA on the VAE encoder
+//   mod.<...>                                         the modulation (layers/dod_modulation.h names)
+//   detail.<...>                                      the detail module (stage 2 only; dod_detail.h names)
+// Stage 1 trains unet.*, vae.*, mod.*; stage 2 holds them frozen (requires_grad off) and trains detail.*.
+#pragma once
+#include "autograd/ops.h"
+#include "autograd/params.h"
+#include "layers/dod_detail.h"
+#include "layers/dod_modulation.h"
+#include "layers/lora.h"
+#include "layers/unet.h"
+#include "layers/vae.h"
+
+#define DOD_TIMESTEP 999
+
+typedef enum { DOD_MODE_TRAIN = 0, DOD_MODE_EVAL = 1 } DodMode;
+
+typedef struct {
+    const char *base_model_dir;      // diffusers layout: unet/, vae/, scheduler/scheduler_config.json
+    DType frozen_dtype;              // DT_F32 or DT_BF16: how the frozen UNet/VAE weights are stored
+    const char *prompt_path;         // safetensors holding one [L, D] (or [1, L, D]) tensor; NULL: zeros (warned)
+    int stage;                       // 1 or 2
+    int lora_rank;                   // 8
+    float lora_alpha;                // = rank (s = 1)
+    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN, or EXTERNAL (then dod_model_set_extractor)
+    DodModulationConfig modulation;  // its rank is forced to lora_rank; defaults: dod_modulation_default_config
+    int detail_growth;               // RRDB growth of the detail module: 32
+    bool recompute;                  // activation recomputation in UNet, VAE and detail module
+    bool clamp_train;                // clamp the train-mode output to [-1, 1] too (true, as OSEDiff's training)
+    uint64_t seed;                   // init of every trainable tensor
+    // Loss weights. Stage 1: mse_weight * MSE + lpips_weight * LPIPS; LPIPS is not implemented yet, so
+    // lpips_weight must stay 0 (dod_model_create fails otherwise). Stage 2: mse_weight * MSE +
+    // ssim_weight * (1 - SSIM), SSIM on [-1, 1] images with data range 2.
+    float mse_weight, lpips_weight, ssim_weight;
+} DodModelConfig;
+
+// The public defaults for `stage` (1 or 2): f32 frozen weights, rank 8, alpha 8, cnn extractor, growth
+// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0 (5 once LPIPS exists)}, stage 2 {mse 1,
+// ssim 0.1}. base_model_dir and prompt_path are left for the caller.
+DodModelConfig dod_model_default_config(int stage);
+
+typedef struct {
+    DodModelConfig cfg;
+    Unet *unet;
+    Vae *vae;
+    SdSchedulerConfig sched;
+    double alpha_bar;              // alpha-bar at t = 999
+    float x0_z, x0_pred;           // x0 = x0_z * z - x0_pred * prediction
+    Tensor *prompt;                // [L, D] f32 (persistent, frozen)
+    ParamStore *params;            // every tensor the model adds (trainable in its stage), owned
+    Tensor *conv_in_w, *conv_in_b; // unet.conv_in.*: replace the frozen conv_in's output (see dod_model.c)
+    LoraSet *unet_lora, *vae_lora;
+    DodModulation mod;
+    DodDetail detail;              // stage 2 only
+    bool has_detail;
+} DodModel;
+
+// Loads the base model (frozen), creates and initialises every trainable tensor (LoRA per PEFT's
+// gaussian init, modulation and detail module per their init rules), sets requires_grad for the stage.
+// Fatal with the file / key at fault on any error (bad stage, missing files, prompt width not the UNet's
+// cross_attention_dim, lpips_weight != 0, unsupported prediction type).
+DodModel *dod_model_create(const DodModelConfig *cfg);
+void dod_model_free(DodModel *m);
+
+ParamStore *dod_model_params(DodModel *m);
+// The trainable tensors of the model's stage (requires_grad), in registration order, into out (cap
+// entries); returns how many there are.
+int dod_model_trainable(const DodModel *m, Tensor **out, int cap);
+// An external degradation extractor (cfg.extractor == DOD_EXTRACTOR_EXTERNAL).
+void dod_model_set_extractor(DodModel *m, DodExtractFn fn, void *ctx);
+
+// Copies (=) every tensor of the safetensors file whose name is `prefix` + a model tensor name into
+// that tensor (f32/f16/bf16 files; shapes must agree). Names in the file that are not model tensors are
+// ignored. require_all: fatal, listing them, when a model tensor is missing from the file. Returns the
+// number copied. (Loads a stage-1 checkpoint into a stage-2 model, or a test fixture.)
+int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bool require_all);
+
+// The restored image (= new arena tensor [N, 3, H, W]).
+//  TRAIN: H, W must be multiples of 8 (fatal otherwise); the posterior is sampled with eps from a
+//         counter-based RNG keyed by noise_seed; clamped when cfg.clamp_train. Records the tape when
+//         grad mode is on.
+//  EVAL:  input clamped to [-1, 1], H, W reflect-padded to multiples of 8, posterior mean, output
+//         cropped back and clamped; runs with grad mode off. noise_seed unused.
+Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_seed);
+// TRAIN mode with an explicit posterior noise eps [N, latent_channels, H/f, W/f] (tests, parity).
+Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps);
+// Validation: dod_model_forward(m, lq, DOD_MODE_EVAL, 0).
+Tensor *dod_model_restore(DodModel *m, Tensor *lq);
+
+typedef struct {
+    Tensor *total;     // the scalar to back-propagate
+    float mse;         // MSE(out, hq), unweighted
+    float ssim;        // SSIM(out, hq) (stage 2; NaN in stage 1)
+    float lpips;       // NaN until LPIPS exists
+} DodLoss;
+
+// The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors).
+DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq);
+// forward (TRAIN, noise from step_seed) + loss: what one training step back-propagates.
+DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);
