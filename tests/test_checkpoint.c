@@ -1,0 +1,210 @@
+// Training checkpoints: bitwise save/load of trainable tensors and AdamW state, `latest`,
+// keep_last pruning, stage-2 weight loading with dtype conversion, and the error paths (missing,
+// truncated, foreign, misshapen, incomplete checkpoints).
+#include "tests/check.h"
+
+#include <sys/stat.h>
+
+#include "autograd/optim.h"
+#include "layers/safetensors.h"
+#include "train/checkpoint.h"
+
+static char scratch[256];
+
+typedef struct {
+    ParamStore *ps;
+    Tensor *p[2];
+    AdamW *opt;
+} Model;
+
+// Two trainable tensors with deterministic values; when step, one AdamW step on a fixed gradient.
+static Model make_model(uint64_t seed, bool step) {
+    Model m;
+    m.ps = params_new();
+    m.p[0] = params_add(m.ps, "a.weight", tensor_new_persistent("a.weight", 2, (int64_t[]){3, 4}, DT_F32));
+    m.p[1] = params_add(m.ps, "b.bias", tensor_new_persistent("b.bias", 1, (int64_t[]){5}, DT_F32));
+    tensor_randn(m.p[0], seed, 1.0f);
+    tensor_randn(m.p[1], seed + 1, 1.0f);
+    params_set_trainable(m.ps, "*", true);
+    m.opt = adamw_new(m.p, 2, adamw_defaults());
+    if (step) {
+        for (int i = 0; i < 2; i++) {
+            float *g = tensor_grad(m.p[i]);
+            for (int64_t j = 0; j < m.p[i]->numel; j++) g[j] = 0.1f * (float)(j + 1) * (i ? -1 : 1);
+        }
+        adamw_step(m.opt, 1e-2f);
+        adamw_step(m.opt, 1e-2f);
+    }
+    return m;
+}
+
+static void free_model(Model *m) {
+    adamw_free(m->opt);
+    params_free(m->ps);
+}
+
+static CheckpointInfo info_for(int64_t step, const AdamW *opt) {
+    CheckpointInfo info = {.step = step, .adamw_step = opt->step, .seed = 123, .loader_next = 2 * step, .stage = 1,
+                           .config_text = "[train]\nsteps = 6\n; \"quoted\" \\ text\n"};
+    snprintf(info.model_kind, sizeof info.model_kind, "toy");
+    return info;
+}
+
+static bool same_bits(const Tensor *a, const float *b) { return !memcmp(a->data, b, sizeof(float) * (size_t)a->numel); }
+
+static void test_round_trip(const char *dir) {
+    Model a = make_model(7, true), b = make_model(99, false);
+    CheckpointInfo info = info_for(3, a.opt);
+    char path[4300], err[CKPT_ERR_LEN];
+    CHECK(checkpoint_save(dir, a.p, 2, a.opt, &info, 0, path, sizeof path, err, sizeof err) == 0, "save: %s", err);
+    char want[4300];
+    snprintf(want, sizeof want, "%s/step_0000003.safetensors", dir);
+    CHECK(!strcmp(path, want), "checkpoint path %s", path);
+    char latest[4300];
+    CHECK(checkpoint_latest(dir, latest, sizeof latest, err, sizeof err) == 0 && !strcmp(latest, want), "latest: %s", err);
+    CheckpointInfo got;
+    CHECK(checkpoint_load(path, b.p, 2, b.opt, &got, err, sizeof err) == 0, "load: %s", err);
+    for (int i = 0; i < 2; i++) {
+        CHECK(same_bits(b.p[i], a.p[i]->data), "param %d bitwise", i);
+        CHECK(same_bits(b.p[i], a.p[i]->data) && !memcmp(b.opt->m[i], a.opt->m[i], sizeof(float) * (size_t)a.p[i]->numel) &&
+                  !memcmp(b.opt->v[i], a.opt->v[i], sizeof(float) * (size_t)a.p[i]->numel),
+              "moments %d bitwise", i);
+    }
+    CHECK(b.opt->step == 2 && got.step == 3 && got.adamw_step == 2 && got.seed == 123 && got.loader_next == 6 && got.stage == 1,
+          "metadata: step %lld adamw %lld", (long long)got.step, (long long)got.adamw_step);
+    CHECK(!strcmp(got.model_kind, "toy") && !strcmp(got.config_text, info.config_text), "config text survives: %s", got.config_text);
+    checkpoint_info_free(&got);
+    // the same next update from both
+    for (int i = 0; i < 2; i++) {
+        float *ga = tensor_grad(a.p[i]), *gb = tensor_grad(b.p[i]);
+        for (int64_t j = 0; j < a.p[i]->numel; j++) ga[j] = gb[j] = 0.05f * (float)j;
+    }
+    adamw_step(a.opt, 1e-2f);
+    adamw_step(b.opt, 1e-2f);
+    CHECK(same_bits(b.p[0], a.p[0]->data) && same_bits(b.p[1], a.p[1]->data), "next step identical after load");
+    // stage-2 style weight loading into a bf16 store
+    ParamStore *ps = params_new();
+    Tensor *w = params_add(ps, "a.weight", tensor_new_persistent("a.weight", 2, (int64_t[]){3, 4}, DT_F32));
+    Tensor *bb = params_add(ps, "b.bias", tensor_new_persistent("b.bias", 1, (int64_t[]){5}, DT_F32));
+    params_add(ps, "extra.weight", tensor_new_persistent("extra.weight", 1, (int64_t[]){2}, DT_F32));
+    tensor_convert_dtype(w, DT_BF16);
+    int n = 0;
+    CHECK(checkpoint_load_weights(path, ps, &n, err, sizeof err) == 0 && n == 2, "load weights: %s", err);
+    Model ref = make_model(7, true);
+    CHECK(((uint16_t *)w->data)[5] == f32_to_bf16(tensor_data_f32(ref.p[0])[5]) && same_bits(bb, ref.p[1]->data),
+          "weights converted to the store's dtype");
+    free_model(&ref);
+    params_free(ps);
+    // a store missing one of the checkpoint's tensors
+    ParamStore *ps2 = params_new();
+    params_add(ps2, "a.weight", tensor_new_persistent("a.weight", 2, (int64_t[]){3, 4}, DT_F32));
+    CHECK(checkpoint_load_weights(path, ps2, NULL, err, sizeof err) == -1 && strstr(err, "b.bias has no counterpart"), "%s", err);
+    params_free(ps2);
+    free_model(&a);
+    free_model(&b);
+}
+
+static void test_pruning(const char *dir) {
+    Model a = make_model(1, true);
+    char err[CKPT_ERR_LEN];
+    for (int s = 1; s <= 5; s++) {
+        CheckpointInfo info = info_for(s * 10, a.opt);
+        CHECK(checkpoint_save(dir, a.p, 2, a.opt, &info, 2, NULL, 0, err, sizeof err) == 0, "save %d: %s", s, err);
+    }
+    int present = 0;
+    for (int s = 1; s <= 5; s++) {
+        char name[64], path[4300];
+        checkpoint_name(s * 10, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        struct stat st;
+        bool exists = stat(path, &st) == 0;
+        present += exists;
+        CHECK(exists == (s >= 4), "step %d %s", s * 10, exists ? "kept" : "pruned");
+    }
+    CHECK(present == 2, "keep_last 2 keeps 2 (%d)", present);
+    char latest[4300];
+    CHECK(checkpoint_latest(dir, latest, sizeof latest, err, sizeof err) == 0 && strstr(latest, "step_0000050"), "latest %s", latest);
+    free_model(&a);
+}
+
+static void write_bytes(const char *path, const char *bytes, size_t n) {
+    FILE *f = fopen(path, "wb");
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+}
+
+static void test_errors(const char *dir) {
+    Model a = make_model(3, true), b = make_model(4, false);
+    CheckpointInfo info = info_for(4, a.opt), got;
+    char path[4300], err[CKPT_ERR_LEN], p2[4400];
+    checkpoint_save(dir, a.p, 2, a.opt, &info, 0, path, sizeof path, err, sizeof err);
+    // missing file and missing latest
+    snprintf(p2, sizeof p2, "%s/step_0000099.safetensors", dir);
+    CHECK(checkpoint_load(p2, b.p, 2, b.opt, &got, err, sizeof err) == -1 && strstr(err, p2), "missing file: %s", err);
+    snprintf(p2, sizeof p2, "%s/empty", dir);
+    mkdir(p2, 0755);
+    char latest[4300];
+    CHECK(checkpoint_latest(p2, latest, sizeof latest, err, sizeof err) == -1 && strstr(err, "no checkpoint to resume from"),
+          "no latest: %s", err);
+    // latest naming a deleted file
+    snprintf(p2, sizeof p2, "%s/latest", dir);
+    write_bytes(p2, "step_0000777.safetensors\n", 25);
+    CHECK(checkpoint_latest(dir, latest, sizeof latest, err, sizeof err) == -1 && strstr(err, "which is missing"), "dangling: %s", err);
+    write_bytes(p2, "garbage\n", 8);
+    CHECK(checkpoint_latest(dir, latest, sizeof latest, err, sizeof err) == -1 && strstr(err, "does not name a checkpoint"), "%s", err);
+    // truncated copy
+    FILE *f = fopen(path, "rb");
+    char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    snprintf(p2, sizeof p2, "%s/truncated.safetensors", dir);
+    write_bytes(p2, buf, n - 20);
+    CHECK(checkpoint_load(p2, b.p, 2, b.opt, &got, err, sizeof err) == -1 && strstr(err, "truncated.safetensors"), "truncated: %s", err);
+    // a corrupted header byte
+    memcpy(buf + 9, "XX", 2);
+    snprintf(p2, sizeof p2, "%s/corrupt.safetensors", dir);
+    write_bytes(p2, buf, n);
+    CHECK(checkpoint_load(p2, b.p, 2, b.opt, &got, err, sizeof err) == -1 && strstr(err, "corrupt.safetensors"), "corrupt: %s", err);
+    // a foreign safetensors file (no checkpoint metadata)
+    snprintf(p2, sizeof p2, "%s/foreign.safetensors", dir);
+    char sterr[ST_ERR_LEN];
+    safetensors_save(p2, a.p, 2, NULL, 0, sterr);
+    CHECK(checkpoint_load(p2, b.p, 2, b.opt, &got, err, sizeof err) == -1 && strstr(err, "not a dod-train checkpoint"), "foreign: %s", err);
+    // missing optimizer state
+    StMetadata meta[] = {{"format", CKPT_FORMAT}, {"format_version", "1"}, {"step", "1"}, {"adamw_step", "1"}, {"seed", "1"},
+                         {"loader_next", "1"}, {"stage", "1"}};
+    snprintf(p2, sizeof p2, "%s/nooptim.safetensors", dir);
+    safetensors_save(p2, a.p, 2, meta, 7, sterr);
+    CHECK(checkpoint_load(p2, b.p, 2, b.opt, &got, err, sizeof err) == -1 && strstr(err, "optimizer tensor optim.m.a.weight is missing"),
+          "no optimizer state: %s", err);
+    // a missing trainable tensor, and a tensor the model does not train
+    snprintf(p2, sizeof p2, "%s/onlyone.safetensors", dir);
+    safetensors_save(p2, a.p, 1, meta, 7, sterr);
+    CHECK(checkpoint_load(p2, b.p, 2, NULL, &got, err, sizeof err) == -1 && strstr(err, "trainable tensor b.bias is missing"), "%s", err);
+    CHECK(checkpoint_load(path, b.p, 1, NULL, &got, err, sizeof err) == -1 && strstr(err, "holds tensor b.bias, which the model does not train"),
+          "%s", err);
+    // a shape mismatch
+    Tensor *wrong = tensor_new_persistent("a.weight", 2, (int64_t[]){4, 3}, DT_F32);
+    CHECK(checkpoint_load(path, (Tensor *[]){wrong, b.p[1]}, 2, NULL, &got, err, sizeof err) == -1 &&
+              strstr(err, "tensor a.weight has shape [3, 4], the model expects [4, 3]"),
+          "shape: %s", err);
+    tensor_free(wrong);
+    free_model(&a);
+    free_model(&b);
+}
+
+int main(void) {
+    snprintf(scratch, sizeof scratch, "/tmp/dod_ckpttest_XXXXXX");
+    if (!mkdtemp(scratch)) return 1;
+    char d1[300], d2[300], d3[300];
+    snprintf(d1, sizeof d1, "%s/run/checkpoints", scratch);
+    snprintf(d2, sizeof d2, "%s/prune", scratch);
+    snprintf(d3, sizeof d3, "%s/errors", scratch);
+    test_round_trip(d1);
+    test_pruning(d2);
+    test_errors(d3);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", scratch);
+    if (system(cmd)) fprintf(stderr, "warning: could not remove %s\n", scratch);
+    return check_summary();
+}

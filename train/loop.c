@@ -1,0 +1,392 @@
+// The training loop (see train/loop.h). Needs HDF5 (loader) and iniparser (configuration).
+#include "train/loop.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop_requested = 0;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (stop_requested) _exit(TRAIN_INTERRUPTED);
+    stop_requested = 1;
+    static const char msg[] = "\ndod-train: stop requested: finishing this step and saving a checkpoint "
+                              "(again to quit without saving)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+}
+
+void train_install_signal_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+void train_request_stop(void) { stop_requested = 1; }
+
+#if defined(DOD_HAVE_HDF5) && defined(DOD_HAVE_INIPARSER)
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "autograd/ops.h"
+#include "autograd/optim.h"
+#include "data/keyed_rng.h"
+#include "data/loader.h"
+#include "train/checkpoint.h"
+#include "train/train_model.h"
+#include "train/validate.h"
+
+#define PATH_LEN (2 * CFG_STR + 64)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// dir/name, or name itself when absolute.
+static void join(char *out, size_t len, const char *dir, const char *name) {
+    if (name[0] == '/') snprintf(out, len, "%s", name);
+    else snprintf(out, len, "%s/%s", dir, name);
+}
+
+static int mkdirs(const char *dir, char *err, size_t errlen) {
+    char buf[PATH_LEN];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || !*p) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) && errno != EEXIST) {
+                snprintf(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno));
+                return -1;
+            }
+            if (!c) return 0;
+            *p = c;
+        }
+    }
+}
+
+static int write_text_atomic(const char *path, const char *text, char *err, size_t errlen) {
+    char tmp[PATH_LEN + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && fputs(text, f) >= 0;
+    if (f && fclose(f)) ok = false;
+    if (!ok || rename(tmp, path)) {
+        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+// On resume: drop metrics lines of steps after the checkpoint (an interrupted run may have logged
+// past it), so the log reads as one run. Rewritten atomically.
+static int trim_jsonl(const char *path, int64_t last_step, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t cap = 1 << 16, len = 0;
+    char *kept = dod_malloc(cap, "metrics log"), line[8192];
+    kept[0] = 0;
+    while (fgets(line, sizeof line, f)) {
+        long long step;
+        if (sscanf(line, "{\"step\": %lld", &step) == 1 && step > last_step) continue;
+        size_t n = strlen(line);
+        if (len + n + 1 > cap) kept = realloc(kept, cap *= 2);
+        if (!kept) dod_fatal("trim_jsonl", "out of memory reading %s", path);
+        memcpy(kept + len, line, n + 1);
+        len += n;
+    }
+    fclose(f);
+    int rc = write_text_atomic(path, kept, err, errlen);
+    free(kept);
+    return rc;
+}
+
+static void format_duration(double s, char *buf, size_t len) {
+    long long t = (long long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, len, "%lldh%02lldm", t / 3600, (t / 60) % 60);
+    else snprintf(buf, len, "%lldm%02llds", t / 60, t % 60);
+}
+
+// Everything a run holds; freed by run_free.
+typedef struct {
+    const TrainConfig *cfg;
+    char run_dir[CFG_STR], ckpt_dir[PATH_LEN], jsonl_path[PATH_LEN], samples_dir[PATH_LEN];
+    char *config_text;
+    TrainModel *model;
+    Tensor **trainable;
+    int n_trainable;
+    AdamW *opt;
+    Loader *loader;
+    Batch batch;
+    Validator *val;
+    FILE *jsonl;
+} Run;
+
+static void run_free(Run *r) {
+    if (r->jsonl) fclose(r->jsonl);
+    validator_close(r->val);
+    if (r->loader) {
+        batch_free(&r->batch);
+        loader_close(r->loader);
+    }
+    if (r->opt) adamw_free(r->opt);
+    free(r->trainable);
+    train_model_free(r->model);
+    free(r->config_text);
+}
+
+static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *err, size_t errlen) {
+    CheckpointInfo info = {.step = step, .adamw_step = r->opt->step, .seed = (uint64_t)r->cfg->seed,
+                           .loader_next = step * r->cfg->grad_accum, .stage = (int)r->cfg->stage,
+                           .config_text = r->config_text};
+    snprintf(info.model_kind, sizeof info.model_kind, "%s", r->model->kind);
+    return checkpoint_save(r->ckpt_dir, r->trainable, r->n_trainable, r->opt, &info, (int)r->cfg->ckpt_keep_last,
+                           path, plen, err, errlen);
+}
+
+// Builds model, optimizer, loader and validator; loads the stage-1 weights (stage 2) and, on
+// resume, the checkpoint. *start_step = steps already done.
+static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *err, size_t errlen) {
+    const TrainConfig *c = &o->cfg;
+    r->cfg = c;
+    snprintf(r->run_dir, sizeof r->run_dir, "%s", c->run_dir);
+    join(r->ckpt_dir, sizeof r->ckpt_dir, r->run_dir, c->ckpt_dir);
+    join(r->jsonl_path, sizeof r->jsonl_path, r->run_dir, c->log_jsonl);
+    join(r->samples_dir, sizeof r->samples_dir, r->run_dir, "samples");
+    r->config_text = config_to_text(c);
+    *start_step = 0;
+
+    char resume_path[PATH_LEN] = "";
+    if (o->resume) {
+        if (checkpoint_latest(r->ckpt_dir, resume_path, sizeof resume_path, err, errlen)) return -1;
+    } else {
+        char latest[PATH_LEN + 16];
+        snprintf(latest, sizeof latest, "%s/latest", r->ckpt_dir);
+        if (access(latest, F_OK) == 0) {
+            snprintf(err, errlen, "%s already holds checkpoints (%s); continue it with --resume %s, or choose another "
+                                  "[train] run_dir", r->run_dir, latest, r->run_dir);
+            return -1;
+        }
+    }
+    if (mkdirs(r->run_dir, err, errlen) || mkdirs(r->samples_dir, err, errlen)) return -1;
+    char cfg_path[PATH_LEN + 16];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", r->run_dir);
+    if (write_text_atomic(cfg_path, r->config_text, err, errlen)) return -1;
+
+    static const char *kinds[] = {"toy", "dod"}, *extractors[] = {"cnn", "vae"};
+    TrainModelOptions mo = {.kind = kinds[c->model_kind], .stage = (int)c->stage, .base_path = c->model_base,
+                            .prompt_embedding = c->prompt_embedding,
+                            .frozen_dtype = c->frozen_dtype == CFG_FROZEN_BF16 ? DT_BF16 : DT_F32,
+                            .lora_rank = (int)c->lora_rank, .lora_alpha = (float)c->lora_alpha,
+                            .extractor = extractors[c->extractor], .toy_width = (int)c->toy_width,
+                            .seed = (uint64_t)c->seed, .recompute = c->recompute};
+    if (!(r->model = train_model_create(&mo, err, errlen))) return -1;
+    ParamStore *ps = r->model->params(r->model->self);
+    if (c->stage == 2) {   // the frozen stage-1 tensors, on a fresh run and on resume alike
+        char init_path[PATH_LEN];
+        int n_loaded = 0;
+        if (checkpoint_resolve(c->init_from, c->ckpt_dir, init_path, sizeof init_path, err, errlen) ||
+            checkpoint_load_weights(init_path, ps, &n_loaded, err, errlen))
+            return -1;
+        if (!o->quiet) fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, init_path);
+    }
+    int cap = params_count(ps);
+    r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
+    r->n_trainable = params_trainable(ps, r->trainable, cap);
+    if (r->n_trainable == 0) {
+        snprintf(err, errlen, "model %s (stage %lld) has no trainable tensors", r->model->kind, c->stage);
+        return -1;
+    }
+    AdamWConfig ac = {.lr = (float)c->lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2, .eps = (float)c->eps,
+                      .weight_decay = (float)c->weight_decay};
+    r->opt = adamw_new(r->trainable, r->n_trainable, ac);
+
+    if (o->resume) {
+        CheckpointInfo info;
+        if (checkpoint_load(resume_path, r->trainable, r->n_trainable, r->opt, &info, err, errlen)) return -1;
+        char diff[CFG_ERR_LEN];
+        int bad = config_compare_text(c, info.config_text, diff, sizeof diff);
+        if (bad) snprintf(err, errlen, "%s: the configuration differs from the checkpoint's:\n%s", resume_path, diff);
+        else if (strcmp(info.model_kind, r->model->kind) || info.stage != c->stage)
+            snprintf(err, errlen, "%s: checkpoint of a %s stage-%d model, the configuration says %s stage %lld", resume_path,
+                     info.model_kind, info.stage, r->model->kind, c->stage), bad = -1;
+        else if (info.loader_next != info.step * c->grad_accum || info.seed != (uint64_t)c->seed)
+            snprintf(err, errlen, "%s: loader position %lld / seed %llu do not match step %lld x grad_accum %lld / seed %lld",
+                     resume_path, (long long)info.loader_next, (unsigned long long)info.seed, (long long)info.step,
+                     c->grad_accum, c->seed), bad = -1;
+        *start_step = info.step;
+        checkpoint_info_free(&info);
+        if (bad) return -1;
+        if (!o->quiet) fprintf(stderr, "dod-train: resuming from %s (step %lld)\n", resume_path, (long long)*start_step);
+        if (trim_jsonl(r->jsonl_path, *start_step, err, errlen)) return -1;
+    }
+
+    LoaderConfig lc;
+    loader_config_default(&lc);
+    if (loader_parse_tasks(&lc, c->tasks, err, errlen)) return -1;
+    lc.path = c->train_file;
+    lc.crop = (int)c->crop;
+    lc.flips = c->flips;
+    lc.seed = (uint64_t)c->seed;
+    lc.n_threads = (int)c->loader_threads;
+    if (!(r->loader = loader_open(&lc, err, errlen))) return -1;
+    loader_batch_init(r->loader, &r->batch);
+    if (c->val_file[0] && c->val_every > 0 && !(r->val = validator_open(c->val_file, (int)c->val_images, err, errlen)))
+        return -1;
+    if (!(r->jsonl = fopen(r->jsonl_path, "a"))) {
+        snprintf(err, errlen, "%s: cannot open the metrics log: %s", r->jsonl_path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+// One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
+static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
+    const TrainConfig *c = r->cfg;
+    int A = (int)c->grad_accum;
+    double loss_sum = 0, mse_sum = 0, ssim_sum = 0;
+    uint64_t noise_key = rng_key((uint64_t)c->seed, TRAIN_NOISE_STREAM);
+    for (int a = 0; a < A; a++) {
+        int64_t b = s * A + a;
+        if (loader_get(r->loader, b, &r->batch, err, errlen)) return -1;
+        ag_step_reset();
+        int64_t n = r->batch.n, cs = r->batch.crop;
+        Tensor *lq = tensor_new4(n, 3, cs, cs), *hq = tensor_new4(n, 3, cs, cs);
+        memcpy(lq->data, r->batch.lq, sizeof(float) * (size_t)lq->numel);
+        memcpy(hq->data, r->batch.hq, sizeof(float) * (size_t)hq->numel);
+        Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)b), true);
+        Tensor *mse = op_mse_loss(out, hq);
+        Tensor *total = op_scale(mse, (float)c->loss_mse);
+        float ssim_term = 0;
+        if (c->loss_ssim > 0) {
+            Tensor *one_minus = op_add_scalar(op_scale(op_ssim(out, hq, 2.0f), -1.0f), 1.0f);
+            ssim_term = tensor_data_f32(one_minus)[0];
+            total = op_add(total, op_scale(one_minus, (float)c->loss_ssim));
+        }
+        float lv = tensor_data_f32(total)[0];
+        if (!isfinite(lv)) {
+            snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
+                     (long long)b, (double)lr_at(sched, s));
+            return -1;
+        }
+        ag_backward(op_scale(total, 1.0f / (float)A));
+        loss_sum += lv;
+        mse_sum += tensor_data_f32(mse)[0];
+        ssim_sum += ssim_term;
+    }
+    ag_step_reset();
+    double gn = clip_grad_norm(r->trainable, r->n_trainable, c->clip_norm);
+    float lr = lr_at(sched, s);
+    adamw_step(r->opt, lr);
+    for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
+    *st = (TrainStepStats){.step = s + 1, .loss = loss_sum / A, .mse = mse_sum / A, .ssim = ssim_sum / A,
+                           .lr = lr, .grad_norm = gn};
+    return 0;
+}
+
+static int run_validation(Run *r, int64_t step, double elapsed, bool quiet, char *err, size_t errlen) {
+    char grid[PATH_LEN + 64], name[64];
+    checkpoint_name(step, name, sizeof name);
+    snprintf(grid, sizeof grid, "%s/step_%07lld.png", r->samples_dir, (long long)step);
+    ValResult vr;
+    if (validator_run(r->val, r->model, r->cfg->val_grid ? grid : NULL, &vr, err, errlen)) return -1;
+    fprintf(r->jsonl, "{\"step\": %lld, \"val_psnr\": %.6f, \"val_ssim\": %.6f, \"val_images\": %d, \"time_s\": %.3f}\n",
+            (long long)step, vr.psnr, vr.ssim, vr.images, elapsed);
+    fflush(r->jsonl);
+    if (!quiet)
+        fprintf(stderr, "dod-train: validation at step %lld: PSNR %.3f dB, SSIM %.4f over %d images%s%s\n",
+                (long long)step, vr.psnr, vr.ssim, vr.images, r->cfg->val_grid ? "; grid " : "",
+                r->cfg->val_grid ? grid : "");
+    return 0;
+}
+
+int train_run(const TrainOptions *o, char *err, size_t errlen) {
+    const TrainConfig *c = &o->cfg;
+    Run r;
+    memset(&r, 0, sizeof r);
+    int64_t start = 0;
+    stop_requested = 0;
+    if (run_setup(&r, o, &start, err, errlen)) {
+        run_free(&r);
+        return -1;
+    }
+    LrSchedule sched = {.kind = c->schedule == CFG_SCHEDULE_COSINE ? LR_COSINE : LR_CONSTANT, .base_lr = (float)c->lr,
+                        .warmup_steps = c->warmup, .total_steps = c->steps};
+    double t0 = now_s(), last_print = -1;
+    int rc = 0;
+    int64_t done = start;
+    char ckpt_path[PATH_LEN + 64] = "";
+    for (int64_t s = start; s < c->steps; s++) {
+        TrainStepStats st;
+        if (train_step(&r, s, &sched, &st, err, errlen)) {
+            rc = -1;
+            break;
+        }
+        done = s + 1;
+        double elapsed = now_s() - t0, its = (done - start) / (elapsed > 1e-9 ? elapsed : 1e-9);
+        if (o->on_step) o->on_step(o->on_step_ctx, &st);
+        if (!o->quiet && (elapsed - last_print >= 1.0 || done == c->steps || last_print < 0)) {
+            char eta[32];
+            format_duration((c->steps - done) / its, eta, sizeof eta);
+            fprintf(stderr, "step %lld/%lld | loss %.5f mse %.5f 1-ssim %.5f | lr %.3g | %.2f it/s | ETA %s\n",
+                    (long long)done, c->steps, st.loss, st.mse, st.ssim, st.lr, its, eta);
+            last_print = elapsed;
+        }
+        if (done % c->log_every == 0 || done == c->steps) {
+            fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g, \"lr\": %.9g, "
+                             "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f}\n",
+                    (long long)done, st.loss, st.mse, st.ssim, st.lr, st.grad_norm, its, elapsed);
+            fflush(r.jsonl);
+        }
+        bool saved = false;
+        if (done % c->ckpt_every == 0 || done == c->steps || stop_requested) {
+            if (save_checkpoint(&r, done, ckpt_path, sizeof ckpt_path, err, errlen)) {
+                rc = -1;
+                break;
+            }
+            saved = true;
+        }
+        if (r.val && (done % c->val_every == 0 || done == c->steps) &&
+            run_validation(&r, done, elapsed, o->quiet, err, errlen)) {
+            rc = -1;
+            break;
+        }
+        if (stop_requested && saved && done < c->steps) {
+            fprintf(stderr, "dod-train: interrupted after step %lld; checkpoint %s\n"
+                            "dod-train: continue with: dod-train --resume %s\n", (long long)done, ckpt_path, r.run_dir);
+            rc = TRAIN_INTERRUPTED;
+            break;
+        }
+    }
+    if (rc == 0 && !o->quiet)
+        fprintf(stderr, "dod-train: done: %lld steps in %s; checkpoint %s\n", (long long)done, r.run_dir,
+                ckpt_path[0] ? ckpt_path : "(none new)");
+    run_free(&r);
+    return rc;
+}
+
+#else
+int train_run(const TrainOptions *o, char *err, size_t errlen) {
+    (void)o;
+    snprintf(err, errlen, "training needs HDF5 (the data loader) and iniparser (the configuration); this build "
+                          "lacks %s", 
+#ifndef DOD_HAVE_HDF5
+             "HDF5"
+#else
+             "iniparser"
+#endif
+    );
+    return -1;
+}
+#endif

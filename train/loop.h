@@ -1,0 +1,46 @@
+// The training loop behind `dod-train`: a run directory, the model, the loader, AdamW, logging,
+// validation, checkpoints and resume. Needs HDF5 (the loader) and iniparser (the configuration);
+// without them train_run reports what is missing.
+//
+// Per optimizer step s (0-based; "step" in logs and checkpoint names counts steps completed = s + 1):
+//   for a in 0 .. grad_accum-1:  batch index b = s * grad_accum + a (the loader's step argument, so a
+//       batch is a pure function of (seed, b)); ag_step_reset; out = model.forward(lq, noise_seed(b));
+//       loss = mse_w * MSE(out, hq) + ssim_w * (1 - SSIM(out, hq)); backward(loss / grad_accum)
+//   grad_norm = clip_grad_norm(trainable, clip_norm); adamw_step(lr_at(schedule, s)); zero grads.
+// noise_seed(b) = rng_key(rng_key(seed, TRAIN_NOISE_STREAM), b) (data/keyed_rng.h): the training
+// randomness is counter-based, so the step counter is the whole RNG state.
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "train/config.h"
+
+#define TRAIN_INTERRUPTED 130             // train_run's return (and dod-train's exit code) after a stop
+#define TRAIN_NOISE_STREAM 0x6e6f697365ull   // "noise"
+
+typedef struct {
+    int64_t step;            // steps completed (1-based)
+    double loss, mse, ssim;  // means over the micro-batches: total loss, MSE, 1 - SSIM (0 when unweighted)
+    double lr, grad_norm;    // grad_norm before clipping
+} TrainStepStats;
+
+typedef struct {
+    TrainConfig cfg;         // resolved and validated
+    bool resume;             // continue from cfg.run_dir's latest checkpoint
+    bool quiet;              // no progress lines on stderr
+    // Called after every optimizer step (before checkpoint/validation decisions); tests use it to
+    // record losses and to raise a stop at a chosen step.
+    void (*on_step)(void *ctx, const TrainStepStats *s);
+    void *on_step_ctx;
+} TrainOptions;
+
+// SIGINT/SIGTERM: the first finishes the current step, saves a checkpoint and makes train_run
+// return TRAIN_INTERRUPTED; a second one exits at once (130).
+void train_install_signal_handlers(void);
+// The same request from code (what the handlers do).
+void train_request_stop(void);
+
+// Runs (or resumes) training. 0 when cfg.steps are done (final checkpoint saved), TRAIN_INTERRUPTED
+// after a stop (checkpoint saved, its path printed), -1 with a message on error.
+int train_run(const TrainOptions *o, char *err, size_t errlen);
