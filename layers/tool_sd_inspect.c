@@ -13,12 +13,12 @@
 
 #include "layers/sd_weights.h"
 
-static void usage(void) {
-    fprintf(stderr, "usage: dod-sd-inspect MODEL_DIR [--dtype f32|f16|bf16]\n"
+static void usage(FILE *out, int status) {
+    fprintf(out, "usage: dod-sd-inspect MODEL_DIR [--dtype f32|f16|bf16]\n"
                     "       dod-sd-inspect --single-file CKPT.safetensors CONFIG_DIR [--dtype ...]\n"
                     "       dod-sd-inspect --table CONFIG_DIR\n"
                     "       dod-sd-inspect --header FILE.safetensors\n");
-    exit(2);
+    exit(status);
 }
 
 static void print_table(const char *part, const SdTensorTable *t) {
@@ -31,7 +31,8 @@ static void print_table(const char *part, const SdTensorTable *t) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) usage();
+    if (argc < 2) usage(stderr, 2);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) usage(stdout, 0);
     DType dtype = DT_F32;
     for (int i = 1; i < argc - 1; i++)
         if (!strcmp(argv[i], "--dtype")) {
@@ -41,7 +42,7 @@ int main(int argc, char **argv) {
             argc = i;   // options come last
         }
     if (!strcmp(argv[1], "--header")) {
-        if (argc != 3) usage();
+        if (argc != 3) usage(stderr, 2);
         SafeTensors *st;
         char err[ST_ERR_LEN];
         if (safetensors_open(argv[2], &st, err)) dod_fatal("dod-sd-inspect", "%s", err);
@@ -55,7 +56,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--table")) {
-        if (argc != 3) usage();
+        if (argc != 3) usage(stderr, 2);
         char path[4096], err[SD_CONFIG_ERR_LEN];
         SdUNetConfig u;
         SdVaeConfig v;
@@ -75,10 +76,10 @@ int main(int argc, char **argv) {
     char *err = NULL;
     int rc;
     if (!strcmp(argv[1], "--single-file")) {
-        if (argc != 4) usage();
+        if (argc != 4) usage(stderr, 2);
         rc = sd_model_load_single_file(argv[2], argv[3], dtype, &m, &err);
     } else {
-        if (argc != 2) usage();
+        if (argc != 2) usage(stderr, 2);
         rc = sd_model_load_diffusers(argv[1], dtype, &m, &err);
     }
     if (rc) {

@@ -36,7 +36,7 @@ static const Field FIELDS[] = {
     {"model", "base", T_STRING, "", 0, 0, NULL, OFF(model_base), false,
      "diffusers SD 2.1-base directory (unet/, vae/, scheduler/); required for kind = dod"},
     {"model", "prompt_embedding", T_STRING, "", 0, 0, NULL, OFF(prompt_embedding), false,
-     "safetensors file with the fixed 77 x 1024 prompt embedding; required for kind = dod"},
+     "safetensors file with the fixed 77 x 1024 prompt embedding (scripts/encode_prompt.py); empty: zeros, with a warning"},
     {"model", "frozen_dtype", T_ENUM, "bf16", 0, 0, "f32|bf16", OFF(frozen_dtype), false,
      "storage of frozen weights (compute is f32)"},
     {"model", "toy_width", T_INT, "8", 1, 256, NULL, OFF(toy_width), false, "toy model: hidden channels"},
@@ -479,8 +479,6 @@ int config_validate(const TrainConfig *c, char *err, size_t errlen) {
     if (c->model_kind == CFG_MODEL_DOD) {
         if (!c->model_base[0])
             complain(c, "model", "base", err, errlen, "required for kind = dod (a diffusers SD 2.1-base directory)"), bad++;
-        if (!c->prompt_embedding[0])
-            complain(c, "model", "prompt_embedding", err, errlen, "required for kind = dod"), bad++;
         if (c->crop % 8)
             complain(c, "data", "crop", err, errlen, "must be a multiple of 8 for kind = dod (VAE downsampling)"), bad++;
     }

@@ -1,0 +1,50 @@
+// Adapter: DodModel -> TrainModel. The loop owns the loss weights (MSE / SSIM from [loss]), so only
+// the model's forward is used here; dod_model_loss stays for tests and tools that want the spec's
+// per-stage default loss.
+#include "train/dod_train_model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers/dod_model.h"
+
+static ParamStore *dod_params(void *self) { return dod_model_params(self); }
+
+static Tensor *dod_forward(void *self, Tensor *lq, uint64_t noise_seed, bool training) {
+    return dod_model_forward(self, lq, training ? DOD_MODE_TRAIN : DOD_MODE_EVAL, noise_seed);
+}
+
+static void dod_destroy(void *self) { dod_model_free(self); }
+
+TrainModel *dod_train_model_create(const TrainModelOptions *o, char *err, size_t errlen) {
+    if (o->stage != 1 && o->stage != 2) {
+        snprintf(err, errlen, "[stage] stage = %d: must be 1 or 2", o->stage);
+        return NULL;
+    }
+    DodModelConfig cfg = dod_model_default_config(o->stage);
+    if (!o->extractor || !strcmp(o->extractor, "cnn")) {
+        cfg.extractor = DOD_EXTRACTOR_CNN;
+    } else {
+        snprintf(err, errlen, "[modulation] extractor = %s is not implemented yet (only cnn)", o->extractor);
+        return NULL;
+    }
+    if (!o->base_path || !*o->base_path) {
+        snprintf(err, errlen, "[model] base is empty: the DOD model needs a diffusers SD directory");
+        return NULL;
+    }
+    cfg.base_model_dir = o->base_path;
+    cfg.prompt_path = o->prompt_embedding && *o->prompt_embedding ? o->prompt_embedding : NULL;
+    cfg.frozen_dtype = o->frozen_dtype;
+    cfg.lora_rank = o->lora_rank;
+    cfg.lora_alpha = o->lora_alpha;
+    cfg.recompute = o->recompute;
+    cfg.seed = o->seed;
+    TrainModel *m = dod_calloc(sizeof *m, "TrainModel");
+    m->self = dod_model_create(&cfg);
+    m->kind = "dod";
+    m->params = dod_params;
+    m->forward = dod_forward;
+    m->destroy = dod_destroy;
+    return m;
+}
