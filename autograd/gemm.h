@@ -8,8 +8,10 @@
 //
 // gemm_f32 calls OpenBLAS cblas_sgemm when the build found it (DOD_HAVE_OPENBLAS), else the
 // portable cache-blocked OpenMP kernel gemm_f32_portable, which is always compiled so tests can
-// check both paths. Threading: OpenBLAS threads itself (Debian's libopenblas is the pthreads
-// build); never call gemm_f32 from inside an OpenMP parallel region.
+// check both paths.
+// Threading: OpenMP is the only thread pool. OpenBLAS is switched to one thread and a large GEMM
+// is split into one OpenBLAS call per OpenMP thread (see gemm.c for why). Called from inside an
+// OpenMP parallel region, gemm_f32 runs on the calling thread only, so it is safe there.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,8 +26,9 @@ void gemm_f32_portable(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
 
 // "openblas" or "portable": which kernel gemm_f32 uses in this build.
 const char *gemm_backend_name(void);
-// Threads for both OpenBLAS and OpenMP (benchmarks only; tests and tools leave the defaults).
+// OpenMP threads used by the GEMMs and the ops (benchmarks only; tests and tools keep the default,
+// OMP_NUM_THREADS or one per core).
 void gemm_set_threads(int n);
-// Floating-point operations (2*M*N*K per call) issued through gemm_f32 since start. Main-thread
-// counter: lets tests check that a frozen weight's gradient GEMMs were skipped.
+// Floating-point operations (2*M*N*K per call) issued through gemm_f32 since start (atomic
+// counter): lets tests check that a frozen weight's gradient GEMMs were skipped.
 uint64_t gemm_flop_count(void);

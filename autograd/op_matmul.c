@@ -1,0 +1,155 @@
+// op_matmul and op_linear: thin wrappers that turn every product into one (or one per batch) call
+// of gemm_f32. Half-precision inputs are widened once in forward (tensor_f32) and the f32 view is
+// kept in the node context for backward. Gradient GEMMs run only for inputs that require grad, so a
+// frozen weight costs no dW product.
+#include <string.h>
+
+#include "autograd/gemm.h"
+#include "autograd/ops.h"
+
+// Every input must live on the CPU until the CUDA backend provides these ops.
+static void require_cpu(const char *op, int n, Tensor *const *ts) {
+    for (int i = 0; i < n; i++)
+        if (ts[i] && ts[i]->device == DEV_CUDA)
+            dod_fatal(op, "CUDA tensors need the CUDA backend (not built in this configuration)");
+}
+
+// db[j] += sum over rows of g[row, j] (g is [rows, n]).
+static void add_column_sums(const float *g, int64_t rows, int64_t n, float *db) {
+#pragma omp parallel for if (rows * n > 65536)
+    for (int64_t j0 = 0; j0 < n; j0 += 64) {
+        int64_t j1 = j0 + 64 < n ? j0 + 64 : n;
+        float acc[64] = {0};
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = j0; j < j1; j++) acc[j - j0] += g[r * n + j];
+        for (int64_t j = j0; j < j1; j++) db[j] += acc[j - j0];
+    }
+}
+
+// ---- matmul -------------------------------------------------------------------------------------
+typedef struct {
+    const float *a, *b;   // f32 views of the inputs (widened copies for half storage)
+    int64_t batch, M, N, K;
+    bool trans_b, broadcast_b;
+} MatmulCtx;
+
+// y = a @ op(b): writes (=) y [batch, M, N].
+static void op_matmul_cpu_forward(const MatmulCtx *c, float *y) {
+    int64_t ldb = c->trans_b ? c->K : c->N;
+    if (c->broadcast_b) {  // one GEMM over all batch*M rows
+        gemm_f32(false, c->trans_b, c->batch * c->M, c->N, c->K, 1.0f, c->a, c->K, c->b, ldb, 0.0f, y, c->N);
+        return;
+    }
+    for (int64_t i = 0; i < c->batch; i++)
+        gemm_f32(false, c->trans_b, c->M, c->N, c->K, 1.0f, c->a + i * c->M * c->K, c->K, c->b + i * c->K * c->N,
+                 ldb, 0.0f, y + i * c->M * c->N, c->N);
+}
+
+// Accumulates (+=) da = g @ op(b)^T and db = (a^T g, or g^T a when trans_b); NULL skips one.
+static void op_matmul_cpu_backward(const MatmulCtx *c, const float *g, float *da, float *db) {
+    int64_t ldb = c->trans_b ? c->K : c->N;
+    int64_t groups = c->broadcast_b ? 1 : c->batch;
+    int64_t rows = c->broadcast_b ? c->batch * c->M : c->M;
+    for (int64_t i = 0; i < groups; i++) {
+        const float *gi = g + i * rows * c->N, *ai = c->a + i * rows * c->K, *bi = c->b + i * c->K * c->N;
+        if (da)  // [rows, K] += g [rows, N] @ op(b)^T
+            gemm_f32(false, !c->trans_b, rows, c->K, c->N, 1.0f, gi, c->N, bi, ldb, 1.0f, da + i * rows * c->K, c->K);
+        if (db && !c->trans_b)  // [K, N] += a^T [K, rows] @ g [rows, N]
+            gemm_f32(true, false, c->K, c->N, rows, 1.0f, ai, c->K, gi, c->N, 1.0f, db + i * c->K * c->N, c->N);
+        if (db && c->trans_b)   // [N, K] += g^T [N, rows] @ a [rows, K]
+            gemm_f32(true, false, c->N, c->K, rows, 1.0f, gi, c->N, ai, c->K, 1.0f, db + i * c->K * c->N, c->K);
+    }
+}
+
+static void matmul_backward(AgNode *node) {
+    MatmulCtx *c = node->ctx;
+    Tensor *a = node->inputs[0], *b = node->inputs[1];
+    op_matmul_cpu_backward(c, node->out->grad, a->requires_grad ? tensor_grad(a) : NULL,
+                        b->requires_grad ? tensor_grad(b) : NULL);
+}
+
+Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
+    Tensor *in[2] = {a, b};
+    require_cpu("op_matmul", 2, in);
+    DOD_CHECK(a->ndim >= 2 && b->ndim >= 2, "op_matmul", "a %s and b %s: both need at least 2 dims", shape_str(a),
+              shape_str(b));
+    MatmulCtx c = {.M = a->shape[a->ndim - 2], .K = a->shape[a->ndim - 1], .trans_b = trans_b,
+                   .broadcast_b = b->ndim == 2};
+    c.batch = 1;
+    for (int d = 0; d < a->ndim - 2; d++) c.batch *= a->shape[d];
+    int64_t kb = b->shape[b->ndim - (trans_b ? 1 : 2)];
+    c.N = b->shape[b->ndim - (trans_b ? 2 : 1)];
+    DOD_CHECK(kb == c.K, "op_matmul", "a %s and b %s%s: inner dimensions differ (%ld vs %ld)", shape_str(a),
+              shape_str(b), trans_b ? " (b transposed)" : "", (long)c.K, (long)kb);
+    if (!c.broadcast_b) {
+        bool same = b->ndim == a->ndim;
+        for (int d = 0; same && d < a->ndim - 2; d++) same = a->shape[d] == b->shape[d];
+        DOD_CHECK(same, "op_matmul", "a %s and b %s: b must be 2-D or have a's leading dims", shape_str(a),
+                  shape_str(b));
+    }
+    int64_t shape[TENSOR_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[a->ndim - 1] = c.N;
+    Tensor *y = tensor_new(a->ndim, shape, DT_F32);
+    c.a = tensor_f32(a);
+    c.b = tensor_f32(b);
+    op_matmul_cpu_forward(&c, tensor_data_f32(y));
+    if (ag_needs_grad(2, in)) {
+        MatmulCtx *saved = ag_record("op_matmul", matmul_backward, y, 2, in, sizeof(MatmulCtx));
+        *saved = c;
+    }
+    return y;
+}
+
+// ---- linear -------------------------------------------------------------------------------------
+typedef struct {
+    const float *x, *w;  // f32 views
+    int64_t rows, in, out;
+} LinearCtx;
+
+// y = x @ w^T + bias: writes (=) y [rows, out].
+static void op_linear_cpu_forward(const LinearCtx *c, const float *bias, float *y) {
+    if (bias) {
+#pragma omp parallel for if (c->rows * c->out > 65536)
+        for (int64_t r = 0; r < c->rows; r++) memcpy(y + r * c->out, bias, (size_t)c->out * sizeof(float));
+    }
+    gemm_f32(false, true, c->rows, c->out, c->in, 1.0f, c->x, c->in, c->w, c->in, bias ? 1.0f : 0.0f, y, c->out);
+}
+
+// Accumulates (+=) dx = g @ w, dw = g^T @ x, db = column sums of g; NULL skips one.
+static void op_linear_cpu_backward(const LinearCtx *c, const float *g, float *dx, float *dw, float *db) {
+    if (dx) gemm_f32(false, false, c->rows, c->in, c->out, 1.0f, g, c->out, c->w, c->in, 1.0f, dx, c->in);
+    if (dw) gemm_f32(true, false, c->out, c->in, c->rows, 1.0f, g, c->out, c->x, c->in, 1.0f, dw, c->in);
+    if (db) add_column_sums(g, c->rows, c->out, db);
+}
+
+static void linear_backward(AgNode *node) {
+    LinearCtx *c = node->ctx;
+    Tensor *x = node->inputs[0], *w = node->inputs[1], *b = node->n_inputs > 2 ? node->inputs[2] : NULL;
+    op_linear_cpu_backward(c, node->out->grad, x->requires_grad ? tensor_grad(x) : NULL,
+                        w->requires_grad ? tensor_grad(w) : NULL, b && b->requires_grad ? tensor_grad(b) : NULL);
+}
+
+Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
+    Tensor *in[3] = {x, w, bias};
+    require_cpu("op_linear", 3, in);
+    DOD_CHECK(x->ndim >= 1 && w->ndim == 2 && x->shape[x->ndim - 1] == w->shape[1], "op_linear",
+              "x %s and weight %s: need x [..., in] and weight [out, in]", shape_str(x), shape_str(w));
+    DOD_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]), "op_linear",
+              "bias %s does not match weight %s (need [out])", shape_str(bias), shape_str(w));
+    LinearCtx c = {.in = w->shape[1], .out = w->shape[0]};
+    c.rows = 1;
+    for (int d = 0; d < x->ndim - 1; d++) c.rows *= x->shape[d];
+    int64_t shape[TENSOR_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = c.out;
+    Tensor *y = tensor_new(x->ndim, shape, DT_F32);
+    c.x = tensor_f32(x);
+    c.w = tensor_f32(w);
+    op_linear_cpu_forward(&c, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
+    if (ag_needs_grad(3, in)) {
+        LinearCtx *saved = ag_record("op_linear", linear_backward, y, bias ? 3 : 2, in, sizeof(LinearCtx));
+        *saved = c;
+    }
+    return y;
+}

@@ -1,0 +1,206 @@
+// op_conv2d: forward against a double-precision direct convolution, finite-difference gradients of
+// x, weight and bias over kernel sizes 1/2/3/5, non-square kernels and inputs, stride 1/2/3,
+// padding 0/1/2, batch > 1 (including batches split over several GEMM chunks), bias NULL;
+// half-precision weights; frozen weights (no gradient, no dW GEMM); shape errors.
+//
+// Gradcheck tolerances: conv is linear in each input, so central differences (eps 1e-2) are exact
+// up to f32 rounding of the forward: rtol 1e-3, atol 1e-4.
+#include "autograd/gemm.h"
+#include "tests/dense_test_util.h"
+
+#define EPS 1e-2
+#define RTOL 1e-3
+#define ATOL 1e-4
+
+typedef struct {
+    const char *name;
+    int64_t N, Cin, H, W, Cout, kh, kw;
+    int stride, pad;
+    bool bias;
+} ConvCase;
+
+static double *ref_conv(const Tensor *x, const Tensor *w, const Tensor *b, int stride, int pad, int64_t *ho_out,
+                        int64_t *wo_out) {
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+    int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
+    const float *X = tensor_f32(x), *Wt = tensor_f32(w), *B = b ? tensor_f32(b) : NULL;
+    double *y = malloc(sizeof(double) * N * O * Ho * Wo);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < Ho; i++)
+                for (int64_t j = 0; j < Wo; j++) {
+                    double s = B ? B[o] : 0.0;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t a = 0; a < kh; a++)
+                            for (int64_t e = 0; e < kw; e++) {
+                                int64_t ih = i * stride - pad + a, iw = j * stride - pad + e;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                s += (double)X[((n * C + c) * H + ih) * W + iw] * Wt[((o * C + c) * kh + a) * kw + e];
+                            }
+                    y[((n * O + o) * Ho + i) * Wo + j] = s;
+                }
+    *ho_out = Ho;
+    *wo_out = Wo;
+    return y;
+}
+
+typedef struct { int stride, pad, has_bias; } ConvArgs;
+static Tensor *fn_conv(void *ctx, Tensor *const *in) {
+    ConvArgs *a = ctx;
+    return op_conv2d(in[0], in[1], a->has_bias ? in[2] : NULL, a->stride, a->pad);
+}
+
+static void conv_case(const ConvCase *k, uint64_t seed, long max_elems) {
+    int64_t xs[4] = {k->N, k->Cin, k->H, k->W}, ws[4] = {k->Cout, k->Cin, k->kh, k->kw}, bs[1] = {k->Cout};
+    Tensor *x = test_input("x", 4, xs, seed, 1.0f, true);
+    Tensor *w = test_input("w", 4, ws, seed + 1, 0.3f, true);
+    Tensor *b = k->bias ? test_input("bias", 1, bs, seed + 2, 1.0f, true) : NULL;
+    ag_step_reset();
+    Tensor *y = op_conv2d(x, w, b, k->stride, k->pad);
+    int64_t Ho, Wo;
+    double *ref = ref_conv(x, w, b, k->stride, k->pad, &Ho, &Wo);
+    CHECK(y->ndim == 4 && y->shape[0] == k->N && y->shape[1] == k->Cout && y->shape[2] == Ho && y->shape[3] == Wo,
+          "%s: output shape %s, expected [%ld, %ld, %ld, %ld]", k->name, shape_str(y), (long)k->N, (long)k->Cout,
+          (long)Ho, (long)Wo);
+    char what[160];
+    snprintf(what, sizeof what, "conv forward %s", k->name);
+    check_close_ref(what, y->data, ref, y->numel, 1e-6, 1e-6);
+    free(ref);
+    ConvArgs args = {k->stride, k->pad, k->bias};
+    Tensor *in[3] = {x, w, b};
+    gradcheck(k->name, fn_conv, &args, k->bias ? 3 : 2, in, EPS, RTOL, ATOL, max_elems);
+    tensor_free(x);
+    tensor_free(w);
+    if (b) tensor_free(b);
+}
+
+// Half-precision weight: output and all gradients equal the f32 op on the widened weight.
+static void half_weight(DType dt) {
+    int64_t xs[4] = {2, 3, 9, 8}, ws[4] = {4, 3, 3, 3}, bs[1] = {4};
+    Tensor *x = test_input("x", 4, xs, 51, 1.0f, true);
+    Tensor *w32 = test_input("w", 4, ws, 52, 0.3f, true);
+    Tensor *bias = test_input("bias", 1, bs, 53, 1.0f, true);
+    Tensor *wh = half_copy(w32, dt, "w_half"), *ww = widened_copy(wh, "w_widened");
+    wh->requires_grad = ww->requires_grad = true;
+    ag_step_reset();
+    Tensor *yh = op_conv2d(x, wh, bias, 2, 1);
+    ag_backward_from(yh, NULL);
+    int64_t ny = yh->numel;
+    float *y_h = malloc(sizeof(float) * ny), *dx_h = malloc(sizeof(float) * x->numel);
+    memcpy(y_h, yh->data, sizeof(float) * ny);
+    memcpy(dx_h, x->grad, sizeof(float) * x->numel);
+    tensor_zero_grad(x);
+    tensor_zero_grad(bias);
+    ag_step_reset();
+    Tensor *yw = op_conv2d(x, ww, bias, 2, 1);
+    ag_backward_from(yw, NULL);
+    char what[64];
+    snprintf(what, sizeof what, "conv %s weight forward", dtype_name(dt));
+    check_same(what, y_h, yw->data, ny, 1e-6);
+    snprintf(what, sizeof what, "conv %s weight dx", dtype_name(dt));
+    check_same(what, dx_h, x->grad, x->numel, 1e-6);
+    snprintf(what, sizeof what, "conv %s weight dW", dtype_name(dt));
+    CHECK(wh->grad != NULL, "%s: half weight got no gradient", what);
+    if (wh->grad) check_same(what, wh->grad, ww->grad, wh->numel, 1e-6);
+    free(y_h);
+    free(dx_h);
+    tensor_free(x); tensor_free(w32); tensor_free(bias); tensor_free(wh); tensor_free(ww);
+    ag_step_reset();
+}
+
+// Frozen weight and bias: no gradient buffers, and backward issues only the dx GEMMs
+// (2 * Cout * Cin*kh*kw * Ho*Wo per image), for a 3x3 and a pointwise conv.
+static void frozen_weights(int64_t k, int stride, int pad) {
+    int64_t N = 3, C = 5, H = 10, W = 7, O = 6;
+    int64_t xs[4] = {N, C, H, W}, ws[4] = {O, C, k, k}, bs[1] = {O};
+    Tensor *x = test_input("x", 4, xs, 61, 1.0f, true);
+    Tensor *w = test_input("w", 4, ws, 62, 0.3f, false);
+    Tensor *b = test_input("bias", 1, bs, 63, 1.0f, false);
+    ag_step_reset();
+    Tensor *y = op_conv2d(x, w, b, stride, pad);
+    uint64_t before = gemm_flop_count();
+    ag_backward_from(y, NULL);
+    uint64_t flops = gemm_flop_count() - before, expect = 2ull * N * O * C * k * k * y->shape[2] * y->shape[3];
+    CHECK(w->grad == NULL && b->grad == NULL, "frozen conv weight/bias (k=%ld) got a gradient buffer", (long)k);
+    CHECK(flops == expect, "conv k=%ld backward with frozen W issued %lu flops, expected dx only: %lu", (long)k,
+          (unsigned long)flops, (unsigned long)expect);
+    // with a trainable weight the dW GEMMs come on top
+    w->requires_grad = true;
+    ag_step_reset();
+    y = op_conv2d(x, w, b, stride, pad);
+    before = gemm_flop_count();
+    ag_backward_from(y, NULL);
+    CHECK(gemm_flop_count() - before == 2 * expect, "conv k=%ld backward with trainable W issued %lu flops, expected %lu",
+          (long)k, (unsigned long)(gemm_flop_count() - before), (unsigned long)(2 * expect));
+    tensor_free(x); tensor_free(w); tensor_free(b);
+    ag_step_reset();
+}
+
+// ---- shape errors (forked children) -------------------------------------------------------------------
+static void bad_channels(void *ctx) {
+    (void)ctx;
+    op_conv2d(tensor_new4(2, 3, 8, 8), tensor_new4(4, 5, 3, 3), NULL, 1, 1);
+}
+static void bad_bias(void *ctx) {
+    (void)ctx;
+    op_conv2d(tensor_new4(2, 3, 8, 8), tensor_new4(4, 3, 3, 3), tensor_new1(5), 1, 1);
+}
+static void bad_kernel(void *ctx) {
+    (void)ctx;
+    op_conv2d(tensor_new4(1, 3, 2, 2), tensor_new4(4, 3, 5, 5), NULL, 1, 1);
+}
+static void bad_rank(void *ctx) {
+    (void)ctx;
+    op_conv2d(tensor_new3(3, 8, 8), tensor_new4(4, 3, 3, 3), NULL, 1, 1);
+}
+static void bad_stride(void *ctx) {
+    (void)ctx;
+    op_conv2d(tensor_new4(1, 3, 8, 8), tensor_new4(4, 3, 3, 3), NULL, 0, 1);
+}
+static void cuda_conv(void *ctx) {
+    (void)ctx;
+    Tensor *w = tensor_new4(4, 3, 3, 3);
+    w->device = DEV_CUDA;
+    op_conv2d(tensor_new4(1, 3, 8, 8), w, NULL, 1, 1);
+}
+
+int main(void) {
+    static const ConvCase cases[] = {
+        {"3x3 s1 p1", 1, 3, 7, 9, 4, 3, 3, 1, 1, true},
+        {"3x3 s2 p1 batch2", 2, 3, 8, 8, 5, 3, 3, 2, 1, true},
+        {"3x3 s2 p1 odd", 2, 2, 9, 7, 3, 3, 3, 2, 1, true},
+        {"3x3 s1 p0 no bias", 1, 2, 5, 8, 3, 3, 3, 1, 0, false},
+        {"5x5 s1 p2", 2, 2, 9, 7, 3, 5, 5, 1, 2, true},
+        {"5x5 s3 p2", 1, 2, 11, 10, 2, 5, 5, 3, 2, true},
+        {"1x1 pointwise batch3", 3, 4, 6, 5, 2, 1, 1, 1, 0, true},
+        {"1x1 pointwise no bias", 2, 5, 3, 4, 3, 1, 1, 1, 0, false},
+        {"1x1 s2", 2, 3, 7, 7, 4, 1, 1, 2, 0, true},
+        {"1x1 p1", 1, 2, 4, 3, 3, 1, 1, 1, 1, true},
+        {"3x1 kernel", 2, 2, 6, 5, 3, 3, 1, 1, 1, true},
+        {"2x2 s2 p0", 2, 3, 6, 6, 2, 2, 2, 2, 0, true},
+        {"3x3 p2 > needed", 1, 2, 4, 4, 2, 3, 3, 1, 2, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) conv_case(&cases[i], 100 + 10 * i, 0);
+    // Larger: 40x40 images give 1600 pixels, so 3 images are 2 batched GEMM chunks (2 + 1);
+    // 8x8 images with batch 5 are one batched chunk. Gradients are spot-checked (strided subset).
+    static const ConvCase big[] = {
+        {"3x3 40x40 batch3 chunks", 3, 2, 40, 40, 3, 3, 3, 1, 1, true},
+        {"3x3 8x8 batch5 one chunk", 5, 6, 8, 8, 7, 3, 3, 1, 1, true},
+        {"3x3 s2 8x8 batch5", 5, 4, 8, 8, 3, 3, 3, 2, 1, false},
+        {"1x1 16x16 batch2 32ch", 2, 32, 16, 16, 24, 1, 1, 1, 0, true},
+    };
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) conv_case(&big[i], 500 + 10 * i, 150);
+    half_weight(DT_BF16);
+    half_weight(DT_F16);
+    frozen_weights(3, 1, 1);
+    frozen_weights(3, 2, 1);
+    frozen_weights(1, 1, 0);
+    expect_fatal("conv channels", bad_channels, NULL, (const char *[]){"op_conv2d", "[2, 3, 8, 8]", "[4, 5, 3, 3]", NULL});
+    expect_fatal("conv bias", bad_bias, NULL, (const char *[]){"op_conv2d", "[5]", "[4, 3, 3, 3]", NULL});
+    expect_fatal("conv kernel too big", bad_kernel, NULL, (const char *[]){"op_conv2d", "[1, 3, 2, 2]", "[4, 3, 5, 5]", NULL});
+    expect_fatal("conv rank", bad_rank, NULL, (const char *[]){"op_conv2d", "[3, 8, 8]", "[4, 3, 3, 3]", NULL});
+    expect_fatal("conv stride", bad_stride, NULL, (const char *[]){"op_conv2d", "stride 0", NULL});
+    expect_fatal("conv cuda", cuda_conv, NULL, (const char *[]){"op_conv2d", "CUDA backend", NULL});
+    return check_summary();
+}
