@@ -72,8 +72,8 @@ else
   bad "dod-data synth failed: $(tail -2 "$T/synth.txt")"
 fi
 
-# the dod kind: a clear message until it is wired (then: the missing base model is named)
-expect dod-kind 1 "model kind dod is not wired yet|stable-diffusion-2-1-base" -- "$TRAIN" --config "$S/configs/aio3.ini" \
+# the dod kind with the default (absent) SD 2.1-base path: the missing model directory is named
+expect dod-kind 1 "stable-diffusion-2-1-base" -- "$TRAIN" --config "$S/configs/aio3.ini" \
   --set "data.train=$T/d.h5" --run-dir "$T/dodrun"
 
 echo "$pass passed, $fail failed"
