@@ -301,13 +301,17 @@ static int run_validation(Run *r, int64_t step, double elapsed, bool quiet, char
     snprintf(grid, sizeof grid, "%s/step_%07lld.png", r->samples_dir, (long long)step);
     ValResult vr;
     if (validator_run(r->val, r->model, r->cfg->val_grid ? grid : NULL, &vr, err, errlen)) return -1;
-    fprintf(r->jsonl, "{\"step\": %lld, \"val_psnr\": %.6f, \"val_ssim\": %.6f, \"val_images\": %d, \"time_s\": %.3f}\n",
-            (long long)step, vr.psnr, vr.ssim, vr.images, elapsed);
+    fprintf(r->jsonl,
+            "{\"step\": %lld, \"val_psnr\": %.6f, \"val_ssim\": %.6f, \"val_input_psnr\": %.6f, "
+            "\"val_input_ssim\": %.6f, \"val_images\": %d, \"time_s\": %.3f}\n",
+            (long long)step, vr.psnr, vr.ssim, vr.psnr_input, vr.ssim_input, vr.images, elapsed);
     fflush(r->jsonl);
     if (!quiet)
-        fprintf(stderr, "dod-train: validation at step %lld: PSNR %.3f dB, SSIM %.4f over %d images%s%s\n",
-                (long long)step, vr.psnr, vr.ssim, vr.images, r->cfg->val_grid ? "; grid " : "",
-                r->cfg->val_grid ? grid : "");
+        fprintf(stderr,
+                "dod-train: validation at step %lld over %d images: restored PSNR %.3f dB SSIM %.4f | degraded "
+                "input PSNR %.3f dB SSIM %.4f | gain %+.3f dB%s%s\n",
+                (long long)step, vr.images, vr.psnr, vr.ssim, vr.psnr_input, vr.ssim_input, vr.psnr - vr.psnr_input,
+                r->cfg->val_grid ? "; grid " : "", r->cfg->val_grid ? grid : "");
     return 0;
 }
 

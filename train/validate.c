@@ -92,6 +92,7 @@ int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult 
         }
         const float *yd = tensor_f32(y);
         float *pred = dod_malloc(sizeof(float) * plane * 3, "validation output"), *gt = dod_malloc(sizeof(float) * plane * 3, "validation target");
+        float *inp = dod_malloc(sizeof(float) * plane * 3, "validation input");
         out8[k] = dod_malloc(plane * 3, "validation output");
         for (size_t p = 0; p < plane; p++)
             for (int c = 0; c < 3; c++) {
@@ -99,18 +100,23 @@ int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult 
                 o = o < -1 ? -1 : o > 1 ? 1 : o;
                 pred[c * plane + p] = (o + 1.0f) * 0.5f;
                 gt[c * plane + p] = hq[k].pix[p * 3 + c] / 255.0f;
+                inp[c * plane + p] = lq[k].pix[p * 3 + c] / 255.0f;
                 out8[k][p * 3 + c] = to_u8(o);
             }
-        double psnr, ssim;
+        double psnr, ssim, psnr_in, ssim_in;
         char merr[512];
-        if (metrics_pair_f32(pred, gt, H, W, 3, METRIC_CHW, &mo, &psnr, &ssim, merr, sizeof merr)) {
+        if (metrics_pair_f32(pred, gt, H, W, 3, METRIC_CHW, &mo, &psnr, &ssim, merr, sizeof merr) ||
+            metrics_pair_f32(inp, gt, H, W, 3, METRIC_CHW, &mo, &psnr_in, &ssim_in, merr, sizeof merr)) {
             snprintf(err, errlen, "validation %s sample %lld: %s", tname, (long long)v->index[k], merr);
             rc = -1;
         } else {
             res->psnr += psnr;
             res->ssim += ssim;
+            res->psnr_input += psnr_in;
+            res->ssim_input += ssim_in;
             res->images++;
         }
+        free(inp);
         free(pred);
         free(gt);
         ag_step_reset();
@@ -120,6 +126,8 @@ int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult 
     if (!rc && res->images) {
         res->psnr /= res->images;
         res->ssim /= res->images;
+        res->psnr_input /= res->images;
+        res->ssim_input /= res->images;
     }
     if (!rc && grid_path) {
         Image grid = image_alloc(gw, gh, 3);

@@ -9,7 +9,8 @@
 
 typedef struct {
     int images;                 // scored
-    double psnr, ssim;          // means over them
+    double psnr, ssim;          // means over them, restored output vs ground truth
+    double psnr_input, ssim_input;  // the degraded inputs vs ground truth (the baseline to beat)
 } ValResult;
 
 typedef struct Validator Validator;
