@@ -62,26 +62,45 @@ static void part_weights(const char *dir, char out[1200], const char *who) {
     dod_fatal(who, "%s: no diffusion_pytorch_model.safetensors (or .fp16.safetensors)", dir);
 }
 
+// Where a part ("unet" or "vae") of path lives: its config.json and, for a diffusers directory, its
+// weights file; single-file checkpoints keep every part in path itself and take configs from config_dir.
+typedef struct {
+    bool single;
+    char cfg_path[1200], weights[1200];
+} PartPaths;
+
+static void part_paths(const char *path, const char *config_dir, const char *part, PartPaths *pp,
+                       const char *who) {
+    pp->single = is_file(path);
+    if (!pp->single && !is_dir(path)) dod_fatal(who, "%s: no such file or directory", path);
+    if (pp->single && !config_dir) dod_fatal(who, "%s: a single-file checkpoint needs a config directory", path);
+    char dir[1024];
+    part_dir(pp->single ? config_dir : path, part, dir, who);
+    snprintf(pp->cfg_path, sizeof pp->cfg_path, "%s/config.json", dir);
+    if (pp->single) snprintf(pp->weights, sizeof pp->weights, "%s", path);
+    else part_weights(dir, pp->weights, who);
+}
+
+// Loads the tensors of table (= a new store; *file keeps the mapping zero-copy views point into).
+static ParamStore *part_tensors(const PartPaths *pp, SdTensorTable *table, const char *ldm_prefix,
+                                DType weight_dtype, SafeTensors **file, const char *who) {
+    ParamStore *ps = pp->single ? load_part(pp->weights, table, SD_NAMES_LDM, ldm_prefix, weight_dtype, file, who)
+                                : load_part(pp->weights, table, SD_NAMES_DIFFUSERS, NULL, weight_dtype, file, who);
+    sd_table_free(table);
+    return ps;
+}
+
 Unet *unet_load(const char *path, DType weight_dtype, const char *config_dir) {
     const char *who = "unet_load";
     Unet *m = dod_calloc(sizeof(Unet), "unet");
-    bool single = is_file(path);
-    if (!single && !is_dir(path)) dod_fatal(who, "%s: no such file or directory", path);
-    if (single && !config_dir) dod_fatal(who, "%s: a single-file checkpoint needs a config directory", path);
-    char dir[1024], cfg_path[1200], weights[1200], err[SD_CONFIG_ERR_LEN];
-    part_dir(single ? config_dir : path, "unet", dir, who);
-    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
-    if (sd_unet_config_load(cfg_path, &m->cfg, err) != 0) dod_fatal(who, "%s", err);
+    PartPaths pp;
+    part_paths(path, config_dir, "unet", &pp, who);
+    char err[SD_CONFIG_ERR_LEN];
+    if (sd_unet_config_load(pp.cfg_path, &m->cfg, err) != 0) dod_fatal(who, "%s", err);
     SdTensorTable table = {0};
     sd_unet_tensor_table(&m->cfg, &table);
     SafeTensors *file = NULL;
-    if (single) {
-        m->owned_ps = load_part(path, &table, SD_NAMES_LDM, "model.diffusion_model.", weight_dtype, &file, who);
-    } else {
-        part_weights(dir, weights, who);
-        m->owned_ps = load_part(weights, &table, SD_NAMES_DIFFUSERS, NULL, weight_dtype, &file, who);
-    }
-    sd_table_free(&table);
+    m->owned_ps = part_tensors(&pp, &table, "model.diffusion_model.", weight_dtype, &file, who);
     m->owned_file = file;
     m->net = (SdNet){.ps = m->owned_ps, .prefix = ""};
     return m;
@@ -97,23 +116,14 @@ void unet_free(Unet *m) {
 Vae *vae_load(const char *path, DType weight_dtype, const char *config_dir) {
     const char *who = "vae_load";
     Vae *m = dod_calloc(sizeof(Vae), "vae");
-    bool single = is_file(path);
-    if (!single && !is_dir(path)) dod_fatal(who, "%s: no such file or directory", path);
-    if (single && !config_dir) dod_fatal(who, "%s: a single-file checkpoint needs a config directory", path);
-    char dir[1024], cfg_path[1200], weights[1200], err[SD_CONFIG_ERR_LEN];
-    part_dir(single ? config_dir : path, "vae", dir, who);
-    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
-    if (sd_vae_config_load(cfg_path, &m->cfg, err) != 0) dod_fatal(who, "%s", err);
+    PartPaths pp;
+    part_paths(path, config_dir, "vae", &pp, who);
+    char err[SD_CONFIG_ERR_LEN];
+    if (sd_vae_config_load(pp.cfg_path, &m->cfg, err) != 0) dod_fatal(who, "%s", err);
     SdTensorTable table = {0};
     sd_vae_tensor_table(&m->cfg, &table);
     SafeTensors *file = NULL;
-    if (single) {
-        m->owned_ps = load_part(path, &table, SD_NAMES_LDM, "first_stage_model.", weight_dtype, &file, who);
-    } else {
-        part_weights(dir, weights, who);
-        m->owned_ps = load_part(weights, &table, SD_NAMES_DIFFUSERS, NULL, weight_dtype, &file, who);
-    }
-    sd_table_free(&table);
+    m->owned_ps = part_tensors(&pp, &table, "first_stage_model.", weight_dtype, &file, who);
     m->owned_file = file;
     m->net = (SdNet){.ps = m->owned_ps, .prefix = ""};
     return m;
