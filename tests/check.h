@@ -173,3 +173,13 @@ static inline int run_expect_fail(void (*fn)(void *), void *ctx, char *msg, size
     waitpid(pid, &st, 0);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+// Runs fn(ctx) in a forked child and CHECKs that it exits with status 1 and that its stderr contains
+// every string of the NULL-terminated list `needles` (e.g. the op name and the offending shapes).
+static inline void expect_fatal(const char *what, void (*fn)(void *), void *ctx, const char *const *needles) {
+    char msg[4096];
+    int code = run_expect_fail(fn, ctx, msg, sizeof msg);
+    CHECK(code == 1, "%s: child exit status %d, want 1 (stderr: %s)", what, code, msg);
+    for (int i = 0; needles[i]; i++)
+        CHECK(strstr(msg, needles[i]) != NULL, "%s: message lacks \"%s\": %s", what, needles[i], msg);
+}

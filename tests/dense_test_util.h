@@ -1,5 +1,5 @@
 // Helpers shared by the dense-op tests (test_op_matmul.c, test_op_conv.c, test_op_attention.c):
-// running a call that must fail in a forked child, half-precision copies of test inputs, and
+// half-precision copies of test inputs and
 // comparing a tensor with a double-precision reference. Include after tests/check.h.
 #pragma once
 #include <stdarg.h>
@@ -7,36 +7,6 @@
 #include <unistd.h>
 
 #include "tests/check.h"
-
-// Runs fn(ctx) in a forked child and checks it exits with status 1 and that its stderr contains
-// every string of the NULL-terminated list `needles` (the op name and the offending shapes).
-static inline void expect_fatal(const char *what, void (*fn)(void *), void *ctx, const char *const *needles) {
-    int fds[2];
-    if (pipe(fds) != 0) { perror("pipe"); exit(2); }
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) { perror("fork"); exit(2); }
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        fn(ctx);
-        _exit(0);  // reached only when the call did not fail
-    }
-    close(fds[1]);
-    char msg[4096];
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof msg - 1 && (r = read(fds[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)r;
-    msg[len] = 0;
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "%s: child should exit 1, status %d, stderr '%s'", what,
-          status, msg);
-    for (int i = 0; needles[i]; i++)
-        CHECK(strstr(msg, needles[i]) != NULL, "%s: message '%s' lacks '%s'", what, msg, needles[i]);
-}
 
 // Persistent copy of an f32 tensor stored as dtype (f16/bf16, rounded to nearest even).
 static inline Tensor *half_copy(const Tensor *src, DType dtype, const char *name) {

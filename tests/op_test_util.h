@@ -1,4 +1,4 @@
-// Helpers for the op tests (tests/test_op_*.c): death tests for shape errors, input shaping, and a
+// Helpers for the op tests (tests/test_op_*.c): input shaping and a
 // reader for the text fixtures in tests/fixtures/opspoint (written by
 // scripts/make_opspoint_fixtures.py). Include after tests/check.h.
 #pragma once
@@ -10,38 +10,6 @@
 #include <unistd.h>
 
 #include "tests/check.h"
-
-// Runs fn(ctx) in a forked child with stderr captured through a pipe. Passes when the child exits
-// with status 1 and its message contains every needle (the op name and the offending shapes).
-static inline void expect_fatal(const char *what, void (*fn)(void *), void *ctx, int n_needles,
-                                const char *const *needles) {
-    int fds[2];
-    if (pipe(fds) != 0) { perror("pipe"); exit(2); }
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) { perror("fork"); exit(2); }
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        fn(ctx);
-        _exit(0);  // returning means the error was not detected
-    }
-    close(fds[1]);
-    char msg[2048];
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof msg - 1 && (r = read(fds[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)r;
-    msg[len] = 0;
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    CHECK(code == 1, "%s: child exit status %d, want 1 (stderr: %s)", what, code, msg);
-    for (int i = 0; i < n_needles; i++)
-        CHECK(strstr(msg, needles[i]) != NULL, "%s: message lacks \"%s\": %s", what, needles[i], msg);
-    if (code == 1) printf("ok death %s: %s", what, msg);
-}
 
 // Moves values within `gap` of a kink k away from it (to k +- gap), so finite differences with a
 // smaller step never straddle the kink.

@@ -154,8 +154,8 @@ int main(void) {
     }
     grad_case(A_GEGLU, 3, sg);
     grad_case(A_GEGLU, 2, sg2);
-    expect_fatal("geglu odd last dim", odd_geglu, NULL, 2, (const char *[]){"op_geglu", "[3, 5]"});
-    expect_fatal("clamp lo > hi", bad_clamp, NULL, 2, (const char *[]){"op_clamp", "[2, 2]"});
-    expect_fatal("silu on CUDA", cuda_silu, NULL, 2, (const char *[]){"op_silu", "CUDA"});
+    expect_fatal("geglu odd last dim", odd_geglu, NULL, (const char *[]){"op_geglu", "[3, 5]", NULL});
+    expect_fatal("clamp lo > hi", bad_clamp, NULL, (const char *[]){"op_clamp", "[2, 2]", NULL});
+    expect_fatal("silu on CUDA", cuda_silu, NULL, (const char *[]){"op_silu", "CUDA", NULL});
     return check_summary();
 }

@@ -150,8 +150,8 @@ int main(void) {
         tensor_free(x);
         ag_step_reset();
     }
-    expect_fatal("add [2,3]+[4]", bad_broadcast, NULL, 3, (const char *[]){"op_add", "[2, 3]", "[4]"});
-    expect_fatal("mul [2,3,4,5]*[2,4,1]", bad_mul, NULL, 3, (const char *[]){"op_mul", "[2, 3, 4, 5]", "[2, 4, 1]"});
-    expect_fatal("sub with a CUDA tensor", cuda_input, NULL, 2, (const char *[]){"op_sub", "CUDA"});
+    expect_fatal("add [2,3]+[4]", bad_broadcast, NULL, (const char *[]){"op_add", "[2, 3]", "[4]", NULL});
+    expect_fatal("mul [2,3,4,5]*[2,4,1]", bad_mul, NULL, (const char *[]){"op_mul", "[2, 3, 4, 5]", "[2, 4, 1]", NULL});
+    expect_fatal("sub with a CUDA tensor", cuda_input, NULL, (const char *[]){"op_sub", "CUDA", NULL});
     return check_summary();
 }

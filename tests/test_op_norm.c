@@ -138,8 +138,8 @@ int main(void) {
     ln_grad_case(2, l2, false, 0);
     ln_grad_case(2, l1, false, 0);
     ln_grad_case(2, lbig, true, 60);  // parallel path with per-thread dgamma/dbeta partials
-    expect_fatal("group_norm 4 groups of 6 channels", gn_bad_groups, NULL, 3,
-                 (const char *[]){"op_group_norm", "[2, 6, 4, 4]", "4 groups"});
-    expect_fatal("layer_norm gamma [7] for C=8", ln_bad_gamma, NULL, 3, (const char *[]){"op_layer_norm", "[7]", "[3, 8]"});
+    expect_fatal("group_norm 4 groups of 6 channels", gn_bad_groups, NULL,
+                 (const char *[]){"op_group_norm", "[2, 6, 4, 4]", "4 groups", NULL});
+    expect_fatal("layer_norm gamma [7] for C=8", ln_bad_gamma, NULL, (const char *[]){"op_layer_norm", "[7]", "[3, 8]", NULL});
     return check_summary();
 }

@@ -67,7 +67,7 @@ int main(void) {
         tensor_free(x);
         ag_step_reset();
     }
-    expect_fatal("mean of [0, 3]", empty_mean, NULL, 2, (const char *[]){"op_mean", "[0, 3]"});
-    expect_fatal("sum on CUDA", cuda_sum, NULL, 2, (const char *[]){"op_sum", "CUDA"});
+    expect_fatal("mean of [0, 3]", empty_mean, NULL, (const char *[]){"op_mean", "[0, 3]", NULL});
+    expect_fatal("sum on CUDA", cuda_sum, NULL, (const char *[]){"op_sum", "CUDA", NULL});
     return check_summary();
 }
