@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/params.h"
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this reader maps it without byte swapping"
 #endif
@@ -458,4 +460,25 @@ StStatus safetensors_save(const char *path, Tensor *const *tensors, int n, const
     free(h.buf);
     free(order);
     return rc;
+}
+
+ParamStore *safetensors_load_store(const char *path, DType want, char err[ST_ERR_LEN]) {
+    SafeTensors *st;
+    if (safetensors_open(path, &st, err) != ST_OK) return NULL;
+    ParamStore *ps = params_new();
+    for (int i = 0; i < safetensors_count(st); i++) {
+        const StEntry *e = safetensors_entry(st, i);
+        Tensor *view;
+        if (safetensors_tensor(st, e, want, NULL, &view, err) != ST_OK) {
+            params_free(ps);
+            safetensors_close(st);
+            return NULL;
+        }
+        Tensor *t = tensor_new_persistent(e->name, e->ndim, e->shape, want);
+        memcpy(t->data, view->data, dtype_size(want) * (size_t)t->numel);
+        tensor_free(view);
+        params_add(ps, e->name, t);
+    }
+    safetensors_close(st);
+    return ps;
 }

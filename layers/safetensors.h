@@ -71,6 +71,11 @@ size_t safetensors_mapped_bytes(const SafeTensors *st);
 StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name,
                             Tensor **out, char err[ST_ERR_LEN]);
 
+// Every tensor of path as an owned, writable persistent tensor of dtype `want` (heap copies, names as
+// in the file, file order) in a new ParamStore (=). NULL with the reader's message in err on failure.
+struct ParamStore;
+struct ParamStore *safetensors_load_store(const char *path, DType want, char err[ST_ERR_LEN]);
+
 typedef struct {
     const char *key, *value;
 } StMetadata;

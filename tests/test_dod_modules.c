@@ -20,19 +20,8 @@
 static ParamStore *load_fixture(const char *file) {
     char path[512], err[ST_ERR_LEN];
     snprintf(path, sizeof path, "%s%s", FIXTURES, file);
-    SafeTensors *st;
-    if (safetensors_open(path, &st, err) != ST_OK) dod_fatal("test_dod_modules", "%s", err);
-    ParamStore *ps = params_new();
-    for (int i = 0; i < safetensors_count(st); i++) {
-        const StEntry *e = safetensors_entry(st, i);
-        Tensor *view;
-        if (safetensors_tensor(st, e, DT_F32, NULL, &view, err) != ST_OK) dod_fatal("test_dod_modules", "%s", err);
-        Tensor *t = tensor_new_persistent(e->name, e->ndim, e->shape, DT_F32);
-        memcpy(t->data, view->data, sizeof(float) * (size_t)t->numel);
-        tensor_free(view);
-        params_add(ps, e->name, t);
-    }
-    safetensors_close(st);
+    ParamStore *ps = safetensors_load_store(path, DT_F32, err);
+    if (!ps) dod_fatal("test_dod_modules", "%s", err);
     return ps;
 }
 

@@ -9,26 +9,15 @@
 #include "layers/safetensors.h"
 #include "tests/check.h"
 
-static SafeTensors *fix;
 static ParamStore *ps;
 static const char *PARAM_NAMES[] = {"conv.weight",      "conv.bias",        "norm.weight",        "norm.bias",
                                     "attn.to_q.weight", "attn.to_k.weight", "attn.to_v.weight",   "attn.to_out.weight",
                                     "attn.to_out.bias", "head.weight",      "head.bias"};
 #define N_PARAMS (int)(sizeof PARAM_NAMES / sizeof PARAM_NAMES[0])
 
-static Tensor *load(const char *name) {
-    const StEntry *e = safetensors_find(fix, name);
-    if (!e) dod_fatal("test_torch_reference", "fixture has no tensor %s", name);
-    Tensor *t;
-    char err[ST_ERR_LEN];
-    // A heap copy (not a view): parameters are updated in place by AdamW.
-    Tensor *view;
-    if (safetensors_tensor(fix, e, DT_F32, name, &view, err) != ST_OK) dod_fatal("test_torch_reference", "%s", err);
-    t = tensor_new_persistent(name, view->ndim, view->shape, DT_F32);
-    memcpy(t->data, view->data, (size_t)view->numel * 4);
-    tensor_free(view);
-    return t;
-}
+static ParamStore *fixture;  // every tensor of the fixture file, owned f32 copies
+
+static Tensor *load(const char *name) { return params_require(fixture, name, "test_torch_reference fixture"); }
 
 static void expect_close(const char *what, const float *got, Tensor *ref) {
     double scale;
@@ -61,10 +50,12 @@ static Tensor *forward(Tensor *x, Tensor *target, Tensor **out) {
 int main(void) {
     char err[ST_ERR_LEN];
     const char *path = DOD_SOURCE_DIR "/tests/fixtures/autograd/composite.safetensors";
-    if (safetensors_open(path, &fix, err) != ST_OK) dod_fatal("test_torch_reference", "%s", err);
+    if (!(fixture = safetensors_load_store(path, DT_F32, err))) dod_fatal("test_torch_reference", "%s", err);
     ps = params_new();
-    for (int i = 0; i < N_PARAMS; i++) {
-        Tensor *t = load(strcat(strcpy(err, "param."), PARAM_NAMES[i]));
+    for (int i = 0; i < N_PARAMS; i++) {  // the parameters under their own names (copies: AdamW writes them)
+        Tensor *src = load(strcat(strcpy(err, "param."), PARAM_NAMES[i]));
+        Tensor *t = tensor_new_persistent(PARAM_NAMES[i], src->ndim, src->shape, DT_F32);
+        memcpy(t->data, src->data, sizeof(float) * (size_t)t->numel);
         params_add(ps, PARAM_NAMES[i], t)->requires_grad = true;
     }
     Tensor *x = load("input.x"), *target = load("input.target");
@@ -104,6 +95,6 @@ int main(void) {
     }
     adamw_free(opt);
     params_free(ps);
-    safetensors_close(fix);
+    params_free(fixture);
     return check_summary();
 }
