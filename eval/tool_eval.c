@@ -1,6 +1,8 @@
 // dod-eval: evaluation front end. Each subcommand is one function with its own options:
 //   dod-eval metrics --pred DIR --gt DIR [...]   score restored images against ground truth
-// (docs/metrics.md describes the profiles and the report formats).
+//   dod-eval run --config C --checkpoint CKPT (--data FILE | --bench INI --data-dir DIR) [...]
+//                                               restore test sets with a model and score them
+// (docs/metrics.md: profiles and `metrics` reports; docs/evaluation.md: `run` and benchmarks).
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
@@ -13,7 +15,12 @@
 
 #include "autograd/tensor.h"
 #include "data/pairing.h"
+#include "eval/bench.h"
+#include "eval/eval_report.h"
+#include "eval/eval_run.h"
 #include "eval/metrics.h"
+#include "train/config.h"
+#include "train/model_from_config.h"
 
 // ---- shared helpers -------------------------------------------------------------------------------
 // Non-negative decimal int, the whole string; -1 otherwise.
@@ -23,26 +30,6 @@ static int parse_count(const char *s) {
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < 0 || v > INT_MAX) return -1;
     return (int)v;
-}
-
-// Write text to path atomically (path.tmp.<pid>, then rename). Returns 0, or -1 with a message.
-static int write_file_atomic(const char *path, const char *text, char *err, size_t errlen) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
-        return -1;
-    }
-    size_t n = strlen(text);
-    int bad = fwrite(text, 1, n, f) != n;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
 }
 
 // dir/name into buf; 0, or -1 when it does not fit.
@@ -361,7 +348,7 @@ static int cmd_metrics(int argc, char **argv) {
     } else {
         if (json_path) {
             char *text = report_json(res, n, &o, pred_dir, gt_dir, mean_psnr, mean_ssim, scored);
-            if (write_file_atomic(json_path, text, err, sizeof err)) {
+            if (eval_write_file_atomic(json_path, text, err, sizeof err)) {
                 fprintf(stderr, "dod-eval metrics: %s\n", err);
                 rc = 1;
             }
@@ -369,7 +356,7 @@ static int cmd_metrics(int argc, char **argv) {
         }
         if (csv_path) {
             char *text = report_csv(res, n);
-            if (write_file_atomic(csv_path, text, err, sizeof err)) {
+            if (eval_write_file_atomic(csv_path, text, err, sizeof err)) {
                 fprintf(stderr, "dod-eval metrics: %s\n", err);
                 rc = 1;
             }
@@ -380,6 +367,281 @@ static int cmd_metrics(int argc, char **argv) {
     return rc;
 }
 
+// ---- dod-eval run ---------------------------------------------------------------------------------
+static void run_usage(FILE *f) {
+    fprintf(f,
+            "usage: dod-eval run --config FILE --checkpoint CKPT --data FILE.h5 [--tasks a,b] [options]\n"
+            "       dod-eval run --config FILE --checkpoint CKPT --bench configs/bench_aio3.ini --data-dir DIR [options]\n"
+            "\n"
+            "Restores every test image with the model of --config and the trained tensors of --checkpoint (a\n"
+            "checkpoint file or a run dir), scores it against its ground truth and prints a Markdown report\n"
+            "(per set: images, PSNR, SSIM, seconds per image, peak memory; their average; a paper-style row).\n"
+            "\n"
+            "  --config FILE         the training configuration (the run dir's config.ini will do)\n"
+            "  --set S.K=V           override a configuration key (repeatable), e.g. --set model.base=DIR\n"
+            "  --checkpoint CKPT     checkpoint file, or a run dir (its latest checkpoint)\n"
+            "  --data FILE.h5        evaluate every task of a dod-data file (or those of --tasks a,b)\n"
+            "  --bench INI           a benchmark definition (configs/bench_aio3.ini, bench_aio5.ini) ...\n"
+            "  --data-dir DIR        ... whose files are taken relative to DIR (default: .)\n"
+            "  --profile P           promptir (default) | basicsr; with --bench, overrides the benchmark's\n"
+            "  --crop-multiple N     centre crop to a multiple of N before scoring (default 16, the AiO protocol;\n"
+            "                        0 = off); with --bench, overrides the benchmark's\n"
+            "  --crop-border N       pixels removed on every side before scoring (default 0)\n"
+            "  --y-channel           basicsr only: score the Y channel\n"
+            "  --max-images N        only the first N images of each set (quick runs; the report says so)\n"
+            "  --tile N              restore images larger than N px a side in N x N tiles (default 512;\n"
+            "                        a multiple of 8; 0 = never tile)\n"
+            "  --tile-overlap N      tile overlap in px, blended linearly (default 32)\n"
+            "  --save-images DIR     DIR/<set>/restored/<name>.png and DIR/<set>/grid.png (input | output | gt)\n"
+            "  --save-inputs         with --save-images: also DIR/<set>/input/ and DIR/<set>/gt/\n"
+            "  --grid-rows N         images in each grid (default 4)\n"
+            "  --csv FILE            per-set rows and the average as CSV\n"
+            "  --json FILE           everything, per image too, as JSON\n"
+            "  --progress            progress bar with ETA on stderr even when it is not a terminal\n"
+            "  --no-progress         no progress bar\n"
+            "\n"
+            "Reports (--csv, --json) are written (temp file + rename) only when every image was scored.\n"
+            "Exit status: 0 all scored, 1 an error or some image not scored (each named on stderr), 2 usage.\n");
+}
+
+#ifdef DOD_HAVE_INIPARSER
+static int cmd_run(int argc, char **argv) {
+    const char *config_path = NULL, *ckpt = NULL, *data = NULL, *bench_path = NULL, *data_dir = ".";
+    const char *only_tasks = NULL, *save_dir = NULL, *csv_path = NULL, *json_path = NULL;
+    const char **sets_kv = dod_calloc(sizeof(char *) * (size_t)argc, "--set list");
+    int n_kv = 0, max_images = 0, grid_rows = 4, progress = isatty(STDERR_FILENO) ? 1 : 0, save_inputs = 0;
+    MetricOpts cli = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
+    cli.crop_multiple = 16;
+    bool set_profile = false, set_crop_multiple = false, set_crop_border = false, set_y = false;
+    TileOptions tiles = {.tile = 512, .overlap = 32};
+    enum { O_SET = 256, O_TASKS, O_DATA_DIR, O_SAVE_INPUTS, O_GRID_ROWS, O_PROGRESS, O_NO_PROGRESS, O_TILE,
+           O_TILE_OVERLAP, O_MAX_IMAGES };
+    static const struct option longopts[] = {
+        {"config", required_argument, 0, 'C'},        {"checkpoint", required_argument, 0, 'k'},
+        {"data", required_argument, 0, 'd'},          {"bench", required_argument, 0, 'B'},
+        {"data-dir", required_argument, 0, O_DATA_DIR}, {"tasks", required_argument, 0, O_TASKS},
+        {"set", required_argument, 0, O_SET},         {"profile", required_argument, 0, 'P'},
+        {"crop-multiple", required_argument, 0, 'm'}, {"crop-border", required_argument, 0, 'b'},
+        {"y-channel", no_argument, 0, 'y'},           {"max-images", required_argument, 0, O_MAX_IMAGES},
+        {"tile", required_argument, 0, O_TILE},       {"tile-overlap", required_argument, 0, O_TILE_OVERLAP},
+        {"save-images", required_argument, 0, 's'},   {"save-inputs", no_argument, 0, O_SAVE_INPUTS},
+        {"grid-rows", required_argument, 0, O_GRID_ROWS}, {"csv", required_argument, 0, 'c'},
+        {"json", required_argument, 0, 'j'},          {"progress", no_argument, 0, O_PROGRESS},
+        {"no-progress", no_argument, 0, O_NO_PROGRESS}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    optind = 1;
+    opterr = 0;
+    int ch, rc = 2;
+    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int v = 0;
+        const char *count_opt = NULL;
+        switch (ch) {
+        case 'C': config_path = optarg; break;
+        case 'k': ckpt = optarg; break;
+        case 'd': data = optarg; break;
+        case 'B': bench_path = optarg; break;
+        case O_DATA_DIR: data_dir = optarg; break;
+        case O_TASKS: only_tasks = optarg; break;
+        case O_SET: sets_kv[n_kv++] = optarg; break;
+        case 's': save_dir = optarg; break;
+        case O_SAVE_INPUTS: save_inputs = 1; break;
+        case 'c': csv_path = optarg; break;
+        case 'j': json_path = optarg; break;
+        case O_PROGRESS: progress = isatty(STDERR_FILENO) ? 1 : 2; break;
+        case O_NO_PROGRESS: progress = 0; break;
+        case 'y': cli.y_channel = set_y = true; break;
+        case 'P':
+            if (metrics_profile_parse(optarg, &cli.profile)) {
+                fprintf(stderr, "dod-eval run: unknown --profile '%s' (promptir or basicsr)\n", optarg);
+                goto done;
+            }
+            set_profile = true;
+            break;
+        case 'm': case 'b': case O_MAX_IMAGES: case O_TILE: case O_TILE_OVERLAP: case O_GRID_ROWS:
+            for (int k = 0; longopts[k].name; k++)
+                if (longopts[k].val == ch) count_opt = longopts[k].name;
+            if ((v = parse_count(optarg)) < 0) {
+                fprintf(stderr, "dod-eval run: --%s needs a non-negative integer, got '%s'\n", count_opt, optarg);
+                goto done;
+            }
+            if (ch == 'm') cli.crop_multiple = v, set_crop_multiple = true;
+            else if (ch == 'b') cli.crop_border = v, set_crop_border = true;
+            else if (ch == O_MAX_IMAGES) max_images = v;
+            else if (ch == O_TILE) tiles.tile = v;
+            else if (ch == O_TILE_OVERLAP) tiles.overlap = v;
+            else grid_rows = v;
+            break;
+        case 'h': run_usage(stdout); rc = 0; goto done;
+        default: {
+            const char *needs = NULL;
+            for (int k = 0; longopts[k].name && optopt; k++)
+                if (longopts[k].val == optopt) needs = longopts[k].name;
+            if (needs) fprintf(stderr, "dod-eval run: --%s needs a value\n", needs);
+            else fprintf(stderr, "dod-eval run: unknown option '%s'\n", argv[optind - 1]);
+            fprintf(stderr, "(dod-eval run --help lists the options)\n");
+            goto done;
+        }
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "dod-eval run: unexpected argument '%s'\n", argv[optind]);
+        goto done;
+    }
+    if (!config_path || !ckpt || (!data == !bench_path)) {
+        fprintf(stderr, "dod-eval run: --config, --checkpoint and one of --data / --bench are required (--help)\n");
+        goto done;
+    }
+    if (only_tasks && bench_path) {
+        fprintf(stderr, "dod-eval run: --tasks selects tasks of --data; a benchmark lists its own\n");
+        goto done;
+    }
+    char err[16384];
+    if (restore_check_tiles(&tiles, err, sizeof err)) {
+        fprintf(stderr, "dod-eval run: --tile/--tile-overlap: %s\n", err);
+        goto done;
+    }
+    if (cli.y_channel && cli.profile != METRIC_PROFILE_BASICSR && (set_profile || !bench_path)) {
+        fprintf(stderr, "dod-eval run: --y-channel needs --profile basicsr (the promptir protocol scores RGB)\n");
+        goto done;
+    }
+    rc = 1;
+
+    // the configuration (cheap: checked before anything is opened)
+    static TrainConfig cfg;
+    config_defaults(&cfg);
+    if (config_load_file(&cfg, config_path, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        goto done;
+    }
+    for (int i = 0; i < n_kv; i++)
+        if (config_set(&cfg, sets_kv[i], err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            goto done;
+        }
+    if (config_validate(&cfg, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        goto done;
+    }
+
+    // the test sets, checked before the model is loaded
+    EvalSet *sets = NULL;
+    int n_sets = 0;
+    char source[2 * BENCH_STR + 512];
+    if (bench_path) {
+        static Bench bench;
+        if (bench_load(bench_path, &bench, err, sizeof err)) {
+            fprintf(stderr, "%s", err);
+            goto done;
+        }
+        sets = dod_calloc(sizeof(EvalSet) * (size_t)bench.n_tasks, "evaluation sets");
+        n_sets = bench.n_tasks;
+        for (int i = 0; i < n_sets; i++) {
+            const BenchTask *bt = &bench.tasks[i];
+            EvalSet *es = &sets[i];
+            snprintf(es->label, sizeof es->label, "%s", bt->label);
+            snprintf(es->task, sizeof es->task, "%s", bt->task);
+            if (bt->file[0] == '/') snprintf(es->path, sizeof es->path, "%s", bt->file);
+            else snprintf(es->path, sizeof es->path, "%s/%s", data_dir, bt->file);
+            es->sigma = bt->sigma;
+            es->metrics = bt->metrics;
+            if (set_profile) es->metrics.profile = cli.profile;
+            if (set_crop_multiple) es->metrics.crop_multiple = cli.crop_multiple;
+            if (set_crop_border) es->metrics.crop_border = cli.crop_border;
+            if (set_y) es->metrics.y_channel = cli.y_channel;
+            if (es->metrics.y_channel && es->metrics.profile != METRIC_PROFILE_BASICSR) {
+                fprintf(stderr, "dod-eval run: %s: --y-channel needs the basicsr profile\n", es->label);
+                free(sets);
+                goto done;
+            }
+        }
+        snprintf(source, sizeof source, "benchmark %s (%s, files in %s)%s%s", bench.name, bench_path, data_dir,
+                 bench.title[0] ? ": " : "", bench.title);
+    } else {
+        if (eval_sets_from_file(data, only_tasks, &cli, &sets, &n_sets, err, sizeof err)) {
+            fprintf(stderr, "dod-eval run: %s\n", err);
+            goto done;
+        }
+        snprintf(source, sizeof source, "%s", data);
+    }
+    EvalSetResult *res = dod_calloc(sizeof(EvalSetResult) * (size_t)n_sets, "evaluation results");
+    if (eval_prepare(sets, n_sets, max_images, res, err, sizeof err)) {
+        fprintf(stderr, "dod-eval run: the test data has problems:\n%s\n", err);
+        goto free_sets;
+    }
+
+    // the model
+    TrainModel *model = train_model_from_config(&cfg, NULL, err, sizeof err);
+    if (!model) {
+        fprintf(stderr, "dod-eval run: %s\n", err);
+        goto free_sets;
+    }
+    char ckpt_file[4200];
+    CheckpointInfo info;
+    if (train_model_load_eval_checkpoint(model, &cfg, ckpt, ckpt_file, sizeof ckpt_file, &info, err, sizeof err)) {
+        fprintf(stderr, "dod-eval run: %s\n", err);
+        train_model_free(model);
+        goto free_sets;
+    }
+    EvalRunOptions ro = {.model = model, .tiles = tiles, .save_dir = save_dir, .save_inputs = save_inputs,
+                         .grid_rows = grid_rows, .progress = progress};
+    int not_scored = eval_run(&ro, res, n_sets, err, sizeof err);
+    EvalReportInfo ri = {.config_path = config_path, .checkpoint_path = ckpt_file, .model_kind = model->kind,
+                         .stage = (int)cfg.stage, .step = (long long)info.step, .source = source, .tiles = tiles,
+                         .max_images = max_images, .save_dir = save_dir};
+    if (not_scored < 0) {
+        fprintf(stderr, "dod-eval run: %s\n", err);
+    } else {
+        eval_report_markdown(stdout, &ri, res, n_sets);
+        fflush(stdout);
+        if (not_scored) {
+            int counts[EVAL_N_PROBLEMS] = {0}, total = 0;
+            for (int s = 0; s < n_sets; s++) {
+                total += res[s].n_images;
+                for (int i = 0; i < res[s].n_images; i++) {
+                    counts[res[s].images[i].status]++;
+                    if (res[s].images[i].status) fprintf(stderr, "dod-eval run: %s\n", res[s].images[i].err);
+                }
+            }
+            fprintf(stderr, "dod-eval run: %d of %d images not scored (", not_scored, total);
+            for (int p = 1, first = 1; p < EVAL_N_PROBLEMS; p++)
+                if (counts[p]) {
+                    fprintf(stderr, "%s%d %s", first ? "" : ", ", counts[p], eval_problem_names[p]);
+                    first = 0;
+                }
+            fprintf(stderr, ")%s\n", json_path || csv_path ? "; no CSV/JSON report was written" : "");
+        } else {
+            rc = 0;
+            if (csv_path) {
+                char *text = eval_report_csv(res, n_sets);
+                if (eval_write_file_atomic(csv_path, text, err, sizeof err)) fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
+                free(text);
+            }
+            if (json_path) {
+                char *text = eval_report_json(&ri, res, n_sets);
+                if (eval_write_file_atomic(json_path, text, err, sizeof err)) fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
+                free(text);
+            }
+        }
+    }
+    checkpoint_info_free(&info);
+    train_model_free(model);
+free_sets:
+    eval_results_free(res, n_sets);
+    free(res);
+    free(sets);
+done:
+    free(sets_kv);
+    return rc;
+}
+#else
+static int cmd_run(int argc, char **argv) {
+    if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return run_usage(stdout), 0;
+    fprintf(stderr, "dod-eval run: this build has no iniparser (configurations and benchmarks are INI files; "
+                    "Debian: apt-get install libiniparser-dev, then re-run cmake)\n");
+    return 1;
+}
+#endif
+
 // ---- dispatch ---------------------------------------------------------------------------------------
 typedef struct {
     const char *name, *what;
@@ -388,6 +650,7 @@ typedef struct {
 
 static const Subcommand subcommands[] = {
     {"metrics", "PSNR/SSIM of a folder of predictions against ground truth (promptir / basicsr)", cmd_metrics},
+    {"run", "restore test sets (a dataset file or a benchmark) with a checkpoint and score them", cmd_run},
 };
 #define N_SUBCOMMANDS ((int)(sizeof subcommands / sizeof subcommands[0]))
 

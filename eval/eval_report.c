@@ -1,0 +1,210 @@
+// Reports of `dod-eval run` (see eval/eval_report.h).
+#include "eval/eval_report.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void eval_average(const EvalSetResult *res, int n_sets, EvalAverage *avg) {
+    memset(avg, 0, sizeof *avg);
+    double seconds = 0;
+    int sets = 0;
+    for (int s = 0; s < n_sets; s++) {
+        const EvalSetResult *r = &res[s];
+        if (r->peak_rss_mib > avg->peak_rss_mib) avg->peak_rss_mib = r->peak_rss_mib;
+        if (r->arena_peak_mib > avg->arena_peak_mib) avg->arena_peak_mib = r->arena_peak_mib;
+        if (!r->n_scored) continue;
+        avg->images += r->n_scored;
+        avg->psnr += r->psnr;
+        avg->ssim += r->ssim;
+        seconds += r->seconds_per_image * r->n_scored;
+        sets++;
+    }
+    avg->psnr = sets ? avg->psnr / sets : NAN;
+    avg->ssim = sets ? avg->ssim / sets : NAN;
+    avg->seconds_per_image = avg->images ? seconds / avg->images : NAN;
+}
+
+static void describe_tiles(const TileOptions *t, char *buf, size_t len) {
+    if (t->tile) snprintf(buf, len, "whole image up to %d px a side, else %dx%d tiles overlapping by %d px, "
+                          "cross-faded linearly over the middle half of each overlap", t->tile, t->tile, t->tile, t->overlap);
+    else snprintf(buf, len, "whole image (never tiled)");
+}
+
+// "0.933" -> ".933" as the papers print SSIM.
+static void paper_ssim(double v, char *buf, size_t len) {
+    snprintf(buf, len, "%.3f", v);
+    if (buf[0] == '0') memmove(buf, buf + 1, strlen(buf));
+}
+
+void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResult *res, int n_sets) {
+    int total = 0, scored = 0;
+    for (int s = 0; s < n_sets; s++) total += res[s].n_images, scored += res[s].n_scored;
+    char desc[160], tiles[200];
+    describe_tiles(&info->tiles, tiles, sizeof tiles);
+    fprintf(f, "# dod-eval run\n\n");
+    if (scored != total)
+        fprintf(f, "**INCOMPLETE: %d of %d images were not scored; the numbers below cover only the scored ones.**\n\n",
+                total - scored, total);
+    fprintf(f, "- model: %s stage %d, config `%s`, checkpoint `%s` (step %lld)\n", info->model_kind, info->stage,
+            info->config_path, info->checkpoint_path, info->step);
+    fprintf(f, "- data: %s\n", info->source);
+    bool same = true;
+    for (int s = 1; s < n_sets; s++) same &= !memcmp(&res[s].set.metrics, &res[0].set.metrics, sizeof(MetricOpts));
+    if (n_sets && same) {
+        metrics_opts_describe(&res[0].set.metrics, desc, sizeof desc);
+        fprintf(f, "- protocol: %s\n", desc);
+    } else {
+        fprintf(f, "- protocol: per set (last column)\n");
+    }
+    fprintf(f, "- restore: %s; reflect-padded to a multiple of 8 by the model\n", tiles);
+    if (info->max_images) fprintf(f, "- images: at most the first %d of each set (--max-images)\n", info->max_images);
+    for (int s = 0; s < n_sets; s++)
+        if (res[s].noise_on_read)
+            fprintf(f, "- note: %s adds its noise when read (not a --store-noisy set); fine for a check, not for "
+                       "published numbers\n", res[s].set.label);
+    fprintf(f, "\n| set | images | PSNR | SSIM | s/image | peak RSS MiB | arena peak MiB |%s\n", same ? "" : " protocol |");
+    fprintf(f, "|---|---:|---:|---:|---:|---:|---:|%s\n", same ? "" : "---|");
+    for (int s = 0; s < n_sets; s++) {
+        const EvalSetResult *r = &res[s];
+        char count[32];
+        if (r->n_scored == r->n_images) snprintf(count, sizeof count, "%d", r->n_images);
+        else snprintf(count, sizeof count, "%d/%d", r->n_scored, r->n_images);
+        fprintf(f, "| %s | %s | %.4f | %.6f | %.3f | %.1f | %.1f |", r->set.label, count, r->psnr, r->ssim,
+                r->seconds_per_image, r->peak_rss_mib, r->arena_peak_mib);
+        if (!same) {
+            metrics_opts_describe(&r->set.metrics, desc, sizeof desc);
+            fprintf(f, " %s |", desc);
+        }
+        fprintf(f, "\n");
+    }
+    EvalAverage avg;
+    eval_average(res, n_sets, &avg);
+    fprintf(f, "| **average** | %d | %.4f | %.6f | %.3f | %.1f | %.1f |%s\n\n", avg.images, avg.psnr, avg.ssim,
+            avg.seconds_per_image, avg.peak_rss_mib, avg.arena_peak_mib, same ? "" : " |");
+    // the paper-style row
+    fprintf(f, "| method |");
+    for (int s = 0; s < n_sets; s++) fprintf(f, " %s |", res[s].set.label);
+    fprintf(f, " average |\n|---|");
+    for (int s = 0; s <= n_sets; s++) fprintf(f, "---|");
+    fprintf(f, "\n| %s (step %lld) |", info->model_kind, info->step);
+    char ss[16];
+    for (int s = 0; s < n_sets; s++) {
+        paper_ssim(res[s].ssim, ss, sizeof ss);
+        fprintf(f, " %.2f/%s |", res[s].psnr, ss);
+    }
+    paper_ssim(avg.ssim, ss, sizeof ss);
+    fprintf(f, " %.2f/%s |\n", avg.psnr, ss);
+}
+
+char *eval_report_csv(const EvalSetResult *res, int n_sets) {
+    size_t cap = 512 + (size_t)(n_sets + 1) * 1024, len = 0;
+    char *out = dod_malloc(cap, "csv report");
+    len += snprintf(out + len, cap - len, "set,task,file,images,psnr,ssim,seconds_per_image,peak_rss_mib,arena_peak_mib,"
+                                          "profile,crop_multiple,crop_border,y_channel\n");
+    for (int s = 0; s < n_sets; s++) {
+        const EvalSetResult *r = &res[s];
+        const MetricOpts *m = &r->set.metrics;
+        len += snprintf(out + len, cap - len, "%s,%s,%s,%d,%.10g,%.10g,%.6g,%.1f,%.1f,%s,%d,%d,%d\n", r->set.label,
+                        r->set.task, r->set.path, r->n_scored, r->psnr, r->ssim, r->seconds_per_image, r->peak_rss_mib,
+                        r->arena_peak_mib, metrics_profile_name(m->profile), m->crop_multiple, m->crop_border,
+                        m->y_channel);
+    }
+    EvalAverage a;
+    eval_average(res, n_sets, &a);
+    snprintf(out + len, cap - len, "average,,,%d,%.10g,%.10g,%.6g,%.1f,%.1f,,,,\n", a.images, a.psnr, a.ssim,
+             a.seconds_per_image, a.peak_rss_mib, a.arena_peak_mib);
+    return out;
+}
+
+static cJSON *num(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateString(v > 0 ? "inf" : "nan"); }
+
+char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int n_sets) {
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "tool", "dod-eval run");
+    cJSON_AddStringToObject(doc, "config", info->config_path);
+    cJSON_AddStringToObject(doc, "checkpoint", info->checkpoint_path);
+    cJSON_AddStringToObject(doc, "model_kind", info->model_kind);
+    cJSON_AddNumberToObject(doc, "stage", info->stage);
+    cJSON_AddNumberToObject(doc, "step", (double)info->step);
+    cJSON_AddStringToObject(doc, "source", info->source);
+    cJSON_AddNumberToObject(doc, "tile", info->tiles.tile);
+    cJSON_AddNumberToObject(doc, "tile_overlap", info->tiles.overlap);
+    cJSON_AddNumberToObject(doc, "max_images", info->max_images);
+    cJSON *sets = cJSON_AddArrayToObject(doc, "sets");
+    for (int s = 0; s < n_sets; s++) {
+        const EvalSetResult *r = &res[s];
+        const MetricOpts *m = &r->set.metrics;
+        cJSON *js = cJSON_CreateObject();
+        cJSON_AddStringToObject(js, "label", r->set.label);
+        cJSON_AddStringToObject(js, "file", r->set.path);
+        cJSON_AddStringToObject(js, "task", r->set.task);
+        if (r->set.sigma >= 0) cJSON_AddNumberToObject(js, "sigma", r->set.sigma);
+        cJSON_AddBoolToObject(js, "noise_on_read", r->noise_on_read);
+        cJSON_AddStringToObject(js, "profile", metrics_profile_name(m->profile));
+        cJSON_AddNumberToObject(js, "crop_multiple", m->crop_multiple);
+        cJSON_AddNumberToObject(js, "crop_border", m->crop_border);
+        cJSON_AddBoolToObject(js, "y_channel", m->y_channel);
+        cJSON_AddNumberToObject(js, "images", r->n_scored);
+        cJSON_AddItemToObject(js, "psnr", num(r->psnr));
+        cJSON_AddItemToObject(js, "ssim", num(r->ssim));
+        cJSON_AddItemToObject(js, "seconds_per_image", num(r->seconds_per_image));
+        cJSON_AddNumberToObject(js, "peak_rss_mib", r->peak_rss_mib);
+        cJSON_AddNumberToObject(js, "arena_peak_mib", r->arena_peak_mib);
+        cJSON *imgs = cJSON_AddArrayToObject(js, "per_image");
+        for (int i = 0; i < r->n_images; i++) {
+            const EvalImage *im = &r->images[i];
+            cJSON *ji = cJSON_CreateObject();
+            cJSON_AddNumberToObject(ji, "index", (double)im->index);
+            cJSON_AddStringToObject(ji, "name", im->name);
+            cJSON_AddNumberToObject(ji, "width", im->w);
+            cJSON_AddNumberToObject(ji, "height", im->h);
+            cJSON_AddNumberToObject(ji, "tiles", im->tiles);
+            cJSON_AddItemToObject(ji, "psnr", num(im->psnr));
+            cJSON_AddItemToObject(ji, "ssim", num(im->ssim));
+            cJSON_AddNumberToObject(ji, "seconds", im->seconds);
+            cJSON_AddItemToArray(imgs, ji);
+        }
+        cJSON_AddItemToArray(sets, js);
+    }
+    EvalAverage a;
+    eval_average(res, n_sets, &a);
+    cJSON *ja = cJSON_AddObjectToObject(doc, "average");
+    cJSON_AddNumberToObject(ja, "images", a.images);
+    cJSON_AddItemToObject(ja, "psnr", num(a.psnr));
+    cJSON_AddItemToObject(ja, "ssim", num(a.ssim));
+    cJSON_AddItemToObject(ja, "seconds_per_image", num(a.seconds_per_image));
+    cJSON_AddNumberToObject(ja, "peak_rss_mib", a.peak_rss_mib);
+    cJSON_AddNumberToObject(ja, "arena_peak_mib", a.arena_peak_mib);
+    char *text = cJSON_Print(doc);
+    cJSON_Delete(doc);
+    size_t len = strlen(text);
+    char *out = dod_malloc(len + 2, "json report");
+    memcpy(out, text, len);
+    out[len] = '\n';
+    out[len + 1] = 0;
+    free(text);
+    return out;
+}
+
+int eval_write_file_atomic(const char *path, const char *text, char *err, size_t errlen) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+        return -1;
+    }
+    size_t n = strlen(text);
+    int bad = fwrite(text, 1, n, f) != n;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}

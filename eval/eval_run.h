@@ -1,0 +1,84 @@
+// `dod-eval run`: restore every test image of one or more dataset tasks with a model, score it, and
+// collect per-task numbers (docs/evaluation.md). Needs HDF5 (the dataset reader).
+//
+// Flow: eval_prepare opens every set's file, finds its task, checks the stored noise level against
+// the set's sigma and counts the images (all before a model is loaded, so a mistyped path fails in
+// a second); eval_run then, image by image: reads LQ and HQ (size-checked), restores the LQ
+// (eval/restore.h, whole or tiled), scores output vs HQ with the set's MetricOpts
+// (metrics_pair_f32 on the clamped float output), and optionally saves PNGs. A bad image is
+// recorded with its problem and the run goes on; the caller decides what a partial result means.
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eval/metrics.h"
+#include "eval/restore.h"
+#include "train/train_model.h"
+
+#define EVAL_ERR_LEN 1024
+
+typedef struct {
+    char label[64];      // report name (a benchmark column, or the task name)
+    char path[4096];     // dataset file
+    char task[64];       // task inside it
+    double sigma;        // < 0: no noise check
+    MetricOpts metrics;
+} EvalSet;
+
+typedef enum {
+    EVAL_OK = 0,
+    EVAL_UNREADABLE,     // sample missing or unreadable in the file
+    EVAL_SIZE,           // LQ and HQ sizes differ
+    EVAL_MODEL,          // the model failed (wrong shape, non-finite output)
+    EVAL_METRIC,         // scoring failed (e.g. smaller than the SSIM window after cropping)
+    EVAL_SAVE,           // a PNG could not be written
+    EVAL_N_PROBLEMS
+} EvalProblem;
+extern const char *const eval_problem_names[EVAL_N_PROBLEMS];
+
+typedef struct {
+    int64_t index;       // sample index in the task
+    char name[256];      // output stem: the ground truth's source file stem (else the LQ's, else the index)
+    int w, h, tiles;
+    double psnr, ssim, seconds;   // seconds: the model's restore time alone
+    int status;          // EvalProblem
+    char err[EVAL_ERR_LEN];
+} EvalImage;
+
+typedef struct {
+    EvalSet set;
+    int n_images;        // images to evaluate (count, or max_images)
+    int64_t n_in_file;
+    bool noise_on_read;  // gaussian_noise task: LQ made when read (not a stored, published set)
+    EvalImage *images;
+    int n_scored;
+    int problems[EVAL_N_PROBLEMS];
+    double psnr, ssim;   // means over the scored images
+    double seconds_per_image;
+    double peak_rss_mib, arena_peak_mib;   // process high-water marks read after this set
+} EvalSetResult;
+
+typedef struct {
+    TrainModel *model;
+    TileOptions tiles;
+    const char *save_dir;   // NULL: save nothing; else DIR/<label>/restored/<name>.png + DIR/<label>/grid.png
+    bool save_inputs;       // also DIR/<label>/input/ and DIR/<label>/gt/
+    int grid_rows;          // images in each set's grid (the first ones)
+    int progress;           // 0 off, 1 redraw a line on a terminal, 2 one line per update (not a terminal)
+} EvalRunOptions;
+
+// Opens and checks every set; fills res[i] (=; set, n_images, n_in_file, noise_on_read). max_images
+// (0: all) caps each set. 0, or -1 with every problem, one line each naming the file / task.
+int eval_prepare(const EvalSet *sets, int n_sets, int max_images, EvalSetResult *res, char *err, size_t errlen);
+// Evaluates every set prepared in res. Returns the number of images not scored (0: complete), or
+// -1 with a message on a fatal error (a dataset that cannot be reopened, an output directory that
+// cannot be made).
+int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err, size_t errlen);
+void eval_results_free(EvalSetResult *res, int n_sets);
+
+// The sets of `--data FILE`: every task of the file (or those named in the comma-separated
+// only_tasks, in that order), labelled by task name, scored with mo. Writes (=) *sets (heap,
+// free()) and *n. 0, or -1 with a message naming the file / task.
+int eval_sets_from_file(const char *path, const char *only_tasks, const MetricOpts *mo, EvalSet **sets, int *n,
+                        char *err, size_t errlen);
