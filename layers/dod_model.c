@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layers/dod_extract_vae.h"
 #include "layers/dod_model_util.h"
 
 DodModelConfig dod_model_default_config(int stage) {
@@ -33,6 +34,9 @@ static void check_config(const DodModelConfig *c) {
               "frozen weight dtype must be f32 or bf16, got %s", dtype_name(c->frozen_dtype));
     DOD_CHECK(c->lora_rank > 0 && c->lora_alpha > 0, who, "LoRA rank %d and alpha %g must be positive", c->lora_rank,
               c->lora_alpha);
+    DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_EXTERNAL ||
+                  c->extractor == DOD_EXTRACTOR_VAE,
+              who, "unknown extractor kind %d (cnn, external or vae)", (int)c->extractor);
     DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
     DOD_CHECK(c->lpips_weight == 0.0f, who,
               "lpips_weight %g: the LPIPS loss is not implemented yet, the weight must be 0", c->lpips_weight);
@@ -126,7 +130,12 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
     DodModulationConfig mc = cfg->modulation;
     if (mc.feature_dim == 0) mc = dod_modulation_default_config(r);
     mc.rank = r;
-    dod_modulation_init(&m->mod, &mc, cfg->extractor, m->params, "mod.", cfg->seed + 2);
+    // The vae extractor (layers/dod_extract_vae.h) is an external one over this model's own VAE.
+    bool vae_extractor = cfg->extractor == DOD_EXTRACTOR_VAE;
+    if (vae_extractor) mc.feature_dim = dod_extract_vae_dim(m->vae);
+    dod_modulation_init(&m->mod, &mc, vae_extractor ? DOD_EXTRACTOR_EXTERNAL : cfg->extractor, m->params, "mod.",
+                        cfg->seed + 2);
+    if (vae_extractor) dod_modulation_set_extractor(&m->mod, dod_extract_vae, m->vae);
     if (cfg->stage == 2) {
         for (int i = 0; i < params_count(m->params); i++) params_at(m->params, i)->requires_grad = false;
         DodDetailConfig dc = dod_detail_config_from_vae(&m->vae->cfg);

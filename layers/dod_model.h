@@ -38,7 +38,7 @@ typedef struct {
     int stage;                       // 1 or 2
     int lora_rank;                   // 8
     float lora_alpha;                // = rank (s = 1)
-    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN, or EXTERNAL (then dod_model_set_extractor)
+    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN, DOD_EXTRACTOR_VAE, or EXTERNAL (then dod_model_set_extractor)
     DodModulationConfig modulation;  // its rank is forced to lora_rank; defaults: dod_modulation_default_config
     int detail_growth;               // RRDB growth of the detail module: 32
     bool recompute;                  // activation recomputation in UNet, VAE and detail module

@@ -25,7 +25,9 @@
 
 typedef enum {
     DOD_EXTRACTOR_CNN = 0,       // built-in trainable conv encoder
-    DOD_EXTRACTOR_EXTERNAL = 1,  // a caller-supplied function (e.g. pooled frozen VAE-encoder features)
+    DOD_EXTRACTOR_EXTERNAL = 1,  // a caller-supplied function
+    DOD_EXTRACTOR_VAE = 2,       // pooled frozen VAE-encoder features (layers/dod_extract_vae.h; the
+                                 // DOD model attaches it as an external function)
 } DodExtractorKind;
 
 // An external extractor: y [N, 3, H, W] in [-1, 1] -> d [N, feature_dim] (= new tensor).

@@ -21,6 +21,7 @@ clip_grad_norm_(1.0), AdamW(lr 5e-5, betas (0.9, 0.999), weight_decay 1e-2, eps 
            MSE + 0.1 * (1 - SSIM(out, hq)), SSIM as pytorch_msssim (11-tap Gaussian sigma 1.5,
            valid, data range 2)
 Train-mode output is clamped to [-1, 1] like eval (ours, as OSEDiff's training forward does).
+The model itself is the class DodTorch, which scripts/bench_train_torch.py (dod-bench train) imports.
 
 Writes tests/fixtures/dod/:
   prompt.safetensors   "prompt_embeds" [77, 16] (the fixed prompt embedding)
@@ -254,38 +255,83 @@ def alpha_bar(sched, t):
     return float(torch.cumprod(1 - betas, 0)[t])
 
 
+class DodTorch:
+    """The DOD model of layers/dod_model.c in PyTorch on the diffusers model in `base` (frozen, in DT),
+    with the adapters above: s1 holds the stage-1 trainables (conv_in, UNet and VAE-encoder LoRA, the
+    modulation), s2 the detail module's. forward() runs the stage set in .stage (1: no detail module).
+    Also used by scripts/bench_train_torch.py (dod-bench train), so the bench times this very model."""
+
+    def __init__(self, base=BASE):
+        with open(os.path.join(base, "scheduler", "scheduler_config.json")) as f:
+            sched = json.load(f)
+        self.abar = abar = alpha_bar(sched, T)
+        self.prediction_type = sched["prediction_type"]
+        if sched["prediction_type"] == "v_prediction":
+            self.cz, self.ce = math.sqrt(abar), math.sqrt(1 - abar)   # x0 = sqrt(a) z - sqrt(1 - a) v
+        else:
+            assert sched["prediction_type"] == "epsilon"
+            self.cz, self.ce = 1 / math.sqrt(abar), math.sqrt(1 - abar) / math.sqrt(abar)
+
+        self.unet = unet = UNet2DConditionModel.from_pretrained(os.path.join(base, "unet")).to(DT)
+        self.vae = vae = AutoencoderKL.from_pretrained(os.path.join(base, "vae")).to(DT)
+        for p in list(unet.parameters()) + list(vae.parameters()):
+            p.requires_grad_(False)
+            # bf16 variant: frozen weights rounded; conv_in is trained as an f32 copy (set from the fixture)
+            if os.environ.get("DOD_FIXTURE_BF16") and p is not unet.conv_in.weight and p is not unet.conv_in.bias:
+                p.copy_(p.to(torch.bfloat16).to(DT))
+        self.sf = vae.config.scaling_factor
+        self.boc, self.groups = boc, groups = list(vae.config.block_out_channels), vae.config.norm_num_groups
+
+        self.s1 = s1 = {}  # stage-1 trainables, in the C model's registration order where it matters
+        s1["unet.conv_in.weight"] = unet.conv_in.weight
+        s1["unet.conv_in.bias"] = unet.conv_in.bias
+        for p in (unet.conv_in.weight, unet.conv_in.bias):
+            p.requires_grad_(True)
+        self.n_unet = inject(unet, unet_match, True, "unet.", s1)
+        self.n_vae = inject(vae, lambda n: re.fullmatch(VAE_TARGETS, n) is not None, False, "vae.", s1)
+        make_modulation(s1)
+        self.s2 = {}
+        make_detail(self.s2, boc, groups)
+        self.stage = 1
+
+        self.skips = []
+        for blk in vae.encoder.down_blocks:
+            blk.register_forward_pre_hook(lambda mod, args: self.skips.append(args[0]))
+
+        def before_up(i):
+            def hook(mod, args):
+                if self.stage != 2:
+                    return None
+                L = len(boc)
+                return (detail_apply(self.s2, groups, i, self.skips[L - 1 - i], args[0]),) + tuple(args[1:])
+            return hook
+        for i, blk in enumerate(vae.decoder.up_blocks):
+            blk.register_forward_pre_hook(before_up(i))
+
+    def latent_shape(self, n, h, w):
+        f = 2 ** (len(self.boc) - 1)
+        return (n, self.vae.config.latent_channels, h // f, w // f)
+
+    def forward(self, lq, e, prompt):
+        """Train-mode forward: lq [N, 3, H, W], posterior noise e, prompt [L, D] -> clamped output."""
+        self.skips.clear()
+        Modulation.gamma, Modulation.beta = modulation_forward(self.s1, lq)
+        moments = self.vae.quant_conv(self.vae.encoder(lq))
+        mean, logvar = torch.chunk(moments, 2, dim=1)
+        logvar = logvar.clamp(-30.0, 20.0)
+        z = (mean + torch.exp(0.5 * logvar) * e) * self.sf
+        t = torch.full((lq.shape[0],), T, dtype=torch.long)
+        pred = self.unet(z, t, encoder_hidden_states=prompt.expand(lq.shape[0], -1, -1)).sample
+        x0 = self.cz * z - self.ce * pred
+        return self.vae.decode(x0 / self.sf).sample.clamp(-1, 1)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(BASE, "scheduler", "scheduler_config.json")) as f:
-        sched = json.load(f)
-    abar = alpha_bar(sched, T)
-    if sched["prediction_type"] == "v_prediction":
-        cz, ce = math.sqrt(abar), math.sqrt(1 - abar)           # x0 = sqrt(a) z - sqrt(1 - a) v
-    else:
-        assert sched["prediction_type"] == "epsilon"
-        cz, ce = 1 / math.sqrt(abar), math.sqrt(1 - abar) / math.sqrt(abar)
-
-    unet = UNet2DConditionModel.from_pretrained(os.path.join(BASE, "unet")).to(DT)
-    vae = AutoencoderKL.from_pretrained(os.path.join(BASE, "vae")).to(DT)
-    for p in list(unet.parameters()) + list(vae.parameters()):
-        p.requires_grad_(False)
-        # bf16 variant: frozen weights rounded; conv_in is trained as an f32 copy (set from the fixture)
-        if os.environ.get("DOD_FIXTURE_BF16") and p is not unet.conv_in.weight and p is not unet.conv_in.bias:
-            p.copy_(p.to(torch.bfloat16).to(DT))
-    sf = vae.config.scaling_factor
-    boc, groups = list(vae.config.block_out_channels), vae.config.norm_num_groups
-
-    s1 = {}  # stage-1 trainables, in the C model's registration order where it matters
-    s1["unet.conv_in.weight"] = unet.conv_in.weight
-    s1["unet.conv_in.bias"] = unet.conv_in.bias
-    for p in (unet.conv_in.weight, unet.conv_in.bias):
-        p.requires_grad_(True)
-    n_unet = inject(unet, unet_match, True, "unet.", s1)
-    n_vae = inject(vae, lambda n: re.fullmatch(VAE_TARGETS, n) is not None, False, "vae.", s1)
-    make_modulation(s1)
-    s2 = {}
-    make_detail(s2, boc, groups)
-    print(f"{n_unet} UNet adapters, {n_vae} VAE-encoder adapters, {len(s1)} stage-1 and {len(s2)} stage-2 tensors")
+    model = DodTorch()
+    s1, s2 = model.s1, model.s2
+    print(f"{model.n_unet} UNet adapters, {model.n_vae} VAE-encoder adapters, {len(s1)} stage-1 and {len(s2)} "
+          "stage-2 tensors")
 
     # inputs: a photo crop (hq) and a noisy version (lq), both in [-1, 1]
     from skimage import data
@@ -293,37 +339,12 @@ def main():
     img2 = data.astronaut()[300:300 + H, 250:250 + W, :].astype(np.float64) / 127.5 - 1
     hq = torch.from_numpy(np.stack([img, img2]).transpose(0, 3, 1, 2).copy()).float().to(DT)
     lq = (hq + rn(N, 3, H, W, std=0.15)).clamp(-1, 1).float().to(DT)
-    prompt = rn(77, unet.config.cross_attention_dim)
-    lat = (N, vae.config.latent_channels, H // 2 ** (len(boc) - 1), W // 2 ** (len(boc) - 1))
+    prompt = rn(77, model.unet.config.cross_attention_dim)
+    lat = model.latent_shape(N, H, W)
     eps = {1: rn(*lat), 2: rn(*lat)}
 
-    skips = []
-    stage = [1]
-    pre_down = [blk.register_forward_pre_hook(lambda mod, args: skips.append(args[0]))
-                for blk in vae.encoder.down_blocks]
-
-    def before_up(i):
-        def hook(mod, args):
-            if stage[0] != 2:
-                return None
-            L = len(boc)
-            return (detail_apply(s2, groups, i, skips[L - 1 - i], args[0]),) + tuple(args[1:])
-        return hook
-    for i, blk in enumerate(vae.decoder.up_blocks):
-        blk.register_forward_pre_hook(before_up(i))
-    del pre_down
-
     def forward(e):
-        skips.clear()
-        Modulation.gamma, Modulation.beta = modulation_forward(s1, lq)
-        moments = vae.quant_conv(vae.encoder(lq))
-        mean, logvar = torch.chunk(moments, 2, dim=1)
-        logvar = logvar.clamp(-30.0, 20.0)
-        z = (mean + torch.exp(0.5 * logvar) * e) * sf
-        t = torch.full((N,), T, dtype=torch.long)
-        pred = unet(z, t, encoder_hidden_states=prompt.expand(N, -1, -1)).sample
-        x0 = cz * z - ce * pred
-        return vae.decode(x0 / sf).sample.clamp(-1, 1)
+        return model.forward(lq, e, prompt)
 
     dump = {"lq": lq, "hq": hq, "s1.eps": eps[1], "s2.eps": eps[2]}
 
@@ -362,7 +383,7 @@ def main():
     for p in s1.values():
         p.requires_grad_(False)
         p.grad = None
-    stage[0] = 2
+    model.stage = 2
     step(2, s2, loss2)
 
     flat = {k: v.detach().contiguous().float() for k, v in dump.items()}
@@ -384,8 +405,8 @@ def main():
         print(f"wrote {path} ({os.path.getsize(path)} bytes, {len(tensors)} tensors)")
     meta = {"rank": R, "alpha": ALPHA, "cnn_channels": list(CNN), "feature_dim": CNN[-1], "de_dim": DE,
             "block_dim": BLK, "growth": GROWTH, "batch": N, "height": H, "width": W,
-            "n_stage1": len(s1), "n_stage2": len(s2), "prediction_type": sched["prediction_type"],
-            "alpha_bar_999": abar}
+            "n_stage1": len(s1), "n_stage2": len(s2), "prediction_type": model.prediction_type,
+            "alpha_bar_999": model.abar}
     with open(os.path.join(OUT, "meta.json.tmp"), "w") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")

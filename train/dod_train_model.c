@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layers/dod_extract_vae.h"
 #include "layers/dod_model.h"
 
 static ParamStore *dod_params(void *self) { return dod_model_params(self); }
@@ -25,8 +26,10 @@ TrainModel *dod_train_model_create(const TrainModelOptions *o, char *err, size_t
     DodModelConfig cfg = dod_model_default_config(o->stage);
     if (!o->extractor || !strcmp(o->extractor, "cnn")) {
         cfg.extractor = DOD_EXTRACTOR_CNN;
+    } else if (!strcmp(o->extractor, "vae")) {
+        cfg.extractor = DOD_EXTRACTOR_VAE;  // pooled frozen VAE-encoder features (layers/dod_extract_vae.h)
     } else {
-        snprintf(err, errlen, "[modulation] extractor = %s is not implemented yet (only cnn)", o->extractor);
+        snprintf(err, errlen, "[modulation] extractor = %s: expected cnn or vae", o->extractor);
         return NULL;
     }
     if (!o->base_path || !*o->base_path) {

@@ -41,6 +41,7 @@ void train_request_stop(void) { stop_requested = 1; }
 #include "data/keyed_rng.h"
 #include "data/loader.h"
 #include "train/checkpoint.h"
+#include "train/model_from_config.h"
 #include "train/train_model.h"
 #include "train/validate.h"
 
@@ -184,23 +185,11 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", r->run_dir);
     if (write_text_atomic(cfg_path, r->config_text, err, errlen)) return -1;
 
-    static const char *kinds[] = {"toy", "dod"}, *extractors[] = {"cnn", "vae"};
-    TrainModelOptions mo = {.kind = kinds[c->model_kind], .stage = (int)c->stage, .base_path = c->model_base,
-                            .prompt_embedding = c->prompt_embedding,
-                            .frozen_dtype = c->frozen_dtype == CFG_FROZEN_BF16 ? DT_BF16 : DT_F32,
-                            .lora_rank = (int)c->lora_rank, .lora_alpha = (float)c->lora_alpha,
-                            .extractor = extractors[c->extractor], .toy_width = (int)c->toy_width,
-                            .seed = (uint64_t)c->seed, .recompute = c->recompute};
-    if (!(r->model = train_model_create(&mo, err, errlen))) return -1;
+    int n_loaded = 0;  // stage 2: the frozen stage-1 tensors, on a fresh run and on resume alike
+    if (!(r->model = train_model_from_config(c, &n_loaded, err, errlen))) return -1;
     ParamStore *ps = r->model->params(r->model->self);
-    if (c->stage == 2) {   // the frozen stage-1 tensors, on a fresh run and on resume alike
-        char init_path[PATH_LEN];
-        int n_loaded = 0;
-        if (checkpoint_resolve(c->init_from, c->ckpt_dir, init_path, sizeof init_path, err, errlen) ||
-            checkpoint_load_weights(init_path, ps, &n_loaded, err, errlen))
-            return -1;
-        if (!o->quiet) fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, init_path);
-    }
+    if (c->stage == 2 && !o->quiet)
+        fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, c->init_from);
     int cap = params_count(ps);
     r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
     r->n_trainable = params_trainable(ps, r->trainable, cap);

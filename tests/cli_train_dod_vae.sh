@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# dod-train with the DOD model and the `vae` degradation extractor ([modulation] extractor = vae,
+# layers/dod_extract_vae.h) on the tiny SD fixture: two steps train and checkpoint, the checkpoint's
+# modulation takes the VAE's 16 pooled channels and has no cnn, and an unknown extractor is refused.
+# Usage: bash tests/cli_train_dod_vae.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+B=$1 S=$2
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+"$B/bin/dod-data" synth --clean "$S/tests/fixtures/data" --tasks noise,rain,haze --out "$T/syn.h5" --seed 1 --quiet
+cat > "$T/vae.ini" <<INI
+[model]
+kind = dod
+base = $S/tests/fixtures/sd/sd2_tiny/model
+prompt_embedding = $S/tests/fixtures/dod/prompt.safetensors
+[modulation]
+extractor = vae
+[stage]
+stage = 1
+[data]
+train = $T/syn.h5
+tasks = dehaze:1,derain:1,denoise:1
+crop = 32
+threads = 2
+[optim]
+lr = 1e-3
+[loss]
+mse = 2
+[train]
+steps = 2
+seed = 7
+run_dir = $T/run
+[log]
+every = 1
+[checkpoint]
+every = 2
+INI
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+rc=0
+"$B/bin/dod-train" --config "$T/vae.ini" > "$T/run.log" 2>&1 || rc=$?
+check "run exits 0 (log: $(tail -3 "$T/run.log" | tr '\n' ' '))" "[ $rc = 0 ]"
+check "two steps done" "grep -q 'done: 2 steps' $T/run.log"
+CK=$T/run/checkpoints/step_0000002.safetensors
+check "checkpoint written" "[ -f $CK ]"
+# The safetensors JSON header, one tensor entry a line (read once: grep -q on a pipe trips pipefail).
+head -c 200000 "$CK" | tr -d '\0' | tr '}' '\n' > "$T/header.txt" || true
+de_mlp_16() { grep -a -q -F '"mod.de_mlp.weight":{"dtype":"F32","shape":[256,16]' "$T/header.txt"; }
+has_cnn() { grep -a -q -F '"mod.cnn.' "$T/header.txt"; }
+check "de_mlp takes the VAE's 16 channels" de_mlp_16
+check "no cnn tensors in the checkpoint" "! has_cnn"
+check "losses are finite" "! grep -o '\"loss\": [^,]*' $T/run/metrics.jsonl | grep -q -i 'nan\|inf'"
+rc=0
+"$B/bin/dod-train" --config "$T/vae.ini" --set modulation.extractor=guided > "$T/bad.log" 2>&1 || rc=$?
+check "unknown extractor refused, naming the key (log: $(tail -2 "$T/bad.log" | tr '\n' ' '))" \
+    "[ $rc != 0 ] && grep -q 'extractor' $T/bad.log"
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
