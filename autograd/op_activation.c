@@ -4,10 +4,12 @@
 //   gelu(x)      = 0.5 x (1 + erf(x / sqrt 2))                       (F.gelu, approximate='none')
 //   gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))    (approximate='tanh')
 //   relu'(0) = 0, leaky_relu'(0) = slope, clamp' = 1 on [lo, hi] inclusive, 0 outside.
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
 
 #include <math.h>
 
+// The numbering is shared with the CUDA kernels (autograd/cuda/activation.cu).
 typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP } ActKind;
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
@@ -104,12 +106,20 @@ static void act_cpu_backward(AgNode *node) {
     }
 }
 
+static void act_cuda_backward(AgNode *node) {
+    const ActCtx *c = node->ctx;
+    Tensor *xt = node->inputs[0];
+    cuda_act_backward((int)c->kind, c->p0, c->p1, c->x, node->out->grad, tensor_grad(xt), xt->numel);
+}
+
 static Tensor *activation(const char *op, ActKind kind, Tensor *x, float p0, float p1) {
-    ops_require_cpu(op, 1, &x);
-    Tensor *out = tensor_like(x);
+    Device dev = ops_device(op, 1, &x);
+    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
     ActCtx c = {kind, p0, p1, tensor_f32(x)};
-    act_cpu_forward(&c, c.x, tensor_data_f32(out), x->numel);
-    if (ag_needs_grad(1, &x)) *(ActCtx *)ag_record(op, act_cpu_backward, out, 1, &x, sizeof(ActCtx)) = c;
+    if (dev == DEV_CUDA) cuda_act_forward((int)kind, p0, p1, c.x, tensor_data_f32(out), x->numel);
+    else act_cpu_forward(&c, c.x, tensor_data_f32(out), x->numel);
+    if (ag_needs_grad(1, &x))
+        *(ActCtx *)ag_record(op, dev == DEV_CUDA ? act_cuda_backward : act_cpu_backward, out, 1, &x, sizeof(ActCtx)) = c;
     return out;
 }
 
@@ -145,6 +155,10 @@ static void geglu_cpu_backward(AgNode *node) {
     const GegluCtx *c = node->ctx;
     float *gx = tensor_grad(node->inputs[0]);
     const float *g = node->out->grad;
+    if (node->out->device == DEV_CUDA) {
+        cuda_geglu_backward(c->x, g, gx, c->rows, c->half);
+        return;
+    }
     int64_t half = c->half;
 #pragma omp parallel for if (c->rows * half > OPS_PARALLEL_MIN)
     for (int64_t r = 0; r < c->rows; r++) {
@@ -158,16 +172,17 @@ static void geglu_cpu_backward(AgNode *node) {
 }
 
 Tensor *op_geglu(Tensor *x) {
-    ops_require_cpu("op_geglu", 1, &x);
+    Device dev = ops_device("op_geglu", 1, &x);
     if (x->ndim < 1 || x->shape[x->ndim - 1] % 2 != 0)
         dod_fatal("op_geglu", "input %s: the last dim must be even (hidden and gate halves)", shape_str(x));
     int64_t shape[TENSOR_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     int64_t half = shape[x->ndim - 1] / 2;
     shape[x->ndim - 1] = half;
-    Tensor *out = tensor_new(x->ndim, shape, DT_F32);
+    Tensor *out = tensor_new_on(dev, x->ndim, shape, DT_F32);
     GegluCtx c = {tensor_f32(x), half ? out->numel / half : 0, half};
-    geglu_cpu_forward(c.x, tensor_data_f32(out), c.rows, half);
+    if (dev == DEV_CUDA) cuda_geglu_forward(c.x, tensor_data_f32(out), c.rows, half);
+    else geglu_cpu_forward(c.x, tensor_data_f32(out), c.rows, half);
     if (ag_needs_grad(1, &x)) *(GegluCtx *)ag_record("op_geglu", geglu_cpu_backward, out, 1, &x, sizeof(GegluCtx)) = c;
     return out;
 }
@@ -201,6 +216,10 @@ static void softmax_cpu_backward(AgNode *node) {
     const float *y = tensor_data_f32(node->out), *g = node->out->grad;
     float *gx = tensor_grad(node->inputs[0]);
     int64_t cols = c->cols;
+    if (node->out->device == DEV_CUDA) {
+        cuda_softmax_backward(y, g, gx, c->rows, cols);
+        return;
+    }
 #pragma omp parallel for if (c->rows * cols > OPS_PARALLEL_MIN)
     for (int64_t r = 0; r < c->rows; r++) {
         const float *yr = y + r * cols, *gr = g + r * cols;
@@ -212,12 +231,13 @@ static void softmax_cpu_backward(AgNode *node) {
 }
 
 Tensor *op_softmax(Tensor *x) {
-    ops_require_cpu("op_softmax", 1, &x);
+    Device dev = ops_device("op_softmax", 1, &x);
     if (x->ndim < 1) dod_fatal("op_softmax", "input %s has no last dim", shape_str(x));
     int64_t cols = x->shape[x->ndim - 1];
-    Tensor *out = tensor_like(x);
+    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
     SoftmaxCtx c = {cols ? x->numel / cols : 0, cols};
-    softmax_cpu_forward(tensor_f32(x), tensor_data_f32(out), c.rows, cols);
+    if (dev == DEV_CUDA) cuda_softmax_forward(tensor_f32(x), tensor_data_f32(out), c.rows, cols);
+    else softmax_cpu_forward(tensor_f32(x), tensor_data_f32(out), c.rows, cols);
     if (ag_needs_grad(1, &x))
         *(SoftmaxCtx *)ag_record("op_softmax", softmax_cpu_backward, out, 1, &x, sizeof(SoftmaxCtx)) = c;
     return out;

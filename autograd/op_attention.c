@@ -15,6 +15,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/dense_tuning.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
@@ -33,11 +34,6 @@ typedef struct {
     float *lse;              // [B, H, Lq] row-wise log-sum-exp of the scaled logits
 } AttnCtx;
 
-static void require_cpu(const char *op, int n, Tensor *const *ts) {
-    for (int i = 0; i < n; i++)
-        if (ts[i] && ts[i]->device == DEV_CUDA)
-            dod_fatal(op, "CUDA tensors need the CUDA backend (not built in this configuration)");
-}
 
 static int64_t forced_block_rows;  // 0: automatic
 void attention_set_block_rows(int64_t rows) { forced_block_rows = rows > 0 ? rows : 0; }
@@ -200,12 +196,17 @@ static void attention_backward(AgNode *node) {
     float *dq = q->requires_grad ? tensor_grad(q) : NULL;
     float *dk = k->requires_grad ? tensor_grad(k) : NULL;
     float *dv = v->requires_grad ? tensor_grad(v) : NULL;
-    op_attention_cpu_backward(&c->g, c->q, c->k, c->v, tensor_data_f32(node->out), c->lse, node->out->grad, dq, dk, dv);
+    if (node->out->device == DEV_CUDA)
+        cuda_attention_backward(c->q, c->k, c->v, tensor_data_f32(node->out), c->lse, node->out->grad, dq, dk, dv,
+                                c->g.B, c->g.Lq, c->g.Lk, c->g.H, c->g.D, c->g.scale);
+    else
+        op_attention_cpu_backward(&c->g, c->q, c->k, c->v, tensor_data_f32(node->out), c->lse, node->out->grad, dq,
+                                  dk, dv);
 }
 
 Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale) {
     Tensor *in[3] = {q, k, v};
-    require_cpu("op_attention", 3, in);
+    Device dev = ops_device("op_attention", 3, in);
     DOD_CHECK(q->ndim == 3 && k->ndim == 3 && tensor_same_shape(k, v) && q->shape[0] == k->shape[0] &&
                   q->shape[2] == k->shape[2],
               "op_attention", "q %s, k %s, v %s: need q [B, Lq, H*D] and k, v [B, Lk, H*D]", shape_str(q),
@@ -216,11 +217,19 @@ Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale) {
     g.D = g.HD / heads;
     DOD_CHECK(g.Lk >= 1, "op_attention", "k %s has no keys", shape_str(k));
     g.scale = scale > 0 ? scale : 1.0f / sqrtf((float)g.D);
-    Tensor *out = tensor_new3(g.B, g.Lq, g.HD);
+    int64_t out_shape[3] = {g.B, g.Lq, g.HD};
+    Tensor *out = tensor_new_on(dev, 3, out_shape, DT_F32);
     const float *q32 = tensor_f32(q), *k32 = tensor_f32(k), *v32 = tensor_f32(v);
     bool record = ag_needs_grad(3, in);
-    float *lse = record ? arena_alloc((size_t)(g.B * g.H * g.Lq) * sizeof(float), "attention log-sum-exp") : NULL;
-    op_attention_cpu_forward(&g, q32, k32, v32, tensor_data_f32(out), lse);
+    size_t lse_bytes = (size_t)(g.B * g.H * g.Lq) * sizeof(float);
+    float *lse = NULL;
+    if (dev == DEV_CUDA) {  // the CUDA kernel always writes lse
+        lse = cuda_arena_alloc(lse_bytes, "attention log-sum-exp");
+        cuda_attention_forward(q32, k32, v32, tensor_data_f32(out), lse, g.B, g.Lq, g.Lk, g.H, g.D, g.scale);
+    } else {
+        lse = record ? arena_alloc(lse_bytes, "attention log-sum-exp") : NULL;
+        op_attention_cpu_forward(&g, q32, k32, v32, tensor_data_f32(out), lse);
+    }
     if (record) {
         AttnCtx *c = ag_record("op_attention", attention_backward, out, 3, in, sizeof(AttnCtx));
         c->g = g;

@@ -10,6 +10,7 @@
 // (never around them), and all scratch lives in the arena between a mark and its release.
 #include <string.h>
 
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
 
@@ -28,10 +29,10 @@ typedef struct {
     const float *x, *w;  // f32 views (widened copies for half storage)
 } ConvCtx;
 
-static void require_cpu(const char *op, int n, Tensor *const *ts) {
-    for (int i = 0; i < n; i++)
-        if (ts[i] && ts[i]->device == DEV_CUDA)
-            dod_fatal(op, "CUDA tensors need the CUDA backend (not built in this configuration)");
+// The cuDNN geometry vector: N, Cin, H, W, Cout, kh, kw, stride, pad.
+static void conv_geom_vec(const ConvGeom *g, int64_t *v) {
+    int64_t t[9] = {g->N, g->Cin, g->H, g->W, g->Cout, g->kh, g->kw, g->stride, g->pad};
+    memcpy(v, t, sizeof t);
 }
 
 static bool conv_is_pointwise(const ConvGeom *g) { return g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0; }
@@ -197,12 +198,18 @@ static void conv2d_backward(AgNode *node) {
     float *dx = x->requires_grad ? tensor_grad(x) : NULL;
     float *dw = w->requires_grad ? tensor_grad(w) : NULL;
     float *db = b && b->requires_grad ? tensor_grad(b) : NULL;
-    op_conv2d_cpu_backward(&c->g, c->x, c->w, node->out->grad, dx, dw, db);
+    if (node->out->device == DEV_CUDA) {
+        int64_t gv[9];
+        conv_geom_vec(&c->g, gv);
+        cuda_conv2d_backward(gv, c->x, c->w, node->out->grad, dx, dw, db);
+    } else {
+        op_conv2d_cpu_backward(&c->g, c->x, c->w, node->out->grad, dx, dw, db);
+    }
 }
 
 Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     Tensor *in[3] = {x, w, bias};
-    require_cpu("op_conv2d", 3, in);
+    Device dev = ops_device("op_conv2d", 3, in);
     DOD_CHECK(x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1], "op_conv2d",
               "x %s and weight %s: need x [N, Cin, H, W] and weight [Cout, Cin, kh, kw]", shape_str(x), shape_str(w));
     DOD_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]), "op_conv2d",
@@ -217,9 +224,16 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     g.Wo = (g.W + 2 * padding - g.kw) / stride + 1;
     g.P = g.Ho * g.Wo;
     g.Kc = g.Cin * g.kh * g.kw;
-    Tensor *y = tensor_new4(g.N, g.Cout, g.Ho, g.Wo);
+    int64_t y_shape[4] = {g.N, g.Cout, g.Ho, g.Wo};
+    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
     const float *x32 = tensor_f32(x), *w32 = tensor_f32(w);
-    op_conv2d_cpu_forward(&g, x32, w32, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
+    if (dev == DEV_CUDA) {
+        int64_t gv[9];
+        conv_geom_vec(&g, gv);
+        cuda_conv2d_forward(gv, x32, w32, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
+    } else {
+        op_conv2d_cpu_forward(&g, x32, w32, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
+    }
     if (ag_needs_grad(3, in)) {
         ConvCtx *c = ag_record("op_conv2d", conv2d_backward, y, bias ? 3 : 2, in, sizeof(ConvCtx));
         c->g = g;

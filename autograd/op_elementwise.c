@@ -6,6 +6,7 @@
 // axes that are contiguous for both inputs are merged. [N, C, H, W] + [1, C, 1, 1] thus becomes a
 // 2-d problem [N*C, H*W] with strides (1, 0) for the bias, and the kernels walk rows of the last
 // merged axis. The backward of a broadcast input sums the output gradient over its broadcast axes.
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
 
 #include <string.h>
@@ -146,6 +147,28 @@ static void ew_cpu_backward(AgNode *node) {
     Tensor *a = node->inputs[0], *b = node->inputs[1];
     const Bcast *p = &c->plan;
     const float *g = node->out->grad;
+    if (node->out->device == DEV_CUDA) {  // same structure, device kernels
+        float sign_b = c->kind == EW_SUB ? -1.0f : 1.0f;
+        if (c->kind != EW_MUL) {
+            if (a->requires_grad) cuda_bcast_reduce(p->ndim, p->shape, p->so, g, p->sa, 1.0f, tensor_grad(a), a->numel);
+            if (b->requires_grad) cuda_bcast_reduce(p->ndim, p->shape, p->so, g, p->sb, sign_b, tensor_grad(b), b->numel);
+            return;
+        }
+        // Gradient buffers before the scratch mark: arena ones must outlive the release.
+        float *ga = a->requires_grad ? tensor_grad(a) : NULL, *gb = b->requires_grad ? tensor_grad(b) : NULL;
+        size_t mark = cuda_arena_mark();
+        float *tmp = cuda_arena_alloc((size_t)p->numel * sizeof(float), "op_mul backward scratch");
+        if (ga) {
+            cuda_ew_binary(EW_MUL, p->ndim, p->shape, g, p->so, c->b, p->sb, tmp);
+            cuda_bcast_reduce(p->ndim, p->shape, p->so, tmp, p->sa, 1.0f, ga, a->numel);
+        }
+        if (gb) {
+            cuda_ew_binary(EW_MUL, p->ndim, p->shape, g, p->so, c->a, p->sa, tmp);
+            cuda_bcast_reduce(p->ndim, p->shape, p->so, tmp, p->sb, 1.0f, gb, b->numel);
+        }
+        cuda_arena_release(mark);
+        return;
+    }
     if (c->kind == EW_MUL) {
         float *tmp = arena_alloc((size_t)p->numel * sizeof(float), "op_mul backward scratch");
         if (a->requires_grad) {  // d/da = g * b, summed over a's broadcast axes
@@ -165,14 +188,17 @@ static void ew_cpu_backward(AgNode *node) {
 static Tensor *ew_binary(EwKind kind, Tensor *a, Tensor *b) {
     const char *op = ew_name(kind);
     Tensor *in[2] = {a, b};
-    ops_require_cpu(op, 2, in);
+    Device dev = ops_device(op, 2, in);
     int nd;
     int64_t shape[TENSOR_MAX_DIMS];
     Bcast plan;
     bcast_plan(op, a, b, &nd, shape, &plan);
-    Tensor *out = tensor_new(nd, shape, DT_F32);
+    Tensor *out = tensor_new_on(dev, nd, shape, DT_F32);
     const float *af = tensor_f32(a), *bf = tensor_f32(b);
-    if (out->numel > 0) ew_cpu_forward(kind, &plan, af, plan.sa, bf, plan.sb, tensor_data_f32(out));
+    if (out->numel > 0 && dev == DEV_CUDA)
+        cuda_ew_binary(kind, plan.ndim, plan.shape, af, plan.sa, bf, plan.sb, tensor_data_f32(out));
+    else if (out->numel > 0)
+        ew_cpu_forward(kind, &plan, af, plan.sa, bf, plan.sb, tensor_data_f32(out));
     if (ag_needs_grad(2, in)) {
         EwCtx *c = ag_record(op, ew_cpu_backward, out, 2, in, sizeof(EwCtx));
         c->kind = kind;
@@ -198,6 +224,10 @@ static void scale_cpu_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
     float *gx = tensor_grad(x);
     const float *g = node->out->grad;
+    if (x->device == DEV_CUDA) {
+        cuda_axpy(gx, g, s, x->numel);
+        return;
+    }
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < x->numel; i++) gx[i] += s * g[i];
 }
@@ -205,15 +235,18 @@ static void scale_cpu_backward(AgNode *node) {
 // ... and grad_x += g (op_add_scalar: the constant has no gradient).
 static void add_scalar_cpu_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
-    ops_accumulate(tensor_grad(x), node->out->grad, x->numel);
+    if (x->device == DEV_CUDA) cuda_axpy(tensor_grad(x), node->out->grad, 1.0f, x->numel);
+    else ops_accumulate(tensor_grad(x), node->out->grad, x->numel);
 }
 
 static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
-    ops_require_cpu(op, 1, &x);
-    Tensor *out = tensor_like(x);
+    Device dev = ops_device(op, 1, &x);
+    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
     const float *xf = tensor_f32(x);
     float *o = tensor_data_f32(out);
-    if (multiply) {
+    if (dev == DEV_CUDA) {
+        cuda_affine(xf, multiply ? s : 1.0f, multiply ? 0.0f : s, o, x->numel);
+    } else if (multiply) {
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < x->numel; i++) o[i] = s * xf[i];
     } else {

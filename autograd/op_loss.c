@@ -10,6 +10,7 @@
 //   dS/de11 = dS/de22 = -S / B2,  dS/de12 = 2 A1 / (B1 B2)
 // and back through the filters with G's adjoint G^T:
 //   dx = G^T dmu1 + 2 x G^T de11 + y G^T de12,  dy = G^T dmu2 + 2 y G^T de22 + x G^T de12.
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
 
 #include <math.h>
@@ -41,8 +42,12 @@ static void point_loss_cpu_backward(AgNode *node) {
     const PointLossCtx *c = node->ctx;
     Tensor *pt = node->inputs[0], *tt = node->inputs[1];
     int64_t n = pt->numel;
-    float k = node->out->grad[0] / (float)n;
     float *gp = pt->requires_grad ? tensor_grad(pt) : NULL, *gt = tt->requires_grad ? tensor_grad(tt) : NULL;
+    if (pt->device == DEV_CUDA) {
+        cuda_point_loss_backward(c->l1, c->p, c->t, node->out->grad, gp, gt, n);
+        return;
+    }
+    float k = node->out->grad[0] / (float)n;
 #pragma omp parallel for if (n > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         float d = c->p[i] - c->t[i];
@@ -54,12 +59,14 @@ static void point_loss_cpu_backward(AgNode *node) {
 
 static Tensor *point_loss(const char *op, Tensor *pred, Tensor *target, bool l1) {
     Tensor *in[2] = {pred, target};
-    ops_require_cpu(op, 2, in);
+    Device dev = ops_device(op, 2, in);
     check_same(op, pred, target);
     if (pred->numel == 0) dod_fatal(op, "empty inputs %s", shape_str(pred));
     PointLossCtx c = {tensor_f32(pred), tensor_f32(target), l1};
-    Tensor *out = tensor_new1(1);
-    tensor_data_f32(out)[0] = (float)point_loss_cpu_forward(c.p, c.t, pred->numel, l1);
+    int64_t one = 1;
+    Tensor *out = tensor_new_on(dev, 1, &one, DT_F32);
+    if (dev == DEV_CUDA) cuda_reduce_sum(l1 ? 2 : 1, c.p, c.t, pred->numel, 1.0f / (float)pred->numel, tensor_data_f32(out));
+    else tensor_data_f32(out)[0] = (float)point_loss_cpu_forward(c.p, c.t, pred->numel, l1);
     if (ag_needs_grad(2, in)) *(PointLossCtx *)ag_record(op, point_loss_cpu_backward, out, 2, in, sizeof c) = c;
     return out;
 }

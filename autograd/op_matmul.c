@@ -1,18 +1,12 @@
 // op_matmul and op_linear: thin wrappers that turn every product into one (or one per batch) call
-// of gemm_f32. Half-precision inputs are widened once in forward (tensor_f32) and the f32 view is
+// of gemm_f32 (CPU) or cuda_gemm (cuBLAS, for DEV_CUDA inputs). Half-precision inputs are widened once in forward (tensor_f32) and the f32 view is
 // kept in the node context for backward. Gradient GEMMs run only for inputs that require grad, so a
 // frozen weight costs no dW product.
 #include <string.h>
 
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
-
-// Every input must live on the CPU until the CUDA backend provides these ops.
-static void require_cpu(const char *op, int n, Tensor *const *ts) {
-    for (int i = 0; i < n; i++)
-        if (ts[i] && ts[i]->device == DEV_CUDA)
-            dod_fatal(op, "CUDA tensors need the CUDA backend (not built in this configuration)");
-}
 
 // db[j] += sum over rows of g[row, j] (g is [rows, n]).
 static void add_column_sums(const float *g, int64_t rows, int64_t n, float *db) {
@@ -61,16 +55,41 @@ static void op_matmul_cpu_backward(const MatmulCtx *c, const float *g, float *da
     }
 }
 
+// CUDA: the same products as strided-batched cuBLAS calls (writes = y).
+static void op_matmul_cuda_forward(const MatmulCtx *c, float *y) {
+    int64_t ldb = c->trans_b ? c->K : c->N;
+    if (c->broadcast_b)
+        cuda_gemm(false, c->trans_b, c->batch * c->M, c->N, c->K, 1.0f, c->a, c->K, 0, c->b, ldb, 0, 0.0f, y, c->N, 0,
+                  1, DT_F32);
+    else
+        cuda_gemm(false, c->trans_b, c->M, c->N, c->K, 1.0f, c->a, c->K, c->M * c->K, c->b, ldb, c->K * c->N, 0.0f, y,
+                  c->N, c->M * c->N, c->batch, DT_F32);
+}
+
+// CUDA backward: accumulates (+=) like op_matmul_cpu_backward.
+static void op_matmul_cuda_backward(const MatmulCtx *c, const float *g, float *da, float *db) {
+    int64_t ldb = c->trans_b ? c->K : c->N;
+    int64_t groups = c->broadcast_b ? 1 : c->batch;
+    int64_t rows = c->broadcast_b ? c->batch * c->M : c->M;
+    int64_t sg = rows * c->N, sa = rows * c->K, sb = c->K * c->N;
+    if (da) cuda_gemm(false, !c->trans_b, rows, c->K, c->N, 1.0f, g, c->N, sg, c->b, ldb, sb, 1.0f, da, c->K, sa, groups, DT_F32);
+    if (db && !c->trans_b)
+        cuda_gemm(true, false, c->K, c->N, rows, 1.0f, c->a, c->K, sa, g, c->N, sg, 1.0f, db, c->N, sb, groups, DT_F32);
+    if (db && c->trans_b)
+        cuda_gemm(true, false, c->N, c->K, rows, 1.0f, g, c->N, sg, c->a, c->K, sa, 1.0f, db, c->K, sb, groups, DT_F32);
+}
+
 static void matmul_backward(AgNode *node) {
     MatmulCtx *c = node->ctx;
     Tensor *a = node->inputs[0], *b = node->inputs[1];
-    op_matmul_cpu_backward(c, node->out->grad, a->requires_grad ? tensor_grad(a) : NULL,
-                        b->requires_grad ? tensor_grad(b) : NULL);
+    float *da = a->requires_grad ? tensor_grad(a) : NULL, *db = b->requires_grad ? tensor_grad(b) : NULL;
+    if (node->out->device == DEV_CUDA) op_matmul_cuda_backward(c, node->out->grad, da, db);
+    else op_matmul_cpu_backward(c, node->out->grad, da, db);
 }
 
 Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
     Tensor *in[2] = {a, b};
-    require_cpu("op_matmul", 2, in);
+    Device dev = ops_device("op_matmul", 2, in);
     DOD_CHECK(a->ndim >= 2 && b->ndim >= 2, "op_matmul", "a %s and b %s: both need at least 2 dims", shape_str(a),
               shape_str(b));
     MatmulCtx c = {.M = a->shape[a->ndim - 2], .K = a->shape[a->ndim - 1], .trans_b = trans_b,
@@ -90,10 +109,11 @@ Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, a->shape, sizeof shape);
     shape[a->ndim - 1] = c.N;
-    Tensor *y = tensor_new(a->ndim, shape, DT_F32);
+    Tensor *y = tensor_new_on(dev, a->ndim, shape, DT_F32);
     c.a = tensor_f32(a);
     c.b = tensor_f32(b);
-    op_matmul_cpu_forward(&c, tensor_data_f32(y));
+    if (dev == DEV_CUDA) op_matmul_cuda_forward(&c, tensor_data_f32(y));
+    else op_matmul_cpu_forward(&c, tensor_data_f32(y));
     if (ag_needs_grad(2, in)) {
         MatmulCtx *saved = ag_record("op_matmul", matmul_backward, y, 2, in, sizeof(MatmulCtx));
         *saved = c;
@@ -103,7 +123,9 @@ Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
 
 // ---- linear -------------------------------------------------------------------------------------
 typedef struct {
-    const float *x, *w;  // f32 views
+    const float *x, *w;  // f32 views (w NULL on the CUDA mixed-precision path)
+    const void *w_half;  // CUDA mixed precision: the bf16/f16 weight storage, read as-is by cuBLAS
+    DType w_type;
     int64_t rows, in, out;
 } LinearCtx;
 
@@ -123,16 +145,56 @@ static void op_linear_cpu_backward(const LinearCtx *c, const float *g, float *dx
     if (db) add_column_sums(g, c->rows, c->out, db);
 }
 
+// CUDA forward (writes = y). On the mixed-precision path x is cast to the weight's half type and
+// cuBLAS multiplies half inputs with f32 accumulation into the f32 output.
+static void op_linear_cuda_forward(const LinearCtx *c, const float *bias, float *y) {
+    if (bias) cuda_rows_set(y, bias, c->rows, c->out);
+    float beta = bias ? 1.0f : 0.0f;
+    if (c->w_half) {
+        size_t mark = cuda_arena_mark();
+        void *xh = cuda_arena_alloc((size_t)(c->rows * c->in) * 2, "op_linear half input");
+        cuda_narrow_f32(c->x, c->w_type, xh, c->rows * c->in);
+        cuda_gemm(false, true, c->rows, c->out, c->in, 1.0f, xh, c->in, 0, c->w_half, c->in, 0, beta, y, c->out, 0, 1,
+                  c->w_type);
+        cuda_arena_release(mark);
+        return;
+    }
+    cuda_gemm(false, true, c->rows, c->out, c->in, 1.0f, c->x, c->in, 0, c->w, c->in, 0, beta, y, c->out, 0, 1, DT_F32);
+}
+
+// CUDA backward: accumulates (+=) like op_linear_cpu_backward. A half weight is frozen (no dw).
+static void op_linear_cuda_backward(const LinearCtx *c, const float *g, float *dx, float *dw, float *db) {
+    if (dx && c->w_half) {
+        size_t mark = cuda_arena_mark();
+        void *gh = cuda_arena_alloc((size_t)(c->rows * c->out) * 2, "op_linear half gradient");
+        cuda_narrow_f32(g, c->w_type, gh, c->rows * c->out);
+        cuda_gemm(false, false, c->rows, c->in, c->out, 1.0f, gh, c->out, 0, c->w_half, c->in, 0, 1.0f, dx, c->in, 0, 1,
+                  c->w_type);
+        cuda_arena_release(mark);
+    } else if (dx) {
+        cuda_gemm(false, false, c->rows, c->in, c->out, 1.0f, g, c->out, 0, c->w, c->in, 0, 1.0f, dx, c->in, 0, 1, DT_F32);
+    }
+    if (dw) cuda_gemm(true, false, c->out, c->in, c->rows, 1.0f, g, c->out, 0, c->x, c->in, 0, 1.0f, dw, c->in, 0, 1, DT_F32);
+    if (db) cuda_column_sums(g, c->rows, c->out, db);
+}
+
 static void linear_backward(AgNode *node) {
     LinearCtx *c = node->ctx;
     Tensor *x = node->inputs[0], *w = node->inputs[1], *b = node->n_inputs > 2 ? node->inputs[2] : NULL;
-    op_linear_cpu_backward(c, node->out->grad, x->requires_grad ? tensor_grad(x) : NULL,
-                        w->requires_grad ? tensor_grad(w) : NULL, b && b->requires_grad ? tensor_grad(b) : NULL);
+    float *dx = x->requires_grad ? tensor_grad(x) : NULL, *dw = w->requires_grad ? tensor_grad(w) : NULL;
+    float *db = b && b->requires_grad ? tensor_grad(b) : NULL;
+    if (node->out->device == DEV_CUDA) {
+        DOD_CHECK(!(dw && c->w_half), "op_linear", "weight %s is %s on the mixed-precision path: half weights are frozen",
+                  shape_str(w), dtype_name(w->dtype));
+        op_linear_cuda_backward(c, node->out->grad, dx, dw, db);
+    } else {
+        op_linear_cpu_backward(c, node->out->grad, dx, dw, db);
+    }
 }
 
 Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
     Tensor *in[3] = {x, w, bias};
-    require_cpu("op_linear", 3, in);
+    Device dev = ops_device("op_linear", 3, in);
     DOD_CHECK(x->ndim >= 1 && w->ndim == 2 && x->shape[x->ndim - 1] == w->shape[1], "op_linear",
               "x %s and weight %s: need x [..., in] and weight [out, in]", shape_str(x), shape_str(w));
     DOD_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]), "op_linear",
@@ -143,10 +205,14 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = c.out;
-    Tensor *y = tensor_new(x->ndim, shape, DT_F32);
+    Tensor *y = tensor_new_on(dev, x->ndim, shape, DT_F32);
     c.x = tensor_f32(x);
-    c.w = tensor_f32(w);
-    op_linear_cpu_forward(&c, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
+    c.w_type = w->dtype;
+    bool half_w = w->dtype == DT_BF16 || w->dtype == DT_F16;
+    if (dev == DEV_CUDA && half_w && !w->requires_grad && dod_cuda_precision() == DOD_PREC_MIXED) c.w_half = w->data;
+    else c.w = tensor_f32(w);
+    if (dev == DEV_CUDA) op_linear_cuda_forward(&c, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
+    else op_linear_cpu_forward(&c, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
     if (ag_needs_grad(3, in)) {
         LinearCtx *saved = ag_record("op_linear", linear_backward, y, bias ? 3 : 2, in, sizeof(LinearCtx));
         *saved = c;

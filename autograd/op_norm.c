@@ -5,6 +5,7 @@
 // means (e.g. un-normalised latents) do not cancel the variance. mean and 1/std are saved per
 // group/row for the backward:
 //     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
 
 #include <math.h>
@@ -65,6 +66,11 @@ static void group_norm_cpu_backward(AgNode *node) {
     int64_t cpg = c->C / c->G, gsize = cpg * c->S;
     bool want_dx = xt->requires_grad, want_dg = gt && gt->requires_grad, want_db = bt && bt->requires_grad;
     float *dx = want_dx ? tensor_grad(xt) : NULL;
+    if (xt->device == DEV_CUDA) {
+        cuda_group_norm_backward(c->x, c->gamma, c->mean, c->rstd, dy, dx, want_dg ? tensor_grad(gt) : NULL,
+                                 want_db ? tensor_grad(bt) : NULL, c->N, c->C, c->S, c->G);
+        return;
+    }
     // Per-(n, c) sums of dy * xhat and dy; each (n, group) task owns its own channels' entries.
     double *part_g = arena_alloc((size_t)(c->N * c->C) * sizeof(double), "op_group_norm dgamma partials");
     double *part_b = arena_alloc((size_t)(c->N * c->C) * sizeof(double), "op_group_norm dbeta partials");
@@ -114,19 +120,27 @@ static void group_norm_cpu_backward(AgNode *node) {
 Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
     const char *op = "op_group_norm";
     Tensor *in[3] = {x, gamma, beta};
-    ops_require_cpu(op, 3, in);
+    Device dev = ops_device(op, 3, in);
     if (x->ndim < 2) dod_fatal(op, "input %s must be [N, C, ...]", shape_str(x));
     int64_t C = x->shape[1];
     if (groups <= 0 || C % groups != 0)
         dod_fatal(op, "%d groups do not divide the %ld channels of input %s", groups, (long)C, shape_str(x));
     check_affine(op, x, gamma, "gamma", C);
     check_affine(op, x, beta, "beta", C);
-    Tensor *out = tensor_like(x);
+    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
     GroupNormCtx c = {x->shape[0], C, ops_prod(x->shape, 2, x->ndim), groups, tensor_f32(x),
                       gamma ? tensor_f32(gamma) : NULL, NULL, NULL};
-    c.mean = arena_alloc((size_t)(c.N * c.G) * sizeof(float), "op_group_norm mean");
-    c.rstd = arena_alloc((size_t)(c.N * c.G) * sizeof(float), "op_group_norm rstd");
-    if (c.S > 0 && C > 0) group_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
+    size_t stat_bytes = (size_t)(c.N * c.G) * sizeof(float);
+    if (dev == DEV_CUDA) {
+        c.mean = cuda_arena_alloc(stat_bytes, "op_group_norm mean");
+        c.rstd = cuda_arena_alloc(stat_bytes, "op_group_norm rstd");
+        cuda_group_norm_forward(c.x, c.gamma, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out), c.mean, c.rstd, c.N,
+                                c.C, c.S, c.G, eps);
+    } else {
+        c.mean = arena_alloc(stat_bytes, "op_group_norm mean");
+        c.rstd = arena_alloc(stat_bytes, "op_group_norm rstd");
+        if (c.S > 0 && C > 0) group_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
+    }
     if (ag_needs_grad(3, in)) *(GroupNormCtx *)ag_record(op, group_norm_cpu_backward, out, 3, in, sizeof c) = c;
     return out;
 }
@@ -164,6 +178,12 @@ static void layer_norm_cpu_backward(AgNode *node) {
     const float *dy = node->out->grad;
     int64_t C = c->C;
     float *dx = xt->requires_grad ? tensor_grad(xt) : NULL;
+    if (xt->device == DEV_CUDA) {  // layer norm = group norm with N = rows, G = 1, S = 1
+        cuda_group_norm_backward(c->x, c->gamma, c->mean, c->rstd, dy, dx,
+                                 (gt && gt->requires_grad) ? tensor_grad(gt) : NULL,
+                                 (bt && bt->requires_grad) ? tensor_grad(bt) : NULL, c->rows, C, 1, 1);
+        return;
+    }
     bool want_affine = (gt && gt->requires_grad) || (bt && bt->requires_grad);
     int nt = ops_max_threads();
     double *part = want_affine ? arena_calloc((size_t)nt * 2 * C * sizeof(double), "op_layer_norm partials") : NULL;
@@ -211,16 +231,23 @@ static void layer_norm_cpu_backward(AgNode *node) {
 Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps) {
     const char *op = "op_layer_norm";
     Tensor *in[3] = {x, gamma, beta};
-    ops_require_cpu(op, 3, in);
+    Device dev = ops_device(op, 3, in);
     if (x->ndim < 1 || x->shape[x->ndim - 1] == 0) dod_fatal(op, "input %s has no (non-empty) last dim", shape_str(x));
     int64_t C = x->shape[x->ndim - 1];
     check_affine(op, x, gamma, "gamma", C);
     check_affine(op, x, beta, "beta", C);
-    Tensor *out = tensor_like(x);
+    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
     LayerNormCtx c = {x->numel / C, C, tensor_f32(x), gamma ? tensor_f32(gamma) : NULL, NULL, NULL};
-    c.mean = arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm mean");
-    c.rstd = arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm rstd");
-    layer_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
+    if (dev == DEV_CUDA) {
+        c.mean = cuda_arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm mean");
+        c.rstd = cuda_arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm rstd");
+        cuda_group_norm_forward(c.x, c.gamma, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out), c.mean, c.rstd,
+                                c.rows, C, 1, 1, eps);
+    } else {
+        c.mean = arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm mean");
+        c.rstd = arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm rstd");
+        layer_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
+    }
     if (ag_needs_grad(3, in)) *(LayerNormCtx *)ag_record(op, layer_norm_cpu_backward, out, 3, in, sizeof c) = c;
     return out;
 }

@@ -1,4 +1,5 @@
 // Full reductions to a scalar [1]: op_sum and op_mean, accumulated in double.
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
 
 // Sum of n floats in double. Returns the value (no side effects).
@@ -12,6 +13,10 @@ static double sum_cpu_forward(const float *x, int64_t n) {
 // grad_x += grad_out[0] * scale (scale 1 for the sum, 1/n for the mean).
 static void reduce_cpu_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
+    if (x->device == DEV_CUDA) {  // the output gradient stays on the device
+        cuda_fill_grad_scalar(node->out->grad, *(const float *)node->ctx, tensor_grad(x), x->numel);
+        return;
+    }
     float scale = *(const float *)node->ctx, v = node->out->grad[0] * scale;
     float *gx = tensor_grad(x);
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
@@ -19,11 +24,16 @@ static void reduce_cpu_backward(AgNode *node) {
 }
 
 static Tensor *reduce(const char *op, Tensor *x, bool mean) {
-    ops_require_cpu(op, 1, &x);
+    Device dev = ops_device(op, 1, &x);
     if (mean && x->numel == 0) dod_fatal(op, "mean of the empty input %s", shape_str(x));
-    Tensor *out = tensor_new1(1);
-    double s = sum_cpu_forward(tensor_f32(x), x->numel);
-    tensor_data_f32(out)[0] = (float)(mean ? s / (double)x->numel : s);
+    int64_t one = 1;
+    Tensor *out = tensor_new_on(dev, 1, &one, DT_F32);
+    if (dev == DEV_CUDA) {
+        cuda_reduce_sum(0, tensor_f32(x), NULL, x->numel, mean ? 1.0f / (float)x->numel : 1.0f, tensor_data_f32(out));
+    } else {
+        double s = sum_cpu_forward(tensor_f32(x), x->numel);
+        tensor_data_f32(out)[0] = (float)(mean ? s / (double)x->numel : s);
+    }
     if (ag_needs_grad(1, &x))
         *(float *)ag_record(op, reduce_cpu_backward, out, 1, &x, sizeof(float)) = mean ? 1.0f / (float)x->numel : 1.0f;
     return out;

@@ -4,6 +4,7 @@
 // A tensor seen along axis d is [outer, size_d, inner] with outer = prod(shape[:d]) and
 // inner = prod(shape[d+1:]); concat and split move contiguous blocks of size_d * inner per outer
 // index. Every backward here is a pure gather/scatter of the output gradient (+=).
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
 
 #include <math.h>
@@ -38,7 +39,10 @@ static void concat_cpu_backward(AgNode *node) {
     for (int i = 0; i < node->n_inputs; i++) {
         Tensor *x = node->inputs[i];
         int64_t len = x->shape[d] * c->inner;
-        if (x->requires_grad) {
+        if (x->requires_grad && x->device == DEV_CUDA) {
+            cuda_strided_copy(2, (int64_t[]){c->outer, len}, tensor_grad(x), (int64_t[]){len, 1}, g + off,
+                              (int64_t[]){row, 1}, 1.0f, true);
+        } else if (x->requires_grad) {
             float *gx = tensor_grad(x);
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
             for (int64_t o = 0; o < c->outer; o++)
@@ -51,7 +55,7 @@ static void concat_cpu_backward(AgNode *node) {
 Tensor *op_concat(Tensor *const *xs, int n, int dim) {
     const char *op = "op_concat";
     if (n < 1) dod_fatal(op, "needs at least one tensor, got %d", n);
-    ops_require_cpu(op, n, xs);
+    Device dev = ops_device(op, n, xs);
     // The tape records at most AG_MAX_INPUTS inputs per node: concatenate longer lists in stages.
     if (n > AG_MAX_INPUTS && ag_needs_grad(n, xs)) {
         Tensor *rest[1 + 64];
@@ -76,7 +80,7 @@ Tensor *op_concat(Tensor *const *xs, int n, int dim) {
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, x0->shape, sizeof shape);
     shape[d] = total;
-    Tensor *out = tensor_new(x0->ndim, shape, DT_F32);
+    Tensor *out = tensor_new_on(dev, x0->ndim, shape, DT_F32);
     ConcatCtx c = {ops_prod(shape, 0, d), ops_prod(shape, d + 1, x0->ndim), total, d};
     const float **views = arena_alloc(sizeof(float *) * n, "op_concat views");
     int64_t *sizes = arena_alloc(sizeof(int64_t) * n, "op_concat sizes");
@@ -84,7 +88,17 @@ Tensor *op_concat(Tensor *const *xs, int n, int dim) {
         views[i] = tensor_f32(xs[i]);
         sizes[i] = xs[i]->shape[d];
     }
-    concat_cpu_forward(views, sizes, n, &c, tensor_data_f32(out));
+    if (dev == DEV_CUDA) {
+        int64_t row = total * c.inner, off = 0;
+        for (int i = 0; i < n; i++) {
+            int64_t len = sizes[i] * c.inner;
+            cuda_strided_copy(2, (int64_t[]){c.outer, len}, tensor_data_f32(out) + off, (int64_t[]){row, 1}, views[i],
+                              (int64_t[]){len, 1}, 1.0f, false);
+            off += len;
+        }
+    } else {
+        concat_cpu_forward(views, sizes, n, &c, tensor_data_f32(out));
+    }
     if (ag_needs_grad(n, xs)) *(ConcatCtx *)ag_record(op, concat_cpu_backward, out, n, xs, sizeof c) = c;
     return out;
 }
@@ -108,6 +122,11 @@ static void split_cpu_backward(AgNode *node) {
     float *gx = tensor_grad(node->inputs[0]);
     const float *g = node->out->grad;
     int64_t len = c->size * c->inner, row = c->total * c->inner;
+    if (node->out->device == DEV_CUDA) {
+        cuda_strided_copy(2, (int64_t[]){c->outer, len}, gx + c->start * c->inner, (int64_t[]){row, 1}, g,
+                          (int64_t[]){len, 1}, 1.0f, true);
+        return;
+    }
 #pragma omp parallel for if (c->outer * len > OPS_PARALLEL_MIN)
     for (int64_t o = 0; o < c->outer; o++)
         for (int64_t k = 0; k < len; k++) gx[o * row + c->start * c->inner + k] += g[o * len + k];
@@ -115,7 +134,7 @@ static void split_cpu_backward(AgNode *node) {
 
 void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out) {
     const char *op = "op_split";
-    ops_require_cpu(op, 1, &x);
+    Device dev = ops_device(op, 1, &x);
     int d = ops_axis(op, dim, x);
     int64_t sum = 0;
     for (int i = 0; i < n; i++) {
@@ -131,9 +150,15 @@ void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out) {
         int64_t shape[TENSOR_MAX_DIMS];
         memcpy(shape, x->shape, sizeof shape);
         shape[d] = sizes[i];
-        out[i] = tensor_new(x->ndim, shape, DT_F32);
+        out[i] = tensor_new_on(dev, x->ndim, shape, DT_F32);
         SplitCtx c = {ops_prod(x->shape, 0, d), ops_prod(x->shape, d + 1, x->ndim), x->shape[d], start, sizes[i]};
-        split_cpu_forward(xf, &c, tensor_data_f32(out[i]));
+        if (dev == DEV_CUDA) {
+            int64_t len = c.size * c.inner;
+            cuda_strided_copy(2, (int64_t[]){c.outer, len}, tensor_data_f32(out[i]), (int64_t[]){len, 1},
+                              xf + c.start * c.inner, (int64_t[]){c.total * c.inner, 1}, 1.0f, false);
+        } else {
+            split_cpu_forward(xf, &c, tensor_data_f32(out[i]));
+        }
         if (grad) *(SplitCtx *)ag_record(op, split_cpu_backward, out[i], 1, &x, sizeof c) = c;
         start += sizes[i];
     }
@@ -153,12 +178,12 @@ void op_chunk(Tensor *x, int n, int dim, Tensor **out) {
 // grad_x += grad_out (same element order).
 static void reshape_cpu_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
-    ops_accumulate(tensor_grad(x), node->out->grad, x->numel);
+    if (x->device == DEV_CUDA) cuda_axpy(tensor_grad(x), node->out->grad, 1.0f, x->numel);
+    else ops_accumulate(tensor_grad(x), node->out->grad, x->numel);
 }
 
 Tensor *op_reshape(Tensor *x, int ndim, const int64_t *shape) {
-    const char *op = "op_reshape";
-    ops_require_cpu(op, 1, &x);
+    const char *op = "op_reshape";  // any device: the output shares x's storage
     if (ndim < 0 || ndim > TENSOR_MAX_DIMS) dod_fatal(op, "ndim %d outside 0..%d (input %s)", ndim, TENSOR_MAX_DIMS, shape_str(x));
     int64_t s[TENSOR_MAX_DIMS], known = 1;
     int infer = -1;
@@ -220,12 +245,19 @@ static void permute_cpu_apply(const PermuteCtx *c, float *xbuf, float *ybuf, boo
 }
 
 static void permute_cpu_backward(AgNode *node) {
-    permute_cpu_apply(node->ctx, tensor_grad(node->inputs[0]), node->out->grad, true);
+    const PermuteCtx *c = node->ctx;
+    if (node->out->device == DEV_CUDA) {
+        int64_t os[TENSOR_MAX_DIMS];
+        ops_strides(c->ndim, c->shape, os);
+        cuda_strided_copy(c->ndim, c->shape, tensor_grad(node->inputs[0]), c->in_stride, node->out->grad, os, 1.0f, true);
+        return;
+    }
+    permute_cpu_apply(c, tensor_grad(node->inputs[0]), node->out->grad, true);
 }
 
 Tensor *op_permute(Tensor *x, const int *perm) {
     const char *op = "op_permute";
-    ops_require_cpu(op, 1, &x);
+    Device dev = ops_device(op, 1, &x);
     if (x->ndim < 1) dod_fatal(op, "input %s has no dims to permute", shape_str(x));
     PermuteCtx c = {.ndim = x->ndim};
     int64_t xs[TENSOR_MAX_DIMS];
@@ -239,8 +271,14 @@ Tensor *op_permute(Tensor *x, const int *perm) {
         c.shape[i] = x->shape[perm[i]];
         c.in_stride[i] = xs[perm[i]];
     }
-    Tensor *out = tensor_new(x->ndim, c.shape, DT_F32);
-    permute_cpu_apply(&c, (float *)tensor_f32(x), tensor_data_f32(out), false);
+    Tensor *out = tensor_new_on(dev, x->ndim, c.shape, DT_F32);
+    if (dev == DEV_CUDA) {
+        int64_t os[TENSOR_MAX_DIMS];
+        ops_strides(c.ndim, c.shape, os);
+        cuda_strided_copy(c.ndim, c.shape, tensor_data_f32(out), os, tensor_f32(x), c.in_stride, 1.0f, false);
+    } else {
+        permute_cpu_apply(&c, (float *)tensor_f32(x), tensor_data_f32(out), false);
+    }
     if (ag_needs_grad(1, &x)) *(PermuteCtx *)ag_record(op, permute_cpu_backward, out, 1, &x, sizeof c) = c;
     return out;
 }
@@ -257,6 +295,11 @@ static void pad2d_cpu_backward(AgNode *node) {
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
     float *gx = tensor_grad(x);
     const float *g = y->grad;
+    if (x->device == DEV_CUDA) {
+        cuda_strided_copy(3, (int64_t[]){planes, H, W}, gx, (int64_t[]){H * W, W, 1}, g + c->top * Wo + c->left,
+                          (int64_t[]){Ho * Wo, Wo, 1}, 1.0f, true);
+        return;
+    }
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
     for (int64_t p = 0; p < planes; p++)
         for (int64_t h = 0; h < H; h++)
@@ -265,17 +308,22 @@ static void pad2d_cpu_backward(AgNode *node) {
 
 Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom) {
     const char *op = "op_pad2d";
-    ops_require_cpu(op, 1, &x);
+    Device dev = ops_device(op, 1, &x);
     if (x->ndim != 4) dod_fatal(op, "input %s must be [N, C, H, W]", shape_str(x));
     if (left < 0 || right < 0 || top < 0 || bottom < 0)
         dod_fatal(op, "negative padding (%d, %d, %d, %d) for input %s", left, right, top, bottom, shape_str(x));
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t Ho = H + top + bottom, Wo = W + left + right;
-    Tensor *out = tensor_new4(x->shape[0], x->shape[1], Ho, Wo);
+    Tensor *out = tensor_new_on(dev, 4, (int64_t[]){x->shape[0], x->shape[1], Ho, Wo}, DT_F32);
     const float *xf = tensor_f32(x);
     float *y = tensor_data_f32(out);
-#pragma omp parallel for if (out->numel > OPS_PARALLEL_MIN)
-    for (int64_t p = 0; p < planes; p++) {
+    if (dev == DEV_CUDA) {
+        cuda_memset_zero(y, (size_t)out->numel * sizeof(float));
+        cuda_strided_copy(3, (int64_t[]){planes, H, W}, y + top * Wo + left, (int64_t[]){Ho * Wo, Wo, 1}, xf,
+                          (int64_t[]){H * W, W, 1}, 1.0f, false);
+    }
+#pragma omp parallel for if (dev == DEV_CPU && out->numel > OPS_PARALLEL_MIN)
+    for (int64_t p = 0; p < (dev == DEV_CPU ? planes : 0); p++) {
         float *yp = y + p * Ho * Wo;
         memset(yp, 0, sizeof(float) * Ho * Wo);
         for (int64_t h = 0; h < H; h++) memcpy(yp + (h + top) * Wo + left, xf + (p * H + h) * W, sizeof(float) * W);
@@ -295,6 +343,10 @@ static void upsample_cpu_backward(AgNode *node) {
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Wo = 2 * W;
     float *gx = tensor_grad(x);
     const float *g = node->out->grad;
+    if (x->device == DEV_CUDA) {
+        cuda_upsample2x_backward(g, gx, planes, H, W);
+        return;
+    }
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
     for (int64_t p = 0; p < planes; p++)
         for (int64_t h = 0; h < H; h++) {
@@ -305,14 +357,17 @@ static void upsample_cpu_backward(AgNode *node) {
 
 Tensor *op_upsample_nearest2x(Tensor *x) {
     const char *op = "op_upsample_nearest2x";
-    ops_require_cpu(op, 1, &x);
+    Device dev = ops_device(op, 1, &x);
     if (x->ndim != 4) dod_fatal(op, "input %s must be [N, C, H, W]", shape_str(x));
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Wo = 2 * W;
-    Tensor *out = tensor_new4(x->shape[0], x->shape[1], 2 * H, Wo);
+    Tensor *out = tensor_new_on(dev, 4, (int64_t[]){x->shape[0], x->shape[1], 2 * H, Wo}, DT_F32);
     const float *xf = tensor_f32(x);
     float *y = tensor_data_f32(out);
-#pragma omp parallel for if (out->numel > OPS_PARALLEL_MIN)
-    for (int64_t p = 0; p < planes; p++)
+    if (dev == DEV_CUDA)  // out[p, 2h + a, 2w + b] = x[p, h, w]
+        cuda_strided_copy(5, (int64_t[]){planes, H, 2, W, 2}, y, (int64_t[]){4 * H * W, 4 * W, 2 * W, 2, 1}, xf,
+                          (int64_t[]){H * W, W, 0, 1, 0}, 1.0f, false);
+#pragma omp parallel for if (dev == DEV_CPU && out->numel > OPS_PARALLEL_MIN)
+    for (int64_t p = 0; p < (dev == DEV_CPU ? planes : 0); p++)
         for (int64_t h = 0; h < H; h++) {
             float *y0 = y + (p * 2 * H + 2 * h) * Wo;
             const float *xr = xf + (p * H + h) * W;
@@ -330,6 +385,10 @@ static void gap_cpu_backward(AgNode *node) {
     int64_t planes = x->shape[0] * x->shape[1], S = x->shape[2] * x->shape[3];
     float *gx = tensor_grad(x);
     const float *g = node->out->grad;
+    if (x->device == DEV_CUDA) {
+        cuda_strided_copy(2, (int64_t[]){planes, S}, gx, (int64_t[]){S, 1}, g, (int64_t[]){1, 0}, 1.0f / (float)S, true);
+        return;
+    }
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
     for (int64_t p = 0; p < planes; p++) {
         float v = g[p] / (float)S;
@@ -339,15 +398,16 @@ static void gap_cpu_backward(AgNode *node) {
 
 Tensor *op_global_avg_pool(Tensor *x) {
     const char *op = "op_global_avg_pool";
-    ops_require_cpu(op, 1, &x);
+    Device dev = ops_device(op, 1, &x);
     if (x->ndim != 4 || x->shape[2] * x->shape[3] == 0)
         dod_fatal(op, "input %s must be [N, C, H, W] with H, W > 0", shape_str(x));
     int64_t planes = x->shape[0] * x->shape[1], S = x->shape[2] * x->shape[3];
-    Tensor *out = tensor_new2(x->shape[0], x->shape[1]);
+    Tensor *out = tensor_new_on(dev, 2, (int64_t[]){x->shape[0], x->shape[1]}, DT_F32);
     const float *xf = tensor_f32(x);
     float *y = tensor_data_f32(out);
-#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
-    for (int64_t p = 0; p < planes; p++) {
+    if (dev == DEV_CUDA) cuda_plane_means(xf, y, planes, S);
+#pragma omp parallel for if (dev == DEV_CPU && x->numel > OPS_PARALLEL_MIN)
+    for (int64_t p = 0; p < (dev == DEV_CPU ? planes : 0); p++) {
         double s = 0;
         for (int64_t k = 0; k < S; k++) s += xf[p * S + k];
         y[p] = (float)(s / S);
@@ -358,7 +418,8 @@ Tensor *op_global_avg_pool(Tensor *x) {
 
 // ---- embedding lookup -----------------------------------------------------------------------------
 typedef struct {
-    const int64_t *ids;  // arena copy
+    const int64_t *ids;      // arena copy
+    const int64_t *ids_dev;  // device copy (CUDA tables)
     int n;
 } EmbeddingCtx;
 
@@ -369,28 +430,40 @@ static void embedding_cpu_backward(AgNode *node) {
     int64_t D = table->shape[1];
     float *gt = tensor_grad(table);
     const float *g = node->out->grad;
+    if (table->device == DEV_CUDA) {
+        cuda_embedding_backward(g, c->ids_dev, gt, c->n, D);
+        return;
+    }
     for (int i = 0; i < c->n; i++)
         for (int64_t k = 0; k < D; k++) gt[c->ids[i] * D + k] += g[(int64_t)i * D + k];
 }
 
 Tensor *op_embedding(Tensor *table, const int64_t *ids, int n) {
     const char *op = "op_embedding";
-    ops_require_cpu(op, 1, &table);
+    Device dev = ops_device(op, 1, &table);
     if (table->ndim != 2) dod_fatal(op, "table %s must be [V, D]", shape_str(table));
     if (n < 0) dod_fatal(op, "negative id count %d (table %s)", n, shape_str(table));
     int64_t V = table->shape[0], D = table->shape[1];
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= V)
             dod_fatal(op, "id %d is %ld, outside [0, %ld) of table %s", i, (long)ids[i], (long)V, shape_str(table));
-    Tensor *out = tensor_new2(n, D);
+    Tensor *out = tensor_new_on(dev, 2, (int64_t[]){n, D}, DT_F32);
     const float *tf = tensor_f32(table);
     float *y = tensor_data_f32(out);
-    for (int i = 0; i < n; i++) memcpy(y + (int64_t)i * D, tf + ids[i] * D, sizeof(float) * D);
+    int64_t *ids_dev = NULL;
+    if (dev == DEV_CUDA) {
+        ids_dev = cuda_arena_alloc(sizeof(int64_t) * (n ? n : 1), "op_embedding ids");
+        cuda_copy_h2d(ids_dev, ids, sizeof(int64_t) * n);
+        cuda_embedding_forward(tf, ids_dev, y, n, D);
+    } else {
+        for (int i = 0; i < n; i++) memcpy(y + (int64_t)i * D, tf + ids[i] * D, sizeof(float) * D);
+    }
     if (ag_needs_grad(1, &table)) {
         EmbeddingCtx *c = ag_record(op, embedding_cpu_backward, out, 1, &table, sizeof(EmbeddingCtx));
         int64_t *copy = arena_alloc(sizeof(int64_t) * (n ? n : 1), "op_embedding ids");
         memcpy(copy, ids, sizeof(int64_t) * n);
         c->ids = copy;
+        c->ids_dev = ids_dev;
         c->n = n;
     }
     return out;

@@ -28,8 +28,8 @@ static inline int ops_thread_id(void) {
 #endif
 }
 
-// Fails when any (non-NULL) input lives on the GPU: this build has no CUDA kernels for `op`.
-// The CUDA backend slots in here: ops call this before their *_cpu_forward kernel.
+// Fails when any (non-NULL) input lives on the GPU: `op` has no CUDA kernel yet (docs/cuda.md lists
+// which ops do; those dispatch through ops_device in autograd/cuda/cuda_ops.h instead).
 static inline bool ops_any_cuda(int n, Tensor *const *ts) {
     for (int i = 0; i < n; i++)
         if (ts[i] && ts[i]->device == DEV_CUDA) return true;
@@ -37,7 +37,7 @@ static inline bool ops_any_cuda(int n, Tensor *const *ts) {
 }
 
 static inline void ops_require_cpu(const char *op, int n, Tensor *const *ts) {
-    if (ops_any_cuda(n, ts)) dod_fatal(op, "CUDA tensors need the CUDA backend (not built in this configuration)");
+    if (ops_any_cuda(n, ts)) dod_fatal(op, "has no CUDA kernel yet: its inputs must be on the CPU (see docs/cuda.md)");
 }
 
 // Axis `dim` of t (negative counts from the end) as 0..ndim-1, or fatal naming op and the shape.

@@ -1,6 +1,8 @@
 // The reverse-mode tape: a growable array of node pointers (nodes and contexts live in the arena).
 #include "autograd/tape.h"
 
+#include "autograd/cuda/cuda_backend.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,7 +60,16 @@ void ag_backward_from(Tensor *out, const float *seed_grad) {
     DOD_CHECK(out->requires_grad, "ag_backward", "tensor %s does not require grad (nothing on the tape leads to it)",
               shape_str(out));
     float *g = tensor_grad(out);
-    for (int64_t i = 0; i < out->numel; i++) g[i] += seed_grad ? seed_grad[i] : 1.0f;
+    if (out->device == DEV_CUDA) {  // seed_grad is host memory
+        float *seed_dev = NULL;
+        if (seed_grad) {
+            seed_dev = cuda_arena_alloc((size_t)out->numel * sizeof(float), "backward seed");
+            cuda_copy_h2d(seed_dev, seed_grad, (size_t)out->numel * sizeof(float));
+        }
+        cuda_axpy(g, seed_dev, 1.0f, out->numel);
+    } else {
+        for (int64_t i = 0; i < out->numel; i++) g[i] += seed_grad ? seed_grad[i] : 1.0f;
+    }
     run_backward(0);
 }
 
@@ -86,6 +97,8 @@ static void checkpoint_backward(AgNode *node) {
     for (int i = 0; i < node->n_inputs; i++)
         if (node->inputs[i]->requires_grad) tensor_grad(node->inputs[i]);
     size_t mark = arena_mark();
+    bool on_cuda = node->out->device == DEV_CUDA;
+    size_t cuda_mark = on_cuda ? cuda_arena_mark() : 0;
     int tape_mark = tape_len;
     // Detached copies of the inputs: same data, fresh (arena) gradients.
     Tensor *detached[AG_MAX_INPUTS];
@@ -109,7 +122,8 @@ static void checkpoint_backward(AgNode *node) {
               "recomputed block output %s differs from the first run's %s", shape_str(out), shape_str(node->out));
     if (out->requires_grad) {
         float *g = tensor_grad(out);
-        memcpy(g, node->out->grad, (size_t)out->numel * sizeof(float));
+        if (on_cuda) cuda_copy_d2d(g, node->out->grad, (size_t)out->numel * sizeof(float));
+        else memcpy(g, node->out->grad, (size_t)out->numel * sizeof(float));
         run_backward(tape_mark);
     }
     ag_set_grad_enabled(false);
@@ -117,11 +131,16 @@ static void checkpoint_backward(AgNode *node) {
         Tensor *src = node->inputs[i];
         if (src->persistent || !src->requires_grad || !detached[i]->grad) continue;
         float *dst = src->grad, *g = detached[i]->grad;
+        if (src->device == DEV_CUDA) {
+            cuda_axpy(dst, g, 1.0f, src->numel);
+            continue;
+        }
         for (int64_t j = 0; j < src->numel; j++) dst[j] += g[j];
     }
     tape_len = tape_mark;
     arena_set_grad_floor(prev_floor);
     arena_release(mark);
+    if (on_cuda) cuda_arena_release(cuda_mark);
 }
 
 Tensor *ag_checkpoint(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs) {

@@ -1,6 +1,8 @@
 // Tensors, the activation arena, half-precision conversion and error helpers.
 #include "autograd/tensor.h"
 
+#include "autograd/cuda/cuda_backend.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -141,6 +143,7 @@ void arena_release(size_t mark) {
 
 static size_t grad_floor = SIZE_MAX;
 static float **spilled_grads;  // heap gradient buffers of old activations (see arena_set_grad_floor)
+static bool *spilled_on_cuda;  // per entry: device memory (cuda_free_cached) or host (free)
 static int n_spilled, cap_spilled;
 
 size_t arena_set_grad_floor(size_t floor) {
@@ -150,8 +153,14 @@ size_t arena_set_grad_floor(size_t floor) {
 }
 
 void arena_reset(void) {
-    for (int i = 0; i < n_spilled; i++) free(spilled_grads[i]);
+    for (int i = 0; i < n_spilled; i++) {
+        if (spilled_on_cuda[i]) cuda_free_cached(spilled_grads[i]);
+        else free(spilled_grads[i]);
+    }
     n_spilled = 0;
+#ifdef DOD_HAVE_CUDA
+    cuda_arena_reset();  // the device arena is rewound with the host arena (two integers: cheap)
+#endif
     if (!arena_head) return;
     arena_cur = arena_head;
     arena_cur->used = 0;
@@ -181,14 +190,22 @@ static void tensor_init_header(Tensor *t, int ndim, const int64_t *shape, DType 
     t->device = DEV_CPU;
 }
 
-Tensor *tensor_new(int ndim, const int64_t *shape, DType dtype) {
+Tensor *tensor_new_on(Device device, int ndim, const int64_t *shape, DType dtype) {
     size_t pos = arena_mark();
     Tensor *t = arena_alloc(sizeof(Tensor), "tensor header");
     tensor_init_header(t, ndim, shape, dtype, "tensor_new");
     t->arena_pos = pos;
-    t->data = arena_alloc((size_t)t->numel * dtype_size(dtype), "activation");
+    size_t bytes = (size_t)t->numel * dtype_size(dtype);
+    if (device == DEV_CUDA) {
+        t->device = DEV_CUDA;
+        t->data = cuda_arena_alloc(bytes, "activation");
+    } else {
+        t->data = arena_alloc(bytes, "activation");
+    }
     return t;
 }
+
+Tensor *tensor_new(int ndim, const int64_t *shape, DType dtype) { return tensor_new_on(DEV_CPU, ndim, shape, dtype); }
 
 Tensor *tensor_zeros(int ndim, const int64_t *shape) {
     Tensor *t = tensor_new(ndim, shape, DT_F32);
@@ -229,15 +246,80 @@ void tensor_free(Tensor *t) {
     if (!t) return;
     DOD_CHECK(t->persistent, "tensor_free", "tensor %s is arena-owned; it is released by ag_step_reset",
               t->name ? t->name : shape_str(t));
-    if (t->owns_data) free(t->data);
-    free(t->grad);
+    if (t->device == DEV_CUDA) {
+        if (t->owns_data) cuda_free_cached(t->data);
+        cuda_free_cached(t->grad);
+    } else {
+        if (t->owns_data) free(t->data);
+        free(t->grad);
+    }
     free((char *)t->name);
     free(t);
+}
+
+static const char *tensor_label(const Tensor *t) { return t->name ? t->name : shape_str(t); }
+
+Tensor *tensor_to_device(const Tensor *t, Device device) {
+    size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
+    Tensor *out;
+    if (t->persistent) {
+        out = dod_malloc(sizeof(Tensor), "tensor header");
+        tensor_init_header(out, t->ndim, t->shape, t->dtype, tensor_label(t));
+        out->persistent = true;
+        out->owns_data = true;
+        out->name = t->name ? strdup(t->name) : NULL;
+        out->requires_grad = t->requires_grad;
+        out->device = device;
+        out->data = device == DEV_CUDA ? cuda_malloc_cached(bytes, tensor_label(t)) : dod_malloc(bytes, tensor_label(t));
+    } else {
+        out = tensor_new_on(device, t->ndim, t->shape, t->dtype);
+    }
+    if (t->device == DEV_CPU && device == DEV_CPU) memcpy(out->data, t->data, bytes);
+    else if (t->device == DEV_CPU) cuda_copy_h2d(out->data, t->data, bytes);
+    else if (device == DEV_CPU) cuda_copy_d2h(out->data, t->data, bytes);
+    else cuda_copy_d2d(out->data, t->data, bytes);
+    return out;
+}
+
+void tensor_move_to(Tensor *t, Device device) {
+    DOD_CHECK(t->persistent, "tensor_move_to", "tensor %s is an activation; use tensor_to_device", tensor_label(t));
+    if (t->device == device) return;
+    size_t bytes = (size_t)t->numel * dtype_size(t->dtype), gbytes = (size_t)t->numel * sizeof(float);
+    void *data;
+    float *grad = NULL;
+    if (device == DEV_CUDA) {
+        data = cuda_malloc_cached(bytes, tensor_label(t));
+        cuda_copy_h2d(data, t->data, bytes);
+        if (t->grad) {
+            grad = cuda_malloc_cached(gbytes, "gradient");
+            cuda_copy_h2d(grad, t->grad, gbytes);
+        }
+        if (t->owns_data) free(t->data);
+        free(t->grad);
+    } else {
+        data = dod_malloc(bytes, tensor_label(t));
+        cuda_copy_d2h(data, t->data, bytes);
+        if (t->grad) {
+            grad = dod_malloc(gbytes, "gradient");
+            cuda_copy_d2h(grad, t->grad, gbytes);
+        }
+        if (t->owns_data) cuda_free_cached(t->data);
+        cuda_free_cached(t->grad);
+    }
+    t->data = data;
+    t->grad = grad;
+    t->owns_data = true;
+    t->device = device;
 }
 
 // ---- access -------------------------------------------------------------------------------------
 const float *tensor_f32(const Tensor *t) {
     if (t->dtype == DT_F32) return (const float *)t->data;
+    if (t->device == DEV_CUDA) {
+        float *dev = cuda_arena_alloc((size_t)t->numel * 4, "widened half tensor");
+        cuda_widen_f32(t->data, t->dtype, dev, t->numel);
+        return dev;
+    }
     float *out = arena_alloc((size_t)t->numel * 4, "widened half tensor");
     const uint16_t *h = (const uint16_t *)t->data;
     if (t->dtype == DT_BF16) {
@@ -256,7 +338,26 @@ const float *tensor_f32(const Tensor *t) {
 float *tensor_grad(Tensor *t) {
     if (!t->grad) {
         size_t bytes = (size_t)t->numel * sizeof(float);
-        if (t->persistent) {
+        if (t->device == DEV_CUDA) {
+            bool spill = !t->persistent && grad_floor != SIZE_MAX && t->arena_pos < grad_floor;
+            if (t->persistent || spill) {
+                t->grad = cuda_malloc_cached(bytes, t->name ? t->name : "gradient");
+                cuda_memset_zero(t->grad, bytes);
+            } else {
+                t->grad = cuda_arena_calloc(bytes, "activation gradient");
+            }
+            if (spill) {  // freed at the next arena_reset, like the host spills below
+                if (n_spilled == cap_spilled) {
+                    cap_spilled = cap_spilled ? 2 * cap_spilled : 64;
+                    spilled_grads = realloc(spilled_grads, sizeof(float *) * cap_spilled);
+                    spilled_on_cuda = realloc(spilled_on_cuda, sizeof(bool) * cap_spilled);
+                    DOD_CHECK(spilled_grads && spilled_on_cuda, "tensor_grad", "out of memory tracking %d gradients",
+                              cap_spilled);
+                }
+                spilled_on_cuda[n_spilled] = true;
+                spilled_grads[n_spilled++] = t->grad;
+            }
+        } else if (t->persistent) {
             t->grad = dod_calloc(bytes, t->name ? t->name : "gradient");
         } else if (grad_floor == SIZE_MAX || t->arena_pos >= grad_floor) {
             t->grad = arena_calloc(bytes, "activation gradient");
@@ -266,8 +367,11 @@ float *tensor_grad(Tensor *t) {
             if (n_spilled == cap_spilled) {
                 cap_spilled = cap_spilled ? 2 * cap_spilled : 64;
                 spilled_grads = realloc(spilled_grads, sizeof(float *) * cap_spilled);
-                DOD_CHECK(spilled_grads != NULL, "tensor_grad", "out of memory tracking %d gradients", cap_spilled);
+                spilled_on_cuda = realloc(spilled_on_cuda, sizeof(bool) * cap_spilled);
+                DOD_CHECK(spilled_grads && spilled_on_cuda, "tensor_grad", "out of memory tracking %d gradients",
+                          cap_spilled);
             }
+            spilled_on_cuda[n_spilled] = false;
             t->grad = spilled_grads[n_spilled++] = dod_calloc(bytes, "activation gradient (recomputation)");
         }
     }
@@ -275,7 +379,9 @@ float *tensor_grad(Tensor *t) {
 }
 
 void tensor_zero_grad(Tensor *t) {
-    if (t->grad) memset(t->grad, 0, (size_t)t->numel * sizeof(float));
+    if (!t->grad) return;
+    if (t->device == DEV_CUDA) cuda_memset_zero(t->grad, (size_t)t->numel * sizeof(float));
+    else memset(t->grad, 0, (size_t)t->numel * sizeof(float));
 }
 
 bool tensor_same_shape(const Tensor *a, const Tensor *b) {
@@ -294,6 +400,8 @@ int64_t tensor_dim(const Tensor *t, int d) {
 void tensor_convert_dtype(Tensor *t, DType dtype) {
     if (t->dtype == dtype) return;
     DOD_CHECK(t->persistent, "tensor_convert_dtype", "tensor %s is not persistent", t->name ? t->name : "?");
+    DOD_CHECK(t->device == DEV_CPU, "tensor_convert_dtype", "tensor %s is on CUDA: convert before tensor_move_to",
+              tensor_label(t));
     DOD_CHECK(dtype != DT_I64 && t->dtype != DT_I64, "tensor_convert_dtype",
               "tensor %s: cannot convert %s to %s", t->name ? t->name : "?", dtype_name(t->dtype), dtype_name(dtype));
     void *dst = dod_malloc((size_t)t->numel * dtype_size(dtype), t->name ? t->name : "converted tensor");
@@ -313,6 +421,7 @@ void tensor_convert_dtype(Tensor *t, DType dtype) {
 }
 
 void tensor_fill(Tensor *t, float v) {
+    DOD_CHECK(t->device == DEV_CPU, "tensor_fill", "tensor %s is on CUDA (fill on the host, then copy)", tensor_label(t));
     DOD_CHECK(t->dtype == DT_F32, "tensor_fill", "tensor %s is %s, not f32", t->name ? t->name : shape_str(t),
               dtype_name(t->dtype));
     float *d = t->data;
@@ -330,6 +439,7 @@ static inline uint64_t splitmix64(uint64_t x) {
 static inline double u01(uint64_t bits) { return ((bits >> 11) + 0.5) / 9007199254740992.0; }
 
 void tensor_randn(Tensor *t, uint64_t seed, float std) {
+    DOD_CHECK(t->device == DEV_CPU, "tensor_randn", "tensor %s is on CUDA (fill on the host, then copy)", tensor_label(t));
     DOD_CHECK(t->dtype == DT_F32, "tensor_randn", "tensor %s is not f32", t->name ? t->name : shape_str(t));
     float *d = t->data;
     uint64_t key = splitmix64(seed);
@@ -341,6 +451,8 @@ void tensor_randn(Tensor *t, uint64_t seed, float std) {
 }
 
 void tensor_rand_uniform(Tensor *t, uint64_t seed, float lo, float hi) {
+    DOD_CHECK(t->device == DEV_CPU, "tensor_rand_uniform", "tensor %s is on CUDA (fill on the host, then copy)",
+              tensor_label(t));
     DOD_CHECK(t->dtype == DT_F32, "tensor_rand_uniform", "tensor %s is not f32", t->name ? t->name : shape_str(t));
     float *d = t->data;
     uint64_t key = splitmix64(seed ^ 0x5DEECE66Dull);

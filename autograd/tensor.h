@@ -81,6 +81,16 @@ Tensor *tensor_new_persistent(const char *name, int ndim, const int64_t *shape, 
 Tensor *tensor_wrap_persistent(const char *name, int ndim, const int64_t *shape, DType dtype, void *data);
 void tensor_free(Tensor *t);  // persistent tensors only
 
+// ---- devices (the CUDA side lives in autograd/cuda; see autograd/cuda/cuda_backend.h) -------------
+// Arena tensor on `device`, data uninitialised (device memory comes from the device arena, which
+// arena_reset() rewinds together with the host arena). tensor_new(...) == tensor_new_on(DEV_CPU, ...).
+Tensor *tensor_new_on(Device device, int ndim, const int64_t *shape, DType dtype);
+// Copy of t's data on `device` (same dtype): persistent (same name, requires_grad kept) when t is
+// persistent, else an arena tensor. Records no tape node: gradients do not flow across the copy.
+Tensor *tensor_to_device(const Tensor *t, Device device);
+// Move a persistent tensor's storage and gradient (if allocated) to `device` in place (weights).
+void tensor_move_to(Tensor *t, Device device);
+
 // ---- access ----------------------------------------------------------------------------------
 static inline float *tensor_data_f32(const Tensor *t) { return (float *)t->data; }  // t must be f32
 // f32 view of t: t->data itself for f32, otherwise an arena copy widened from f16/bf16.

@@ -1,0 +1,134 @@
+// CUDA kernel entry points behind the op API (autograd/op_*.c dispatch here for DEV_CUDA inputs),
+// and the device check every op makes first. Pointers are device memory, shapes are host values.
+// Each entry says whether it writes (=) or accumulates (+=), mirroring the *_cpu_* kernel it
+// replaces. Device scalars (loss values, their gradients) stay on the device: no host sync.
+// Without CUDA the entries are stubs that fail naming the call (see cuda_backend.h).
+#pragma once
+#include <stdio.h>
+
+#include "autograd/cuda/cuda_backend.h"
+
+// The device all (non-NULL) inputs of `op` live on; mixed devices fail naming the op and each input.
+static inline Device ops_device(const char *op, int n, Tensor *const *ts) {
+    Device dev = DEV_CPU;
+    bool seen = false, mixed = false;
+    for (int i = 0; i < n; i++) {
+        if (!ts[i]) continue;
+        if (seen && ts[i]->device != dev) mixed = true;
+        dev = seen ? dev : ts[i]->device;
+        seen = true;
+    }
+    if (mixed) {
+        char buf[256];
+        int len = 0;
+        for (int i = 0; i < n && len < 200; i++)
+            if (ts[i])
+                len += snprintf(buf + len, sizeof buf - (size_t)len, "%s%s %s", len ? ", " : "",
+                                ts[i]->device == DEV_CUDA ? "CUDA" : "CPU", shape_str(ts[i]));
+        dod_fatal(op, "inputs on different devices (%s): the CUDA backend needs every input on one device "
+                  "(move them with tensor_to_device)", buf);
+    }
+    if (dev == DEV_CUDA && !dod_cuda_available())
+        dod_fatal(op, "inputs are CUDA tensors but the CUDA backend cannot run: %s", dod_cuda_unavailable_reason());
+    for (int i = 0; dev == DEV_CUDA && i < n; i++)  // a header without storage would fault inside a kernel
+        if (ts[i] && ts[i]->numel > 0 && !ts[i]->data)
+            dod_fatal(op, "input %d is a CUDA tensor %s without device memory", i, shape_str(ts[i]));
+    return dev;
+}
+
+#ifndef DOD_HAVE_CUDA
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#endif
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- elementwise (elementwise.cu) -------------------------------------------------------------
+// out = a (kind: 0 add, 1 sub, 2 mul) b over a broadcast plan of ndim axes (shape; element strides
+// sa/sb, 0 on broadcast axes). Writes (=).
+DOD_CUDA_API(void, cuda_ew_binary, (int kind, int ndim, const int64_t *shape, const float *a, const int64_t *sa,
+                                    const float *b, const int64_t *sb, float *out))
+// grad_t[j] += sign * sum of g over the axes where t's stride st is 0 (g contiguous with strides so).
+DOD_CUDA_API(void, cuda_bcast_reduce, (int ndim, const int64_t *shape, const int64_t *so, const float *g,
+                                       const int64_t *st, float sign, float *grad_t, int64_t t_numel))
+// y = mul * x + add. Writes (=).
+DOD_CUDA_API(void, cuda_affine, (const float *x, float mul, float add, float *y, int64_t n))
+
+// ---- activations (activation.cu); kind numbering = ActKind in op_activation.c ----------------------
+DOD_CUDA_API(void, cuda_act_forward, (int kind, float p0, float p1, const float *x, float *y, int64_t n))     // =
+DOD_CUDA_API(void, cuda_act_backward, (int kind, float p0, float p1, const float *x, const float *g, float *gx,
+                                       int64_t n))                                                           // +=
+DOD_CUDA_API(void, cuda_geglu_forward, (const float *x, float *y, int64_t rows, int64_t half))              // =
+DOD_CUDA_API(void, cuda_geglu_backward, (const float *x, const float *g, float *gx, int64_t rows, int64_t half))  // +=
+DOD_CUDA_API(void, cuda_softmax_forward, (const float *x, float *y, int64_t rows, int64_t cols))            // =
+DOD_CUDA_API(void, cuda_softmax_backward, (const float *y, const float *g, float *gx, int64_t rows, int64_t cols))  // +=
+
+// ---- normalisation (norm.cu) -----------------------------------------------------------------------
+// Group norm over x [N, C, S] with G groups; layer norm is the case N = rows, C = cols, G = 1, S = 1
+// with gamma/beta per column. mean/rstd [N*G] written (=), y written (=); statistics in f32 two-pass
+// per block. Backward accumulates (+=) into dx, dgamma, dbeta (NULL skips one).
+DOD_CUDA_API(void, cuda_group_norm_forward, (const float *x, const float *gamma, const float *beta, float *y,
+                                             float *mean, float *rstd, int64_t N, int64_t C, int64_t S, int64_t G,
+                                             float eps))
+DOD_CUDA_API(void, cuda_group_norm_backward, (const float *x, const float *gamma, const float *mean,
+                                              const float *rstd, const float *dy, float *dx, float *dgamma,
+                                              float *dbeta, int64_t N, int64_t C, int64_t S, int64_t G))
+
+// ---- reductions and losses (reduce.cu) -------------------------------------------------------------
+// out[0] = scale * sum(x) (=). kind 0: x, 1: (p - t)^2, 2: |p - t| (t unused for kind 0).
+DOD_CUDA_API(void, cuda_reduce_sum, (int kind, const float *p, const float *t, int64_t n, float scale, float *out))
+// gx[i] += g[0] * scale (device scalar g).
+DOD_CUDA_API(void, cuda_fill_grad_scalar, (const float *g, float scale, float *gx, int64_t n))
+// Point-loss backward: v = g[0]/n * (2 (p - t) | sign(p - t)); gp += v, gt -= v (NULL skips one).
+DOD_CUDA_API(void, cuda_point_loss_backward, (int l1, const float *p, const float *t, const float *g, float *gp,
+                                              float *gt, int64_t n))
+
+// ---- GEMM (gemm.cu): row-major, same contract as gemm_f32 in autograd/gemm.h ----------------------
+// C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C, repeated over `batch` with element strides
+// sa/sb/sc between consecutive problems (batch 1: strides unused). A and B have storage type
+// ab_type (DT_F32, DT_BF16 or DT_F16; both the same); C is f32; accumulation is f32.
+DOD_CUDA_API(void, cuda_gemm, (bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                               const void *A, int64_t lda, int64_t sa, const void *B, int64_t ldb, int64_t sb,
+                               float beta, float *C, int64_t ldc, int64_t sc, int64_t batch, DType ab_type))
+// y[r, :] = bias (=) for rows r; db[j] += sum_r g[r, j].
+DOD_CUDA_API(void, cuda_rows_set, (float *y, const float *bias, int64_t rows, int64_t n))
+DOD_CUDA_API(void, cuda_column_sums, (const float *g, int64_t rows, int64_t n, float *db))
+
+// ---- convolution (conv.cu, cuDNN) ---------------------------------------------------------------------
+// x [N, Cin, H, W], w [Cout, Cin, kh, kw] -> y [N, Cout, Ho, Wo]; zero padding, dilation 1.
+// Forward writes (=) y (+ bias); backward accumulates (+=) into dx, dw, db (NULL skips one).
+// The algorithms are chosen once per shape and cached.
+DOD_CUDA_API(void, cuda_conv2d_forward, (const int64_t *geom, const float *x, const float *w, const float *bias,
+                                         float *y))
+DOD_CUDA_API(void, cuda_conv2d_backward, (const int64_t *geom, const float *x, const float *w, const float *dy,
+                                          float *dx, float *dw, float *db))
+
+// ---- attention (attention.cu) ------------------------------------------------------------------------
+// q [B, Lq, H*D], k, v [B, Lk, H*D] -> out [B, Lq, H*D] (=), lse [B, H, Lq] (=) saved for backward.
+// Scores are built one chunk of query rows at a time (f32 softmax), never [B, H, Lq, Lk] at once.
+DOD_CUDA_API(void, cuda_attention_forward, (const float *q, const float *k, const float *v, float *out, float *lse,
+                                            int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale))
+// Accumulates (+=) dq, dk, dv (NULL skips one) from dout, recomputing the probabilities from lse.
+DOD_CUDA_API(void, cuda_attention_backward, (const float *q, const float *k, const float *v, const float *out,
+                                             const float *lse, const float *dout, float *dq, float *dk, float *dv,
+                                             int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale))
+
+// ---- data movement (shape.cu) ------------------------------------------------------------------------
+// dst[sum c_d dst_strides_d] (= or +=) scale * src[sum c_d src_strides_d] over every coordinate c of
+// shape (ndim <= 8). With accumulate each coordinate must reach a distinct dst element.
+DOD_CUDA_API(void, cuda_strided_copy, (int ndim, const int64_t *shape, float *dst, const int64_t *dst_strides,
+                                       const float *src, const int64_t *src_strides, float scale, bool accumulate))
+DOD_CUDA_API(void, cuda_plane_means, (const float *x, float *y, int64_t planes, int64_t S))                  // =
+DOD_CUDA_API(void, cuda_upsample2x_backward, (const float *g, float *gx, int64_t planes, int64_t H, int64_t W))  // +=
+DOD_CUDA_API(void, cuda_embedding_forward, (const float *table, const int64_t *ids_dev, float *y, int64_t n_ids,
+                                            int64_t D))                                                      // =
+DOD_CUDA_API(void, cuda_embedding_backward, (const float *g, const int64_t *ids_dev, float *grad_table,
+                                             int64_t n_ids, int64_t D))                                      // +=
+
+#ifdef __cplusplus
+}
+#endif
+#ifndef DOD_HAVE_CUDA
+#pragma GCC diagnostic pop
+#endif

@@ -1,0 +1,67 @@
+// Full reductions to a device scalar (sum, mean, MSE, L1) and their backward kernels.
+// Two passes: per-block double partial sums, then one block adds the partials in a fixed order,
+// so the result is deterministic.
+#include "autograd/cuda/device.h"
+
+#define REDUCE_THREADS 256
+#define REDUCE_MAX_BLOCKS 1024
+
+__device__ __forceinline__ double reduce_term(int kind, const float *p, const float *t, int64_t i) {
+    if (kind == 0) return p[i];
+    double d = (double)p[i] - t[i];
+    return kind == 1 ? d * d : fabs(d);
+}
+
+__global__ void reduce_partial_kernel(int kind, const float *p, const float *t, int64_t n, double *partial) {
+    double acc = 0;
+    DOD_GRID_STRIDE(i, n) acc += reduce_term(kind, p, t, i);
+    acc = dod_block_sum(acc);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+__global__ void reduce_final_kernel(const double *partial, int n_partial, float scale, float *out) {
+    double acc = 0;
+    for (int i = threadIdx.x; i < n_partial; i += blockDim.x) acc += partial[i];
+    acc = dod_block_sum(acc);
+    if (threadIdx.x == 0) out[0] = (float)(acc * scale);
+}
+
+void cuda_reduce_sum(int kind, const float *p, const float *t, int64_t n, float scale, float *out) {
+    int64_t want = (n + REDUCE_THREADS - 1) / REDUCE_THREADS;
+    int blocks = (int)(want < 1 ? 1 : want > REDUCE_MAX_BLOCKS ? REDUCE_MAX_BLOCKS : want);
+    size_t mark = cuda_arena_mark();
+    double *partial = (double *)cuda_arena_alloc((size_t)blocks * sizeof(double), "reduction partials");
+    reduce_partial_kernel<<<blocks, REDUCE_THREADS>>>(kind, p, t, n, partial);
+    CUDA_CHECK_LAUNCH("reduce_partial_kernel");
+    reduce_final_kernel<<<1, REDUCE_THREADS>>>(partial, blocks, scale, out);
+    CUDA_CHECK_LAUNCH("reduce_final_kernel");
+    cuda_arena_release(mark);  // stream order keeps the partials alive until the kernels ran
+}
+
+__global__ void fill_grad_scalar_kernel(const float *g, float scale, float *gx, int64_t n) {
+    float v = g[0] * scale;
+    DOD_GRID_STRIDE(i, n) gx[i] += v;
+}
+
+void cuda_fill_grad_scalar(const float *g, float scale, float *gx, int64_t n) {
+    if (n == 0) return;
+    fill_grad_scalar_kernel<<<dod_grid(n, 256), 256>>>(g, scale, gx, n);
+    CUDA_CHECK_LAUNCH("fill_grad_scalar_kernel");
+}
+
+__global__ void point_loss_backward_kernel(int l1, const float *p, const float *t, const float *g, float *gp,
+                                           float *gt, int64_t n) {
+    float k = g[0] / (float)n;
+    DOD_GRID_STRIDE(i, n) {
+        float d = p[i] - t[i];
+        float v = l1 ? (d > 0.0f ? k : d < 0.0f ? -k : 0.0f) : 2.0f * k * d;
+        if (gp) gp[i] += v;
+        if (gt) gt[i] -= v;
+    }
+}
+
+void cuda_point_loss_backward(int l1, const float *p, const float *t, const float *g, float *gp, float *gt, int64_t n) {
+    if (n == 0) return;
+    point_loss_backward_kernel<<<dod_grid(n, 256), 256>>>(l1, p, t, g, gp, gt, n);
+    CUDA_CHECK_LAUNCH("point_loss_backward_kernel");
+}

@@ -1,0 +1,285 @@
+// GPU parity suite: every op with a CUDA kernel, forward and input gradients on DEV_CUDA against
+// the CPU op on the same random inputs, plus the device allocator and tensor-transfer checks.
+// Tolerances (max |cuda - cpu| <= rtol * max |cpu| + 1e-6, per output and per gradient):
+//   pointwise, norms, reductions, losses (f32):          rtol 1e-5
+//   GEMM/cuDNN/attention (f32, TF32 off):                rtol 1e-4  (different summation order)
+//   linear with a bf16 weight on the mixed path:          rtol 2e-2  (activations rounded to bf16)
+// Without a visible GPU (or in a build without CUDA) it prints "SKIP: no CUDA device visible (...)"
+// and "0 passed, 0 failed" and exits 0, so CI builds and runs it everywhere.
+#include "autograd/cuda/cuda_ops.h"
+#include "tests/check.h"
+
+typedef Tensor *(*CaseFn)(Tensor *const *in, const void *arg);
+
+static float *host_copy(const float *src, int64_t n, bool on_cuda) {
+    float *dst = dod_malloc((size_t)n * sizeof(float) + 4, "test host copy");
+    if (on_cuda) cuda_copy_d2h(dst, src, (size_t)n * sizeof(float));
+    else memcpy(dst, src, (size_t)n * sizeof(float));
+    return dst;
+}
+
+static void compare(const char *name, const char *what, const float *got, const float *ref, int64_t n, double rtol) {
+    double scale = 0, err = max_abs_diff(got, ref, (long)n, &scale);
+    CHECK(err <= rtol * scale + 1e-6, "%s %s: max |cuda - cpu| %.3g, max |cpu| %.3g, rtol %.1g", name, what, err, scale,
+          rtol);
+}
+
+// Runs fn on the CPU inputs and on CUDA copies of them, seeds both outputs with the same random
+// gradient, and compares the outputs and every input gradient. The inputs are persistent CPU
+// tensors owned by the caller; their gradients are cleared afterwards.
+static void parity(const char *name, CaseFn fn, const void *arg, int n, Tensor **cpu_in, double rtol) {
+    Tensor *out = fn(cpu_in, arg);
+    int64_t n_out = out->numel;
+    float *seed = dod_malloc((size_t)n_out * sizeof(float) + 4, "seed");
+    for (int64_t i = 0; i < n_out; i++) seed[i] = (float)sin(0.37 * (double)i + 0.1);
+    float *ref_out = host_copy(out->data, n_out, false);
+    float *ref_grad[8] = {0};
+    bool backward = out->requires_grad;
+    if (backward) {
+        ag_backward_from(out, seed);
+        for (int i = 0; i < n; i++)
+            if (cpu_in[i] && cpu_in[i]->requires_grad) ref_grad[i] = host_copy(tensor_grad(cpu_in[i]), cpu_in[i]->numel, false);
+    }
+    ag_step_reset();
+
+    Tensor *dev_in[8] = {0};
+    for (int i = 0; i < n; i++) dev_in[i] = cpu_in[i] ? tensor_to_device(cpu_in[i], DEV_CUDA) : NULL;
+    Tensor *dout = fn(dev_in, arg);
+    CHECK(dout->device == DEV_CUDA, "%s: output is not on CUDA", name);
+    CHECK(dout->numel == n_out, "%s: output has %ld elements on CUDA, %ld on CPU", name, (long)dout->numel, (long)n_out);
+    float *got_out = host_copy(dout->data, n_out, true);
+    compare(name, "output", got_out, ref_out, n_out, rtol);
+    if (backward) {
+        CHECK(dout->requires_grad, "%s: CUDA output records no tape node", name);
+        ag_backward_from(dout, seed);
+        for (int i = 0; i < n; i++) {
+            if (!ref_grad[i]) continue;
+            CHECK(dev_in[i]->grad != NULL, "%s: input %d got no gradient on CUDA", name, i);
+            if (!dev_in[i]->grad) continue;
+            float *g = host_copy(dev_in[i]->grad, dev_in[i]->numel, true);
+            char what[32];
+            snprintf(what, sizeof what, "grad of input %d", i);
+            compare(name, what, g, ref_grad[i], dev_in[i]->numel, rtol);
+            free(g);
+        }
+    }
+    dod_cuda_synchronize(name);
+    ag_step_reset();
+    for (int i = 0; i < n; i++) {
+        tensor_free(dev_in[i]);
+        if (cpu_in[i]) tensor_zero_grad(cpu_in[i]);
+        free(ref_grad[i]);
+    }
+    free(seed);
+    free(ref_out);
+    free(got_out);
+}
+
+// ---- cases ----------------------------------------------------------------------------------------
+static Tensor *f_add(Tensor *const *in, const void *a) { (void)a; return op_add(in[0], in[1]); }
+static Tensor *f_sub(Tensor *const *in, const void *a) { (void)a; return op_sub(in[0], in[1]); }
+static Tensor *f_mul(Tensor *const *in, const void *a) { (void)a; return op_mul(in[0], in[1]); }
+static Tensor *f_scale(Tensor *const *in, const void *a) { (void)a; return op_scale(in[0], -1.7f); }
+static Tensor *f_add_scalar(Tensor *const *in, const void *a) { (void)a; return op_add_scalar(in[0], 0.3f); }
+static Tensor *f_silu(Tensor *const *in, const void *a) { (void)a; return op_silu(in[0]); }
+static Tensor *f_gelu(Tensor *const *in, const void *a) { (void)a; return op_gelu(in[0], false); }
+static Tensor *f_gelu_tanh(Tensor *const *in, const void *a) { (void)a; return op_gelu(in[0], true); }
+static Tensor *f_relu(Tensor *const *in, const void *a) { (void)a; return op_relu(in[0]); }
+static Tensor *f_leaky(Tensor *const *in, const void *a) { (void)a; return op_leaky_relu(in[0], 0.2f); }
+static Tensor *f_clamp(Tensor *const *in, const void *a) { (void)a; return op_clamp(in[0], -0.5f, 0.7f); }
+static Tensor *f_geglu(Tensor *const *in, const void *a) { (void)a; return op_geglu(in[0]); }
+static Tensor *f_softmax(Tensor *const *in, const void *a) { (void)a; return op_softmax(in[0]); }
+static Tensor *f_group_norm(Tensor *const *in, const void *a) { (void)a; return op_group_norm(in[0], 4, in[1], in[2], 1e-5f); }
+static Tensor *f_layer_norm(Tensor *const *in, const void *a) { (void)a; return op_layer_norm(in[0], in[1], in[2], 1e-5f); }
+static Tensor *f_sum(Tensor *const *in, const void *a) { (void)a; return op_sum(in[0]); }
+static Tensor *f_mean(Tensor *const *in, const void *a) { (void)a; return op_mean(in[0]); }
+static Tensor *f_mse(Tensor *const *in, const void *a) { (void)a; return op_mse_loss(in[0], in[1]); }
+static Tensor *f_l1(Tensor *const *in, const void *a) { (void)a; return op_l1_loss(in[0], in[1]); }
+static Tensor *f_matmul(Tensor *const *in, const void *a) { return op_matmul(in[0], in[1], a != NULL); }
+static Tensor *f_linear(Tensor *const *in, const void *a) { (void)a; return op_linear(in[0], in[1], in[2]); }
+static Tensor *f_attention(Tensor *const *in, const void *a) { (void)a; return op_attention(in[0], in[1], in[2], 4, 0.0f); }
+static Tensor *f_reshape(Tensor *const *in, const void *a) {
+    (void)a;
+    int64_t s[] = {-1, 6};
+    return op_silu(op_reshape(op_scale(in[0], 2.0f), 2, s));
+}
+static Tensor *f_concat(Tensor *const *in, const void *a) { (void)a; return op_concat(in, 3, 1); }
+static Tensor *f_split(Tensor *const *in, const void *a) {
+    (void)a;
+    Tensor *piece[3];
+    op_split(in[0], 2, 3, (int64_t[]){2, 5, 1}, piece);
+    // Weight the pieces differently so each one's gradient path is checked.
+    return op_concat((Tensor *[]){op_scale(piece[2], 3.0f), piece[0], op_scale(piece[1], -2.0f)}, 3, 2);
+}
+static Tensor *f_permute(Tensor *const *in, const void *a) { (void)a; return op_permute(in[0], (int[]){2, 0, 3, 1}); }
+static Tensor *f_pad(Tensor *const *in, const void *a) { (void)a; return op_pad2d(in[0], 1, 2, 0, 3); }
+static Tensor *f_upsample(Tensor *const *in, const void *a) { (void)a; return op_upsample_nearest2x(in[0]); }
+static Tensor *f_gap(Tensor *const *in, const void *a) { (void)a; return op_global_avg_pool(in[0]); }
+static Tensor *f_embedding(Tensor *const *in, const void *a) {
+    (void)a;
+    return op_embedding(in[0], (const int64_t[]){3, 0, 3, 9, 5}, 5);  // a repeated id: gradients add
+}
+typedef struct {
+    int stride, pad;
+} ConvArg;
+static Tensor *f_conv(Tensor *const *in, const void *a) {
+    const ConvArg *c = a;
+    return op_conv2d(in[0], in[1], in[2], c->stride, c->pad);
+}
+// A checkpointed block on CUDA: recomputation must use (and release) the device arena.
+static Tensor *block_fn(void *ctx, Tensor *const *in) {
+    Tensor *w = ctx;
+    return op_silu(op_linear(in[0], w, NULL));
+}
+static Tensor *f_checkpoint(Tensor *const *in, const void *a) {
+    (void)a;
+    Tensor *x = op_scale(in[0], 1.5f);
+    return op_mul(ag_checkpoint(block_fn, in[1], 1, &x), x);
+}
+
+#define SHAPE(...) (int64_t[]){__VA_ARGS__}
+static Tensor *inp(const char *name, int ndim, const int64_t *shape, uint64_t seed) {
+    return test_input(name, ndim, shape, seed, 1.0f, true);
+}
+
+static void run_case(const char *name, CaseFn fn, const void *arg, int n, Tensor **in, double rtol) {
+    parity(name, fn, arg, n, in, rtol);
+    for (int i = 0; i < n; i++) tensor_free(in[i]);
+}
+
+static void op_cases(void) {
+    const double pw = 1e-5, dense = 1e-4;
+    run_case("add bcast", f_add, NULL, 2, (Tensor *[]){inp("a", 4, SHAPE(2, 3, 4, 5), 1), inp("b", 4, SHAPE(1, 3, 1, 1), 2)}, pw);
+    run_case("sub bcast", f_sub, NULL, 2, (Tensor *[]){inp("a", 2, SHAPE(5, 1), 3), inp("b", 3, SHAPE(2, 1, 7), 4)}, pw);
+    run_case("mul bcast", f_mul, NULL, 2, (Tensor *[]){inp("a", 3, SHAPE(3, 4, 6), 5), inp("b", 1, SHAPE(6), 6)}, pw);
+    run_case("mul same", f_mul, NULL, 2, (Tensor *[]){inp("a", 2, SHAPE(33, 65), 7), inp("b", 2, SHAPE(33, 65), 8)}, pw);
+    run_case("scale", f_scale, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(9, 11), 9)}, pw);
+    run_case("add_scalar", f_add_scalar, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(9, 11), 10)}, pw);
+    run_case("silu", f_silu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 11)}, pw);
+    run_case("gelu", f_gelu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 12)}, pw);
+    run_case("gelu tanh", f_gelu_tanh, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 13)}, pw);
+    run_case("relu", f_relu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 14)}, pw);
+    run_case("leaky_relu", f_leaky, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 15)}, pw);
+    run_case("clamp", f_clamp, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 16)}, pw);
+    run_case("geglu", f_geglu, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(2, 5, 24), 17)}, pw);
+    run_case("softmax", f_softmax, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(3, 7, 300), 18)}, pw);
+    run_case("group_norm", f_group_norm, NULL, 3,
+             (Tensor *[]){inp("x", 4, SHAPE(2, 8, 5, 6), 19), inp("g", 1, SHAPE(8), 20), inp("b", 1, SHAPE(8), 21)}, pw);
+    run_case("group_norm no affine", f_group_norm, NULL, 3, (Tensor *[]){inp("x", 3, SHAPE(3, 12, 40), 22), NULL, NULL}, pw);
+    run_case("layer_norm", f_layer_norm, NULL, 3,
+             (Tensor *[]){inp("x", 3, SHAPE(3, 7, 48), 23), inp("g", 1, SHAPE(48), 24), inp("b", 1, SHAPE(48), 25)}, pw);
+    run_case("sum", f_sum, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(300, 301), 26)}, pw);
+    run_case("mean", f_mean, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(300, 301), 27)}, pw);
+    run_case("mse", f_mse, NULL, 2, (Tensor *[]){inp("p", 2, SHAPE(40, 50), 28), inp("t", 2, SHAPE(40, 50), 29)}, pw);
+    run_case("l1", f_l1, NULL, 2, (Tensor *[]){inp("p", 2, SHAPE(40, 50), 30), inp("t", 2, SHAPE(40, 50), 31)}, pw);
+    run_case("matmul bcast", f_matmul, NULL, 2, (Tensor *[]){inp("a", 3, SHAPE(2, 5, 7), 32), inp("b", 2, SHAPE(7, 9), 33)}, dense);
+    run_case("matmul batched", f_matmul, NULL, 2, (Tensor *[]){inp("a", 3, SHAPE(3, 5, 7), 34), inp("b", 3, SHAPE(3, 7, 4), 35)}, dense);
+    run_case("matmul trans_b", f_matmul, "t", 2, (Tensor *[]){inp("a", 3, SHAPE(3, 5, 7), 36), inp("b", 3, SHAPE(3, 4, 7), 37)}, dense);
+    run_case("linear", f_linear, NULL, 3,
+             (Tensor *[]){inp("x", 3, SHAPE(2, 9, 33), 38), inp("w", 2, SHAPE(17, 33), 39), inp("b", 1, SHAPE(17), 40)}, dense);
+    run_case("conv 3x3 s1 p1", f_conv, &(ConvArg){1, 1}, 3,
+             (Tensor *[]){inp("x", 4, SHAPE(2, 3, 9, 11), 41), inp("w", 4, SHAPE(5, 3, 3, 3), 42), inp("b", 1, SHAPE(5), 43)}, dense);
+    run_case("conv 3x3 s2 p1", f_conv, &(ConvArg){2, 1}, 3,
+             (Tensor *[]){inp("x", 4, SHAPE(2, 4, 10, 8), 44), inp("w", 4, SHAPE(6, 4, 3, 3), 45), NULL}, dense);
+    run_case("conv 1x1", f_conv, &(ConvArg){1, 0}, 3,
+             (Tensor *[]){inp("x", 4, SHAPE(1, 8, 6, 6), 46), inp("w", 4, SHAPE(4, 8, 1, 1), 47), inp("b", 1, SHAPE(4), 48)}, dense);
+    run_case("attention self", f_attention, NULL, 3,
+             (Tensor *[]){inp("q", 3, SHAPE(2, 37, 32), 49), inp("k", 3, SHAPE(2, 37, 32), 50), inp("v", 3, SHAPE(2, 37, 32), 51)}, dense);
+    run_case("attention cross", f_attention, NULL, 3,
+             (Tensor *[]){inp("q", 3, SHAPE(2, 19, 32), 52), inp("k", 3, SHAPE(2, 77, 32), 53), inp("v", 3, SHAPE(2, 77, 32), 54)}, dense);
+    run_case("reshape", f_reshape, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(2, 3, 4), 55)}, pw);
+    run_case("concat", f_concat, NULL, 3,
+             (Tensor *[]){inp("a", 3, SHAPE(2, 3, 5), 90), inp("b", 3, SHAPE(2, 1, 5), 91), inp("c", 3, SHAPE(2, 4, 5), 92)}, pw);
+    run_case("split", f_split, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(3, 4, 8), 93)}, pw);
+    run_case("permute", f_permute, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 4, 5), 94)}, pw);
+    run_case("pad2d", f_pad, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 4, 5), 95)}, pw);
+    run_case("upsample", f_upsample, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 4, 5), 96)}, pw);
+    run_case("global_avg_pool", f_gap, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 7, 9), 97)}, pw);
+    run_case("embedding", f_embedding, NULL, 1, (Tensor *[]){inp("t", 2, SHAPE(10, 6), 98)}, pw);
+    run_case("checkpoint", f_checkpoint, NULL, 2, (Tensor *[]){inp("x", 2, SHAPE(6, 10), 56), inp("w", 2, SHAPE(10, 10), 57)}, dense);
+}
+
+// Linear with a frozen bf16 weight on the mixed-precision path (cuBLAS reads bf16) against the CPU
+// op on the same bf16 weight (widened exactly to f32 there).
+static void bf16_linear_case(void) {
+    Tensor *in[3] = {inp("x", 2, SHAPE(16, 64), 60), inp("w", 2, SHAPE(24, 64), 61), inp("b", 1, SHAPE(24), 62)};
+    in[1]->requires_grad = false;
+    tensor_convert_dtype(in[1], DT_BF16);
+    dod_cuda_set_precision(DOD_PREC_MIXED);
+    run_case("linear bf16 weight (mixed)", f_linear, NULL, 3, in, 2e-2);
+    dod_cuda_set_precision(DOD_PREC_F32);
+}
+
+// ---- allocator and transfers ------------------------------------------------------------------------
+static void allocator_cases(void) {
+    // Arena: marks rewind, reset reuses the same addresses.
+    ag_step_reset();
+    size_t m0 = cuda_arena_mark();
+    void *a = cuda_arena_alloc(1000, "test a");
+    size_t m1 = cuda_arena_mark();
+    CHECK(m1 >= m0 + 1000, "arena mark did not advance: %zu -> %zu", m0, m1);
+    void *b = cuda_arena_alloc(5000, "test b");
+    cuda_arena_release(m1);
+    void *b2 = cuda_arena_alloc(5000, "test b again");
+    CHECK(b == b2, "arena release did not rewind (%p vs %p)", b, b2);
+    ag_step_reset();
+    void *a2 = cuda_arena_alloc(1000, "test a again");
+    CHECK(a == a2, "arena reset did not rewind (%p vs %p)", a, a2);
+    // Caching allocator: a freed block is handed out again without cudaMalloc.
+    void *p = cuda_malloc_cached(1 << 20, "cached");
+    cuda_free_cached(p);
+    long before = dod_cuda_mem_stats().n_cuda_malloc;
+    void *q = cuda_malloc_cached((1 << 20) - 100, "cached again");
+    CHECK(p == q && dod_cuda_mem_stats().n_cuda_malloc == before, "cache did not reuse the freed block");
+    cuda_free_cached(q);
+    // Transfers: CPU -> CUDA -> CPU round trip of f32 and bf16 (bf16 widened on the device).
+    Tensor *x = test_input("x", 2, SHAPE(7, 13), 70, 1.0f, false);
+    Tensor *dx = tensor_to_device(x, DEV_CUDA);
+    Tensor *back = tensor_to_device(dx, DEV_CPU);
+    CHECK(memcmp(back->data, x->data, (size_t)x->numel * 4) == 0, "f32 round trip changed the data");
+    tensor_convert_dtype(back, DT_BF16);
+    tensor_move_to(back, DEV_CUDA);
+    const float *wide = tensor_f32(back);
+    float *host = host_copy(wide, x->numel, true);
+    double scale = 0, err = max_abs_diff(host, x->data, (long)x->numel, &scale);
+    CHECK(err <= scale / 256.0, "bf16 round trip error %.3g (scale %.3g)", err, scale);
+    free(host);
+    tensor_free(x);
+    tensor_free(dx);
+    tensor_free(back);
+    ag_step_reset();
+    // Steady state: the same step twice costs no cudaMalloc the second time.
+    for (int step = 0; step < 2; step++) {
+        long n0 = dod_cuda_mem_stats().n_cuda_malloc;
+        Tensor *in[3] = {inp("x", 3, SHAPE(2, 9, 33), 80), inp("w", 2, SHAPE(17, 33), 81), inp("b", 1, SHAPE(17), 82)};
+        parity("steady-state linear", f_linear, NULL, 3, in, 1e-4);
+        for (int i = 0; i < 3; i++) tensor_free(in[i]);
+        if (step == 1)
+            CHECK(dod_cuda_mem_stats().n_cuda_malloc == n0, "second identical step called cudaMalloc %ld times",
+                  dod_cuda_mem_stats().n_cuda_malloc - n0);
+    }
+}
+
+// The device check fails before any CUDA call, so the forked child needs no CUDA context.
+static void mixed_devices(void *ctx) {
+    Tensor **ab = ctx;
+    op_add(ab[0], ab[1]);
+}
+
+int main(void) {
+    if (!dod_cuda_available()) {
+        printf("SKIP: no CUDA device visible (%s)\n", dod_cuda_unavailable_reason());
+        return check_summary();
+    }
+    printf("device: %s\n", dod_cuda_device_name());
+    dod_cuda_set_precision(DOD_PREC_F32);
+    allocator_cases();
+    op_cases();
+    bf16_linear_case();
+    Tensor *a = test_input("a", 1, SHAPE(4), 1, 1.0f, false), *ab[2] = {a, tensor_to_device(a, DEV_CUDA)};
+    expect_fatal("mixed devices", mixed_devices, ab, (const char *[]){"op_add", "different devices", "CUDA", NULL});
+    tensor_free(ab[0]);
+    tensor_free(ab[1]);
+    dod_cuda_print_mem_report("test_cuda_ops");
+    return check_summary();
+}
