@@ -170,6 +170,12 @@ void arena_reset(void) {
 size_t arena_used(void) { return arena_mark(); }
 size_t arena_peak(void) { return arena_peak_bytes; }
 
+size_t arena_peak_reset(void) {
+    size_t peak = arena_peak_bytes;
+    arena_peak_bytes = arena_mark();
+    return peak;
+}
+
 // ---- creation -----------------------------------------------------------------------------------
 static int64_t shape_numel(int ndim, const int64_t *shape, const char *who) {
     DOD_CHECK(ndim >= 0 && ndim <= TENSOR_MAX_DIMS, who, "ndim %d outside 0..%d", ndim, TENSOR_MAX_DIMS);

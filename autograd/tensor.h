@@ -63,7 +63,10 @@ size_t arena_used(void);
 // puts it on the heap until the next arena_reset. arena_set_grad_floor returns the previous floor
 // (SIZE_MAX: none).
 size_t arena_set_grad_floor(size_t floor);
-size_t arena_peak(void);   // high-water mark since start (bytes)
+size_t arena_peak(void);   // high-water mark since start or the last arena_peak_reset (bytes)
+// Returns the high-water mark and restarts it from the current use (to measure one phase, e.g. the
+// training step apart from validation).
+size_t arena_peak_reset(void);
 
 // ---- creation --------------------------------------------------------------------------------
 // Arena tensor, data uninitialised. shape has ndim entries.

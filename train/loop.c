@@ -33,6 +33,7 @@ void train_request_stop(void) { stop_requested = 1; }
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -317,6 +318,7 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
     LrSchedule sched = {.kind = c->schedule == CFG_SCHEDULE_COSINE ? LR_COSINE : LR_CONSTANT, .base_lr = (float)c->lr,
                         .warmup_steps = c->warmup, .total_steps = c->steps};
     double t0 = now_s(), last_print = -1;
+    size_t train_peak = 0;
     int rc = 0;
     int64_t done = start;
     char ckpt_path[PATH_LEN + 64] = "";
@@ -327,6 +329,8 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
             break;
         }
         done = s + 1;
+        size_t step_peak = arena_peak_reset();  // activation memory of this step (validation excluded)
+        if (step_peak > train_peak) train_peak = step_peak;
         double elapsed = now_s() - t0, its = (done - start) / (elapsed > 1e-9 ? elapsed : 1e-9);
         if (o->on_step) o->on_step(o->on_step_ctx, &st);
         if (!o->quiet && (elapsed - last_print >= 1.0 || done == c->steps || last_print < 0)) {
@@ -338,8 +342,9 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
         }
         if (done % c->log_every == 0 || done == c->steps) {
             fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g, \"lr\": %.9g, "
-                             "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f}\n",
-                    (long long)done, st.loss, st.mse, st.ssim, st.lr, st.grad_norm, its, elapsed);
+                             "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f}\n",
+                    (long long)done, st.loss, st.mse, st.ssim, st.lr, st.grad_norm, its, elapsed,
+                    step_peak / 1048576.0);
             fflush(r.jsonl);
         }
         bool saved = false;
@@ -355,6 +360,7 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
             rc = -1;
             break;
         }
+        arena_peak_reset();  // validation's full-size restores are not part of the step
         if (stop_requested && saved && done < c->steps) {
             fprintf(stderr, "dod-train: interrupted after step %lld; checkpoint %s\n"
                             "dod-train: continue with: dod-train --resume %s\n", (long long)done, ckpt_path, r.run_dir);
@@ -362,9 +368,14 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
             break;
         }
     }
-    if (rc == 0 && !o->quiet)
+    if (rc == 0 && !o->quiet) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
         fprintf(stderr, "dod-train: done: %lld steps in %s; checkpoint %s\n", (long long)done, r.run_dir,
                 ckpt_path[0] ? ckpt_path : "(none new)");
+        fprintf(stderr, "dod-train: memory: training step activations %.1f MiB (arena peak), process peak RSS %.1f MiB\n",
+                train_peak / 1048576.0, ru.ru_maxrss / 1024.0);
+    }
     run_free(&r);
     return rc;
 }
