@@ -4,20 +4,44 @@
 //     forward   Y [Cout, P]  = W [Cout, Kc] @ col [Kc, P]        col = im2col(x)
 //     dX        dcol [Kc, P] = W^T @ dY,  dX += col2im(dcol)
 //     dW        dW [Cout, Kc] += dY [Cout, P] @ col^T            (col recomputed, never saved)
-// Small images are batched: `nb` images share one GEMM over [Kc, nb*P] columns, so 8x8 feature
-// maps still give GEMMs wide enough for OpenBLAS to run near peak. A 1x1 stride-1 unpadded
-// conv needs no im2col at all: x itself is col. im2col/col2im run as OpenMP loops between GEMMs
-// (never around them), and all scratch lives in the arena between a mark and its release.
+// The columns are processed in blocks ("tiles") whose col buffer stays within a budget:
+//  - a full-resolution image is cut into blocks of output rows, so a VAE decoder conv at 512 x 512
+//    (256 * 9 * 512 * 512 floats = 2.25 GiB of col) needs only a few MiB of scratch;
+//  - small images are batched: `nb` whole images share one GEMM over [Kc, nb*P] columns, so 8x8
+//    feature maps still give GEMMs wide enough for OpenBLAS to run near peak.
+// The budget is about an L2 cache for thin convs (few channels: the GEMM is cheap and im2col,
+// GEMM and col2im then pass the tile through cache instead of DRAM), and at least
+// CONV_TILE_MIN_COLS columns for wide ones (GEMM efficiency), never above COL_MAX_FLOATS.
+//
+// Threads, two schedules:
+//  - "images": each OpenMP thread takes whole images (or batches of them) and runs every tile of
+//    them on its own: im2col, single-threaded GEMM, col2im, in its own scratch (dW accumulates in a
+//    per-thread buffer, summed at the end). No fork-join per tile and the tile stays in that core's
+//    cache; chosen when the images divide evenly over the threads (the batch-4 training convs).
+//  - "shared": tiles in sequence, each GEMM split over the threads by gemm_f32, im2col/col2im as
+//    OpenMP loops between GEMMs (never around them); chosen for batch 1 (SD, VAE inference).
+// A 1x1 stride-1 unpadded conv needs no im2col at all: x itself is col. All scratch lives in the
+// arena between a mark and its release.
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "autograd/cuda/cuda_ops.h"
+#include "autograd/dense_tuning.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
 
-// Columns of one batched GEMM (nb * P) are capped here; beyond this OpenBLAS gains nothing and the
-// col buffer only grows. Also caps the col buffer at COL_MAX_FLOATS (unless one image needs more).
+// Columns of one batched GEMM (nb * P) are capped here; beyond this OpenBLAS gains nothing.
 #define CONV_TARGET_COLS 4096
+// Hard cap of one col tile (64 MiB), unless a single output row needs more.
 #define COL_MAX_FLOATS ((int64_t)16 << 20)
+// Automatic tile budget: at least this many floats (1 MiB, a share of L2 per core) ...
+#define CONV_TILE_CACHE_FLOATS ((int64_t)256 << 10)
+// ... and at least this many columns, so wide convs keep GEMMs efficient.
+#define CONV_TILE_MIN_COLS 1024
+// The "images" schedule keeps a dW accumulator per thread; above this size (floats) it is not worth it.
+#define CONV_PRIVATE_DW_MAX_FLOATS ((int64_t)4 << 20)
 
 typedef struct {
     int64_t N, Cin, H, W, Cout, kh, kw, Ho, Wo, P, Kc;
@@ -29,6 +53,19 @@ typedef struct {
     const float *x, *w;  // f32 views (widened copies for half storage)
 } ConvCtx;
 
+// ---- tuning knobs (dense_tuning.h) -------------------------------------------------------------
+static int64_t forced_tile_floats;  // 0: automatic
+static int forced_schedule;         // 0: automatic, 1: images, 2: shared
+
+void conv_set_tile_floats(int64_t floats) { forced_tile_floats = floats > 0 ? floats : 0; }
+
+bool conv_set_schedule(const char *name) {
+    int want = !strcmp(name, "auto") ? 0 : !strcmp(name, "images") ? 1 : !strcmp(name, "shared") ? 2 : -1;
+    if (want < 0) return false;
+    forced_schedule = want;
+    return true;
+}
+
 // The cuDNN geometry vector: N, Cin, H, W, Cout, kh, kw, stride, pad.
 static void conv_geom_vec(const ConvGeom *g, int64_t *v) {
     int64_t t[9] = {g->N, g->Cin, g->H, g->W, g->Cout, g->kh, g->kw, g->stride, g->pad};
@@ -37,36 +74,78 @@ static void conv_geom_vec(const ConvGeom *g, int64_t *v) {
 
 static bool conv_is_pointwise(const ConvGeom *g) { return g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0; }
 
-// Images per batched GEMM.
-static int64_t conv_images_per_gemm(const ConvGeom *g) {
-    int64_t nb = CONV_TARGET_COLS / g->P;
-    int64_t cap = COL_MAX_FLOATS / (g->Kc * g->P);
-    if (cap < nb) nb = cap;
-    if (nb > g->N) nb = g->N;
-    return nb < 1 ? 1 : nb;
+// ---- tiling ------------------------------------------------------------------------------------
+// A tile is images [n0, n0 + nb) x output rows [oh0, oh0 + rows): nb > 1 only for whole images.
+typedef struct {
+    int64_t nb, rows;  // images per tile, output rows per tile
+    int64_t cols;      // columns of the largest tile: nb * rows * Wo
+} ConvTiling;
+
+static ConvTiling conv_tiling(const ConvGeom *g) {
+    int64_t budget = forced_tile_floats;
+    if (budget == 0) {
+        budget = g->Kc * CONV_TILE_MIN_COLS;
+        if (budget < CONV_TILE_CACHE_FLOATS) budget = CONV_TILE_CACHE_FLOATS;
+        if (budget > COL_MAX_FLOATS) budget = COL_MAX_FLOATS;
+    }
+    ConvTiling t = {.nb = 1, .rows = g->Ho};
+    if (g->Kc * g->P <= budget) {  // whole images; batch small ones
+        int64_t nb = CONV_TARGET_COLS / g->P, cap = budget / (g->Kc * g->P);
+        if (cap < nb) nb = cap;
+        if (nb > g->N) nb = g->N;
+        t.nb = nb < 1 ? 1 : nb;
+    } else {  // blocks of output rows (one row at least, whatever the budget)
+        int64_t rows = budget / (g->Kc * g->Wo);
+        t.rows = rows < 1 ? 1 : rows;
+    }
+    t.cols = t.nb * t.rows * g->Wo;
+    return t;
 }
 
-// Writes (=) col rows [Kc] x columns [P] at col + column offset, row stride ldc, from one image
-// x [Cin, H, W]. Rows are (c, ki, kj); out-of-image taps are zero.
-static void im2col(const ConvGeom *g, const float *x, float *col, int64_t ldc) {
-#pragma omp parallel for schedule(static) if (g->Kc * g->P > 32768)
+static int conv_max_threads(void) {
+#ifdef _OPENMP
+    return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// Threads for the "images" schedule (each takes whole batches of nb images), or 0 for "shared".
+static int conv_image_threads(const ConvGeom *g, const ConvTiling *t, bool private_dw) {
+    int threads = conv_max_threads();
+    int64_t groups = (g->N + t->nb - 1) / t->nb;
+    if (forced_schedule == 1) return (int)(groups < threads ? groups : threads);
+    if (forced_schedule == 2) return 0;
+    if (threads == 1) return 1;  // the two schedules coincide; this one has no parallel regions
+    if (private_dw && g->Cout * g->Kc > CONV_PRIVATE_DW_MAX_FLOATS) return 0;
+    bool balanced = groups % threads == 0 || groups >= 3 * (int64_t)threads;
+    return groups >= threads && balanced ? threads : 0;
+}
+
+// ---- im2col / col2im on a block of output rows ---------------------------------------------------
+// Writes (=) col rows [Kc] x columns [(oh1-oh0)*Wo] at col (row stride ldc) from one image
+// x [Cin, H, W], output rows [oh0, oh1). Rows are (c, ki, kj); out-of-image taps are zero.
+static void im2col(const ConvGeom *g, const float *x, int64_t oh0, int64_t oh1, float *col, int64_t ldc, bool par) {
+    (void)par;  // (unused without OpenMP)
+#pragma omp parallel for schedule(static) if (par && g->Kc * (oh1 - oh0) * g->Wo > 32768)
     for (int64_t r = 0; r < g->Kc; r++) {
         int64_t c = r / (g->kh * g->kw), ki = (r / g->kw) % g->kh, kj = r % g->kw;
         const float *xc = x + c * g->H * g->W;
         float *dst = col + r * ldc;
-        for (int64_t oh = 0; oh < g->Ho; oh++) {
+        // stride 1: the valid ow range is contiguous: zeros, one copy, zeros
+        int64_t lo = g->pad - kj, hi = g->W + g->pad - kj;  // ow in [lo, hi) reads inside the row
+        if (lo < 0) lo = 0;
+        if (hi > g->Wo) hi = g->Wo;
+        if (hi < lo) hi = lo;
+        for (int64_t oh = oh0; oh < oh1; oh++) {
             int64_t ih = oh * g->stride - g->pad + ki;
-            float *d = dst + oh * g->Wo;
+            float *d = dst + (oh - oh0) * g->Wo;
             if (ih < 0 || ih >= g->H) {
                 memset(d, 0, (size_t)g->Wo * sizeof(float));
                 continue;
             }
             const float *src = xc + ih * g->W;
-            if (g->stride == 1) {  // valid ow range is contiguous: zeros, one copy, zeros
-                int64_t lo = g->pad - kj, hi = g->W + g->pad - kj;  // ow in [lo, hi) reads inside the row
-                if (lo < 0) lo = 0;
-                if (hi > g->Wo) hi = g->Wo;
-                if (hi < lo) hi = lo;
+            if (g->stride == 1) {
                 for (int64_t ow = 0; ow < lo; ow++) d[ow] = 0.0f;
                 memcpy(d + lo, src + lo - g->pad + kj, (size_t)(hi - lo) * sizeof(float));
                 for (int64_t ow = hi; ow < g->Wo; ow++) d[ow] = 0.0f;
@@ -80,20 +159,31 @@ static void im2col(const ConvGeom *g, const float *x, float *col, int64_t ldc) {
     }
 }
 
-// Accumulates (+=) into one image's dx [Cin, H, W] the columns dcol [Kc] x [P] (row stride ldc):
-// the adjoint of im2col. Parallel over channels, so no two threads touch the same dx plane.
-static void col2im_add(const ConvGeom *g, const float *dcol, int64_t ldc, float *dx) {
-#pragma omp parallel for schedule(static) if (g->Kc * g->P > 32768)
+// Accumulates (+=) into one image's dx [Cin, H, W] the columns dcol [Kc] x [(oh1-oh0)*Wo] (row
+// stride ldc) of output rows [oh0, oh1): the adjoint of im2col. Parallel over channels, so no two
+// threads touch the same dx plane.
+static void col2im_add(const ConvGeom *g, const float *dcol, int64_t ldc, int64_t oh0, int64_t oh1, float *dx,
+                       bool par) {
+    (void)par;
+#pragma omp parallel for schedule(static) if (par && g->Kc * (oh1 - oh0) * g->Wo > 32768)
     for (int64_t c = 0; c < g->Cin; c++) {
         float *dxc = dx + c * g->H * g->W;
         for (int64_t ki = 0; ki < g->kh; ki++)
             for (int64_t kj = 0; kj < g->kw; kj++) {
                 const float *src = dcol + ((c * g->kh + ki) * g->kw + kj) * ldc;
-                for (int64_t oh = 0; oh < g->Ho; oh++) {
+                int64_t lo = g->pad - kj, hi = g->W + g->pad - kj;  // as in im2col (stride 1)
+                if (lo < 0) lo = 0;
+                if (hi > g->Wo) hi = g->Wo;
+                for (int64_t oh = oh0; oh < oh1; oh++) {
                     int64_t ih = oh * g->stride - g->pad + ki;
                     if (ih < 0 || ih >= g->H) continue;
                     float *drow = dxc + ih * g->W;
-                    const float *s = src + oh * g->Wo;
+                    const float *s = src + (oh - oh0) * g->Wo;
+                    if (g->stride == 1) {  // contiguous: a loop the compiler vectorises
+                        int64_t off = kj - g->pad;
+                        for (int64_t ow = lo; ow < hi; ow++) drow[ow + off] += s[ow];
+                        continue;
+                    }
                     for (int64_t ow = 0; ow < g->Wo; ow++) {
                         int64_t iw = ow * g->stride - g->pad + kj;
                         if (iw >= 0 && iw < g->W) drow[iw] += s[ow];
@@ -103,58 +193,181 @@ static void col2im_add(const ConvGeom *g, const float *dcol, int64_t ldc, float 
     }
 }
 
+// ---- one tile ----------------------------------------------------------------------------------
+// Scratch of one worker: col [Kc, cols] and, for batched images, ycat [Cout, cols].
+typedef struct {
+    float *col, *cat;
+} ConvScratch;
+
+static ConvScratch conv_scratch(const ConvGeom *g, const ConvTiling *t) {
+    ConvScratch s;
+    s.col = arena_alloc((size_t)(g->Kc * t->cols) * sizeof(float), "conv2d im2col tile");
+    s.cat = t->nb > 1 ? arena_alloc((size_t)(g->Cout * t->cols) * sizeof(float), "conv2d batched output") : NULL;
+    return s;
+}
+
+// Writes (=) y of images [n0, n0+nb) x output rows [oh0, oh1): conv + bias. `par`: the loops may
+// fork (the "shared" schedule); gemm_f32 splits itself unless called inside a parallel region.
+static void forward_tile(const ConvGeom *g, const float *x, const float *w, const float *bias, float *y, int64_t n0,
+                         int64_t nb, int64_t oh0, int64_t oh1, ConvScratch s, bool par) {
+    (void)par;
+    int64_t P = g->P, in_img = g->Cin * g->H * g->W, out_img = g->Cout * P;
+    int64_t tp = (oh1 - oh0) * g->Wo, cols = nb * tp;  // pixels per image, columns of the tile
+    for (int64_t i = 0; i < nb; i++) im2col(g, x + (n0 + i) * in_img, oh0, oh1, s.col + i * tp, cols, par);
+    if (nb == 1) {  // Y tile [Cout, tp] lies in y with row stride P: GEMM on top of the bias
+        float *yt = y + n0 * out_img + oh0 * g->Wo;
+        if (bias) {
+#pragma omp parallel for if (par && g->Cout * tp > 65536)
+            for (int64_t co = 0; co < g->Cout; co++)
+                for (int64_t p = 0; p < tp; p++) yt[co * P + p] = bias[co];
+        }
+        gemm_f32(false, false, g->Cout, tp, g->Kc, 1.0f, w, g->Kc, s.col, tp, bias ? 1.0f : 0.0f, yt, P);
+        return;
+    }
+    // batched whole images (tp == P): cat [Cout, nb*P], then scattered to y [nb, Cout, P] + bias
+    gemm_f32(false, false, g->Cout, cols, g->Kc, 1.0f, w, g->Kc, s.col, cols, 0.0f, s.cat, cols);
+#pragma omp parallel for collapse(2) if (par && nb * out_img > 65536)
+    for (int64_t i = 0; i < nb; i++)
+        for (int64_t co = 0; co < g->Cout; co++) {
+            float *dst = y + (n0 + i) * out_img + co * P;
+            const float *src = s.cat + co * cols + i * P;
+            float b = bias ? bias[co] : 0.0f;
+            for (int64_t p = 0; p < P; p++) dst[p] = src[p] + b;
+        }
+}
+
+// Accumulates (+=) dw_acc [Cout, Kc] and dx of images [n0, n0+nb) from dy over output rows
+// [oh0, oh1); NULL skips one.
+static void backward_tile(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, float *dw_acc,
+                          int64_t n0, int64_t nb, int64_t oh0, int64_t oh1, ConvScratch s, bool par) {
+    (void)par;
+    int64_t P = g->P, in_img = g->Cin * g->H * g->W, out_img = g->Cout * P;
+    int64_t tp = (oh1 - oh0) * g->Wo, cols = nb * tp;
+    const float *gy = dy + n0 * out_img + oh0 * g->Wo;  // dY tile [Cout, cols], row stride ldy
+    int64_t ldy = P;
+    if (nb > 1) {  // batched whole images: gather dY to [Cout, nb*P]
+#pragma omp parallel for collapse(2) if (par && nb * out_img > 65536)
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t co = 0; co < g->Cout; co++)
+                memcpy(s.cat + co * cols + i * P, dy + (n0 + i) * out_img + co * P, (size_t)P * sizeof(float));
+        gy = s.cat;
+        ldy = cols;
+    }
+    if (dw_acc) {
+        for (int64_t i = 0; i < nb; i++) im2col(g, x + (n0 + i) * in_img, oh0, oh1, s.col + i * tp, cols, par);
+        gemm_f32(false, true, g->Cout, g->Kc, cols, 1.0f, gy, ldy, s.col, cols, 1.0f, dw_acc, g->Kc);
+    }
+    if (dx) {  // col is free again: reuse it for dcol
+        gemm_f32(true, false, g->Kc, cols, g->Cout, 1.0f, w, g->Kc, gy, ldy, 0.0f, s.col, cols);
+        for (int64_t i = 0; i < nb; i++) col2im_add(g, s.col + i * tp, cols, oh0, oh1, dx + (n0 + i) * in_img, par);
+    }
+}
+
+// ---- the two schedules -------------------------------------------------------------------------
+typedef struct {
+    const ConvGeom *g;
+    const float *x, *w, *bias, *dy;
+    float *y, *dx;
+} ConvIo;
+
+// Runs every tile of images [n0, n0+nb): forward (y) or backward (dx, dw_acc).
+static void run_images(const ConvIo *io, const ConvTiling *t, int64_t n0, float *dw_acc, ConvScratch s, bool par) {
+    const ConvGeom *g = io->g;
+    int64_t nb = g->N - n0 < t->nb ? g->N - n0 : t->nb;
+    for (int64_t oh0 = 0; oh0 < g->Ho; oh0 += t->rows) {
+        int64_t oh1 = oh0 + t->rows < g->Ho ? oh0 + t->rows : g->Ho;
+        if (io->y) forward_tile(g, io->x, io->w, io->bias, io->y, n0, nb, oh0, oh1, s, par);
+        else backward_tile(g, io->x, io->w, io->dy, io->dx, dw_acc, n0, nb, oh0, oh1, s, par);
+    }
+}
+
+// Runs forward (io->y set) or backward (dx and/or dw += ) over all images, in tiles.
+static void conv_run(const ConvIo *io, float *dw) {
+    const ConvGeom *g = io->g;
+    ConvTiling t = conv_tiling(g);
+    int threads = conv_image_threads(g, &t, !io->y && dw);
+    size_t mark = arena_mark();
+    if (threads == 0) {  // "shared": tiles in sequence, each one split over the threads
+        ConvScratch s = conv_scratch(g, &t);
+        for (int64_t n0 = 0; n0 < g->N; n0 += t.nb) run_images(io, &t, n0, dw, s, true);
+        arena_release(mark);
+        return;
+    }
+    // "images": per-thread scratch (allocated here: the arena is not thread-safe) and dW buffers
+    ConvScratch s[threads];
+    float *dw_private[threads];
+    for (int i = 0; i < threads; i++) {
+        s[i] = conv_scratch(g, &t);
+        dw_private[i] = dw && threads > 1 ? arena_calloc((size_t)(g->Cout * g->Kc) * sizeof(float), "conv2d dW")
+                                          : dw;
+    }
+    int64_t groups = (g->N + t.nb - 1) / t.nb;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t gi = 0; gi < groups; gi++) {
+#ifdef _OPENMP
+        int me = omp_get_thread_num();
+#else
+        int me = 0;
+#endif
+        run_images(io, &t, gi * t.nb, dw_private[me], s[me], false);
+    }
+    if (dw && threads > 1) {
+        int64_t n = g->Cout * g->Kc;
+#pragma omp parallel for if (n > 65536)
+        for (int64_t i = 0; i < n; i++) {
+            float sum = 0.0f;
+            for (int t2 = 0; t2 < threads; t2++) sum += dw_private[t2][i];
+            dw[i] += sum;
+        }
+    }
+    arena_release(mark);
+}
+
 // Writes (=) y [N, Cout, P] = conv(x, w) + bias.
 static void op_conv2d_cpu_forward(const ConvGeom *g, const float *x, const float *w, const float *bias, float *y) {
     int64_t P = g->P, in_img = g->Cin * g->H * g->W, out_img = g->Cout * P;
-    bool pointwise = conv_is_pointwise(g);
-    int64_t nb_max = pointwise ? 1 : conv_images_per_gemm(g);
-    if (nb_max == 1 && bias) {  // per-image GEMMs write into y directly, on top of the bias (beta = 1)
+    if (conv_is_pointwise(g)) {
+        if (bias) {
 #pragma omp parallel for if (g->N * out_img > 65536)
-        for (int64_t nc = 0; nc < g->N * g->Cout; nc++)
-            for (int64_t p = 0; p < P; p++) y[nc * P + p] = bias[nc % g->Cout];
-    }
-    float beta = bias ? 1.0f : 0.0f;
-    if (pointwise) {
+            for (int64_t nc = 0; nc < g->N * g->Cout; nc++)
+                for (int64_t p = 0; p < P; p++) y[nc * P + p] = bias[nc % g->Cout];
+        }
         for (int64_t n = 0; n < g->N; n++)
-            gemm_f32(false, false, g->Cout, P, g->Cin, 1.0f, w, g->Cin, x + n * in_img, P, beta, y + n * out_img, P);
+            gemm_f32(false, false, g->Cout, P, g->Cin, 1.0f, w, g->Cin, x + n * in_img, P, bias ? 1.0f : 0.0f,
+                     y + n * out_img, P);
         return;
     }
-    size_t mark = arena_mark();
-    float *col = arena_alloc((size_t)(g->Kc * nb_max * P) * sizeof(float), "conv2d im2col");
-    float *ycat = nb_max > 1 ? arena_alloc((size_t)(g->Cout * nb_max * P) * sizeof(float), "conv2d output") : NULL;
-    for (int64_t n0 = 0; n0 < g->N; n0 += nb_max) {
-        int64_t nb = g->N - n0 < nb_max ? g->N - n0 : nb_max, cols = nb * P;
-        for (int64_t i = 0; i < nb; i++) im2col(g, x + (n0 + i) * in_img, col + i * P, cols);
-        if (nb_max == 1) {
-            gemm_f32(false, false, g->Cout, P, g->Kc, 1.0f, w, g->Kc, col, P, beta, y + n0 * out_img, P);
-            continue;
-        }
-        // batched: ycat [Cout, nb*P], then scattered to y [nb, Cout, P] with the bias added
-        gemm_f32(false, false, g->Cout, cols, g->Kc, 1.0f, w, g->Kc, col, cols, 0.0f, ycat, cols);
-#pragma omp parallel for collapse(2) if (nb * out_img > 65536)
-        for (int64_t i = 0; i < nb; i++)
-            for (int64_t co = 0; co < g->Cout; co++) {
-                float *dst = y + (n0 + i) * out_img + co * P;
-                const float *src = ycat + co * cols + i * P;
-                float b = bias ? bias[co] : 0.0f;
-                for (int64_t p = 0; p < P; p++) dst[p] = src[p] + b;
-            }
-    }
-    arena_release(mark);
+    ConvIo io = {.g = g, .x = x, .w = w, .bias = bias, .y = y};
+    conv_run(&io, NULL);
 }
 
 // Accumulates (+=) dx [N, Cin, H, W], dw [Cout, Kc], db [Cout] from dy [N, Cout, P]; NULL skips one.
 static void op_conv2d_cpu_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx,
                                 float *dw, float *db) {
     int64_t P = g->P, in_img = g->Cin * g->H * g->W, out_img = g->Cout * P;
-    if (db) {
+    if (db) {  // per (image, channel) plane, so even Cout = 2 keeps every thread busy
+        size_t mark = arena_mark();
+        double *plane = arena_alloc((size_t)(g->N * g->Cout) * sizeof(double), "conv2d dbias planes");
 #pragma omp parallel for if (g->N * out_img > 65536)
+        for (int64_t nc = 0; nc < g->N * g->Cout; nc++) {
+            const float *d = dy + nc * P;
+            double s = 0;
+            for (int64_t p0 = 0; p0 < P; p0 += 1024) {  // 8 float lanes (vectorised) per 1024 pixels, then double
+                int64_t p1 = p0 + 1024 < P ? p0 + 1024 : P, p = p0;
+                float lane[8] = {0};
+                for (; p + 8 <= p1; p += 8)
+                    for (int l = 0; l < 8; l++) lane[l] += d[p + l];
+                for (; p < p1; p++) s += d[p];
+                for (int l = 0; l < 8; l++) s += lane[l];
+            }
+            plane[nc] = s;
+        }
         for (int64_t co = 0; co < g->Cout; co++) {
             double s = 0;
-            for (int64_t n = 0; n < g->N; n++)
-                for (int64_t p = 0; p < P; p++) s += dy[n * out_img + co * P + p];
+            for (int64_t n = 0; n < g->N; n++) s += plane[n * g->Cout + co];
             db[co] += (float)s;
         }
+        arena_release(mark);
     }
     if (!dx && !dw) return;
     if (conv_is_pointwise(g)) {
@@ -165,30 +378,8 @@ static void op_conv2d_cpu_backward(const ConvGeom *g, const float *x, const floa
         }
         return;
     }
-    size_t mark = arena_mark();
-    int64_t nb_max = conv_images_per_gemm(g);
-    float *col = arena_alloc((size_t)(g->Kc * nb_max * P) * sizeof(float), "conv2d im2col");
-    float *dycat = nb_max > 1 ? arena_alloc((size_t)(g->Cout * nb_max * P) * sizeof(float), "conv2d dY") : NULL;
-    for (int64_t n0 = 0; n0 < g->N; n0 += nb_max) {
-        int64_t nb = g->N - n0 < nb_max ? g->N - n0 : nb_max, cols = nb * P;
-        const float *gy = dy + n0 * out_img;  // [Cout, cols] view of dY for this chunk
-        if (nb > 1) {
-#pragma omp parallel for collapse(2) if (nb * out_img > 65536)
-            for (int64_t i = 0; i < nb; i++)
-                for (int64_t co = 0; co < g->Cout; co++)
-                    memcpy(dycat + co * cols + i * P, dy + (n0 + i) * out_img + co * P, (size_t)P * sizeof(float));
-            gy = dycat;
-        }
-        if (dw) {
-            for (int64_t i = 0; i < nb; i++) im2col(g, x + (n0 + i) * in_img, col + i * P, cols);
-            gemm_f32(false, true, g->Cout, g->Kc, cols, 1.0f, gy, cols, col, cols, 1.0f, dw, g->Kc);
-        }
-        if (dx) {  // col is free again: reuse it for dcol
-            gemm_f32(true, false, g->Kc, cols, g->Cout, 1.0f, w, g->Kc, gy, cols, 0.0f, col, cols);
-            for (int64_t i = 0; i < nb; i++) col2im_add(g, col + i * P, cols, dx + (n0 + i) * in_img);
-        }
-    }
-    arena_release(mark);
+    ConvIo io = {.g = g, .x = x, .w = w, .dy = dy, .dx = dx};
+    conv_run(&io, dw);
 }
 
 static void conv2d_backward(AgNode *node) {

@@ -2,9 +2,13 @@
 // x, weight and bias over kernel sizes 1/2/3/5, non-square kernels and inputs, stride 1/2/3,
 // padding 0/1/2, batch > 1 (including batches split over several GEMM chunks), bias NULL;
 // half-precision weights; frozen weights (no gradient, no dW GEMM); shape errors.
+// Tiled im2col (dense_tuning.h knobs force small tiles and each threading schedule): tiles of one
+// output row, tiles that do not divide the rows, stride 2/3, padding, kernel 1/3/5, by finite
+// differences and against a double-precision forward/dX/dW/db on larger inputs (seams inside).
 //
 // Gradcheck tolerances: conv is linear in each input, so central differences (eps 1e-2) are exact
 // up to f32 rounding of the forward: rtol 1e-3, atol 1e-4.
+#include "autograd/dense_tuning.h"
 #include "autograd/gemm.h"
 #include "tests/dense_test_util.h"
 
@@ -73,6 +77,113 @@ static void conv_case(const ConvCase *k, uint64_t seed, long max_elems) {
     tensor_free(x);
     tensor_free(w);
     if (b) tensor_free(b);
+}
+
+// Double-precision dX [N, C, H, W], dW [O, C, kh, kw], db [O] of sum(y * dy).
+static void ref_conv_backward(const Tensor *x, const Tensor *w, const float *dy, int stride, int pad, double *dx,
+                              double *dw, double *db) {
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+    int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
+    const float *X = tensor_f32(x), *Wt = tensor_f32(w);
+    memset(dx, 0, sizeof(double) * x->numel);
+    memset(dw, 0, sizeof(double) * w->numel);
+    memset(db, 0, sizeof(double) * O);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < Ho; i++)
+                for (int64_t j = 0; j < Wo; j++) {
+                    double g = dy[((n * O + o) * Ho + i) * Wo + j];
+                    db[o] += g;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t a = 0; a < kh; a++)
+                            for (int64_t e = 0; e < kw; e++) {
+                                int64_t ih = i * stride - pad + a, iw = j * stride - pad + e;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                int64_t xi = ((n * C + c) * H + ih) * W + iw, wi = ((o * C + c) * kh + a) * kw + e;
+                                dx[xi] += g * Wt[wi];
+                                dw[wi] += g * X[xi];
+                            }
+                }
+}
+
+// One conv through tiles of `rows` output rows (forced through the tile budget) on `schedule`:
+// forward, dX, dW and db against the double reference.
+static void tiled_reference_case(const ConvCase *k, const char *schedule, int64_t rows, uint64_t seed) {
+    int64_t Wo = (k->W + 2 * k->pad - k->kw) / k->stride + 1, Kc = k->Cin * k->kh * k->kw;
+    conv_set_tile_floats(rows * Kc * Wo);
+    CHECK(conv_set_schedule(schedule), "conv_set_schedule(%s) refused", schedule);
+    int64_t xs[4] = {k->N, k->Cin, k->H, k->W}, ws[4] = {k->Cout, k->Cin, k->kh, k->kw}, bs[1] = {k->Cout};
+    Tensor *x = test_input("x", 4, xs, seed, 1.0f, true);
+    Tensor *w = test_input("w", 4, ws, seed + 1, 0.3f, true);
+    Tensor *b = test_input("bias", 1, bs, seed + 2, 1.0f, true);
+    ag_step_reset();
+    Tensor *y = op_conv2d(x, w, b, k->stride, k->pad);
+    int64_t Ho, Wo2;
+    double *ref = ref_conv(x, w, b, k->stride, k->pad, &Ho, &Wo2);
+    char what[200];
+    snprintf(what, sizeof what, "tiled %s %s rows %ld: forward", k->name, schedule, (long)rows);
+    check_close_ref(what, y->data, ref, y->numel, 1e-6, 1e-6);
+    float *seed_dy = malloc(sizeof(float) * y->numel);
+    for (int64_t i = 0; i < y->numel; i++) seed_dy[i] = (float)((i * 7919 % 23) - 11) / 11.0f;
+    ag_backward_from(y, seed_dy);
+    double *dx = malloc(sizeof(double) * x->numel), *dw = malloc(sizeof(double) * w->numel);
+    double *db = malloc(sizeof(double) * k->Cout);
+    ref_conv_backward(x, w, seed_dy, k->stride, k->pad, dx, dw, db);
+    snprintf(what, sizeof what, "tiled %s %s rows %ld: dX", k->name, schedule, (long)rows);
+    check_close_ref(what, x->grad, dx, x->numel, 1e-5, 1e-6);
+    snprintf(what, sizeof what, "tiled %s %s rows %ld: dW", k->name, schedule, (long)rows);
+    check_close_ref(what, w->grad, dw, w->numel, 1e-5, 1e-6);
+    snprintf(what, sizeof what, "tiled %s %s rows %ld: db", k->name, schedule, (long)rows);
+    check_close_ref(what, b->grad, db, k->Cout, 1e-5, 1e-6);
+    free(ref); free(seed_dy); free(dx); free(dw); free(db);
+    tensor_free(x); tensor_free(w); tensor_free(b);
+    ag_step_reset();
+    conv_set_tile_floats(0);
+    conv_set_schedule("auto");
+}
+
+// Tile seams: small forced tiles on both schedules, finite differences on small inputs and the
+// double reference on larger ones (several seams per image, batch 3 so "images" splits unevenly).
+static void tiled_cases(void) {
+    static const ConvCase small[] = {
+        {"tiled 3x3 s1 p1", 2, 3, 7, 6, 4, 3, 3, 1, 1, true},
+        {"tiled 3x3 s2 p1", 2, 2, 9, 7, 3, 3, 3, 2, 1, true},
+        {"tiled 5x5 s1 p2", 1, 2, 8, 7, 3, 5, 5, 1, 2, true},
+        {"tiled 5x5 s3 p2 no bias", 2, 2, 11, 10, 2, 5, 5, 3, 2, false},
+        {"tiled 1x1 s2", 2, 3, 7, 7, 4, 1, 1, 2, 0, true},
+        {"tiled 1x1 p1", 1, 2, 5, 4, 3, 1, 1, 1, 1, true},
+    };
+    static const char *schedules[] = {"images", "shared"};
+    for (int sc = 0; sc < 2; sc++) {
+        CHECK(conv_set_schedule(schedules[sc]), "conv_set_schedule(%s) refused", schedules[sc]);
+        for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+            ConvCase k = small[i];
+            char name[96];
+            for (int64_t rows = 1; rows <= 2; rows++) {  // one row per tile; 2 rows (odd Ho: a short last tile)
+                int64_t Wo = (k.W + 2 * k.pad - k.kw) / k.stride + 1;
+                conv_set_tile_floats(rows * k.Cin * k.kh * k.kw * Wo);
+                snprintf(name, sizeof name, "%s %s rows %ld", small[i].name, schedules[sc], (long)rows);
+                k.name = name;
+                conv_case(&k, 900 + 10 * i + rows, 0);
+            }
+        }
+        conv_set_tile_floats(0);
+    }
+    conv_set_schedule("auto");
+    static const ConvCase big[] = {
+        {"3x3 s1 p1 20x17", 3, 5, 20, 17, 6, 3, 3, 1, 1, true},
+        {"3x3 s2 p1 21x16", 3, 4, 21, 16, 5, 3, 3, 2, 1, true},
+        {"5x5 s1 p2 19x12", 3, 3, 19, 12, 4, 5, 5, 1, 2, true},
+        {"1x1 s1 p1 13x9", 3, 6, 13, 9, 5, 1, 1, 1, 1, true},
+        {"3x3 s1 p0 thin 30x24", 3, 16, 30, 24, 2, 3, 3, 1, 0, true},
+    };
+    static const int64_t rows_list[] = {1, 3, 7, 1000};  // 1000: whole images (no seams)
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
+        for (int sc = 0; sc < 2; sc++)
+            for (size_t r = 0; r < sizeof rows_list / sizeof rows_list[0]; r++)
+                tiled_reference_case(&big[i], schedules[sc], rows_list[r], 1300 + 10 * i);
+    CHECK(!conv_set_schedule("bogus"), "conv_set_schedule accepted an unknown name");
 }
 
 // Half-precision weight: output and all gradients equal the f32 op on the widened weight.
@@ -191,6 +302,7 @@ int main(void) {
         {"1x1 16x16 batch2 32ch", 2, 32, 16, 16, 24, 1, 1, 1, 0, true},
     };
     for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) conv_case(&big[i], 500 + 10 * i, 150);
+    tiled_cases();
     half_weight(DT_BF16);
     half_weight(DT_F16);
     frozen_weights(3, 1, 1);

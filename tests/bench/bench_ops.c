@@ -10,7 +10,8 @@
 // `OMP_WAIT_POLICY=PASSIVE nice -n -15 dod-bench ops` (nice needs root) to measure the code
 // rather than the neighbours.
 //
-// usage: dod-bench ops [--quick] [--threads N] [--min-time SECONDS] [--attn-block-rows N] [--filter TEXT]
+// usage: dod-bench ops [--quick] [--threads N] [--min-time SECONDS] [--attn-block-rows N]
+//                      [--conv-tile-floats N] [--conv-schedule auto|images|shared] [--filter TEXT]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,14 +289,23 @@ static int bench_ops_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--min-time") && i + 1 < argc) min_time = atof(argv[++i]);
         else if (!strcmp(argv[i], "--attn-block-rows") && i + 1 < argc) attention_set_block_rows(atol(argv[++i]));
-        else if (!strcmp(argv[i], "--filter") && i + 1 < argc) row_filter = argv[++i];
+        else if (!strcmp(argv[i], "--conv-tile-floats") && i + 1 < argc) conv_set_tile_floats(atol(argv[++i]));
+        else if (!strcmp(argv[i], "--conv-schedule") && i + 1 < argc) {
+            if (!conv_set_schedule(argv[++i])) {
+                fprintf(stderr, "dod-bench ops: --conv-schedule %s: expected auto, images or shared\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--filter") && i + 1 < argc) row_filter = argv[++i];
         else {
             fprintf(stderr, "usage: dod-bench ops [--quick] [--threads N] [--min-time SECONDS] [--attn-block-rows N]"
-                            " [--filter TEXT]\n"
+                            " [--conv-tile-floats N] [--conv-schedule NAME] [--filter TEXT]\n"
                             "  --quick              fewer, smaller shapes and 0.15 s per measurement\n"
                             "  --threads N          threads for the ops (OpenMP) and the reference (OpenBLAS)\n"
                             "  --min-time SECONDS   time spent on each measurement (default 0.5)\n"
                             "  --attn-block-rows N  attention query rows per block (default: automatic)\n"
+                            "  --conv-tile-floats N conv im2col tile budget in floats (default: automatic;\n"
+                            "                       a huge value gives one tile per image)\n"
+                            "  --conv-schedule NAME conv threading: auto, images or shared\n"
                             "  --filter TEXT        only the rows whose op and shape contain TEXT\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
@@ -335,6 +345,16 @@ static int bench_ops_main(int argc, char **argv) {
         bench_conv("SD", 4, 640, 8, 8, 640, 3, 1, 1);
         bench_conv("SD", 1, 320, 64, 64, 320, 3, 1, 1);
         bench_conv("VAE", 1, 128, 128, 128, 128, 3, 1, 1);
+        bench_conv("VAE", 1, 256, 128, 128, 256, 3, 1, 1);
+        bench_conv("VAE", 1, 128, 512, 512, 128, 3, 1, 1);  // decoder's last level: im2col tiled over rows
+    }
+    // Thin convs of the DOD detail module at full resolution (RRDB growth 32 in the real model; the
+    // train-bench fixture's 16->8 and 14->2 at batch 4): GEMMs with few rows, memory-bound on im2col.
+    bench_conv("thin", 1, 64, 128, 128, 32, 3, 1, 1);
+    bench_conv("thin", 1, 32, 256, 256, 32, 3, 1, 1);
+    if (!quick) {
+        bench_conv("thin", 4, 16, 128, 128, 8, 3, 1, 1);
+        bench_conv("thin", 4, 14, 128, 128, 2, 3, 1, 1);
     }
     bench_attention("self", 1, 1024, 1024, 5, 64);
     bench_attention("cross", 1, 1024, 77, 5, 64);

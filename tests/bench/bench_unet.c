@@ -17,6 +17,7 @@
 
 #include "layers/safetensors.h"
 #include "layers/unet.h"
+#include "layers/vae.h"
 #include "tests/bench/bench.h"
 
 static Tensor *io_tensor(SafeTensors *st, const char *path, const char *name) {
@@ -60,11 +61,36 @@ static double torch_ms(const char *fix, int iters, int size, int batch, int thre
     return ms;
 }
 
+// --vae-memory: VAE encode + decode of one random size x size image with grad off; prints the arena
+// peak of the two passes (weights are heap memory and not counted).
+static int vae_memory(const char *fix, int size) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/model/vae", fix);
+    Vae *vae = vae_load(path, DT_F32, NULL);
+    int64_t shape[4] = {1, vae->cfg.in_channels, size, size};
+    Tensor *image = tensor_new_persistent("image", 4, shape, DT_F32);
+    tensor_randn(image, 0, 0.5f);
+    ag_set_grad_enabled(false);
+    size_t peak_before = arena_peak();
+    double t0 = bench_now();
+    VaeEncoded enc;
+    vae_encode(vae, image, false, NULL, &enc);
+    Tensor *decoded = vae_decode(vae, enc.mean, NULL, NULL, NULL);
+    double ms = (bench_now() - t0) * 1e3;
+    printf("vae encode + decode: image %s -> latent %s -> %s, f32, grad off\n", shape_str(image),
+           shape_str(enc.mean), shape_str(decoded));
+    printf("arena peak %.1f MiB (before: %.1f MiB), %.0f ms\n", arena_peak() / 1048576.0, peak_before / 1048576.0, ms);
+    ag_step_reset();
+    tensor_free(image);
+    vae_free(vae);
+    return 0;
+}
+
 static int bench_unet_main(int argc, char **argv) {
     const char *fix = DOD_SOURCE_DIR "/tests/fixtures/sd/sd2_tiny";
     int iters = 5, size = 0, batch = 0;
     DType dtype = DT_F32;
-    bool backward = false, recompute = false;
+    bool backward = false, recompute = false, vae_mem = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--fixture") && i + 1 < argc) fix = argv[++i];
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
@@ -72,17 +98,19 @@ static int bench_unet_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--backward")) backward = true;
         else if (!strcmp(argv[i], "--recompute")) recompute = true;
+        else if (!strcmp(argv[i], "--vae-memory")) vae_mem = true;
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
             const char *d = argv[++i];
             if (!strcmp(d, "bf16")) dtype = DT_BF16;
             else if (strcmp(d, "f32")) dod_fatal("dod-bench unet", "--dtype %s: expected f32 or bf16", d);
         } else {
             printf("usage: dod-bench unet [--fixture DIR] [--iters N] [--size S] [--batch B] [--dtype f32|bf16]\n"
-                   "                      [--backward [--recompute]]\n");
+                   "                      [--backward [--recompute]] [--vae-memory [--size S]]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
     if (iters < 1) dod_fatal("dod-bench unet", "--iters %d: must be at least 1", iters);
+    if (vae_mem) return vae_memory(fix, size > 0 ? size : 512);
     char path[1200], err[ST_ERR_LEN];
     snprintf(path, sizeof path, "%s/model/unet", fix);
     Unet *unet = unet_load(path, dtype, NULL);
