@@ -302,6 +302,7 @@ static int run_validation(Run *r, int64_t step, double elapsed, bool quiet, char
                 "input PSNR %.3f dB SSIM %.4f | gain %+.3f dB%s%s\n",
                 (long long)step, vr.images, vr.psnr, vr.ssim, vr.psnr_input, vr.ssim_input, vr.psnr - vr.psnr_input,
                 r->cfg->val_grid ? "; grid " : "", r->cfg->val_grid ? grid : "");
+    if (!quiet) val_result_print_tasks(&vr, stderr, "dod-train:   ");
     return 0;
 }
 

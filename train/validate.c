@@ -1,6 +1,20 @@
 // Validation during training (see train/validate.h). Needs HDF5 (the dataset reader).
 #include "train/validate.h"
 
+void val_result_print_tasks(const ValResult *res, FILE *f, const char *prefix) {
+    for (int t = 0; t < res->n_tasks; t++) {
+        const ValTaskResult *tr = &res->task[t];
+        fprintf(f,
+                "%s%s: %d image%s, restored PSNR %.3f dB SSIM %.4f | degraded input PSNR %.3f dB SSIM %.4f | "
+                "gain %+.3f dB\n",
+                prefix, tr->name, tr->images, tr->images == 1 ? "" : "s", tr->psnr, tr->ssim, tr->psnr_input,
+                tr->ssim_input, tr->psnr - tr->psnr_input);
+    }
+    if (res->tasks_dropped)
+        fprintf(f, "%s(%d images of tasks past the first %d counted in the means only)\n", prefix, res->tasks_dropped,
+                VAL_MAX_TASKS);
+}
+
 #ifdef DOD_HAVE_HDF5
 #include <math.h>
 #include <stdio.h>
@@ -68,6 +82,7 @@ int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult 
     Image *hq = dod_calloc(sizeof(Image) * (size_t)v->n, "validation images");
     uint8_t **out8 = dod_calloc(sizeof(uint8_t *) * (size_t)v->n, "validation outputs");
     int rc = 0, gw = 0, gh = 0;
+    int slot_task[VAL_MAX_TASKS];   // the file's task index of each per-task slot
     MetricOpts mo = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
     for (int k = 0; k < v->n && !rc; k++) {
         const char *tname = h5ds_task(v->file, v->task[k])->name;
@@ -115,6 +130,23 @@ int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult 
             res->psnr_input += psnr_in;
             res->ssim_input += ssim_in;
             res->images++;
+            int slot = 0;
+            while (slot < res->n_tasks && slot_task[slot] != v->task[k]) slot++;
+            if (slot == res->n_tasks && slot < VAL_MAX_TASKS) {
+                slot_task[slot] = v->task[k];
+                snprintf(res->task[slot].name, sizeof res->task[slot].name, "%s", tname);
+                res->n_tasks++;
+            }
+            if (slot < res->n_tasks) {
+                ValTaskResult *tr = &res->task[slot];
+                tr->psnr += psnr;
+                tr->ssim += ssim;
+                tr->psnr_input += psnr_in;
+                tr->ssim_input += ssim_in;
+                tr->images++;
+            } else {
+                res->tasks_dropped++;
+            }
         }
         free(inp);
         free(pred);
@@ -128,6 +160,13 @@ int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult 
         res->ssim /= res->images;
         res->psnr_input /= res->images;
         res->ssim_input /= res->images;
+        for (int t = 0; t < res->n_tasks; t++) {
+            ValTaskResult *tr = &res->task[t];
+            tr->psnr /= tr->images;
+            tr->ssim /= tr->images;
+            tr->psnr_input /= tr->images;
+            tr->ssim_input /= tr->images;
+        }
     }
     if (!rc && grid_path) {
         Image grid = image_alloc(gw, gh, 3);

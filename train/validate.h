@@ -3,14 +3,27 @@
 // write a sample grid PNG (one row per image: lq | out | hq).
 #pragma once
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "train/train_model.h"
+
+#define VAL_MAX_TASKS 16
+
+typedef struct {
+    char name[64];              // the dataset's task name (truncated to 63 bytes)
+    int images;                 // scored images of this task
+    double psnr, ssim, psnr_input, ssim_input;  // their means, as in ValResult
+} ValTaskResult;
 
 typedef struct {
     int images;                 // scored
     double psnr, ssim;          // means over them, restored output vs ground truth
     double psnr_input, ssim_input;  // the degraded inputs vs ground truth (the baseline to beat)
+    // Per-task means, tasks in file order, only tasks with scored images. Tasks past the first
+    // VAL_MAX_TASKS of the file count in the overall means only (tasks_dropped says how many images).
+    int n_tasks, tasks_dropped;
+    ValTaskResult task[VAL_MAX_TASKS];
 } ValResult;
 
 typedef struct Validator Validator;
@@ -23,3 +36,7 @@ void validator_close(Validator *v);
 // Restores every image with m (no grad, eval mode) and scores it (= *res). grid_path (NULL: none)
 // receives the grid, written atomically. 0 or -1 with a message naming the image.
 int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult *res, char *err, size_t errlen);
+// One line per task of res to f (=), each starting with prefix:
+//   "<prefix>dehaze: 2 images, restored PSNR 21.123 dB SSIM 0.7012 | degraded input PSNR 15.456 dB
+//    SSIM 0.6012 | gain +5.667 dB"
+void val_result_print_tasks(const ValResult *res, FILE *f, const char *prefix);
