@@ -6,6 +6,11 @@
 typedef int (*BenchMainFn)(int argc, char **argv);
 void bench_register(const char *name, const char *what, BenchMainFn fn);
 double bench_now(void);  // monotonic seconds
+// Runs the PyTorch side of a comparison, `$PYTHON <source>/scripts/<script> <args>` ($PYTHON defaults to
+// /work/venv/bin/python when present, else python3), and returns the value of its `torch_ms X` line
+// (and of `torch_peak_gib X` into *peak_gib when non-NULL). Negative, with the reason printed, when it
+// cannot run (no Python, no torch/diffusers): the caller then reports its own numbers only.
+double bench_torch_ms(const char *script, const char *args, double *peak_gib);
 
 #define BENCH_REGISTER(name, what, fn) \
     __attribute__((constructor)) static void bench_register_##name(void) { bench_register(#name, what, fn); }

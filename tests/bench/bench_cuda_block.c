@@ -103,25 +103,10 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static double torch_side(int batch, int size, int iters, int blocks, bool mixed, double *peak_gib) {
-    const char *py = getenv("PYTHON");
-    if (!py || !*py) py = "python3";
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' '%s/scripts/bench_cuda_block_torch.py' --batch %d --size %d --iters %d --blocks %d%s 2>&1",
-             py, DOD_SOURCE_DIR, batch, size, iters, blocks, mixed ? " --mixed" : "");
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    char line[1024], last[1024] = "";
-    double ms = -1;
-    while (fgets(line, sizeof line, p)) {
-        if (sscanf(line, "torch_ms %lf", &ms) == 1 || sscanf(line, "torch_peak_gib %lf", peak_gib) == 1) continue;
-        snprintf(last, sizeof last, "%s", line);
-    }
-    if (pclose(p) != 0 || ms < 0) {
-        last[strcspn(last, "\n")] = 0;
-        printf("torch:   not available (%s: %s)\n", py, last[0] ? last : "no output");
-        return -1;
-    }
-    return ms;
+    char args[256];
+    snprintf(args, sizeof args, "--batch %d --size %d --iters %d --blocks %d%s", batch, size, iters, blocks,
+             mixed ? " --mixed" : "");
+    return bench_torch_ms("bench_cuda_block_torch.py", args, peak_gib);
 }
 
 static int bench_cuda_block_main(int argc, char **argv) {

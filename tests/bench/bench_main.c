@@ -1,8 +1,10 @@
 // dod-bench: performance reports (ratios against references measured in the same run).
 // Usage: dod-bench <subcommand> [options]; dod-bench --help lists the subcommands.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tests/bench/bench.h"
 
@@ -23,6 +25,32 @@ double bench_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double bench_torch_ms(const char *script, const char *args, double *peak_gib) {
+    const char *py = getenv("PYTHON");
+    if (!py || !*py) py = access("/work/venv/bin/python", X_OK) == 0 ? "/work/venv/bin/python" : "python3";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' '%s/scripts/%s' %s 2>&1", py, DOD_SOURCE_DIR, script, args);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        printf("torch:   not run (cannot start %s)\n", py);
+        return -1;
+    }
+    char line[1024], last[1024] = "";
+    double ms = -1, peak = -1;
+    while (fgets(line, sizeof line, p)) {
+        if (sscanf(line, "torch_ms %lf", &ms) == 1 || sscanf(line, "torch_peak_gib %lf", &peak) == 1) continue;
+        if (strncmp(line, "torch_threads", 13)) snprintf(last, sizeof last, "%s", line);
+    }
+    int rc = pclose(p);
+    if (rc != 0 || ms < 0) {
+        last[strcspn(last, "\n")] = 0;
+        printf("torch:   not available (%s: %s) - reporting ours only\n", py, last[0] ? last : "no output");
+        return -1;
+    }
+    if (peak_gib) *peak_gib = peak;
+    return ms;
 }
 
 static void usage(FILE *f) {

@@ -52,32 +52,12 @@ static DodModelConfig fixture_sized_config(int stage) {
     return c;
 }
 
-// Runs the PyTorch reference; returns its median ms, or a negative value (reason printed) when unavailable.
+// The PyTorch reference's median ms (scripts/bench_train_torch.py), negative when unavailable.
 static double torch_ms(int stage, int batch, int crop, int iters, int threads) {
-    const char *py = getenv("PYTHON");
-    if (!py || !*py) py = access("/work/venv/bin/python", X_OK) == 0 ? "/work/venv/bin/python" : "python3";
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "'%s' '%s/scripts/bench_train_torch.py' --stage %d --batch %d --crop %d --iters %d --threads %d 2>&1", py,
-             DOD_SOURCE_DIR, stage, batch, crop, iters, threads);
-    FILE *p = popen(cmd, "r");
-    if (!p) {
-        printf("torch:   not run (cannot start %s)\n", py);
-        return -1;
-    }
-    char line[1024], last[1024] = "";
-    double ms = -1;
-    while (fgets(line, sizeof line, p)) {
-        if (sscanf(line, "torch_ms %lf", &ms) == 1) continue;
-        if (strncmp(line, "torch_threads", 13)) snprintf(last, sizeof last, "%s", line);
-    }
-    int rc = pclose(p);
-    if (rc != 0 || ms < 0) {
-        last[strcspn(last, "\n")] = 0;
-        printf("torch:   not available (%s: %s) - reporting ours only\n", py, last[0] ? last : "no output");
-        return -1;
-    }
-    return ms;
+    char args[256];
+    snprintf(args, sizeof args, "--stage %d --batch %d --crop %d --iters %d --threads %d", stage, batch, crop, iters,
+             threads);
+    return bench_torch_ms("bench_train_torch.py", args, NULL);
 }
 
 // One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state).

@@ -34,31 +34,11 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-// Runs the PyTorch reference; returns its median ms, or a negative value (reason printed) when unavailable.
+// The PyTorch reference's median ms (scripts/bench_unet_torch.py), negative when unavailable.
 static double torch_ms(const char *fix, int iters, int size, int batch, int threads) {
-    const char *py = getenv("PYTHON");
-    if (!py || !*py) py = access("/work/venv/bin/python", X_OK) == 0 ? "/work/venv/bin/python" : "python3";
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' '%s/scripts/bench_unet_torch.py' '%s' --iters %d --size %d --batch %d --threads %d 2>&1",
-             py, DOD_SOURCE_DIR, fix, iters, size, batch, threads);
-    FILE *p = popen(cmd, "r");
-    if (!p) {
-        printf("torch:   not run (cannot start %s)\n", py);
-        return -1;
-    }
-    char line[1024], last[1024] = "";
-    double ms = -1;
-    while (fgets(line, sizeof line, p)) {
-        if (sscanf(line, "torch_ms %lf", &ms) == 1) continue;
-        if (strncmp(line, "torch_threads", 13)) snprintf(last, sizeof last, "%s", line);
-    }
-    int rc = pclose(p);
-    if (rc != 0 || ms < 0) {
-        last[strcspn(last, "\n")] = 0;
-        printf("torch:   not available (%s: %s) - reporting ours only\n", py, last[0] ? last : "no output");
-        return -1;
-    }
-    return ms;
+    char args[1400];
+    snprintf(args, sizeof args, "'%s' --iters %d --size %d --batch %d --threads %d", fix, iters, size, batch, threads);
+    return bench_torch_ms("bench_unet_torch.py", args, NULL);
 }
 
 // --vae-memory: VAE encode + decode of one random size x size image with grad off; prints the arena
