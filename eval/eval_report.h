@@ -35,5 +35,3 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
 // Heap strings (=), caller frees.
 char *eval_report_csv(const EvalSetResult *res, int n_sets);
 char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int n_sets);
-// Writes text to path through path.tmp.<pid> renamed into place. 0, or -1 with a message.
-int eval_write_file_atomic(const char *path, const char *text, char *err, size_t errlen);

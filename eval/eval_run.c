@@ -19,6 +19,7 @@ const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable",
 #include "data/h5ds.h"
 #include "data/sample_noise.h"
 #include "eval/grid.h"
+#include "data/fileio.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -30,23 +31,6 @@ static double peak_rss_mib(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0;   // Linux: KiB
-}
-
-static int mkdirs(const char *dir, char *err, size_t errlen) {
-    char buf[8192];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || !*p) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) {
-                snprintf(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno));
-                return -1;
-            }
-            if (!c) return 0;
-            *p = c;
-        }
-    }
 }
 
 // Formats into buf (=); vsnprintf, since a truncated message is still a useful message.
@@ -269,7 +253,7 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
             char d[4400];
             for (int k = 0; k < (o->save_inputs ? 3 : 1); k++) {
                 snprintf(d, sizeof d, "%s/%s", set_dir, sub[k]);
-                if (mkdirs(d, err, errlen)) {
+                if (fs_mkdirs(d, err, errlen)) {
                     h5ds_close(f);
                     return -1;
                 }

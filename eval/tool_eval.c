@@ -21,6 +21,7 @@
 #include "eval/metrics.h"
 #include "train/config.h"
 #include "train/model_from_config.h"
+#include "data/fileio.h"
 
 // ---- shared helpers -------------------------------------------------------------------------------
 // Non-negative decimal int, the whole string; -1 otherwise.
@@ -348,7 +349,7 @@ static int cmd_metrics(int argc, char **argv) {
     } else {
         if (json_path) {
             char *text = report_json(res, n, &o, pred_dir, gt_dir, mean_psnr, mean_ssim, scored);
-            if (eval_write_file_atomic(json_path, text, err, sizeof err)) {
+            if (fs_write_text_atomic(json_path, text, err, sizeof err)) {
                 fprintf(stderr, "dod-eval metrics: %s\n", err);
                 rc = 1;
             }
@@ -356,7 +357,7 @@ static int cmd_metrics(int argc, char **argv) {
         }
         if (csv_path) {
             char *text = report_csv(res, n);
-            if (eval_write_file_atomic(csv_path, text, err, sizeof err)) {
+            if (fs_write_text_atomic(csv_path, text, err, sizeof err)) {
                 fprintf(stderr, "dod-eval metrics: %s\n", err);
                 rc = 1;
             }
@@ -613,12 +614,12 @@ static int cmd_run(int argc, char **argv) {
             rc = 0;
             if (csv_path) {
                 char *text = eval_report_csv(res, n_sets);
-                if (eval_write_file_atomic(csv_path, text, err, sizeof err)) fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
+                if (fs_write_text_atomic(csv_path, text, err, sizeof err)) fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
                 free(text);
             }
             if (json_path) {
                 char *text = eval_report_json(&ri, res, n_sets);
-                if (eval_write_file_atomic(json_path, text, err, sizeof err)) fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
+                if (fs_write_text_atomic(json_path, text, err, sizeof err)) fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
                 free(text);
             }
         }

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "data/fileio.h"
 #include "layers/safetensors.h"
 
 void checkpoint_info_free(CheckpointInfo *info) {
@@ -18,36 +19,6 @@ void checkpoint_info_free(CheckpointInfo *info) {
 }
 
 void checkpoint_name(int64_t step, char *buf, size_t len) { snprintf(buf, len, "step_%07lld.safetensors", (long long)step); }
-
-// mkdir -p. 0 or -1 (errno set).
-static int mkdir_p(const char *dir) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    if (mkdir(buf, 0755) && errno != EEXIST) return -1;
-    return 0;
-}
-
-// Writes text to path through path.tmp.<pid>, fsync, rename. 0 or -1 with a message.
-static int write_file_atomic(const char *path, const char *text, char *err, size_t errlen) {
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%.4200s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    size_t n = strlen(text);
-    bool ok = fd >= 0 && write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
-    if (fd >= 0 && close(fd) != 0) ok = false;
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
 
 // Parses "step_NNNNNNN.safetensors" -> step; -1 for anything else.
 static long long parse_ckpt_name(const char *name) {
@@ -87,10 +58,7 @@ static void prune(const char *ckpt_dir, int keep_last, long long keep_step) {
 int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const AdamW *opt,
                     const CheckpointInfo *info, int keep_last, char *path_out, size_t path_len, char *err,
                     size_t errlen) {
-    if (mkdir_p(ckpt_dir)) {
-        snprintf(err, errlen, "%s: cannot create checkpoint directory: %s", ckpt_dir, strerror(errno));
-        return -1;
-    }
+    if (fs_mkdirs(ckpt_dir, err, errlen)) return -1;
     if (opt && opt->n != n) {
         snprintf(err, errlen, "%s: optimizer has %d tensors but %d trainable tensors were given", ckpt_dir, opt->n, n);
         return -1;
@@ -145,7 +113,7 @@ int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const Ad
     char latest[4200], line[80];
     snprintf(latest, sizeof latest, "%s/latest", ckpt_dir);
     snprintf(line, sizeof line, "%s\n", name);
-    if (write_file_atomic(latest, line, err, errlen)) return -1;
+    if (fs_write_text_atomic(latest, line, err, errlen)) return -1;
     prune(ckpt_dir, keep_last, info->step);
     if (path_out) snprintf(path_out, path_len, "%s", path);
     return 0;

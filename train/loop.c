@@ -45,6 +45,7 @@ void train_request_stop(void) { stop_requested = 1; }
 #include "train/model_from_config.h"
 #include "train/train_model.h"
 #include "train/validate.h"
+#include "data/fileio.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
 
@@ -58,37 +59,6 @@ static double now_s(void) {
 static void join(char *out, size_t len, const char *dir, const char *name) {
     if (name[0] == '/') snprintf(out, len, "%s", name);
     else snprintf(out, len, "%s/%s", dir, name);
-}
-
-static int mkdirs(const char *dir, char *err, size_t errlen) {
-    char buf[PATH_LEN];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || !*p) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) {
-                snprintf(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno));
-                return -1;
-            }
-            if (!c) return 0;
-            *p = c;
-        }
-    }
-}
-
-static int write_text_atomic(const char *path, const char *text, char *err, size_t errlen) {
-    char tmp[PATH_LEN + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    bool ok = f && fputs(text, f) >= 0;
-    if (f && fclose(f)) ok = false;
-    if (!ok || rename(tmp, path)) {
-        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
 }
 
 // On resume: drop metrics lines of steps after the checkpoint (an interrupted run may have logged
@@ -109,7 +79,7 @@ static int trim_jsonl(const char *path, int64_t last_step, char *err, size_t err
         len += n;
     }
     fclose(f);
-    int rc = write_text_atomic(path, kept, err, errlen);
+    int rc = fs_write_text_atomic(path, kept, err, errlen);
     free(kept);
     return rc;
 }
@@ -181,10 +151,10 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
             return -1;
         }
     }
-    if (mkdirs(r->run_dir, err, errlen) || mkdirs(r->samples_dir, err, errlen)) return -1;
+    if (fs_mkdirs(r->run_dir, err, errlen) || fs_mkdirs(r->samples_dir, err, errlen)) return -1;
     char cfg_path[PATH_LEN + 16];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", r->run_dir);
-    if (write_text_atomic(cfg_path, r->config_text, err, errlen)) return -1;
+    if (fs_write_text_atomic(cfg_path, r->config_text, err, errlen)) return -1;
 
     int n_loaded = 0;  // stage 2: the frozen stage-1 tensors, on a fresh run and on resume alike
     if (!(r->model = train_model_from_config(c, &n_loaded, err, errlen))) return -1;

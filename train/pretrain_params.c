@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "data/keyed_rng.h"
+#include "data/fileio.h"
 
 // True for GroupNorm / LayerNorm parameters: the module name (before .weight/.bias) ends in a
 // component containing "norm" (norm1, norm, conv_norm_out, group_norm).
@@ -60,31 +61,13 @@ ParamStore *pretrain_init_params(const SdTensorTable *table, uint64_t seed) {
 }
 
 static void mkdir_p(const char *dir) {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) dod_fatal("pretrain", "%s: cannot create directory", buf);
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) dod_fatal("pretrain", "%s: cannot create directory", buf);
+    char err[4200];
+    if (fs_mkdirs(dir, err, sizeof err)) dod_fatal("pretrain", "%s", err);
 }
 
 void pretrain_write_text(const char *path, const char *text) {
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) dod_fatal("pretrain", "%s: cannot open for writing", tmp);
-    size_t n = strlen(text);
-    bool ok = fwrite(text, 1, n, f) == n;
-    ok = (fflush(f) == 0) && ok;
-    ok = (fsync(fileno(f)) == 0) && ok;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        dod_fatal("pretrain", "%s: write failed", path);
-    }
+    char err[4400];
+    if (fs_write_text_atomic(path, text, err, sizeof err)) dod_fatal("pretrain", "%s", err);
 }
 
 char *pretrain_read_text(const char *path) {
