@@ -122,6 +122,18 @@ char *eval_report_csv(const EvalSetResult *res, int n_sets) {
 
 static cJSON *num(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateString(v > 0 ? "inf" : "nan"); }
 
+char *eval_json_text(cJSON *doc) {
+    char *text = cJSON_Print(doc);
+    cJSON_Delete(doc);
+    size_t len = strlen(text);
+    char *out = dod_malloc(len + 2, "json report");
+    memcpy(out, text, len);
+    out[len] = '\n';
+    out[len + 1] = 0;
+    free(text);
+    return out;
+}
+
 char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int n_sets) {
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "tool", "dod-eval run");
@@ -179,14 +191,6 @@ char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int
     cJSON_AddItemToObject(ja, "seconds_per_image", num(a.seconds_per_image));
     cJSON_AddNumberToObject(ja, "peak_rss_mib", a.peak_rss_mib);
     cJSON_AddNumberToObject(ja, "arena_peak_mib", a.arena_peak_mib);
-    char *text = cJSON_Print(doc);
-    cJSON_Delete(doc);
-    size_t len = strlen(text);
-    char *out = dod_malloc(len + 2, "json report");
-    memcpy(out, text, len);
-    out[len] = '\n';
-    out[len + 1] = 0;
-    free(text);
-    return out;
+    return eval_json_text(doc);
 }
 

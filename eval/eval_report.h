@@ -5,6 +5,7 @@
 // once, whatever its size); seconds per image is total restore time / images; memory is the
 // largest high-water mark.
 #pragma once
+#include <cjson/cJSON.h>
 #include <stdio.h>
 
 #include "eval/eval_run.h"
@@ -35,3 +36,5 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
 // Heap strings (=), caller frees.
 char *eval_report_csv(const EvalSetResult *res, int n_sets);
 char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int n_sets);
+// The pretty-printed JSON text of doc plus a final newline (= heap string, caller frees); deletes doc.
+char *eval_json_text(cJSON *doc);

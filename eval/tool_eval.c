@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "autograd/tensor.h"
+#include "data/fileio.h"
 #include "data/pairing.h"
 #include "eval/bench.h"
 #include "eval/eval_report.h"
@@ -21,7 +22,6 @@
 #include "eval/metrics.h"
 #include "train/config.h"
 #include "train/model_from_config.h"
-#include "data/fileio.h"
 
 // ---- shared helpers -------------------------------------------------------------------------------
 // Non-negative decimal int, the whole string; -1 otherwise.
@@ -199,15 +199,7 @@ static char *report_json(const PairResult *res, int n, const MetricOpts *o, cons
         cJSON_AddItemToObject(it, "ssim", json_number_or_inf(res[i].ssim));
         cJSON_AddItemToArray(images, it);
     }
-    char *text = cJSON_Print(doc);
-    cJSON_Delete(doc);
-    size_t len = strlen(text);
-    char *out = dod_malloc(len + 2, "json report");
-    memcpy(out, text, len);
-    out[len] = '\n';
-    out[len + 1] = 0;
-    free(text);
-    return out;
+    return eval_json_text(doc);
 }
 
 static char *report_csv(const PairResult *res, int n) {
