@@ -389,13 +389,17 @@ static void conv2d_backward(AgNode *node) {
     float *dx = x->requires_grad ? tensor_grad(x) : NULL;
     float *dw = w->requires_grad ? tensor_grad(w) : NULL;
     float *db = b && b->requires_grad ? tensor_grad(b) : NULL;
+    // A half-precision weight was widened in forward scratch: widen it again for this call only.
+    ScratchScope scratch = scratch_begin(node->out->device);
+    const float *w32 = c->w ? c->w : tensor_f32(w);
     if (node->out->device == DEV_CUDA) {
         int64_t gv[9];
         conv_geom_vec(&c->g, gv);
-        cuda_conv2d_backward(gv, c->x, c->w, node->out->grad, dx, dw, db);
+        cuda_conv2d_backward(gv, c->x, w32, node->out->grad, dx, dw, db);
     } else {
-        op_conv2d_cpu_backward(&c->g, c->x, c->w, node->out->grad, dx, dw, db);
+        op_conv2d_cpu_backward(&c->g, c->x, w32, node->out->grad, dx, dw, db);
     }
+    scratch_end(scratch);
 }
 
 Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
@@ -417,19 +421,22 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     g.Kc = g.Cin * g.kh * g.kw;
     int64_t y_shape[4] = {g.N, g.Cout, g.Ho, g.Wo};
     Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
-    const float *x32 = tensor_f32(x), *w32 = tensor_f32(w);
+    const float *x32 = tensor_f32(x);  // saved for backward: outside the scratch scope
+    ScratchScope scratch = scratch_begin(dev);
+    const float *w32 = tensor_f32(w), *b32 = bias ? tensor_f32(bias) : NULL;
     if (dev == DEV_CUDA) {
         int64_t gv[9];
         conv_geom_vec(&g, gv);
-        cuda_conv2d_forward(gv, x32, w32, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
+        cuda_conv2d_forward(gv, x32, w32, b32, tensor_data_f32(y));
     } else {
-        op_conv2d_cpu_forward(&g, x32, w32, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
+        op_conv2d_cpu_forward(&g, x32, w32, b32, tensor_data_f32(y));
     }
+    scratch_end(scratch);
     if (ag_needs_grad(3, in)) {
         ConvCtx *c = ag_record("op_conv2d", conv2d_backward, y, bias ? 3 : 2, in, sizeof(ConvCtx));
         c->g = g;
         c->x = x32;
-        c->w = w32;
+        c->w = w->dtype == DT_F32 ? w32 : NULL;  // NULL: widened copy released, backward widens again
     }
     return y;
 }

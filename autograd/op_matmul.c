@@ -123,7 +123,8 @@ Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
 
 // ---- linear -------------------------------------------------------------------------------------
 typedef struct {
-    const float *x, *w;  // f32 views (w NULL on the CUDA mixed-precision path)
+    const float *x, *w;  // f32 views (w NULL on the CUDA mixed-precision path, and for half weights once
+                         // forward has released its widened copy)
     const void *w_half;  // CUDA mixed precision: the bf16/f16 weight storage, read as-is by cuBLAS
     DType w_type;
     int64_t rows, in, out;
@@ -179,17 +180,21 @@ static void op_linear_cuda_backward(const LinearCtx *c, const float *g, float *d
 }
 
 static void linear_backward(AgNode *node) {
-    LinearCtx *c = node->ctx;
+    LinearCtx c = *(LinearCtx *)node->ctx;
     Tensor *x = node->inputs[0], *w = node->inputs[1], *b = node->n_inputs > 2 ? node->inputs[2] : NULL;
     float *dx = x->requires_grad ? tensor_grad(x) : NULL, *dw = w->requires_grad ? tensor_grad(w) : NULL;
     float *db = b && b->requires_grad ? tensor_grad(b) : NULL;
+    // A half-precision weight widened in forward scratch is widened again for this call only.
+    ScratchScope scratch = scratch_begin(node->out->device);
+    if (!c.w && !c.w_half) c.w = tensor_f32(w);
     if (node->out->device == DEV_CUDA) {
-        DOD_CHECK(!(dw && c->w_half), "op_linear", "weight %s is %s on the mixed-precision path: half weights are frozen",
+        DOD_CHECK(!(dw && c.w_half), "op_linear", "weight %s is %s on the mixed-precision path: half weights are frozen",
                   shape_str(w), dtype_name(w->dtype));
-        op_linear_cuda_backward(c, node->out->grad, dx, dw, db);
+        op_linear_cuda_backward(&c, node->out->grad, dx, dw, db);
     } else {
-        op_linear_cpu_backward(c, node->out->grad, dx, dw, db);
+        op_linear_cpu_backward(&c, node->out->grad, dx, dw, db);
     }
+    scratch_end(scratch);
 }
 
 Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
@@ -206,13 +211,17 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = c.out;
     Tensor *y = tensor_new_on(dev, x->ndim, shape, DT_F32);
-    c.x = tensor_f32(x);
+    c.x = tensor_f32(x);  // saved for backward: outside the scratch scope
     c.w_type = w->dtype;
     bool half_w = w->dtype == DT_BF16 || w->dtype == DT_F16;
+    ScratchScope scratch = scratch_begin(dev);
     if (dev == DEV_CUDA && half_w && !w->requires_grad && dod_cuda_precision() == DOD_PREC_MIXED) c.w_half = w->data;
     else c.w = tensor_f32(w);
-    if (dev == DEV_CUDA) op_linear_cuda_forward(&c, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
-    else op_linear_cpu_forward(&c, bias ? tensor_f32(bias) : NULL, tensor_data_f32(y));
+    const float *b32 = bias ? tensor_f32(bias) : NULL;
+    if (dev == DEV_CUDA) op_linear_cuda_forward(&c, b32, tensor_data_f32(y));
+    else op_linear_cpu_forward(&c, b32, tensor_data_f32(y));
+    scratch_end(scratch);
+    if (half_w) c.w = NULL;  // the widened copy is gone: backward widens again
     if (ag_needs_grad(3, in)) {
         LinearCtx *saved = ag_record("op_linear", linear_backward, y, bias ? 3 : 2, in, sizeof(LinearCtx));
         *saved = c;

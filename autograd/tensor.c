@@ -341,6 +341,15 @@ const float *tensor_f32(const Tensor *t) {
     return out;
 }
 
+ScratchScope scratch_begin(Device device) {
+    return (ScratchScope){device, device == DEV_CUDA ? cuda_arena_mark() : arena_mark()};
+}
+
+void scratch_end(ScratchScope s) {
+    if (s.device == DEV_CUDA) cuda_arena_release(s.mark);
+    else arena_release(s.mark);
+}
+
 float *tensor_grad(Tensor *t) {
     if (!t->grad) {
         size_t bytes = (size_t)t->numel * sizeof(float);

@@ -98,6 +98,16 @@ void tensor_move_to(Tensor *t, Device device);
 static inline float *tensor_data_f32(const Tensor *t) { return (float *)t->data; }  // t must be f32
 // f32 view of t: t->data itself for f32, otherwise an arena copy widened from f16/bf16.
 const float *tensor_f32(const Tensor *t);
+// Scratch scope of one op call on `device`'s arena (host, or the device arena for DEV_CUDA): what is
+// allocated between scratch_begin and scratch_end is given back at scratch_end. Ops widen frozen
+// half-precision weights inside one, so the copies never pile up in the step arena (the backward
+// widens again); outputs, saved tensors and gradient buffers must be allocated before it begins.
+typedef struct {
+    Device device;
+    size_t mark;
+} ScratchScope;
+ScratchScope scratch_begin(Device device);
+void scratch_end(ScratchScope s);
 // Gradient buffer of t (f32, numel), allocated zeroed on first use (heap if persistent, else arena).
 float *tensor_grad(Tensor *t);
 void tensor_zero_grad(Tensor *t);      // memset grad to 0 if allocated

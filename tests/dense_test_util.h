@@ -23,6 +23,23 @@ static inline Tensor *widened_copy(const Tensor *half, const char *name) {
     return t;
 }
 
+// A frozen half-precision weight is widened to f32 only for the duration of each op call: across
+// forward (y = run(x, w)) and backward the step arena must not keep the widened copy. `bound` is what
+// the arena may legitimately gain (outputs, gradients, tape nodes); the widened copy is numel(w) * 4.
+static inline void check_half_weight_scratch(const char *what, Tensor *(*run)(Tensor *x, Tensor *w), Tensor *x,
+                                             Tensor *w_half, size_t bound) {
+    ag_step_reset();
+    size_t before = arena_used();
+    Tensor *y = run(x, w_half);
+    size_t after_forward = arena_used() - before;
+    ag_backward_from(y, NULL);
+    size_t after_backward = arena_used() - before;
+    CHECK(after_forward <= bound && after_backward <= 2 * bound,
+          "%s: the step arena grew by %zu bytes in forward, %zu after backward (allowed %zu / %zu; the widened "
+          "weight is %zu bytes)", what, after_forward, after_backward, bound, 2 * bound, (size_t)w_half->numel * 4);
+    ag_step_reset();
+}
+
 // CHECKs max |got - ref| <= atol + rtol * max |ref| over n values; ref is double precision.
 static inline void check_close_ref(const char *what, const float *got, const double *ref, int64_t n, double rtol,
                                    double atol) {

@@ -276,6 +276,17 @@ static void cuda_conv(void *ctx) {
     op_conv2d(tensor_new4(1, 3, 8, 8), w, NULL, 1, 1);
 }
 
+static Tensor *conv3x3(Tensor *x, Tensor *w) { return op_conv2d(x, w, NULL, 1, 1); }
+
+// A 64 -> 64 3x3 bf16 weight (144 KiB widened) on a 1 x 64 x 4 x 4 input: outputs and grads 4 KiB each.
+static void conv_half_weight_scratch(void) {
+    int64_t xs[4] = {1, 64, 4, 4}, ws[4] = {64, 64, 3, 3};
+    Tensor *x = test_input("x", 4, xs, 61, 1.0f, true), *w32 = test_input("w", 4, ws, 62, 0.05f, false);
+    Tensor *wh = half_copy(w32, DT_BF16, "w_half");
+    check_half_weight_scratch("conv2d bf16 weight scratch", conv3x3, x, wh, 32 * 1024);
+    tensor_free(x); tensor_free(w32); tensor_free(wh);
+}
+
 int main(void) {
     static const ConvCase cases[] = {
         {"3x3 s1 p1", 1, 3, 7, 9, 4, 3, 3, 1, 1, true},
@@ -305,6 +316,7 @@ int main(void) {
     tiled_cases();
     half_weight(DT_BF16);
     half_weight(DT_F16);
+    conv_half_weight_scratch();
     frozen_weights(3, 1, 1);
     frozen_weights(3, 2, 1);
     frozen_weights(1, 1, 0);

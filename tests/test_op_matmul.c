@@ -181,6 +181,17 @@ static void cuda_linear(void *ctx) {
     op_linear(x, tensor_new2(3, 8), NULL);
 }
 
+static Tensor *linear_no_bias(Tensor *x, Tensor *w) { return op_linear(x, w, NULL); }
+
+// A 256 x 256 bf16 weight (256 KiB widened) against a 2 x 256 input: outputs and grads are 2 KiB each.
+static void linear_half_weight_scratch(void) {
+    int64_t xs[2] = {2, 256}, ws[2] = {256, 256};
+    Tensor *x = test_input("x", 2, xs, 41, 1.0f, true), *w32 = test_input("w", 2, ws, 42, 0.1f, false);
+    Tensor *wh = half_copy(w32, DT_BF16, "w_half");
+    check_half_weight_scratch("linear bf16 weight scratch", linear_no_bias, x, wh, 32 * 1024);
+    tensor_free(x); tensor_free(w32); tensor_free(wh);
+}
+
 int main(void) {
     // matmul: broadcast B over leading dims, batched B, trans_b, odd sizes
     matmul_case("matmul 2d", 2, (int64_t[]){5, 7}, 2, (int64_t[]){7, 3}, false, 1);
@@ -208,6 +219,7 @@ int main(void) {
     }
     linear_half_weight(DT_BF16);
     linear_half_weight(DT_F16);
+    linear_half_weight_scratch();
     frozen_weights();
     expect_fatal("matmul inner dims", bad_matmul_inner, NULL, (const char *[]){"op_matmul", "[2, 3]", "[4, 5]", NULL});
     expect_fatal("matmul batch dims", bad_matmul_batch, NULL,
