@@ -8,6 +8,7 @@
 
 #include "layers/dod_extract_vae.h"
 #include "layers/dod_model_util.h"
+#include "layers/sd_random.h"
 
 DodModelConfig dod_model_default_config(int stage) {
     DodModelConfig c = {0};
@@ -101,8 +102,13 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
     DodModel *m = dod_calloc(sizeof(DodModel), "dod model");
     m->cfg = *cfg;
     const char *dir = cfg->base_model_dir;
-    m->unet = unet_load(dir, cfg->frozen_dtype, NULL);
-    m->vae = vae_load(dir, cfg->frozen_dtype, NULL);
+    if (cfg->random_base_weights) {
+        m->unet = unet_create_random(dir, cfg->frozen_dtype, cfg->seed * 0x9E3779B97F4A7C15ull + 1000);
+        m->vae = vae_create_random(dir, cfg->frozen_dtype, cfg->seed * 0x9E3779B97F4A7C15ull + 500000);
+    } else {
+        m->unet = unet_load(dir, cfg->frozen_dtype, NULL);
+        m->vae = vae_load(dir, cfg->frozen_dtype, NULL);
+    }
     setup_scheduler(m);
     int D = m->unet->cfg.cross_attention_dim[0];
     for (int i = 1; i < m->unet->cfg.n_levels; i++)
@@ -163,6 +169,14 @@ void dod_model_free(DodModel *m) {
 
 ParamStore *dod_model_params(DodModel *m) { return m->params; }
 
+void dod_model_to_device(DodModel *m, Device device) {
+    sd_params_to_device(m->unet->net.ps, device);
+    sd_params_to_device(m->vae->net.ps, device);
+    sd_params_to_device(m->params, device);
+    tensor_move_to(m->prompt, device);
+    m->device = device;
+}
+
 int dod_model_trainable(const DodModel *m, Tensor **out, int cap) { return params_trainable(m->params, out, cap); }
 
 void dod_model_set_extractor(DodModel *m, DodExtractFn fn, void *ctx) {
@@ -196,10 +210,10 @@ static Tensor *pipeline(DodModel *m, Tensor *lq, Tensor *eps, bool clamp) {
 
     // The fixed prompt embedding for every image, and t = 999 for every image (arena: the UNet's
     // recomputed units may read them in backward).
-    int64_t L = m->prompt->shape[0], D = m->prompt->shape[1];
-    Tensor *context = tensor_new3(N, L, D);
-    for (int64_t n = 0; n < N; n++)
-        memcpy(tensor_data_f32(context) + n * L * D, m->prompt->data, sizeof(float) * (size_t)(L * D));
+    DOD_CHECK(m->prompt->device == lq->device, "dod_model_forward",
+              "input %s is on %s, the model on %s (dod_model_to_device)", shape_str(lq),
+              lq->device == DEV_CUDA ? "cuda" : "cpu", m->prompt->device == DEV_CUDA ? "cuda" : "cpu");
+    Tensor *context = dod_repeat_constant(m->prompt, N);
     float *timesteps = arena_alloc(sizeof(float) * (size_t)N, "dod timesteps");
     for (int64_t n = 0; n < N; n++) timesteps[n] = (float)DOD_TIMESTEP;
     UnetOptions uopt = {.recompute_blocks = m->cfg.recompute};
@@ -239,7 +253,8 @@ Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_
     if (mode == DOD_MODE_TRAIN) {
         int f = 1 << (m->vae->cfg.n_levels - 1);
         Tensor *eps = tensor_new4(lq->shape[0], m->vae->cfg.latent_channels, lq->shape[2] / f, lq->shape[3] / f);
-        tensor_randn(eps, noise_seed, 1.0f);
+        tensor_randn(eps, noise_seed, 1.0f);  // on the host (the same noise on every device), then moved
+        if (lq->device != DEV_CPU) eps = tensor_to_device(eps, lq->device);
         return dod_model_forward_eps(m, lq, eps);
     }
     DOD_CHECK(mode == DOD_MODE_EVAL, "dod_model_forward", "unknown mode %d", (int)mode);
@@ -262,13 +277,13 @@ DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
               shape_str(out), shape_str(hq));
     DodLoss l = {.ssim = NAN, .lpips = NAN};
     Tensor *mse = op_mse_loss(out, hq);
-    l.mse = tensor_f32(mse)[0];
+    l.mse = dod_scalar_value(mse);
     l.total = op_scale(mse, m->cfg.mse_weight);
     // Stage 1's LPIPS term (weight 5 in the paper) joins here once a VGG LPIPS exists; check_config keeps
     // lpips_weight at 0 until then.
     if (m->cfg.stage == 2) {
         Tensor *ssim = op_ssim(out, hq, 2.0f);
-        l.ssim = tensor_f32(ssim)[0];
+        l.ssim = dod_scalar_value(ssim);
         l.total = op_add(l.total, op_scale(op_add_scalar(op_scale(ssim, -1.0f), 1.0f), m->cfg.ssim_weight));
     }
     return l;

@@ -33,6 +33,8 @@ typedef enum { DOD_MODE_TRAIN = 0, DOD_MODE_EVAL = 1 } DodMode;
 
 typedef struct {
     const char *base_model_dir;      // diffusers layout: unet/, vae/, scheduler/scheduler_config.json
+    bool random_base_weights;        // benchmarks: frozen UNet/VAE weights random from the configs alone
+                                     // (layers/sd_random.h); base_model_dir needs no weight files then
     DType frozen_dtype;              // DT_F32 or DT_BF16: how the frozen UNet/VAE weights are stored
     const char *prompt_path;         // safetensors holding one [L, D] (or [1, L, D]) tensor; NULL: zeros (warned)
     int stage;                       // 1 or 2
@@ -69,6 +71,7 @@ typedef struct {
     DodModulation mod;
     DodDetail detail;              // stage 2 only
     bool has_detail;
+    Device device;                 // where every tensor of the model lives (dod_model_to_device)
 } DodModel;
 
 // Loads the base model (frozen), creates and initialises every trainable tensor (LoRA per PEFT's
@@ -79,6 +82,11 @@ DodModel *dod_model_create(const DodModelConfig *cfg);
 void dod_model_free(DodModel *m);
 
 ParamStore *dod_model_params(DodModel *m);
+// Moves every tensor of the model (frozen UNet/VAE weights, trainable tensors, the prompt embedding)
+// to `device` in place (tensor_move_to: pointers held elsewhere stay valid, gradients move too). On
+// CUDA the forward then expects its inputs there too (tensor_to_device), and its outputs and losses
+// are CUDA tensors (dod_scalar_value reads a loss back). Models are created on the CPU.
+void dod_model_to_device(DodModel *m, Device device);
 // The trainable tensors of the model's stage (requires_grad), in registration order, into out (cap
 // entries); returns how many there are.
 int dod_model_trainable(const DodModel *m, Tensor **out, int cap);

@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/cuda/cuda_backend.h"
+#include "layers/cuda/layers_cuda.h"
 #include "layers/safetensors.h"
+#include "layers/sd_blocks.h"
 
 // ---- posterior sample --------------------------------------------------------------------------------
 typedef struct {
@@ -19,6 +22,11 @@ static void posterior_backward(AgNode *node) {
     const float *g = node->out->grad;
     Tensor *mean = node->inputs[0], *logvar = node->inputs[1];
     int64_t n = node->out->numel;
+    if (node->out->device == DEV_CUDA) {
+        cuda_posterior_sample_backward(g, c->logvar, c->eps, mean->requires_grad ? tensor_grad(mean) : NULL,
+                                       logvar->requires_grad ? tensor_grad(logvar) : NULL, n);
+        return;
+    }
     if (mean->requires_grad) {
         float *gm = tensor_grad(mean);
         for (int64_t i = 0; i < n; i++) gm[i] += g[i];
@@ -33,12 +41,18 @@ Tensor *dod_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps) {
     DOD_CHECK(tensor_same_shape(mean, logvar) && tensor_same_shape(mean, eps), "dod_posterior_sample",
               "mean %s, logvar %s and eps %s must have the same shape", shape_str(mean), shape_str(logvar),
               shape_str(eps));
-    DOD_CHECK(mean->device == DEV_CPU && logvar->device == DEV_CPU && eps->device == DEV_CPU, "dod_posterior_sample",
-              "CPU tensors only");
+    DOD_CHECK(mean->device == logvar->device && mean->device == eps->device, "dod_posterior_sample",
+              "mean %s on %s, logvar on %s, eps on %s: all must be on one device", shape_str(mean),
+              mean->device == DEV_CUDA ? "cuda" : "cpu", logvar->device == DEV_CUDA ? "cuda" : "cpu",
+              eps->device == DEV_CUDA ? "cuda" : "cpu");
     const float *m = tensor_f32(mean), *lv = tensor_f32(logvar), *e = tensor_f32(eps);
-    Tensor *out = tensor_like(mean);
+    Tensor *out = tensor_new_on(mean->device, mean->ndim, mean->shape, DT_F32);
     float *o = tensor_data_f32(out);
-    for (int64_t i = 0; i < out->numel; i++) o[i] = m[i] + expf(0.5f * lv[i]) * e[i];
+    if (mean->device == DEV_CUDA) {
+        cuda_posterior_sample_forward(m, lv, e, o, out->numel);
+    } else {
+        for (int64_t i = 0; i < out->numel; i++) o[i] = m[i] + expf(0.5f * lv[i]) * e[i];
+    }
     Tensor *in[2] = {mean, logvar};
     if (ag_needs_grad(2, in)) {
         PosteriorCtx *c = ag_record("dod_posterior_sample", posterior_backward, out, 2, in, sizeof(PosteriorCtx));
@@ -52,11 +66,28 @@ Tensor *dod_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps) {
 // torch reflect index: i < n stays, n + k (k >= 0) maps to n - 2 - k.
 static int64_t reflect(int64_t i, int64_t n) { return i < n ? i : 2 * (n - 1) - i; }
 
-Tensor *dod_pad_reflect(Tensor *x, int pad_h, int pad_w) {
+Tensor *dod_pad_reflect(Tensor *x, int pad_h, int pad_w) { return dod_pad_reflect_ex(x, pad_h, pad_w, false); }
+
+// The gather form of padding/cropping: source row i of the output is rows[i] (likewise columns).
+static Tensor *gather_rows_cols(Tensor *x, int64_t Ho, int64_t Wo, int64_t (*row)(int64_t, int64_t)) {
+    int64_t H = x->shape[2], W = x->shape[3];
+    int64_t *src = arena_alloc(sizeof(int64_t) * (size_t)(Ho + Wo), "dod gather indices");
+    for (int64_t i = 0; i < Ho; i++) src[i] = row(i, H);
+    for (int64_t j = 0; j < Wo; j++) src[Ho + j] = row(j, W);
+    bool prev = ag_set_grad_enabled(false);  // eval only, as the loops (no gradient)
+    Tensor *out = sd_gather_hw(x, src, Ho, src + Ho, Wo);
+    ag_set_grad_enabled(prev);
+    return out;
+}
+
+static int64_t identity(int64_t i, int64_t n) { return (void)n, i; }
+
+Tensor *dod_pad_reflect_ex(Tensor *x, int pad_h, int pad_w, bool via_ops) {
     DOD_CHECK(x->ndim == 4, "dod_pad_reflect", "input %s is not [N, C, H, W]", shape_str(x));
     int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     DOD_CHECK(pad_h >= 0 && pad_w >= 0 && pad_h < H && pad_w < W, "dod_pad_reflect",
               "reflect padding (%d, %d) needs an image larger than the padding, got %s", pad_h, pad_w, shape_str(x));
+    if (via_ops || x->device != DEV_CPU) return gather_rows_cols(x, H + pad_h, W + pad_w, reflect);
     Tensor *out = tensor_new4(N, C, H + pad_h, W + pad_w);
     const float *xs = tensor_f32(x);
     float *o = tensor_data_f32(out);
@@ -70,15 +101,44 @@ Tensor *dod_pad_reflect(Tensor *x, int pad_h, int pad_w) {
     return out;
 }
 
-Tensor *dod_crop(Tensor *x, int64_t h, int64_t w) {
-    DOD_CHECK(x->ndim == 4 && h <= x->shape[2] && w <= x->shape[3], "dod_crop", "cannot crop %s to %ldx%ld",
-              shape_str(x), (long)h, (long)w);
+Tensor *dod_crop(Tensor *x, int64_t h, int64_t w) { return dod_crop_ex(x, h, w, false); }
+
+Tensor *dod_crop_ex(Tensor *x, int64_t h, int64_t w, bool via_ops) {
+    DOD_CHECK(x->ndim == 4 && h > 0 && w > 0 && h <= x->shape[2] && w <= x->shape[3], "dod_crop",
+              "cannot crop %s to %ldx%ld", shape_str(x), (long)h, (long)w);
+    if (via_ops || x->device != DEV_CPU) return gather_rows_cols(x, h, w, identity);
     int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     Tensor *out = tensor_new4(N, C, h, w);
     const float *xs = tensor_f32(x);
     float *o = tensor_data_f32(out);
     for (int64_t p = 0; p < N * C; p++)
         for (int64_t i = 0; i < h; i++) memcpy(o + (p * h + i) * w, xs + (p * H + i) * W, sizeof(float) * (size_t)w);
+    return out;
+}
+
+// ---- small host-side helpers --------------------------------------------------------------------------
+float dod_scalar_value(const Tensor *t) {
+    DOD_CHECK(t->numel == 1 && t->dtype == DT_F32, "dod_scalar_value", "tensor %s (%s) is not a one-element f32 tensor",
+              shape_str(t), dtype_name(t->dtype));
+    float v;
+    if (t->device == DEV_CUDA) cuda_copy_d2h(&v, t->data, sizeof v);
+    else v = tensor_data_f32(t)[0];
+    return v;
+}
+
+Tensor *dod_repeat_constant(const Tensor *t, int64_t n) {
+    DOD_CHECK(t->dtype == DT_F32 && t->ndim < TENSOR_MAX_DIMS && n > 0, "dod_repeat_constant",
+              "cannot repeat %s tensor %s %ld times", dtype_name(t->dtype), shape_str(t), (long)n);
+    int64_t shape[TENSOR_MAX_DIMS];
+    shape[0] = n;
+    for (int d = 0; d < t->ndim; d++) shape[d + 1] = t->shape[d];
+    Tensor *out = tensor_new_on(t->device, t->ndim + 1, shape, DT_F32);
+    size_t bytes = sizeof(float) * (size_t)t->numel;
+    for (int64_t i = 0; i < n; i++) {
+        float *dst = tensor_data_f32(out) + i * t->numel;
+        if (t->device == DEV_CUDA) cuda_copy_d2d(dst, t->data, bytes);
+        else memcpy(dst, t->data, bytes);
+    }
     return out;
 }
 
@@ -95,7 +155,9 @@ static void copy_entry(SafeTensors *st, const StEntry *e, Tensor *dst, const cha
     char err[ST_ERR_LEN];
     Tensor *src;
     if (safetensors_tensor(st, e, DT_F32, NULL, &src, err) != ST_OK) dod_fatal(who, "%s", err);
-    memcpy(dst->data, src->data, sizeof(float) * (size_t)dst->numel);
+    size_t bytes = sizeof(float) * (size_t)dst->numel;
+    if (dst->device == DEV_CUDA) cuda_copy_h2d(dst->data, src->data, bytes);
+    else memcpy(dst->data, src->data, bytes);
     tensor_free(src);
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/cuda/cuda_backend.h"
 #include "autograd/gemm.h"
 
 struct LoraSet {
@@ -283,6 +284,16 @@ Tensor *lora_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) {
 }
 
 // ---- merge -----------------------------------------------------------------------------------------
+// The merge is a host computation (once per export, not per step): tensors on CUDA are widened there
+// and copied back. Returns an f32 host view of t; *owned is the heap copy to free (NULL: a view).
+static const float *host_f32(const Tensor *t, float **owned) {
+    *owned = NULL;
+    if (t->device != DEV_CUDA) return tensor_f32(t);
+    *owned = dod_malloc(sizeof(float) * (size_t)t->numel, "lora merge host copy");
+    cuda_copy_d2h(*owned, tensor_f32(t), sizeof(float) * (size_t)t->numel);  // tensor_f32 widens on the device
+    return *owned;
+}
+
 void lora_merge(const LoraAdapter *ad, const Tensor *w0, const Tensor *b0, const float *gamma, const float *beta,
                 Tensor *w_out, Tensor *b_out) {
     int64_t r = ad->rank, cols = ad->in * ad->kh * ad->kw;
@@ -292,8 +303,9 @@ void lora_merge(const LoraAdapter *ad, const Tensor *w0, const Tensor *b0, const
     DOD_CHECK(b_out->numel == ad->out && b_out->dtype == DT_F32 && (!b0 || b0->numel == ad->out), ad->layer,
               "merge: bias shapes %s / %s, expected [%ld]", b0 ? shape_str(b0) : "none", shape_str(b_out),
               (long)ad->out);
-    DOD_CHECK(w0->device == DEV_CPU && ad->A->device == DEV_CPU, ad->layer, "merge runs on CPU tensors only");
-    const float *A = tensor_f32(ad->A), *B = tensor_f32(ad->B), *W0 = tensor_f32(w0);
+    DOD_CHECK(w_out->device == DEV_CPU && b_out->device == DEV_CPU, ad->layer, "merge writes host tensors only");
+    float *own_a, *own_b, *own_w0, *own_b0 = NULL;
+    const float *A = host_f32(ad->A, &own_a), *B = host_f32(ad->B, &own_b), *W0 = host_f32(w0, &own_w0);
     float *M = dod_malloc(sizeof(float) * (size_t)(r * cols), "lora merge scratch");
     for (int64_t k = 0; k < r; k++) {  // M = diag(1 + gamma) A
         float g = 1.0f + (gamma ? gamma[k] : 0.0f);
@@ -304,13 +316,17 @@ void lora_merge(const LoraAdapter *ad, const Tensor *w0, const Tensor *b0, const
     gemm_f32(false, false, ad->out, cols, r, ad->scale, B, r, M, cols, 1.0f, W, cols);  // W += s B M
     free(M);
     float *bo = tensor_data_f32(b_out);
-    const float *b0d = b0 ? tensor_f32(b0) : NULL;
+    const float *b0d = b0 ? host_f32(b0, &own_b0) : NULL;
     for (int64_t o = 0; o < ad->out; o++) {  // beta is added after A, so B beta is a constant per output
         double acc = 0;
         if (beta)
             for (int64_t k = 0; k < r; k++) acc += (double)B[o * r + k] * beta[k];
         bo[o] = (b0d ? b0d[o] : 0.0f) + ad->scale * (float)acc;
     }
+    free(own_a);
+    free(own_b);
+    free(own_w0);
+    free(own_b0);
 }
 
 int lora_merge_all(const LoraSet *set, ParamStore *base, const char *base_prefix, int n, ParamStore *out) {
@@ -322,19 +338,22 @@ int lora_merge_all(const LoraSet *set, ParamStore *base, const char *base_prefix
         Tensor *w0 = params_require(base, wname, "lora_merge_all");
         Tensor *b0 = params_get(base, bname);
         const float *g = NULL, *b = NULL;
+        float *own_g = NULL, *own_bt = NULL;
         if (ad->conditional) {
             Tensor *gt = set->gamma[ad->block], *bt = set->beta[ad->block];
             DOD_CHECK(set->has_modulation && gt && bt, ad->layer, "merge of a conditional adapter needs gamma/beta");
             DOD_CHECK(gt->ndim == 2 && n >= 0 && n < gt->shape[0] && gt->shape[1] == ad->rank &&
                           tensor_same_shape(gt, bt),
                       ad->layer, "merge: sample %d of gamma %s / beta %s", n, shape_str(gt), shape_str(bt));
-            g = tensor_f32(gt) + (int64_t)n * ad->rank;
-            b = tensor_f32(bt) + (int64_t)n * ad->rank;
+            g = host_f32(gt, &own_g) + (int64_t)n * ad->rank;
+            b = host_f32(bt, &own_bt) + (int64_t)n * ad->rank;
         }
         Tensor *w = tensor_new_persistent(wname, w0->ndim, w0->shape, DT_F32);
         int64_t bshape[1] = {ad->out};
         Tensor *bias = tensor_new_persistent(bname, 1, bshape, DT_F32);
         lora_merge(ad, w0, b0, g, b, w, bias);
+        free(own_g);
+        free(own_bt);
         params_add(out, wname, w);
         params_add(out, bname, bias);
     }

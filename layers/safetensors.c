@@ -1,6 +1,8 @@
 // safetensors reader (mmap, validate everything up front) and atomic writer. See safetensors.h.
 #include "layers/safetensors.h"
 
+#include "autograd/cuda/cuda_backend.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -448,7 +450,15 @@ StStatus safetensors_save(const char *path, Tensor *const *tensors, int n, const
         bool ok = write_all(fd, len8, 8) && write_all(fd, h.buf, h.len);
         for (int k2 = 0; ok && k2 < n; k2++) {
             const Tensor *t = tensors[order[k2]];
-            ok = write_all(fd, t->data, (size_t)t->numel * dtype_size(t->dtype));
+            size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
+            if (t->device == DEV_CUDA) {  // checkpoints of a model on the GPU: through a host copy
+                void *host = dod_malloc(bytes ? bytes : 1, t->name ? t->name : "tensor to save");
+                cuda_copy_d2h(host, t->data, bytes);
+                ok = write_all(fd, host, bytes);
+                free(host);
+            } else {
+                ok = write_all(fd, t->data, bytes);
+            }
         }
         int write_errno = errno;
         if (ok && fsync(fd) != 0) ok = false, write_errno = errno;

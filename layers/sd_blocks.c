@@ -1,6 +1,8 @@
 // Stable Diffusion building blocks (diffusers 0.21.4 semantics); see sd_blocks.h.
 #include "layers/sd_blocks.h"
 
+#include "autograd/cuda/cuda_backend.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +34,10 @@ Tensor *sd_param(const SdNet *net, const char *layer, const char *suffix) {
 Tensor *sd_param_opt(const SdNet *net, const char *layer, const char *suffix) {
     char name[SD_NAME_MAX];
     return params_get(net->ps, sd_name(net, name, layer, suffix));
+}
+
+void sd_params_to_device(ParamStore *ps, Device device) {
+    for (int i = 0; i < params_count(ps); i++) tensor_move_to(params_at(ps, i), device);
 }
 
 bool sd_has_layer(const SdNet *net, const char *layer) { return sd_param_opt(net, layer, ".weight") != NULL; }
@@ -98,16 +104,46 @@ static void resize_backward(AgNode *node) {  // += scatter of the output grad in
                 gx[(p * ih + c->src_y[i]) * iw + c->src_x[j]] += gy[(p * oh + i) * ow + j];
 }
 
+// Gather rows of the leading axis of t (viewed as [V, rest]) by ids: [n, rest...] with t's trailing shape.
+static Tensor *gather_leading(Tensor *t, const int64_t *ids, int64_t n) {
+    int64_t rest = t->numel / t->shape[0];
+    int64_t table_shape[2] = {t->shape[0], rest};
+    int64_t *ids_copy = arena_alloc(sizeof(int64_t) * (size_t)(n ? n : 1), "sd_gather_hw ids");
+    memcpy(ids_copy, ids, sizeof(int64_t) * (size_t)n);
+    Tensor *rows = op_embedding(op_reshape(t, 2, table_shape), ids_copy, (int)n);
+    int64_t out_shape[TENSOR_MAX_DIMS];
+    out_shape[0] = n;
+    for (int d = 1; d < t->ndim; d++) out_shape[d] = t->shape[d];
+    return op_reshape(rows, t->ndim, out_shape);
+}
+
+Tensor *sd_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w) {
+    DOD_CHECK(x->ndim == 4 && out_h > 0 && out_w > 0 && out_h <= INT32_MAX && out_w <= INT32_MAX, "sd_gather_hw",
+              "input %s to size %ldx%ld", shape_str(x), (long)out_h, (long)out_w);
+    for (int64_t i = 0; i < out_h; i++)
+        DOD_CHECK(src_y[i] >= 0 && src_y[i] < x->shape[2], "sd_gather_hw", "row index %ld of output row %ld outside %s",
+                  (long)src_y[i], (long)i, shape_str(x));
+    for (int64_t j = 0; j < out_w; j++)
+        DOD_CHECK(src_x[j] >= 0 && src_x[j] < x->shape[3], "sd_gather_hw", "column index %ld of output column %ld outside %s",
+                  (long)src_x[j], (long)j, shape_str(x));
+    static const int w_first[4] = {3, 0, 1, 2};     // [N, C, H, W] -> [W, N, C, H]
+    static const int h_first[4] = {3, 0, 1, 2};     // [ow, N, C, H] -> [H, ow, N, C]
+    static const int back[4] = {2, 3, 0, 1};        // [oh, ow, N, C] -> [N, C, oh, ow]
+    Tensor *t = gather_leading(op_permute(x, w_first), src_x, out_w);   // [ow, N, C, H]
+    t = gather_leading(op_permute(t, h_first), src_y, out_h);            // [oh, ow, N, C]
+    return op_permute(t, back);
+}
+
 Tensor *sd_resize_nearest(Tensor *x, int64_t out_h, int64_t out_w) {
     DOD_CHECK(x->ndim == 4 && out_h > 0 && out_w > 0, "sd_resize_nearest", "input %s to size %ldx%ld", shape_str(x),
               (long)out_h, (long)out_w);
     if (out_h == 2 * x->shape[2] && out_w == 2 * x->shape[3]) return op_upsample_nearest2x(x);
-    DOD_CHECK(x->device == DEV_CPU, "sd_resize_nearest", "only CPU tensors are supported (input %s)", shape_str(x));
     int64_t ih = x->shape[2], iw = x->shape[3], planes = x->shape[0] * x->shape[1];
     int64_t *src_y = arena_alloc(sizeof(int64_t) * (size_t)(out_h + out_w), "sd_resize_nearest index");
     int64_t *src_x = src_y + out_h;
     nearest_index(ih, out_h, src_y);
     nearest_index(iw, out_w, src_x);
+    if (x->device != DEV_CPU) return sd_gather_hw(x, src_y, out_h, src_x, out_w);
     Tensor *y = tensor_new4(x->shape[0], x->shape[1], out_h, out_w);
     const float *xd = tensor_f32(x);
     float *yd = tensor_data_f32(y);
@@ -140,22 +176,35 @@ Tensor *sd_tokens_to_nchw(Tensor *x, int64_t h, int64_t w) {
 // ---- running a unit ----------------------------------------------------------------------------------
 Tensor *sd_run_block(AgBlockFn fn, void *ctx, int n, Tensor *const *inputs, bool recompute) {
     if (ag_grad_enabled()) return recompute ? ag_checkpoint(fn, ctx, n, inputs) : fn(ctx, inputs);
-    size_t mark = arena_mark();
+    // The device arena is marked only when the unit runs on CUDA (its first input's device).
+    bool cuda_in = n > 0 && inputs[0]->device == DEV_CUDA;
+    size_t mark = arena_mark(), cuda_mark = cuda_in ? cuda_arena_mark() : 0;
     Tensor *out = fn(ctx, inputs);
     for (int i = 0; i < n; i++)
         if (out == inputs[i]) return out;  // nothing new to keep
     // Nothing is on the tape in no-grad mode, so everything allocated after the mark is garbage
-    // except the output: park it on the heap, rewind, and bring it back at the mark.
+    // except the output: park it (heap, or the device cache for a CUDA tensor), rewind both arenas,
+    // and bring it back at the mark.
     size_t bytes = (size_t)out->numel * sizeof(float);
-    float *parked = dod_malloc(bytes, "sd_run_block output");
-    memcpy(parked, tensor_f32(out), bytes);
+    bool on_cuda = out->device == DEV_CUDA;
+    DOD_CHECK(on_cuda == cuda_in, "sd_run_block", "unit output %s is on %s, its input on %s", shape_str(out),
+              on_cuda ? "cuda" : "cpu", cuda_in ? "cuda" : "cpu");
+    void *parked = on_cuda ? cuda_malloc_cached(bytes, "sd_run_block output") : dod_malloc(bytes, "sd_run_block output");
+    if (on_cuda) cuda_copy_d2d(parked, tensor_f32(out), bytes);
+    else memcpy(parked, tensor_f32(out), bytes);
     int ndim = out->ndim;
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, out->shape, sizeof shape);
     arena_release(mark);
-    Tensor *kept = tensor_new(ndim, shape, DT_F32);
-    memcpy(kept->data, parked, bytes);
-    free(parked);
+    if (on_cuda) cuda_arena_release(cuda_mark);
+    Tensor *kept = tensor_new_on(on_cuda ? DEV_CUDA : DEV_CPU, ndim, shape, DT_F32);
+    if (on_cuda) {
+        cuda_copy_d2d(kept->data, parked, bytes);
+        cuda_free_cached(parked);  // the copy above is queued first on the same stream
+    } else {
+        memcpy(kept->data, parked, bytes);
+        free(parked);
+    }
     return kept;
 }
 

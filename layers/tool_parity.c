@@ -1,6 +1,6 @@
 // dod-parity: check our UNet and VAE forwards against diffusers outputs stored in a fixture.
 //
-// Usage: dod-parity FIX [--dtype f32|bf16|f16] [--only unet|vae] [--ckpt FILE] [--io FILE]
+// Usage: dod-parity FIX [--dtype f32|bf16|f16] [--only unet|vae] [--ckpt FILE] [--io FILE] [--device cpu|cuda]
 //   FIX/model/unet/{config.json,diffusion_pytorch_model.safetensors}
 //   FIX/model/vae/{config.json,diffusion_pytorch_model.safetensors}
 //   FIX/io.safetensors: unet.sample, unet.timestep, unet.encoder_hidden_states, unet.out,
@@ -14,11 +14,16 @@
 // the inputs and references from FILE instead of FIX/io.safetensors (other sizes, same model).
 // After each model the activation arena's high-water mark so far is printed (the UNet runs first,
 // so its line is the UNet's own peak; use --only vae for the VAE's).
+// --device cuda: the weights and inputs are moved to the GPU (sd_params_to_device, tensor_move_to), the
+// forwards run there in the f32 precision mode (TF32 off) and the outputs come back for the same
+// comparison with the same tolerance; the device memory report follows each model. Without a usable
+// GPU it exits 1 with "no CUDA device: <reason>" before reading anything.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/cuda/cuda_backend.h"
 #include "layers/safetensors.h"
 #include "layers/unet.h"
 #include "layers/vae.h"
@@ -59,15 +64,19 @@ static bool report(const char *what, const Tensor *ours, const Tensor *ref, bool
     return ok || !judge;
 }
 
+// t itself on the host, else an arena copy of it there (outputs computed on CUDA).
+static Tensor *to_host(Tensor *t) { return t->device == DEV_CPU ? t : tensor_to_device(t, DEV_CPU); }
+
 static void usage(FILE *f) {
     fprintf(f, "usage: dod-parity FIX [--dtype f32|bf16|f16] [--only unet|vae] [--ckpt FILE] [--io FILE]\n"
+               "                  [--device cpu|cuda]\n"
                "  compares the UNet and VAE forwards with diffusers outputs in FIX/io.safetensors\n");
 }
 
 int main(int argc, char **argv) {
     const char *fix = NULL, *ckpt = NULL, *io_path = NULL;
     DType dtype = DT_F32;
-    bool run_unet = true, run_vae = true;
+    bool run_unet = true, run_vae = true, cuda = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -78,6 +87,10 @@ int main(int argc, char **argv) {
             else if (!strcmp(d, "bf16")) dtype = DT_BF16;
             else if (!strcmp(d, "f16")) dtype = DT_F16;
             else dod_fatal("dod-parity", "--dtype %s: expected f32, bf16 or f16", d);
+        } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            const char *d = argv[++i];
+            if (!strcmp(d, "cuda")) cuda = true;
+            else if (strcmp(d, "cpu")) dod_fatal("dod-parity", "--device %s: expected cpu or cuda", d);
         } else if (!strcmp(argv[i], "--io") && i + 1 < argc) {
             io_path = argv[++i];
         } else if (!strcmp(argv[i], "--ckpt") && i + 1 < argc) {
@@ -98,6 +111,11 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (cuda) {
+        if (!dod_cuda_available()) dod_fatal("dod-parity", "no CUDA device: %s", dod_cuda_unavailable_reason());
+        dod_cuda_set_precision(DOD_PREC_F32);
+    }
+    Device dev = cuda ? DEV_CUDA : DEV_CPU;
     char path[1024], unet_dir[1024], vae_dir[1024], model_dir[1024];
     if (io_path) snprintf(path, sizeof path, "%s", io_path);
     else snprintf(path, sizeof path, "%s/io.safetensors", fix);
@@ -120,7 +138,8 @@ int main(int argc, char **argv) {
         safetensors_close(c);
         if (!judge) printf("%s stores half-precision weights: errors are information only\n", ckpt);
     }
-    printf("fixture %s, io %s (weights %s%s%s)\n", fix, path, dtype_name(dtype), ckpt ? " from " : "", ckpt ? ckpt : "");
+    printf("fixture %s, io %s (weights %s%s%s) on %s\n", fix, path, dtype_name(dtype), ckpt ? " from " : "",
+           ckpt ? ckpt : "", cuda ? dod_cuda_device_name() : "cpu");
 
     if (run_unet) {
         Unet *unet = ckpt ? unet_load(ckpt, dtype, model_dir) : unet_load(unet_dir, dtype, NULL);
@@ -130,8 +149,13 @@ int main(int argc, char **argv) {
         Tensor *unet_ref = io_tensor(&io, "unet.out");
         DOD_CHECK(timestep->numel == sample->shape[0], "dod-parity", "%s: unet.timestep has %ld entries, unet.sample %s",
                   path, (long)timestep->numel, shape_str(sample));
-        ok &= report("unet.out", unet_forward(unet, sample, tensor_data_f32(timestep), context, NULL), unet_ref, judge);
+        sd_params_to_device(unet->net.ps, dev);
+        tensor_move_to(sample, dev);
+        tensor_move_to(context, dev);
+        Tensor *out = unet_forward(unet, sample, tensor_data_f32(timestep), context, NULL);  // timesteps: host floats
+        ok &= report("unet.out", to_host(out), unet_ref, judge);
         printf("arena peak after unet %.1f MiB\n", arena_peak() / 1048576.0);
+        if (cuda) dod_cuda_print_mem_report("after unet");
         ag_step_reset();
         unet_free(unet);
     }
@@ -139,14 +163,19 @@ int main(int argc, char **argv) {
         Vae *vae = ckpt ? vae_load(ckpt, dtype, model_dir) : vae_load(vae_dir, dtype, NULL);
         Tensor *image = io_tensor(&io, "vae.image");
         Tensor *mean_ref = io_tensor(&io, "vae.mean");
+        sd_params_to_device(vae->net.ps, dev);
+        tensor_move_to(image, dev);
         VaeEncoded enc;
         vae_encode(vae, image, false, NULL, &enc);
-        ok &= report("vae.mean", enc.mean, mean_ref, judge);
-        ok &= report("vae.logvar", enc.logvar, io_tensor(&io, "vae.logvar"), judge);
+        ok &= report("vae.mean", to_host(enc.mean), mean_ref, judge);
+        ok &= report("vae.logvar", to_host(enc.logvar), io_tensor(&io, "vae.logvar"), judge);
         // The decoder runs on the reference mean so its error is its own.
-        Tensor *decoded = vae_decode(vae, mean_ref, NULL, NULL, NULL);
-        ok &= report("vae.decoded", decoded, io_tensor(&io, "vae.decoded"), judge);
+        Tensor *mean_in = cuda ? tensor_to_device(mean_ref, DEV_CUDA) : mean_ref;
+        Tensor *decoded = vae_decode(vae, mean_in, NULL, NULL, NULL);
+        ok &= report("vae.decoded", to_host(decoded), io_tensor(&io, "vae.decoded"), judge);
+        if (mean_in != mean_ref) tensor_free(mean_in);
         printf("arena peak after vae %.1f MiB\n", arena_peak() / 1048576.0);
+        if (cuda) dod_cuda_print_mem_report("after vae");
         ag_step_reset();
         vae_free(vae);
     }

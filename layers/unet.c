@@ -93,9 +93,12 @@ static Tensor *run_unit(AgBlockFn fn, UnitCtx ctx, int n, Tensor *const *inputs,
     return sd_run_block(fn, c, n, inputs, recompute);
 }
 
-static Tensor *time_embedding(const Unet *m, const float *timesteps, int n) {
+// The sinusoidal embedding of n host scalars is computed on the host (op_timestep_embedding always
+// builds a CPU tensor) and copied to the sample's device; the two linear layers run there.
+static Tensor *time_embedding(const Unet *m, const float *timesteps, int n, Device device) {
     Tensor *t = op_timestep_embedding(timesteps, n, m->cfg.block_out_channels[0], m->cfg.flip_sin_to_cos,
                                       (float)m->cfg.freq_shift);
+    if (device != DEV_CPU) t = tensor_to_device(t, device);
     t = op_silu(sd_linear(&m->net, "time_embedding.linear_1", t));
     return sd_linear(&m->net, "time_embedding.linear_2", t);
 }
@@ -114,7 +117,7 @@ Tensor *unet_forward(const Unet *m, Tensor *sample, const float *timesteps, Tens
               cfg->cross_attention_dim[0], cfg->path);
     int n = (int)sample->shape[0];
     Tensor *context = encoder_hidden_states;
-    Tensor *temb = time_embedding(m, timesteps, n);
+    Tensor *temb = time_embedding(m, timesteps, n, sample->device);
 
     Tensor *h = sample;
     h = sd_conv(&m->net, "conv_in", h, 1, (cfg->conv_in_kernel - 1) / 2);

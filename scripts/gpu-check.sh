@@ -1,70 +1,187 @@
 #!/usr/bin/env bash
-# One-command GPU check for the CUDA backend, for a machine with an NVIDIA GPU (H100/H200: sm_90):
+# One-command GPU check for the CUDA backend, for a machine with an NVIDIA GPU (H100/H200: sm_90).
+# Stages (each independent: a failure is recorded and the script goes on; the exit status says whether
+# any stage failed):
 #   1. configure + build (build-gpu/, CMAKE_CUDA_ARCHITECTURES=90 unless CUDA_ARCH is set)
 #   2. the GPU parity suite (tests/test_cuda_ops.c, every CUDA op vs the CPU op; a SKIP fails here)
-#   3. dod-parity --device cuda on the SD fixtures (reported as NOT RUN until the tool has the flag)
-#   4. benchmark: one training step of an SD 2.1 level-1 ResNet+transformer block pair at batch 7,
-#      256x256 crops (32x32 latent) on our backend vs PyTorch eager, f32 and mixed precision
-# Prints the GPU, each stage's result, step times, peak memory and the ratio; exits non-zero when a
-# stage failed. Budget: well under 8 minutes on an H100 (the build is most of it).
+#   3. dod-parity --device cuda on every SD fixture (UNet + VAE forwards on the GPU vs diffusers)
+#   4. ONE TRAINING STEP OF THE FULL DOD MODEL at SD 2.1-base size (865M-parameter UNet shape, random
+#      frozen weights built from the SD 2.1-base configs written below; spec-sized LoRA rank 8,
+#      modulation, stage 1), 256x256 crops, batch 7, f32 precision mode:
+#        ours:    dod-bench train --device cuda --base DIR --random-weights   (weights made in C)
+#        PyTorch: scripts/bench_train_torch.py --device cuda --base DIR       (diffusers eager, weights
+#                 made directly on the GPU; NOT RUN when torch / diffusers / a CUDA torch is missing)
+#      step time (median of BENCH_ITERS after one warm-up), peak device memory, the ratio.
+#   5. (when time is left) dod-bench cuda_block: the one-block-pair micro benchmark, f32 and mixed.
+# Budget: under 8 minutes on an H100 with 16 cores; a stage that would start after BUDGET_S seconds is
+# reported NOT RUN (out of time), and every stage runs under a timeout.
 #
-# Usage: bash scripts/gpu-check.sh [BUILD_DIR]      (env: CUDA_ARCH=90, JOBS=16, PYTHON=python3)
-set -euo pipefail
+# Usage: bash scripts/gpu-check.sh [BUILD_DIR]
+#   env: CUDA_ARCH=90, JOBS=$(nproc), PYTHON=python3, BENCH_ITERS=3, BUDGET_S=420
+set -u
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${1:-$SRC/build-gpu}"
 ARCH="${CUDA_ARCH:-90}"
 JOBS="${JOBS:-$(nproc)}"
+ITERS="${BENCH_ITERS:-3}"
+BUDGET="${BUDGET_S:-420}"
 export PYTHON="${PYTHON:-python3}"
 failed=()
-stage() { echo; echo "==== $1 ($(date +%T))"; }
+not_run=()
+stage() { echo; echo "==== $1 ($(date +%T), ${SECONDS}s)"; }
 run_stage() {  # run_stage NAME CMD...: runs CMD, records NAME on failure, never aborts the script
     local name="$1"; shift
-    if "$@"; then echo "---- $name: OK"; else echo "---- $name: FAILED (exit $?)"; failed+=("$name"); fi
+    "$@"
+    local rc=$?
+    if [ "$rc" -eq 0 ]; then echo "---- $name: OK"; else echo "---- $name: FAILED (exit $rc)"; failed+=("$name"); fi
+    return 0
 }
+skip_stage() { echo "---- $1: NOT RUN ($2)"; not_run+=("$1"); }
+time_left() { [ "$SECONDS" -lt "$BUDGET" ]; }
 
 stage "GPU"
-if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+if command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; then
+    :
 else
-    echo "nvidia-smi not found"
+    echo "no GPU: nvidia-smi is missing or failed (every GPU stage below will fail and say why)"
 fi
+echo "cpu cores: $(nproc)"
 
+# ---- 1. build --------------------------------------------------------------------------------------
 stage "build ($BUILD, sm_$ARCH)"
 build() {
+    mkdir -p "$BUILD" || return 1
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" >"$BUILD/cmake.log" 2>&1 \
         || { tail -30 "$BUILD/cmake.log"; return 1; }
-    grep -E "dod: (CUDA|cuBLAS|cuDNN|NCCL)" "$BUILD/cmake.log" || true
-    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops dod-bench dod-parity 2>&1 | grep -E "warning|error|Error" || true
-    test -x "$BUILD/tests/test_cuda_ops" && test -x "$BUILD/bin/dod-bench"
+    grep -E "dod: (CUDA|cuBLAS|cuDNN|NCCL)" "$BUILD/cmake.log"
+    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops dod-bench dod-parity >"$BUILD/build.log" 2>&1
+    local rc=$?
+    grep -E "warning|error|Error" "$BUILD/build.log" | head -40
+    [ "$rc" -eq 0 ] || { tail -20 "$BUILD/build.log"; return 1; }
+    grep -q "CUDA (nvcc) ... found" "$BUILD/cmake.log" || { echo "nvcc not found: this build has no CUDA backend"; return 1; }
 }
-mkdir -p "$BUILD"
 run_stage build build
-if [[ " ${failed[*]-} " == *" build "* ]]; then echo "build failed: nothing else can run"; exit 1; fi
+have() { [ -x "$BUILD/$1" ]; }
 
+# ---- 2. GPU parity suite ---------------------------------------------------------------------------
 stage "GPU parity suite (tests/test_cuda_ops)"
 parity_suite() {  # on this machine a SKIP (no GPU visible) is a failure
     local log="$BUILD/test_cuda_ops.log"
-    (cd "$BUILD" && timeout 300 ./tests/test_cuda_ops) 2>&1 | tee "$log"
-    local rc=${PIPESTATUS[0]}
+    (cd "$BUILD" && timeout 300 ./tests/test_cuda_ops) >"$log" 2>&1
+    local rc=$?
+    tail -40 "$log"
     if grep -q '^SKIP' "$log"; then echo "no GPU visible to the suite"; return 1; fi
     return "$rc"
 }
-run_stage parity-suite parity_suite
+if ! have tests/test_cuda_ops; then skip_stage parity-suite "not built"
+elif ! time_left; then skip_stage parity-suite "out of time budget"
+else run_stage parity-suite parity_suite; fi
 
+# ---- 3. dod-parity --device cuda -------------------------------------------------------------------
 stage "dod-parity --device cuda"
-if "$BUILD/bin/dod-parity" --help 2>&1 | grep -q -- "--device"; then
-    for fix in "$SRC"/tests/fixtures/sd/*/; do
-        run_stage "dod-parity $(basename "$fix")" "$BUILD/bin/dod-parity" --device cuda "$fix"
-    done
-else
-    echo "NOT RUN: dod-parity has no --device flag yet (docs/cuda.md, 'not done')"
-fi
+for fix in "$SRC"/tests/fixtures/sd/*/; do
+    name="dod-parity-$(basename "$fix")"
+    if ! have bin/dod-parity; then skip_stage "$name" "not built"
+    elif ! time_left; then skip_stage "$name" "out of time budget"
+    else run_stage "$name" timeout 120 "$BUILD/bin/dod-parity" "$fix" --device cuda; fi
+done
 
-stage "benchmark: training step, f32"
-run_stage bench-f32 "$BUILD/bin/dod-bench" cuda_block --batch 7 --size 32 --iters 10
-stage "benchmark: training step, mixed precision (frozen bf16 weights)"
-run_stage bench-mixed "$BUILD/bin/dod-bench" cuda_block --batch 7 --size 32 --iters 10 --mixed
+# ---- 4. full DOD training step at SD 2.1-base size -------------------------------------------------
+stage "full DOD training step, SD 2.1-base shapes (random weights), batch 7, 256x256, stage 1, f32"
+SD21="$BUILD/sd21_base"
+write_sd21_configs() {  # the SD 2.1-base configs (scripts/make_sd_fullsize_fixture.py: SD21_UNET, SD_VAE)
+    mkdir -p "$SD21/unet" "$SD21/vae" "$SD21/scheduler" || return 1
+    cat >"$SD21/unet/config.json" <<'JSON'
+{
+  "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.21.4",
+  "act_fn": "silu", "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280],
+  "center_input_sample": false, "cross_attention_dim": 1024,
+  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+  "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 96,
+  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  "upcast_attention": false, "use_linear_projection": true
+}
+JSON
+    cat >"$SD21/vae/config.json" <<'JSON'
+{
+  "_class_name": "AutoencoderKL", "_diffusers_version": "0.21.4",
+  "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+  "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3,
+  "sample_size": 768, "scaling_factor": 0.18215,
+  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
+}
+JSON
+    cat >"$SD21/scheduler/scheduler_config.json" <<'JSON'
+{
+  "_class_name": "DDIMScheduler", "_diffusers_version": "0.21.4",
+  "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": false,
+  "num_train_timesteps": 1000, "prediction_type": "epsilon", "set_alpha_to_one": false, "steps_offset": 1,
+  "trained_betas": null
+}
+JSON
+}
+run_stage sd21-configs write_sd21_configs
+
+OURS_MS="" OURS_MEM="" TORCH_MS="" TORCH_MEM=""
+ours_step() {
+    local log="$BUILD/bench_full_ours.log"
+    timeout 240 "$BUILD/bin/dod-bench" train --device cuda --base "$SD21" --random-weights --stage 1 --batch 7 \
+        --crop 256 --iters "$ITERS" --no-torch >"$log" 2>&1
+    local rc=$?
+    cat "$log"
+    OURS_MS=$(awk '/^ours: / {print $2}' "$log")
+    OURS_MEM=$(awk '/^ours peak memory:/ {print $4}' "$log")
+    [ "$rc" -eq 0 ] && [ -n "$OURS_MS" ]
+}
+if ! have bin/dod-bench; then skip_stage full-step-ours "not built"
+elif ! time_left; then skip_stage full-step-ours "out of time budget"
+else run_stage full-step-ours ours_step; fi
+
+torch_step() {
+    local log="$BUILD/bench_full_torch.log"
+    timeout 240 "$PYTHON" "$SRC/scripts/bench_train_torch.py" --device cuda --base "$SD21" --stage 1 --batch 7 \
+        --crop 256 --iters "$ITERS" >"$log" 2>&1
+    local rc=$?
+    cat "$log"
+    TORCH_MS=$(awk '/^torch_ms / {print $2}' "$log")
+    TORCH_MEM=$(awk '/^torch_peak_gib / {print $2}' "$log")
+    [ "$rc" -eq 0 ] && [ -n "$TORCH_MS" ]
+}
+torch_missing=$("$PYTHON" -c 'import torch, diffusers, safetensors, numpy
+print("" if torch.cuda.is_available() else "torch " + torch.__version__ + " sees no CUDA device")' 2>&1 | tail -1)
+if ! command -v "$PYTHON" >/dev/null; then skip_stage full-step-torch "no $PYTHON"
+elif [ -n "$torch_missing" ]; then skip_stage full-step-torch "$torch_missing"
+elif ! time_left; then skip_stage full-step-torch "out of time budget"
+else run_stage full-step-torch torch_step; fi
 
 echo
+echo "full DOD training step (SD 2.1-base shapes, batch 7, 256x256, stage 1, f32):"
+echo "  ours:    ${OURS_MS:+$OURS_MS ms, peak ${OURS_MEM:-?} GiB reserved}${OURS_MS:-NOT RUN}"
+echo "  PyTorch: ${TORCH_MS:+$TORCH_MS ms, peak ${TORCH_MEM:-?} GiB allocated}${TORCH_MS:-NOT RUN}"
+if [ -n "$OURS_MS" ] && [ -n "$TORCH_MS" ]; then
+    awk -v a="$OURS_MS" -v b="$TORCH_MS" 'BEGIN { printf "  ratio ours/torch: %.2f\n", a / b }'
+fi
+
+# ---- 5. block-pair micro benchmark (when time is left) ----------------------------------------------
+cuda_block() {  # a SKIP (no GPU visible) is a failure here
+    local log="$BUILD/bench_cuda_block.log"
+    timeout 90 "$BUILD/bin/dod-bench" cuda_block --batch 7 --size 32 --iters 5 "$@" >"$log" 2>&1
+    local rc=$?
+    cat "$log"
+    ! grep -q '^SKIP' "$log" && [ "$rc" -eq 0 ]
+}
+stage "micro benchmark: SD 2.1 level-1 block pair (dod-bench cuda_block)"
+for mode in f32 mixed; do
+    flag=""; [ "$mode" = mixed ] && flag="--mixed"
+    if ! have bin/dod-bench; then skip_stage "cuda-block-$mode" "not built"
+    elif ! time_left; then skip_stage "cuda-block-$mode" "out of time budget"
+    else run_stage "cuda-block-$mode" cuda_block $flag; fi
+done
+
+echo
+echo "gpu-check: ${SECONDS}s"
+((${#not_run[@]})) && echo "gpu-check: NOT RUN: ${not_run[*]}"
 if ((${#failed[@]})); then echo "gpu-check: FAILED stages: ${failed[*]}"; exit 1; fi
-echo "gpu-check: all stages passed"
+echo "gpu-check: all stages that ran passed"

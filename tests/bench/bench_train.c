@@ -1,17 +1,27 @@
-// dod-bench train: one DOD training step of ours (f32 CPU) against the PyTorch twin of the model on the
-// same machine, in the same invocation, as a ratio.
+// dod-bench train: one DOD training step of ours against the PyTorch twin of the model on the same
+// machine, in the same invocation, as a ratio.
 //
-// The model is the parity fixture's (tests/test_dod_model.c, scripts/make_dod_fixture.py) on the tiny
+// Default model: the parity fixture's (tests/test_dod_model.c, scripts/make_dod_fixture.py) on the tiny
 // SD 2.x base tests/fixtures/sd/sd2_tiny/model: rank 4, alpha 6, cnn 4-6-8-8, de 12, block 6, RRDB
-// growth 2. A step is what dod-train does: train-mode forward (posterior sampled), the stage's loss
-// (stage 1: 2 * MSE; stage 2: MSE + 0.1 * (1 - SSIM)), backward, clip_grad_norm(1.0), AdamW (the public
+// growth 2. With --base DIR: the spec-sized model (dod_model_default_config: rank 8, cnn 32-64-128-256,
+// growth 32) on the diffusers directory DIR, zero prompt embedding; --random-weights builds the frozen
+// UNet/VAE from DIR's configs with random weights (layers/sd_random.h: no weight files needed, e.g. the
+// SD 2.1-base shapes that scripts/gpu-check.sh writes).
+// A step is what dod-train does: train-mode forward (posterior sampled), the stage's loss (stage 1:
+// 2 * MSE; stage 2: MSE + 0.1 * (1 - SSIM)), backward, clip_grad_norm(1.0), AdamW (the public
 // defaults) over the stage's trainables, gradients zeroed. One warm-up step, then the median of --iters.
 //
+// --device cuda: every tensor of the model and the batch on the GPU (dod_model_to_device), f32
+// precision mode (TF32 off), the optimizer through autograd/cuda/cuda_optim.h (autograd/optim.c is
+// CPU-only); stage 1 only (op_ssim has no CUDA kernel). Prints the peak device memory. Without a usable
+// GPU it fails with "no CUDA device: <reason>" before loading anything.
+//
 // Options: --stage 1|2 (1), --batch B (2), --crop S (32, a multiple of 8), --iters N (5),
-// --recompute (ours only: activation recomputation; the ratio then compares different work). The
-// PyTorch side runs scripts/bench_train_torch.py with $PYTHON (default /work/venv/bin/python when it
-// exists, else python3) and our OpenMP thread count; when Python, torch or diffusers is missing it says
-// so and only our time is printed.
+// --recompute (ours only: activation recomputation; the ratio then compares different work),
+// --device cpu|cuda (cpu), --base DIR, --random-weights, --no-torch (ours only). The PyTorch side runs
+// scripts/bench_train_torch.py with $PYTHON (default /work/venv/bin/python when it exists, else python3)
+// and our OpenMP thread count, on the same device and base; when Python, torch, diffusers or (cuda) a
+// GPU is missing it says so and only our numbers are printed.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +31,11 @@
 #include <omp.h>
 #endif
 
+#include "autograd/cuda/cuda_backend.h"
+#include "autograd/cuda/cuda_optim.h"
 #include "autograd/optim.h"
 #include "layers/dod_model.h"
+#include "layers/dod_model_util.h"
 #include "tests/bench/bench.h"
 
 #define BASE_MODEL DOD_SOURCE_DIR "/tests/fixtures/sd/sd2_tiny/model"
@@ -52,61 +65,153 @@ static DodModelConfig fixture_sized_config(int stage) {
     return c;
 }
 
-// The PyTorch reference's median ms (scripts/bench_train_torch.py), negative when unavailable.
-static double torch_ms(int stage, int batch, int crop, int iters, int threads) {
-    char args[256];
-    snprintf(args, sizeof args, "--stage %d --batch %d --crop %d --iters %d --threads %d", stage, batch, crop, iters,
-             threads);
-    return bench_torch_ms("bench_train_torch.py", args, NULL);
+// The PyTorch reference's median ms (scripts/bench_train_torch.py), negative when unavailable; its peak
+// device memory into *peak_gib (cuda).
+static double torch_ms(int stage, int batch, int crop, int iters, int threads, const char *device, const char *base,
+                       double *peak_gib) {
+    char args[1400];
+    snprintf(args, sizeof args, "--stage %d --batch %d --crop %d --iters %d --threads %d --device %s%s%s%s", stage,
+             batch, crop, iters, threads, device, base ? " --base '" : "", base ? base : "", base ? "'" : "");
+    return bench_torch_ms("bench_train_torch.py", args, peak_gib);
+}
+
+// AdamW + gradient clipping over CUDA parameters with the same formulas as autograd/optim.c (which is
+// CPU-only): moments in device memory, one kernel per tensor.
+typedef struct {
+    Tensor **params;
+    int n;
+    float **m, **v;
+    AdamWConfig cfg;
+    int64_t step;
+} DeviceAdamW;
+
+static DeviceAdamW *device_adamw_new(Tensor **params, int n, AdamWConfig cfg) {
+    DeviceAdamW *o = dod_calloc(sizeof *o, "device AdamW");
+    o->params = params;
+    o->n = n;
+    o->cfg = cfg;
+    o->m = dod_calloc(sizeof(float *) * (size_t)(n ? n : 1), "device AdamW moments");
+    o->v = dod_calloc(sizeof(float *) * (size_t)(n ? n : 1), "device AdamW moments");
+    for (int i = 0; i < n; i++) {
+        size_t bytes = sizeof(float) * (size_t)params[i]->numel;
+        o->m[i] = cuda_malloc_cached(bytes, "AdamW first moment");
+        o->v[i] = cuda_malloc_cached(bytes, "AdamW second moment");
+        cuda_memset_zero(o->m[i], bytes);
+        cuda_memset_zero(o->v[i], bytes);
+    }
+    return o;
+}
+
+static void device_adamw_free(DeviceAdamW *o) {
+    for (int i = 0; i < o->n; i++) {
+        cuda_free_cached(o->m[i]);
+        cuda_free_cached(o->v[i]);
+    }
+    free(o->m);
+    free(o->v);
+    free(o);
+}
+
+// clip_grad_norm(params, max_norm) then one AdamW step at lr (writes parameters and moments).
+static void device_clip_and_step(DeviceAdamW *o, double max_norm, float lr) {
+    double sq = 0;
+    for (int i = 0; i < o->n; i++)
+        if (o->params[i]->grad) sq += cuda_sum_squares(o->params[i]->grad, o->params[i]->numel);
+    double coef = max_norm / (sqrt(sq) + 1e-6);
+    if (coef < 1.0)
+        for (int i = 0; i < o->n; i++)
+            if (o->params[i]->grad) cuda_scale_inplace(o->params[i]->grad, (float)coef, o->params[i]->numel);
+    o->step++;
+    const AdamWConfig c = o->cfg;
+    double bc1 = 1.0 - pow(c.beta1, (double)o->step), bc2 = 1.0 - pow(c.beta2, (double)o->step);
+    for (int i = 0; i < o->n; i++) {
+        Tensor *p = o->params[i];
+        if (!p->grad) continue;
+        cuda_adamw_update(p->data, p->grad, o->m[i], o->v[i], p->numel, c.beta1, c.beta2, c.eps,
+                          1.0f - lr * c.weight_decay, (float)(lr / bc1), (float)sqrt(bc2));
+    }
 }
 
 // One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state).
-static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq, uint64_t seed) {
+// dev_opt set: the parameters live on CUDA and it replaces clip_grad_norm + adamw_step.
+static float train_step(DodModel *m, AdamW *opt, DeviceAdamW *dev_opt, Tensor **trainable, int n, Tensor *lq,
+                        Tensor *hq, uint64_t seed) {
     DodLoss l = dod_model_forward_loss(m, lq, hq, seed);
-    float loss = tensor_f32(l.total)[0];
+    float loss = dod_scalar_value(l.total);
     ag_backward(l.total);
     ag_step_reset();
-    clip_grad_norm(trainable, n, 1.0);
-    adamw_step(opt, opt->cfg.lr);
+    if (dev_opt) {
+        device_clip_and_step(dev_opt, 1.0, dev_opt->cfg.lr);
+    } else {
+        clip_grad_norm(trainable, n, 1.0);
+        adamw_step(opt, opt->cfg.lr);
+    }
     for (int i = 0; i < n; i++) tensor_zero_grad(trainable[i]);
+    if (dev_opt) dod_cuda_synchronize("dod-bench train step");  // the step's time includes its kernels
     return loss;
+}
+
+static int usage(const char *arg) {
+    printf("usage: dod-bench train [--stage 1|2] [--batch B] [--crop S] [--iters N] [--recompute]\n"
+           "                       [--device cpu|cuda] [--base DIR [--random-weights]] [--no-torch]\n");
+    return strcmp(arg, "--help") ? 2 : 0;
 }
 
 static int bench_train_main(int argc, char **argv) {
     int stage = 1, batch = 2, crop = 32, iters = 5;
-    bool recompute = false;
+    bool recompute = false, random_weights = false, no_torch = false;
+    const char *base = NULL, *device_name = "cpu";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--stage") && i + 1 < argc) stage = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--crop") && i + 1 < argc) crop = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device_name = argv[++i];
+        else if (!strcmp(argv[i], "--base") && i + 1 < argc) base = argv[++i];
         else if (!strcmp(argv[i], "--recompute")) recompute = true;
-        else {
-            printf("usage: dod-bench train [--stage 1|2] [--batch B] [--crop S] [--iters N] [--recompute]\n");
-            return strcmp(argv[i], "--help") ? 2 : 0;
-        }
+        else if (!strcmp(argv[i], "--random-weights")) random_weights = true;
+        else if (!strcmp(argv[i], "--no-torch")) no_torch = true;
+        else return usage(argv[i]);
     }
     const char *who = "dod-bench train";
     DOD_CHECK(stage == 1 || stage == 2, who, "--stage %d: must be 1 or 2", stage);
     DOD_CHECK(batch >= 1 && iters >= 1, who, "--batch %d and --iters %d must be at least 1", batch, iters);
     DOD_CHECK(crop >= 8 && crop % 8 == 0, who, "--crop %d: must be a positive multiple of 8", crop);
+    DOD_CHECK(!strcmp(device_name, "cpu") || !strcmp(device_name, "cuda"), who, "--device %s: expected cpu or cuda",
+              device_name);
+    DOD_CHECK(!random_weights || base, who, "--random-weights needs --base DIR (the configs to build from)");
+    bool cuda = !strcmp(device_name, "cuda");
+    if (cuda) {
+        if (!dod_cuda_available()) dod_fatal(who, "no CUDA device: %s", dod_cuda_unavailable_reason());
+        DOD_CHECK(stage == 1, who, "--device cuda: stage 1 only (the stage-2 SSIM loss has no CUDA kernel yet)");
+        dod_cuda_set_precision(DOD_PREC_F32);
+    }
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
 
     DodModelConfig cfg = fixture_sized_config(stage);
+    if (base) {
+        cfg = dod_model_default_config(stage);
+        cfg.base_model_dir = base;
+        cfg.random_base_weights = random_weights;
+    }
     cfg.recompute = recompute;
+    double t_load = bench_now();
     DodModel *m = dod_model_create(&cfg);
+    if (cuda) dod_model_to_device(m, DEV_CUDA);
+    t_load = bench_now() - t_load;
     int n = dod_model_trainable(m, NULL, 0);
     Tensor **trainable = dod_malloc(sizeof(Tensor *) * (size_t)n, "trainable list");
     dod_model_trainable(m, trainable, n);
     int64_t numel = 0;
     for (int i = 0; i < n; i++) numel += trainable[i]->numel;
-    AdamW *opt = adamw_new(trainable, n, adamw_defaults());
+    AdamW *opt = cuda ? NULL : adamw_new(trainable, n, adamw_defaults());
+    DeviceAdamW *dev_opt = cuda ? device_adamw_new(trainable, n, adamw_defaults()) : NULL;
 
     // Inputs as the PyTorch side builds them (values do not matter for timing): hq uniform in [-1, 1],
-    // lq = clamp(hq + 0.15 noise).
+    // lq = clamp(hq + 0.15 noise). Built on the host, then moved.
     int64_t shape[4] = {batch, 3, crop, crop};
     Tensor *hq = tensor_new_persistent("hq", 4, shape, DT_F32), *lq = tensor_new_persistent("lq", 4, shape, DT_F32);
     tensor_rand_uniform(hq, 1, -1.0f, 1.0f);
@@ -115,28 +220,48 @@ static int bench_train_main(int argc, char **argv) {
         float v = tensor_f32(lq)[i] + tensor_f32(hq)[i];
         tensor_data_f32(lq)[i] = v < -1 ? -1 : v > 1 ? 1 : v;
     }
+    if (cuda) {
+        tensor_move_to(hq, DEV_CUDA);
+        tensor_move_to(lq, DEV_CUDA);
+    }
 
     double *t = dod_malloc(sizeof(double) * (size_t)iters, "times");
     float loss = 0;
     for (int i = -1; i < iters; i++) {  // i == -1: warm-up
         double t0 = bench_now();
-        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2));
+        loss = train_step(m, opt, dev_opt, trainable, n, lq, hq, (uint64_t)(i + 2));
         if (i >= 0) t[i] = (bench_now() - t0) * 1e3;
     }
     DOD_CHECK(isfinite(loss), who, "the loss is %g", loss);
     qsort(t, (size_t)iters, sizeof(double), cmp_double);
     double ours = t[iters / 2];
-    printf("dod train step, stage %d%s: batch %d, crop %d, %d trainable tensors (%ld values), %d threads, "
-           "median of %d\n",
-           stage, recompute ? " (recompute)" : "", batch, crop, n, (long)numel, threads, iters);
-    printf("ours:    %.3f ms   (arena peak %.1f MiB)\n", ours, arena_peak() / 1048576.0);
-    double ref = recompute ? -1 : torch_ms(stage, batch, crop, iters, threads);
+    printf("dod train step, stage %d%s on %s: batch %d, crop %d, %d trainable tensors (%ld values), base %s%s, "
+           "%d threads, median of %d (model set up in %.1f s)\n",
+           stage, recompute ? " (recompute)" : "", cuda ? dod_cuda_device_name() : "cpu", batch, crop, n, (long)numel,
+           base ? base : "sd2_tiny fixture", random_weights ? " (random weights)" : "", threads, iters, t_load);
+    printf("frozen base: UNet %.1fM parameters, VAE %.1fM\n", params_numel(m->unet->net.ps, false) / 1e6,
+           params_numel(m->vae->net.ps, false) / 1e6);
+    printf("ours:    %.3f ms   (loss %.4f)\n", ours, loss);
+    if (cuda) {
+        DodCudaMemStats ms = dod_cuda_mem_stats();
+        printf("ours peak memory: %.3f GiB reserved on the device (arena peak %.3f GiB, persistent peak %.3f GiB)\n",
+               ms.peak_reserved_bytes / 1073741824.0, ms.arena_peak_bytes / 1073741824.0,
+               ms.cached_peak_bytes / 1073741824.0);
+    } else {
+        printf("ours peak memory: arena peak %.1f MiB\n", arena_peak() / 1048576.0);
+    }
+    double peak = -1;
+    double ref = recompute || no_torch ? -1 : torch_ms(stage, batch, crop, iters, threads, device_name, base, &peak);
     if (ref > 0) {
         printf("torch:   %.3f ms\n", ref);
+        if (peak > 0) printf("torch peak memory: %.3f GiB (max allocated)\n", peak);
         printf("ratio ours/torch: %.2f\n", ours / ref);
+    } else {
+        printf("torch:   NOT RUN\n");
     }
     free(t);
-    adamw_free(opt);
+    if (opt) adamw_free(opt);
+    if (dev_opt) device_adamw_free(dev_opt);
     free(trainable);
     tensor_free(lq);
     tensor_free(hq);

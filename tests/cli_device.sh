@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The --device flags of dod-parity and dod-bench train. Without a usable GPU (this machine, or a build
+# without nvcc) --device cuda must fail before doing any work, exit non-zero and say
+# "no CUDA device: <reason>"; with one, it must run and pass like the CPU path. The CPU side of
+# `dod-bench train --base DIR [--random-weights]` runs on the tiny base (configs/tiny_base).
+# Usage: bash tests/cli_device.sh BUILD_DIR SOURCE_DIR
+set -u
+BUILD=${1:?build dir}
+SRC=${2:?source dir}
+PARITY="$BUILD/bin/dod-parity"
+BENCH="$BUILD/bin/dod-bench"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+for tool in "$PARITY" "$BENCH"; do
+    [ -x "$tool" ] || { echo "FAIL: $tool not built" >&2; echo "0 passed, 1 failed"; exit 1; }
+done
+FIX="$SRC/tests/fixtures/sd/sd2_tiny"
+BASE="$SRC/configs/tiny_base"
+
+# dod-parity --device cuda: exactly "no CUDA device: <reason>" without a GPU, 4 OK lines with one.
+if "$PARITY" "$FIX" --device cuda >"$TMP/out" 2>&1; then
+    if [ "$(grep -c ' OK$' "$TMP/out")" -eq 4 ]; then ok; else bad "parity on cuda: expected 4 OK lines"; cat "$TMP/out"; fi
+else
+    if grep -qE "dod-parity: no CUDA device: .+" "$TMP/out" && ! grep -q "fixture " "$TMP/out"; then ok; else
+        bad "dod-parity --device cuda failed without the no-device message (or after starting work)"; cat "$TMP/out"
+    fi
+fi
+cat "$TMP/out"
+# --device cpu is the default path; a bad device name is refused naming it.
+"$PARITY" "$FIX" --device cpu >"$TMP/out" 2>&1 && [ "$(grep -c ' OK$' "$TMP/out")" -eq 4 ] && ok ||
+    { bad "dod-parity --device cpu"; cat "$TMP/out"; }
+if "$PARITY" "$FIX" --device tpu >"$TMP/out" 2>&1; then bad "--device tpu accepted"; else
+    grep -q -- "--device tpu: expected cpu or cuda" "$TMP/out" && ok || { bad "--device tpu: message"; cat "$TMP/out"; }
+fi
+
+# dod-bench train on the CPU with a --base: the spec-sized model on the tiny base, loaded and random.
+for extra in "" "--random-weights"; do
+    if "$BENCH" train --base "$BASE" $extra --batch 1 --crop 16 --iters 1 --no-torch >"$TMP/out" 2>&1 &&
+        grep -qE "^ours: +[0-9.]+ ms +\(loss [0-9.]+\)" "$TMP/out" && grep -q "base $BASE" "$TMP/out" &&
+        grep -q "torch:   NOT RUN" "$TMP/out"; then
+        ok
+    else
+        bad "dod-bench train --base $extra on the CPU"; cat "$TMP/out"
+    fi
+done
+if "$BENCH" train --random-weights >"$TMP/out" 2>&1; then bad "--random-weights without --base accepted"; else
+    grep -q "needs --base" "$TMP/out" && ok || { bad "--random-weights without --base: message"; cat "$TMP/out"; }
+fi
+# --device cuda: the no-device message before any model is built (or, on a GPU, a finite step).
+if "$BENCH" train --device cuda --base "$BASE" --random-weights --batch 1 --crop 16 --iters 1 --no-torch >"$TMP/out" 2>&1; then
+    grep -qE "^ours: +[0-9.]+ ms" "$TMP/out" && grep -q "ours peak memory" "$TMP/out" && ok ||
+        { bad "dod-bench train --device cuda ran but printed no time/memory"; cat "$TMP/out"; }
+else
+    if grep -qE "dod-bench train: no CUDA device: .+" "$TMP/out" && ! grep -q "dod train step" "$TMP/out"; then ok; else
+        bad "dod-bench train --device cuda failed without the no-device message"; cat "$TMP/out"
+    fi
+fi
+cat "$TMP/out"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

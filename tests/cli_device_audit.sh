@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Device audit of the model code: every function in layers/*.c that touches tensor storage on the host
+# (tensor_data_f32(, tensor_f32(, ->data, ->grad) must be on the list below, with the reason it is safe
+# for a model whose tensors are on CUDA (docs/cuda.md, "Host accesses left in layers/"). A new host
+# access fails this test until it is made device-clean or listed (here and in docs/cuda.md); a listed
+# function that no longer touches storage fails too (stale entry). There is no GPU here, so this is what
+# keeps host loops from creeping back into the CUDA path silently.
+# Usage: bash tests/cli_device_audit.sh BUILD_DIR SOURCE_DIR
+set -u
+SRC=${2:?source dir}
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# file:function  reason (one line each; the reason is for readers, the key is what is checked)
+cat >"$TMP/allowed" <<'LIST'
+layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
+layers/dod_model_util.c:copy_entry           source is a host file view; a CUDA destination is written with cuda_copy_h2d
+layers/dod_model_util.c:dod_crop_ex          CPU branch only; other devices go through sd_gather_hw
+layers/dod_model_util.c:dod_pad_reflect_ex   CPU branch only; other devices go through sd_gather_hw
+layers/dod_model_util.c:dod_posterior_sample CUDA: device pointers handed to layers/cuda/posterior.cu; the loop is the CPU branch
+layers/dod_model_util.c:posterior_backward   CUDA: device pointers handed to layers/cuda/posterior.cu; the loop is the CPU branch
+layers/dod_model_util.c:dod_repeat_constant  pointer arithmetic only; CUDA copies with cuda_copy_d2d
+layers/dod_model_util.c:dod_scalar_value     CUDA: cuda_copy_d2h of the one value
+layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
+layers/lora.c:host_f32                       copies a CUDA tensor to the host (merge/export, not per step)
+layers/lora.c:lora_merge                     reads host views made by host_f32, writes host tensors
+layers/safetensors.c:safetensors_drop_pages  file mapping, no tensors
+layers/safetensors.c:safetensors_load_store  loading: host tensors
+layers/safetensors.c:safetensors_open        file mapping, no tensors
+layers/safetensors.c:safetensors_save        CUDA tensors are written through a host copy (cuda_copy_d2h)
+layers/safetensors.c:safetensors_tensor      loading: host tensors
+layers/sd_blocks.c:resize_backward           backward of the CPU branch of sd_resize_nearest only
+layers/sd_blocks.c:sd_resize_nearest         CPU branch only; other devices go through sd_gather_hw
+layers/sd_blocks.c:sd_run_block              no-grad parking: CUDA outputs are parked with cuda_copy_d2d
+layers/sd_load.c:sd_tensor_make_owned        loading: host tensors (before any move)
+layers/tool_parity.c:main                    timesteps are host floats by the UNet's contract (never moved)
+layers/tool_parity.c:report                  compares host copies (to_host) of the outputs
+LIST
+
+# Prints "file:function" for every line of the given C files that touches tensor storage.
+scan() {
+    awk '
+    FNR == 1 { fn = "(file scope)" }
+    /^[A-Za-z_][A-Za-z0-9_ \*]*\(/ && !/;[ \t]*$/ {
+        line = $0; sub(/\(.*/, "", line); n = split(line, w, /[ \*]+/); fn = w[n]
+    }
+    /^[ \t]/ && (/tensor_data_f32\(/ || /tensor_f32\(/ || /->data([^A-Za-z0-9_]|$)/ || /->grad([^A-Za-z0-9_]|$)/) {
+        f = FILENAME; sub(/.*\/layers\//, "layers/", f); print f ":" fn
+    }' "$@" | sort -u
+}
+
+# Compares a scan with the list: prints unexpected (not listed) and stale (listed, not found) keys.
+compare() {
+    awk '{print $1}' "$TMP/allowed" | sort -u >"$TMP/keys"
+    comm -23 "$1" "$TMP/keys" | sed 's/^/unexpected host access in /'
+    comm -13 "$1" "$TMP/keys" | sed 's/^/stale allow-list entry /'
+}
+
+scan "$SRC"/layers/*.c >"$TMP/found"
+compare "$TMP/found" >"$TMP/diff"
+if [ -s "$TMP/diff" ]; then
+    bad "layers/ host accesses differ from the audited list:"
+    cat "$TMP/diff" >&2
+else
+    ok
+fi
+[ "$(wc -l <"$TMP/found")" -ge 10 ] && ok || bad "the scan found only $(wc -l <"$TMP/found") functions: is the pattern broken?"
+
+# The audit must catch a new host loop: a copy of layers/ with one added to a device-clean function's file.
+mkdir -p "$TMP/copy/layers"
+cp "$SRC"/layers/*.c "$TMP/copy/layers/"
+cat >>"$TMP/copy/layers/unet.c" <<'C'
+static float first_value(const Tensor *t) {
+    return tensor_data_f32(t)[0];
+}
+C
+scan "$TMP"/copy/layers/*.c >"$TMP/found2"
+compare "$TMP/found2" >"$TMP/diff2"
+if grep -q "unexpected host access in layers/unet.c:first_value" "$TMP/diff2"; then ok; else
+    bad "an added host access in unet.c was not reported"; cat "$TMP/diff2" >&2
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,221 @@
+// The CPU-checkable half of the model code's CUDA path (docs/cuda.md, "Model code on CUDA"). No GPU
+// here, so the device branches of layers/ are exercised where they are built from engine ops:
+//  - sd_gather_hw (the device form of the odd-size nearest resize, reflect padding and cropping) gives
+//    exactly the CPU loops' values, and the resize's gradient matches the loop's backward;
+//  - dod_repeat_constant / dod_scalar_value (the device-neutral prompt repeat and loss read-back);
+//  - dod_model_to_device(DEV_CPU) keeps the forward bitwise unchanged (the move is in place);
+//  - random-weight bases (layers/sd_random.h) have the loader's table of names, shapes and dtypes,
+//    are deterministic in the seed, and a DOD forward on one is finite;
+//  - mixed devices fail naming the function (dod_posterior_sample), checked before any device access.
+#include <math.h>
+#include <string.h>
+
+#include "layers/dod_model.h"
+#include "layers/dod_model_util.h"
+#include "layers/sd_random.h"
+#include "tests/check.h"
+
+#define SD2_TINY DOD_SOURCE_DIR "/tests/fixtures/sd/sd2_tiny/model"
+#define PROMPT_FILE DOD_SOURCE_DIR "/tests/fixtures/dod/prompt.safetensors"
+
+static Tensor *random_input(const char *name, int64_t n, int64_t c, int64_t h, int64_t w, uint64_t seed) {
+    int64_t shape[4] = {n, c, h, w};
+    Tensor *t = tensor_new_persistent(name, 4, shape, DT_F32);
+    tensor_randn(t, seed, 1.0f);
+    return t;
+}
+
+static bool bitwise_equal(const Tensor *a, const Tensor *b) {
+    return tensor_same_shape(a, b) && memcmp(a->data, b->data, sizeof(float) * (size_t)a->numel) == 0;
+}
+
+// sum(y * w) with fixed weights, so every output element's gradient differs.
+static Tensor *weighted_sum(Tensor *y, uint64_t seed) {
+    Tensor *w = tensor_new(y->ndim, y->shape, DT_F32);
+    tensor_randn(w, seed, 1.0f);
+    return op_sum(op_mul(y, w));
+}
+
+// The resize's gather form against its loop, forward (bitwise) and gradient (same sums, maybe in
+// another order: near), down and up, odd sizes.
+static void test_resize_gather(int64_t ih, int64_t iw, int64_t oh, int64_t ow) {
+    char what[96];
+    snprintf(what, sizeof what, "resize %ldx%ld -> %ldx%ld", (long)ih, (long)iw, (long)oh, (long)ow);
+    Tensor *x = random_input("x", 2, 3, ih, iw, 7);
+    x->requires_grad = true;
+    // The loop: sd_resize_nearest on the CPU.
+    Tensor *y = sd_resize_nearest(x, oh, ow);
+    ag_backward(weighted_sum(y, 11));
+    float *g_loop = dod_malloc(sizeof(float) * (size_t)x->numel, "grad copy");
+    memcpy(g_loop, x->grad, sizeof(float) * (size_t)x->numel);
+    Tensor *y_loop = tensor_new_persistent("y_loop", y->ndim, y->shape, DT_F32);
+    memcpy(y_loop->data, y->data, sizeof(float) * (size_t)y->numel);
+    ag_step_reset();  // a fresh tape: the second backward must not run the first graph again
+    tensor_zero_grad(x);
+    // The gather: the same source indices (torch's nearest rule, recomputed here).
+    int64_t *sy = arena_alloc(sizeof(int64_t) * (size_t)(oh + ow), "test indices"), *sx = sy + oh;
+    for (int64_t i = 0; i < oh; i++) {
+        int64_t s = ih == oh ? i : (int64_t)floorf((float)i * ((float)ih / (float)oh));
+        sy[i] = s < ih - 1 ? s : ih - 1;
+    }
+    for (int64_t j = 0; j < ow; j++) {
+        int64_t s = iw == ow ? j : (int64_t)floorf((float)j * ((float)iw / (float)ow));
+        sx[j] = s < iw - 1 ? s : iw - 1;
+    }
+    Tensor *y_gather = sd_gather_hw(x, sy, oh, sx, ow);
+    CHECK(bitwise_equal(y_gather, y_loop), "%s: gather forward differs from the loop (%s vs %s)", what,
+          shape_str(y_gather), shape_str(y_loop));
+    ag_backward(weighted_sum(y_gather, 11));
+    double scale, err = max_abs_diff(x->grad, g_loop, (long)x->numel, &scale);
+    CHECK(scale > 0 && err <= 1e-6 * scale, "%s: gradient max error %g (max|ref| %g)", what, err, scale);
+    free(g_loop);
+    ag_step_reset();
+    tensor_free(y_loop);
+    tensor_free(x);
+}
+
+static void test_pad_crop_gather(void) {
+    bool prev = ag_set_grad_enabled(false);
+    Tensor *x = random_input("x", 2, 3, 13, 11, 3);
+    CHECK(bitwise_equal(dod_pad_reflect_ex(x, 3, 5, true), dod_pad_reflect(x, 3, 5)), "reflect pad: gather != loop");
+    CHECK(bitwise_equal(dod_pad_reflect_ex(x, 0, 7, true), dod_pad_reflect(x, 0, 7)), "reflect pad (0, 7): gather != loop");
+    CHECK(bitwise_equal(dod_crop_ex(x, 9, 4, true), dod_crop(x, 9, 4)), "crop: gather != loop");
+    CHECK(bitwise_equal(dod_crop_ex(x, 13, 11, true), dod_crop(x, 13, 11)), "identity crop: gather != loop");
+    ag_step_reset();
+    tensor_free(x);
+    ag_set_grad_enabled(prev);
+}
+
+static void test_repeat_and_scalar(void) {
+    int64_t shape[2] = {5, 4};
+    Tensor *p = tensor_new_persistent("p", 2, shape, DT_F32);
+    tensor_randn(p, 5, 1.0f);
+    Tensor *r = dod_repeat_constant(p, 3);
+    CHECK(r->ndim == 3 && r->shape[0] == 3 && r->shape[1] == 5 && r->shape[2] == 4, "repeat shape %s", shape_str(r));
+    bool same = true;
+    for (int k = 0; k < 3; k++) same &= memcmp(tensor_data_f32(r) + k * 20, p->data, 20 * sizeof(float)) == 0;
+    CHECK(same && !r->requires_grad, "repeat: copies differ from the source or require grad");
+    Tensor *s = op_sum(p);
+    CHECK(dod_scalar_value(s) == tensor_data_f32(s)[0], "scalar read-back %g vs %g", dod_scalar_value(s),
+          tensor_data_f32(s)[0]);
+    ag_step_reset();
+    tensor_free(p);
+}
+
+static DodModelConfig small_config(void) {
+    DodModelConfig c = dod_model_default_config(1);
+    c.base_model_dir = SD2_TINY;
+    c.prompt_path = PROMPT_FILE;
+    c.lora_rank = 4;
+    c.lora_alpha = 6.0f;
+    c.modulation = dod_modulation_default_config(4);
+    c.modulation.cnn_channels[0] = 4;
+    c.modulation.cnn_channels[1] = 6;
+    c.modulation.cnn_channels[2] = 8;
+    c.modulation.cnn_channels[3] = 8;
+    c.modulation.feature_dim = 8;
+    c.modulation.de_dim = 12;
+    c.modulation.block_dim = 6;
+    c.detail_growth = 2;
+    return c;
+}
+
+// Train-mode forward of a fixed batch (= a persistent host copy of the output).
+static Tensor *forward_copy(DodModel *m, uint64_t seed) {
+    Tensor *lq = random_input("lq", 2, 3, 16, 16, 21);
+    for (int64_t i = 0; i < lq->numel; i++) tensor_data_f32(lq)[i] = tanhf(tensor_data_f32(lq)[i]);
+    Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, seed);
+    Tensor *copy = tensor_to_device(out, DEV_CPU);
+    Tensor *kept = tensor_new_persistent("out", copy->ndim, copy->shape, DT_F32);
+    memcpy(kept->data, copy->data, sizeof(float) * (size_t)kept->numel);
+    ag_step_reset();
+    tensor_free(lq);
+    return kept;
+}
+
+static void test_model_to_cpu_is_identity(void) {
+    DodModelConfig c = small_config();
+    DodModel *m = dod_model_create(&c);
+    Tensor *before = forward_copy(m, 9);
+    dod_model_to_device(m, DEV_CPU);
+    CHECK(m->device == DEV_CPU, "model device %d after moving to the CPU", (int)m->device);
+    Tensor *after = forward_copy(m, 9);
+    CHECK(bitwise_equal(before, after), "forward changed after dod_model_to_device(DEV_CPU)");
+    tensor_free(before);
+    tensor_free(after);
+    dod_model_free(m);
+}
+
+static void test_random_base(void) {
+    Unet *loaded = unet_load(SD2_TINY, DT_F32, NULL);
+    Unet *r1 = unet_create_random(SD2_TINY, DT_BF16, 5), *r2 = unet_create_random(SD2_TINY, DT_BF16, 5);
+    Unet *r3 = unet_create_random(SD2_TINY, DT_BF16, 6);
+    ParamStore *a = loaded->net.ps, *b = r1->net.ps;
+    CHECK(params_count(a) == params_count(b), "random unet has %d tensors, the loaded one %d", params_count(b),
+          params_count(a));
+    int shape_ok = 0, same_seed_equal = 0, other_seed_differs = 0;
+    for (int i = 0; i < params_count(a) && i < params_count(b); i++) {
+        Tensor *t = params_at(a, i), *u = params_get(b, t->name);
+        if (u && tensor_same_shape(t, u) && u->dtype == DT_BF16) shape_ok++;
+        Tensor *u2 = params_get(r2->net.ps, t->name), *u3 = params_get(r3->net.ps, t->name);
+        size_t bytes = (size_t)t->numel * 2;
+        if (u && u2 && memcmp(u->data, u2->data, bytes) == 0) same_seed_equal++;
+        if (u && u3 && t->ndim >= 2 && memcmp(u->data, u3->data, bytes) != 0) other_seed_differs++;
+    }
+    int n_matrices = 0;
+    for (int i = 0; i < params_count(a); i++) n_matrices += params_at(a, i)->ndim >= 2;
+    CHECK(shape_ok == params_count(a), "%d of %d random tensors have the loaded name, shape and bf16", shape_ok,
+          params_count(a));
+    CHECK(same_seed_equal == params_count(a), "same seed: %d of %d tensors equal", same_seed_equal, params_count(a));
+    CHECK(other_seed_differs == n_matrices, "other seed: %d of %d matrices differ", other_seed_differs, n_matrices);
+    Tensor *norm = params_require(b, "conv_norm_out.weight", "test"), *bias = params_require(b, "conv_norm_out.bias", "test");
+    CHECK(tensor_f32(norm)[0] == 1.0f && tensor_f32(bias)[0] == 0.0f, "norm scale %g / bias %g, expected 1 / 0",
+          tensor_f32(norm)[0], tensor_f32(bias)[0]);
+    Tensor *w = params_require(b, "conv_in.weight", "test");
+    float bound = 1.0f / sqrtf((float)(w->numel / w->shape[0])), mx = 0;
+    const float *wd = tensor_f32(w);
+    for (int64_t i = 0; i < w->numel; i++) mx = fmaxf(mx, fabsf(wd[i]));
+    CHECK(mx > 0.5f * bound && mx <= bound * 1.01f, "conv_in max |w| %g, bound %g", mx, bound);
+    ag_step_reset();
+    unet_free(loaded);
+    unet_free(r1);
+    unet_free(r2);
+    unet_free(r3);
+
+    DodModelConfig c = small_config();
+    c.random_base_weights = true;
+    DodModel *m = dod_model_create(&c);
+    Tensor *out = forward_copy(m, 3);
+    bool finite = true;
+    for (int64_t i = 0; i < out->numel; i++) finite &= isfinite(tensor_data_f32(out)[i]) != 0;
+    CHECK(finite && out->shape[1] == 3, "forward on a random base: finite %d, shape %s", finite, shape_str(out));
+    tensor_free(out);
+    dod_model_free(m);
+}
+
+// A header claiming CUDA, without memory: the device check must fire before anything touches it.
+static void posterior_mixed(void *ctx) {
+    (void)ctx;
+    Tensor *mean = tensor_new4(1, 4, 2, 2), *logvar = tensor_new4(1, 4, 2, 2);
+    Tensor fake = *mean;
+    fake.device = DEV_CUDA;
+    fake.data = NULL;
+    dod_posterior_sample(mean, logvar, &fake);
+}
+
+static void missing_config(void *ctx) { unet_create_random(ctx, DT_F32, 1); }
+
+int main(void) {
+    test_resize_gather(5, 4, 9, 7);
+    test_resize_gather(9, 7, 5, 4);
+    test_resize_gather(3, 5, 3, 11);
+    test_pad_crop_gather();
+    test_repeat_and_scalar();
+    test_model_to_cpu_is_identity();
+    test_random_base();
+    expect_fatal("posterior on mixed devices", posterior_mixed, NULL,
+                 (const char *const[]){"dod_posterior_sample", "one device", NULL});
+    expect_fatal("random unet without a config", missing_config, "/nonexistent/base",
+                 (const char *const[]){"unet_create_random", "/nonexistent/base/unet/config.json", NULL});
+    return check_summary();
+}
