@@ -79,22 +79,34 @@ typedef struct ArenaBlock {
     char *mem;
 } ArenaBlock;
 
-#define ARENA_BLOCK_BYTES ((size_t)64 << 20)
+// Blocks grow with the arena (each new one as big as all before it, between 64 MiB and 1 GiB): an
+// allocation that does not fit the current block's tail leaves that tail unused until the next
+// reset, so large blocks keep the waste small next to big activations (a 32 MiB VAE activation in
+// fixed 64 MiB blocks wasted half of the arena).
+#define ARENA_BLOCK_MIN ((size_t)64 << 20)
+#define ARENA_BLOCK_MAX ((size_t)1 << 30)
 static ArenaBlock *arena_head, *arena_cur;
-static size_t arena_peak_bytes;
+static size_t arena_peak_bytes, arena_total_bytes;
+
+static size_t arena_next_block_size(size_t bytes) {
+    size_t size = arena_total_bytes < ARENA_BLOCK_MIN ? ARENA_BLOCK_MIN
+                  : arena_total_bytes > ARENA_BLOCK_MAX ? ARENA_BLOCK_MAX : arena_total_bytes;
+    return bytes > size ? bytes : size;
+}
 
 static ArenaBlock *arena_new_block(size_t size, size_t base) {
     ArenaBlock *b = dod_calloc(sizeof *b, "arena block header");
     b->size = size;
     b->base = base;
     if (posix_memalign((void **)&b->mem, 64, size) != 0) oom(size, "activation arena block");
+    arena_total_bytes += size;
     return b;
 }
 
 void *arena_alloc(size_t bytes, const char *what) {
     (void)what;
     bytes = (bytes + 63) & ~(size_t)63;
-    if (!arena_head) arena_head = arena_cur = arena_new_block(bytes > ARENA_BLOCK_BYTES ? bytes : ARENA_BLOCK_BYTES, 0);
+    if (!arena_head) arena_head = arena_cur = arena_new_block(arena_next_block_size(bytes), 0);
     while (arena_cur->used + bytes > arena_cur->size) {
         if (arena_cur->next && arena_cur->next->size >= bytes) {
             arena_cur = arena_cur->next;
@@ -102,7 +114,7 @@ void *arena_alloc(size_t bytes, const char *what) {
             arena_cur->base = 0;  // fixed below
         } else {
             // Insert a fresh block after the current one (a too-small next block stays behind it).
-            ArenaBlock *b = arena_new_block(bytes > ARENA_BLOCK_BYTES ? bytes : ARENA_BLOCK_BYTES, 0);
+            ArenaBlock *b = arena_new_block(arena_next_block_size(bytes), 0);
             b->next = arena_cur->next;
             arena_cur->next = b;
             arena_cur = b;
