@@ -64,32 +64,71 @@ static const char *take_value(int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
+// The options pack and synth share, as pointers into a PackOptions or SynthOptions.
+typedef struct {
+    const char **out_path, **clean_dir;
+    int *append, *store_noisy, *quiet, *deflate, *n_sigmas;
+    double *sigmas;   // H5DS_MAX_SIGMAS entries
+    uint64_t *seed;
+} SharedOptions;
+
+// The shared fields of o, a PackOptions or a SynthOptions (both name them alike).
+#define SHARED_OPTIONS_OF(o)                                                                                     \
+    ((SharedOptions){&(o).out_path, &(o).clean_dir, &(o).append, &(o).store_noisy, &(o).quiet, &(o).deflate, \
+                     &(o).n_sigmas, (o).sigmas, &(o).seed})
+
+// Parses argv[*i] (and its value, advancing *i) into s (=) when it is a shared option. 1 when it
+// was one, 0 when it is not, or the exit status negated after a message naming the command, the
+// option and the value: -1 bad value, -2 missing value.
+static int parse_shared_option(const char *cmd, int argc, char **argv, int *i, SharedOptions s) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--append")) { *s.append = 1; return 1; }
+    if (!strcmp(a, "--store-noisy")) { *s.store_noisy = 1; return 1; }
+    if (!strcmp(a, "--quiet")) { *s.quiet = 1; return 1; }
+    static const char *const valued[] = {"--out", "--clean", "--deflate", "--sigma", "--seed"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= !strcmp(a, valued[k]);
+    if (!known) return 0;
+    const char *v = take_value(argc, argv, i);
+    if (!v) return -2;
+    if (!strcmp(a, "--out")) *s.out_path = v;
+    else if (!strcmp(a, "--clean")) *s.clean_dir = v;
+    else if (!strcmp(a, "--deflate")) *s.deflate = atoi(v);
+    else if (!strcmp(a, "--sigma")) {
+        if ((*s.n_sigmas = parse_sigmas(v, s.sigmas)) < 1) {
+            fprintf(stderr, "dod-data %s: --sigma '%s': expected numbers like 15,25,50 (at most %d)\n", cmd, v,
+                    H5DS_MAX_SIGMAS);
+            return -1;
+        }
+    } else if (parse_u64(v, s.seed)) {
+        fprintf(stderr, "dod-data %s: --seed '%s': expected an unsigned integer\n", cmd, v);
+        return -1;
+    }
+    return 1;
+}
+
+static int unknown_option(const char *cmd, const char *opt) {
+    fprintf(stderr, "dod-data %s: unknown option %s\n", cmd, opt);
+    usage(stderr);
+    return 2;
+}
+
 static int cmd_pack(int argc, char **argv) {
     PackOptions o = {.deflate = 4, .seed = 0};
     char err[2048];
     for (int i = 1; i < argc; i++) {
+        int shared = parse_shared_option("pack", argc, argv, &i, SHARED_OPTIONS_OF(o));
+        if (shared < 0) return -shared;
+        if (shared) continue;
         const char *a = argv[i], *v = NULL;
-        if (!strcmp(a, "--append")) { o.append = 1; continue; }
-        if (!strcmp(a, "--store-noisy")) { o.store_noisy = 1; continue; }
         if (!strcmp(a, "--skip-unmatched")) { o.skip_unmatched = 1; continue; }
-        if (!strcmp(a, "--quiet")) { o.quiet = 1; continue; }
+        if (strcmp(a, "--task") && strcmp(a, "--lq") && strcmp(a, "--hq") && strcmp(a, "--pairs"))
+            return unknown_option("pack", a);
         if (!(v = take_value(argc, argv, &i))) return 2;
         if (!strcmp(a, "--task")) o.task = v;
         else if (!strcmp(a, "--lq")) o.lq_dir = v;
         else if (!strcmp(a, "--hq")) o.hq_dir = v;
-        else if (!strcmp(a, "--pairs")) o.pairs_path = v;
-        else if (!strcmp(a, "--clean")) o.clean_dir = v;
-        else if (!strcmp(a, "--out")) o.out_path = v;
-        else if (!strcmp(a, "--deflate")) o.deflate = atoi(v);
-        else if (!strcmp(a, "--sigma")) {
-            if ((o.n_sigmas = parse_sigmas(v, o.sigmas)) < 1) return fail("--sigma: expected numbers like 15,25,50");
-        } else if (!strcmp(a, "--seed")) {
-            if (parse_u64(v, &o.seed)) return fail("--seed: expected an unsigned integer");
-        } else {
-            fprintf(stderr, "dod-data pack: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
-        }
+        else o.pairs_path = v;
     }
     if (pack_run(&o, err, sizeof err)) return fail(err);
     return 0;
@@ -99,35 +138,23 @@ static int cmd_synth(int argc, char **argv) {
     SynthOptions o = {.deflate = 4, .seed = 0, .n_sigmas = 3, .sigmas = {15, 25, 50}};
     char err[2048];
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (!strcmp(a, "--append")) { o.append = 1; continue; }
-        if (!strcmp(a, "--store-noisy")) { o.store_noisy = 1; continue; }
-        if (!strcmp(a, "--quiet")) { o.quiet = 1; continue; }
-        if (!(v = take_value(argc, argv, &i))) return 2;
-        if (!strcmp(a, "--clean")) o.clean_dir = v;
-        else if (!strcmp(a, "--out")) o.out_path = v;
-        else if (!strcmp(a, "--deflate")) o.deflate = atoi(v);
-        else if (!strcmp(a, "--sigma")) {
-            if ((o.n_sigmas = parse_sigmas(v, o.sigmas)) < 1) return fail("--sigma: expected numbers like 15,25,50");
-        } else if (!strcmp(a, "--seed")) {
-            if (parse_u64(v, &o.seed)) return fail("--seed: expected an unsigned integer");
-        } else if (!strcmp(a, "--tasks")) {
-            char list[512];
-            snprintf(list, sizeof list, "%s", v);
-            for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-                int kind = degrade_kind_from_name(tok);
-                if (kind < 0) {
-                    fprintf(stderr, "dod-data synth: --tasks: unknown degradation '%s' (noise, rain, haze, blur, lowlight)\n", tok);
-                    return 2;
-                }
-                for (int k = 0; k < o.n_kinds; k++)
-                    if (o.kinds[k] == (DegradeKind)kind) return fail("synth --tasks: a task is listed twice");
-                o.kinds[o.n_kinds++] = (DegradeKind)kind;
+        int shared = parse_shared_option("synth", argc, argv, &i, SHARED_OPTIONS_OF(o));
+        if (shared < 0) return -shared;
+        if (shared) continue;
+        if (strcmp(argv[i], "--tasks")) return unknown_option("synth", argv[i]);
+        const char *v = take_value(argc, argv, &i);
+        if (!v) return 2;
+        char list[512];
+        snprintf(list, sizeof list, "%s", v);
+        for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+            int kind = degrade_kind_from_name(tok);
+            if (kind < 0) {
+                fprintf(stderr, "dod-data synth: --tasks: unknown degradation '%s' (noise, rain, haze, blur, lowlight)\n", tok);
+                return 2;
             }
-        } else {
-            fprintf(stderr, "dod-data synth: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
+            for (int k = 0; k < o.n_kinds; k++)
+                if (o.kinds[k] == (DegradeKind)kind) return fail("synth --tasks: a task is listed twice");
+            o.kinds[o.n_kinds++] = (DegradeKind)kind;
         }
     }
     if (synth_run(&o, err, sizeof err)) return fail(err);

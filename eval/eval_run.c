@@ -195,9 +195,7 @@ static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, 
         fmt_into(im->err, sizeof im->err, "%s (%s, %dx%d): %s", es->label, im->name, hq.w, hq.h, why);
     } else {
         restore_output_to_unit(out, n, out);
-        const size_t plane = (size_t)hq.w * hq.h;
-        for (size_t p = 0; p < plane; p++)
-            for (int c = 0; c < 3; c++) gt[c * plane + p] = hq.pix[p * 3 + c] / 255.0f;
+        restore_image_to_unit(&hq, gt);
         if (metrics_pair_f32(out, gt, hq.h, hq.w, 3, METRIC_CHW, &es->metrics, &im->psnr, &im->ssim, why, sizeof why)) {
             im->status = EVAL_METRIC;
             fmt_into(im->err, sizeof im->err, "%s (%s, %dx%d): %s", es->label, im->name, hq.w, hq.h, why);

@@ -50,6 +50,12 @@ void restore_image_to_chw(const Image *img, float *out) {
         for (int c = 0; c < 3; c++) out[c * plane + p] = img->pix[p * 3 + c] / 127.5f - 1.0f;
 }
 
+void restore_image_to_unit(const Image *img, float *out) {
+    size_t plane = (size_t)img->w * img->h;
+    for (size_t p = 0; p < plane; p++)
+        for (int c = 0; c < 3; c++) out[c * plane + p] = img->pix[p * 3 + c] / 255.0f;
+}
+
 // Runs m on the th x tw crop at (y0, x0) of the CHW input (H x W); writes (=) the output crop.
 static int restore_crop(TrainModel *m, const float *in, int H, int W, int y0, int x0, int th, int tw, float *out,
                         char *err, size_t errlen) {

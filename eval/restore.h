@@ -1,6 +1,6 @@
 // Restoring one full image with a TrainModel in evaluation mode, whole or in overlapping tiles, and
-// the conversions between 8-bit images and the model's [-1, 1] planar tensors. Shared by
-// `dod-eval run`; training validation (train/validate.c) does the same per-image steps.
+// the conversions between 8-bit images, the model's [-1, 1] planar tensors and the [0, 1] planar
+// images the metrics score. Shared by `dod-eval run` and training validation (train/validate.c).
 //
 // Tiling (docs/evaluation.md): an image whose height or width exceeds tile is cut, along each such
 // axis, into tiles of `tile` pixels starting at 0, tile - overlap, 2 (tile - overlap), ..., the
@@ -34,6 +34,9 @@ float restore_tile_weight(int len, int k, int i, const TileOptions *t);
 
 // 8-bit HWC -> [-1, 1] CHW floats: out[c * h * w + p] = pix[p * 3 + c] / 127.5 - 1 (=).
 void restore_image_to_chw(const Image *img, float *out);
+// 8-bit HWC -> [0, 1] CHW floats, as the metrics score ground truth and inputs:
+// out[c * h * w + p] = pix[p * 3 + c] / 255 (=).
+void restore_image_to_unit(const Image *img, float *out);
 // Restores img with m (no grad, eval mode), whole or tiled: writes (=) out_chw, 3 x h x w floats as
 // the model returned them (unclamped, [-1, 1] scale). *n_tiles (may be NULL) receives the tile
 // count. Rewinds the activation arena after every tile. 0, or -1 with a message when the model

@@ -10,34 +10,17 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 E="$B/bin/dod-eval"
 D="$B/bin/dod-data"
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+. "$S/tests/cli_lib.sh"
 
 # ---- a tiny checkpoint and test set -------------------------------------------------------------
 "$D" synth --clean "$S/tests/fixtures/data" --tasks noise,rain,haze,blur,lowlight --sigma 25 --store-noisy \
     --out "$T/syn.h5" --seed 1 --quiet || { echo "FAIL: dod-data synth"; exit 1; }
-cat > "$T/tiny.ini" <<INI
+tiny_dod_ini "$T/tiny.ini" "$T/syn.h5" "$T/run"
+cat >> "$T/tiny.ini" <<INI
 [model]
-kind = dod
-base = $S/tests/fixtures/sd/sd2_tiny/model
 frozen_dtype = f32
-[stage]
-stage = 1
-[data]
-train = $T/syn.h5
-tasks = dehaze:1,derain:1,denoise:1
-crop = 32
-threads = 2
-[optim]
-lr = 1e-3
-[loss]
-mse = 2
 [train]
 steps = 2
-seed = 7
-run_dir = $T/run
-[checkpoint]
-every = 2
 INI
 "$B/bin/dod-train" --config "$T/tiny.ini" --quiet > "$T/train.log" 2>&1 || { cat "$T/train.log"; echo "FAIL: dod-train"; exit 1; }
 

@@ -6,38 +6,22 @@ set -euo pipefail
 B=$1 S=$2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+. "$S/tests/cli_lib.sh"
 "$B/bin/dod-data" synth --clean "$S/tests/fixtures/data" --tasks noise,rain,haze --out "$T/syn.h5" --seed 1 --quiet
-cat > "$T/tiny.ini" <<INI
+tiny_dod_ini "$T/tiny.ini" "$T/syn.h5" "$T/full"
+cat >> "$T/tiny.ini" <<INI
 [model]
-kind = dod
-base = $S/tests/fixtures/sd/sd2_tiny/model
 frozen_dtype = f32
-[stage]
-stage = 1
 [data]
-train = $T/syn.h5
-tasks = dehaze:1,derain:1,denoise:1
-crop = 32
-threads = 2
 val = $T/syn.h5
-[optim]
-lr = 1e-3
-[loss]
-mse = 2
 [train]
 steps = 4
-seed = 7
-run_dir = $T/full
 [log]
 every = 1
-[checkpoint]
-every = 2
 [val]
 every = 4
 images = 2
 INI
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
 "$B/bin/dod-train" --config "$T/tiny.ini" > "$T/full.log" 2>&1
 check "uninterrupted run finished" "grep -q 'done: 4 steps' $T/full.log"
 check "validation grid written" "ls $T/full/samples/step_0000004.png >/dev/null"

@@ -7,36 +7,19 @@ set -euo pipefail
 B=$1 S=$2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+. "$S/tests/cli_lib.sh"
 "$B/bin/dod-data" synth --clean "$S/tests/fixtures/data" --tasks noise,rain,haze --out "$T/syn.h5" --seed 1 --quiet
-cat > "$T/vae.ini" <<INI
+tiny_dod_ini "$T/vae.ini" "$T/syn.h5" "$T/run"
+cat >> "$T/vae.ini" <<INI
 [model]
-kind = dod
-base = $S/tests/fixtures/sd/sd2_tiny/model
 prompt_embedding = $S/tests/fixtures/dod/prompt.safetensors
 [modulation]
 extractor = vae
-[stage]
-stage = 1
-[data]
-train = $T/syn.h5
-tasks = dehaze:1,derain:1,denoise:1
-crop = 32
-threads = 2
-[optim]
-lr = 1e-3
-[loss]
-mse = 2
 [train]
 steps = 2
-seed = 7
-run_dir = $T/run
 [log]
 every = 1
-[checkpoint]
-every = 2
 INI
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
 rc=0
 "$B/bin/dod-train" --config "$T/vae.ini" > "$T/run.log" 2>&1 || rc=$?
 check "run exits 0 (log: $(tail -3 "$T/run.log" | tr '\n' ' '))" "[ $rc = 0 ]"

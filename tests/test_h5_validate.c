@@ -47,6 +47,13 @@ static Tensor *minus5_forward(void *self, Tensor *lq, uint64_t noise_seed, bool 
     return out;
 }
 
+// minus5_forward with one infinite value (=, new arena tensor).
+static Tensor *inf_forward(void *self, Tensor *lq, uint64_t noise_seed, bool training) {
+    Tensor *out = minus5_forward(self, lq, noise_seed, training);
+    tensor_data_f32(out)[7] = INFINITY;
+    return out;
+}
+
 static double psnr_levels(double err) { return 10.0 * log10(255.0 * 255.0 / (err * err)); }
 
 int main(void) {
@@ -98,6 +105,14 @@ int main(void) {
     CHECK(v && validator_run(v, &m, NULL, &r, err, sizeof err) == 0, "validator_run(1): %s", err);
     validator_close(v);
     CHECK(r.n_tasks == 1 && r.task[0].images == 1, "one image: tasks %d images %d", r.n_tasks, r.task[0].images);
+
+    // A non-finite output fails validation, naming the task and sample (it is not clamped and scored).
+    m.forward = inf_forward;
+    v = validator_open(path, 1, err, sizeof err);
+    CHECK(v && validator_run(v, &m, NULL, &r, err, sizeof err) != 0 && strstr(err, "dehaze sample 0") &&
+              strstr(err, "non-finite"),
+          "inf output: %s", err);
+    validator_close(v);
     remove(path);
     return check_summary();
 }

@@ -16,14 +16,15 @@ void val_result_print_tasks(const ValResult *res, FILE *f, const char *prefix) {
 }
 
 #ifdef DOD_HAVE_HDF5
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/ops.h"
+#include "autograd/tensor.h"
 #include "data/h5ds.h"
+#include "eval/grid.h"
 #include "eval/metrics.h"
+#include "eval/restore.h"
 
 struct Validator {
     H5ds *file;
@@ -66,94 +67,76 @@ void validator_close(Validator *v) {
     free(v);
 }
 
-static uint8_t to_u8(float x) {   // [-1, 1] -> 0..255, rounded
-    float y = (x + 1.0f) * 127.5f;
-    return (uint8_t)(y < 0 ? 0 : y > 255 ? 255 : lrintf(y));
-}
-
-// Copies an h x w RGB image into the grid at (x0, y0) (=).
-static void blit(Image *grid, const uint8_t *src, int w, int h, int x0, int y0) {
-    for (int y = 0; y < h; y++) memcpy(grid->pix + ((size_t)(y0 + y) * grid->w + x0) * 3, src + (size_t)y * w * 3, (size_t)w * 3);
+// Restores image k whole (eval/restore.h), scores it and its degraded input against hq with the
+// promptir profile (= score: psnr, ssim, psnr_input, ssim_input) and keeps the restored 8-bit image
+// for the grid (= *out8, allocated). 0 or -1 with a message naming the image.
+static int validate_image(Validator *v, TrainModel *m, int k, const Image *lq, const Image *hq, const MetricOpts *mo,
+                          double score[4], Image *out8, char *err, size_t errlen) {
+    const char *tname = h5ds_task(v->file, v->task[k])->name;
+    const int H = hq->h, W = hq->w;
+    const size_t n = (size_t)3 * H * W;
+    const TileOptions whole = {0, 0};
+    float *pred = dod_malloc(sizeof(float) * n, "validation output"), *gt = dod_malloc(sizeof(float) * n, "validation target");
+    float *inp = dod_malloc(sizeof(float) * n, "validation input");
+    char why[512];
+    int rc = restore_image(m, lq, &whole, pred, NULL, why, sizeof why);
+    if (!rc) {
+        restore_output_to_unit(pred, n, pred);
+        restore_image_to_unit(hq, gt);
+        restore_image_to_unit(lq, inp);
+        rc = metrics_pair_f32(pred, gt, H, W, 3, METRIC_CHW, mo, &score[0], &score[1], why, sizeof why) ||
+             metrics_pair_f32(inp, gt, H, W, 3, METRIC_CHW, mo, &score[2], &score[3], why, sizeof why);
+    }
+    if (rc) {
+        snprintf(err, errlen, "validation %s sample %lld: %s", tname, (long long)v->index[k], why);
+        rc = -1;
+    } else {
+        *out8 = restore_unit_to_image(pred, H, W);
+    }
+    free(inp);
+    free(pred);
+    free(gt);
+    return rc;
 }
 
 int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult *res, char *err, size_t errlen) {
     memset(res, 0, sizeof *res);
     Image *lq = dod_calloc(sizeof(Image) * (size_t)v->n, "validation images");
     Image *hq = dod_calloc(sizeof(Image) * (size_t)v->n, "validation images");
-    uint8_t **out8 = dod_calloc(sizeof(uint8_t *) * (size_t)v->n, "validation outputs");
-    int rc = 0, gw = 0, gh = 0;
+    Image *out8 = dod_calloc(sizeof(Image) * (size_t)v->n, "validation outputs");
+    int rc = 0;
     int slot_task[VAL_MAX_TASKS];   // the file's task index of each per-task slot
     MetricOpts mo = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
     for (int k = 0; k < v->n && !rc; k++) {
-        const char *tname = h5ds_task(v->file, v->task[k])->name;
-        if (h5ds_read_sample(v->file, v->task[k], v->index[k], &lq[k], &hq[k], err, errlen)) {
+        double sc[4];   // psnr, ssim, psnr_input, ssim_input (validate_image)
+        if (h5ds_read_sample(v->file, v->task[k], v->index[k], &lq[k], &hq[k], err, errlen) ||
+            validate_image(v, m, k, &lq[k], &hq[k], &mo, sc, &out8[k], err, errlen)) {
             rc = -1;
             break;
         }
-        int H = hq[k].h, W = hq[k].w;
-        size_t plane = (size_t)H * W;
-        Tensor *x = tensor_new4(1, 3, H, W);
-        float *xd = tensor_data_f32(x);
-        for (size_t p = 0; p < plane; p++)
-            for (int c = 0; c < 3; c++) xd[c * plane + p] = lq[k].pix[p * 3 + c] / 127.5f - 1.0f;
-        bool prev = ag_set_grad_enabled(false);
-        Tensor *y = m->forward(m->self, x, 0, false);
-        ag_set_grad_enabled(prev);
-        if (y->ndim != 4 || y->shape[0] != 1 || y->shape[1] != 3 || y->shape[2] != H || y->shape[3] != W) {
-            snprintf(err, errlen, "validation %s sample %lld: model output %s, expected [1, 3, %d, %d]", tname,
-                     (long long)v->index[k], shape_str(y), H, W);
-            rc = -1;
-            break;
+        // accumulate (+=) the overall and per-task sums; divided below
+        res->psnr += sc[0];
+        res->ssim += sc[1];
+        res->psnr_input += sc[2];
+        res->ssim_input += sc[3];
+        res->images++;
+        int slot = 0;
+        while (slot < res->n_tasks && slot_task[slot] != v->task[k]) slot++;
+        if (slot == res->n_tasks && slot < VAL_MAX_TASKS) {
+            slot_task[slot] = v->task[k];
+            snprintf(res->task[slot].name, sizeof res->task[slot].name, "%s", h5ds_task(v->file, v->task[k])->name);
+            res->n_tasks++;
         }
-        const float *yd = tensor_f32(y);
-        float *pred = dod_malloc(sizeof(float) * plane * 3, "validation output"), *gt = dod_malloc(sizeof(float) * plane * 3, "validation target");
-        float *inp = dod_malloc(sizeof(float) * plane * 3, "validation input");
-        out8[k] = dod_malloc(plane * 3, "validation output");
-        for (size_t p = 0; p < plane; p++)
-            for (int c = 0; c < 3; c++) {
-                float o = yd[c * plane + p];
-                o = o < -1 ? -1 : o > 1 ? 1 : o;
-                pred[c * plane + p] = (o + 1.0f) * 0.5f;
-                gt[c * plane + p] = hq[k].pix[p * 3 + c] / 255.0f;
-                inp[c * plane + p] = lq[k].pix[p * 3 + c] / 255.0f;
-                out8[k][p * 3 + c] = to_u8(o);
-            }
-        double psnr, ssim, psnr_in, ssim_in;
-        char merr[512];
-        if (metrics_pair_f32(pred, gt, H, W, 3, METRIC_CHW, &mo, &psnr, &ssim, merr, sizeof merr) ||
-            metrics_pair_f32(inp, gt, H, W, 3, METRIC_CHW, &mo, &psnr_in, &ssim_in, merr, sizeof merr)) {
-            snprintf(err, errlen, "validation %s sample %lld: %s", tname, (long long)v->index[k], merr);
-            rc = -1;
+        if (slot < res->n_tasks) {
+            ValTaskResult *tr = &res->task[slot];
+            tr->psnr += sc[0];
+            tr->ssim += sc[1];
+            tr->psnr_input += sc[2];
+            tr->ssim_input += sc[3];
+            tr->images++;
         } else {
-            res->psnr += psnr;
-            res->ssim += ssim;
-            res->psnr_input += psnr_in;
-            res->ssim_input += ssim_in;
-            res->images++;
-            int slot = 0;
-            while (slot < res->n_tasks && slot_task[slot] != v->task[k]) slot++;
-            if (slot == res->n_tasks && slot < VAL_MAX_TASKS) {
-                slot_task[slot] = v->task[k];
-                snprintf(res->task[slot].name, sizeof res->task[slot].name, "%s", tname);
-                res->n_tasks++;
-            }
-            if (slot < res->n_tasks) {
-                ValTaskResult *tr = &res->task[slot];
-                tr->psnr += psnr;
-                tr->ssim += ssim;
-                tr->psnr_input += psnr_in;
-                tr->ssim_input += ssim_in;
-                tr->images++;
-            } else {
-                res->tasks_dropped++;
-            }
+            res->tasks_dropped++;
         }
-        free(inp);
-        free(pred);
-        free(gt);
-        ag_step_reset();
-        if (3 * W > gw) gw = 3 * W;
-        gh += H;
     }
     if (!rc && res->images) {
         res->psnr /= res->images;
@@ -168,21 +151,22 @@ int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult 
             tr->ssim_input /= tr->images;
         }
     }
-    if (!rc && grid_path) {
-        Image grid = image_alloc(gw, gh, 3);
-        for (int k = 0, y0 = 0; k < v->n; y0 += hq[k].h, k++) {
-            int W = hq[k].w, H = hq[k].h;
-            blit(&grid, lq[k].pix, W, H, 0, y0);
-            blit(&grid, out8[k], W, H, W, y0);
-            blit(&grid, hq[k].pix, W, H, 2 * W, y0);
+    if (!rc && grid_path) {   // one row per image: lq | out | hq
+        const Image **cells = dod_malloc(sizeof(Image *) * 3 * (size_t)v->n, "validation grid");
+        for (int k = 0; k < v->n; k++) {
+            cells[3 * k] = &lq[k];
+            cells[3 * k + 1] = &out8[k];
+            cells[3 * k + 2] = &hq[k];
         }
+        Image grid = grid_make(cells, v->n, 3);
         if (image_save_png(grid_path, &grid, err, errlen)) rc = -1;
         image_free(&grid);
+        free(cells);
     }
     for (int k = 0; k < v->n; k++) {
         image_free(&lq[k]);
         image_free(&hq[k]);
-        free(out8[k]);
+        image_free(&out8[k]);
     }
     free(lq);
     free(hq);

@@ -33,8 +33,9 @@ typedef struct Validator Validator;
 // has no images.
 Validator *validator_open(const char *path, int max_images, char *err, size_t errlen);
 void validator_close(Validator *v);
-// Restores every image with m (no grad, eval mode) and scores it (= *res). grid_path (NULL: none)
-// receives the grid, written atomically. 0 or -1 with a message naming the image.
+// Restores every image with m (eval/restore.h restore_image: no grad, eval mode, untiled) and scores
+// it (= *res). grid_path (NULL: none) receives the grid (eval/grid.h), written atomically. 0 or -1
+// with a message naming the image (a wrong output shape or a non-finite output value is an error).
 int validator_run(Validator *v, TrainModel *m, const char *grid_path, ValResult *res, char *err, size_t errlen);
 // One line per task of res to f (=), each starting with prefix:
 //   "<prefix>dehaze: 2 images, restored PSNR 21.123 dB SSIM 0.7012 | degraded input PSNR 15.456 dB

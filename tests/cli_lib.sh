@@ -1,0 +1,38 @@
+# Sourced by the DOD CLI tests (cli_train_dod.sh, cli_train_dod_vae.sh, cli_eval_run.sh):
+#   . "$S/tests/cli_lib.sh"
+# a pass/fail counter and the tiny DOD training configuration they all start from.
+
+CLI_LIB_TESTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+pass=0 fail=0
+# check NAME CONDITION: evaluates CONDITION (a shell command line); counts a pass, or a failure named NAME.
+check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+
+# tiny_dod_ini FILE DATA RUN_DIR writes (=) FILE with the keys the DOD CLI tests share: DOD stage 1 on
+# the tiny SD fixture (tests/fixtures/sd/sd2_tiny), trained on the dehaze, derain and denoise tasks of
+# DATA (a `dod-data synth` file) at crop 32 with 2 loader threads, lr 1e-3, loss 2 * MSE, seed 7, in
+# RUN_DIR, a checkpoint every 2 steps. Each test appends its own keys (steps, frozen_dtype, logging,
+# validation, ...) after it: a section may be opened again, a key may not be given twice.
+tiny_dod_ini() {
+    cat > "$1" <<INI
+[model]
+kind = dod
+base = $CLI_LIB_TESTS/fixtures/sd/sd2_tiny/model
+[stage]
+stage = 1
+[data]
+train = $2
+tasks = dehaze:1,derain:1,denoise:1
+crop = 32
+threads = 2
+[optim]
+lr = 1e-3
+[loss]
+mse = 2
+[train]
+seed = 7
+run_dir = $3
+[checkpoint]
+every = 2
+INI
+}
