@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "data/degrade.h"
+#include "data/fileio.h"
 #include "data/h5ds.h"
 #include "data/image.h"
 #include "data/pack.h"
@@ -243,7 +244,14 @@ static int cmd_export(int argc, char **argv) {
         const char *v = take_value(argc, argv, &i);
         if (!v) return 2;
         if (!strcmp(argv[i - 1], "--task")) task_name = v;
-        else if (!strcmp(argv[i - 1], "--index")) index = strtoll(v, NULL, 10);
+        else if (!strcmp(argv[i - 1], "--index")) {
+            char *end;
+            index = strtoll(v, &end, 10);
+            if (*v == '\0' || *end != '\0' || index < 0) {
+                fprintf(stderr, "dod-data export: --index '%s': expected a sample index >= 0\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i - 1], "--out-dir")) out_dir = v;
         else return fail("export: options are --task NAME --index I --out-dir DIR");
     }
@@ -254,6 +262,7 @@ static int cmd_export(int argc, char **argv) {
     int t = h5ds_find_task(f, task_name, err, sizeof err);
     Image lq = {0}, hq = {0};
     int rc = t < 0 || h5ds_read_sample(f, t, index, &lq, &hq, err, sizeof err);
+    if (!rc) rc = fs_mkdirs(out_dir, err, sizeof err);  // the pair's folder is made when missing
     if (!rc) {
         snprintf(path, sizeof path, "%s/lq.png", out_dir);
         rc = image_save_png(path, &lq, err, sizeof err);

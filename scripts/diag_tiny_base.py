@@ -10,6 +10,7 @@
 #   vae(hq)   decode(mean(encode(hq))): the best any latent can do through this decoder, roughly
 #   vae(lq)   decode(mean(encode(lq))): DOD with an identity UNet step
 #   dod0      DOD at initialisation (LoRA B = 0): x0 = (z - sqrt(1-a) UNet(z, 999)) / sqrt(a), z = E(lq)
+#             (v_prediction bases: x0 = sqrt(a) z - sqrt(1-a) UNet(z, 999))
 #   lin       the same with the linear MMSE eps predictor in place of the UNet
 # and the latent MSE of the step-0 x0 against the clean latent E(hq) (latent variance is ~1).
 import sys
@@ -58,8 +59,11 @@ def main():
             lq, hq = load(d + "/lq.png"), load(d + "/hq.png")
             zl, h, w = enc(lq)
             zh, _, _ = enc(hq)
-            eps = unet(zl, 999, encoder_hidden_states=ctx).sample
-            x0 = (zl - (1 - a) ** 0.5 * eps) / a ** 0.5
+            out = unet(zl, 999, encoder_hidden_states=ctx).sample
+            if sched.config.prediction_type == "v_prediction":
+                x0 = a ** 0.5 * zl - (1 - a) ** 0.5 * out
+            else:
+                x0 = (zl - (1 - a) ** 0.5 * out) / a ** 0.5
             var = float(zl.var())
             eps_lin = (1 - a) ** 0.5 * zl / (a * var + 1 - a)
             x0_lin = (zl - (1 - a) ** 0.5 * eps_lin) / a ** 0.5

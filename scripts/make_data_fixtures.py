@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Small real-photo crops for the data tests (tests/fixtures/data/).
+"""Small real-photo crops for the data tests (tests/fixtures/data/) and the demo's extra training
+photos (tests/fixtures/demo/).
 
 Run:   /work/venv/bin/python scripts/make_data_fixtures.py
 Needs: Debian python3-skimage (its skimage/data photos) and Pillow. No network.
@@ -28,13 +29,32 @@ CROPS = [
 ]
 
 
+# The demo's training photos beside the three above (scripts/demo.sh): native-resolution 192 x 144
+# crops of other parts of the training photos, JPEG quality 95. Chelsea and coffee stay held out.
+DEMO_OUT = os.path.join(os.path.dirname(OUT), "demo")
+DEMO_CROPS = [
+    ("astronaut.png", 40, 300, 232, 444, "astronaut_suit.jpg", "JPEG"),
+    ("astronaut.png", 300, 20, 492, 164, "astronaut_flag.jpg", "JPEG"),
+    ("motorcycle_left.png", 120, 150, 312, 294, "motorcycle_front.jpg", "JPEG"),
+    ("motorcycle_left.png", 420, 250, 612, 394, "motorcycle_rear.jpg", "JPEG"),
+    ("rocket.jpg", 60, 260, 252, 404, "rocket_ground.jpg", "JPEG"),
+    ("ihc.png", 100, 100, 292, 244, "ihc.jpg", "JPEG"),
+    ("hubble_deep_field.jpg", 500, 400, 692, 544, "hubble_field.jpg", "JPEG"),
+]
+
+
 def main():
-    os.makedirs(OUT, exist_ok=True)
-    for src, l, t, r, b, name, fmt in CROPS:
+    for out, crops in ((OUT, CROPS), (DEMO_OUT, DEMO_CROPS)):
+        save_crops(out, crops)
+
+
+def save_crops(out, crops):
+    os.makedirs(out, exist_ok=True)
+    for src, l, t, r, b, name, fmt in crops:
         img = Image.open(os.path.join(SRC, src)).convert("RGB").crop((l, t, r, b))
-        path = os.path.join(OUT, name)
+        path = os.path.join(out, name)
         if fmt == "JPEG":
-            img.save(path, fmt, quality=90)
+            img.save(path, fmt, quality=90 if out == OUT else 95)
         else:
             img.save(path, fmt)
         print(f"{path}: {img.size[0]}x{img.size[1]} {fmt}")

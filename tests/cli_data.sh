@@ -45,7 +45,7 @@ expect_ok() {
 expect_ok synth "$DATA" synth --clean "$FIX" --tasks noise,rain,haze,blur,lowlight --out "$T/s1.h5" --seed 5
 expect_ok synth-again "$DATA" synth --clean "$FIX" --tasks noise,rain,haze,blur,lowlight --out "$T/s2.h5" --seed 5 --quiet
 expect_ok synth-other "$DATA" synth --clean "$FIX" --tasks rain --out "$T/s3.h5" --seed 6 --quiet
-mkdir -p "$T/e1" "$T/e2" "$T/e3"
+mkdir -p "$T/e1" "$T/e2"   # e3 does not exist yet: export makes it
 for f in 1 2; do "$DATA" export "$T/s$f.h5" --task derain --index 2 --out-dir "$T/e$f" || bad "export s$f"; done
 "$DATA" export "$T/s3.h5" --task derain --index 2 --out-dir "$T/e3" || bad "export s3"
 if cmp -s "$T/e1/lq.png" "$T/e2/lq.png"; then ok; else bad "synth is not deterministic by seed"; fi
@@ -107,6 +107,7 @@ expect_fail verify-missing "nope.h5: cannot open" "$DATA" verify "$T/nope.h5"
 expect_fail append-text "text.h5: not an HDF5 file" "$DATA" pack --task d --clean "$FIX" --sigma 15 --out "$T/text.h5" --append
 head -c 20000 "$T/p.h5" > "$T/trunc.h5"
 expect_fail truncated "trunc.h5" "$DATA" verify "$T/trunc.h5"
+expect_fail export-bad-index "--index 'two': expected a sample index" "$DATA" export "$T/p.h5" --task denoise --index two --out-dir "$T"
 expect_fail export-missing-task "no task 'snow'" "$DATA" export "$T/p.h5" --task snow --index 0 --out-dir "$T"
 expect_fail usage "unknown command" "$DATA" frobnicate
 

@@ -10,7 +10,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 E="$B/bin/dod-eval"
 D="$B/bin/dod-data"
-. "$S/tests/cli_lib.sh"
+. "$S/tests/shell_lib.sh"
 
 # ---- a tiny checkpoint and test set -------------------------------------------------------------
 "$D" synth --clean "$S/tests/fixtures/data" --tasks noise,rain,haze,blur,lowlight --sigma 25 --store-noisy \

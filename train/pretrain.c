@@ -1,5 +1,5 @@
 // Pretraining loops for the tiny SD-shaped base: the VAE as an autoencoder, then the UNet on the
-// epsilon objective in the frozen VAE's latent space (see train/pretrain.h, docs/tiny-base.md).
+// epsilon or v objective in the frozen VAE's latent space (see train/pretrain.h, docs/tiny-base.md).
 #include "train/pretrain.h"
 
 #include <cjson/cJSON.h>
@@ -275,6 +275,7 @@ typedef struct {
     const Vae *vae;
     float sf;
     const double *abar;
+    SdPrediction pred;   // what the UNet predicts: epsilon or v
 } LatentCtx;
 
 // Scaled latents (=, new arena tensor) of crops x: posterior sample (noise_seed != 0) or mean (0),
@@ -297,27 +298,45 @@ static Tensor *encode_latents(const LatentCtx *c, Tensor *x, uint64_t noise_seed
     return z;
 }
 
-// z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps per sample (=, new arena tensor).
-static Tensor *add_noise(const LatentCtx *c, Tensor *z0, Tensor *eps, const float *t) {
-    Tensor *zt = tensor_like(z0);
-    int64_t per = z0->numel / z0->shape[0];
-    for (int64_t b = 0; b < z0->shape[0]; b++) {
-        double a = c->abar[(int)t[b]];
-        float sa = (float)sqrt(a), sb = (float)sqrt(1.0 - a);
+// sqrt(abar_t) u + sign * sqrt(1 - abar_t) w per sample (=, new arena tensor).
+static Tensor *mix_per_sample(const double *abar, Tensor *u, Tensor *w, float sign, const float *t) {
+    Tensor *out = tensor_like(u);
+    int64_t per = u->numel / u->shape[0];
+    for (int64_t b = 0; b < u->shape[0]; b++) {
+        double a = abar[(int)t[b]];
+        float su = (float)sqrt(a), sw = sign * (float)sqrt(1.0 - a);
         for (int64_t i = b * per; i < (b + 1) * per; i++)
-            tensor_data_f32(zt)[i] = sa * tensor_data_f32(z0)[i] + sb * tensor_data_f32(eps)[i];
+            tensor_data_f32(out)[i] = su * tensor_data_f32(u)[i] + sw * tensor_data_f32(w)[i];
     }
-    return zt;
+    return out;
+}
+
+Tensor *pretrain_add_noise(const double *abar, Tensor *z0, Tensor *eps, const float *t) {
+    return mix_per_sample(abar, z0, eps, 1.0f, t);
+}
+
+Tensor *pretrain_unet_target(SdPrediction pred, const double *abar, Tensor *z0, Tensor *eps, const float *t) {
+    if (pred == SD_PRED_EPSILON) return eps;
+    DOD_CHECK(pred == SD_PRED_V, "pretrain_unet_target", "prediction type %s is not pretrained",
+              sd_prediction_name(pred));
+    return mix_per_sample(abar, eps, z0, -1.0f, t);
+}
+
+// The UNet output of sample element i as an eps estimate: itself (epsilon), or for v-prediction
+// sqrt(abar) v + sqrt(1 - abar) z_t (so both kinds report the same eps-MSE).
+static double as_eps(const LatentCtx *c, double a, double out, double zt) {
+    return c->pred == SD_PRED_EPSILON ? out : sqrt(a) * out + sqrt(1 - a) * zt;
 }
 
 // Mean eps-MSE of the UNet over crops at timestep t_fixed (>= 0) or at spread timesteps (t_fixed < 0:
 // crop i at (i * 997 + 13) mod 1000); fixed noise from seed. With zero_mse / linear_mse non-NULL,
 // also the MSE of predicting 0 and of the linear MMSE predictor
 // sqrt(1 - abar) z_t / (abar var(z0) + 1 - abar) (what a UNet that ignores structure can reach).
+// obj_mse (non-NULL): the MSE of the training objective itself (eps, or v for v-prediction).
 static double unet_eval(const Unet *unet, const LatentCtx *c, Tensor *crops, int batch, int t_fixed, uint64_t seed,
-                        double *zero_mse, double *linear_mse) {
+                        double *zero_mse, double *linear_mse, double *obj_mse) {
     bool prev = ag_set_grad_enabled(false);
-    double se = 0, se0 = 0, sel = 0, s1 = 0, s2 = 0;
+    double se = 0, se0 = 0, sel = 0, seo = 0, s1 = 0, s2 = 0;
     int64_t cnt = 0, n = crops->shape[0];
     // var(z0) first (needed by the linear predictor).
     for (int64_t b = 0; b < n; b += batch) {
@@ -335,17 +354,20 @@ static double unet_eval(const Unet *unet, const LatentCtx *c, Tensor *crops, int
         tensor_randn(eps, rng_key(seed, (uint64_t)b), 1.0f);
         float *t = dod_malloc(sizeof(float) * (size_t)m, "timesteps");
         for (int64_t k = 0; k < m; k++) t[k] = (float)(t_fixed >= 0 ? t_fixed : ((b + k) * 997 + 13) % 1000);
-        Tensor *zt = add_noise(c, z0, eps, t);
+        Tensor *zt = pretrain_add_noise(c->abar, z0, eps, t);
         int64_t ctx_shape[3] = {m, 1, unet->cfg.cross_attention_dim[0]};
         Tensor *ctx = tensor_zeros(3, ctx_shape);
         Tensor *pred = unet_forward(unet, zt, t, ctx, NULL);
+        Tensor *target = pretrain_unet_target(c->pred, c->abar, z0, eps, t);
         int64_t per = z0->numel / m;
         for (int64_t k = 0; k < m; k++) {
             double a = c->abar[(int)t[k]];
             double lin = sqrt(1 - a) / (a * var + 1 - a);
             for (int64_t i = k * per; i < (k + 1) * per; i++) {
-                double e = tensor_data_f32(eps)[i], p = tensor_data_f32(pred)[i];
+                double e = tensor_data_f32(eps)[i], p = as_eps(c, a, tensor_data_f32(pred)[i], tensor_data_f32(zt)[i]);
                 se += (p - e) * (p - e);
+                double o = tensor_data_f32(pred)[i] - tensor_data_f32(target)[i];
+                seo += o * o;
                 se0 += e * e;
                 double l = lin * tensor_data_f32(zt)[i];
                 sel += (l - e) * (l - e);
@@ -357,6 +379,7 @@ static double unet_eval(const Unet *unet, const LatentCtx *c, Tensor *crops, int
     ag_set_grad_enabled(prev);
     if (zero_mse) *zero_mse = se0 / cnt;
     if (linear_mse) *linear_mse = sel / cnt;
+    if (obj_mse) *obj_mse = seo / cnt;
     return se / cnt;
 }
 
@@ -381,14 +404,15 @@ void pretrain_unet(const PretrainOptions *o, PretrainReport *rep, ParamStore **p
     if (sd_unet_config_load(ucfg_path, &unet.cfg, err) != 0) dod_fatal(who, "%s", err);
     SdSchedulerConfig sched;
     if (sd_scheduler_config_load(scfg_path, &sched, err) != 0) dod_fatal(who, "%s", err);
-    DOD_CHECK(sched.prediction_type == SD_PRED_EPSILON && sched.num_train_timesteps == 1000, who,
-              "%s: only epsilon prediction with 1000 steps is pretrained here (got %s, %d)", scfg_path,
+    DOD_CHECK((sched.prediction_type == SD_PRED_EPSILON || sched.prediction_type == SD_PRED_V) &&
+                  sched.num_train_timesteps == 1000,
+              who, "%s: only epsilon or v_prediction with 1000 steps is pretrained here (got %s, %d)", scfg_path,
               sd_prediction_name(sched.prediction_type), sched.num_train_timesteps);
     DOD_CHECK(unet.cfg.in_channels == vae->cfg.latent_channels, who, "%s: in_channels %d != the VAE's latent_channels %d",
               ucfg_path, unet.cfg.in_channels, vae->cfg.latent_channels);
     double abar[1000];
     sd_scheduler_alphas_cumprod(&sched, abar);
-    LatentCtx lc = {vae, vae->cfg.scaling_factor, abar};
+    LatentCtx lc = {vae, vae->cfg.scaling_factor, abar, sched.prediction_type};
 
     SdTensorTable table = {0};
     sd_unet_tensor_table(&unet.cfg, &table);
@@ -400,7 +424,7 @@ void pretrain_unet(const PretrainOptions *o, PretrainReport *rep, ParamStore **p
     const PretrainImages *eval_set = o->val && o->val->n > 0 ? o->val : o->train;
     Tensor *eval_crops = pretrain_grid_crops(eval_set, o->crop, o->eval_per_image);
     uint64_t eval_seed = rng_key(o->seed, rng_hash_string("unet eval noise"));
-    double init_mse = unet_eval(&unet, &lc, eval_crops, o->batch, -1, eval_seed, NULL, NULL);
+    double init_mse = unet_eval(&unet, &lc, eval_crops, o->batch, -1, eval_seed, NULL, NULL, &rep->obj_mse_init);
     fprintf(stderr, "%s: held-out eps-MSE over t before training %.4f\n", who, init_mse);
 
     Trainer tr;
@@ -421,25 +445,25 @@ void pretrain_unet(const PretrainOptions *o, PretrainReport *rep, ParamStore **p
                                       : (int)rng_below(&r, 1000));
         Tensor *eps = tensor_like(z0);
         tensor_randn(eps, rng_key(sk, 3), 1.0f);
-        Tensor *zt = add_noise(&lc, z0, eps, t);
+        Tensor *zt = pretrain_add_noise(lc.abar, z0, eps, t);
         Tensor *pred = unet_forward(&unet, zt, t, tensor_zeros(3, ctx_shape), NULL);
-        trainer_step(&tr, o, step, op_mse_loss(pred, eps), who, rep);
+        trainer_step(&tr, o, step, op_mse_loss(pred, pretrain_unet_target(lc.pred, lc.abar, z0, eps, t)), who, rep);
         if (o->eval_every > 0 && (step + 1) % o->eval_every == 0 && step + 1 < o->steps)
             fprintf(stderr, "%s step %d: held-out eps-MSE at t=999 %.4f\n", who, step + 1,
-                    unet_eval(&unet, &lc, eval_crops, o->batch, 999, eval_seed, NULL, NULL));
+                    unet_eval(&unet, &lc, eval_crops, o->batch, 999, eval_seed, NULL, NULL, NULL));
     }
     free(t);
     trainer_free(&tr);
-    double final_mse = unet_eval(&unet, &lc, eval_crops, o->batch, -1, eval_seed, NULL, NULL);
+    double final_mse = unet_eval(&unet, &lc, eval_crops, o->batch, -1, eval_seed, NULL, NULL, &rep->obj_mse);
     rep->eps_mse_999 = unet_eval(&unet, &lc, eval_crops, o->batch, 999, eval_seed, &rep->eps_mse_zero,
-                                 &rep->eps_mse_linear);
+                                 &rep->eps_mse_linear, NULL);
     rep->eps_mse_init = init_mse;
     rep->eps_mse = final_mse;
     rep->seconds = now_s() - t0;
     fprintf(stderr,
-            "%s: held-out eps-MSE over t %.4f (was %.4f); at t=999: UNet %.4f, zero predictor %.4f, linear "
-            "predictor %.4f; %.1f s\n",
-            who, final_mse, init_mse, rep->eps_mse_999, rep->eps_mse_zero, rep->eps_mse_linear, rep->seconds);
+            "%s: held-out objective MSE over t %.4f (was %.4f), eps-MSE over t %.4f (was %.4f); eps-MSE at t=999: "
+            "UNet %.4f, zero predictor %.4f, linear predictor %.4f; %.1f s\n",
+            who, rep->obj_mse, rep->obj_mse_init, final_mse, init_mse, rep->eps_mse_999, rep->eps_mse_zero, rep->eps_mse_linear, rep->seconds);
     tensor_free(eval_crops);
 
     char dir[1200];

@@ -1,5 +1,5 @@
 // Pretraining a tiny Stable-Diffusion-shaped base model from scratch on the engine: the VAE as an
-// autoencoder (reconstruction + small KL), then the UNet on the diffusion (epsilon) objective in the
+// autoencoder (reconstruction + small KL), then the UNet on the diffusion (epsilon or v) objective in the
 // frozen VAE's latent space. DOD adapts a frozen pretrained SD model; a genuinely pretrained tiny
 // base lets the whole DOD pipeline train and restore offline on a CPU (docs/tiny-base.md).
 //
@@ -52,6 +52,15 @@ void pretrain_write_text(const char *path, const char *text);
 // The whole file as a NUL-terminated heap string; fatal naming the file on failure.
 char *pretrain_read_text(const char *path);
 
+// ---- the diffusion objective ---------------------------------------------------------------------
+// z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps, with sample b of the batch at timestep t[b] (=, new arena
+// tensor; abar: the scheduler's alphas_cumprod).
+Tensor *pretrain_add_noise(const double *abar, Tensor *z0, Tensor *eps, const float *t);
+// What the UNet learns to predict for that z_t (=): eps itself for epsilon prediction (returned as is),
+// a new arena tensor v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0 for v_prediction (diffusers'
+// get_velocity). DOD reads v back as x0 = sqrt(abar) z_t - sqrt(1 - abar) v (layers/dod_model.h).
+Tensor *pretrain_unet_target(SdPrediction pred, const double *abar, Tensor *z0, Tensor *eps, const float *t);
+
 // ---- training ----------------------------------------------------------------------------------
 typedef struct {
     const char *config_dir;   // diffusers root with unet/config.json, vae/config.json, scheduler/...
@@ -80,6 +89,7 @@ typedef struct {
     double latent_std;               // VAE: std of posterior means over evaluation crops
     double scaling_factor;           // VAE: 1 / latent_std, written into vae/config.json
     double eps_mse_init, eps_mse;    // UNet: held-out eps-MSE over spread timesteps, before / after
+    double obj_mse_init, obj_mse;    // UNet: the same for the training objective (eps, or v)
     double eps_mse_999, eps_mse_zero, eps_mse_linear;  // UNet at t = 999: model, 0, linear-MMSE predictor
     double seconds;
 } PretrainReport;

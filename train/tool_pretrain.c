@@ -103,10 +103,10 @@ int main(int argc, char **argv) {
                rep.seconds);
     } else {
         pretrain_unet(&o, &rep, NULL);
-        printf("unet: loss %.5f -> %.5f, held-out eps-MSE %.4f (init %.4f); t=999: %.4f vs zero %.4f, linear %.4f; "
-               "%.0f s\n",
-               rep.first_loss, rep.last_loss, rep.eps_mse, rep.eps_mse_init, rep.eps_mse_999, rep.eps_mse_zero,
-               rep.eps_mse_linear, rep.seconds);
+        printf("unet: loss %.5f -> %.5f, held-out objective MSE %.4f (init %.4f), eps-MSE %.4f (init %.4f); t=999: "
+               "eps-MSE %.4f vs zero %.4f, linear %.4f; %.0f s\n",
+               rep.first_loss, rep.last_loss, rep.obj_mse, rep.obj_mse_init, rep.eps_mse, rep.eps_mse_init,
+               rep.eps_mse_999, rep.eps_mse_zero, rep.eps_mse_linear, rep.seconds);
     }
     pretrain_images_free(&train);
     pretrain_images_free(&val);

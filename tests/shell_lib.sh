@@ -1,5 +1,5 @@
 # Sourced by the DOD CLI tests (cli_train_dod.sh, cli_train_dod_vae.sh, cli_eval_run.sh):
-#   . "$S/tests/cli_lib.sh"
+#   . "$S/tests/shell_lib.sh"
 # a pass/fail counter and the tiny DOD training configuration they all start from.
 
 CLI_LIB_TESTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
