@@ -143,10 +143,42 @@ static void checkpoint_backward(AgNode *node) {
     if (on_cuda) cuda_arena_release(cuda_mark);
 }
 
+Tensor *ag_run_keeping_output(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs) {
+    bool cuda_in = n_inputs > 0 && inputs[0]->device == DEV_CUDA;
+    size_t mark = arena_mark(), cuda_mark = cuda_in ? cuda_arena_mark() : 0;
+    Tensor *out = fn(ctx, inputs);
+    for (int i = 0; i < n_inputs; i++)
+        if (out == inputs[i]) return out;  // nothing new to keep
+    // Park the output (heap, or the device cache for a CUDA tensor), rewind, bring it back at the mark.
+    size_t bytes = (size_t)out->numel * sizeof(float);
+    bool on_cuda = out->device == DEV_CUDA;
+    DOD_CHECK(on_cuda == cuda_in && out->dtype == DT_F32, "ag_run_keeping_output",
+              "block output %s (%s) is on %s, its input on %s", shape_str(out), dtype_name(out->dtype),
+              on_cuda ? "cuda" : "cpu", cuda_in ? "cuda" : "cpu");
+    void *parked = on_cuda ? cuda_malloc_cached(bytes, "block output") : dod_malloc(bytes, "block output");
+    if (on_cuda) cuda_copy_d2d(parked, out->data, bytes);
+    else memcpy(parked, out->data, bytes);
+    int ndim = out->ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    memcpy(shape, out->shape, sizeof shape);
+    arena_release(mark);
+    if (on_cuda) cuda_arena_release(cuda_mark);
+    Tensor *kept = tensor_new_on(on_cuda ? DEV_CUDA : DEV_CPU, ndim, shape, DT_F32);
+    if (on_cuda) {
+        cuda_copy_d2d(kept->data, parked, bytes);
+        cuda_free_cached(parked);  // the copy above is queued first on the same stream
+    } else {
+        memcpy(kept->data, parked, bytes);
+        free(parked);
+    }
+    return kept;
+}
+
 Tensor *ag_checkpoint(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs) {
     if (!ag_needs_grad(n_inputs, inputs)) return fn(ctx, inputs);
     bool prev = ag_set_grad_enabled(false);
-    Tensor *out = fn(ctx, inputs);
+    // The first run's intermediates are not needed (backward recomputes them): give them back now.
+    Tensor *out = ag_run_keeping_output(fn, ctx, n_inputs, inputs);
     ag_set_grad_enabled(prev);
     CheckpointCtx *c = ag_record("checkpoint", checkpoint_backward, out, n_inputs, inputs, sizeof(CheckpointCtx));
     c->fn = fn;

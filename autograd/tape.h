@@ -47,11 +47,18 @@ void ag_backward_from(Tensor *out, const float *seed_grad);
 void ag_step_reset(void);
 int ag_tape_size(void);
 
-// Activation recomputation ("gradient checkpointing"): run fn(ctx, in) with grad mode off and
-// record one node; in backward, fn is re-run with grad on over detached copies of the inputs,
-// the sub-tape is back-propagated, and the arena used by the recomputation is released.
-// fn must be deterministic. It may use activations it did not take as inputs (e.g. per-sample
+// Activation recomputation ("gradient checkpointing"): run fn(ctx, in) with grad mode off, give
+// back the arena it used except its output (ag_run_keeping_output), and record one node; in
+// backward, fn is re-run with grad on over detached copies of the inputs, the sub-tape is
+// back-propagated, and the arena used by the recomputation is released. fn must be deterministic
+// and must not leave anything it allocated in the arena for later use besides its output (its
+// ctx is allocated by the caller, before the call). It may use activations it did not take as inputs (e.g. per-sample
 // modulation made outside the block): their gradients are accumulated correctly (see
 // arena_set_grad_floor).
 typedef Tensor *(*AgBlockFn)(void *ctx, Tensor *const *inputs);
 Tensor *ag_checkpoint(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs);
+// Runs fn(ctx, inputs) and rewinds the arenas (host, and the device arena when the inputs are on
+// CUDA) to where they stood before, keeping only the output: it is copied (=) to a new tensor
+// allocated at the old mark. For callers that run fn with grad mode off (nothing on the tape may
+// point into the released memory). Returns the input itself when fn returns one of its inputs.
+Tensor *ag_run_keeping_output(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs);

@@ -1,8 +1,6 @@
 // Stable Diffusion building blocks (diffusers 0.21.4 semantics); see sd_blocks.h.
 #include "layers/sd_blocks.h"
 
-#include "autograd/cuda/cuda_backend.h"
-
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -176,36 +174,8 @@ Tensor *sd_tokens_to_nchw(Tensor *x, int64_t h, int64_t w) {
 // ---- running a unit ----------------------------------------------------------------------------------
 Tensor *sd_run_block(AgBlockFn fn, void *ctx, int n, Tensor *const *inputs, bool recompute) {
     if (ag_grad_enabled()) return recompute ? ag_checkpoint(fn, ctx, n, inputs) : fn(ctx, inputs);
-    // The device arena is marked only when the unit runs on CUDA (its first input's device).
-    bool cuda_in = n > 0 && inputs[0]->device == DEV_CUDA;
-    size_t mark = arena_mark(), cuda_mark = cuda_in ? cuda_arena_mark() : 0;
-    Tensor *out = fn(ctx, inputs);
-    for (int i = 0; i < n; i++)
-        if (out == inputs[i]) return out;  // nothing new to keep
-    // Nothing is on the tape in no-grad mode, so everything allocated after the mark is garbage
-    // except the output: park it (heap, or the device cache for a CUDA tensor), rewind both arenas,
-    // and bring it back at the mark.
-    size_t bytes = (size_t)out->numel * sizeof(float);
-    bool on_cuda = out->device == DEV_CUDA;
-    DOD_CHECK(on_cuda == cuda_in, "sd_run_block", "unit output %s is on %s, its input on %s", shape_str(out),
-              on_cuda ? "cuda" : "cpu", cuda_in ? "cuda" : "cpu");
-    void *parked = on_cuda ? cuda_malloc_cached(bytes, "sd_run_block output") : dod_malloc(bytes, "sd_run_block output");
-    if (on_cuda) cuda_copy_d2d(parked, tensor_f32(out), bytes);
-    else memcpy(parked, tensor_f32(out), bytes);
-    int ndim = out->ndim;
-    int64_t shape[TENSOR_MAX_DIMS];
-    memcpy(shape, out->shape, sizeof shape);
-    arena_release(mark);
-    if (on_cuda) cuda_arena_release(cuda_mark);
-    Tensor *kept = tensor_new_on(on_cuda ? DEV_CUDA : DEV_CPU, ndim, shape, DT_F32);
-    if (on_cuda) {
-        cuda_copy_d2d(kept->data, parked, bytes);
-        cuda_free_cached(parked);  // the copy above is queued first on the same stream
-    } else {
-        memcpy(kept->data, parked, bytes);
-        free(parked);
-    }
-    return kept;
+    // Nothing is on the tape in no-grad mode, so everything the unit allocated is garbage but its output.
+    return ag_run_keeping_output(fn, ctx, n, inputs);
 }
 
 // ---- blocks -------------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ layers/safetensors.c:safetensors_save        CUDA tensors are written through a 
 layers/safetensors.c:safetensors_tensor      loading: host tensors
 layers/sd_blocks.c:resize_backward           backward of the CPU branch of sd_resize_nearest only
 layers/sd_blocks.c:sd_resize_nearest         CPU branch only; other devices go through sd_gather_hw
-layers/sd_blocks.c:sd_run_block              no-grad parking: CUDA outputs are parked with cuda_copy_d2d
 layers/sd_load.c:sd_tensor_make_owned        loading: host tensors (before any move)
 layers/tool_parity.c:main                    timesteps are host floats by the UNet's contract (never moved)
 layers/tool_parity.c:report                  compares host copies (to_host) of the outputs

@@ -171,7 +171,11 @@ static void test_checkpoint(void) {
     tensor_zero_grad(x);
     ag_step_reset();
     h = square(x, 1.0f);
+    size_t before = arena_used();
     Tensor *out = ag_checkpoint(block, NULL, 1, &h);
+    // The first run's intermediate (square(h)) is given back: the output and the node stay.
+    size_t grown = arena_used() - before;
+    CHECK(grown < 2 * 1000 * sizeof(float), "checkpoint forward kept %zu bytes (its output is 4000)", grown);
     CHECK(ag_tape_size() == 2, "checkpointed block is one node (tape %d)", ag_tape_size());
     ag_backward(sum_all(out));
     double err = max_abs_diff(x->grad, plain, 1000, NULL);
