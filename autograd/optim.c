@@ -1,5 +1,8 @@
-// AdamW, gradient clipping and LR schedules (CPU; parameters are f32 master copies).
+// AdamW, gradient clipping and LR schedules. Parameters are f32 master copies on the CPU or on CUDA
+// (each parameter's moments live on its device; the CUDA kernels are autograd/cuda/optim.cu).
 #include "autograd/optim.h"
+
+#include "autograd/cuda/cuda_optim.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -20,15 +23,34 @@ AdamW *adamw_new(Tensor *const *params, int n, AdamWConfig cfg) {
                   "trainable tensor %s must be a persistent f32 master copy (is %s%s)", p->name ? p->name : "?",
                   dtype_name(p->dtype), p->persistent ? "" : ", arena");
         opt->params[i] = p;
-        opt->m[i] = dod_calloc(sizeof(float) * p->numel, "AdamW first moment");
-        opt->v[i] = dod_calloc(sizeof(float) * p->numel, "AdamW second moment");
+        size_t bytes = sizeof(float) * (size_t)p->numel;
+        if (p->device == DEV_CUDA) {
+            opt->m[i] = cuda_malloc_cached(bytes, "AdamW first moment");
+            opt->v[i] = cuda_malloc_cached(bytes, "AdamW second moment");
+            cuda_memset_zero(opt->m[i], bytes);
+            cuda_memset_zero(opt->v[i], bytes);
+        } else {
+            opt->m[i] = dod_calloc(bytes, "AdamW first moment");
+            opt->v[i] = dod_calloc(bytes, "AdamW second moment");
+        }
     }
     return opt;
+}
+
+bool adamw_on_host(const AdamW *opt) {
+    for (int i = 0; i < opt->n; i++)
+        if (opt->params[i]->device != DEV_CPU) return false;
+    return true;
 }
 
 void adamw_free(AdamW *opt) {
     if (!opt) return;
     for (int i = 0; i < opt->n; i++) {
+        if (opt->params[i]->device == DEV_CUDA) {
+            cuda_free_cached(opt->m[i]);
+            cuda_free_cached(opt->v[i]);
+            continue;
+        }
         free(opt->m[i]);
         free(opt->v[i]);
     }
@@ -51,6 +73,10 @@ void adamw_step(AdamW *opt, float lr) {
         Tensor *p = opt->params[i];
         if (!p->grad) continue;  // no gradient reached it this step: torch skips such parameters too
         float *w = p->data, *g = p->grad, *m = opt->m[i], *v = opt->v[i];
+        if (p->device == DEV_CUDA) {  // the same f32 formula on the device
+            cuda_adamw_update(w, g, m, v, p->numel, c.beta1, c.beta2, c.eps, decay, step_size, bc2_sqrt);
+            continue;
+        }
 #pragma omp parallel for if (p->numel > 65536)
         for (int64_t j = 0; j < p->numel; j++) {
             w[j] *= decay;
@@ -67,6 +93,10 @@ double clip_grad_norm(Tensor *const *params, int n, double max_norm) {
     for (int i = 0; i < n; i++) {
         const float *g = params[i]->grad;
         if (!g) continue;
+        if (params[i]->device == DEV_CUDA) {
+            sq += cuda_sum_squares(g, params[i]->numel);
+            continue;
+        }
         double s = 0;
 #pragma omp parallel for reduction(+ : s) if (params[i]->numel > 65536)
         for (int64_t j = 0; j < params[i]->numel; j++) s += (double)g[j] * g[j];
@@ -79,7 +109,9 @@ double clip_grad_norm(Tensor *const *params, int n, double max_norm) {
         for (int i = 0; i < n; i++) {
             float *g = params[i]->grad;
             if (!g) continue;
-            for (int64_t j = 0; j < params[i]->numel; j++) g[j] *= coef;
+            if (params[i]->device == DEV_CUDA) cuda_scale_inplace(g, coef, params[i]->numel);
+            else
+                for (int64_t j = 0; j < params[i]->numel; j++) g[j] *= coef;
         }
     }
     return norm;

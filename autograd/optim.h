@@ -13,22 +13,27 @@ AdamWConfig adamw_defaults(void);
 typedef struct {
     AdamWConfig cfg;
     int n;
-    Tensor **params;   // trainable f32 persistent tensors (not owned)
-    float **m, **v;    // first and second moments, one buffer per parameter (owned)
+    Tensor **params;   // trainable f32 persistent tensors (not owned), on the CPU or on CUDA
+    float **m, **v;    // first and second moments, one buffer per parameter on its device (owned)
     int64_t step;      // number of adamw_step calls so far
 } AdamW;
 
 AdamW *adamw_new(Tensor *const *params, int n, AdamWConfig cfg);
 void adamw_free(AdamW *opt);
+// True when every parameter (hence every moment buffer) is in host memory: what checkpoint
+// writers that read m / v directly need.
+bool adamw_on_host(const AdamW *opt);
 // One update with learning rate lr (from a schedule): for each parameter with a gradient,
 //   p = p - lr * wd * p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
 //   p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-// Writes the parameters and moments; reads (does not clear) the gradients.
+// Writes the parameters and moments; reads (does not clear) the gradients. CUDA parameters are
+// updated on the device with the same f32 formula (bias corrections computed on the host in double).
 void adamw_step(AdamW *opt, float lr);
 
 // Global L2 norm of the gradients of params (computed in double). When max_norm > 0 and the norm
 // exceeds it (precisely: when max_norm / (norm + 1e-6) < 1), every gradient is scaled (*=) by that
-// factor. Returns the norm before clipping.
+// factor. Returns the norm before clipping. CUDA gradients are reduced on the device (deterministic,
+// double accumulation) and scaled there.
 double clip_grad_norm(Tensor *const *params, int n, double max_norm);
 
 typedef enum { LR_CONSTANT = 0, LR_COSINE = 1 } LrScheduleKind;

@@ -63,6 +63,11 @@ int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const Ad
         snprintf(err, errlen, "%s: optimizer has %d tensors but %d trainable tensors were given", ckpt_dir, opt->n, n);
         return -1;
     }
+    if (opt && !adamw_on_host(opt)) {  // the writer reads parameters and moments as host memory
+        snprintf(err, errlen, "%s: trainable tensors on CUDA: checkpoints of device-resident training are not "
+                 "supported yet (docs/cuda.md)", ckpt_dir);
+        return -1;
+    }
     char name[64], path[4200];
     checkpoint_name(info->step, name, sizeof name);
     snprintf(path, sizeof path, "%s/%s", ckpt_dir, name);
@@ -233,6 +238,11 @@ static SafeTensors *open_checkpoint(const char *path, char *err, size_t errlen) 
 int checkpoint_load(const char *path, Tensor *const *params, int n, AdamW *opt, CheckpointInfo *info, char *err,
                     size_t errlen) {
     memset(info, 0, sizeof *info);
+    if (opt && !adamw_on_host(opt)) {
+        snprintf(err, errlen, "%s: trainable tensors on CUDA: loading into device-resident training is not "
+                 "supported yet (docs/cuda.md)", path);
+        return -1;
+    }
     SafeTensors *st = open_checkpoint(path, err, errlen);
     if (!st) return -1;
     int rc = 0;

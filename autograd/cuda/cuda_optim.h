@@ -1,6 +1,5 @@
-// Optimizer kernels for parameters on DEV_CUDA: the device side of AdamW and gradient-norm clipping
-// (autograd/optim.c is the CPU side; it does not dispatch here yet, see docs/cuda.md "Not done", so
-// callers with CUDA parameters use these directly, e.g. dod-bench train --device cuda).
+// Optimizer kernels for parameters on DEV_CUDA: the device side of AdamW and gradient-norm clipping.
+// autograd/optim.c calls them for parameters whose device is CUDA (moments live on the device).
 // C API; without DOD_HAVE_CUDA every entry is an inline stub that fails naming the call.
 #pragma once
 #include "autograd/cuda/cuda_backend.h"

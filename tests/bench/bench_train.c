@@ -12,8 +12,8 @@
 // defaults) over the stage's trainables, gradients zeroed. One warm-up step, then the median of --iters.
 //
 // --device cuda: every tensor of the model and the batch on the GPU (dod_model_to_device), f32
-// precision mode (TF32 off), the optimizer through autograd/cuda/cuda_optim.h (autograd/optim.c is
-// CPU-only); stage 1 only (op_ssim has no CUDA kernel). Prints the peak device memory. Without a usable
+// precision mode (TF32 off), AdamW and clipping on the device (autograd/optim.c dispatches by the
+// parameters' device); stage 1 only (op_ssim has no CUDA kernel). Prints the peak device memory. Without a usable
 // GPU it fails with "no CUDA device: <reason>" before loading anything.
 //
 // Options: --stage 1|2 (1), --batch B (2), --crop S (32, a multiple of 8), --iters N (5),
@@ -32,7 +32,6 @@
 #endif
 
 #include "autograd/cuda/cuda_backend.h"
-#include "autograd/cuda/cuda_optim.h"
 #include "autograd/optim.h"
 #include "layers/dod_model.h"
 #include "layers/dod_model_util.h"
@@ -75,79 +74,17 @@ static double torch_ms(int stage, int batch, int crop, int iters, int threads, c
     return bench_torch_ms("bench_train_torch.py", args, peak_gib);
 }
 
-// AdamW + gradient clipping over CUDA parameters with the same formulas as autograd/optim.c (which is
-// CPU-only): moments in device memory, one kernel per tensor.
-typedef struct {
-    Tensor **params;
-    int n;
-    float **m, **v;
-    AdamWConfig cfg;
-    int64_t step;
-} DeviceAdamW;
-
-static DeviceAdamW *device_adamw_new(Tensor **params, int n, AdamWConfig cfg) {
-    DeviceAdamW *o = dod_calloc(sizeof *o, "device AdamW");
-    o->params = params;
-    o->n = n;
-    o->cfg = cfg;
-    o->m = dod_calloc(sizeof(float *) * (size_t)(n ? n : 1), "device AdamW moments");
-    o->v = dod_calloc(sizeof(float *) * (size_t)(n ? n : 1), "device AdamW moments");
-    for (int i = 0; i < n; i++) {
-        size_t bytes = sizeof(float) * (size_t)params[i]->numel;
-        o->m[i] = cuda_malloc_cached(bytes, "AdamW first moment");
-        o->v[i] = cuda_malloc_cached(bytes, "AdamW second moment");
-        cuda_memset_zero(o->m[i], bytes);
-        cuda_memset_zero(o->v[i], bytes);
-    }
-    return o;
-}
-
-static void device_adamw_free(DeviceAdamW *o) {
-    for (int i = 0; i < o->n; i++) {
-        cuda_free_cached(o->m[i]);
-        cuda_free_cached(o->v[i]);
-    }
-    free(o->m);
-    free(o->v);
-    free(o);
-}
-
-// clip_grad_norm(params, max_norm) then one AdamW step at lr (writes parameters and moments).
-static void device_clip_and_step(DeviceAdamW *o, double max_norm, float lr) {
-    double sq = 0;
-    for (int i = 0; i < o->n; i++)
-        if (o->params[i]->grad) sq += cuda_sum_squares(o->params[i]->grad, o->params[i]->numel);
-    double coef = max_norm / (sqrt(sq) + 1e-6);
-    if (coef < 1.0)
-        for (int i = 0; i < o->n; i++)
-            if (o->params[i]->grad) cuda_scale_inplace(o->params[i]->grad, (float)coef, o->params[i]->numel);
-    o->step++;
-    const AdamWConfig c = o->cfg;
-    double bc1 = 1.0 - pow(c.beta1, (double)o->step), bc2 = 1.0 - pow(c.beta2, (double)o->step);
-    for (int i = 0; i < o->n; i++) {
-        Tensor *p = o->params[i];
-        if (!p->grad) continue;
-        cuda_adamw_update(p->data, p->grad, o->m[i], o->v[i], p->numel, c.beta1, c.beta2, c.eps,
-                          1.0f - lr * c.weight_decay, (float)(lr / bc1), (float)sqrt(bc2));
-    }
-}
-
 // One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state).
-// dev_opt set: the parameters live on CUDA and it replaces clip_grad_norm + adamw_step.
-static float train_step(DodModel *m, AdamW *opt, DeviceAdamW *dev_opt, Tensor **trainable, int n, Tensor *lq,
-                        Tensor *hq, uint64_t seed) {
+static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq, uint64_t seed,
+                        bool cuda) {
     DodLoss l = dod_model_forward_loss(m, lq, hq, seed);
     float loss = dod_scalar_value(l.total);
     ag_backward(l.total);
     ag_step_reset();
-    if (dev_opt) {
-        device_clip_and_step(dev_opt, 1.0, dev_opt->cfg.lr);
-    } else {
-        clip_grad_norm(trainable, n, 1.0);
-        adamw_step(opt, opt->cfg.lr);
-    }
+    clip_grad_norm(trainable, n, 1.0);
+    adamw_step(opt, opt->cfg.lr);
     for (int i = 0; i < n; i++) tensor_zero_grad(trainable[i]);
-    if (dev_opt) dod_cuda_synchronize("dod-bench train step");  // the step's time includes its kernels
+    if (cuda) dod_cuda_synchronize("dod-bench train step");  // the step's time includes its kernels
     return loss;
 }
 
@@ -207,8 +144,7 @@ static int bench_train_main(int argc, char **argv) {
     dod_model_trainable(m, trainable, n);
     int64_t numel = 0;
     for (int i = 0; i < n; i++) numel += trainable[i]->numel;
-    AdamW *opt = cuda ? NULL : adamw_new(trainable, n, adamw_defaults());
-    DeviceAdamW *dev_opt = cuda ? device_adamw_new(trainable, n, adamw_defaults()) : NULL;
+    AdamW *opt = adamw_new(trainable, n, adamw_defaults());
 
     // Inputs as the PyTorch side builds them (values do not matter for timing): hq uniform in [-1, 1],
     // lq = clamp(hq + 0.15 noise). Built on the host, then moved.
@@ -229,7 +165,7 @@ static int bench_train_main(int argc, char **argv) {
     float loss = 0;
     for (int i = -1; i < iters; i++) {  // i == -1: warm-up
         double t0 = bench_now();
-        loss = train_step(m, opt, dev_opt, trainable, n, lq, hq, (uint64_t)(i + 2));
+        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), cuda);
         if (i >= 0) t[i] = (bench_now() - t0) * 1e3;
     }
     DOD_CHECK(isfinite(loss), who, "the loss is %g", loss);
@@ -260,8 +196,7 @@ static int bench_train_main(int argc, char **argv) {
         printf("torch:   NOT RUN\n");
     }
     free(t);
-    if (opt) adamw_free(opt);
-    if (dev_opt) device_adamw_free(dev_opt);
+    adamw_free(opt);
     free(trainable);
     tensor_free(lq);
     tensor_free(hq);
