@@ -11,12 +11,12 @@
 #include <string.h>
 
 #include "layers/dod_model.h"
+#include "tests/dod_fixture_config.h"
 #include "layers/dod_model_util.h"
 #include "layers/sd_random.h"
 #include "tests/check.h"
 
-#define SD2_TINY DOD_SOURCE_DIR "/tests/fixtures/sd/sd2_tiny/model"
-#define PROMPT_FILE DOD_SOURCE_DIR "/tests/fixtures/dod/prompt.safetensors"
+#define SD2_TINY DOD_FIXTURE_BASE
 
 static Tensor *random_input(const char *name, int64_t n, int64_t c, int64_t h, int64_t w, uint64_t seed) {
     int64_t shape[4] = {n, c, h, w};
@@ -102,23 +102,7 @@ static void test_repeat_and_scalar(void) {
     tensor_free(p);
 }
 
-static DodModelConfig small_config(void) {
-    DodModelConfig c = dod_model_default_config(1);
-    c.base_model_dir = SD2_TINY;
-    c.prompt_path = PROMPT_FILE;
-    c.lora_rank = 4;
-    c.lora_alpha = 6.0f;
-    c.modulation = dod_modulation_default_config(4);
-    c.modulation.cnn_channels[0] = 4;
-    c.modulation.cnn_channels[1] = 6;
-    c.modulation.cnn_channels[2] = 8;
-    c.modulation.cnn_channels[3] = 8;
-    c.modulation.feature_dim = 8;
-    c.modulation.de_dim = 12;
-    c.modulation.block_dim = 6;
-    c.detail_growth = 2;
-    return c;
-}
+static DodModelConfig small_config(void) { return dod_fixture_config(1); }
 
 // Train-mode forward of a fixed batch (= a persistent host copy of the output).
 static Tensor *forward_copy(DodModel *m, uint64_t seed) {

@@ -15,15 +15,17 @@
 #ifndef DOD_SOURCE_DIR
 #define DOD_SOURCE_DIR "."
 #endif
-#define BASE_MODEL DOD_SOURCE_DIR "/tests/fixtures/sd/sd2_tiny/model"
+#include "tests/dod_fixture_config.h"
+#define BASE_MODEL DOD_FIXTURE_BASE
 #define FIXTURES DOD_SOURCE_DIR "/tests/fixtures/dod/"
 #define STEP_FILE FIXTURES "step.safetensors"
-#define PROMPT_FILE FIXTURES "prompt.safetensors"
+#define PROMPT_FILE DOD_FIXTURE_PROMPT
 
-// The fixture's sizes (tests/fixtures/dod/meta.json); a mismatch fails dod_model_load_tensors' shape check.
-#define FX_RANK 4
-#define FX_ALPHA 6.0f
-#define FX_GROWTH 2
+// The fixture's sizes (tests/fixtures/dod/meta.json; rank, alpha, growth in tests/dod_fixture_config.h);
+// a mismatch fails dod_model_load_tensors' shape check.
+#define FX_RANK DOD_FIXTURE_RANK
+#define FX_ALPHA DOD_FIXTURE_ALPHA
+#define FX_GROWTH DOD_FIXTURE_GROWTH
 #define FX_N_STAGE1 199
 #define FX_N_STAGE2 150
 
@@ -51,23 +53,7 @@ static bool match(const char *what, const float *got, const float *ref, int64_t 
     return d <= tol;
 }
 
-static DodModelConfig fixture_config(int stage) {
-    DodModelConfig c = dod_model_default_config(stage);
-    c.base_model_dir = BASE_MODEL;
-    c.prompt_path = PROMPT_FILE;
-    c.lora_rank = FX_RANK;
-    c.lora_alpha = FX_ALPHA;
-    c.modulation = dod_modulation_default_config(FX_RANK);
-    c.modulation.cnn_channels[0] = 4;
-    c.modulation.cnn_channels[1] = 6;
-    c.modulation.cnn_channels[2] = 8;
-    c.modulation.cnn_channels[3] = 8;
-    c.modulation.feature_dim = 8;
-    c.modulation.de_dim = 12;
-    c.modulation.block_dim = 6;
-    c.detail_growth = FX_GROWTH;
-    return c;
-}
+static DodModelConfig fixture_config(int stage) { return dod_fixture_config(stage); }
 
 // A model with the fixture's tensors before the step of `stage` (stage 2: stage-1 tensors after theirs).
 static DodModel *fixture_model(int stage, DType frozen, bool recompute) {

@@ -35,34 +35,15 @@
 #include "autograd/optim.h"
 #include "layers/dod_model.h"
 #include "layers/dod_model_util.h"
+#include "tests/dod_fixture_config.h"
 #include "tests/bench/bench.h"
 
-#define BASE_MODEL DOD_SOURCE_DIR "/tests/fixtures/sd/sd2_tiny/model"
-#define PROMPT_FILE DOD_SOURCE_DIR "/tests/fixtures/dod/prompt.safetensors"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-// The parity fixture's sizes (scripts/make_dod_fixture.py: R, ALPHA, CNN, DE, BLK, GROWTH).
-static DodModelConfig fixture_sized_config(int stage) {
-    DodModelConfig c = dod_model_default_config(stage);
-    c.base_model_dir = BASE_MODEL;
-    c.prompt_path = PROMPT_FILE;
-    c.lora_rank = 4;
-    c.lora_alpha = 6.0f;
-    c.modulation = dod_modulation_default_config(4);
-    c.modulation.cnn_channels[0] = 4;
-    c.modulation.cnn_channels[1] = 6;
-    c.modulation.cnn_channels[2] = 8;
-    c.modulation.cnn_channels[3] = 8;
-    c.modulation.feature_dim = 8;
-    c.modulation.de_dim = 12;
-    c.modulation.block_dim = 6;
-    c.detail_growth = 2;
-    return c;
-}
 
 // The PyTorch reference's median ms (scripts/bench_train_torch.py), negative when unavailable; its peak
 // device memory into *peak_gib (cuda).
@@ -128,7 +109,7 @@ static int bench_train_main(int argc, char **argv) {
     threads = omp_get_max_threads();
 #endif
 
-    DodModelConfig cfg = fixture_sized_config(stage);
+    DodModelConfig cfg = dod_fixture_config(stage);
     if (base) {
         cfg = dod_model_default_config(stage);
         cfg.base_model_dir = base;

@@ -1,0 +1,28 @@
+// The DOD model configuration of the committed parity fixture (tests/fixtures/dod, made by
+// scripts/make_dod_fixture.py: R, ALPHA, CNN, DE, BLK, GROWTH there), shared by the DOD tests and
+// `dod-bench train`. Include after layers/dod_model.h; DOD_SOURCE_DIR comes from the build.
+#pragma once
+#include "layers/dod_model.h"
+
+#define DOD_FIXTURE_BASE DOD_SOURCE_DIR "/tests/fixtures/sd/sd2_tiny/model"
+#define DOD_FIXTURE_PROMPT DOD_SOURCE_DIR "/tests/fixtures/dod/prompt.safetensors"
+#define DOD_FIXTURE_RANK 4
+#define DOD_FIXTURE_ALPHA 6.0f
+#define DOD_FIXTURE_GROWTH 2
+
+// The fixture's stage-1 or stage-2 model on the sd2_tiny base (=, a value).
+static inline DodModelConfig dod_fixture_config(int stage) {
+    DodModelConfig c = dod_model_default_config(stage);
+    c.base_model_dir = DOD_FIXTURE_BASE;
+    c.prompt_path = DOD_FIXTURE_PROMPT;
+    c.lora_rank = DOD_FIXTURE_RANK;
+    c.lora_alpha = DOD_FIXTURE_ALPHA;
+    c.modulation = dod_modulation_default_config(DOD_FIXTURE_RANK);
+    static const int cnn[DOD_CNN_LAYERS] = {4, 6, 8, 8};
+    for (int i = 0; i < DOD_CNN_LAYERS; i++) c.modulation.cnn_channels[i] = cnn[i];
+    c.modulation.feature_dim = 8;
+    c.modulation.de_dim = 12;
+    c.modulation.block_dim = 6;
+    c.detail_growth = DOD_FIXTURE_GROWTH;
+    return c;
+}
