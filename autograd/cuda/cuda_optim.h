@@ -4,11 +4,8 @@
 #pragma once
 #include "autograd/cuda/cuda_backend.h"
 
-#ifdef DOD_HAVE_CUDA
-#define DOD_OPTIM_CUDA_API(ret, name, args) ret name args;
-#else
-#define DOD_OPTIM_CUDA_API(ret, name, args) \
-    static inline ret name args { dod_cuda_missing(#name); }
+// Entries are declared with cuda_backend.h's DOD_CUDA_API (real declarations, or failing stubs).
+#ifndef DOD_HAVE_CUDA
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 #endif
@@ -18,13 +15,13 @@ extern "C" {
 #endif
 
 // sum_i x[i]^2 in double, deterministic (fixed-order two-pass reduction); synchronises (host result).
-DOD_OPTIM_CUDA_API(double, cuda_sum_squares, (const float *x, int64_t n))
+DOD_CUDA_API(double, cuda_sum_squares, (const float *x, int64_t n))
 // x[i] *= s (in place).
-DOD_OPTIM_CUDA_API(void, cuda_scale_inplace, (float *x, float s, int64_t n))
+DOD_CUDA_API(void, cuda_scale_inplace, (float *x, float s, int64_t n))
 // One AdamW update, the same f32 formula as autograd/optim.c:
 //   w *= decay; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= step_size * m / (sqrt(v) / bc2_sqrt + eps)
 // (writes w, m, v in place).
-DOD_OPTIM_CUDA_API(void, cuda_adamw_update,
+DOD_CUDA_API(void, cuda_adamw_update,
                    (float *w, const float *g, float *m, float *v, int64_t n, float beta1, float beta2, float eps,
                     float decay, float step_size, float bc2_sqrt))
 

@@ -4,11 +4,8 @@
 #pragma once
 #include "autograd/cuda/cuda_backend.h"
 
-#ifdef DOD_HAVE_CUDA
-#define DOD_LAYERS_CUDA_API(ret, name, args) ret name args;
-#else
-#define DOD_LAYERS_CUDA_API(ret, name, args) \
-    static inline ret name args { dod_cuda_missing(#name); }
+// Entries are declared with cuda_backend.h's DOD_CUDA_API (real declarations, or failing stubs).
+#ifndef DOD_HAVE_CUDA
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 #endif
@@ -18,10 +15,10 @@ extern "C" {
 #endif
 
 // out[i] = mean[i] + exp(0.5 * logvar[i]) * eps[i] (=). Device pointers, n elements.
-DOD_LAYERS_CUDA_API(void, cuda_posterior_sample_forward,
+DOD_CUDA_API(void, cuda_posterior_sample_forward,
                     (const float *mean, const float *logvar, const float *eps, float *out, int64_t n))
 // grad_mean += g (when grad_mean); grad_logvar += g * eps * 0.5 * exp(0.5 * logvar) (when grad_logvar).
-DOD_LAYERS_CUDA_API(void, cuda_posterior_sample_backward,
+DOD_CUDA_API(void, cuda_posterior_sample_backward,
                     (const float *g, const float *logvar, const float *eps, float *grad_mean, float *grad_logvar,
                      int64_t n))
 
