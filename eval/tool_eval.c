@@ -22,6 +22,7 @@
 #include "eval/metrics.h"
 #include "train/config.h"
 #include "train/model_from_config.h"
+#include "train/train_model.h"
 
 // ---- shared helpers -------------------------------------------------------------------------------
 // Non-negative decimal int, the whole string; -1 otherwise.
@@ -575,7 +576,9 @@ static int cmd_run(int argc, char **argv) {
         train_model_free(model);
         goto free_sets;
     }
-    EvalRunOptions ro = {.model = model, .tiles = tiles, .save_dir = save_dir, .save_inputs = save_inputs,
+    // Restoration reads and writes images on the host: on CUDA the model runs behind a host-I/O view.
+    TrainModel io = train_model_host_io(model);
+    EvalRunOptions ro = {.model = &io, .tiles = tiles, .save_dir = save_dir, .save_inputs = save_inputs,
                          .grid_rows = grid_rows, .progress = progress};
     int not_scored = eval_run(&ro, res, n_sets, err, sizeof err);
     EvalReportInfo ri = {.config_path = config_path, .checkpoint_path = ckpt_file, .model_kind = model->kind,

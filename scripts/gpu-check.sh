@@ -51,7 +51,17 @@ echo "cpu cores: $(nproc)"
 stage "build ($BUILD, sm_$ARCH)"
 build() {
     mkdir -p "$BUILD" || return 1
-    cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" >"$BUILD/cmake.log" 2>&1 \
+    # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev: the headers and
+    # libraries copied into $SRC/.gpudeps by scripts/gpu-deps.sh on a machine that has them.
+    local deps=()
+    if [ -d "$SRC/.gpudeps" ] && [ ! -f /usr/include/stb/stb_image.h ]; then
+        local D="$SRC/.gpudeps"
+        deps=(-DSTB_INCLUDE_DIR="$D/include/stb" -DCJSON_INCLUDE_DIR="$D/include" -DCJSON_LIB="$D/lib/libcjson.so"
+              -DINIPARSER_INCLUDE_DIR="$D/include/iniparser" -DINIPARSER_LIB="$D/lib/libiniparser.a")
+        export LD_LIBRARY_PATH="$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        echo "using the dependencies in $D"
+    fi
+    cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" "${deps[@]}" >"$BUILD/cmake.log" 2>&1 \
         || { tail -30 "$BUILD/cmake.log"; return 1; }
     grep -E "dod: (CUDA|cuBLAS|cuDNN|NCCL)" "$BUILD/cmake.log"
     cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops dod-bench dod-parity >"$BUILD/build.log" 2>&1
@@ -149,6 +159,11 @@ torch_step() {
     TORCH_MEM=$(awk '/^torch_peak_gib / {print $2}' "$log")
     [ "$rc" -eq 0 ] && [ -n "$TORCH_MS" ]
 }
+# Python packages the GPU machine lacks (diffusers) travel as wheels in $SRC/.whl (scripts/gpu-deps.sh).
+if [ -d "$SRC/.whl" ] && ! "$PYTHON" -c 'import diffusers' 2>/dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/dod-site \
+        "$SRC"/.whl/*.whl && export PYTHONPATH="/tmp/dod-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 torch_missing=$("$PYTHON" -c 'import torch, diffusers, safetensors, numpy
 print("" if torch.cuda.is_available() else "torch " + torch.__version__ + " sees no CUDA device")' 2>&1 | tail -1)
 if ! command -v "$PYTHON" >/dev/null; then skip_stage full-step-torch "no $PYTHON"
@@ -158,8 +173,8 @@ else run_stage full-step-torch torch_step; fi
 
 echo
 echo "full DOD training step (SD 2.1-base shapes, batch 7, 256x256, stage 1, f32):"
-echo "  ours:    ${OURS_MS:+$OURS_MS ms, peak ${OURS_MEM:-?} GiB reserved}${OURS_MS:-NOT RUN}"
-echo "  PyTorch: ${TORCH_MS:+$TORCH_MS ms, peak ${TORCH_MEM:-?} GiB allocated}${TORCH_MS:-NOT RUN}"
+if [ -n "$OURS_MS" ]; then echo "  ours:    $OURS_MS ms, peak ${OURS_MEM:-?} GiB reserved"; else echo "  ours:    NOT RUN"; fi
+if [ -n "$TORCH_MS" ]; then echo "  PyTorch: $TORCH_MS ms, peak ${TORCH_MEM:-?} GiB allocated"; else echo "  PyTorch: NOT RUN"; fi
 if [ -n "$OURS_MS" ] && [ -n "$TORCH_MS" ]; then
     awk -v a="$OURS_MS" -v b="$TORCH_MS" 'BEGIN { printf "  ratio ours/torch: %.2f\n", a / b }'
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The --device flags of dod-parity and dod-bench train. Without a usable GPU (this machine, or a build
+# The --device flags of dod-parity and dod-bench train, and dod-train's [model] device. Without a usable GPU (this machine, or a build
 # without nvcc) --device cuda must fail before doing any work, exit non-zero and say
 # "no CUDA device: <reason>"; with one, it must run and pass like the CPU path. The CPU side of
 # `dod-bench train --base DIR [--random-weights]` runs on the tiny base (configs/tiny_base).
@@ -9,6 +9,8 @@ BUILD=${1:?build dir}
 SRC=${2:?source dir}
 PARITY="$BUILD/bin/dod-parity"
 BENCH="$BUILD/bin/dod-bench"
+TRAIN="$BUILD/bin/dod-train"
+DATA="$BUILD/bin/dod-data"
 pass=0
 fail=0
 ok() { pass=$((pass + 1)); }
@@ -17,7 +19,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-for tool in "$PARITY" "$BENCH"; do
+for tool in "$PARITY" "$BENCH" "$TRAIN" "$DATA"; do
     [ -x "$tool" ] || { echo "FAIL: $tool not built" >&2; echo "0 passed, 1 failed"; exit 1; }
 done
 FIX="$SRC/tests/fixtures/sd/sd2_tiny"
@@ -62,6 +64,49 @@ else
     fi
 fi
 cat "$TMP/out"
+
+# dod-train [model] device (toy model; skipped in a build without iniparser).
+if "$TRAIN" --config-reference >/dev/null 2>&1; then
+    TOY=(--config "$SRC/configs/toy.ini" --set loss.ssim=0)
+    # a bad value names the key and where it came from: the override, or the file and line
+    if "$TRAIN" "${TOY[@]}" --set model.device=tpu --print-config >"$TMP/out" 2>&1; then bad "model.device=tpu accepted"; else
+        grep -q -- "^--set model.device=tpu: \[model\] device: 'tpu' is not one of cpu|cuda" "$TMP/out" && ok ||
+            { bad "model.device=tpu: message"; cat "$TMP/out"; }
+    fi
+    printf '[model]\nkind = toy\ndevice = tpu\n' >"$TMP/dev.ini"
+    if "$TRAIN" --config "$TMP/dev.ini" --print-config >"$TMP/out" 2>&1; then bad "device = tpu in a file accepted"; else
+        grep -q "dev.ini:3: \[model\] device: 'tpu' is not one of cpu|cuda" "$TMP/out" && ok ||
+            { bad "device = tpu in a file: message"; cat "$TMP/out"; }
+    fi
+    # cuda with an SSIM loss weight is refused naming both keys (no CUDA kernel for SSIM)
+    if "$TRAIN" --config "$SRC/configs/toy.ini" --set model.device=cuda --print-config >"$TMP/out" 2>&1; then
+        bad "device = cuda with loss.ssim > 0 accepted"
+    else
+        grep -q "toy.ini:[0-9]*: \[loss\] ssim: must be 0 with \[model\] device = cuda (--set model.device=cuda)" "$TMP/out" &&
+            ok || { bad "cuda + ssim: message"; cat "$TMP/out"; }
+    fi
+    "$TRAIN" "${TOY[@]}" --set model.device=cuda --print-config >"$TMP/out" 2>&1 && grep -q "^device = cuda$" "$TMP/out" &&
+        ok || { bad "--print-config with device = cuda"; cat "$TMP/out"; }
+    # a real run: "no CUDA device: <reason>", exit 1, nothing written; with a GPU, 3 steps and a checkpoint
+    if "$DATA" synth --clean "$SRC/tests/fixtures/data" --tasks noise,haze --out "$TMP/d.h5" --seed 3 --quiet >"$TMP/out" 2>&1; then
+        "$TRAIN" "${TOY[@]}" --set model.device=cuda --set "data.train=$TMP/d.h5" --set "data.val=$TMP/d.h5" \
+            --set data.tasks=dehaze:2,denoise:1 --set train.steps=3 --set val.every=3 --run-dir "$TMP/run" >"$TMP/out" 2>&1
+        rc=$?
+        if [ "$rc" -eq 0 ]; then
+            grep -q "step 3/3 | loss [0-9.]* mse" "$TMP/out" && [ -f "$TMP/run/checkpoints/step_0000003.safetensors" ] &&
+                grep -q "dod-train: cuda memory peak reserved" "$TMP/out" && ok ||
+                { bad "dod-train on cuda ran without its step line, checkpoint or memory report"; cat "$TMP/out"; }
+        elif [ "$rc" -eq 1 ] && grep -qE "^dod-train: no CUDA device: .+ \(\[model\] device = cuda, --set model.device=cuda\)$" "$TMP/out" &&
+            [ ! -e "$TMP/run" ]; then
+            ok
+        else
+            bad "dod-train model.device=cuda: exit $rc without the no-device message (or after writing $TMP/run)"; cat "$TMP/out"
+        fi
+        cat "$TMP/out"
+    else
+        bad "dod-data synth"; cat "$TMP/out"
+    fi
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

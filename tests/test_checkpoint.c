@@ -1,10 +1,11 @@
 // Training checkpoints: bitwise save/load of trainable tensors and AdamW state, `latest`,
 // keep_last pruning, stage-2 weight loading with dtype conversion, and the error paths (missing,
-// truncated, foreign, misshapen, incomplete checkpoints).
+// truncated, foreign, misshapen, incomplete checkpoints); with a GPU, the same for CUDA-resident state.
 #include "tests/check.h"
 
 #include <sys/stat.h>
 
+#include "autograd/cuda/cuda_backend.h"
 #include "autograd/optim.h"
 #include "layers/safetensors.h"
 #include "train/checkpoint.h"
@@ -193,16 +194,111 @@ static void test_errors(const char *dir) {
     free_model(&b);
 }
 
+// Whole-file byte comparison.
+static bool same_file_bytes(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    bool same = fa && fb;
+    for (int ca = 0, cb = 0; same && ca != EOF;) {
+        ca = fgetc(fa);
+        cb = fgetc(fb);
+        same = ca == cb;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+// Host copy of n floats of device memory (=, malloc'ed).
+static float *device_floats(const void *dev, int64_t n) {
+    float *h = dod_malloc(sizeof(float) * (size_t)(n ? n : 1), "test host copy");
+    cuda_copy_d2h(h, dev, sizeof(float) * (size_t)n);
+    return h;
+}
+
+// Device-resident training state: a checkpoint written from CUDA parameters and moments is byte for
+// byte the one written from the same values on the host; loading it into CUDA parameters and
+// moments restores them bitwise; stage-2 weight loading converts into a bf16 CUDA tensor. Needs a
+// GPU (SKIP line otherwise).
+static void test_device_round_trip(const char *dir) {
+    if (!dod_cuda_available()) {
+        printf("SKIP: device checkpoints: no CUDA device (%s)\n", dod_cuda_unavailable_reason());
+        return;
+    }
+    char host_dir[400], dev_dir[400], hp[4300], dp[4300], err[CKPT_ERR_LEN];
+    snprintf(host_dir, sizeof host_dir, "%s/host", dir);
+    snprintf(dev_dir, sizeof dev_dir, "%s/cuda", dir);
+    Model a = make_model(7, true);   // after two AdamW steps: non-zero moments
+    Tensor *d[2];
+    for (int i = 0; i < 2; i++) d[i] = tensor_to_device(a.p[i], DEV_CUDA);
+    AdamW *dopt = adamw_new(d, 2, adamw_defaults());
+    for (int i = 0; i < 2; i++) {
+        cuda_copy_h2d(dopt->m[i], a.opt->m[i], sizeof(float) * (size_t)a.p[i]->numel);
+        cuda_copy_h2d(dopt->v[i], a.opt->v[i], sizeof(float) * (size_t)a.p[i]->numel);
+    }
+    dopt->step = a.opt->step;
+    CheckpointInfo info = info_for(3, a.opt);
+    CHECK(checkpoint_save(host_dir, a.p, 2, a.opt, &info, 0, hp, sizeof hp, err, sizeof err) == 0, "host save: %s", err);
+    CHECK(checkpoint_save(dev_dir, d, 2, dopt, &info, 0, dp, sizeof dp, err, sizeof err) == 0, "device save: %s", err);
+    CHECK(same_file_bytes(hp, dp), "checkpoint of CUDA state %s is byte-identical to the host one %s", dp, hp);
+    for (int i = 0; i < 2; i++) CHECK(d[i]->device == DEV_CUDA, "saving leaves %s on the device", d[i]->name);
+
+    Model b = make_model(99, false);
+    Tensor *e[2];
+    for (int i = 0; i < 2; i++) e[i] = tensor_to_device(b.p[i], DEV_CUDA);
+    AdamW *eopt = adamw_new(e, 2, adamw_defaults());
+    CheckpointInfo got;
+    CHECK(checkpoint_load(dp, e, 2, eopt, &got, err, sizeof err) == 0, "device load: %s", err);
+    CHECK(eopt->step == a.opt->step && got.step == 3, "counters %lld, step %lld", (long long)eopt->step, (long long)got.step);
+    checkpoint_info_free(&got);
+    for (int i = 0; i < 2; i++) {
+        float *pv = device_floats(e[i]->data, e[i]->numel), *mv = device_floats(eopt->m[i], e[i]->numel),
+              *vv = device_floats(eopt->v[i], e[i]->numel);
+        CHECK(same_bits(a.p[i], pv) && !memcmp(a.opt->m[i], mv, sizeof(float) * (size_t)e[i]->numel) &&
+                  !memcmp(a.opt->v[i], vv, sizeof(float) * (size_t)e[i]->numel),
+              "%s and its moments restored bitwise on the device", e[i]->name);
+        free(pv);
+        free(mv);
+        free(vv);
+    }
+
+    // stage-2 initialisation into device tensors: a bf16 one (converted on the host, then copied)
+    ParamStore *ps = params_new();
+    Tensor *w16 = params_add(ps, "a.weight", tensor_new_persistent("a.weight", 2, (int64_t[]){3, 4}, DT_BF16));
+    Tensor *b32 = params_add(ps, "b.bias", tensor_new_persistent("b.bias", 1, (int64_t[]){5}, DT_F32));
+    tensor_move_to(w16, DEV_CUDA);
+    tensor_move_to(b32, DEV_CUDA);
+    int n_loaded = 0;
+    CHECK(checkpoint_load_weights(dp, ps, &n_loaded, err, sizeof err) == 0 && n_loaded == 2, "load weights: %s", err);
+    uint16_t got16[12], want16[12];
+    cuda_copy_d2h(got16, w16->data, sizeof got16);
+    for (int j = 0; j < 12; j++) want16[j] = f32_to_bf16(tensor_data_f32(a.p[0])[j]);
+    float *bias = device_floats(b32->data, 5);
+    CHECK(!memcmp(got16, want16, sizeof got16) && same_bits(a.p[1], bias), "stage-1 weights converted into CUDA tensors");
+    free(bias);
+    params_free(ps);
+
+    adamw_free(eopt);
+    adamw_free(dopt);
+    for (int i = 0; i < 2; i++) {
+        tensor_free(d[i]);
+        tensor_free(e[i]);
+    }
+    free_model(&a);
+    free_model(&b);
+}
+
 int main(void) {
     snprintf(scratch, sizeof scratch, "/tmp/dod_ckpttest_XXXXXX");
     if (!mkdtemp(scratch)) return 1;
-    char d1[300], d2[300], d3[300];
+    char d1[300], d2[300], d3[300], d4[300];
     snprintf(d1, sizeof d1, "%s/run/checkpoints", scratch);
     snprintf(d2, sizeof d2, "%s/prune", scratch);
     snprintf(d3, sizeof d3, "%s/errors", scratch);
+    snprintf(d4, sizeof d4, "%s/device", scratch);
     test_round_trip(d1);
     test_pruning(d2);
     test_errors(d3);
+    test_device_round_trip(d4);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", scratch);
     if (system(cmd)) fprintf(stderr, "warning: could not remove %s\n", scratch);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/cuda/cuda_backend.h"
 #include "data/fileio.h"
 #include "layers/safetensors.h"
 
@@ -63,16 +64,15 @@ int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const Ad
         snprintf(err, errlen, "%s: optimizer has %d tensors but %d trainable tensors were given", ckpt_dir, opt->n, n);
         return -1;
     }
-    if (opt && !adamw_on_host(opt)) {  // the writer reads parameters and moments as host memory
-        snprintf(err, errlen, "%s: trainable tensors on CUDA: checkpoints of device-resident training are not "
-                 "supported yet (docs/cuda.md)", ckpt_dir);
-        return -1;
-    }
     char name[64], path[4200];
     checkpoint_name(info->step, name, sizeof name);
     snprintf(path, sizeof path, "%s/%s", ckpt_dir, name);
     int total = n * (opt ? 3 : 1);
+    // What is written, in file order: the parameters, then the moments. Host tensors are written
+    // as they are; a CUDA parameter or moment goes through a host copy made here (owned[] marks
+    // them; the CPU path copies nothing).
     Tensor **all = dod_calloc(sizeof(Tensor *) * (size_t)(total ? total : 1), "checkpoint tensor list");
+    bool *owned = dod_calloc(sizeof(bool) * (size_t)(total ? total : 1), "checkpoint tensor list");
     int k = 0, rc = 0;
     for (int i = 0; i < n && !rc; i++) {
         const Tensor *p = params[i];
@@ -82,14 +82,26 @@ int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const Ad
             rc = -1;
             break;
         }
-        all[k++] = (Tensor *)p;
+        if (p->device == DEV_CPU) {
+            all[k++] = (Tensor *)p;
+        } else {
+            owned[k] = true;
+            all[k++] = tensor_to_device(p, DEV_CPU);   // persistent, same name
+        }
     }
     for (int i = 0; opt && !rc && i < n; i++)
         for (int which = 0; which < 2; which++) {
             char tname[512];
             snprintf(tname, sizeof tname, "optim.%s.%s", which ? "v" : "m", params[i]->name);
-            all[k++] = tensor_wrap_persistent(tname, params[i]->ndim, params[i]->shape, DT_F32,
-                                              which ? opt->v[i] : opt->m[i]);
+            float *moment = which ? opt->v[i] : opt->m[i];   // on params[i]'s device (adamw_new)
+            owned[k] = true;   // the header always; the data only when copied from the device
+            if (params[i]->device == DEV_CPU) {
+                all[k++] = tensor_wrap_persistent(tname, params[i]->ndim, params[i]->shape, DT_F32, moment);
+            } else {
+                Tensor *host = tensor_new_persistent(tname, params[i]->ndim, params[i]->shape, DT_F32);
+                cuda_copy_d2h(host->data, moment, sizeof(float) * (size_t)params[i]->numel);
+                all[k++] = host;
+            }
         }
     if (!rc) {
         char step[32], astep[32], seed[32], lnext[32], stage[16], rng[96], ver[8];
@@ -112,7 +124,9 @@ int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const Ad
             rc = -1;
         }
     }
-    for (int i = n; i < k; i++) tensor_free(all[i]);   // the optim.* wrappers (data not owned)
+    for (int i = 0; i < k; i++)   // host copies and the optim.* wrappers (tensor_free leaves a wrapper's data)
+        if (owned[i]) tensor_free(all[i]);
+    free(owned);
     free(all);
     if (rc) return -1;
     char latest[4200], line[80];
@@ -180,6 +194,7 @@ static int meta_int(const SafeTensors *st, const char *key, long long *out, char
 }
 
 // Copies entry e (any float dtype) into dst (=), converting to dst's storage dtype; checks the shape.
+// A CUDA dst is converted into a host buffer, then copied to the device.
 static int copy_entry(const SafeTensors *st, const StEntry *e, Tensor *dst, const char *label, char *err, size_t errlen) {
     bool same = e->ndim == dst->ndim;
     for (int d = 0; same && d < e->ndim; d++) same = e->shape[d] == dst->shape[d];
@@ -198,16 +213,22 @@ static int copy_entry(const SafeTensors *st, const StEntry *e, Tensor *dst, cons
         snprintf(err, errlen, "%s", st_err);
         return -1;
     }
-    const float *s = src->data;
-    if (dst->dtype == DT_F32) memcpy(dst->data, s, sizeof(float) * (size_t)dst->numel);
-    else if (dst->dtype == DT_BF16)
-        for (int64_t i = 0; i < dst->numel; i++) ((uint16_t *)dst->data)[i] = f32_to_bf16(s[i]);
-    else if (dst->dtype == DT_F16)
-        for (int64_t i = 0; i < dst->numel; i++) ((uint16_t *)dst->data)[i] = f32_to_f16(s[i]);
-    else {
+    if (dst->dtype != DT_F32 && dst->dtype != DT_BF16 && dst->dtype != DT_F16) {
         tensor_free(src);
         snprintf(err, errlen, "%s: cannot load tensor %s into %s storage", safetensors_path(st), e->name, dtype_name(dst->dtype));
         return -1;
+    }
+    const float *s = src->data;
+    size_t bytes = (size_t)dst->numel * dtype_size(dst->dtype);
+    void *host = dst->device == DEV_CPU ? dst->data : dod_malloc(bytes ? bytes : 1, "checkpoint staging buffer");
+    if (dst->dtype == DT_F32) memcpy(host, s, bytes);
+    else if (dst->dtype == DT_BF16)
+        for (int64_t i = 0; i < dst->numel; i++) ((uint16_t *)host)[i] = f32_to_bf16(s[i]);
+    else
+        for (int64_t i = 0; i < dst->numel; i++) ((uint16_t *)host)[i] = f32_to_f16(s[i]);
+    if (host != dst->data) {
+        cuda_copy_h2d(dst->data, host, bytes);
+        free(host);
     }
     tensor_free(src);
     return 0;
@@ -238,11 +259,6 @@ static SafeTensors *open_checkpoint(const char *path, char *err, size_t errlen) 
 int checkpoint_load(const char *path, Tensor *const *params, int n, AdamW *opt, CheckpointInfo *info, char *err,
                     size_t errlen) {
     memset(info, 0, sizeof *info);
-    if (opt && !adamw_on_host(opt)) {
-        snprintf(err, errlen, "%s: trainable tensors on CUDA: loading into device-resident training is not "
-                 "supported yet (docs/cuda.md)", path);
-        return -1;
-    }
     SafeTensors *st = open_checkpoint(path, err, errlen);
     if (!st) return -1;
     int rc = 0;
@@ -280,6 +296,7 @@ int checkpoint_load(const char *path, Tensor *const *params, int n, AdamW *opt, 
                 break;
             }
             Tensor moment = {.ndim = params[i]->ndim, .numel = params[i]->numel, .dtype = DT_F32,
+                             .device = opt->params[i]->device,   // adamw_new puts the moments on the parameter's device
                              .data = which ? opt->v[i] : opt->m[i], .name = tname};
             memcpy(moment.shape, params[i]->shape, sizeof moment.shape);
             if (copy_entry(st, me, &moment, "the optimizer", err, errlen)) rc = -1;

@@ -32,6 +32,7 @@ typedef enum { CFG_MODEL_TOY = 0, CFG_MODEL_DOD = 1 } CfgModelKind;
 typedef enum { CFG_FROZEN_F32 = 0, CFG_FROZEN_BF16 = 1 } CfgFrozenDtype;
 typedef enum { CFG_EXTRACTOR_CNN = 0, CFG_EXTRACTOR_VAE = 1 } CfgExtractor;
 typedef enum { CFG_SCHEDULE_CONSTANT = 0, CFG_SCHEDULE_COSINE = 1 } CfgSchedule;
+typedef enum { CFG_DEVICE_CPU = 0, CFG_DEVICE_CUDA = 1 } CfgDevice;
 
 typedef struct {
     // [model]
@@ -40,6 +41,7 @@ typedef struct {
     char prompt_embedding[CFG_STR];   // precomputed 77 x 1024 prompt embedding (dod)
     int frozen_dtype;                 // CfgFrozenDtype
     long long toy_width;              // toy model: hidden channels
+    int device;                       // CfgDevice: model, batches and optimizer state
     // [lora]
     long long lora_rank;
     double lora_alpha;
@@ -95,6 +97,9 @@ int config_set(TrainConfig *c, const char *assignment, char *err, size_t errlen)
 // Cross-key checks after the file and overrides (required keys, stage 2 needs init_from, LPIPS not
 // implemented yet, ...). Each message names where the offending value came from. 0 or -1.
 int config_validate(const TrainConfig *c, char *err, size_t errlen);
+// Where [section] key's value came from (=): "FILE:LINE", "--set section.key=value", or the file /
+// its section's line for a default; the prefix config errors use.
+void config_where(const TrainConfig *c, const char *section, const char *key, char *buf, size_t len);
 
 // The resolved configuration as INI text (every key, canonical values; config_load_file of it gives
 // the same config). Heap string (=), caller frees.

@@ -45,6 +45,9 @@ TrainModel *dod_train_model_create(const TrainModelOptions *o, char *err, size_t
     cfg.seed = o->seed;
     TrainModel *m = dod_calloc(sizeof *m, "TrainModel");
     m->self = dod_model_create(&cfg);
+    // Created and loaded on the CPU; moved whole (frozen weights, trainables, prompt) in place.
+    if (o->device != DEV_CPU) dod_model_to_device(m->self, o->device);
+    m->device = o->device;
     m->kind = "dod";
     m->params = dod_params;
     m->forward = dod_forward;

@@ -37,9 +37,11 @@ void train_request_stop(void) { stop_requested = 1; }
 #include <sys/stat.h>
 #include <time.h>
 
+#include "autograd/cuda/cuda_backend.h"
 #include "autograd/ops.h"
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
+#include "layers/dod_model_util.h"
 #include "data/loader.h"
 #include "train/checkpoint.h"
 #include "train/model_from_config.h"
@@ -132,6 +134,12 @@ static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *
 static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *err, size_t errlen) {
     const TrainConfig *c = &o->cfg;
     r->cfg = c;
+    if (c->device == CFG_DEVICE_CUDA && !dod_cuda_available()) {   // before writing or loading anything
+        char w[CFG_STR + 32];
+        config_where(c, "model", "device", w, sizeof w);
+        snprintf(err, errlen, "no CUDA device: %s ([model] device = cuda, %s)", dod_cuda_unavailable_reason(), w);
+        return -1;
+    }
     snprintf(r->run_dir, sizeof r->run_dir, "%s", c->run_dir);
     join(r->ckpt_dir, sizeof r->ckpt_dir, r->run_dir, c->ckpt_dir);
     join(r->jsonl_path, sizeof r->jsonl_path, r->run_dir, c->log_jsonl);
@@ -211,7 +219,15 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     return 0;
 }
 
+// The loader's host batch as a [n, 3, crop, crop] arena tensor on device (=).
+static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device device) {
+    Tensor *t = tensor_new4(n, 3, crop, crop);
+    memcpy(t->data, host, sizeof(float) * (size_t)t->numel);
+    return device == DEV_CPU ? t : tensor_to_device(t, device);
+}
+
 // One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
+// Loss values are read back with dod_scalar_value (one small copy each on CUDA).
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
@@ -222,19 +238,18 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         if (loader_get(r->loader, b, &r->batch, err, errlen)) return -1;
         ag_step_reset();
         int64_t n = r->batch.n, cs = r->batch.crop;
-        Tensor *lq = tensor_new4(n, 3, cs, cs), *hq = tensor_new4(n, 3, cs, cs);
-        memcpy(lq->data, r->batch.lq, sizeof(float) * (size_t)lq->numel);
-        memcpy(hq->data, r->batch.hq, sizeof(float) * (size_t)hq->numel);
+        Tensor *lq = batch_tensor(r->batch.lq, n, cs, r->model->device);
+        Tensor *hq = batch_tensor(r->batch.hq, n, cs, r->model->device);
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)b), true);
         Tensor *mse = op_mse_loss(out, hq);
         Tensor *total = op_scale(mse, (float)c->loss_mse);
         float ssim_term = 0;
         if (c->loss_ssim > 0) {
             Tensor *one_minus = op_add_scalar(op_scale(op_ssim(out, hq, 2.0f), -1.0f), 1.0f);
-            ssim_term = tensor_data_f32(one_minus)[0];
+            ssim_term = dod_scalar_value(one_minus);
             total = op_add(total, op_scale(one_minus, (float)c->loss_ssim));
         }
-        float lv = tensor_data_f32(total)[0];
+        float lv = dod_scalar_value(total);
         if (!isfinite(lv)) {
             snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
                      (long long)b, (double)lr_at(sched, s));
@@ -242,7 +257,7 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         }
         ag_backward(op_scale(total, 1.0f / (float)A));
         loss_sum += lv;
-        mse_sum += tensor_data_f32(mse)[0];
+        mse_sum += dod_scalar_value(mse);
         ssim_sum += ssim_term;
     }
     ag_step_reset();
@@ -312,10 +327,16 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
             last_print = elapsed;
         }
         if (done % c->log_every == 0 || done == c->steps) {
+            char device_mem[96] = "";   // CUDA: the step's activations live in the device arena
+            if (r.model->device == DEV_CUDA) {
+                DodCudaMemStats ms = dod_cuda_mem_stats();
+                snprintf(device_mem, sizeof device_mem, ", \"cuda_arena_peak_mib\": %.1f, \"cuda_reserved_peak_mib\": %.1f",
+                         ms.arena_peak_bytes / 1048576.0, ms.peak_reserved_bytes / 1048576.0);
+            }
             fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g, \"lr\": %.9g, "
-                             "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f}\n",
+                             "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f%s}\n",
                     (long long)done, st.loss, st.mse, st.ssim, st.lr, st.grad_norm, its, elapsed,
-                    step_peak / 1048576.0);
+                    step_peak / 1048576.0, device_mem);
             fflush(r.jsonl);
         }
         bool saved = false;
@@ -346,6 +367,7 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
                 ckpt_path[0] ? ckpt_path : "(none new)");
         fprintf(stderr, "dod-train: memory: training step activations %.1f MiB (arena peak), process peak RSS %.1f MiB\n",
                 train_peak / 1048576.0, ru.ru_maxrss / 1024.0);
+        if (r.model->device == DEV_CUDA) dod_cuda_print_mem_report("dod-train");
     }
     run_free(&r);
     return rc;

@@ -12,7 +12,8 @@ void train_model_options_from_config(const TrainConfig *c, TrainModelOptions *mo
                               .frozen_dtype = c->frozen_dtype == CFG_FROZEN_BF16 ? DT_BF16 : DT_F32,
                               .lora_rank = (int)c->lora_rank, .lora_alpha = (float)c->lora_alpha,
                               .extractor = extractors[c->extractor], .toy_width = (int)c->toy_width,
-                              .seed = (uint64_t)c->seed, .recompute = c->recompute};
+                              .seed = (uint64_t)c->seed, .recompute = c->recompute,
+                              .device = c->device == CFG_DEVICE_CUDA ? DEV_CUDA : DEV_CPU};
 }
 
 TrainModel *train_model_from_config(const TrainConfig *c, int *n_stage1, char *err, size_t errlen) {

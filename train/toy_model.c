@@ -29,8 +29,9 @@ static Tensor *toy_forward(void *self, Tensor *lq, uint64_t noise_seed, bool tra
     DOD_CHECK(lq->ndim == 4 && lq->shape[1] == 3, "toy_model", "input must be [N, 3, H, W], got %s", shape_str(lq));
     Tensor *h = lq;
     if (training) {   // a sampled input, so the resume test covers the training-noise stream
-        Tensor *noise = tensor_like(lq);
+        Tensor *noise = tensor_like(lq);   // drawn on the host (the same numbers on every device)
         tensor_randn(noise, noise_seed, 0.01f);
+        if (lq->device != DEV_CPU) noise = tensor_to_device(noise, lq->device);
         h = op_add(lq, noise);
     }
     Tensor *feat = op_relu(op_conv2d(h, m->conv_in_w, m->conv_in_b, 1, 1));
@@ -82,8 +83,11 @@ TrainModel *toy_model_create(const TrainModelOptions *o, char *err, size_t errle
             if (!t->requires_grad && o->frozen_dtype != DT_F32) tensor_convert_dtype(t, o->frozen_dtype);
         }
     }
+    // Created and initialised on the CPU, then every tensor moved in place.
+    for (int i = 0; o->device != DEV_CPU && i < params_count(m->ps); i++) tensor_move_to(params_at(m->ps, i), o->device);
     TrainModel *tm = dod_calloc(sizeof *tm, "toy model");
     tm->self = m;
+    tm->device = o->device;
     tm->kind = "toy";
     tm->params = toy_params;
     tm->forward = toy_forward;

@@ -5,6 +5,11 @@
 // trainable ones are those with requires_grad (params_trainable). Checkpoints hold exactly those, by
 // name, so their names must be stable across runs. forward() maps a degraded batch in [-1, 1] to a
 // restored batch of the same shape (no clamp; the loop clamps for metrics and images).
+//
+// Devices: a model is created (and initialised) on the CPU, then moved whole to o->device. Its
+// forward takes lq on m->device and returns the output there (the loop moves batches;
+// train_model_host_io gives a view that takes and returns host tensors, for code that reads
+// outputs on the host such as validation).
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -16,6 +21,7 @@
 typedef struct TrainModel {
     void *self;
     const char *kind;   // "toy", "dod"
+    Device device;      // where every tensor of params() lives, and forward's input and output
     // Every tensor of the model (frozen + trainable). Stage-2 initialisation loads a stage-1
     // checkpoint into it by name.
     ParamStore *(*params)(void *self);
@@ -40,9 +46,15 @@ typedef struct {
     int toy_width;                 // toy: hidden channels
     uint64_t seed;                 // parameter initialisation
     bool recompute;                // activation recomputation
+    Device device;                 // DEV_CPU (the zero value) or DEV_CUDA: where the model is moved
 } TrainModelOptions;
 
 // Builds the model of kind o->kind (=). NULL with a message naming the kind / file at fault.
 TrainModel *train_model_create(const TrainModelOptions *o, char *err, size_t errlen);
 // Destroys m (NULL is fine).
 void train_model_free(TrainModel *m);
+// A view of m (=, by value, borrowing m) whose forward takes a host lq and returns a host output:
+// on the CPU it is m itself; on CUDA it copies lq to the device, runs m, copies the output back
+// (arena tensors, rewound by ag_step_reset; no gradient flows through the copies). Its device is
+// DEV_CPU (its I/O); its params() are still m's, on m's device. Destroying it frees nothing.
+TrainModel train_model_host_io(TrainModel *m);

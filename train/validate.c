@@ -79,7 +79,8 @@ static int validate_image(Validator *v, TrainModel *m, int k, const Image *lq, c
     float *pred = dod_malloc(sizeof(float) * n, "validation output"), *gt = dod_malloc(sizeof(float) * n, "validation target");
     float *inp = dod_malloc(sizeof(float) * n, "validation input");
     char why[512];
-    int rc = restore_image(m, lq, &whole, pred, NULL, why, sizeof why);
+    TrainModel host_io = train_model_host_io(m);   // lq in and the output back through host copies on CUDA
+    int rc = restore_image(&host_io, lq, &whole, pred, NULL, why, sizeof why);
     if (!rc) {
         restore_output_to_unit(pred, n, pred);
         restore_image_to_unit(hq, gt);

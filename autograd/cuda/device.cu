@@ -129,8 +129,12 @@ static void *device_malloc(size_t bytes, const char *what) {
 
 // ---- device arena ---------------------------------------------------------------------------------
 // Blocks in a fixed order; a mark is (bytes in all earlier blocks) + used, so marks grow monotonically
-// within a step. A request that fits no later block gets a new block appended at the end.
-#define DEV_ARENA_BLOCK_BYTES ((size_t)256 << 20)
+// within a step. A request that fits no later block gets a new block appended at the end, as big as
+// all blocks so far (256 MiB to 2 GiB, or the request if bigger): a request that does not fit the
+// current block's tail leaves that tail unused until the reset, and fixed 256 MiB blocks ran out
+// (256 of them) on a batch of 7 256x256 crops whose VAE activations are 224 MiB each.
+#define DEV_ARENA_BLOCK_MIN ((size_t)256 << 20)
+#define DEV_ARENA_BLOCK_MAX ((size_t)2 << 30)
 #define DEV_ARENA_MAX_BLOCKS 256
 typedef struct {
     char *mem;
@@ -154,7 +158,10 @@ void *cuda_arena_alloc(size_t bytes, const char *what) {
         if (next < 0 || next >= dev_n_blocks) {
             DOD_CHECK(dev_n_blocks < DEV_ARENA_MAX_BLOCKS, "cuda_arena_alloc", "more than %d device arena blocks (%s)",
                       DEV_ARENA_MAX_BLOCKS, what);
-            size_t size = bytes > DEV_ARENA_BLOCK_BYTES ? bytes : DEV_ARENA_BLOCK_BYTES;
+            size_t total = dev_block_base(dev_n_blocks);
+            size_t size = total < DEV_ARENA_BLOCK_MIN ? DEV_ARENA_BLOCK_MIN
+                          : total > DEV_ARENA_BLOCK_MAX ? DEV_ARENA_BLOCK_MAX : total;
+            if (bytes > size) size = bytes;
             dev_blocks[dev_n_blocks].mem = (char *)device_malloc(size, what);
             dev_blocks[dev_n_blocks].size = size;
             next = dev_n_blocks++;

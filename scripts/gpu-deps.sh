@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Prepares what scripts/gpu-check.sh needs on a GPU machine that has no package registry, on a machine
+# that has the Debian packages (scripts/setup.sh installs them):
+#   .gpudeps/  headers and libraries of stb_image, cJSON and iniparser (the GPU image lacks them)
+#   .whl/      diffusers (+ importlib_metadata) wheels for the PyTorch side of the benchmark
+# Both folders are git-ignored; pass them to the device tool as carry: [".gpudeps", ".whl"].
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .gpudeps && mkdir -p .gpudeps/include .gpudeps/lib
+cp -r /usr/include/stb /usr/include/cjson /usr/include/iniparser .gpudeps/include/
+cp -L /usr/lib/x86_64-linux-gnu/libcjson.so .gpudeps/lib/libcjson.so
+cp -L /usr/lib/x86_64-linux-gnu/libcjson.so .gpudeps/lib/libcjson.so.1   # the soname the binaries ask for
+cp -L /usr/lib/x86_64-linux-gnu/libiniparser.a .gpudeps/lib/libiniparser.a
+rm -rf .whl
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers importlib_metadata
+du -sh .gpudeps .whl
