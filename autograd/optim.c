@@ -37,12 +37,6 @@ AdamW *adamw_new(Tensor *const *params, int n, AdamWConfig cfg) {
     return opt;
 }
 
-bool adamw_on_host(const AdamW *opt) {
-    for (int i = 0; i < opt->n; i++)
-        if (opt->params[i]->device != DEV_CPU) return false;
-    return true;
-}
-
 void adamw_free(AdamW *opt) {
     if (!opt) return;
     for (int i = 0; i < opt->n; i++) {

@@ -20,9 +20,6 @@ typedef struct {
 
 AdamW *adamw_new(Tensor *const *params, int n, AdamWConfig cfg);
 void adamw_free(AdamW *opt);
-// True when every parameter (hence every moment buffer) is in host memory: what checkpoint
-// writers that read m / v directly need.
-bool adamw_on_host(const AdamW *opt);
 // One update with learning rate lr (from a schedule): for each parameter with a gradient,
 //   p = p - lr * wd * p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
 //   p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
