@@ -17,6 +17,7 @@
 #include "data/h5ds.h"
 #include "tests/data_test_util.h"
 #include "train/loop.h"
+#include "tests/train_test_util.h"
 
 static char scratch[256];
 
@@ -35,45 +36,15 @@ static void make_dataset(const char *path) {
     if (h5ds_commit(f, err, sizeof err)) dod_fatal("make_dataset", "%s", err);
 }
 
-typedef struct {
-    TrainStepStats s[16];
-    int n;
-    int64_t stop_at;   // raise SIGINT after this step (0: never)
-} Record;
-
-static void record_step(void *ctx, const TrainStepStats *s) {
-    Record *r = ctx;
-    if (r->n < 16) r->s[r->n++] = *s;
-    if (s->step == r->stop_at) raise(SIGINT);
-}
-
 static TrainConfig toy_config(const char *data, const char *run_dir, const char *device) {
-    TrainConfig c;
-    char err[CFG_ERR_LEN], dev[64];
-    config_defaults(&c);
+    char dev[64];
     snprintf(dev, sizeof dev, "model.device=%s", device);
-    const char *sets[] = {"model.kind=toy", "model.toy_width=6", "model.frozen_dtype=f32", dev, "data.tasks=denoise:2",
-                          "data.crop=24", "data.threads=0", "optim.lr=2e-3", "optim.grad_accum=2", "optim.clip_norm=0.05",
-                          "loss.mse=1", "loss.ssim=0", "train.steps=4", "log.every=1", "checkpoint.every=2",
-                          "checkpoint.keep_last=0", "val.every=2", "val.images=2"};
-    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
-        if (config_set(&c, sets[i], err, sizeof err)) dod_fatal("toy_config", "%s", err);
-    snprintf(c.train_file, sizeof c.train_file, "%s", data);
-    snprintf(c.val_file, sizeof c.val_file, "%s", data);
-    snprintf(c.run_dir, sizeof c.run_dir, "%s", run_dir);
-    if (config_validate(&c, err, sizeof err)) dod_fatal("toy_config", "%s", err);
-    return c;
-}
-
-static int run(const TrainConfig *c, bool resume, Record *rec, char *err, size_t errlen) {
-    TrainOptions o;
-    memset(&o, 0, sizeof o);
-    o.cfg = *c;
-    o.resume = resume;
-    o.quiet = true;
-    o.on_step = record_step;
-    o.on_step_ctx = rec;
-    return train_run(&o, err, errlen);
+    const char *const sets[] = {
+        "model.kind=toy", "model.toy_width=6", "model.frozen_dtype=f32", dev, "data.tasks=denoise:2",
+        "data.crop=24", "data.threads=0", "optim.lr=2e-3", "optim.grad_accum=2", "optim.clip_norm=0.05",
+        "loss.mse=1", "loss.ssim=0", "train.steps=4", "log.every=1", "checkpoint.every=2",
+        "checkpoint.keep_last=0", "val.every=2", "val.images=2"};
+    return train_test_config("toy_config", sets, sizeof sets / sizeof sets[0], data, run_dir);
 }
 
 static bool close_rel(double a, double b, double rtol) { return fabs(a - b) <= rtol * fabs(a) + 1e-9; }
@@ -89,7 +60,7 @@ int main(void) {
         snprintf(dir, sizeof dir, "%s/run_nogpu", scratch);
         TrainConfig c = toy_config(data, dir, "cuda");
         Record r = {0};
-        int rc = run(&c, false, &r, err, sizeof err);
+        int rc = train_test_run(&c, false, &r, err, sizeof err);
         CHECK(rc == -1 && strstr(err, "no CUDA device: ") && strstr(err, "[model] device = cuda, --set model.device=cuda") &&
                   r.n == 0, "no GPU: rc %d: %s", rc, err);
         CHECK(!data_file_exists(dir), "no GPU: %s was not created", dir);
@@ -103,12 +74,12 @@ int main(void) {
     Record rc_cpu = {0}, rc_gpu = {0};
     snprintf(dir, sizeof dir, "%s/run_cpu", scratch);
     TrainConfig ccpu = toy_config(data, dir, "cpu");
-    int rc = run(&ccpu, false, &rc_cpu, err, sizeof err);
+    int rc = train_test_run(&ccpu, false, &rc_cpu, err, sizeof err);
     CHECK(rc == 0 && rc_cpu.n == 4, "cpu run: rc %d: %s", rc, rc ? err : "");
     char dir_gpu[600];
     snprintf(dir_gpu, sizeof dir_gpu, "%s/run_cuda", scratch);
     TrainConfig cgpu = toy_config(data, dir_gpu, "cuda");
-    rc = run(&cgpu, false, &rc_gpu, err, sizeof err);
+    rc = train_test_run(&cgpu, false, &rc_gpu, err, sizeof err);
     CHECK(rc == 0 && rc_gpu.n == 4, "cuda run: rc %d: %s", rc, rc ? err : "");
     for (int i = 0; i < 4 && i < rc_cpu.n && i < rc_gpu.n; i++) {
         double rtol = i == 0 ? 1e-4 : 1e-3;
@@ -126,10 +97,10 @@ int main(void) {
     Record rr = {.stop_at = 2};
     snprintf(dir, sizeof dir, "%s/run_cuda_resume", scratch);
     TrainConfig cres = toy_config(data, dir, "cuda");
-    rc = run(&cres, false, &rr, err, sizeof err);
+    rc = train_test_run(&cres, false, &rr, err, sizeof err);
     CHECK(rc == TRAIN_INTERRUPTED && rr.n == 2, "interrupted cuda run: rc %d after %d steps: %s", rc, rr.n, err);
     rr.stop_at = 0;
-    rc = run(&cres, true, &rr, err, sizeof err);
+    rc = train_test_run(&cres, true, &rr, err, sizeof err);
     CHECK(rc == 0 && rr.n == 4, "resumed cuda run: rc %d, %d steps: %s", rc, rr.n, rc ? err : "");
     bool bitwise = rr.n == 4 && rc_gpu.n == 4;
     for (int i = 0; i < 4 && i < rr.n && i < rc_gpu.n; i++) {
@@ -144,7 +115,7 @@ int main(void) {
     config_set(&cmove, "model.device=cpu", err, sizeof err);
     config_set(&cmove, "train.steps=5", err, sizeof err);
     Record rm = {0};
-    rc = run(&cmove, true, &rm, err, sizeof err);
+    rc = train_test_run(&cmove, true, &rm, err, sizeof err);
     CHECK(rc == 0 && rm.n == 1 && rm.s[0].step == 5 && isfinite(rm.s[0].loss), "cuda checkpoint resumed on the cpu: %s",
           rc ? err : "");
 

@@ -14,6 +14,7 @@
 #include "layers/safetensors.h"
 #include "tests/data_test_util.h"
 #include "train/loop.h"
+#include "tests/train_test_util.h"
 
 static char scratch[256];
 
@@ -37,44 +38,13 @@ static void make_dataset(const char *path) {
     if (h5ds_commit(f, err, sizeof err)) dod_fatal("make_dataset", "%s", err);
 }
 
-typedef struct {
-    TrainStepStats s[16];
-    int n;
-    int64_t stop_at;   // raise SIGINT after this step (0: never)
-} Record;
-
-static void record_step(void *ctx, const TrainStepStats *s) {
-    Record *r = ctx;
-    if (r->n < 16) r->s[r->n++] = *s;
-    if (s->step == r->stop_at) raise(SIGINT);
-}
-
 static TrainConfig base_config(const char *data, const char *run_dir) {
-    TrainConfig c;
-    char err[CFG_ERR_LEN];
-    config_defaults(&c);
-    const char *sets[] = {"model.kind=toy", "model.toy_width=6", "model.frozen_dtype=f32", "data.tasks=dehaze:2,denoise:1",
-                          "data.crop=24", "data.threads=2", "optim.lr=2e-3", "optim.grad_accum=2", "optim.schedule=cosine",
-                          "optim.warmup=2", "optim.clip_norm=0.05", "loss.mse=1", "loss.ssim=0.5", "train.steps=6",
-                          "log.every=1", "checkpoint.every=2", "checkpoint.keep_last=2", "val.every=3", "val.images=3"};
-    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
-        if (config_set(&c, sets[i], err, sizeof err)) dod_fatal("base_config", "%s", err);
-    snprintf(c.train_file, sizeof c.train_file, "%s", data);
-    snprintf(c.val_file, sizeof c.val_file, "%s", data);
-    snprintf(c.run_dir, sizeof c.run_dir, "%s", run_dir);
-    if (config_validate(&c, err, sizeof err)) dod_fatal("base_config", "%s", err);
-    return c;
-}
-
-static int run(const TrainConfig *c, bool resume, Record *rec, char *err, size_t errlen) {
-    TrainOptions o;
-    memset(&o, 0, sizeof o);
-    o.cfg = *c;
-    o.resume = resume;
-    o.quiet = true;
-    o.on_step = record_step;
-    o.on_step_ctx = rec;
-    return train_run(&o, err, errlen);
+    static const char *const sets[] = {
+        "model.kind=toy", "model.toy_width=6", "model.frozen_dtype=f32", "data.tasks=dehaze:2,denoise:1",
+        "data.crop=24", "data.threads=2", "optim.lr=2e-3", "optim.grad_accum=2", "optim.schedule=cosine",
+        "optim.warmup=2", "optim.clip_norm=0.05", "loss.mse=1", "loss.ssim=0.5", "train.steps=6",
+        "log.every=1", "checkpoint.every=2", "checkpoint.keep_last=2", "val.every=3", "val.images=3"};
+    return train_test_config("base_config", sets, sizeof sets / sizeof sets[0], data, run_dir);
 }
 
 // Tensor bytes of two checkpoint files equal, name by name.
@@ -120,29 +90,29 @@ int main(void) {
     // A: six steps in one go.
     Record ra = {0};
     TrainConfig ca = base_config(data, dir_a);
-    int rc = run(&ca, false, &ra, err, sizeof err);
+    int rc = train_test_run(&ca, false, &ra, err, sizeof err);
     CHECK(rc == 0 && ra.n == 6, "uninterrupted run: rc %d, %d steps: %s", rc, ra.n, rc ? err : "");
 
     // B: three steps, SIGINT, then resume for three more.
     Record rb = {.stop_at = 3};
     TrainConfig cb = base_config(data, dir_b);
-    rc = run(&cb, false, &rb, err, sizeof err);
+    rc = train_test_run(&cb, false, &rb, err, sizeof err);
     CHECK(rc == TRAIN_INTERRUPTED && rb.n == 3, "interrupted run: rc %d after %d steps", rc, rb.n);
     char path[1024];
     snprintf(path, sizeof path, "%s/checkpoints/step_0000003.safetensors", dir_b);
     CHECK(data_file_exists(path), "stop saved %s", path);
     // a fresh run into it is refused
     Record rx = {0};
-    rc = run(&cb, false, &rx, err, sizeof err);
+    rc = train_test_run(&cb, false, &rx, err, sizeof err);
     CHECK(rc == -1 && strstr(err, "already holds checkpoints") && rx.n == 0, "fresh run into a used dir: %s", err);
     // resuming with a changed learning rate is refused, naming the key
     TrainConfig changed = cb;
     config_set(&changed, "optim.lr=1e-3", err, sizeof err);
-    rc = run(&changed, true, &rx, err, sizeof err);
+    rc = train_test_run(&changed, true, &rx, err, sizeof err);
     CHECK(rc == -1 && strstr(err, "step_0000003.safetensors: the configuration differs") && strstr(err, "[optim] lr = 0.001 (checkpoint: 0.002)"),
           "changed config: %s", err);
     rb.stop_at = 0;
-    rc = run(&cb, true, &rb, err, sizeof err);
+    rc = train_test_run(&cb, true, &rb, err, sizeof err);
     CHECK(rc == 0 && rb.n == 6, "resumed run: rc %d, %d steps: %s", rc, rb.n, rc ? err : "");
 
     for (int i = 0; i < 6 && i < ra.n && i < rb.n; i++) {
@@ -186,7 +156,7 @@ int main(void) {
     char dir_c[600];
     snprintf(dir_c, sizeof dir_c, "%s/run_none", scratch);
     TrainConfig cc = base_config(data, dir_c);
-    rc = run(&cc, true, &rx, err, sizeof err);
+    rc = train_test_run(&cc, true, &rx, err, sizeof err);
     CHECK(rc == -1 && strstr(err, "no checkpoint to resume from"), "no checkpoint: %s", err);
     snprintf(path, sizeof path, "%s/checkpoints/step_0000006.safetensors", dir_b);
     FILE *f = fopen(path, "r+b");
@@ -196,7 +166,7 @@ int main(void) {
     CHECK(truncate(path, size / 2) == 0, "truncate");
     TrainConfig more = cb;
     config_set(&more, "train.steps=8", err, sizeof err);
-    rc = run(&more, true, &rx, err, sizeof err);
+    rc = train_test_run(&more, true, &rx, err, sizeof err);
     CHECK(rc == -1 && strstr(err, "step_0000006.safetensors") && rx.n == 0, "corrupt checkpoint: %s", err);
 
     // stage 2 from run A: stage-1 tensors frozen in bf16, only detail.* trained and saved
@@ -210,7 +180,7 @@ int main(void) {
     config_set(&c2, "model.frozen_dtype=bf16", err, sizeof err);
     config_set(&c2, "train.steps=2", err, sizeof err);
     Record r2 = {0};
-    rc = run(&c2, false, &r2, err, sizeof err);
+    rc = train_test_run(&c2, false, &r2, err, sizeof err);
     CHECK(rc == 0 && r2.n == 2, "stage 2 run: %s", rc ? err : "");
     snprintf(path, sizeof path, "%s/checkpoints/step_0000002.safetensors", dir_s2);
     SafeTensors *st = NULL;

@@ -1,0 +1,50 @@
+// Helpers shared by the training-loop tests (test_train_resume.c, test_train_device.c): a per-step
+// recorder that can stop the run with SIGINT, a toy configuration from `--set` style overrides, and
+// one train_run call. Include after tests/check.h, inside the tests' HDF5 + iniparser guard.
+#pragma once
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "train/loop.h"
+
+typedef struct {
+    TrainStepStats s[16];
+    int n;
+    int64_t stop_at;   // raise SIGINT after this step (0: never)
+} Record;
+
+// The loop's on_step callback: records (=) the step's stats, stops the run at r->stop_at.
+static inline void record_step(void *ctx, const TrainStepStats *s) {
+    Record *r = ctx;
+    if (r->n < 16) r->s[r->n++] = *s;
+    if (s->step == r->stop_at) raise(SIGINT);
+}
+
+// Defaults, then each "section.key=value" of sets, then the data / run paths (=, a value); fatal
+// naming `who` on a bad override.
+static inline TrainConfig train_test_config(const char *who, const char *const *sets, size_t n_sets, const char *data,
+                                            const char *run_dir) {
+    TrainConfig c;
+    char err[CFG_ERR_LEN];
+    config_defaults(&c);
+    for (size_t i = 0; i < n_sets; i++)
+        if (config_set(&c, sets[i], err, sizeof err)) dod_fatal(who, "%s", err);
+    snprintf(c.train_file, sizeof c.train_file, "%s", data);
+    snprintf(c.val_file, sizeof c.val_file, "%s", data);
+    snprintf(c.run_dir, sizeof c.run_dir, "%s", run_dir);
+    if (config_validate(&c, err, sizeof err)) dod_fatal(who, "%s", err);
+    return c;
+}
+
+// One quiet train_run of c (fresh or --resume), recording every step into rec. 0 on success.
+static inline int train_test_run(const TrainConfig *c, bool resume, Record *rec, char *err, size_t errlen) {
+    TrainOptions o;
+    memset(&o, 0, sizeof o);
+    o.cfg = *c;
+    o.resume = resume;
+    o.quiet = true;
+    o.on_step = record_step;
+    o.on_step_ctx = rec;
+    return train_run(&o, err, errlen);
+}
