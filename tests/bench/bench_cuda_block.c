@@ -113,6 +113,12 @@ static int bench_cuda_block_main(int argc, char **argv) {
     int batch = 7, size = 32, iters = 10, blocks = 1;
     bool mixed = false;
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: dod-bench cuda_block [--batch B] [--size S] [--iters N] [--blocks K] [--mixed]\n"
+                   "  one training step of K SD 2.1 level-1 ResNet + transformer pairs (320 channels, latent S x S,\n"
+                   "  77 x 1024 context) on the GPU against PyTorch; --mixed: frozen bf16 weights\n");
+            return 0;
+        }
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
