@@ -196,11 +196,15 @@ static double ssim_cpu_forward(const SsimCtx *c) {
     return total / (double)(c->planes * m);
 }
 
-// Accumulates (+=) d(mean SSIM)/dx and /dy, scaled by the output gradient.
-static void ssim_cpu_backward(AgNode *node) {
+// Accumulates (+=) d(mean SSIM)/dx and /dy, scaled by the output gradient (CUDA: ssim.cu).
+static void ssim_backward(AgNode *node) {
     const SsimCtx *c = node->ctx;
     Tensor *xt = node->inputs[0], *yt = node->inputs[1];
     float *gx = xt->requires_grad ? tensor_grad(xt) : NULL, *gy = yt->requires_grad ? tensor_grad(yt) : NULL;
+    if (node->out->device == DEV_CUDA) {
+        cuda_ssim_backward(c->x, c->y, c->planes, c->H, c->W, c->win, c->C1, c->C2, node->out->grad, gx, gy);
+        return;
+    }
     int64_t H = c->H, W = c->W, Ho = H - SSIM_WIN + 1, Wo = W - SSIM_WIN + 1, m = Ho * Wo, n = H * W;
     double gs = node->out->grad[0] / (double)(c->planes * m);
     int nt = ops_max_threads();
@@ -249,7 +253,7 @@ static void ssim_cpu_backward(AgNode *node) {
 Tensor *op_ssim(Tensor *x, Tensor *y, float data_range) {
     const char *op = "op_ssim";
     Tensor *in[2] = {x, y};
-    ops_require_cpu(op, 2, in);
+    Device dev = ops_device(op, 2, in);
     if (x->ndim != 4 || !tensor_same_shape(x, y))
         dod_fatal(op, "x %s and y %s must be the same [N, C, H, W] shape", shape_str(x), shape_str(y));
     if (x->shape[2] < SSIM_WIN || x->shape[3] < SSIM_WIN)
@@ -259,8 +263,10 @@ Tensor *op_ssim(Tensor *x, Tensor *y, float data_range) {
     SsimCtx c = {x->shape[0] * x->shape[1], x->shape[2], x->shape[3], tensor_f32(x), tensor_f32(y),
                  pow(0.01 * data_range, 2), pow(0.03 * data_range, 2), {0}};
     ssim_window(c.win);
-    Tensor *out = tensor_new1(1);
-    tensor_data_f32(out)[0] = (float)ssim_cpu_forward(&c);
-    if (ag_needs_grad(2, in)) *(SsimCtx *)ag_record(op, ssim_cpu_backward, out, 2, in, sizeof c) = c;
+    int64_t one = 1;
+    Tensor *out = tensor_new_on(dev, 1, &one, DT_F32);
+    if (dev == DEV_CUDA) cuda_ssim_forward(c.x, c.y, c.planes, c.H, c.W, c.win, c.C1, c.C2, tensor_data_f32(out));
+    else tensor_data_f32(out)[0] = (float)ssim_cpu_forward(&c);
+    if (ag_needs_grad(2, in)) *(SsimCtx *)ag_record(op, ssim_backward, out, 2, in, sizeof c) = c;
     return out;
 }

@@ -3,7 +3,8 @@
 # (--steps 0: the initialisation, written as a diffusers directory), a synthetic noise/rain/haze set
 # from tests/fixtures/data, then STEPS stage-1 steps of configs/aio3.ini (batch 7 = 3 haze + 2 rain +
 # 2 noise, CROP x CROP crops, bf16 frozen weights, recomputation) with [model] device = DEVICE, a
-# checkpoint, and --resume for one more step. Prints dod-train's progress and memory lines.
+# checkpoint, --resume for one more step, then 2 stage-2 steps (configs/aio3_stage2.ini: detail module,
+# MSE + 0.1 (1 - SSIM)) from that run. Prints dod-train's progress and memory lines.
 #
 # Usage: bash scripts/gpu-train-check.sh BUILD_DIR [WORK_DIR]   (env: DEVICE=cuda, CROP=256, STEPS=3)
 # BUILD_DIR needs dod-pretrain, dod-data and dod-train (cmake --build BUILD_DIR --target dod-pretrain dod-data
@@ -30,4 +31,7 @@ sets=(--set model.base="$W/base" --set model.prompt_embedding= --set model.devic
 "$B/bin/dod-train" --config "$SRC/configs/aio3.ini" "${sets[@]}" 2>&1 | grep -v "^$"
 "$B/bin/dod-train" --config "$SRC/configs/aio3.ini" "${sets[@]}" --set train.steps=$((STEPS + 1)) --resume "$W/run" 2>&1 \
   | grep -v "^$"
+# Stage 2 (detail module, MSE + 0.1 (1 - SSIM)) from that stage-1 run: 2 steps.
+"$B/bin/dod-train" --config "$SRC/configs/aio3_stage2.ini" "${sets[@]}" --set stage.init_from="$W/run" \
+  --set train.run_dir="$W/run2" --set train.steps=2 --set checkpoint.every=2 2>&1 | grep -v "^$"
 echo "gpu-train-check: OK ($((SECONDS - T)) s)"

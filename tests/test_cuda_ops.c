@@ -95,6 +95,7 @@ static Tensor *f_sum(Tensor *const *in, const void *a) { (void)a; return op_sum(
 static Tensor *f_mean(Tensor *const *in, const void *a) { (void)a; return op_mean(in[0]); }
 static Tensor *f_mse(Tensor *const *in, const void *a) { (void)a; return op_mse_loss(in[0], in[1]); }
 static Tensor *f_l1(Tensor *const *in, const void *a) { (void)a; return op_l1_loss(in[0], in[1]); }
+static Tensor *f_ssim(Tensor *const *in, const void *a) { (void)a; return op_ssim(in[0], in[1], 2.0f); }
 static Tensor *f_matmul(Tensor *const *in, const void *a) { return op_matmul(in[0], in[1], a != NULL); }
 static Tensor *f_linear(Tensor *const *in, const void *a) { (void)a; return op_linear(in[0], in[1], in[2]); }
 static Tensor *f_attention(Tensor *const *in, const void *a) { (void)a; return op_attention(in[0], in[1], in[2], 4, 0.0f); }
@@ -172,6 +173,8 @@ static void op_cases(void) {
     run_case("mean", f_mean, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(300, 301), 27)}, pw);
     run_case("mse", f_mse, NULL, 2, (Tensor *[]){inp("p", 2, SHAPE(40, 50), 28), inp("t", 2, SHAPE(40, 50), 29)}, pw);
     run_case("l1", f_l1, NULL, 2, (Tensor *[]){inp("p", 2, SHAPE(40, 50), 30), inp("t", 2, SHAPE(40, 50), 31)}, pw);
+    // SSIM: both sides compute the statistics in double; the CUDA mean sums an f32 map (rel ~1e-6).
+    run_case("ssim", f_ssim, NULL, 2, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 23, 31), 32), inp("y", 4, SHAPE(2, 3, 23, 31), 33)}, 1e-4);
     run_case("matmul bcast", f_matmul, NULL, 2, (Tensor *[]){inp("a", 3, SHAPE(2, 5, 7), 32), inp("b", 2, SHAPE(7, 9), 33)}, dense);
     run_case("matmul batched", f_matmul, NULL, 2, (Tensor *[]){inp("a", 3, SHAPE(3, 5, 7), 34), inp("b", 3, SHAPE(3, 7, 4), 35)}, dense);
     run_case("matmul trans_b", f_matmul, "t", 2, (Tensor *[]){inp("a", 3, SHAPE(3, 5, 7), 36), inp("b", 3, SHAPE(3, 4, 7), 37)}, dense);

@@ -41,8 +41,8 @@ static const Field FIELDS[] = {
      "storage of frozen weights (compute is f32)"},
     {"model", "toy_width", T_INT, "8", 1, 256, NULL, OFF(toy_width), false, "toy model: hidden channels"},
     {"model", "device", T_ENUM, "cpu", 0, 0, "cpu|cuda", OFF(device), true,
-     "where the model, the batches and AdamW live: `cpu`, or `cuda` (GPU 0; needs a CUDA build and a usable GPU, and "
-     "`[loss] ssim = 0`: SSIM has no CUDA kernel); checkpoints resume on either device (docs/training.md)"},
+     "where the model, the batches and AdamW live: `cpu`, or `cuda` (GPU 0; needs a CUDA build and a usable GPU); "
+     "checkpoints resume on either device (docs/training.md)"},
     {"lora", "rank", T_INT, "8", 1, 1024, NULL, OFF(lora_rank), false, "LoRA rank r"},
     {"lora", "alpha", T_FLOAT, "8", 1e-6, 1e6, NULL, OFF(lora_alpha), false,
      "LoRA alpha; the adapter scale is alpha / r (PEFT's default alpha is 8)"},
@@ -500,13 +500,6 @@ int config_validate(const TrainConfig *c, char *err, size_t errlen) {
     if (c->loss_mse == 0 && c->loss_ssim == 0 && c->loss_lpips == 0)
         complain(c, "loss", "mse", err, errlen, "every loss weight is 0"), bad++;
     if (c->beta1 >= 1 || c->beta2 >= 1) complain(c, "optim", "beta1", err, errlen, "betas must be < 1"), bad++;
-    if (c->device == CFG_DEVICE_CUDA && c->loss_ssim > 0) {   // e.g. stage 2's MSE + 0.1 (1 - SSIM)
-        char w[CFG_STR + 32], what[CFG_STR + 160];
-        config_where(c, "model", "device", w, sizeof w);
-        snprintf(what, sizeof what, "must be 0 with [model] device = cuda (%s): op_ssim has no CUDA kernel yet "
-                 "(train stage 2 with an SSIM loss on the CPU)", w);
-        complain(c, "loss", "ssim", err, errlen, what), bad++;
-    }
     return bad ? -1 : 0;
 }
 

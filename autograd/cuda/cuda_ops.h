@@ -78,6 +78,14 @@ DOD_CUDA_API(void, cuda_group_norm_backward, (const float *x, const float *gamma
 // ---- reductions and losses (reduce.cu) -------------------------------------------------------------
 // out[0] = scale * sum(x) (=). kind 0: x, 1: (p - t)^2, 2: |p - t| (t unused for kind 0).
 DOD_CUDA_API(void, cuda_reduce_sum, (int kind, const float *p, const float *t, int64_t n, float scale, float *out))
+// SSIM (ssim.cu; autograd/op_loss.c's algorithm, statistics in double): out[0] = the mean SSIM over
+// planes x valid-window pixels of x and y ([planes, H, W]; win: the 11 normalised Gaussian weights,
+// host memory) (=). The backward accumulates (+=) g[0] * d(out)/dx into gx and /dy into gy (device
+// scalar g; NULL skips one).
+DOD_CUDA_API(void, cuda_ssim_forward, (const float *x, const float *y, int64_t planes, int64_t H, int64_t W,
+                                       const double *win, double C1, double C2, float *out))
+DOD_CUDA_API(void, cuda_ssim_backward, (const float *x, const float *y, int64_t planes, int64_t H, int64_t W,
+                                        const double *win, double C1, double C2, const float *g, float *gx, float *gy))
 // gx[i] += g[0] * scale (device scalar g).
 DOD_CUDA_API(void, cuda_fill_grad_scalar, (const float *g, float scale, float *gx, int64_t n))
 // Point-loss backward: v = g[0]/n * (2 (p - t) | sign(p - t)); gp += v, gt -= v (NULL skips one).
