@@ -36,10 +36,6 @@ static inline bool ops_any_cuda(int n, Tensor *const *ts) {
     return false;
 }
 
-static inline void ops_require_cpu(const char *op, int n, Tensor *const *ts) {
-    if (ops_any_cuda(n, ts)) dod_fatal(op, "has no CUDA kernel yet: its inputs must be on the CPU (see docs/cuda.md)");
-}
-
 // Axis `dim` of t (negative counts from the end) as 0..ndim-1, or fatal naming op and the shape.
 static inline int ops_axis(const char *op, int dim, const Tensor *t) {
     int d = dim < 0 ? dim + t->ndim : dim;
