@@ -28,13 +28,6 @@ static inline int ops_thread_id(void) {
 #endif
 }
 
-// Fails when any (non-NULL) input lives on the GPU: `op` has no CUDA kernel yet (docs/cuda.md lists
-// which ops do; those dispatch through ops_device in autograd/cuda/cuda_ops.h instead).
-static inline bool ops_any_cuda(int n, Tensor *const *ts) {
-    for (int i = 0; i < n; i++)
-        if (ts[i] && ts[i]->device == DEV_CUDA) return true;
-    return false;
-}
 
 // Axis `dim` of t (negative counts from the end) as 0..ndim-1, or fatal naming op and the shape.
 static inline int ops_axis(const char *op, int dim, const Tensor *t) {
