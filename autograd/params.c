@@ -120,3 +120,7 @@ int64_t params_numel(const ParamStore *ps, bool trainable_only) {
 void params_zero_grad(ParamStore *ps) {
     for (int i = 0; i < ps->n; i++) tensor_zero_grad(ps->items[i]);
 }
+
+void params_to_device(ParamStore *ps, Device device) {
+    for (int i = 0; i < params_count(ps); i++) tensor_move_to(params_at(ps, i), device);
+}

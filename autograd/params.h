@@ -16,6 +16,9 @@ Tensor *params_get(ParamStore *ps, const char *name);
 Tensor *params_require(ParamStore *ps, const char *name, const char *who);
 int params_count(const ParamStore *ps);
 Tensor *params_at(const ParamStore *ps, int i);   // insertion order
+// Every tensor of ps moved to `device` in place (tensor_move_to: zero-copy file views become owned
+// device copies; pointers to the tensors stay valid). Create or load on the CPU, then move.
+void params_to_device(ParamStore *ps, Device device);
 // Mark every tensor whose name matches the glob pattern (fnmatch, '*' crosses dots) as trainable
 // (requires_grad = on). Returns how many matched.
 int params_set_trainable(ParamStore *ps, const char *pattern, bool on);

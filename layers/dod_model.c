@@ -170,9 +170,9 @@ void dod_model_free(DodModel *m) {
 ParamStore *dod_model_params(DodModel *m) { return m->params; }
 
 void dod_model_to_device(DodModel *m, Device device) {
-    sd_params_to_device(m->unet->net.ps, device);
-    sd_params_to_device(m->vae->net.ps, device);
-    sd_params_to_device(m->params, device);
+    params_to_device(m->unet->net.ps, device);
+    params_to_device(m->vae->net.ps, device);
+    params_to_device(m->params, device);
     tensor_move_to(m->prompt, device);
     m->device = device;
 }

@@ -34,10 +34,6 @@ Tensor *sd_param_opt(const SdNet *net, const char *layer, const char *suffix) {
     return params_get(net->ps, sd_name(net, name, layer, suffix));
 }
 
-void sd_params_to_device(ParamStore *ps, Device device) {
-    for (int i = 0; i < params_count(ps); i++) tensor_move_to(params_at(ps, i), device);
-}
-
 bool sd_has_layer(const SdNet *net, const char *layer) { return sd_param_opt(net, layer, ".weight") != NULL; }
 
 static Tensor *apply_hook(const SdNet *net, const char *layer, Tensor *x, Tensor *y) {

@@ -59,9 +59,6 @@ Tensor *sd_resize_nearest(Tensor *x, int64_t out_h, int64_t out_w);
 // any device; the gradient scatter-adds back (op_embedding's backward). The index arrays are copied.
 // The device path of the resize, reflect padding and cropping (layers/dod_model_util.c); on CPU
 // those keep their direct loops (tests/test_device_clean.c checks both agree).
-// Every tensor of ps moved to `device` in place (tensor_move_to: zero-copy file views become owned
-// device copies; pointers to the tensors stay valid). Load on the CPU, then move.
-void sd_params_to_device(ParamStore *ps, Device device);
 Tensor *sd_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w);
 // [N, C, H, W] <-> [N, H*W, C] (copies through op_permute).
 Tensor *sd_nchw_to_tokens(Tensor *x);

@@ -14,7 +14,7 @@
 // the inputs and references from FILE instead of FIX/io.safetensors (other sizes, same model).
 // After each model the activation arena's high-water mark so far is printed (the UNet runs first,
 // so its line is the UNet's own peak; use --only vae for the VAE's).
-// --device cuda: the weights and inputs are moved to the GPU (sd_params_to_device, tensor_move_to), the
+// --device cuda: the weights and inputs are moved to the GPU (params_to_device, tensor_move_to), the
 // forwards run there in the f32 precision mode (TF32 off) and the outputs come back for the same
 // comparison with the same tolerance; the device memory report follows each model. Without a usable
 // GPU it exits 1 with "no CUDA device: <reason>" before reading anything.
@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
         Tensor *unet_ref = io_tensor(&io, "unet.out");
         DOD_CHECK(timestep->numel == sample->shape[0], "dod-parity", "%s: unet.timestep has %ld entries, unet.sample %s",
                   path, (long)timestep->numel, shape_str(sample));
-        sd_params_to_device(unet->net.ps, dev);
+        params_to_device(unet->net.ps, dev);
         tensor_move_to(sample, dev);
         tensor_move_to(context, dev);
         Tensor *out = unet_forward(unet, sample, tensor_data_f32(timestep), context, NULL);  // timesteps: host floats
@@ -163,7 +163,7 @@ int main(int argc, char **argv) {
         Vae *vae = ckpt ? vae_load(ckpt, dtype, model_dir) : vae_load(vae_dir, dtype, NULL);
         Tensor *image = io_tensor(&io, "vae.image");
         Tensor *mean_ref = io_tensor(&io, "vae.mean");
-        sd_params_to_device(vae->net.ps, dev);
+        params_to_device(vae->net.ps, dev);
         tensor_move_to(image, dev);
         VaeEncoded enc;
         vae_encode(vae, image, false, NULL, &enc);

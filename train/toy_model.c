@@ -84,7 +84,7 @@ TrainModel *toy_model_create(const TrainModelOptions *o, char *err, size_t errle
         }
     }
     // Created and initialised on the CPU, then every tensor moved in place.
-    for (int i = 0; o->device != DEV_CPU && i < params_count(m->ps); i++) tensor_move_to(params_at(m->ps, i), o->device);
+    if (o->device != DEV_CPU) params_to_device(m->ps, o->device);
     TrainModel *tm = dod_calloc(sizeof *tm, "toy model");
     tm->self = m;
     tm->device = o->device;
