@@ -59,3 +59,17 @@ static inline void check_same(const char *what, const float *a, const float *b, 
     double d = max_abs_diff(a, b, n, &scale);
     CHECK(d <= rtol * scale, "%s: max |diff| %.3g vs scale %.3g (rtol %.1g)", what, d, scale, rtol);
 }
+
+// The run with a half-precision weight (output y_h, input gradient dx_h, weight gradient wh->grad)
+// against the same op with that weight widened to f32 (output yw, x->grad, ww->grad): equal to 1e-6.
+static inline void check_half_vs_widened(const char *op, DType dt, const float *y_h, const float *dx_h, const Tensor *x,
+                                         const Tensor *yw, const Tensor *wh, const Tensor *ww) {
+    char what[64];
+    snprintf(what, sizeof what, "%s %s weight forward", op, dtype_name(dt));
+    check_same(what, y_h, yw->data, yw->numel, 1e-6);
+    snprintf(what, sizeof what, "%s %s weight dx", op, dtype_name(dt));
+    check_same(what, dx_h, x->grad, x->numel, 1e-6);
+    snprintf(what, sizeof what, "%s %s weight dW", op, dtype_name(dt));
+    CHECK(wh->grad != NULL, "%s: half weight got no gradient", what);
+    if (wh->grad) check_same(what, wh->grad, ww->grad, wh->numel, 1e-6);
+}

@@ -206,14 +206,7 @@ static void half_weight(DType dt) {
     ag_step_reset();
     Tensor *yw = op_conv2d(x, ww, bias, 2, 1);
     ag_backward_from(yw, NULL);
-    char what[64];
-    snprintf(what, sizeof what, "conv %s weight forward", dtype_name(dt));
-    check_same(what, y_h, yw->data, ny, 1e-6);
-    snprintf(what, sizeof what, "conv %s weight dx", dtype_name(dt));
-    check_same(what, dx_h, x->grad, x->numel, 1e-6);
-    snprintf(what, sizeof what, "conv %s weight dW", dtype_name(dt));
-    CHECK(wh->grad != NULL, "%s: half weight got no gradient", what);
-    if (wh->grad) check_same(what, wh->grad, ww->grad, wh->numel, 1e-6);
+    check_half_vs_widened("conv", dt, y_h, dx_h, x, yw, wh, ww);
     free(y_h);
     free(dx_h);
     tensor_free(x); tensor_free(w32); tensor_free(bias); tensor_free(wh); tensor_free(ww);

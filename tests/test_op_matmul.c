@@ -109,14 +109,7 @@ static void linear_half_weight(DType dt) {
     ag_step_reset();  // drop the first tape before the second backward
     Tensor *yw = op_linear(x, ww, bias);
     ag_backward_from(yw, NULL);
-    char what[64];
-    snprintf(what, sizeof what, "linear %s weight forward", dtype_name(dt));
-    check_same(what, y_h, yw->data, yw->numel, 1e-6);
-    snprintf(what, sizeof what, "linear %s weight dx", dtype_name(dt));
-    check_same(what, dx_h, x->grad, x->numel, 1e-6);
-    snprintf(what, sizeof what, "linear %s weight dW", dtype_name(dt));
-    CHECK(wh->grad != NULL, "%s: half weight got no gradient", what);
-    if (wh->grad) check_same(what, wh->grad, ww->grad, wh->numel, 1e-6);
+    check_half_vs_widened("linear", dt, y_h, dx_h, x, yw, wh, ww);
     free(dx_h);
     free(y_h);
     tensor_free(x); tensor_free(w32); tensor_free(bias); tensor_free(wh); tensor_free(ww);
