@@ -50,7 +50,8 @@ typedef struct {
 
 typedef struct {
     ConvGeom g;
-    const float *x, *w;  // f32 views (widened copies for half storage)
+    const float *x, *w;  // f32 views (w NULL for a half weight: its widened copy is released after forward)
+    bool w_half;         // CUDA mixed precision: cuDNN reads the frozen bf16/f16 weight as-is
 } ConvCtx;
 
 // ---- tuning knobs (dense_tuning.h) -------------------------------------------------------------
@@ -389,13 +390,15 @@ static void conv2d_backward(AgNode *node) {
     float *dx = x->requires_grad ? tensor_grad(x) : NULL;
     float *dw = w->requires_grad ? tensor_grad(w) : NULL;
     float *db = b && b->requires_grad ? tensor_grad(b) : NULL;
-    // A half-precision weight was widened in forward scratch: widen it again for this call only.
+    // A half-precision weight was widened in forward scratch: widen it again for this call only
+    // (unless cuDNN reads it as-is).
     ScratchScope scratch = scratch_begin(node->out->device);
-    const float *w32 = c->w ? c->w : tensor_f32(w);
+    const float *w32 = c->w ? c->w : c->w_half ? NULL : tensor_f32(w);
     if (node->out->device == DEV_CUDA) {
         int64_t gv[9];
         conv_geom_vec(&c->g, gv);
-        cuda_conv2d_backward(gv, c->x, w32, node->out->grad, dx, dw, db);
+        if (c->w_half) cuda_conv2d_backward(gv, c->x, w->data, w->dtype, node->out->grad, dx, NULL, db);
+        else cuda_conv2d_backward(gv, c->x, w32, DT_F32, node->out->grad, dx, dw, db);
     } else {
         op_conv2d_cpu_backward(&c->g, c->x, w32, node->out->grad, dx, dw, db);
     }
@@ -422,12 +425,16 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     int64_t y_shape[4] = {g.N, g.Cout, g.Ho, g.Wo};
     Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
     const float *x32 = tensor_f32(x);  // saved for backward: outside the scratch scope
+    // Mixed precision on CUDA: a frozen half weight goes to cuDNN as it is stored.
+    bool w_half = dev == DEV_CUDA && (w->dtype == DT_BF16 || w->dtype == DT_F16) && !w->requires_grad &&
+                  dod_cuda_precision() == DOD_PREC_MIXED;
     ScratchScope scratch = scratch_begin(dev);
-    const float *w32 = tensor_f32(w), *b32 = bias ? tensor_f32(bias) : NULL;
+    const float *w32 = w_half ? NULL : tensor_f32(w), *b32 = bias ? tensor_f32(bias) : NULL;
     if (dev == DEV_CUDA) {
         int64_t gv[9];
         conv_geom_vec(&g, gv);
-        cuda_conv2d_forward(gv, x32, w32, b32, tensor_data_f32(y));
+        if (w_half) cuda_conv2d_forward(gv, x32, w->data, w->dtype, b32, tensor_data_f32(y));
+        else cuda_conv2d_forward(gv, x32, w32, DT_F32, b32, tensor_data_f32(y));
     } else {
         op_conv2d_cpu_forward(&g, x32, w32, b32, tensor_data_f32(y));
     }
@@ -437,6 +444,7 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
         c->g = g;
         c->x = x32;
         c->w = w->dtype == DT_F32 ? w32 : NULL;  // NULL: widened copy released, backward widens again
+        c->w_half = w_half;
     }
     return y;
 }

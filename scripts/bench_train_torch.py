@@ -16,14 +16,20 @@ alone (no weight files needed), directly on the device when torch can (torch.set
 this is `dod-bench train --base DIR --random-weights`'s twin, e.g. at SD 2.1-base size.
 --device cuda runs it on the GPU (stage 1 only: the SSIM helper builds its window on the CPU), in
 float32 with TF32 off (our f32 precision mode), and also prints "torch_peak_gib <max allocated GiB>".
+--precision mixed is the usual PyTorch recipe for a frozen base (diffusers / OSEDiff training scripts):
+frozen UNet/VAE weights stored in bf16, the trainables (conv_in, LoRA, modulation, detail) f32 master
+copies, forward and loss under torch.autocast(bfloat16) (products in bf16; norms, softmax and losses in
+f32 by autocast's own lists), TF32 allowed: the twin of our DOD_PREC_MIXED with bf16 frozen weights.
 
 Run:   /work/venv/bin/python scripts/bench_train_torch.py [--stage 1|2] [--batch B] [--crop S]
                               [--iters N] [--threads T] [--device cpu|cuda] [--base DIR]
+                              [--precision f32|mixed]
 Needs: torch (1.13 works), diffusers 0.21.4, safetensors.
 Prints "torch_threads <n>" and "torch_ms <median milliseconds per step>"; exits 3 when a package is
 missing or --device cuda has no GPU (the C side then reports its own time only).
 """
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -39,6 +45,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--base", default=None)
+    ap.add_argument("--precision", choices=("f32", "mixed"), default="f32")
     args = ap.parse_args()
     try:
         import torch
@@ -62,8 +69,9 @@ def main():
         if args.stage != 1:
             print("--device cuda: stage 1 only", file=sys.stderr)
             return 2
-        torch.backends.cuda.matmul.allow_tf32 = False  # our f32 mode: plain f32 products
-        torch.backends.cudnn.allow_tf32 = False
+        mixed = args.precision == "mixed"  # our f32 mode: plain f32 products; mixed: TF32 allowed
+        torch.backends.cuda.matmul.allow_tf32 = mixed
+        torch.backends.cudnn.allow_tf32 = mixed
     dod.DT = torch.float32  # the C side runs f32; the fixture generator's default is float64
     if args.base:
         use_spec_sizes(dod, dev)
@@ -71,6 +79,15 @@ def main():
         to_device(model, dev)
     else:
         model = dod.DodTorch()
+    autocast = contextlib.nullcontext()
+    if args.precision == "mixed":
+        for p in list(model.unet.parameters()) + list(model.vae.parameters()):
+            if not p.requires_grad:  # frozen base weights; conv_in and the adapters stay f32
+                p.data = p.data.to(torch.bfloat16)
+        if args.stage != 1:  # the detail module's group_norm meets bf16 weights it cannot mix with
+            print("--precision mixed: stage 1 only", file=sys.stderr)
+            return 2
+        autocast = torch.autocast(args.device, dtype=torch.bfloat16)
     params = model.s1
     if args.stage == 2:
         for p in model.s1.values():
@@ -89,11 +106,12 @@ def main():
     def step():
         opt.zero_grad(set_to_none=True)
         e = torch.randn(*model.latent_shape(n, s, s), generator=g).to(dev)
-        out = model.forward(lq, e, prompt)
-        if args.stage == 1:
-            loss = 2 * F.mse_loss(out, hq)
-        else:
-            loss = F.mse_loss(out, hq) + 0.1 * (1 - dod.ssim(out, hq, 2.0))
+        with autocast:
+            out = model.forward(lq, e, prompt)
+            if args.stage == 1:
+                loss = 2 * F.mse_loss(out, hq)
+            else:
+                loss = F.mse_loss(out, hq) + 0.1 * (1 - dod.ssim(out, hq, 2.0))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(plist, 1.0)
         opt.step()

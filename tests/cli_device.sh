@@ -51,6 +51,9 @@ for extra in "" "--random-weights"; do
         bad "dod-bench train --base $extra on the CPU"; cat "$TMP/out"
     fi
 done
+if "$BENCH" train --precision mixed >"$TMP/out" 2>&1; then bad "--precision mixed on the CPU accepted"; else
+    grep -q -- "--precision mixed: a CUDA mode" "$TMP/out" && ok || { bad "--precision mixed on the CPU: message"; cat "$TMP/out"; }
+fi
 if "$BENCH" train --random-weights >"$TMP/out" 2>&1; then bad "--random-weights without --base accepted"; else
     grep -q "needs --base" "$TMP/out" && ok || { bad "--random-weights without --base: message"; cat "$TMP/out"; }
 fi
@@ -83,6 +86,10 @@ if "$TRAIN" --config-reference >/dev/null 2>&1; then
         grep -q "^ssim = " "$TMP/out" && ok || { bad "device = cuda with loss.ssim > 0 refused"; cat "$TMP/out"; }
     "$TRAIN" "${TOY[@]}" --set model.device=cuda --print-config >"$TMP/out" 2>&1 && grep -q "^device = cuda$" "$TMP/out" &&
         ok || { bad "--print-config with device = cuda"; cat "$TMP/out"; }
+    if "$TRAIN" "${TOY[@]}" --set model.precision=mixed --print-config >"$TMP/out" 2>&1; then bad "mixed on the CPU accepted"; else
+        grep -q "\[model\] precision: mixed precision is a CUDA mode: set \[model\] device = cuda" "$TMP/out" && ok ||
+            { bad "model.precision=mixed on the CPU: message"; cat "$TMP/out"; }
+    fi
     # a real run: "no CUDA device: <reason>", exit 1, nothing written; with a GPU, 3 steps and a checkpoint
     if "$DATA" synth --clean "$SRC/tests/fixtures/data" --tasks noise,haze --out "$TMP/d.h5" --seed 3 --quiet >"$TMP/out" 2>&1; then
         "$TRAIN" "${TOY[@]}" --set model.device=cuda --set "data.train=$TMP/d.h5" --set "data.val=$TMP/d.h5" \
@@ -90,8 +97,13 @@ if "$TRAIN" --config-reference >/dev/null 2>&1; then
         rc=$?
         if [ "$rc" -eq 0 ]; then
             grep -q "step 3/3 | loss [0-9.]* mse" "$TMP/out" && [ -f "$TMP/run/checkpoints/step_0000003.safetensors" ] &&
-                grep -q "dod-train: cuda memory peak reserved" "$TMP/out" && ok ||
+                grep -q "dod-train: cuda memory peak reserved" "$TMP/out" && grep -q "f32 precision (TF32 off)" "$TMP/out" && ok ||
                 { bad "dod-train on cuda ran without its step line, checkpoint or memory report"; cat "$TMP/out"; }
+            # the same run in mixed precision (the toy model's weights are f32: TF32 products)
+            "$TRAIN" "${TOY[@]}" --set model.device=cuda --set model.precision=mixed --set "data.train=$TMP/d.h5" \
+                --set data.tasks=dehaze:2,denoise:1 --set train.steps=3 --run-dir "$TMP/run_mixed" >"$TMP/out" 2>&1 &&
+                grep -q "step 3/3 | loss [0-9.]* mse" "$TMP/out" && grep -q ", mixed precision" "$TMP/out" && ok ||
+                { bad "dod-train on cuda, mixed precision"; cat "$TMP/out"; }
         elif [ "$rc" -eq 1 ] && grep -qE "^dod-train: no CUDA device: .+ \(\[model\] device = cuda, --set model.device=cuda\)$" "$TMP/out" &&
             [ ! -e "$TMP/run" ]; then
             ok

@@ -130,6 +130,13 @@ static void test_validate(void) {
     config_set(&c, "loss.mse=0", err, sizeof err);
     CHECK(config_validate(&c, err, sizeof err) == -1 && strstr(err, "--set loss.mse=0: [loss] mse: every loss weight is 0"),
           "zero losses: %s", err);
+    load_text("mixed.ini", MINIMAL, &c, err, sizeof err);
+    CHECK(config_set(&c, "model.precision=mixed", err, sizeof err) == 0 && c.precision == CFG_PRECISION_MIXED, "%s", err);
+    CHECK(config_validate(&c, err, sizeof err) == -1 &&
+              strstr(err, "[model] precision: mixed precision is a CUDA mode: set [model] device = cuda"),
+          "mixed on the CPU: %s", err);
+    CHECK(config_set(&c, "model.device=cuda", err, sizeof err) == 0, "%s", err);
+    CHECK(config_validate(&c, err, sizeof err) == 0, "mixed on cuda: %s", err);
 }
 
 static void test_overrides(void) {

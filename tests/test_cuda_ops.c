@@ -3,7 +3,7 @@
 // Tolerances (max |cuda - cpu| <= rtol * max |cpu| + 1e-6, per output and per gradient):
 //   pointwise, norms, reductions, losses (f32):          rtol 1e-5
 //   GEMM/cuDNN/attention (f32, TF32 off):                rtol 1e-4  (different summation order)
-//   linear with a bf16 weight on the mixed path:          rtol 2e-2  (activations rounded to bf16)
+//   linear/conv with a bf16 weight on the mixed path:     rtol 2e-2  (activations rounded to bf16)
 // Without a visible GPU (or in a build without CUDA) it prints "SKIP: no CUDA device visible (...)"
 // and "0 passed, 0 failed" and exits 0, so CI builds and runs it everywhere.
 #include "autograd/cuda/cuda_ops.h"
@@ -213,6 +213,46 @@ static void bf16_linear_case(void) {
     dod_cuda_set_precision(DOD_PREC_F32);
 }
 
+// Convolutions with a frozen bf16 weight on the mixed path (cuDNN reads bf16; x, y, dy, dx rounded to
+// bf16 around it) against the CPU op on the same bf16 weight.
+static void bf16_conv_cases(void) {
+    struct { const char *name; int stride, pad; int64_t x[4], w[4]; bool bias; } cs[] = {
+        {"conv bf16 weight 3x3 s1 p1 (mixed)", 1, 1, {2, 3, 9, 11}, {5, 3, 3, 3}, true},
+        {"conv bf16 weight 3x3 s2 p1 (mixed)", 2, 1, {2, 4, 10, 8}, {6, 4, 3, 3}, false},
+        {"conv bf16 weight 1x1 (mixed)", 1, 0, {1, 8, 6, 6}, {4, 8, 1, 1}, true},
+        {"conv bf16 weight 3x3 64->64 (mixed)", 1, 1, {2, 64, 16, 16}, {64, 64, 3, 3}, true},
+    };
+    for (int i = 0; i < (int)(sizeof cs / sizeof cs[0]); i++) {
+        Tensor *in[3] = {inp("x", 4, cs[i].x, 100 + 3 * i), inp("w", 4, cs[i].w, 101 + 3 * i),
+                         cs[i].bias ? inp("b", 1, &cs[i].w[0], 102 + 3 * i) : NULL};
+        in[1]->requires_grad = false;
+        tensor_convert_dtype(in[1], DT_BF16);
+        ConvArg arg = {cs[i].stride, cs[i].pad};
+        dod_cuda_set_precision(DOD_PREC_MIXED);
+        run_case(cs[i].name, f_conv, &arg, 3, in, 2e-2);
+        dod_cuda_set_precision(DOD_PREC_F32);
+    }
+    // The mixed path really rounds the activations: on the same device inputs its output differs from
+    // the f32-mode output (bf16 weight widened, FMA math) by more than f32 rounding, within bf16's.
+    Tensor *x = inp("x", 4, SHAPE(2, 64, 16, 16), 130), *w = inp("w", 4, SHAPE(64, 64, 3, 3), 131);
+    w->requires_grad = false;
+    tensor_convert_dtype(w, DT_BF16);
+    tensor_move_to(x, DEV_CUDA);
+    tensor_move_to(w, DEV_CUDA);
+    float *exact = host_copy(tensor_data_f32(op_conv2d(x, w, NULL, 1, 1)), x->numel, true);
+    dod_cuda_set_precision(DOD_PREC_MIXED);
+    float *mixed = host_copy(tensor_data_f32(op_conv2d(x, w, NULL, 1, 1)), x->numel, true);
+    dod_cuda_set_precision(DOD_PREC_F32);
+    double scale = 0, err = max_abs_diff(mixed, exact, (long)x->numel, &scale);
+    CHECK(err > 1e-4 * scale && err < 2e-2 * scale, "conv bf16 mixed vs f32 mode: max diff %.3g, scale %.3g", err,
+          scale);
+    free(exact);
+    free(mixed);
+    tensor_free(x);
+    tensor_free(w);
+    ag_step_reset();
+}
+
 // ---- allocator and transfers ------------------------------------------------------------------------
 static void allocator_cases(void) {
     // Arena: marks rewind, reset reuses the same addresses.
@@ -279,6 +319,7 @@ int main(void) {
     allocator_cases();
     op_cases();
     bf16_linear_case();
+    bf16_conv_cases();
     Tensor *a = test_input("a", 1, SHAPE(4), 1, 1.0f, false), *ab[2] = {a, tensor_to_device(a, DEV_CUDA)};
     expect_fatal("mixed devices", mixed_devices, ab, (const char *[]){"op_add", "different devices", "CUDA", NULL});
     tensor_free(ab[0]);

@@ -43,6 +43,10 @@ static const Field FIELDS[] = {
     {"model", "device", T_ENUM, "cpu", 0, 0, "cpu|cuda", OFF(device), true,
      "where the model, the batches and AdamW live: `cpu`, or `cuda` (GPU 0; needs a CUDA build and a usable GPU); "
      "checkpoints resume on either device (docs/training.md)"},
+    {"model", "precision", T_ENUM, "f32", 0, 0, "f32|mixed", OFF(precision), true,
+     "CUDA compute precision: `f32` (TF32 off, the parity mode) or `mixed` (frozen bf16 weights read as bf16 by "
+     "cuBLAS/cuDNN with the activations rounded to bf16 around those products, TF32 for f32 products; "
+     "master weights, norms, softmax and losses stay f32); `mixed` needs device = cuda"},
     {"lora", "rank", T_INT, "8", 1, 1024, NULL, OFF(lora_rank), false, "LoRA rank r"},
     {"lora", "alpha", T_FLOAT, "8", 1e-6, 1e6, NULL, OFF(lora_alpha), false,
      "LoRA alpha; the adapter scale is alpha / r (PEFT's default alpha is 8)"},
@@ -500,6 +504,8 @@ int config_validate(const TrainConfig *c, char *err, size_t errlen) {
     if (c->loss_mse == 0 && c->loss_ssim == 0 && c->loss_lpips == 0)
         complain(c, "loss", "mse", err, errlen, "every loss weight is 0"), bad++;
     if (c->beta1 >= 1 || c->beta2 >= 1) complain(c, "optim", "beta1", err, errlen, "betas must be < 1"), bad++;
+    if (c->precision == CFG_PRECISION_MIXED && c->device != CFG_DEVICE_CUDA)
+        complain(c, "model", "precision", err, errlen, "mixed precision is a CUDA mode: set [model] device = cuda"), bad++;
     return bad ? -1 : 0;
 }
 

@@ -33,6 +33,7 @@ typedef enum { CFG_FROZEN_F32 = 0, CFG_FROZEN_BF16 = 1 } CfgFrozenDtype;
 typedef enum { CFG_EXTRACTOR_CNN = 0, CFG_EXTRACTOR_VAE = 1 } CfgExtractor;
 typedef enum { CFG_SCHEDULE_CONSTANT = 0, CFG_SCHEDULE_COSINE = 1 } CfgSchedule;
 typedef enum { CFG_DEVICE_CPU = 0, CFG_DEVICE_CUDA = 1 } CfgDevice;
+typedef enum { CFG_PRECISION_F32 = 0, CFG_PRECISION_MIXED = 1 } CfgPrecision;
 
 typedef struct {
     // [model]
@@ -42,6 +43,7 @@ typedef struct {
     int frozen_dtype;                 // CfgFrozenDtype
     long long toy_width;              // toy model: hidden channels
     int device;                       // CfgDevice: model, batches and optimizer state
+    int precision;                    // CfgPrecision: CUDA compute mode
     // [lora]
     long long lora_rank;
     double lora_alpha;

@@ -169,6 +169,10 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     ParamStore *ps = r->model->params(r->model->self);
     if (c->stage == 2 && !o->quiet)
         fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, c->init_from);
+    if (r->model->device == DEV_CUDA && !o->quiet)
+        fprintf(stderr, "dod-train: on %s, %s\n", dod_cuda_device_name(),
+                c->precision == CFG_PRECISION_MIXED ? "mixed precision (half frozen weights read as-is, TF32)"
+                                                    : "f32 precision (TF32 off)");
     int cap = params_count(ps);
     r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
     r->n_trainable = params_trainable(ps, r->trainable, cap);

@@ -13,7 +13,8 @@ void train_model_options_from_config(const TrainConfig *c, TrainModelOptions *mo
                               .lora_rank = (int)c->lora_rank, .lora_alpha = (float)c->lora_alpha,
                               .extractor = extractors[c->extractor], .toy_width = (int)c->toy_width,
                               .seed = (uint64_t)c->seed, .recompute = c->recompute,
-                              .device = c->device == CFG_DEVICE_CUDA ? DEV_CUDA : DEV_CPU};
+                              .device = c->device == CFG_DEVICE_CUDA ? DEV_CUDA : DEV_CPU,
+                              .mixed_precision = c->precision == CFG_PRECISION_MIXED};
 }
 
 TrainModel *train_model_from_config(const TrainConfig *c, int *n_stage1, char *err, size_t errlen) {

@@ -15,6 +15,11 @@ TrainModel *train_model_create(const TrainModelOptions *o, char *err, size_t err
         snprintf(err, errlen, "no CUDA device: %s", dod_cuda_unavailable_reason());
         return NULL;
     }
+    if (o->mixed_precision && o->device != DEV_CUDA) {
+        snprintf(err, errlen, "mixed precision is a CUDA mode (the model's device is the CPU)");
+        return NULL;
+    }
+    if (o->device == DEV_CUDA) dod_cuda_set_precision(o->mixed_precision ? DOD_PREC_MIXED : DOD_PREC_F32);
     if (!strcmp(o->kind, "toy")) return toy_model_create(o, err, errlen);
     if (!strcmp(o->kind, "dod")) return dod_train_model_create(o, err, errlen);
     snprintf(err, errlen, "unknown model kind '%s' (toy, dod)", o->kind);

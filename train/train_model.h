@@ -47,6 +47,7 @@ typedef struct {
     uint64_t seed;                 // parameter initialisation
     bool recompute;                // activation recomputation
     Device device;                 // DEV_CPU (the zero value) or DEV_CUDA: where the model is moved
+    bool mixed_precision;          // CUDA: DOD_PREC_MIXED (set process-wide by train_model_create)
 } TrainModelOptions;
 
 // Builds the model of kind o->kind (=). NULL with a message naming the kind / file at fault.

@@ -2,6 +2,9 @@
 // algorithms are chosen once per (shape, precision) and cached; workspaces come from the device
 // arena and are released right after the call (stream order keeps them valid).
 // In DOD_PREC_F32 only FMA-math algorithms are taken (no TF32), so results track the CPU closely.
+// A half-precision (bf16/f16) weight is read as-is: x (and dy) are narrowed to the weight's type, cuDNN
+// runs the "pseudo half" configuration (half tensors, f32 compute) into a half y (dx) in the arena, which
+// is widened into the f32 output (added into the f32 gradient). Such a weight is frozen: no dw.
 #include "autograd/cuda/device.h"
 
 #ifdef DOD_HAVE_CUDNN
@@ -12,7 +15,8 @@
 typedef struct {
     int64_t geom[9];  // N, Cin, H, W, Cout, kh, kw, stride, pad
     int precision;
-    cudnnTensorDescriptor_t x_desc, y_desc, b_desc;
+    DType dtype;  // of x, w, y as cuDNN sees them: DT_F32, or the half weight's type
+    cudnnTensorDescriptor_t x_desc, y_desc, b_desc, y32_desc;  // y32_desc: the f32 output (bias)
     cudnnFilterDescriptor_t w_desc;
     cudnnConvolutionDescriptor_t fwd_desc, bwd_data_desc, bwd_filter_desc;
     cudnnConvolutionFwdAlgo_t fwd_algo;
@@ -42,6 +46,16 @@ static int n_conv_plans;
         CUDNN_CHECK(cudnnSetConvolutionMathType(desc, (perf)[pick_].mathType));                        \
     } while (0)
 
+static cudnnDataType_t cudnn_type(DType t) {
+    switch (t) {
+    case DT_F32: return CUDNN_DATA_FLOAT;
+    case DT_BF16: return CUDNN_DATA_BFLOAT16;
+    case DT_F16: return CUDNN_DATA_HALF;
+    default: dod_fatal("op_conv2d", "dtype %s cannot be a cuDNN convolution operand", dtype_name(t));
+    }
+}
+
+// Compute type f32 for every data type (for half data: cuDNN's "pseudo" half configurations).
 static cudnnConvolutionDescriptor_t conv_desc(int pad, int stride) {
     cudnnConvolutionDescriptor_t d;
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
@@ -52,26 +66,31 @@ static cudnnConvolutionDescriptor_t conv_desc(int pad, int stride) {
     return d;
 }
 
-static ConvPlan *conv_plan(const int64_t *g) {
+static ConvPlan *conv_plan(const int64_t *g, DType dtype) {
     int prec = (int)dod_cuda_precision();
     for (int i = 0; i < n_conv_plans; i++)
-        if (conv_cache[i].precision == prec && memcmp(conv_cache[i].geom, g, sizeof conv_cache[i].geom) == 0)
+        if (conv_cache[i].precision == prec && conv_cache[i].dtype == dtype &&
+            memcmp(conv_cache[i].geom, g, sizeof conv_cache[i].geom) == 0)
             return &conv_cache[i];
     DOD_CHECK(n_conv_plans < CONV_CACHE_MAX, "op_conv2d", "more than %d distinct convolution shapes", CONV_CACHE_MAX);
     ConvPlan *p = &conv_cache[n_conv_plans++];
     memcpy(p->geom, g, sizeof p->geom);
     p->precision = prec;
+    p->dtype = dtype;
+    cudnnDataType_t t = cudnn_type(dtype);
     int N = (int)g[0], Cin = (int)g[1], H = (int)g[2], W = (int)g[3], Cout = (int)g[4], kh = (int)g[5], kw = (int)g[6];
     int stride = (int)g[7], pad = (int)g[8];
     int Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x_desc));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, Cin, H, W));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x_desc, CUDNN_TENSOR_NCHW, t, N, Cin, H, W));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y_desc));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, Cout, Ho, Wo));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y_desc, CUDNN_TENSOR_NCHW, t, N, Cout, Ho, Wo));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y32_desc));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y32_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, Cout, Ho, Wo));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->b_desc));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->b_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, Cout, 1, 1));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w_desc));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, Cout, Cin, kh, kw));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w_desc, t, CUDNN_TENSOR_NCHW, Cout, Cin, kh, kw));
     p->fwd_desc = conv_desc(pad, stride);
     p->bwd_data_desc = conv_desc(pad, stride);
     p->bwd_filter_desc = conv_desc(pad, stride);
@@ -86,6 +105,7 @@ static ConvPlan *conv_plan(const int64_t *g) {
     CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w_desc, p->y_desc, p->bwd_data_desc, p->x_desc,
                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, bd));
     PICK_ALGO(bd, count, p->bwd_data_desc, p->bwd_data_algo, p->bwd_data_ws, "backward-data");
+    if (dtype != DT_F32) return p;  // half weights are frozen: no backward-filter
     cudnnConvolutionBwdFilterAlgoPerf_t bf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x_desc, p->y_desc, p->bwd_filter_desc, p->w_desc,
                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, bf));
@@ -93,41 +113,71 @@ static ConvPlan *conv_plan(const int64_t *g) {
     return p;
 }
 
-void cuda_conv2d_forward(const int64_t *geom, const float *x, const float *w, const float *bias, float *y) {
-    ConvPlan *p = conv_plan(geom);
+static int64_t conv_numel_in(const int64_t *g) { return g[0] * g[1] * g[2] * g[3]; }
+static int64_t conv_numel_out(const int64_t *g) {
+    int64_t Ho = (g[2] + 2 * g[8] - g[5]) / g[7] + 1, Wo = (g[3] + 2 * g[8] - g[6]) / g[7] + 1;
+    return g[0] * g[4] * Ho * Wo;
+}
+
+void cuda_conv2d_forward(const int64_t *geom, const float *x, const void *w, DType w_type, const float *bias,
+                         float *y) {
+    ConvPlan *p = conv_plan(geom, w_type);
     const float zero = 0.0f, one = 1.0f;
     size_t mark = cuda_arena_mark();
     void *ws = p->fwd_ws ? cuda_arena_alloc(p->fwd_ws, "cuDNN forward workspace") : NULL;
-    CUDNN_CHECK(cudnnConvolutionForward(dod_cudnn(), &one, p->x_desc, x, p->w_desc, w, p->fwd_desc, p->fwd_algo, ws,
-                                        p->fwd_ws, &zero, p->y_desc, y));
-    if (bias) CUDNN_CHECK(cudnnAddTensor(dod_cudnn(), &one, p->b_desc, bias, &one, p->y_desc, y));
+    if (w_type == DT_F32) {
+        CUDNN_CHECK(cudnnConvolutionForward(dod_cudnn(), &one, p->x_desc, x, p->w_desc, w, p->fwd_desc, p->fwd_algo,
+                                            ws, p->fwd_ws, &zero, p->y_desc, y));
+    } else {
+        int64_t nx = conv_numel_in(geom), ny = conv_numel_out(geom);
+        void *xh = cuda_arena_alloc((size_t)nx * 2, "op_conv2d half input");
+        void *yh = cuda_arena_alloc((size_t)ny * 2, "op_conv2d half output");
+        cuda_narrow_f32(x, w_type, xh, nx);
+        CUDNN_CHECK(cudnnConvolutionForward(dod_cudnn(), &one, p->x_desc, xh, p->w_desc, w, p->fwd_desc, p->fwd_algo,
+                                            ws, p->fwd_ws, &zero, p->y_desc, yh));
+        cuda_widen_f32(yh, w_type, y, ny);
+    }
+    if (bias) CUDNN_CHECK(cudnnAddTensor(dod_cudnn(), &one, p->b_desc, bias, &one, p->y32_desc, y));
     cuda_arena_release(mark);
 }
 
-void cuda_conv2d_backward(const int64_t *geom, const float *x, const float *w, const float *dy, float *dx, float *dw,
-                          float *db) {
-    ConvPlan *p = conv_plan(geom);
-    const float one = 1.0f;  // beta = 1: accumulate into the existing gradients
+void cuda_conv2d_backward(const int64_t *geom, const float *x, const void *w, DType w_type, const float *dy, float *dx,
+                          float *dw, float *db) {
+    DOD_CHECK(w_type == DT_F32 || !dw, "op_conv2d", "a %s weight is frozen on the mixed-precision path: no dw",
+              dtype_name(w_type));
+    ConvPlan *p = conv_plan(geom, w_type);
+    const float zero = 0.0f, one = 1.0f;  // beta = 1: accumulate into the existing gradients
     size_t mark = cuda_arena_mark();
     if (dx) {
         void *ws = p->bwd_data_ws ? cuda_arena_alloc(p->bwd_data_ws, "cuDNN backward-data workspace") : NULL;
-        CUDNN_CHECK(cudnnConvolutionBackwardData(dod_cudnn(), &one, p->w_desc, w, p->y_desc, dy, p->bwd_data_desc,
-                                                 p->bwd_data_algo, ws, p->bwd_data_ws, &one, p->x_desc, dx));
+        if (w_type == DT_F32) {
+            CUDNN_CHECK(cudnnConvolutionBackwardData(dod_cudnn(), &one, p->w_desc, w, p->y_desc, dy, p->bwd_data_desc,
+                                                     p->bwd_data_algo, ws, p->bwd_data_ws, &one, p->x_desc, dx));
+        } else {
+            int64_t nx = conv_numel_in(geom), ny = conv_numel_out(geom);
+            void *dyh = cuda_arena_alloc((size_t)ny * 2, "op_conv2d half output gradient");
+            void *dxh = cuda_arena_alloc((size_t)nx * 2, "op_conv2d half input gradient");
+            cuda_narrow_f32(dy, w_type, dyh, ny);
+            CUDNN_CHECK(cudnnConvolutionBackwardData(dod_cudnn(), &one, p->w_desc, w, p->y_desc, dyh, p->bwd_data_desc,
+                                                     p->bwd_data_algo, ws, p->bwd_data_ws, &zero, p->x_desc, dxh));
+            cuda_widen_add_f32(dxh, w_type, dx, nx);
+        }
     }
     if (dw) {
         void *ws = p->bwd_filter_ws ? cuda_arena_alloc(p->bwd_filter_ws, "cuDNN backward-filter workspace") : NULL;
         CUDNN_CHECK(cudnnConvolutionBackwardFilter(dod_cudnn(), &one, p->x_desc, x, p->y_desc, dy, p->bwd_filter_desc,
                                                    p->bwd_filter_algo, ws, p->bwd_filter_ws, &one, p->w_desc, dw));
     }
-    if (db) CUDNN_CHECK(cudnnConvolutionBackwardBias(dod_cudnn(), &one, p->y_desc, dy, &one, p->b_desc, db));
+    if (db) CUDNN_CHECK(cudnnConvolutionBackwardBias(dod_cudnn(), &one, p->y32_desc, dy, &one, p->b_desc, db));
     cuda_arena_release(mark);
 }
 
 #else  // CUDA without cuDNN: the convolution has no device implementation in this build.
-void cuda_conv2d_forward(const int64_t *, const float *, const float *, const float *, float *) {
+void cuda_conv2d_forward(const int64_t *, const float *, const void *, DType, const float *, float *) {
     dod_fatal("op_conv2d", "CUDA convolution needs cuDNN, which was not found at configure time");
 }
-void cuda_conv2d_backward(const int64_t *, const float *, const float *, const float *, float *, float *, float *) {
+void cuda_conv2d_backward(const int64_t *, const float *, const void *, DType, const float *, float *, float *,
+                          float *) {
     dod_fatal("op_conv2d", "CUDA convolution needs cuDNN, which was not found at configure time");
 }
 #endif

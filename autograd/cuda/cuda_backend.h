@@ -80,6 +80,8 @@ DOD_CUDA_API(void, cuda_copy_d2d, (void *dst, const void *src, size_t bytes))
 DOD_CUDA_API(void, cuda_memset_zero, (void *dst, size_t bytes))
 // dst[i] = (float)src[i] for f16/bf16/f32 src (writes =).
 DOD_CUDA_API(void, cuda_widen_f32, (const void *src, DType dtype, float *dst, int64_t n))
+// dst[i] += (float)src[i] for f16/bf16 src (accumulates).
+DOD_CUDA_API(void, cuda_widen_add_f32, (const void *src, DType dtype, float *dst, int64_t n))
 // dst[i] = half(src[i]) rounded to nearest even, dtype f16 or bf16 (writes =).
 DOD_CUDA_API(void, cuda_narrow_f32, (const float *src, DType dtype, void *dst, int64_t n))
 // dst[i] += scale * src[i] (accumulates); src may be NULL meaning all ones.

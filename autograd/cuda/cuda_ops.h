@@ -106,11 +106,12 @@ DOD_CUDA_API(void, cuda_column_sums, (const float *g, int64_t rows, int64_t n, f
 // ---- convolution (conv.cu, cuDNN) ---------------------------------------------------------------------
 // x [N, Cin, H, W], w [Cout, Cin, kh, kw] -> y [N, Cout, Ho, Wo]; zero padding, dilation 1.
 // Forward writes (=) y (+ bias); backward accumulates (+=) into dx, dw, db (NULL skips one).
-// The algorithms are chosen once per shape and cached.
-DOD_CUDA_API(void, cuda_conv2d_forward, (const int64_t *geom, const float *x, const float *w, const float *bias,
-                                         float *y))
-DOD_CUDA_API(void, cuda_conv2d_backward, (const int64_t *geom, const float *x, const float *w, const float *dy,
-                                          float *dx, float *dw, float *db))
+// w has storage type w_type: DT_F32, or DT_BF16/DT_F16 (a frozen weight read as-is: x and dy are
+// rounded to that type, f32 compute; dw must be NULL). The algorithms are chosen once per shape and cached.
+DOD_CUDA_API(void, cuda_conv2d_forward, (const int64_t *geom, const float *x, const void *w, DType w_type,
+                                         const float *bias, float *y))
+DOD_CUDA_API(void, cuda_conv2d_backward, (const int64_t *geom, const float *x, const void *w, DType w_type,
+                                          const float *dy, float *dx, float *dw, float *db))
 
 // ---- attention (attention.cu) ------------------------------------------------------------------------
 // q [B, Lq, H*D], k, v [B, Lk, H*D] -> out [B, Lq, H*D] (=), lse [B, H, Lq] (=) saved for backward.

@@ -280,9 +280,12 @@ void cuda_memset_zero(void *dst, size_t bytes) {
 // ---- conversion kernels -----------------------------------------------------------------------------
 __device__ __forceinline__ float bf16_bits_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 
-__global__ void widen_kernel(const uint16_t *src, int is_bf16, float *dst, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = is_bf16 ? bf16_bits_to_f32(src[i]) : __half2float(__ushort_as_half(src[i]));
+// dst = (accumulate ? dst : 0) + widened src.
+__global__ void widen_kernel(const uint16_t *src, int is_bf16, float *dst, int64_t n, int accumulate) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = is_bf16 ? bf16_bits_to_f32(src[i]) : __half2float(__ushort_as_half(src[i]));
+        dst[i] = accumulate ? dst[i] + v : v;
+    }
 }
 
 __global__ void narrow_kernel(const float *src, int is_bf16, uint16_t *dst, int64_t n) {
@@ -302,8 +305,16 @@ void cuda_widen_f32(const void *src, DType dtype, float *dst, int64_t n) {
         return;
     }
     DOD_CHECK(dtype == DT_BF16 || dtype == DT_F16, "cuda_widen_f32", "dtype %s has no float view", dtype_name(dtype));
-    widen_kernel<<<dod_grid(n, 256), 256>>>((const uint16_t *)src, dtype == DT_BF16, dst, n);
+    widen_kernel<<<dod_grid(n, 256), 256>>>((const uint16_t *)src, dtype == DT_BF16, dst, n, 0);
     CUDA_CHECK_LAUNCH("widen_kernel");
+}
+
+void cuda_widen_add_f32(const void *src, DType dtype, float *dst, int64_t n) {
+    DOD_CHECK(dtype == DT_BF16 || dtype == DT_F16, "cuda_widen_add_f32", "dtype %s is not a half type",
+              dtype_name(dtype));
+    if (n == 0) return;
+    widen_kernel<<<dod_grid(n, 256), 256>>>((const uint16_t *)src, dtype == DT_BF16, dst, n, 1);
+    CUDA_CHECK_LAUNCH("widen_kernel (accumulate)");
 }
 
 void cuda_narrow_f32(const float *src, DType dtype, void *dst, int64_t n) {

@@ -13,12 +13,15 @@
 //
 // --device cuda: every tensor of the model and the batch on the GPU (dod_model_to_device), f32
 // precision mode (TF32 off), AdamW and clipping on the device (autograd/optim.c dispatches by the
-// parameters' device); stage 1 only (op_ssim has no CUDA kernel). Prints the peak device memory. Without a usable
-// GPU it fails with "no CUDA device: <reason>" before loading anything.
+// parameters' device). Prints the peak device memory. Without a usable GPU it fails with
+// "no CUDA device: <reason>" before loading anything. --precision mixed (cuda, stage 1): frozen UNet/VAE
+// weights in bf16 and DOD_PREC_MIXED (cuBLAS/cuDNN read them as bf16, TF32 for f32 products); the
+// PyTorch side then runs its usual bf16 autocast recipe (scripts/bench_train_torch.py).
 //
 // Options: --stage 1|2 (1), --batch B (2), --crop S (32, a multiple of 8), --iters N (5),
 // --recompute (ours only: activation recomputation; the ratio then compares different work),
-// --device cpu|cuda (cpu), --base DIR, --random-weights, --no-torch (ours only). The PyTorch side runs
+// --device cpu|cuda (cpu), --precision f32|mixed (f32), --base DIR, --random-weights, --no-torch
+// (ours only). The PyTorch side runs
 // scripts/bench_train_torch.py with $PYTHON (default /work/venv/bin/python when it exists, else python3)
 // and our OpenMP thread count, on the same device and base; when Python, torch, diffusers or (cuda) a
 // GPU is missing it says so and only our numbers are printed.
@@ -47,11 +50,12 @@ static int cmp_double(const void *a, const void *b) {
 
 // The PyTorch reference's median ms (scripts/bench_train_torch.py), negative when unavailable; its peak
 // device memory into *peak_gib (cuda).
-static double torch_ms(int stage, int batch, int crop, int iters, int threads, const char *device, const char *base,
-                       double *peak_gib) {
+static double torch_ms(int stage, int batch, int crop, int iters, int threads, const char *device, bool mixed,
+                       const char *base, double *peak_gib) {
     char args[1400];
-    snprintf(args, sizeof args, "--stage %d --batch %d --crop %d --iters %d --threads %d --device %s%s%s%s", stage,
-             batch, crop, iters, threads, device, base ? " --base '" : "", base ? base : "", base ? "'" : "");
+    snprintf(args, sizeof args, "--stage %d --batch %d --crop %d --iters %d --threads %d --device %s --precision %s%s%s%s",
+             stage, batch, crop, iters, threads, device, mixed ? "mixed" : "f32", base ? " --base '" : "",
+             base ? base : "", base ? "'" : "");
     return bench_torch_ms("bench_train_torch.py", args, peak_gib);
 }
 
@@ -71,14 +75,15 @@ static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tens
 
 static int usage(const char *arg) {
     printf("usage: dod-bench train [--stage 1|2] [--batch B] [--crop S] [--iters N] [--recompute]\n"
-           "                       [--device cpu|cuda] [--base DIR [--random-weights]] [--no-torch]\n");
+           "                       [--device cpu|cuda] [--precision f32|mixed] [--base DIR [--random-weights]]\n"
+           "                       [--no-torch]\n");
     return strcmp(arg, "--help") ? 2 : 0;
 }
 
 static int bench_train_main(int argc, char **argv) {
     int stage = 1, batch = 2, crop = 32, iters = 5;
     bool recompute = false, random_weights = false, no_torch = false;
-    const char *base = NULL, *device_name = "cpu";
+    const char *base = NULL, *device_name = "cpu", *precision = "f32";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--stage") && i + 1 < argc) stage = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
@@ -86,6 +91,7 @@ static int bench_train_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--device") && i + 1 < argc) device_name = argv[++i];
         else if (!strcmp(argv[i], "--base") && i + 1 < argc) base = argv[++i];
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
         else if (!strcmp(argv[i], "--recompute")) recompute = true;
         else if (!strcmp(argv[i], "--random-weights")) random_weights = true;
         else if (!strcmp(argv[i], "--no-torch")) no_torch = true;
@@ -98,11 +104,13 @@ static int bench_train_main(int argc, char **argv) {
     DOD_CHECK(!strcmp(device_name, "cpu") || !strcmp(device_name, "cuda"), who, "--device %s: expected cpu or cuda",
               device_name);
     DOD_CHECK(!random_weights || base, who, "--random-weights needs --base DIR (the configs to build from)");
-    bool cuda = !strcmp(device_name, "cuda");
+    DOD_CHECK(!strcmp(precision, "f32") || !strcmp(precision, "mixed"), who, "--precision %s: expected f32 or mixed",
+              precision);
+    bool cuda = !strcmp(device_name, "cuda"), mixed = !strcmp(precision, "mixed");
+    DOD_CHECK(!mixed || (cuda && stage == 1), who, "--precision mixed: a CUDA mode, stage 1 (--device cuda --stage 1)");
     if (cuda) {
         if (!dod_cuda_available()) dod_fatal(who, "no CUDA device: %s", dod_cuda_unavailable_reason());
-        DOD_CHECK(stage == 1, who, "--device cuda: stage 1 only (the stage-2 SSIM loss has no CUDA kernel yet)");
-        dod_cuda_set_precision(DOD_PREC_F32);
+        dod_cuda_set_precision(mixed ? DOD_PREC_MIXED : DOD_PREC_F32);
     }
     int threads = 1;
 #ifdef _OPENMP
@@ -116,6 +124,7 @@ static int bench_train_main(int argc, char **argv) {
         cfg.random_base_weights = random_weights;
     }
     cfg.recompute = recompute;
+    if (mixed) cfg.frozen_dtype = DT_BF16;
     double t_load = bench_now();
     DodModel *m = dod_model_create(&cfg);
     if (cuda) dod_model_to_device(m, DEV_CUDA);
@@ -152,9 +161,9 @@ static int bench_train_main(int argc, char **argv) {
     DOD_CHECK(isfinite(loss), who, "the loss is %g", loss);
     qsort(t, (size_t)iters, sizeof(double), cmp_double);
     double ours = t[iters / 2];
-    printf("dod train step, stage %d%s on %s: batch %d, crop %d, %d trainable tensors (%ld values), base %s%s, "
+    printf("dod train step, stage %d%s%s on %s: batch %d, crop %d, %d trainable tensors (%ld values), base %s%s, "
            "%d threads, median of %d (model set up in %.1f s)\n",
-           stage, recompute ? " (recompute)" : "", cuda ? dod_cuda_device_name() : "cpu", batch, crop, n, (long)numel,
+           stage, recompute ? " (recompute)" : "", mixed ? " (mixed precision, bf16 frozen weights)" : "", cuda ? dod_cuda_device_name() : "cpu", batch, crop, n, (long)numel,
            base ? base : "sd2_tiny fixture", random_weights ? " (random weights)" : "", threads, iters, t_load);
     printf("frozen base: UNet %.1fM parameters, VAE %.1fM\n", params_numel(m->unet->net.ps, false) / 1e6,
            params_numel(m->vae->net.ps, false) / 1e6);
@@ -168,7 +177,7 @@ static int bench_train_main(int argc, char **argv) {
         printf("ours peak memory: arena peak %.1f MiB\n", arena_peak() / 1048576.0);
     }
     double peak = -1;
-    double ref = recompute || no_torch ? -1 : torch_ms(stage, batch, crop, iters, threads, device_name, base, &peak);
+    double ref = recompute || no_torch ? -1 : torch_ms(stage, batch, crop, iters, threads, device_name, mixed, base, &peak);
     if (ref > 0) {
         printf("torch:   %.3f ms\n", ref);
         if (peak > 0) printf("torch peak memory: %.3f GiB (max allocated)\n", peak);
