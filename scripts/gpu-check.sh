@@ -3,15 +3,17 @@
 # Stages (each independent: a failure is recorded and the script goes on; the exit status says whether
 # any stage failed):
 #   1. configure + build (build-gpu/, CMAKE_CUDA_ARCHITECTURES=90 unless CUDA_ARCH is set)
-#   2. the GPU parity suite (tests/test_cuda_ops.c, every CUDA op vs the CPU op; a SKIP fails here)
+#   2. the GPU parity suite (tests/test_cuda_ops.c, every CUDA op vs the CPU op; a SKIP fails here),
+#      then the DOD gradient fixture on CUDA (tests/test_dod_model.c: f32 mode and mixed precision)
 #   3. dod-parity --device cuda on every SD fixture (UNet + VAE forwards on the GPU vs diffusers)
 #   4. ONE TRAINING STEP OF THE FULL DOD MODEL at SD 2.1-base size (865M-parameter UNet shape, random
 #      frozen weights built from the SD 2.1-base configs written below; spec-sized LoRA rank 8,
-#      modulation, stage 1), 256x256 crops, batch 7, f32 precision mode:
-#        ours:    dod-bench train --device cuda --base DIR --random-weights   (weights made in C)
-#        PyTorch: scripts/bench_train_torch.py --device cuda --base DIR       (diffusers eager, weights
-#                 made directly on the GPU; NOT RUN when torch / diffusers / a CUDA torch is missing)
-#      step time (median of BENCH_ITERS after one warm-up), peak device memory, the ratio.
+#      modulation, stage 1), 256x256 crops, batch 7, in f32 mode and in mixed precision:
+#        ours:    dod-bench train --device cuda --base DIR --random-weights --precision P (weights made in C)
+#        PyTorch: scripts/bench_train_torch.py --device cuda --base DIR --precision P (diffusers eager,
+#                 weights made directly on the GPU; mixed = bf16 frozen weights + bf16 autocast; NOT RUN
+#                 when torch / diffusers / a CUDA torch is missing)
+#      step time (median of BENCH_ITERS after one warm-up), peak device memory, the ratio, per precision.
 #   5. (when time is left) dod-bench cuda_block: the one-block-pair micro benchmark, f32 and mixed.
 # Budget: under 8 minutes on an H100 with 16 cores; a stage that would start after BUDGET_S seconds is
 # reported NOT RUN (out of time), and every stage runs under a timeout.
@@ -64,7 +66,7 @@ build() {
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" "${deps[@]}" >"$BUILD/cmake.log" 2>&1 \
         || { tail -30 "$BUILD/cmake.log"; return 1; }
     grep -E "dod: (CUDA|cuBLAS|cuDNN|NCCL)" "$BUILD/cmake.log"
-    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops dod-bench dod-parity >"$BUILD/build.log" 2>&1
+    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops test_dod_model dod-bench dod-parity >"$BUILD/build.log" 2>&1
     local rc=$?
     grep -E "warning|error|Error" "$BUILD/build.log" | head -40
     [ "$rc" -eq 0 ] || { tail -20 "$BUILD/build.log"; return 1; }
@@ -87,6 +89,19 @@ if ! have tests/test_cuda_ops; then skip_stage parity-suite "not built"
 elif ! time_left; then skip_stage parity-suite "out of time budget"
 else run_stage parity-suite parity_suite; fi
 
+stage "DOD gradient fixture on CUDA (tests/test_dod_model)"
+dod_fixture() {  # the CPU checks run too (seconds); a SKIP of the CUDA part is a failure here
+    local log="$BUILD/test_dod_model.log"
+    (cd "$BUILD" && timeout 180 ./tests/test_dod_model) >"$log" 2>&1
+    local rc=$?
+    grep -E "CUDA|FAIL|passed" "$log" | head -40
+    if grep -q '^SKIP' "$log"; then echo "no GPU visible to the test"; return 1; fi
+    return "$rc"
+}
+if ! have tests/test_dod_model; then skip_stage dod-fixture-cuda "not built"
+elif ! time_left; then skip_stage dod-fixture-cuda "out of time budget"
+else run_stage dod-fixture-cuda dod_fixture; fi
+
 # ---- 3. dod-parity --device cuda -------------------------------------------------------------------
 stage "dod-parity --device cuda"
 for fix in "$SRC"/tests/fixtures/sd/*/; do
@@ -97,7 +112,7 @@ for fix in "$SRC"/tests/fixtures/sd/*/; do
 done
 
 # ---- 4. full DOD training step at SD 2.1-base size -------------------------------------------------
-stage "full DOD training step, SD 2.1-base shapes (random weights), batch 7, 256x256, stage 1, f32"
+stage "full DOD training step, SD 2.1-base shapes (random weights), batch 7, 256x256, stage 1"
 SD21="$BUILD/sd21_base"
 write_sd21_configs() {  # the SD 2.1-base configs (scripts/make_sd_fullsize_fixture.py: SD21_UNET, SD_VAE)
     mkdir -p "$SD21/unet" "$SD21/vae" "$SD21/scheduler" || return 1
@@ -134,30 +149,26 @@ JSON
 }
 run_stage sd21-configs write_sd21_configs
 
-OURS_MS="" OURS_MEM="" TORCH_MS="" TORCH_MEM=""
-ours_step() {
-    local log="$BUILD/bench_full_ours.log"
+declare -A OURS_MS OURS_MEM TORCH_MS TORCH_MEM
+ours_step() {  # ours_step f32|mixed
+    local log="$BUILD/bench_full_ours_$1.log"
     timeout 240 "$BUILD/bin/dod-bench" train --device cuda --base "$SD21" --random-weights --stage 1 --batch 7 \
-        --crop 256 --iters "$ITERS" --no-torch >"$log" 2>&1
+        --crop 256 --iters "$ITERS" --precision "$1" --no-torch >"$log" 2>&1
     local rc=$?
     cat "$log"
-    OURS_MS=$(awk '/^ours: / {print $2}' "$log")
-    OURS_MEM=$(awk '/^ours peak memory:/ {print $4}' "$log")
-    [ "$rc" -eq 0 ] && [ -n "$OURS_MS" ]
+    OURS_MS[$1]=$(awk '/^ours: / {print $2}' "$log")
+    OURS_MEM[$1]=$(awk '/^ours peak memory:/ {print $4}' "$log")
+    [ "$rc" -eq 0 ] && [ -n "${OURS_MS[$1]}" ]
 }
-if ! have bin/dod-bench; then skip_stage full-step-ours "not built"
-elif ! time_left; then skip_stage full-step-ours "out of time budget"
-else run_stage full-step-ours ours_step; fi
-
-torch_step() {
-    local log="$BUILD/bench_full_torch.log"
+torch_step() {  # torch_step f32|mixed
+    local log="$BUILD/bench_full_torch_$1.log"
     timeout 240 "$PYTHON" "$SRC/scripts/bench_train_torch.py" --device cuda --base "$SD21" --stage 1 --batch 7 \
-        --crop 256 --iters "$ITERS" >"$log" 2>&1
+        --crop 256 --iters "$ITERS" --precision "$1" >"$log" 2>&1
     local rc=$?
     cat "$log"
-    TORCH_MS=$(awk '/^torch_ms / {print $2}' "$log")
-    TORCH_MEM=$(awk '/^torch_peak_gib / {print $2}' "$log")
-    [ "$rc" -eq 0 ] && [ -n "$TORCH_MS" ]
+    TORCH_MS[$1]=$(awk '/^torch_ms / {print $2}' "$log")
+    TORCH_MEM[$1]=$(awk '/^torch_peak_gib / {print $2}' "$log")
+    [ "$rc" -eq 0 ] && [ -n "${TORCH_MS[$1]}" ]
 }
 # Python packages the GPU machine lacks (diffusers) travel as wheels in $SRC/.whl (scripts/gpu-deps.sh).
 if [ -d "$SRC/.whl" ] && ! "$PYTHON" -c 'import diffusers' 2>/dev/null; then
@@ -166,18 +177,26 @@ if [ -d "$SRC/.whl" ] && ! "$PYTHON" -c 'import diffusers' 2>/dev/null; then
 fi
 torch_missing=$("$PYTHON" -c 'import torch, diffusers, safetensors, numpy
 print("" if torch.cuda.is_available() else "torch " + torch.__version__ + " sees no CUDA device")' 2>&1 | tail -1)
-if ! command -v "$PYTHON" >/dev/null; then skip_stage full-step-torch "no $PYTHON"
-elif [ -n "$torch_missing" ]; then skip_stage full-step-torch "$torch_missing"
-elif ! time_left; then skip_stage full-step-torch "out of time budget"
-else run_stage full-step-torch torch_step; fi
+for prec in f32 mixed; do
+    if ! have bin/dod-bench; then skip_stage "full-step-ours-$prec" "not built"
+    elif ! time_left; then skip_stage "full-step-ours-$prec" "out of time budget"
+    else run_stage "full-step-ours-$prec" ours_step "$prec"; fi
+    if ! command -v "$PYTHON" >/dev/null; then skip_stage "full-step-torch-$prec" "no $PYTHON"
+    elif [ -n "$torch_missing" ]; then skip_stage "full-step-torch-$prec" "$torch_missing"
+    elif ! time_left; then skip_stage "full-step-torch-$prec" "out of time budget"
+    else run_stage "full-step-torch-$prec" torch_step "$prec"; fi
+done
 
 echo
-echo "full DOD training step (SD 2.1-base shapes, batch 7, 256x256, stage 1, f32):"
-if [ -n "$OURS_MS" ]; then echo "  ours:    $OURS_MS ms, peak ${OURS_MEM:-?} GiB reserved"; else echo "  ours:    NOT RUN"; fi
-if [ -n "$TORCH_MS" ]; then echo "  PyTorch: $TORCH_MS ms, peak ${TORCH_MEM:-?} GiB allocated"; else echo "  PyTorch: NOT RUN"; fi
-if [ -n "$OURS_MS" ] && [ -n "$TORCH_MS" ]; then
-    awk -v a="$OURS_MS" -v b="$TORCH_MS" 'BEGIN { printf "  ratio ours/torch: %.2f\n", a / b }'
-fi
+echo "full DOD training step (SD 2.1-base shapes, batch 7, 256x256, stage 1):"
+for prec in f32 mixed; do
+    o="${OURS_MS[$prec]:-}" t="${TORCH_MS[$prec]:-}"
+    if [ -n "$o" ]; then echo "  $prec ours:    $o ms, peak ${OURS_MEM[$prec]:-?} GiB reserved"; else echo "  $prec ours:    NOT RUN"; fi
+    if [ -n "$t" ]; then echo "  $prec PyTorch: $t ms, peak ${TORCH_MEM[$prec]:-?} GiB allocated"; else echo "  $prec PyTorch: NOT RUN"; fi
+    if [ -n "$o" ] && [ -n "$t" ]; then
+        awk -v a="$o" -v b="$t" -v p="$prec" 'BEGIN { printf "  %s ratio ours/torch: %.2f\n", p, a / b }'
+    fi
+done
 
 # ---- 5. block-pair micro benchmark (when time is left) ----------------------------------------------
 cuda_block() {  # a SKIP (no GPU visible) is a failure here
