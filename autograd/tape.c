@@ -2,6 +2,7 @@
 #include "autograd/tape.h"
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/profile.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,10 @@ static void run_backward(int from) {
     bool prev = ag_set_grad_enabled(false);  // backward functions never record
     for (int i = tape_len - 1; i >= from; i--) {
         AgNode *n = tape[i];
-        if (n->out->grad) n->backward(n);
+        if (!n->out->grad) continue;
+        op_profile_backward_begin(n->op, n->out->device);
+        n->backward(n);
+        op_profile_backward_end(n->out->device);
     }
     ag_set_grad_enabled(prev);
 }

@@ -51,6 +51,14 @@ for extra in "" "--random-weights"; do
         bad "dod-bench train --base $extra on the CPU"; cat "$TMP/out"
     fi
 done
+# DOD_PROFILE=1: the per-op table at exit, with the convolutions' forward and backward rows.
+if DOD_PROFILE=1 "$BENCH" train --iters 1 --no-torch >"$TMP/out" 2>&1 && grep -q "^dod: op profile (DOD_PROFILE): [0-9.]* ms in ops" "$TMP/out" &&
+    grep -qE "^  op_conv2d +fwd +[0-9]+ +[0-9.]+ " "$TMP/out" && grep -qE "^  op_conv2d +bwd " "$TMP/out"; then ok; else
+    bad "DOD_PROFILE=1 dod-bench train: no op profile table"; cat "$TMP/out"
+fi
+if "$BENCH" train --iters 1 --no-torch >"$TMP/out" 2>&1 && ! grep -q "op profile" "$TMP/out"; then ok; else
+    bad "op profile printed without DOD_PROFILE"; cat "$TMP/out"
+fi
 if "$BENCH" train --precision mixed >"$TMP/out" 2>&1; then bad "--precision mixed on the CPU accepted"; else
     grep -q -- "--precision mixed: a CUDA mode" "$TMP/out" && ok || { bad "--precision mixed on the CPU: message"; cat "$TMP/out"; }
 fi

@@ -7,8 +7,10 @@
 #include <stdio.h>
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/profile.h"
 
 // The device all (non-NULL) inputs of `op` live on; mixed devices fail naming the op and each input.
+// Also where every op's forward starts for the DOD_PROFILE profile (autograd/profile.h).
 static inline Device ops_device(const char *op, int n, Tensor *const *ts) {
     Device dev = DEV_CPU;
     bool seen = false, mixed = false;
@@ -33,6 +35,7 @@ static inline Device ops_device(const char *op, int n, Tensor *const *ts) {
     for (int i = 0; dev == DEV_CUDA && i < n; i++)  // a header without storage would fault inside a kernel
         if (ts[i] && ts[i]->numel > 0 && !ts[i]->data)
             dod_fatal(op, "input %d is a CUDA tensor %s without device memory", i, shape_str(ts[i]));
+    op_profile_forward(op, dev);
     return dev;
 }
 

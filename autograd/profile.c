@@ -1,0 +1,103 @@
+// Per-op time profile (see autograd/profile.h).
+#include "autograd/profile.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "autograd/cuda/cuda_backend.h"
+
+#define PROFILE_MAX_ROWS 128
+
+typedef struct {
+    const char *op;  // static op name (string literal)
+    bool backward;
+    long calls;
+    double seconds;
+} ProfileRow;
+
+static int enabled = -1;  // -1: DOD_PROFILE not read yet
+static ProfileRow rows[PROFILE_MAX_ROWS];
+static int n_rows;
+static ProfileRow *open_row;  // the interval being timed, or NULL
+static double open_since;
+static bool any_cuda;
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void report_at_exit(void) { op_profile_report(stderr, "dod: op profile (DOD_PROFILE)"); }
+
+bool op_profile_enabled(void) {
+    if (enabled < 0) {
+        const char *v = getenv("DOD_PROFILE");
+        enabled = v && v[0] && strcmp(v, "0") != 0;
+        if (enabled) atexit(report_at_exit);
+    }
+    return enabled;
+}
+
+static ProfileRow *row_of(const char *op, bool backward) {
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i].backward == backward && !strcmp(rows[i].op, op)) return &rows[i];
+    if (n_rows == PROFILE_MAX_ROWS) return NULL;  // more distinct ops than rows: the rest go untimed
+    rows[n_rows] = (ProfileRow){.op = op, .backward = backward};
+    return &rows[n_rows++];
+}
+
+// Closes the open interval at the current time (after the device has finished its work).
+static void close_open(Device dev) {
+    if (dev == DEV_CUDA || any_cuda) dod_cuda_synchronize("op profile");
+    double t = now_seconds();
+    if (open_row) {
+        open_row->seconds += t - open_since;
+        open_row->calls++;
+    }
+    open_row = NULL;
+    open_since = t;
+}
+
+static void open_interval(const char *op, bool backward, Device dev) {
+    if (!op_profile_enabled()) return;
+    any_cuda = any_cuda || dev == DEV_CUDA;
+    close_open(dev);
+    open_row = row_of(op, backward);
+}
+
+void op_profile_forward(const char *op, Device dev) { open_interval(op, false, dev); }
+void op_profile_backward_begin(const char *op, Device dev) { open_interval(op, true, dev); }
+
+void op_profile_backward_end(Device dev) {
+    if (op_profile_enabled()) close_open(dev);
+}
+
+static int by_time_desc(const void *a, const void *b) {
+    double x = ((const ProfileRow *)a)->seconds, y = ((const ProfileRow *)b)->seconds;
+    return (x < y) - (x > y);
+}
+
+void op_profile_report(FILE *f, const char *title) {
+    if (!op_profile_enabled()) return;
+    close_open(DEV_CPU);
+    ProfileRow sorted[PROFILE_MAX_ROWS];
+    memcpy(sorted, rows, sizeof(ProfileRow) * (size_t)n_rows);
+    qsort(sorted, (size_t)n_rows, sizeof(ProfileRow), by_time_desc);
+    double total = 0;
+    for (int i = 0; i < n_rows; i++) total += sorted[i].seconds;
+    fprintf(f, "%s: %.1f ms in ops%s\n", title, total * 1e3, any_cuda ? " (CUDA, synchronised per op)" : "");
+    fprintf(f, "  %-28s %-4s %8s %11s %6s\n", "op", "pass", "calls", "total ms", "share");
+    for (int i = 0; i < n_rows; i++)
+        if (sorted[i].calls)
+            fprintf(f, "  %-28s %-4s %8ld %11.2f %5.1f%%\n", sorted[i].op, sorted[i].backward ? "bwd" : "fwd",
+                    sorted[i].calls, sorted[i].seconds * 1e3, total > 0 ? 100 * sorted[i].seconds / total : 0.0);
+    fflush(f);
+}
+
+void op_profile_reset(void) {
+    n_rows = 0;
+    open_row = NULL;
+    open_since = now_seconds();
+}
