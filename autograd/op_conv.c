@@ -427,7 +427,7 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     const float *x32 = tensor_f32(x);  // saved for backward: outside the scratch scope
     // Mixed precision on CUDA: a frozen half weight goes to cuDNN as it is stored.
     bool w_half = dev == DEV_CUDA && (w->dtype == DT_BF16 || w->dtype == DT_F16) && !w->requires_grad &&
-                  dod_cuda_precision() == DOD_PREC_MIXED;
+                  dod_cuda_precision() == DOD_PREC_MIXED && cuda_conv_reads_half_weights();
     ScratchScope scratch = scratch_begin(dev);
     const float *w32 = w_half ? NULL : tensor_f32(w), *b32 = bias ? tensor_f32(bias) : NULL;
     if (dev == DEV_CUDA) {

@@ -13,7 +13,8 @@
 #        PyTorch: scripts/bench_train_torch.py --device cuda --base DIR --precision P (diffusers eager,
 #                 weights made directly on the GPU; mixed = bf16 frozen weights + bf16 autocast; NOT RUN
 #                 when torch / diffusers / a CUDA torch is missing)
-#      step time (median of BENCH_ITERS after one warm-up), peak device memory, the ratio, per precision.
+#      step time (median of BENCH_ITERS after one warm-up), peak device memory, the ratio, per precision;
+#      ours also with --recompute (activation recomputation, the configs' default).
 #   5. (when time is left) dod-bench cuda_block: the one-block-pair micro benchmark, f32 and mixed.
 # Budget: under 8 minutes on an H100 with 16 cores; a stage that would start after BUDGET_S seconds is
 # reported NOT RUN (out of time), and every stage runs under a timeout.
@@ -150,15 +151,15 @@ JSON
 run_stage sd21-configs write_sd21_configs
 
 declare -A OURS_MS OURS_MEM TORCH_MS TORCH_MEM
-ours_step() {  # ours_step f32|mixed
-    local log="$BUILD/bench_full_ours_$1.log"
+ours_step() {  # ours_step f32|mixed [--recompute]; results under "f32", "f32 --recompute", ...
+    local key="$*" log="$BUILD/bench_full_ours_$1${2:+_recompute}.log"
     timeout 240 "$BUILD/bin/dod-bench" train --device cuda --base "$SD21" --random-weights --stage 1 --batch 7 \
-        --crop 256 --iters "$ITERS" --precision "$1" --no-torch >"$log" 2>&1
+        --crop 256 --iters "$ITERS" --precision "$@" --no-torch >"$log" 2>&1
     local rc=$?
     cat "$log"
-    OURS_MS[$1]=$(awk '/^ours: / {print $2}' "$log")
-    OURS_MEM[$1]=$(awk '/^ours peak memory:/ {print $4}' "$log")
-    [ "$rc" -eq 0 ] && [ -n "${OURS_MS[$1]}" ]
+    OURS_MS[$key]=$(awk '/^ours: / {print $2}' "$log")
+    OURS_MEM[$key]=$(awk '/^ours peak memory:/ {print $4}' "$log")
+    [ "$rc" -eq 0 ] && [ -n "${OURS_MS[$key]}" ]
 }
 torch_step() {  # torch_step f32|mixed
     local log="$BUILD/bench_full_torch_$1.log"
@@ -178,9 +179,12 @@ fi
 torch_missing=$("$PYTHON" -c 'import torch, diffusers, safetensors, numpy
 print("" if torch.cuda.is_available() else "torch " + torch.__version__ + " sees no CUDA device")' 2>&1 | tail -1)
 for prec in f32 mixed; do
-    if ! have bin/dod-bench; then skip_stage "full-step-ours-$prec" "not built"
-    elif ! time_left; then skip_stage "full-step-ours-$prec" "out of time budget"
-    else run_stage "full-step-ours-$prec" ours_step "$prec"; fi
+    for rc_flag in "" --recompute; do
+        name="full-step-ours-$prec${rc_flag:+-recompute}"
+        if ! have bin/dod-bench; then skip_stage "$name" "not built"
+        elif ! time_left; then skip_stage "$name" "out of time budget"
+        else run_stage "$name" ours_step "$prec" $rc_flag; fi
+    done
     if ! command -v "$PYTHON" >/dev/null; then skip_stage "full-step-torch-$prec" "no $PYTHON"
     elif [ -n "$torch_missing" ]; then skip_stage "full-step-torch-$prec" "$torch_missing"
     elif ! time_left; then skip_stage "full-step-torch-$prec" "out of time budget"
@@ -190,12 +194,15 @@ done
 echo
 echo "full DOD training step (SD 2.1-base shapes, batch 7, 256x256, stage 1):"
 for prec in f32 mixed; do
-    o="${OURS_MS[$prec]:-}" t="${TORCH_MS[$prec]:-}"
-    if [ -n "$o" ]; then echo "  $prec ours:    $o ms, peak ${OURS_MEM[$prec]:-?} GiB reserved"; else echo "  $prec ours:    NOT RUN"; fi
+    t="${TORCH_MS[$prec]:-}"
     if [ -n "$t" ]; then echo "  $prec PyTorch: $t ms, peak ${TORCH_MEM[$prec]:-?} GiB allocated"; else echo "  $prec PyTorch: NOT RUN"; fi
-    if [ -n "$o" ] && [ -n "$t" ]; then
-        awk -v a="$o" -v b="$t" -v p="$prec" 'BEGIN { printf "  %s ratio ours/torch: %.2f\n", p, a / b }'
-    fi
+    for key in "$prec" "$prec --recompute"; do
+        o="${OURS_MS[$key]:-}"
+        if [ -z "$o" ]; then echo "  $key ours: NOT RUN"; continue; fi
+        echo "  $key ours: $o ms, peak ${OURS_MEM[$key]:-?} GiB reserved"
+        [ -n "$t" ] && awk -v a="$o" -v b="$t" -v k="$key" -v ma="${OURS_MEM[$key]:-0}" -v mb="${TORCH_MEM[$prec]:-0}" \
+            'BEGIN { printf "  %s ratio ours/torch: time %.2f, memory %.2f\n", k, a / b, (mb > 0 ? ma / mb : 0) }'
+    done
 done
 
 # ---- 5. block-pair micro benchmark (when time is left) ----------------------------------------------

@@ -213,9 +213,10 @@ static void bf16_linear_case(void) {
     dod_cuda_set_precision(DOD_PREC_F32);
 }
 
-// Convolutions with a frozen bf16 weight on the mixed path (cuDNN reads bf16; x, y, dy, dx rounded to
-// bf16 around it) against the CPU op on the same bf16 weight.
+// Convolutions with a frozen bf16 weight on the opt-in half path of mixed precision (cuDNN reads bf16;
+// x, y, dy, dx rounded to bf16 around it) against the CPU op on the same bf16 weight.
 static void bf16_conv_cases(void) {
+    cuda_set_conv_half_weights(true);
     struct { const char *name; int stride, pad; int64_t x[4], w[4]; bool bias; } cs[] = {
         {"conv bf16 weight 3x3 s1 p1 (mixed)", 1, 1, {2, 3, 9, 11}, {5, 3, 3, 3}, true},
         {"conv bf16 weight 3x3 s2 p1 (mixed)", 2, 1, {2, 4, 10, 8}, {6, 4, 3, 3}, false},
@@ -251,6 +252,18 @@ static void bf16_conv_cases(void) {
     tensor_free(x);
     tensor_free(w);
     ag_step_reset();
+    cuda_set_conv_half_weights(false);
+    // The default mixed path: the bf16 weight widened, TF32 convolution (10 mantissa bits per product);
+    // and a trainable f32 weight (a LoRA conv) with its dw in TF32.
+    dod_cuda_set_precision(DOD_PREC_MIXED);
+    Tensor *in[3] = {inp("x", 4, SHAPE(2, 64, 16, 16), 132), inp("w", 4, SHAPE(64, 64, 3, 3), 133),
+                     inp("b", 1, SHAPE(64), 134)};
+    in[1]->requires_grad = false;
+    tensor_convert_dtype(in[1], DT_BF16);
+    run_case("conv bf16 weight 3x3 64->64 (mixed, TF32)", f_conv, &(ConvArg){1, 1}, 3, in, 1e-2);
+    Tensor *tr[3] = {inp("x", 4, SHAPE(2, 64, 16, 16), 135), inp("w", 4, SHAPE(8, 64, 3, 3), 136), NULL};
+    run_case("conv f32 trainable weight (mixed, TF32)", f_conv, &(ConvArg){1, 1}, 3, tr, 1e-2);
+    dod_cuda_set_precision(DOD_PREC_F32);
 }
 
 // ---- allocator and transfers ------------------------------------------------------------------------

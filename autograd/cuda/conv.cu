@@ -2,9 +2,18 @@
 // algorithms are chosen once per (shape, precision) and cached; workspaces come from the device
 // arena and are released right after the call (stream order keeps them valid).
 // In DOD_PREC_F32 only FMA-math algorithms are taken (no TF32), so results track the CPU closely.
-// A half-precision (bf16/f16) weight is read as-is: x (and dy) are narrowed to the weight's type, cuDNN
-// runs the "pseudo half" configuration (half tensors, f32 compute) into a half y (dx) in the arena, which
-// is widened into the f32 output (added into the f32 gradient). Such a weight is frozen: no dw.
+// Half-precision (bf16/f16) weights read as-is (opt-in, cuda_set_conv_half_weights): x (and dy) are
+// narrowed to the weight's type, cuDNN runs the "pseudo half" configuration (half tensors, f32 compute)
+// into a half y (dx) in the arena, which is widened into the f32 output (added into the f32 gradient).
+// Such a weight is frozen: no dw. Off by default because it is slower: on an H200 the SD 2.1-size DOD
+// step in mixed precision took 743 ms this way (algorithms timed) and 3856 ms with the heuristic's
+// choices, against 305 ms with the half weights widened to f32 and TF32 convolutions (docs/cuda.md).
+//
+// Algorithm choice: cuDNN's heuristic (cudnnGet*_v7) for f32 plans: deterministic, so a resumed run
+// picks the same algorithms and reproduces bitwise. Half plans are timed once per shape (cudnnFind*,
+// like PyTorch's cudnn.benchmark; cuDNN allocates its trial buffers itself, on the first step only).
+// DOD_CUDNN_FIND=0 / 1 forces the heuristic / timing for every plan (1: the f32 step 842 -> 596 ms on
+// the H200, but the choice may differ between processes, so a resumed run is no longer bitwise).
 #include "autograd/cuda/device.h"
 
 #ifdef DOD_HAVE_CUDNN
@@ -45,6 +54,16 @@ static int n_conv_plans;
         out_ws = (perf)[pick_].memory;                                                                 \
         CUDNN_CHECK(cudnnSetConvolutionMathType(desc, (perf)[pick_].mathType));                        \
     } while (0)
+
+// -1: not read yet; 0: heuristic everywhere; 1: timing everywhere; 2: timing for half plans only.
+static int find_mode = -1;
+static bool conv_plan_times_algorithms(DType dtype) {
+    if (find_mode < 0) {
+        const char *v = getenv("DOD_CUDNN_FIND");
+        find_mode = !v || !v[0] ? 2 : strcmp(v, "0") ? 1 : 0;
+    }
+    return find_mode == 1 || (find_mode == 2 && dtype != DT_F32);
+}
 
 static cudnnDataType_t cudnn_type(DType t) {
     switch (t) {
@@ -96,19 +115,34 @@ static ConvPlan *conv_plan(const int64_t *g, DType dtype) {
     p->bwd_filter_desc = conv_desc(pad, stride);
 
     cudnnHandle_t h = dod_cudnn();
+    bool timed = conv_plan_times_algorithms(dtype);  // results sorted by measured time, else by heuristic
     int count = 0;
     cudnnConvolutionFwdAlgoPerf_t fwd[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x_desc, p->w_desc, p->fwd_desc, p->y_desc,
-                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, fwd));
+    if (timed)
+        CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, p->x_desc, p->w_desc, p->fwd_desc, p->y_desc,
+                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, fwd));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x_desc, p->w_desc, p->fwd_desc, p->y_desc,
+                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, fwd));
     PICK_ALGO(fwd, count, p->fwd_desc, p->fwd_algo, p->fwd_ws, "forward");
     cudnnConvolutionBwdDataAlgoPerf_t bd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w_desc, p->y_desc, p->bwd_data_desc, p->x_desc,
-                                                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, bd));
+    if (timed)
+        CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h, p->w_desc, p->y_desc, p->bwd_data_desc, p->x_desc,
+                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, bd));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w_desc, p->y_desc, p->bwd_data_desc, p->x_desc,
+                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, bd));
     PICK_ALGO(bd, count, p->bwd_data_desc, p->bwd_data_algo, p->bwd_data_ws, "backward-data");
     if (dtype != DT_F32) return p;  // half weights are frozen: no backward-filter
     cudnnConvolutionBwdFilterAlgoPerf_t bf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x_desc, p->y_desc, p->bwd_filter_desc, p->w_desc,
-                                                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, bf));
+    if (timed)
+        CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(h, p->x_desc, p->y_desc, p->bwd_filter_desc,
+                                                                p->w_desc, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                                &count, bf));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x_desc, p->y_desc, p->bwd_filter_desc,
+                                                                  p->w_desc, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                                  &count, bf));
     PICK_ALGO(bf, count, p->bwd_filter_desc, p->bwd_filter_algo, p->bwd_filter_ws, "backward-filter");
     return p;
 }
@@ -117,6 +151,16 @@ static int64_t conv_numel_in(const int64_t *g) { return g[0] * g[1] * g[2] * g[3
 static int64_t conv_numel_out(const int64_t *g) {
     int64_t Ho = (g[2] + 2 * g[8] - g[5]) / g[7] + 1, Wo = (g[3] + 2 * g[8] - g[6]) / g[7] + 1;
     return g[0] * g[4] * Ho * Wo;
+}
+
+static int conv_half = -1;  // -1: DOD_CONV_HALF not read yet
+void cuda_set_conv_half_weights(bool on) { conv_half = on; }
+bool cuda_conv_reads_half_weights(void) {
+    if (conv_half < 0) {
+        const char *v = getenv("DOD_CONV_HALF");
+        conv_half = v && v[0] && strcmp(v, "0") != 0;
+    }
+    return conv_half;
 }
 
 void cuda_conv2d_forward(const int64_t *geom, const float *x, const void *w, DType w_type, const float *bias,
@@ -173,6 +217,8 @@ void cuda_conv2d_backward(const int64_t *geom, const float *x, const void *w, DT
 }
 
 #else  // CUDA without cuDNN: the convolution has no device implementation in this build.
+void cuda_set_conv_half_weights(bool) {}
+bool cuda_conv_reads_half_weights(void) { return false; }
 void cuda_conv2d_forward(const int64_t *, const float *, const void *, DType, const float *, float *) {
     dod_fatal("op_conv2d", "CUDA convolution needs cuDNN, which was not found at configure time");
 }

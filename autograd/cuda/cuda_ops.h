@@ -115,6 +115,11 @@ DOD_CUDA_API(void, cuda_conv2d_forward, (const int64_t *geom, const float *x, co
                                          const float *bias, float *y))
 DOD_CUDA_API(void, cuda_conv2d_backward, (const int64_t *geom, const float *x, const void *w, DType w_type,
                                           const float *dy, float *dx, float *dw, float *db))
+// Whether mixed precision hands frozen half conv weights to cuDNN as-is. Default off (DOD_CONV_HALF=1
+// turns it on): they are widened to f32 as in f32 mode and TF32 runs the product, which measured
+// faster (conv.cu).
+DOD_CUDA_API(void, cuda_set_conv_half_weights, (bool on))
+DOD_CUDA_API(bool, cuda_conv_reads_half_weights, (void))
 
 // ---- attention (attention.cu) ------------------------------------------------------------------------
 // q [B, Lq, H*D], k, v [B, Lk, H*D] -> out [B, Lq, H*D] (=), lse [B, H, Lq] (=) saved for backward.
