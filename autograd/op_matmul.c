@@ -1,7 +1,8 @@
 // op_matmul and op_linear: thin wrappers that turn every product into one (or one per batch) call
-// of gemm_f32 (CPU) or cuda_gemm (cuBLAS, for DEV_CUDA inputs). Half-precision inputs are widened once in forward (tensor_f32) and the f32 view is
-// kept in the node context for backward. Gradient GEMMs run only for inputs that require grad, so a
-// frozen weight costs no dW product.
+// of gemm_f32 (CPU) or cuda_gemm (cuBLAS, for DEV_CUDA inputs; op_linear's CUDA forward with a bias:
+// one cuBLASLt call with the bias epilogue, cuda_linear_bias_forward). Half-precision inputs are
+// widened once in forward (tensor_f32) and the f32 view is kept in the node context for backward.
+// Gradient GEMMs run only for inputs that require grad, so a frozen weight costs no dW product.
 #include <string.h>
 
 #include "autograd/cuda/cuda_ops.h"
@@ -147,20 +148,22 @@ static void op_linear_cpu_backward(const LinearCtx *c, const float *g, float *dx
 }
 
 // CUDA forward (writes = y). On the mixed-precision path x is cast to the weight's half type and
-// cuBLAS multiplies half inputs with f32 accumulation into the f32 output.
+// cuBLAS multiplies half inputs with f32 accumulation into the f32 output. With a bias, one cuBLASLt
+// call adds it in the GEMM's epilogue (cuda_linear_bias_forward).
 static void op_linear_cuda_forward(const LinearCtx *c, const float *bias, float *y) {
-    if (bias) cuda_rows_set(y, bias, c->rows, c->out);
-    float beta = bias ? 1.0f : 0.0f;
+    size_t mark = cuda_arena_mark();
+    const void *x = c->x, *w = c->w;
+    DType ab_type = DT_F32;
     if (c->w_half) {
-        size_t mark = cuda_arena_mark();
         void *xh = cuda_arena_alloc((size_t)(c->rows * c->in) * 2, "op_linear half input");
         cuda_narrow_f32(c->x, c->w_type, xh, c->rows * c->in);
-        cuda_gemm(false, true, c->rows, c->out, c->in, 1.0f, xh, c->in, 0, c->w_half, c->in, 0, beta, y, c->out, 0, 1,
-                  c->w_type);
-        cuda_arena_release(mark);
-        return;
+        x = xh;
+        w = c->w_half;
+        ab_type = c->w_type;
     }
-    cuda_gemm(false, true, c->rows, c->out, c->in, 1.0f, c->x, c->in, 0, c->w, c->in, 0, beta, y, c->out, 0, 1, DT_F32);
+    if (bias) cuda_linear_bias_forward(x, w, bias, y, c->rows, c->in, c->out, ab_type);
+    else cuda_gemm(false, true, c->rows, c->out, c->in, 1.0f, x, c->in, 0, w, c->in, 0, 0.0f, y, c->out, 0, 1, ab_type);
+    cuda_arena_release(mark);
 }
 
 // CUDA backward: accumulates (+=) like op_linear_cpu_backward. A half weight is frozen (no dw).

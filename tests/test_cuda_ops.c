@@ -266,6 +266,72 @@ static void bf16_conv_cases(void) {
     dod_cuda_set_precision(DOD_PREC_F32);
 }
 
+// op_linear's forward with a bias runs as one cuBLASLt matmul with the bias epilogue (gemm.cu), or,
+// switched off, for a dimension of 1, or where cuBLASLt's heuristic offers no algorithm, as rows set
+// to the bias + a cuBLAS GEMM with beta 1. Both paths against the CPU op: f32 mode, mixed precision with an f32 weight
+// (TF32) and with a frozen bf16 weight (read as-is), on odd sizes and on an SD-like attention
+// projection. Each forward with a bias must be counted by exactly one path when the epilogue is on
+// (an odd shape may fall back: cuBLASLt may have no kernel for 2- or 4-byte aligned rows; a single
+// row always does), by none when it is off; the 16-byte aligned shapes must take the fused path.
+static void linear_bias_epilogue_cases(void) {
+    struct {
+        const char *name;
+        int64_t x[3], out;
+        DodPrecision prec;
+        bool bf16, must_fuse;
+        double rtol;
+    } cs[] = {
+        {"1x13->5 f32 (one row: unfused)", {1, 1, 13}, 5, DOD_PREC_F32, false, false, 1e-4},
+        {"7x13->5 f32", {1, 7, 13}, 5, DOD_PREC_F32, false, false, 1e-4},
+        {"7x13->5 f32 (mixed, TF32)", {1, 7, 13}, 5, DOD_PREC_MIXED, false, false, 1e-2},
+        {"7x13->5 bf16 weight (mixed)", {1, 7, 13}, 5, DOD_PREC_MIXED, true, false, 2e-2},
+        {"2x9x33->17 f32", {2, 9, 33}, 17, DOD_PREC_F32, false, false, 1e-4},
+        {"16x64->24 bf16 weight (mixed)", {1, 16, 64}, 24, DOD_PREC_MIXED, true, true, 2e-2},
+        {"2x1024x320->1280 f32", {2, 1024, 320}, 1280, DOD_PREC_F32, false, true, 1e-4},
+        {"2x1024x320->1280 f32 (mixed, TF32)", {2, 1024, 320}, 1280, DOD_PREC_MIXED, false, true, 1e-2},
+        {"2x1024x320->1280 bf16 weight (mixed)", {2, 1024, 320}, 1280, DOD_PREC_MIXED, true, true, 2e-2},
+    };
+    for (int i = 0; i < (int)(sizeof cs / sizeof cs[0]); i++) {
+        for (int on = 1; on >= 0; on--) {
+            int64_t wshape[2] = {cs[i].out, cs[i].x[2]};
+            uint64_t seed = 300 + 3 * (uint64_t)i;  // the same inputs for both paths
+            Tensor *in[3] = {inp("x", 3, cs[i].x, seed), inp("w", 2, wshape, seed + 1), inp("b", 1, &cs[i].out, seed + 2)};
+            if (cs[i].bf16) {
+                in[1]->requires_grad = false;
+                tensor_convert_dtype(in[1], DT_BF16);
+            }
+            char name[128];
+            snprintf(name, sizeof name, "linear bias epilogue %s: %s", on ? "on" : "off", cs[i].name);
+            cuda_set_linear_bias_epilogue(on);
+            long fused0 = cuda_linear_bias_epilogue_calls(), fallback0 = cuda_linear_bias_fallback_calls();
+            dod_cuda_set_precision(cs[i].prec);
+            run_case(name, f_linear, NULL, 3, in, cs[i].rtol);
+            dod_cuda_set_precision(DOD_PREC_F32);
+            long fused = cuda_linear_bias_epilogue_calls() - fused0;
+            long fallback = cuda_linear_bias_fallback_calls() - fallback0;
+            if (on) {
+                CHECK(fused + fallback == 1, "%s: one CUDA forward counted %ld fused + %ld fallback calls", name, fused,
+                      fallback);
+                CHECK(!cs[i].must_fuse || fused == 1, "%s: cuBLASLt's heuristic offered no algorithm (fallback ran)",
+                      name);
+                CHECK(cs[i].x[0] * cs[i].x[1] > 1 || fallback == 1, "%s: a single row must take the unfused path",
+                      name);
+                if (fallback) printf("note: %s: the unfused path ran (no cuBLASLt algorithm, or one row)\n", name);
+            } else {
+                CHECK(fused == 0 && fallback == 0, "%s: switched off, yet %ld fused + %ld fallback calls", name, fused,
+                      fallback);
+            }
+        }
+    }
+    // Without a bias the plain GEMM runs: no path is counted.
+    long fused0 = cuda_linear_bias_epilogue_calls(), fallback0 = cuda_linear_bias_fallback_calls();
+    run_case("linear no bias", f_linear, NULL, 3,
+             (Tensor *[]){inp("x", 2, SHAPE(7, 13), 330), inp("w", 2, SHAPE(5, 13), 331), NULL}, 1e-4);
+    CHECK(cuda_linear_bias_epilogue_calls() == fused0 && cuda_linear_bias_fallback_calls() == fallback0,
+          "linear no bias: a bias path was counted");
+    cuda_set_linear_bias_epilogue(true);
+}
+
 // ---- allocator and transfers ------------------------------------------------------------------------
 static void allocator_cases(void) {
     // Arena: marks rewind, reset reuses the same addresses.
@@ -333,6 +399,7 @@ int main(void) {
     op_cases();
     bf16_linear_case();
     bf16_conv_cases();
+    linear_bias_epilogue_cases();
     Tensor *a = test_input("a", 1, SHAPE(4), 1, 1.0f, false), *ab[2] = {a, tensor_to_device(a, DEV_CUDA)};
     expect_fatal("mixed devices", mixed_devices, ab, (const char *[]){"op_add", "different devices", "CUDA", NULL});
     tensor_free(ab[0]);

@@ -105,6 +105,22 @@ DOD_CUDA_API(void, cuda_gemm, (bool trans_a, bool trans_b, int64_t M, int64_t N,
 // y[r, :] = bias (=) for rows r; db[j] += sum_r g[r, j].
 DOD_CUDA_API(void, cuda_rows_set, (float *y, const float *bias, int64_t rows, int64_t n))
 DOD_CUDA_API(void, cuda_column_sums, (const float *g, int64_t rows, int64_t n, float *db))
+// op_linear's forward with a bias: y[rows, out] = x[rows, in] w[out, in]^T + bias[out] (=), one
+// cuBLASLt matmul with the bias epilogue. x and w have storage type ab_type (DT_F32, or both
+// DT_BF16/DT_F16); bias and y are f32; f32 accumulation; math mode as cuda_gemm (TF32 only for f32
+// operands in DOD_PREC_MIXED). The plan (descriptors, algorithm) is cached per shape, type, precision
+// and pointer alignment; the workspace comes from the device arena. Where cuBLASLt's heuristic offers
+// no algorithm, a dimension is 1, or the epilogue is switched off, y is set to the bias rows and
+// cuda_gemm adds x w^T.
+DOD_CUDA_API(void, cuda_linear_bias_forward, (const void *x, const void *w, const float *bias, float *y,
+                                              int64_t rows, int64_t in, int64_t out, DType ab_type))
+// Switch for the fused path (default on, DOD_LINEAR_EPILOGUE=0 turns it off: always rows set + GEMM),
+// and which path ran so far:
+// fused calls, and calls that fell back (no algorithm from the heuristic, or a dimension of 1);
+// switched-off calls and in == 0 count in neither.
+DOD_CUDA_API(void, cuda_set_linear_bias_epilogue, (bool on))
+DOD_CUDA_API(long, cuda_linear_bias_epilogue_calls, (void))
+DOD_CUDA_API(long, cuda_linear_bias_fallback_calls, (void))
 
 // ---- convolution (conv.cu, cuDNN) ---------------------------------------------------------------------
 // x [N, Cin, H, W], w [Cout, Cin, kh, kw] -> y [N, Cout, Ho, Wo]; zero padding, dilation 1.
