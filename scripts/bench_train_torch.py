@@ -15,7 +15,9 @@ vae/config.json, scheduler/scheduler_config.json) with RANDOM frozen weights bui
 alone (no weight files needed), directly on the device when torch can (torch.set_default_device);
 this is `dod-bench train --base DIR --random-weights`'s twin, e.g. at SD 2.1-base size.
 --device cuda runs it on the GPU (stage 1 only: the SSIM helper builds its window on the CPU), in
-float32 with TF32 off (our f32 precision mode), and also prints "torch_peak_gib <max allocated GiB>".
+float32 with TF32 off (our f32 precision mode), and also prints "torch_peak_gib <max allocated GiB>" and
+"torch_reserved_gib <max reserved GiB>" (what its caching allocator held: the figure to compare with
+the device memory our allocator reserves).
 --precision mixed is the usual PyTorch recipe for a frozen base (diffusers / OSEDiff training scripts):
 frozen UNet/VAE weights stored in bf16, the trainables (conv_in, LoRA, modulation, detail) f32 master
 copies, forward and loss under torch.autocast(bfloat16) (products in bf16; norms, softmax and losses in
@@ -130,6 +132,7 @@ def main():
     print(f"torch_threads {torch.get_num_threads()}")
     if args.device == "cuda":
         print(f"torch_peak_gib {torch.cuda.max_memory_allocated() / 2 ** 30:.3f}")
+        print(f"torch_reserved_gib {torch.cuda.max_memory_reserved() / 2 ** 30:.3f}")
     print(f"torch_ms {statistics.median(times):.3f}")
     return 0
 

@@ -150,7 +150,7 @@ JSON
 }
 run_stage sd21-configs write_sd21_configs
 
-declare -A OURS_MS OURS_MEM TORCH_MS TORCH_MEM
+declare -A OURS_MS OURS_MEM TORCH_MS TORCH_MEM TORCH_RES
 ours_step() {  # ours_step f32|mixed [--recompute]; results under "f32", "f32 --recompute", ...
     local key="$*" log="$BUILD/bench_full_ours_$1${2:+_recompute}.log"
     timeout 240 "$BUILD/bin/dod-bench" train --device cuda --base "$SD21" --random-weights --stage 1 --batch 7 \
@@ -169,6 +169,7 @@ torch_step() {  # torch_step f32|mixed
     cat "$log"
     TORCH_MS[$1]=$(awk '/^torch_ms / {print $2}' "$log")
     TORCH_MEM[$1]=$(awk '/^torch_peak_gib / {print $2}' "$log")
+    TORCH_RES[$1]=$(awk '/^torch_reserved_gib / {print $2}' "$log")
     [ "$rc" -eq 0 ] && [ -n "${TORCH_MS[$1]}" ]
 }
 # Python packages the GPU machine lacks (diffusers) travel as wheels in $SRC/.whl (scripts/gpu-deps.sh).
@@ -195,13 +196,16 @@ echo
 echo "full DOD training step (SD 2.1-base shapes, batch 7, 256x256, stage 1):"
 for prec in f32 mixed; do
     t="${TORCH_MS[$prec]:-}"
-    if [ -n "$t" ]; then echo "  $prec PyTorch: $t ms, peak ${TORCH_MEM[$prec]:-?} GiB allocated"; else echo "  $prec PyTorch: NOT RUN"; fi
+    if [ -n "$t" ]; then echo "  $prec PyTorch: $t ms, peak ${TORCH_MEM[$prec]:-?} GiB allocated, ${TORCH_RES[$prec]:-?} GiB reserved"; else echo "  $prec PyTorch: NOT RUN"; fi
     for key in "$prec" "$prec --recompute"; do
         o="${OURS_MS[$key]:-}"
         if [ -z "$o" ]; then echo "  $key ours: NOT RUN"; continue; fi
         echo "  $key ours: $o ms, peak ${OURS_MEM[$key]:-?} GiB reserved"
-        [ -n "$t" ] && awk -v a="$o" -v b="$t" -v k="$key" -v ma="${OURS_MEM[$key]:-0}" -v mb="${TORCH_MEM[$prec]:-0}" \
-            'BEGIN { printf "  %s ratio ours/torch: time %.2f, memory %.2f\n", k, a / b, (mb > 0 ? ma / mb : 0) }'
+        # memory: our reserved peak against PyTorch's reserved peak (its allocated one when not printed)
+        [ -n "$t" ] && awk -v a="$o" -v b="$t" -v k="$key" -v ma="${OURS_MEM[$key]:-0}" \
+            -v mb="${TORCH_RES[$prec]:-${TORCH_MEM[$prec]:-0}}" -v what="${TORCH_RES[$prec]:+reserved}" \
+            'BEGIN { printf "  %s ratio ours/torch: time %.2f, memory %.2f (reserved / %s)\n", k, a / b,
+                     (mb > 0 ? ma / mb : 0), (what == "" ? "allocated" : what) }'
     done
 done
 
