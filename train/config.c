@@ -44,9 +44,9 @@ static const Field FIELDS[] = {
      "where the model, the batches and AdamW live: `cpu`, or `cuda` (GPU 0; needs a CUDA build and a usable GPU); "
      "checkpoints resume on either device (docs/training.md)"},
     {"model", "precision", T_ENUM, "f32", 0, 0, "f32|mixed", OFF(precision), true,
-     "CUDA compute precision: `f32` (TF32 off, the parity mode) or `mixed` (frozen bf16 weights read as bf16 by "
-     "cuBLAS/cuDNN with the activations rounded to bf16 around those products, TF32 for f32 products; "
-     "master weights, norms, softmax and losses stay f32); `mixed` needs device = cuda"},
+     "CUDA compute precision: `f32` (TF32 off, the parity mode) or `mixed` (frozen bf16 linear weights read as "
+     "bf16 by cuBLAS with the activations rounded to bf16 around those products, TF32 for convolutions and f32 "
+     "products; master weights, norms, softmax and losses stay f32); `mixed` needs device = cuda"},
     {"lora", "rank", T_INT, "8", 1, 1024, NULL, OFF(lora_rank), false, "LoRA rank r"},
     {"lora", "alpha", T_FLOAT, "8", 1e-6, 1e6, NULL, OFF(lora_alpha), false,
      "LoRA alpha; the adapter scale is alpha / r (PEFT's default alpha is 8)"},

@@ -171,7 +171,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, c->init_from);
     if (r->model->device == DEV_CUDA && !o->quiet)
         fprintf(stderr, "dod-train: on %s, %s\n", dod_cuda_device_name(),
-                c->precision == CFG_PRECISION_MIXED ? "mixed precision (half frozen weights read as-is, TF32)"
+                c->precision == CFG_PRECISION_MIXED ? "mixed precision (bf16 frozen linear weights read as-is, TF32)"
                                                     : "f32 precision (TF32 off)");
     int cap = params_count(ps);
     r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
