@@ -131,16 +131,13 @@ Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float 
     GroupNormCtx c = {x->shape[0], C, ops_prod(x->shape, 2, x->ndim), groups, tensor_f32(x),
                       gamma ? tensor_f32(gamma) : NULL, NULL, NULL};
     size_t stat_bytes = (size_t)(c.N * c.G) * sizeof(float);
-    if (dev == DEV_CUDA) {
-        c.mean = cuda_arena_alloc(stat_bytes, "op_group_norm mean");
-        c.rstd = cuda_arena_alloc(stat_bytes, "op_group_norm rstd");
+    c.mean = arena_alloc_on(dev, stat_bytes, "op_group_norm mean");
+    c.rstd = arena_alloc_on(dev, stat_bytes, "op_group_norm rstd");
+    if (dev == DEV_CUDA)
         cuda_group_norm_forward(c.x, c.gamma, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out), c.mean, c.rstd, c.N,
                                 c.C, c.S, c.G, eps);
-    } else {
-        c.mean = arena_alloc(stat_bytes, "op_group_norm mean");
-        c.rstd = arena_alloc(stat_bytes, "op_group_norm rstd");
-        if (c.S > 0 && C > 0) group_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
-    }
+    else if (c.S > 0 && C > 0)
+        group_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
     if (ag_needs_grad(3, in)) *(GroupNormCtx *)ag_record(op, group_norm_cpu_backward, out, 3, in, sizeof c) = c;
     return out;
 }
@@ -238,16 +235,13 @@ Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps) {
     check_affine(op, x, beta, "beta", C);
     Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
     LayerNormCtx c = {x->numel / C, C, tensor_f32(x), gamma ? tensor_f32(gamma) : NULL, NULL, NULL};
-    if (dev == DEV_CUDA) {
-        c.mean = cuda_arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm mean");
-        c.rstd = cuda_arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm rstd");
+    c.mean = arena_alloc_on(dev, (size_t)c.rows * sizeof(float), "op_layer_norm mean");
+    c.rstd = arena_alloc_on(dev, (size_t)c.rows * sizeof(float), "op_layer_norm rstd");
+    if (dev == DEV_CUDA)  // layer norm = group norm with N = rows, G = 1, S = 1
         cuda_group_norm_forward(c.x, c.gamma, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out), c.mean, c.rstd,
                                 c.rows, C, 1, 1, eps);
-    } else {
-        c.mean = arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm mean");
-        c.rstd = arena_alloc((size_t)c.rows * sizeof(float), "op_layer_norm rstd");
+    else
         layer_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
-    }
     if (ag_needs_grad(3, in)) *(LayerNormCtx *)ag_record(op, layer_norm_cpu_backward, out, 3, in, sizeof c) = c;
     return out;
 }

@@ -126,8 +126,7 @@ static void checkpoint_backward(AgNode *node) {
               "recomputed block output %s differs from the first run's %s", shape_str(out), shape_str(node->out));
     if (out->requires_grad) {
         float *g = tensor_grad(out);
-        if (on_cuda) cuda_copy_d2d(g, node->out->grad, (size_t)out->numel * sizeof(float));
-        else memcpy(g, node->out->grad, (size_t)out->numel * sizeof(float));
+        device_copy(g, out->device, node->out->grad, node->out->device, (size_t)out->numel * sizeof(float));
         run_backward(tape_mark);
     }
     ag_set_grad_enabled(false);
@@ -155,26 +154,20 @@ Tensor *ag_run_keeping_output(AgBlockFn fn, void *ctx, int n_inputs, Tensor *con
         if (out == inputs[i]) return out;  // nothing new to keep
     // Park the output (heap, or the device cache for a CUDA tensor), rewind, bring it back at the mark.
     size_t bytes = (size_t)out->numel * sizeof(float);
-    bool on_cuda = out->device == DEV_CUDA;
-    DOD_CHECK(on_cuda == cuda_in && out->dtype == DT_F32, "ag_run_keeping_output",
+    Device dev = out->device;
+    DOD_CHECK((dev == DEV_CUDA) == cuda_in && out->dtype == DT_F32, "ag_run_keeping_output",
               "block output %s (%s) is on %s, its input on %s", shape_str(out), dtype_name(out->dtype),
-              on_cuda ? "cuda" : "cpu", cuda_in ? "cuda" : "cpu");
-    void *parked = on_cuda ? cuda_malloc_cached(bytes, "block output") : dod_malloc(bytes, "block output");
-    if (on_cuda) cuda_copy_d2d(parked, out->data, bytes);
-    else memcpy(parked, out->data, bytes);
+              dev == DEV_CUDA ? "cuda" : "cpu", cuda_in ? "cuda" : "cpu");
+    void *parked = device_malloc(dev, bytes, "block output");
+    device_copy(parked, dev, out->data, dev, bytes);
     int ndim = out->ndim;
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, out->shape, sizeof shape);
     arena_release(mark);
-    if (on_cuda) cuda_arena_release(cuda_mark);
-    Tensor *kept = tensor_new_on(on_cuda ? DEV_CUDA : DEV_CPU, ndim, shape, DT_F32);
-    if (on_cuda) {
-        cuda_copy_d2d(kept->data, parked, bytes);
-        cuda_free_cached(parked);  // the copy above is queued first on the same stream
-    } else {
-        memcpy(kept->data, parked, bytes);
-        free(parked);
-    }
+    if (cuda_in) cuda_arena_release(cuda_mark);
+    Tensor *kept = tensor_new_on(dev, ndim, shape, DT_F32);
+    device_copy(kept->data, dev, parked, dev, bytes);
+    device_free(dev, parked);  // on CUDA the copy above is queued first on the same stream
     return kept;
 }
 

@@ -158,6 +158,18 @@ static float **spilled_grads;  // heap gradient buffers of old activations (see 
 static bool *spilled_on_cuda;  // per entry: device memory (cuda_free_cached) or host (free)
 static int n_spilled, cap_spilled;
 
+// Records a heap / device-cache gradient buffer to free at the next arena_reset.
+static void spill_track(float *grad, bool on_cuda) {
+    if (n_spilled == cap_spilled) {
+        cap_spilled = cap_spilled ? 2 * cap_spilled : 64;
+        spilled_grads = realloc(spilled_grads, sizeof(float *) * cap_spilled);
+        spilled_on_cuda = realloc(spilled_on_cuda, sizeof(bool) * cap_spilled);
+        DOD_CHECK(spilled_grads && spilled_on_cuda, "tensor_grad", "out of memory tracking %d gradients", cap_spilled);
+    }
+    spilled_on_cuda[n_spilled] = on_cuda;
+    spilled_grads[n_spilled++] = grad;
+}
+
 size_t arena_set_grad_floor(size_t floor) {
     size_t prev = grad_floor;
     grad_floor = floor;
@@ -165,10 +177,7 @@ size_t arena_set_grad_floor(size_t floor) {
 }
 
 void arena_reset(void) {
-    for (int i = 0; i < n_spilled; i++) {
-        if (spilled_on_cuda[i]) cuda_free_cached(spilled_grads[i]);
-        else free(spilled_grads[i]);
-    }
+    for (int i = 0; i < n_spilled; i++) device_free(spilled_on_cuda[i] ? DEV_CUDA : DEV_CPU, spilled_grads[i]);
     n_spilled = 0;
 #ifdef DOD_HAVE_CUDA
     cuda_arena_reset();  // the device arena is rewound with the host arena (two integers: cheap)
@@ -213,13 +222,8 @@ Tensor *tensor_new_on(Device device, int ndim, const int64_t *shape, DType dtype
     Tensor *t = arena_alloc(sizeof(Tensor), "tensor header");
     tensor_init_header(t, ndim, shape, dtype, "tensor_new");
     t->arena_pos = pos;
-    size_t bytes = (size_t)t->numel * dtype_size(dtype);
-    if (device == DEV_CUDA) {
-        t->device = DEV_CUDA;
-        t->data = cuda_arena_alloc(bytes, "activation");
-    } else {
-        t->data = arena_alloc(bytes, "activation");
-    }
+    t->device = device;
+    t->data = arena_alloc_on(device, (size_t)t->numel * dtype_size(dtype), "activation");
     return t;
 }
 
@@ -264,18 +268,33 @@ void tensor_free(Tensor *t) {
     if (!t) return;
     DOD_CHECK(t->persistent, "tensor_free", "tensor %s is arena-owned; it is released by ag_step_reset",
               t->name ? t->name : shape_str(t));
-    if (t->device == DEV_CUDA) {
-        if (t->owns_data) cuda_free_cached(t->data);
-        cuda_free_cached(t->grad);
-    } else {
-        if (t->owns_data) free(t->data);
-        free(t->grad);
-    }
+    if (t->owns_data) device_free(t->device, t->data);
+    device_free(t->device, t->grad);
     free((char *)t->name);
     free(t);
 }
 
 static const char *tensor_label(const Tensor *t) { return t->name ? t->name : shape_str(t); }
+
+void *device_malloc(Device device, size_t bytes, const char *what) {
+    return device == DEV_CUDA ? cuda_malloc_cached(bytes, what) : dod_malloc(bytes, what);
+}
+
+void device_free(Device device, void *p) {
+    if (device == DEV_CUDA) cuda_free_cached(p);
+    else free(p);
+}
+
+void *arena_alloc_on(Device device, size_t bytes, const char *what) {
+    return device == DEV_CUDA ? cuda_arena_alloc(bytes, what) : arena_alloc(bytes, what);
+}
+
+void device_copy(void *dst, Device dst_device, const void *src, Device src_device, size_t bytes) {
+    if (dst_device == DEV_CPU && src_device == DEV_CPU) memcpy(dst, src, bytes);
+    else if (src_device == DEV_CPU) cuda_copy_h2d(dst, src, bytes);
+    else if (dst_device == DEV_CPU) cuda_copy_d2h(dst, src, bytes);
+    else cuda_copy_d2d(dst, src, bytes);
+}
 
 Tensor *tensor_to_device(const Tensor *t, Device device) {
     size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
@@ -288,14 +307,11 @@ Tensor *tensor_to_device(const Tensor *t, Device device) {
         out->name = t->name ? strdup(t->name) : NULL;
         out->requires_grad = t->requires_grad;
         out->device = device;
-        out->data = device == DEV_CUDA ? cuda_malloc_cached(bytes, tensor_label(t)) : dod_malloc(bytes, tensor_label(t));
+        out->data = device_malloc(device, bytes, tensor_label(t));
     } else {
         out = tensor_new_on(device, t->ndim, t->shape, t->dtype);
     }
-    if (t->device == DEV_CPU && device == DEV_CPU) memcpy(out->data, t->data, bytes);
-    else if (t->device == DEV_CPU) cuda_copy_h2d(out->data, t->data, bytes);
-    else if (device == DEV_CPU) cuda_copy_d2h(out->data, t->data, bytes);
-    else cuda_copy_d2d(out->data, t->data, bytes);
+    device_copy(out->data, device, t->data, t->device, bytes);
     return out;
 }
 
@@ -303,27 +319,15 @@ void tensor_move_to(Tensor *t, Device device) {
     DOD_CHECK(t->persistent, "tensor_move_to", "tensor %s is an activation; use tensor_to_device", tensor_label(t));
     if (t->device == device) return;
     size_t bytes = (size_t)t->numel * dtype_size(t->dtype), gbytes = (size_t)t->numel * sizeof(float);
-    void *data;
+    void *data = device_malloc(device, bytes, tensor_label(t));
+    device_copy(data, device, t->data, t->device, bytes);
     float *grad = NULL;
-    if (device == DEV_CUDA) {
-        data = cuda_malloc_cached(bytes, tensor_label(t));
-        cuda_copy_h2d(data, t->data, bytes);
-        if (t->grad) {
-            grad = cuda_malloc_cached(gbytes, "gradient");
-            cuda_copy_h2d(grad, t->grad, gbytes);
-        }
-        if (t->owns_data) free(t->data);
-        free(t->grad);
-    } else {
-        data = dod_malloc(bytes, tensor_label(t));
-        cuda_copy_d2h(data, t->data, bytes);
-        if (t->grad) {
-            grad = dod_malloc(gbytes, "gradient");
-            cuda_copy_d2h(grad, t->grad, gbytes);
-        }
-        if (t->owns_data) cuda_free_cached(t->data);
-        cuda_free_cached(t->grad);
+    if (t->grad) {
+        grad = device_malloc(device, gbytes, "gradient");
+        device_copy(grad, device, t->grad, t->device, gbytes);
     }
+    if (t->owns_data) device_free(t->device, t->data);
+    device_free(t->device, t->grad);
     t->data = data;
     t->grad = grad;
     t->owns_data = true;
@@ -373,17 +377,7 @@ float *tensor_grad(Tensor *t) {
             } else {
                 t->grad = cuda_arena_calloc(bytes, "activation gradient");
             }
-            if (spill) {  // freed at the next arena_reset, like the host spills below
-                if (n_spilled == cap_spilled) {
-                    cap_spilled = cap_spilled ? 2 * cap_spilled : 64;
-                    spilled_grads = realloc(spilled_grads, sizeof(float *) * cap_spilled);
-                    spilled_on_cuda = realloc(spilled_on_cuda, sizeof(bool) * cap_spilled);
-                    DOD_CHECK(spilled_grads && spilled_on_cuda, "tensor_grad", "out of memory tracking %d gradients",
-                              cap_spilled);
-                }
-                spilled_on_cuda[n_spilled] = true;
-                spilled_grads[n_spilled++] = t->grad;
-            }
+            if (spill) spill_track(t->grad, true);  // freed at the next arena_reset, like the host spills below
         } else if (t->persistent) {
             t->grad = dod_calloc(bytes, t->name ? t->name : "gradient");
         } else if (grad_floor == SIZE_MAX || t->arena_pos >= grad_floor) {
@@ -391,15 +385,8 @@ float *tensor_grad(Tensor *t) {
         } else {
             // An activation older than a recomputation in progress: its gradient must outlive the
             // release of the recomputed block's arena memory.
-            if (n_spilled == cap_spilled) {
-                cap_spilled = cap_spilled ? 2 * cap_spilled : 64;
-                spilled_grads = realloc(spilled_grads, sizeof(float *) * cap_spilled);
-                spilled_on_cuda = realloc(spilled_on_cuda, sizeof(bool) * cap_spilled);
-                DOD_CHECK(spilled_grads && spilled_on_cuda, "tensor_grad", "out of memory tracking %d gradients",
-                          cap_spilled);
-            }
-            spilled_on_cuda[n_spilled] = false;
-            t->grad = spilled_grads[n_spilled++] = dod_calloc(bytes, "activation gradient (recomputation)");
+            t->grad = dod_calloc(bytes, "activation gradient (recomputation)");
+            spill_track(t->grad, false);
         }
     }
     return t->grad;
