@@ -151,7 +151,7 @@ static void geglu_cpu_forward(const float *x, float *y, int64_t rows, int64_t ha
 }
 
 // d hidden += g * gelu(gate); d gate += g * hidden * gelu'(gate). Accumulates (+=).
-static void geglu_cpu_backward(AgNode *node) {
+static void geglu_backward(AgNode *node) {
     const GegluCtx *c = node->ctx;
     float *gx = tensor_grad(node->inputs[0]);
     const float *g = node->out->grad;
@@ -183,7 +183,7 @@ Tensor *op_geglu(Tensor *x) {
     GegluCtx c = {tensor_f32(x), half ? out->numel / half : 0, half};
     if (dev == DEV_CUDA) cuda_geglu_forward(c.x, tensor_data_f32(out), c.rows, half);
     else geglu_cpu_forward(c.x, tensor_data_f32(out), c.rows, half);
-    if (ag_needs_grad(1, &x)) *(GegluCtx *)ag_record("op_geglu", geglu_cpu_backward, out, 1, &x, sizeof(GegluCtx)) = c;
+    if (ag_needs_grad(1, &x)) *(GegluCtx *)ag_record("op_geglu", geglu_backward, out, 1, &x, sizeof(GegluCtx)) = c;
     return out;
 }
 
@@ -211,7 +211,7 @@ static void softmax_cpu_forward(const float *x, float *y, int64_t rows, int64_t 
 }
 
 // grad_x += y * (g - sum_k g_k y_k), row by row, from the saved output y. Accumulates (+=).
-static void softmax_cpu_backward(AgNode *node) {
+static void softmax_backward(AgNode *node) {
     const SoftmaxCtx *c = node->ctx;
     const float *y = tensor_data_f32(node->out), *g = node->out->grad;
     float *gx = tensor_grad(node->inputs[0]);
@@ -239,6 +239,6 @@ Tensor *op_softmax(Tensor *x) {
     if (dev == DEV_CUDA) cuda_softmax_forward(tensor_f32(x), tensor_data_f32(out), c.rows, cols);
     else softmax_cpu_forward(tensor_f32(x), tensor_data_f32(out), c.rows, cols);
     if (ag_needs_grad(1, &x))
-        *(SoftmaxCtx *)ag_record("op_softmax", softmax_cpu_backward, out, 1, &x, sizeof(SoftmaxCtx)) = c;
+        *(SoftmaxCtx *)ag_record("op_softmax", softmax_backward, out, 1, &x, sizeof(SoftmaxCtx)) = c;
     return out;
 }

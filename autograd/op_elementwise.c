@@ -142,7 +142,7 @@ typedef struct {
 } EwCtx;
 
 // Backward of a (op) b: accumulates (+=) into the grads of the inputs that require grad.
-static void ew_cpu_backward(AgNode *node) {
+static void ew_backward(AgNode *node) {
     EwCtx *c = node->ctx;
     Tensor *a = node->inputs[0], *b = node->inputs[1];
     const Bcast *p = &c->plan;
@@ -200,7 +200,7 @@ static Tensor *ew_binary(EwKind kind, Tensor *a, Tensor *b) {
     else if (out->numel > 0)
         ew_cpu_forward(kind, &plan, af, plan.sa, bf, plan.sb, tensor_data_f32(out));
     if (ag_needs_grad(2, in)) {
-        EwCtx *c = ag_record(op, ew_cpu_backward, out, 2, in, sizeof(EwCtx));
+        EwCtx *c = ag_record(op, ew_backward, out, 2, in, sizeof(EwCtx));
         c->kind = kind;
         c->plan = plan;
         c->a = af;
@@ -219,7 +219,7 @@ typedef struct {
 } ScaleCtx;
 
 // grad_x += s * g (op_scale) ...
-static void scale_cpu_backward(AgNode *node) {
+static void scale_backward(AgNode *node) {
     float s = ((ScaleCtx *)node->ctx)->s;
     Tensor *x = node->inputs[0];
     float *gx = tensor_grad(x);
@@ -233,7 +233,7 @@ static void scale_cpu_backward(AgNode *node) {
 }
 
 // ... and grad_x += g (op_add_scalar: the constant has no gradient).
-static void add_scalar_cpu_backward(AgNode *node) {
+static void add_scalar_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
     if (x->device == DEV_CUDA) cuda_axpy(tensor_grad(x), node->out->grad, 1.0f, x->numel);
     else ops_accumulate(tensor_grad(x), node->out->grad, x->numel);
@@ -254,7 +254,7 @@ static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
         for (int64_t i = 0; i < x->numel; i++) o[i] = xf[i] + s;
     }
     if (ag_needs_grad(1, &x)) {
-        ScaleCtx *c = ag_record(op, multiply ? scale_cpu_backward : add_scalar_cpu_backward, out, 1, &x,
+        ScaleCtx *c = ag_record(op, multiply ? scale_backward : add_scalar_backward, out, 1, &x,
                                 sizeof(ScaleCtx));
         c->s = s;
     }

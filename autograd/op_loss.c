@@ -38,7 +38,7 @@ static double point_loss_cpu_forward(const float *p, const float *t, int64_t n, 
 }
 
 // d/dp = g * 2 (p - t) / n (MSE) or g * sign(p - t) / n (L1, sign(0) = 0); d/dt = -d/dp. (+=)
-static void point_loss_cpu_backward(AgNode *node) {
+static void point_loss_backward(AgNode *node) {
     const PointLossCtx *c = node->ctx;
     Tensor *pt = node->inputs[0], *tt = node->inputs[1];
     int64_t n = pt->numel;
@@ -67,7 +67,7 @@ static Tensor *point_loss(const char *op, Tensor *pred, Tensor *target, bool l1)
     Tensor *out = tensor_new_on(dev, 1, &one, DT_F32);
     if (dev == DEV_CUDA) cuda_reduce_sum(l1 ? 2 : 1, c.p, c.t, pred->numel, 1.0f / (float)pred->numel, tensor_data_f32(out));
     else tensor_data_f32(out)[0] = (float)point_loss_cpu_forward(c.p, c.t, pred->numel, l1);
-    if (ag_needs_grad(2, in)) *(PointLossCtx *)ag_record(op, point_loss_cpu_backward, out, 2, in, sizeof c) = c;
+    if (ag_needs_grad(2, in)) *(PointLossCtx *)ag_record(op, point_loss_backward, out, 2, in, sizeof c) = c;
     return out;
 }
 

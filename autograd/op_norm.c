@@ -59,7 +59,7 @@ static void group_norm_cpu_forward(GroupNormCtx *c, float eps, const float *beta
 }
 
 // Accumulates (+=) into dx, dgamma, dbeta for the inputs that require grad.
-static void group_norm_cpu_backward(AgNode *node) {
+static void group_norm_backward(AgNode *node) {
     GroupNormCtx *c = node->ctx;
     Tensor *xt = node->inputs[0], *gt = node->inputs[1], *bt = node->inputs[2];
     const float *dy = node->out->grad;
@@ -138,7 +138,7 @@ Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float 
                                 c.C, c.S, c.G, eps);
     else if (c.S > 0 && C > 0)
         group_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
-    if (ag_needs_grad(3, in)) *(GroupNormCtx *)ag_record(op, group_norm_cpu_backward, out, 3, in, sizeof c) = c;
+    if (ag_needs_grad(3, in)) *(GroupNormCtx *)ag_record(op, group_norm_backward, out, 3, in, sizeof c) = c;
     return out;
 }
 
@@ -169,7 +169,7 @@ static void layer_norm_cpu_forward(LayerNormCtx *c, float eps, const float *beta
 
 // Accumulates (+=) into dx, dgamma, dbeta. dgamma/dbeta are summed over rows in per-thread
 // double buffers, then reduced, so threads never write the same channel.
-static void layer_norm_cpu_backward(AgNode *node) {
+static void layer_norm_backward(AgNode *node) {
     LayerNormCtx *c = node->ctx;
     Tensor *xt = node->inputs[0], *gt = node->inputs[1], *bt = node->inputs[2];
     const float *dy = node->out->grad;
@@ -242,6 +242,6 @@ Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps) {
                                 c.rows, C, 1, 1, eps);
     else
         layer_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
-    if (ag_needs_grad(3, in)) *(LayerNormCtx *)ag_record(op, layer_norm_cpu_backward, out, 3, in, sizeof c) = c;
+    if (ag_needs_grad(3, in)) *(LayerNormCtx *)ag_record(op, layer_norm_backward, out, 3, in, sizeof c) = c;
     return out;
 }

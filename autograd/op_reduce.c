@@ -11,7 +11,7 @@ static double sum_cpu_forward(const float *x, int64_t n) {
 }
 
 // grad_x += grad_out[0] * scale (scale 1 for the sum, 1/n for the mean).
-static void reduce_cpu_backward(AgNode *node) {
+static void reduce_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
     if (x->device == DEV_CUDA) {  // the output gradient stays on the device
         cuda_fill_grad_scalar(node->out->grad, *(const float *)node->ctx, tensor_grad(x), x->numel);
@@ -35,7 +35,7 @@ static Tensor *reduce(const char *op, Tensor *x, bool mean) {
         tensor_data_f32(out)[0] = (float)(mean ? s / (double)x->numel : s);
     }
     if (ag_needs_grad(1, &x))
-        *(float *)ag_record(op, reduce_cpu_backward, out, 1, &x, sizeof(float)) = mean ? 1.0f / (float)x->numel : 1.0f;
+        *(float *)ag_record(op, reduce_backward, out, 1, &x, sizeof(float)) = mean ? 1.0f / (float)x->numel : 1.0f;
     return out;
 }
 

@@ -31,7 +31,7 @@ static void concat_cpu_forward(const float *const *xs, const int64_t *sizes, int
 }
 
 // Each input that requires grad gets its slice of the output gradient added back (+=).
-static void concat_cpu_backward(AgNode *node) {
+static void concat_backward(AgNode *node) {
     const ConcatCtx *c = node->ctx;
     const float *g = node->out->grad;
     int64_t row = c->total * c->inner, off = 0;
@@ -99,7 +99,7 @@ Tensor *op_concat(Tensor *const *xs, int n, int dim) {
     } else {
         concat_cpu_forward(views, sizes, n, &c, tensor_data_f32(out));
     }
-    if (ag_needs_grad(n, xs)) *(ConcatCtx *)ag_record(op, concat_cpu_backward, out, n, xs, sizeof c) = c;
+    if (ag_needs_grad(n, xs)) *(ConcatCtx *)ag_record(op, concat_backward, out, n, xs, sizeof c) = c;
     return out;
 }
 
@@ -117,7 +117,7 @@ static void split_cpu_forward(const float *x, const SplitCtx *c, float *out) {
 }
 
 // grad_x[slice] += grad_piece.
-static void split_cpu_backward(AgNode *node) {
+static void split_backward(AgNode *node) {
     const SplitCtx *c = node->ctx;
     float *gx = tensor_grad(node->inputs[0]);
     const float *g = node->out->grad;
@@ -159,7 +159,7 @@ void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out) {
         } else {
             split_cpu_forward(xf, &c, tensor_data_f32(out[i]));
         }
-        if (grad) *(SplitCtx *)ag_record(op, split_cpu_backward, out[i], 1, &x, sizeof c) = c;
+        if (grad) *(SplitCtx *)ag_record(op, split_backward, out[i], 1, &x, sizeof c) = c;
         start += sizes[i];
     }
 }
@@ -176,7 +176,7 @@ void op_chunk(Tensor *x, int n, int dim, Tensor **out) {
 
 // ---- reshape --------------------------------------------------------------------------------------
 // grad_x += grad_out (same element order).
-static void reshape_cpu_backward(AgNode *node) {
+static void reshape_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
     if (x->device == DEV_CUDA) cuda_axpy(tensor_grad(x), node->out->grad, 1.0f, x->numel);
     else ops_accumulate(tensor_grad(x), node->out->grad, x->numel);
@@ -214,7 +214,7 @@ Tensor *op_reshape(Tensor *x, int ndim, const int64_t *shape) {
     out->dtype = x->dtype;
     out->device = x->device;
     out->data = x->data;
-    if (ag_needs_grad(1, &x)) ag_record(op, reshape_cpu_backward, out, 1, &x, 0);
+    if (ag_needs_grad(1, &x)) ag_record(op, reshape_backward, out, 1, &x, 0);
     return out;
 }
 
@@ -244,7 +244,7 @@ static void permute_cpu_apply(const PermuteCtx *c, float *xbuf, float *ybuf, boo
     }
 }
 
-static void permute_cpu_backward(AgNode *node) {
+static void permute_backward(AgNode *node) {
     const PermuteCtx *c = node->ctx;
     if (node->out->device == DEV_CUDA) {
         int64_t os[TENSOR_MAX_DIMS];
@@ -279,7 +279,7 @@ Tensor *op_permute(Tensor *x, const int *perm) {
     } else {
         permute_cpu_apply(&c, (float *)tensor_f32(x), tensor_data_f32(out), false);
     }
-    if (ag_needs_grad(1, &x)) *(PermuteCtx *)ag_record(op, permute_cpu_backward, out, 1, &x, sizeof c) = c;
+    if (ag_needs_grad(1, &x)) *(PermuteCtx *)ag_record(op, permute_backward, out, 1, &x, sizeof c) = c;
     return out;
 }
 
@@ -289,7 +289,7 @@ typedef struct {
 } Pad2dCtx;
 
 // grad_x += the interior window of grad_out.
-static void pad2d_cpu_backward(AgNode *node) {
+static void pad2d_backward(AgNode *node) {
     const Pad2dCtx *c = node->ctx;
     Tensor *x = node->inputs[0], *y = node->out;
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
@@ -321,15 +321,16 @@ Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom) {
         cuda_memset_zero(y, (size_t)out->numel * sizeof(float));
         cuda_strided_copy(3, (int64_t[]){planes, H, W}, y + top * Wo + left, (int64_t[]){Ho * Wo, Wo, 1}, xf,
                           (int64_t[]){H * W, W, 1}, 1.0f, false);
-    }
-#pragma omp parallel for if (dev == DEV_CPU && out->numel > OPS_PARALLEL_MIN)
-    for (int64_t p = 0; p < (dev == DEV_CPU ? planes : 0); p++) {
-        float *yp = y + p * Ho * Wo;
-        memset(yp, 0, sizeof(float) * Ho * Wo);
-        for (int64_t h = 0; h < H; h++) memcpy(yp + (h + top) * Wo + left, xf + (p * H + h) * W, sizeof(float) * W);
+    } else {
+#pragma omp parallel for if (out->numel > OPS_PARALLEL_MIN)
+        for (int64_t p = 0; p < planes; p++) {
+            float *yp = y + p * Ho * Wo;
+            memset(yp, 0, sizeof(float) * Ho * Wo);
+            for (int64_t h = 0; h < H; h++) memcpy(yp + (h + top) * Wo + left, xf + (p * H + h) * W, sizeof(float) * W);
+        }
     }
     if (ag_needs_grad(1, &x)) {
-        Pad2dCtx *c = ag_record(op, pad2d_cpu_backward, out, 1, &x, sizeof(Pad2dCtx));
+        Pad2dCtx *c = ag_record(op, pad2d_backward, out, 1, &x, sizeof(Pad2dCtx));
         c->left = left;
         c->top = top;
     }
@@ -338,7 +339,7 @@ Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom) {
 
 // ---- nearest 2x upsampling ------------------------------------------------------------------------
 // grad_x[h, w] += sum of the 2x2 output block it was copied to.
-static void upsample_cpu_backward(AgNode *node) {
+static void upsample_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Wo = 2 * W;
     float *gx = tensor_grad(x);
@@ -363,24 +364,26 @@ Tensor *op_upsample_nearest2x(Tensor *x) {
     Tensor *out = tensor_new_on(dev, 4, (int64_t[]){x->shape[0], x->shape[1], 2 * H, Wo}, DT_F32);
     const float *xf = tensor_f32(x);
     float *y = tensor_data_f32(out);
-    if (dev == DEV_CUDA)  // out[p, 2h + a, 2w + b] = x[p, h, w]
+    if (dev == DEV_CUDA) {  // out[p, 2h + a, 2w + b] = x[p, h, w]
         cuda_strided_copy(5, (int64_t[]){planes, H, 2, W, 2}, y, (int64_t[]){4 * H * W, 4 * W, 2 * W, 2, 1}, xf,
                           (int64_t[]){H * W, W, 0, 1, 0}, 1.0f, false);
-#pragma omp parallel for if (dev == DEV_CPU && out->numel > OPS_PARALLEL_MIN)
-    for (int64_t p = 0; p < (dev == DEV_CPU ? planes : 0); p++)
-        for (int64_t h = 0; h < H; h++) {
-            float *y0 = y + (p * 2 * H + 2 * h) * Wo;
-            const float *xr = xf + (p * H + h) * W;
-            for (int64_t w = 0; w < W; w++) y0[2 * w] = y0[2 * w + 1] = xr[w];
-            memcpy(y0 + Wo, y0, sizeof(float) * Wo);
-        }
-    if (ag_needs_grad(1, &x)) ag_record(op, upsample_cpu_backward, out, 1, &x, 0);
+    } else {
+#pragma omp parallel for if (out->numel > OPS_PARALLEL_MIN)
+        for (int64_t p = 0; p < planes; p++)
+            for (int64_t h = 0; h < H; h++) {
+                float *y0 = y + (p * 2 * H + 2 * h) * Wo;
+                const float *xr = xf + (p * H + h) * W;
+                for (int64_t w = 0; w < W; w++) y0[2 * w] = y0[2 * w + 1] = xr[w];
+                memcpy(y0 + Wo, y0, sizeof(float) * Wo);
+            }
+    }
+    if (ag_needs_grad(1, &x)) ag_record(op, upsample_backward, out, 1, &x, 0);
     return out;
 }
 
 // ---- global average pooling -------------------------------------------------------------------------
 // grad_x[n, c, :, :] += grad_out[n, c] / (H * W).
-static void gap_cpu_backward(AgNode *node) {
+static void gap_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
     int64_t planes = x->shape[0] * x->shape[1], S = x->shape[2] * x->shape[3];
     float *gx = tensor_grad(x);
@@ -405,14 +408,17 @@ Tensor *op_global_avg_pool(Tensor *x) {
     Tensor *out = tensor_new_on(dev, 2, (int64_t[]){x->shape[0], x->shape[1]}, DT_F32);
     const float *xf = tensor_f32(x);
     float *y = tensor_data_f32(out);
-    if (dev == DEV_CUDA) cuda_plane_means(xf, y, planes, S);
-#pragma omp parallel for if (dev == DEV_CPU && x->numel > OPS_PARALLEL_MIN)
-    for (int64_t p = 0; p < (dev == DEV_CPU ? planes : 0); p++) {
-        double s = 0;
-        for (int64_t k = 0; k < S; k++) s += xf[p * S + k];
-        y[p] = (float)(s / S);
+    if (dev == DEV_CUDA) {
+        cuda_plane_means(xf, y, planes, S);
+    } else {
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+        for (int64_t p = 0; p < planes; p++) {
+            double s = 0;
+            for (int64_t k = 0; k < S; k++) s += xf[p * S + k];
+            y[p] = (float)(s / S);
+        }
     }
-    if (ag_needs_grad(1, &x)) ag_record(op, gap_cpu_backward, out, 1, &x, 0);
+    if (ag_needs_grad(1, &x)) ag_record(op, gap_backward, out, 1, &x, 0);
     return out;
 }
 
@@ -424,7 +430,7 @@ typedef struct {
 } EmbeddingCtx;
 
 // grad_table[ids[i]] += grad_out[i] (serial over i: ids may repeat).
-static void embedding_cpu_backward(AgNode *node) {
+static void embedding_backward(AgNode *node) {
     const EmbeddingCtx *c = node->ctx;
     Tensor *table = node->inputs[0];
     int64_t D = table->shape[1];
@@ -459,7 +465,7 @@ Tensor *op_embedding(Tensor *table, const int64_t *ids, int n) {
         for (int i = 0; i < n; i++) memcpy(y + (int64_t)i * D, tf + ids[i] * D, sizeof(float) * D);
     }
     if (ag_needs_grad(1, &table)) {
-        EmbeddingCtx *c = ag_record(op, embedding_cpu_backward, out, 1, &table, sizeof(EmbeddingCtx));
+        EmbeddingCtx *c = ag_record(op, embedding_backward, out, 1, &table, sizeof(EmbeddingCtx));
         int64_t *copy = arena_alloc(sizeof(int64_t) * (n ? n : 1), "op_embedding ids");
         memcpy(copy, ids, sizeof(int64_t) * n);
         c->ids = copy;
