@@ -14,21 +14,32 @@
 // cuBLAS/cuDNN with the activations cast to the same type, f32 accumulation and f32 outputs.
 typedef enum { DOD_PREC_F32 = 0, DOD_PREC_MIXED = 1 } DodPrecision;
 
+// Every header of CUDA entry points (this one, cuda_ops.h, cuda_optim.h, layers_cuda.h) declares them
+// with DOD_CUDA_API between DOD_CUDA_API_BEGIN and DOD_CUDA_API_END: C linkage, and without CUDA
+// each entry becomes a stub that fails naming the call (its parameters unused, hence the pragma).
+#ifdef __cplusplus
+#define DOD_EXTERN_C_BEGIN extern "C" {
+#define DOD_EXTERN_C_END }
+#else
+#define DOD_EXTERN_C_BEGIN
+#define DOD_EXTERN_C_END
+#endif
 #ifdef DOD_HAVE_CUDA
 #define DOD_CUDA_API(ret, name, args) ret name args;
+#define DOD_CUDA_API_BEGIN DOD_EXTERN_C_BEGIN
+#define DOD_CUDA_API_END DOD_EXTERN_C_END
 #else
 static inline __attribute__((noreturn)) void dod_cuda_missing(const char *call) {
     dod_fatal(call, "this build has no CUDA backend (nvcc was not found at configure time)");
 }
 #define DOD_CUDA_API(ret, name, args) \
     static inline ret name args { dod_cuda_missing(#name); }
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
+#define DOD_CUDA_API_BEGIN \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wunused-parameter\"") DOD_EXTERN_C_BEGIN
+#define DOD_CUDA_API_END DOD_EXTERN_C_END _Pragma("GCC diagnostic pop")
 #endif
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+DOD_CUDA_API_BEGIN
 
 #ifdef DOD_HAVE_CUDA
 // True when a CUDA device can be used. Never aborts: no driver, no device or a broken runtime all
@@ -87,10 +98,4 @@ DOD_CUDA_API(void, cuda_narrow_f32, (const float *src, DType dtype, void *dst, i
 // dst[i] += scale * src[i] (accumulates); src may be NULL meaning all ones.
 DOD_CUDA_API(void, cuda_axpy, (float *dst, const float *src, float scale, int64_t n))
 
-#ifdef __cplusplus
-}
-#endif
-
-#ifndef DOD_HAVE_CUDA
-#pragma GCC diagnostic pop
-#endif
+DOD_CUDA_API_END

@@ -39,13 +39,7 @@ static inline Device ops_device(const char *op, int n, Tensor *const *ts) {
     return dev;
 }
 
-#ifndef DOD_HAVE_CUDA
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#endif
-#ifdef __cplusplus
-extern "C" {
-#endif
+DOD_CUDA_API_BEGIN
 
 // ---- elementwise (elementwise.cu) -------------------------------------------------------------
 // out = a (kind: 0 add, 1 sub, 2 mul) b over a broadcast plan of ndim axes (shape; element strides
@@ -159,9 +153,4 @@ DOD_CUDA_API(void, cuda_embedding_forward, (const float *table, const int64_t *i
 DOD_CUDA_API(void, cuda_embedding_backward, (const float *g, const int64_t *ids_dev, float *grad_table,
                                              int64_t n_ids, int64_t D))                                      // +=
 
-#ifdef __cplusplus
-}
-#endif
-#ifndef DOD_HAVE_CUDA
-#pragma GCC diagnostic pop
-#endif
+DOD_CUDA_API_END

@@ -5,14 +5,7 @@
 #include "autograd/cuda/cuda_backend.h"
 
 // Entries are declared with cuda_backend.h's DOD_CUDA_API (real declarations, or failing stubs).
-#ifndef DOD_HAVE_CUDA
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#endif
-
-#ifdef __cplusplus
-extern "C" {
-#endif
+DOD_CUDA_API_BEGIN
 
 // sum_i x[i]^2 in double, deterministic (fixed-order two-pass reduction); synchronises (host result).
 DOD_CUDA_API(double, cuda_sum_squares, (const float *x, int64_t n))
@@ -25,10 +18,4 @@ DOD_CUDA_API(void, cuda_adamw_update,
                    (float *w, const float *g, float *m, float *v, int64_t n, float beta1, float beta2, float eps,
                     float decay, float step_size, float bc2_sqrt))
 
-#ifdef __cplusplus
-}
-#endif
-
-#ifndef DOD_HAVE_CUDA
-#pragma GCC diagnostic pop
-#endif
+DOD_CUDA_API_END

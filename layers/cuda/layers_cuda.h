@@ -5,14 +5,7 @@
 #include "autograd/cuda/cuda_backend.h"
 
 // Entries are declared with cuda_backend.h's DOD_CUDA_API (real declarations, or failing stubs).
-#ifndef DOD_HAVE_CUDA
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#endif
-
-#ifdef __cplusplus
-extern "C" {
-#endif
+DOD_CUDA_API_BEGIN
 
 // out[i] = mean[i] + exp(0.5 * logvar[i]) * eps[i] (=). Device pointers, n elements.
 DOD_CUDA_API(void, cuda_posterior_sample_forward,
@@ -22,10 +15,4 @@ DOD_CUDA_API(void, cuda_posterior_sample_backward,
                     (const float *g, const float *logvar, const float *eps, float *grad_mean, float *grad_logvar,
                      int64_t n))
 
-#ifdef __cplusplus
-}
-#endif
-
-#ifndef DOD_HAVE_CUDA
-#pragma GCC diagnostic pop
-#endif
+DOD_CUDA_API_END
