@@ -6,6 +6,8 @@
 typedef int (*BenchMainFn)(int argc, char **argv);
 void bench_register(const char *name, const char *what, BenchMainFn fn);
 double bench_now(void);  // monotonic seconds
+// Median of v[0..n) (sorts v in place; n >= 1): the value every benchmark reports.
+double bench_median(double *v, int n);
 // Runs the PyTorch side of a comparison, `$PYTHON <source>/scripts/<script> <args>` ($PYTHON defaults to
 // /work/venv/bin/python when present, else python3), and returns the value of its `torch_ms X` line
 // (and of `torch_peak_gib X` into *peak_gib when non-NULL). Negative, with the reason printed, when it

@@ -97,11 +97,6 @@ static Tensor *device_input(int ndim, const int64_t *shape, uint64_t seed, bool 
     return t;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double torch_side(int batch, int size, int iters, int blocks, bool mixed, double *peak_gib) {
     char args[256];
     snprintf(args, sizeof args, "--batch %d --size %d --iters %d --blocks %d%s", batch, size, iters, blocks,
@@ -154,8 +149,7 @@ static int bench_cuda_block_main(int argc, char **argv) {
         ag_step_reset();
         if (it == 0) op_profile_reset();  // DOD_PROFILE: the timed iterations only
     }
-    qsort(ms, iters, sizeof(double), cmp_double);
-    double ours = ms[iters / 2];
+    double ours = bench_median(ms, iters);
     DodCudaMemStats st = dod_cuda_mem_stats();
     printf("ours:    %.3f ms/step (median of %d), peak device memory %.3f GiB reserved\n", ours, iters,
            st.peak_reserved_bytes / 1073741824.0);

@@ -42,13 +42,6 @@
 #include "tests/dod_fixture_config.h"
 #include "tests/bench/bench.h"
 
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-
 // The PyTorch reference's median ms (scripts/bench_train_torch.py), negative when unavailable; its peak
 // device memory into *peak_gib (cuda).
 static double torch_ms(int stage, int batch, int crop, int iters, int threads, const char *device, bool mixed,
@@ -161,8 +154,7 @@ static int bench_train_main(int argc, char **argv) {
         if (i == -1) op_profile_reset();  // DOD_PROFILE: the timed steps only
     }
     DOD_CHECK(isfinite(loss), who, "the loss is %g", loss);
-    qsort(t, (size_t)iters, sizeof(double), cmp_double);
-    double ours = t[iters / 2];
+    double ours = bench_median(t, iters);
     printf("dod train step, stage %d%s%s on %s: batch %d, crop %d, %d trainable tensors (%ld values), base %s%s, "
            "%d threads, median of %d (model set up in %.1f s)\n",
            stage, recompute ? " (recompute)" : "", mixed ? " (mixed precision, bf16 frozen weights)" : "", cuda ? dod_cuda_device_name() : "cpu", batch, crop, n, (long)numel,

@@ -29,11 +29,6 @@ static Tensor *io_tensor(SafeTensors *st, const char *path, const char *name) {
     return t;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 // The PyTorch reference's median ms (scripts/bench_unet_torch.py), negative when unavailable.
 static double torch_ms(const char *fix, int iters, int size, int batch, int threads) {
     char args[1400];
@@ -133,8 +128,7 @@ static int bench_unet_main(int argc, char **argv) {
         if (i >= 0) t[i] = (bench_now() - t0) * 1e3;
         ag_step_reset();
     }
-    qsort(t, (size_t)iters, sizeof(double), cmp_double);
-    double ours = t[iters / 2];
+    double ours = bench_median(t, iters);
     printf("unet forward%s: sample %s, context %s, weights %s, %d threads, median of %d\n",
            backward ? (recompute ? " + backward (recompute_blocks)" : " + backward") : "", shape_str(sample),
            shape_str(context), dtype_name(dtype), threads, iters);
