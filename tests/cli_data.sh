@@ -15,10 +15,7 @@ if [ ! -x "$DATA" ]; then
 fi
 T=$(mktemp -d /tmp/dod_cli_data_XXXXXX)
 trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$SRC/tests/shell_lib.sh"
 # expect_fail NAME PATTERN CMD...: CMD must exit non-zero and print PATTERN (grep -E) on stderr
 expect_fail() {
     local name=$1 pattern=$2

@@ -11,10 +11,7 @@ PARITY="$BUILD/bin/dod-parity"
 BENCH="$BUILD/bin/dod-bench"
 TRAIN="$BUILD/bin/dod-train"
 DATA="$BUILD/bin/dod-data"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$SRC/tests/shell_lib.sh"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}

@@ -8,10 +8,7 @@
 # Usage: bash tests/cli_device_audit.sh BUILD_DIR SOURCE_DIR
 set -u
 SRC=${2:?source dir}
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$SRC/tests/shell_lib.sh"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 

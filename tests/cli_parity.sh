@@ -5,10 +5,7 @@ set -u
 BUILD=${1:?build dir}
 SRC=${2:?source dir}
 TOOL="$BUILD/bin/dod-parity"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$SRC/tests/shell_lib.sh"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 

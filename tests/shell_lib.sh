@@ -1,12 +1,16 @@
-# Sourced by the DOD CLI tests (cli_train_dod.sh, cli_train_dod_vae.sh, cli_eval_run.sh):
+# Sourced by the CLI tests (cli_train_dod.sh, cli_train_dod_vae.sh, cli_eval_run.sh, cli_data.sh,
+# cli_device.sh, cli_device_audit.sh, cli_parity.sh):
 #   . "$S/tests/shell_lib.sh"
-# a pass/fail counter and the tiny DOD training configuration they all start from.
+# a pass/fail counter and the tiny DOD training configuration the DOD tests start from.
 
 CLI_LIB_TESTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 pass=0 fail=0
 # check NAME CONDITION: evaluates CONDITION (a shell command line); counts a pass, or a failure named NAME.
 check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+# ok: count a pass; bad MESSAGE: count a failure and say so on stderr (for tests that branch themselves).
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 
 # tiny_dod_ini FILE DATA RUN_DIR writes (=) FILE with the keys the DOD CLI tests share: DOD stage 1 on
 # the tiny SD fixture (tests/fixtures/sd/sd2_tiny), trained on the dehaze, derain and denoise tasks of
