@@ -8,7 +8,7 @@ B=$1 S=$2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 . "$S/tests/shell_lib.sh"
-"$B/bin/dod-data" synth --clean "$S/tests/fixtures/data" --tasks noise,rain,haze --out "$T/syn.h5" --seed 1 --quiet
+tiny_dod_data "$B" "$T/syn.h5"
 tiny_dod_ini "$T/vae.ini" "$T/syn.h5" "$T/run"
 cat >> "$T/vae.ini" <<INI
 [model]

@@ -12,6 +12,12 @@ check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 
+# tiny_dod_data BUILD FILE writes (=) FILE: the noise/rain/haze set (seed 1) from tests/fixtures/data
+# that tiny_dod_ini's tasks read, made with BUILD's dod-data.
+tiny_dod_data() {
+    "$1/bin/dod-data" synth --clean "$CLI_LIB_TESTS/fixtures/data" --tasks noise,rain,haze --out "$2" --seed 1 --quiet
+}
+
 # tiny_dod_ini FILE DATA RUN_DIR writes (=) FILE with the keys the DOD CLI tests share: DOD stage 1 on
 # the tiny SD fixture (tests/fixtures/sd/sd2_tiny), trained on the dehaze, derain and denoise tasks of
 # DATA (a `dod-data synth` file) at crop 32 with 2 loader threads, lr 1e-3, loss 2 * MSE, seed 7, in
