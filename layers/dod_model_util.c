@@ -121,8 +121,7 @@ float dod_scalar_value(const Tensor *t) {
     DOD_CHECK(t->numel == 1 && t->dtype == DT_F32, "dod_scalar_value", "tensor %s (%s) is not a one-element f32 tensor",
               shape_str(t), dtype_name(t->dtype));
     float v;
-    if (t->device == DEV_CUDA) cuda_copy_d2h(&v, t->data, sizeof v);
-    else v = tensor_data_f32(t)[0];
+    device_copy(&v, DEV_CPU, t->data, t->device, sizeof v);
     return v;
 }
 
@@ -134,11 +133,7 @@ Tensor *dod_repeat_constant(const Tensor *t, int64_t n) {
     for (int d = 0; d < t->ndim; d++) shape[d + 1] = t->shape[d];
     Tensor *out = tensor_new_on(t->device, t->ndim + 1, shape, DT_F32);
     size_t bytes = sizeof(float) * (size_t)t->numel;
-    for (int64_t i = 0; i < n; i++) {
-        float *dst = tensor_data_f32(out) + i * t->numel;
-        if (t->device == DEV_CUDA) cuda_copy_d2d(dst, t->data, bytes);
-        else memcpy(dst, t->data, bytes);
-    }
+    for (int64_t i = 0; i < n; i++) device_copy(tensor_data_f32(out) + i * t->numel, t->device, t->data, t->device, bytes);
     return out;
 }
 
@@ -155,9 +150,7 @@ static void copy_entry(SafeTensors *st, const StEntry *e, Tensor *dst, const cha
     char err[ST_ERR_LEN];
     Tensor *src;
     if (safetensors_tensor(st, e, DT_F32, NULL, &src, err) != ST_OK) dod_fatal(who, "%s", err);
-    size_t bytes = sizeof(float) * (size_t)dst->numel;
-    if (dst->device == DEV_CUDA) cuda_copy_h2d(dst->data, src->data, bytes);
-    else memcpy(dst->data, src->data, bytes);
+    device_copy(dst->data, dst->device, src->data, DEV_CPU, sizeof(float) * (size_t)dst->numel);
     tensor_free(src);
 }
 
