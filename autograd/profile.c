@@ -3,7 +3,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "autograd/cuda/cuda_backend.h"
 
@@ -22,12 +21,6 @@ static int n_rows;
 static ProfileRow *open_row;  // the interval being timed, or NULL
 static double open_since;
 static bool any_cuda;
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void report_at_exit(void) { op_profile_report(stderr, "dod: op profile (DOD_PROFILE)"); }
 
@@ -51,7 +44,7 @@ static ProfileRow *row_of(const char *op, bool backward) {
 // Closes the open interval at the current time (after the device has finished its work).
 static void close_open(Device dev) {
     if (dev == DEV_CUDA || any_cuda) dod_cuda_synchronize("op profile");
-    double t = now_seconds();
+    double t = dod_now_seconds();
     if (open_row) {
         open_row->seconds += t - open_since;
         open_row->calls++;
@@ -99,5 +92,5 @@ void op_profile_report(FILE *f, const char *title) {
 void op_profile_reset(void) {
     n_rows = 0;
     open_row = NULL;
-    open_since = now_seconds();
+    open_since = dod_now_seconds();
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 // ---- errors -------------------------------------------------------------------------------------
 void dod_fatal(const char *where, const char *fmt, ...) {
@@ -36,6 +37,12 @@ void *dod_calloc(size_t bytes, const char *what) {
     void *p = calloc(1, bytes ? bytes : 1);
     if (!p) oom(bytes, what);
     return p;
+}
+
+double dod_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 const char *dtype_name(DType dt) {

@@ -43,6 +43,8 @@ void dod_fatal(const char *where, const char *fmt, ...) __attribute__((noreturn,
 // malloc/calloc that exit with "out of memory: asked for N bytes for <what>".
 void *dod_malloc(size_t bytes, const char *what);
 void *dod_calloc(size_t bytes, const char *what);
+// Seconds on the monotonic clock (for durations: rates, ETAs, timings).
+double dod_now_seconds(void);
 // "[2, 3, 4]" into buf (thread-unsafe static ring of 4 buffers when buf == NULL).
 const char *shape_str(const Tensor *t);
 const char *dtype_name(DType dt);

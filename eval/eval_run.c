@@ -13,19 +13,12 @@ const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable",
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "data/h5ds.h"
 #include "data/sample_noise.h"
 #include "eval/grid.h"
 #include "data/fileio.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static double peak_rss_mib(void) {
     struct rusage ru;
@@ -116,7 +109,7 @@ typedef struct {
 
 static void progress_draw(Progress *p, const char *label, bool force) {
     if (!p->mode) return;
-    double t = now_s(), el = t - p->t0;
+    double t = dod_now_seconds(), el = t - p->t0;
     if (!force && t - p->last < (p->mode == 1 ? 0.2 : 5.0)) return;
     p->last = t;
     char bar[21];
@@ -187,9 +180,9 @@ static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, 
     }
     const size_t n = (size_t)3 * hq.w * hq.h;
     float *out = dod_malloc(sizeof(float) * n, "restored image"), *gt = dod_malloc(sizeof(float) * n, "ground truth");
-    double t0 = now_s();
+    double t0 = dod_now_seconds();
     rc = restore_image(o->model, &lq, &o->tiles, out, &im->tiles, why, sizeof why);
-    im->seconds = now_s() - t0;
+    im->seconds = dod_now_seconds() - t0;
     if (rc) {
         im->status = EVAL_MODEL;
         fmt_into(im->err, sizeof im->err, "%s (%s, %dx%d): %s", es->label, im->name, hq.w, hq.h, why);
@@ -229,7 +222,7 @@ static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, 
 }
 
 int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err, size_t errlen) {
-    Progress pg = {.mode = o->progress, .t0 = now_s(), .last = -1};
+    Progress pg = {.mode = o->progress, .t0 = dod_now_seconds(), .last = -1};
     for (int s = 0; s < n_sets; s++) pg.total += res[s].n_images;
     int not_scored = 0;
     for (int s = 0; s < n_sets; s++) {

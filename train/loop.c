@@ -35,7 +35,6 @@ void train_request_stop(void) { stop_requested = 1; }
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "autograd/cuda/cuda_backend.h"
 #include "autograd/ops.h"
@@ -50,12 +49,6 @@ void train_request_stop(void) { stop_requested = 1; }
 #include "data/fileio.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 // dir/name, or name itself when absolute.
 static void join(char *out, size_t len, const char *dir, const char *name) {
@@ -307,7 +300,7 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
     }
     LrSchedule sched = {.kind = c->schedule == CFG_SCHEDULE_COSINE ? LR_COSINE : LR_CONSTANT, .base_lr = (float)c->lr,
                         .warmup_steps = c->warmup, .total_steps = c->steps};
-    double t0 = now_s(), last_print = -1;
+    double t0 = dod_now_seconds(), last_print = -1;
     size_t train_peak = 0;
     int rc = 0;
     int64_t done = start;
@@ -321,7 +314,7 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
         done = s + 1;
         size_t step_peak = arena_peak_reset();  // activation memory of this step (validation excluded)
         if (step_peak > train_peak) train_peak = step_peak;
-        double elapsed = now_s() - t0, its = (done - start) / (elapsed > 1e-9 ? elapsed : 1e-9);
+        double elapsed = dod_now_seconds() - t0, its = (done - start) / (elapsed > 1e-9 ? elapsed : 1e-9);
         if (o->on_step) o->on_step(o->on_step_ctx, &st);
         if (!o->quiet && (elapsed - last_print >= 1.0 || done == c->steps || last_print < 0)) {
             char eta[32];

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
@@ -34,12 +33,6 @@ PretrainOptions pretrain_defaults(void) {
     o.eval_every = 0;
     o.eval_per_image = 4;
     return o;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 // ---- exp with a tape node (ops.h has none; the posterior needs exp(logvar / 2)) -----------------
@@ -92,7 +85,7 @@ static void trainer_init(Trainer *tr, ParamStore *ps, const PretrainOptions *o) 
     tr->window_sum = 0;
     tr->window_n = 0;
     tr->first_window = NAN;
-    tr->t0 = now_s();
+    tr->t0 = dod_now_seconds();
 }
 
 // Backward from loss, clip, AdamW; logs every o->log_every steps. Returns the loss value.
@@ -114,7 +107,7 @@ static double trainer_step(Trainer *tr, const PretrainOptions *o, int step, Tens
         if (isnan(tr->first_window)) tr->first_window = mean;
         rep->first_loss = tr->first_window;
         rep->last_loss = mean;
-        double el = now_s() - tr->t0;
+        double el = dod_now_seconds() - tr->t0;
         fprintf(stderr, "%s step %d/%d loss %.5f lr %.2e grad_norm %.3f %.2fs/step\n", what, step + 1, o->steps, mean,
                 lr, gnorm, el / (step + 1));
         tr->window_sum = 0;
@@ -200,7 +193,7 @@ void pretrain_vae(const PretrainOptions *o, PretrainReport *rep, ParamStore **ps
     const char *who = "pretrain vae";
     check_options(o, who);
     memset(rep, 0, sizeof *rep);
-    double t0 = now_s();
+    double t0 = dod_now_seconds();
     char *cfg_path = part_config_path(o->config_dir, "vae", "config.json");
     char err[SD_CONFIG_ERR_LEN];
     Vae vae = {0};
@@ -240,7 +233,7 @@ void pretrain_vae(const PretrainOptions *o, PretrainReport *rep, ParamStore **ps
     tensor_free(train_crops);
     tensor_free(eval_crops);
     rep->scaling_factor = rep->latent_std > 0 ? 1.0 / rep->latent_std : 1.0;
-    rep->seconds = now_s() - t0;
+    rep->seconds = dod_now_seconds() - t0;
     fprintf(stderr, "%s: held-out PSNR %.2f dB (was %.2f), latent std %.4f -> scaling_factor %.5f, %.1f s\n", who,
             rep->val_psnr, rep->val_psnr_init, rep->latent_std, rep->scaling_factor, rep->seconds);
 
@@ -395,7 +388,7 @@ void pretrain_unet(const PretrainOptions *o, PretrainReport *rep, ParamStore **p
     DOD_CHECK(o->high_t_frac >= 0 && o->high_t_frac <= 1 && o->high_t_from >= 0 && o->high_t_from < 1000, who,
               "high-t fraction %g / from %d out of range", o->high_t_frac, o->high_t_from);
     memset(rep, 0, sizeof *rep);
-    double t0 = now_s();
+    double t0 = dod_now_seconds();
     Vae *vae = vae_load(o->vae_dir, DT_F32, NULL);
     char *ucfg_path = part_config_path(o->config_dir, "unet", "config.json");
     char *scfg_path = part_config_path(o->config_dir, "scheduler", "scheduler_config.json");
@@ -459,7 +452,7 @@ void pretrain_unet(const PretrainOptions *o, PretrainReport *rep, ParamStore **p
                                  &rep->eps_mse_linear, NULL);
     rep->eps_mse_init = init_mse;
     rep->eps_mse = final_mse;
-    rep->seconds = now_s() - t0;
+    rep->seconds = dod_now_seconds() - t0;
     fprintf(stderr,
             "%s: held-out objective MSE over t %.4f (was %.4f), eps-MSE over t %.4f (was %.4f); eps-MSE at t=999: "
             "UNet %.4f, zero predictor %.4f, linear predictor %.4f; %.1f s\n",

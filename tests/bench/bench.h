@@ -3,9 +3,10 @@
 #pragma once
 #include <stdint.h>
 
+#include "autograd/tensor.h"  // dod_now_seconds: every benchmark times with it
+
 typedef int (*BenchMainFn)(int argc, char **argv);
 void bench_register(const char *name, const char *what, BenchMainFn fn);
-double bench_now(void);  // monotonic seconds
 // Median of v[0..n) (sorts v in place; n >= 1): the value every benchmark reports.
 double bench_median(double *v, int n);
 // Runs the PyTorch side of a comparison, `$PYTHON <source>/scripts/<script> <args>` ($PYTHON defaults to

@@ -140,12 +140,12 @@ static int bench_cuda_block_main(int argc, char **argv) {
     Tensor *ctx = device_input(3, (int64_t[]){batch, CTX_LEN, CTX_DIM}, 4, false);
     double *ms = dod_malloc(sizeof(double) * (iters + 1), "timings");
     for (int it = 0; it <= iters; it++) {  // iteration 0 warms up (algorithm choice, arena growth)
-        double t0 = bench_now();
+        double t0 = dod_now_seconds();
         Tensor *h = x;
         for (int b = 0; b < blocks; b++) h = block_forward(&pairs[b], h, temb, ctx);
         ag_backward(op_mse_loss(h, target));
         dod_cuda_synchronize("dod-bench cuda_block");
-        if (it > 0) ms[it - 1] = (bench_now() - t0) * 1e3;
+        if (it > 0) ms[it - 1] = (dod_now_seconds() - t0) * 1e3;
         ag_step_reset();
         if (it == 0) op_profile_reset();  // DOD_PROFILE: the timed iterations only
     }

@@ -59,10 +59,10 @@ static double run_loader(const char *path, int threads, int crop, int steps, cha
     double t0 = 0;
     int rc = 0;
     for (int step = 0; step < steps + 2 && !rc; step++) {
-        if (step == 2) t0 = bench_now();   // two warm-up batches (thread start, page cache)
+        if (step == 2) t0 = dod_now_seconds();   // two warm-up batches (thread start, page cache)
         rc = loader_get(L, step, &b, err, errlen);
     }
-    double dt = bench_now() - t0;
+    double dt = dod_now_seconds() - t0;
     batch_free(&b);
     loader_close(L);
     return rc ? -1 : steps / dt;
@@ -110,9 +110,9 @@ static int bench_data_main(int argc, char **argv) {
     make_clean_dir(clean, n_images, size);
     SynthOptions so = {.out_path = path, .clean_dir = clean, .n_kinds = 3, .kinds = {DEG_HAZE, DEG_RAIN, DEG_NOISE},
                        .seed = 1, .n_sigmas = 3, .sigmas = {15, 25, 50}, .deflate = 4, .quiet = 1};
-    double t_synth = bench_now();
+    double t_synth = dod_now_seconds();
     int rc = synth_run(&so, err, sizeof err);
-    t_synth = bench_now() - t_synth;
+    t_synth = dod_now_seconds() - t_synth;
     double rate1 = rc ? -1 : run_loader(path, 0, crop, steps / 4 + 1, err, sizeof err);
     double rate = rate1 < 0 ? -1 : run_loader(path, threads, crop, steps, err, sizeof err);
     char cmd[512];

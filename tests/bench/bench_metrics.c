@@ -76,12 +76,12 @@ static void time_ours(BenchPair *bp, const Image *pred, const Image *gt, int rep
 #endif
             double best = INFINITY;
             for (int r = 0; r < repeat; r++) {
-                double t0 = bench_now();
+                double t0 = dod_now_seconds();
                 if (metrics_pair(pred, gt, &o, &bp->psnr[prof], &bp->ssim[prof], err, sizeof err)) {
                     fprintf(stderr, "dod-bench metrics: %s: %s\n", bp->name, err);
                     exit(1);
                 }
-                double dt = bench_now() - t0;
+                double dt = dod_now_seconds() - t0;
                 if (dt < best) best = dt;
             }
             bp->sec[prof][t] = best;

@@ -15,8 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
+#include <strings.h>
 #ifdef DOD_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
@@ -72,9 +72,9 @@ static void time_pair(RunFn fa, void *ca, RunFn fb, void *cb, double *best_a, do
             pause_for_spin_down();
             f(c);  // warm-up (page faults, thread start)
             for (int reps = 0; reps < 2 || spent < min_time / 4; reps++) {
-                double t0 = bench_now();
+                double t0 = dod_now_seconds();
                 f(c);
-                double dt = bench_now() - t0;
+                double dt = dod_now_seconds() - t0;
                 spent += dt;
                 if (dt < *best) *best = dt;
             }

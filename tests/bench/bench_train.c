@@ -119,10 +119,10 @@ static int bench_train_main(int argc, char **argv) {
     }
     cfg.recompute = recompute;
     if (mixed) cfg.frozen_dtype = DT_BF16;
-    double t_load = bench_now();
+    double t_load = dod_now_seconds();
     DodModel *m = dod_model_create(&cfg);
     if (cuda) dod_model_to_device(m, DEV_CUDA);
-    t_load = bench_now() - t_load;
+    t_load = dod_now_seconds() - t_load;
     int n = dod_model_trainable(m, NULL, 0);
     Tensor **trainable = dod_malloc(sizeof(Tensor *) * (size_t)n, "trainable list");
     dod_model_trainable(m, trainable, n);
@@ -148,9 +148,9 @@ static int bench_train_main(int argc, char **argv) {
     double *t = dod_malloc(sizeof(double) * (size_t)iters, "times");
     float loss = 0;
     for (int i = -1; i < iters; i++) {  // i == -1: warm-up
-        double t0 = bench_now();
+        double t0 = dod_now_seconds();
         loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), cuda);
-        if (i >= 0) t[i] = (bench_now() - t0) * 1e3;
+        if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
         if (i == -1) op_profile_reset();  // DOD_PROFILE: the timed steps only
     }
     DOD_CHECK(isfinite(loss), who, "the loss is %g", loss);

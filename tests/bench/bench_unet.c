@@ -47,11 +47,11 @@ static int vae_memory(const char *fix, int size) {
     tensor_randn(image, 0, 0.5f);
     ag_set_grad_enabled(false);
     size_t peak_before = arena_peak();
-    double t0 = bench_now();
+    double t0 = dod_now_seconds();
     VaeEncoded enc;
     vae_encode(vae, image, false, NULL, &enc);
     Tensor *decoded = vae_decode(vae, enc.mean, NULL, NULL, NULL);
-    double ms = (bench_now() - t0) * 1e3;
+    double ms = (dod_now_seconds() - t0) * 1e3;
     printf("vae encode + decode: image %s -> latent %s -> %s, f32, grad off\n", shape_str(image),
            shape_str(enc.mean), shape_str(decoded));
     printf("arena peak %.1f MiB (before: %.1f MiB), %.0f ms\n", arena_peak() / 1048576.0, peak_before / 1048576.0, ms);
@@ -122,10 +122,10 @@ static int bench_unet_main(int argc, char **argv) {
     UnetOptions opt = {.recompute_blocks = recompute};
     double *t = dod_malloc(sizeof(double) * (size_t)iters, "times");
     for (int i = -1; i < iters; i++) {  // i == -1: warm-up
-        double t0 = bench_now();
+        double t0 = dod_now_seconds();
         Tensor *out = unet_forward(unet, sample, ts, context, &opt);
         if (backward) ag_backward_from(out, NULL);
-        if (i >= 0) t[i] = (bench_now() - t0) * 1e3;
+        if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
         ag_step_reset();
     }
     double ours = bench_median(t, iters);
