@@ -15,8 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <strings.h>
+#include <time.h>
 #ifdef DOD_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
