@@ -45,6 +45,8 @@ void *dod_malloc(size_t bytes, const char *what);
 void *dod_calloc(size_t bytes, const char *what);
 // Seconds on the monotonic clock (for durations: rates, ETAs, timings).
 double dod_now_seconds(void);
+// Peak resident memory of this process so far, MiB.
+double dod_peak_rss_mib(void);
 // "[2, 3, 4]" into buf (thread-unsafe static ring of 4 buffers when buf == NULL).
 const char *shape_str(const Tensor *t);
 const char *dtype_name(DType dt);

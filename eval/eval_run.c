@@ -11,7 +11,6 @@ const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable",
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,12 +18,6 @@ const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable",
 #include "data/sample_noise.h"
 #include "eval/grid.h"
 #include "data/fileio.h"
-
-static double peak_rss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;   // Linux: KiB
-}
 
 // Formats into buf (=); vsnprintf, since a truncated message is still a useful message.
 static void fmt_into(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -277,7 +270,7 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         } else {
             r->psnr = r->ssim = r->seconds_per_image = NAN;
         }
-        r->peak_rss_mib = peak_rss_mib();
+        r->peak_rss_mib = dod_peak_rss_mib();
         r->arena_peak_mib = arena_peak() / (1024.0 * 1024.0);
         not_scored += r->n_images - r->n_scored;
         // the grid of the first rows that were scored (a row is kept only when its image was)

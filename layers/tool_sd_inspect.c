@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "layers/sd_weights.h"
 
@@ -91,9 +90,7 @@ int main(int argc, char **argv) {
     printf("unet: %lld params, vae: %lld params, prediction_type %s, scaling_factor %g\n",
            (long long)params_numel(m.unet, false), (long long)params_numel(m.vae, false),
            sd_prediction_name(m.sched_cfg.prediction_type), m.vae_cfg.scaling_factor);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("peak resident memory: %.1f MiB\n", ru.ru_maxrss / 1024.0);
+    printf("peak resident memory: %.1f MiB\n", dod_peak_rss_mib());
     sd_model_free(&m);
     return 0;
 }

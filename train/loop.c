@@ -33,7 +33,6 @@ void train_request_stop(void) { stop_requested = 1; }
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "autograd/cuda/cuda_backend.h"
@@ -358,12 +357,10 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
         }
     }
     if (rc == 0 && !o->quiet) {
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
         fprintf(stderr, "dod-train: done: %lld steps in %s; checkpoint %s\n", (long long)done, r.run_dir,
                 ckpt_path[0] ? ckpt_path : "(none new)");
         fprintf(stderr, "dod-train: memory: training step activations %.1f MiB (arena peak), process peak RSS %.1f MiB\n",
-                train_peak / 1048576.0, ru.ru_maxrss / 1024.0);
+                train_peak / 1048576.0, dod_peak_rss_mib());
         if (r.model->device == DEV_CUDA) dod_cuda_print_mem_report("dod-train");
     }
     run_free(&r);
