@@ -102,10 +102,13 @@ typedef struct ArenaBlock {
 static ArenaBlock *arena_head, *arena_cur;
 static size_t arena_peak_bytes, arena_total_bytes;
 
-static size_t arena_next_block_size(size_t bytes) {
-    size_t size = arena_total_bytes < ARENA_BLOCK_MIN ? ARENA_BLOCK_MIN
-                  : arena_total_bytes > ARENA_BLOCK_MAX ? ARENA_BLOCK_MAX : arena_total_bytes;
+size_t arena_grow_size(size_t total, size_t bytes, size_t min, size_t max) {
+    size_t size = total < min ? min : total > max ? max : total;
     return bytes > size ? bytes : size;
+}
+
+static size_t arena_next_block_size(size_t bytes) {
+    return arena_grow_size(arena_total_bytes, bytes, ARENA_BLOCK_MIN, ARENA_BLOCK_MAX);
 }
 
 static ArenaBlock *arena_new_block(size_t size, size_t base) {

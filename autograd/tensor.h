@@ -71,6 +71,10 @@ size_t arena_peak(void);   // high-water mark since start or the last arena_peak
 // Returns the high-water mark and restarts it from the current use (to measure one phase, e.g. the
 // training step apart from validation).
 size_t arena_peak_reset(void);
+// Size of the next block of an arena that already holds `total` bytes, for a request of `bytes`:
+// as big as all blocks so far, clamped to [min, max], and at least the request (host arena here,
+// device arena in autograd/cuda/device.cu).
+size_t arena_grow_size(size_t total, size_t bytes, size_t min, size_t max);
 
 // ---- creation --------------------------------------------------------------------------------
 // Arena tensor, data uninitialised. shape has ndim entries.

@@ -109,7 +109,8 @@ cudnnHandle_t dod_cudnn(void) {
 // ---- raw allocation with accounting ----------------------------------------------------------------
 static DodCudaMemStats stats;
 
-static void *device_malloc(size_t bytes, const char *what) {
+// cudaMalloc, counted in the memory stats; fails naming `what` with the free/reserved picture.
+static void *cuda_malloc_counted(size_t bytes, const char *what) {
     dod_cuda_require(what);
     void *p = NULL;
     cudaError_t err = cudaMalloc(&p, bytes ? bytes : 256);
@@ -158,11 +159,8 @@ void *cuda_arena_alloc(size_t bytes, const char *what) {
         if (next < 0 || next >= dev_n_blocks) {
             DOD_CHECK(dev_n_blocks < DEV_ARENA_MAX_BLOCKS, "cuda_arena_alloc", "more than %d device arena blocks (%s)",
                       DEV_ARENA_MAX_BLOCKS, what);
-            size_t total = dev_block_base(dev_n_blocks);
-            size_t size = total < DEV_ARENA_BLOCK_MIN ? DEV_ARENA_BLOCK_MIN
-                          : total > DEV_ARENA_BLOCK_MAX ? DEV_ARENA_BLOCK_MAX : total;
-            if (bytes > size) size = bytes;
-            dev_blocks[dev_n_blocks].mem = (char *)device_malloc(size, what);
+            size_t size = arena_grow_size(dev_block_base(dev_n_blocks), bytes, DEV_ARENA_BLOCK_MIN, DEV_ARENA_BLOCK_MAX);
+            dev_blocks[dev_n_blocks].mem = (char *)cuda_malloc_counted(size, what);
             dev_blocks[dev_n_blocks].size = size;
             next = dev_n_blocks++;
         }
@@ -232,7 +230,7 @@ void *cuda_malloc_cached(size_t bytes, const char *what) {
         b = free_blocks[best];
         free_blocks[best] = free_blocks[--n_free];
     } else {
-        b.ptr = device_malloc(bytes, what ? what : "persistent device tensor");
+        b.ptr = cuda_malloc_counted(bytes, what ? what : "persistent device tensor");
         b.size = bytes;
     }
     cache_push(&live_blocks, &n_live, &cap_live, b);
