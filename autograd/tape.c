@@ -47,7 +47,9 @@ void *ag_record(const char *op, AgBackwardFn backward, Tensor *out, int n_inputs
     return node->ctx;
 }
 
-// Run nodes [from, tape_len) in reverse. A node whose output received no gradient is skipped.
+// Run nodes [from, tape_len) in reverse. A node whose output received no gradient is skipped. Once a
+// node has run, its output's gradient is complete and used up (every consumer of the output comes
+// later on the tape and ran before it), so the buffer is given back at once.
 static void run_backward(int from) {
     bool prev = ag_set_grad_enabled(false);  // backward functions never record
     for (int i = tape_len - 1; i >= from; i--) {
@@ -56,6 +58,7 @@ static void run_backward(int from) {
         op_profile_backward_begin(n->op, n->out->device);
         n->backward(n);
         op_profile_backward_end(n->out->device);
+        tensor_release_grad(n->out);
     }
     ag_set_grad_enabled(prev);
 }
@@ -97,14 +100,12 @@ typedef struct {
 
 static void checkpoint_backward(AgNode *node) {
     CheckpointCtx *c = node->ctx;
-    // Gradient buffers of the real inputs must exist before the mark, so they survive the release.
-    for (int i = 0; i < node->n_inputs; i++)
-        if (node->inputs[i]->requires_grad) tensor_grad(node->inputs[i]);
     size_t mark = arena_mark();
     bool on_cuda = node->out->device == DEV_CUDA;
     size_t cuda_mark = on_cuda ? cuda_arena_mark() : 0;
     int tape_mark = tape_len;
-    // Detached copies of the inputs: same data, fresh (arena) gradients.
+    // Detached copies of the inputs (the sub-tape's leaves): same data, and the real input's own
+    // gradient buffer, which the sub-tape's backward functions accumulate into (+=) directly.
     Tensor *detached[AG_MAX_INPUTS];
     for (int i = 0; i < node->n_inputs; i++) {
         Tensor *src = node->inputs[i];
@@ -114,34 +115,25 @@ static void checkpoint_backward(AgNode *node) {
         }
         Tensor *d = arena_alloc(sizeof(Tensor), "checkpoint input");
         *d = *src;
-        d->grad = NULL;
-        d->arena_pos = mark;  // its gradient lives in the recomputation's arena region
+        d->grad = src->requires_grad ? tensor_grad(src) : NULL;
         detached[i] = d;
     }
-    // Gradients of older activations the block captured (not among its inputs) go to the heap.
-    size_t prev_floor = arena_set_grad_floor(mark);
     ag_set_grad_enabled(true);
     Tensor *out = c->fn(c->fn_ctx, detached);
     DOD_CHECK(out->numel == node->out->numel, "ag_checkpoint",
               "recomputed block output %s differs from the first run's %s", shape_str(out), shape_str(node->out));
+    DOD_CHECK(out->grad == NULL, "ag_checkpoint",
+              "the recomputed block returned a tensor %s that already has a gradient (a block must return a new "
+              "tensor)", shape_str(out));
     if (out->requires_grad) {
-        float *g = tensor_grad(out);
-        device_copy(g, out->device, node->out->grad, node->out->device, (size_t)out->numel * sizeof(float));
+        // Hand the block output's gradient to the recomputed output: the sub-tape frees it when used.
+        out->grad = node->out->grad;
+        node->out->grad = NULL;
         run_backward(tape_mark);
     }
     ag_set_grad_enabled(false);
-    for (int i = 0; i < node->n_inputs; i++) {
-        Tensor *src = node->inputs[i];
-        if (src->persistent || !src->requires_grad || !detached[i]->grad) continue;
-        float *dst = src->grad, *g = detached[i]->grad;
-        if (src->device == DEV_CUDA) {
-            cuda_axpy(dst, g, 1.0f, src->numel);
-            continue;
-        }
-        for (int64_t j = 0; j < src->numel; j++) dst[j] += g[j];
-    }
     tape_len = tape_mark;
-    arena_set_grad_floor(prev_floor);
+    // Gradient buffers are not arena memory: releasing the recomputation's arena loses none.
     arena_release(mark);
     if (on_cuda) cuda_arena_release(cuda_mark);
 }
@@ -177,6 +169,8 @@ Tensor *ag_checkpoint(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inpu
     // The first run's intermediates are not needed (backward recomputes them): give them back now.
     Tensor *out = ag_run_keeping_output(fn, ctx, n_inputs, inputs);
     ag_set_grad_enabled(prev);
+    for (int i = 0; i < n_inputs; i++)
+        if (out == inputs[i]) return out;  // an identity block: nothing to recompute or record
     CheckpointCtx *c = ag_record("checkpoint", checkpoint_backward, out, n_inputs, inputs, sizeof(CheckpointCtx));
     c->fn = fn;
     c->fn_ctx = ctx;

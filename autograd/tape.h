@@ -3,8 +3,10 @@
 // An op computes its output, then (when grad mode is on and some input requires grad) records a
 // node: the backward function, its inputs, its output and a small saved context. ag_backward(loss)
 // seeds d(loss)/d(loss) = 1 and runs the nodes in reverse; each backward function ACCUMULATES (+=)
-// into tensor_grad(input) for every input with requires_grad. Nodes live in the arena and are
-// dropped by ag_step_reset().
+// into tensor_grad(input) for every input with requires_grad. After a node has run, its output's
+// gradient buffer is freed (tensor_release_grad): gradients of intermediate activations cannot be
+// read after backward, those of leaves (parameters, inputs marked requires_grad) can. Nodes live in
+// the arena and are dropped by ag_step_reset().
 #pragma once
 #include "autograd/tensor.h"
 
@@ -52,9 +54,10 @@ int ag_tape_size(void);
 // backward, fn is re-run with grad on over detached copies of the inputs, the sub-tape is
 // back-propagated, and the arena used by the recomputation is released. fn must be deterministic
 // and must not leave anything it allocated in the arena for later use besides its output (its
-// ctx is allocated by the caller, before the call). It may use activations it did not take as inputs (e.g. per-sample
-// modulation made outside the block): their gradients are accumulated correctly (see
-// arena_set_grad_floor).
+// ctx is allocated by the caller, before the call), and must return a new tensor (a block that
+// returns one of its inputs is not recorded). It may use activations it did not take as inputs
+// (e.g. per-sample modulation made outside the block): their gradients are accumulated correctly,
+// since gradient buffers are not arena memory.
 typedef Tensor *(*AgBlockFn)(void *ctx, Tensor *const *inputs);
 Tensor *ag_checkpoint(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs);
 // Runs fn(ctx, inputs) and rewinds the arenas (host, and the device arena when the inputs are on

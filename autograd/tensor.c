@@ -1,6 +1,7 @@
 // Tensors, the activation arena, half-precision conversion and error helpers.
 #include "autograd/tensor.h"
 
+#include "autograd/block_cache.h"
 #include "autograd/cuda/cuda_backend.h"
 
 #include <math.h>
@@ -83,6 +84,8 @@ const char *shape_str(const Tensor *t) {
     return buf;
 }
 
+static const char *tensor_label(const Tensor *t) { return t->name ? t->name : shape_str(t); }
+
 // ---- arena --------------------------------------------------------------------------------------
 // Blocks are chained and reused across resets; a request larger than the default block size gets a
 // block of its own. Not thread-safe: ops allocate on the calling thread before their parallel loops.
@@ -101,6 +104,20 @@ typedef struct ArenaBlock {
 #define ARENA_BLOCK_MAX ((size_t)1 << 30)
 static ArenaBlock *arena_head, *arena_cur;
 static size_t arena_peak_bytes, arena_total_bytes;
+// Host activation-gradient buffers (see tensor_grad): cached, since they come and go every step.
+static void *host_raw_alloc(size_t bytes, const char *what) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) oom(bytes, what);
+    return p;
+}
+static BlockCache host_grad_cache = {.raw_alloc = host_raw_alloc, .align = 64};
+
+size_t arena_mark(void) { return arena_cur ? arena_cur->base + arena_cur->used : 0; }
+
+static void arena_note_peak(void) {
+    size_t used = arena_mark() + host_grad_cache.in_use_bytes;
+    if (used > arena_peak_bytes) arena_peak_bytes = used;
+}
 
 size_t arena_grow_size(size_t total, size_t bytes, size_t min, size_t max) {
     size_t size = total < min ? min : total > max ? max : total;
@@ -143,8 +160,7 @@ void *arena_alloc(size_t bytes, const char *what) {
     arena_cur->base = base;
     void *p = arena_cur->mem + arena_cur->used;
     arena_cur->used += bytes;
-    size_t used = base + arena_cur->used;
-    if (used > arena_peak_bytes) arena_peak_bytes = used;
+    arena_note_peak();
     return p;
 }
 
@@ -153,8 +169,6 @@ void *arena_calloc(size_t bytes, const char *what) {
     memset(p, 0, bytes);
     return p;
 }
-
-size_t arena_mark(void) { return arena_cur ? arena_cur->base + arena_cur->used : 0; }
 
 void arena_release(size_t mark) {
     if (!arena_head) return;
@@ -170,32 +184,58 @@ void arena_release(size_t mark) {
     }
 }
 
-static size_t grad_floor = SIZE_MAX;
-static float **spilled_grads;  // heap gradient buffers of old activations (see arena_set_grad_floor)
-static bool *spilled_on_cuda;  // per entry: device memory (cuda_free_cached) or host (free)
-static int n_spilled, cap_spilled;
+// ---- activation gradient buffers --------------------------------------------------------------------
+// Not arena memory: run_backward gives each one back (tensor_release_grad) as soon as the node that
+// made the activation has passed it on, so a step holds the backward's frontier of gradients rather
+// than one per activation. They come from caching allocators (host_grad_cache above; CUDA's
+// cuda_malloc_cached). Live buffers are listed here; arena_reset frees those still held (leaves).
+typedef struct {
+    float *ptr;
+    Device device;
+} GradBuffer;
+static GradBuffer *live_grads;
+static int n_live_grads, cap_live_grads;
 
-// Records a heap / device-cache gradient buffer to free at the next arena_reset.
-static void spill_track(float *grad, bool on_cuda) {
-    if (n_spilled == cap_spilled) {
-        cap_spilled = cap_spilled ? 2 * cap_spilled : 64;
-        spilled_grads = realloc(spilled_grads, sizeof(float *) * cap_spilled);
-        spilled_on_cuda = realloc(spilled_on_cuda, sizeof(bool) * cap_spilled);
-        DOD_CHECK(spilled_grads && spilled_on_cuda, "tensor_grad", "out of memory tracking %d gradients", cap_spilled);
+static float *activation_grad_alloc(Device device, size_t bytes) {
+    if (n_live_grads == cap_live_grads) {
+        cap_live_grads = cap_live_grads ? 2 * cap_live_grads : 256;
+        live_grads = realloc(live_grads, sizeof(GradBuffer) * (size_t)cap_live_grads);
+        DOD_CHECK(live_grads != NULL, "tensor_grad", "out of memory tracking %d gradient buffers", cap_live_grads);
     }
-    spilled_on_cuda[n_spilled] = on_cuda;
-    spilled_grads[n_spilled++] = grad;
+    float *p;
+    if (device == DEV_CUDA) {
+        p = cuda_malloc_cached(bytes, "activation gradient");
+        cuda_memset_zero(p, bytes);
+    } else {
+        p = block_cache_alloc(&host_grad_cache, bytes, "activation gradient");
+        memset(p, 0, bytes);
+        arena_note_peak();
+    }
+    live_grads[n_live_grads++] = (GradBuffer){p, device};
+    return p;
 }
 
-size_t arena_set_grad_floor(size_t floor) {
-    size_t prev = grad_floor;
-    grad_floor = floor;
-    return prev;
+static void activation_grad_free(int i) {
+    GradBuffer b = live_grads[i];
+    live_grads[i] = live_grads[--n_live_grads];
+    if (b.device == DEV_CUDA) cuda_free_cached(b.ptr);
+    else block_cache_free(&host_grad_cache, b.ptr, "activation gradient");
+}
+
+void tensor_release_grad(Tensor *t) {
+    if (t->persistent || !t->grad) return;
+    for (int i = n_live_grads - 1; i >= 0; i--) {  // newest first: the frontier is short
+        if (live_grads[i].ptr != t->grad) continue;
+        activation_grad_free(i);
+        t->grad = NULL;
+        return;
+    }
+    dod_fatal("tensor_release_grad", "gradient of activation %s is not a live gradient buffer (released twice?)",
+              tensor_label(t));
 }
 
 void arena_reset(void) {
-    for (int i = 0; i < n_spilled; i++) device_free(spilled_on_cuda[i] ? DEV_CUDA : DEV_CPU, spilled_grads[i]);
-    n_spilled = 0;
+    while (n_live_grads > 0) activation_grad_free(n_live_grads - 1);
 #ifdef DOD_HAVE_CUDA
     cuda_arena_reset();  // the device arena is rewound with the host arena (two integers: cheap)
 #endif
@@ -210,7 +250,7 @@ size_t arena_peak(void) { return arena_peak_bytes; }
 
 size_t arena_peak_reset(void) {
     size_t peak = arena_peak_bytes;
-    arena_peak_bytes = arena_mark();
+    arena_peak_bytes = arena_mark() + host_grad_cache.in_use_bytes;
     return peak;
 }
 
@@ -235,10 +275,8 @@ static void tensor_init_header(Tensor *t, int ndim, const int64_t *shape, DType 
 }
 
 Tensor *tensor_new_on(Device device, int ndim, const int64_t *shape, DType dtype) {
-    size_t pos = arena_mark();
     Tensor *t = arena_alloc(sizeof(Tensor), "tensor header");
     tensor_init_header(t, ndim, shape, dtype, "tensor_new");
-    t->arena_pos = pos;
     t->device = device;
     t->data = arena_alloc_on(device, (size_t)t->numel * dtype_size(dtype), "activation");
     return t;
@@ -291,7 +329,6 @@ void tensor_free(Tensor *t) {
     free(t);
 }
 
-static const char *tensor_label(const Tensor *t) { return t->name ? t->name : shape_str(t); }
 
 void *device_malloc(Device device, size_t bytes, const char *what) {
     return device == DEV_CUDA ? cuda_malloc_cached(bytes, what) : dod_malloc(bytes, what);
@@ -386,24 +423,12 @@ void scratch_end(ScratchScope s) {
 float *tensor_grad(Tensor *t) {
     if (!t->grad) {
         size_t bytes = (size_t)t->numel * sizeof(float);
-        if (t->device == DEV_CUDA) {
-            bool spill = !t->persistent && grad_floor != SIZE_MAX && t->arena_pos < grad_floor;
-            if (t->persistent || spill) {
-                t->grad = cuda_malloc_cached(bytes, t->name ? t->name : "gradient");
-                cuda_memset_zero(t->grad, bytes);
-            } else {
-                t->grad = cuda_arena_calloc(bytes, "activation gradient");
-            }
-            if (spill) spill_track(t->grad, true);  // freed at the next arena_reset, like the host spills below
-        } else if (t->persistent) {
-            t->grad = dod_calloc(bytes, t->name ? t->name : "gradient");
-        } else if (grad_floor == SIZE_MAX || t->arena_pos >= grad_floor) {
-            t->grad = arena_calloc(bytes, "activation gradient");
+        if (!t->persistent) {
+            t->grad = activation_grad_alloc(t->device, bytes);
         } else {
-            // An activation older than a recomputation in progress: its gradient must outlive the
-            // release of the recomputed block's arena memory.
-            t->grad = dod_calloc(bytes, "activation gradient (recomputation)");
-            spill_track(t->grad, false);
+            t->grad = device_malloc(t->device, bytes, t->name ? t->name : "gradient");
+            if (t->device == DEV_CUDA) cuda_memset_zero(t->grad, bytes);
+            else memset(t->grad, 0, bytes);
         }
     }
     return t->grad;

@@ -8,8 +8,9 @@
 //  - persistent tensors (parameters, optimizer state, data loaded from files): tensor_new_persistent()
 //    / tensor_free(). Their .grad is heap memory and survives arena resets, which is what makes
 //    gradient accumulation over micro-batches work (grads are only ever +=, cleared by zero_grad).
-//  - activations: tensor_new() allocates struct, data and (lazily) grad from the arena, which
-//    ag_step_reset() rewinds once per step. Nothing in the arena outlives a step.
+//  - activations: tensor_new() allocates struct and data from the arena, which ag_step_reset()
+//    rewinds once per step. Nothing in the arena outlives a step. Their gradients (lazily, see
+//    tensor_grad) are step buffers the backward frees as it goes.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,7 +33,6 @@ typedef struct Tensor {
     bool persistent;     // heap-owned (parameters); false: arena-owned activation
     bool owns_data;      // persistent only: free(data) in tensor_free (false for mmapped views)
     const char *name;    // optional, for error messages and the parameter registry
-    size_t arena_pos;    // arena offset when this activation was created (see arena_grad_floor)
 } Tensor;
 
 // ---- errors ------------------------------------------------------------------------------
@@ -61,13 +61,9 @@ size_t arena_mark(void);
 void arena_release(size_t mark);
 void arena_reset(void);
 size_t arena_used(void);
-// While activation recomputation runs a block (ag_checkpoint), arena memory past `floor` is
-// released afterwards. A gradient buffer first needed then for an activation created BEFORE
-// floor (a tensor the block captured rather than took as an input) must survive, so tensor_grad
-// puts it on the heap until the next arena_reset. arena_set_grad_floor returns the previous floor
-// (SIZE_MAX: none).
-size_t arena_set_grad_floor(size_t floor);
-size_t arena_peak(void);   // high-water mark since start or the last arena_peak_reset (bytes)
+// High-water mark (bytes) of step memory on the host since start or the last arena_peak_reset: arena
+// bytes in use plus host activation-gradient buffers held (see tensor_grad).
+size_t arena_peak(void);
 // Returns the high-water mark and restarts it from the current use (to measure one phase, e.g. the
 // training step apart from validation).
 size_t arena_peak_reset(void);
@@ -124,8 +120,14 @@ typedef struct {
 } ScratchScope;
 ScratchScope scratch_begin(Device device);
 void scratch_end(ScratchScope s);
-// Gradient buffer of t (f32, numel), allocated zeroed on first use (heap if persistent, else arena).
+// Gradient buffer of t (f32, numel), allocated zeroed on first use, on t's device. A persistent
+// tensor's buffer lives until tensor_free. An activation's is a step buffer outside the arena: the
+// tape gives it back with tensor_release_grad once the node that made the activation has used it
+// (so backward holds only its frontier of gradients), and arena_reset frees any still held.
 float *tensor_grad(Tensor *t);
+// Frees an activation's gradient buffer now and sets t->grad = NULL (no-op for persistent tensors
+// or when none is allocated). Used by the tape; reading the gradient afterwards is a bug.
+void tensor_release_grad(Tensor *t);
 void tensor_zero_grad(Tensor *t);      // memset grad to 0 if allocated
 bool tensor_same_shape(const Tensor *a, const Tensor *b);
 int64_t tensor_dim(const Tensor *t, int d);  // negative d counts from the end

@@ -205,10 +205,6 @@ void lora_set_modulation(LoraSet *set, Tensor *const *gamma, Tensor *const *beta
     for (int k = 0; k < LORA_N_BLOCKS; k++) {
         set->gamma[k] = gamma ? gamma[k] : NULL;
         set->beta[k] = beta ? beta[k] : NULL;
-        // Allocate their gradients now: under activation recomputation the hook runs inside a block whose
-        // arena is released after its backward, and a gradient first allocated there would go with it.
-        if (set->gamma[k] && set->gamma[k]->requires_grad) tensor_grad(set->gamma[k]);
-        if (set->beta[k] && set->beta[k]->requires_grad) tensor_grad(set->beta[k]);
     }
 }
 

@@ -71,8 +71,8 @@ int lora_add_targets(LoraSet *set, ParamStore *base, const char *base_prefix, Lo
 
 // Sets the per-block modulation used by conditional adapters from now on: gamma[k], beta[k] [N, r]
 // (not copied; must live as long as the forward and backward that use them). NULL arrays clear it.
-// Their gradient buffers are allocated here (before any ag_checkpoint block runs the hook), so blocks
-// run under activation recomputation still deliver d(loss)/d(gamma, beta) to the modulation.
+// Blocks run under activation recomputation deliver d(loss)/d(gamma, beta) to the modulation too
+// (gradient buffers are not arena memory, so the recomputation's release keeps them).
 void lora_set_modulation(LoraSet *set, Tensor *const *gamma, Tensor *const *beta);
 // Turns every adapter off (the hook returns the base output) or back on.
 void lora_set_enabled(LoraSet *set, bool on);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd/block_cache.h"
 #include "autograd/optim.h"
 #include "autograd/params.h"
 #include "tests/check.h"
@@ -186,6 +187,74 @@ static void test_checkpoint(void) {
     tensor_free(x);
 }
 
+// Backward frees an activation's gradient once the node that made it has run: a chain of n ops holds
+// n activations but only about two gradients at a time (the one being read, the one being written),
+// not n. Leaves keep theirs; intermediates' are gone after backward.
+static void test_backward_frees_gradients(void) {
+    const int n = 12;
+    const int64_t len = 1 << 18;  // 1 MiB of f32 per activation
+    const size_t bytes = (size_t)len * sizeof(float);
+    Tensor *x = tensor_new_persistent("x", 1, &len, DT_F32);
+    tensor_randn(x, 3, 0.1f);
+    x->requires_grad = true;
+    ag_step_reset();
+    Tensor *chain[12];
+    Tensor *h = x;
+    for (int i = 0; i < n; i++) chain[i] = h = square(h, 0.5f);
+    Tensor *loss = sum_all(h);
+    arena_peak_reset();
+    size_t forward_used = arena_used();
+    ag_backward(loss);
+    size_t backward_extra = arena_peak() - forward_used;
+    printf("backward of a %d-op chain of 1 MiB activations: %.2f MiB beyond the forward's arena\n", n,
+           backward_extra / 1048576.0);
+    CHECK(backward_extra <= 3 * bytes, "backward held %.2f MiB of gradients for a chain of %d 1 MiB activations "
+          "(at most 3 MiB: the frontier)", backward_extra / 1048576.0, n);
+    int kept = 0;
+    for (int i = 0; i < n; i++) kept += chain[i]->grad != NULL;
+    CHECK(kept == 0 && loss->grad == NULL, "%d intermediate gradients still held after backward", kept);
+    CHECK(x->grad != NULL, "the leaf x lost its gradient");
+    ag_step_reset();
+    tensor_free(x);
+}
+
+// The block cache: a freed block is reused for a request between half its size and its size (best
+// fit), not for a smaller one; freeing an unknown pointer is fatal, naming the caller.
+static int raw_allocs;
+static void *counting_alloc(size_t bytes, const char *what) {
+    raw_allocs++;
+    return dod_malloc(bytes, what);
+}
+static void double_free(void *ctx) {
+    BlockCache *c = ctx;
+    void *p = block_cache_alloc(c, 100, "twice");
+    block_cache_free(c, p, "test double free");
+    block_cache_free(c, p, "test double free");
+}
+static void test_block_cache(void) {
+    BlockCache c = {.raw_alloc = counting_alloc, .align = 64};
+    void *big = block_cache_alloc(&c, 4000, "big"), *mid = block_cache_alloc(&c, 2000, "mid");
+    CHECK(raw_allocs == 2 && c.in_use_bytes == 4032 + 2048, "two raw blocks (4032 + 2048 bytes), in use %zu",
+          c.in_use_bytes);
+    CHECK(block_cache_free(&c, big, "test") == 4032 && block_cache_free(&c, mid, "test") == 2048, "block sizes");
+    void *a = block_cache_alloc(&c, 1900, "best fit");  // 1920 after rounding: 2048 is within 2x, 4032 is not
+    CHECK(a == mid && raw_allocs == 2, "1900 bytes should reuse the 2048-byte block");
+    void *b = block_cache_alloc(&c, 1000, "too small for 4032");
+    CHECK(b != big && raw_allocs == 3, "1000 bytes must not take the 4032-byte block");
+    void *d = block_cache_alloc(&c, 4000, "exact");
+    CHECK(d == big && raw_allocs == 3 && c.peak_bytes == 4032 + 2048 + 1024, "4000 bytes reuse the 4032 block "
+          "(peak %zu)", c.peak_bytes);
+    expect_fatal("block cache double free", double_free, &c,
+                 (const char *const[]){"test double free", "freed twice", NULL});
+    block_cache_free(&c, a, "test");
+    block_cache_free(&c, b, "test");
+    block_cache_free(&c, d, "test");
+    CHECK(c.in_use_bytes == 0 && c.n_free == 3, "all blocks back in the cache (%zu bytes in use)", c.in_use_bytes);
+    for (int i = 0; i < c.n_free; i++) free(c.free[i].ptr);
+    free(c.free);
+    free(c.live);
+}
+
 // A block that captures an activation made outside it (not an input): its gradient must survive
 // the recomputation's arena release.
 static Tensor *captured;
@@ -311,6 +380,8 @@ int main(void) {
     test_tape();
     test_checkpoint();
     test_checkpoint_captured();
+    test_backward_frees_gradients();
+    test_block_cache();
     test_params();
     test_optim();
     test_errors();

@@ -85,7 +85,7 @@ static const Field FIELDS[] = {
     {"train", "seed", T_INT, "123", 0, BIG, NULL, OFF(seed), false,
      "seed of parameter init, batches and training noise"},
     {"train", "recompute", T_BOOL, "false", 0, 0, NULL, OFF(recompute), true,
-     "activation recomputation (less memory, same numbers)"},
+     "activation recomputation (less memory, same numbers: bitwise on the CPU)"},
     {"train", "run_dir", T_STRING, NULL, 0, 0, NULL, OFF(run_dir), true,
      "run directory (config copy, metrics, checkpoints, samples)"},
     {"log", "every", T_INT, "10", 1, BIG, NULL, OFF(log_every), true, "steps between JSONL metrics lines"},

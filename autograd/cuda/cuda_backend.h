@@ -76,7 +76,7 @@ typedef struct {
     size_t reserved_bytes;       // held from cudaMalloc now (arena blocks + cache, used or free)
     size_t peak_reserved_bytes;  // high-water mark of reserved_bytes
     size_t arena_peak_bytes;     // most arena bytes in use at once
-    size_t cached_in_use_bytes;  // persistent allocations live now
+    size_t cached_in_use_bytes;  // caching-allocator blocks live now (persistent tensors, activation gradients)
     size_t cached_peak_bytes;    // high-water mark of cached_in_use_bytes
     long n_cuda_malloc;          // cudaMalloc calls so far (constant in steady state)
 } DodCudaMemStats;

@@ -2,6 +2,10 @@
 // allocator for persistent tensors, the memory report, copies and the small conversion kernels.
 #include "autograd/cuda/device.h"
 
+extern "C" {
+#include "autograd/block_cache.h"
+}
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,63 +204,37 @@ void cuda_arena_reset(void) {
 }
 
 // ---- caching allocator ----------------------------------------------------------------------------
-// Live and free blocks in two arrays (persistent tensors number in the thousands: linear scans are
-// cheap next to the work they guard).
-typedef struct {
-    void *ptr;
-    size_t size;
-} CacheBlock;
-static CacheBlock *live_blocks, *free_blocks;
-static int n_live, cap_live, n_free, cap_free;
-
-static void cache_push(CacheBlock **arr, int *n, int *cap, CacheBlock b) {
-    if (*n == *cap) {
-        *cap = *cap ? 2 * *cap : 256;
-        *arr = (CacheBlock *)realloc(*arr, sizeof(CacheBlock) * (size_t)*cap);
-        DOD_CHECK(*arr != NULL, "cuda_malloc_cached", "out of host memory tracking %d device blocks", *cap);
-    }
-    (*arr)[(*n)++] = b;
+// Persistent tensors, parked block outputs and activation gradients (tensor_grad; freed during
+// backward) through the generic block cache over cudaMalloc (autograd/block_cache.c).
+static void *cuda_malloc_raw(size_t bytes, const char *what) {
+    return cuda_malloc_counted(bytes, what ? what : "persistent device tensor");
 }
+static BlockCache device_cache_new(void) {
+    BlockCache c;
+    memset(&c, 0, sizeof c);
+    c.raw_alloc = cuda_malloc_raw;
+    c.align = 512;
+    return c;
+}
+static BlockCache device_cache = device_cache_new();
 
 void *cuda_malloc_cached(size_t bytes, const char *what) {
-    bytes = (bytes + 511) & ~(size_t)511;
-    int best = -1;
-    for (int i = 0; i < n_free; i++)  // best fit among blocks no more than twice the request
-        if (free_blocks[i].size >= bytes && free_blocks[i].size <= 2 * bytes &&
-            (best < 0 || free_blocks[i].size < free_blocks[best].size))
-            best = i;
-    CacheBlock b;
-    if (best >= 0) {
-        b = free_blocks[best];
-        free_blocks[best] = free_blocks[--n_free];
-    } else {
-        b.ptr = cuda_malloc_counted(bytes, what ? what : "persistent device tensor");
-        b.size = bytes;
-    }
-    cache_push(&live_blocks, &n_live, &cap_live, b);
-    stats.cached_in_use_bytes += b.size;
-    if (stats.cached_in_use_bytes > stats.cached_peak_bytes) stats.cached_peak_bytes = stats.cached_in_use_bytes;
-    return b.ptr;
+    void *p = block_cache_alloc(&device_cache, bytes, what);
+    stats.cached_in_use_bytes = device_cache.in_use_bytes;
+    stats.cached_peak_bytes = device_cache.peak_bytes;
+    return p;
 }
 
 void cuda_free_cached(void *ptr) {
-    if (!ptr) return;
-    for (int i = 0; i < n_live; i++) {
-        if (live_blocks[i].ptr != ptr) continue;
-        CacheBlock b = live_blocks[i];
-        live_blocks[i] = live_blocks[--n_live];
-        stats.cached_in_use_bytes -= b.size;
-        cache_push(&free_blocks, &n_free, &cap_free, b);
-        return;
-    }
-    dod_fatal("cuda_free_cached", "pointer %p was not allocated by cuda_malloc_cached (or freed twice)", ptr);
+    block_cache_free(&device_cache, ptr, "cuda_free_cached");
+    stats.cached_in_use_bytes = device_cache.in_use_bytes;
 }
 
 DodCudaMemStats dod_cuda_mem_stats(void) { return stats; }
 
 void dod_cuda_print_mem_report(const char *label) {
     const double gib = 1073741824.0;
-    printf("%s: cuda memory peak reserved %.3f GiB (arena peak %.3f GiB, persistent peak %.3f GiB), "
+    printf("%s: cuda memory peak reserved %.3f GiB (arena peak %.3f GiB, cache peak %.3f GiB), "
            "%ld cudaMalloc calls\n", label ? label : "dod", stats.peak_reserved_bytes / gib,
            stats.arena_peak_bytes / gib, stats.cached_peak_bytes / gib, stats.n_cuda_malloc);
 }

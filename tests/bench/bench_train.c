@@ -164,7 +164,7 @@ static int bench_train_main(int argc, char **argv) {
     printf("ours:    %.3f ms   (loss %.4f)\n", ours, loss);
     if (cuda) {
         DodCudaMemStats ms = dod_cuda_mem_stats();
-        printf("ours peak memory: %.3f GiB reserved on the device (arena peak %.3f GiB, persistent peak %.3f GiB)\n",
+        printf("ours peak memory: %.3f GiB reserved on the device (arena peak %.3f GiB, cache peak %.3f GiB)\n",
                ms.peak_reserved_bytes / 1073741824.0, ms.arena_peak_bytes / 1073741824.0,
                ms.cached_peak_bytes / 1073741824.0);
     } else {
