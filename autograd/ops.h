@@ -46,6 +46,12 @@ Tensor *op_sub(Tensor *a, Tensor *b);
 Tensor *op_mul(Tensor *a, Tensor *b);
 Tensor *op_scale(Tensor *x, float s);                 // s * x
 Tensor *op_add_scalar(Tensor *x, float s);            // x + s
+// y + s * d (same shapes), written into y's storage: saves an activation where y is dead after this
+// (a layer's output that an adapter adds to). y must be an f32 activation that nothing reads
+// afterwards, neither forward code nor its producer's backward (true of op_linear / op_conv2d
+// outputs; not of e.g. op_silu's, whose backward reads it). The result is a tensor of its own on the
+// tape: grad_y += g, grad_d += s * g.
+Tensor *op_add_scaled_into(Tensor *y, Tensor *d, float s);
 Tensor *op_concat(Tensor *const *xs, int n, int dim);
 // Split x along dim into n pieces of the given sizes (sum == x's dim); writes out[0..n-1].
 void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out);

@@ -13,6 +13,7 @@ typedef struct {
     bool backward;
     long calls;
     double seconds;
+    double kept_bytes;  // arena growth (host + device) over the op's intervals: what it holds till the step ends
 } ProfileRow;
 
 static int enabled = -1;  // -1: DOD_PROFILE not read yet
@@ -20,6 +21,7 @@ static ProfileRow rows[PROFILE_MAX_ROWS];
 static int n_rows;
 static ProfileRow *open_row;  // the interval being timed, or NULL
 static double open_since;
+static size_t open_mark;  // host + device arena in use when the open interval began
 static bool any_cuda;
 
 static void report_at_exit(void) { op_profile_report(stderr, "dod: op profile (DOD_PROFILE)"); }
@@ -41,16 +43,21 @@ static ProfileRow *row_of(const char *op, bool backward) {
     return &rows[n_rows++];
 }
 
+static size_t arenas_in_use(void) { return arena_mark() + (any_cuda ? cuda_arena_mark() : 0); }
+
 // Closes the open interval at the current time (after the device has finished its work).
 static void close_open(Device dev) {
     if (dev == DEV_CUDA || any_cuda) dod_cuda_synchronize("op profile");
     double t = dod_now_seconds();
+    size_t mark = arenas_in_use();
     if (open_row) {
         open_row->seconds += t - open_since;
+        open_row->kept_bytes += (double)mark - (double)open_mark;
         open_row->calls++;
     }
     open_row = NULL;
     open_since = t;
+    open_mark = mark;
 }
 
 static void open_interval(const char *op, bool backward, Device dev) {
@@ -81,11 +88,12 @@ void op_profile_report(FILE *f, const char *title) {
     double total = 0;
     for (int i = 0; i < n_rows; i++) total += sorted[i].seconds;
     fprintf(f, "%s: %.1f ms in ops%s\n", title, total * 1e3, any_cuda ? " (CUDA, synchronised per op)" : "");
-    fprintf(f, "  %-28s %-4s %8s %11s %6s\n", "op", "pass", "calls", "total ms", "share");
+    fprintf(f, "  %-28s %-4s %8s %11s %6s %10s\n", "op", "pass", "calls", "total ms", "share", "kept MiB");
     for (int i = 0; i < n_rows; i++)
         if (sorted[i].calls)
-            fprintf(f, "  %-28s %-4s %8ld %11.2f %5.1f%%\n", sorted[i].op, sorted[i].backward ? "bwd" : "fwd",
-                    sorted[i].calls, sorted[i].seconds * 1e3, total > 0 ? 100 * sorted[i].seconds / total : 0.0);
+            fprintf(f, "  %-28s %-4s %8ld %11.2f %5.1f%% %10.1f\n", sorted[i].op, sorted[i].backward ? "bwd" : "fwd",
+                    sorted[i].calls, sorted[i].seconds * 1e3, total > 0 ? 100 * sorted[i].seconds / total : 0.0,
+                    sorted[i].kept_bytes / 1048576.0);
     fflush(f);
 }
 
@@ -93,4 +101,5 @@ void op_profile_reset(void) {
     n_rows = 0;
     open_row = NULL;
     open_since = dod_now_seconds();
+    open_mark = arenas_in_use();
 }

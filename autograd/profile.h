@@ -7,7 +7,13 @@
 // event synchronises the device first, so intervals measure the kernels (and the profile slows the run
 // down; the totals are for finding hot spots, not for benchmarks).
 //
-// The table (op, pass, calls, total ms, share) goes to stderr at exit, or when op_profile_report is
+// Each interval also charges the growth of the arenas (host + device) over it to its op: for forward
+// rows, the activation memory the op holds until the step ends (output, saved state); backward rows
+// show what backward adds to the arenas (scratch is given back within the op: usually 0; gradients
+// are not arena memory). Recomputation and no-grad unit parking release arena memory, so under them
+// the column can go negative for the op that happens to be open.
+//
+// The table (op, pass, calls, total ms, share, kept MiB) goes to stderr at exit, or when op_profile_report is
 // called; op_profile_reset drops what was gathered (benchmarks call it after their warm-up).
 #pragma once
 #include <stdbool.h>

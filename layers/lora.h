@@ -77,11 +77,11 @@ void lora_set_modulation(LoraSet *set, Tensor *const *gamma, Tensor *const *beta
 // Turns every adapter off (the hook returns the base output) or back on.
 void lora_set_enabled(LoraSet *set, bool on);
 
-// The adapter's contribution alone, s * B((1 + gamma) * (A x) + beta) (= new tensor). x is the base
-// layer's input and y its output (y only gives the output size from which a conv's stride and padding
-// are recovered). gamma, beta [N, r] or NULL (plain).
-Tensor *lora_delta(const LoraAdapter *ad, Tensor *x, Tensor *y, Tensor *gamma, Tensor *beta);
-// SdLayerHookFn: y + lora_delta(...) for layers with an adapter, y itself otherwise. ctx is a LoraSet.
+// SdLayerHookFn: y + s * B((1 + gamma) * (A x) + beta) for layers with an adapter (x the base layer's
+// input, y its output, gamma/beta [N, r] of the modulation for conditional adapters), y itself
+// otherwise. ctx is a LoraSet. The sum is written into y's storage (op_add_scaled_into: y is dead
+// after the hook), so an adapter holds its low-rank activations and the up-projection's output, not
+// three more layer-sized tensors.
 Tensor *lora_hook(void *ctx, const char *layer, Tensor *x, Tensor *y);
 
 // Stride and padding of a conv with a k x k kernel that maps an h x w input to an oh x ow output, among

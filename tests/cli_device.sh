@@ -50,7 +50,7 @@ for extra in "" "--random-weights"; do
 done
 # DOD_PROFILE=1: the per-op table at exit, with the convolutions' forward and backward rows.
 if DOD_PROFILE=1 "$BENCH" train --iters 1 --no-torch >"$TMP/out" 2>&1 && grep -q "^dod: op profile (DOD_PROFILE): [0-9.]* ms in ops" "$TMP/out" &&
-    grep -qE "^  op_conv2d +fwd +[0-9]+ +[0-9.]+ " "$TMP/out" && grep -qE "^  op_conv2d +bwd " "$TMP/out"; then ok; else
+    grep -qE "^  op_conv2d +fwd +[0-9]+ +[0-9.]+ +[0-9.]+% +[0-9.]+$" "$TMP/out" && grep -qE "^  op_conv2d +bwd " "$TMP/out"; then ok; else
     bad "DOD_PROFILE=1 dod-bench train: no op profile table"; cat "$TMP/out"
 fi
 if "$BENCH" train --iters 1 --no-torch >"$TMP/out" 2>&1 && ! grep -q "op profile" "$TMP/out"; then ok; else
