@@ -218,25 +218,13 @@ typedef struct {
     float s;
 } ScaleCtx;
 
-// grad_x += s * g (g: x->numel values on x's device), when x requires grad.
-static void accumulate_scaled_grad(Tensor *x, const float *g, float s) {
-    if (!x->requires_grad) return;
-    float *gx = tensor_grad(x);
-    if (x->device == DEV_CUDA) {
-        cuda_axpy(gx, g, s, x->numel);
-        return;
-    }
-#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
-    for (int64_t i = 0; i < x->numel; i++) gx[i] += s * g[i];
-}
-
 // grad_x += s * g (op_scale) ...
 static void scale_backward(AgNode *node) {
-    accumulate_scaled_grad(node->inputs[0], node->out->grad, ((ScaleCtx *)node->ctx)->s);
+    ops_accumulate_scaled_grad(node->inputs[0], node->out->grad, ((ScaleCtx *)node->ctx)->s);
 }
 
 // ... and grad_x += g (op_add_scalar: the constant has no gradient; 1 * g is exact).
-static void add_scalar_backward(AgNode *node) { accumulate_scaled_grad(node->inputs[0], node->out->grad, 1.0f); }
+static void add_scalar_backward(AgNode *node) { ops_accumulate_scaled_grad(node->inputs[0], node->out->grad, 1.0f); }
 
 static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
     Device dev = ops_device(op, 1, &x);
@@ -262,38 +250,3 @@ static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
 
 Tensor *op_scale(Tensor *x, float s) { return scalar_op("op_scale", x, s, true); }
 Tensor *op_add_scalar(Tensor *x, float s) { return scalar_op("op_add_scalar", x, s, false); }
-
-// ---- y + s * d in y's storage ------------------------------------------------------------------------
-// grad_y += g, grad_d += s * g.
-static void add_scaled_into_backward(AgNode *node) {
-    const float *g = node->out->grad;
-    accumulate_scaled_grad(node->inputs[0], g, 1.0f);
-    accumulate_scaled_grad(node->inputs[1], g, ((ScaleCtx *)node->ctx)->s);
-}
-
-Tensor *op_add_scaled_into(Tensor *y, Tensor *d, float s) {
-    Tensor *in[2] = {y, d};
-    Device dev = ops_device("op_add_scaled_into", 2, in);
-    DOD_CHECK(tensor_same_shape(y, d), "op_add_scaled_into", "shapes %s and %s differ (no broadcasting)", shape_str(y),
-              shape_str(d));
-    DOD_CHECK(!y->persistent && y->dtype == DT_F32, "op_add_scaled_into",
-              "y %s must be an f32 activation (it is overwritten), got %s%s", y->name ? y->name : shape_str(y),
-              dtype_name(y->dtype), y->persistent ? " persistent" : "");
-    Tensor *out = arena_alloc(sizeof(Tensor), "op_add_scaled_into header");
-    *out = *y;  // same shape and storage; a tensor of its own on the tape
-    out->grad = NULL;
-    out->requires_grad = false;
-    float *o = tensor_data_f32(out);
-    const float *df = tensor_f32(d);
-    if (dev == DEV_CUDA) {
-        cuda_axpy(o, df, s, y->numel);
-    } else {
-#pragma omp parallel for if (y->numel > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < y->numel; i++) o[i] += s * df[i];
-    }
-    if (ag_needs_grad(2, in)) {
-        ScaleCtx *c = ag_record("op_add_scaled_into", add_scaled_into_backward, out, 2, in, sizeof(ScaleCtx));
-        c->s = s;
-    }
-    return out;
-}

@@ -1,4 +1,4 @@
-// op_matmul and op_linear: thin wrappers that turn every product into one (or one per batch) call
+// op_matmul, op_linear and op_add_projection_into: thin wrappers that turn every product into one (or one per batch) call
 // of gemm_f32 (CPU) or cuda_gemm (cuBLAS, for DEV_CUDA inputs; op_linear's CUDA forward with a bias:
 // one cuBLASLt call with the bias epilogue, cuda_linear_bias_forward). Half-precision inputs are
 // widened once in forward (tensor_f32) and the f32 view is kept in the node context for backward.
@@ -7,7 +7,7 @@
 
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/gemm.h"
-#include "autograd/ops.h"
+#include "autograd/ops_cpu_util.h"
 
 // db[j] += sum over rows of g[row, j] (g is [rows, n]).
 static void add_column_sums(const float *g, int64_t rows, int64_t n, float *db) {
@@ -230,4 +230,97 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
         *saved = c;
     }
     return y;
+}
+
+// ---- y + s * projection of x, into y's storage ----------------------------------------------------------
+// C = alpha op(A) op(B) + beta C on dev, repeated `batch` times with element strides sa/sb/sc (f32).
+static void gemm_on(Device dev, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
+                    float *C, int64_t ldc, int64_t sc, int64_t batch) {
+    if (dev == DEV_CUDA) {
+        cuda_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch, DT_F32);
+        return;
+    }
+    for (int64_t i = 0; i < batch; i++)
+        gemm_f32(trans_a, trans_b, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+}
+
+typedef struct {
+    const float *x, *w;  // f32 views
+    float s;
+    bool channels;       // 1x1 conv over NCHW; else linear over the last dim
+    int64_t batch, pixels, rows, in, out;  // channels: batch x pixels; linear: rows
+} ProjectionCtx;
+
+// y += s * proj(x) (+=).
+static void projection_forward(Device dev, const ProjectionCtx *c, float *y) {
+    if (c->channels)  // y_n[out, P] += s w[out, in] x_n[in, P]
+        gemm_on(dev, false, false, c->out, c->pixels, c->in, c->s, c->w, c->in, 0, c->x, c->pixels,
+                c->in * c->pixels, 1.0f, y, c->pixels, c->out * c->pixels, c->batch);
+    else  // y[rows, out] += s x[rows, in] w^T
+        gemm_on(dev, false, true, c->rows, c->out, c->in, c->s, c->x, c->in, 0, c->w, c->in, 0, 1.0f, y, c->out, 0, 1);
+}
+
+// dx += s * proj^T(g), dw += s * (g against x) (either may be NULL).
+static void projection_backward_gemms(Device dev, const ProjectionCtx *c, const float *g, float *dx, float *dw) {
+    int64_t P = c->pixels;
+    if (c->channels) {
+        if (dx)  // dx_n[in, P] += s w^T g_n
+            gemm_on(dev, true, false, c->in, P, c->out, c->s, c->w, c->in, 0, g, P, c->out * P, 1.0f, dx, P,
+                    c->in * P, c->batch);
+        for (int64_t i = 0; dw && i < c->batch; i++)  // dw[out, in] += s g_n x_n^T, summed over the batch
+            gemm_on(dev, false, true, c->out, c->in, P, c->s, g + i * c->out * P, P, 0, c->x + i * c->in * P, P, 0,
+                    1.0f, dw, c->in, 0, 1);
+        return;
+    }
+    if (dx) gemm_on(dev, false, false, c->rows, c->in, c->out, c->s, g, c->out, 0, c->w, c->in, 0, 1.0f, dx, c->in, 0, 1);
+    if (dw) gemm_on(dev, true, false, c->out, c->in, c->rows, c->s, g, c->out, 0, c->x, c->in, 0, 1.0f, dw, c->in, 0, 1);
+}
+
+static void projection_backward(AgNode *node) {
+    const ProjectionCtx *c = node->ctx;
+    Tensor *y = node->inputs[0], *x = node->inputs[1], *w = node->inputs[2];
+    const float *g = node->out->grad;
+    ops_accumulate_scaled_grad(y, g, 1.0f);
+    projection_backward_gemms(node->out->device, c, g, x->requires_grad ? tensor_grad(x) : NULL,
+                              w->requires_grad ? tensor_grad(w) : NULL);
+}
+
+Tensor *op_add_projection_into(Tensor *y, Tensor *x, Tensor *w, float s) {
+    Tensor *in[3] = {y, x, w};
+    Device dev = ops_device("op_add_projection_into", 3, in);
+    ProjectionCtx c = {.s = s, .channels = w->ndim == 4, .out = w->shape[0], .in = w->ndim >= 2 ? w->shape[1] : 0};
+    bool ok = true;
+    if (c.channels) {
+        ok = w->shape[2] == 1 && w->shape[3] == 1 && x->ndim == 4 && y->ndim == 4 && x->shape[1] == c.in &&
+             y->shape[0] == x->shape[0] && y->shape[1] == c.out && y->shape[2] == x->shape[2] &&
+             y->shape[3] == x->shape[3];
+        c.batch = x->shape[0];
+        c.pixels = x->shape[2] * x->shape[3];
+    } else {
+        ok = w->ndim == 2 && x->ndim >= 1 && y->ndim == x->ndim && x->shape[x->ndim - 1] == c.in &&
+             y->shape[y->ndim - 1] == c.out;
+        c.rows = 1;
+        for (int d = 0; ok && d < x->ndim - 1; d++) {
+            ok = x->shape[d] == y->shape[d];
+            c.rows *= x->shape[d];
+        }
+    }
+    DOD_CHECK(ok, "op_add_projection_into", "y %s, x %s and weight %s: need w [out, in] with x [..., in] and y [..., out], "
+              "or w [out, in, 1, 1] with x [N, in, H, W] and y [N, out, H, W]", shape_str(y), shape_str(x), shape_str(w));
+    DOD_CHECK(!y->persistent && y->dtype == DT_F32, "op_add_projection_into",
+              "y %s must be an f32 activation (it is overwritten), got %s%s", y->name ? y->name : shape_str(y),
+              dtype_name(y->dtype), y->persistent ? " persistent" : "");
+    Tensor *out = arena_alloc(sizeof(Tensor), "op_add_projection_into header");
+    *out = *y;  // same shape and storage; a tensor of its own on the tape
+    out->grad = NULL;
+    out->requires_grad = false;
+    c.x = tensor_f32(x);
+    c.w = tensor_f32(w);
+    projection_forward(dev, &c, tensor_data_f32(out));
+    if (ag_needs_grad(3, in)) {
+        ProjectionCtx *saved = ag_record("op_add_projection_into", projection_backward, out, 3, in, sizeof(ProjectionCtx));
+        *saved = c;
+    }
+    return out;
 }

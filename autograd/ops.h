@@ -14,6 +14,14 @@
 Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b);
 // y = x @ W^T + b. x [..., in], W [out, in] (torch.nn.Linear layout), bias [out] or NULL.
 Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias);
+// y + s * (x projected by w), written into y's storage, for adapters that add a projection to a
+// layer's output: w [out, in] projects x [..., in] (linear, y [..., out]), w [out, in, 1, 1] projects
+// x [N, in, H, W] (1x1 conv, y [N, out, H, W]). One GEMM accumulating into y (beta = 1): neither the
+// projection nor the sum takes new memory. y must be an f32 activation that nothing reads afterwards,
+// neither forward code nor its producer's backward (true of op_linear / op_conv2d outputs, not of
+// e.g. op_silu's). The result is a tensor of its own on the tape: grad_y += g, and x and w get the
+// projection's gradients scaled by s.
+Tensor *op_add_projection_into(Tensor *y, Tensor *x, Tensor *w, float s);
 // 2-D convolution, torch.nn.Conv2d semantics (zero padding, dilation 1, groups 1).
 // x [N, Cin, H, W], w [Cout, Cin, kh, kw], bias [Cout] or NULL.
 Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding);
@@ -46,12 +54,6 @@ Tensor *op_sub(Tensor *a, Tensor *b);
 Tensor *op_mul(Tensor *a, Tensor *b);
 Tensor *op_scale(Tensor *x, float s);                 // s * x
 Tensor *op_add_scalar(Tensor *x, float s);            // x + s
-// y + s * d (same shapes), written into y's storage: saves an activation where y is dead after this
-// (a layer's output that an adapter adds to). y must be an f32 activation that nothing reads
-// afterwards, neither forward code nor its producer's backward (true of op_linear / op_conv2d
-// outputs; not of e.g. op_silu's, whose backward reads it). The result is a tensor of its own on the
-// tape: grad_y += g, grad_d += s * g.
-Tensor *op_add_scaled_into(Tensor *y, Tensor *d, float s);
 Tensor *op_concat(Tensor *const *xs, int n, int dim);
 // Split x along dim into n pieces of the given sizes (sum == x's dim); writes out[0..n-1].
 void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out);

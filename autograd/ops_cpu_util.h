@@ -1,7 +1,8 @@
 // Small helpers shared by the pointwise/shape/norm/loss ops (op_norm.c, op_activation.c,
-// op_elementwise.c, op_shape.c, op_reduce.c, op_loss.c): device dispatch checks, axis
-// normalisation, OpenMP thread ids, and contiguous strides. Header-only, static inline.
+// op_elementwise.c, op_shape.c, op_reduce.c, op_loss.c, op_matmul.c): device dispatch checks, axis
+// normalisation, OpenMP thread ids, contiguous strides, gradient accumulation. Header-only, static inline.
 #pragma once
+#include "autograd/cuda/cuda_backend.h"
 #include "autograd/ops.h"
 
 #ifdef _OPENMP
@@ -56,4 +57,16 @@ static inline void ops_strides(int ndim, const int64_t *shape, int64_t *strides)
 static inline void ops_accumulate(float *dst, const float *src, int64_t n) {
 #pragma omp parallel for if (n > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+// grad_x += s * g (g: x->numel values on x's device), when x requires grad.
+static inline void ops_accumulate_scaled_grad(Tensor *x, const float *g, float s) {
+    if (!x->requires_grad) return;
+    float *gx = tensor_grad(x);
+    if (x->device == DEV_CUDA) {
+        cuda_axpy(gx, g, s, x->numel);
+        return;
+    }
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < x->numel; i++) gx[i] += s * g[i];
 }

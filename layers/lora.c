@@ -237,9 +237,9 @@ static Tensor *modulation_view(const LoraAdapter *ad, Tensor *m, const Tensor *a
     return op_reshape(m, ax->ndim, shape);
 }
 
-// The adapter's up-projection B((1 + gamma) * (A x) + beta), unscaled (= new tensor); y only gives the
-// output size from which a conv's stride and padding are recovered.
-static Tensor *lora_up(const LoraAdapter *ad, Tensor *x, Tensor *y, Tensor *gamma, Tensor *beta) {
+// y + s * B((1 + gamma) * (A x) + beta), written into y's storage (op_add_projection_into); y also gives
+// the output size from which a conv's stride and padding are recovered.
+static Tensor *lora_add_into(const LoraAdapter *ad, Tensor *x, Tensor *y, Tensor *gamma, Tensor *beta) {
     Tensor *A = ad->A, *B = ad->B, *ax;
     bool conv = ad->kind == LORA_CONV && x->ndim == 4;
     DOD_CHECK(x->ndim >= 2, ad->layer, "LoRA input has shape %s, expected a batch first", shape_str(x));
@@ -262,7 +262,7 @@ static Tensor *lora_up(const LoraAdapter *ad, Tensor *x, Tensor *y, Tensor *gamm
     }
     if (gamma) ax = op_mul(ax, op_add_scalar(modulation_view(ad, gamma, ax, conv, "gamma"), 1.0f));
     if (beta) ax = op_add(ax, modulation_view(ad, beta, ax, conv, "beta"));
-    return conv ? op_conv2d(ax, B, NULL, 1, 0) : op_linear(ax, B, NULL);
+    return op_add_projection_into(y, ax, B, ad->scale);
 }
 
 Tensor *lora_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) {
@@ -277,7 +277,7 @@ Tensor *lora_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) {
         gamma = set->gamma[ad->block];
         beta = set->beta[ad->block];
     }
-    return op_add_scaled_into(y, lora_up(ad, x, y, gamma, beta), ad->scale);
+    return lora_add_into(ad, x, y, gamma, beta);
 }
 
 // ---- merge -----------------------------------------------------------------------------------------

@@ -79,9 +79,9 @@ void lora_set_enabled(LoraSet *set, bool on);
 
 // SdLayerHookFn: y + s * B((1 + gamma) * (A x) + beta) for layers with an adapter (x the base layer's
 // input, y its output, gamma/beta [N, r] of the modulation for conditional adapters), y itself
-// otherwise. ctx is a LoraSet. The sum is written into y's storage (op_add_scaled_into: y is dead
-// after the hook), so an adapter holds its low-rank activations and the up-projection's output, not
-// three more layer-sized tensors.
+// otherwise. ctx is a LoraSet. The up-projection accumulates into y's storage (op_add_projection_into:
+// y is dead after the hook), so an adapter holds only its low-rank activations, not three more
+// layer-sized tensors.
 Tensor *lora_hook(void *ctx, const char *layer, Tensor *x, Tensor *y);
 
 // Stride and padding of a conv with a k x k kernel that maps an h x w input to an oh x ow output, among

@@ -17,7 +17,7 @@
 // "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"), the layer's input x and the base
 // output y. Returns the tensor the network continues with (y, or y plus an adapter's output). y is
 // the fresh output of op_conv2d / op_linear and nothing else reads it, so a hook may overwrite it
-// (op_add_scaled_into). Under activation recomputation the hook is re-run in backward, so it must be deterministic.
+// (op_add_projection_into). Under activation recomputation the hook is re-run in backward, so it must be deterministic.
 typedef Tensor *(*SdLayerHookFn)(void *ctx, const char *layer, Tensor *x, Tensor *y);
 
 // Where a network's weights live. prefix is prepended to every name ("" for a store holding one

@@ -81,9 +81,9 @@ static Tensor *f_add(Tensor *const *in, const void *a) { (void)a; return op_add(
 static Tensor *f_sub(Tensor *const *in, const void *a) { (void)a; return op_sub(in[0], in[1]); }
 static Tensor *f_mul(Tensor *const *in, const void *a) { (void)a; return op_mul(in[0], in[1]); }
 static Tensor *f_scale(Tensor *const *in, const void *a) { (void)a; return op_scale(in[0], -1.7f); }
-static Tensor *f_add_scaled_into(Tensor *const *in, const void *a) {
+static Tensor *f_add_projection_into(Tensor *const *in, const void *a) {
     (void)a;
-    return op_add_scaled_into(op_mul(in[0], in[0]), in[1], -0.6f);
+    return op_add_projection_into(op_mul(in[0], in[0]), in[1], in[2], -0.6f);
 }
 static Tensor *f_add_scalar(Tensor *const *in, const void *a) { (void)a; return op_add_scalar(in[0], 0.3f); }
 static Tensor *f_silu(Tensor *const *in, const void *a) { (void)a; return op_silu(in[0]); }
@@ -160,8 +160,12 @@ static void op_cases(void) {
     run_case("mul bcast", f_mul, NULL, 2, (Tensor *[]){inp("a", 3, SHAPE(3, 4, 6), 5), inp("b", 1, SHAPE(6), 6)}, pw);
     run_case("mul same", f_mul, NULL, 2, (Tensor *[]){inp("a", 2, SHAPE(33, 65), 7), inp("b", 2, SHAPE(33, 65), 8)}, pw);
     run_case("scale", f_scale, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(9, 11), 9)}, pw);
-    run_case("add_scaled_into", f_add_scaled_into, NULL, 2,
-             (Tensor *[]){inp("y", 2, SHAPE(33, 65), 17), inp("d", 2, SHAPE(33, 65), 18)}, pw);
+    run_case("add_projection_into linear", f_add_projection_into, NULL, 3,
+             (Tensor *[]){inp("y", 3, SHAPE(2, 33, 65), 17), inp("x", 3, SHAPE(2, 33, 8), 18), inp("w", 2, SHAPE(65, 8), 19)},
+             dense);
+    run_case("add_projection_into 1x1 conv", f_add_projection_into, NULL, 3,
+             (Tensor *[]){inp("y", 4, SHAPE(3, 40, 9, 11), 20), inp("x", 4, SHAPE(3, 8, 9, 11), 21),
+                          inp("w", 4, SHAPE(40, 8, 1, 1), 22)}, dense);
     run_case("add_scalar", f_add_scalar, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(9, 11), 10)}, pw);
     run_case("silu", f_silu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 11)}, pw);
     run_case("gelu", f_gelu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 12)}, pw);

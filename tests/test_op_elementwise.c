@@ -1,5 +1,5 @@
-// op_add / op_sub / op_mul with broadcasting, op_scale, op_add_scalar, op_add_scaled_into: forward
-// against an index-by-index double reference, finite-difference gradients, and shape/device errors.
+// op_add / op_sub / op_mul with broadcasting, op_scale, op_add_scalar: forward against an
+// index-by-index double reference, finite-difference gradients, and shape/device errors.
 #include "tests/check.h"
 #include "tests/op_test_util.h"
 
@@ -52,42 +52,6 @@ static Tensor *bin_fn(void *ctx, Tensor *const *in) { return apply(((BinCtx *)ct
 static Tensor *scale_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_scale(in[0], -1.75f); }
 static Tensor *add_scalar_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_mul(op_add_scalar(in[0], 0.5f), in[0]); }
 static Tensor *self_mul_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_mul(in[0], in[0]); }
-
-// a * a + s * (b * a), the sum written into the storage of a * a.
-static Tensor *add_scaled_into_fn(void *ctx, Tensor *const *in) {
-    (void)ctx;
-    return op_add_scaled_into(op_mul(in[0], in[0]), op_mul(in[1], in[0]), -0.6f);
-}
-static void add_scaled_into_persistent(void *ctx) {
-    (void)ctx;
-    int64_t s[] = {3};
-    op_add_scaled_into(test_input("weight", 1, s, 1, 1, false), test_input("d", 1, s, 2, 1, false), 2.0f);
-}
-static void add_scaled_into_shapes(void *ctx) {
-    (void)ctx;
-    int64_t s3[] = {3}, s13[] = {1, 3};
-    op_add_scaled_into(op_scale(test_input("y", 1, s3, 1, 1, false), 1.0f), test_input("d", 2, s13, 2, 1, false), 2.0f);
-}
-
-static void add_scaled_into_cases(void) {
-    int64_t s[] = {3, 5, 7};
-    Tensor *a = test_input("a", 3, s, 41, 1.0f, true), *b = test_input("b", 3, s, 42, 1.0f, true);
-    ag_step_reset();
-    Tensor *y = op_mul(a, a), *d = op_mul(b, a);
-    float y4 = tensor_data_f32(y)[4], d4 = tensor_data_f32(d)[4];
-    Tensor *out = op_add_scaled_into(y, d, -0.6f);
-    CHECK(out != y && out->data == y->data, "op_add_scaled_into: the result must be a new tensor on y's storage");
-    CHECK(tensor_data_f32(out)[4] == y4 + -0.6f * d4, "op_add_scaled_into: %g, want %g", tensor_data_f32(out)[4],
-          y4 + -0.6f * d4);
-    ag_step_reset();
-    gradcheck("add_scaled_into", add_scaled_into_fn, NULL, 2, (Tensor *[]){a, b}, 1e-2, 5e-3, 1e-4, 0);
-    expect_fatal("add_scaled_into on a persistent y", add_scaled_into_persistent, NULL,
-                 (const char *[]){"op_add_scaled_into", "weight", "persistent", NULL});
-    expect_fatal("add_scaled_into [3] + [1, 3]", add_scaled_into_shapes, NULL,
-                 (const char *[]){"op_add_scaled_into", "[3]", "[1, 3]", NULL});
-    tensor_free(a);
-    tensor_free(b);
-}
 
 static void grad_case(Kind k, int na, const int64_t *sa, int nb, const int64_t *sb, bool grad_b) {
     Tensor *a = test_input("a", na, sa, 21, 1.0f, true), *b = test_input("b", nb, sb, 22, 1.0f, grad_b);
@@ -186,7 +150,6 @@ int main(void) {
         tensor_free(x);
         ag_step_reset();
     }
-    add_scaled_into_cases();
     expect_fatal("add [2,3]+[4]", bad_broadcast, NULL, (const char *[]){"op_add", "[2, 3]", "[4]", NULL});
     expect_fatal("mul [2,3,4,5]*[2,4,1]", bad_mul, NULL, (const char *[]){"op_mul", "[2, 3, 4, 5]", "[2, 4, 1]", NULL});
     expect_fatal("sub with a CUDA tensor", cuda_input, NULL, (const char *[]){"op_sub", "CUDA", NULL});

@@ -1,6 +1,7 @@
-// op_matmul and op_linear: forward against double-precision loops, finite-difference gradients of
-// every input (broadcast and batched B, trans_b, bias / no bias), half-precision weights, frozen
-// weights (no gradient and no dW GEMM), and shape errors.
+// op_matmul, op_linear and op_add_projection_into: forward against double-precision loops,
+// finite-difference gradients of every input (broadcast and batched B, trans_b, bias / no bias;
+// linear and 1x1-conv projections), half-precision weights, frozen weights (no gradient and no dW
+// GEMM), and shape errors.
 //
 // Gradcheck tolerances: both ops are linear in each input, so central differences with eps 1e-2
 // are exact up to f32 rounding of the forward: rtol 1e-3, atol 1e-4.
@@ -89,6 +90,59 @@ static void linear_case(const char *name, int x_nd, const int64_t *x_shape, int6
     tensor_free(x);
     tensor_free(w);
     if (b) tensor_free(b);
+}
+
+// op_add_projection_into(y0, x, w, s) with y0 = yin * yin (an activation, quadratic in yin: central
+// differences stay exact up to rounding): forward against y0 + s * proj(x) in double, the result on
+// y0's storage, gradients of yin, x and w.
+#define PROJ_S (-0.7f)
+static Tensor *fn_projection(void *ctx, Tensor *const *in) {
+    (void)ctx;
+    return op_add_projection_into(op_mul(in[0], in[0]), in[1], in[2], PROJ_S);
+}
+
+static void projection_case(const char *name, int nd, const int64_t *y_shape, const int64_t *x_shape,
+                            const int64_t *w_shape, int w_nd, uint64_t seed) {
+    Tensor *yin = test_input("yin", nd, y_shape, seed, 1.0f, true), *x = test_input("x", nd, x_shape, seed + 1, 1.0f, true);
+    Tensor *w = test_input("w", w_nd, w_shape, seed + 2, 0.5f, true);
+    bool channels = w_nd == 4;
+    int64_t out = w_shape[0], in = w_shape[1], P = channels ? x_shape[2] * x_shape[3] : 1;
+    int64_t rows = channels ? x_shape[0] : x->numel / in;  // channels: batch
+    ag_step_reset();
+    Tensor *y0 = op_mul(yin, yin);
+    double *ref = malloc(sizeof(double) * (size_t)y0->numel);
+    const float *Y = y0->data, *X = x->data, *W = w->data;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t p = 0; p < P; p++) {
+                double s = 0;
+                for (int64_t i = 0; i < in; i++)
+                    s += (double)W[o * in + i] * (channels ? X[(r * in + i) * P + p] : X[r * in + i]);
+                int64_t at = channels ? (r * out + o) * P + p : r * out + o;
+                ref[at] = Y[at] + PROJ_S * s;
+            }
+    Tensor *y = op_add_projection_into(y0, x, w, PROJ_S);
+    CHECK(y != y0 && y->data == y0->data && tensor_same_shape(y, y0), "%s: result must be a new tensor on y's storage",
+          name);
+    char what[160];
+    snprintf(what, sizeof what, "projection forward %s", name);
+    check_close_ref(what, y->data, ref, y->numel, 1e-6, 1e-6);
+    free(ref);
+    gradcheck(name, fn_projection, NULL, 3, (Tensor *[]){yin, x, w}, EPS, RTOL, ATOL, 0);
+    tensor_free(yin);
+    tensor_free(x);
+    tensor_free(w);
+}
+
+static void bad_projection_persistent(void *ctx) {
+    (void)ctx;
+    int64_t s[2] = {2, 3};
+    Tensor *y = test_input("frozen_out", 2, s, 1, 1, false);
+    op_add_projection_into(y, tensor_new2(2, 4), tensor_new2(3, 4), 1.0f);
+}
+static void bad_projection_shapes(void *ctx) {
+    (void)ctx;
+    op_add_projection_into(tensor_new4(2, 6, 4, 5), tensor_new4(2, 3, 4, 4), tensor_new4(6, 3, 1, 1), 1.0f);
 }
 
 // Half-precision weight: output and dx equal the f32 op on the widened weight; w gets an f32 grad.
@@ -210,6 +264,13 @@ int main(void) {
         free(ref);
         tensor_free(x); tensor_free(w); tensor_free(b);
     }
+    projection_case("projection linear 3d", 3, (int64_t[]){2, 3, 4}, (int64_t[]){2, 3, 5}, (int64_t[]){4, 5}, 2, 31);
+    projection_case("projection 1x1 conv", 4, (int64_t[]){2, 6, 4, 5}, (int64_t[]){2, 3, 4, 5}, (int64_t[]){6, 3, 1, 1},
+                    4, 32);
+    expect_fatal("projection into a persistent y", bad_projection_persistent, NULL,
+                 (const char *[]){"op_add_projection_into", "frozen_out", "persistent", NULL});
+    expect_fatal("projection shapes", bad_projection_shapes, NULL,
+                 (const char *[]){"op_add_projection_into", "[2, 6, 4, 5]", "[2, 3, 4, 4]", "[6, 3, 1, 1]", NULL});
     linear_half_weight(DT_BF16);
     linear_half_weight(DT_F16);
     linear_half_weight_scratch();
