@@ -9,8 +9,6 @@
 
 #include <math.h>
 
-// The numbering is shared with the CUDA kernels (autograd/cuda/activation.cu).
-typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP } ActKind;
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
 #define INV_SQRT_2 0.7071067811865476f
@@ -36,10 +34,8 @@ typedef struct {
     const float *x;   // f32 view of the input
 } ActCtx;
 
-// y = act(x) over n elements. Writes (=).
-static void act_cpu_forward(const ActCtx *c, const float *x, float *y, int64_t n) {
-    float p0 = c->p0, p1 = c->p1;
-    switch (c->kind) {
+void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n) {
+    switch (kind) {
     case ACT_SILU:
 #pragma omp parallel for if (n > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoidf(x[i]);
@@ -67,15 +63,8 @@ static void act_cpu_forward(const ActCtx *c, const float *x, float *y, int64_t n
     }
 }
 
-// grad_x += act'(x) * g. Accumulates (+=).
-static void act_cpu_backward(AgNode *node) {
-    const ActCtx *c = node->ctx;
-    Tensor *xt = node->inputs[0];
-    const float *x = c->x, *g = node->out->grad;
-    float *gx = tensor_grad(xt);
-    int64_t n = xt->numel;
-    float p0 = c->p0, p1 = c->p1;
-    switch (c->kind) {
+void act_cpu_grad(ActKind kind, float p0, float p1, const float *x, const float *g, float *gx, int64_t n) {
+    switch (kind) {
     case ACT_SILU:
 #pragma omp parallel for if (n > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) {
@@ -106,6 +95,13 @@ static void act_cpu_backward(AgNode *node) {
     }
 }
 
+// grad_x += act'(x) * g. Accumulates (+=).
+static void act_cpu_backward(AgNode *node) {
+    const ActCtx *c = node->ctx;
+    Tensor *xt = node->inputs[0];
+    act_cpu_grad(c->kind, c->p0, c->p1, c->x, node->out->grad, tensor_grad(xt), xt->numel);
+}
+
 static void act_cuda_backward(AgNode *node) {
     const ActCtx *c = node->ctx;
     Tensor *xt = node->inputs[0];
@@ -117,7 +113,7 @@ static Tensor *activation(const char *op, ActKind kind, Tensor *x, float p0, flo
     Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
     ActCtx c = {kind, p0, p1, tensor_f32(x)};
     if (dev == DEV_CUDA) cuda_act_forward((int)kind, p0, p1, c.x, tensor_data_f32(out), x->numel);
-    else act_cpu_forward(&c, c.x, tensor_data_f32(out), x->numel);
+    else act_cpu_apply(kind, p0, p1, c.x, tensor_data_f32(out), x->numel);
     if (ag_needs_grad(1, &x))
         *(ActCtx *)ag_record(op, dev == DEV_CUDA ? act_cuda_backward : act_cpu_backward, out, 1, &x, sizeof(ActCtx)) = c;
     return out;

@@ -58,11 +58,9 @@ static void group_norm_cpu_forward(GroupNormCtx *c, float eps, const float *beta
     }
 }
 
-// Accumulates (+=) into dx, dgamma, dbeta for the inputs that require grad.
-static void group_norm_backward(AgNode *node) {
-    GroupNormCtx *c = node->ctx;
-    Tensor *xt = node->inputs[0], *gt = node->inputs[1], *bt = node->inputs[2];
-    const float *dy = node->out->grad;
+// Accumulates (+=) into dx, dgamma, dbeta of x, gamma, beta (gamma/beta may be NULL) for the inputs
+// that require grad, given dy.
+static void group_norm_backward_dy(const GroupNormCtx *c, Tensor *xt, Tensor *gt, Tensor *bt, const float *dy) {
     int64_t cpg = c->C / c->G, gsize = cpg * c->S;
     bool want_dx = xt->requires_grad, want_dg = gt && gt->requires_grad, want_db = bt && bt->requires_grad;
     float *dx = want_dx ? tensor_grad(xt) : NULL;
@@ -117,28 +115,88 @@ static void group_norm_backward(AgNode *node) {
     }
 }
 
-Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
-    const char *op = "op_group_norm";
-    Tensor *in[3] = {x, gamma, beta};
-    Device dev = ops_device(op, 3, in);
+static void group_norm_backward(AgNode *node) {
+    group_norm_backward_dy(node->ctx, node->inputs[0], node->inputs[1], node->inputs[2], node->out->grad);
+}
+
+// Checks op's arguments and fills c (the statistics not yet allocated).
+static void group_norm_setup(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, GroupNormCtx *c) {
     if (x->ndim < 2) dod_fatal(op, "input %s must be [N, C, ...]", shape_str(x));
     int64_t C = x->shape[1];
     if (groups <= 0 || C % groups != 0)
         dod_fatal(op, "%d groups do not divide the %ld channels of input %s", groups, (long)C, shape_str(x));
     check_affine(op, x, gamma, "gamma", C);
     check_affine(op, x, beta, "beta", C);
+    *c = (GroupNormCtx){x->shape[0], C, ops_prod(x->shape, 2, x->ndim), groups, tensor_f32(x),
+                        gamma ? tensor_f32(gamma) : NULL, NULL, NULL};
+}
+
+// y = groupnorm(x) (=) on dev, writing c's mean/rstd.
+static void group_norm_forward_on(Device dev, GroupNormCtx *c, float eps, const float *beta, float *y) {
+    if (dev == DEV_CUDA)
+        cuda_group_norm_forward(c->x, c->gamma, beta, y, c->mean, c->rstd, c->N, c->C, c->S, c->G, eps);
+    else if (c->S > 0 && c->C > 0)
+        group_norm_cpu_forward(c, eps, beta, y);
+}
+
+Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
+    const char *op = "op_group_norm";
+    Tensor *in[3] = {x, gamma, beta};
+    Device dev = ops_device(op, 3, in);
+    GroupNormCtx c;
+    group_norm_setup(op, x, groups, gamma, beta, &c);
     Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
-    GroupNormCtx c = {x->shape[0], C, ops_prod(x->shape, 2, x->ndim), groups, tensor_f32(x),
-                      gamma ? tensor_f32(gamma) : NULL, NULL, NULL};
     size_t stat_bytes = (size_t)(c.N * c.G) * sizeof(float);
     c.mean = arena_alloc_on(dev, stat_bytes, "op_group_norm mean");
     c.rstd = arena_alloc_on(dev, stat_bytes, "op_group_norm rstd");
-    if (dev == DEV_CUDA)
-        cuda_group_norm_forward(c.x, c.gamma, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out), c.mean, c.rstd, c.N,
-                                c.C, c.S, c.G, eps);
-    else if (c.S > 0 && C > 0)
-        group_norm_cpu_forward(&c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
+    group_norm_forward_on(dev, &c, eps, beta ? tensor_f32(beta) : NULL, tensor_data_f32(out));
     if (ag_needs_grad(3, in)) *(GroupNormCtx *)ag_record(op, group_norm_backward, out, 3, in, sizeof c) = c;
+    return out;
+}
+
+// ---- group norm + SiLU ----------------------------------------------------------------------------------
+// Saves x and the statistics only: backward recomputes the normalised tensor n = groupnorm(x) in scratch
+// (bitwise the forward's: same kernel, same inputs), takes dn = silu'(n) * dy, then group norm's backward.
+typedef struct {
+    GroupNormCtx gn;
+    float eps;
+} GroupNormSiluCtx;
+
+static void group_norm_silu_backward(AgNode *node) {
+    GroupNormSiluCtx c = *(GroupNormSiluCtx *)node->ctx;
+    Tensor *xt = node->inputs[0], *gt = node->inputs[1], *bt = node->inputs[2];
+    Device dev = node->out->device;
+    int64_t n = xt->numel;
+    ScratchScope scratch = scratch_begin(dev);
+    float *norm = arena_alloc_on(dev, (size_t)n * sizeof(float), "op_group_norm_silu recomputed norm");
+    float *dn = arena_alloc_on(dev, (size_t)n * sizeof(float), "op_group_norm_silu dnorm");
+    group_norm_forward_on(dev, &c.gn, c.eps, bt ? tensor_f32(bt) : NULL, norm);
+    if (dev == DEV_CUDA) {
+        cuda_memset_zero(dn, (size_t)n * sizeof(float));
+        cuda_act_backward(ACT_SILU, 0, 0, norm, node->out->grad, dn, n);
+    } else {
+        memset(dn, 0, (size_t)n * sizeof(float));
+        act_cpu_grad(ACT_SILU, 0, 0, norm, node->out->grad, dn, n);
+    }
+    group_norm_backward_dy(&c.gn, xt, gt, bt, dn);
+    scratch_end(scratch);
+}
+
+Tensor *op_group_norm_silu(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
+    const char *op = "op_group_norm_silu";
+    Tensor *in[3] = {x, gamma, beta};
+    Device dev = ops_device(op, 3, in);
+    GroupNormSiluCtx c = {.eps = eps};
+    group_norm_setup(op, x, groups, gamma, beta, &c.gn);
+    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
+    size_t stat_bytes = (size_t)(c.gn.N * c.gn.G) * sizeof(float);
+    c.gn.mean = arena_alloc_on(dev, stat_bytes, "op_group_norm_silu mean");
+    c.gn.rstd = arena_alloc_on(dev, stat_bytes, "op_group_norm_silu rstd");
+    float *y = tensor_data_f32(out);
+    group_norm_forward_on(dev, &c.gn, eps, beta ? tensor_f32(beta) : NULL, y);
+    if (dev == DEV_CUDA) cuda_act_forward(ACT_SILU, 0, 0, y, y, x->numel);  // in place: elementwise
+    else act_cpu_apply(ACT_SILU, 0, 0, y, y, x->numel);
+    if (ag_needs_grad(3, in)) *(GroupNormSiluCtx *)ag_record(op, group_norm_silu_backward, out, 3, in, sizeof c) = c;
     return out;
 }
 

@@ -34,6 +34,9 @@ Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale);
 // ---- normalisation (autograd/op_norm.c) --------------------------------------------------------
 // torch.nn.GroupNorm: x [N, C, ...], groups divides C, gamma/beta [C] or NULL, biased variance.
 Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps);
+// silu(op_group_norm(...)) in one op that keeps only x and the statistics for backward (the normalised
+// tensor is recomputed there): one activation-sized tensor less than the two ops, same values.
+Tensor *op_group_norm_silu(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps);
 // torch.nn.LayerNorm over the last dim: x [..., C], gamma/beta [C] or NULL.
 Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps);
 

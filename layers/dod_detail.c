@@ -161,7 +161,7 @@ static Tensor *conv(const DodDetail *m, const char *layer, Tensor *x, int paddin
 }
 
 static Tensor *norm_silu(const DodDetail *m, const char *layer, Tensor *x) {
-    return op_silu(op_group_norm(x, m->cfg.groups, param(m, layer, ".weight"), param(m, layer, ".bias"), m->cfg.eps));
+    return op_group_norm_silu(x, m->cfg.groups, param(m, layer, ".weight"), param(m, layer, ".bias"), m->cfg.eps);
 }
 
 static Tensor *resblock(const DodDetail *m, const char *prefix, Tensor *x) {

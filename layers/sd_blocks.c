@@ -66,6 +66,10 @@ Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups
     return op_group_norm(x, groups, sd_param(net, layer, ".weight"), sd_param(net, layer, ".bias"), eps);
 }
 
+Tensor *sd_group_norm_silu(const SdNet *net, const char *layer, Tensor *x, int groups, float eps) {
+    return op_group_norm_silu(x, groups, sd_param(net, layer, ".weight"), sd_param(net, layer, ".bias"), eps);
+}
+
 Tensor *sd_layer_norm(const SdNet *net, const char *layer, Tensor *x, float eps) {
     return op_layer_norm(x, sd_param(net, layer, ".weight"), sd_param(net, layer, ".bias"), eps);
 }
@@ -179,14 +183,14 @@ Tensor *sd_resnet(const SdNet *net, const char *prefix, Tensor *x, Tensor *temb,
                   float output_scale_factor) {
     char layer[SD_NAME_MAX];
 #define SUB(s) sd_fmt(layer, "%s.%s", prefix, s)
-    Tensor *h = op_silu(sd_group_norm(net, SUB("norm1"), x, groups, eps));
+    Tensor *h = sd_group_norm_silu(net, SUB("norm1"), x, groups, eps);
     h = sd_conv(net, SUB("conv1"), h, 1, 1);
     if (temb) {
         Tensor *t = sd_linear(net, SUB("time_emb_proj"), op_silu(temb));  // [N, Cout]
         int64_t shape4[4] = {t->shape[0], t->shape[1], 1, 1};
         h = op_add(h, op_reshape(t, 4, shape4));
     }
-    h = op_silu(sd_group_norm(net, SUB("norm2"), h, groups, eps));
+    h = sd_group_norm_silu(net, SUB("norm2"), h, groups, eps);
     h = sd_conv(net, SUB("conv2"), h, 1, 1);
     Tensor *shortcut = sd_has_layer(net, SUB("conv_shortcut")) ? sd_conv(net, layer, x, 1, 0) : x;
     DOD_CHECK(tensor_same_shape(shortcut, h), prefix, "resnet output %s and shortcut %s differ (checkpoint lacks %s.conv_shortcut?)",

@@ -49,6 +49,8 @@ Tensor *sd_conv(const SdNet *net, const char *layer, Tensor *x, int stride, int 
 // old checkpoints) is used as [out, in]. Then the hook.
 Tensor *sd_linear(const SdNet *net, const char *layer, Tensor *x);
 Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups, float eps);
+// silu(sd_group_norm(...)) as one op (op_group_norm_silu: the normalised tensor is not kept).
+Tensor *sd_group_norm_silu(const SdNet *net, const char *layer, Tensor *x, int groups, float eps);
 Tensor *sd_layer_norm(const SdNet *net, const char *layer, Tensor *x, float eps);
 
 // Nearest-neighbour resize of NCHW x to (out_h, out_w), torch F.interpolate(mode='nearest')

@@ -161,6 +161,6 @@ Tensor *unet_forward(const Unet *m, Tensor *sample, const float *timesteps, Tens
     }
     DOD_CHECK(top == 0, "unet_forward", "%d skip connections left unused (%s)", top, cfg->path);
 
-    h = op_silu(sd_group_norm(&m->net, "conv_norm_out", h, cfg->norm_num_groups, cfg->norm_eps));
+    h = sd_group_norm_silu(&m->net, "conv_norm_out", h, cfg->norm_num_groups, cfg->norm_eps);
     return sd_conv(&m->net, "conv_out", h, 1, (cfg->conv_out_kernel - 1) / 2);
 }

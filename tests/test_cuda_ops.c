@@ -95,6 +95,10 @@ static Tensor *f_clamp(Tensor *const *in, const void *a) { (void)a; return op_cl
 static Tensor *f_geglu(Tensor *const *in, const void *a) { (void)a; return op_geglu(in[0]); }
 static Tensor *f_softmax(Tensor *const *in, const void *a) { (void)a; return op_softmax(in[0]); }
 static Tensor *f_group_norm(Tensor *const *in, const void *a) { (void)a; return op_group_norm(in[0], 4, in[1], in[2], 1e-5f); }
+static Tensor *f_group_norm_silu(Tensor *const *in, const void *a) {
+    (void)a;
+    return op_group_norm_silu(in[0], 4, in[1], in[2], 1e-5f);
+}
 static Tensor *f_layer_norm(Tensor *const *in, const void *a) { (void)a; return op_layer_norm(in[0], in[1], in[2], 1e-5f); }
 static Tensor *f_sum(Tensor *const *in, const void *a) { (void)a; return op_sum(in[0]); }
 static Tensor *f_mean(Tensor *const *in, const void *a) { (void)a; return op_mean(in[0]); }
@@ -177,6 +181,8 @@ static void op_cases(void) {
     run_case("softmax", f_softmax, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(3, 7, 300), 18)}, pw);
     run_case("group_norm", f_group_norm, NULL, 3,
              (Tensor *[]){inp("x", 4, SHAPE(2, 8, 5, 6), 19), inp("g", 1, SHAPE(8), 20), inp("b", 1, SHAPE(8), 21)}, pw);
+    run_case("group_norm_silu", f_group_norm_silu, NULL, 3,
+             (Tensor *[]){inp("x", 4, SHAPE(2, 8, 5, 6), 26), inp("g", 1, SHAPE(8), 27), inp("b", 1, SHAPE(8), 28)}, pw);
     run_case("group_norm no affine", f_group_norm, NULL, 3, (Tensor *[]){inp("x", 3, SHAPE(3, 12, 40), 22), NULL, NULL}, pw);
     run_case("layer_norm", f_layer_norm, NULL, 3,
              (Tensor *[]){inp("x", 3, SHAPE(3, 7, 48), 23), inp("g", 1, SHAPE(48), 24), inp("b", 1, SHAPE(48), 25)}, pw);

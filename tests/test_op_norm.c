@@ -79,6 +79,55 @@ static void ln_grad_case(int ndim, const int64_t *shape, bool affine, long max_e
     for (int i = 0; i < 3; i++) tensor_free(in[i]);
 }
 
+// op_group_norm_silu against the two ops it fuses: forward and every gradient bitwise equal (same
+// kernels, the normalised tensor recomputed in backward), and a finite-difference check of its own.
+static Tensor *gn_silu_fn(void *ctx, Tensor *const *in) {
+    GnCtx *c = ctx;
+    return op_group_norm_silu(in[0], c->G, c->affine ? in[1] : NULL, c->affine ? in[2] : NULL, 1e-5f);
+}
+
+static void gn_silu_case(int ndim, const int64_t *shape, int G, bool affine) {
+    int64_t C = shape[1];
+    Tensor *in[3] = {test_input("x", ndim, shape, 400 + G, 1.5f, true), test_input("gamma", 1, &C, 13, 1.0f, affine),
+                     test_input("beta", 1, &C, 14, 1.0f, affine)};
+    GnCtx c = {G, affine};
+    float *ref[3] = {NULL, NULL, NULL}, *ref_y = NULL;
+    for (int fused = 0; fused < 2; fused++) {
+        for (int i = 0; i < 3; i++) tensor_zero_grad(in[i]);
+        ag_step_reset();
+        Tensor *y = fused ? gn_silu_fn(&c, in) : op_silu(gn_fn(&c, in));
+        Tensor *w = test_input("w", ndim, shape, 15, 1.0f, false);  // L = sum w * y
+        ag_backward(op_sum(op_mul(y, w)));
+        if (!fused) {
+            ref_y = malloc(sizeof(float) * (size_t)y->numel);
+            memcpy(ref_y, y->data, sizeof(float) * (size_t)y->numel);
+            for (int i = 0; i < 3; i++) {
+                if (!in[i]->requires_grad) continue;
+                ref[i] = malloc(sizeof(float) * (size_t)in[i]->numel);
+                memcpy(ref[i], in[i]->grad, sizeof(float) * (size_t)in[i]->numel);
+            }
+        } else {
+            CHECK(memcmp(ref_y, y->data, sizeof(float) * (size_t)y->numel) == 0,
+                  "group_norm_silu %s G=%d: forward differs from silu(group_norm)", shape_str(in[0]), G);
+            for (int i = 0; i < 3; i++)
+                if (ref[i])
+                    CHECK(memcmp(ref[i], in[i]->grad, sizeof(float) * (size_t)in[i]->numel) == 0,
+                          "group_norm_silu %s G=%d: gradient of input %d differs from silu(group_norm)", shape_str(in[0]),
+                          G, i);
+        }
+        tensor_free(w);
+    }
+    char name[96];
+    snprintf(name, sizeof name, "group_norm_silu %s G=%d affine=%d", shape_str(in[0]), G, affine);
+    gradcheck(name, gn_silu_fn, &c, 3, in, 1e-2, 5e-3, 2e-4, 0);
+    free(ref_y);
+    for (int i = 0; i < 3; i++) {
+        free(ref[i]);
+        tensor_free(in[i]);
+    }
+    ag_step_reset();
+}
+
 static void gn_bad_groups(void *ctx) {
     (void)ctx;
     int64_t s[] = {2, 6, 4, 4};
@@ -132,6 +181,9 @@ int main(void) {
     gn_grad_case(4, sg, 3, false, 0);
     gn_grad_case(3, sg3, 2, true, 0);
     gn_grad_case(4, big, 32, true, 60);  // parallel path; a strided subset of elements
+    gn_silu_case(4, sg, 2, true);
+    gn_silu_case(3, sg3, 4, false);
+    gn_silu_case(4, big, 32, true);  // parallel path
     int64_t l2[] = {3, 7}, l3[] = {2, 3, 5}, l1[] = {1, 11}, lbig[] = {40, 1000};
     ln_grad_case(2, l2, true, 0);
     ln_grad_case(3, l3, true, 0);
