@@ -13,8 +13,6 @@
 
 typedef enum { EW_ADD, EW_SUB, EW_MUL } EwKind;
 
-static const char *ew_name(EwKind k) { return k == EW_ADD ? "op_add" : k == EW_SUB ? "op_sub" : "op_mul"; }
-
 // A coalesced broadcast plan: output shape and per-input element strides (0 on broadcast axes).
 typedef struct {
     int ndim;
@@ -154,7 +152,6 @@ static void ew_backward(AgNode *node) {
             if (b->requires_grad) cuda_bcast_reduce(p->ndim, p->shape, p->so, g, p->sb, sign_b, tensor_grad(b), b->numel);
             return;
         }
-        // Gradient buffers before the scratch mark: arena ones must outlive the release.
         float *ga = a->requires_grad ? tensor_grad(a) : NULL, *gb = b->requires_grad ? tensor_grad(b) : NULL;
         size_t mark = cuda_arena_mark();
         float *tmp = cuda_arena_alloc((size_t)p->numel * sizeof(float), "op_mul backward scratch");
@@ -170,6 +167,7 @@ static void ew_backward(AgNode *node) {
         return;
     }
     if (c->kind == EW_MUL) {
+        ScratchScope scratch = scratch_begin(DEV_CPU);
         float *tmp = arena_alloc((size_t)p->numel * sizeof(float), "op_mul backward scratch");
         if (a->requires_grad) {  // d/da = g * b, summed over a's broadcast axes
             ew_cpu_forward(EW_MUL, p, g, p->so, c->b, p->sb, tmp);
@@ -179,21 +177,30 @@ static void ew_backward(AgNode *node) {
             ew_cpu_forward(EW_MUL, p, g, p->so, c->a, p->sa, tmp);
             bcast_reduce_into(p, tmp, p->sb, 1.0f, tensor_grad(b), b->numel);
         }
+        scratch_end(scratch);
         return;
     }
     if (a->requires_grad) bcast_reduce_into(p, g, p->sa, 1.0f, tensor_grad(a), a->numel);
     if (b->requires_grad) bcast_reduce_into(p, g, p->sb, c->kind == EW_SUB ? -1.0f : 1.0f, tensor_grad(b), b->numel);
 }
 
-static Tensor *ew_binary(EwKind kind, Tensor *a, Tensor *b) {
-    const char *op = ew_name(kind);
+// a (op) b into a new tensor, or, when into_a, into a's storage (a must have the result's shape).
+static Tensor *ew_binary(const char *op, EwKind kind, Tensor *a, Tensor *b, bool into_a) {
     Tensor *in[2] = {a, b};
     Device dev = ops_device(op, 2, in);
     int nd;
     int64_t shape[TENSOR_MAX_DIMS];
     Bcast plan;
     bcast_plan(op, a, b, &nd, shape, &plan);
-    Tensor *out = tensor_new_on(dev, nd, shape, DT_F32);
+    Tensor *out;
+    if (into_a) {
+        bool same = nd == a->ndim;
+        for (int d = 0; same && d < nd; d++) same = shape[d] == a->shape[d];
+        DOD_CHECK(same, op, "y %s + %s broadcasts to a larger shape than y's", shape_str(a), shape_str(b));
+        out = ops_overwrite_alias(op, a);  // elementwise in place: out[i] reads only a[i]
+    } else {
+        out = tensor_new_on(dev, nd, shape, DT_F32);
+    }
     const float *af = tensor_f32(a), *bf = tensor_f32(b);
     if (out->numel > 0 && dev == DEV_CUDA)
         cuda_ew_binary(kind, plan.ndim, plan.shape, af, plan.sa, bf, plan.sb, tensor_data_f32(out));
@@ -209,9 +216,10 @@ static Tensor *ew_binary(EwKind kind, Tensor *a, Tensor *b) {
     return out;
 }
 
-Tensor *op_add(Tensor *a, Tensor *b) { return ew_binary(EW_ADD, a, b); }
-Tensor *op_sub(Tensor *a, Tensor *b) { return ew_binary(EW_SUB, a, b); }
-Tensor *op_mul(Tensor *a, Tensor *b) { return ew_binary(EW_MUL, a, b); }
+Tensor *op_add(Tensor *a, Tensor *b) { return ew_binary("op_add", EW_ADD, a, b, false); }
+Tensor *op_sub(Tensor *a, Tensor *b) { return ew_binary("op_sub", EW_SUB, a, b, false); }
+Tensor *op_mul(Tensor *a, Tensor *b) { return ew_binary("op_mul", EW_MUL, a, b, false); }
+Tensor *op_add_into(Tensor *y, Tensor *b) { return ew_binary("op_add_into", EW_ADD, y, b, true); }
 
 // ---- scalar forms ---------------------------------------------------------------------------------
 typedef struct {

@@ -308,13 +308,7 @@ Tensor *op_add_projection_into(Tensor *y, Tensor *x, Tensor *w, float s) {
     }
     DOD_CHECK(ok, "op_add_projection_into", "y %s, x %s and weight %s: need w [out, in] with x [..., in] and y [..., out], "
               "or w [out, in, 1, 1] with x [N, in, H, W] and y [N, out, H, W]", shape_str(y), shape_str(x), shape_str(w));
-    DOD_CHECK(!y->persistent && y->dtype == DT_F32, "op_add_projection_into",
-              "y %s must be an f32 activation (it is overwritten), got %s%s", y->name ? y->name : shape_str(y),
-              dtype_name(y->dtype), y->persistent ? " persistent" : "");
-    Tensor *out = arena_alloc(sizeof(Tensor), "op_add_projection_into header");
-    *out = *y;  // same shape and storage; a tensor of its own on the tape
-    out->grad = NULL;
-    out->requires_grad = false;
+    Tensor *out = ops_overwrite_alias("op_add_projection_into", y);
     c.x = tensor_f32(x);
     c.w = tensor_f32(w);
     projection_forward(dev, &c, tensor_data_f32(out));

@@ -70,6 +70,7 @@ static void group_norm_backward_dy(const GroupNormCtx *c, Tensor *xt, Tensor *gt
         return;
     }
     // Per-(n, c) sums of dy * xhat and dy; each (n, group) task owns its own channels' entries.
+    ScratchScope scratch = scratch_begin(DEV_CPU);
     double *part_g = arena_alloc((size_t)(c->N * c->C) * sizeof(double), "op_group_norm dgamma partials");
     double *part_b = arena_alloc((size_t)(c->N * c->C) * sizeof(double), "op_group_norm dbeta partials");
 #pragma omp parallel for if (c->N * c->C * c->S > OPS_PARALLEL_MIN)
@@ -113,6 +114,7 @@ static void group_norm_backward_dy(const GroupNormCtx *c, Tensor *xt, Tensor *gt
         if (dg) dg[ch] += (float)sg;
         if (db) db[ch] += (float)sb;
     }
+    scratch_end(scratch);
 }
 
 static void group_norm_backward(AgNode *node) {

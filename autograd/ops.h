@@ -55,6 +55,10 @@ Tensor *op_clamp(Tensor *x, float lo, float hi);      // gradient 0 outside [lo,
 Tensor *op_add(Tensor *a, Tensor *b);
 Tensor *op_sub(Tensor *a, Tensor *b);
 Tensor *op_mul(Tensor *a, Tensor *b);
+// y + b (b broadcast to y's shape) written into y's storage: for residual and bias adds onto a layer's
+// output. y must be an f32 activation nothing reads afterwards (same contract as
+// op_add_projection_into); the result is a tensor of its own on the tape.
+Tensor *op_add_into(Tensor *y, Tensor *b);
 Tensor *op_scale(Tensor *x, float s);                 // s * x
 Tensor *op_add_scalar(Tensor *x, float s);            // x + s
 Tensor *op_concat(Tensor *const *xs, int n, int dim);

@@ -188,14 +188,14 @@ Tensor *sd_resnet(const SdNet *net, const char *prefix, Tensor *x, Tensor *temb,
     if (temb) {
         Tensor *t = sd_linear(net, SUB("time_emb_proj"), op_silu(temb));  // [N, Cout]
         int64_t shape4[4] = {t->shape[0], t->shape[1], 1, 1};
-        h = op_add(h, op_reshape(t, 4, shape4));
+        h = op_add_into(h, op_reshape(t, 4, shape4));
     }
     h = sd_group_norm_silu(net, SUB("norm2"), h, groups, eps);
     h = sd_conv(net, SUB("conv2"), h, 1, 1);
     Tensor *shortcut = sd_has_layer(net, SUB("conv_shortcut")) ? sd_conv(net, layer, x, 1, 0) : x;
     DOD_CHECK(tensor_same_shape(shortcut, h), prefix, "resnet output %s and shortcut %s differ (checkpoint lacks %s.conv_shortcut?)",
               shape_str(h), shape_str(shortcut), prefix);
-    Tensor *out = op_add(shortcut, h);
+    Tensor *out = op_add_into(h, shortcut);
     if (output_scale_factor != 1.0f) out = op_scale(out, 1.0f / output_scale_factor);
     return out;
 #undef SUB
@@ -219,7 +219,7 @@ Tensor *sd_spatial_attention(const SdNet *net, const char *prefix, Tensor *x, in
     sd_fmt(layer, "%s.group_norm", prefix);
     Tensor *tokens = sd_nchw_to_tokens(sd_group_norm(net, layer, x, groups, eps));
     Tensor *a = sd_attention(net, prefix, tokens, tokens, heads);
-    Tensor *out = op_add(sd_tokens_to_nchw(a, x->shape[2], x->shape[3]), x);
+    Tensor *out = op_add_into(sd_tokens_to_nchw(a, x->shape[2], x->shape[3]), x);
     if (rescale_output_factor != 1.0f) out = op_scale(out, 1.0f / rescale_output_factor);
     return out;
 }
@@ -229,14 +229,14 @@ Tensor *sd_transformer_block(const SdNet *net, const char *prefix, Tensor *h, Te
 #define SUB(s) sd_fmt(layer, "%s.%s", prefix, s)
     Tensor *n = sd_layer_norm(net, SUB("norm1"), h, 1e-5f);
     sd_fmt(sub, "%s.attn1", prefix);
-    h = op_add(sd_attention(net, sub, n, n, heads), h);
+    h = op_add_into(sd_attention(net, sub, n, n, heads), h);
     n = sd_layer_norm(net, SUB("norm2"), h, 1e-5f);
     sd_fmt(sub, "%s.attn2", prefix);
-    h = op_add(sd_attention(net, sub, n, context ? context : n, heads), h);
+    h = op_add_into(sd_attention(net, sub, n, context ? context : n, heads), h);
     n = sd_layer_norm(net, SUB("norm3"), h, 1e-5f);
     Tensor *ff = op_geglu(sd_linear(net, SUB("ff.net.0.proj"), n));
     ff = sd_linear(net, SUB("ff.net.2"), ff);
-    return op_add(ff, h);
+    return op_add_into(ff, h);
 #undef SUB
 }
 
@@ -262,7 +262,7 @@ Tensor *sd_transformer2d(const SdNet *net, const char *prefix, Tensor *x, Tensor
     } else {
         hs = sd_tokens_to_nchw(sd_linear(net, SUB("proj_out"), hs), h, w);
     }
-    return op_add(hs, x);
+    return op_add_into(hs, x);
 #undef SUB
 }
 

@@ -81,6 +81,10 @@ static Tensor *f_add(Tensor *const *in, const void *a) { (void)a; return op_add(
 static Tensor *f_sub(Tensor *const *in, const void *a) { (void)a; return op_sub(in[0], in[1]); }
 static Tensor *f_mul(Tensor *const *in, const void *a) { (void)a; return op_mul(in[0], in[1]); }
 static Tensor *f_scale(Tensor *const *in, const void *a) { (void)a; return op_scale(in[0], -1.7f); }
+static Tensor *f_add_into(Tensor *const *in, const void *a) {
+    (void)a;
+    return op_add_into(op_mul(in[0], in[0]), in[1]);
+}
 static Tensor *f_add_projection_into(Tensor *const *in, const void *a) {
     (void)a;
     return op_add_projection_into(op_mul(in[0], in[0]), in[1], in[2], -0.6f);
@@ -164,6 +168,8 @@ static void op_cases(void) {
     run_case("mul bcast", f_mul, NULL, 2, (Tensor *[]){inp("a", 3, SHAPE(3, 4, 6), 5), inp("b", 1, SHAPE(6), 6)}, pw);
     run_case("mul same", f_mul, NULL, 2, (Tensor *[]){inp("a", 2, SHAPE(33, 65), 7), inp("b", 2, SHAPE(33, 65), 8)}, pw);
     run_case("scale", f_scale, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(9, 11), 9)}, pw);
+    run_case("add_into bcast", f_add_into, NULL, 2,
+             (Tensor *[]){inp("y", 4, SHAPE(2, 3, 4, 5), 29), inp("b", 4, SHAPE(1, 3, 1, 1), 30)}, pw);
     run_case("add_projection_into linear", f_add_projection_into, NULL, 3,
              (Tensor *[]){inp("y", 3, SHAPE(2, 33, 65), 17), inp("x", 3, SHAPE(2, 33, 8), 18), inp("w", 2, SHAPE(65, 8), 19)},
              dense);

@@ -1,5 +1,6 @@
 // op_add / op_sub / op_mul with broadcasting, op_scale, op_add_scalar: forward against an
-// index-by-index double reference, finite-difference gradients, and shape/device errors.
+// index-by-index double reference, finite-difference gradients, and shape/device errors; op_add_into
+// against op_add (bitwise, on y's storage).
 #include "tests/check.h"
 #include "tests/op_test_util.h"
 
@@ -52,6 +53,47 @@ static Tensor *bin_fn(void *ctx, Tensor *const *in) { return apply(((BinCtx *)ct
 static Tensor *scale_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_scale(in[0], -1.75f); }
 static Tensor *add_scalar_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_mul(op_add_scalar(in[0], 0.5f), in[0]); }
 static Tensor *self_mul_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_mul(in[0], in[0]); }
+
+// y0 = a * a (an activation) plus b, by op_add and by op_add_into: same values and gradients, bitwise.
+static void add_into_case(int na, const int64_t *sa, int nb, const int64_t *sb) {
+    Tensor *a = test_input("a", na, sa, 51, 1.0f, true), *b = test_input("b", nb, sb, 52, 1.0f, true);
+    float *ref[3] = {NULL, NULL, NULL};
+    for (int into = 0; into < 2; into++) {
+        tensor_zero_grad(a);
+        tensor_zero_grad(b);
+        ag_step_reset();
+        Tensor *y0 = op_mul(a, a), *y = into ? op_add_into(y0, b) : op_add(y0, b);
+        Tensor *w = test_input("w", na, sa, 53, 1.0f, false);
+        ag_backward(op_sum(op_mul(y, w)));
+        const float *got[3] = {y->data, a->grad, b->grad};
+        int64_t n[3] = {y->numel, a->numel, b->numel};
+        if (into) CHECK(y != y0 && y->data == y0->data, "add_into %s: result must be a new tensor on y's storage", shape_str(a));
+        for (int i = 0; i < 3; i++) {
+            if (!into) {
+                ref[i] = malloc(sizeof(float) * (size_t)n[i]);
+                memcpy(ref[i], got[i], sizeof(float) * (size_t)n[i]);
+            } else {
+                CHECK(memcmp(ref[i], got[i], sizeof(float) * (size_t)n[i]) == 0, "add_into %s + %s: %s differs from op_add",
+                      shape_str(a), shape_str(b), i == 0 ? "output" : i == 1 ? "grad y" : "grad b");
+                free(ref[i]);
+            }
+        }
+        tensor_free(w);
+    }
+    ag_step_reset();
+    tensor_free(a);
+    tensor_free(b);
+}
+static void add_into_grows(void *ctx) {
+    (void)ctx;
+    int64_t sa[] = {3, 1}, sb[] = {1, 4};
+    op_add_into(op_scale(test_input("y", 2, sa, 1, 1, false), 1.0f), test_input("b", 2, sb, 2, 1, false));
+}
+static void add_into_persistent(void *ctx) {
+    (void)ctx;
+    int64_t s[] = {3};
+    op_add_into(test_input("weight", 1, s, 1, 1, false), test_input("b", 1, s, 2, 1, false));
+}
 
 static void grad_case(Kind k, int na, const int64_t *sa, int nb, const int64_t *sb, bool grad_b) {
     Tensor *a = test_input("a", na, sa, 21, 1.0f, true), *b = test_input("b", nb, sb, 22, 1.0f, grad_b);
@@ -150,6 +192,11 @@ int main(void) {
         tensor_free(x);
         ag_step_reset();
     }
+    add_into_case(4, s2345, 3, s311);
+    add_into_case(1, s7, 1, s7);
+    expect_fatal("add_into growing y", add_into_grows, NULL, (const char *[]){"op_add_into", "[3, 1]", "[1, 4]", NULL});
+    expect_fatal("add_into a persistent y", add_into_persistent, NULL,
+                 (const char *[]){"op_add_into", "weight", "persistent", NULL});
     expect_fatal("add [2,3]+[4]", bad_broadcast, NULL, (const char *[]){"op_add", "[2, 3]", "[4]", NULL});
     expect_fatal("mul [2,3,4,5]*[2,4,1]", bad_mul, NULL, (const char *[]){"op_mul", "[2, 3, 4, 5]", "[2, 4, 1]", NULL});
     expect_fatal("sub with a CUDA tensor", cuda_input, NULL, (const char *[]){"op_sub", "CUDA", NULL});
