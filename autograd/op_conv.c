@@ -30,7 +30,8 @@
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/dense_tuning.h"
 #include "autograd/gemm.h"
-#include "autograd/ops.h"
+#include "autograd/ops_cpu_util.h"
+#include "autograd/ops_fused.h"
 
 // Columns of one batched GEMM (nb * P) are capped here; beyond this OpenBLAS gains nothing.
 #define CONV_TARGET_COLS 4096
@@ -371,11 +372,11 @@ static void op_conv2d_cpu_backward(const ConvGeom *g, const float *x, const floa
         arena_release(mark);
     }
     if (!dx && !dw) return;
-    if (conv_is_pointwise(g)) {
+    if (conv_is_pointwise(g)) {  // x is read only for dw (it may be NULL otherwise)
         for (int64_t n = 0; n < g->N; n++) {
-            const float *dyn = dy + n * out_img, *xn = x + n * in_img;
+            const float *dyn = dy + n * out_img;
             if (dx) gemm_f32(true, false, g->Cin, P, g->Cout, 1.0f, w, g->Cin, dyn, P, 1.0f, dx + n * in_img, P);
-            if (dw) gemm_f32(false, true, g->Cout, g->Cin, P, 1.0f, dyn, P, xn, P, 1.0f, dw, g->Cin);
+            if (dw) gemm_f32(false, true, g->Cout, g->Cin, P, 1.0f, dyn, P, x + n * in_img, P, 1.0f, dw, g->Cin);
         }
         return;
     }
@@ -383,48 +384,52 @@ static void op_conv2d_cpu_backward(const ConvGeom *g, const float *x, const floa
     conv_run(&io, dw);
 }
 
-static void conv2d_backward(AgNode *node) {
-    ConvCtx *c = node->ctx;
-    Tensor *x = node->inputs[0], *w = node->inputs[1], *b = node->n_inputs > 2 ? node->inputs[2] : NULL;
-    // Gradient buffers first: arena ones must be allocated before the scratch mark.
-    float *dx = x->requires_grad ? tensor_grad(x) : NULL;
-    float *dw = w->requires_grad ? tensor_grad(w) : NULL;
-    float *db = b && b->requires_grad ? tensor_grad(b) : NULL;
+// dx, dw, db += (NULL skips one) from dy, on dev; c->x is read only for dw.
+static void conv_backward_on(Device dev, const ConvCtx *c, const Tensor *w, const float *dy, float *dx, float *dw,
+                             float *db) {
     // A half-precision weight was widened in forward scratch: widen it again for this call only
     // (unless cuDNN reads it as-is).
-    ScratchScope scratch = scratch_begin(node->out->device);
+    ScratchScope scratch = scratch_begin(dev);
     const float *w32 = c->w ? c->w : c->w_half ? NULL : tensor_f32(w);
-    if (node->out->device == DEV_CUDA) {
+    if (dev == DEV_CUDA) {
         int64_t gv[9];
         conv_geom_vec(&c->g, gv);
-        if (c->w_half) cuda_conv2d_backward(gv, c->x, w->data, w->dtype, node->out->grad, dx, NULL, db);
-        else cuda_conv2d_backward(gv, c->x, w32, DT_F32, node->out->grad, dx, dw, db);
+        if (c->w_half) cuda_conv2d_backward(gv, c->x, w->data, w->dtype, dy, dx, NULL, db);
+        else cuda_conv2d_backward(gv, c->x, w32, DT_F32, dy, dx, dw, db);
     } else {
-        op_conv2d_cpu_backward(&c->g, c->x, w32, node->out->grad, dx, dw, db);
+        op_conv2d_cpu_backward(&c->g, c->x, w32, dy, dx, dw, db);
     }
     scratch_end(scratch);
 }
 
-Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
-    Tensor *in[3] = {x, w, bias};
-    Device dev = ops_device("op_conv2d", 3, in);
-    DOD_CHECK(x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1], "op_conv2d",
+static void conv2d_backward(AgNode *node) {
+    ConvCtx *c = node->ctx;
+    Tensor *x = node->inputs[0], *w = node->inputs[1], *b = node->n_inputs > 2 ? node->inputs[2] : NULL;
+    conv_backward_on(node->out->device, c, w, node->out->grad, x->requires_grad ? tensor_grad(x) : NULL,
+                     w->requires_grad ? tensor_grad(w) : NULL, b && b->requires_grad ? tensor_grad(b) : NULL);
+}
+
+// Checks op's arguments (x: the conv's input shape) and returns the geometry.
+static ConvGeom conv_setup(const char *op, const Tensor *x, const Tensor *w, const Tensor *bias, int stride, int padding) {
+    DOD_CHECK(x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1], op,
               "x %s and weight %s: need x [N, Cin, H, W] and weight [Cout, Cin, kh, kw]", shape_str(x), shape_str(w));
-    DOD_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]), "op_conv2d",
+    DOD_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]), op,
               "bias %s does not match weight %s (need [Cout])", shape_str(bias), shape_str(w));
-    DOD_CHECK(stride >= 1 && padding >= 0, "op_conv2d", "x %s, weight %s: stride %d must be >= 1, padding %d >= 0",
+    DOD_CHECK(stride >= 1 && padding >= 0, op, "x %s, weight %s: stride %d must be >= 1, padding %d >= 0",
               shape_str(x), shape_str(w), stride, padding);
     ConvGeom g = {.N = x->shape[0], .Cin = x->shape[1], .H = x->shape[2], .W = x->shape[3], .Cout = w->shape[0],
                   .kh = w->shape[2], .kw = w->shape[3], .stride = stride, .pad = padding};
-    DOD_CHECK(g.H + 2 * padding >= g.kh && g.W + 2 * padding >= g.kw, "op_conv2d",
+    DOD_CHECK(g.H + 2 * padding >= g.kh && g.W + 2 * padding >= g.kw, op,
               "x %s padded by %d is smaller than the kernel of weight %s", shape_str(x), padding, shape_str(w));
     g.Ho = (g.H + 2 * padding - g.kh) / stride + 1;
     g.Wo = (g.W + 2 * padding - g.kw) / stride + 1;
     g.P = g.Ho * g.Wo;
     g.Kc = g.Cin * g.kh * g.kw;
-    int64_t y_shape[4] = {g.N, g.Cout, g.Ho, g.Wo};
-    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
-    const float *x32 = tensor_f32(x);  // saved for backward: outside the scratch scope
+    return g;
+}
+
+// y = conv(x32, w) + bias (=) on dev; fills c (geometry g set by the caller) for the backward.
+static void conv_forward_on(Device dev, ConvCtx *c, const float *x32, const Tensor *w, const Tensor *bias, float *y) {
     // Mixed precision on CUDA: a frozen half weight goes to cuDNN as it is stored.
     bool w_half = dev == DEV_CUDA && (w->dtype == DT_BF16 || w->dtype == DT_F16) && !w->requires_grad &&
                   dod_cuda_precision() == DOD_PREC_MIXED && cuda_conv_reads_half_weights();
@@ -432,19 +437,70 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     const float *w32 = w_half ? NULL : tensor_f32(w), *b32 = bias ? tensor_f32(bias) : NULL;
     if (dev == DEV_CUDA) {
         int64_t gv[9];
-        conv_geom_vec(&g, gv);
-        if (w_half) cuda_conv2d_forward(gv, x32, w->data, w->dtype, b32, tensor_data_f32(y));
-        else cuda_conv2d_forward(gv, x32, w32, DT_F32, b32, tensor_data_f32(y));
+        conv_geom_vec(&c->g, gv);
+        if (w_half) cuda_conv2d_forward(gv, x32, w->data, w->dtype, b32, y);
+        else cuda_conv2d_forward(gv, x32, w32, DT_F32, b32, y);
     } else {
-        op_conv2d_cpu_forward(&g, x32, w32, b32, tensor_data_f32(y));
+        op_conv2d_cpu_forward(&c->g, x32, w32, b32, y);
     }
     scratch_end(scratch);
-    if (ag_needs_grad(3, in)) {
-        ConvCtx *c = ag_record("op_conv2d", conv2d_backward, y, bias ? 3 : 2, in, sizeof(ConvCtx));
-        c->g = g;
-        c->x = x32;
-        c->w = w->dtype == DT_F32 ? w32 : NULL;  // NULL: widened copy released, backward widens again
-        c->w_half = w_half;
-    }
+    c->x = x32;
+    c->w = w->dtype == DT_F32 ? w32 : NULL;  // NULL: widened copy released, backward widens again
+    c->w_half = w_half;
+}
+
+Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
+    Tensor *in[3] = {x, w, bias};
+    Device dev = ops_device("op_conv2d", 3, in);
+    ConvCtx c = {.g = conv_setup("op_conv2d", x, w, bias, stride, padding)};
+    int64_t y_shape[4] = {c.g.N, c.g.Cout, c.g.Ho, c.g.Wo};
+    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
+    conv_forward_on(dev, &c, tensor_f32(x), w, bias, tensor_data_f32(y));  // x's view saved: outside any scratch
+    if (ag_needs_grad(3, in)) *(ConvCtx *)ag_record("op_conv2d", conv2d_backward, y, bias ? 3 : 2, in, sizeof c) = c;
+    return y;
+}
+
+// ---- group norm + SiLU + frozen conv ------------------------------------------------------------------
+// The conv's input t = silu(groupnorm(x)) lives in forward scratch only: with w and bias frozen the
+// conv's backward needs just w (dt = conv^T dy), and group norm + SiLU's backward recomputes what it
+// needs from x and the statistics.
+typedef struct {
+    GroupNormCtx gn;
+    ConvCtx conv;  // conv.x dangles after forward (never read: no dw)
+} GnSiluConvCtx;
+
+static void gn_silu_conv_backward(AgNode *node) {
+    const GnSiluConvCtx *c = node->ctx;
+    Tensor *x = node->inputs[0], *gamma = node->inputs[1], *beta = node->inputs[2], *w = node->inputs[3];
+    Device dev = node->out->device;
+    ScratchScope scratch = scratch_begin(dev);
+    size_t bytes = (size_t)x->numel * sizeof(float);
+    float *dt = arena_alloc_on(dev, bytes, "op_group_norm_silu_conv2d dt");
+    if (dev == DEV_CUDA) cuda_memset_zero(dt, bytes);
+    else memset(dt, 0, bytes);
+    conv_backward_on(dev, &c->conv, w, node->out->grad, dt, NULL, NULL);
+    group_norm_silu_backward_dy(dev, &c->gn, x, gamma, beta, dt);
+    scratch_end(scratch);
+}
+
+Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps, Tensor *w,
+                                  Tensor *bias, int stride, int padding) {
+    const char *op = "op_group_norm_silu_conv2d";
+    Tensor *in[5] = {x, gamma, beta, w, bias};
+    Device dev = ops_device(op, 5, in);
+    if (w->requires_grad || (bias && bias->requires_grad))  // dw needs the conv's input: nothing to save
+        return op_conv2d(op_group_norm_silu(x, groups, gamma, beta, eps), w, bias, stride, padding);
+    GnSiluConvCtx c;
+    group_norm_silu_setup(op, x, groups, gamma, beta, eps, &c.gn);
+    c.conv.g = conv_setup(op, x, w, bias, stride, padding);
+    int64_t y_shape[4] = {c.conv.g.N, c.conv.g.Cout, c.conv.g.Ho, c.conv.g.Wo};
+    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
+    ScratchScope scratch = scratch_begin(dev);
+    float *t = arena_alloc_on(dev, (size_t)x->numel * sizeof(float), "op_group_norm_silu_conv2d input");
+    group_norm_silu_forward(dev, &c.gn, beta, t);
+    conv_forward_on(dev, &c.conv, t, w, bias, tensor_data_f32(y));
+    scratch_end(scratch);
+    c.conv.w = NULL;  // the weight may have been widened in the released scratch: backward widens again
+    if (ag_needs_grad(3, in)) *(GnSiluConvCtx *)ag_record(op, gn_silu_conv_backward, y, 5, in, sizeof c) = c;
     return y;
 }

@@ -7,6 +7,7 @@
 //     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
+#include "autograd/ops_fused.h"
 
 #include <math.h>
 #include <string.h>
@@ -31,12 +32,7 @@ static void check_affine(const char *op, const Tensor *x, const Tensor *p, const
 }
 
 // ---- group norm -------------------------------------------------------------------------------------
-typedef struct {
-    int64_t N, C, S;         // batch, channels, spatial size (product of the dims after C)
-    int64_t G;
-    const float *x, *gamma;  // f32 views (gamma NULL when absent)
-    float *mean, *rstd;      // [N * G]
-} GroupNormCtx;
+// GroupNormCtx: autograd/ops_fused.h (shared with the fused ops).
 
 // y = groupnorm(x) and the per-(n, group) mean/rstd. Writes (=).
 static void group_norm_cpu_forward(GroupNormCtx *c, float eps, const float *beta, float *y) {
@@ -130,7 +126,7 @@ static void group_norm_setup(const char *op, Tensor *x, int groups, Tensor *gamm
     check_affine(op, x, gamma, "gamma", C);
     check_affine(op, x, beta, "beta", C);
     *c = (GroupNormCtx){x->shape[0], C, ops_prod(x->shape, 2, x->ndim), groups, tensor_f32(x),
-                        gamma ? tensor_f32(gamma) : NULL, NULL, NULL};
+                        gamma ? tensor_f32(gamma) : NULL, NULL, NULL, 0.0f};
 }
 
 // y = groupnorm(x) (=) on dev, writing c's mean/rstd.
@@ -159,46 +155,55 @@ Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float 
 // ---- group norm + SiLU ----------------------------------------------------------------------------------
 // Saves x and the statistics only: backward recomputes the normalised tensor n = groupnorm(x) in scratch
 // (bitwise the forward's: same kernel, same inputs), takes dn = silu'(n) * dy, then group norm's backward.
-typedef struct {
-    GroupNormCtx gn;
-    float eps;
-} GroupNormSiluCtx;
+void group_norm_silu_setup(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps,
+                           GroupNormCtx *c) {
+    group_norm_setup(op, x, groups, gamma, beta, c);
+    c->eps = eps;
+    size_t stat_bytes = (size_t)(c->N * c->G) * sizeof(float);
+    c->mean = arena_alloc_on(x->device, stat_bytes, "group norm mean");
+    c->rstd = arena_alloc_on(x->device, stat_bytes, "group norm rstd");
+}
 
-static void group_norm_silu_backward(AgNode *node) {
-    GroupNormSiluCtx c = *(GroupNormSiluCtx *)node->ctx;
-    Tensor *xt = node->inputs[0], *gt = node->inputs[1], *bt = node->inputs[2];
-    Device dev = node->out->device;
-    int64_t n = xt->numel;
+void group_norm_silu_forward(Device dev, GroupNormCtx *c, const Tensor *beta, float *y) {
+    group_norm_forward_on(dev, c, c->eps, beta ? tensor_f32(beta) : NULL, y);
+    int64_t n = c->N * c->C * c->S;
+    if (dev == DEV_CUDA) cuda_act_forward(ACT_SILU, 0, 0, y, y, n);  // in place: elementwise
+    else act_cpu_apply(ACT_SILU, 0, 0, y, y, n);
+}
+
+void group_norm_silu_backward_dy(Device dev, const GroupNormCtx *c, Tensor *x, Tensor *gamma, Tensor *beta,
+                                 const float *dy) {
+    GroupNormCtx gn = *c;
+    int64_t n = x->numel;
     ScratchScope scratch = scratch_begin(dev);
-    float *norm = arena_alloc_on(dev, (size_t)n * sizeof(float), "op_group_norm_silu recomputed norm");
-    float *dn = arena_alloc_on(dev, (size_t)n * sizeof(float), "op_group_norm_silu dnorm");
-    group_norm_forward_on(dev, &c.gn, c.eps, bt ? tensor_f32(bt) : NULL, norm);
+    float *norm = arena_alloc_on(dev, (size_t)n * sizeof(float), "group norm + silu: recomputed norm");
+    float *dn = arena_alloc_on(dev, (size_t)n * sizeof(float), "group norm + silu: dnorm");
+    group_norm_forward_on(dev, &gn, gn.eps, beta ? tensor_f32(beta) : NULL, norm);
     if (dev == DEV_CUDA) {
         cuda_memset_zero(dn, (size_t)n * sizeof(float));
-        cuda_act_backward(ACT_SILU, 0, 0, norm, node->out->grad, dn, n);
+        cuda_act_backward(ACT_SILU, 0, 0, norm, dy, dn, n);
     } else {
         memset(dn, 0, (size_t)n * sizeof(float));
-        act_cpu_grad(ACT_SILU, 0, 0, norm, node->out->grad, dn, n);
+        act_cpu_grad(ACT_SILU, 0, 0, norm, dy, dn, n);
     }
-    group_norm_backward_dy(&c.gn, xt, gt, bt, dn);
+    group_norm_backward_dy(&gn, x, gamma, beta, dn);
     scratch_end(scratch);
+}
+
+static void group_norm_silu_backward(AgNode *node) {
+    group_norm_silu_backward_dy(node->out->device, node->ctx, node->inputs[0], node->inputs[1], node->inputs[2],
+                                node->out->grad);
 }
 
 Tensor *op_group_norm_silu(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
     const char *op = "op_group_norm_silu";
     Tensor *in[3] = {x, gamma, beta};
     Device dev = ops_device(op, 3, in);
-    GroupNormSiluCtx c = {.eps = eps};
-    group_norm_setup(op, x, groups, gamma, beta, &c.gn);
+    GroupNormCtx c;
+    group_norm_silu_setup(op, x, groups, gamma, beta, eps, &c);
     Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
-    size_t stat_bytes = (size_t)(c.gn.N * c.gn.G) * sizeof(float);
-    c.gn.mean = arena_alloc_on(dev, stat_bytes, "op_group_norm_silu mean");
-    c.gn.rstd = arena_alloc_on(dev, stat_bytes, "op_group_norm_silu rstd");
-    float *y = tensor_data_f32(out);
-    group_norm_forward_on(dev, &c.gn, eps, beta ? tensor_f32(beta) : NULL, y);
-    if (dev == DEV_CUDA) cuda_act_forward(ACT_SILU, 0, 0, y, y, x->numel);  // in place: elementwise
-    else act_cpu_apply(ACT_SILU, 0, 0, y, y, x->numel);
-    if (ag_needs_grad(3, in)) *(GroupNormSiluCtx *)ag_record(op, group_norm_silu_backward, out, 3, in, sizeof c) = c;
+    group_norm_silu_forward(dev, &c, beta, tensor_data_f32(out));
+    if (ag_needs_grad(3, in)) *(GroupNormCtx *)ag_record(op, group_norm_silu_backward, out, 3, in, sizeof c) = c;
     return out;
 }
 

@@ -37,6 +37,12 @@ Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float 
 // silu(op_group_norm(...)) in one op that keeps only x and the statistics for backward (the normalised
 // tensor is recomputed there): one activation-sized tensor less than the two ops, same values.
 Tensor *op_group_norm_silu(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps);
+// op_conv2d(op_group_norm_silu(x, ...), w, bias, stride, padding) for a frozen conv (w and bias
+// without requires_grad; otherwise it is exactly that composition): the conv's input is never kept
+// (forward scratch), since the conv's backward needs only w and the norm's recomputes from x. One
+// activation-sized tensor less again; the same values.
+Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps, Tensor *w,
+                                  Tensor *bias, int stride, int padding);
 // torch.nn.LayerNorm over the last dim: x [..., C], gamma/beta [C] or NULL.
 Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps);
 

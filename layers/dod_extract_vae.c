@@ -15,6 +15,11 @@ static Tensor *capture_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) 
     return y;
 }
 
+static bool capture_needs_input(void *ctx, const char *layer) {
+    (void)ctx;
+    return strcmp(layer, CAPTURE_LAYER) == 0;
+}
+
 int dod_extract_vae_dim(const Vae *vae) { return vae->cfg.block_out_channels[vae->cfg.n_levels - 1]; }
 
 Tensor *dod_extract_vae(void *ctx, Tensor *y) {
@@ -28,6 +33,7 @@ Tensor *dod_extract_vae(void *ctx, Tensor *y) {
     Capture cap = {0};
     frozen.net.hook = capture_hook;
     frozen.net.hook_ctx = &cap;
+    frozen.net.hook_needs_input = capture_needs_input;
     bool prev = ag_set_grad_enabled(false);
     VaeEncoded enc;
     vae_encode(&frozen, y, false, NULL, &enc);

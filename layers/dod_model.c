@@ -86,6 +86,11 @@ static Tensor *unet_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) {
     return lora_hook(m->unet_lora, layer, x, y);
 }
 
+static bool unet_hook_needs_input(void *ctx, const char *layer) {
+    DodModel *m = ctx;
+    return strcmp(layer, "conv_in") == 0 || lora_hook_needs_input(m->unet_lora, layer);
+}
+
 // An owned f32 trainable copy of a frozen UNet tensor, registered as "unet.<name>".
 static Tensor *trainable_copy(DodModel *m, const char *name) {
     Tensor *src = params_require(m->unet->net.ps, name, "dod_model_create");
@@ -151,8 +156,10 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
     }
     m->unet->net.hook = unet_hook;
     m->unet->net.hook_ctx = m;
+    m->unet->net.hook_needs_input = unet_hook_needs_input;
     m->vae->net.hook = lora_hook;
     m->vae->net.hook_ctx = m->vae_lora;
+    m->vae->net.hook_needs_input = lora_hook_needs_input;
     return m;
 }
 

@@ -280,6 +280,11 @@ Tensor *lora_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) {
     return lora_add_into(ad, x, y, gamma, beta);
 }
 
+bool lora_hook_needs_input(void *ctx, const char *layer) {
+    const LoraSet *set = ctx;
+    return set->enabled && lora_set_find(set, layer) != NULL;
+}
+
 // ---- merge -----------------------------------------------------------------------------------------
 // The merge is a host computation (once per export, not per step): tensors on CUDA are widened there
 // and copied back. Returns an f32 host view of t; *owned is the heap copy to free (NULL: a view).

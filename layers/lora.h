@@ -83,6 +83,8 @@ void lora_set_enabled(LoraSet *set, bool on);
 // y is dead after the hook), so an adapter holds only its low-rank activations, not three more
 // layer-sized tensors.
 Tensor *lora_hook(void *ctx, const char *layer, Tensor *x, Tensor *y);
+// SdHookNeedsInputFn of lora_hook: true where the layer has an adapter (and the set is enabled).
+bool lora_hook_needs_input(void *ctx, const char *layer);
 
 // Stride and padding of a conv with a k x k kernel that maps an h x w input to an oh x ow output, among
 // (1, k/2), (2, k/2), (2, 0), (1, 0) (SD's convs: same-padding, UNet downsampler, VAE downsampler after

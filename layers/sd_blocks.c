@@ -40,12 +40,21 @@ static Tensor *apply_hook(const SdNet *net, const char *layer, Tensor *x, Tensor
     return net->hook ? net->hook(net->hook_ctx, layer, x, y) : y;
 }
 
+static bool hook_needs_input(const SdNet *net, const char *layer) {
+    if (!net->hook) return false;
+    return net->hook_needs_input ? net->hook_needs_input(net->hook_ctx, layer) : true;
+}
+
 // ---- single layers ---------------------------------------------------------------------------------
-Tensor *sd_conv(const SdNet *net, const char *layer, Tensor *x, int stride, int padding) {
+static Tensor *conv_weight(const SdNet *net, const char *layer) {
     Tensor *w = sd_param(net, layer, ".weight");
     DOD_CHECK(w->ndim == 4, layer, "conv weight %s.weight has shape %s, expected [Cout, Cin, kh, kw]", layer,
               shape_str(w));
-    Tensor *y = op_conv2d(x, w, sd_param_opt(net, layer, ".bias"), stride, padding);
+    return w;
+}
+
+Tensor *sd_conv(const SdNet *net, const char *layer, Tensor *x, int stride, int padding) {
+    Tensor *y = op_conv2d(x, conv_weight(net, layer), sd_param_opt(net, layer, ".bias"), stride, padding);
     return apply_hook(net, layer, x, y);
 }
 
@@ -68,6 +77,16 @@ Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups
 
 Tensor *sd_group_norm_silu(const SdNet *net, const char *layer, Tensor *x, int groups, float eps) {
     return op_group_norm_silu(x, groups, sd_param(net, layer, ".weight"), sd_param(net, layer, ".bias"), eps);
+}
+
+Tensor *sd_group_norm_silu_conv(const SdNet *net, const char *norm_layer, const char *conv_layer, Tensor *x, int groups,
+                                float eps, int stride, int padding) {
+    if (hook_needs_input(net, conv_layer))
+        return sd_conv(net, conv_layer, sd_group_norm_silu(net, norm_layer, x, groups, eps), stride, padding);
+    Tensor *y = op_group_norm_silu_conv2d(x, groups, sd_param(net, norm_layer, ".weight"),
+                                          sd_param(net, norm_layer, ".bias"), eps, conv_weight(net, conv_layer),
+                                          sd_param_opt(net, conv_layer, ".bias"), stride, padding);
+    return apply_hook(net, conv_layer, NULL, y);
 }
 
 Tensor *sd_layer_norm(const SdNet *net, const char *layer, Tensor *x, float eps) {
@@ -181,17 +200,17 @@ Tensor *sd_run_block(AgBlockFn fn, void *ctx, int n, Tensor *const *inputs, bool
 // ---- blocks -------------------------------------------------------------------------------------------
 Tensor *sd_resnet(const SdNet *net, const char *prefix, Tensor *x, Tensor *temb, int groups, float eps,
                   float output_scale_factor) {
-    char layer[SD_NAME_MAX];
+    char layer[SD_NAME_MAX], norm[SD_NAME_MAX];
 #define SUB(s) sd_fmt(layer, "%s.%s", prefix, s)
-    Tensor *h = sd_group_norm_silu(net, SUB("norm1"), x, groups, eps);
-    h = sd_conv(net, SUB("conv1"), h, 1, 1);
+    sd_fmt(norm, "%s.norm1", prefix);
+    Tensor *h = sd_group_norm_silu_conv(net, norm, SUB("conv1"), x, groups, eps, 1, 1);
     if (temb) {
         Tensor *t = sd_linear(net, SUB("time_emb_proj"), op_silu(temb));  // [N, Cout]
         int64_t shape4[4] = {t->shape[0], t->shape[1], 1, 1};
         h = op_add_into(h, op_reshape(t, 4, shape4));
     }
-    h = sd_group_norm_silu(net, SUB("norm2"), h, groups, eps);
-    h = sd_conv(net, SUB("conv2"), h, 1, 1);
+    sd_fmt(norm, "%s.norm2", prefix);
+    h = sd_group_norm_silu_conv(net, norm, SUB("conv2"), h, groups, eps, 1, 1);
     Tensor *shortcut = sd_has_layer(net, SUB("conv_shortcut")) ? sd_conv(net, layer, x, 1, 0) : x;
     DOD_CHECK(tensor_same_shape(shortcut, h), prefix, "resnet output %s and shortcut %s differ (checkpoint lacks %s.conv_shortcut?)",
               shape_str(h), shape_str(shortcut), prefix);

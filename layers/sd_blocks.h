@@ -19,6 +19,10 @@
 // the fresh output of op_conv2d / op_linear and nothing else reads it, so a hook may overwrite it
 // (op_add_projection_into). Under activation recomputation the hook is re-run in backward, so it must be deterministic.
 typedef Tensor *(*SdLayerHookFn)(void *ctx, const char *layer, Tensor *x, Tensor *y);
+// Whether the hook reads x at this layer (an adapter, a capture). Where it does not, the blocks may
+// fuse the layer with the op before it and call the hook with x = NULL (the fused op never keeps the
+// layer's input: op_group_norm_silu_conv2d).
+typedef bool (*SdHookNeedsInputFn)(void *ctx, const char *layer);
 
 // Where a network's weights live. prefix is prepended to every name ("" for a store holding one
 // model with diffusers' own names, or e.g. "vae." for a shared store).
@@ -27,6 +31,7 @@ typedef struct {
     const char *prefix;
     SdLayerHookFn hook;   // NULL: no adapters
     void *hook_ctx;
+    SdHookNeedsInputFn hook_needs_input;  // NULL with a hook: it reads x at every layer
 } SdNet;
 
 #define SD_NAME_MAX 256
@@ -51,6 +56,11 @@ Tensor *sd_linear(const SdNet *net, const char *layer, Tensor *x);
 Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups, float eps);
 // silu(sd_group_norm(...)) as one op (op_group_norm_silu: the normalised tensor is not kept).
 Tensor *sd_group_norm_silu(const SdNet *net, const char *layer, Tensor *x, int groups, float eps);
+// sd_conv(net, conv_layer, sd_group_norm_silu(net, norm_layer, x, ...), stride, padding), fused
+// (op_group_norm_silu_conv2d, which keeps neither the norm's output nor the conv's input when the
+// conv is frozen) where the hook does not read the conv's input.
+Tensor *sd_group_norm_silu_conv(const SdNet *net, const char *norm_layer, const char *conv_layer, Tensor *x, int groups,
+                                float eps, int stride, int padding);
 Tensor *sd_layer_norm(const SdNet *net, const char *layer, Tensor *x, float eps);
 
 // Nearest-neighbour resize of NCHW x to (out_h, out_w), torch F.interpolate(mode='nearest')

@@ -161,6 +161,6 @@ Tensor *unet_forward(const Unet *m, Tensor *sample, const float *timesteps, Tens
     }
     DOD_CHECK(top == 0, "unet_forward", "%d skip connections left unused (%s)", top, cfg->path);
 
-    h = sd_group_norm_silu(&m->net, "conv_norm_out", h, cfg->norm_num_groups, cfg->norm_eps);
-    return sd_conv(&m->net, "conv_out", h, 1, (cfg->conv_out_kernel - 1) / 2);
+    return sd_group_norm_silu_conv(&m->net, "conv_norm_out", "conv_out", h, cfg->norm_num_groups, cfg->norm_eps, 1,
+                                   (cfg->conv_out_kernel - 1) / 2);
 }

@@ -72,8 +72,8 @@ void vae_encode(const Vae *m, Tensor *image, bool want_skips, const VaeOptions *
         }
     }
     h = run_unit(m, UNIT_MID, "encoder.mid_block", h, opt);
-    h = sd_group_norm_silu(&m->net, "encoder.conv_norm_out", h, cfg->norm_num_groups, VAE_EPS);
-    h = sd_conv(&m->net, "encoder.conv_out", h, 1, 1);
+    h = sd_group_norm_silu_conv(&m->net, "encoder.conv_norm_out", "encoder.conv_out", h, cfg->norm_num_groups, VAE_EPS,
+                                1, 1);
     if (cfg->use_quant_conv) h = sd_conv(&m->net, "quant_conv", h, 1, 0);
     DOD_CHECK(h->shape[1] == 2 * cfg->latent_channels, "vae_encode", "moments have %ld channels, expected 2 x %d (%s)",
               (long)h->shape[1], cfg->latent_channels, cfg->path);
@@ -106,6 +106,6 @@ Tensor *vae_decode(const Vae *m, Tensor *latent, VaeBeforeUpFn before_up, void *
             h = run_unit(m, UNIT_UP, name, h, opt);
         }
     }
-    h = sd_group_norm_silu(&m->net, "decoder.conv_norm_out", h, cfg->norm_num_groups, VAE_EPS);
-    return sd_conv(&m->net, "decoder.conv_out", h, 1, 1);
+    return sd_group_norm_silu_conv(&m->net, "decoder.conv_norm_out", "decoder.conv_out", h, cfg->norm_num_groups,
+                                   VAE_EPS, 1, 1);
 }

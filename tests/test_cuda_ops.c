@@ -140,6 +140,10 @@ static Tensor *f_conv(Tensor *const *in, const void *a) {
     const ConvArg *c = a;
     return op_conv2d(in[0], in[1], in[2], c->stride, c->pad);
 }
+static Tensor *f_gn_silu_conv(Tensor *const *in, const void *a) {
+    const ConvArg *c = a;
+    return op_group_norm_silu_conv2d(in[0], 4, in[1], in[2], 1e-5f, in[3], in[4], c->stride, c->pad);
+}
 // A checkpointed block on CUDA: recomputation must use (and release) the device arena.
 static Tensor *block_fn(void *ctx, Tensor *const *in) {
     Tensor *w = ctx;
@@ -207,6 +211,10 @@ static void op_cases(void) {
              (Tensor *[]){inp("x", 4, SHAPE(2, 3, 9, 11), 41), inp("w", 4, SHAPE(5, 3, 3, 3), 42), inp("b", 1, SHAPE(5), 43)}, dense);
     run_case("conv 3x3 s2 p1", f_conv, &(ConvArg){2, 1}, 3,
              (Tensor *[]){inp("x", 4, SHAPE(2, 4, 10, 8), 44), inp("w", 4, SHAPE(6, 4, 3, 3), 45), NULL}, dense);
+    run_case("group_norm_silu_conv2d frozen", f_gn_silu_conv, &(ConvArg){1, 1}, 5,
+             (Tensor *[]){inp("x", 4, SHAPE(2, 8, 9, 10), 31), inp("g", 1, SHAPE(8), 32), inp("b", 1, SHAPE(8), 33),
+                          test_input("w", 4, SHAPE(6, 8, 3, 3), 34, 0.3f, false), test_input("bias", 1, SHAPE(6), 35, 1.0f, false)},
+             dense);
     run_case("conv 1x1", f_conv, &(ConvArg){1, 0}, 3,
              (Tensor *[]){inp("x", 4, SHAPE(1, 8, 6, 6), 46), inp("w", 4, SHAPE(4, 8, 1, 1), 47), inp("b", 1, SHAPE(4), 48)}, dense);
     run_case("attention self", f_attention, NULL, 3,

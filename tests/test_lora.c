@@ -399,7 +399,7 @@ static void test_sd_blocks_hook(void) {
     for (int i = 0; i < lora_set_count(set); i++) tensor_randn(lora_set_at(set, i)->B, 500 + i, 0.3f);
     int64_t xs[4] = {2, 4, 6, 6};
     Tensor *x = test_input("x", 4, xs, 600, 1.0f, false);
-    SdNet net = {base, "vae.", lora_hook, set};
+    SdNet net = {base, "vae.", lora_hook, set, lora_hook_needs_input};
     Tensor *h = sd_resnet(&net, "encoder.down_blocks.1.resnets.0", x, NULL, 2, 1e-6f, 1.0f);
     Tensor *y = sd_downsample(&net, "encoder.down_blocks.1.downsamplers.0", h, 0);
     // merged weights: overlay of the merged layers on the base store, per sample
@@ -411,7 +411,7 @@ static void test_sd_blocks_hook(void) {
             Tensor *src = m ? m : t;
             params_add(view, t->name, tensor_wrap_persistent(t->name, src->ndim, src->shape, DT_F32, src->data));
         }
-        SdNet plain = {view, "vae.", NULL, NULL};
+        SdNet plain = {view, "vae.", NULL, NULL, NULL};
         int64_t per = x->numel / 2;
         Tensor *xn = tensor_new4(1, 4, 6, 6);
         memcpy(xn->data, tensor_f32(x) + n * per, sizeof(float) * (size_t)per);

@@ -2,6 +2,8 @@
 // x, weight and bias over kernel sizes 1/2/3/5, non-square kernels and inputs, stride 1/2/3,
 // padding 0/1/2, batch > 1 (including batches split over several GEMM chunks), bias NULL;
 // half-precision weights; frozen weights (no gradient, no dW GEMM); shape errors.
+// op_group_norm_silu_conv2d against op_conv2d(op_group_norm_silu(...)): bitwise, frozen and trainable
+// conv weights, and that the frozen form keeps less arena memory.
 // Tiled im2col (dense_tuning.h knobs force small tiles and each threading schedule): tiles of one
 // output row, tiles that do not divide the rows, stride 2/3, padding, kernel 1/3/5, by finite
 // differences and against a double-precision forward/dX/dW/db on larger inputs (seams inside).
@@ -280,7 +282,56 @@ static void conv_half_weight_scratch(void) {
     tensor_free(x); tensor_free(w32); tensor_free(wh);
 }
 
+// y = conv(silu(groupnorm(x))) fused and composed: outputs and the gradients of x, gamma, beta (and of
+// w and bias when trainable: the fused op then is the composition) bitwise equal; the fused forward
+// with a frozen conv keeps less arena memory than the composition.
+static void gn_silu_conv_case(bool trainable_w, int stride, int pad, int64_t k) {
+    int64_t xs[4] = {2, 6, 9, 8}, cs[1] = {6}, ws[4] = {5, 6, k, k}, bs[1] = {5};
+    Tensor *x = test_input("x", 4, xs, 71, 1.5f, true), *gamma = test_input("gamma", 1, cs, 72, 1.0f, true);
+    Tensor *beta = test_input("beta", 1, cs, 73, 1.0f, true), *w = test_input("w", 4, ws, 74, 0.3f, trainable_w);
+    Tensor *b = test_input("bias", 1, bs, 75, 1.0f, trainable_w);
+    Tensor *in[5] = {x, gamma, beta, w, b};
+    float *ref[6] = {0};
+    size_t kept[2];
+    char what[96];
+    snprintf(what, sizeof what, "gn_silu_conv k=%ld s=%d p=%d %s", (long)k, stride, pad, trainable_w ? "trainable" : "frozen");
+    for (int fused = 0; fused < 2; fused++) {
+        for (int i = 0; i < 5; i++) tensor_zero_grad(in[i]);
+        ag_step_reset();
+        size_t before = arena_used();
+        Tensor *y = fused ? op_group_norm_silu_conv2d(x, 3, gamma, beta, 1e-5f, w, b, stride, pad)
+                          : op_conv2d(op_group_norm_silu(x, 3, gamma, beta, 1e-5f), w, b, stride, pad);
+        kept[fused] = arena_used() - before;
+        Tensor *wy = test_input("wy", 4, y->shape, 76, 1.0f, false);
+        ag_backward(op_sum(op_mul(y, wy)));
+        const float *got[6] = {y->data, x->grad, gamma->grad, beta->grad, w->grad, b->grad};
+        int64_t n[6] = {y->numel, x->numel, gamma->numel, beta->numel, w->numel, b->numel};
+        for (int i = 0; i < 6; i++) {
+            if (fused) CHECK((ref[i] != NULL) == (got[i] != NULL), "%s: output/gradient %d present in one form only", what, i);
+            if (!got[i]) continue;
+            if (!fused) {
+                ref[i] = malloc(sizeof(float) * (size_t)n[i]);
+                memcpy(ref[i], got[i], sizeof(float) * (size_t)n[i]);
+            } else {
+                CHECK(ref[i] && memcmp(ref[i], got[i], sizeof(float) * (size_t)n[i]) == 0,
+                      "%s: %s differs from the composition", what, i == 0 ? "output" : "a gradient");
+            }
+        }
+        tensor_free(wy);
+    }
+    if (!trainable_w)
+        CHECK(kept[1] + (size_t)x->numel * sizeof(float) <= kept[0], "%s: fused forward kept %zu bytes, composed %zu "
+              "(the conv input, %zu bytes, should be gone)", what, kept[1], kept[0], (size_t)x->numel * sizeof(float));
+    for (int i = 0; i < 6; i++) free(ref[i]);
+    for (int i = 0; i < 5; i++) tensor_free(in[i]);
+    ag_step_reset();
+}
+
 int main(void) {
+    gn_silu_conv_case(false, 1, 1, 3);
+    gn_silu_conv_case(false, 2, 1, 3);
+    gn_silu_conv_case(false, 1, 0, 1);
+    gn_silu_conv_case(true, 1, 1, 3);
     static const ConvCase cases[] = {
         {"3x3 s1 p1", 1, 3, 7, 9, 4, 3, 3, 1, 1, true},
         {"3x3 s2 p1 batch2", 2, 3, 8, 8, 5, 3, 3, 2, 1, true},

@@ -1,0 +1,25 @@
+// Entry points shared by fused ops across files (not part of the op API in ops.h): group norm + SiLU
+// as a forward into a caller's buffer and a backward from a caller's gradient (autograd/op_norm.c),
+// used by op_group_norm_silu itself and by op_group_norm_silu_conv2d (autograd/op_conv.c).
+#pragma once
+#include "autograd/ops.h"
+
+// Saved state of group norm (+ SiLU): shapes, f32 views of x and gamma, per-(n, group) statistics.
+typedef struct {
+    int64_t N, C, S;         // batch, channels, spatial size (product of the dims after C)
+    int64_t G;
+    const float *x, *gamma;  // f32 views (gamma NULL when absent)
+    float *mean, *rstd;      // [N * G], on x's device
+    float eps;
+} GroupNormCtx;
+
+// Checks op's arguments (fatal naming op and the shapes) and fills c, allocating the statistics in
+// the arena of x's device (allocate them before any scratch scope: backward reads them).
+void group_norm_silu_setup(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps,
+                           GroupNormCtx *c);
+// y = silu(groupnorm(x)) (=) over c's shapes on dev, writing c's statistics; beta may be NULL.
+void group_norm_silu_forward(Device dev, GroupNormCtx *c, const Tensor *beta, float *y);
+// Backward of y = silu(groupnorm(x)) given dy (on dev): accumulates (+=) into the gradients of x,
+// gamma and beta (NULL allowed) that require grad. The normalised tensor is recomputed in scratch.
+void group_norm_silu_backward_dy(Device dev, const GroupNormCtx *c, Tensor *x, Tensor *gamma, Tensor *beta,
+                                 const float *dy);
