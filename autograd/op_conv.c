@@ -504,3 +504,68 @@ Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *
     if (ag_needs_grad(3, in)) *(GnSiluConvCtx *)ag_record(op, gn_silu_conv_backward, y, 5, in, sizeof c) = c;
     return y;
 }
+
+// ---- conv of a concatenation --------------------------------------------------------------------------
+// The concatenated input lives in scratch only: backward concatenates again (a copy, far cheaper than
+// keeping it: ESRGAN dense blocks concatenate 2..5 feature maps per conv) when the weight needs it for
+// dw, and hands each input its slice of dx.
+typedef struct {
+    ConvCtx conv;  // conv.x dangles after forward: backward points it at the fresh concatenation
+    int n;
+} ConcatConvCtx;
+
+static void concat_conv_backward(AgNode *node) {
+    ConcatConvCtx c = *(const ConcatConvCtx *)node->ctx;
+    Tensor *const *xs = node->inputs;
+    Tensor *w = node->inputs[c.n], *b = node->inputs[c.n + 1];
+    Device dev = node->out->device;
+    bool want_dx = false;
+    for (int i = 0; i < c.n; i++) want_dx = want_dx || xs[i]->requires_grad;
+    ScratchScope scratch = scratch_begin(dev);
+    size_t bytes = (size_t)(c.conv.g.N * c.conv.g.Cin * c.conv.g.H * c.conv.g.W) * sizeof(float);
+    float *cat = NULL, *dcat = NULL;
+    if (w->requires_grad) {
+        cat = arena_alloc_on(dev, bytes, "op_concat_conv2d input (recomputed)");
+        concat_forward_into(dev, xs, c.n, 1, cat);
+    }
+    if (want_dx) {
+        dcat = arena_alloc_on(dev, bytes, "op_concat_conv2d dx");
+        if (dev == DEV_CUDA) cuda_memset_zero(dcat, bytes);
+        else memset(dcat, 0, bytes);
+    }
+    c.conv.x = cat;
+    conv_backward_on(dev, &c.conv, w, node->out->grad, dcat, w->requires_grad ? tensor_grad(w) : NULL,
+                     b && b->requires_grad ? tensor_grad(b) : NULL);
+    if (want_dx) concat_backward_dy(xs, c.n, 1, dcat);
+    scratch_end(scratch);
+}
+
+Tensor *op_concat_conv2d(Tensor *const *xs, int n, Tensor *w, Tensor *bias, int stride, int padding) {
+    const char *op = "op_concat_conv2d";
+    DOD_CHECK(n >= 1 && n <= AG_MAX_INPUTS - 2, op, "%d inputs: between 1 and %d", n, AG_MAX_INPUTS - 2);
+    Tensor *in[AG_MAX_INPUTS] = {0};
+    for (int i = 0; i < n; i++) in[i] = xs[i];
+    in[n] = w;
+    in[n + 1] = bias;
+    Device dev = ops_device(op, n + 2, in);
+    Tensor shape = *xs[0];  // the concatenation's shape, for the checks
+    for (int i = 1; i < n; i++) {
+        bool ok = xs[i]->ndim == 4 && xs[0]->ndim == 4 && xs[i]->shape[0] == xs[0]->shape[0] &&
+                  xs[i]->shape[2] == xs[0]->shape[2] && xs[i]->shape[3] == xs[0]->shape[3];
+        DOD_CHECK(ok, op, "input %d %s does not concatenate with input 0 %s along channels", i, shape_str(xs[i]),
+                  shape_str(xs[0]));
+        shape.shape[1] += xs[i]->shape[1];
+    }
+    ConcatConvCtx c = {.conv.g = conv_setup(op, &shape, w, bias, stride, padding), .n = n};
+    int64_t y_shape[4] = {c.conv.g.N, c.conv.g.Cout, c.conv.g.Ho, c.conv.g.Wo};
+    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
+    ScratchScope scratch = scratch_begin(dev);
+    float *cat = arena_alloc_on(dev, (size_t)(c.conv.g.N * c.conv.g.Cin * c.conv.g.H * c.conv.g.W) * sizeof(float),
+                                "op_concat_conv2d input");
+    concat_forward_into(dev, xs, n, 1, cat);
+    conv_forward_on(dev, &c.conv, cat, w, bias, tensor_data_f32(y));
+    scratch_end(scratch);
+    c.conv.w = NULL;  // a widened weight went with the scratch: backward widens again
+    if (ag_needs_grad(n + 2, in)) *(ConcatConvCtx *)ag_record(op, concat_conv_backward, y, n + 2, in, sizeof c) = c;
+    return y;
+}

@@ -137,6 +137,7 @@ typedef struct {
     EwKind kind;
     Bcast plan;
     const float *a, *b;  // f32 views of the inputs (saved for op_mul's backward)
+    float scale_a;       // add / sub: the result is scale_a * a (op) b (1 but for op_scale_add_into)
 } EwCtx;
 
 // Backward of a (op) b: accumulates (+=) into the grads of the inputs that require grad.
@@ -148,7 +149,8 @@ static void ew_backward(AgNode *node) {
     if (node->out->device == DEV_CUDA) {  // same structure, device kernels
         float sign_b = c->kind == EW_SUB ? -1.0f : 1.0f;
         if (c->kind != EW_MUL) {
-            if (a->requires_grad) cuda_bcast_reduce(p->ndim, p->shape, p->so, g, p->sa, 1.0f, tensor_grad(a), a->numel);
+            if (a->requires_grad)
+                cuda_bcast_reduce(p->ndim, p->shape, p->so, g, p->sa, c->scale_a, tensor_grad(a), a->numel);
             if (b->requires_grad) cuda_bcast_reduce(p->ndim, p->shape, p->so, g, p->sb, sign_b, tensor_grad(b), b->numel);
             return;
         }
@@ -180,12 +182,13 @@ static void ew_backward(AgNode *node) {
         scratch_end(scratch);
         return;
     }
-    if (a->requires_grad) bcast_reduce_into(p, g, p->sa, 1.0f, tensor_grad(a), a->numel);
+    if (a->requires_grad) bcast_reduce_into(p, g, p->sa, c->scale_a, tensor_grad(a), a->numel);
     if (b->requires_grad) bcast_reduce_into(p, g, p->sb, c->kind == EW_SUB ? -1.0f : 1.0f, tensor_grad(b), b->numel);
 }
 
-// a (op) b into a new tensor, or, when into_a, into a's storage (a must have the result's shape).
-static Tensor *ew_binary(const char *op, EwKind kind, Tensor *a, Tensor *b, bool into_a) {
+// a (op) b into a new tensor, or, when into_a, scale_a * a (op) b into a's storage (a must have the
+// result's shape; scale_a is 1 otherwise).
+static Tensor *ew_binary(const char *op, EwKind kind, Tensor *a, Tensor *b, bool into_a, float scale_a) {
     Tensor *in[2] = {a, b};
     Device dev = ops_device(op, 2, in);
     int nd;
@@ -202,6 +205,15 @@ static Tensor *ew_binary(const char *op, EwKind kind, Tensor *a, Tensor *b, bool
         out = tensor_new_on(dev, nd, shape, DT_F32);
     }
     const float *af = tensor_f32(a), *bf = tensor_f32(b);
+    if (scale_a != 1.0f) {  // into_a only: a is the output's own storage, scaled in place first
+        if (dev == DEV_CUDA) {
+            cuda_affine(af, scale_a, 0.0f, tensor_data_f32(out), a->numel);
+        } else {
+            float *o = tensor_data_f32(out);
+#pragma omp parallel for if (a->numel > OPS_PARALLEL_MIN)
+            for (int64_t i = 0; i < a->numel; i++) o[i] *= scale_a;
+        }
+    }
     if (out->numel > 0 && dev == DEV_CUDA)
         cuda_ew_binary(kind, plan.ndim, plan.shape, af, plan.sa, bf, plan.sb, tensor_data_f32(out));
     else if (out->numel > 0)
@@ -212,14 +224,16 @@ static Tensor *ew_binary(const char *op, EwKind kind, Tensor *a, Tensor *b, bool
         c->plan = plan;
         c->a = af;
         c->b = bf;
+        c->scale_a = scale_a;
     }
     return out;
 }
 
-Tensor *op_add(Tensor *a, Tensor *b) { return ew_binary("op_add", EW_ADD, a, b, false); }
-Tensor *op_sub(Tensor *a, Tensor *b) { return ew_binary("op_sub", EW_SUB, a, b, false); }
-Tensor *op_mul(Tensor *a, Tensor *b) { return ew_binary("op_mul", EW_MUL, a, b, false); }
-Tensor *op_add_into(Tensor *y, Tensor *b) { return ew_binary("op_add_into", EW_ADD, y, b, true); }
+Tensor *op_add(Tensor *a, Tensor *b) { return ew_binary("op_add", EW_ADD, a, b, false, 1.0f); }
+Tensor *op_sub(Tensor *a, Tensor *b) { return ew_binary("op_sub", EW_SUB, a, b, false, 1.0f); }
+Tensor *op_mul(Tensor *a, Tensor *b) { return ew_binary("op_mul", EW_MUL, a, b, false, 1.0f); }
+Tensor *op_add_into(Tensor *y, Tensor *b) { return ew_binary("op_add_into", EW_ADD, y, b, true, 1.0f); }
+Tensor *op_scale_add_into(Tensor *y, float s, Tensor *b) { return ew_binary("op_scale_add_into", EW_ADD, y, b, true, s); }
 
 // ---- scalar forms ---------------------------------------------------------------------------------
 typedef struct {

@@ -6,6 +6,7 @@
 // index. Every backward here is a pure gather/scatter of the output gradient (+=).
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
+#include "autograd/ops_fused.h"
 
 #include <math.h>
 #include <string.h>
@@ -30,26 +31,55 @@ static void concat_cpu_forward(const float *const *xs, const int64_t *sizes, int
     }
 }
 
-// Each input that requires grad gets its slice of the output gradient added back (+=).
-static void concat_backward(AgNode *node) {
-    const ConcatCtx *c = node->ctx;
-    const float *g = node->out->grad;
-    int64_t row = c->total * c->inner, off = 0;
-    int d = c->dim;
-    for (int i = 0; i < node->n_inputs; i++) {
-        Tensor *x = node->inputs[i];
-        int64_t len = x->shape[d] * c->inner;
+// The ConcatCtx of xs (already checked to concatenate) along axis d.
+static ConcatCtx concat_ctx(Tensor *const *xs, int n, int d) {
+    ConcatCtx c = {ops_prod(xs[0]->shape, 0, d), ops_prod(xs[0]->shape, d + 1, xs[0]->ndim), 0, d};
+    for (int i = 0; i < n; i++) c.total += xs[i]->shape[d];
+    return c;
+}
+
+void concat_forward_into(Device dev, Tensor *const *xs, int n, int d, float *out) {
+    ConcatCtx c = concat_ctx(xs, n, d);
+    const float **views = arena_alloc(sizeof(float *) * n, "op_concat views");
+    int64_t *sizes = arena_alloc(sizeof(int64_t) * n, "op_concat sizes");
+    for (int i = 0; i < n; i++) {
+        views[i] = tensor_f32(xs[i]);
+        sizes[i] = xs[i]->shape[d];
+    }
+    if (dev == DEV_CUDA) {
+        int64_t row = c.total * c.inner, off = 0;
+        for (int i = 0; i < n; i++) {
+            int64_t len = sizes[i] * c.inner;
+            cuda_strided_copy(2, (int64_t[]){c.outer, len}, out + off, (int64_t[]){row, 1}, views[i],
+                              (int64_t[]){len, 1}, 1.0f, false);
+            off += len;
+        }
+    } else {
+        concat_cpu_forward(views, sizes, n, &c, out);
+    }
+}
+
+void concat_backward_dy(Tensor *const *xs, int n, int d, const float *g) {
+    ConcatCtx c = concat_ctx(xs, n, d);
+    int64_t row = c.total * c.inner, off = 0;
+    for (int i = 0; i < n; i++) {
+        Tensor *x = xs[i];
+        int64_t len = x->shape[d] * c.inner;
         if (x->requires_grad && x->device == DEV_CUDA) {
-            cuda_strided_copy(2, (int64_t[]){c->outer, len}, tensor_grad(x), (int64_t[]){len, 1}, g + off,
+            cuda_strided_copy(2, (int64_t[]){c.outer, len}, tensor_grad(x), (int64_t[]){len, 1}, g + off,
                               (int64_t[]){row, 1}, 1.0f, true);
         } else if (x->requires_grad) {
             float *gx = tensor_grad(x);
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
-            for (int64_t o = 0; o < c->outer; o++)
+            for (int64_t o = 0; o < c.outer; o++)
                 for (int64_t k = 0; k < len; k++) gx[o * len + k] += g[o * row + off + k];
         }
         off += len;
     }
+}
+
+static void concat_backward(AgNode *node) {
+    concat_backward_dy(node->inputs, node->n_inputs, *(const int *)node->ctx, node->out->grad);
 }
 
 Tensor *op_concat(Tensor *const *xs, int n, int dim) {
@@ -81,25 +111,8 @@ Tensor *op_concat(Tensor *const *xs, int n, int dim) {
     memcpy(shape, x0->shape, sizeof shape);
     shape[d] = total;
     Tensor *out = tensor_new_on(dev, x0->ndim, shape, DT_F32);
-    ConcatCtx c = {ops_prod(shape, 0, d), ops_prod(shape, d + 1, x0->ndim), total, d};
-    const float **views = arena_alloc(sizeof(float *) * n, "op_concat views");
-    int64_t *sizes = arena_alloc(sizeof(int64_t) * n, "op_concat sizes");
-    for (int i = 0; i < n; i++) {
-        views[i] = tensor_f32(xs[i]);
-        sizes[i] = xs[i]->shape[d];
-    }
-    if (dev == DEV_CUDA) {
-        int64_t row = total * c.inner, off = 0;
-        for (int i = 0; i < n; i++) {
-            int64_t len = sizes[i] * c.inner;
-            cuda_strided_copy(2, (int64_t[]){c.outer, len}, tensor_data_f32(out) + off, (int64_t[]){row, 1}, views[i],
-                              (int64_t[]){len, 1}, 1.0f, false);
-            off += len;
-        }
-    } else {
-        concat_cpu_forward(views, sizes, n, &c, tensor_data_f32(out));
-    }
-    if (ag_needs_grad(n, xs)) *(ConcatCtx *)ag_record(op, concat_backward, out, n, xs, sizeof c) = c;
+    concat_forward_into(dev, xs, n, d, tensor_data_f32(out));
+    if (ag_needs_grad(n, xs)) *(int *)ag_record(op, concat_backward, out, n, xs, sizeof d) = d;  // the axis
     return out;
 }
 

@@ -41,6 +41,10 @@ Tensor *op_group_norm_silu(Tensor *x, int groups, Tensor *gamma, Tensor *beta, f
 // without requires_grad; otherwise it is exactly that composition): the conv's input is never kept
 // (forward scratch), since the conv's backward needs only w and the norm's recomputes from x. One
 // activation-sized tensor less again; the same values.
+// op_conv2d(op_concat(xs, n, 1), w, bias, stride, padding) without keeping the concatenation (it is
+// made in forward scratch and again in backward when w needs it): for dense blocks whose convs read
+// the concatenation of all earlier features. 1 <= n <= 6; the same values.
+Tensor *op_concat_conv2d(Tensor *const *xs, int n, Tensor *w, Tensor *bias, int stride, int padding);
 Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps, Tensor *w,
                                   Tensor *bias, int stride, int padding);
 // torch.nn.LayerNorm over the last dim: x [..., C], gamma/beta [C] or NULL.
@@ -65,6 +69,8 @@ Tensor *op_mul(Tensor *a, Tensor *b);
 // output. y must be an f32 activation nothing reads afterwards (same contract as
 // op_add_projection_into); the result is a tensor of its own on the tape.
 Tensor *op_add_into(Tensor *y, Tensor *b);
+// s * y + b into y's storage, same contract (a scaled residual: ESRGAN's 0.2 * rdb(x) + x).
+Tensor *op_scale_add_into(Tensor *y, float s, Tensor *b);
 Tensor *op_scale(Tensor *x, float s);                 // s * x
 Tensor *op_add_scalar(Tensor *x, float s);            // x + s
 Tensor *op_concat(Tensor *const *xs, int n, int dim);

@@ -1,6 +1,7 @@
 // Entry points shared by fused ops across files (not part of the op API in ops.h): group norm + SiLU
-// as a forward into a caller's buffer and a backward from a caller's gradient (autograd/op_norm.c),
-// used by op_group_norm_silu itself and by op_group_norm_silu_conv2d (autograd/op_conv.c).
+// (autograd/op_norm.c) and concatenation (autograd/op_shape.c) as a forward into a caller's buffer and
+// a backward from a caller's gradient, used by the ops themselves and by the fused convolutions of
+// autograd/op_conv.c (op_group_norm_silu_conv2d, op_concat_conv2d).
 #pragma once
 #include "autograd/ops.h"
 
@@ -23,3 +24,9 @@ void group_norm_silu_forward(Device dev, GroupNormCtx *c, const Tensor *beta, fl
 // gamma and beta (NULL allowed) that require grad. The normalised tensor is recomputed in scratch.
 void group_norm_silu_backward_dy(Device dev, const GroupNormCtx *c, Tensor *x, Tensor *gamma, Tensor *beta,
                                  const float *dy);
+
+// The concatenation of xs (checked by the caller to concatenate) along axis d, written (=) into out on dev.
+void concat_forward_into(Device dev, Tensor *const *xs, int n, int d, float *out);
+// Adds (+=) each slice of g, the gradient of that concatenation, to the gradient of its xs[i] where
+// xs[i] requires grad.
+void concat_backward_dy(Tensor *const *xs, int n, int d, const float *g);

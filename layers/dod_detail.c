@@ -172,7 +172,12 @@ static Tensor *resblock(const DodDetail *m, const char *prefix, Tensor *x) {
     Tensor *w = param(m, SUB("conv1"), ".weight");
     Tensor *shortcut = w->shape[0] != w->shape[1] ? conv(m, SUB("conv_shortcut"), x, 0) : x;
 #undef SUB
-    return op_add(h, shortcut);
+    return op_add_into(h, shortcut);  // h, conv2's output, is read by nothing else
+}
+
+// conv(cat(feats[0..n)), padding 1) without keeping the concatenation (op_concat_conv2d).
+static Tensor *dense_conv(const DodDetail *m, const char *layer, Tensor *const *feats, int n) {
+    return op_concat_conv2d(feats, n, param(m, layer, ".weight"), param(m, layer, ".bias"), 1, 1);
 }
 
 static Tensor *rdb(const DodDetail *m, const char *prefix, Tensor *x) {
@@ -180,10 +185,10 @@ static Tensor *rdb(const DodDetail *m, const char *prefix, Tensor *x) {
     char layer[320];
     for (int j = 1; j <= 4; j++) {
         snprintf(layer, sizeof layer, "%s.conv%d", prefix, j);
-        feats[j] = op_leaky_relu(conv(m, layer, op_concat(feats, j, 1), 1), 0.2f);
+        feats[j] = op_leaky_relu(dense_conv(m, layer, feats, j), 0.2f);
     }
     snprintf(layer, sizeof layer, "%s.conv5", prefix);
-    return op_add(op_scale(conv(m, layer, op_concat(feats, 5, 1), 1), 0.2f), x);
+    return op_scale_add_into(dense_conv(m, layer, feats, 5), 0.2f, x);  // 0.2 conv5 + x, in conv5's storage
 }
 
 static Tensor *rrdb(const DodDetail *m, const char *prefix, Tensor *x) {
@@ -193,7 +198,7 @@ static Tensor *rrdb(const DodDetail *m, const char *prefix, Tensor *x) {
         snprintf(sub, sizeof sub, "%s.rdb%d", prefix, r);
         h = rdb(m, sub, h);
     }
-    return op_add(op_scale(h, 0.2f), x);
+    return op_scale_add_into(h, 0.2f, x);  // h, the last dense block's output, is read by nothing else
 }
 
 Tensor *dod_detail_fuse(const DodDetail *m, int i, Tensor *f, Tensor *dec) {
@@ -217,7 +222,7 @@ Tensor *dod_detail_apply(const DodDetail *m, int i, Tensor *skip, Tensor *dec) {
     snprintf(layer, sizeof layer, "skip_convs.%d", i);
     Tensor *f = op_conv2d(skip, param(m, layer, ".weight"), NULL, 1, 0);
     snprintf(layer, sizeof layer, "fuse_weights.%d", i);
-    return op_add(dec, op_mul(param(m, layer, ""), dod_detail_fuse(m, i, f, dec)));
+    return op_add_into(op_mul(param(m, layer, ""), dod_detail_fuse(m, i, f, dec)), dec);
 }
 
 typedef struct {

@@ -85,6 +85,10 @@ static Tensor *f_add_into(Tensor *const *in, const void *a) {
     (void)a;
     return op_add_into(op_mul(in[0], in[0]), in[1]);
 }
+static Tensor *f_scale_add_into(Tensor *const *in, const void *a) {
+    (void)a;
+    return op_scale_add_into(op_mul(in[0], in[0]), 0.2f, in[1]);
+}
 static Tensor *f_add_projection_into(Tensor *const *in, const void *a) {
     (void)a;
     return op_add_projection_into(op_mul(in[0], in[0]), in[1], in[2], -0.6f);
@@ -140,6 +144,10 @@ static Tensor *f_conv(Tensor *const *in, const void *a) {
     const ConvArg *c = a;
     return op_conv2d(in[0], in[1], in[2], c->stride, c->pad);
 }
+static Tensor *f_concat_conv(Tensor *const *in, const void *a) {
+    const ConvArg *c = a;
+    return op_concat_conv2d(in, 3, in[3], in[4], c->stride, c->pad);
+}
 static Tensor *f_gn_silu_conv(Tensor *const *in, const void *a) {
     const ConvArg *c = a;
     return op_group_norm_silu_conv2d(in[0], 4, in[1], in[2], 1e-5f, in[3], in[4], c->stride, c->pad);
@@ -174,6 +182,8 @@ static void op_cases(void) {
     run_case("scale", f_scale, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(9, 11), 9)}, pw);
     run_case("add_into bcast", f_add_into, NULL, 2,
              (Tensor *[]){inp("y", 4, SHAPE(2, 3, 4, 5), 29), inp("b", 4, SHAPE(1, 3, 1, 1), 30)}, pw);
+    run_case("scale_add_into bcast", f_scale_add_into, NULL, 2,
+             (Tensor *[]){inp("y", 3, SHAPE(3, 4, 5), 41), inp("b", 2, SHAPE(4, 1), 42)}, pw);
     run_case("add_projection_into linear", f_add_projection_into, NULL, 3,
              (Tensor *[]){inp("y", 3, SHAPE(2, 33, 65), 17), inp("x", 3, SHAPE(2, 33, 8), 18), inp("w", 2, SHAPE(65, 8), 19)},
              dense);
@@ -211,6 +221,10 @@ static void op_cases(void) {
              (Tensor *[]){inp("x", 4, SHAPE(2, 3, 9, 11), 41), inp("w", 4, SHAPE(5, 3, 3, 3), 42), inp("b", 1, SHAPE(5), 43)}, dense);
     run_case("conv 3x3 s2 p1", f_conv, &(ConvArg){2, 1}, 3,
              (Tensor *[]){inp("x", 4, SHAPE(2, 4, 10, 8), 44), inp("w", 4, SHAPE(6, 4, 3, 3), 45), NULL}, dense);
+    run_case("concat_conv2d", f_concat_conv, &(ConvArg){1, 1}, 5,
+             (Tensor *[]){inp("a", 4, SHAPE(2, 3, 9, 10), 36), inp("b", 4, SHAPE(2, 5, 9, 10), 37),
+                          inp("c", 4, SHAPE(2, 2, 9, 10), 38), test_input("w", 4, SHAPE(6, 10, 3, 3), 39, 0.3f, true),
+                          inp("bias", 1, SHAPE(6), 40)}, dense);
     run_case("group_norm_silu_conv2d frozen", f_gn_silu_conv, &(ConvArg){1, 1}, 5,
              (Tensor *[]){inp("x", 4, SHAPE(2, 8, 9, 10), 31), inp("g", 1, SHAPE(8), 32), inp("b", 1, SHAPE(8), 33),
                           test_input("w", 4, SHAPE(6, 8, 3, 3), 34, 0.3f, false), test_input("bias", 1, SHAPE(6), 35, 1.0f, false)},

@@ -2,8 +2,9 @@
 // x, weight and bias over kernel sizes 1/2/3/5, non-square kernels and inputs, stride 1/2/3,
 // padding 0/1/2, batch > 1 (including batches split over several GEMM chunks), bias NULL;
 // half-precision weights; frozen weights (no gradient, no dW GEMM); shape errors.
-// op_group_norm_silu_conv2d against op_conv2d(op_group_norm_silu(...)): bitwise, frozen and trainable
-// conv weights, and that the frozen form keeps less arena memory.
+// op_group_norm_silu_conv2d against op_conv2d(op_group_norm_silu(...)) and op_concat_conv2d against
+// op_conv2d(op_concat(...)): bitwise, frozen and trainable conv weights, and that the fused forms keep
+// less arena memory.
 // Tiled im2col (dense_tuning.h knobs force small tiles and each threading schedule): tiles of one
 // output row, tiles that do not divide the rows, stride 2/3, padding, kernel 1/3/5, by finite
 // differences and against a double-precision forward/dX/dW/db on larger inputs (seams inside).
@@ -327,7 +328,58 @@ static void gn_silu_conv_case(bool trainable_w, int stride, int pad, int64_t k) 
     ag_step_reset();
 }
 
+// conv(cat(xs)) fused and composed, n inputs of 2, 3, 1, ... channels: output and every gradient
+// bitwise equal; the fused forward keeps less arena memory (no concatenation).
+static void concat_conv_case(int n, bool trainable_w, int stride, int pad, int64_t k) {
+    Tensor *xs[5], *in[7];
+    int64_t cin = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t s[4] = {2, 1 + (i * 2 + 1) % 4, 7, 6};
+        xs[i] = test_input("x", 4, s, 80 + (uint64_t)i, 1.0f, true);
+        cin += s[1];
+    }
+    int64_t ws[4] = {4, cin, k, k}, bs[1] = {4};
+    Tensor *w = test_input("w", 4, ws, 90, 0.3f, trainable_w), *b = test_input("bias", 1, bs, 91, 1.0f, trainable_w);
+    for (int i = 0; i < n; i++) in[i] = xs[i];
+    in[n] = w;
+    in[n + 1] = b;
+    float *ref[8] = {0};
+    size_t kept[2];
+    char what[96];
+    snprintf(what, sizeof what, "concat_conv n=%d k=%ld s=%d %s", n, (long)k, stride, trainable_w ? "trainable" : "frozen");
+    for (int fused = 0; fused < 2; fused++) {
+        for (int i = 0; i < n + 2; i++) tensor_zero_grad(in[i]);
+        ag_step_reset();
+        size_t before = arena_used();
+        Tensor *y = fused ? op_concat_conv2d(xs, n, w, b, stride, pad) : op_conv2d(op_concat(xs, n, 1), w, b, stride, pad);
+        kept[fused] = arena_used() - before;
+        Tensor *wy = test_input("wy", 4, y->shape, 92, 1.0f, false);
+        ag_backward(op_sum(op_mul(y, wy)));
+        for (int i = 0; i < n + 3; i++) {  // 0: output, then the inputs' gradients
+            const float *got = i == 0 ? y->data : in[i - 1]->grad;
+            int64_t cnt = i == 0 ? y->numel : in[i - 1]->numel;
+            if (fused) CHECK((ref[i] != NULL) == (got != NULL), "%s: output/gradient %d present in one form only", what, i);
+            if (!got) continue;
+            if (!fused) {
+                ref[i] = malloc(sizeof(float) * (size_t)cnt);
+                memcpy(ref[i], got, sizeof(float) * (size_t)cnt);
+            } else {
+                CHECK(ref[i] && memcmp(ref[i], got, sizeof(float) * (size_t)cnt) == 0, "%s: %s %d differs from the "
+                      "composition", what, i == 0 ? "output" : "gradient of input", i - 1);
+            }
+        }
+        tensor_free(wy);
+    }
+    if (n > 1) CHECK(kept[1] < kept[0], "%s: fused forward kept %zu bytes, composed %zu", what, kept[1], kept[0]);
+    for (int i = 0; i < 8; i++) free(ref[i]);
+    for (int i = 0; i < n + 2; i++) tensor_free(in[i]);
+    ag_step_reset();
+}
+
 int main(void) {
+    for (int n = 1; n <= 5; n++) concat_conv_case(n, true, 1, 1, 3);
+    concat_conv_case(3, false, 1, 1, 3);
+    concat_conv_case(2, true, 2, 0, 1);
     gn_silu_conv_case(false, 1, 1, 3);
     gn_silu_conv_case(false, 2, 1, 3);
     gn_silu_conv_case(false, 1, 0, 1);

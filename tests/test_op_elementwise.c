@@ -84,6 +84,36 @@ static void add_into_case(int na, const int64_t *sa, int nb, const int64_t *sb) 
     tensor_free(a);
     tensor_free(b);
 }
+// s * y0 + b: op_scale_add_into against op_add(op_scale(y0, s), b), bitwise.
+static void scale_add_into_case(void) {
+    int64_t sa[] = {3, 4, 5}, sb[] = {4, 1};
+    Tensor *a = test_input("a", 3, sa, 61, 1.0f, true), *b = test_input("b", 2, sb, 62, 1.0f, true);
+    float *ref[3] = {NULL, NULL, NULL};
+    for (int into = 0; into < 2; into++) {
+        tensor_zero_grad(a);
+        tensor_zero_grad(b);
+        ag_step_reset();
+        Tensor *y0 = op_mul(a, a), *y = into ? op_scale_add_into(y0, 0.2f, b) : op_add(op_scale(y0, 0.2f), b);
+        Tensor *w = test_input("w", 3, sa, 63, 1.0f, false);
+        ag_backward(op_sum(op_mul(y, w)));
+        const float *got[3] = {y->data, a->grad, b->grad};
+        int64_t n[3] = {y->numel, a->numel, b->numel};
+        for (int i = 0; i < 3; i++) {
+            if (!into) {
+                ref[i] = malloc(sizeof(float) * (size_t)n[i]);
+                memcpy(ref[i], got[i], sizeof(float) * (size_t)n[i]);
+            } else {
+                CHECK(memcmp(ref[i], got[i], sizeof(float) * (size_t)n[i]) == 0, "scale_add_into: %s differs from "
+                      "op_add(op_scale(...))", i == 0 ? "output" : i == 1 ? "grad y" : "grad b");
+                free(ref[i]);
+            }
+        }
+        tensor_free(w);
+    }
+    ag_step_reset();
+    tensor_free(a);
+    tensor_free(b);
+}
 static void add_into_grows(void *ctx) {
     (void)ctx;
     int64_t sa[] = {3, 1}, sb[] = {1, 4};
@@ -194,6 +224,7 @@ int main(void) {
     }
     add_into_case(4, s2345, 3, s311);
     add_into_case(1, s7, 1, s7);
+    scale_add_into_case();
     expect_fatal("add_into growing y", add_into_grows, NULL, (const char *[]){"op_add_into", "[3, 1]", "[1, 4]", NULL});
     expect_fatal("add_into a persistent y", add_into_persistent, NULL,
                  (const char *[]){"op_add_into", "weight", "persistent", NULL});
