@@ -460,26 +460,37 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     return y;
 }
 
-// ---- group norm + SiLU + frozen conv ------------------------------------------------------------------
-// The conv's input t = silu(groupnorm(x)) lives in forward scratch only: with w and bias frozen the
-// conv's backward needs just w (dt = conv^T dy), and group norm + SiLU's backward recomputes what it
-// needs from x and the statistics.
+// ---- group norm + SiLU + conv --------------------------------------------------------------------------
+// The conv's input t = silu(groupnorm(x)) lives in forward scratch only: the conv's dx needs just w
+// (dt = conv^T dy), its dw gets t recomputed from x and the statistics (elementwise work, next to a
+// convolution), and group norm + SiLU's backward recomputes what it needs the same way.
 typedef struct {
     GroupNormCtx gn;
-    ConvCtx conv;  // conv.x dangles after forward (never read: no dw)
+    ConvCtx conv;  // conv.x dangles after forward: backward points it at the recomputed t
 } GnSiluConvCtx;
 
 static void gn_silu_conv_backward(AgNode *node) {
-    const GnSiluConvCtx *c = node->ctx;
+    GnSiluConvCtx c = *(const GnSiluConvCtx *)node->ctx;
     Tensor *x = node->inputs[0], *gamma = node->inputs[1], *beta = node->inputs[2], *w = node->inputs[3];
+    Tensor *b = node->inputs[4];
     Device dev = node->out->device;
+    bool want_dt = x->requires_grad || (gamma && gamma->requires_grad) || (beta && beta->requires_grad);
     ScratchScope scratch = scratch_begin(dev);
     size_t bytes = (size_t)x->numel * sizeof(float);
-    float *dt = arena_alloc_on(dev, bytes, "op_group_norm_silu_conv2d dt");
-    if (dev == DEV_CUDA) cuda_memset_zero(dt, bytes);
-    else memset(dt, 0, bytes);
-    conv_backward_on(dev, &c->conv, w, node->out->grad, dt, NULL, NULL);
-    group_norm_silu_backward_dy(dev, &c->gn, x, gamma, beta, dt);
+    float *t = NULL, *dt = NULL;
+    if (w->requires_grad) {
+        t = arena_alloc_on(dev, bytes, "op_group_norm_silu_conv2d input (recomputed)");
+        group_norm_silu_forward(dev, &c.gn, beta, t);
+    }
+    if (want_dt) {
+        dt = arena_alloc_on(dev, bytes, "op_group_norm_silu_conv2d dt");
+        if (dev == DEV_CUDA) cuda_memset_zero(dt, bytes);
+        else memset(dt, 0, bytes);
+    }
+    c.conv.x = t;
+    conv_backward_on(dev, &c.conv, w, node->out->grad, dt, w->requires_grad ? tensor_grad(w) : NULL,
+                     b && b->requires_grad ? tensor_grad(b) : NULL);
+    if (want_dt) group_norm_silu_backward_dy(dev, &c.gn, x, gamma, beta, dt);
     scratch_end(scratch);
 }
 
@@ -488,8 +499,6 @@ Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *
     const char *op = "op_group_norm_silu_conv2d";
     Tensor *in[5] = {x, gamma, beta, w, bias};
     Device dev = ops_device(op, 5, in);
-    if (w->requires_grad || (bias && bias->requires_grad))  // dw needs the conv's input: nothing to save
-        return op_conv2d(op_group_norm_silu(x, groups, gamma, beta, eps), w, bias, stride, padding);
     GnSiluConvCtx c;
     group_norm_silu_setup(op, x, groups, gamma, beta, eps, &c.gn);
     c.conv.g = conv_setup(op, x, w, bias, stride, padding);
@@ -501,7 +510,7 @@ Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *
     conv_forward_on(dev, &c.conv, t, w, bias, tensor_data_f32(y));
     scratch_end(scratch);
     c.conv.w = NULL;  // the weight may have been widened in the released scratch: backward widens again
-    if (ag_needs_grad(3, in)) *(GnSiluConvCtx *)ag_record(op, gn_silu_conv_backward, y, 5, in, sizeof c) = c;
+    if (ag_needs_grad(5, in)) *(GnSiluConvCtx *)ag_record(op, gn_silu_conv_backward, y, 5, in, sizeof c) = c;
     return y;
 }
 

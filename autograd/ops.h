@@ -37,10 +37,9 @@ Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float 
 // silu(op_group_norm(...)) in one op that keeps only x and the statistics for backward (the normalised
 // tensor is recomputed there): one activation-sized tensor less than the two ops, same values.
 Tensor *op_group_norm_silu(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps);
-// op_conv2d(op_group_norm_silu(x, ...), w, bias, stride, padding) for a frozen conv (w and bias
-// without requires_grad; otherwise it is exactly that composition): the conv's input is never kept
-// (forward scratch), since the conv's backward needs only w and the norm's recomputes from x. One
-// activation-sized tensor less again; the same values.
+// op_conv2d(op_group_norm_silu(x, ...), w, bias, stride, padding) without keeping the conv's input:
+// it is made in forward scratch, and backward recomputes it from x and the statistics where the
+// conv's dw needs it (dx needs only w). One activation-sized tensor less again; the same values.
 // op_conv2d(op_concat(xs, n, 1), w, bias, stride, padding) without keeping the concatenation (it is
 // made in forward scratch and again in backward when w needs it): for dense blocks whose convs read
 // the concatenation of all earlier features. 1 <= n <= 6; the same values.

@@ -160,15 +160,21 @@ static Tensor *conv(const DodDetail *m, const char *layer, Tensor *x, int paddin
     return op_conv2d(x, param(m, layer, ".weight"), param(m, layer, ".bias"), 1, padding);
 }
 
-static Tensor *norm_silu(const DodDetail *m, const char *layer, Tensor *x) {
-    return op_group_norm_silu(x, m->cfg.groups, param(m, layer, ".weight"), param(m, layer, ".bias"), m->cfg.eps);
+// conv(silu(groupnorm(x))) with <prefix>.<norm> and <prefix>.<conv> (3x3), not keeping the conv's input
+// (op_group_norm_silu_conv2d).
+static Tensor *norm_silu_conv(const DodDetail *m, const char *prefix, const char *norm, const char *conv, Tensor *x) {
+    char nl[256], cl[256];
+    snprintf(nl, sizeof nl, "%s.%s", prefix, norm);
+    snprintf(cl, sizeof cl, "%s.%s", prefix, conv);
+    return op_group_norm_silu_conv2d(x, m->cfg.groups, param(m, nl, ".weight"), param(m, nl, ".bias"), m->cfg.eps,
+                                     param(m, cl, ".weight"), param(m, cl, ".bias"), 1, 1);
 }
 
 static Tensor *resblock(const DodDetail *m, const char *prefix, Tensor *x) {
     char layer[256];
 #define SUB(s) (snprintf(layer, sizeof layer, "%s.%s", prefix, s), layer)
-    Tensor *h = conv(m, SUB("conv1"), norm_silu(m, SUB("norm1"), x), 1);
-    h = conv(m, SUB("conv2"), norm_silu(m, SUB("norm2"), h), 1);
+    Tensor *h = norm_silu_conv(m, prefix, "norm1", "conv1", x);
+    h = norm_silu_conv(m, prefix, "norm2", "conv2", h);
     Tensor *w = param(m, SUB("conv1"), ".weight");
     Tensor *shortcut = w->shape[0] != w->shape[1] ? conv(m, SUB("conv_shortcut"), x, 0) : x;
 #undef SUB

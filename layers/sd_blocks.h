@@ -57,8 +57,8 @@ Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups
 // silu(sd_group_norm(...)) as one op (op_group_norm_silu: the normalised tensor is not kept).
 Tensor *sd_group_norm_silu(const SdNet *net, const char *layer, Tensor *x, int groups, float eps);
 // sd_conv(net, conv_layer, sd_group_norm_silu(net, norm_layer, x, ...), stride, padding), fused
-// (op_group_norm_silu_conv2d, which keeps neither the norm's output nor the conv's input when the
-// conv is frozen) where the hook does not read the conv's input.
+// (op_group_norm_silu_conv2d, which keeps neither the norm's output nor the conv's input) where the
+// hook does not read the conv's input.
 Tensor *sd_group_norm_silu_conv(const SdNet *net, const char *norm_layer, const char *conv_layer, Tensor *x, int groups,
                                 float eps, int stride, int padding);
 Tensor *sd_layer_norm(const SdNet *net, const char *layer, Tensor *x, float eps);
