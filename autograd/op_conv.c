@@ -460,6 +460,14 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     return y;
 }
 
+// The backward of a fused conv (inputs[wi] its weight, inputs[wi + 1] its bias or NULL): dx (may be
+// NULL), dw and db +=; c->x must point at the conv's input where dw is wanted.
+static void fused_conv_backward(AgNode *node, const ConvCtx *c, int wi, float *dx) {
+    Tensor *w = node->inputs[wi], *b = node->inputs[wi + 1];
+    conv_backward_on(node->out->device, c, w, node->out->grad, dx, w->requires_grad ? tensor_grad(w) : NULL,
+                     b && b->requires_grad ? tensor_grad(b) : NULL);
+}
+
 // ---- group norm + SiLU + conv --------------------------------------------------------------------------
 // The conv's input t = silu(groupnorm(x)) lives in forward scratch only: the conv's dx needs just w
 // (dt = conv^T dy), its dw gets t recomputed from x and the statistics (elementwise work, next to a
@@ -472,7 +480,6 @@ typedef struct {
 static void gn_silu_conv_backward(AgNode *node) {
     GnSiluConvCtx c = *(const GnSiluConvCtx *)node->ctx;
     Tensor *x = node->inputs[0], *gamma = node->inputs[1], *beta = node->inputs[2], *w = node->inputs[3];
-    Tensor *b = node->inputs[4];
     Device dev = node->out->device;
     bool want_dt = x->requires_grad || (gamma && gamma->requires_grad) || (beta && beta->requires_grad);
     ScratchScope scratch = scratch_begin(dev);
@@ -482,14 +489,9 @@ static void gn_silu_conv_backward(AgNode *node) {
         t = arena_alloc_on(dev, bytes, "op_group_norm_silu_conv2d input (recomputed)");
         group_norm_silu_forward(dev, &c.gn, beta, t);
     }
-    if (want_dt) {
-        dt = arena_alloc_on(dev, bytes, "op_group_norm_silu_conv2d dt");
-        if (dev == DEV_CUDA) cuda_memset_zero(dt, bytes);
-        else memset(dt, 0, bytes);
-    }
+    if (want_dt) dt = arena_calloc_on(dev, bytes, "op_group_norm_silu_conv2d dt");
     c.conv.x = t;
-    conv_backward_on(dev, &c.conv, w, node->out->grad, dt, w->requires_grad ? tensor_grad(w) : NULL,
-                     b && b->requires_grad ? tensor_grad(b) : NULL);
+    fused_conv_backward(node, &c.conv, 3, dt);
     if (want_dt) group_norm_silu_backward_dy(dev, &c.gn, x, gamma, beta, dt);
     scratch_end(scratch);
 }
@@ -526,7 +528,7 @@ typedef struct {
 static void concat_conv_backward(AgNode *node) {
     ConcatConvCtx c = *(const ConcatConvCtx *)node->ctx;
     Tensor *const *xs = node->inputs;
-    Tensor *w = node->inputs[c.n], *b = node->inputs[c.n + 1];
+    Tensor *w = node->inputs[c.n];
     Device dev = node->out->device;
     bool want_dx = false;
     for (int i = 0; i < c.n; i++) want_dx = want_dx || xs[i]->requires_grad;
@@ -537,14 +539,9 @@ static void concat_conv_backward(AgNode *node) {
         cat = arena_alloc_on(dev, bytes, "op_concat_conv2d input (recomputed)");
         concat_forward_into(dev, xs, c.n, 1, cat);
     }
-    if (want_dx) {
-        dcat = arena_alloc_on(dev, bytes, "op_concat_conv2d dx");
-        if (dev == DEV_CUDA) cuda_memset_zero(dcat, bytes);
-        else memset(dcat, 0, bytes);
-    }
+    if (want_dx) dcat = arena_calloc_on(dev, bytes, "op_concat_conv2d dx");
     c.conv.x = cat;
-    conv_backward_on(dev, &c.conv, w, node->out->grad, dcat, w->requires_grad ? tensor_grad(w) : NULL,
-                     b && b->requires_grad ? tensor_grad(b) : NULL);
+    fused_conv_backward(node, &c.conv, c.n, dcat);
     if (want_dx) concat_backward_dy(xs, c.n, 1, dcat);
     scratch_end(scratch);
 }

@@ -177,15 +177,10 @@ void group_norm_silu_backward_dy(Device dev, const GroupNormCtx *c, Tensor *x, T
     int64_t n = x->numel;
     ScratchScope scratch = scratch_begin(dev);
     float *norm = arena_alloc_on(dev, (size_t)n * sizeof(float), "group norm + silu: recomputed norm");
-    float *dn = arena_alloc_on(dev, (size_t)n * sizeof(float), "group norm + silu: dnorm");
+    float *dn = arena_calloc_on(dev, (size_t)n * sizeof(float), "group norm + silu: dnorm");
     group_norm_forward_on(dev, &gn, gn.eps, beta ? tensor_f32(beta) : NULL, norm);
-    if (dev == DEV_CUDA) {
-        cuda_memset_zero(dn, (size_t)n * sizeof(float));
-        cuda_act_backward(ACT_SILU, 0, 0, norm, dy, dn, n);
-    } else {
-        memset(dn, 0, (size_t)n * sizeof(float));
-        act_cpu_grad(ACT_SILU, 0, 0, norm, dy, dn, n);
-    }
+    if (dev == DEV_CUDA) cuda_act_backward(ACT_SILU, 0, 0, norm, dy, dn, n);
+    else act_cpu_grad(ACT_SILU, 0, 0, norm, dy, dn, n);
     group_norm_backward_dy(&gn, x, gamma, beta, dn);
     scratch_end(scratch);
 }

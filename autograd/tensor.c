@@ -343,6 +343,10 @@ void *arena_alloc_on(Device device, size_t bytes, const char *what) {
     return device == DEV_CUDA ? cuda_arena_alloc(bytes, what) : arena_alloc(bytes, what);
 }
 
+void *arena_calloc_on(Device device, size_t bytes, const char *what) {
+    return device == DEV_CUDA ? cuda_arena_calloc(bytes, what) : arena_calloc(bytes, what);
+}
+
 void device_copy(void *dst, Device dst_device, const void *src, Device src_device, size_t bytes) {
     if (dst_device == DEV_CPU && src_device == DEV_CPU) memcpy(dst, src, bytes);
     else if (src_device == DEV_CPU) cuda_copy_h2d(dst, src, bytes);

@@ -99,11 +99,12 @@ Tensor *tensor_to_device(const Tensor *t, Device device);
 void tensor_move_to(Tensor *t, Device device);
 // Raw memory on either device, so callers need no branch of their own:
 //  - device_malloc / device_free: long-lived blocks (heap, or the CUDA caching allocator); free(NULL) ok;
-//  - arena_alloc_on: step memory (the host arena, or the device arena);
+//  - arena_alloc_on / arena_calloc_on: step memory (the host arena, or the device arena);
 //  - device_copy: bytes from src on src_device to dst on dst_device (=; host, h2d, d2h or d2d).
 void *device_malloc(Device device, size_t bytes, const char *what);
 void device_free(Device device, void *p);
 void *arena_alloc_on(Device device, size_t bytes, const char *what);
+void *arena_calloc_on(Device device, size_t bytes, const char *what);  // zeroed
 void device_copy(void *dst, Device dst_device, const void *src, Device src_device, size_t bytes);
 
 // ---- access ----------------------------------------------------------------------------------
