@@ -1,6 +1,6 @@
-// op_matmul, op_linear and op_add_projection_into: thin wrappers that turn every product into one (or one per batch) call
-// of gemm_f32 (CPU) or cuda_gemm (cuBLAS, for DEV_CUDA inputs; op_linear's CUDA forward with a bias:
-// one cuBLASLt call with the bias epilogue, cuda_linear_bias_forward). Half-precision inputs are
+// op_matmul, op_linear and op_add_projection_into: thin wrappers that turn every product into one
+// (or one per batch) call of gemm_f32 (CPU) or cuda_gemm (cuBLAS, for DEV_CUDA inputs; op_linear's
+// CUDA forward with a bias: one cuBLASLt call with the bias epilogue, cuda_linear_bias_forward). Half-precision inputs are
 // widened once in forward (tensor_f32) and the f32 view is kept in the node context for backward.
 // Gradient GEMMs run only for inputs that require grad, so a frozen weight costs no dW product.
 #include <string.h>

@@ -17,7 +17,8 @@
 // "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"), the layer's input x and the base
 // output y. Returns the tensor the network continues with (y, or y plus an adapter's output). y is
 // the fresh output of op_conv2d / op_linear and nothing else reads it, so a hook may overwrite it
-// (op_add_projection_into). Under activation recomputation the hook is re-run in backward, so it must be deterministic.
+// (op_add_projection_into); what the hook returns must be y or another tensor nothing else reads,
+// since the blocks write residual adds into it (op_add_into), never x. Under activation recomputation the hook is re-run in backward, so it must be deterministic.
 typedef Tensor *(*SdLayerHookFn)(void *ctx, const char *layer, Tensor *x, Tensor *y);
 // Whether the hook reads x at this layer (an adapter, a capture). Where it does not, the blocks may
 // fuse the layer with the op before it and call the hook with x = NULL (the fused op never keeps the
