@@ -460,91 +460,88 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     return y;
 }
 
-// The backward of a fused conv (inputs[wi] its weight, inputs[wi + 1] its bias or NULL): dx (may be
-// NULL), dw and db +=; c->x must point at the conv's input where dw is wanted.
-static void fused_conv_backward(AgNode *node, const ConvCtx *c, int wi, float *dx) {
-    Tensor *w = node->inputs[wi], *b = node->inputs[wi + 1];
-    conv_backward_on(node->out->device, c, w, node->out->grad, dx, w->requires_grad ? tensor_grad(w) : NULL,
-                     b && b->requires_grad ? tensor_grad(b) : NULL);
-}
-
-// ---- group norm + SiLU + conv --------------------------------------------------------------------------
-// The conv's input t = silu(groupnorm(x)) lives in forward scratch only: the conv's dx needs just w
-// (dt = conv^T dy), its dw gets t recomputed from x and the statistics (elementwise work, next to a
-// convolution), and group norm + SiLU's backward recomputes what it needs the same way.
+// ---- convolutions of an input they never keep --------------------------------------------------------
+// A cheap prologue makes the conv's input t from the op's first n inputs: in forward scratch (the
+// output is allocated first, so the scratch can be given back), and again in backward scratch where
+// the conv's dw needs it (dx needs only w). The conv's dt goes back through the prologue's backward.
+typedef struct FusedConvCtx FusedConvCtx;
 typedef struct {
-    GroupNormCtx gn;
-    ConvCtx conv;  // conv.x dangles after forward: backward points it at the recomputed t
-} GnSiluConvCtx;
+    void (*make)(Device dev, FusedConvCtx *c, Tensor *const *in, float *t);                // t = prologue(in) (=)
+    void (*backward)(Device dev, const FusedConvCtx *c, Tensor *const *in, const float *dt);  // in grads +=
+} ConvPrologue;
 
-static void gn_silu_conv_backward(AgNode *node) {
-    GnSiluConvCtx c = *(const GnSiluConvCtx *)node->ctx;
-    Tensor *x = node->inputs[0], *gamma = node->inputs[1], *beta = node->inputs[2], *w = node->inputs[3];
+struct FusedConvCtx {
+    ConvCtx conv;  // conv.x dangles after forward: backward points it at the remade input
+    const ConvPrologue *prologue;
+    int n;            // prologue inputs: the weight is input n, the bias n + 1
+    GroupNormCtx gn;  // the group-norm prologue's shapes and statistics
+};
+
+static void fused_conv_backward(AgNode *node) {
+    FusedConvCtx c = *(const FusedConvCtx *)node->ctx;
+    Tensor *const *in = node->inputs;
+    Tensor *w = in[c.n], *b = in[c.n + 1];
     Device dev = node->out->device;
-    bool want_dt = x->requires_grad || (gamma && gamma->requires_grad) || (beta && beta->requires_grad);
+    bool want_dt = false;
+    for (int i = 0; i < c.n; i++) want_dt = want_dt || (in[i] && in[i]->requires_grad);
     ScratchScope scratch = scratch_begin(dev);
-    size_t bytes = (size_t)x->numel * sizeof(float);
-    float *t = NULL, *dt = NULL;
+    size_t bytes = (size_t)(c.conv.g.N * c.conv.g.Cin * c.conv.g.H * c.conv.g.W) * sizeof(float);
+    float *t = NULL, *dt = want_dt ? arena_calloc_on(dev, bytes, "fused conv: dx") : NULL;
     if (w->requires_grad) {
-        t = arena_alloc_on(dev, bytes, "op_group_norm_silu_conv2d input (recomputed)");
-        group_norm_silu_forward(dev, &c.gn, beta, t);
+        t = arena_alloc_on(dev, bytes, "fused conv: input (remade)");
+        c.prologue->make(dev, &c, in, t);
     }
-    if (want_dt) dt = arena_calloc_on(dev, bytes, "op_group_norm_silu_conv2d dt");
     c.conv.x = t;
-    fused_conv_backward(node, &c.conv, 3, dt);
-    if (want_dt) group_norm_silu_backward_dy(dev, &c.gn, x, gamma, beta, dt);
+    conv_backward_on(dev, &c.conv, w, node->out->grad, dt, w->requires_grad ? tensor_grad(w) : NULL,
+                     b && b->requires_grad ? tensor_grad(b) : NULL);
+    if (want_dt) c.prologue->backward(dev, &c, in, dt);
     scratch_end(scratch);
 }
+
+// The fused op: in[0..n) the prologue's inputs, in[n] the weight, in[n + 1] the bias (or NULL); t_shape
+// is the conv input's shape; c->prologue, c->n (and the prologue's own state) set by the caller.
+static Tensor *fused_conv(const char *op, Device dev, FusedConvCtx *c, Tensor **in, const Tensor *t_shape, int stride,
+                          int padding) {
+    Tensor *w = in[c->n], *bias = in[c->n + 1];
+    c->conv.g = conv_setup(op, t_shape, w, bias, stride, padding);
+    int64_t y_shape[4] = {c->conv.g.N, c->conv.g.Cout, c->conv.g.Ho, c->conv.g.Wo};
+    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
+    ScratchScope scratch = scratch_begin(dev);
+    float *t = arena_alloc_on(dev, (size_t)t_shape->numel * sizeof(float), "fused conv: input");
+    c->prologue->make(dev, c, in, t);
+    conv_forward_on(dev, &c->conv, t, w, bias, tensor_data_f32(y));
+    scratch_end(scratch);
+    c->conv.w = NULL;  // a widened weight went with the scratch: backward widens again
+    if (ag_needs_grad(c->n + 2, in)) *(FusedConvCtx *)ag_record(op, fused_conv_backward, y, c->n + 2, in, sizeof *c) = *c;
+    return y;
+}
+
+// Group norm + SiLU: in = {x, gamma, beta}.
+static void gn_silu_make(Device dev, FusedConvCtx *c, Tensor *const *in, float *t) {
+    group_norm_silu_forward(dev, &c->gn, in[2], t);
+}
+static void gn_silu_backward(Device dev, const FusedConvCtx *c, Tensor *const *in, const float *dt) {
+    group_norm_silu_backward_dy(dev, &c->gn, in[0], in[1], in[2], dt);
+}
+static const ConvPrologue gn_silu_prologue = {gn_silu_make, gn_silu_backward};
 
 Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps, Tensor *w,
                                   Tensor *bias, int stride, int padding) {
     const char *op = "op_group_norm_silu_conv2d";
     Tensor *in[5] = {x, gamma, beta, w, bias};
     Device dev = ops_device(op, 5, in);
-    GnSiluConvCtx c;
+    FusedConvCtx c = {.prologue = &gn_silu_prologue, .n = 3};
     group_norm_silu_setup(op, x, groups, gamma, beta, eps, &c.gn);
-    c.conv.g = conv_setup(op, x, w, bias, stride, padding);
-    int64_t y_shape[4] = {c.conv.g.N, c.conv.g.Cout, c.conv.g.Ho, c.conv.g.Wo};
-    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
-    ScratchScope scratch = scratch_begin(dev);
-    float *t = arena_alloc_on(dev, (size_t)x->numel * sizeof(float), "op_group_norm_silu_conv2d input");
-    group_norm_silu_forward(dev, &c.gn, beta, t);
-    conv_forward_on(dev, &c.conv, t, w, bias, tensor_data_f32(y));
-    scratch_end(scratch);
-    c.conv.w = NULL;  // the weight may have been widened in the released scratch: backward widens again
-    if (ag_needs_grad(5, in)) *(GnSiluConvCtx *)ag_record(op, gn_silu_conv_backward, y, 5, in, sizeof c) = c;
-    return y;
+    return fused_conv(op, dev, &c, in, x, stride, padding);
 }
 
-// ---- conv of a concatenation --------------------------------------------------------------------------
-// The concatenated input lives in scratch only: backward concatenates again (a copy, far cheaper than
-// keeping it: ESRGAN dense blocks concatenate 2..5 feature maps per conv) when the weight needs it for
-// dw, and hands each input its slice of dx.
-typedef struct {
-    ConvCtx conv;  // conv.x dangles after forward: backward points it at the fresh concatenation
-    int n;
-} ConcatConvCtx;
-
-static void concat_conv_backward(AgNode *node) {
-    ConcatConvCtx c = *(const ConcatConvCtx *)node->ctx;
-    Tensor *const *xs = node->inputs;
-    Tensor *w = node->inputs[c.n];
-    Device dev = node->out->device;
-    bool want_dx = false;
-    for (int i = 0; i < c.n; i++) want_dx = want_dx || xs[i]->requires_grad;
-    ScratchScope scratch = scratch_begin(dev);
-    size_t bytes = (size_t)(c.conv.g.N * c.conv.g.Cin * c.conv.g.H * c.conv.g.W) * sizeof(float);
-    float *cat = NULL, *dcat = NULL;
-    if (w->requires_grad) {
-        cat = arena_alloc_on(dev, bytes, "op_concat_conv2d input (recomputed)");
-        concat_forward_into(dev, xs, c.n, 1, cat);
-    }
-    if (want_dx) dcat = arena_calloc_on(dev, bytes, "op_concat_conv2d dx");
-    c.conv.x = cat;
-    fused_conv_backward(node, &c.conv, c.n, dcat);
-    if (want_dx) concat_backward_dy(xs, c.n, 1, dcat);
-    scratch_end(scratch);
+// Concatenation along channels: in = xs[0..n).
+static void concat_make(Device dev, FusedConvCtx *c, Tensor *const *in, float *t) { concat_forward_into(dev, in, c->n, 1, t); }
+static void concat_backward(Device dev, const FusedConvCtx *c, Tensor *const *in, const float *dt) {
+    (void)dev;
+    concat_backward_dy(in, c->n, 1, dt);
 }
+static const ConvPrologue concat_prologue = {concat_make, concat_backward};
 
 Tensor *op_concat_conv2d(Tensor *const *xs, int n, Tensor *w, Tensor *bias, int stride, int padding) {
     const char *op = "op_concat_conv2d";
@@ -561,17 +558,33 @@ Tensor *op_concat_conv2d(Tensor *const *xs, int n, Tensor *w, Tensor *bias, int 
         DOD_CHECK(ok, op, "input %d %s does not concatenate with input 0 %s along channels", i, shape_str(xs[i]),
                   shape_str(xs[0]));
         shape.shape[1] += xs[i]->shape[1];
+        shape.numel += xs[i]->numel;
     }
-    ConcatConvCtx c = {.conv.g = conv_setup(op, &shape, w, bias, stride, padding), .n = n};
-    int64_t y_shape[4] = {c.conv.g.N, c.conv.g.Cout, c.conv.g.Ho, c.conv.g.Wo};
-    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
-    ScratchScope scratch = scratch_begin(dev);
-    float *cat = arena_alloc_on(dev, (size_t)(c.conv.g.N * c.conv.g.Cin * c.conv.g.H * c.conv.g.W) * sizeof(float),
-                                "op_concat_conv2d input");
-    concat_forward_into(dev, xs, n, 1, cat);
-    conv_forward_on(dev, &c.conv, cat, w, bias, tensor_data_f32(y));
-    scratch_end(scratch);
-    c.conv.w = NULL;  // a widened weight went with the scratch: backward widens again
-    if (ag_needs_grad(n + 2, in)) *(ConcatConvCtx *)ag_record(op, concat_conv_backward, y, n + 2, in, sizeof c) = c;
-    return y;
+    FusedConvCtx c = {.prologue = &concat_prologue, .n = n};
+    return fused_conv(op, dev, &c, in, &shape, stride, padding);
+}
+
+// Nearest 2x upsampling: in = {x}.
+static void upsample_make(Device dev, FusedConvCtx *c, Tensor *const *in, float *t) {
+    (void)c;
+    upsample2x_forward_into(dev, in[0], t);
+}
+static void upsample_backward(Device dev, const FusedConvCtx *c, Tensor *const *in, const float *dt) {
+    (void)dev;
+    (void)c;
+    upsample2x_backward_dy(in[0], dt);
+}
+static const ConvPrologue upsample_prologue = {upsample_make, upsample_backward};
+
+Tensor *op_upsample_nearest2x_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
+    const char *op = "op_upsample_nearest2x_conv2d";
+    Tensor *in[3] = {x, w, bias};
+    Device dev = ops_device(op, 3, in);
+    DOD_CHECK(x->ndim == 4, op, "input %s must be [N, C, H, W]", shape_str(x));
+    Tensor shape = *x;  // the upsampled shape
+    shape.shape[2] *= 2;
+    shape.shape[3] *= 2;
+    shape.numel *= 4;
+    FusedConvCtx c = {.prologue = &upsample_prologue, .n = 1};
+    return fused_conv(op, dev, &c, in, &shape, stride, padding);
 }

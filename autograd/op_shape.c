@@ -351,12 +351,10 @@ Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom) {
 }
 
 // ---- nearest 2x upsampling ------------------------------------------------------------------------
-// grad_x[h, w] += sum of the 2x2 output block it was copied to.
-static void upsample_backward(AgNode *node) {
-    Tensor *x = node->inputs[0];
+void upsample2x_backward_dy(Tensor *x, const float *g) {
+    if (!x->requires_grad) return;
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Wo = 2 * W;
     float *gx = tensor_grad(x);
-    const float *g = node->out->grad;
     if (x->device == DEV_CUDA) {
         cuda_upsample2x_backward(g, gx, planes, H, W);
         return;
@@ -369,19 +367,16 @@ static void upsample_backward(AgNode *node) {
         }
 }
 
-Tensor *op_upsample_nearest2x(Tensor *x) {
-    const char *op = "op_upsample_nearest2x";
-    Device dev = ops_device(op, 1, &x);
-    if (x->ndim != 4) dod_fatal(op, "input %s must be [N, C, H, W]", shape_str(x));
+static void upsample_backward(AgNode *node) { upsample2x_backward_dy(node->inputs[0], node->out->grad); }
+
+void upsample2x_forward_into(Device dev, const Tensor *x, float *y) {
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Wo = 2 * W;
-    Tensor *out = tensor_new_on(dev, 4, (int64_t[]){x->shape[0], x->shape[1], 2 * H, Wo}, DT_F32);
     const float *xf = tensor_f32(x);
-    float *y = tensor_data_f32(out);
     if (dev == DEV_CUDA) {  // out[p, 2h + a, 2w + b] = x[p, h, w]
         cuda_strided_copy(5, (int64_t[]){planes, H, 2, W, 2}, y, (int64_t[]){4 * H * W, 4 * W, 2 * W, 2, 1}, xf,
                           (int64_t[]){H * W, W, 0, 1, 0}, 1.0f, false);
     } else {
-#pragma omp parallel for if (out->numel > OPS_PARALLEL_MIN)
+#pragma omp parallel for if (4 * x->numel > OPS_PARALLEL_MIN)
         for (int64_t p = 0; p < planes; p++)
             for (int64_t h = 0; h < H; h++) {
                 float *y0 = y + (p * 2 * H + 2 * h) * Wo;
@@ -390,6 +385,14 @@ Tensor *op_upsample_nearest2x(Tensor *x) {
                 memcpy(y0 + Wo, y0, sizeof(float) * Wo);
             }
     }
+}
+
+Tensor *op_upsample_nearest2x(Tensor *x) {
+    const char *op = "op_upsample_nearest2x";
+    Device dev = ops_device(op, 1, &x);
+    if (x->ndim != 4) dod_fatal(op, "input %s must be [N, C, H, W]", shape_str(x));
+    Tensor *out = tensor_new_on(dev, 4, (int64_t[]){x->shape[0], x->shape[1], 2 * x->shape[2], 2 * x->shape[3]}, DT_F32);
+    upsample2x_forward_into(dev, x, tensor_data_f32(out));
     if (ag_needs_grad(1, &x)) ag_record(op, upsample_backward, out, 1, &x, 0);
     return out;
 }

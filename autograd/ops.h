@@ -44,6 +44,9 @@ Tensor *op_group_norm_silu(Tensor *x, int groups, Tensor *gamma, Tensor *beta, f
 // made in forward scratch and again in backward when w needs it): for dense blocks whose convs read
 // the concatenation of all earlier features. 1 <= n <= 6; the same values.
 Tensor *op_concat_conv2d(Tensor *const *xs, int n, Tensor *w, Tensor *bias, int stride, int padding);
+// op_conv2d(op_upsample_nearest2x(x), w, bias, stride, padding) without keeping the upsampled tensor
+// (4x the input), likewise: the upsamplers of a decoder. The same values.
+Tensor *op_upsample_nearest2x_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding);
 Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps, Tensor *w,
                                   Tensor *bias, int stride, int padding);
 // torch.nn.LayerNorm over the last dim: x [..., C], gamma/beta [C] or NULL.

@@ -1,7 +1,8 @@
 // Entry points shared by fused ops across files (not part of the op API in ops.h): group norm + SiLU
-// (autograd/op_norm.c) and concatenation (autograd/op_shape.c) as a forward into a caller's buffer and
-// a backward from a caller's gradient, used by the ops themselves and by the fused convolutions of
-// autograd/op_conv.c (op_group_norm_silu_conv2d, op_concat_conv2d).
+// (autograd/op_norm.c), concatenation and nearest 2x upsampling (autograd/op_shape.c) as a forward
+// into a caller's buffer and a backward from a caller's gradient, used by the ops themselves and by
+// the fused convolutions of autograd/op_conv.c (op_group_norm_silu_conv2d, op_concat_conv2d,
+// op_upsample_nearest2x_conv2d).
 #pragma once
 #include "autograd/ops.h"
 
@@ -30,3 +31,7 @@ void concat_forward_into(Device dev, Tensor *const *xs, int n, int d, float *out
 // Adds (+=) each slice of g, the gradient of that concatenation, to the gradient of its xs[i] where
 // xs[i] requires grad.
 void concat_backward_dy(Tensor *const *xs, int n, int d, const float *g);
+// x [N, C, H, W] upsampled 2x (nearest), written (=) into y [N, C, 2H, 2W] on dev.
+void upsample2x_forward_into(Device dev, const Tensor *x, float *y);
+// grad_x += the sum of each 2x2 block of g (the upsampled gradient), when x requires grad.
+void upsample2x_backward_dy(Tensor *x, const float *g);

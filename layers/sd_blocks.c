@@ -299,5 +299,10 @@ Tensor *sd_upsample(const SdNet *net, const char *prefix, Tensor *x, int64_t out
         out_h = 2 * x->shape[2];
         out_w = 2 * x->shape[3];
     }
+    if (out_h == 2 * x->shape[2] && out_w == 2 * x->shape[3] && !hook_needs_input(net, layer)) {
+        // The upsampled tensor (4x the input) is never kept (op_upsample_nearest2x_conv2d).
+        Tensor *y = op_upsample_nearest2x_conv2d(x, conv_weight(net, layer), sd_param_opt(net, layer, ".bias"), 1, 1);
+        return apply_hook(net, layer, NULL, y);
+    }
     return sd_conv(net, layer, sd_resize_nearest(x, out_h, out_w), 1, 1);
 }

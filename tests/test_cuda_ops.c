@@ -148,6 +148,10 @@ static Tensor *f_concat_conv(Tensor *const *in, const void *a) {
     const ConvArg *c = a;
     return op_concat_conv2d(in, 3, in[3], in[4], c->stride, c->pad);
 }
+static Tensor *f_upsample_conv(Tensor *const *in, const void *a) {
+    const ConvArg *c = a;
+    return op_upsample_nearest2x_conv2d(in[0], in[1], in[2], c->stride, c->pad);
+}
 static Tensor *f_gn_silu_conv(Tensor *const *in, const void *a) {
     const ConvArg *c = a;
     return op_group_norm_silu_conv2d(in[0], 4, in[1], in[2], 1e-5f, in[3], in[4], c->stride, c->pad);
@@ -225,6 +229,9 @@ static void op_cases(void) {
              (Tensor *[]){inp("a", 4, SHAPE(2, 3, 9, 10), 36), inp("b", 4, SHAPE(2, 5, 9, 10), 37),
                           inp("c", 4, SHAPE(2, 2, 9, 10), 38), test_input("w", 4, SHAPE(6, 10, 3, 3), 39, 0.3f, true),
                           inp("bias", 1, SHAPE(6), 40)}, dense);
+    run_case("upsample_nearest2x_conv2d", f_upsample_conv, &(ConvArg){1, 1}, 3,
+             (Tensor *[]){inp("x", 4, SHAPE(2, 4, 5, 6), 43), inp("w", 4, SHAPE(3, 4, 3, 3), 44), inp("bias", 1, SHAPE(3), 45)},
+             dense);
     run_case("group_norm_silu_conv2d frozen", f_gn_silu_conv, &(ConvArg){1, 1}, 5,
              (Tensor *[]){inp("x", 4, SHAPE(2, 8, 9, 10), 31), inp("g", 1, SHAPE(8), 32), inp("b", 1, SHAPE(8), 33),
                           test_input("w", 4, SHAPE(6, 8, 3, 3), 34, 0.3f, false), test_input("bias", 1, SHAPE(6), 35, 1.0f, false)},

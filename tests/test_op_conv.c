@@ -2,9 +2,8 @@
 // x, weight and bias over kernel sizes 1/2/3/5, non-square kernels and inputs, stride 1/2/3,
 // padding 0/1/2, batch > 1 (including batches split over several GEMM chunks), bias NULL;
 // half-precision weights; frozen weights (no gradient, no dW GEMM); shape errors.
-// op_group_norm_silu_conv2d against op_conv2d(op_group_norm_silu(...)) and op_concat_conv2d against
-// op_conv2d(op_concat(...)): bitwise, frozen and trainable conv weights, and that the fused forms keep
-// less arena memory.
+// op_group_norm_silu_conv2d, op_concat_conv2d and op_upsample_nearest2x_conv2d against the ops they
+// fuse: bitwise, frozen and trainable conv weights, and that the fused forms keep less arena memory.
 // Tiled im2col (dense_tuning.h knobs force small tiles and each threading schedule): tiles of one
 // output row, tiles that do not divide the rows, stride 2/3, padding, kernel 1/3/5, by finite
 // differences and against a double-precision forward/dX/dW/db on larger inputs (seams inside).
@@ -375,7 +374,47 @@ static void concat_conv_case(int n, bool trainable_w, int stride, int pad, int64
     ag_step_reset();
 }
 
+// conv(upsample2x(x)) fused and composed: output and gradients bitwise equal, less memory kept.
+static void upsample_conv_case(bool trainable_w) {
+    int64_t xs[4] = {2, 3, 5, 4}, ws[4] = {4, 3, 3, 3}, bs[1] = {4};
+    Tensor *x = test_input("x", 4, xs, 95, 1.0f, true), *w = test_input("w", 4, ws, 96, 0.3f, trainable_w);
+    Tensor *b = test_input("bias", 1, bs, 97, 1.0f, trainable_w);
+    Tensor *in[3] = {x, w, b};
+    float *ref[4] = {0};
+    size_t kept[2];
+    for (int fused = 0; fused < 2; fused++) {
+        for (int i = 0; i < 3; i++) tensor_zero_grad(in[i]);
+        ag_step_reset();
+        size_t before = arena_used();
+        Tensor *y = fused ? op_upsample_nearest2x_conv2d(x, w, b, 1, 1) : op_conv2d(op_upsample_nearest2x(x), w, b, 1, 1);
+        kept[fused] = arena_used() - before;
+        Tensor *wy = test_input("wy", 4, y->shape, 98, 1.0f, false);
+        ag_backward(op_sum(op_mul(y, wy)));
+        const float *got[4] = {y->data, x->grad, w->grad, b->grad};
+        int64_t cnt[4] = {y->numel, x->numel, w->numel, b->numel};
+        for (int i = 0; i < 4; i++) {
+            if (fused) CHECK((ref[i] != NULL) == (got[i] != NULL), "upsample_conv: output/gradient %d in one form only", i);
+            if (!got[i]) continue;
+            if (!fused) {
+                ref[i] = malloc(sizeof(float) * (size_t)cnt[i]);
+                memcpy(ref[i], got[i], sizeof(float) * (size_t)cnt[i]);
+            } else {
+                CHECK(ref[i] && memcmp(ref[i], got[i], sizeof(float) * (size_t)cnt[i]) == 0,
+                      "upsample_conv %s: output/gradient %d differs from the composition", trainable_w ? "trainable" : "frozen", i);
+            }
+        }
+        tensor_free(wy);
+    }
+    CHECK(kept[1] + 4 * (size_t)x->numel * sizeof(float) <= kept[0], "upsample_conv: fused forward kept %zu bytes, "
+          "composed %zu", kept[1], kept[0]);
+    for (int i = 0; i < 4; i++) free(ref[i]);
+    for (int i = 0; i < 3; i++) tensor_free(in[i]);
+    ag_step_reset();
+}
+
 int main(void) {
+    upsample_conv_case(false);
+    upsample_conv_case(true);
     for (int n = 1; n <= 5; n++) concat_conv_case(n, true, 1, 1, 3);
     concat_conv_case(3, false, 1, 1, 3);
     concat_conv_case(2, true, 2, 0, 1);
