@@ -282,134 +282,112 @@ static void conv_half_weight_scratch(void) {
     tensor_free(x); tensor_free(w32); tensor_free(wh);
 }
 
-// y = conv(silu(groupnorm(x))) fused and composed: outputs and the gradients of x, gamma, beta (and of
-// w and bias when trainable: the conv's input recomputed) bitwise equal; the fused forward keeps less
-// arena memory than the composition (no conv input).
-static void gn_silu_conv_case(bool trainable_w, int stride, int pad, int64_t k) {
-    int64_t xs[4] = {2, 6, 9, 8}, cs[1] = {6}, ws[4] = {5, 6, k, k}, bs[1] = {5};
-    Tensor *x = test_input("x", 4, xs, 71, 1.5f, true), *gamma = test_input("gamma", 1, cs, 72, 1.0f, true);
-    Tensor *beta = test_input("beta", 1, cs, 73, 1.0f, true), *w = test_input("w", 4, ws, 74, 0.3f, trainable_w);
-    Tensor *b = test_input("bias", 1, bs, 75, 1.0f, trainable_w);
-    Tensor *in[5] = {x, gamma, beta, w, b};
-    float *ref[6] = {0};
-    size_t kept[2];
-    char what[96];
-    snprintf(what, sizeof what, "gn_silu_conv k=%ld s=%d p=%d %s", (long)k, stride, pad, trainable_w ? "trainable" : "frozen");
+// ---- fused convolutions against the ops they fuse ------------------------------------------------------
+// fn(ctx, in, fused) builds y both ways. Each way runs forward and backward of sum(y * wy); the output
+// and the gradients of in[0..n) (NULL entries skipped) must be present in both and bitwise equal.
+// kept[fused] = the arena bytes that way's forward kept.
+typedef Tensor *(*FusedCaseFn)(void *ctx, Tensor *const *in, bool fused);
+
+static void compare_fused(const char *what, FusedCaseFn fn, void *ctx, Tensor *const *in, int n, size_t kept[2]) {
+    float *ref[AG_MAX_INPUTS + 1] = {0};
     for (int fused = 0; fused < 2; fused++) {
-        for (int i = 0; i < 5; i++) tensor_zero_grad(in[i]);
+        for (int i = 0; i < n; i++)
+            if (in[i]) tensor_zero_grad(in[i]);
         ag_step_reset();
         size_t before = arena_used();
-        Tensor *y = fused ? op_group_norm_silu_conv2d(x, 3, gamma, beta, 1e-5f, w, b, stride, pad)
-                          : op_conv2d(op_group_norm_silu(x, 3, gamma, beta, 1e-5f), w, b, stride, pad);
+        Tensor *y = fn(ctx, in, fused);
         kept[fused] = arena_used() - before;
         Tensor *wy = test_input("wy", 4, y->shape, 76, 1.0f, false);
         ag_backward(op_sum(op_mul(y, wy)));
-        const float *got[6] = {y->data, x->grad, gamma->grad, beta->grad, w->grad, b->grad};
-        int64_t n[6] = {y->numel, x->numel, gamma->numel, beta->numel, w->numel, b->numel};
-        for (int i = 0; i < 6; i++) {
-            if (fused) CHECK((ref[i] != NULL) == (got[i] != NULL), "%s: output/gradient %d present in one form only", what, i);
-            if (!got[i]) continue;
-            if (!fused) {
-                ref[i] = malloc(sizeof(float) * (size_t)n[i]);
-                memcpy(ref[i], got[i], sizeof(float) * (size_t)n[i]);
-            } else {
-                CHECK(ref[i] && memcmp(ref[i], got[i], sizeof(float) * (size_t)n[i]) == 0,
-                      "%s: %s differs from the composition", what, i == 0 ? "output" : "a gradient");
-            }
-        }
-        tensor_free(wy);
-    }
-    CHECK(kept[1] + (size_t)x->numel * sizeof(float) <= kept[0], "%s: fused forward kept %zu bytes, composed %zu "
-              "(the conv input, %zu bytes, should be gone)", what, kept[1], kept[0], (size_t)x->numel * sizeof(float));
-    for (int i = 0; i < 6; i++) free(ref[i]);
-    for (int i = 0; i < 5; i++) tensor_free(in[i]);
-    ag_step_reset();
-}
-
-// conv(cat(xs)) fused and composed, n inputs of 2, 3, 1, ... channels: output and every gradient
-// bitwise equal; the fused forward keeps less arena memory (no concatenation).
-static void concat_conv_case(int n, bool trainable_w, int stride, int pad, int64_t k) {
-    Tensor *xs[5], *in[7];
-    int64_t cin = 0;
-    for (int i = 0; i < n; i++) {
-        int64_t s[4] = {2, 1 + (i * 2 + 1) % 4, 7, 6};
-        xs[i] = test_input("x", 4, s, 80 + (uint64_t)i, 1.0f, true);
-        cin += s[1];
-    }
-    int64_t ws[4] = {4, cin, k, k}, bs[1] = {4};
-    Tensor *w = test_input("w", 4, ws, 90, 0.3f, trainable_w), *b = test_input("bias", 1, bs, 91, 1.0f, trainable_w);
-    for (int i = 0; i < n; i++) in[i] = xs[i];
-    in[n] = w;
-    in[n + 1] = b;
-    float *ref[8] = {0};
-    size_t kept[2];
-    char what[96];
-    snprintf(what, sizeof what, "concat_conv n=%d k=%ld s=%d %s", n, (long)k, stride, trainable_w ? "trainable" : "frozen");
-    for (int fused = 0; fused < 2; fused++) {
-        for (int i = 0; i < n + 2; i++) tensor_zero_grad(in[i]);
-        ag_step_reset();
-        size_t before = arena_used();
-        Tensor *y = fused ? op_concat_conv2d(xs, n, w, b, stride, pad) : op_conv2d(op_concat(xs, n, 1), w, b, stride, pad);
-        kept[fused] = arena_used() - before;
-        Tensor *wy = test_input("wy", 4, y->shape, 92, 1.0f, false);
-        ag_backward(op_sum(op_mul(y, wy)));
-        for (int i = 0; i < n + 3; i++) {  // 0: output, then the inputs' gradients
-            const float *got = i == 0 ? y->data : in[i - 1]->grad;
-            int64_t cnt = i == 0 ? y->numel : in[i - 1]->numel;
+        for (int i = 0; i <= n; i++) {  // 0: the output, then the inputs' gradients
+            const Tensor *t = i == 0 ? y : in[i - 1];
+            const float *got = i == 0 ? y->data : t ? t->grad : NULL;
+            size_t bytes = t ? sizeof(float) * (size_t)t->numel : 0;
             if (fused) CHECK((ref[i] != NULL) == (got != NULL), "%s: output/gradient %d present in one form only", what, i);
             if (!got) continue;
             if (!fused) {
-                ref[i] = malloc(sizeof(float) * (size_t)cnt);
-                memcpy(ref[i], got, sizeof(float) * (size_t)cnt);
+                ref[i] = malloc(bytes);
+                memcpy(ref[i], got, bytes);
             } else {
-                CHECK(ref[i] && memcmp(ref[i], got, sizeof(float) * (size_t)cnt) == 0, "%s: %s %d differs from the "
-                      "composition", what, i == 0 ? "output" : "gradient of input", i - 1);
+                CHECK(ref[i] && memcmp(ref[i], got, bytes) == 0, "%s: %s %d differs from the composition", what,
+                      i == 0 ? "output" : "gradient of input", i - 1);
             }
         }
         tensor_free(wy);
     }
-    if (n > 1) CHECK(kept[1] < kept[0], "%s: fused forward kept %zu bytes, composed %zu", what, kept[1], kept[0]);
-    for (int i = 0; i < 8; i++) free(ref[i]);
-    for (int i = 0; i < n + 2; i++) tensor_free(in[i]);
+    for (int i = 0; i <= n; i++) free(ref[i]);
     ag_step_reset();
 }
 
-// conv(upsample2x(x)) fused and composed: output and gradients bitwise equal, less memory kept.
+typedef struct {
+    int stride, pad, n;
+} FusedConvArgs;
+
+// y = conv(silu(groupnorm(x))): in = {x, gamma, beta, w, bias}.
+static Tensor *gn_silu_conv_fn(void *ctx, Tensor *const *in, bool fused) {
+    const FusedConvArgs *a = ctx;
+    if (fused) return op_group_norm_silu_conv2d(in[0], 3, in[1], in[2], 1e-5f, in[3], in[4], a->stride, a->pad);
+    return op_conv2d(op_group_norm_silu(in[0], 3, in[1], in[2], 1e-5f), in[3], in[4], a->stride, a->pad);
+}
+
+// Frozen and trainable conv: the fused forward keeps at least the conv input (x's size) less.
+static void gn_silu_conv_case(bool trainable_w, int stride, int pad, int64_t k) {
+    int64_t xs[4] = {2, 6, 9, 8}, cs[1] = {6}, ws[4] = {5, 6, k, k}, bs[1] = {5};
+    Tensor *in[5] = {test_input("x", 4, xs, 71, 1.5f, true), test_input("gamma", 1, cs, 72, 1.0f, true),
+                     test_input("beta", 1, cs, 73, 1.0f, true), test_input("w", 4, ws, 74, 0.3f, trainable_w),
+                     test_input("bias", 1, bs, 75, 1.0f, trainable_w)};
+    char what[96];
+    snprintf(what, sizeof what, "gn_silu_conv k=%ld s=%d p=%d %s", (long)k, stride, pad, trainable_w ? "trainable" : "frozen");
+    size_t kept[2], x_bytes = (size_t)in[0]->numel * sizeof(float);
+    compare_fused(what, gn_silu_conv_fn, &(FusedConvArgs){stride, pad, 0}, in, 5, kept);
+    CHECK(kept[1] + x_bytes <= kept[0], "%s: fused forward kept %zu bytes, composed %zu (the conv input, %zu bytes, "
+          "should be gone)", what, kept[1], kept[0], x_bytes);
+    for (int i = 0; i < 5; i++) tensor_free(in[i]);
+}
+
+// y = conv(cat(in[0..n))): in = {xs..., w, bias}.
+static Tensor *concat_conv_fn(void *ctx, Tensor *const *in, bool fused) {
+    const FusedConvArgs *a = ctx;
+    if (fused) return op_concat_conv2d(in, a->n, in[a->n], in[a->n + 1], a->stride, a->pad);
+    return op_conv2d(op_concat(in, a->n, 1), in[a->n], in[a->n + 1], a->stride, a->pad);
+}
+
+// n inputs of 2, 4, 3, 1, ... channels; with n > 1 the fused forward keeps less (no concatenation).
+static void concat_conv_case(int n, bool trainable_w, int stride, int pad, int64_t k) {
+    Tensor *in[7];
+    int64_t cin = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t s[4] = {2, 1 + (i * 2 + 1) % 4, 7, 6};
+        in[i] = test_input("x", 4, s, 80 + (uint64_t)i, 1.0f, true);
+        cin += s[1];
+    }
+    int64_t ws[4] = {4, cin, k, k}, bs[1] = {4};
+    in[n] = test_input("w", 4, ws, 90, 0.3f, trainable_w);
+    in[n + 1] = test_input("bias", 1, bs, 91, 1.0f, trainable_w);
+    char what[96];
+    snprintf(what, sizeof what, "concat_conv n=%d k=%ld s=%d %s", n, (long)k, stride, trainable_w ? "trainable" : "frozen");
+    size_t kept[2];
+    compare_fused(what, concat_conv_fn, &(FusedConvArgs){stride, pad, n}, in, n + 2, kept);
+    if (n > 1) CHECK(kept[1] < kept[0], "%s: fused forward kept %zu bytes, composed %zu", what, kept[1], kept[0]);
+    for (int i = 0; i < n + 2; i++) tensor_free(in[i]);
+}
+
+// y = conv(upsample2x(x)): in = {x, w, bias}.
+static Tensor *upsample_conv_fn(void *ctx, Tensor *const *in, bool fused) {
+    (void)ctx;
+    if (fused) return op_upsample_nearest2x_conv2d(in[0], in[1], in[2], 1, 1);
+    return op_conv2d(op_upsample_nearest2x(in[0]), in[1], in[2], 1, 1);
+}
+
+// The fused forward keeps at least the upsampled tensor (4x the input) less.
 static void upsample_conv_case(bool trainable_w) {
     int64_t xs[4] = {2, 3, 5, 4}, ws[4] = {4, 3, 3, 3}, bs[1] = {4};
-    Tensor *x = test_input("x", 4, xs, 95, 1.0f, true), *w = test_input("w", 4, ws, 96, 0.3f, trainable_w);
-    Tensor *b = test_input("bias", 1, bs, 97, 1.0f, trainable_w);
-    Tensor *in[3] = {x, w, b};
-    float *ref[4] = {0};
-    size_t kept[2];
-    for (int fused = 0; fused < 2; fused++) {
-        for (int i = 0; i < 3; i++) tensor_zero_grad(in[i]);
-        ag_step_reset();
-        size_t before = arena_used();
-        Tensor *y = fused ? op_upsample_nearest2x_conv2d(x, w, b, 1, 1) : op_conv2d(op_upsample_nearest2x(x), w, b, 1, 1);
-        kept[fused] = arena_used() - before;
-        Tensor *wy = test_input("wy", 4, y->shape, 98, 1.0f, false);
-        ag_backward(op_sum(op_mul(y, wy)));
-        const float *got[4] = {y->data, x->grad, w->grad, b->grad};
-        int64_t cnt[4] = {y->numel, x->numel, w->numel, b->numel};
-        for (int i = 0; i < 4; i++) {
-            if (fused) CHECK((ref[i] != NULL) == (got[i] != NULL), "upsample_conv: output/gradient %d in one form only", i);
-            if (!got[i]) continue;
-            if (!fused) {
-                ref[i] = malloc(sizeof(float) * (size_t)cnt[i]);
-                memcpy(ref[i], got[i], sizeof(float) * (size_t)cnt[i]);
-            } else {
-                CHECK(ref[i] && memcmp(ref[i], got[i], sizeof(float) * (size_t)cnt[i]) == 0,
-                      "upsample_conv %s: output/gradient %d differs from the composition", trainable_w ? "trainable" : "frozen", i);
-            }
-        }
-        tensor_free(wy);
-    }
-    CHECK(kept[1] + 4 * (size_t)x->numel * sizeof(float) <= kept[0], "upsample_conv: fused forward kept %zu bytes, "
-          "composed %zu", kept[1], kept[0]);
-    for (int i = 0; i < 4; i++) free(ref[i]);
+    Tensor *in[3] = {test_input("x", 4, xs, 95, 1.0f, true), test_input("w", 4, ws, 96, 0.3f, trainable_w),
+                     test_input("bias", 1, bs, 97, 1.0f, trainable_w)};
+    size_t kept[2], up_bytes = 4 * (size_t)in[0]->numel * sizeof(float);
+    compare_fused(trainable_w ? "upsample_conv trainable" : "upsample_conv frozen", upsample_conv_fn, NULL, in, 3, kept);
+    CHECK(kept[1] + up_bytes <= kept[0], "upsample_conv: fused forward kept %zu bytes, composed %zu", kept[1], kept[0]);
     for (int i = 0; i < 3; i++) tensor_free(in[i]);
-    ag_step_reset();
 }
 
 int main(void) {
