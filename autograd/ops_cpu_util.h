@@ -69,14 +69,16 @@ static inline void ops_accumulate(float *dst, const float *src, int64_t n) {
 
 // A new tensor header on y's storage, for ops that write their result into y (op_add_into,
 // op_add_projection_into): y must be an f32 activation (fatal naming op otherwise). The header is a
-// tensor of its own on the tape (no gradient yet); y's data is about to be overwritten.
-static inline Tensor *ops_overwrite_alias(const char *op, const Tensor *y) {
+// tensor of its own on the tape (no gradient yet); y's data is about to be overwritten, so y is marked
+// and any later op given y fails (ops_device) instead of reading the result as if it were y.
+static inline Tensor *ops_overwrite_alias(const char *op, Tensor *y) {
     DOD_CHECK(!y->persistent && y->dtype == DT_F32, op, "y %s must be an f32 activation (it is overwritten), got %s%s",
               y->name ? y->name : shape_str(y), dtype_name(y->dtype), y->persistent ? " persistent" : "");
     Tensor *out = arena_alloc(sizeof(Tensor), "overwritten tensor header");
     *out = *y;  // same shape and storage
     out->grad = NULL;
     out->requires_grad = false;
+    y->overwritten = true;
     return out;
 }
 

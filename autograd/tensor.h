@@ -32,6 +32,7 @@ typedef struct Tensor {
     bool requires_grad;  // a leaf the user wants gradients for, or an op output depending on one
     bool persistent;     // heap-owned (parameters); false: arena-owned activation
     bool owns_data;      // persistent only: free(data) in tensor_free (false for mmapped views)
+    bool overwritten;    // an in-place op (op_add_into, ...) wrote its result into this storage: ops refuse it
     const char *name;    // optional, for error messages and the parameter registry
 } Tensor;
 

@@ -119,6 +119,13 @@ static void add_into_grows(void *ctx) {
     int64_t sa[] = {3, 1}, sb[] = {1, 4};
     op_add_into(op_scale(test_input("y", 2, sa, 1, 1, false), 1.0f), test_input("b", 2, sb, 2, 1, false));
 }
+static void add_into_then_read_y(void *ctx) {
+    (void)ctx;
+    int64_t s[] = {3};
+    Tensor *y = op_scale(test_input("x", 1, s, 1, 1, false), 2.0f);
+    op_add_into(y, test_input("b", 1, s, 2, 1, false));
+    op_mul(y, y);  // y's storage now holds the sum: refused
+}
 static void add_into_persistent(void *ctx) {
     (void)ctx;
     int64_t s[] = {3};
@@ -226,6 +233,8 @@ int main(void) {
     add_into_case(1, s7, 1, s7);
     scale_add_into_case();
     expect_fatal("add_into growing y", add_into_grows, NULL, (const char *[]){"op_add_into", "[3, 1]", "[1, 4]", NULL});
+    expect_fatal("reading y after op_add_into", add_into_then_read_y, NULL,
+                 (const char *[]){"op_mul", "input 0 [3]", "overwritten", NULL});
     expect_fatal("add_into a persistent y", add_into_persistent, NULL,
                  (const char *[]){"op_add_into", "weight", "persistent", NULL});
     expect_fatal("add [2,3]+[4]", bad_broadcast, NULL, (const char *[]){"op_add", "[2, 3]", "[4]", NULL});

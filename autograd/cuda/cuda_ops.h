@@ -9,13 +9,17 @@
 #include "autograd/cuda/cuda_backend.h"
 #include "autograd/profile.h"
 
-// The device all (non-NULL) inputs of `op` live on; mixed devices fail naming the op and each input.
-// Also where every op's forward starts for the DOD_PROFILE profile (autograd/profile.h).
+// The device all (non-NULL) inputs of `op` live on; mixed devices fail naming the op and each input,
+// as does an input whose storage an in-place op has overwritten. Also where every op's forward starts
+// for the DOD_PROFILE profile (autograd/profile.h).
 static inline Device ops_device(const char *op, int n, Tensor *const *ts) {
     Device dev = DEV_CPU;
     bool seen = false, mixed = false;
     for (int i = 0; i < n; i++) {
         if (!ts[i]) continue;
+        if (ts[i]->overwritten)
+            dod_fatal(op, "input %d %s was overwritten by an in-place op (op_add_into, op_add_projection_into, ...): "
+                      "use the tensor that op returned", i, shape_str(ts[i]));
         if (seen && ts[i]->device != dev) mixed = true;
         dev = seen ? dev : ts[i]->device;
         seen = true;
