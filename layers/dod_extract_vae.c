@@ -34,6 +34,7 @@ Tensor *dod_extract_vae(void *ctx, Tensor *y) {
     frozen.net.hook = capture_hook;
     frozen.net.hook_ctx = &cap;
     frozen.net.hook_needs_input = capture_needs_input;
+    frozen.net.hook_norm = NULL;  // the model's LoRA one must not see our context
     bool prev = ag_set_grad_enabled(false);
     VaeEncoded enc;
     vae_encode(&frozen, y, false, NULL, &enc);

@@ -86,6 +86,11 @@ static Tensor *unet_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) {
     return lora_hook(m->unet_lora, layer, x, y);
 }
 
+static Tensor *unet_hook_norm(void *ctx, const char *layer, const SdNormSiluInput *in, Tensor *y) {
+    DodModel *m = ctx;  // conv_in follows no norm: only adapters come this way
+    return lora_hook_norm(m->unet_lora, layer, in, y);
+}
+
 static bool unet_hook_needs_input(void *ctx, const char *layer) {
     DodModel *m = ctx;
     return strcmp(layer, "conv_in") == 0 || lora_hook_needs_input(m->unet_lora, layer);
@@ -157,9 +162,11 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
     m->unet->net.hook = unet_hook;
     m->unet->net.hook_ctx = m;
     m->unet->net.hook_needs_input = unet_hook_needs_input;
+    m->unet->net.hook_norm = unet_hook_norm;
     m->vae->net.hook = lora_hook;
     m->vae->net.hook_ctx = m->vae_lora;
     m->vae->net.hook_needs_input = lora_hook_needs_input;
+    m->vae->net.hook_norm = lora_hook_norm;
     return m;
 }
 

@@ -237,6 +237,23 @@ static Tensor *modulation_view(const LoraAdapter *ad, Tensor *m, const Tensor *a
     return op_reshape(m, ax->ndim, shape);
 }
 
+// Stride and padding of a conv adapter from its input x [N, C, H, W] and the base output y (fatal
+// naming the layer when none fits).
+static void conv_adapter_geometry(const LoraAdapter *ad, const Tensor *x, const Tensor *y, int *stride, int *padding) {
+    DOD_CHECK(y->ndim == 4, ad->layer, "conv output has shape %s", shape_str(y));
+    DOD_CHECK(lora_conv_geometry(ad->kh, x->shape[2], x->shape[3], y->shape[2], y->shape[3], stride, padding),
+              ad->layer, "no stride/padding maps conv input %s to output %s with a %ldx%ld kernel", shape_str(x),
+              shape_str(y), (long)ad->kh, (long)ad->kw);
+}
+
+// y + s * B((1 + gamma) * ax + beta), written into y's storage (op_add_projection_into); ax = A x.
+static Tensor *lora_finish(const LoraAdapter *ad, Tensor *ax, Tensor *y, Tensor *B, Tensor *gamma, Tensor *beta) {
+    bool conv = B->ndim == 4;
+    if (gamma) ax = op_mul(ax, op_add_scalar(modulation_view(ad, gamma, ax, conv, "gamma"), 1.0f));
+    if (beta) ax = op_add(ax, modulation_view(ad, beta, ax, conv, "beta"));
+    return op_add_projection_into(y, ax, B, ad->scale);
+}
+
 // y + s * B((1 + gamma) * (A x) + beta), written into y's storage (op_add_projection_into); y also gives
 // the output size from which a conv's stride and padding are recovered.
 static Tensor *lora_add_into(const LoraAdapter *ad, Tensor *x, Tensor *y, Tensor *gamma, Tensor *beta) {
@@ -245,10 +262,7 @@ static Tensor *lora_add_into(const LoraAdapter *ad, Tensor *x, Tensor *y, Tensor
     DOD_CHECK(x->ndim >= 2, ad->layer, "LoRA input has shape %s, expected a batch first", shape_str(x));
     if (conv) {
         int stride, padding;
-        DOD_CHECK(y->ndim == 4, ad->layer, "conv output has shape %s", shape_str(y));
-        DOD_CHECK(lora_conv_geometry(ad->kh, x->shape[2], x->shape[3], y->shape[2], y->shape[3], &stride, &padding),
-                  ad->layer, "no stride/padding maps conv input %s to output %s with a %ldx%ld kernel", shape_str(x),
-                  shape_str(y), (long)ad->kh, (long)ad->kw);
+        conv_adapter_geometry(ad, x, y, &stride, &padding);
         ax = op_conv2d(x, A, NULL, stride, padding);
     } else {
         if (ad->kind == LORA_CONV) {  // a [out, in, 1, 1] weight the blocks use as a linear layer
@@ -260,24 +274,39 @@ static Tensor *lora_add_into(const LoraAdapter *ad, Tensor *x, Tensor *y, Tensor
         }
         ax = op_linear(x, A, NULL);
     }
-    if (gamma) ax = op_mul(ax, op_add_scalar(modulation_view(ad, gamma, ax, conv, "gamma"), 1.0f));
-    if (beta) ax = op_add(ax, modulation_view(ad, beta, ax, conv, "beta"));
-    return op_add_projection_into(y, ax, B, ad->scale);
+    return lora_finish(ad, ax, y, B, gamma, beta);
+}
+
+// The layer's adapter (NULL: none, or the set is off) and its modulation (NULL for plain adapters).
+static const LoraAdapter *active_adapter(const LoraSet *set, const char *layer, Tensor **gamma, Tensor **beta) {
+    *gamma = *beta = NULL;
+    if (!set->enabled) return NULL;
+    const LoraAdapter *ad = lora_set_find(set, layer);
+    if (ad && ad->conditional) {
+        DOD_CHECK(set->has_modulation && set->gamma[ad->block] && set->beta[ad->block], layer,
+                  "conditional LoRA adapter (block %d) has no gamma/beta: call lora_set_modulation first", ad->block);
+        *gamma = set->gamma[ad->block];
+        *beta = set->beta[ad->block];
+    }
+    return ad;
 }
 
 Tensor *lora_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) {
-    LoraSet *set = ctx;
-    if (!set->enabled) return y;
-    LoraAdapter *ad = lora_set_find(set, layer);
+    Tensor *gamma, *beta;
+    const LoraAdapter *ad = active_adapter(ctx, layer, &gamma, &beta);
+    return ad ? lora_add_into(ad, x, y, gamma, beta) : y;
+}
+
+Tensor *lora_hook_norm(void *ctx, const char *layer, const SdNormSiluInput *in, Tensor *y) {
+    Tensor *gamma, *beta;
+    const LoraAdapter *ad = active_adapter(ctx, layer, &gamma, &beta);
     if (!ad) return y;
-    Tensor *gamma = NULL, *beta = NULL;
-    if (ad->conditional) {
-        DOD_CHECK(set->has_modulation && set->gamma[ad->block] && set->beta[ad->block], layer,
-                  "conditional LoRA adapter (block %d) has no gamma/beta: call lora_set_modulation first", ad->block);
-        gamma = set->gamma[ad->block];
-        beta = set->beta[ad->block];
-    }
-    return lora_add_into(ad, x, y, gamma, beta);
+    if (ad->kind != LORA_CONV || in->x->ndim != 4)  // not a conv adapter: make the input after all
+        return lora_add_into(ad, op_group_norm_silu(in->x, in->groups, in->gamma, in->beta, in->eps), y, gamma, beta);
+    int stride, padding;
+    conv_adapter_geometry(ad, in->x, y, &stride, &padding);  // the norm keeps the shape
+    Tensor *ax = op_group_norm_silu_conv2d(in->x, in->groups, in->gamma, in->beta, in->eps, ad->A, NULL, stride, padding);
+    return lora_finish(ad, ax, y, ad->B, gamma, beta);
 }
 
 bool lora_hook_needs_input(void *ctx, const char *layer) {

@@ -17,6 +17,7 @@
 #pragma once
 #include "autograd/ops.h"
 #include "autograd/params.h"
+#include "layers/sd_blocks.h"
 
 #define LORA_N_BLOCKS 10   // block embeddings: down 0..3, mid 4, up 5..8, everything else 9
 
@@ -85,6 +86,9 @@ void lora_set_enabled(LoraSet *set, bool on);
 Tensor *lora_hook(void *ctx, const char *layer, Tensor *x, Tensor *y);
 // SdHookNeedsInputFn of lora_hook: true where the layer has an adapter (and the set is enabled).
 bool lora_hook_needs_input(void *ctx, const char *layer);
+// SdNormHookFn: lora_hook for a conv whose input is silu(groupnorm(x)); A's conv runs fused with the
+// norm (op_group_norm_silu_conv2d), so neither the base conv nor the adapter keeps the normalised input.
+Tensor *lora_hook_norm(void *ctx, const char *layer, const SdNormSiluInput *in, Tensor *y);
 
 // Stride and padding of a conv with a k x k kernel that maps an h x w input to an oh x ow output, among
 // (1, k/2), (2, k/2), (2, 0), (1, 0) (SD's convs: same-padding, UNet downsampler, VAE downsampler after

@@ -24,6 +24,17 @@ typedef Tensor *(*SdLayerHookFn)(void *ctx, const char *layer, Tensor *x, Tensor
 // fuse the layer with the op before it and call the hook with x = NULL (the fused op never keeps the
 // layer's input: op_group_norm_silu_conv2d).
 typedef bool (*SdHookNeedsInputFn)(void *ctx, const char *layer);
+// A conv layer's input given as silu(groupnorm(x)) rather than as a tensor: what a hook gets through
+// SdNormHookFn, so that it can fuse its own convs with the norm (op_group_norm_silu_conv2d) and the
+// normalised tensor is never kept.
+typedef struct {
+    Tensor *x, *gamma, *beta;
+    int groups;
+    float eps;
+} SdNormSiluInput;
+// The layer hook for a conv that follows group norm + SiLU, given that input in its unmade form. Same
+// contract as SdLayerHookFn otherwise.
+typedef Tensor *(*SdNormHookFn)(void *ctx, const char *layer, const SdNormSiluInput *in, Tensor *y);
 
 // Where a network's weights live. prefix is prepended to every name ("" for a store holding one
 // model with diffusers' own names, or e.g. "vae." for a shared store).
@@ -33,6 +44,8 @@ typedef struct {
     SdLayerHookFn hook;   // NULL: no adapters
     void *hook_ctx;
     SdHookNeedsInputFn hook_needs_input;  // NULL with a hook: it reads x at every layer
+    SdNormHookFn hook_norm;               // optional: the hook for norm -> SiLU -> conv layers (NULL: the
+                                          // norm's output is made and passed to hook)
 } SdNet;
 
 #define SD_NAME_MAX 256
@@ -59,7 +72,7 @@ Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups
 Tensor *sd_group_norm_silu(const SdNet *net, const char *layer, Tensor *x, int groups, float eps);
 // sd_conv(net, conv_layer, sd_group_norm_silu(net, norm_layer, x, ...), stride, padding), fused
 // (op_group_norm_silu_conv2d, which keeps neither the norm's output nor the conv's input) where the
-// hook does not read the conv's input.
+// hook does not read the conv's input or takes it unmade (hook_norm).
 Tensor *sd_group_norm_silu_conv(const SdNet *net, const char *norm_layer, const char *conv_layer, Tensor *x, int groups,
                                 float eps, int stride, int padding);
 Tensor *sd_layer_norm(const SdNet *net, const char *layer, Tensor *x, float eps);
