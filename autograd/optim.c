@@ -24,15 +24,8 @@ AdamW *adamw_new(Tensor *const *params, int n, AdamWConfig cfg) {
                   dtype_name(p->dtype), p->persistent ? "" : ", arena");
         opt->params[i] = p;
         size_t bytes = sizeof(float) * (size_t)p->numel;
-        if (p->device == DEV_CUDA) {
-            opt->m[i] = cuda_malloc_cached(bytes, "AdamW first moment");
-            opt->v[i] = cuda_malloc_cached(bytes, "AdamW second moment");
-            cuda_memset_zero(opt->m[i], bytes);
-            cuda_memset_zero(opt->v[i], bytes);
-        } else {
-            opt->m[i] = dod_calloc(bytes, "AdamW first moment");
-            opt->v[i] = dod_calloc(bytes, "AdamW second moment");
-        }
+        opt->m[i] = device_calloc(p->device, bytes, "AdamW first moment");
+        opt->v[i] = device_calloc(p->device, bytes, "AdamW second moment");
     }
     return opt;
 }
@@ -40,13 +33,8 @@ AdamW *adamw_new(Tensor *const *params, int n, AdamWConfig cfg) {
 void adamw_free(AdamW *opt) {
     if (!opt) return;
     for (int i = 0; i < opt->n; i++) {
-        if (opt->params[i]->device == DEV_CUDA) {
-            cuda_free_cached(opt->m[i]);
-            cuda_free_cached(opt->v[i]);
-            continue;
-        }
-        free(opt->m[i]);
-        free(opt->v[i]);
+        device_free(opt->params[i]->device, opt->m[i]);
+        device_free(opt->params[i]->device, opt->v[i]);
     }
     free(opt->m);
     free(opt->v);

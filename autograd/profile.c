@@ -28,8 +28,7 @@ static void report_at_exit(void) { op_profile_report(stderr, "dod: op profile (D
 
 bool op_profile_enabled(void) {
     if (enabled < 0) {
-        const char *v = getenv("DOD_PROFILE");
-        enabled = v && v[0] && strcmp(v, "0") != 0;
+        enabled = dod_env_flag("DOD_PROFILE", false);
         if (enabled) atexit(report_at_exit);
     }
     return enabled;

@@ -53,6 +53,12 @@ double dod_peak_rss_mib(void) {
     return ru.ru_maxrss / 1024.0;  // Linux: KiB
 }
 
+bool dod_env_flag(const char *name, bool dflt) {
+    const char *v = getenv(name);
+    if (!v || !v[0]) return dflt;
+    return strcmp(v, "0") != 0;
+}
+
 const char *dtype_name(DType dt) {
     switch (dt) {
     case DT_F32: return "f32";
@@ -334,6 +340,13 @@ void *device_malloc(Device device, size_t bytes, const char *what) {
     return device == DEV_CUDA ? cuda_malloc_cached(bytes, what) : dod_malloc(bytes, what);
 }
 
+void *device_calloc(Device device, size_t bytes, const char *what) {
+    if (device == DEV_CPU) return dod_calloc(bytes, what);
+    void *p = cuda_malloc_cached(bytes, what);
+    cuda_memset_zero(p, bytes);
+    return p;
+}
+
 void device_free(Device device, void *p) {
     if (device == DEV_CUDA) cuda_free_cached(p);
     else free(p);
@@ -430,9 +443,7 @@ float *tensor_grad(Tensor *t) {
         if (!t->persistent) {
             t->grad = activation_grad_alloc(t->device, bytes);
         } else {
-            t->grad = device_malloc(t->device, bytes, t->name ? t->name : "gradient");
-            if (t->device == DEV_CUDA) cuda_memset_zero(t->grad, bytes);
-            else memset(t->grad, 0, bytes);
+            t->grad = device_calloc(t->device, bytes, t->name ? t->name : "gradient");
         }
     }
     return t->grad;

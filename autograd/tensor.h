@@ -48,6 +48,8 @@ void *dod_calloc(size_t bytes, const char *what);
 double dod_now_seconds(void);
 // Peak resident memory of this process so far, MiB.
 double dod_peak_rss_mib(void);
+// An on/off switch from the environment: unset or empty -> dflt, "0" -> false, anything else -> true.
+bool dod_env_flag(const char *name, bool dflt);
 // "[2, 3, 4]" into buf (thread-unsafe static ring of 4 buffers when buf == NULL).
 const char *shape_str(const Tensor *t);
 const char *dtype_name(DType dt);
@@ -99,10 +101,11 @@ Tensor *tensor_to_device(const Tensor *t, Device device);
 // Move a persistent tensor's storage and gradient (if allocated) to `device` in place (weights).
 void tensor_move_to(Tensor *t, Device device);
 // Raw memory on either device, so callers need no branch of their own:
-//  - device_malloc / device_free: long-lived blocks (heap, or the CUDA caching allocator); free(NULL) ok;
+//  - device_malloc / device_calloc / device_free: long-lived blocks (heap, or the CUDA caching allocator); free(NULL) ok;
 //  - arena_alloc_on / arena_calloc_on: step memory (the host arena, or the device arena);
 //  - device_copy: bytes from src on src_device to dst on dst_device (=; host, h2d, d2h or d2d).
 void *device_malloc(Device device, size_t bytes, const char *what);
+void *device_calloc(Device device, size_t bytes, const char *what);  // zeroed
 void device_free(Device device, void *p);
 void *arena_alloc_on(Device device, size_t bytes, const char *what);
 void *arena_calloc_on(Device device, size_t bytes, const char *what);  // zeroed

@@ -55,6 +55,10 @@ static int n_conv_plans;
         CUDNN_CHECK(cudnnSetConvolutionMathType(desc, (perf)[pick_].mathType));                        \
     } while (0)
 
+// cuDNN's timed (cudnnFind*) or heuristic (cudnnGet*_v7) algorithm list: the two take the same
+// arguments and fill the same perf array.
+#define ALGO_LIST(timed, find, get, ...) CUDNN_CHECK((timed) ? find(__VA_ARGS__) : get(__VA_ARGS__))
+
 // -1: not read yet; 0: heuristic everywhere; 1: timing everywhere; 2: timing for half plans only.
 static int find_mode = -1;
 static bool conv_plan_times_algorithms(DType dtype) {
@@ -118,31 +122,17 @@ static ConvPlan *conv_plan(const int64_t *g, DType dtype) {
     bool timed = conv_plan_times_algorithms(dtype);  // results sorted by measured time, else by heuristic
     int count = 0;
     cudnnConvolutionFwdAlgoPerf_t fwd[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    if (timed)
-        CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, p->x_desc, p->w_desc, p->fwd_desc, p->y_desc,
-                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, fwd));
-    else
-        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x_desc, p->w_desc, p->fwd_desc, p->y_desc,
-                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, fwd));
+    ALGO_LIST(timed, cudnnFindConvolutionForwardAlgorithm, cudnnGetConvolutionForwardAlgorithm_v7, h, p->x_desc,
+              p->w_desc, p->fwd_desc, p->y_desc, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, fwd);
     PICK_ALGO(fwd, count, p->fwd_desc, p->fwd_algo, p->fwd_ws, "forward");
     cudnnConvolutionBwdDataAlgoPerf_t bd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    if (timed)
-        CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h, p->w_desc, p->y_desc, p->bwd_data_desc, p->x_desc,
-                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, bd));
-    else
-        CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w_desc, p->y_desc, p->bwd_data_desc, p->x_desc,
-                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, bd));
+    ALGO_LIST(timed, cudnnFindConvolutionBackwardDataAlgorithm, cudnnGetConvolutionBackwardDataAlgorithm_v7, h,
+              p->w_desc, p->y_desc, p->bwd_data_desc, p->x_desc, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, bd);
     PICK_ALGO(bd, count, p->bwd_data_desc, p->bwd_data_algo, p->bwd_data_ws, "backward-data");
     if (dtype != DT_F32) return p;  // half weights are frozen: no backward-filter
     cudnnConvolutionBwdFilterAlgoPerf_t bf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    if (timed)
-        CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(h, p->x_desc, p->y_desc, p->bwd_filter_desc,
-                                                                p->w_desc, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                                &count, bf));
-    else
-        CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x_desc, p->y_desc, p->bwd_filter_desc,
-                                                                  p->w_desc, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                                  &count, bf));
+    ALGO_LIST(timed, cudnnFindConvolutionBackwardFilterAlgorithm, cudnnGetConvolutionBackwardFilterAlgorithm_v7, h,
+              p->x_desc, p->y_desc, p->bwd_filter_desc, p->w_desc, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, bf);
     PICK_ALGO(bf, count, p->bwd_filter_desc, p->bwd_filter_algo, p->bwd_filter_ws, "backward-filter");
     return p;
 }
@@ -156,10 +146,7 @@ static int64_t conv_numel_out(const int64_t *g) {
 static int conv_half = -1;  // -1: DOD_CONV_HALF not read yet
 void cuda_set_conv_half_weights(bool on) { conv_half = on; }
 bool cuda_conv_reads_half_weights(void) {
-    if (conv_half < 0) {
-        const char *v = getenv("DOD_CONV_HALF");
-        conv_half = v && v[0] && strcmp(v, "0") != 0;
-    }
+    if (conv_half < 0) conv_half = dod_env_flag("DOD_CONV_HALF", false);
     return conv_half;
 }
 

@@ -8,6 +8,12 @@
 #include <stdint.h>
 #include <string.h>
 
+// f32 operands get exact f32 products unless mixed precision allows TF32 tensor cores; half operands
+// are multiplied with f32 accumulation (cuda_gemm and the cuBLASLt linear alike).
+static cublasComputeType_t gemm_compute_type(DType ab_type, int precision) {
+    return ab_type == DT_F32 && precision == DOD_PREC_MIXED ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+
 static cudaDataType_t cuda_type(DType t) {
     switch (t) {
     case DT_F32: return CUDA_R_32F;
@@ -25,9 +31,7 @@ void cuda_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
                   batch < INT_MAX, "cuda_gemm", "GEMM [%ld x %ld x %ld] (batch %ld) exceeds cuBLAS's int sizes",
               (long)M, (long)N, (long)K, (long)batch);
     cudaDataType_t t = cuda_type(ab_type);
-    // f32 operands: exact f32 products unless mixed precision allows TF32 tensor cores.
-    cublasComputeType_t compute = (ab_type == DT_F32 && dod_cuda_precision() == DOD_PREC_MIXED)
-                                      ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    cublasComputeType_t compute = gemm_compute_type(ab_type, (int)dod_cuda_precision());
     CUBLAS_CHECK(cublasGemmStridedBatchedEx(dod_cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, B, t,
                                             (int)ldb, sb, A, t, (int)lda, sa, &beta, C, CUDA_R_32F, (int)ldc, sc,
@@ -95,10 +99,7 @@ static long linear_epilogue_calls, linear_fallback_calls;
 
 void cuda_set_linear_bias_epilogue(bool on) { linear_epilogue_on = on; }
 static bool linear_epilogue_enabled(void) {
-    if (linear_epilogue_on < 0) {
-        const char *v = getenv("DOD_LINEAR_EPILOGUE");
-        linear_epilogue_on = !v || strcmp(v, "0") != 0;
-    }
+    if (linear_epilogue_on < 0) linear_epilogue_on = dod_env_flag("DOD_LINEAR_EPILOGUE", true);
     return linear_epilogue_on;
 }
 long cuda_linear_bias_epilogue_calls(void) { return linear_epilogue_calls; }
@@ -129,10 +130,7 @@ static LinearPlan *linear_plan(const unsigned *align, int64_t rows, int64_t in, 
     p->ab_type = ab_type;
     p->precision = prec;
     memcpy(p->align, align, sizeof p->align);
-    // The math rules of cuda_gemm: f32 operands get exact f32 products unless mixed precision allows
-    // TF32; half operands are multiplied with f32 accumulation.
-    cublasComputeType_t compute = (ab_type == DT_F32 && prec == DOD_PREC_MIXED) ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                                                : CUBLAS_COMPUTE_32F;
+    cublasComputeType_t compute = gemm_compute_type(ab_type, prec);
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F));
     cublasOperation_t trans_w = CUBLAS_OP_T, trans_x = CUBLAS_OP_N;
     cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
