@@ -1,6 +1,7 @@
 // dod-train configuration: the shipped configs, every error class with its FILE:LINE: [section] key
 // prefix, overrides, the resolved text round trip and the resume comparison.
 #include "tests/check.h"
+#include "tests/data_test_util.h"
 
 #ifdef DOD_HAVE_INIPARSER
 #include "train/config.h"
@@ -195,8 +196,7 @@ static void test_reference(void) {
 }
 
 int main(void) {
-    snprintf(scratch, sizeof scratch, "/tmp/dod_cfgtest_XXXXXX");
-    if (!mkdtemp(scratch)) return 1;
+    data_scratch_dir("cfgtest", scratch, sizeof scratch);
     test_shipped_configs();
     test_values();
     test_errors();
@@ -204,9 +204,7 @@ int main(void) {
     test_overrides();
     test_round_trip_and_compare();
     test_reference();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", scratch);
-    if (system(cmd)) fprintf(stderr, "warning: could not remove %s\n", scratch);
+    data_rm_rf(scratch);
     return check_summary();
 }
 #else

@@ -14,27 +14,10 @@
 #include <signal.h>
 
 #include "autograd/cuda/cuda_backend.h"
-#include "data/h5ds.h"
-#include "tests/data_test_util.h"
 #include "train/loop.h"
 #include "tests/train_test_util.h"
 
 static char scratch[256];
-
-// One task (denoise, gaussian_noise), 3 generated 40 x 36 images.
-static void make_dataset(const char *path) {
-    char err[512];
-    H5ds *f = h5ds_begin_write(path, 0, err, sizeof err);
-    if (!f) dod_fatal("make_dataset", "%s", err);
-    double sig[2] = {15, 25};
-    int tn = h5ds_define_task(f, "denoise", LQ_GAUSSIAN_NOISE, sig, 2, err, sizeof err);
-    for (int i = 0; i < 3; i++) {
-        Image hq = data_generated_image(40, 36, 2000 + i);
-        if (h5ds_append_sample(f, tn, &hq, NULL, NULL, err, sizeof err) < 0) dod_fatal("make_dataset", "%s", err);
-        image_free(&hq);
-    }
-    if (h5ds_commit(f, err, sizeof err)) dod_fatal("make_dataset", "%s", err);
-}
 
 static TrainConfig toy_config(const char *data, const char *run_dir, const char *device) {
     char dev[64];
@@ -53,7 +36,7 @@ int main(void) {
     data_scratch_dir("traindevice", scratch, sizeof scratch);
     char data[512], dir[600], err[16384], path[1024];
     snprintf(data, sizeof data, "%s/toy.h5", scratch);
-    make_dataset(data);
+    train_test_dataset(data, false, 2000);  // one task: denoise
     train_install_signal_handlers();
 
     if (!dod_cuda_available()) {   // the refusal, before anything is written

@@ -10,33 +10,11 @@
 #if defined(DOD_HAVE_HDF5) && defined(DOD_HAVE_INIPARSER)
 #include <signal.h>
 
-#include "data/h5ds.h"
 #include "layers/safetensors.h"
-#include "tests/data_test_util.h"
 #include "train/loop.h"
 #include "tests/train_test_util.h"
 
 static char scratch[256];
-
-// Two tasks: dehaze (stored LQ, a hazy blend) and denoise (gaussian_noise), 3 images each, 40 x 36.
-static void make_dataset(const char *path) {
-    char err[512];
-    H5ds *f = h5ds_begin_write(path, 0, err, sizeof err);
-    if (!f) dod_fatal("make_dataset", "%s", err);
-    int th = h5ds_define_task(f, "dehaze", LQ_STORED, NULL, 0, err, sizeof err);
-    double sig[2] = {15, 25};
-    int tn = h5ds_define_task(f, "denoise", LQ_GAUSSIAN_NOISE, sig, 2, err, sizeof err);
-    for (int i = 0; i < 3; i++) {
-        Image hq = data_generated_image(40, 36, 1000 + i), lq = image_alloc(40, 36, 3);
-        for (int p = 0; p < 40 * 36 * 3; p++) lq.pix[p] = (uint8_t)(hq.pix[p] * 0.6 + 90);
-        if (h5ds_append_sample(f, th, &hq, &lq, NULL, err, sizeof err) < 0 ||
-            h5ds_append_sample(f, tn, &hq, NULL, NULL, err, sizeof err) < 0)
-            dod_fatal("make_dataset", "%s", err);
-        image_free(&hq);
-        image_free(&lq);
-    }
-    if (h5ds_commit(f, err, sizeof err)) dod_fatal("make_dataset", "%s", err);
-}
 
 static TrainConfig base_config(const char *data, const char *run_dir) {
     static const char *const sets[] = {
@@ -84,7 +62,7 @@ int main(void) {
     snprintf(data, sizeof data, "%s/toy.h5", scratch);
     snprintf(dir_a, sizeof dir_a, "%s/run_a", scratch);
     snprintf(dir_b, sizeof dir_b, "%s/run_b", scratch);
-    make_dataset(data);
+    train_test_dataset(data, true, 1000);  // dehaze (stored LQ) + denoise
     train_install_signal_handlers();
 
     // A: six steps in one go.
