@@ -2,6 +2,7 @@
 // (each parameter's moments live on its device; the CUDA kernels are autograd/cuda/optim.cu).
 #include "autograd/optim.h"
 
+#include "autograd/cuda/cuda_ops.h"
 #include "autograd/cuda/cuda_optim.h"
 
 #include <math.h>
@@ -91,7 +92,7 @@ double clip_grad_norm(Tensor *const *params, int n, double max_norm) {
         for (int i = 0; i < n; i++) {
             float *g = params[i]->grad;
             if (!g) continue;
-            if (params[i]->device == DEV_CUDA) cuda_scale_inplace(g, coef, params[i]->numel);
+            if (params[i]->device == DEV_CUDA) cuda_affine(g, coef, 0.0f, g, params[i]->numel);  // in place
             else
                 for (int64_t j = 0; j < params[i]->numel; j++) g[j] *= coef;
         }

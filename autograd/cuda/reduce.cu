@@ -1,13 +1,20 @@
-// Full reductions to a device scalar (sum, mean, MSE, L1) and their backward kernels.
-// Two passes: per-block double partial sums, then one block adds the partials in a fixed order,
-// so the result is deterministic.
+// Full reductions to a device scalar (sum, mean, MSE, L1) and their backward kernels, and the sum of
+// squares the gradient norm reads on the host (cuda_optim.h).
+// Two passes: per-block double partial sums, then the partials added in a fixed order (one block on
+// the device, or the host), so the result is deterministic.
 #include "autograd/cuda/device.h"
+
+extern "C" {
+#include "autograd/cuda/cuda_optim.h"
+}
 
 #define REDUCE_THREADS 256
 #define REDUCE_MAX_BLOCKS 1024
 
+// kind 0: p; 1: (p - t)^2; 2: |p - t|; 3: p^2 (t unused for 0 and 3).
 __device__ __forceinline__ double reduce_term(int kind, const float *p, const float *t, int64_t i) {
     if (kind == 0) return p[i];
+    if (kind == 3) return (double)p[i] * p[i];
     double d = (double)p[i] - t[i];
     return kind == 1 ? d * d : fabs(d);
 }
@@ -26,9 +33,13 @@ __global__ void reduce_final_kernel(const double *partial, int n_partial, float 
     if (threadIdx.x == 0) out[0] = (float)(acc * scale);
 }
 
-void cuda_reduce_sum(int kind, const float *p, const float *t, int64_t n, float scale, float *out) {
+static int reduce_blocks(int64_t n) {
     int64_t want = (n + REDUCE_THREADS - 1) / REDUCE_THREADS;
-    int blocks = (int)(want < 1 ? 1 : want > REDUCE_MAX_BLOCKS ? REDUCE_MAX_BLOCKS : want);
+    return (int)(want < 1 ? 1 : want > REDUCE_MAX_BLOCKS ? REDUCE_MAX_BLOCKS : want);
+}
+
+void cuda_reduce_sum(int kind, const float *p, const float *t, int64_t n, float scale, float *out) {
+    int blocks = reduce_blocks(n);
     size_t mark = cuda_arena_mark();
     double *partial = (double *)cuda_arena_alloc((size_t)blocks * sizeof(double), "reduction partials");
     reduce_partial_kernel<<<blocks, REDUCE_THREADS>>>(kind, p, t, n, partial);
@@ -36,6 +47,21 @@ void cuda_reduce_sum(int kind, const float *p, const float *t, int64_t n, float 
     reduce_final_kernel<<<1, REDUCE_THREADS>>>(partial, blocks, scale, out);
     CUDA_CHECK_LAUNCH("reduce_final_kernel");
     cuda_arena_release(mark);  // stream order keeps the partials alive until the kernels ran
+}
+
+double cuda_sum_squares(const float *x, int64_t n) {
+    if (n == 0) return 0.0;
+    int blocks = reduce_blocks(n);
+    size_t mark = cuda_arena_mark();
+    double *partial = (double *)cuda_arena_alloc((size_t)blocks * sizeof(double), "sum of squares partials");
+    reduce_partial_kernel<<<blocks, REDUCE_THREADS>>>(3, x, NULL, n, partial);
+    CUDA_CHECK_LAUNCH("reduce_partial_kernel (sum of squares)");
+    double host[REDUCE_MAX_BLOCKS];
+    cuda_copy_d2h(host, partial, (size_t)blocks * sizeof(double));  // synchronous: the kernel has finished
+    cuda_arena_release(mark);
+    double s = 0;
+    for (int b = 0; b < blocks; b++) s += host[b];  // fixed order: deterministic
+    return s;
 }
 
 __global__ void fill_grad_scalar_kernel(const float *g, float scale, float *gx, int64_t n) {
