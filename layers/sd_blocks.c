@@ -75,16 +75,12 @@ Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups
     return op_group_norm(x, groups, sd_param(net, layer, ".weight"), sd_param(net, layer, ".bias"), eps);
 }
 
-Tensor *sd_group_norm_silu(const SdNet *net, const char *layer, Tensor *x, int groups, float eps) {
-    return op_group_norm_silu(x, groups, sd_param(net, layer, ".weight"), sd_param(net, layer, ".bias"), eps);
-}
-
 Tensor *sd_group_norm_silu_conv(const SdNet *net, const char *norm_layer, const char *conv_layer, Tensor *x, int groups,
                                 float eps, int stride, int padding) {
-    bool needs_x = hook_needs_input(net, conv_layer);
-    if (needs_x && !net->hook_norm)
-        return sd_conv(net, conv_layer, sd_group_norm_silu(net, norm_layer, x, groups, eps), stride, padding);
     SdNormSiluInput in = {x, sd_param(net, norm_layer, ".weight"), sd_param(net, norm_layer, ".bias"), groups, eps};
+    bool needs_x = hook_needs_input(net, conv_layer);
+    if (needs_x && !net->hook_norm)  // the hook reads the made input
+        return sd_conv(net, conv_layer, op_group_norm_silu(x, groups, in.gamma, in.beta, eps), stride, padding);
     Tensor *y = op_group_norm_silu_conv2d(x, groups, in.gamma, in.beta, eps, conv_weight(net, conv_layer),
                                           sd_param_opt(net, conv_layer, ".bias"), stride, padding);
     return needs_x ? net->hook_norm(net->hook_ctx, conv_layer, &in, y) : apply_hook(net, conv_layer, NULL, y);

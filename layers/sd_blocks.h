@@ -68,9 +68,7 @@ Tensor *sd_conv(const SdNet *net, const char *layer, Tensor *x, int stride, int 
 // old checkpoints) is used as [out, in]. Then the hook.
 Tensor *sd_linear(const SdNet *net, const char *layer, Tensor *x);
 Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups, float eps);
-// silu(sd_group_norm(...)) as one op (op_group_norm_silu: the normalised tensor is not kept).
-Tensor *sd_group_norm_silu(const SdNet *net, const char *layer, Tensor *x, int groups, float eps);
-// sd_conv(net, conv_layer, sd_group_norm_silu(net, norm_layer, x, ...), stride, padding), fused
+// sd_conv(net, conv_layer, silu(sd_group_norm(net, norm_layer, x, ...)), stride, padding), fused
 // (op_group_norm_silu_conv2d, which keeps neither the norm's output nor the conv's input) where the
 // hook does not read the conv's input or takes it unmade (hook_norm).
 Tensor *sd_group_norm_silu_conv(const SdNet *net, const char *norm_layer, const char *conv_layer, Tensor *x, int groups,
