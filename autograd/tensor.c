@@ -210,8 +210,7 @@ static float *activation_grad_alloc(Device device, size_t bytes) {
     }
     float *p;
     if (device == DEV_CUDA) {
-        p = cuda_malloc_cached(bytes, "activation gradient");
-        cuda_memset_zero(p, bytes);
+        p = device_calloc(DEV_CUDA, bytes, "activation gradient");
     } else {
         p = block_cache_alloc(&host_grad_cache, bytes, "activation gradient");
         memset(p, 0, bytes);
@@ -224,7 +223,7 @@ static float *activation_grad_alloc(Device device, size_t bytes) {
 static void activation_grad_free(int i) {
     GradBuffer b = live_grads[i];
     live_grads[i] = live_grads[--n_live_grads];
-    if (b.device == DEV_CUDA) cuda_free_cached(b.ptr);
+    if (b.device == DEV_CUDA) device_free(DEV_CUDA, b.ptr);
     else block_cache_free(&host_grad_cache, b.ptr, "activation gradient");
 }
 
