@@ -31,7 +31,6 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 typedef struct {
     ActKind kind;
     float p0, p1;     // leaky slope; clamp lo, hi
-    const float *x;   // f32 view of the input
 } ActCtx;
 
 void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n) {
@@ -96,26 +95,28 @@ void act_cpu_grad(ActKind kind, float p0, float p1, const float *x, const float 
 }
 
 // grad_x += act'(x) * g. Accumulates (+=).
-static void act_cpu_backward(AgNode *node) {
+static void act_backward(AgNode *node) {
     const ActCtx *c = node->ctx;
     Tensor *xt = node->inputs[0];
-    act_cpu_grad(c->kind, c->p0, c->p1, c->x, node->out->grad, tensor_grad(xt), xt->numel);
-}
-
-static void act_cuda_backward(AgNode *node) {
-    const ActCtx *c = node->ctx;
-    Tensor *xt = node->inputs[0];
-    cuda_act_backward((int)c->kind, c->p0, c->p1, c->x, node->out->grad, tensor_grad(xt), xt->numel);
+    Device dev = node->out->device;
+    ScratchScope scratch = scratch_begin(dev);
+    const float *x = tensor_f32(xt);
+    if (dev == DEV_CUDA) cuda_act_backward((int)c->kind, c->p0, c->p1, x, node->out->grad, tensor_grad(xt), xt->numel);
+    else act_cpu_grad(c->kind, c->p0, c->p1, x, node->out->grad, tensor_grad(xt), xt->numel);
+    scratch_end(scratch);
 }
 
 static Tensor *activation(const char *op, ActKind kind, Tensor *x, float p0, float p1) {
     Device dev = ops_device(op, 1, &x);
-    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
-    ActCtx c = {kind, p0, p1, tensor_f32(x)};
-    if (dev == DEV_CUDA) cuda_act_forward((int)kind, p0, p1, c.x, tensor_data_f32(out), x->numel);
-    else act_cpu_apply(kind, p0, p1, c.x, tensor_data_f32(out), x->numel);
-    if (ag_needs_grad(1, &x))
-        *(ActCtx *)ag_record(op, dev == DEV_CUDA ? act_cuda_backward : act_cpu_backward, out, 1, &x, sizeof(ActCtx)) = c;
+    Tensor *out = tensor_new_activation_of(dev, x->ndim, x->shape, 1, &x);
+    ScratchScope scratch = scratch_begin(dev);
+    const float *x32 = tensor_f32(x);
+    float *y = tensor_out_f32(out);
+    if (dev == DEV_CUDA) cuda_act_forward((int)kind, p0, p1, x32, y, x->numel);
+    else act_cpu_apply(kind, p0, p1, x32, y, x->numel);
+    tensor_store_f32(out, y);
+    scratch_end(scratch);
+    if (ag_needs_grad(1, &x)) *(ActCtx *)ag_record(op, act_backward, out, 1, &x, sizeof(ActCtx)) = (ActCtx){kind, p0, p1};
     return out;
 }
 
@@ -133,7 +134,6 @@ Tensor *op_clamp(Tensor *x, float lo, float hi) {
 // ---- GEGLU ----------------------------------------------------------------------------------------
 // x [..., 2C]: hidden = x[..., :C], gate = x[..., C:]; y [..., C] = hidden * gelu_erf(gate).
 typedef struct {
-    const float *x;
     int64_t rows, half;
 } GegluCtx;
 
@@ -151,20 +151,23 @@ static void geglu_backward(AgNode *node) {
     const GegluCtx *c = node->ctx;
     float *gx = tensor_grad(node->inputs[0]);
     const float *g = node->out->grad;
+    ScratchScope scratch = scratch_begin(node->out->device);
+    const float *x = tensor_f32(node->inputs[0]);
     if (node->out->device == DEV_CUDA) {
-        cuda_geglu_backward(c->x, g, gx, c->rows, c->half);
-        return;
-    }
-    int64_t half = c->half;
+        cuda_geglu_backward(x, g, gx, c->rows, c->half);
+    } else {
+        int64_t half = c->half;
 #pragma omp parallel for if (c->rows * half > OPS_PARALLEL_MIN)
-    for (int64_t r = 0; r < c->rows; r++) {
-        const float *h = c->x + r * 2 * half, *gate = h + half, *gr = g + r * half;
-        float *gh = gx + r * 2 * half, *gg = gh + half;
-        for (int64_t k = 0; k < half; k++) {
-            gh[k] += gr[k] * gelu_erf(gate[k]);
-            gg[k] += gr[k] * h[k] * gelu_erf_grad(gate[k]);
+        for (int64_t r = 0; r < c->rows; r++) {
+            const float *h = x + r * 2 * half, *gate = h + half, *gr = g + r * half;
+            float *gh = gx + r * 2 * half, *gg = gh + half;
+            for (int64_t k = 0; k < half; k++) {
+                gh[k] += gr[k] * gelu_erf(gate[k]);
+                gg[k] += gr[k] * h[k] * gelu_erf_grad(gate[k]);
+            }
         }
     }
+    scratch_end(scratch);
 }
 
 Tensor *op_geglu(Tensor *x) {
@@ -175,10 +178,15 @@ Tensor *op_geglu(Tensor *x) {
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     int64_t half = shape[x->ndim - 1] / 2;
     shape[x->ndim - 1] = half;
-    Tensor *out = tensor_new_on(dev, x->ndim, shape, DT_F32);
-    GegluCtx c = {tensor_f32(x), half ? out->numel / half : 0, half};
-    if (dev == DEV_CUDA) cuda_geglu_forward(c.x, tensor_data_f32(out), c.rows, half);
-    else geglu_cpu_forward(c.x, tensor_data_f32(out), c.rows, half);
+    Tensor *out = tensor_new_activation_of(dev, x->ndim, shape, 1, &x);
+    GegluCtx c = {half ? out->numel / half : 0, half};
+    ScratchScope scratch = scratch_begin(dev);
+    const float *x32 = tensor_f32(x);
+    float *y = tensor_out_f32(out);
+    if (dev == DEV_CUDA) cuda_geglu_forward(x32, y, c.rows, half);
+    else geglu_cpu_forward(x32, y, c.rows, half);
+    tensor_store_f32(out, y);
+    scratch_end(scratch);
     if (ag_needs_grad(1, &x)) *(GegluCtx *)ag_record("op_geglu", geglu_backward, out, 1, &x, sizeof(GegluCtx)) = c;
     return out;
 }
@@ -230,10 +238,12 @@ Tensor *op_softmax(Tensor *x) {
     Device dev = ops_device("op_softmax", 1, &x);
     if (x->ndim < 1) dod_fatal("op_softmax", "input %s has no last dim", shape_str(x));
     int64_t cols = x->shape[x->ndim - 1];
-    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
+    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);  // f32 in every activation dtype
     SoftmaxCtx c = {cols ? x->numel / cols : 0, cols};
+    ScratchScope scratch = scratch_begin(dev);
     if (dev == DEV_CUDA) cuda_softmax_forward(tensor_f32(x), tensor_data_f32(out), c.rows, cols);
     else softmax_cpu_forward(tensor_f32(x), tensor_data_f32(out), c.rows, cols);
+    scratch_end(scratch);
     if (ag_needs_grad(1, &x))
         *(SoftmaxCtx *)ag_record("op_softmax", softmax_backward, out, 1, &x, sizeof(SoftmaxCtx)) = c;
     return out;

@@ -30,7 +30,6 @@ typedef struct {
 
 typedef struct {
     AttnGeom g;
-    const float *q, *k, *v;  // f32 views
     float *lse;              // [B, H, Lq] row-wise log-sum-exp of the scaled logits
 } AttnCtx;
 
@@ -196,12 +195,14 @@ static void attention_backward(AgNode *node) {
     float *dq = q->requires_grad ? tensor_grad(q) : NULL;
     float *dk = k->requires_grad ? tensor_grad(k) : NULL;
     float *dv = v->requires_grad ? tensor_grad(v) : NULL;
+    ScratchScope scratch = scratch_begin(node->out->device);
+    const float *q32 = tensor_f32(q), *k32 = tensor_f32(k), *v32 = tensor_f32(v), *o32 = tensor_f32(node->out);
     if (node->out->device == DEV_CUDA)
-        cuda_attention_backward(c->q, c->k, c->v, tensor_data_f32(node->out), c->lse, node->out->grad, dq, dk, dv,
-                                c->g.B, c->g.Lq, c->g.Lk, c->g.H, c->g.D, c->g.scale);
+        cuda_attention_backward(q32, k32, v32, o32, c->lse, node->out->grad, dq, dk, dv, c->g.B, c->g.Lq, c->g.Lk,
+                                c->g.H, c->g.D, c->g.scale);
     else
-        op_attention_cpu_backward(&c->g, c->q, c->k, c->v, tensor_data_f32(node->out), c->lse, node->out->grad, dq,
-                                  dk, dv);
+        op_attention_cpu_backward(&c->g, q32, k32, v32, o32, c->lse, node->out->grad, dq, dk, dv);
+    scratch_end(scratch);
 }
 
 Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale) {
@@ -218,24 +219,23 @@ Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale) {
     DOD_CHECK(g.Lk >= 1, "op_attention", "k %s has no keys", shape_str(k));
     g.scale = scale > 0 ? scale : 1.0f / sqrtf((float)g.D);
     int64_t out_shape[3] = {g.B, g.Lq, g.HD};
-    Tensor *out = tensor_new_on(dev, 3, out_shape, DT_F32);
-    const float *q32 = tensor_f32(q), *k32 = tensor_f32(k), *v32 = tensor_f32(v);
+    Tensor *out = tensor_new_activation(dev, 3, out_shape);
     bool record = ag_needs_grad(3, in);
     size_t lse_bytes = (size_t)(g.B * g.H * g.Lq) * sizeof(float);
-    float *lse = NULL;
-    if (dev == DEV_CUDA) {  // the CUDA kernel always writes lse
-        lse = cuda_arena_alloc(lse_bytes, "attention log-sum-exp");
-        cuda_attention_forward(q32, k32, v32, tensor_data_f32(out), lse, g.B, g.Lq, g.Lk, g.H, g.D, g.scale);
-    } else {
-        lse = record ? arena_alloc(lse_bytes, "attention log-sum-exp") : NULL;
-        op_attention_cpu_forward(&g, q32, k32, v32, tensor_data_f32(out), lse);
-    }
+    // lse before the scratch scope: backward reads it. The CUDA kernel always writes it.
+    float *lse = dev == DEV_CUDA ? cuda_arena_alloc(lse_bytes, "attention log-sum-exp")
+                 : record        ? arena_alloc(lse_bytes, "attention log-sum-exp")
+                                 : NULL;
+    ScratchScope scratch = scratch_begin(dev);
+    const float *q32 = tensor_f32(q), *k32 = tensor_f32(k), *v32 = tensor_f32(v);
+    float *o32 = tensor_out_f32(out);
+    if (dev == DEV_CUDA) cuda_attention_forward(q32, k32, v32, o32, lse, g.B, g.Lq, g.Lk, g.H, g.D, g.scale);
+    else op_attention_cpu_forward(&g, q32, k32, v32, o32, lse);
+    tensor_store_f32(out, o32);
+    scratch_end(scratch);
     if (record) {
         AttnCtx *c = ag_record("op_attention", attention_backward, out, 3, in, sizeof(AttnCtx));
         c->g = g;
-        c->q = q32;
-        c->k = k32;
-        c->v = v32;
         c->lse = lse;
     }
     return out;

@@ -51,8 +51,8 @@ typedef struct {
 
 typedef struct {
     ConvGeom g;
-    const float *x, *w;  // f32 views (w NULL for a half weight: its widened copy is released after forward)
-    bool w_half;         // CUDA mixed precision: cuDNN reads the frozen bf16/f16 weight as-is
+    const float *w;  // f32 weight (NULL unless stored f32: a widened copy is released after forward)
+    bool w_half;     // CUDA mixed precision: cuDNN reads the frozen bf16/f16 weight as-is
 } ConvCtx;
 
 // ---- tuning knobs (dense_tuning.h) -------------------------------------------------------------
@@ -384,9 +384,9 @@ static void op_conv2d_cpu_backward(const ConvGeom *g, const float *x, const floa
     conv_run(&io, dw);
 }
 
-// dx, dw, db += (NULL skips one) from dy, on dev; c->x is read only for dw.
-static void conv_backward_on(Device dev, const ConvCtx *c, const Tensor *w, const float *dy, float *dx, float *dw,
-                             float *db) {
+// dx, dw, db += (NULL skips one) from dy, on dev; x (the conv's input, f32) is read only for dw.
+static void conv_backward_on(Device dev, const ConvCtx *c, const float *x, const Tensor *w, const float *dy, float *dx,
+                             float *dw, float *db) {
     // A half-precision weight was widened in forward scratch: widen it again for this call only
     // (unless cuDNN reads it as-is).
     ScratchScope scratch = scratch_begin(dev);
@@ -394,10 +394,10 @@ static void conv_backward_on(Device dev, const ConvCtx *c, const Tensor *w, cons
     if (dev == DEV_CUDA) {
         int64_t gv[9];
         conv_geom_vec(&c->g, gv);
-        if (c->w_half) cuda_conv2d_backward(gv, c->x, w->data, w->dtype, dy, dx, NULL, db);
-        else cuda_conv2d_backward(gv, c->x, w32, DT_F32, dy, dx, dw, db);
+        if (c->w_half) cuda_conv2d_backward(gv, x, w->data, w->dtype, dy, dx, NULL, db);
+        else cuda_conv2d_backward(gv, x, w32, DT_F32, dy, dx, dw, db);
     } else {
-        op_conv2d_cpu_backward(&c->g, c->x, w32, dy, dx, dw, db);
+        op_conv2d_cpu_backward(&c->g, x, w32, dy, dx, dw, db);
     }
     scratch_end(scratch);
 }
@@ -405,8 +405,11 @@ static void conv_backward_on(Device dev, const ConvCtx *c, const Tensor *w, cons
 static void conv2d_backward(AgNode *node) {
     ConvCtx *c = node->ctx;
     Tensor *x = node->inputs[0], *w = node->inputs[1], *b = node->n_inputs > 2 ? node->inputs[2] : NULL;
-    conv_backward_on(node->out->device, c, w, node->out->grad, x->requires_grad ? tensor_grad(x) : NULL,
-                     w->requires_grad ? tensor_grad(w) : NULL, b && b->requires_grad ? tensor_grad(b) : NULL);
+    ScratchScope scratch = scratch_begin(node->out->device);
+    conv_backward_on(node->out->device, c, w->requires_grad ? tensor_f32(x) : NULL, w, node->out->grad,
+                     x->requires_grad ? tensor_grad(x) : NULL, w->requires_grad ? tensor_grad(w) : NULL,
+                     b && b->requires_grad ? tensor_grad(b) : NULL);
+    scratch_end(scratch);
 }
 
 // Checks op's arguments (x: the conv's input shape) and returns the geometry.
@@ -444,7 +447,6 @@ static void conv_forward_on(Device dev, ConvCtx *c, const float *x32, const Tens
         op_conv2d_cpu_forward(&c->g, x32, w32, b32, y);
     }
     scratch_end(scratch);
-    c->x = x32;
     c->w = w->dtype == DT_F32 ? w32 : NULL;  // NULL: widened copy released, backward widens again
     c->w_half = w_half;
 }
@@ -454,8 +456,12 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     Device dev = ops_device("op_conv2d", 3, in);
     ConvCtx c = {.g = conv_setup("op_conv2d", x, w, bias, stride, padding)};
     int64_t y_shape[4] = {c.g.N, c.g.Cout, c.g.Ho, c.g.Wo};
-    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
-    conv_forward_on(dev, &c, tensor_f32(x), w, bias, tensor_data_f32(y));  // x's view saved: outside any scratch
+    Tensor *y = tensor_new_activation(dev, 4, y_shape);
+    ScratchScope scratch = scratch_begin(dev);
+    float *y32 = tensor_out_f32(y);
+    conv_forward_on(dev, &c, tensor_f32(x), w, bias, y32);
+    tensor_store_f32(y, y32);
+    scratch_end(scratch);
     if (ag_needs_grad(3, in)) *(ConvCtx *)ag_record("op_conv2d", conv2d_backward, y, bias ? 3 : 2, in, sizeof c) = c;
     return y;
 }
@@ -471,7 +477,7 @@ typedef struct {
 } ConvPrologue;
 
 struct FusedConvCtx {
-    ConvCtx conv;  // conv.x dangles after forward: backward points it at the remade input
+    ConvCtx conv;
     const ConvPrologue *prologue;
     int n;            // prologue inputs: the weight is input n, the bias n + 1
     GroupNormCtx gn;  // the group-norm prologue's shapes and statistics
@@ -491,8 +497,7 @@ static void fused_conv_backward(AgNode *node) {
         t = arena_alloc_on(dev, bytes, "fused conv: input (remade)");
         c.prologue->make(dev, &c, in, t);
     }
-    c.conv.x = t;
-    conv_backward_on(dev, &c.conv, w, node->out->grad, dt, w->requires_grad ? tensor_grad(w) : NULL,
+    conv_backward_on(dev, &c.conv, t, w, node->out->grad, dt, w->requires_grad ? tensor_grad(w) : NULL,
                      b && b->requires_grad ? tensor_grad(b) : NULL);
     if (want_dt) c.prologue->backward(dev, &c, in, dt);
     scratch_end(scratch);
@@ -505,11 +510,13 @@ static Tensor *fused_conv(const char *op, Device dev, FusedConvCtx *c, Tensor **
     Tensor *w = in[c->n], *bias = in[c->n + 1];
     c->conv.g = conv_setup(op, t_shape, w, bias, stride, padding);
     int64_t y_shape[4] = {c->conv.g.N, c->conv.g.Cout, c->conv.g.Ho, c->conv.g.Wo};
-    Tensor *y = tensor_new_on(dev, 4, y_shape, DT_F32);
+    Tensor *y = tensor_new_activation(dev, 4, y_shape);
     ScratchScope scratch = scratch_begin(dev);
     float *t = arena_alloc_on(dev, (size_t)t_shape->numel * sizeof(float), "fused conv: input");
     c->prologue->make(dev, c, in, t);
-    conv_forward_on(dev, &c->conv, t, w, bias, tensor_data_f32(y));
+    float *y32 = tensor_out_f32(y);
+    conv_forward_on(dev, &c->conv, t, w, bias, y32);
+    tensor_store_f32(y, y32);
     scratch_end(scratch);
     c->conv.w = NULL;  // a widened weight went with the scratch: backward widens again
     if (ag_needs_grad(c->n + 2, in)) *(FusedConvCtx *)ag_record(op, fused_conv_backward, y, c->n + 2, in, sizeof *c) = *c;
@@ -518,7 +525,7 @@ static Tensor *fused_conv(const char *op, Device dev, FusedConvCtx *c, Tensor **
 
 // Group norm + SiLU: in = {x, gamma, beta}.
 static void gn_silu_make(Device dev, FusedConvCtx *c, Tensor *const *in, float *t) {
-    group_norm_silu_forward(dev, &c->gn, in[2], t);
+    group_norm_silu_forward(dev, &c->gn, in[0], in[1], in[2], t);
 }
 static void gn_silu_backward(Device dev, const FusedConvCtx *c, Tensor *const *in, const float *dt) {
     group_norm_silu_backward_dy(dev, &c->gn, in[0], in[1], in[2], dt);

@@ -136,7 +136,6 @@ static void bcast_reduce_into(const Bcast *p, const float *g, const int64_t *st,
 typedef struct {
     EwKind kind;
     Bcast plan;
-    const float *a, *b;  // f32 views of the inputs (saved for op_mul's backward)
     float scale_a;       // add / sub: the result is scale_a * a (op) b (1 but for op_scale_add_into)
 } EwCtx;
 
@@ -155,28 +154,28 @@ static void ew_backward(AgNode *node) {
             return;
         }
         float *ga = a->requires_grad ? tensor_grad(a) : NULL, *gb = b->requires_grad ? tensor_grad(b) : NULL;
-        size_t mark = cuda_arena_mark();
+        ScratchScope scratch = scratch_begin(DEV_CUDA);
         float *tmp = cuda_arena_alloc((size_t)p->numel * sizeof(float), "op_mul backward scratch");
         if (ga) {
-            cuda_ew_binary(EW_MUL, p->ndim, p->shape, g, p->so, c->b, p->sb, tmp);
+            cuda_ew_binary(EW_MUL, p->ndim, p->shape, g, p->so, tensor_f32(b), p->sb, tmp);
             cuda_bcast_reduce(p->ndim, p->shape, p->so, tmp, p->sa, 1.0f, ga, a->numel);
         }
         if (gb) {
-            cuda_ew_binary(EW_MUL, p->ndim, p->shape, g, p->so, c->a, p->sa, tmp);
+            cuda_ew_binary(EW_MUL, p->ndim, p->shape, g, p->so, tensor_f32(a), p->sa, tmp);
             cuda_bcast_reduce(p->ndim, p->shape, p->so, tmp, p->sb, 1.0f, gb, b->numel);
         }
-        cuda_arena_release(mark);
+        scratch_end(scratch);
         return;
     }
     if (c->kind == EW_MUL) {
         ScratchScope scratch = scratch_begin(DEV_CPU);
         float *tmp = arena_alloc((size_t)p->numel * sizeof(float), "op_mul backward scratch");
         if (a->requires_grad) {  // d/da = g * b, summed over a's broadcast axes
-            ew_cpu_forward(EW_MUL, p, g, p->so, c->b, p->sb, tmp);
+            ew_cpu_forward(EW_MUL, p, g, p->so, tensor_f32(b), p->sb, tmp);
             bcast_reduce_into(p, tmp, p->sa, 1.0f, tensor_grad(a), a->numel);
         }
         if (b->requires_grad) {
-            ew_cpu_forward(EW_MUL, p, g, p->so, c->a, p->sa, tmp);
+            ew_cpu_forward(EW_MUL, p, g, p->so, tensor_f32(a), p->sa, tmp);
             bcast_reduce_into(p, tmp, p->sb, 1.0f, tensor_grad(b), b->numel);
         }
         scratch_end(scratch);
@@ -202,28 +201,29 @@ static Tensor *ew_binary(const char *op, EwKind kind, Tensor *a, Tensor *b, bool
         DOD_CHECK(same, op, "y %s + %s broadcasts to a larger shape than y's", shape_str(a), shape_str(b));
         out = ops_overwrite_alias(op, a);  // elementwise in place: out[i] reads only a[i]
     } else {
-        out = tensor_new_on(dev, nd, shape, DT_F32);
+        out = tensor_new_activation_of(dev, nd, shape, 2, in);
     }
-    const float *af = tensor_f32(a), *bf = tensor_f32(b);
-    if (scale_a != 1.0f) {  // into_a only: a is the output's own storage, scaled in place first
+    ScratchScope scratch = scratch_begin(dev);
+    float *o = into_a ? ops_inplace_f32(out) : tensor_out_f32(out);
+    const float *af = into_a ? o : tensor_f32(a), *bf = tensor_f32(b);
+    if (scale_a != 1.0f) {  // into_a only: a's values are the output's, scaled in place first
         if (dev == DEV_CUDA) {
-            cuda_affine(af, scale_a, 0.0f, tensor_data_f32(out), a->numel);
+            cuda_affine(o, scale_a, 0.0f, o, a->numel);
         } else {
-            float *o = tensor_data_f32(out);
 #pragma omp parallel for if (a->numel > OPS_PARALLEL_MIN)
             for (int64_t i = 0; i < a->numel; i++) o[i] *= scale_a;
         }
     }
     if (out->numel > 0 && dev == DEV_CUDA)
-        cuda_ew_binary(kind, plan.ndim, plan.shape, af, plan.sa, bf, plan.sb, tensor_data_f32(out));
+        cuda_ew_binary(kind, plan.ndim, plan.shape, af, plan.sa, bf, plan.sb, o);
     else if (out->numel > 0)
-        ew_cpu_forward(kind, &plan, af, plan.sa, bf, plan.sb, tensor_data_f32(out));
+        ew_cpu_forward(kind, &plan, af, plan.sa, bf, plan.sb, o);
+    tensor_store_f32(out, o);
+    scratch_end(scratch);
     if (ag_needs_grad(2, in)) {
         EwCtx *c = ag_record(op, ew_backward, out, 2, in, sizeof(EwCtx));
         c->kind = kind;
         c->plan = plan;
-        c->a = af;
-        c->b = bf;
         c->scale_a = scale_a;
     }
     return out;
@@ -250,9 +250,10 @@ static void add_scalar_backward(AgNode *node) { ops_accumulate_scaled_grad(node-
 
 static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
     Device dev = ops_device(op, 1, &x);
-    Tensor *out = tensor_new_on(dev, x->ndim, x->shape, DT_F32);
+    Tensor *out = tensor_new_activation_of(dev, x->ndim, x->shape, 1, &x);
+    ScratchScope scratch = scratch_begin(dev);
     const float *xf = tensor_f32(x);
-    float *o = tensor_data_f32(out);
+    float *o = tensor_out_f32(out);
     if (dev == DEV_CUDA) {
         cuda_affine(xf, multiply ? s : 1.0f, multiply ? 0.0f : s, o, x->numel);
     } else if (multiply) {
@@ -262,6 +263,8 @@ static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < x->numel; i++) o[i] = xf[i] + s;
     }
+    tensor_store_f32(out, o);
+    scratch_end(scratch);
     if (ag_needs_grad(1, &x)) {
         ScaleCtx *c = ag_record(op, multiply ? scale_backward : add_scalar_backward, out, 1, &x,
                                 sizeof(ScaleCtx));

@@ -1,7 +1,8 @@
 // op_matmul, op_linear and op_add_projection_into: thin wrappers that turn every product into one
 // (or one per batch) call of gemm_f32 (CPU) or cuda_gemm (cuBLAS, for DEV_CUDA inputs; op_linear's
-// CUDA forward with a bias: one cuBLASLt call with the bias epilogue, cuda_linear_bias_forward). Half-precision inputs are
-// widened once in forward (tensor_f32) and the f32 view is kept in the node context for backward.
+// CUDA forward with a bias: one cuBLASLt call with the bias epilogue, cuda_linear_bias_forward). Inputs stored in
+// half precision are widened in scratch (tensor_f32) by the forward and again by the backward; the node
+// context keeps no view of them, so a bf16 activation stays bf16 in memory until backward.
 // Gradient GEMMs run only for inputs that require grad, so a frozen weight costs no dW product.
 #include <string.h>
 
@@ -23,7 +24,7 @@ static void add_column_sums(const float *g, int64_t rows, int64_t n, float *db) 
 
 // ---- matmul -------------------------------------------------------------------------------------
 typedef struct {
-    const float *a, *b;   // f32 views of the inputs (widened copies for half storage)
+    const float *a, *b;   // f32 views of the inputs for the current call (set inside its scratch scope)
     int64_t batch, M, N, K;
     bool trans_b, broadcast_b;
 } MatmulCtx;
@@ -81,11 +82,15 @@ static void op_matmul_cuda_backward(const MatmulCtx *c, const float *g, float *d
 }
 
 static void matmul_backward(AgNode *node) {
-    MatmulCtx *c = node->ctx;
+    MatmulCtx c = *(MatmulCtx *)node->ctx;
     Tensor *a = node->inputs[0], *b = node->inputs[1];
     float *da = a->requires_grad ? tensor_grad(a) : NULL, *db = b->requires_grad ? tensor_grad(b) : NULL;
-    if (node->out->device == DEV_CUDA) op_matmul_cuda_backward(c, node->out->grad, da, db);
-    else op_matmul_cpu_backward(c, node->out->grad, da, db);
+    ScratchScope scratch = scratch_begin(node->out->device);
+    c.a = tensor_f32(a);
+    c.b = tensor_f32(b);
+    if (node->out->device == DEV_CUDA) op_matmul_cuda_backward(&c, node->out->grad, da, db);
+    else op_matmul_cpu_backward(&c, node->out->grad, da, db);
+    scratch_end(scratch);
 }
 
 Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
@@ -110,11 +115,16 @@ Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, a->shape, sizeof shape);
     shape[a->ndim - 1] = c.N;
-    Tensor *y = tensor_new_on(dev, a->ndim, shape, DT_F32);
+    Tensor *y = tensor_new_activation(dev, a->ndim, shape);
+    ScratchScope scratch = scratch_begin(dev);
     c.a = tensor_f32(a);
     c.b = tensor_f32(b);
-    if (dev == DEV_CUDA) op_matmul_cuda_forward(&c, tensor_data_f32(y));
-    else op_matmul_cpu_forward(&c, tensor_data_f32(y));
+    float *y32 = tensor_out_f32(y);
+    if (dev == DEV_CUDA) op_matmul_cuda_forward(&c, y32);
+    else op_matmul_cpu_forward(&c, y32);
+    tensor_store_f32(y, y32);
+    scratch_end(scratch);
+    c.a = c.b = NULL;  // the views may have gone with the scratch: backward takes them again
     if (ag_needs_grad(2, in)) {
         MatmulCtx *saved = ag_record("op_matmul", matmul_backward, y, 2, in, sizeof(MatmulCtx));
         *saved = c;
@@ -124,8 +134,8 @@ Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
 
 // ---- linear -------------------------------------------------------------------------------------
 typedef struct {
-    const float *x, *w;  // f32 views (w NULL on the CUDA mixed-precision path, and for half weights once
-                         // forward has released its widened copy)
+    const float *x, *w;  // f32 views for the current call, set inside its scratch scope (w kept across calls
+                         // only when stored f32; NULL on the CUDA mixed-precision path)
     const void *w_half;  // CUDA mixed precision: the bf16/f16 weight storage, read as-is by cuBLAS
     DType w_type;
     int64_t rows, in, out;
@@ -190,6 +200,7 @@ static void linear_backward(AgNode *node) {
     // A half-precision weight widened in forward scratch is widened again for this call only.
     ScratchScope scratch = scratch_begin(node->out->device);
     if (!c.w && !c.w_half) c.w = tensor_f32(w);
+    c.x = dw ? tensor_f32(x) : NULL;  // x is read only for dw
     if (node->out->device == DEV_CUDA) {
         DOD_CHECK(!(dw && c.w_half), "op_linear", "weight %s is %s on the mixed-precision path: half weights are frozen",
                   shape_str(w), dtype_name(w->dtype));
@@ -213,17 +224,20 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = c.out;
-    Tensor *y = tensor_new_on(dev, x->ndim, shape, DT_F32);
-    c.x = tensor_f32(x);  // saved for backward: outside the scratch scope
+    Tensor *y = tensor_new_activation(dev, x->ndim, shape);
     c.w_type = w->dtype;
     bool half_w = w->dtype == DT_BF16 || w->dtype == DT_F16;
     ScratchScope scratch = scratch_begin(dev);
+    c.x = tensor_f32(x);
     if (dev == DEV_CUDA && half_w && !w->requires_grad && dod_cuda_precision() == DOD_PREC_MIXED) c.w_half = w->data;
     else c.w = tensor_f32(w);
     const float *b32 = bias ? tensor_f32(bias) : NULL;
-    if (dev == DEV_CUDA) op_linear_cuda_forward(&c, b32, tensor_data_f32(y));
-    else op_linear_cpu_forward(&c, b32, tensor_data_f32(y));
+    float *y32 = tensor_out_f32(y);
+    if (dev == DEV_CUDA) op_linear_cuda_forward(&c, b32, y32);
+    else op_linear_cpu_forward(&c, b32, y32);
+    tensor_store_f32(y, y32);
     scratch_end(scratch);
+    c.x = NULL;              // backward takes x's view again
     if (half_w) c.w = NULL;  // the widened copy is gone: backward widens again
     if (ag_needs_grad(3, in)) {
         LinearCtx *saved = ag_record("op_linear", linear_backward, y, bias ? 3 : 2, in, sizeof(LinearCtx));
@@ -246,7 +260,7 @@ static void gemm_on(Device dev, bool trans_a, bool trans_b, int64_t M, int64_t N
 }
 
 typedef struct {
-    const float *x, *w;  // f32 views
+    const float *x, *w;  // f32 views for the current call (set inside its scratch scope)
     float s;
     bool channels;       // 1x1 conv over NCHW; else linear over the last dim
     int64_t batch, pixels, rows, in, out;  // channels: batch x pixels; linear: rows
@@ -278,12 +292,16 @@ static void projection_backward_gemms(Device dev, const ProjectionCtx *c, const 
 }
 
 static void projection_backward(AgNode *node) {
-    const ProjectionCtx *c = node->ctx;
+    ProjectionCtx c = *(const ProjectionCtx *)node->ctx;
     Tensor *y = node->inputs[0], *x = node->inputs[1], *w = node->inputs[2];
     const float *g = node->out->grad;
     ops_accumulate_scaled_grad(y, g, 1.0f);
-    projection_backward_gemms(node->out->device, c, g, x->requires_grad ? tensor_grad(x) : NULL,
+    ScratchScope scratch = scratch_begin(node->out->device);
+    c.x = tensor_f32(x);
+    c.w = tensor_f32(w);
+    projection_backward_gemms(node->out->device, &c, g, x->requires_grad ? tensor_grad(x) : NULL,
                               w->requires_grad ? tensor_grad(w) : NULL);
+    scratch_end(scratch);
 }
 
 Tensor *op_add_projection_into(Tensor *y, Tensor *x, Tensor *w, float s) {
@@ -309,9 +327,14 @@ Tensor *op_add_projection_into(Tensor *y, Tensor *x, Tensor *w, float s) {
     DOD_CHECK(ok, "op_add_projection_into", "y %s, x %s and weight %s: need w [out, in] with x [..., in] and y [..., out], "
               "or w [out, in, 1, 1] with x [N, in, H, W] and y [N, out, H, W]", shape_str(y), shape_str(x), shape_str(w));
     Tensor *out = ops_overwrite_alias("op_add_projection_into", y);
+    ScratchScope scratch = scratch_begin(dev);
+    float *y32 = ops_inplace_f32(out);
     c.x = tensor_f32(x);
     c.w = tensor_f32(w);
-    projection_forward(dev, &c, tensor_data_f32(out));
+    projection_forward(dev, &c, y32);
+    tensor_store_f32(out, y32);
+    scratch_end(scratch);
+    c.x = c.w = NULL;
     if (ag_needs_grad(3, in)) {
         ProjectionCtx *saved = ag_record("op_add_projection_into", projection_backward, out, 3, in, sizeof(ProjectionCtx));
         *saved = c;

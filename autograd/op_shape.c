@@ -110,8 +110,12 @@ Tensor *op_concat(Tensor *const *xs, int n, int dim) {
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, x0->shape, sizeof shape);
     shape[d] = total;
-    Tensor *out = tensor_new_on(dev, x0->ndim, shape, DT_F32);
-    concat_forward_into(dev, xs, n, d, tensor_data_f32(out));
+    Tensor *out = tensor_new_activation_of(dev, x0->ndim, shape, n, xs);
+    ScratchScope scratch = scratch_begin(dev);
+    float *y = tensor_out_f32(out);
+    concat_forward_into(dev, xs, n, d, y);
+    tensor_store_f32(out, y);
+    scratch_end(scratch);
     if (ag_needs_grad(n, xs)) *(int *)ag_record(op, concat_backward, out, n, xs, sizeof d) = d;  // the axis
     return out;
 }
@@ -156,24 +160,35 @@ void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out) {
     }
     if (n < 1 || sum != x->shape[d])
         dod_fatal(op, "%d pieces summing to %ld do not split dim %d of input %s", n, (long)sum, d, shape_str(x));
-    const float *xf = tensor_f32(x);
-    bool grad = ag_needs_grad(1, &x);
-    int64_t start = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++) {  // every piece before the scratch scope
         int64_t shape[TENSOR_MAX_DIMS];
         memcpy(shape, x->shape, sizeof shape);
         shape[d] = sizes[i];
-        out[i] = tensor_new_on(dev, x->ndim, shape, DT_F32);
-        SplitCtx c = {ops_prod(x->shape, 0, d), ops_prod(x->shape, d + 1, x->ndim), x->shape[d], start, sizes[i]};
+        out[i] = tensor_new_activation_of(dev, x->ndim, shape, 1, &x);
+    }
+    SplitCtx c = {ops_prod(x->shape, 0, d), ops_prod(x->shape, d + 1, x->ndim), x->shape[d], 0, 0};
+    ScratchScope scratch = scratch_begin(dev);
+    const float *xf = tensor_f32(x);
+    for (int i = 0; i < n; i++) {
+        c.size = sizes[i];
+        float *y = tensor_out_f32(out[i]);
         if (dev == DEV_CUDA) {
             int64_t len = c.size * c.inner;
-            cuda_strided_copy(2, (int64_t[]){c.outer, len}, tensor_data_f32(out[i]), (int64_t[]){len, 1},
-                              xf + c.start * c.inner, (int64_t[]){c.total * c.inner, 1}, 1.0f, false);
+            cuda_strided_copy(2, (int64_t[]){c.outer, len}, y, (int64_t[]){len, 1}, xf + c.start * c.inner,
+                              (int64_t[]){c.total * c.inner, 1}, 1.0f, false);
         } else {
-            split_cpu_forward(xf, &c, tensor_data_f32(out[i]));
+            split_cpu_forward(xf, &c, y);
         }
-        if (grad) *(SplitCtx *)ag_record(op, split_backward, out[i], 1, &x, sizeof c) = c;
-        start += sizes[i];
+        tensor_store_f32(out[i], y);
+        c.start += sizes[i];
+    }
+    scratch_end(scratch);
+    if (!ag_needs_grad(1, &x)) return;
+    c.start = 0;
+    for (int i = 0; i < n; i++) {
+        c.size = sizes[i];
+        *(SplitCtx *)ag_record(op, split_backward, out[i], 1, &x, sizeof c) = c;
+        c.start += sizes[i];
     }
 }
 
@@ -284,14 +299,18 @@ Tensor *op_permute(Tensor *x, const int *perm) {
         c.shape[i] = x->shape[perm[i]];
         c.in_stride[i] = xs[perm[i]];
     }
-    Tensor *out = tensor_new_on(dev, x->ndim, c.shape, DT_F32);
+    Tensor *out = tensor_new_activation_of(dev, x->ndim, c.shape, 1, &x);
+    ScratchScope scratch = scratch_begin(dev);
+    float *y = tensor_out_f32(out);
     if (dev == DEV_CUDA) {
         int64_t os[TENSOR_MAX_DIMS];
         ops_strides(c.ndim, c.shape, os);
-        cuda_strided_copy(c.ndim, c.shape, tensor_data_f32(out), os, tensor_f32(x), c.in_stride, 1.0f, false);
+        cuda_strided_copy(c.ndim, c.shape, y, os, tensor_f32(x), c.in_stride, 1.0f, false);
     } else {
-        permute_cpu_apply(&c, (float *)tensor_f32(x), tensor_data_f32(out), false);
+        permute_cpu_apply(&c, (float *)tensor_f32(x), y, false);
     }
+    tensor_store_f32(out, y);
+    scratch_end(scratch);
     if (ag_needs_grad(1, &x)) *(PermuteCtx *)ag_record(op, permute_backward, out, 1, &x, sizeof c) = c;
     return out;
 }
@@ -327,9 +346,10 @@ Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom) {
         dod_fatal(op, "negative padding (%d, %d, %d, %d) for input %s", left, right, top, bottom, shape_str(x));
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t Ho = H + top + bottom, Wo = W + left + right;
-    Tensor *out = tensor_new_on(dev, 4, (int64_t[]){x->shape[0], x->shape[1], Ho, Wo}, DT_F32);
+    Tensor *out = tensor_new_activation_of(dev, 4, (int64_t[]){x->shape[0], x->shape[1], Ho, Wo}, 1, &x);
+    ScratchScope scratch = scratch_begin(dev);
     const float *xf = tensor_f32(x);
-    float *y = tensor_data_f32(out);
+    float *y = tensor_out_f32(out);
     if (dev == DEV_CUDA) {
         cuda_memset_zero(y, (size_t)out->numel * sizeof(float));
         cuda_strided_copy(3, (int64_t[]){planes, H, W}, y + top * Wo + left, (int64_t[]){Ho * Wo, Wo, 1}, xf,
@@ -342,6 +362,8 @@ Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom) {
             for (int64_t h = 0; h < H; h++) memcpy(yp + (h + top) * Wo + left, xf + (p * H + h) * W, sizeof(float) * W);
         }
     }
+    tensor_store_f32(out, y);
+    scratch_end(scratch);
     if (ag_needs_grad(1, &x)) {
         Pad2dCtx *c = ag_record(op, pad2d_backward, out, 1, &x, sizeof(Pad2dCtx));
         c->left = left;
@@ -371,6 +393,7 @@ static void upsample_backward(AgNode *node) { upsample2x_backward_dy(node->input
 
 void upsample2x_forward_into(Device dev, const Tensor *x, float *y) {
     int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Wo = 2 * W;
+    ScratchScope scratch = scratch_begin(dev);
     const float *xf = tensor_f32(x);
     if (dev == DEV_CUDA) {  // out[p, 2h + a, 2w + b] = x[p, h, w]
         cuda_strided_copy(5, (int64_t[]){planes, H, 2, W, 2}, y, (int64_t[]){4 * H * W, 4 * W, 2 * W, 2, 1}, xf,
@@ -385,14 +408,19 @@ void upsample2x_forward_into(Device dev, const Tensor *x, float *y) {
                 memcpy(y0 + Wo, y0, sizeof(float) * Wo);
             }
     }
+    scratch_end(scratch);
 }
 
 Tensor *op_upsample_nearest2x(Tensor *x) {
     const char *op = "op_upsample_nearest2x";
     Device dev = ops_device(op, 1, &x);
     if (x->ndim != 4) dod_fatal(op, "input %s must be [N, C, H, W]", shape_str(x));
-    Tensor *out = tensor_new_on(dev, 4, (int64_t[]){x->shape[0], x->shape[1], 2 * x->shape[2], 2 * x->shape[3]}, DT_F32);
-    upsample2x_forward_into(dev, x, tensor_data_f32(out));
+    Tensor *out = tensor_new_activation_of(dev, 4, (int64_t[]){x->shape[0], x->shape[1], 2 * x->shape[2], 2 * x->shape[3]}, 1, &x);
+    ScratchScope scratch = scratch_begin(dev);
+    float *y = tensor_out_f32(out);
+    upsample2x_forward_into(dev, x, y);
+    tensor_store_f32(out, y);
+    scratch_end(scratch);
     if (ag_needs_grad(1, &x)) ag_record(op, upsample_backward, out, 1, &x, 0);
     return out;
 }
@@ -421,7 +449,8 @@ Tensor *op_global_avg_pool(Tensor *x) {
     if (x->ndim != 4 || x->shape[2] * x->shape[3] == 0)
         dod_fatal(op, "input %s must be [N, C, H, W] with H, W > 0", shape_str(x));
     int64_t planes = x->shape[0] * x->shape[1], S = x->shape[2] * x->shape[3];
-    Tensor *out = tensor_new_on(dev, 2, (int64_t[]){x->shape[0], x->shape[1]}, DT_F32);
+    Tensor *out = tensor_new_on(dev, 2, (int64_t[]){x->shape[0], x->shape[1]}, DT_F32);  // f32: plane means
+    ScratchScope scratch = scratch_begin(dev);
     const float *xf = tensor_f32(x);
     float *y = tensor_data_f32(out);
     if (dev == DEV_CUDA) {
@@ -434,6 +463,7 @@ Tensor *op_global_avg_pool(Tensor *x) {
             y[p] = (float)(s / S);
         }
     }
+    scratch_end(scratch);
     if (ag_needs_grad(1, &x)) ag_record(op, gap_backward, out, 1, &x, 0);
     return out;
 }
@@ -469,17 +499,19 @@ Tensor *op_embedding(Tensor *table, const int64_t *ids, int n) {
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= V)
             dod_fatal(op, "id %d is %ld, outside [0, %ld) of table %s", i, (long)ids[i], (long)V, shape_str(table));
-    Tensor *out = tensor_new_on(dev, 2, (int64_t[]){n, D}, DT_F32);
-    const float *tf = tensor_f32(table);
+    Tensor *out = tensor_new_on(dev, 2, (int64_t[]){n, D}, DT_F32);  // f32: rows of a (small) table
     float *y = tensor_data_f32(out);
     int64_t *ids_dev = NULL;
-    if (dev == DEV_CUDA) {
+    if (dev == DEV_CUDA) {  // before the scratch scope: backward reads it
         ids_dev = cuda_arena_alloc(sizeof(int64_t) * (n ? n : 1), "op_embedding ids");
         cuda_copy_h2d(ids_dev, ids, sizeof(int64_t) * n);
-        cuda_embedding_forward(tf, ids_dev, y, n, D);
-    } else {
-        for (int i = 0; i < n; i++) memcpy(y + (int64_t)i * D, tf + ids[i] * D, sizeof(float) * D);
     }
+    ScratchScope scratch = scratch_begin(dev);
+    const float *tf = tensor_f32(table);
+    if (dev == DEV_CUDA) cuda_embedding_forward(tf, ids_dev, y, n, D);
+    else
+        for (int i = 0; i < n; i++) memcpy(y + (int64_t)i * D, tf + ids[i] * D, sizeof(float) * D);
+    scratch_end(scratch);
     if (ag_needs_grad(1, &table)) {
         EmbeddingCtx *c = ag_record(op, embedding_backward, out, 1, &table, sizeof(EmbeddingCtx));
         int64_t *copy = arena_alloc(sizeof(int64_t) * (n ? n : 1), "op_embedding ids");

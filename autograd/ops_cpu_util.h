@@ -68,18 +68,26 @@ static inline void ops_accumulate(float *dst, const float *src, int64_t n) {
 }
 
 // A new tensor header on y's storage, for ops that write their result into y (op_add_into,
-// op_add_projection_into): y must be an f32 activation (fatal naming op otherwise). The header is a
-// tensor of its own on the tape (no gradient yet); y's data is about to be overwritten, so y is marked
-// and any later op given y fails (ops_device) instead of reading the result as if it were y.
+// op_add_projection_into): y must be an f32 or bf16 activation (fatal naming op otherwise). The header
+// is a tensor of its own on the tape (no gradient yet); y's data is about to be overwritten, so y is
+// marked and any later op given y fails (ops_device) instead of reading the result as if it were y.
 static inline Tensor *ops_overwrite_alias(const char *op, Tensor *y) {
-    DOD_CHECK(!y->persistent && y->dtype == DT_F32, op, "y %s must be an f32 activation (it is overwritten), got %s%s",
-              y->name ? y->name : shape_str(y), dtype_name(y->dtype), y->persistent ? " persistent" : "");
+    DOD_CHECK(!y->persistent && (y->dtype == DT_F32 || y->dtype == DT_BF16), op,
+              "y %s must be an f32 or bf16 activation (it is overwritten), got %s%s", y->name ? y->name : shape_str(y),
+              dtype_name(y->dtype), y->persistent ? " persistent" : "");
     Tensor *out = arena_alloc(sizeof(Tensor), "overwritten tensor header");
     *out = *y;  // same shape and storage
     out->grad = NULL;
     out->requires_grad = false;
     y->overwritten = true;
     return out;
+}
+
+// The f32 values an in-place op updates, given the alias from ops_overwrite_alias (inside a scratch
+// scope): the alias's own storage when f32, else y's values widened into scratch; either way the op
+// finishes with tensor_store_f32(alias, values), which rounds them back into the storage for bf16.
+static inline float *ops_inplace_f32(Tensor *alias) {
+    return alias->dtype == DT_F32 ? tensor_data_f32(alias) : (float *)tensor_f32(alias);
 }
 
 // grad_x += s * g (g: x->numel values on x's device), when x requires grad.

@@ -6,11 +6,11 @@
 #pragma once
 #include "autograd/ops.h"
 
-// Saved state of group norm (+ SiLU): shapes, f32 views of x and gamma, per-(n, group) statistics.
+// Saved state of group norm (+ SiLU): shapes and per-(n, group) statistics. x and gamma are the node's
+// inputs, read (widened when stored in half precision) where forward and backward need them.
 typedef struct {
     int64_t N, C, S;         // batch, channels, spatial size (product of the dims after C)
     int64_t G;
-    const float *x, *gamma;  // f32 views (gamma NULL when absent)
     float *mean, *rstd;      // [N * G], on x's device
     float eps;
 } GroupNormCtx;
@@ -19,8 +19,9 @@ typedef struct {
 // the arena of x's device (allocate them before any scratch scope: backward reads them).
 void group_norm_silu_setup(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps,
                            GroupNormCtx *c);
-// y = silu(groupnorm(x)) (=) over c's shapes on dev, writing c's statistics; beta may be NULL.
-void group_norm_silu_forward(Device dev, GroupNormCtx *c, const Tensor *beta, float *y);
+// y = silu(groupnorm(x)) (=) over c's shapes on dev, writing c's statistics; gamma, beta may be NULL.
+void group_norm_silu_forward(Device dev, GroupNormCtx *c, const Tensor *x, const Tensor *gamma, const Tensor *beta,
+                             float *y);
 // Backward of y = silu(groupnorm(x)) given dy (on dev): accumulates (+=) into the gradients of x,
 // gamma and beta (NULL allowed) that require grad. The normalised tensor is recomputed in scratch.
 void group_norm_silu_backward_dy(Device dev, const GroupNormCtx *c, Tensor *x, Tensor *gamma, Tensor *beta,

@@ -145,9 +145,10 @@ Tensor *ag_run_keeping_output(AgBlockFn fn, void *ctx, int n_inputs, Tensor *con
     for (int i = 0; i < n_inputs; i++)
         if (out == inputs[i]) return out;  // nothing new to keep
     // Park the output (heap, or the device cache for a CUDA tensor), rewind, bring it back at the mark.
-    size_t bytes = (size_t)out->numel * sizeof(float);
+    size_t bytes = (size_t)out->numel * dtype_size(out->dtype);
     Device dev = out->device;
-    DOD_CHECK((dev == DEV_CUDA) == cuda_in && out->dtype == DT_F32, "ag_run_keeping_output",
+    DType dtype = out->dtype;
+    DOD_CHECK((dev == DEV_CUDA) == cuda_in, "ag_run_keeping_output",
               "block output %s (%s) is on %s, its input on %s", shape_str(out), dtype_name(out->dtype),
               dev == DEV_CUDA ? "cuda" : "cpu", cuda_in ? "cuda" : "cpu");
     void *parked = device_malloc(dev, bytes, "block output");
@@ -157,7 +158,7 @@ Tensor *ag_run_keeping_output(AgBlockFn fn, void *ctx, int n_inputs, Tensor *con
     memcpy(shape, out->shape, sizeof shape);
     arena_release(mark);
     if (cuda_in) cuda_arena_release(cuda_mark);
-    Tensor *kept = tensor_new_on(dev, ndim, shape, DT_F32);
+    Tensor *kept = tensor_new_on(dev, ndim, shape, dtype);
     device_copy(kept->data, dev, parked, dev, bytes);
     device_free(dev, parked);  // on CUDA the copy above is queued first on the same stream
     return kept;

@@ -427,6 +427,51 @@ const float *tensor_f32(const Tensor *t) {
     return out;
 }
 
+void tensor_not_f32_fatal(const Tensor *t) {
+    dod_fatal("tensor_data_f32", "tensor %s %s is %s, not f32 (read it through tensor_f32, write it through "
+              "tensor_out_f32 + tensor_store_f32)", t->name ? t->name : "(activation)", shape_str(t), dtype_name(t->dtype));
+}
+
+static DType activation_dtype = DT_F32;
+
+void ag_set_activation_dtype(DType dtype) {
+    DOD_CHECK(dtype == DT_F32 || dtype == DT_BF16, "ag_set_activation_dtype",
+              "activations are stored as f32 or bf16, not %s", dtype_name(dtype));
+    activation_dtype = dtype;
+}
+
+DType ag_activation_dtype(void) { return activation_dtype; }
+
+Tensor *tensor_new_activation(Device device, int ndim, const int64_t *shape) {
+    return tensor_new_on(device, ndim, shape, activation_dtype);
+}
+
+Tensor *tensor_new_activation_of(Device device, int ndim, const int64_t *shape, int n, Tensor *const *inputs) {
+    bool half = false;
+    for (int i = 0; i < n && activation_dtype != DT_F32; i++)
+        half = half || (inputs[i] && !inputs[i]->persistent && inputs[i]->dtype == activation_dtype);
+    return tensor_new_on(device, ndim, shape, half ? activation_dtype : DT_F32);
+}
+
+float *tensor_out_f32(Tensor *t) {
+    if (t->dtype == DT_F32) return (float *)t->data;
+    return arena_alloc_on(t->device, (size_t)t->numel * sizeof(float), "f32 result before rounding");
+}
+
+void tensor_store_f32(Tensor *t, const float *y) {
+    if (y == t->data) return;
+    DOD_CHECK(t->dtype == DT_BF16 || t->dtype == DT_F16, "tensor_store_f32", "tensor %s %s: cannot store f32 values as %s",
+              t->name ? t->name : "(activation)", shape_str(t), dtype_name(t->dtype));
+    if (t->device == DEV_CUDA) {
+        cuda_narrow_f32(y, t->dtype, t->data, t->numel);
+        return;
+    }
+    uint16_t *h = t->data;
+    bool bf = t->dtype == DT_BF16;
+#pragma omp parallel for if (t->numel > 65536)
+    for (int64_t i = 0; i < t->numel; i++) h[i] = bf ? f32_to_bf16(y[i]) : f32_to_f16(y[i]);
+}
+
 ScratchScope scratch_begin(Device device) {
     return (ScratchScope){device, device == DEV_CUDA ? cuda_arena_mark() : arena_mark()};
 }

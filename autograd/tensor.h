@@ -112,7 +112,13 @@ void *arena_calloc_on(Device device, size_t bytes, const char *what);  // zeroed
 void device_copy(void *dst, Device dst_device, const void *src, Device src_device, size_t bytes);
 
 // ---- access ----------------------------------------------------------------------------------
-static inline float *tensor_data_f32(const Tensor *t) { return (float *)t->data; }  // t must be f32
+// t's storage as floats; t must be f32 (fatal naming the tensor otherwise: read half tensors through
+// tensor_f32, write them through tensor_out_f32 / tensor_store_f32).
+void tensor_not_f32_fatal(const Tensor *t) __attribute__((noreturn));
+static inline float *tensor_data_f32(const Tensor *t) {
+    if (t->dtype != DT_F32) tensor_not_f32_fatal(t);
+    return (float *)t->data;
+}
 // f32 view of t: t->data itself for f32, otherwise an arena copy widened from f16/bf16.
 const float *tensor_f32(const Tensor *t);
 // Scratch scope of one op call on `device`'s arena (host, or the device arena for DEV_CUDA): what is
@@ -143,6 +149,31 @@ void tensor_fill(Tensor *t, float v);  // f32 only
 // Fill with N(0, std^2) / U(lo, hi) from a counter-based RNG keyed by seed (same seed -> same values).
 void tensor_randn(Tensor *t, uint64_t seed, float std);
 void tensor_rand_uniform(Tensor *t, uint64_t seed, float lo, float hi);
+
+// ---- activation storage dtype ---------------------------------------------------------------------
+// The dtype in which ops store the activations they return: DT_F32 (the default) or DT_BF16, which
+// halves the memory of everything the forward keeps for backward. As with torch.autocast, the products
+// (op_conv2d and the fused convolutions, op_linear, op_matmul, op_attention) store their results in it,
+// and other ops store theirs in bf16 when an input is a bf16 activation (norms, activations,
+// elementwise and shape ops), so bf16 spreads from the products while f32 chains (images, timestep
+// embeddings, losses combined with op_scale / op_add) stay f32. Compute is f32 either way: an op widens
+// its inputs in scratch, computes as in f32 mode and rounds its result once when storing it, so with
+// bf16-exact inputs its output is the f32-mode output rounded to bf16. Always f32: losses, reductions,
+// softmax, global average pooling, embedding rows, norm statistics, and every gradient (tensor_grad
+// buffers are f32 whatever the storage dtype). Process-wide, like the grad mode; set it between steps.
+void ag_set_activation_dtype(DType dtype);
+DType ag_activation_dtype(void);
+// A product's output: an arena tensor on `device` in the activation dtype, data uninitialised.
+Tensor *tensor_new_activation(Device device, int ndim, const int64_t *shape);
+// Any other op's output: bf16 when the activation dtype is bf16 and one of the n inputs (NULL entries
+// ignored) is a bf16 activation (not persistent), else f32.
+Tensor *tensor_new_activation_of(Device device, int ndim, const int64_t *shape, int n, Tensor *const *inputs);
+// Where to compute t's values in f32: t's own storage when t is f32, else numel floats of scratch on
+// t's device (call inside a scratch scope that ends after tensor_store_f32).
+float *tensor_out_f32(Tensor *t);
+// t = y (f32 values computed into tensor_out_f32(t)): nothing to do when y is t's storage, else y is
+// rounded to t's dtype (round to nearest even) into t's storage.
+void tensor_store_f32(Tensor *t, const float *y);
 
 // ---- half precision conversion ----------------------------------------------------------------
 float bf16_to_f32(uint16_t h);

@@ -47,6 +47,10 @@ static const Field FIELDS[] = {
      "CUDA compute precision: `f32` (TF32 off, the parity mode) or `mixed` (frozen bf16 linear weights read as "
      "bf16 by cuBLAS with the activations rounded to bf16 around those products, TF32 for convolutions and f32 "
      "products; master weights, norms, softmax and losses stay f32); `mixed` needs device = cuda"},
+    {"model", "activations", T_ENUM, "auto", 0, 0, "auto|f32|bf16", OFF(activations), true,
+     "storage of activations, any device: `bf16` halves the memory the forward keeps for backward (products and "
+     "what follows them stored in bf16, computed in f32; losses, softmax, norm statistics and gradients stay f32); "
+     "`auto`: bf16 when precision = mixed, else f32"},
     {"lora", "rank", T_INT, "8", 1, 1024, NULL, OFF(lora_rank), false, "LoRA rank r"},
     {"lora", "alpha", T_FLOAT, "8", 1e-6, 1e6, NULL, OFF(lora_alpha), false,
      "LoRA alpha; the adapter scale is alpha / r (PEFT's default alpha is 8)"},

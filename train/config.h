@@ -34,6 +34,7 @@ typedef enum { CFG_EXTRACTOR_CNN = 0, CFG_EXTRACTOR_VAE = 1 } CfgExtractor;
 typedef enum { CFG_SCHEDULE_CONSTANT = 0, CFG_SCHEDULE_COSINE = 1 } CfgSchedule;
 typedef enum { CFG_DEVICE_CPU = 0, CFG_DEVICE_CUDA = 1 } CfgDevice;
 typedef enum { CFG_PRECISION_F32 = 0, CFG_PRECISION_MIXED = 1 } CfgPrecision;
+typedef enum { CFG_ACTIVATIONS_AUTO = 0, CFG_ACTIVATIONS_F32 = 1, CFG_ACTIVATIONS_BF16 = 2 } CfgActivations;
 
 typedef struct {
     // [model]
@@ -44,6 +45,7 @@ typedef struct {
     long long toy_width;              // toy model: hidden channels
     int device;                       // CfgDevice: model, batches and optimizer state
     int precision;                    // CfgPrecision: CUDA compute mode
+    int activations;                  // CfgActivations: storage dtype of activations
     // [lora]
     long long lora_rank;
     double lora_alpha;

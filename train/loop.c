@@ -162,9 +162,12 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     if (c->stage == 2 && !o->quiet)
         fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, c->init_from);
     if (r->model->device == DEV_CUDA && !o->quiet)
-        fprintf(stderr, "dod-train: on %s, %s\n", dod_cuda_device_name(),
+        fprintf(stderr, "dod-train: on %s, %s, %s activations\n", dod_cuda_device_name(),
                 c->precision == CFG_PRECISION_MIXED ? "mixed precision (bf16 frozen linear weights read as-is, TF32)"
-                                                    : "f32 precision (TF32 off)");
+                                                    : "f32 precision (TF32 off)",
+                dtype_name(ag_activation_dtype()));
+    else if (ag_activation_dtype() != DT_F32 && !o->quiet)
+        fprintf(stderr, "dod-train: %s activations\n", dtype_name(ag_activation_dtype()));
     int cap = params_count(ps);
     r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
     r->n_trainable = params_trainable(ps, r->trainable, cap);

@@ -15,6 +15,9 @@ void train_model_options_from_config(const TrainConfig *c, TrainModelOptions *mo
                               .seed = (uint64_t)c->seed, .recompute = c->recompute,
                               .device = c->device == CFG_DEVICE_CUDA ? DEV_CUDA : DEV_CPU,
                               .mixed_precision = c->precision == CFG_PRECISION_MIXED};
+    bool bf16 = c->activations == CFG_ACTIVATIONS_BF16 ||
+                (c->activations == CFG_ACTIVATIONS_AUTO && c->precision == CFG_PRECISION_MIXED);
+    mo->activation_dtype = bf16 ? DT_BF16 : DT_F32;
 }
 
 TrainModel *train_model_from_config(const TrainConfig *c, int *n_stage1, char *err, size_t errlen) {

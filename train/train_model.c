@@ -20,6 +20,7 @@ TrainModel *train_model_create(const TrainModelOptions *o, char *err, size_t err
         return NULL;
     }
     if (o->device == DEV_CUDA) dod_cuda_set_precision(o->mixed_precision ? DOD_PREC_MIXED : DOD_PREC_F32);
+    ag_set_activation_dtype(o->activation_dtype);
     if (!strcmp(o->kind, "toy")) return toy_model_create(o, err, errlen);
     if (!strcmp(o->kind, "dod")) return dod_train_model_create(o, err, errlen);
     snprintf(err, errlen, "unknown model kind '%s' (toy, dod)", o->kind);

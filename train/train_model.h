@@ -48,6 +48,7 @@ typedef struct {
     bool recompute;                // activation recomputation
     Device device;                 // DEV_CPU (the zero value) or DEV_CUDA: where the model is moved
     bool mixed_precision;          // CUDA: DOD_PREC_MIXED (set process-wide by train_model_create)
+    DType activation_dtype;        // DT_F32 (the zero value) or DT_BF16 (ag_set_activation_dtype, process-wide)
 } TrainModelOptions;
 
 // Builds the model of kind o->kind (=). NULL with a message naming the kind / file at fault.

@@ -17,10 +17,13 @@
 // "no CUDA device: <reason>" before loading anything. --precision mixed (cuda, stage 1): frozen UNet/VAE
 // weights in bf16 and DOD_PREC_MIXED (cuBLAS/cuDNN read them as bf16, TF32 for f32 products); the
 // PyTorch side then runs its usual bf16 autocast recipe (scripts/bench_train_torch.py).
+// --activations f32|bf16: the storage dtype of our activations (ag_set_activation_dtype; any device);
+// the default is bf16 with --precision mixed, f32 otherwise.
 //
 // Options: --stage 1|2 (1), --batch B (2), --crop S (32, a multiple of 8), --iters N (5),
 // --recompute (ours only: activation recomputation; the ratio then compares different work),
-// --device cpu|cuda (cpu), --precision f32|mixed (f32), --base DIR, --random-weights, --no-torch
+// --device cpu|cuda (cpu), --precision f32|mixed (f32), --activations f32|bf16, --base DIR, --random-weights,
+// --no-torch
 // (ours only). The PyTorch side runs
 // scripts/bench_train_torch.py with $PYTHON (default /work/venv/bin/python when it exists, else python3)
 // and our OpenMP thread count, on the same device and base; when Python, torch, diffusers or (cuda) a
@@ -69,15 +72,15 @@ static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tens
 
 static int usage(const char *arg) {
     printf("usage: dod-bench train [--stage 1|2] [--batch B] [--crop S] [--iters N] [--recompute]\n"
-           "                       [--device cpu|cuda] [--precision f32|mixed] [--base DIR [--random-weights]]\n"
-           "                       [--no-torch]\n");
+           "                       [--device cpu|cuda] [--precision f32|mixed] [--activations f32|bf16]\n"
+           "                       [--base DIR [--random-weights]] [--no-torch]\n");
     return strcmp(arg, "--help") ? 2 : 0;
 }
 
 static int bench_train_main(int argc, char **argv) {
     int stage = 1, batch = 2, crop = 32, iters = 5;
     bool recompute = false, random_weights = false, no_torch = false;
-    const char *base = NULL, *device_name = "cpu", *precision = "f32";
+    const char *base = NULL, *device_name = "cpu", *precision = "f32", *activations = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--stage") && i + 1 < argc) stage = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
@@ -86,6 +89,7 @@ static int bench_train_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--device") && i + 1 < argc) device_name = argv[++i];
         else if (!strcmp(argv[i], "--base") && i + 1 < argc) base = argv[++i];
         else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
+        else if (!strcmp(argv[i], "--activations") && i + 1 < argc) activations = argv[++i];
         else if (!strcmp(argv[i], "--recompute")) recompute = true;
         else if (!strcmp(argv[i], "--random-weights")) random_weights = true;
         else if (!strcmp(argv[i], "--no-torch")) no_torch = true;
@@ -102,6 +106,10 @@ static int bench_train_main(int argc, char **argv) {
               precision);
     bool cuda = !strcmp(device_name, "cuda"), mixed = !strcmp(precision, "mixed");
     DOD_CHECK(!mixed || (cuda && stage == 1), who, "--precision mixed: a CUDA mode, stage 1 (--device cuda --stage 1)");
+    if (!activations) activations = mixed ? "bf16" : "f32";
+    DOD_CHECK(!strcmp(activations, "f32") || !strcmp(activations, "bf16"), who, "--activations %s: expected f32 or bf16",
+              activations);
+    ag_set_activation_dtype(strcmp(activations, "bf16") ? DT_F32 : DT_BF16);
     if (cuda) {
         if (!dod_cuda_available()) dod_fatal(who, "no CUDA device: %s", dod_cuda_unavailable_reason());
         dod_cuda_set_precision(mixed ? DOD_PREC_MIXED : DOD_PREC_F32);
@@ -155,9 +163,10 @@ static int bench_train_main(int argc, char **argv) {
     }
     DOD_CHECK(isfinite(loss), who, "the loss is %g", loss);
     double ours = bench_median(t, iters);
-    printf("dod train step, stage %d%s%s on %s: batch %d, crop %d, %d trainable tensors (%ld values), base %s%s, "
-           "%d threads, median of %d (model set up in %.1f s)\n",
-           stage, recompute ? " (recompute)" : "", mixed ? " (mixed precision, bf16 frozen weights)" : "", cuda ? dod_cuda_device_name() : "cpu", batch, crop, n, (long)numel,
+    printf("dod train step, stage %d%s%s, %s activations on %s: batch %d, crop %d, %d trainable tensors (%ld values), "
+           "base %s%s, %d threads, median of %d (model set up in %.1f s)\n",
+           stage, recompute ? " (recompute)" : "", mixed ? " (mixed precision, bf16 frozen weights)" : "", activations,
+           cuda ? dod_cuda_device_name() : "cpu", batch, crop, n, (long)numel,
            base ? base : "sd2_tiny fixture", random_weights ? " (random weights)" : "", threads, iters, t_load);
     printf("frozen base: UNet %.1fM parameters, VAE %.1fM\n", params_numel(m->unet->net.ps, false) / 1e6,
            params_numel(m->vae->net.ps, false) / 1e6);
