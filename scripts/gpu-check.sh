@@ -4,17 +4,20 @@
 # any stage failed):
 #   1. configure + build (build-gpu/, CMAKE_CUDA_ARCHITECTURES=90 unless CUDA_ARCH is set)
 #   2. the GPU parity suite (tests/test_cuda_ops.c, every CUDA op vs the CPU op; a SKIP fails here),
-#      then the DOD gradient fixture on CUDA (tests/test_dod_model.c: f32 mode and mixed precision)
+#      (and again on bf16 activations), then the DOD gradient fixture on CUDA (tests/test_dod_model.c:
+#      f32 mode, mixed precision with f32 and with bf16 activations)
 #   3. dod-parity --device cuda on every SD fixture (UNet + VAE forwards on the GPU vs diffusers)
 #   4. ONE TRAINING STEP OF THE FULL DOD MODEL at SD 2.1-base size (865M-parameter UNet shape, random
 #      frozen weights built from the SD 2.1-base configs written below; spec-sized LoRA rank 8,
 #      modulation, stage 1), 256x256 crops, batch 7, in f32 mode and in mixed precision:
-#        ours:    dod-bench train --device cuda --base DIR --random-weights --precision P (weights made in C)
+#        ours:    dod-bench train --device cuda --base DIR --random-weights --precision P (weights made in C;
+#                 mixed stores activations in bf16, dod-train's default for precision = mixed)
 #        PyTorch: scripts/bench_train_torch.py --device cuda --base DIR --precision P (diffusers eager,
 #                 weights made directly on the GPU; mixed = bf16 frozen weights + bf16 autocast; NOT RUN
 #                 when torch / diffusers / a CUDA torch is missing)
 #      step time (median of BENCH_ITERS after one warm-up), peak device memory, the ratio, per precision;
-#      ours also with --recompute (activation recomputation, the configs' default).
+#      ours also with --recompute (activation recomputation, the configs' default), and mixed with
+#      --activations f32 (what bf16 activation storage buys).
 #   5. (when time is left) dod-bench cuda_block: the one-block-pair micro benchmark, f32 and mixed.
 # Budget: under 8 minutes on an H100 with 16 cores; a stage that would start after BUDGET_S seconds is
 # reported NOT RUN (out of time), and every stage runs under a timeout.
@@ -151,8 +154,8 @@ JSON
 run_stage sd21-configs write_sd21_configs
 
 declare -A OURS_MS OURS_MEM TORCH_MS TORCH_MEM TORCH_RES
-ours_step() {  # ours_step f32|mixed [--recompute]; results under "f32", "f32 --recompute", ...
-    local key="$*" log="$BUILD/bench_full_ours_$1${2:+_recompute}.log"
+ours_step() {  # ours_step f32|mixed [FLAGS]; results under "f32", "f32 --recompute", "mixed --activations f32", ...
+    local key="$*" log="$BUILD/bench_full_ours_$(echo "$*" | tr -s ' -' '_').log"
     timeout 240 "$BUILD/bin/dod-bench" train --device cuda --base "$SD21" --random-weights --stage 1 --batch 7 \
         --crop 256 --iters "$ITERS" --precision "$@" --no-torch >"$log" 2>&1
     local rc=$?
@@ -179,13 +182,18 @@ if [ -d "$SRC/.whl" ] && ! "$PYTHON" -c 'import diffusers' 2>/dev/null; then
 fi
 torch_missing=$("$PYTHON" -c 'import torch, diffusers, safetensors, numpy
 print("" if torch.cuda.is_available() else "torch " + torch.__version__ + " sees no CUDA device")' 2>&1 | tail -1)
+variants() {  # the flag sets ours runs with, per precision
+    echo ""
+    echo "--recompute"
+    [ "$1" = mixed ] && echo "--activations f32"
+}
 for prec in f32 mixed; do
-    for rc_flag in "" --recompute; do
-        name="full-step-ours-$prec${rc_flag:+-recompute}"
+    while IFS= read -r flags; do
+        name="full-step-ours-$prec$(echo "$flags" | sed 's/--/-/g; s/ /-/g')"
         if ! have bin/dod-bench; then skip_stage "$name" "not built"
         elif ! time_left; then skip_stage "$name" "out of time budget"
-        else run_stage "$name" ours_step "$prec" $rc_flag; fi
-    done
+        else run_stage "$name" ours_step "$prec" $flags; fi
+    done < <(variants "$prec")
     if ! command -v "$PYTHON" >/dev/null; then skip_stage "full-step-torch-$prec" "no $PYTHON"
     elif [ -n "$torch_missing" ]; then skip_stage "full-step-torch-$prec" "$torch_missing"
     elif ! time_left; then skip_stage "full-step-torch-$prec" "out of time budget"
@@ -197,7 +205,8 @@ echo "full DOD training step (SD 2.1-base shapes, batch 7, 256x256, stage 1):"
 for prec in f32 mixed; do
     t="${TORCH_MS[$prec]:-}"
     if [ -n "$t" ]; then echo "  $prec PyTorch: $t ms, peak ${TORCH_MEM[$prec]:-?} GiB allocated, ${TORCH_RES[$prec]:-?} GiB reserved"; else echo "  $prec PyTorch: NOT RUN"; fi
-    for key in "$prec" "$prec --recompute"; do
+    while IFS= read -r flags; do
+        key="$prec${flags:+ $flags}"
         o="${OURS_MS[$key]:-}"
         if [ -z "$o" ]; then echo "  $key ours: NOT RUN"; continue; fi
         echo "  $key ours: $o ms, peak ${OURS_MEM[$key]:-?} GiB reserved"
@@ -206,7 +215,7 @@ for prec in f32 mixed; do
             -v mb="${TORCH_RES[$prec]:-${TORCH_MEM[$prec]:-0}}" -v what="${TORCH_RES[$prec]:+reserved}" \
             'BEGIN { printf "  %s ratio ours/torch: time %.2f, memory %.2f (reserved / %s)\n", k, a / b,
                      (mb > 0 ? ma / mb : 0), (what == "" ? "allocated" : what) }'
-    done
+    done < <(variants "$prec")
 done
 
 # ---- 5. block-pair micro benchmark (when time is left) ----------------------------------------------

@@ -5,6 +5,7 @@
 
 #ifdef DOD_HAVE_INIPARSER
 #include "train/config.h"
+#include "train/model_from_config.h"
 
 static char scratch[256];
 
@@ -138,6 +139,24 @@ static void test_validate(void) {
           "mixed on the CPU: %s", err);
     CHECK(config_set(&c, "model.device=cuda", err, sizeof err) == 0, "%s", err);
     CHECK(config_validate(&c, err, sizeof err) == 0, "mixed on cuda: %s", err);
+    // [model] activations: auto follows the precision; f32 / bf16 on any device.
+    TrainModelOptions mo;
+    train_model_options_from_config(&c, &mo);
+    CHECK(mo.activation_dtype == DT_BF16, "auto under mixed precision: %s", dtype_name(mo.activation_dtype));
+    CHECK(config_set(&c, "model.activations=f32", err, sizeof err) == 0, "%s", err);
+    train_model_options_from_config(&c, &mo);
+    CHECK(mo.activation_dtype == DT_F32, "activations = f32 under mixed: %s", dtype_name(mo.activation_dtype));
+    load_text("act.ini", MINIMAL, &c, err, sizeof err);
+    train_model_options_from_config(&c, &mo);
+    CHECK(c.activations == CFG_ACTIVATIONS_AUTO && mo.activation_dtype == DT_F32, "default: f32 (%s)",
+          dtype_name(mo.activation_dtype));
+    CHECK(config_set(&c, "model.activations=bf16", err, sizeof err) == 0 && config_validate(&c, err, sizeof err) == 0,
+          "bf16 on the CPU: %s", err);
+    train_model_options_from_config(&c, &mo);
+    CHECK(mo.activation_dtype == DT_BF16, "activations = bf16: %s", dtype_name(mo.activation_dtype));
+    CHECK(config_set(&c, "model.activations=f16", err, sizeof err) == -1 && strstr(err, "[model] activations") &&
+              strstr(err, "auto|f32|bf16"),
+          "bad activations: %s", err);
 }
 
 static void test_overrides(void) {

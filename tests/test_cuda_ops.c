@@ -5,6 +5,9 @@
 //   GEMM/cuDNN/attention (f32, TF32 off):                rtol 1e-4  (different summation order)
 //   linear/conv with a bf16 weight on the mixed path:     rtol 2e-2  (activations rounded to bf16)
 //   TF32 products (mixed precision, f32 or widened weights): rtol 1e-2
+//   bf16 activations (the op cases again under ag_set_activation_dtype(DT_BF16), every input of 2+
+//   dims first made a bf16 activation by an exact identity product): rtol 1e-2 (a value may round
+//   to the neighbouring bf16, 2^-8 relative, where the devices' f32 sums differ in the last bits)
 // Without a visible GPU (or in a build without CUDA) it prints "SKIP: no CUDA device visible (...)"
 // and "0 passed, 0 failed" and exits 0, so CI builds and runs it everywhere.
 #include "autograd/cuda/cuda_ops.h"
@@ -33,7 +36,7 @@ static void parity(const char *name, CaseFn fn, const void *arg, int n, Tensor *
     int64_t n_out = out->numel;
     float *seed = dod_malloc((size_t)n_out * sizeof(float) + 4, "seed");
     for (int64_t i = 0; i < n_out; i++) seed[i] = (float)sin(0.37 * (double)i + 0.1);
-    float *ref_out = host_copy(out->data, n_out, false);
+    float *ref_out = host_copy(tensor_f32(out), n_out, false);
     float *ref_grad[8] = {0};
     bool backward = out->requires_grad;
     if (backward) {
@@ -48,7 +51,9 @@ static void parity(const char *name, CaseFn fn, const void *arg, int n, Tensor *
     Tensor *dout = fn(dev_in, arg);
     CHECK(dout->device == DEV_CUDA, "%s: output is not on CUDA", name);
     CHECK(dout->numel == n_out, "%s: output has %ld elements on CUDA, %ld on CPU", name, (long)dout->numel, (long)n_out);
-    float *got_out = host_copy(dout->data, n_out, true);
+    CHECK(dout->dtype == out->dtype, "%s: output is %s on CUDA, %s on the CPU", name, dtype_name(dout->dtype),
+          dtype_name(out->dtype));
+    float *got_out = host_copy(tensor_f32(dout), n_out, true);
     compare(name, "output", got_out, ref_out, n_out, rtol);
     if (backward) {
         CHECK(dout->requires_grad, "%s: CUDA output records no tape node", name);
@@ -172,8 +177,41 @@ static Tensor *inp(const char *name, int ndim, const int64_t *shape, uint64_t se
     return test_input(name, ndim, shape, seed, 1.0f, true);
 }
 
+// bf16 activation mode for run_case: the case's inputs of 2+ dims reach it as bf16 activations.
+static bool bf16_activations;
+
+typedef struct {
+    CaseFn fn;
+    const void *arg;
+} Bf16Arg;
+
+// x @ I: exact in f32 (TF32 off), stored as a bf16 activation (x rounded), gradient g @ I^T = g.
+static Tensor *as_bf16_activation(Tensor *x) {
+    int64_t K = x->shape[x->ndim - 1];
+    Tensor *eye = tensor_new2(K, K);
+    float *e = tensor_data_f32(eye);
+    for (int64_t i = 0; i < K * K; i++) e[i] = i % (K + 1) == 0 ? 1.0f : 0.0f;
+    return op_matmul(x, x->device == DEV_CUDA ? tensor_to_device(eye, DEV_CUDA) : eye, false);
+}
+
+static Tensor *f_bf16(Tensor *const *in, const void *a) {
+    const Bf16Arg *b = a;
+    Tensor *act[8] = {0};
+    for (int i = 0; i < 8; i++) act[i] = in[i] && in[i]->ndim >= 2 ? as_bf16_activation(in[i]) : in[i];
+    return b->fn(act, b->arg);
+}
+
 static void run_case(const char *name, CaseFn fn, const void *arg, int n, Tensor **in, double rtol) {
-    parity(name, fn, arg, n, in, rtol);
+    if (bf16_activations) {
+        char full[160];
+        snprintf(full, sizeof full, "%s [bf16 activations]", name);
+        Bf16Arg b = {fn, arg};
+        Tensor *padded[8] = {0};  // f_bf16 looks at 8 entries
+        memcpy(padded, in, sizeof(Tensor *) * (size_t)n);
+        parity(full, f_bf16, &b, n, padded, rtol > 1e-2 ? rtol : 1e-2);
+    } else {
+        parity(name, fn, arg, n, in, rtol);
+    }
     for (int i = 0; i < n; i++) tensor_free(in[i]);
 }
 
@@ -449,6 +487,11 @@ int main(void) {
     dod_cuda_set_precision(DOD_PREC_F32);
     allocator_cases();
     op_cases();
+    ag_set_activation_dtype(DT_BF16);  // every op case again, on bf16 activations
+    bf16_activations = true;
+    op_cases();
+    bf16_activations = false;
+    ag_set_activation_dtype(DT_F32);
     bf16_linear_case();
     bf16_conv_cases();
     linear_bias_epilogue_cases();

@@ -441,7 +441,7 @@ static CudaStep cuda_step(int stage, DType frozen, DodPrecision precision) {
     CudaStep r = {.terms = dod_model_loss(m, out, hq), .n_out = out->numel};
     ag_backward(r.terms.total);
     r.loss = dod_scalar_value(r.terms.total);
-    r.out = device_to_host(tensor_data_f32(out), out->numel);
+    r.out = device_to_host(tensor_f32(out), out->numel);
     Tensor **list;
     int n = trainable(m, &list);
     for (int i = 0; i < n; i++) r.n_grads += list[i]->numel;
@@ -466,7 +466,7 @@ static CudaStep cuda_step(int stage, DType frozen, DodPrecision precision) {
 // Mixed precision (bf16 frozen weights read as bf16, activations rounded around those products) in
 // stage 1: against the CPU step on the same bf16 weights, loss within 1% and the gradient vector within
 // 30% relative L2 (the bounds test_bf16 uses between f32 and bf16 weights on this sensitive model), and
-// not equal to it (the rounding must have happened).
+// not equal to it (the rounding must have happened); the same with bf16 activations on both devices.
 static void test_cuda(void) {
     if (!dod_cuda_available()) {
         printf("SKIP: the fixture on CUDA: no CUDA device visible (%s)\n", dod_cuda_unavailable_reason());
@@ -501,23 +501,31 @@ static void test_cuda(void) {
         free(r.out);
         free(r.grads);
     }
-    CudaStep mx = cuda_step(1, DT_BF16, DOD_PREC_MIXED);
-    float cpu_loss;
-    int64_t cpu_n;
-    float *cpu = step_grads(1, DT_BF16, false, &cpu_loss, &cpu_n);
-    double dd = 0, aa = 0;
-    for (int64_t i = 0; i < cpu_n && cpu_n == mx.n_grads; i++) {
-        dd += ((double)mx.grads[i] - cpu[i]) * ((double)mx.grads[i] - cpu[i]);
-        aa += (double)cpu[i] * cpu[i];
+    // Mixed precision with f32 activations, then with bf16 activations (dod-train's default for
+    // precision = mixed) against the CPU step with bf16 activations too.
+    for (int bf16_acts = 0; bf16_acts <= 1; bf16_acts++) {
+        ag_set_activation_dtype(bf16_acts ? DT_BF16 : DT_F32);
+        CudaStep mx = cuda_step(1, DT_BF16, DOD_PREC_MIXED);
+        float cpu_loss;
+        int64_t cpu_n;
+        float *cpu = step_grads(1, DT_BF16, false, &cpu_loss, &cpu_n);
+        ag_set_activation_dtype(DT_F32);
+        double dd = 0, aa = 0;
+        for (int64_t i = 0; i < cpu_n && cpu_n == mx.n_grads; i++) {
+            dd += ((double)mx.grads[i] - cpu[i]) * ((double)mx.grads[i] - cpu[i]);
+            aa += (double)cpu[i] * cpu[i];
+        }
+        double rel = sqrt(dd / aa), lrel = fabs(mx.loss - cpu_loss) / fabs(cpu_loss);
+        const char *acts = bf16_acts ? "bf16" : "f32";
+        printf("CUDA mixed stage 1, %s activations, vs CPU (bf16 weights, %s activations): loss %.6g vs %.6g (rel "
+               "%.3g), gradient rel L2 diff %.3g\n",
+               acts, acts, mx.loss, cpu_loss, lrel, rel);
+        CHECK(cpu_n == mx.n_grads && lrel < 1e-2 && rel < 0.3 && rel > 0,
+              "CUDA mixed stage 1, %s activations: loss rel %.3g, grad rel %.3g", acts, lrel, rel);
+        free(cpu);
+        free(mx.out);
+        free(mx.grads);
     }
-    double rel = sqrt(dd / aa), lrel = fabs(mx.loss - cpu_loss) / fabs(cpu_loss);
-    printf("CUDA mixed stage 1 vs CPU (bf16 weights): loss %.6g vs %.6g (rel %.3g), gradient rel L2 diff %.3g\n",
-           mx.loss, cpu_loss, lrel, rel);
-    CHECK(cpu_n == mx.n_grads && lrel < 1e-2 && rel < 0.3 && rel > 0, "CUDA mixed stage 1: loss rel %.3g, grad rel %.3g",
-          lrel, rel);
-    free(cpu);
-    free(mx.out);
-    free(mx.grads);
 }
 
 int main(void) {

@@ -6,7 +6,8 @@
 // This stands in for the full UNet step until the UNet code runs on CUDA (docs/cuda.md).
 //
 // Options: --batch B (7), --size S (latent 32), --iters N (10), --blocks K (1: K block pairs in a
-// row), --mixed (frozen bf16 weights on the mixed path; default f32 trainable weights).
+// row), --mixed (frozen bf16 weights on the mixed path and bf16 activations; default f32 trainable
+// weights, f32 activations).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,9 +130,10 @@ static int bench_cuda_block_main(int argc, char **argv) {
         return 0;
     }
     dod_cuda_set_precision(mixed ? DOD_PREC_MIXED : DOD_PREC_F32);
+    ag_set_activation_dtype(mixed ? DT_BF16 : DT_F32);
     printf("device:  %s\n", dod_cuda_device_name());
     printf("shape:   batch %d, latent %dx%d, %d channels, %d block pair(s), %s\n", batch, size, size, C, blocks,
-           mixed ? "mixed (frozen bf16 weights)" : "f32 (trainable weights, TF32 off)");
+           mixed ? "mixed (frozen bf16 weights, bf16 activations)" : "f32 (trainable weights, TF32 off)");
     BlockPair pairs[16];
     for (int b = 0; b < blocks; b++) block_init(&pairs[b], 100 * (uint64_t)b, mixed);
     Tensor *x = device_input(4, (int64_t[]){batch, C, size, size}, 1, true);
