@@ -1,6 +1,8 @@
 // Differentiable ops. Every op:
-//  - takes arena or persistent tensors (any storage dtype; read through tensor_f32) and returns a
-//    NEW f32 arena tensor (outputs never alias inputs, except op_reshape which shares data);
+//  - takes arena or persistent tensors (any storage dtype; read through tensor_f32, in scratch, by the
+//    forward and again by the backward: no op keeps a widened copy) and returns a NEW arena tensor
+//    (outputs never alias inputs, except op_reshape which shares data, and the *_into ops), f32 or, under
+//    ag_set_activation_dtype(DT_BF16), bf16 by the rule in autograd/tensor.h; compute is f32;
 //  - checks shapes/dtypes and aborts via dod_fatal naming the op and both shapes;
 //  - dispatches on the input's device (DEV_CUDA goes to autograd/cuda when built, else fails clearly);
 //  - records a tape node when ag_needs_grad(); its backward ACCUMULATES (+=) into input grads.
@@ -17,10 +19,10 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias);
 // y + s * (x projected by w), written into y's storage, for adapters that add a projection to a
 // layer's output: w [out, in] projects x [..., in] (linear, y [..., out]), w [out, in, 1, 1] projects
 // x [N, in, H, W] (1x1 conv, y [N, out, H, W]). One GEMM accumulating into y (beta = 1): neither the
-// projection nor the sum takes new memory. y must be an f32 activation that nothing reads afterwards,
+// projection nor the sum takes new memory. y must be an activation that nothing reads afterwards,
 // neither forward code nor its producer's backward (true of op_linear / op_conv2d outputs, not of
-// e.g. op_silu's). The result is a tensor of its own on the tape: grad_y += g, and x and w get the
-// projection's gradients scaled by s.
+// e.g. op_silu's); f32 or bf16 (a bf16 y is widened, updated in f32 and rounded back). The result is a
+// tensor of its own on the tape: grad_y += g, and x and w get the projection's gradients scaled by s.
 Tensor *op_add_projection_into(Tensor *y, Tensor *x, Tensor *w, float s);
 // 2-D convolution, torch.nn.Conv2d semantics (zero padding, dilation 1, groups 1).
 // x [N, Cin, H, W], w [Cout, Cin, kh, kw], bias [Cout] or NULL.
@@ -68,7 +70,7 @@ Tensor *op_add(Tensor *a, Tensor *b);
 Tensor *op_sub(Tensor *a, Tensor *b);
 Tensor *op_mul(Tensor *a, Tensor *b);
 // y + b (b broadcast to y's shape) written into y's storage: for residual and bias adds onto a layer's
-// output. y must be an f32 activation nothing reads afterwards (same contract as
+// output. y must be an activation (f32 or bf16) nothing reads afterwards (same contract as
 // op_add_projection_into); the result is a tensor of its own on the tape.
 Tensor *op_add_into(Tensor *y, Tensor *b);
 // s * y + b into y's storage, same contract (a scaled residual: ESRGAN's 0.2 * rdb(x) + x).
