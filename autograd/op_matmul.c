@@ -137,6 +137,7 @@ typedef struct {
     const float *x, *w;  // f32 views for the current call, set inside its scratch scope (w kept across calls
                          // only when stored f32; NULL on the CUDA mixed-precision path)
     const void *w_half;  // CUDA mixed precision: the bf16/f16 weight storage, read as-is by cuBLAS
+    const void *x_half;  // ... and x's storage when x is stored in the weight's type (a bf16 activation)
     DType w_type;
     int64_t rows, in, out;
 } LinearCtx;
@@ -157,17 +158,20 @@ static void op_linear_cpu_backward(const LinearCtx *c, const float *g, float *dx
     if (db) add_column_sums(g, c->rows, c->out, db);
 }
 
-// CUDA forward (writes = y). On the mixed-precision path x is cast to the weight's half type and
-// cuBLAS multiplies half inputs with f32 accumulation into the f32 output. With a bias, one cuBLASLt
+// CUDA forward (writes = y). On the mixed-precision path x is cast to the weight's half type (or read as
+// stored when it is a bf16 activation and the weight is bf16) and cuBLAS multiplies half inputs with f32 accumulation into the f32 output. With a bias, one cuBLASLt
 // call adds it in the GEMM's epilogue (cuda_linear_bias_forward).
 static void op_linear_cuda_forward(const LinearCtx *c, const float *bias, float *y) {
     size_t mark = cuda_arena_mark();
     const void *x = c->x, *w = c->w;
     DType ab_type = DT_F32;
     if (c->w_half) {
-        void *xh = cuda_arena_alloc((size_t)(c->rows * c->in) * 2, "op_linear half input");
-        cuda_narrow_f32(c->x, c->w_type, xh, c->rows * c->in);
-        x = xh;
+        x = c->x_half;
+        if (!x) {
+            void *xh = cuda_arena_alloc((size_t)(c->rows * c->in) * 2, "op_linear half input");
+            cuda_narrow_f32(c->x, c->w_type, xh, c->rows * c->in);
+            x = xh;
+        }
         w = c->w_half;
         ab_type = c->w_type;
     }
@@ -228,9 +232,11 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
     c.w_type = w->dtype;
     bool half_w = w->dtype == DT_BF16 || w->dtype == DT_F16;
     ScratchScope scratch = scratch_begin(dev);
-    c.x = tensor_f32(x);
     if (dev == DEV_CUDA && half_w && !w->requires_grad && dod_cuda_precision() == DOD_PREC_MIXED) c.w_half = w->data;
     else c.w = tensor_f32(w);
+    // The mixed path multiplies x rounded to the weight's type: a bf16 activation already is, as stored.
+    if (c.w_half && x->dtype == w->dtype) c.x_half = x->data;
+    else c.x = tensor_f32(x);
     const float *b32 = bias ? tensor_f32(bias) : NULL;
     float *y32 = tensor_out_f32(y);
     if (dev == DEV_CUDA) op_linear_cuda_forward(&c, b32, y32);
@@ -238,6 +244,7 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
     tensor_store_f32(y, y32);
     scratch_end(scratch);
     c.x = NULL;              // backward takes x's view again
+    c.x_half = NULL;
     if (half_w) c.w = NULL;  // the widened copy is gone: backward widens again
     if (ag_needs_grad(3, in)) {
         LinearCtx *saved = ag_record("op_linear", linear_backward, y, bias ? 3 : 2, in, sizeof(LinearCtx));

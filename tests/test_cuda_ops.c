@@ -300,6 +300,15 @@ static void bf16_linear_case(void) {
     tensor_convert_dtype(in[1], DT_BF16);
     dod_cuda_set_precision(DOD_PREC_MIXED);
     run_case("linear bf16 weight (mixed)", f_linear, NULL, 3, in, 2e-2);
+    // A bf16 activation x: cuBLAS reads it as stored (no widening, no second rounding).
+    Tensor *in2[3] = {inp("x", 2, SHAPE(16, 64), 63), inp("w", 2, SHAPE(24, 64), 64), inp("b", 1, SHAPE(24), 65)};
+    in2[1]->requires_grad = false;
+    tensor_convert_dtype(in2[1], DT_BF16);
+    ag_set_activation_dtype(DT_BF16);
+    bf16_activations = true;
+    run_case("linear bf16 weight (mixed)", f_linear, NULL, 3, in2, 2e-2);
+    bf16_activations = false;
+    ag_set_activation_dtype(DT_F32);
     dod_cuda_set_precision(DOD_PREC_F32);
 }
 
