@@ -538,7 +538,7 @@ Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *
     Tensor *in[5] = {x, gamma, beta, w, bias};
     Device dev = ops_device(op, 5, in);
     FusedConvCtx c = {.prologue = &gn_silu_prologue, .n = 3};
-    group_norm_silu_setup(op, x, groups, gamma, beta, eps, &c.gn);
+    group_norm_setup(op, x, groups, gamma, beta, eps, &c.gn);
     return fused_conv(op, dev, &c, in, x, stride, padding);
 }
 

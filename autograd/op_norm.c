@@ -119,9 +119,8 @@ static void group_norm_backward(AgNode *node) {
     group_norm_backward_dy(node->ctx, node->inputs[0], node->inputs[1], node->inputs[2], node->out->grad);
 }
 
-// Checks op's arguments and fills c (the statistics not yet allocated).
-static void group_norm_setup(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps,
-                             GroupNormCtx *c) {
+void group_norm_setup(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps,
+                      GroupNormCtx *c) {
     if (x->ndim < 2) dod_fatal(op, "input %s must be [N, C, ...]", shape_str(x));
     int64_t C = x->shape[1];
     if (groups <= 0 || C % groups != 0)
@@ -146,30 +145,9 @@ static void group_norm_forward_on(Device dev, GroupNormCtx *c, const Tensor *xt,
     scratch_end(scratch);
 }
 
-Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
-    const char *op = "op_group_norm";
-    Tensor *in[3] = {x, gamma, beta};
-    Device dev = ops_device(op, 3, in);
-    GroupNormCtx c;
-    group_norm_setup(op, x, groups, gamma, beta, eps, &c);
-    Tensor *out = tensor_new_activation_of(dev, x->ndim, x->shape, 1, &x);
-    ScratchScope scratch = scratch_begin(dev);
-    float *y = tensor_out_f32(out);
-    group_norm_forward_on(dev, &c, x, gamma, beta, y);
-    tensor_store_f32(out, y);
-    scratch_end(scratch);
-    if (ag_needs_grad(3, in)) *(GroupNormCtx *)ag_record(op, group_norm_backward, out, 3, in, sizeof c) = c;
-    return out;
-}
-
 // ---- group norm + SiLU ----------------------------------------------------------------------------------
 // Saves x and the statistics only: backward recomputes the normalised tensor n = groupnorm(x) in scratch
 // (bitwise the forward's: same kernel, same inputs), takes dn = silu'(n) * dy, then group norm's backward.
-void group_norm_silu_setup(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps,
-                           GroupNormCtx *c) {
-    group_norm_setup(op, x, groups, gamma, beta, eps, c);
-}
-
 void group_norm_silu_forward(Device dev, GroupNormCtx *c, const Tensor *x, const Tensor *gamma, const Tensor *beta,
                              float *y) {
     group_norm_forward_on(dev, c, x, gamma, beta, y);
@@ -197,20 +175,30 @@ static void group_norm_silu_backward(AgNode *node) {
                                 node->out->grad);
 }
 
-Tensor *op_group_norm_silu(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
-    const char *op = "op_group_norm_silu";
+// op_group_norm, and op_group_norm_silu when silu.
+static Tensor *group_norm_op(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps, bool silu) {
     Tensor *in[3] = {x, gamma, beta};
     Device dev = ops_device(op, 3, in);
     GroupNormCtx c;
-    group_norm_silu_setup(op, x, groups, gamma, beta, eps, &c);
+    group_norm_setup(op, x, groups, gamma, beta, eps, &c);
     Tensor *out = tensor_new_activation_of(dev, x->ndim, x->shape, 1, &x);
     ScratchScope scratch = scratch_begin(dev);
     float *y = tensor_out_f32(out);
-    group_norm_silu_forward(dev, &c, x, gamma, beta, y);
+    if (silu) group_norm_silu_forward(dev, &c, x, gamma, beta, y);
+    else group_norm_forward_on(dev, &c, x, gamma, beta, y);
     tensor_store_f32(out, y);
     scratch_end(scratch);
-    if (ag_needs_grad(3, in)) *(GroupNormCtx *)ag_record(op, group_norm_silu_backward, out, 3, in, sizeof c) = c;
+    if (ag_needs_grad(3, in))
+        *(GroupNormCtx *)ag_record(op, silu ? group_norm_silu_backward : group_norm_backward, out, 3, in, sizeof c) = c;
     return out;
+}
+
+Tensor *op_group_norm(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
+    return group_norm_op("op_group_norm", x, groups, gamma, beta, eps, false);
+}
+
+Tensor *op_group_norm_silu(Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps) {
+    return group_norm_op("op_group_norm_silu", x, groups, gamma, beta, eps, true);
 }
 
 // ---- layer norm -------------------------------------------------------------------------------------

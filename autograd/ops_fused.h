@@ -16,9 +16,9 @@ typedef struct {
 } GroupNormCtx;
 
 // Checks op's arguments (fatal naming op and the shapes) and fills c, allocating the statistics in
-// the arena of x's device (allocate them before any scratch scope: backward reads them).
-void group_norm_silu_setup(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps,
-                           GroupNormCtx *c);
+// the arena of x's device (call before any scratch scope: backward reads them).
+void group_norm_setup(const char *op, Tensor *x, int groups, Tensor *gamma, Tensor *beta, float eps,
+                      GroupNormCtx *c);
 // y = silu(groupnorm(x)) (=) over c's shapes on dev, writing c's statistics; gamma, beta may be NULL.
 void group_norm_silu_forward(Device dev, GroupNormCtx *c, const Tensor *x, const Tensor *gamma, const Tensor *beta,
                              float *y);

@@ -26,3 +26,19 @@ static inline DodModelConfig dod_fixture_config(int stage) {
     c.detail_growth = DOD_FIXTURE_GROWTH;
     return c;
 }
+
+// A synthetic training pair, as scripts/bench_train_torch.py builds one: hq uniform in [-1, 1],
+// lq = clamp(hq + 0.15 noise, -1, 1); persistent f32 CPU tensors [batch, 3, crop, crop] (=).
+static inline void dod_synthetic_pair(int64_t batch, int64_t crop, Tensor **lq, Tensor **hq) {
+    int64_t shape[4] = {batch, 3, crop, crop};
+    *hq = tensor_new_persistent("hq", 4, shape, DT_F32);
+    *lq = tensor_new_persistent("lq", 4, shape, DT_F32);
+    tensor_rand_uniform(*hq, 1, -1.0f, 1.0f);
+    tensor_randn(*lq, 2, 0.15f);
+    float *l = tensor_data_f32(*lq);
+    const float *h = tensor_data_f32(*hq);
+    for (int64_t i = 0; i < (*lq)->numel; i++) {
+        float v = l[i] + h[i];
+        l[i] = v < -1 ? -1 : v > 1 ? 1 : v;
+    }
+}

@@ -272,14 +272,8 @@ static StepResult dod_step(int stage, DType mode, bool recompute, DType frozen) 
     Tensor **tr = malloc(sizeof(Tensor *) * (size_t)n);
     dod_model_trainable(m, tr, n);
     ag_set_activation_dtype(mode);
-    int64_t shape[4] = {2, 3, 32, 32};
-    Tensor *hq = tensor_new_persistent("hq", 4, shape, DT_F32), *lq = tensor_new_persistent("lq", 4, shape, DT_F32);
-    tensor_rand_uniform(hq, 1, -1.0f, 1.0f);
-    tensor_randn(lq, 2, 0.15f);
-    for (int64_t i = 0; i < lq->numel; i++) {
-        float v = tensor_data_f32(lq)[i] + tensor_data_f32(hq)[i];
-        tensor_data_f32(lq)[i] = v < -1 ? -1 : v > 1 ? 1 : v;
-    }
+    Tensor *lq, *hq;
+    dod_synthetic_pair(2, 32, &lq, &hq);
     ag_step_reset();
     arena_peak_reset();
     DodLoss l = dod_model_forward_loss(m, lq, hq, 7);

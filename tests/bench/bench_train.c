@@ -138,16 +138,9 @@ static int bench_train_main(int argc, char **argv) {
     for (int i = 0; i < n; i++) numel += trainable[i]->numel;
     AdamW *opt = adamw_new(trainable, n, adamw_defaults());
 
-    // Inputs as the PyTorch side builds them (values do not matter for timing): hq uniform in [-1, 1],
-    // lq = clamp(hq + 0.15 noise). Built on the host, then moved.
-    int64_t shape[4] = {batch, 3, crop, crop};
-    Tensor *hq = tensor_new_persistent("hq", 4, shape, DT_F32), *lq = tensor_new_persistent("lq", 4, shape, DT_F32);
-    tensor_rand_uniform(hq, 1, -1.0f, 1.0f);
-    tensor_randn(lq, 2, 0.15f);
-    for (int64_t i = 0; i < lq->numel; i++) {
-        float v = tensor_f32(lq)[i] + tensor_f32(hq)[i];
-        tensor_data_f32(lq)[i] = v < -1 ? -1 : v > 1 ? 1 : v;
-    }
+    // Inputs as the PyTorch side builds them (values do not matter for timing), on the host, then moved.
+    Tensor *lq, *hq;
+    dod_synthetic_pair(batch, crop, &lq, &hq);
     if (cuda) {
         tensor_move_to(hq, DEV_CUDA);
         tensor_move_to(lq, DEV_CUDA);
