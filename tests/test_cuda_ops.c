@@ -8,12 +8,16 @@
 //   bf16 activations (the op cases again under ag_set_activation_dtype(DT_BF16), every input of 2+
 //   dims first made a bf16 activation by an exact identity product): rtol 1e-2 (a value may round
 //   to the neighbouring bf16, 2^-8 relative, where the devices' f32 sums differ in the last bits)
-// Without a visible GPU (or in a build without CUDA) it prints "SKIP: no CUDA device visible (...)"
-// and "0 passed, 0 failed" and exits 0, so CI builds and runs it everywhere.
+// Without a visible GPU (or in a build without CUDA) it prints "SKIP: no CUDA device visible (...)",
+// then checks the harness itself: the op cases (f32 and bf16 activations) with CPU copies standing in
+// for the CUDA side, so a broken case or wrapper shows in CI before it costs GPU time.
 #include "autograd/cuda/cuda_ops.h"
 #include "tests/check.h"
 
 typedef Tensor *(*CaseFn)(Tensor *const *in, const void *arg);
+
+// The device the "CUDA side" of each case runs on: DEV_CUDA, or DEV_CPU for the harness self-check.
+static Device target = DEV_CUDA;
 
 static float *host_copy(const float *src, int64_t n, bool on_cuda) {
     float *dst = dod_malloc((size_t)n * sizeof(float) + 4, "test host copy");
@@ -47,13 +51,13 @@ static void parity(const char *name, CaseFn fn, const void *arg, int n, Tensor *
     ag_step_reset();
 
     Tensor *dev_in[8] = {0};
-    for (int i = 0; i < n; i++) dev_in[i] = cpu_in[i] ? tensor_to_device(cpu_in[i], DEV_CUDA) : NULL;
+    for (int i = 0; i < n; i++) dev_in[i] = cpu_in[i] ? tensor_to_device(cpu_in[i], target) : NULL;
     Tensor *dout = fn(dev_in, arg);
-    CHECK(dout->device == DEV_CUDA, "%s: output is not on CUDA", name);
+    CHECK(dout->device == target, "%s: output is not on the target device", name);
     CHECK(dout->numel == n_out, "%s: output has %ld elements on CUDA, %ld on CPU", name, (long)dout->numel, (long)n_out);
     CHECK(dout->dtype == out->dtype, "%s: output is %s on CUDA, %s on the CPU", name, dtype_name(dout->dtype),
           dtype_name(out->dtype));
-    float *got_out = host_copy(tensor_f32(dout), n_out, true);
+    float *got_out = host_copy(tensor_f32(dout), n_out, target == DEV_CUDA);
     compare(name, "output", got_out, ref_out, n_out, rtol);
     if (backward) {
         CHECK(dout->requires_grad, "%s: CUDA output records no tape node", name);
@@ -62,14 +66,14 @@ static void parity(const char *name, CaseFn fn, const void *arg, int n, Tensor *
             if (!ref_grad[i]) continue;
             CHECK(dev_in[i]->grad != NULL, "%s: input %d got no gradient on CUDA", name, i);
             if (!dev_in[i]->grad) continue;
-            float *g = host_copy(dev_in[i]->grad, dev_in[i]->numel, true);
+            float *g = host_copy(dev_in[i]->grad, dev_in[i]->numel, target == DEV_CUDA);
             char what[32];
             snprintf(what, sizeof what, "grad of input %d", i);
             compare(name, what, g, ref_grad[i], dev_in[i]->numel, rtol);
             free(g);
         }
     }
-    dod_cuda_synchronize(name);
+    if (target == DEV_CUDA) dod_cuda_synchronize(name);
     ag_step_reset();
     for (int i = 0; i < n; i++) {
         tensor_free(dev_in[i]);
@@ -487,20 +491,28 @@ static void mixed_devices(void *ctx) {
     op_add(ab[0], ab[1]);
 }
 
+// Every op case, then every op case again on bf16 activations.
+static void op_cases_both(void) {
+    op_cases();
+    ag_set_activation_dtype(DT_BF16);
+    bf16_activations = true;
+    op_cases();
+    bf16_activations = false;
+    ag_set_activation_dtype(DT_F32);
+}
+
 int main(void) {
     if (!dod_cuda_available()) {
         printf("SKIP: no CUDA device visible (%s)\n", dod_cuda_unavailable_reason());
+        printf("harness self-check: the op cases with CPU copies standing in for the CUDA side\n");
+        target = DEV_CPU;
+        op_cases_both();
         return check_summary();
     }
     printf("device: %s\n", dod_cuda_device_name());
     dod_cuda_set_precision(DOD_PREC_F32);
     allocator_cases();
-    op_cases();
-    ag_set_activation_dtype(DT_BF16);  // every op case again, on bf16 activations
-    bf16_activations = true;
-    op_cases();
-    bf16_activations = false;
-    ag_set_activation_dtype(DT_F32);
+    op_cases_both();
     bf16_linear_case();
     bf16_conv_cases();
     linear_bias_epilogue_cases();
