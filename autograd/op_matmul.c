@@ -1,8 +1,9 @@
 // op_matmul, op_linear and op_add_projection_into: thin wrappers that turn every product into one
 // (or one per batch) call of gemm_f32 (CPU) or cuda_gemm (cuBLAS, for DEV_CUDA inputs; op_linear's
-// CUDA forward with a bias: one cuBLASLt call with the bias epilogue, cuda_linear_bias_forward). Inputs stored in
-// half precision are widened in scratch (tensor_f32) by the forward and again by the backward; the node
-// context keeps no view of them, so a bf16 activation stays bf16 in memory until backward.
+// CUDA forward with a bias: one cuBLASLt call with the bias epilogue, cuda_linear_bias_forward).
+// Inputs stored in half precision are widened in scratch (tensor_f32) by the forward and again by the
+// backward; the node context keeps no view of them, so a bf16 activation stays bf16 in memory until
+// backward.
 // Gradient GEMMs run only for inputs that require grad, so a frozen weight costs no dW product.
 #include <string.h>
 
@@ -158,9 +159,10 @@ static void op_linear_cpu_backward(const LinearCtx *c, const float *g, float *dx
     if (db) add_column_sums(g, c->rows, c->out, db);
 }
 
-// CUDA forward (writes = y). On the mixed-precision path x is cast to the weight's half type (or read as
-// stored when it is a bf16 activation and the weight is bf16) and cuBLAS multiplies half inputs with f32 accumulation into the f32 output. With a bias, one cuBLASLt
-// call adds it in the GEMM's epilogue (cuda_linear_bias_forward).
+// CUDA forward (writes = y). On the mixed-precision path x is cast to the weight's half type (or read
+// as stored when it is already in that type, a bf16 activation) and cuBLAS multiplies half inputs with
+// f32 accumulation into the f32 output. With a bias, one cuBLASLt call adds it in the GEMM's epilogue
+// (cuda_linear_bias_forward).
 static void op_linear_cuda_forward(const LinearCtx *c, const float *bias, float *y) {
     size_t mark = cuda_arena_mark();
     const void *x = c->x, *w = c->w;

@@ -428,8 +428,8 @@ const float *tensor_f32(const Tensor *t) {
 }
 
 void tensor_not_f32_fatal(const Tensor *t) {
-    dod_fatal("tensor_data_f32", "tensor %s %s is %s, not f32 (read it through tensor_f32, write it through "
-              "tensor_out_f32 + tensor_store_f32)", t->name ? t->name : "(activation)", shape_str(t), dtype_name(t->dtype));
+    dod_fatal("tensor_data_f32", "tensor %s is %s, not f32 (read it through tensor_f32, write it through "
+              "tensor_out_f32 + tensor_store_f32)", tensor_label(t), dtype_name(t->dtype));
 }
 
 static DType activation_dtype = DT_F32;
@@ -460,8 +460,8 @@ float *tensor_out_f32(Tensor *t) {
 
 void tensor_store_f32(Tensor *t, const float *y) {
     if (y == t->data) return;
-    DOD_CHECK(t->dtype == DT_BF16 || t->dtype == DT_F16, "tensor_store_f32", "tensor %s %s: cannot store f32 values as %s",
-              t->name ? t->name : "(activation)", shape_str(t), dtype_name(t->dtype));
+    DOD_CHECK(t->dtype == DT_BF16 || t->dtype == DT_F16, "tensor_store_f32", "tensor %s: cannot store f32 values as %s",
+              tensor_label(t), dtype_name(t->dtype));
     if (t->device == DEV_CUDA) {
         cuda_narrow_f32(y, t->dtype, t->data, t->numel);
         return;
