@@ -18,7 +18,9 @@
 #      step time (median of BENCH_ITERS after one warm-up), peak device memory, the ratio, per precision;
 #      ours also with --recompute (activation recomputation, the configs' default), and mixed with
 #      --activations f32 (what bf16 activation storage buys).
-#   5. (when time is left) dod-bench cuda_block: the one-block-pair micro benchmark, f32 and mixed.
+#   5. (when time is left) dod-bench cuda_block: the one-block-pair micro benchmark, f32 and mixed;
+#      then dod-bench cuda_attention: op_attention's chunked-GEMM and fused kernels (and AUTO's
+#      choice) against PyTorch's scaled_dot_product_attention, SD 2.x level-1 shapes up to 1024x1024.
 # Budget: under 8 minutes on an H100 with 16 cores; a stage that would start after BUDGET_S seconds is
 # reported NOT RUN (out of time), and every stage runs under a timeout.
 #
@@ -233,6 +235,18 @@ for mode in f32 mixed; do
     elif ! time_left; then skip_stage "cuda-block-$mode" "out of time budget"
     else run_stage "cuda-block-$mode" cuda_block $flag; fi
 done
+
+attention_kernels() {  # a SKIP (no GPU visible) is a failure here
+    local log="$BUILD/bench_cuda_attention.log"
+    timeout 150 "$BUILD/bin/dod-bench" cuda_attention --iters 3 >"$log" 2>&1
+    local rc=$?
+    cat "$log"
+    ! grep -q '^SKIP' "$log" && [ "$rc" -eq 0 ]
+}
+stage "micro benchmark: attention kernels (dod-bench cuda_attention)"
+if ! have bin/dod-bench; then skip_stage "cuda-attention" "not built"
+elif ! time_left; then skip_stage "cuda-attention" "out of time budget"
+else run_stage "cuda-attention" attention_kernels; fi
 
 echo
 echo "gpu-check: ${SECONDS}s"

@@ -2,15 +2,17 @@
 // the CPU op on the same random inputs, plus the device allocator and tensor-transfer checks.
 // Tolerances (max |cuda - cpu| <= rtol * max |cpu| + 1e-6, per output and per gradient):
 //   pointwise, norms, reductions, losses (f32):          rtol 1e-5
-//   GEMM/cuDNN/attention (f32, TF32 off):                rtol 1e-4  (different summation order)
+//   GEMM/cuDNN/attention (f32, TF32 off; attention on both its kernels): rtol 1e-4  (different
+//                                                        summation order)
 //   linear/conv with a bf16 weight on the mixed path:     rtol 2e-2  (activations rounded to bf16)
 //   TF32 products (mixed precision, f32 or widened weights): rtol 1e-2
 //   bf16 activations (the op cases again under ag_set_activation_dtype(DT_BF16), every input of 2+
 //   dims first made a bf16 activation by an exact identity product): rtol 1e-2 (a value may round
 //   to the neighbouring bf16, 2^-8 relative, where the devices' f32 sums differ in the last bits)
 // Without a visible GPU (or in a build without CUDA) it prints "SKIP: no CUDA device visible (...)",
-// then checks the harness itself: the op cases (f32 and bf16 activations) with CPU copies standing in
-// for the CUDA side, so a broken case or wrapper shows in CI before it costs GPU time.
+// then checks the harness itself: the op cases (f32 and bf16 activations) and the attention-kernel
+// cases with CPU copies standing in for the CUDA side, so a broken case or wrapper shows in CI
+// before it costs GPU time.
 #include "autograd/cuda/cuda_ops.h"
 #include "tests/check.h"
 
@@ -125,6 +127,9 @@ static Tensor *f_ssim(Tensor *const *in, const void *a) { (void)a; return op_ssi
 static Tensor *f_matmul(Tensor *const *in, const void *a) { return op_matmul(in[0], in[1], a != NULL); }
 static Tensor *f_linear(Tensor *const *in, const void *a) { (void)a; return op_linear(in[0], in[1], in[2]); }
 static Tensor *f_attention(Tensor *const *in, const void *a) { (void)a; return op_attention(in[0], in[1], in[2], 4, 0.0f); }
+static Tensor *f_attention_heads(Tensor *const *in, const void *a) {
+    return op_attention(in[0], in[1], in[2], *(const int *)a, 0.0f);
+}
 static Tensor *f_reshape(Tensor *const *in, const void *a) {
     (void)a;
     int64_t s[] = {-1, 6};
@@ -435,6 +440,71 @@ static void linear_bias_epilogue_cases(void) {
     cuda_set_linear_bias_epilogue(true);
 }
 
+// op_attention's two CUDA kernels (attention.cu), each forced in turn, against the CPU op: the fused
+// one (attention_fused.cu) on every head width it is built for, query and key counts with partial
+// tiles, a single key, SD-size self- and cross-attention; the chunked GEMMs on the same inputs.
+// Then AUTO's choice: the GEMMs where the score chunk (256 MiB) holds every query row, the fused
+// kernels where it does not (Lq = Lk = 6000, one head: 288 MiB). The fused-call counter says which
+// kernel ran (forward and backward: 2 calls). In the harness self-check (no GPU) the cases run with
+// the kernel choice and the counter left out.
+static void set_attention_kernel(CudaAttentionKernel kernel) {
+    if (target == DEV_CUDA) cuda_set_attention_kernel(kernel);
+}
+static long attention_fused_calls(void) { return target == DEV_CUDA ? cuda_attention_fused_calls() : 0; }
+static void check_fused_calls(const char *name, long calls, long want) {
+    if (target == DEV_CUDA) CHECK(calls == want, "%s: %ld fused calls, expected %ld", name, calls, want);
+}
+
+static void attention_kernel_cases(void) {
+    struct { const char *name; int64_t B, Lq, Lk; int H; int64_t D; } cs[] = {
+        {"self D8", 2, 37, 37, 4, 8},
+        {"cross D16 19x77", 2, 19, 77, 4, 16},
+        {"self D32 150 (partial tile)", 1, 150, 150, 3, 32},
+        {"cross D40 64x77 (SD 1.x)", 2, 64, 77, 8, 40},
+        {"self D64 1024 (SD 2.x level 1 at 256x256)", 2, 1024, 1024, 5, 64},
+        {"cross D64 1024x77 (SD 2.x)", 2, 1024, 77, 5, 64},
+        {"self D80 100 (tile 32)", 1, 100, 100, 2, 80},
+        {"one key D80", 1, 33, 1, 2, 80},
+    };
+    for (int i = 0; i < (int)(sizeof cs / sizeof cs[0]); i++)
+        for (int fused = 1; fused >= 0; fused--) {
+            char name[128];
+            snprintf(name, sizeof name, "attention %s %s", fused ? "fused" : "gemm", cs[i].name);
+            int64_t qs[3] = {cs[i].B, cs[i].Lq, cs[i].H * cs[i].D}, ks[3] = {cs[i].B, cs[i].Lk, cs[i].H * cs[i].D};
+            uint64_t seed = 400 + 3 * (uint64_t)i;  // the same inputs for both kernels
+            Tensor *in[3] = {inp("q", 3, qs, seed), inp("k", 3, ks, seed + 1), inp("v", 3, ks, seed + 2)};
+            set_attention_kernel(fused ? CUDA_ATTENTION_FUSED : CUDA_ATTENTION_GEMM);
+            long calls0 = attention_fused_calls();
+            run_case(name, f_attention_heads, &cs[i].H, 3, in, 1e-4);
+            check_fused_calls(name, attention_fused_calls() - calls0, fused ? 2 : 0);
+        }
+    // The fused kernels on bf16 activations (widened around the kernels, like every op).
+    set_attention_kernel(CUDA_ATTENTION_FUSED);
+    ag_set_activation_dtype(DT_BF16);
+    bf16_activations = true;
+    run_case("attention fused self D64 256", f_attention_heads, &(int){5}, 3,
+             (Tensor *[]){inp("q", 3, SHAPE(2, 256, 320), 430), inp("k", 3, SHAPE(2, 256, 320), 431),
+                          inp("v", 3, SHAPE(2, 256, 320), 432)}, 1e-4);
+    bf16_activations = false;
+    ag_set_activation_dtype(DT_F32);
+    // AUTO: GEMMs where the chunk holds every row, fused where it does not; a width without a fused
+    // instantiation (D = 12) always takes the GEMMs.
+    set_attention_kernel(CUDA_ATTENTION_AUTO);
+    struct { const char *name; int64_t L; int H; int64_t D; long want; } autos[] = {
+        {"attention auto: 1024 x 1024, 5 heads fit the chunk (gemm)", 1024, 5, 64, 0},
+        {"attention auto: 6000 x 6000 does not fit (fused)", 6000, 1, 8, 2},
+        {"attention auto: 6000 x 6000, D 12 has no fused kernel (gemm)", 6000, 1, 12, 0},
+    };
+    for (int i = 0; i < (int)(sizeof autos / sizeof autos[0]); i++) {
+        int64_t shape[3] = {1, autos[i].L, autos[i].H * autos[i].D};
+        Tensor *in[3] = {inp("q", 3, shape, 440 + (uint64_t)i), inp("k", 3, shape, 450 + (uint64_t)i),
+                         inp("v", 3, shape, 460 + (uint64_t)i)};
+        long calls0 = attention_fused_calls();
+        run_case(autos[i].name, f_attention_heads, &autos[i].H, 3, in, 1e-4);
+        check_fused_calls(autos[i].name, attention_fused_calls() - calls0, autos[i].want);
+    }
+}
+
 // ---- allocator and transfers ------------------------------------------------------------------------
 static void allocator_cases(void) {
     // Arena: marks rewind, reset reuses the same addresses.
@@ -504,9 +574,10 @@ static void op_cases_both(void) {
 int main(void) {
     if (!dod_cuda_available()) {
         printf("SKIP: no CUDA device visible (%s)\n", dod_cuda_unavailable_reason());
-        printf("harness self-check: the op cases with CPU copies standing in for the CUDA side\n");
+        printf("harness self-check: the op and attention-kernel cases with CPU copies standing in for the CUDA side\n");
         target = DEV_CPU;
         op_cases_both();
+        attention_kernel_cases();
         return check_summary();
     }
     printf("device: %s\n", dod_cuda_device_name());
@@ -516,6 +587,7 @@ int main(void) {
     bf16_linear_case();
     bf16_conv_cases();
     linear_bias_epilogue_cases();
+    attention_kernel_cases();
     Tensor *a = test_input("a", 1, SHAPE(4), 1, 1.0f, false), *ab[2] = {a, tensor_to_device(a, DEV_CUDA)};
     expect_fatal("mixed devices", mixed_devices, ab, (const char *[]){"op_add", "different devices", "CUDA", NULL});
     tensor_free(ab[0]);

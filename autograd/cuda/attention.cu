@@ -4,6 +4,13 @@
 //   dV += P^T dO, dP = dO V^T, dS = P (dP - rowsum(dO * O)), dQ += scale dS K, dK += scale dS^T Q.
 // Head h of a [B, L, H*D] tensor is the column block h*D, so the head stride is D and every row
 // stride is H*D. The score chunk [H, rows, Lk] is capped at ATTN_CHUNK_BYTES.
+// Where even that chunk cannot hold every query row, the fused kernels of attention_fused.cu run
+// instead (for the head widths they are built for); cuda_set_attention_kernel / DOD_ATTENTION
+// force either path.
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/cuda/attention_fused.h"
 #include "autograd/cuda/device.h"
 
 #define ATTN_CHUNK_BYTES ((int64_t)256 << 20)
@@ -54,6 +61,33 @@ static int64_t attn_chunk_rows(int64_t Lq, int64_t Lk, int64_t H) {
     return rows < Lq ? rows : Lq;
 }
 
+static int attention_kernel = -1;  // a CudaAttentionKernel; -1: DOD_ATTENTION not read yet
+static long fused_calls;
+
+void cuda_set_attention_kernel(CudaAttentionKernel kernel) { attention_kernel = kernel; }
+long cuda_attention_fused_calls(void) { return fused_calls; }
+
+static CudaAttentionKernel attention_kernel_setting(void) {
+    if (attention_kernel < 0) {
+        const char *v = getenv("DOD_ATTENTION");
+        if (!v || !v[0] || !strcmp(v, "auto")) attention_kernel = CUDA_ATTENTION_AUTO;
+        else if (!strcmp(v, "fused")) attention_kernel = CUDA_ATTENTION_FUSED;
+        else if (!strcmp(v, "gemm")) attention_kernel = CUDA_ATTENTION_GEMM;
+        else dod_fatal("DOD_ATTENTION", "'%s' is not one of auto, fused, gemm", v);
+    }
+    return (CudaAttentionKernel)attention_kernel;
+}
+
+// The fused kernels where they are built for this head width and either forced or needed (the
+// score chunk cannot hold every query row); the chunked GEMMs otherwise. Counts fused calls.
+static bool attention_use_fused(int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D) {
+    CudaAttentionKernel setting = attention_kernel_setting();
+    bool fused = setting != CUDA_ATTENTION_GEMM && attention_fused_supports(B, H, D) &&
+                 (setting == CUDA_ATTENTION_FUSED || attn_chunk_rows(Lq, Lk, H) < Lq);
+    fused_calls += fused;
+    return fused;
+}
+
 // S [H, rows, Lk] = scale * Q[q0 : q0 + rows] K^T for batch element b (q, k already offset to b).
 static void attn_scores(const float *qb, const float *kb, float *s, int64_t q0, int64_t rows, int64_t Lk, int64_t H,
                         int64_t D, float scale) {
@@ -65,6 +99,10 @@ void cuda_attention_forward(const float *q, const float *k, const float *v, floa
                             int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale) {
     int64_t HD = H * D, chunk = attn_chunk_rows(Lq, Lk, H);
     if (B * Lq * HD == 0) return;
+    if (attention_use_fused(B, Lq, Lk, H, D)) {
+        attention_fused_forward(q, k, v, out, lse, B, Lq, Lk, H, D, scale);
+        return;
+    }
     size_t mark = cuda_arena_mark();
     float *s = (float *)cuda_arena_alloc((size_t)(H * chunk * Lk) * sizeof(float), "attention score chunk");
     for (int64_t b = 0; b < B; b++) {
@@ -88,6 +126,10 @@ void cuda_attention_backward(const float *q, const float *k, const float *v, con
                              int64_t H, int64_t D, float scale) {
     int64_t HD = H * D, chunk = attn_chunk_rows(Lq, Lk, H);
     if (B * Lq * HD == 0) return;
+    if (attention_use_fused(B, Lq, Lk, H, D)) {
+        attention_fused_backward(q, k, v, out, lse, dout, dq, dk, dv, B, Lq, Lk, H, D, scale);
+        return;
+    }
     size_t mark = cuda_arena_mark();
     float *p = (float *)cuda_arena_alloc((size_t)(H * chunk * Lk) * sizeof(float), "attention probability chunk");
     float *dp = (float *)cuda_arena_alloc((size_t)(H * chunk * Lk) * sizeof(float), "attention dscore chunk");

@@ -135,15 +135,24 @@ DOD_CUDA_API(void, cuda_conv2d_backward, (const int64_t *geom, const float *x, c
 DOD_CUDA_API(void, cuda_set_conv_half_weights, (bool on))
 DOD_CUDA_API(bool, cuda_conv_reads_half_weights, (void))
 
-// ---- attention (attention.cu) ------------------------------------------------------------------------
+// ---- attention (attention.cu, attention_fused.cu) -----------------------------------------------------
 // q [B, Lq, H*D], k, v [B, Lk, H*D] -> out [B, Lq, H*D] (=), lse [B, H, Lq] (=) saved for backward.
-// Scores are built one chunk of query rows at a time (f32 softmax), never [B, H, Lq, Lk] at once.
+// f32 softmax; never [B, H, Lq, Lk] at once. Two kernels: scores built by cuBLAS one chunk of query
+// rows at a time (chunk <= 256 MiB), or fused (flash-style: online softmax, one thread per row, no
+// score buffer at all; head widths 8, 16, 32, 40, 64, 80).
 DOD_CUDA_API(void, cuda_attention_forward, (const float *q, const float *k, const float *v, float *out, float *lse,
                                             int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale))
 // Accumulates (+=) dq, dk, dv (NULL skips one) from dout, recomputing the probabilities from lse.
 DOD_CUDA_API(void, cuda_attention_backward, (const float *q, const float *k, const float *v, const float *out,
                                              const float *lse, const float *dout, float *dq, float *dk, float *dv,
                                              int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale))
+// Which kernel runs: AUTO (default) takes the fused one where the chunk cannot hold every query row
+// and the head width has a fused instantiation; FUSED wherever it has one; GEMM never. The
+// environment's DOD_ATTENTION=auto|fused|gemm is read at the first call unless set here. Counter:
+// entry calls (forward or backward) that ran the fused kernels.
+typedef enum { CUDA_ATTENTION_AUTO, CUDA_ATTENTION_FUSED, CUDA_ATTENTION_GEMM } CudaAttentionKernel;
+DOD_CUDA_API(void, cuda_set_attention_kernel, (CudaAttentionKernel kernel))
+DOD_CUDA_API(long, cuda_attention_fused_calls, (void))
 
 // ---- data movement (shape.cu) ------------------------------------------------------------------------
 // dst[sum c_d dst_strides_d] (= or +=) scale * src[sum c_d src_strides_d] over every coordinate c of
