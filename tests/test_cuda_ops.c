@@ -443,9 +443,9 @@ static void linear_bias_epilogue_cases(void) {
 // op_attention's two CUDA kernels (attention.cu), each forced in turn, against the CPU op: the fused
 // one (attention_fused.cu) on every head width it is built for, query and key counts with partial
 // tiles, a single key, SD-size self- and cross-attention; the chunked GEMMs on the same inputs.
-// Then AUTO's choice: the GEMMs where the score chunk (256 MiB) holds every query row, the fused
-// kernels where it does not (Lq = Lk = 6000, one head: 288 MiB). The fused-call counter says which
-// kernel ran (forward and backward: 2 calls). In the harness self-check (no GPU) the cases run with
+// Then AUTO's choice: the GEMMs where a score chunk (256 MiB) holds 64 query rows or all of them,
+// the fused kernels where it holds fewer (600000 keys, one head: 55 rows). The fused-call counter
+// says which kernel ran (forward and backward: 2 calls). In the harness self-check (no GPU) the cases run with
 // the kernel choice and the counter left out.
 static void set_attention_kernel(CudaAttentionKernel kernel) {
     if (target == DEV_CUDA) cuda_set_attention_kernel(kernel);
@@ -487,18 +487,19 @@ static void attention_kernel_cases(void) {
                           inp("v", 3, SHAPE(2, 256, 320), 432)}, 1e-4);
     bf16_activations = false;
     ag_set_activation_dtype(DT_F32);
-    // AUTO: GEMMs where the chunk holds every row, fused where it does not; a width without a fused
-    // instantiation (D = 12) always takes the GEMMs.
+    // AUTO; a width without a fused instantiation (D = 12) always takes the GEMMs.
     set_attention_kernel(CUDA_ATTENTION_AUTO);
-    struct { const char *name; int64_t L; int H; int64_t D; long want; } autos[] = {
-        {"attention auto: 1024 x 1024, 5 heads fit the chunk (gemm)", 1024, 5, 64, 0},
-        {"attention auto: 6000 x 6000 does not fit (fused)", 6000, 1, 8, 2},
-        {"attention auto: 6000 x 6000, D 12 has no fused kernel (gemm)", 6000, 1, 12, 0},
+    struct { const char *name; int64_t Lq, Lk; int H; int64_t D; long want; } autos[] = {
+        {"attention auto: 1024 x 1024, 5 heads: the whole chunk (gemm)", 1024, 1024, 5, 64, 0},
+        {"attention auto: 700 x 60000: 559-row chunks (gemm)", 700, 60000, 1, 8, 0},
+        {"attention auto: 20 x 600000: 20 rows, all of them (gemm)", 20, 600000, 1, 8, 0},
+        {"attention auto: 100 x 600000: 55-row chunks (fused)", 100, 600000, 1, 8, 2},
+        {"attention auto: 100 x 600000, D 12: no fused kernel (gemm)", 100, 600000, 1, 12, 0},
     };
     for (int i = 0; i < (int)(sizeof autos / sizeof autos[0]); i++) {
-        int64_t shape[3] = {1, autos[i].L, autos[i].H * autos[i].D};
-        Tensor *in[3] = {inp("q", 3, shape, 440 + (uint64_t)i), inp("k", 3, shape, 450 + (uint64_t)i),
-                         inp("v", 3, shape, 460 + (uint64_t)i)};
+        int64_t qs[3] = {1, autos[i].Lq, autos[i].H * autos[i].D}, ks[3] = {1, autos[i].Lk, autos[i].H * autos[i].D};
+        Tensor *in[3] = {inp("q", 3, qs, 440 + (uint64_t)i), inp("k", 3, ks, 450 + (uint64_t)i),
+                         inp("v", 3, ks, 460 + (uint64_t)i)};
         long calls0 = attention_fused_calls();
         run_case(autos[i].name, f_attention_heads, &autos[i].H, 3, in, 1e-4);
         check_fused_calls(autos[i].name, attention_fused_calls() - calls0, autos[i].want);

@@ -4,9 +4,9 @@
 //   dV += P^T dO, dP = dO V^T, dS = P (dP - rowsum(dO * O)), dQ += scale dS K, dK += scale dS^T Q.
 // Head h of a [B, L, H*D] tensor is the column block h*D, so the head stride is D and every row
 // stride is H*D. The score chunk [H, rows, Lk] is capped at ATTN_CHUNK_BYTES.
-// Where even that chunk cannot hold every query row, the fused kernels of attention_fused.cu run
-// instead (for the head widths they are built for); cuda_set_attention_kernel / DOD_ATTENTION
-// force either path.
+// Where that chunk would hold fewer than ATTN_FUSED_BELOW_ROWS query rows (thin GEMMs, many
+// launches), the fused kernels of attention_fused.cu run instead, for the head widths they are
+// built for; cuda_set_attention_kernel / DOD_ATTENTION force either path.
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +14,9 @@
 #include "autograd/cuda/device.h"
 
 #define ATTN_CHUNK_BYTES ((int64_t)256 << 20)
+// AUTO's switch to the fused kernels. Deliberately low: the chunked GEMMs are measured on the GPU,
+// the fused kernels not yet (docs/cuda.md); revisit with `dod-bench cuda_attention`.
+#define ATTN_FUSED_BELOW_ROWS 64
 
 // One block per (head, row) of s [H*rows, Lk]: p = softmax(s) in place, lse[h*Lq + q0 + r] = log-sum-exp.
 __global__ void attn_softmax_kernel(float *s, float *lse, int64_t rows, int64_t Lk, int64_t Lq, int64_t q0) {
@@ -78,12 +81,14 @@ static CudaAttentionKernel attention_kernel_setting(void) {
     return (CudaAttentionKernel)attention_kernel;
 }
 
-// The fused kernels where they are built for this head width and either forced or needed (the
-// score chunk cannot hold every query row); the chunked GEMMs otherwise. Counts fused calls.
+// The fused kernels where they are built for this head width and either forced or, under AUTO,
+// where a score chunk would hold fewer than min(Lq, ATTN_FUSED_BELOW_ROWS) query rows; the chunked
+// GEMMs otherwise. Counts fused calls.
 static bool attention_use_fused(int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D) {
     CudaAttentionKernel setting = attention_kernel_setting();
+    int64_t thin = Lq < ATTN_FUSED_BELOW_ROWS ? Lq : ATTN_FUSED_BELOW_ROWS;
     bool fused = setting != CUDA_ATTENTION_GEMM && attention_fused_supports(B, H, D) &&
-                 (setting == CUDA_ATTENTION_FUSED || attn_chunk_rows(Lq, Lk, H) < Lq);
+                 (setting == CUDA_ATTENTION_FUSED || attn_chunk_rows(Lq, Lk, H) < thin);
     fused_calls += fused;
     return fused;
 }
