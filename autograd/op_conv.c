@@ -493,12 +493,16 @@ static void fused_conv_backward(AgNode *node) {
     ScratchScope scratch = scratch_begin(dev);
     size_t bytes = (size_t)(c.conv.g.N * c.conv.g.Cin * c.conv.g.H * c.conv.g.W) * sizeof(float);
     float *t = NULL, *dt = want_dt ? arena_calloc_on(dev, bytes, "fused conv: dx") : NULL;
+    float *dw = w->requires_grad ? tensor_grad(w) : NULL, *db = b && b->requires_grad ? tensor_grad(b) : NULL;
+    // The remade input lives in its own inner scope: the prologue's backward below (its own
+    // scratch, e.g. the norm remade once more) must not stack on top of it.
+    ScratchScope remade = scratch_begin(dev);
     if (w->requires_grad) {
         t = arena_alloc_on(dev, bytes, "fused conv: input (remade)");
         c.prologue->make(dev, &c, in, t);
     }
-    conv_backward_on(dev, &c.conv, t, w, node->out->grad, dt, w->requires_grad ? tensor_grad(w) : NULL,
-                     b && b->requires_grad ? tensor_grad(b) : NULL);
+    conv_backward_on(dev, &c.conv, t, w, node->out->grad, dt, dw, db);
+    scratch_end(remade);
     if (want_dt) c.prologue->backward(dev, &c, in, dt);
     scratch_end(scratch);
 }

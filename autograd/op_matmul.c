@@ -48,13 +48,16 @@ static void op_matmul_cpu_backward(const MatmulCtx *c, const float *g, float *da
     int64_t groups = c->broadcast_b ? 1 : c->batch;
     int64_t rows = c->broadcast_b ? c->batch * c->M : c->M;
     for (int64_t i = 0; i < groups; i++) {
-        const float *gi = g + i * rows * c->N, *ai = c->a + i * rows * c->K, *bi = c->b + i * c->K * c->N;
+        const float *gi = g + i * rows * c->N;
         if (da)  // [rows, K] += g [rows, N] @ op(b)^T
-            gemm_f32(false, !c->trans_b, rows, c->K, c->N, 1.0f, gi, c->N, bi, ldb, 1.0f, da + i * rows * c->K, c->K);
+            gemm_f32(false, !c->trans_b, rows, c->K, c->N, 1.0f, gi, c->N, c->b + i * c->K * c->N, ldb, 1.0f,
+                     da + i * rows * c->K, c->K);
         if (db && !c->trans_b)  // [K, N] += a^T [K, rows] @ g [rows, N]
-            gemm_f32(true, false, c->K, c->N, rows, 1.0f, ai, c->K, gi, c->N, 1.0f, db + i * c->K * c->N, c->N);
+            gemm_f32(true, false, c->K, c->N, rows, 1.0f, c->a + i * rows * c->K, c->K, gi, c->N, 1.0f,
+                     db + i * c->K * c->N, c->N);
         if (db && c->trans_b)   // [N, K] += g^T [N, rows] @ a [rows, K]
-            gemm_f32(true, false, c->N, c->K, rows, 1.0f, gi, c->N, ai, c->K, 1.0f, db + i * c->K * c->N, c->K);
+            gemm_f32(true, false, c->N, c->K, rows, 1.0f, gi, c->N, c->a + i * rows * c->K, c->K, 1.0f,
+                     db + i * c->K * c->N, c->K);
     }
 }
 
@@ -87,8 +90,8 @@ static void matmul_backward(AgNode *node) {
     Tensor *a = node->inputs[0], *b = node->inputs[1];
     float *da = a->requires_grad ? tensor_grad(a) : NULL, *db = b->requires_grad ? tensor_grad(b) : NULL;
     ScratchScope scratch = scratch_begin(node->out->device);
-    c.a = tensor_f32(a);
-    c.b = tensor_f32(b);
+    c.a = db ? tensor_f32(a) : NULL;  // widened (a bf16 activation) only for the gradient that reads it
+    c.b = da ? tensor_f32(b) : NULL;
     if (node->out->device == DEV_CUDA) op_matmul_cuda_backward(&c, node->out->grad, da, db);
     else op_matmul_cpu_backward(&c, node->out->grad, da, db);
     scratch_end(scratch);
@@ -205,8 +208,8 @@ static void linear_backward(AgNode *node) {
     float *db = b && b->requires_grad ? tensor_grad(b) : NULL;
     // A half-precision weight widened in forward scratch is widened again for this call only.
     ScratchScope scratch = scratch_begin(node->out->device);
-    if (!c.w && !c.w_half) c.w = tensor_f32(w);
-    c.x = dw ? tensor_f32(x) : NULL;  // x is read only for dw
+    if (dx && !c.w && !c.w_half) c.w = tensor_f32(w);  // w is read only for dx
+    c.x = dw ? tensor_f32(x) : NULL;                   // x only for dw
     if (node->out->device == DEV_CUDA) {
         DOD_CHECK(!(dw && c.w_half), "op_linear", "weight %s is %s on the mixed-precision path: half weights are frozen",
                   shape_str(w), dtype_name(w->dtype));
@@ -305,11 +308,11 @@ static void projection_backward(AgNode *node) {
     Tensor *y = node->inputs[0], *x = node->inputs[1], *w = node->inputs[2];
     const float *g = node->out->grad;
     ops_accumulate_scaled_grad(y, g, 1.0f);
+    float *dx = x->requires_grad ? tensor_grad(x) : NULL, *dw = w->requires_grad ? tensor_grad(w) : NULL;
     ScratchScope scratch = scratch_begin(node->out->device);
-    c.x = tensor_f32(x);
-    c.w = tensor_f32(w);
-    projection_backward_gemms(node->out->device, &c, g, x->requires_grad ? tensor_grad(x) : NULL,
-                              w->requires_grad ? tensor_grad(w) : NULL);
+    c.x = dw ? tensor_f32(x) : NULL;  // x is read only for dw, w only for dx
+    c.w = dx ? tensor_f32(w) : NULL;
+    projection_backward_gemms(node->out->device, &c, g, dx, dw);
     scratch_end(scratch);
 }
 

@@ -127,6 +127,10 @@ static Tensor *f_ssim(Tensor *const *in, const void *a) { (void)a; return op_ssi
 static Tensor *f_matmul(Tensor *const *in, const void *a) { return op_matmul(in[0], in[1], a != NULL); }
 static Tensor *f_linear(Tensor *const *in, const void *a) { (void)a; return op_linear(in[0], in[1], in[2]); }
 static Tensor *f_attention(Tensor *const *in, const void *a) { (void)a; return op_attention(in[0], in[1], in[2], 4, 0.0f); }
+static Tensor *f_attention_self(Tensor *const *in, const void *a) {
+    (void)a;
+    return op_attention(in[0], in[0], in[0], 2, 0.0f);  // D = 64
+}
 static Tensor *f_attention_heads(Tensor *const *in, const void *a) {
     return op_attention(in[0], in[1], in[2], *(const int *)a, 0.0f);
 }
@@ -195,6 +199,8 @@ typedef struct {
 } Bf16Arg;
 
 // x @ I: exact in f32 (TF32 off), stored as a bf16 activation (x rounded), gradient g @ I^T = g.
+// Under mixed precision (TF32) the product rounds x to 10 mantissa bits first, which can move a value
+// lying near a bf16 rounding boundary by one bf16 step: within every bf16 case's tolerance.
 static Tensor *as_bf16_activation(Tensor *x) {
     int64_t K = x->shape[x->ndim - 1];
     Tensor *eye = tensor_new2(K, K);
@@ -283,6 +289,10 @@ static void op_cases(void) {
              (Tensor *[]){inp("x", 4, SHAPE(2, 8, 9, 10), 31), inp("g", 1, SHAPE(8), 32), inp("b", 1, SHAPE(8), 33),
                           test_input("w", 4, SHAPE(6, 8, 3, 3), 34, 0.3f, false), test_input("bias", 1, SHAPE(6), 35, 1.0f, false)},
              dense);
+    run_case("group_norm_silu_conv2d trainable (input remade in backward)", f_gn_silu_conv, &(ConvArg){1, 1}, 5,
+             (Tensor *[]){inp("x", 4, SHAPE(2, 8, 9, 10), 140), inp("g", 1, SHAPE(8), 141), inp("b", 1, SHAPE(8), 142),
+                          test_input("w", 4, SHAPE(6, 8, 3, 3), 143, 0.3f, true), inp("bias", 1, SHAPE(6), 144)},
+             dense);
     run_case("conv 1x1", f_conv, &(ConvArg){1, 0}, 3,
              (Tensor *[]){inp("x", 4, SHAPE(1, 8, 6, 6), 46), inp("w", 4, SHAPE(4, 8, 1, 1), 47), inp("b", 1, SHAPE(4), 48)}, dense);
     run_case("attention self", f_attention, NULL, 3,
@@ -339,6 +349,34 @@ static void bf16_conv_cases(void) {
         ConvArg arg = {cs[i].stride, cs[i].pad};
         dod_cuda_set_precision(DOD_PREC_MIXED);
         run_case(cs[i].name, f_conv, &arg, 3, in, 2e-2);
+        dod_cuda_set_precision(DOD_PREC_F32);
+    }
+    // The fused convs on the half path: a frozen bf16 weight behind each prologue.
+    struct { const char *name; CaseFn fn; int n; } fused[] = {
+        {"group_norm_silu_conv2d bf16 weight (mixed)", f_gn_silu_conv, 5},
+        {"concat_conv2d bf16 weight (mixed)", f_concat_conv, 5},
+        {"upsample_nearest2x_conv2d bf16 weight (mixed)", f_upsample_conv, 3},
+    };
+    for (int i = 0; i < 3; i++) {
+        uint64_t s = 150 + 10 * (uint64_t)i;
+        Tensor *in[5];
+        if (fused[i].fn == f_gn_silu_conv) {
+            in[0] = inp("x", 4, SHAPE(2, 8, 9, 10), s);
+            in[1] = inp("g", 1, SHAPE(8), s + 1);
+            in[2] = inp("b", 1, SHAPE(8), s + 2);
+        } else if (fused[i].fn == f_concat_conv) {
+            in[0] = inp("a", 4, SHAPE(2, 3, 9, 10), s);
+            in[1] = inp("b", 4, SHAPE(2, 3, 9, 10), s + 1);
+            in[2] = inp("c", 4, SHAPE(2, 2, 9, 10), s + 2);
+        } else {
+            in[0] = inp("x", 4, SHAPE(2, 8, 5, 6), s);
+        }
+        int wi = fused[i].n - 2;
+        in[wi] = test_input("w", 4, SHAPE(6, 8, 3, 3), s + 3, 0.3f, false);
+        tensor_convert_dtype(in[wi], DT_BF16);
+        in[wi + 1] = inp("bias", 1, SHAPE(6), s + 4);
+        dod_cuda_set_precision(DOD_PREC_MIXED);
+        run_case(fused[i].name, fused[i].fn, &(ConvArg){1, 1}, fused[i].n, in, 2e-2);
         dod_cuda_set_precision(DOD_PREC_F32);
     }
     // The mixed path really rounds the activations: on the same device inputs its output differs from
@@ -478,6 +516,12 @@ static void attention_kernel_cases(void) {
             run_case(name, f_attention_heads, &cs[i].H, 3, in, 1e-4);
             check_fused_calls(name, attention_fused_calls() - calls0, fused ? 2 : 0);
         }
+    // One tensor as q, k and v: dq, dk and dv land in one gradient buffer (one kernel adds dk and dv).
+    for (int fused = 1; fused >= 0; fused--) {
+        set_attention_kernel(fused ? CUDA_ATTENTION_FUSED : CUDA_ATTENTION_GEMM);
+        run_case(fused ? "attention fused q = k = v" : "attention gemm q = k = v", f_attention_self, NULL, 1,
+                 (Tensor *[]){inp("x", 3, SHAPE(2, 70, 128), 425)}, 1e-4);
+    }
     // The fused kernels on bf16 activations (widened around the kernels, like every op).
     set_attention_kernel(CUDA_ATTENTION_FUSED);
     ag_set_activation_dtype(DT_BF16);

@@ -81,7 +81,7 @@ typedef struct {
     long n_cuda_malloc;          // cudaMalloc calls so far (constant in steady state)
 } DodCudaMemStats;
 DOD_CUDA_API(DodCudaMemStats, dod_cuda_mem_stats, (void))
-// One line: "cuda memory: peak reserved X GiB (arena peak A, persistent peak P), N cudaMalloc calls".
+// One line: "<label>: cuda memory peak reserved X GiB (arena peak A GiB, cache peak C GiB), N cudaMalloc calls".
 DOD_CUDA_API(void, dod_cuda_print_mem_report, (const char *label))
 
 // ---- copies and small kernels (all on the default stream) --------------------------------------
