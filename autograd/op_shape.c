@@ -212,6 +212,9 @@ static void reshape_backward(AgNode *node) {
 
 Tensor *op_reshape(Tensor *x, int ndim, const int64_t *shape) {
     const char *op = "op_reshape";  // any device: the output shares x's storage
+    if (x->overwritten)  // as ops_device refuses it for every other op
+        dod_fatal(op, "input %s was overwritten by an in-place op (op_add_into, op_add_projection_into, ...): "
+                  "use the tensor that op returned", shape_str(x));
     if (ndim < 0 || ndim > TENSOR_MAX_DIMS) dod_fatal(op, "ndim %d outside 0..%d (input %s)", ndim, TENSOR_MAX_DIMS, shape_str(x));
     int64_t s[TENSOR_MAX_DIMS], known = 1;
     int infer = -1;
@@ -242,6 +245,7 @@ Tensor *op_reshape(Tensor *x, int ndim, const int64_t *shape) {
     out->dtype = x->dtype;
     out->device = x->device;
     out->data = x->data;
+    out->view_of = tensor_storage_owner(x);
     if (ag_needs_grad(1, &x)) ag_record(op, reshape_backward, out, 1, &x, 0);
     return out;
 }

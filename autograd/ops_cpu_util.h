@@ -72,14 +72,17 @@ static inline void ops_accumulate(float *dst, const float *src, int64_t n) {
 // is a tensor of its own on the tape (no gradient yet); y's data is about to be overwritten, so y is
 // marked and any later op given y fails (ops_device) instead of reading the result as if it were y.
 static inline Tensor *ops_overwrite_alias(const char *op, Tensor *y) {
-    DOD_CHECK(!y->persistent && (y->dtype == DT_F32 || y->dtype == DT_BF16), op,
-              "y %s must be an f32 or bf16 activation (it is overwritten), got %s%s", y->name ? y->name : shape_str(y),
-              dtype_name(y->dtype), y->persistent ? " persistent" : "");
+    Tensor *owner = tensor_storage_owner(y);  // a reshape view overwrites its source's storage
+    DOD_CHECK(!owner->persistent && (y->dtype == DT_F32 || y->dtype == DT_BF16), op,
+              "y %s must be an f32 or bf16 activation (it is overwritten), got %s%s%s",
+              y->name ? y->name : shape_str(y), dtype_name(y->dtype), owner->persistent ? " persistent" : "",
+              owner != y ? " (a reshape of a parameter)" : "");
     Tensor *out = arena_alloc(sizeof(Tensor), "overwritten tensor header");
     *out = *y;  // same shape and storage
     out->grad = NULL;
     out->requires_grad = false;
     y->overwritten = true;
+    owner->overwritten = true;
     return out;
 }
 

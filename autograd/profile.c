@@ -51,7 +51,9 @@ static void close_open(Device dev) {
     size_t mark = arenas_in_use();
     if (open_row) {
         open_row->seconds += t - open_since;
-        open_row->kept_bytes += (double)mark - (double)open_mark;
+        // An arena reset inside the interval (the step ended without a backward, e.g. an eval
+        // forward) rewinds the mark: that op kept nothing beyond the step.
+        if (mark > open_mark) open_row->kept_bytes += (double)mark - (double)open_mark;
         open_row->calls++;
     }
     open_row = NULL;
@@ -61,7 +63,10 @@ static void close_open(Device dev) {
 
 static void open_interval(const char *op, bool backward, Device dev) {
     if (!op_profile_enabled()) return;
-    any_cuda = any_cuda || dev == DEV_CUDA;
+    if (dev == DEV_CUDA && !any_cuda) {
+        any_cuda = true;
+        open_mark += cuda_arena_mark();  // the open interval's start, counted as arenas_in_use now counts
+    }
     close_open(dev);
     open_row = row_of(op, backward);
 }

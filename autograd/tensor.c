@@ -449,7 +449,8 @@ Tensor *tensor_new_activation(Device device, int ndim, const int64_t *shape) {
 Tensor *tensor_new_activation_of(Device device, int ndim, const int64_t *shape, int n, Tensor *const *inputs) {
     bool half = false;
     for (int i = 0; i < n && activation_dtype != DT_F32; i++)
-        half = half || (inputs[i] && !inputs[i]->persistent && inputs[i]->dtype == activation_dtype);
+        half = half || (inputs[i] && !tensor_storage_owner(inputs[i])->persistent &&
+                        inputs[i]->dtype == activation_dtype);
     return tensor_new_on(device, ndim, shape, half ? activation_dtype : DT_F32);
 }
 

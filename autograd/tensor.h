@@ -33,8 +33,13 @@ typedef struct Tensor {
     bool persistent;     // heap-owned (parameters); false: arena-owned activation
     bool owns_data;      // persistent only: free(data) in tensor_free (false for mmapped views)
     bool overwritten;    // an in-place op (op_add_into, ...) wrote its result into this storage: ops refuse it
+    struct Tensor *view_of;  // op_reshape: the tensor that owns this header's storage (NULL: this one)
     const char *name;    // optional, for error messages and the parameter registry
 } Tensor;
+
+// The tensor whose storage t uses: t itself, or what an op_reshape view was made from. Whether that
+// storage is a parameter's (persistent) or may be overwritten in place is decided on the owner.
+static inline Tensor *tensor_storage_owner(Tensor *t) { return t->view_of ? t->view_of : t; }
 
 // ---- errors ------------------------------------------------------------------------------
 // Print "dod: <where>: <message>" to stderr and exit(1). Never returns.

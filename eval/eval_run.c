@@ -14,6 +14,7 @@ const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable",
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/cuda/cuda_backend.h"
 #include "data/h5ds.h"
 #include "data/sample_noise.h"
 #include "eval/grid.h"
@@ -271,7 +272,9 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
             r->psnr = r->ssim = r->seconds_per_image = NAN;
         }
         r->peak_rss_mib = dod_peak_rss_mib();
-        r->arena_peak_mib = arena_peak() / (1024.0 * 1024.0);
+        double arena_bytes = (double)arena_peak();
+        if (o->model_device == DEV_CUDA) arena_bytes += (double)dod_cuda_mem_stats().arena_peak_bytes;
+        r->arena_peak_mib = arena_bytes / (1024.0 * 1024.0);
         not_scored += r->n_images - r->n_scored;
         // the grid of the first rows that were scored (a row is kept only when its image was)
         int kept = 0;

@@ -56,11 +56,13 @@ typedef struct {
     int problems[EVAL_N_PROBLEMS];
     double psnr, ssim;   // means over the scored images
     double seconds_per_image;
-    double peak_rss_mib, arena_peak_mib;   // process high-water marks read after this set
+    double peak_rss_mib, arena_peak_mib;   // process high-water marks read after this set (arena: the
+                                           // host arena, plus the device arena for a model on CUDA)
 } EvalSetResult;
 
 typedef struct {
     TrainModel *model;
+    Device model_device;    // where the model behind `model` (a host-I/O view) runs: its arena is reported
     TileOptions tiles;
     const char *save_dir;   // NULL: save nothing; else DIR/<label>/restored/<name>.png + DIR/<label>/grid.png
     bool save_inputs;       // also DIR/<label>/input/ and DIR/<label>/gt/

@@ -132,6 +132,27 @@ static void add_into_persistent(void *ctx) {
     op_add_into(test_input("weight", 1, s, 1, 1, false), test_input("b", 1, s, 2, 1, false));
 }
 
+// A reshape view shares its source's storage: writing into the view overwrites the source.
+static void add_into_reshaped_persistent(void *ctx) {
+    (void)ctx;
+    int64_t s[] = {2, 3}, flat[] = {6};
+    op_add_into(op_reshape(test_input("weight", 2, s, 1, 1, false), 1, flat), test_input("b", 1, flat, 2, 1, false));
+}
+static void add_into_view_then_read_source(void *ctx) {
+    (void)ctx;
+    int64_t s[] = {2, 3}, flat[] = {6};
+    Tensor *y = op_scale(test_input("x", 2, s, 1, 1, false), 2.0f);
+    op_add_into(op_reshape(y, 1, flat), test_input("b", 1, flat, 2, 1, false));
+    op_mul(y, y);  // y's storage holds the sum: refused like y itself
+}
+static void reshape_overwritten(void *ctx) {
+    (void)ctx;
+    int64_t s[] = {3}, s2[] = {1, 3};
+    Tensor *y = op_scale(test_input("x", 1, s, 1, 1, false), 2.0f);
+    op_add_into(y, test_input("b", 1, s, 2, 1, false));
+    op_reshape(y, 2, s2);
+}
+
 static void grad_case(Kind k, int na, const int64_t *sa, int nb, const int64_t *sb, bool grad_b) {
     Tensor *a = test_input("a", na, sa, 21, 1.0f, true), *b = test_input("b", nb, sb, 22, 1.0f, grad_b);
     Tensor *in[2] = {a, b};
@@ -237,6 +258,12 @@ int main(void) {
                  (const char *[]){"op_mul", "input 0 [3]", "overwritten", NULL});
     expect_fatal("add_into a persistent y", add_into_persistent, NULL,
                  (const char *[]){"op_add_into", "weight", "persistent", NULL});
+    expect_fatal("add_into a reshaped persistent y", add_into_reshaped_persistent, NULL,
+                 (const char *[]){"op_add_into", "persistent", "reshape of a parameter", NULL});
+    expect_fatal("reading the source of an overwritten reshape view", add_into_view_then_read_source, NULL,
+                 (const char *[]){"op_mul", "input 0 [2, 3]", "overwritten", NULL});
+    expect_fatal("reshaping an overwritten tensor", reshape_overwritten, NULL,
+                 (const char *[]){"op_reshape", "[3]", "overwritten", NULL});
     expect_fatal("add [2,3]+[4]", bad_broadcast, NULL, (const char *[]){"op_add", "[2, 3]", "[4]", NULL});
     expect_fatal("mul [2,3,4,5]*[2,4,1]", bad_mul, NULL, (const char *[]){"op_mul", "[2, 3, 4, 5]", "[2, 4, 1]", NULL});
     expect_fatal("sub with a CUDA tensor", cuda_input, NULL, (const char *[]){"op_sub", "CUDA", NULL});
