@@ -16,9 +16,34 @@
 // Rows of each tile staged in shared memory: two tiles of T x D floats, 32 KiB at D = 64 or 80.
 template <int D> constexpr int flash_tile_rows() { return D <= 64 ? 64 : 32; }
 
-// dst [n, D] (=) n rows of src (row stride ld), copied by the whole block.
-template <int D> __device__ __forceinline__ void flash_stage(float *dst, const float *src, int64_t ld, int n) {
-    for (int e = threadIdx.x; e < n * D; e += blockDim.x) dst[e] = src[(int64_t)(e / D) * ld + e % D];
+// Tiles a [n, D] and b [n, D] (=): n rows of a_src and of b_src (row stride ld), copied by the whole
+// block. The caller puts a barrier before (every thread is done with the previous tiles) and after.
+template <int D>
+__device__ __forceinline__ void flash_stage_pair(float *a, float *b, const float *a_src, const float *b_src, int64_t ld,
+                                                 int n) {
+    for (int e = threadIdx.x; e < n * D; e += blockDim.x) {
+        int64_t src = (int64_t)(e / D) * ld + e % D;
+        a[e] = a_src[src];
+        b[e] = b_src[src];
+    }
+}
+
+// The row a thread owns: row r of the L rows of head h of batch element b (block (x, b * H + h)),
+// at offset off of a [B, L, H * D] tensor; a thread past the last row is inactive (offset of row 0).
+struct FlashRow {
+    int64_t HD, bh, b, h, r, off;
+    bool active;
+};
+__device__ __forceinline__ FlashRow flash_row(int64_t L, int64_t H, int D) {
+    FlashRow t;
+    t.HD = H * D;
+    t.bh = blockIdx.y;
+    t.b = t.bh / H;
+    t.h = t.bh % H;
+    t.r = (int64_t)blockIdx.x * FLASH_THREADS + threadIdx.x;
+    t.active = t.r < L;
+    t.off = (t.b * L + (t.active ? t.r : 0)) * t.HD + t.h * D;
+    return t;
 }
 
 // dst [D] (=) src [D], or zeros for a thread without a row (it still helps stage the tiles).
@@ -40,23 +65,19 @@ __global__ void __launch_bounds__(FLASH_THREADS)
                          float scale) {
     constexpr int T = flash_tile_rows<D>();
     __shared__ float ks[T * D], vs[T * D];
-    const int64_t HD = H * D, bh = blockIdx.y, b = bh / H, h = bh % H;
-    const int64_t i = (int64_t)blockIdx.x * FLASH_THREADS + threadIdx.x;
-    const bool active = i < Lq;
-    const int64_t row = (b * Lq + (active ? i : 0)) * HD + h * D;
+    const FlashRow t = flash_row(Lq, H, D);
     float qr[D], acc[D], m = -INFINITY, l = 0.0f;
-    flash_load_row<D>(qr, q + row, active);
+    flash_load_row<D>(qr, q + t.off, t.active);
     flash_zero_row<D>(acc);
-    const float *kb = k + b * Lk * HD + h * D, *vb = v + b * Lk * HD + h * D;
+    const float *kb = k + t.b * Lk * t.HD + t.h * D, *vb = v + t.b * Lk * t.HD + t.h * D;
     for (int64_t j0 = 0; j0 < Lk; j0 += T) {
         int n = Lk - j0 < T ? (int)(Lk - j0) : T;
-        __syncthreads();  // every thread is done with the previous tile
-        flash_stage<D>(ks, kb + j0 * HD, HD, n);
-        flash_stage<D>(vs, vb + j0 * HD, HD, n);
+        __syncthreads();  // every thread is done with the previous tiles
+        flash_stage_pair<D>(ks, vs, kb + j0 * t.HD, vb + j0 * t.HD, t.HD, n);
         __syncthreads();
-        if (active) flash_forward_tile(qr, ks, vs, D, n, D, scale, &m, &l, acc);
+        if (t.active) flash_forward_tile(qr, ks, vs, D, n, D, scale, &m, &l, acc);
     }
-    if (active) flash_forward_finish(acc, m, l, D, out + row, lse + bh * Lq + i);
+    if (t.active) flash_forward_finish(acc, m, l, D, out + t.off, lse + t.bh * Lq + t.r);
 }
 
 // delta [B, H, Lq] (=): dO . O per query row and head (runtime D: read once, no tile).
@@ -76,25 +97,21 @@ __global__ void __launch_bounds__(FLASH_THREADS)
                     float *__restrict__ dq, int64_t Lq, int64_t Lk, int64_t H, float scale) {
     constexpr int T = flash_tile_rows<D>();
     __shared__ float ks[T * D], vs[T * D];
-    const int64_t HD = H * D, bh = blockIdx.y, b = bh / H, h = bh % H;
-    const int64_t i = (int64_t)blockIdx.x * FLASH_THREADS + threadIdx.x;
-    const bool active = i < Lq;
-    const int64_t row = (b * Lq + (active ? i : 0)) * HD + h * D;
+    const FlashRow t = flash_row(Lq, H, D);
     float qr[D], dor[D], acc[D];
-    flash_load_row<D>(qr, q + row, active);
-    flash_load_row<D>(dor, dout + row, active);
+    flash_load_row<D>(qr, q + t.off, t.active);
+    flash_load_row<D>(dor, dout + t.off, t.active);
     flash_zero_row<D>(acc);
-    const float li = active ? lse[bh * Lq + i] : 0.0f, di = active ? delta[bh * Lq + i] : 0.0f;
-    const float *kb = k + b * Lk * HD + h * D, *vb = v + b * Lk * HD + h * D;
+    const float li = t.active ? lse[t.bh * Lq + t.r] : 0.0f, di = t.active ? delta[t.bh * Lq + t.r] : 0.0f;
+    const float *kb = k + t.b * Lk * t.HD + t.h * D, *vb = v + t.b * Lk * t.HD + t.h * D;
     for (int64_t j0 = 0; j0 < Lk; j0 += T) {
         int n = Lk - j0 < T ? (int)(Lk - j0) : T;
         __syncthreads();
-        flash_stage<D>(ks, kb + j0 * HD, HD, n);
-        flash_stage<D>(vs, vb + j0 * HD, HD, n);
+        flash_stage_pair<D>(ks, vs, kb + j0 * t.HD, vb + j0 * t.HD, t.HD, n);
         __syncthreads();
-        if (active) flash_dq_tile(qr, dor, li, di, ks, vs, D, n, D, scale, acc);
+        if (t.active) flash_dq_tile(qr, dor, li, di, ks, vs, D, n, D, scale, acc);
     }
-    if (active) flash_axpy(scale, acc, D, dq + row);
+    if (t.active) flash_axpy(scale, acc, D, dq + t.off);
 }
 
 // dk, dv (+=; NULL skips one): thread j of block (x, bh) owns key row x * FLASH_THREADS + j of head bh.
@@ -106,30 +123,26 @@ __global__ void __launch_bounds__(FLASH_THREADS)
     // dk and dv are not __restrict__: op_attention(x, x, x) passes one gradient buffer as both.
     constexpr int T = flash_tile_rows<D>();
     __shared__ float qs[T * D], dos[T * D], ls[T], ds[T];
-    const int64_t HD = H * D, bh = blockIdx.y, b = bh / H, h = bh % H;
-    const int64_t j = (int64_t)blockIdx.x * FLASH_THREADS + threadIdx.x;
-    const bool active = j < Lk;
-    const int64_t row = (b * Lk + (active ? j : 0)) * HD + h * D;
+    const FlashRow t = flash_row(Lk, H, D);
     float kr[D], vr[D], dka[D], dva[D];
-    flash_load_row<D>(kr, k + row, active);
-    flash_load_row<D>(vr, v + row, active);
+    flash_load_row<D>(kr, k + t.off, t.active);
+    flash_load_row<D>(vr, v + t.off, t.active);
     flash_zero_row<D>(dka);
     flash_zero_row<D>(dva);
-    const float *qb = q + b * Lq * HD + h * D, *dob = dout + b * Lq * HD + h * D;
+    const float *qb = q + t.b * Lq * t.HD + t.h * D, *dob = dout + t.b * Lq * t.HD + t.h * D;
     for (int64_t i0 = 0; i0 < Lq; i0 += T) {
         int n = Lq - i0 < T ? (int)(Lq - i0) : T;
         __syncthreads();
-        flash_stage<D>(qs, qb + i0 * HD, HD, n);
-        flash_stage<D>(dos, dob + i0 * HD, HD, n);
+        flash_stage_pair<D>(qs, dos, qb + i0 * t.HD, dob + i0 * t.HD, t.HD, n);
         for (int e = threadIdx.x; e < n; e += blockDim.x) {
-            ls[e] = lse[bh * Lq + i0 + e];
-            ds[e] = delta[bh * Lq + i0 + e];
+            ls[e] = lse[t.bh * Lq + i0 + e];
+            ds[e] = delta[t.bh * Lq + i0 + e];
         }
         __syncthreads();
-        if (active) flash_dkdv_tile(kr, vr, qs, dos, D, ls, ds, n, D, scale, dka, dva);
+        if (t.active) flash_dkdv_tile(kr, vr, qs, dos, D, ls, ds, n, D, scale, dka, dva);
     }
-    if (active && dk) flash_axpy(scale, dka, D, dk + row);
-    if (active && dv) flash_axpy(1.0f, dva, D, dv + row);
+    if (t.active && dk) flash_axpy(scale, dka, D, dk + t.off);
+    if (t.active && dv) flash_axpy(1.0f, dva, D, dv + t.off);
 }
 
 // Calls f(std::integral_constant<int, D>) for an instantiated head width; false for any other.
