@@ -578,8 +578,8 @@ static int cmd_run(int argc, char **argv) {
     }
     // Restoration reads and writes images on the host: on CUDA the model runs behind a host-I/O view.
     TrainModel io = train_model_host_io(model);
-    EvalRunOptions ro = {.model = &io, .model_device = model->device, .tiles = tiles, .save_dir = save_dir, .save_inputs = save_inputs,
-                         .grid_rows = grid_rows, .progress = progress};
+    EvalRunOptions ro = {.model = &io, .model_device = model->device, .tiles = tiles, .save_dir = save_dir,
+                         .save_inputs = save_inputs, .grid_rows = grid_rows, .progress = progress};
     int not_scored = eval_run(&ro, res, n_sets, err, sizeof err);
     EvalReportInfo ri = {.config_path = config_path, .checkpoint_path = ckpt_file, .model_kind = model->kind,
                          .stage = (int)cfg.stage, .step = (long long)info.step, .source = source, .tiles = tiles,

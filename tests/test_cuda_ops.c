@@ -483,8 +483,8 @@ static void linear_bias_epilogue_cases(void) {
 // tiles, a single key, SD-size self- and cross-attention; the chunked GEMMs on the same inputs.
 // Then AUTO's choice: the GEMMs where a score chunk (256 MiB) holds 64 query rows or all of them,
 // the fused kernels where it holds fewer (600000 keys, one head: 55 rows). The fused-call counter
-// says which kernel ran (forward and backward: 2 calls). In the harness self-check (no GPU) the cases run with
-// the kernel choice and the counter left out.
+// says which kernel ran (forward and backward: 2 calls). In the harness self-check (no GPU) the
+// cases run with the kernel choice and the counter left out.
 static void set_attention_kernel(CudaAttentionKernel kernel) {
     if (target == DEV_CUDA) cuda_set_attention_kernel(kernel);
 }

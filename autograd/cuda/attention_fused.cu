@@ -187,7 +187,8 @@ void attention_fused_backward(const float *q, const float *k, const float *v, co
     with_head_width(D, [&](auto width) {
         constexpr int W = decltype(width)::value;
         if (dq) {
-            flash_dq_kernel<W><<<flash_grid(Lq, B, H), FLASH_THREADS>>>(q, k, v, dout, lse, delta, dq, Lq, Lk, H, scale);
+            flash_dq_kernel<W><<<flash_grid(Lq, B, H), FLASH_THREADS>>>(q, k, v, dout, lse, delta, dq, Lq, Lk, H,
+                                                                         scale);
             CUDA_CHECK_LAUNCH("flash_dq_kernel");
         }
         if (dk || dv) {

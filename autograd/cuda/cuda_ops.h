@@ -148,9 +148,8 @@ DOD_CUDA_API(void, cuda_attention_backward, (const float *q, const float *k, con
                                              int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale))
 // Which kernel runs: AUTO (default) takes the fused one where a chunk would hold fewer than 64 query
 // rows (and fewer than Lq) and the head width has a fused instantiation; FUSED wherever it has one;
-// GEMM never. The
-// environment's DOD_ATTENTION=auto|fused|gemm is read at the first call unless set here. Counter:
-// entry calls (forward or backward) that ran the fused kernels.
+// GEMM never. The environment's DOD_ATTENTION=auto|fused|gemm is read at the first call unless set
+// here. Counter: entry calls (forward or backward) that ran the fused kernels.
 typedef enum { CUDA_ATTENTION_AUTO, CUDA_ATTENTION_FUSED, CUDA_ATTENTION_GEMM } CudaAttentionKernel;
 DOD_CUDA_API(void, cuda_set_attention_kernel, (CudaAttentionKernel kernel))
 DOD_CUDA_API(long, cuda_attention_fused_calls, (void))
