@@ -191,7 +191,6 @@ static void op_attention_cpu_backward(const AttnGeom *g, const float *q, const f
 static void attention_backward(AgNode *node) {
     AttnCtx *c = node->ctx;
     Tensor *q = node->inputs[0], *k = node->inputs[1], *v = node->inputs[2];
-    // Gradient buffers first: arena ones must be allocated before the scratch mark.
     float *dq = q->requires_grad ? tensor_grad(q) : NULL;
     float *dk = k->requires_grad ? tensor_grad(k) : NULL;
     float *dv = v->requires_grad ? tensor_grad(v) : NULL;

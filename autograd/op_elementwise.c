@@ -185,6 +185,16 @@ static void ew_backward(AgNode *node) {
     if (b->requires_grad) bcast_reduce_into(p, g, p->sb, c->kind == EW_SUB ? -1.0f : 1.0f, tensor_grad(b), b->numel);
 }
 
+// y = s * x (=) over n elements on dev; y may be x.
+static void scale_on(Device dev, const float *x, float s, float *y, int64_t n) {
+    if (dev == DEV_CUDA) {
+        cuda_affine(x, s, 0.0f, y, n);
+        return;
+    }
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = s * x[i];
+}
+
 // a (op) b into a new tensor, or, when into_a, scale_a * a (op) b into a's storage (a must have the
 // result's shape; scale_a is 1 otherwise).
 static Tensor *ew_binary(const char *op, EwKind kind, Tensor *a, Tensor *b, bool into_a, float scale_a) {
@@ -206,14 +216,7 @@ static Tensor *ew_binary(const char *op, EwKind kind, Tensor *a, Tensor *b, bool
     ScratchScope scratch = scratch_begin(dev);
     float *o = into_a ? ops_inplace_f32(out) : tensor_out_f32(out);
     const float *af = into_a ? o : tensor_f32(a), *bf = tensor_f32(b);
-    if (scale_a != 1.0f) {  // into_a only: a's values are the output's, scaled in place first
-        if (dev == DEV_CUDA) {
-            cuda_affine(o, scale_a, 0.0f, o, a->numel);
-        } else {
-#pragma omp parallel for if (a->numel > OPS_PARALLEL_MIN)
-            for (int64_t i = 0; i < a->numel; i++) o[i] *= scale_a;
-        }
-    }
+    if (scale_a != 1.0f) scale_on(dev, o, scale_a, o, a->numel);  // into_a only: a's values, scaled in place first
     if (out->numel > 0 && dev == DEV_CUDA)
         cuda_ew_binary(kind, plan.ndim, plan.shape, af, plan.sa, bf, plan.sb, o);
     else if (out->numel > 0)
@@ -254,11 +257,10 @@ static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
     ScratchScope scratch = scratch_begin(dev);
     const float *xf = tensor_f32(x);
     float *o = tensor_out_f32(out);
-    if (dev == DEV_CUDA) {
-        cuda_affine(xf, multiply ? s : 1.0f, multiply ? 0.0f : s, o, x->numel);
-    } else if (multiply) {
-#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < x->numel; i++) o[i] = s * xf[i];
+    if (multiply) {
+        scale_on(dev, xf, s, o, x->numel);
+    } else if (dev == DEV_CUDA) {
+        cuda_affine(xf, 1.0f, s, o, x->numel);
     } else {
 #pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < x->numel; i++) o[i] = xf[i] + s;

@@ -138,12 +138,18 @@ static void checkpoint_backward(AgNode *node) {
     if (on_cuda) cuda_arena_release(cuda_mark);
 }
 
+// Whether a block returned one of its inputs (an identity block).
+static bool is_block_input(const Tensor *out, int n_inputs, Tensor *const *inputs) {
+    for (int i = 0; i < n_inputs; i++)
+        if (out == inputs[i]) return true;
+    return false;
+}
+
 Tensor *ag_run_keeping_output(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inputs) {
     bool cuda_in = n_inputs > 0 && inputs[0]->device == DEV_CUDA;
     size_t mark = arena_mark(), cuda_mark = cuda_in ? cuda_arena_mark() : 0;
     Tensor *out = fn(ctx, inputs);
-    for (int i = 0; i < n_inputs; i++)
-        if (out == inputs[i]) return out;  // nothing new to keep
+    if (is_block_input(out, n_inputs, inputs)) return out;  // nothing new to keep
     // Park the output (heap, or the device cache for a CUDA tensor), rewind, bring it back at the mark.
     size_t bytes = (size_t)out->numel * dtype_size(out->dtype);
     Device dev = out->device;
@@ -170,8 +176,7 @@ Tensor *ag_checkpoint(AgBlockFn fn, void *ctx, int n_inputs, Tensor *const *inpu
     // The first run's intermediates are not needed (backward recomputes them): give them back now.
     Tensor *out = ag_run_keeping_output(fn, ctx, n_inputs, inputs);
     ag_set_grad_enabled(prev);
-    for (int i = 0; i < n_inputs; i++)
-        if (out == inputs[i]) return out;  // an identity block: nothing to recompute or record
+    if (is_block_input(out, n_inputs, inputs)) return out;  // an identity block: nothing to recompute or record
     CheckpointCtx *c = ag_record("checkpoint", checkpoint_backward, out, n_inputs, inputs, sizeof(CheckpointCtx));
     c->fn = fn;
     c->fn_ctx = ctx;

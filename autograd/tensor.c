@@ -334,7 +334,6 @@ void tensor_free(Tensor *t) {
     free(t);
 }
 
-
 void *device_malloc(Device device, size_t bytes, const char *what) {
     return device == DEV_CUDA ? cuda_malloc_cached(bytes, what) : dod_malloc(bytes, what);
 }

@@ -171,7 +171,7 @@ DType ag_activation_dtype(void);
 // A product's output: an arena tensor on `device` in the activation dtype, data uninitialised.
 Tensor *tensor_new_activation(Device device, int ndim, const int64_t *shape);
 // Any other op's output: bf16 when the activation dtype is bf16 and one of the n inputs (NULL entries
-// ignored) is a bf16 activation (not persistent), else f32.
+// ignored) is a bf16 activation (its storage not a parameter's: tensor_storage_owner), else f32.
 Tensor *tensor_new_activation_of(Device device, int ndim, const int64_t *shape, int n, Tensor *const *inputs);
 // Where to compute t's values in f32: t's own storage when t is f32, else numel floats of scratch on
 // t's device (call inside a scratch scope that ends after tensor_store_f32).
