@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 #include "data/degrade.h"
 #include "data/keyed_rng.h"
 

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 #include "data/degrade.h"
 #include "data/h5ds.h"
 #include "data/image.h"

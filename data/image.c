@@ -21,7 +21,7 @@
 #include <stb_image_resize.h>
 #pragma GCC diagnostic pop
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 int image_load(const char *path, Image *img, char *err, size_t errlen) {
     memset(img, 0, sizeof *img);

@@ -18,7 +18,7 @@ const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable",
 #include "data/h5ds.h"
 #include "data/sample_noise.h"
 #include "eval/grid.h"
-#include "data/fileio.h"
+#include "autograd/base.h"
 
 // Formats into buf (=); vsnprintf, since a truncated message is still a useful message.
 static void fmt_into(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

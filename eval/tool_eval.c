@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "autograd/tensor.h"
-#include "data/fileio.h"
 #include "data/pairing.h"
 #include "eval/bench.h"
 #include "eval/eval_report.h"

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "autograd/cuda/cuda_backend.h"
-#include "data/fileio.h"
+#include "autograd/base.h"
 #include "layers/safetensors.h"
 
 void checkpoint_info_free(CheckpointInfo *info) {

@@ -12,7 +12,7 @@
 
 #include <iniparser.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 // ---- the schema ----------------------------------------------------------------------------------
 typedef enum { T_INT, T_FLOAT, T_BOOL, T_STRING, T_ENUM, T_LIST } FieldType;

@@ -45,7 +45,7 @@ void train_request_stop(void) { stop_requested = 1; }
 #include "train/model_from_config.h"
 #include "train/train_model.h"
 #include "train/validate.h"
-#include "data/fileio.h"
+#include "autograd/base.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
 
