@@ -5,7 +5,6 @@
 
 #ifdef DOD_HAVE_INIPARSER
 #include "train/config.h"
-#include "train/model_from_config.h"
 
 static char scratch[256];
 
@@ -41,11 +40,11 @@ static void test_shipped_configs(void) {
         CHECK(config_validate(&c, err, sizeof err) == 0, "%s: %s", names[i], err);
         if (i == 4) continue;
         // the public defaults (dod-spec.md, Training)
-        CHECK(c.model_kind == CFG_MODEL_DOD && c.lr == 5e-5 && c.beta1 == 0.9 && c.beta2 == 0.999, "%s optim", names[i]);
-        CHECK(c.weight_decay == 1e-2 && c.eps == 1e-8 && c.clip_norm == 1.0 && c.seed == 123, "%s", names[i]);
+        CHECK(c.model.kind == MODEL_DOD && c.lr == 5e-5 && c.beta1 == 0.9 && c.beta2 == 0.999, "%s optim", names[i]);
+        CHECK(c.weight_decay == 1e-2 && c.eps == 1e-8 && c.clip_norm == 1.0 && c.model.seed == 123, "%s", names[i]);
         CHECK(c.steps == 100000 && c.crop == 256 && c.flips && c.schedule == CFG_SCHEDULE_CONSTANT, "%s", names[i]);
-        CHECK(c.lora_rank == 8 && c.loss_lpips == 0, "%s", names[i]);
-        CHECK(strstr(c.model_base, "stable-diffusion-2-1-base") != NULL, "%s base %s", names[i], c.model_base);
+        CHECK(c.model.lora_rank == 8 && c.loss_lpips == 0, "%s", names[i]);
+        CHECK(strstr(c.model.base, "stable-diffusion-2-1-base") != NULL, "%s base %s", names[i], c.model.base);
     }
     TrainConfig c;
     char path[1024], err[CFG_ERR_LEN];
@@ -53,12 +52,12 @@ static void test_shipped_configs(void) {
     config_defaults(&c);
     config_load_file(&c, path, err, sizeof err);
     CHECK(!strcmp(c.tasks, "dehaze:3,derain:2,denoise:2"), "aio3 tasks %s", c.tasks);
-    CHECK(c.stage == 1 && c.loss_mse == 2, "aio3 stage 1 loss");
+    CHECK(c.model.stage == 1 && c.loss_mse == 2, "aio3 stage 1 loss");
     snprintf(path, sizeof path, "%s/configs/aio3_stage2.ini", DOD_SOURCE_DIR);
     config_defaults(&c);
     config_load_file(&c, path, err, sizeof err);
-    CHECK(c.stage == 2 && c.loss_mse == 1 && c.loss_ssim == 0.1 && !strcmp(c.tasks, "dehaze:1,derain:1,denoise:1"), "aio3 stage 2");
-    CHECK(!strcmp(c.init_from, "runs/aio3_stage1"), "stage 2 init_from %s", c.init_from);
+    CHECK(c.model.stage == 2 && c.loss_mse == 1 && c.loss_ssim == 0.1 && !strcmp(c.tasks, "dehaze:1,derain:1,denoise:1"), "aio3 stage 2");
+    CHECK(!strcmp(c.model.init_from, "runs/aio3_stage1"), "stage 2 init_from %s", c.model.init_from);
 }
 
 static void test_values(void) {
@@ -70,7 +69,7 @@ static void test_values(void) {
                        "[train]\nrun_dir = runs/x\n",
                        &c, err, sizeof err);
     CHECK(rc == 0, "ok.ini: %s", err);
-    CHECK(c.model_kind == CFG_MODEL_TOY && c.toy_width == 4, "kind/width");
+    CHECK(c.model.kind == MODEL_TOY && c.model.toy_width == 4, "kind/width");
     CHECK(c.lr == 2.5e-4 && c.schedule == CFG_SCHEDULE_COSINE && !c.flips, "values");
     CHECK(!strcmp(c.train_file, "a;b.h5"), "quoted value: %s", c.train_file);
     CHECK(c.steps == 100000 && c.ckpt_keep_last == 3, "defaults kept");
@@ -133,27 +132,25 @@ static void test_validate(void) {
     CHECK(config_validate(&c, err, sizeof err) == -1 && strstr(err, "--set loss.mse=0: [loss] mse: every loss weight is 0"),
           "zero losses: %s", err);
     load_text("mixed.ini", MINIMAL, &c, err, sizeof err);
-    CHECK(config_set(&c, "model.precision=mixed", err, sizeof err) == 0 && c.precision == CFG_PRECISION_MIXED, "%s", err);
+    CHECK(config_set(&c, "model.precision=mixed", err, sizeof err) == 0 && c.model.precision == MODEL_PRECISION_MIXED, "%s", err);
     CHECK(config_validate(&c, err, sizeof err) == -1 &&
               strstr(err, "[model] precision: mixed precision is a CUDA mode: set [model] device = cuda"),
           "mixed on the CPU: %s", err);
     CHECK(config_set(&c, "model.device=cuda", err, sizeof err) == 0, "%s", err);
     CHECK(config_validate(&c, err, sizeof err) == 0, "mixed on cuda: %s", err);
     // [model] activations: auto follows the precision; f32 / bf16 on any device.
-    TrainModelOptions mo;
-    train_model_options_from_config(&c, &mo);
-    CHECK(mo.activation_dtype == DT_BF16, "auto under mixed precision: %s", dtype_name(mo.activation_dtype));
+    CHECK(model_activation_dtype(&c.model) == DT_BF16, "auto under mixed precision: %s",
+          dtype_name(model_activation_dtype(&c.model)));
     CHECK(config_set(&c, "model.activations=f32", err, sizeof err) == 0, "%s", err);
-    train_model_options_from_config(&c, &mo);
-    CHECK(mo.activation_dtype == DT_F32, "activations = f32 under mixed: %s", dtype_name(mo.activation_dtype));
+    CHECK(model_activation_dtype(&c.model) == DT_F32, "activations = f32 under mixed: %s",
+          dtype_name(model_activation_dtype(&c.model)));
     load_text("act.ini", MINIMAL, &c, err, sizeof err);
-    train_model_options_from_config(&c, &mo);
-    CHECK(c.activations == CFG_ACTIVATIONS_AUTO && mo.activation_dtype == DT_F32, "default: f32 (%s)",
-          dtype_name(mo.activation_dtype));
+    CHECK(c.model.activations == MODEL_ACTIVATIONS_AUTO && model_activation_dtype(&c.model) == DT_F32, "default: f32 (%s)",
+          dtype_name(model_activation_dtype(&c.model)));
     CHECK(config_set(&c, "model.activations=bf16", err, sizeof err) == 0 && config_validate(&c, err, sizeof err) == 0,
           "bf16 on the CPU: %s", err);
-    train_model_options_from_config(&c, &mo);
-    CHECK(mo.activation_dtype == DT_BF16, "activations = bf16: %s", dtype_name(mo.activation_dtype));
+    CHECK(model_activation_dtype(&c.model) == DT_BF16, "activations = bf16: %s",
+          dtype_name(model_activation_dtype(&c.model)));
     CHECK(config_set(&c, "model.activations=f16", err, sizeof err) == -1 && strstr(err, "[model] activations") &&
               strstr(err, "auto|f32|bf16"),
           "bad activations: %s", err);
