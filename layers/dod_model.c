@@ -287,20 +287,9 @@ Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m,
 
 // ---- losses ------------------------------------------------------------------------------------------
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
-    DOD_CHECK(tensor_same_shape(out, hq), "dod_model_loss", "output %s and target %s differ in shape",
-              shape_str(out), shape_str(hq));
-    DodLoss l = {.ssim = NAN, .lpips = NAN};
-    Tensor *mse = op_mse_loss(out, hq);
-    l.mse = dod_scalar_value(mse);
-    l.total = op_scale(mse, m->cfg.mse_weight);
-    // Stage 1's LPIPS term (weight 5 in the paper) joins here once a VGG LPIPS exists; check_config keeps
-    // lpips_weight at 0 until then.
-    if (m->cfg.stage == 2) {
-        Tensor *ssim = op_ssim(out, hq, 2.0f);
-        l.ssim = dod_scalar_value(ssim);
-        l.total = op_add(l.total, op_scale(op_add_scalar(op_scale(ssim, -1.0f), 1.0f), m->cfg.ssim_weight));
-    }
-    return l;
+    // check_config keeps ssim_weight at 0 in stage 1 and lpips_weight at 0 until LPIPS exists.
+    return dod_loss(out, hq, (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight,
+                                              .lpips = m->cfg.lpips_weight});
 }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {

@@ -22,6 +22,7 @@
 #include "autograd/ops.h"
 #include "autograd/params.h"
 #include "layers/dod_detail.h"
+#include "layers/dod_loss.h"
 #include "layers/dod_modulation.h"
 #include "layers/lora.h"
 #include "layers/unet.h"
@@ -111,14 +112,8 @@ Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps);
 // Validation: dod_model_forward(m, lq, DOD_MODE_EVAL, 0).
 Tensor *dod_model_restore(DodModel *m, Tensor *lq);
 
-typedef struct {
-    Tensor *total;     // the scalar to back-propagate
-    float mse;         // MSE(out, hq), unweighted
-    float ssim;        // SSIM(out, hq) (stage 2; NaN in stage 1)
-    float lpips;       // NaN until LPIPS exists
-} DodLoss;
-
-// The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors).
+// The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors): dod_loss
+// (layers/dod_loss.h) with the model's weights (SSIM only in stage 2, whose ssim_weight is > 0).
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq);
 // forward (TRAIN, noise from step_seed) + loss: what one training step back-propagates.
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);

@@ -41,6 +41,7 @@ void train_request_stop(void) { stop_requested = 1; }
 #include "data/keyed_rng.h"
 #include "data/loader.h"
 #include "eval/validate.h"
+#include "layers/dod_loss.h"
 #include "layers/dod_model_util.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
@@ -226,12 +227,13 @@ static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device d
 }
 
 // One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
-// Loss values are read back with dod_scalar_value (one small copy each on CUDA).
+// Loss values are read back (dod_loss, dod_scalar_value: one small copy each on CUDA).
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
     double loss_sum = 0, mse_sum = 0, ssim_sum = 0;
     uint64_t noise_key = rng_key((uint64_t)c->model.seed, TRAIN_NOISE_STREAM);
+    const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips};
     for (int a = 0; a < A; a++) {
         int64_t b = s * A + a;
         if (loader_get(r->loader, b, &r->batch, err, errlen)) return -1;
@@ -240,24 +242,17 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         Tensor *lq = batch_tensor(r->batch.lq, n, cs, r->model->device);
         Tensor *hq = batch_tensor(r->batch.hq, n, cs, r->model->device);
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)b), true);
-        Tensor *mse = op_mse_loss(out, hq);
-        Tensor *total = op_scale(mse, (float)c->loss_mse);
-        float ssim_term = 0;
-        if (c->loss_ssim > 0) {
-            Tensor *one_minus = op_add_scalar(op_scale(op_ssim(out, hq, 2.0f), -1.0f), 1.0f);
-            ssim_term = dod_scalar_value(one_minus);
-            total = op_add(total, op_scale(one_minus, (float)c->loss_ssim));
-        }
-        float lv = dod_scalar_value(total);
+        DodLoss l = dod_loss(out, hq, weights);
+        float lv = dod_scalar_value(l.total);
         if (!isfinite(lv)) {
             snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
                      (long long)b, (double)lr_at(sched, s));
             return -1;
         }
-        ag_backward(op_scale(total, 1.0f / (float)A));
+        ag_backward(op_scale(l.total, 1.0f / (float)A));
         loss_sum += lv;
-        mse_sum += dod_scalar_value(mse);
-        ssim_sum += ssim_term;
+        mse_sum += l.mse;
+        ssim_sum += l.ssim_loss;
     }
     ag_step_reset();
     double gn = clip_grad_norm(r->trainable, r->n_trainable, c->clip_norm);
