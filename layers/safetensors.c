@@ -1,7 +1,6 @@
 // safetensors reader (mmap, validate everything up front) and atomic writer. See safetensors.h.
 #include "layers/safetensors.h"
 
-#include "autograd/cuda/cuda_backend.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -453,7 +452,7 @@ StStatus safetensors_save(const char *path, Tensor *const *tensors, int n, const
             size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
             if (t->device == DEV_CUDA) {  // checkpoints of a model on the GPU: through a host copy
                 void *host = dod_malloc(bytes ? bytes : 1, t->name ? t->name : "tensor to save");
-                cuda_copy_d2h(host, t->data, bytes);
+                device_copy(host, DEV_CPU, t->data, t->device, bytes);
                 ok = write_all(fd, host, bytes);
                 free(host);
             } else {

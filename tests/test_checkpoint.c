@@ -211,7 +211,7 @@ static bool same_file_bytes(const char *a, const char *b) {
 // Host copy of n floats of device memory (=, malloc'ed).
 static float *device_floats(const void *dev, int64_t n) {
     float *h = dod_malloc(sizeof(float) * (size_t)(n ? n : 1), "test host copy");
-    cuda_copy_d2h(h, dev, sizeof(float) * (size_t)n);
+    device_copy(h, DEV_CPU, dev, DEV_CUDA, sizeof(float) * (size_t)n);
     return h;
 }
 
@@ -232,8 +232,8 @@ static void test_device_round_trip(const char *dir) {
     for (int i = 0; i < 2; i++) d[i] = tensor_to_device(a.p[i], DEV_CUDA);
     AdamW *dopt = adamw_new(d, 2, adamw_defaults());
     for (int i = 0; i < 2; i++) {
-        cuda_copy_h2d(dopt->m[i], a.opt->m[i], sizeof(float) * (size_t)a.p[i]->numel);
-        cuda_copy_h2d(dopt->v[i], a.opt->v[i], sizeof(float) * (size_t)a.p[i]->numel);
+        device_copy(dopt->m[i], DEV_CUDA, a.opt->m[i], DEV_CPU, sizeof(float) * (size_t)a.p[i]->numel);
+        device_copy(dopt->v[i], DEV_CUDA, a.opt->v[i], DEV_CPU, sizeof(float) * (size_t)a.p[i]->numel);
     }
     dopt->step = a.opt->step;
     CheckpointInfo info = info_for(3, a.opt);
@@ -270,7 +270,7 @@ static void test_device_round_trip(const char *dir) {
     int n_loaded = 0;
     CHECK(checkpoint_load_weights(dp, ps, &n_loaded, err, sizeof err) == 0 && n_loaded == 2, "load weights: %s", err);
     uint16_t got16[12], want16[12];
-    cuda_copy_d2h(got16, w16->data, sizeof got16);
+    device_copy(got16, DEV_CPU, w16->data, DEV_CUDA, sizeof got16);
     for (int j = 0; j < 12; j++) want16[j] = f32_to_bf16(tensor_data_f32(a.p[0])[j]);
     float *bias = device_floats(b32->data, 5);
     CHECK(!memcmp(got16, want16, sizeof got16) && same_bits(a.p[1], bias), "stage-1 weights converted into CUDA tensors");
