@@ -246,7 +246,6 @@ void h5ds_close(H5ds *f) {
     free(f);
 }
 
-const char *h5ds_path(const H5ds *f) { return f->path; }
 int h5ds_n_tasks(const H5ds *f) { return f->n_tasks; }
 const H5dsTask *h5ds_task(const H5ds *f, int t) { return &f->tasks[t]; }
 

@@ -315,7 +315,6 @@ Loader *loader_open(const LoaderConfig *cfg, char *err, size_t errlen) {
     return L;
 }
 
-int loader_batch_size(const Loader *L) { return L->batch_n; }
 int64_t loader_task_samples(const Loader *L, int task) { return h5ds_task(L->file, L->file_task[task])->count; }
 
 static void swap_buffers(Batch *a, Batch *b) {

@@ -35,9 +35,8 @@ static void check_config(const DodModelConfig *c) {
               "frozen weight dtype must be f32 or bf16, got %s", dtype_name(c->frozen_dtype));
     DOD_CHECK(c->lora_rank > 0 && c->lora_alpha > 0, who, "LoRA rank %d and alpha %g must be positive", c->lora_rank,
               c->lora_alpha);
-    DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_EXTERNAL ||
-                  c->extractor == DOD_EXTRACTOR_VAE,
-              who, "unknown extractor kind %d (cnn, external or vae)", (int)c->extractor);
+    DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_VAE, who,
+              "unknown extractor kind %d (cnn or vae)", (int)c->extractor);
     DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
     DOD_CHECK(c->lpips_weight == 0.0f, who,
               "lpips_weight %g: the LPIPS loss is not implemented yet, the weight must be 0", c->lpips_weight);
@@ -192,10 +191,6 @@ void dod_model_to_device(DodModel *m, Device device) {
 }
 
 int dod_model_trainable(const DodModel *m, Tensor **out, int cap) { return params_trainable(m->params, out, cap); }
-
-void dod_model_set_extractor(DodModel *m, DodExtractFn fn, void *ctx) {
-    dod_modulation_set_extractor(&m->mod, fn, ctx);
-}
 
 int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bool require_all) {
     return dod_load_into(m->params, path, prefix, require_all);

@@ -41,7 +41,7 @@ typedef struct {
     int stage;                       // 1 or 2
     int lora_rank;                   // 8
     float lora_alpha;                // = rank (s = 1)
-    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN, DOD_EXTRACTOR_VAE, or EXTERNAL (then dod_model_set_extractor)
+    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN or DOD_EXTRACTOR_VAE
     DodModulationConfig modulation;  // its rank is forced to lora_rank; defaults: dod_modulation_default_config
     int detail_growth;               // RRDB growth of the detail module: 32
     bool recompute;                  // activation recomputation in UNet, VAE and detail module
@@ -91,8 +91,6 @@ void dod_model_to_device(DodModel *m, Device device);
 // The trainable tensors of the model's stage (requires_grad), in registration order, into out (cap
 // entries); returns how many there are.
 int dod_model_trainable(const DodModel *m, Tensor **out, int cap);
-// An external degradation extractor (cfg.extractor == DOD_EXTRACTOR_EXTERNAL).
-void dod_model_set_extractor(DodModel *m, DodExtractFn fn, void *ctx);
 
 // Copies (=) every tensor of the safetensors file whose name is `prefix` + a model tensor name into
 // that tensor (f32/f16/bf16 files; shapes must agree). Names in the file that are not model tensors are

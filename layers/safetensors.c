@@ -261,7 +261,6 @@ void safetensors_close(SafeTensors *st) {
 
 const char *safetensors_path(const SafeTensors *st) { return st->path; }
 int safetensors_count(const SafeTensors *st) { return st->n; }
-size_t safetensors_mapped_bytes(const SafeTensors *st) { return st->map_size; }
 const StEntry *safetensors_entry(const SafeTensors *st, int i) {
     return (i >= 0 && i < st->n) ? &st->entries[i] : NULL;
 }

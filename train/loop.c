@@ -27,8 +27,6 @@ void train_install_signal_handlers(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-void train_request_stop(void) { stop_requested = 1; }
-
 #if defined(DOD_HAVE_HDF5) && defined(DOD_HAVE_INIPARSER)
 #include <errno.h>
 #include <math.h>

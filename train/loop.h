@@ -39,8 +39,6 @@ typedef struct {
 // SIGINT/SIGTERM: the first finishes the current step, saves a checkpoint and makes train_run
 // return TRAIN_INTERRUPTED; a second one exits at once (130).
 void train_install_signal_handlers(void);
-// The same request from code (what the handlers do).
-void train_request_stop(void);
 
 // Runs (or resumes) training. 0 when cfg.steps are done (final checkpoint saved), TRAIN_INTERRUPTED
 // after a stop (checkpoint saved, its path printed), -1 with a message on error.
