@@ -79,9 +79,30 @@ int fs_mkdirs(const char *dir, char *err, size_t errlen) {
     }
 }
 
+int fs_temp_path(const char *path, char *tmp, size_t len) {
+    return (size_t)snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid()) < len ? 0 : -1;
+}
+
+int fs_commit_temp(const char *tmp, const char *path, char *err, size_t errlen) {
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);   // the data is on disk before the name points at it
+        close(fd);
+    }
+    if (rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
 int fs_write_text_atomic(const char *path, const char *text, char *err, size_t errlen) {
     char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%.4200s.tmp.%d", path, (int)getpid());
+    if (fs_temp_path(path, tmp, sizeof tmp)) {
+        snprintf(err, errlen, "%.4000s: cannot write: path too long", path);
+        return -1;
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     size_t n = strlen(text);
     bool ok = fd >= 0 && write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;

@@ -30,6 +30,13 @@ bool dod_env_flag(const char *name, bool dflt);
 // ---- filesystem ---------------------------------------------------------------------------------
 // Creates dir and its missing parents. 0, or -1 with "<dir>: cannot create directory: <reason>".
 int fs_mkdirs(const char *dir, char *err, size_t errlen);
-// Writes (=) text to path atomically (path.tmp.<pid>, fsync, rename), so a failed run never leaves a
-// half-written file. 0, or -1 with "<path>: cannot write: <reason>" (temp file removed).
+// Every file the tools write is written atomically: to a temp file beside it ("path.tmp.<pid>"),
+// flushed to disk, then renamed into place, so a failed run never leaves a half-written file.
+// Writes (=) text to path that way. 0, or -1 with "<path>: cannot write: <reason>" (temp file removed).
 int fs_write_text_atomic(const char *path, const char *text, char *err, size_t errlen);
+// For writers that make the file themselves (PNG, safetensors, HDF5): the temp path of path (=).
+// 0, or -1 when it does not fit in len.
+int fs_temp_path(const char *path, char *tmp, size_t len);
+// Flushes the finished temp file tmp to disk and renames it to path; on failure removes tmp.
+// 0, or -1 with "<path>: cannot rename <tmp> into place: <reason>".
+int fs_commit_temp(const char *tmp, const char *path, char *err, size_t errlen);

@@ -437,7 +437,11 @@ StStatus safetensors_save(const char *path, Tensor *const *tensors, int n, const
     while (h.len % 8) sb_str(&h, " ");
 
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    if (fs_temp_path(path, tmp, sizeof tmp)) {
+        free(h.buf);
+        free(order);
+        return fail(err, ST_ERR_IO, "%.3000s: path too long", path);
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     StStatus rc = ST_OK;
     if (fd < 0) {
@@ -462,7 +466,10 @@ StStatus safetensors_save(const char *path, Tensor *const *tensors, int n, const
         if (ok && fsync(fd) != 0) ok = false, write_errno = errno;
         if (close(fd) != 0 && ok) ok = false, write_errno = errno;
         if (!ok) rc = fail(err, ST_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(write_errno));
-        else if (rename(tmp, path) != 0) rc = fail(err, ST_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        else {
+            char why[ST_ERR_LEN];
+            if (fs_commit_temp(tmp, path, why, sizeof why)) rc = fail(err, ST_ERR_IO, "%s", why);
+        }
         if (rc) unlink(tmp);
     }
     free(h.buf);
