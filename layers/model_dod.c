@@ -39,14 +39,11 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
     cfg.lora_alpha = (float)o->lora_alpha;
     cfg.recompute = o->recompute;
     cfg.seed = (uint64_t)o->seed;
-    Model *m = dod_calloc(sizeof *m, "Model");
-    m->self = dod_model_create(&cfg);
+    DodModel *dm = dod_model_create(&cfg);
     // Created and loaded on the CPU; moved whole (frozen weights, trainables, prompt) in place.
-    if (o->device != DEV_CPU) dod_model_to_device(m->self, o->device);
-    m->device = o->device;
-    m->kind = model_kind_name(MODEL_DOD);
-    m->params = dod_params;
-    m->forward = dod_forward;
-    m->destroy = dod_destroy;
+    if (o->device != DEV_CPU) dod_model_to_device(dm, o->device);
+    Model *m = dod_calloc(sizeof *m, "DOD model");
+    *m = (Model){.self = dm, .kind = model_kind_name(MODEL_DOD), .device = o->device, .params = dod_params,
+                 .forward = dod_forward, .destroy = dod_destroy};
     return m;
 }

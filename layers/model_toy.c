@@ -95,11 +95,7 @@ Model *model_toy_create(const ModelOptions *o, char *err, size_t errlen) {
     // Created and initialised on the CPU, then every tensor moved in place.
     if (o->device != DEV_CPU) params_to_device(m->ps, o->device);
     Model *tm = dod_calloc(sizeof *tm, "toy model");
-    tm->self = m;
-    tm->device = o->device;
-    tm->kind = model_kind_name(MODEL_TOY);
-    tm->params = toy_params;
-    tm->forward = toy_forward;
-    tm->destroy = toy_destroy;
+    *tm = (Model){.self = m, .kind = model_kind_name(MODEL_TOY), .device = o->device, .params = toy_params,
+                  .forward = toy_forward, .destroy = toy_destroy};
     return tm;
 }

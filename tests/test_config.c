@@ -1,9 +1,11 @@
 // dod-train configuration: the shipped configs, every error class with its FILE:LINE: [section] key
-// prefix, overrides, the resolved text round trip and the resume comparison.
+// prefix, overrides, the resolved text round trip and the resume comparison; the model's keys read
+// alone from a training configuration (layers/config_model.h, what dod-eval run does).
 #include "tests/check.h"
 #include "tests/data_test_util.h"
 
 #ifdef DOD_HAVE_INIPARSER
+#include "layers/config_model.h"
 #include "train/config.h"
 
 static char scratch[256];
@@ -211,6 +213,47 @@ static void test_reference(void) {
           "reference has sections, keys, defaults");
 }
 
+// The model's schema alone: a whole training configuration gives the ModelOptions dod-train reads from
+// it (the other sections and [checkpoint]'s other keys skipped); its own sections stay strict, with
+// line numbers; overrides of other sections are skipped, of its own keys applied and checked.
+static void test_model_keys(void) {
+    char path[1024], err[CFG_ERR_LEN];
+    TrainConfig c;
+    ModelOptions mo;
+    CfgSource src;
+    snprintf(path, sizeof path, "%s/configs/aio3_stage2.ini", DOD_SOURCE_DIR);
+    config_defaults(&c);
+    CHECK(config_load_file(&c, path, err, sizeof err) == 0 && config_set(&c, "checkpoint.dir=ck", err, sizeof err) == 0,
+          "%s", err);
+    model_config_defaults(&mo, &src);
+    CHECK(model_config_load(&mo, &src, path, err, sizeof err) == 0, "model keys of %s: %s", path, err);
+    CHECK(model_config_set(&mo, &src, "checkpoint.dir=ck", err, sizeof err) == 0 &&
+              model_config_set(&mo, &src, "optim.lr=5", err, sizeof err) == 0 &&
+              model_config_set(&mo, &src, "checkpoint.every=7", err, sizeof err) == 0,
+          "overrides: %s", err);
+    mo.seed = c.model.seed;   // [train] keys: not the model schema's
+    mo.recompute = c.model.recompute;
+    CHECK(!memcmp(&mo, &c.model, sizeof mo), "the model's keys read alone equal dod-train's");
+    err[0] = 0;
+    CHECK(model_config_check(&mo, &src, err, sizeof err) == 0, "checks: %s", err);
+    CHECK(model_config_set(&mo, &src, "lora.rnk=4", err, sizeof err) == -1 && strstr(err, "[lora] rnk: unknown key"),
+          "unknown model key: %s", err);
+    CHECK(model_config_set(&mo, &src, "stage.stage=3", err, sizeof err) == -1 && strstr(err, "3 is out of range"),
+          "bad model value: %s", err);
+    const char *bad = write_ini("model_bad.ini", "[data]\nwhatever = 1\n[model]\nkind = toy\nwidth = 3\n[lora]\nrank = x\n");
+    model_config_defaults(&mo, &src);
+    CHECK(model_config_load(&mo, &src, bad, err, sizeof err) == -1 && strstr(err, "model_bad.ini:5: [model] width: unknown key") &&
+              strstr(err, "model_bad.ini:7: [lora] rank: expected an integer") && !strstr(err, "whatever"),
+          "own sections strict, others skipped: %s", err);
+    const char *s2 = write_ini("model_s2.ini", "[model]\nkind = dod\n[stage]\nstage = 2\n");
+    model_config_defaults(&mo, &src);
+    err[0] = 0;
+    CHECK(model_config_load(&mo, &src, s2, err, sizeof err) == 0 && model_config_check(&mo, &src, err, sizeof err) == 2 &&
+              strstr(err, "model_s2.ini:1: [model] base: required for kind = dod") &&
+              strstr(err, "model_s2.ini:3: [stage] init_from: required for stage 2"),
+          "cross-key checks name the section lines: %s", err);
+}
+
 int main(void) {
     data_scratch_dir("cfgtest", scratch, sizeof scratch);
     test_shipped_configs();
@@ -220,6 +263,7 @@ int main(void) {
     test_overrides();
     test_round_trip_and_compare();
     test_reference();
+    test_model_keys();
     data_rm_rf(scratch);
     return check_summary();
 }
