@@ -19,8 +19,8 @@
 #include "eval/eval_report.h"
 #include "eval/eval_run.h"
 #include "eval/metrics.h"
-#include "layers/model.h"
 #include "layers/config_model.h"
+#include "layers/model.h"
 #include "layers/model_weights.h"
 
 // ---- shared helpers -------------------------------------------------------------------------------

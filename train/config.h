@@ -20,7 +20,8 @@
 typedef enum { CFG_SCHEDULE_CONSTANT = 0, CFG_SCHEDULE_COSINE = 1 } CfgSchedule;
 
 typedef struct {
-    // [model], [lora], [modulation], [stage], [checkpoint] dir, and [train] seed / recompute
+    // The model's keys ([model], [lora], [modulation], [stage], [checkpoint] dir: layers/config_model.c)
+    // and two training keys stored with them: [train] seed and recompute.
     ModelOptions model;
     // [data]
     char train_file[CFG_STR];
@@ -37,7 +38,7 @@ typedef struct {
     // [loss]
     double loss_mse, loss_ssim, loss_lpips;
     // [train]
-    long long steps;                  // (seed, recompute: in model)
+    long long steps;
     char run_dir[CFG_STR];
     // [log]
     long long log_every;
@@ -45,7 +46,6 @@ typedef struct {
     // [checkpoint]
     long long ckpt_every;
     long long ckpt_keep_last;         // 0 = keep all
-    // (dir: in model)
     // [val]
     long long val_every;              // 0 = never
     long long val_images;

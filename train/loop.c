@@ -163,7 +163,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     if (r->model->device == DEV_CUDA && !o->quiet)
         fprintf(stderr, "dod-train: on %s, %s, %s activations\n", dod_cuda_device_name(),
                 mo->precision == MODEL_PRECISION_MIXED ? "mixed precision (bf16 frozen linear weights read as-is, TF32)"
-                                                    : "f32 precision (TF32 off)",
+                                                       : "f32 precision (TF32 off)",
                 dtype_name(ag_activation_dtype()));
     else if (ag_activation_dtype() != DT_F32 && !o->quiet)
         fprintf(stderr, "dod-train: %s activations\n", dtype_name(ag_activation_dtype()));
