@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-typedef enum { EW_ADD, EW_SUB, EW_MUL } EwKind;
+// EwKind and ew_value: autograd/kernel_math.h (shared with elementwise.cu).
 
 // A coalesced broadcast plan: output shape and per-input element strides (0 on broadcast axes).
 typedef struct {
@@ -83,10 +83,10 @@ static void ew_cpu_forward(EwKind kind, const Bcast *p, const float *a, const in
         }
         const float *pa = a + oa, *pb = b + ob;
         float *po = out + r * inner;
-        switch (kind) {
-        case EW_ADD: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] + pb[k * ib]; break;
-        case EW_SUB: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] - pb[k * ib]; break;
-        case EW_MUL: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] * pb[k * ib]; break;
+        switch (kind) {  // a loop per kind with the kind a constant: no branch inside
+        case EW_ADD: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_ADD, pa[k * ia], pb[k * ib]); break;
+        case EW_SUB: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_SUB, pa[k * ia], pb[k * ib]); break;
+        case EW_MUL: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_MUL, pa[k * ia], pb[k * ib]); break;
         }
     }
 }
@@ -277,3 +277,4 @@ static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
 
 Tensor *op_scale(Tensor *x, float s) { return scalar_op("op_scale", x, s, true); }
 Tensor *op_add_scalar(Tensor *x, float s) { return scalar_op("op_add_scalar", x, s, false); }
+

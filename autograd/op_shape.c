@@ -389,7 +389,7 @@ void upsample2x_backward_dy(Tensor *x, const float *g) {
     for (int64_t p = 0; p < planes; p++)
         for (int64_t h = 0; h < H; h++) {
             const float *g0 = g + (p * 2 * H + 2 * h) * Wo, *g1 = g0 + Wo;
-            for (int64_t w = 0; w < W; w++) gx[(p * H + h) * W + w] += g0[2 * w] + g0[2 * w + 1] + g1[2 * w] + g1[2 * w + 1];
+            for (int64_t w = 0; w < W; w++) gx[(p * H + h) * W + w] += upsample2x_grad(g0, g1, w);
         }
 }
 

@@ -1,5 +1,6 @@
 // Data movement for the shape ops (concat, split, permute, pad, upsample, pooling, embedding): one
-// strided-copy kernel covers the first four and pooling's backward; the rest are small kernels.
+// strided-copy kernel covers the first four and pooling's backward; the rest are small kernels
+// (per-element index math from autograd/kernel_math.h where the CPU ops share it).
 #include "autograd/cuda/device.h"
 
 typedef struct {
@@ -60,8 +61,8 @@ void cuda_plane_means(const float *x, float *y, int64_t planes, int64_t S) {
 __global__ void upsample2x_backward_kernel(const float *g, float *gx, int64_t H, int64_t W, int64_t n) {
     DOD_GRID_STRIDE(i, n) {
         int64_t w = i % W, h = (i / W) % H, p = i / (W * H), Wo = 2 * W;
-        const float *g0 = g + (p * 2 * H + 2 * h) * Wo + 2 * w;
-        gx[i] += g0[0] + g0[1] + g0[Wo] + g0[Wo + 1];
+        const float *g0 = g + (p * 2 * H + 2 * h) * Wo;
+        gx[i] += upsample2x_grad(g0, g0 + Wo, w);
     }
 }
 
