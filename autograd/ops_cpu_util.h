@@ -1,14 +1,12 @@
 // Small helpers shared by the pointwise/shape/norm/loss ops (op_norm.c, op_activation.c,
 // op_elementwise.c, op_shape.c, op_reduce.c, op_loss.c, op_matmul.c): device dispatch checks, axis
-// normalisation, OpenMP thread ids, contiguous strides, gradient accumulation. Header-only, static inline.
+// normalisation, contiguous strides, gradient accumulation (threading: autograd/parallel.h). Header-only,
+// static inline.
 #pragma once
 #include "autograd/cuda/cuda_backend.h"
 #include "autograd/kernel_math.h"
 #include "autograd/ops.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "autograd/parallel.h"
 
 // The CPU loops of op_activation.c (ActKind and the formulas: autograd/kernel_math.h), for ops that
 // apply an activation inside a fused op (op_group_norm_silu).
@@ -16,26 +14,6 @@
 void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n);
 // gx += act'(x) * g over n elements (+=).
 void act_cpu_grad(ActKind kind, float p0, float p1, const float *x, const float *g, float *gx, int64_t n);
-
-// Element count above which the simple elementwise loops go parallel (below it, thread start-up
-// costs more than the loop).
-#define OPS_PARALLEL_MIN 32768
-
-static inline int ops_max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static inline int ops_thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 
 // Axis `dim` of t (negative counts from the end) as 0..ndim-1, or fatal naming op and the shape.

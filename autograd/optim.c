@@ -61,7 +61,7 @@ void adamw_step(AdamW *opt, float lr) {
             cuda_adamw_update(w, g, m, v, p->numel, c.beta1, c.beta2, c.eps, decay, step_size, bc2_sqrt);
             continue;
         }
-#pragma omp parallel for if (p->numel > 65536)
+#pragma omp parallel for if (p->numel > OPS_PARALLEL_MIN)
         for (int64_t j = 0; j < p->numel; j++)
             adamw_update_element(&w[j], &m[j], &v[j], g[j], c.beta1, c.beta2, c.eps, decay, step_size, bc2_sqrt);
     }
