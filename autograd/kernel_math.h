@@ -18,8 +18,8 @@
 //   silu(x)      = x * sigmoid(x)
 //   gelu(x)      = 0.5 x (1 + erf(x / sqrt 2))                       (F.gelu, approximate='none')
 //   gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))    (approximate='tanh')
-//   relu'(0) = 0, leaky_relu'(0) = slope, clamp' = 1 on [lo, hi] inclusive, 0 outside.
-typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP } ActKind;
+//   relu'(0) = 0, leaky_relu'(0) = slope, clamp' = 1 on [lo, hi] inclusive, 0 outside; exp' = exp.
+typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP, ACT_EXP } ActKind;
 
 #define ACT_SQRT_2_OVER_PI 0.7978845608028654f
 #define ACT_INV_SQRT_2 0.7071067811865476f
@@ -49,6 +49,7 @@ DOD_HOSTDEV float act_value(ActKind kind, float p0, float p1, float x) {
     case ACT_RELU: return x > 0.0f ? x : 0.0f;
     case ACT_LEAKY: return x > 0.0f ? x : p0 * x;
     case ACT_CLAMP: return x < p0 ? p0 : (x > p1 ? p1 : x);
+    case ACT_EXP: return expf(x);
     }
     return x;
 }
@@ -65,6 +66,7 @@ DOD_HOSTDEV float act_grad(ActKind kind, float p0, float p1, float x, float g) {
     case ACT_RELU: return x > 0.0f ? g : 0.0f;
     case ACT_LEAKY: return x > 0.0f ? g : p0 * g;
     case ACT_CLAMP: return (x >= p0 && x <= p1) ? g : 0.0f;
+    case ACT_EXP: return g * expf(x);
     }
     return g;
 }
@@ -73,6 +75,18 @@ DOD_HOSTDEV float act_grad(ActKind kind, float p0, float p1, float x, float g) {
 DOD_HOSTDEV float geglu_value(float hidden, float gate) { return hidden * act_gelu_erf(gate); }
 DOD_HOSTDEV float geglu_grad_hidden(float g, float gate) { return g * act_gelu_erf(gate); }
 DOD_HOSTDEV float geglu_grad_gate(float g, float hidden, float gate) { return g * hidden * act_gelu_erf_grad(gate); }
+
+// ---- diagonal-Gaussian posterior sample (op_posterior_sample; elementwise.cu) -------------------------
+// z = mean + exp(0.5 logvar) eps (diffusers DiagonalGaussianDistribution.sample with given noise; the
+// VAE clamps logvar to [-30, 20] before, layers/vae.c). dz/dmean = 1; what the backward adds to
+// d logvar and d eps for output gradient g:
+DOD_HOSTDEV float posterior_sample_value(float mean, float logvar, float eps) {
+    return mean + expf(0.5f * logvar) * eps;
+}
+DOD_HOSTDEV float posterior_sample_grad_logvar(float g, float logvar, float eps) {
+    return g * eps * 0.5f * expf(0.5f * logvar);
+}
+DOD_HOSTDEV float posterior_sample_grad_eps(float g, float logvar) { return g * expf(0.5f * logvar); }
 
 // ---- binary elementwise (op_elementwise.c, elementwise.cu) ------------------------------------------
 typedef enum { EW_ADD, EW_SUB, EW_MUL } EwKind;

@@ -1,4 +1,4 @@
-// Activations: op_silu, op_gelu (erf and tanh forms), op_geglu, op_relu, op_leaky_relu, op_clamp,
+// Activations: op_silu, op_gelu (erf and tanh forms), op_geglu, op_relu, op_leaky_relu, op_clamp, op_exp,
 // op_softmax. The per-element formulas and PyTorch's gradient conventions are autograd/kernel_math.h's
 // (act_value, act_grad, geglu_*), which the CUDA kernels (autograd/cuda/activation.cu) use too.
 #include "autograd/cuda/cuda_ops.h"
@@ -22,6 +22,7 @@ typedef struct {
     switch (kind) {                                                                         \
         ACT_LOOP(ACT_SILU, STMT) ACT_LOOP(ACT_GELU_ERF, STMT) ACT_LOOP(ACT_GELU_TANH, STMT) \
         ACT_LOOP(ACT_RELU, STMT) ACT_LOOP(ACT_LEAKY, STMT) ACT_LOOP(ACT_CLAMP, STMT)       \
+        ACT_LOOP(ACT_EXP, STMT)                                                             \
     }
 
 void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n) {
@@ -66,6 +67,7 @@ Tensor *op_gelu(Tensor *x, bool tanh_approx) {
 }
 Tensor *op_relu(Tensor *x) { return activation("op_relu", ACT_RELU, x, 0, 0); }
 Tensor *op_leaky_relu(Tensor *x, float slope) { return activation("op_leaky_relu", ACT_LEAKY, x, slope, 0); }
+Tensor *op_exp(Tensor *x) { return activation("op_exp", ACT_EXP, x, 0, 0); }
 Tensor *op_clamp(Tensor *x, float lo, float hi) {
     if (!(lo <= hi)) dod_fatal("op_clamp", "lo %g > hi %g (input %s)", lo, hi, shape_str(x));
     return activation("op_clamp", ACT_CLAMP, x, lo, hi);

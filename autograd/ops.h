@@ -63,6 +63,7 @@ Tensor *op_relu(Tensor *x);
 Tensor *op_leaky_relu(Tensor *x, float slope);
 Tensor *op_softmax(Tensor *x);                        // over the last dim
 Tensor *op_clamp(Tensor *x, float lo, float hi);      // gradient 0 outside [lo, hi]
+Tensor *op_exp(Tensor *x);                            // e^x (expf; inf past ~88.7)
 
 // ---- elementwise and shape (autograd/op_elementwise.c, op_shape.c) -------------------------------
 // NumPy/PyTorch broadcasting (align from the right, size-1 dims expand).
@@ -77,6 +78,10 @@ Tensor *op_add_into(Tensor *y, Tensor *b);
 Tensor *op_scale_add_into(Tensor *y, float s, Tensor *b);
 Tensor *op_scale(Tensor *x, float s);                 // s * x
 Tensor *op_add_scalar(Tensor *x, float s);            // x + s
+// The diagonal-Gaussian posterior sample (diffusers DiagonalGaussianDistribution.sample with the noise
+// given): mean + exp(0.5 * logvar) * eps, elementwise; all three the same shape. Gradients to each
+// input that requires one (eps is usually a constant). No clamping: the VAE clamps logvar first.
+Tensor *op_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps);
 Tensor *op_concat(Tensor *const *xs, int n, int dim);
 // Split x along dim into n pieces of the given sizes (sum == x's dim); writes out[0..n-1].
 void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out);

@@ -7,60 +7,8 @@
 #include <string.h>
 
 #include "autograd/cuda/cuda_backend.h"
-#include "layers/cuda/layers_cuda.h"
 #include "layers/safetensors.h"
 #include "layers/sd_blocks.h"
-
-// ---- posterior sample --------------------------------------------------------------------------------
-typedef struct {
-    const float *logvar, *eps;  // f32 views captured at forward time (arena or the tensors' own data)
-} PosteriorCtx;
-
-// grad_mean += g;  grad_logvar += g * eps * 0.5 * exp(0.5 * logvar)
-static void posterior_backward(AgNode *node) {
-    const PosteriorCtx *c = node->ctx;
-    const float *g = node->out->grad;
-    Tensor *mean = node->inputs[0], *logvar = node->inputs[1];
-    int64_t n = node->out->numel;
-    if (node->out->device == DEV_CUDA) {
-        cuda_posterior_sample_backward(g, c->logvar, c->eps, mean->requires_grad ? tensor_grad(mean) : NULL,
-                                       logvar->requires_grad ? tensor_grad(logvar) : NULL, n);
-        return;
-    }
-    if (mean->requires_grad) {
-        float *gm = tensor_grad(mean);
-        for (int64_t i = 0; i < n; i++) gm[i] += g[i];
-    }
-    if (logvar->requires_grad) {
-        float *gl = tensor_grad(logvar);
-        for (int64_t i = 0; i < n; i++) gl[i] += g[i] * c->eps[i] * 0.5f * expf(0.5f * c->logvar[i]);
-    }
-}
-
-Tensor *dod_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps) {
-    DOD_CHECK(tensor_same_shape(mean, logvar) && tensor_same_shape(mean, eps), "dod_posterior_sample",
-              "mean %s, logvar %s and eps %s must have the same shape", shape_str(mean), shape_str(logvar),
-              shape_str(eps));
-    DOD_CHECK(mean->device == logvar->device && mean->device == eps->device, "dod_posterior_sample",
-              "mean %s on %s, logvar on %s, eps on %s: all must be on one device", shape_str(mean),
-              mean->device == DEV_CUDA ? "cuda" : "cpu", logvar->device == DEV_CUDA ? "cuda" : "cpu",
-              eps->device == DEV_CUDA ? "cuda" : "cpu");
-    const float *m = tensor_f32(mean), *lv = tensor_f32(logvar), *e = tensor_f32(eps);
-    Tensor *out = tensor_new_on(mean->device, mean->ndim, mean->shape, DT_F32);
-    float *o = tensor_data_f32(out);
-    if (mean->device == DEV_CUDA) {
-        cuda_posterior_sample_forward(m, lv, e, o, out->numel);
-    } else {
-        for (int64_t i = 0; i < out->numel; i++) o[i] = m[i] + expf(0.5f * lv[i]) * e[i];
-    }
-    Tensor *in[2] = {mean, logvar};
-    if (ag_needs_grad(2, in)) {
-        PosteriorCtx *c = ag_record("dod_posterior_sample", posterior_backward, out, 2, in, sizeof(PosteriorCtx));
-        c->logvar = lv;
-        c->eps = e;
-    }
-    return out;
-}
 
 // ---- eval padding ------------------------------------------------------------------------------------
 // torch reflect index: i < n stays, n + k (k >= 0) maps to n - 2 - k.

@@ -1,14 +1,8 @@
-// Pieces of the DOD model (layers/dod_model.c) that are not the pipeline itself: the posterior-sample
-// op, eval-time reflect padding and cropping, and reading tensors (prompt embedding, checkpoints) from
-// safetensors files.
+// Pieces of the DOD model (layers/dod_model.c) that are not the pipeline itself: eval-time reflect
+// padding and cropping, and reading tensors (prompt embedding, checkpoints) from safetensors files.
 #pragma once
 #include "autograd/ops.h"
 #include "autograd/params.h"
-
-// mean + exp(0.5 * logvar) * eps (= new tensor; DiagonalGaussianDistribution.sample with given noise).
-// Differentiable in mean and logvar; eps is a constant. All three have the same shape and device
-// (CUDA: layers/cuda/posterior.cu).
-Tensor *dod_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps);
 
 // x [N, C, H, W] reflect-padded on the bottom/right by (pad_h, pad_w) (= new tensor, no gradient:
 // eval only). torch F.pad(mode='reflect') semantics: each pad must be smaller than the dimension.

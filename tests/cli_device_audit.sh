@@ -18,8 +18,6 @@ layers/dod_model.c:trainable_copy            creation: models are built on the C
 layers/dod_model_util.c:copy_entry           source is a host file view; a CUDA destination is written with cuda_copy_h2d
 layers/dod_model_util.c:dod_crop_ex          CPU branch only; other devices go through sd_gather_hw
 layers/dod_model_util.c:dod_pad_reflect_ex   CPU branch only; other devices go through sd_gather_hw
-layers/dod_model_util.c:dod_posterior_sample CUDA: device pointers handed to layers/cuda/posterior.cu; the loop is the CPU branch
-layers/dod_model_util.c:posterior_backward   CUDA: device pointers handed to layers/cuda/posterior.cu; the loop is the CPU branch
 layers/dod_model_util.c:dod_repeat_constant  pointer arithmetic only; CUDA copies with cuda_copy_d2d
 layers/dod_model_util.c:dod_scalar_value     CUDA: cuda_copy_d2h of the one value
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation

@@ -111,6 +111,8 @@ static Tensor *f_gelu_tanh(Tensor *const *in, const void *a) { (void)a; return o
 static Tensor *f_relu(Tensor *const *in, const void *a) { (void)a; return op_relu(in[0]); }
 static Tensor *f_leaky(Tensor *const *in, const void *a) { (void)a; return op_leaky_relu(in[0], 0.2f); }
 static Tensor *f_clamp(Tensor *const *in, const void *a) { (void)a; return op_clamp(in[0], -0.5f, 0.7f); }
+static Tensor *f_exp(Tensor *const *in, const void *a) { (void)a; return op_exp(in[0]); }
+static Tensor *f_posterior(Tensor *const *in, const void *a) { (void)a; return op_posterior_sample(in[0], in[1], in[2]); }
 static Tensor *f_geglu(Tensor *const *in, const void *a) { (void)a; return op_geglu(in[0]); }
 static Tensor *f_softmax(Tensor *const *in, const void *a) { (void)a; return op_softmax(in[0]); }
 static Tensor *f_group_norm(Tensor *const *in, const void *a) { (void)a; return op_group_norm(in[0], 4, in[1], in[2], 1e-5f); }
@@ -254,6 +256,10 @@ static void op_cases(void) {
     run_case("relu", f_relu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 14)}, pw);
     run_case("leaky_relu", f_leaky, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 15)}, pw);
     run_case("clamp", f_clamp, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 16)}, pw);
+    run_case("exp", f_exp, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 43)}, pw);
+    run_case("posterior_sample", f_posterior, NULL, 3,
+             (Tensor *[]){inp("mean", 4, SHAPE(2, 4, 5, 6), 44), inp("logvar", 4, SHAPE(2, 4, 5, 6), 45),
+                          inp("eps", 4, SHAPE(2, 4, 5, 6), 46)}, pw);
     run_case("geglu", f_geglu, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(2, 5, 24), 17)}, pw);
     run_case("softmax", f_softmax, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(3, 7, 300), 18)}, pw);
     run_case("group_norm", f_group_norm, NULL, 3,

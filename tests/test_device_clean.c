@@ -6,7 +6,7 @@
 //  - dod_model_to_device(DEV_CPU) keeps the forward bitwise unchanged (the move is in place);
 //  - random-weight bases (layers/sd_random.h) have the loader's table of names, shapes and dtypes,
 //    are deterministic in the seed, and a DOD forward on one is finite;
-//  - mixed devices fail naming the function (dod_posterior_sample), checked before any device access.
+//  - mixed devices fail naming the op (op_posterior_sample), checked before any device access.
 #include <math.h>
 #include <string.h>
 
@@ -184,7 +184,7 @@ static void posterior_mixed(void *ctx) {
     Tensor fake = *mean;
     fake.device = DEV_CUDA;
     fake.data = NULL;
-    dod_posterior_sample(mean, logvar, &fake);
+    op_posterior_sample(mean, logvar, &fake);
 }
 
 static void missing_config(void *ctx) { unet_create_random(ctx, DT_F32, 1); }
@@ -198,7 +198,7 @@ int main(void) {
     test_model_to_cpu_is_identity();
     test_random_base();
     expect_fatal("posterior on mixed devices", posterior_mixed, NULL,
-                 (const char *const[]){"dod_posterior_sample", "one device", NULL});
+                 (const char *const[]){"op_posterior_sample", "one device", NULL});
     expect_fatal("random unet without a config", missing_config, "/nonexistent/base",
                  (const char *const[]){"unet_create_random", "/nonexistent/base/unet/config.json", NULL});
     return check_summary();

@@ -12,6 +12,8 @@
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
 
+static float scalar(Tensor *t) { return tensor_data_f32(t)[0]; }
+
 PretrainOptions pretrain_defaults(void) {
     PretrainOptions o = {0};
     o.config_dir = DOD_SOURCE_DIR "/configs/tiny_base";
@@ -34,24 +36,6 @@ PretrainOptions pretrain_defaults(void) {
     o.eval_per_image = 4;
     return o;
 }
-
-// ---- exp with a tape node (ops.h has none; the posterior needs exp(logvar / 2)) -----------------
-static void exp_backward(AgNode *node) {   // grad_x += grad_y * y
-    const float *y = tensor_data_f32(node->out), *g = tensor_grad(node->out);
-    float *gx = tensor_grad(node->inputs[0]);
-    for (int64_t i = 0; i < node->out->numel; i++) gx[i] += g[i] * y[i];
-}
-
-static Tensor *pt_exp(Tensor *x) {
-    Tensor *y = tensor_like(x);
-    const float *xs = tensor_f32(x);
-    float *ys = tensor_data_f32(y);
-    for (int64_t i = 0; i < x->numel; i++) ys[i] = expf(xs[i]);
-    if (ag_needs_grad(1, &x)) ag_record("pt_exp", exp_backward, y, 1, &x, 0);
-    return y;
-}
-
-static float scalar(Tensor *t) { return tensor_data_f32(t)[0]; }
 
 static Tensor *slice_batch(Tensor *all, int64_t from, int64_t n) {
     int64_t per = all->numel / all->shape[0];
@@ -135,15 +119,14 @@ static Tensor *vae_loss(const Vae *vae, Tensor *x, uint64_t noise_seed, const Pr
     vae_encode(vae, x, false, NULL, &e);
     Tensor *noise = tensor_like(e.mean);
     tensor_randn(noise, noise_seed, 1.0f);
-    Tensor *std = pt_exp(op_scale(e.logvar, 0.5f));
-    Tensor *z = op_add(e.mean, op_mul(std, noise));
+    Tensor *z = op_posterior_sample(e.mean, e.logvar, noise);
     Tensor *rec = vae_decode(vae, z, NULL, NULL, NULL);
     Tensor *loss = op_scale(op_l1_loss(rec, x), o->l1_weight);
     if (o->mse_weight > 0) loss = op_add(loss, op_scale(op_mse_loss(rec, x), o->mse_weight));
     if (o->ssim_weight > 0) loss = op_add(loss, op_scale(op_add_scalar(op_scale(op_ssim(rec, x, 2.0f), -1), 1), o->ssim_weight));
     if (o->kl_weight > 0) {
         // diffusers DiagonalGaussianDistribution.kl(): 0.5 sum(mu^2 + var - 1 - logvar) per sample; batch mean.
-        Tensor *kl = op_sub(op_add(op_mul(e.mean, e.mean), pt_exp(e.logvar)), op_add_scalar(e.logvar, 1.0f));
+        Tensor *kl = op_sub(op_add(op_mul(e.mean, e.mean), op_exp(e.logvar)), op_add_scalar(e.logvar, 1.0f));
         loss = op_add(loss, op_scale(op_sum(kl), 0.5f * o->kl_weight / (float)x->shape[0]));
     }
     return loss;
@@ -277,16 +260,13 @@ static Tensor *encode_latents(const LatentCtx *c, Tensor *x, uint64_t noise_seed
     bool prev = ag_set_grad_enabled(false);
     VaeEncoded e;
     vae_encode(c->vae, x, false, NULL, &e);
-    Tensor *z = tensor_like(e.mean);
-    const float *mu = tensor_data_f32(e.mean), *lv = tensor_data_f32(e.logvar);
-    float *zs = tensor_data_f32(z);
+    Tensor *z = e.mean;
     if (noise_seed) {
         Tensor *n = tensor_like(e.mean);
         tensor_randn(n, noise_seed, 1.0f);
-        for (int64_t i = 0; i < z->numel; i++) zs[i] = c->sf * (mu[i] + expf(0.5f * lv[i]) * tensor_data_f32(n)[i]);
-    } else {
-        for (int64_t i = 0; i < z->numel; i++) zs[i] = c->sf * mu[i];
+        z = op_posterior_sample(e.mean, e.logvar, n);
     }
+    z = op_scale(z, c->sf);
     ag_set_grad_enabled(prev);
     return z;
 }

@@ -56,6 +56,12 @@ DOD_CUDA_API(void, cuda_bcast_reduce, (int ndim, const int64_t *shape, const int
                                        const int64_t *st, float sign, float *grad_t, int64_t t_numel))
 // y = mul * x + add. Writes (=).
 DOD_CUDA_API(void, cuda_affine, (const float *x, float mul, float add, float *y, int64_t n))
+// z = mean + exp(0.5 logvar) eps (=); backward: grad_logvar += g eps 0.5 exp(0.5 logvar), grad_eps +=
+// g exp(0.5 logvar) (NULL skips one). op_posterior_sample adds grad_mean += g with cuda_axpy.
+DOD_CUDA_API(void, cuda_posterior_sample_forward, (const float *mean, const float *logvar, const float *eps, float *z,
+                                                   int64_t n))
+DOD_CUDA_API(void, cuda_posterior_sample_backward, (const float *g, const float *logvar, const float *eps,
+                                                    float *grad_logvar, float *grad_eps, int64_t n))
 
 // ---- activations (activation.cu; kinds and formulas: autograd/kernel_math.h) -------------------------
 DOD_CUDA_API(void, cuda_act_forward, (ActKind kind, float p0, float p1, const float *x, float *y, int64_t n)) // =

@@ -1,5 +1,5 @@
 // Elementwise arithmetic with broadcasting (the plan comes from op_elementwise.c's bcast_plan),
-// the broadcast-gradient reduction, and y = mul * x + add. Per-element formulas:
+// the broadcast-gradient reduction, y = mul * x + add, and the posterior sample. Per-element formulas:
 // autograd/kernel_math.h.
 #include "autograd/cuda/device.h"
 
@@ -102,3 +102,30 @@ void cuda_affine(const float *x, float mul, float add, float *y, int64_t n) {
     CUDA_CHECK_LAUNCH("affine_kernel");
 }
 
+// ---- posterior sample: z = mean + exp(0.5 logvar) eps --------------------------------------------------
+__global__ void posterior_forward_kernel(const float *mean, const float *logvar, const float *eps, float *z,
+                                         int64_t n) {
+    DOD_GRID_STRIDE(i, n) z[i] = posterior_sample_value(mean[i], logvar[i], eps[i]);
+}
+
+// grad_logvar / grad_eps may each be NULL (that input needs no gradient).
+__global__ void posterior_backward_kernel(const float *g, const float *logvar, const float *eps, float *grad_logvar,
+                                          float *grad_eps, int64_t n) {
+    DOD_GRID_STRIDE(i, n) {
+        if (grad_logvar) grad_logvar[i] += posterior_sample_grad_logvar(g[i], logvar[i], eps[i]);
+        if (grad_eps) grad_eps[i] += posterior_sample_grad_eps(g[i], logvar[i]);
+    }
+}
+
+void cuda_posterior_sample_forward(const float *mean, const float *logvar, const float *eps, float *z, int64_t n) {
+    if (n == 0) return;
+    posterior_forward_kernel<<<dod_grid(n, 256), 256>>>(mean, logvar, eps, z, n);
+    CUDA_CHECK_LAUNCH("posterior_forward_kernel");
+}
+
+void cuda_posterior_sample_backward(const float *g, const float *logvar, const float *eps, float *grad_logvar,
+                                    float *grad_eps, int64_t n) {
+    if (n == 0 || (!grad_logvar && !grad_eps)) return;
+    posterior_backward_kernel<<<dod_grid(n, 256), 256>>>(g, logvar, eps, grad_logvar, grad_eps, n);
+    CUDA_CHECK_LAUNCH("posterior_backward_kernel");
+}
