@@ -168,3 +168,23 @@ DOD_HOSTDEV float upsample2x_grad(const float *g0, const float *g1, int64_t w) {
     return g0[2 * w] + g0[2 * w + 1] + g1[2 * w] + g1[2 * w + 1];
 }
 
+// op_gather_hw over planes of x [.., H, W] -> y [.., Ho, Wo] with y[p, i, j] = x[p, src_y[i], src_x[j]].
+// The value of output element k (row-major over [planes, Ho, Wo]).
+DOD_HOSTDEV float gather_hw_value(const float *x, int64_t k, int64_t H, int64_t W, const int64_t *src_y, int64_t Ho,
+                                  const int64_t *src_x, int64_t Wo) {
+    int64_t j = k % Wo, i = (k / Wo) % Ho, p = k / (Wo * Ho);
+    return x[(p * H + src_y[i]) * W + src_x[j]];
+}
+// The backward at input element k (row-major over [planes, H, W]): gx + every g[p, i, j] that read it,
+// added one by one in row-major (i, j) order, as a scatter loop over the output would. The output
+// rows reading input row h are rows[row_start[h] .. row_start[h + 1]) in increasing order, likewise
+// the columns (the inverse of src_y / src_x, op_shape.c's gather_hw_inverse).
+DOD_HOSTDEV float gather_hw_grad(float gx, const float *g, int64_t k, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                                 const int64_t *row_start, const int64_t *rows, const int64_t *col_start,
+                                 const int64_t *cols) {
+    int64_t w = k % W, h = (k / W) % H, p = k / (W * H);
+    const float *gp = g + p * Ho * Wo;
+    for (int64_t a = row_start[h]; a < row_start[h + 1]; a++)
+        for (int64_t b = col_start[w]; b < col_start[w + 1]; b++) gx += gp[rows[a] * Wo + cols[b]];
+    return gx;
+}

@@ -91,6 +91,10 @@ Tensor *op_reshape(Tensor *x, int ndim, const int64_t *shape);
 Tensor *op_permute(Tensor *x, const int *perm);      // copy into the permuted layout
 Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom);  // zero padding, NCHW
 Tensor *op_upsample_nearest2x(Tensor *x);            // NCHW, F.interpolate(scale_factor=2, 'nearest')
+// y[n, c, i, j] = x[n, c, src_y[i], src_x[j]] for NCHW x: [N, C, out_h, out_w], indices in range
+// (copied). One gather for nearest resizes, reflect padding and crops (layers/). The gradient of an
+// input pixel sums the output pixels that read it, in row-major output order (deterministic).
+Tensor *op_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w);
 Tensor *op_global_avg_pool(Tensor *x);               // [N, C, H, W] -> [N, C]
 // Rows of table [V, D] selected by ids (n of them, each in [0, V)) -> [n, D].
 Tensor *op_embedding(Tensor *table, const int64_t *ids, int n);

@@ -507,6 +507,14 @@ bool tensor_same_shape(const Tensor *a, const Tensor *b) {
     return true;
 }
 
+float tensor_item(const Tensor *t) {
+    DOD_CHECK(t->numel == 1 && t->dtype == DT_F32, "tensor_item", "tensor %s (%s) is not a one-element f32 tensor",
+              tensor_label(t), dtype_name(t->dtype));
+    float v;
+    device_copy(&v, DEV_CPU, t->data, t->device, sizeof v);
+    return v;
+}
+
 int64_t tensor_dim(const Tensor *t, int d) {
     if (d < 0) d += t->ndim;
     DOD_CHECK(d >= 0 && d < t->ndim, "tensor_dim", "axis %d out of range for shape %s", d, shape_str(t));

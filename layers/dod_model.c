@@ -291,13 +291,13 @@ DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
               shape_str(out), shape_str(hq));
     DodLoss l = {.ssim = NAN, .lpips = NAN};
     Tensor *mse = op_mse_loss(out, hq);
-    l.mse = dod_scalar_value(mse);
+    l.mse = tensor_item(mse);
     l.total = op_scale(mse, m->cfg.mse_weight);
     // Stage 1's LPIPS term (weight 5 in the paper) joins here once a VGG LPIPS exists; check_config keeps
     // lpips_weight at 0 until then.
     if (m->cfg.stage == 2) {
         Tensor *ssim = op_ssim(out, hq, 2.0f);
-        l.ssim = dod_scalar_value(ssim);
+        l.ssim = tensor_item(ssim);
         l.total = op_add(l.total, op_scale(op_add_scalar(op_scale(ssim, -1.0f), 1.0f), m->cfg.ssim_weight));
     }
     return l;

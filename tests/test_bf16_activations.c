@@ -23,7 +23,6 @@
 #include <string.h>
 
 #include "layers/dod_model.h"
-#include "layers/dod_model_util.h"
 #include "tests/check.h"
 #include "tests/dod_fixture_config.h"
 
@@ -126,6 +125,7 @@ static void c_split(Built *b) {
 static void c_permute(Built *b) { b->out = op_permute(ACT(b, 1, 2, 3, 4, 5), (const int[]){0, 2, 3, 1}); }
 static void c_pad(Built *b) { b->out = op_pad2d(ACT(b, 1, 1, 2, 3, 4), 1, 2, 0, 1); }
 static void c_upsample(Built *b) { b->out = op_upsample_nearest2x(ACT(b, 1, 1, 2, 3, 4)); }
+static void c_gather(Built *b) { b->out = op_gather_hw(ACT(b, 1, 1, 2, 3, 4), SH(2, 0, 0, 1), 4, SH(3, 1, 1), 3); }
 static void c_reshape(Built *b) { b->out = op_reshape(ACT(b, 1, 2, 3, 4), 2, SH(6, 4)); }
 
 typedef struct {
@@ -168,6 +168,7 @@ static const OpCase cases[] = {
     {"op_permute", c_permute, false, DT_BF16},
     {"op_pad2d", c_pad, false, DT_BF16},
     {"op_upsample_nearest2x", c_upsample, false, DT_BF16},
+    {"op_gather_hw", c_gather, false, DT_BF16},
     {"op_reshape", c_reshape, false, DT_BF16},
 };
 
@@ -281,7 +282,7 @@ static StepResult dod_step(int stage, DType mode, bool recompute, DType frozen) 
     ag_step_reset();
     arena_peak_reset();
     DodLoss l = dod_model_forward_loss(m, lq, hq, 7);
-    StepResult r = {.loss = dod_scalar_value(l.total)};
+    StepResult r = {.loss = tensor_item(l.total)};
     ag_backward(l.total);
     r.peak = arena_peak();
     for (int i = 0; i < n; i++) r.n += (long)tr[i]->numel;

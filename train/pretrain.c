@@ -12,8 +12,6 @@
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
 
-static float scalar(Tensor *t) { return tensor_data_f32(t)[0]; }
-
 PretrainOptions pretrain_defaults(void) {
     PretrainOptions o = {0};
     o.config_dir = DOD_SOURCE_DIR "/configs/tiny_base";
@@ -75,7 +73,7 @@ static void trainer_init(Trainer *tr, ParamStore *ps, const PretrainOptions *o) 
 // Backward from loss, clip, AdamW; logs every o->log_every steps. Returns the loss value.
 static double trainer_step(Trainer *tr, const PretrainOptions *o, int step, Tensor *loss, const char *what,
                            PretrainReport *rep) {
-    double value = scalar(loss);
+    double value = tensor_item(loss);
     if (!isfinite(value)) dod_fatal(what, "step %d: loss is %g", step, value);
     ag_backward(loss);
     double gnorm = clip_grad_norm(tr->train, tr->n_train, o->clip_norm);

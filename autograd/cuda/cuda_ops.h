@@ -170,6 +170,14 @@ DOD_CUDA_API(void, cuda_strided_copy, (int ndim, const int64_t *shape, float *ds
                                        const float *src, const int64_t *src_strides, float scale, bool accumulate))
 DOD_CUDA_API(void, cuda_plane_means, (const float *x, float *y, int64_t planes, int64_t S))                  // =
 DOD_CUDA_API(void, cuda_upsample2x_backward, (const float *g, float *gx, int64_t planes, int64_t H, int64_t W))  // +=
+// op_gather_hw (autograd/kernel_math.h's gather_hw_value / gather_hw_grad): y [planes, Ho, Wo] gathered
+// from x [planes, H, W] (=); gx += the backward, from the inverse indices (row_start [H + 1], rows [Ho],
+// col_start [W + 1], cols [Wo]). Index arrays are device memory.
+DOD_CUDA_API(void, cuda_gather_hw_forward, (const float *x, float *y, int64_t planes, int64_t H, int64_t W,
+                                            const int64_t *src_y, int64_t Ho, const int64_t *src_x, int64_t Wo))
+DOD_CUDA_API(void, cuda_gather_hw_backward, (const float *g, float *gx, int64_t planes, int64_t H, int64_t W,
+                                             int64_t Ho, int64_t Wo, const int64_t *row_start, const int64_t *rows,
+                                             const int64_t *col_start, const int64_t *cols))
 DOD_CUDA_API(void, cuda_embedding_forward, (const float *table, const int64_t *ids_dev, float *y, int64_t n_ids,
                                             int64_t D))                                                      // =
 DOD_CUDA_API(void, cuda_embedding_backward, (const float *g, const int64_t *ids_dev, float *grad_table,
