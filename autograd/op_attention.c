@@ -19,6 +19,7 @@
 #include "autograd/dense_tuning.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
 // Query rows per block: the S (and dP) scratch holds about this many floats (8 MiB each).
 #define ATTN_BLOCK_FLOATS ((int64_t)2 << 20)
@@ -114,14 +115,14 @@ static RowKernels row_kernels(void) {
 
 // Rows of s [bm, Lk] (row stride lds): softmax in place and (unless lse is NULL) lse[i] written (=).
 static void softmax_rows(const RowKernels *rk, float *s, int64_t bm, int64_t Lk, int64_t lds, float *lse) {
-#pragma omp parallel for schedule(static) if (bm * Lk > 32768)
+#pragma omp parallel for schedule(static) if (bm * Lk > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < bm; i++) rk->softmax_row(s + i * lds, Lk, lse ? lse + i : NULL);
 }
 
 // Rows of s [bm, Lk] (row stride lds): p = exp(s - lse[i]) in place (=).
 static void exp_minus_lse_rows(const RowKernels *rk, float *s, int64_t bm, int64_t Lk, int64_t lds,
                                const float *lse) {
-#pragma omp parallel for schedule(static) if (bm * Lk > 32768)
+#pragma omp parallel for schedule(static) if (bm * Lk > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < bm; i++) rk->exp_minus_lse_row(s + i * lds, Lk, lse[i]);
 }
 
@@ -129,7 +130,7 @@ static void exp_minus_lse_rows(const RowKernels *rk, float *s, int64_t bm, int64
 // (dout and out row stride ld).
 static void softmax_grad_rows(const RowKernels *rk, const float *p, float *dp, int64_t bm, int64_t Lk, int64_t lds,
                               const float *dout, const float *out, int64_t D, int64_t ld) {
-#pragma omp parallel for schedule(static) if (bm * Lk > 32768)
+#pragma omp parallel for schedule(static) if (bm * Lk > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < bm; i++) {
         float delta = 0.0f;
         for (int64_t d = 0; d < D; d++) delta += dout[i * ld + d] * out[i * ld + d];

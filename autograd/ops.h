@@ -63,6 +63,7 @@ Tensor *op_relu(Tensor *x);
 Tensor *op_leaky_relu(Tensor *x, float slope);
 Tensor *op_softmax(Tensor *x);                        // over the last dim
 Tensor *op_clamp(Tensor *x, float lo, float hi);      // gradient 0 outside [lo, hi]
+Tensor *op_exp(Tensor *x);                            // e^x (expf; inf past ~88.7)
 
 // ---- elementwise and shape (autograd/op_elementwise.c, op_shape.c) -------------------------------
 // NumPy/PyTorch broadcasting (align from the right, size-1 dims expand).
@@ -77,6 +78,10 @@ Tensor *op_add_into(Tensor *y, Tensor *b);
 Tensor *op_scale_add_into(Tensor *y, float s, Tensor *b);
 Tensor *op_scale(Tensor *x, float s);                 // s * x
 Tensor *op_add_scalar(Tensor *x, float s);            // x + s
+// The diagonal-Gaussian posterior sample (diffusers DiagonalGaussianDistribution.sample with the noise
+// given): mean + exp(0.5 * logvar) * eps, elementwise; all three the same shape. Gradients to each
+// input that requires one (eps is usually a constant). No clamping: the VAE clamps logvar first.
+Tensor *op_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps);
 Tensor *op_concat(Tensor *const *xs, int n, int dim);
 // Split x along dim into n pieces of the given sizes (sum == x's dim); writes out[0..n-1].
 void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out);
@@ -86,6 +91,10 @@ Tensor *op_reshape(Tensor *x, int ndim, const int64_t *shape);
 Tensor *op_permute(Tensor *x, const int *perm);      // copy into the permuted layout
 Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom);  // zero padding, NCHW
 Tensor *op_upsample_nearest2x(Tensor *x);            // NCHW, F.interpolate(scale_factor=2, 'nearest')
+// y[n, c, i, j] = x[n, c, src_y[i], src_x[j]] for NCHW x: [N, C, out_h, out_w], indices in range
+// (copied). One gather for nearest resizes, reflect padding and crops (layers/). The gradient of an
+// input pixel sums the output pixels that read it, in row-major output order (deterministic).
+Tensor *op_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w);
 Tensor *op_global_avg_pool(Tensor *x);               // [N, C, H, W] -> [N, C]
 // Rows of table [V, D] selected by ids (n of them, each in [0, V)) -> [n, D].
 Tensor *op_embedding(Tensor *table, const int64_t *ids, int n);

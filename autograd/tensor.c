@@ -3,6 +3,7 @@
 
 #include "autograd/block_cache.h"
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/parallel.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -364,10 +365,10 @@ const float *tensor_f32(const Tensor *t) {
     float *out = arena_alloc((size_t)t->numel * 4, "widened half tensor");
     const uint16_t *h = (const uint16_t *)t->data;
     if (t->dtype == DT_BF16) {
-#pragma omp parallel for if (t->numel > 65536)
+#pragma omp parallel for if (t->numel > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < t->numel; i++) out[i] = bf16_to_f32(h[i]);
     } else if (t->dtype == DT_F16) {
-#pragma omp parallel for if (t->numel > 65536)
+#pragma omp parallel for if (t->numel > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < t->numel; i++) out[i] = f16_to_f32(h[i]);
     } else {
         dod_fatal("tensor_f32", "tensor %s has dtype %s, which has no float view",
@@ -418,7 +419,7 @@ void tensor_store_f32(Tensor *t, const float *y) {
     }
     uint16_t *h = t->data;
     bool bf = t->dtype == DT_BF16;
-#pragma omp parallel for if (t->numel > 65536)
+#pragma omp parallel for if (t->numel > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < t->numel; i++) h[i] = bf ? f32_to_bf16(y[i]) : f32_to_f16(y[i]);
 }
 
@@ -454,6 +455,14 @@ bool tensor_same_shape(const Tensor *a, const Tensor *b) {
     for (int i = 0; i < a->ndim; i++)
         if (a->shape[i] != b->shape[i]) return false;
     return true;
+}
+
+float tensor_item(const Tensor *t) {
+    DOD_CHECK(t->numel == 1 && t->dtype == DT_F32, "tensor_item", "tensor %s (%s) is not a one-element f32 tensor",
+              tensor_label(t), dtype_name(t->dtype));
+    float v;
+    device_copy(&v, DEV_CPU, t->data, t->device, sizeof v);
+    return v;
 }
 
 int64_t tensor_dim(const Tensor *t, int d) {

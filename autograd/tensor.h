@@ -136,6 +136,9 @@ void tensor_release_grad(Tensor *t);
 void tensor_zero_grad(Tensor *t);      // memset grad to 0 if allocated
 bool tensor_same_shape(const Tensor *a, const Tensor *b);
 int64_t tensor_dim(const Tensor *t, int d);  // negative d counts from the end
+// The value of a one-element f32 tensor (a loss), on the host: copied back when t lives on CUDA (which
+// waits for the kernels that make it). Fatal naming t otherwise.
+float tensor_item(const Tensor *t);
 // Convert a persistent tensor's storage in place to dtype (f32 <-> f16/bf16), e.g. to keep frozen
 // weights in bf16. Gradients are unaffected (always f32).
 void tensor_convert_dtype(Tensor *t, DType dtype);

@@ -212,7 +212,7 @@ static Tensor *pipeline(DodModel *m, Tensor *lq, Tensor *eps, bool clamp) {
     if (eps) {
         DOD_CHECK(tensor_same_shape(eps, enc.mean), "dod_model_forward", "posterior noise %s, the latent is %s",
                   shape_str(eps), shape_str(enc.mean));
-        latent = dod_posterior_sample(enc.mean, enc.logvar, eps);
+        latent = op_posterior_sample(enc.mean, enc.logvar, eps);
     }
     float sf = vae->cfg.scaling_factor;
     Tensor *z = op_scale(latent, sf);

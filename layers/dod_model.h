@@ -86,7 +86,7 @@ ParamStore *dod_model_params(DodModel *m);
 // Moves every tensor of the model (frozen UNet/VAE weights, trainable tensors, the prompt embedding)
 // to `device` in place (tensor_move_to: pointers held elsewhere stay valid, gradients move too). On
 // CUDA the forward then expects its inputs there too (tensor_to_device), and its outputs and losses
-// are CUDA tensors (dod_scalar_value reads a loss back). Models are created on the CPU.
+// are CUDA tensors (tensor_item reads a loss back). Models are created on the CPU.
 void dod_model_to_device(DodModel *m, Device device);
 // The trainable tensors of the model's stage (requires_grad), in registration order, into out (cap
 // entries); returns how many there are.

@@ -66,7 +66,10 @@ build() {
     if [ -d "$SRC/.gpudeps" ] && [ ! -f /usr/include/stb/stb_image.h ]; then
         local D="$SRC/.gpudeps"
         deps=(-DSTB_INCLUDE_DIR="$D/include/stb" -DCJSON_INCLUDE_DIR="$D/include" -DCJSON_LIB="$D/lib/libcjson.so"
-              -DINIPARSER_INCLUDE_DIR="$D/include/iniparser" -DINIPARSER_LIB="$D/lib/libiniparser.a")
+              -DINIPARSER_INCLUDE_DIR="$D/include/iniparser" -DINIPARSER_LIB="$D/lib/libiniparser.a"
+              -DPCRE2_INCLUDE_DIR="$D/include" -DPCRE2_LIB="$D/lib/libpcre2-8.a"
+              -DUNISTRING_INCLUDE_DIR="$D/include" -DUNISTRING_LIB="$D/lib/libunistring.a"
+              -DZLIB_INCLUDE_DIR="$D/include" -DZLIB_LIBRARY="$D/lib/libz.a")
         export LD_LIBRARY_PATH="$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         echo "using the dependencies in $D"
     fi

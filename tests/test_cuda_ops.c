@@ -111,6 +111,8 @@ static Tensor *f_gelu_tanh(Tensor *const *in, const void *a) { (void)a; return o
 static Tensor *f_relu(Tensor *const *in, const void *a) { (void)a; return op_relu(in[0]); }
 static Tensor *f_leaky(Tensor *const *in, const void *a) { (void)a; return op_leaky_relu(in[0], 0.2f); }
 static Tensor *f_clamp(Tensor *const *in, const void *a) { (void)a; return op_clamp(in[0], -0.5f, 0.7f); }
+static Tensor *f_exp(Tensor *const *in, const void *a) { (void)a; return op_exp(in[0]); }
+static Tensor *f_posterior(Tensor *const *in, const void *a) { (void)a; return op_posterior_sample(in[0], in[1], in[2]); }
 static Tensor *f_geglu(Tensor *const *in, const void *a) { (void)a; return op_geglu(in[0]); }
 static Tensor *f_softmax(Tensor *const *in, const void *a) { (void)a; return op_softmax(in[0]); }
 static Tensor *f_group_norm(Tensor *const *in, const void *a) { (void)a; return op_group_norm(in[0], 4, in[1], in[2], 1e-5f); }
@@ -151,6 +153,11 @@ static Tensor *f_permute(Tensor *const *in, const void *a) { (void)a; return op_
 static Tensor *f_pad(Tensor *const *in, const void *a) { (void)a; return op_pad2d(in[0], 1, 2, 0, 3); }
 static Tensor *f_upsample(Tensor *const *in, const void *a) { (void)a; return op_upsample_nearest2x(in[0]); }
 static Tensor *f_gap(Tensor *const *in, const void *a) { (void)a; return op_global_avg_pool(in[0]); }
+static Tensor *f_gather(Tensor *const *in, const void *a) {  // repeated, unordered and unread rows/columns
+    (void)a;
+    static const int64_t rows[] = {6, 0, 0, 3, 5, 6, 6, 2, 1}, cols[] = {4, 4, 3, 0, 0, 2, 1, 4};
+    return op_gather_hw(in[0], rows, 9, cols, 8);
+}
 static Tensor *f_embedding(Tensor *const *in, const void *a) {
     (void)a;
     return op_embedding(in[0], (const int64_t[]){3, 0, 3, 9, 5}, 5);  // a repeated id: gradients add
@@ -254,6 +261,10 @@ static void op_cases(void) {
     run_case("relu", f_relu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 14)}, pw);
     run_case("leaky_relu", f_leaky, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 15)}, pw);
     run_case("clamp", f_clamp, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 16)}, pw);
+    run_case("exp", f_exp, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 43)}, pw);
+    run_case("posterior_sample", f_posterior, NULL, 3,
+             (Tensor *[]){inp("mean", 4, SHAPE(2, 4, 5, 6), 44), inp("logvar", 4, SHAPE(2, 4, 5, 6), 45),
+                          inp("eps", 4, SHAPE(2, 4, 5, 6), 46)}, pw);
     run_case("geglu", f_geglu, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(2, 5, 24), 17)}, pw);
     run_case("softmax", f_softmax, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(3, 7, 300), 18)}, pw);
     run_case("group_norm", f_group_norm, NULL, 3,
@@ -306,6 +317,7 @@ static void op_cases(void) {
     run_case("permute", f_permute, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 4, 5), 94)}, pw);
     run_case("pad2d", f_pad, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 4, 5), 95)}, pw);
     run_case("upsample", f_upsample, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 4, 5), 96)}, pw);
+    run_case("gather_hw", f_gather, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 7, 5), 97)}, pw);
     run_case("global_avg_pool", f_gap, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 7, 9), 97)}, pw);
     run_case("embedding", f_embedding, NULL, 1, (Tensor *[]){inp("t", 2, SHAPE(10, 6), 98)}, pw);
     run_case("checkpoint", f_checkpoint, NULL, 2, (Tensor *[]){inp("x", 2, SHAPE(6, 10), 56), inp("w", 2, SHAPE(10, 10), 57)}, dense);

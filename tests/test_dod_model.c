@@ -440,7 +440,7 @@ static CudaStep cuda_step(int stage, DType frozen, DodPrecision precision) {
     Tensor *out = dod_model_forward_eps(m, lq, eps);
     CudaStep r = {.terms = dod_model_loss(m, out, hq), .n_out = out->numel};
     ag_backward(r.terms.total);
-    r.loss = dod_scalar_value(r.terms.total);
+    r.loss = tensor_item(r.terms.total);
     r.out = device_to_host(tensor_f32(out), out->numel);
     Tensor **list;
     int n = trainable(m, &list);

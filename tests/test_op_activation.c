@@ -7,8 +7,8 @@ static double ref_gelu(double x) { return 0.5 * x * (1 + erf(x / sqrt(2.0))); }
 static double ref_gelu_tanh(double x) { return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
 static double ref_silu(double x) { return x / (1 + exp(-x)); }
 
-typedef enum { A_SILU, A_GELU, A_GELU_TANH, A_RELU, A_LEAKY, A_CLAMP, A_SOFTMAX, A_GEGLU } Act;
-static const char *act_name[] = {"silu", "gelu", "gelu_tanh", "relu", "leaky_relu", "clamp", "softmax", "geglu"};
+typedef enum { A_SILU, A_GELU, A_GELU_TANH, A_RELU, A_LEAKY, A_CLAMP, A_SOFTMAX, A_GEGLU, A_EXP } Act;
+static const char *act_name[] = {"silu", "gelu", "gelu_tanh", "relu", "leaky_relu", "clamp", "softmax", "geglu", "exp"};
 
 static Tensor *apply(Act a, Tensor *x) {
     switch (a) {
@@ -20,6 +20,7 @@ static Tensor *apply(Act a, Tensor *x) {
     case A_CLAMP: return op_clamp(x, -0.5f, 0.7f);
     case A_SOFTMAX: return op_softmax(x);
     case A_GEGLU: return op_geglu(x);
+    case A_EXP: return op_exp(x);
     }
     return NULL;
 }
@@ -32,6 +33,7 @@ static double ref_pointwise(Act a, double x) {
     case A_RELU: return x > 0 ? x : 0;
     case A_LEAKY: return x > 0 ? x : 0.2 * x;
     case A_CLAMP: return x < -0.5 ? -0.5 : x > 0.7 ? 0.7 : x;
+    case A_EXP: return exp(x);
     default: return NAN;
     }
 }
@@ -44,11 +46,12 @@ static void pointwise_forward(Act a, int64_t n) {
     Tensor *y = apply(a, x);
     double worst = 0;
     for (int64_t i = 0; i < n; i++) {
-        double e = fabs(ref_pointwise(a, tensor_data_f32(x)[i]) - tensor_data_f32(y)[i]);
+        double ref = ref_pointwise(a, tensor_data_f32(x)[i]), e = fabs(ref - tensor_data_f32(y)[i]);
+        if (a == A_EXP) e /= fmax(1.0, ref);  // exp reaches e^8 here: relative error (expf: an ulp or two)
         if (e > worst) worst = e;
     }
     char what[64];
-    snprintf(what, sizeof what, "%s forward (n %ld) vs double", act_name[a], (long)n);
+    snprintf(what, sizeof what, "%s forward (n %ld) vs double%s", act_name[a], (long)n, a == A_EXP ? " (relative)" : "");
     CHECK_NEAR(worst, 0.0, 2e-6, what);
     tensor_free(x);
     ag_step_reset();
@@ -98,7 +101,8 @@ int main(void) {
         tensor_free(x);
         ag_step_reset();
     }
-    for (Act a = A_SILU; a <= A_CLAMP; a++) {
+    for (Act a = A_SILU; a <= A_EXP; a++) {
+        if (a == A_SOFTMAX || a == A_GEGLU) continue;  // not pointwise: checked below
         pointwise_forward(a, 37);
         pointwise_forward(a, 40000);  // parallel path
     }
@@ -154,6 +158,8 @@ int main(void) {
     }
     grad_case(A_GEGLU, 3, sg);
     grad_case(A_GEGLU, 2, sg2);
+    grad_case(A_EXP, 1, s1);
+    grad_case(A_EXP, 3, s3);
     expect_fatal("geglu odd last dim", odd_geglu, NULL, (const char *[]){"op_geglu", "[3, 5]", NULL});
     expect_fatal("clamp lo > hi", bad_clamp, NULL, (const char *[]){"op_clamp", "[2, 2]", NULL});
     expect_fatal("silu on CUDA", cuda_silu, NULL, (const char *[]){"op_silu", "CUDA", NULL});

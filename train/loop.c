@@ -40,7 +40,6 @@ void train_install_signal_handlers(void) {
 #include "data/loader.h"
 #include "eval/validate.h"
 #include "layers/dod_loss.h"
-#include "layers/dod_model_util.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
 #include "train/checkpoint.h"
@@ -225,7 +224,7 @@ static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device d
 }
 
 // One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
-// Loss values are read back (dod_loss, dod_scalar_value: one small copy each on CUDA).
+// Loss values are read back (dod_loss, tensor_item: one small copy each on CUDA).
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
@@ -241,7 +240,7 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         Tensor *hq = batch_tensor(r->batch.hq, n, cs, r->model->device);
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)b), true);
         DodLoss l = dod_loss(out, hq, weights);
-        float lv = dod_scalar_value(l.total);
+        float lv = tensor_item(l.total);
         if (!isfinite(lv)) {
             snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
                      (long long)b, (double)lr_at(sched, s));

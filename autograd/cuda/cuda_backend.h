@@ -14,7 +14,7 @@
 // cuBLAS/cuDNN with the activations cast to the same type, f32 accumulation and f32 outputs.
 typedef enum { DOD_PREC_F32 = 0, DOD_PREC_MIXED = 1 } DodPrecision;
 
-// Every header of CUDA entry points (this one, cuda_ops.h, cuda_optim.h, layers_cuda.h) declares them
+// Every header of CUDA entry points (this one, cuda_ops.h, cuda_optim.h) declares them
 // with DOD_CUDA_API between DOD_CUDA_API_BEGIN and DOD_CUDA_API_END: C linkage, and without CUDA
 // each entry becomes a stub that fails naming the call (its parameters unused, hence the pragma).
 #ifdef __cplusplus

@@ -64,6 +64,7 @@ static inline unsigned dod_grid(int64_t n, int threads) {
     return (unsigned)b;
 }
 
+#include "autograd/kernel_math.h"  // host/device code: outside the extern "C" block (cuda_ops.h includes it too)
 extern "C" {
 #include "autograd/cuda/cuda_ops.h"
 }

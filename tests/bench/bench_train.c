@@ -41,7 +41,6 @@
 #include "autograd/optim.h"
 #include "autograd/profile.h"
 #include "layers/dod_model.h"
-#include "layers/dod_model_util.h"
 #include "tests/dod_fixture_config.h"
 #include "tests/bench/bench.h"
 
@@ -60,7 +59,7 @@ static double torch_ms(int stage, int batch, int crop, int iters, int threads, c
 static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq, uint64_t seed,
                         bool cuda) {
     DodLoss l = dod_model_forward_loss(m, lq, hq, seed);
-    float loss = dod_scalar_value(l.total);
+    float loss = tensor_item(l.total);
     ag_backward(l.total);
     ag_step_reset();
     clip_grad_norm(trainable, n, 1.0);
