@@ -4,7 +4,8 @@
 //   - metadata (strings): format = "dod-train-checkpoint", format_version = "1", step (optimizer
 //     steps completed), adamw_step, seed, rng (the training-noise scheme and its key), loader_next
 //     (the next loader batch index = step * grad_accum; the loader is a pure function of it),
-//     model_kind, stage, config (the resolved configuration text).
+//     model_kind, stage, config (the resolved configuration text), world_size (the processes that
+//     trained it: information only, a run resumes on any number; absent in older files: 1).
 // Frozen weights are never written (they come from the base model / a stage-1 checkpoint).
 // Files are written atomically by safetensors_save; then `latest` (one line, the file name) is
 // written to a temp file and renamed; then older checkpoints beyond keep_last are deleted.
@@ -26,6 +27,7 @@ typedef struct {
     int64_t loader_next;   // next loader batch index
     char model_kind[16];
     int stage;
+    int world_size;        // processes of the run that wrote it (1 when absent)
     char *config_text;     // heap (checkpoint_load fills it; free with checkpoint_info_free)
 } CheckpointInfo;
 

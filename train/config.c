@@ -78,8 +78,9 @@ static const Field FIELDS[] = {
     {"optim", "schedule", T_ENUM, "constant", 0, 0, "constant|cosine", OFF(schedule), false,
      "learning-rate schedule (cosine decays to 0 at train.steps)"},
     {"optim", "warmup", T_INT, "0", 0, BIG, NULL, OFF(warmup), false, "linear warm-up steps"},
-    {"optim", "grad_accum", T_INT, "1", 1, 4096, NULL, OFF(grad_accum), false,
-     "micro-batches per optimizer step (loss divided by it)"},
+    {"optim", "grad_accum", T_INT, "1", 1, 4096, NULL, OFF(grad_accum), true,
+     "micro-batches per process per optimizer step (loss divided by processes x grad_accum); on resume it may change "
+     "only with the number of processes, so that their product stays the checkpoint's"},
     {"loss", "mse", T_FLOAT, "1", 0, 1e6, NULL, OFF(loss_mse), false, "weight of MSE(out, hq) on [-1, 1] images"},
     {"loss", "ssim", T_FLOAT, "0", 0, 1e6, NULL, OFF(loss_ssim), false,
      "weight of 1 - SSIM(out, hq) (data range 2, 11x11 Gaussian window)"},
@@ -104,10 +105,20 @@ static const Field FIELDS[] = {
     {"val", "images", T_INT, "4", 1, 10000, NULL, OFF(val_images), true,
      "validation images: the first K of data.val, taken round-robin over its tasks"},
     {"val", "grid", T_BOOL, "true", 0, 0, NULL, OFF(val_grid), true, "write samples/step_N.png (rows lq | out | hq)"},
+    {"dist", "backend", T_ENUM, "auto", 0, 0, "auto|nccl|mpi|tcp|none", OFF(dist_backend), true,
+     "several processes (mpirun, srun, torchrun; docs/training.md): `nccl` (GPU), `mpi` or `tcp` (CPU), `none` (one "
+     "process); `auto`: none for one process, else nccl with device = cuda, tcp under torchrun, mpi otherwise"},
+    {"dist", "timeout", T_INT, "600", 1, 86400, NULL, OFF(dist_timeout), true,
+     "seconds any collective (and the start-up) may take before the job is ended; longer than rank 0's validation "
+     "and checkpoint writing"},
+    {"dist", "bucket_mb", T_FLOAT, "25", 1e-6, 4096, NULL, OFF(dist_bucket_mb), true,
+     "gradient bucket size (MiB) of the all-reduce"},
+    {"dist", "port", T_INT, "0", 0, 65535, NULL, OFF(dist_port), true,
+     "TCP bootstrap port on MASTER_ADDR; 0: MASTER_PORT (MASTER_PORT + 1 when torchrun's own store holds it)"},
 };
 #define N_FIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
 static const char *SECTIONS[] = {"model", "lora", "modulation", "stage", "data", "optim",
-                                 "loss", "train", "log", "checkpoint", "val"};
+                                 "loss", "train", "log", "checkpoint", "val", "dist"};
 #define N_SECTIONS ((int)(sizeof SECTIONS / sizeof SECTIONS[0]))
 _Static_assert(sizeof FIELDS / sizeof FIELDS[0] <= CFG_MAX_FIELDS, "raise CFG_MAX_FIELDS");
 _Static_assert(sizeof SECTIONS / sizeof SECTIONS[0] <= CFG_MAX_SECTIONS, "raise CFG_MAX_SECTIONS");

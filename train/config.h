@@ -84,6 +84,11 @@ typedef struct {
     long long val_every;              // 0 = never
     long long val_images;
     bool val_grid;
+    // [dist]: several processes (train/comm.h)
+    int dist_backend;                 // CommBackend (train/comm.h): the schema lists its values in order
+    long long dist_timeout;           // seconds
+    double dist_bucket_mb;
+    long long dist_port;              // TCP bootstrap port; 0: from MASTER_PORT
     // Where each schema row's value came from, as the error prefix: "FILE:LINE" or
     // "--set section.key=value"; "" for a default. Indexed like the schema.
     char origin[CFG_MAX_FIELDS][CFG_ORIGIN_LEN];
