@@ -3,8 +3,9 @@
 // Start-up: rank 0 listens, the others connect (retrying until the timeout) and send a hello
 // (magic, version, world, rank), which rank 0 checks (world agrees, rank unique and in range).
 // Every message is a frame header (magic, kind, sequence number, payload bytes) and the payload;
-// the receiver checks the header against what it expects, so ranks that disagree on the sequence
-// of collectives fail at once, naming both sides.
+// every collective starts with each rank sending rank 0 a header (a broadcast's announces 0 bytes),
+// which rank 0 checks against its own, so ranks that disagree on the sequence of collectives fail
+// at once, naming both sides.
 // All-reduce: every other rank sends its buffer to rank 0, which combines them into its own in rank
 // order (buf = ((buf_0 op buf_1) op buf_2) ...), then sends the result back to each. Broadcast:
 // rank 0 sends to each. Sockets are nonblocking and every wait is a poll() bounded by the
@@ -185,11 +186,13 @@ static void tcp_broadcast(Comm *c, void *buf, size_t bytes) {
     TcpState *s = state(c);
     double deadline = comm_deadline(c);
     s->seq++;
-    if (c->rank != 0) {
+    if (c->rank != 0) {   // a header first, as in every collective: rank 0 checks that all agree
+        send_frame(c, 0, K_BCAST, 0, deadline);
         recv_frame(c, 0, K_BCAST, bytes, deadline);
         recv_all(c, 0, buf, bytes, deadline);
         return;
     }
+    for (int r = 1; r < c->world; r++) recv_frame(c, r, K_BCAST, 0, deadline);
     for (int r = 1; r < c->world; r++) {
         send_frame(c, r, K_BCAST, bytes, deadline);
         send_all(c, r, buf, bytes, deadline);
