@@ -5,7 +5,8 @@
 #    process with grad_accum = 2: under mpirun (backend mpi) and from the torchrun environment on
 #    loopback (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT: backend tcp), on the toy
 #    model (4 steps) and the tiny DOD fixture (3 steps, 199 trainable tensors), with buckets small
-#    enough to make several, so that from step 2 on buckets are sent from the tape hook;
+#    enough to make several, so that from step 2 on buckets are sent from the tape hook; one process
+#    through the bucketed path (backend tcp, world 1) trains bit-identically to the plain path;
 #  - resume across world sizes: 2 processes for 2 steps, then 1 process with grad_accum 2 to step
 #    4, and the reverse, end where the uninterrupted run does; a resume that changes
 #    processes x grad_accum is refused; the checkpoint records world_size;
@@ -115,6 +116,12 @@ if [ $have_mpi = 1 ]; then
 fi
 if tcp2 "$T/dod_tcp" --config "$T/dod.ini" --run-dir "$T/dod_tcp"; then ok; else bad "dod tcp: $(tail -3 "$T/dod_tcp.0.log")"; fi
 same_run "$T/dod_ref" "$T/dod_tcp" 3
+# One process through the bucketed path (backend tcp, world 1: what scripts/gpu-check.sh runs with
+# nccl on a GPU) against the plain path: the same tensors
+"$TRAIN" --config "$T/dod.ini" --run-dir "$T/dod_plain" > "$T/dod_plain.log" 2>&1 || bad "dod plain: $(tail -2 "$T/dod_plain.log")"
+"$TRAIN" --config "$T/dod.ini" --set dist.backend=tcp --run-dir "$T/dod_w1" > "$T/dod_w1.log" 2>&1 || bad "dod world 1: $(tail -2 "$T/dod_w1.log")"
+same_run "$T/dod_plain" "$T/dod_w1" 3
+if grep -q "gradient all-reduce: .* in [0-9]* buckets" "$T/dod_w1.log"; then ok; else bad "dod world 1: not bucketed"; fi
 
 # ---- resume across world sizes (toy; the reference's step-4 checkpoint is the uninterrupted run) ------
 two() {   # two ARGS...: 2 processes, mpirun when present, else the TCP pair

@@ -24,8 +24,7 @@ struct GradSync {
     int n_buckets;
     int64_t *bucket_start, *bucket_len;   // elements
     int *bucket_size;        // parameters in each bucket
-    float *acc;              // total elements, on device
-    int64_t total;
+    float *acc;              // the buckets, on the parameters' device
     // The backward in progress.
     int a, A;
     bool early;              // complete buckets are sent during this backward
@@ -138,6 +137,7 @@ static void build_layout(GradSync *gs) {
         int64_t numel = gs->params[p]->numel;
         if (b < 0 || (gs->bucket_len[b] > 0 && (double)(gs->bucket_len[b] + numel) * sizeof(float) > gs->bucket_bytes)) {
             b++;
+            off = (off + 63) / 64 * 64;   // buckets start 256-byte aligned (what NCCL reads fastest)
             gs->bucket_start[b] = off;
         }
         gs->offset[p] = off;
@@ -148,12 +148,12 @@ static void build_layout(GradSync *gs) {
         h = rng_key(rng_key(rng_key(h, (uint64_t)p), (uint64_t)numel), (uint64_t)b);
     }
     gs->n_buckets = b + 1;
-    gs->total = off;
     free(order);
     size_t bytes = sizeof(float) * (size_t)(off ? off : 1);
     gs->acc = gs->device == DEV_CUDA ? cuda_malloc_cached(bytes, "gradient buckets") : dod_malloc(bytes, "gradient buckets");
     gs->have_layout = true;
-    gs->stats.bytes = sizeof(float) * (size_t)off;
+    gs->stats.bytes = 0;
+    for (int k = 0; k < gs->n_buckets; k++) gs->stats.bytes += sizeof(float) * (size_t)gs->bucket_len[k];
     gs->stats.buckets = gs->n_buckets;
     if (!gs->reduce) return;
     double lo[2] = {(double)(h >> 32), (double)(h & 0xffffffffu)}, hi[2] = {lo[0], lo[1]};
