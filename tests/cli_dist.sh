@@ -11,6 +11,7 @@
 #    4, and the reverse, end where the uninterrupted run does; a resume that changes
 #    processes x grad_accum is refused; the checkpoint records world_size;
 #  - rank 0 alone writes (one metrics line a step); the start-up line says what was detected;
+#  - scripts/slurm/*.sbatch with a stand-in srun (Slurm's job-step variables) reach the same run;
 #  - no silent hangs: a rank killed mid-step ends the job non-zero (mpirun; tcp: the other rank
 #    names it at once), a stopped rank (SIGSTOP) ends it within [dist] timeout (mpi, tcp); an
 #    unreachable rank 0 and a missing rank are reported within the timeout; backend none under a
@@ -101,6 +102,29 @@ if tcp2 "$T/agent" "${TOY[@]}" --set train.steps=1 --set val.every=0 --run-dir "
    grep -q "tcp 127.0.0.1:$((PORT + 1)), launcher torchrun" "$T/agent.0.log"; then ok
 else bad "tcp with torchrun's agent store: $(grep -h 'data parallel\|dod:' "$T"/agent.*.log | head -3)"; fi
 unset TORCHELASTIC_USE_AGENT_STORE
+
+# ---- the Slurm batch scripts, with a stand-in srun (2 tasks, Slurm's job-step variables) and
+# scontrol, on the CPU: their launch line and bootstrap variables reach a run equal to the reference
+mkdir -p "$T/bin"
+cat > "$T/bin/srun" <<'SH'
+#!/usr/bin/env bash
+[ "$1" = --kill-on-bad-exit=1 ] && shift
+pids=()
+for r in 0 1; do SLURM_PROCID=$r SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=$r "$@" > "$SRUN_LOG.$r" 2>&1 & pids+=($!); done
+rc=0; for p in "${pids[@]}"; do wait $p || rc=1; done; exit $rc
+SH
+printf '#!/bin/sh\necho 127.0.0.1\n' > "$T/bin/scontrol"
+chmod +x "$T/bin/srun" "$T/bin/scontrol"
+for script in train-multinode train-1node-8gpu; do
+    addr=(); [ $script = train-1node-8gpu ] && addr=(MASTER_ADDR=127.0.0.1)   # not this host's name: CI may not resolve it
+    env "${addr[@]}" PATH="$T/bin:$PATH" SRUN_LOG="$T/$script" SLURM_JOB_ID=$((RANDOM * 3)) SLURM_JOB_NODELIST=node1 \
+        SLURM_CPUS_PER_TASK=1 DOD_TRAIN="$TRAIN" bash "$S/scripts/slurm/$script.sbatch" "${TOY[@]}" --set optim.grad_accum=1 \
+        --set model.device=cpu --set dist.backend=auto --run-dir "$T/$script" > /dev/null 2>&1
+    rc=$?
+    if [ $rc = 0 ] && grep -q "backend tcp, tcp 127.0.0.1:[0-9]*, launcher Slurm (srun)" "$T/$script.0"; then ok
+    else bad "$script.sbatch: exit $rc: $(grep -h 'dod' "$T/$script".[01] | head -3)"; fi
+    same_run "$T/ref" "$T/$script" 4
+done
 
 # ---- the tiny DOD fixture: 199 trainable tensors, many of them fed by several backward nodes ----------
 tiny_dod_data "$B" "$T/dod.h5"
