@@ -4,7 +4,8 @@
 #  - 2 processes x micro-batch B give bit-identical parameters, AdamW moments and losses to 1
 #    process with grad_accum = 2: under mpirun (backend mpi) and from the torchrun environment on
 #    loopback (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT: backend tcp), on the toy
-#    model (4 steps) and the tiny DOD fixture (3 steps, 199 trainable tensors), with buckets small
+#    model (4 steps) and the tiny DOD fixture (3 steps, 199 trainable tensors); 3 processes over
+#    tcp (sums in rank order) against 1 with grad_accum = 3 (toy); with buckets small
 #    enough to make several, so that from step 2 on buckets are sent from the tape hook; one process
 #    through the bucketed path (backend tcp, world 1) trains bit-identically to the plain path;
 #  - resume across world sizes: 2 processes for 2 steps, then 1 process with grad_accum 2 to step
@@ -39,25 +40,25 @@ same_run() {
     if same_tensors "$B" "$(ck "$1" "$3")" "$(ck "$2" "$3")" && diff -q <(losses "$1") <(losses "$2") > /dev/null; then ok
     else bad "$2: step $3 differs from $1 (tensors or losses)"; fi
 }
-# tcp2 LOG_PREFIX ARGS...: two dod-train processes with torchrun's environment on loopback (port
-# chosen at random, tried again once when taken); waits for both; returns rank 0's status
-tcp2() {
-    local prefix=$1 try rc0 rc1 pids
-    shift
+# tcpn N LOG_PREFIX ARGS...: N dod-train processes with torchrun's environment on loopback (port
+# chosen at random, tried again once when taken); waits for all; 0 when all succeeded
+tcpn() {
+    local n=$1 prefix=$2 try r rc pids
+    shift 2
     for try in 1 2; do
         PORT=$((20000 + RANDOM % 40000))
         pids=()
-        for r in 0 1; do
-            RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT "$TRAIN" "$@" > "$prefix.$r.log" 2>&1 &
+        for ((r = 0; r < n; r++)); do
+            RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT "$TRAIN" "$@" > "$prefix.$r.log" 2>&1 &
             pids+=($!)
         done
-        wait "${pids[0]}"; rc0=$?
-        wait "${pids[1]}"; rc1=$?
+        rc=0
+        for ((r = 0; r < n; r++)); do wait "${pids[r]}" || { rc=1; echo "rank $r: $(tail -2 "$prefix.$r.log")" >&2; }; done
         grep -q "Address already in use" "$prefix.0.log" || break
     done
-    [ "$rc1" = 0 ] || echo "rank 1 exited $rc1: $(tail -2 "$prefix.1.log")" >&2
-    return $((rc0 | rc1))
+    return $rc
 }
+tcp2() { tcpn 2 "$@"; }
 
 "$B/bin/dod-data" synth --clean "$S/tests/fixtures/data" --tasks noise,rain,haze --out "$T/d.h5" --seed 3 --quiet
 TOY=(--config "$S/configs/toy.ini" --set "data.train=$T/d.h5" --set "data.val=$T/d.h5" --set data.tasks=dehaze:2,denoise:1
@@ -96,6 +97,10 @@ same_run "$T/ref" "$T/tcp" 4
 if grep -q "data parallel: rank 0 of 2 (local rank 0), device cpu, backend tcp, tcp 127.0.0.1:$PORT, launcher torchrun" "$T/tcp.0.log"; then ok
 else bad "tcp: start-up line: $(grep 'data parallel' "$T/tcp.0.log")"; fi
 if [ ! -s "$T/tcp.1.log" ]; then ok; else bad "tcp: rank 1 printed: $(head -2 "$T/tcp.1.log")"; fi
+# 3 processes over tcp sum in rank order: bit-identical to 1 process with grad_accum 3 as well
+"$TRAIN" "${TOY[@]}" --set optim.grad_accum=3 --set val.every=0 --run-dir "$T/ref3" > "$T/ref3.log" 2>&1 || bad "reference 3"
+if tcpn 3 "$T/tcp3" "${TOY[@]}" --set optim.grad_accum=1 --set val.every=0 --run-dir "$T/tcp3"; then ok; else bad "tcp, 3 processes"; fi
+same_run "$T/ref3" "$T/tcp3" 4
 # torchrun's static rendezvous holds MASTER_PORT itself (TORCHELASTIC_USE_AGENT_STORE=True): MASTER_PORT + 1
 export TORCHELASTIC_USE_AGENT_STORE=True
 if tcp2 "$T/agent" "${TOY[@]}" --set train.steps=1 --set val.every=0 --run-dir "$T/agent" &&
