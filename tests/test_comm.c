@@ -6,7 +6,8 @@
 //    all-reduce summed in rank order (values whose sum depends on the order), several buffers
 //    started then awaited, broadcast, barrier; ranks that disagree on the next collective fail
 //    the job with a message naming both sides;
-//  - backend resolution refusals (none with 2 processes, nccl on the CPU, mpi/tcp on a GPU).
+//  - backend resolution refusals (none with 2 processes, nccl on the CPU, mpi/tcp on a GPU);
+//  - [dist] backend's values match CommBackend's (dod-train casts one to the other).
 // The multi-process training itself is tests/cli_dist.sh.
 #include "tests/check.h"
 
@@ -14,6 +15,9 @@
 #include <sys/socket.h>
 
 #include "train/comm.h"
+#ifdef DOD_HAVE_INIPARSER
+#include "train/config.h"
+#endif
 
 static const char *const VARS[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "RANK",
                                    "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID",
@@ -209,7 +213,23 @@ static void run_ranks(bool mismatch, int rc[W], char *log, size_t loglen) {
     unlink(path);
 }
 
+// [dist] backend's values (train/config.c) are CommBackend's, in order: dod-train casts one to the other.
+static void test_config_backend_order(void) {
+#ifdef DOD_HAVE_INIPARSER
+    static const char *names[] = {"auto", "nccl", "mpi", "tcp", "none"};
+    for (int i = 0; i < 5; i++) {
+        TrainConfig c;
+        char set[64], err[CFG_ERR_LEN];
+        config_defaults(&c);
+        snprintf(set, sizeof set, "dist.backend=%s", names[i]);
+        CHECK(config_set(&c, set, err, sizeof err) == 0 && !strcmp(comm_backend_name((CommBackend)c.dist_backend), names[i]),
+              "[dist] backend = %s is CommBackend %s", names[i], comm_backend_name((CommBackend)c.dist_backend));
+    }
+#endif
+}
+
 int main(void) {
+    test_config_backend_order();
     test_detection();
     test_refusals();
     int rc[W];
