@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 // ---- launcher detection -----------------------------------------------------------------------
 // Reads integer variable name: 1 when set (into *out), 0 when unset or empty, -1 with a message

@@ -12,7 +12,7 @@
 
 #include <mpi.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 typedef struct {
     MPI_Comm comm;           // a duplicate of MPI_COMM_WORLD (our collectives stay apart from anyone else's)

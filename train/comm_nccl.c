@@ -22,7 +22,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 #if NCCL_VERSION_CODE < NCCL_VERSION(2, 14, 0)
 #error "dod needs NCCL >= 2.14 (nonblocking communicators, ncclCommFinalize)"

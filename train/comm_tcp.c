@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 #define TCP_MAGIC 0x444f4443u   // "DODC"
 #define TCP_VERSION 1u

@@ -64,8 +64,7 @@ static void accumulate(GradSync *gs, int p) {
         if (cuda) cuda_memset_zero(dst, bytes);
         else memset(dst, 0, bytes);
     } else if (gs->a == 0) {
-        if (cuda) cuda_copy_d2d(dst, t->grad, bytes);
-        else memcpy(dst, t->grad, bytes);
+        device_copy(dst, gs->device, t->grad, gs->device, bytes);
     } else if (t->grad) {
         if (cuda) cuda_axpy(dst, t->grad, 1.0f, t->numel);   // dst + 1 * g: the same float as dst + g
         else
@@ -150,7 +149,7 @@ static void build_layout(GradSync *gs) {
     gs->n_buckets = b + 1;
     free(order);
     size_t bytes = sizeof(float) * (size_t)(off ? off : 1);
-    gs->acc = gs->device == DEV_CUDA ? cuda_malloc_cached(bytes, "gradient buckets") : dod_malloc(bytes, "gradient buckets");
+    gs->acc = device_malloc(gs->device, bytes, "gradient buckets");
     gs->have_layout = true;
     gs->stats.bytes = 0;
     for (int k = 0; k < gs->n_buckets; k++) gs->stats.bytes += sizeof(float) * (size_t)gs->bucket_len[k];
@@ -205,8 +204,7 @@ GradSync *grad_sync_new(Tensor *const *params, int n, Comm *comm, double bucket_
 void grad_sync_free(GradSync *gs) {
     if (!gs) return;
     ag_set_backward_hook(NULL, NULL);
-    if (gs->acc && gs->device == DEV_CUDA) cuda_free_cached(gs->acc);
-    else free(gs->acc);
+    device_free(gs->device, gs->acc);
     free(gs->params), free(gs->offset), free(gs->bucket_of), free(gs->bucket_start), free(gs->bucket_len);
     free(gs->bucket_size), free(gs->uses), free(gs->expected), free(gs->last_seq), free(gs->complete);
     free(gs->bucket_left), free(gs->map_key), free(gs->map_val);
@@ -244,10 +242,7 @@ void grad_sync_end(GradSync *gs) {
     gs->stats.wait_s = dod_now_seconds() - t0;
     for (int p = 0; p < gs->n; p++) {
         Tensor *t = gs->params[p];
-        float *g = tensor_grad(t), *src = gs->acc + gs->offset[p];
-        size_t bytes = sizeof(float) * (size_t)t->numel;
-        if (gs->device == DEV_CUDA) cuda_copy_d2d(g, src, bytes);
-        else memcpy(g, src, bytes);
+        device_copy(tensor_grad(t), gs->device, gs->acc + gs->offset[p], gs->device, sizeof(float) * (size_t)t->numel);
     }
 }
 
@@ -267,7 +262,7 @@ void grad_sync_check_replicas(Comm *comm, Tensor *const *params, int n, const ch
         const Tensor *t = params[i];
         size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
         uint8_t *host = t->device == DEV_CPU ? t->data : dod_malloc(bytes ? bytes : 1, "replica check copy");
-        if (host != t->data) cuda_copy_d2h(host, t->data, bytes);
+        if (host != t->data) device_copy(host, DEV_CPU, t->data, t->device, bytes);
         size_t k = 0;
         for (; k + 8 <= bytes; k += 8) {
             uint64_t w;

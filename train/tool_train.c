@@ -107,7 +107,7 @@ int main(int argc, char **argv) {
     o.quiet = quiet;
     static char run_err[8192 + CFG_ERR_LEN];
     // ---- several processes: join the others the launcher started (train/comm.h) ----
-    CommOptions co = {.backend = (CommBackend)o.cfg.dist_backend, .cuda = o.cfg.device == CFG_DEVICE_CUDA,
+    CommOptions co = {.backend = (CommBackend)o.cfg.dist_backend, .cuda = o.cfg.model.device == DEV_CUDA,
                       .timeout_s = (double)o.cfg.dist_timeout, .port = (int)o.cfg.dist_port};
     Comm *comm = comm_create(&co, run_err, sizeof run_err);
     if (!comm) {
