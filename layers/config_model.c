@@ -23,8 +23,8 @@ static const CfgField FIELDS[] = {
      "storage of frozen weights (compute is f32)", NULL},
     {"model", "toy_width", CFG_INT, "8", 1, 256, NULL, OFF(toy_width), false, "toy model: hidden channels", NULL},
     {"model", "device", CFG_ENUM, "cpu", 0, 0, "cpu|cuda", OFF(device), true,
-     "where the model, the batches and AdamW live: `cpu`, or `cuda` (GPU 0; needs a CUDA build and a usable GPU); "
-     "checkpoints resume on either device (docs/training.md)", NULL},
+     "where the model, the batches and AdamW live: `cpu`, or `cuda` (GPU 0, with several processes the local "
+     "rank's; needs a CUDA build and a usable GPU); checkpoints resume on either device (docs/training.md)", NULL},
     {"model", "precision", CFG_ENUM, "f32", 0, 0, "f32|mixed", OFF(precision), true,
      "CUDA compute precision: `f32` (TF32 off, the parity mode) or `mixed` (frozen bf16 linear weights read as "
      "bf16 by cuBLAS with the activations rounded to bf16 around those products, TF32 for convolutions and f32 "
