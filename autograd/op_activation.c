@@ -1,8 +1,9 @@
-// Activations: op_silu, op_gelu (erf and tanh forms), op_geglu, op_relu, op_leaky_relu, op_clamp,
-// op_softmax. Formulas and gradient conventions follow PyTorch:
+// Activations: op_silu, op_gelu (erf and tanh forms), op_quick_gelu, op_geglu, op_relu, op_leaky_relu,
+// op_clamp, op_softmax. Formulas and gradient conventions follow PyTorch:
 //   silu(x)      = x * sigmoid(x)
 //   gelu(x)      = 0.5 x (1 + erf(x / sqrt 2))                       (F.gelu, approximate='none')
 //   gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))    (approximate='tanh')
+//   quick_gelu(x) = x * sigmoid(1.702 x)                              (transformers' QuickGELUActivation, CLIP)
 //   relu'(0) = 0, leaky_relu'(0) = slope, clamp' = 1 on [lo, hi] inclusive, 0 outside.
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
@@ -13,6 +14,7 @@
 #define INV_SQRT_2 0.7071067811865476f
 #define INV_SQRT_2PI 0.3989422804014327f
 #define GELU_TANH_C 0.044715f
+#define QUICK_GELU_C 1.702f
 
 static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * INV_SQRT_2)); }
 static inline float gelu_erf_grad(float x) {
@@ -26,6 +28,11 @@ static inline float gelu_tanh_grad(float x) {
     return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_TANH_C * x * x);
 }
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+// d/dx x s(cx) = s(cx) + c x s(cx) (1 - s(cx)).
+static inline float quick_gelu_grad(float x) {
+    float s = sigmoidf(QUICK_GELU_C * x);
+    return s + QUICK_GELU_C * x * s * (1.0f - s);
+}
 
 typedef struct {
     ActKind kind;
@@ -58,6 +65,10 @@ void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, i
 #pragma omp parallel for if (n > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) y[i] = x[i] < p0 ? p0 : (x[i] > p1 ? p1 : x[i]);
         break;
+    case ACT_QUICK_GELU:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoidf(QUICK_GELU_C * x[i]);
+        break;
     }
 }
 
@@ -89,6 +100,10 @@ void act_cpu_grad(ActKind kind, float p0, float p1, const float *x, const float 
     case ACT_CLAMP:
 #pragma omp parallel for if (n > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) gx[i] += (x[i] >= p0 && x[i] <= p1) ? g[i] : 0.0f;
+        break;
+    case ACT_QUICK_GELU:
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) gx[i] += g[i] * quick_gelu_grad(x[i]);
         break;
     }
 }
@@ -123,6 +138,7 @@ Tensor *op_silu(Tensor *x) { return activation("op_silu", ACT_SILU, x, 0, 0); }
 Tensor *op_gelu(Tensor *x, bool tanh_approx) {
     return activation("op_gelu", tanh_approx ? ACT_GELU_TANH : ACT_GELU_ERF, x, 0, 0);
 }
+Tensor *op_quick_gelu(Tensor *x) { return activation("op_quick_gelu", ACT_QUICK_GELU, x, 0, 0); }
 Tensor *op_relu(Tensor *x) { return activation("op_relu", ACT_RELU, x, 0, 0); }
 Tensor *op_leaky_relu(Tensor *x, float slope) { return activation("op_leaky_relu", ACT_LEAKY, x, slope, 0); }
 Tensor *op_clamp(Tensor *x, float lo, float hi) {

@@ -11,7 +11,7 @@
 
 // Activation kinds, numbered as the CUDA kernels number them (autograd/cuda/activation.cu), and the
 // CPU loops of op_activation.c, for ops that apply an activation inside a fused op (op_group_norm_silu).
-typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP } ActKind;
+typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP, ACT_QUICK_GELU } ActKind;
 // y = act(x) over n elements (=; y may be x). p0: leaky slope or clamp lo; p1: clamp hi.
 void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n);
 // gx += act'(x) * g over n elements (+=).

@@ -1,12 +1,13 @@
 // Activations, GEGLU and row softmax (f32 throughout). Formulas match op_activation.c.
 #include "autograd/cuda/device.h"
 
-enum { K_SILU, K_GELU_ERF, K_GELU_TANH, K_RELU, K_LEAKY, K_CLAMP };  // = ActKind in op_activation.c
+enum { K_SILU, K_GELU_ERF, K_GELU_TANH, K_RELU, K_LEAKY, K_CLAMP, K_QUICK_GELU };  // = ActKind in op_activation.c
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
 #define INV_SQRT_2 0.7071067811865476f
 #define INV_SQRT_2PI 0.3989422804014327f
 #define GELU_TANH_C 0.044715f
+#define QUICK_GELU_C 1.702f
 
 __device__ __forceinline__ float d_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float d_gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * INV_SQRT_2)); }
@@ -21,6 +22,7 @@ __device__ __forceinline__ float act_value(int kind, float p0, float p1, float x
     case K_GELU_TANH: return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)));
     case K_RELU: return x > 0.0f ? x : 0.0f;
     case K_LEAKY: return x > 0.0f ? x : p0 * x;
+    case K_QUICK_GELU: return x * d_sigmoid(QUICK_GELU_C * x);
     default: return x < p0 ? p0 : (x > p1 ? p1 : x);
     }
 }
@@ -39,6 +41,10 @@ __device__ __forceinline__ float act_grad(int kind, float p0, float p1, float x,
     }
     case K_RELU: return x > 0.0f ? g : 0.0f;
     case K_LEAKY: return x > 0.0f ? g : p0 * g;
+    case K_QUICK_GELU: {
+        float s = d_sigmoid(QUICK_GELU_C * x);
+        return g * (s + QUICK_GELU_C * x * s * (1.0f - s));
+    }
     default: return (x >= p0 && x <= p1) ? g : 0.0f;
     }
 }
