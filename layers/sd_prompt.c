@@ -188,10 +188,10 @@ int sd_prompt_cached(const char *base_dir, const char *prompt, const char *negat
     free(identity);
     identity = NULL;
     if (sd_prompt_encode(base_dir, prompt, negative, DT_F32, DEV_CPU, who, out, &identity, err, errlen)) return -1;
-    int rc = cache_path ? sd_prompt_save(cache_path, out, DT_F32, prompt, negative, base_dir, identity, err, errlen) : 0;
+    if (cache_path && sd_prompt_save(cache_path, out, DT_F32, prompt, negative, base_dir, identity, err, errlen))
+        fprintf(stderr, "dod: warning: prompt embeddings not cached: %s\n", err);  // the embeddings stand
     free(identity);
-    if (rc) sd_prompt_embeds_free(out);
-    return rc;
+    return 0;
 }
 
 void sd_prompt_embeds_free(SdPromptEmbeds *e) {

@@ -30,7 +30,7 @@ int sd_prompt_encode(const char *base_dir, const char *prompt, const char *negat
 
 // sd_prompt_encode through a cache file: when cache_path holds embeddings of the same prompt, the same
 // negative prompt and the same base identity they are loaded (and *reused set true), else they are
-// encoded on the CPU and written there. 0 or -1 with a message in err.
+// encoded on the CPU and written there (a failed write is a warning). 0 or -1 with a message in err.
 int sd_prompt_cached(const char *base_dir, const char *prompt, const char *negative, const char *cache_path,
                      const char *who, SdPromptEmbeds *out, bool *reused, char *err, size_t errlen);
 

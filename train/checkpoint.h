@@ -4,7 +4,9 @@
 //   - metadata (strings): format = "dod-train-checkpoint", format_version = "1", step (optimizer
 //     steps completed), adamw_step, seed, rng (the training-noise scheme and its key), loader_next
 //     (the next loader batch index = step * grad_accum; the loader is a pure function of it),
-//     model_kind, stage, config (the resolved configuration text).
+//     model_kind, stage, config (the resolved configuration text), and what conditions the model: prompt,
+//     negative_prompt (the texts of [model] prompt / negative_prompt) and prompt_embedding (the file
+//     that was used instead of the prompt text, or "").
 // Frozen weights are never written (they come from the base model / a stage-1 checkpoint).
 // Files are written atomically by safetensors_save; then `latest` (one line, the file name) is
 // written to a temp file and renamed; then older checkpoints beyond keep_last are deleted.
@@ -27,6 +29,8 @@ typedef struct {
     char model_kind[16];
     int stage;
     char *config_text;     // heap (checkpoint_load fills it; free with checkpoint_info_free)
+    // Saving only (borrowed; NULL: ""): the prompt metadata. checkpoint_load leaves them NULL.
+    const char *prompt, *negative_prompt, *prompt_embedding;
 } CheckpointInfo;
 
 void checkpoint_info_free(CheckpointInfo *info);

@@ -36,7 +36,12 @@ static const Field FIELDS[] = {
     {"model", "base", T_STRING, "", 0, 0, NULL, OFF(model_base), false,
      "diffusers SD 2.1-base directory (unet/, vae/, scheduler/); required for kind = dod"},
     {"model", "prompt_embedding", T_STRING, "", 0, 0, NULL, OFF(prompt_embedding), false,
-     "safetensors file with the fixed 77 x 1024 prompt embedding (scripts/encode_prompt.py); empty: zeros, with a warning"},
+     "safetensors file with a fixed [77, D] prompt embedding (`dod-encode-prompt`); wins over `prompt` when given"},
+    {"model", "prompt", T_STRING, "", 0, 0, NULL, OFF(prompt), false,
+     "text prompt (UTF-8; no double quotes inside), encoded at start-up with `base`'s tokenizer/ and text_encoder/ "
+     "and cached as RUN_DIR/prompt_embeds.safetensors; empty: the empty prompt's embedding (docs/model-loading.md)"},
+    {"model", "negative_prompt", T_STRING, "", 0, 0, NULL, OFF(negative_prompt), false,
+     "negative prompt, encoded beside `prompt` (kept for the regulariser; nothing trains on it yet)"},
     {"model", "frozen_dtype", T_ENUM, "bf16", 0, 0, "f32|bf16", OFF(frozen_dtype), false,
      "storage of frozen weights (compute is f32)"},
     {"model", "toy_width", T_INT, "8", 1, 256, NULL, OFF(toy_width), false, "toy model: hidden channels"},

@@ -40,7 +40,9 @@ typedef struct {
     // [model]
     int model_kind;                   // CfgModelKind
     char model_base[CFG_STR];         // diffusers SD 2.1-base directory (dod)
-    char prompt_embedding[CFG_STR];   // precomputed 77 x 1024 prompt embedding (dod)
+    char prompt_embedding[CFG_STR];   // precomputed 77 x 1024 prompt embedding (dod); wins over prompt
+    char prompt[CFG_STR];             // dod: text prompt, encoded with the base's text encoder ("" allowed)
+    char negative_prompt[CFG_STR];    // dod: negative prompt (for the regulariser), encoded likewise
     int frozen_dtype;                 // CfgFrozenDtype
     long long toy_width;              // toy model: hidden channels
     int device;                       // CfgDevice: model, batches and optimizer state

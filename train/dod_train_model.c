@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "layers/dod_extract_vae.h"
 #include "layers/dod_model.h"
@@ -38,6 +39,21 @@ TrainModel *dod_train_model_create(const TrainModelOptions *o, char *err, size_t
     }
     cfg.base_model_dir = o->base_path;
     cfg.prompt_path = o->prompt_embedding && *o->prompt_embedding ? o->prompt_embedding : NULL;
+    cfg.prompt = o->prompt;
+    cfg.negative_prompt = o->negative_prompt;
+    cfg.prompt_cache_path = o->prompt_cache;
+    bool negative = o->negative_prompt && *o->negative_prompt;
+    for (int i = 0; i < 2 && (!cfg.prompt_path || negative); i++) {  // the text encoder is needed
+        char dir[2048];
+        struct stat sb;
+        snprintf(dir, sizeof dir, "%s/%s", o->base_path, i ? "text_encoder" : "tokenizer");
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            snprintf(err, errlen, "[model] base = %s has no %s/ folder, needed to encode [model] %s; give a base "
+                     "with tokenizer/ and text_encoder/, or a [model] prompt_embedding file (dod-encode-prompt)",
+                     o->base_path, i ? "text_encoder" : "tokenizer", cfg.prompt_path ? "negative_prompt" : "prompt");
+            return NULL;
+        }
+    }
     cfg.frozen_dtype = o->frozen_dtype;
     cfg.lora_rank = o->lora_rank;
     cfg.lora_alpha = o->lora_alpha;

@@ -115,7 +115,8 @@ static void run_free(Run *r) {
 static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *err, size_t errlen) {
     CheckpointInfo info = {.step = step, .adamw_step = r->opt->step, .seed = (uint64_t)r->cfg->seed,
                            .loader_next = step * r->cfg->grad_accum, .stage = (int)r->cfg->stage,
-                           .config_text = r->config_text};
+                           .config_text = r->config_text, .prompt = r->cfg->prompt,
+                           .negative_prompt = r->cfg->negative_prompt, .prompt_embedding = r->cfg->prompt_embedding};
     snprintf(info.model_kind, sizeof info.model_kind, "%s", r->model->kind);
     return checkpoint_save(r->ckpt_dir, r->trainable, r->n_trainable, r->opt, &info, (int)r->cfg->ckpt_keep_last,
                            path, plen, err, errlen);

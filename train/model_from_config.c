@@ -4,11 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void train_model_options_from_config(const TrainConfig *c, TrainModelOptions *mo) {
     static const char *kinds[] = {"toy", "dod"}, *extractors[] = {"cnn", "vae"};
     *mo = (TrainModelOptions){.kind = kinds[c->model_kind], .stage = (int)c->stage, .base_path = c->model_base,
-                              .prompt_embedding = c->prompt_embedding,
+                              .prompt_embedding = c->prompt_embedding, .prompt = c->prompt,
+                              .negative_prompt = c->negative_prompt,
                               .frozen_dtype = c->frozen_dtype == CFG_FROZEN_BF16 ? DT_BF16 : DT_F32,
                               .lora_rank = (int)c->lora_rank, .lora_alpha = (float)c->lora_alpha,
                               .extractor = extractors[c->extractor], .toy_width = (int)c->toy_width,
@@ -23,6 +25,11 @@ void train_model_options_from_config(const TrainConfig *c, TrainModelOptions *mo
 TrainModel *train_model_from_config(const TrainConfig *c, int *n_stage1, char *err, size_t errlen) {
     TrainModelOptions mo;
     train_model_options_from_config(c, &mo);
+    // The encoded prompts are cached beside the run (when its directory exists: dod-train makes it first).
+    char cache[CFG_STR + 32];
+    struct stat sb;
+    snprintf(cache, sizeof cache, "%s/prompt_embeds.safetensors", c->run_dir);
+    if (c->run_dir[0] && stat(c->run_dir, &sb) == 0 && S_ISDIR(sb.st_mode)) mo.prompt_cache = cache;
     TrainModel *m = train_model_create(&mo, err, errlen);
     if (!m) return NULL;
     int n_loaded = 0;

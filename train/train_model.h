@@ -38,7 +38,9 @@ typedef struct {
     const char *kind;              // "toy" | "dod"
     int stage;                     // 1 or 2: which tensors are trainable
     const char *base_path;         // dod: diffusers SD 2.1-base directory
-    const char *prompt_embedding;  // dod: prompt embedding safetensors
+    const char *prompt_embedding;  // dod: prompt embedding safetensors (wins over prompt)
+    const char *prompt, *negative_prompt;  // dod: texts encoded with base_path's text encoder
+    const char *prompt_cache;      // dod: cache file of the encoded prompts (NULL: none)
     DType frozen_dtype;            // storage of frozen weights (DT_F32 or DT_BF16)
     int lora_rank;
     float lora_alpha;
