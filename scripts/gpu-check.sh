@@ -60,7 +60,8 @@ echo "cpu cores: $(nproc)"
 stage "build ($BUILD, sm_$ARCH)"
 build() {
     mkdir -p "$BUILD" || return 1
-    # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev: the headers and
+    # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev / libpcre2-dev /
+    # libunistring-dev / zlib1g-dev: the headers and
     # libraries copied into $SRC/.gpudeps by scripts/gpu-deps.sh on a machine that has them.
     local deps=()
     if [ -d "$SRC/.gpudeps" ] && [ ! -f /usr/include/stb/stb_image.h ]; then
