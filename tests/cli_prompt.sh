@@ -72,5 +72,11 @@ set +e
 set -e
 check "train: a base without a text encoder fails naming [model] base, the folder and [model] prompt" \
     "[ $rc = 1 ] && grep -q 'tiny_base has no tokenizer/ folder, needed to encode \[model\] prompt' $T/nobase.log"
+set +e
+"$B/bin/dod-train" --config "$T/tiny.ini" --set model.prompt=$'caf\xc3' --set train.run_dir="$T/run_utf8" \
+    > "$T/utf8.log" 2>&1; rc=$?
+set -e
+check "train: a prompt that is not UTF-8 is refused naming the key" \
+    "[ $rc = 1 ] && grep -q '\[model\] prompt: not valid UTF-8 (byte 3)' $T/utf8.log"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -3,7 +3,8 @@
 // emoji, CJK, whitespace and control characters, HTML entities, apostrophes, special-token text, long
 // and empty ones) with the real CLIP vocabulary, for SD 1.x's pad (<|endoftext|>) and SD 2.x's ("!"),
 // and the untruncated token count. Made by scripts/make_clip_fixtures.py. Also: loading errors name the
-// file and what is wrong, invalid UTF-8 is refused, truncation reports the dropped count.
+// file and what is wrong, invalid UTF-8 is refused, truncation reports the dropped count; random text and
+// truncated config files (fuzz) are handled.
 #include <cjson/cJSON.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -89,6 +90,17 @@ static void test_reference_ids(void) {
     free(json);
 }
 
+// UTF-8 of cp into out; returns its length.
+static int u8_len_encode(uint32_t cp, char *out) {
+    if (cp < 0x80) return out[0] = (char)cp, 1;
+    if (cp < 0x800) return out[0] = (char)(0xC0 | cp >> 6), out[1] = (char)(0x80 | (cp & 63)), 2;
+    if (cp < 0x10000)
+        return out[0] = (char)(0xE0 | cp >> 12), out[1] = (char)(0x80 | ((cp >> 6) & 63)), out[2] = (char)(0x80 | (cp & 63)), 3;
+    out[0] = (char)(0xF0 | cp >> 18), out[1] = (char)(0x80 | ((cp >> 12) & 63));
+    out[2] = (char)(0x80 | ((cp >> 6) & 63)), out[3] = (char)(0x80 | (cp & 63));
+    return 4;
+}
+
 static void write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
     fputs(text, f);
@@ -145,8 +157,81 @@ static void test_load_errors(void) {
     CHECK(system(cmd) == 0, "cleanup");
 }
 
+// Fuzz: random bytes (mostly invalid UTF-8) and random code points (valid UTF-8, every plane, controls,
+// unassigned, surrogates excluded) never crash the tokenizer; valid text gives ids inside the vocabulary
+// and invalid text is refused. Config files cut at random points load or fail with a message, never crash.
+static uint64_t fuzz_state = 0x9E3779B97F4A7C15ull;
+static uint32_t fuzz_next(void) {
+    fuzz_state ^= fuzz_state << 13, fuzz_state ^= fuzz_state >> 7, fuzz_state ^= fuzz_state << 17;
+    return (uint32_t)fuzz_state;
+}
+
+static void test_fuzz(void) {
+    char err[512];
+    ClipTokenizer *t = clip_tokenizer_load(FIX "tokenizer", err, sizeof err);
+    if (!t) return;
+    int64_t ids[77];
+    int bad_ids = 0, refused = 0, valid_refused = 0;
+    for (int it = 0; it < 2000; it++) {
+        char text[200];
+        int n = (int)(fuzz_next() % 60);
+        if (it % 2) {
+            for (int i = 0; i < n; i++) text[i] = (char)(1 + fuzz_next() % 255);
+            text[n] = 0;
+        } else {
+            int len = 0;
+            for (int i = 0; i < n / 3; i++) {
+                uint32_t cp = fuzz_next() % 4 ? 1 + fuzz_next() % 0x3000 : 1 + fuzz_next() % 0x10FFFF;
+                if (cp >= 0xD800 && cp <= 0xDFFF) cp = 'x';
+                len += u8_len_encode(cp, text + len);
+            }
+            text[len] = 0;
+        }
+        int r = clip_tokenize(t, text, ids, NULL, "fuzz", err, sizeof err);
+        refused += r < 0;
+        for (int i = 0; r >= 0 && i < 77; i++) bad_ids += ids[i] < 0 || ids[i] >= clip_tokenizer_vocab_size(t);
+        valid_refused += it % 2 == 0 && r < 0;
+    }
+    CHECK(bad_ids == 0 && refused > 0 && valid_refused == 0,
+          "fuzz: %d ids outside the vocabulary, %d of 2000 refused, %d of them valid UTF-8", bad_ids, refused,
+          valid_refused);
+    clip_tokenizer_free(t);
+
+    // Truncated copies of a small tokenizer's files.
+    char dir[256], path[512];
+    snprintf(dir, sizeof dir, "/tmp/dod_test_clip_fuzz_%d", (int)getpid());
+    mkdir(dir, 0755);
+    const char *vocab = "{\"a\": 0, \"b\": 1, \"ab</w>\": 2, \"<|startoftext|>\": 3, \"<|endoftext|>\": 4}";
+    const char *merges = "#version: 0.2\na b</w>\nb a\n";
+    const char *cfg = "{\"model_max_length\": 9, \"pad_token\": {\"content\": \"<|endoftext|>\"}}";
+    const char *texts[3] = {vocab, merges, cfg}, *names[3] = {"vocab.json", "merges.txt", "tokenizer_config.json"};
+    int loaded = 0, failed_with_message = 0;
+    for (int f = 0; f < 3; f++)
+        for (size_t cut = 0; cut <= strlen(texts[f]); cut++) {
+            for (int g = 0; g < 3; g++) {
+                snprintf(path, sizeof path, "%s/%s", dir, names[g]);
+                FILE *out = fopen(path, "wb");
+                fwrite(texts[g], 1, g == f ? cut : strlen(texts[g]), out);
+                fclose(out);
+            }
+            err[0] = 0;
+            ClipTokenizer *u = clip_tokenizer_load(dir, err, sizeof err);
+            loaded += u != NULL;
+            failed_with_message += !u && strstr(err, dir) != NULL;
+            if (u) CHECK(clip_tokenize(u, "ab ba", ids, NULL, "fuzz", err, sizeof err) >= 0, "small tokenizer: %s", err);
+            clip_tokenizer_free(u);
+        }
+    size_t total = strlen(vocab) + strlen(merges) + strlen(cfg) + 3;
+    CHECK(loaded >= 3 && (size_t)(loaded + failed_with_message) == total,
+          "truncated files: %d loaded, %d failed naming the file, of %zu", loaded, failed_with_message, total);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+}
+
 int main(void) {
     test_reference_ids();
     test_load_errors();
+    test_fuzz();
     return check_summary();
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistr.h>
 
 #include "layers/dod_extract_vae.h"
 #include "layers/dod_model.h"
@@ -43,6 +44,14 @@ TrainModel *dod_train_model_create(const TrainModelOptions *o, char *err, size_t
     cfg.negative_prompt = o->negative_prompt;
     cfg.prompt_cache_path = o->prompt_cache;
     bool negative = o->negative_prompt && *o->negative_prompt;
+    const char *texts[2] = {o->prompt, o->negative_prompt}, *keys[2] = {"prompt", "negative_prompt"};
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *bad = texts[i] ? u8_check((const uint8_t *)texts[i], strlen(texts[i])) : NULL;
+        if (bad) {
+            snprintf(err, errlen, "[model] %s: not valid UTF-8 (byte %zu)", keys[i], (size_t)(bad - (const uint8_t *)texts[i]));
+            return NULL;
+        }
+    }
     for (int i = 0; i < 2 && (!cfg.prompt_path || negative); i++) {  // the text encoder is needed
         char dir[2048];
         struct stat sb;
