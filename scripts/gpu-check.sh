@@ -5,7 +5,8 @@
 #   1. configure + build (build-gpu/, CMAKE_CUDA_ARCHITECTURES=90 unless CUDA_ARCH is set)
 #   2. the GPU parity suite (tests/test_cuda_ops.c, every CUDA op vs the CPU op; a SKIP fails here),
 #      (and again on bf16 activations), then the DOD gradient fixture on CUDA (tests/test_dod_model.c:
-#      f32 mode, mixed precision with f32 and with bf16 activations)
+#      f32 mode, mixed precision with f32 and with bf16 activations), then the CLIP text encoder on CUDA
+#      against transformers (tests/test_clip_text.c)
 #   3. dod-parity --device cuda on every SD fixture (UNet + VAE forwards on the GPU vs diffusers)
 #   4. ONE TRAINING STEP OF THE FULL DOD MODEL at SD 2.1-base size (865M-parameter UNet shape, random
 #      frozen weights built from the SD 2.1-base configs written below; spec-sized LoRA rank 8,
@@ -74,7 +75,7 @@ build() {
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" "${deps[@]}" >"$BUILD/cmake.log" 2>&1 \
         || { tail -30 "$BUILD/cmake.log"; return 1; }
     grep -E "dod: (CUDA|cuBLAS|cuDNN|NCCL)" "$BUILD/cmake.log"
-    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops test_dod_model dod-bench dod-parity >"$BUILD/build.log" 2>&1
+    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops test_dod_model test_clip_text dod-bench dod-parity >"$BUILD/build.log" 2>&1
     local rc=$?
     grep -E "warning|error|Error" "$BUILD/build.log" | head -40
     [ "$rc" -eq 0 ] || { tail -20 "$BUILD/build.log"; return 1; }
@@ -109,6 +110,19 @@ dod_fixture() {  # the CPU checks run too (seconds); a SKIP of the CUDA part is 
 if ! have tests/test_dod_model; then skip_stage dod-fixture-cuda "not built"
 elif ! time_left; then skip_stage dod-fixture-cuda "out of time budget"
 else run_stage dod-fixture-cuda dod_fixture; fi
+
+stage "CLIP text encoder on CUDA (tests/test_clip_text)"
+clip_text_cuda() {  # transformers' hidden states with the encoder on the GPU (causal attention, quick-GELU)
+    local log="$BUILD/test_clip_text.log"
+    (cd "$BUILD" && timeout 120 ./tests/test_clip_text) >"$log" 2>&1
+    local rc=$?
+    grep -E "CUDA|FAIL|passed" "$log" | head -20
+    if grep -q 'skipping the CUDA cases' "$log"; then echo "no GPU visible to the test"; return 1; fi
+    return "$rc"
+}
+if ! have tests/test_clip_text; then skip_stage clip-text-cuda "not built"
+elif ! time_left; then skip_stage clip-text-cuda "out of time budget"
+else run_stage clip-text-cuda clip_text_cuda; fi
 
 # ---- 3. dod-parity --device cuda -------------------------------------------------------------------
 stage "dod-parity --device cuda"

@@ -6,10 +6,12 @@
 // within 1e-5 of the reference's largest value (the reference is float64 from the stored weights); the
 // f32 file loaded as bf16 within 2e-2; the prompt cache (reused for the same prompts and files, redone
 // otherwise) and the error messages (missing folders, torch pickles, missing tensors, bad config).
+// With a GPU, the reference cases run again with the encoder on CUDA (same tolerance).
 // Made by scripts/make_clip_fixtures.py.
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/cuda/cuda_backend.h"
 #include "check.h"
 #include "layers/clip_text.h"
 #include "layers/clip_tokenizer.h"
@@ -176,6 +178,12 @@ static void load_errors(void) {
 int main(void) {
     reference_case("sd1", DEV_CPU);
     reference_case("sd2", DEV_CPU);
+    if (dod_cuda_available()) {  // the GPU suite: the same references with the encoder on CUDA
+        reference_case("sd1", DEV_CUDA);
+        reference_case("sd2", DEV_CUDA);
+    } else {
+        printf("skipping the CUDA cases: %s\n", dod_cuda_unavailable_reason());
+    }
     prompt_cache();
     load_errors();
     return check_summary();
