@@ -40,9 +40,10 @@ typedef struct {
     // [1, L, D]) tensor, wins; otherwise `prompt` (NULL: "") is encoded with base_model_dir's tokenizer/
     // and text_encoder/, through the cache file prompt_cache_path when given (NULL: none). The negative
     // prompt (NULL: "") is encoded beside it; with a prompt_path only when negative_prompt is non-empty.
-    // random_base_weights (benchmarks) without prompt_path: a zero [77, D] embedding, no text encoder.
     const char *prompt_path;
     const char *prompt, *negative_prompt, *prompt_cache_path;
+    bool zero_prompt;                // benchmarks only: a zero [77, D] embedding and no text encoder (step
+                                     // time does not depend on the prompt); prompt_path still wins
     int stage;                       // 1 or 2
     int lora_rank;                   // 8
     float lora_alpha;                // = rank (s = 1)
