@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prompts without Python: dod-encode-prompt, and dod-train on the tiny SD fixture with [model] prompt
 # and no embedding file (encoded once with the fixture's tokenizer/ and text_encoder/, cached beside the
-# run, reused on resume, recorded in checkpoints); a prompt embedding file still wins; a base without a
-# text encoder fails naming the folder and the keys; a long prompt is truncated with a warning.
+# run, reused on resume and by dod-eval run, recorded in checkpoints); a prompt embedding file still
+# wins; a base without a text encoder fails naming the folder and the keys; a long prompt is truncated
+# with a warning.
 # Usage: bash tests/cli_prompt.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 B=$1 S=$2
@@ -54,6 +55,15 @@ check "train: the checkpoint records the prompt" \
 "$B/bin/dod-train" --config "$T/tiny.ini" --set train.steps=3 --resume "$T/run" > "$T/resume.log" 2>&1
 check "train: resume reuses the cached embeddings" "grep -q 'prompt embeddings from .*prompt_embeds.safetensors' $T/resume.log"
 check "train: resumed to step 3" "grep -q 'done: 3 steps' $T/resume.log"
+# dod-eval run on the run dir reads the run's cache too; given a checkpoint file it encodes afresh.
+"$B/bin/dod-eval" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tasks derain --max-images 1 \
+    > "$T/eval.md" 2> "$T/eval.log"
+check "eval: dod-eval run on the run dir reuses the cached embeddings" \
+    "grep -q '^| derain | 1 |' $T/eval.md && grep -q 'prompt embeddings from $T/run/prompt_embeds.safetensors' $T/eval.log"
+"$B/bin/dod-eval" run --config "$T/tiny.ini" --checkpoint "$T/run/checkpoints/step_0000003.safetensors" \
+    --data "$T/syn.h5" --tasks derain --max-images 1 > "$T/eval_file.md" 2> "$T/eval_file.log"
+check "eval: a checkpoint file encodes the prompt without the cache" \
+    "grep -q '^| derain | 1 |' $T/eval_file.md && ! grep -q 'prompt embeddings from' $T/eval_file.log"
 # A changed prompt on resume is refused (the configuration must match the checkpoint's).
 set +e
 "$B/bin/dod-train" --config "$T/tiny.ini" --set model.prompt="a dog" --set train.steps=4 --resume "$T/run" \
