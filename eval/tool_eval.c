@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "autograd/tensor.h"
@@ -373,7 +374,8 @@ static void run_usage(FILE *f) {
             "  --config FILE         the training configuration (the run dir's config.ini will do); only the\n"
             "                        model's keys are read ([model] [lora] [modulation] [stage], [checkpoint] dir)\n"
             "  --set S.K=V           override one of them (repeatable), e.g. --set model.base=DIR\n"
-            "  --checkpoint CKPT     checkpoint file, or a run dir (its latest checkpoint)\n"
+            "  --checkpoint CKPT     checkpoint file, or a run dir (its latest checkpoint; the prompts are\n"
+            "                        read from its " MODEL_PROMPT_CACHE " when they and the base are unchanged)\n"
             "  --data FILE.h5        evaluate every task of a dod-data file (or those of --tasks a,b)\n"
             "  --bench INI           a benchmark definition (configs/bench_aio3.ini, bench_aio5.ini) ...\n"
             "  --data-dir DIR        ... whose files are taken relative to DIR (default: .)\n"
@@ -565,7 +567,10 @@ static int cmd_run(int argc, char **argv) {
         goto free_sets;
     }
 
-    // the model
+    // the model (a run dir's cache of the encoded prompts serves when it matches: layers/sd_prompt.h)
+    struct stat ckpt_st;
+    if (stat(ckpt, &ckpt_st) == 0 && S_ISDIR(ckpt_st.st_mode))
+        snprintf(mo.prompt_cache, sizeof mo.prompt_cache, "%s/" MODEL_PROMPT_CACHE, ckpt);
     Model *model = model_load(&mo, NULL, err, sizeof err);
     if (!model) {
         fprintf(stderr, "dod-eval run: %s\n", err);

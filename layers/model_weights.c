@@ -81,7 +81,10 @@ int checkpoint_write_file(const char *path, Tensor *const *tensors, int n, const
     StMetadata meta[] = {{"format", CKPT_FORMAT}, {"format_version", ver}, {"step", step},
                          {"adamw_step", astep},  {"seed", seed},          {"rng", rng},
                          {"loader_next", lnext}, {"model_kind", info->model_kind}, {"stage", stage},
-                         {"config", info->config_text ? info->config_text : ""}, {"world_size", world}};
+                         {"config", info->config_text ? info->config_text : ""}, {"world_size", world},
+                         {"prompt", info->prompt ? info->prompt : ""},
+                         {"negative_prompt", info->negative_prompt ? info->negative_prompt : ""},
+                         {"prompt_embedding", info->prompt_embedding ? info->prompt_embedding : ""}};
     char st_err[ST_ERR_LEN];
     if (safetensors_save(path, tensors, n, meta, (int)(sizeof meta / sizeof meta[0]), st_err) != ST_OK) {
         snprintf(err, errlen, "%s", st_err);

@@ -5,7 +5,8 @@
 #   1. configure + build (build-gpu/, CMAKE_CUDA_ARCHITECTURES=90 unless CUDA_ARCH is set)
 #   2. the GPU parity suite (tests/test_cuda_ops.c, every CUDA op vs the CPU op; a SKIP fails here),
 #      (and again on bf16 activations), then the DOD gradient fixture on CUDA (tests/test_dod_model.c:
-#      f32 mode, mixed precision with f32 and with bf16 activations)
+#      f32 mode, mixed precision with f32 and with bf16 activations), then the CLIP text encoder on CUDA
+#      against transformers (tests/test_clip_text.c)
 #   3. dod-parity --device cuda on every SD fixture (UNet + VAE forwards on the GPU vs diffusers);
 #      then the NCCL path with one process: dod-train on the tiny DOD fixture, [model] device = cuda,
 #      3 steps with [dist] backend = nccl (world 1: the bucketed gradients through NCCL on a side
@@ -67,7 +68,8 @@ echo "cpu cores: $(nproc)"
 stage "build ($BUILD, sm_$ARCH)"
 build() {
     mkdir -p "$BUILD" || return 1
-    # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev: the headers and
+    # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev / libpcre2-dev /
+    # libunistring-dev / zlib1g-dev: the headers and
     # libraries copied into $SRC/.gpudeps by scripts/gpu-deps.sh on a machine that has them.
     local deps=()
     if [ -d "$SRC/.gpudeps" ] && [ ! -f /usr/include/stb/stb_image.h ]; then
@@ -83,8 +85,8 @@ build() {
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" "${deps[@]}" >"$BUILD/cmake.log" 2>&1 \
         || { tail -30 "$BUILD/cmake.log"; return 1; }
     grep -E "dod: (CUDA|cuBLAS|cuDNN|NCCL)" "$BUILD/cmake.log"
-    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops test_dod_model dod-bench dod-parity dod-train dod-data \
-        dod-sd-inspect >"$BUILD/build.log" 2>&1
+    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops test_dod_model test_clip_text dod-bench dod-parity \
+        dod-train dod-data dod-sd-inspect >"$BUILD/build.log" 2>&1
     local rc=$?
     grep -E "warning|error|Error" "$BUILD/build.log" | head -40
     [ "$rc" -eq 0 ] || { tail -20 "$BUILD/build.log"; return 1; }
@@ -119,6 +121,19 @@ dod_fixture() {  # the CPU checks run too (seconds); a SKIP of the CUDA part is 
 if ! have tests/test_dod_model; then skip_stage dod-fixture-cuda "not built"
 elif ! time_left; then skip_stage dod-fixture-cuda "out of time budget"
 else run_stage dod-fixture-cuda dod_fixture; fi
+
+stage "CLIP text encoder on CUDA (tests/test_clip_text)"
+clip_text_cuda() {  # transformers' hidden states with the encoder on the GPU (causal attention, quick-GELU)
+    local log="$BUILD/test_clip_text.log"
+    (cd "$BUILD" && timeout 120 ./tests/test_clip_text) >"$log" 2>&1
+    local rc=$?
+    grep -E "CUDA|FAIL|passed" "$log" | head -20
+    if grep -q 'skipping the CUDA cases' "$log"; then echo "no GPU visible to the test"; return 1; fi
+    return "$rc"
+}
+if ! have tests/test_clip_text; then skip_stage clip-text-cuda "not built"
+elif ! time_left; then skip_stage clip-text-cuda "out of time budget"
+else run_stage clip-text-cuda clip_text_cuda; fi
 
 # ---- 3. dod-parity --device cuda -------------------------------------------------------------------
 stage "dod-parity --device cuda"

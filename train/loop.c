@@ -120,7 +120,9 @@ static void run_free(Run *r) {
 static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *err, size_t errlen) {
     CheckpointInfo info = {.step = step, .adamw_step = r->opt->step, .seed = (uint64_t)r->cfg->model.seed,
                            .loader_next = step * r->cfg->grad_accum * r->world, .stage = (int)r->cfg->model.stage,
-                           .world_size = r->world, .config_text = r->config_text};
+                           .world_size = r->world, .config_text = r->config_text, .prompt = r->cfg->model.prompt,
+                           .negative_prompt = r->cfg->model.negative_prompt,
+                           .prompt_embedding = r->cfg->model.prompt_embedding};
     snprintf(info.model_kind, sizeof info.model_kind, "%s", r->model->kind);
     return checkpoint_save(r->ckpt_dir, r->trainable, r->n_trainable, r->opt, &info, (int)r->cfg->ckpt_keep_last,
                            path, plen, err, errlen);
@@ -168,7 +170,11 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         return -1;
 
     int n_loaded = 0;  // stage 2: the frozen stage-1 tensors, on a fresh run and on resume alike
-    if (!(r->model = model_load(mo, &n_loaded, err, errlen))) return -1;
+    // Rank 0 caches the encoded prompts in the run dir (made above); the other ranks encode them
+    // without the cache (the same CPU computation), so no rank reads a file another is writing.
+    ModelOptions in_run = *mo;
+    if (r->rank == 0) snprintf(in_run.prompt_cache, sizeof in_run.prompt_cache, "%s/" MODEL_PROMPT_CACHE, r->run_dir);
+    if (!(r->model = model_load(&in_run, &n_loaded, err, errlen))) return -1;
     ParamStore *ps = r->model->params(r->model->self);
     if (mo->stage == 2 && !r->quiet)
         fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, mo->init_from);

@@ -199,6 +199,7 @@ static int bench_train_main(int argc, char **argv) {
         cfg = dod_model_default_config(stage);
         cfg.base_model_dir = base;
         cfg.random_base_weights = random_weights;
+        cfg.zero_prompt = true;  // a random base has no text encoder, and the step time does not depend on it
     }
     cfg.recompute = recompute;
     if (mixed) cfg.frozen_dtype = DT_BF16;
