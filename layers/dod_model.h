@@ -32,6 +32,12 @@
 
 typedef enum { DOD_MODE_TRAIN = 0, DOD_MODE_EVAL = 1 } DodMode;
 
+// Which adapters the UNet's layer hook applies (one frozen UNet serves three networks):
+//   GENERATOR    the model: the trainable conv_in copy and the conditional LoRA;
+//   FROZEN       the base UNet as loaded (the VSD teacher): no adapter, the frozen conv_in;
+//   REGULARISER  the VSD regulariser (layers/dod_vsd.h): the frozen UNet + its plain LoRA (regulariser_lora).
+typedef enum { DOD_UNET_GENERATOR = 0, DOD_UNET_FROZEN = 1, DOD_UNET_REGULARISER = 2 } DodUnetAdapters;
+
 typedef struct {
     const char *base_model_dir;      // diffusers layout: unet/, vae/, scheduler/scheduler_config.json
     bool random_base_weights;        // benchmarks: frozen UNet/VAE weights random from the configs alone
@@ -81,6 +87,11 @@ typedef struct {
     DodDetail detail;              // stage 2 only
     bool has_detail;
     Device device;                 // where every tensor of the model lives (dod_model_to_device)
+    // The UNet's adapters (dod_model_set_unet_adapters). Under activation recomputation a backward re-runs
+    // the hook, so the setting of a forward must still hold when its backward runs.
+    DodUnetAdapters unet_adapters;
+    LoraSet *regulariser_lora;     // the VSD regulariser's adapters (not owned; NULL: none attached)
+    Tensor *train_latent;          // x0 (scaled latent) of the last TRAIN forward: arena, until ag_step_reset
 } DodModel;
 
 // Loads the base model (frozen), creates and initialises every trainable tensor (LoRA per PEFT's
@@ -115,6 +126,12 @@ int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bo
 Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_seed);
 // TRAIN mode with an explicit posterior noise eps [N, latent_channels, H/f, W/f] (tests, parity).
 Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps);
+// Every forward sets DOD_UNET_GENERATOR first; TRAIN also records its one-step latent x0 (spec step 6,
+// before / scaling_factor) in m->train_latent, the tensor the VSD regulariser pulls on.
+
+// Sets which adapters the UNet applies from now on (see DodUnetAdapters; fatal for REGULARISER without
+// an attached regulariser_lora).
+void dod_model_set_unet_adapters(DodModel *m, DodUnetAdapters which);
 // Validation: dod_model_forward(m, lq, DOD_MODE_EVAL, 0).
 Tensor *dod_model_restore(DodModel *m, Tensor *lq);
 
