@@ -204,7 +204,8 @@ int checkpoint_read_part(const SafeTensors *st, CheckpointPart part, Tensor *con
     for (int i = 0; i < n; i++) {
         const StEntry *e = safetensors_find(st, params[i]->name);
         if (!e) {
-            snprintf(err, errlen, "%s: trainable tensor %s is missing", path, params[i]->name);
+            snprintf(err, errlen, "%s: trainable tensor %s is missing%s", path, params[i]->name,
+                     part == CKPT_PART_REGULARISER ? " (written without the VSD regulariser: [loss] vsd = 0)" : "");
             return -1;
         }
         if (checkpoint_read_tensor(st, e, params[i], "the model", err, errlen)) return -1;

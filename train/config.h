@@ -37,6 +37,10 @@ typedef struct {
     long long grad_accum;
     // [loss]
     double loss_mse, loss_ssim, loss_lpips;
+    // [loss] the VSD regulariser (layers/dod_vsd.h): its weight, guidance scale, timesteps, LoRA and
+    // learning rate (vsd_lora_rank / vsd_lora_alpha / vsd_lr 0: [lora] rank / [lora] alpha / [optim] lr)
+    double loss_vsd, vsd_cfg, vsd_lora_alpha, vsd_lr;
+    long long vsd_t_min, vsd_t_max, vsd_lora_rank;
     // [train]
     long long steps;
     char run_dir[CFG_STR];

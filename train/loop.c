@@ -40,6 +40,7 @@ void train_install_signal_handlers(void) {
 #include "data/loader.h"
 #include "eval/validate.h"
 #include "layers/dod_loss.h"
+#include "layers/dod_vsd.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
 #include "train/checkpoint.h"
@@ -100,6 +101,12 @@ typedef struct {
     int rank, world;
     bool quiet;              // o->quiet, or not rank 0
     GradSync *sync;          // micro-batch accumulation and the all-reduce (NULL: one process, grad_accum 1)
+    // [loss] vsd > 0: the VSD regulariser, its trainable LoRA, its own AdamW and gradient exchange
+    DodVsd *vsd;
+    Tensor **vsd_trainable;
+    int n_vsd;
+    AdamW *vsd_opt;
+    GradSync *vsd_sync;
     bool stop_agreed;        // several processes: a stop was requested on one of them before the last step's end
 } Run;
 
@@ -113,6 +120,10 @@ static void run_free(Run *r) {
     grad_sync_free(r->sync);
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
+    grad_sync_free(r->vsd_sync);
+    if (r->vsd_opt) adamw_free(r->vsd_opt);
+    free(r->vsd_trainable);
+    dod_vsd_free(r->vsd);
     model_free(r->model);
     free(r->config_text);
 }
@@ -124,8 +135,36 @@ static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *
                            .negative_prompt = r->cfg->model.negative_prompt,
                            .prompt_embedding = r->cfg->model.prompt_embedding};
     snprintf(info.model_kind, sizeof info.model_kind, "%s", r->model->kind);
-    return checkpoint_save(r->ckpt_dir, r->trainable, r->n_trainable, r->opt, &info, (int)r->cfg->ckpt_keep_last,
-                           path, plen, err, errlen);
+    CheckpointGroup groups[2] = {{r->trainable, r->n_trainable, r->opt}, {r->vsd_trainable, r->n_vsd, r->vsd_opt}};
+    return checkpoint_save_groups(r->ckpt_dir, groups, r->vsd ? 2 : 1, &info, (int)r->cfg->ckpt_keep_last, path, plen,
+                                  err, errlen);
+}
+
+// [loss] vsd > 0: the regulariser on the model, its AdamW (the model's settings, lr [loss] vsd_lr or
+// [optim] lr). 0 or -1 with a message naming the keys.
+static int vsd_setup(Run *r, char *err, size_t errlen) {
+    const TrainConfig *c = r->cfg;
+    DodVsdConfig vc = {.cfg = (float)c->vsd_cfg, .t_min = (int)c->vsd_t_min, .t_max = (int)c->vsd_t_max,
+                       .lora_rank = (int)(c->vsd_lora_rank ? c->vsd_lora_rank : c->model.lora_rank),
+                       .lora_alpha = (float)(c->vsd_lora_alpha > 0 ? c->vsd_lora_alpha : c->model.lora_alpha),
+                       .seed = (uint64_t)c->model.seed + 4};
+    char why[1024];
+    if (!(r->vsd = dod_vsd_for_model(r->model, &vc, why, sizeof why))) {
+        char w[CFG_STR + 32];
+        config_where(c, "loss", "vsd", w, sizeof w);
+        snprintf(err, errlen, "[loss] vsd = %g (%s): %s", c->loss_vsd, w, why);
+        return -1;
+    }
+    ParamStore *ps = dod_vsd_params(r->vsd);
+    r->vsd_trainable = dod_calloc(sizeof(Tensor *) * (size_t)params_count(ps), "regulariser trainable list");
+    r->n_vsd = params_trainable(ps, r->vsd_trainable, params_count(ps));
+    AdamWConfig ac = {.lr = (float)(c->vsd_lr > 0 ? c->vsd_lr : c->lr), .beta1 = (float)c->beta1,
+                      .beta2 = (float)c->beta2, .eps = (float)c->eps, .weight_decay = (float)c->weight_decay};
+    r->vsd_opt = adamw_new(r->vsd_trainable, r->n_vsd, ac);
+    if (!r->quiet)
+        fprintf(stderr, "dod-train: VSD regulariser: weight %g, cfg %g, t in [%d, %d), LoRA rank %d alpha %g (%d tensors), "
+                        "lr %g\n", c->loss_vsd, vc.cfg, vc.t_min, vc.t_max, vc.lora_rank, vc.lora_alpha, r->n_vsd, ac.lr);
+    return 0;
 }
 
 // Builds model, optimizer, loader and validator; loads the stage-1 weights (stage 2) and, on
@@ -195,10 +234,12 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     AdamWConfig ac = {.lr = (float)c->lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2, .eps = (float)c->eps,
                       .weight_decay = (float)c->weight_decay};
     r->opt = adamw_new(r->trainable, r->n_trainable, ac);
+    if (c->loss_vsd > 0 && vsd_setup(r, err, errlen)) return -1;
 
     if (o->resume) {
         CheckpointInfo info;
-        if (checkpoint_load(resume_path, r->trainable, r->n_trainable, r->opt, &info, err, errlen)) return -1;
+        CheckpointGroup groups[2] = {{r->trainable, r->n_trainable, r->opt}, {r->vsd_trainable, r->n_vsd, r->vsd_opt}};
+        if (checkpoint_load_groups(resume_path, groups, r->vsd ? 2 : 1, &info, err, errlen)) return -1;
         char diff[CFG_ERR_LEN];
         int bad = config_compare_text(c, info.config_text, diff, sizeof diff);
         if (bad) snprintf(err, errlen, "%s: the configuration differs from the checkpoint's:\n%s", resume_path, diff);
@@ -236,7 +277,10 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     loader_batch_init(r->loader, &r->batch);
     if (r->comm || c->grad_accum > 1)
         r->sync = grad_sync_new(r->trainable, r->n_trainable, r->comm, c->dist_bucket_mb);
+    if (r->vsd && (r->comm || c->grad_accum > 1))   // the regulariser's gradients go the same way
+        r->vsd_sync = grad_sync_new(r->vsd_trainable, r->n_vsd, r->comm, c->dist_bucket_mb);
     grad_sync_check_replicas(r->comm, r->trainable, r->n_trainable, o->resume ? "after loading the checkpoint" : "at initialisation");
+    if (r->vsd) grad_sync_check_replicas(r->comm, r->vsd_trainable, r->n_vsd, "(the VSD regulariser)");
     if (r->rank != 0) return 0;
     if (c->val_file[0] && c->val_every > 0 && !(r->val = validator_open(c->val_file, (int)c->val_images, err, errlen)))
         return -1;
@@ -259,9 +303,13 @@ static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device d
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
-    double sums[4] = {0};   // this process's loss, MSE and 1 - SSIM summed over its micro-batches; a stop request
+    // this process's loss, MSE, 1 - SSIM, VSD and the regulariser's diffusion loss summed over its
+    // micro-batches; a stop request
+    double sums[6] = {0};
     uint64_t noise_key = rng_key((uint64_t)c->model.seed, TRAIN_NOISE_STREAM);
+    uint64_t vsd_key = rng_key((uint64_t)c->model.seed, TRAIN_VSD_STREAM);
     const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips};
+    const float per_micro = 1.0f / (float)(A * r->world);
     for (int a = 0; a < A; a++) {
         int64_t b = s * A + a;                     // this process's loader step (the loader adds rank and world)
         int64_t g = b * r->world + r->rank;        // the global micro-batch (train/loop.h)
@@ -272,6 +320,12 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         Tensor *hq = batch_tensor(r->batch.hq, n, cs, r->model->device);
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)g), true);
         DodLoss l = dod_loss(out, hq, weights);
+        float vsd = 0, diffusion = 0;
+        if (r->vsd) {   // the VSD term on this forward's latent (layers/dod_vsd.h)
+            Tensor *v = dod_vsd_generator_loss(r->vsd, rng_key(vsd_key, (uint64_t)g));
+            vsd = tensor_item(v);
+            l.total = op_add(l.total, op_scale(v, (float)c->loss_vsd));
+        }
         float lv = tensor_item(l.total);
         if (!isfinite(lv)) {
             snprintf(err, errlen, "step %lld: the loss is %g on micro-batch %lld (lr %g); stopping", (long long)s + 1, lv,
@@ -279,16 +333,30 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
             return -1;
         }
         if (r->sync) grad_sync_begin(r->sync, a, A);
-        ag_backward(op_scale(l.total, 1.0f / (float)(A * r->world)));
+        ag_backward(op_scale(l.total, per_micro));
         if (r->sync) grad_sync_end(r->sync);
+        if (r->vsd) {   // then the regulariser's diffusion loss on the same (detached) latent, into its LoRA only
+            Tensor *d = dod_vsd_regulariser_loss(r->vsd, rng_key(vsd_key, (uint64_t)g));
+            diffusion = tensor_item(d);
+            if (!isfinite(diffusion)) {
+                snprintf(err, errlen, "step %lld: the VSD regulariser's diffusion loss is %g on micro-batch %lld; stopping",
+                         (long long)s + 1, diffusion, (long long)g);
+                return -1;
+            }
+            if (r->vsd_sync) grad_sync_begin(r->vsd_sync, a, A);
+            ag_backward(op_scale(d, per_micro));
+            if (r->vsd_sync) grad_sync_end(r->vsd_sync);
+        }
         sums[0] += lv;
         sums[1] += l.mse;
         sums[2] += l.ssim_loss;
+        sums[3] += vsd;
+        sums[4] += diffusion;
     }
     if (r->comm) {   // the step's means over every process's micro-batches; a stop anywhere stops all
-        sums[3] = stop_requested;
-        comm_allreduce_f64(r->comm, sums, 4, COMM_SUM, "summing the step's losses");
-        r->stop_agreed = sums[3] > 0;
+        sums[5] = stop_requested;
+        comm_allreduce_f64(r->comm, sums, 6, COMM_SUM, "summing the step's losses");
+        r->stop_agreed = sums[5] > 0;
     }
     double n_micro = (double)A * r->world;
     ag_step_reset();
@@ -296,8 +364,17 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     float lr = lr_at(sched, s);
     adamw_step(r->opt, lr);
     for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
+    double vsd_gn = 0;
+    if (r->vsd) {   // the regulariser's own step: the model's schedule scaled to its learning rate
+        vsd_gn = clip_grad_norm(r->vsd_trainable, r->n_vsd, c->clip_norm);
+        LrSchedule vsd_sched = *sched;
+        vsd_sched.base_lr = r->vsd_opt->cfg.lr;
+        adamw_step(r->vsd_opt, lr_at(&vsd_sched, s));
+        for (int i = 0; i < r->n_vsd; i++) tensor_zero_grad(r->vsd_trainable[i]);
+    }
     *st = (TrainStepStats){.step = s + 1, .loss = sums[0] / n_micro, .mse = sums[1] / n_micro, .ssim = sums[2] / n_micro,
-                           .lr = lr, .grad_norm = gn};
+                           .vsd = sums[3] / n_micro, .vsd_diffusion = sums[4] / n_micro, .lr = lr, .grad_norm = gn,
+                           .vsd_grad_norm = vsd_gn};
     return 0;
 }
 
@@ -355,8 +432,10 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
         if (!r.quiet && (elapsed - last_print >= 1.0 || done == c->steps || last_print < 0)) {
             char eta[32];
             format_duration((c->steps - done) / its, eta, sizeof eta);
-            fprintf(stderr, "step %lld/%lld | loss %.5f mse %.5f 1-ssim %.5f | lr %.3g | %.2f it/s | ETA %s\n",
-                    (long long)done, c->steps, st.loss, st.mse, st.ssim, st.lr, its, eta);
+            char vsd[64] = "";
+            if (r.vsd) snprintf(vsd, sizeof vsd, " vsd %.5f (regulariser %.5f)", st.vsd, st.vsd_diffusion);
+            fprintf(stderr, "step %lld/%lld | loss %.5f mse %.5f 1-ssim %.5f%s | lr %.3g | %.2f it/s | ETA %s\n",
+                    (long long)done, c->steps, st.loss, st.mse, st.ssim, vsd, st.lr, its, eta);
             last_print = elapsed;
         }
         if (r.jsonl && (done % c->log_every == 0 || done == c->steps)) {
@@ -366,15 +445,20 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
                 snprintf(device_mem, sizeof device_mem, ", \"cuda_arena_peak_mib\": %.1f, \"cuda_reserved_peak_mib\": %.1f",
                          ms.arena_peak_bytes / 1048576.0, ms.peak_reserved_bytes / 1048576.0);
             }
-            fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g, \"lr\": %.9g, "
+            char vsd[160] = "";   // [loss] vsd > 0: the regulariser's terms
+            if (r.vsd)
+                snprintf(vsd, sizeof vsd, ", \"vsd\": %.9g, \"vsd_diffusion\": %.9g, \"vsd_grad_norm\": %.9g", st.vsd,
+                         st.vsd_diffusion, st.vsd_grad_norm);
+            fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g%s, \"lr\": %.9g, "
                              "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f%s}\n",
-                    (long long)done, st.loss, st.mse, st.ssim, st.lr, st.grad_norm, its, elapsed,
+                    (long long)done, st.loss, st.mse, st.ssim, vsd, st.lr, st.grad_norm, its, elapsed,
                     step_peak / 1048576.0, device_mem);
             fflush(r.jsonl);
         }
         bool saved = false;
         if (done % c->ckpt_every == 0 || done == c->steps || stop) {
             grad_sync_check_replicas(r.comm, r.trainable, r.n_trainable, "at a checkpoint");
+            if (r.vsd) grad_sync_check_replicas(r.comm, r.vsd_trainable, r.n_vsd, "at a checkpoint (the VSD regulariser)");
             if (r.rank == 0 && save_checkpoint(&r, done, ckpt_path, sizeof ckpt_path, err, errlen)) {
                 rc = -1;
                 break;

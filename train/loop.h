@@ -11,6 +11,11 @@
 //   grad_norm = clip_grad_norm(trainable, clip_norm); adamw_step(lr_at(schedule, s)); zero grads.
 // noise_seed(b) = rng_key(rng_key(seed, TRAIN_NOISE_STREAM), b) (data/keyed_rng.h): the training
 // randomness is counter-based, so the step counter is the whole RNG state.
+// [loss] vsd > 0 (layers/dod_vsd.h): loss += vsd * VSD(latent of the forward) before the backward; after
+// it the regulariser's diffusion loss on the same latent (detached) is back-propagated into its LoRA
+// (same scaling, accumulation and all-reduce as the model's gradients); both keyed by
+// rng_key(rng_key(seed, TRAIN_VSD_STREAM), b). After the model's AdamW step the regulariser's: clipped to
+// clip_norm, its own AdamW at the same schedule scaled to [loss] vsd_lr.
 // W processes (o->comm): process r runs micro-batches a = 0 .. grad_accum-1 as global micro-batch
 // g = (s * grad_accum + a) * W + r (loader step s * grad_accum + a with rank r of W: the loader's
 // sample stream position is g), noise_seed(g), backward(loss / (W * grad_accum)); the gradients are
@@ -27,11 +32,14 @@
 
 #define TRAIN_INTERRUPTED 130             // train_run's return (and dod-train's exit code) after a stop
 #define TRAIN_NOISE_STREAM 0x6e6f697365ull   // "noise"
+#define TRAIN_VSD_STREAM 0x767364ull         // "vsd"
 
 typedef struct {
     int64_t step;            // steps completed (1-based)
     double loss, mse, ssim;  // means over the micro-batches: total loss, MSE, 1 - SSIM (0 when unweighted)
+    double vsd, vsd_diffusion;   // [loss] vsd > 0: the VSD term (unweighted) and the regulariser's diffusion loss
     double lr, grad_norm;    // grad_norm before clipping
+    double vsd_grad_norm;    // the regulariser's, before clipping (0 without it)
 } TrainStepStats;
 
 typedef struct {
