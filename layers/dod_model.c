@@ -122,6 +122,7 @@ static void load_prompts(DodModel *m, int D) {
     const char *who = "dod_model_create";
     bool negative = c->negative_prompt && c->negative_prompt[0];
     if (c->prompt_path) m->prompt = dod_load_prompt(c->prompt_path, D);
+    if (c->prompt_path && !negative) m->negative_prompt = dod_load_negative_prompt(c->prompt_path, D);
     if (c->zero_prompt && !c->prompt_path) {  // benchmarks (dod_model.h)
         int64_t shape[2] = {77, D};
         m->prompt = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);

@@ -46,7 +46,8 @@ typedef struct {
     // The prompt embedding (layers/sd_prompt.h): prompt_path, a safetensors file holding one [L, D] (or
     // [1, L, D]) tensor, wins; otherwise `prompt` (NULL: "") is encoded with base_model_dir's tokenizer/
     // and text_encoder/, through the cache file prompt_cache_path when given (NULL: none). The negative
-    // prompt (NULL: "") is encoded beside it; with a prompt_path only when negative_prompt is non-empty.
+    // prompt (NULL: "") is encoded beside it; with a prompt_path only when negative_prompt is non-empty, else
+    // the file's "negative_prompt_embeds" is the negative prompt's embedding when it has one (else none).
     const char *prompt_path;
     const char *prompt, *negative_prompt, *prompt_cache_path;
     bool zero_prompt;                // benchmarks only: a zero [77, D] embedding and no text encoder (step

@@ -18,6 +18,7 @@ struct DodVsd {
     LoraSet *lora;        // attached to m as m->regulariser_lora
     double *abar;         // alphas_cumprod[0 .. T-1] of m's scheduler (double)
     int T;
+    Tensor *latent;       // sg(x) of the last generator term (persistent, x's device and dtype; NULL before)
 };
 
 DodVsd *dod_vsd_create(DodModel *m, const DodVsdConfig *c, char *err, size_t errlen) {
@@ -26,8 +27,9 @@ DodVsd *dod_vsd_create(DodModel *m, const DodVsdConfig *c, char *err, size_t err
     if (m->cfg.stage != 1) snprintf(err, errlen, "the VSD regulariser is a stage-1 term; this is a stage-%d model", m->cfg.stage);
     else if (!m->negative_prompt)
         snprintf(err, errlen, "the VSD regulariser's teacher needs the negative prompt's embedding, and the model has "
-                              "none ([model] prompt_embedding is given and [model] negative_prompt is empty): set "
-                              "negative_prompt (encoded with the base's text encoder)");
+                              "none ([model] prompt_embedding is a file without negative_prompt_embeds and [model] "
+                              "negative_prompt is empty): set negative_prompt (encoded with the base's text encoder), "
+                              "or write the file with dod-encode-prompt --negative-prompt");
     else if (m->regulariser_lora) snprintf(err, errlen, "the model already has a VSD regulariser attached");
     else if (c->t_min < 0 || c->t_max > T || c->t_min >= c->t_max)
         snprintf(err, errlen, "VSD timesteps [%d, %d): need 0 <= vsd_t_min < vsd_t_max <= %d (the scheduler's "
@@ -60,6 +62,7 @@ void dod_vsd_free(DodVsd *v) {
     }
     lora_set_free(v->lora);
     params_free(v->params);
+    tensor_free(v->latent);
     free(v->abar);
     free(v);
 }
@@ -143,11 +146,23 @@ static Tensor *check_inputs(const DodVsd *v, Tensor *x, Tensor *noise, const cha
     return noise->device == x->device ? noise : tensor_to_device(noise, x->device);
 }
 
+// v->latent = sg(x), (re)allocated for x's shape, dtype and device.
+static void keep_latent(DodVsd *v, const Tensor *x) {
+    Tensor *k = v->latent;
+    if (!k || !tensor_same_shape(k, x) || k->dtype != x->dtype || k->device != x->device) {
+        tensor_free(k);
+        k = v->latent = tensor_new_persistent("vsd.latent", x->ndim, x->shape, x->dtype);
+        if (x->device != DEV_CPU) tensor_move_to(k, x->device);
+    }
+    device_copy(k->data, k->device, x->data, x->device, (size_t)x->numel * dtype_size(x->dtype));
+}
+
 // ---- the two terms ------------------------------------------------------------------------------------
 Tensor *dod_vsd_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t) {
     DodModel *m = v->m;
     noise = check_inputs(v, x, noise, "dod_vsd_loss");
     int64_t n = x->shape[0];
+    keep_latent(v, x);
     bool prev = ag_set_grad_enabled(false);
     Tensor *xd = op_scale(x, 1.0f);   // sg(x): a copy made without the tape
     Coefficients c = coefficients(v, t, n, x->device);
@@ -192,30 +207,29 @@ Tensor *dod_vsd_diffusion_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t
 }
 
 // ---- keyed draws --------------------------------------------------------------------------------------
-// The latent of the model's last train-mode forward, and noise (host, its shape) and t[n] (arena) drawn
-// from rng_key(key, 2 term) (timesteps, uniform in [lo, hi)) and rng_key(key, 2 term + 1) (noise).
-static Tensor *draw(const DodVsd *v, uint64_t key, int term, int lo, int hi, Tensor **noise, int **t) {
-    Tensor *x = v->m->train_latent;
-    DOD_CHECK(x, "VSD regulariser", "the model has no train-mode latent: run its training forward first");
+// noise (host, x's shape) and t[n] (arena) drawn from rng_key(key, 2 term) (timesteps, uniform in
+// [lo, hi)) and rng_key(key, 2 term + 1) (noise).
+static void draw(const Tensor *x, uint64_t key, int term, int lo, int hi, Tensor **noise, int **t) {
     int64_t n = x->shape[0];
     *noise = tensor_new(x->ndim, x->shape, DT_F32);
     tensor_randn(*noise, rng_key(key, 2 * (uint64_t)term + 1), 1.0f);
     *t = arena_alloc(sizeof(int) * (size_t)n, "VSD timesteps");
     KeyedRng r = keyed_rng(rng_key(key, 2 * (uint64_t)term));
     for (int64_t i = 0; i < n; i++) (*t)[i] = lo + (int)rng_below(&r, (uint64_t)(hi - lo));
-    return x;
 }
 
 Tensor *dod_vsd_generator_loss(DodVsd *v, uint64_t key) {
-    Tensor *noise;
+    Tensor *x = v->m->train_latent, *noise;
+    DOD_CHECK(x, "VSD regulariser", "the model has no train-mode latent: run its training forward first");
     int *t;
-    Tensor *x = draw(v, key, 0, v->cfg.t_min, v->cfg.t_max, &noise, &t);
+    draw(x, key, 0, v->cfg.t_min, v->cfg.t_max, &noise, &t);
     return dod_vsd_loss(v, x, noise, t);
 }
 
 Tensor *dod_vsd_regulariser_loss(DodVsd *v, uint64_t key) {
+    DOD_CHECK(v->latent, "VSD regulariser", "no generator term ran yet: its latent is the regulariser's input");
     Tensor *noise;
     int *t;
-    Tensor *x = draw(v, key, 1, 0, v->T, &noise, &t);   // OSEDiff's diff_loss: t ~ U{0 .. T - 1}
-    return dod_vsd_diffusion_loss(v, x, noise, t);
+    draw(v->latent, key, 1, 0, v->T, &noise, &t);   // OSEDiff's diff_loss: t ~ U{0 .. T - 1}
+    return dod_vsd_diffusion_loss(v, v->latent, noise, t);
 }

@@ -61,10 +61,13 @@ Tensor *dod_vsd_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t);
 // LoRA when grad mode is on). Leaves the UNet on DOD_UNET_REGULARISER for its backward.
 Tensor *dod_vsd_diffusion_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t);
 
-// The same two terms on the model's last train-mode latent (m->train_latent; fatal when there is none),
-// with noise and timesteps drawn from `key` (data/keyed_rng.h; the generator term from rng_key(key, 0)
-// and rng_key(key, 1), the regulariser term from rng_key(key, 2) and rng_key(key, 3)): a pure
-// function of the key, so a training step stays a pure function of (seed, step).
+// The same two terms with noise and timesteps drawn from `key` (data/keyed_rng.h; the generator term
+// from rng_key(key, 0) and rng_key(key, 1), the regulariser term from rng_key(key, 2) and
+// rng_key(key, 3)): a pure function of the key, so a training step stays a pure function of (seed, step).
+// The generator term runs on the model's last train-mode latent (m->train_latent; fatal when there is
+// none); the regulariser term on the latent the last generator term (keyed or not) saw, of which v keeps
+// a copy: the caller may ag_step_reset between the two, so that the generator's activations are given
+// back before the regulariser's forward (train/loop.c does).
 Tensor *dod_vsd_generator_loss(DodVsd *v, uint64_t key);
 Tensor *dod_vsd_regulariser_loss(DodVsd *v, uint64_t key);
 

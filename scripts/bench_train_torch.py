@@ -23,9 +23,14 @@ frozen UNet/VAE weights stored in bf16, the trainables (conv_in, LoRA, modulatio
 copies, forward and loss under torch.autocast(bfloat16) (products in bf16; norms, softmax and losses in
 f32 by autocast's own lists), TF32 allowed: the twin of our DOD_PREC_MIXED with bf16 frozen weights.
 
+--vsd (stage 1) adds OSEDiff's VSD regulariser as its osediff.py holds it (scripts/make_vsd_fixture.py's
+VsdTorch, imported): the frozen teacher and the LoRA regulariser (the model's rank and alpha) as UNets of
+their own; the loss gains the VSD term (t in [20, 980), cfg 7.5), and after the model's step the
+regulariser's diffusion loss, backward, clip_grad_norm_(1.0) and AdamW step.
+
 Run:   ${PYTHON:-python3} scripts/bench_train_torch.py [--stage 1|2] [--batch B] [--crop S]
                               [--iters N] [--threads T] [--device cpu|cuda] [--base DIR]
-                              [--precision f32|mixed]
+                              [--precision f32|mixed] [--vsd]
 Needs: torch (1.13 works), diffusers 0.21.4, safetensors.
 Prints "torch_threads <n>" and "torch_ms <median milliseconds per step>"; exits 3 when a package is
 missing or --device cuda has no GPU (the C side then reports its own time only).
@@ -48,6 +53,7 @@ def main():
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--base", default=None)
     ap.add_argument("--precision", choices=("f32", "mixed"), default="f32")
+    ap.add_argument("--vsd", action="store_true")
     args = ap.parse_args()
     try:
         import torch
@@ -104,6 +110,24 @@ def main():
     hq = (torch.rand(n, 3, s, s, generator=g) * 2 - 1).to(dev)
     lq = (hq + 0.15 * torch.randn(n, 3, s, s, generator=g).to(dev)).clamp(-1, 1)
     prompt = torch.randn(77, model.unet.config.cross_attention_dim, generator=g).to(dev)
+    vsd = None
+    if args.vsd:
+        if args.stage != 1:
+            print("--vsd: stage 1 only", file=sys.stderr)
+            return 2
+        import make_vsd_fixture as vsdfx   # after dod.DT and the sizes are set: it reads them
+        vsdfx.DT, vsdfx.RV, vsdfx.AV = dod.DT, dod.R, dod.ALPHA
+        vsd = vsdfx.VsdTorch(args.base or dod.BASE)
+        vsd.fix.to(dev)
+        vsd.reg.to(dev)
+        if args.precision == "mixed":
+            for p in list(vsd.fix.parameters()) + list(vsd.reg.parameters()):
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+        rlist = list(vsd.params.values())
+        ropt = torch.optim.AdamW(rlist, lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        pos = prompt.expand(n, -1, -1)
+        neg = torch.randn(77, model.unet.config.cross_attention_dim, generator=g).to(dev).expand(n, -1, -1)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -114,9 +138,22 @@ def main():
                 loss = 2 * F.mse_loss(out, hq)
             else:
                 loss = F.mse_loss(out, hq) + 0.1 * (1 - dod.ssim(out, hq, 2.0))
+            if vsd:
+                t = torch.randint(20, 980, (n,), generator=g).tolist()
+                noise = torch.randn(*model.latent_shape(n, s, s), generator=g).to(dev)
+                loss = loss + vsd.vsd_loss(model.latent, t, noise, pos, neg)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(plist, 1.0)
         opt.step()
+        if vsd:   # OSEDiff's train_osediff.py: the regulariser's step after the generator's
+            ropt.zero_grad(set_to_none=True)
+            t = torch.randint(0, 1000, (n,), generator=g).tolist()
+            noise = torch.randn(*model.latent_shape(n, s, s), generator=g).to(dev)
+            with autocast:
+                d = vsd.diff_loss(model.latent, t, noise, pos)
+            d.backward()
+            torch.nn.utils.clip_grad_norm_(rlist, 1.0)
+            ropt.step()
         if args.device == "cuda":
             torch.cuda.synchronize()
         return loss.item()

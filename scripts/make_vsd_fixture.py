@@ -39,16 +39,13 @@ Needs: torch (1.13 works), diffusers 0.21.4, safetensors.
 Run:   ${PYTHON:-python3} scripts/make_vsd_fixture.py
 """
 import json
-import math
 import os
-import shutil
 import sys
 import tempfile
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -97,7 +94,7 @@ class PlainLora(nn.Module):
 
 
 def frozen_unet(base):
-    unet = UNet2DConditionModel.from_pretrained(os.path.join(base, "unet")).to(DT)
+    unet = dod.UNet2DConditionModel.from_pretrained(os.path.join(base, "unet")).to(DT)
     unet.requires_grad_(False)
     return unet
 
@@ -122,13 +119,49 @@ def regulariser_unet(base, values=None):
     return unet, params
 
 
-def alphas_cumprod(base):
-    with open(os.path.join(base, "scheduler", "scheduler_config.json")) as f:
-        s = json.load(f)
-    assert s["beta_schedule"] == "scaled_linear"
-    betas = torch.linspace(s["beta_start"] ** 0.5, s["beta_end"] ** 0.5, s["num_train_timesteps"],
-                           dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).to(DT), s["prediction_type"]
+class VsdTorch:
+    """OSEDiff's regulariser as its osediff.py holds it: the frozen teacher ("unet_fix") and the LoRA
+    regulariser ("unet_update") as UNets of their own beside the generator's, on the diffusers model in
+    `base`; prompts [N, L, D]; t a list of ints. Also used by scripts/bench_train_torch.py --vsd."""
+
+    def __init__(self, base, reg_values=None):
+        self.fix = frozen_unet(base)
+        self.reg, self.params = regulariser_unet(base, reg_values)
+        with open(os.path.join(base, "scheduler", "scheduler_config.json")) as f:
+            s = json.load(f)
+        assert s["beta_schedule"] == "scaled_linear"
+        betas = torch.linspace(s["beta_start"] ** 0.5, s["beta_end"] ** 0.5, s["num_train_timesteps"],
+                               dtype=torch.float64) ** 2
+        self.abar = torch.cumprod(1 - betas, 0).to(DT)
+        self.pred_type = s["prediction_type"]
+
+    def coef(self, t, like):
+        a = self.abar[torch.tensor(t)].reshape(-1, 1, 1, 1).to(like.device, like.dtype)
+        return a.sqrt(), (1 - a).sqrt()
+
+    def mu(self, p, x_t, t):   # eps_to_mu, for either prediction type
+        sa, sb = self.coef(t, x_t)
+        return (x_t - sb * p) / sa if self.pred_type == "epsilon" else sa * x_t - sb * p
+
+    def vsd_loss(self, x, t, n, pos, neg):
+        sa, sb = self.coef(t, x)
+        x_t = sa * x.detach() + sb * n
+        tt = torch.tensor(t, device=x.device)
+        with torch.no_grad():
+            x0_reg = self.mu(self.reg(x_t, tt, encoder_hidden_states=pos).sample, x_t, t)
+            both = self.fix(torch.cat([x_t, x_t]), torch.cat([tt, tt]), encoder_hidden_states=torch.cat([neg, pos])).sample
+            p_neg, p_pos = both.chunk(2)
+            x0_fix = self.mu(p_neg + CFG * (p_pos - p_neg), x_t, t)
+        w = torch.abs(x - x0_fix).mean(dim=[1, 2, 3], keepdim=True)
+        g = (x0_reg - x0_fix) / w
+        return F.mse_loss(x, (x - g).detach())
+
+    def diff_loss(self, x, t, n, pos):
+        sa, sb = self.coef(t, x)
+        x = x.detach()
+        x_t = sa * x + sb * n
+        target = n if self.pred_type == "epsilon" else sa * n - sb * x
+        return F.mse_loss(self.reg(x_t, torch.tensor(t, device=x.device), encoder_hidden_states=pos).sample, target)
 
 
 def run(base, fx, prompt, negative, inputs, dump, prefix, reg_values=None, full_step=False):
@@ -136,41 +169,17 @@ def run(base, fx, prompt, negative, inputs, dump, prefix, reg_values=None, full_
     with torch.no_grad():
         for name, p in model.s1.items():
             p.copy_(fx[f"s1.param.{name}"].to(DT))
-    fix = frozen_unet(base)
-    reg, reg_params = regulariser_unet(base, reg_values)
+    vsd = VsdTorch(base, reg_values)
+    reg_params = vsd.params
     initial = {k: p.detach().clone() for k, p in reg_params.items()}
-    abar, pred_type = alphas_cumprod(base)
     N = fx["lq"].shape[0]
     pos_c, neg_c = prompt.expand(N, -1, -1), negative.expand(N, -1, -1)
 
-    def coef(t):
-        a = abar[torch.tensor(t)].reshape(-1, 1, 1, 1)
-        return a.sqrt(), (1 - a).sqrt()
-
-    def mu(p, x_t, t):   # eps_to_mu, for either prediction type
-        sa, sb = coef(t)
-        return (x_t - sb * p) / sa if pred_type == "epsilon" else sa * x_t - sb * p
-
     def vsd_loss(x):
-        t, n = inputs["vsd.t"], inputs["vsd.noise"]
-        sa, sb = coef(t)
-        x_t = sa * x.detach() + sb * n
-        with torch.no_grad():
-            x0_reg = mu(reg(x_t, torch.tensor(t), encoder_hidden_states=pos_c).sample, x_t, t)
-            both = fix(torch.cat([x_t, x_t]), torch.tensor(t + t), encoder_hidden_states=torch.cat([neg_c, pos_c])).sample
-            p_neg, p_pos = both.chunk(2)
-            x0_fix = mu(p_neg + CFG * (p_pos - p_neg), x_t, t)
-        w = torch.abs(x - x0_fix).mean(dim=[1, 2, 3], keepdim=True)
-        g = (x0_reg - x0_fix) / w
-        return F.mse_loss(x, (x - g).detach())
+        return vsd.vsd_loss(x, inputs["vsd.t"], inputs["vsd.noise"], pos_c, neg_c)
 
     def diff_loss(x):
-        t, n = inputs["diff.t"], inputs["diff.noise"]
-        sa, sb = coef(t)
-        x = x.detach()
-        x_t = sa * x + sb * n
-        target = n if pred_type == "epsilon" else sa * n - sb * x
-        return F.mse_loss(reg(x_t, torch.tensor(t), encoder_hidden_states=pos_c).sample, target)
+        return vsd.diff_loss(x, inputs["diff.t"], inputs["diff.noise"], pos_c)
 
     lq, hq, e = fx["lq"].to(DT), fx["hq"].to(DT), fx["s1.eps"].to(DT)
     out = model.forward(lq, e, prompt)
@@ -190,7 +199,7 @@ def run(base, fx, prompt, negative, inputs, dump, prefix, reg_values=None, full_
     for name, p in reg_params.items():
         assert p.grad is not None and p.grad.abs().max() > 0, name
         dump[f"{prefix}.diff.grad.{name}"] = p.grad.detach().clone()
-    print(f"{prefix}: {pred_type}, {len(reg_params)} regulariser tensors, VSD {loss.item():.6g}, diffusion "
+    print(f"{prefix}: {vsd.pred_type}, {len(reg_params)} regulariser tensors, VSD {loss.item():.6g}, diffusion "
           f"{d.item():.6g}")
     if not full_step:
         return initial

@@ -4,6 +4,7 @@
 #  - a run interrupted after 2 steps and resumed reproduces the uninterrupted run bit for bit: losses
 #    and every checkpoint tensor (model, regulariser, both optimizers); with grad_accum = 2 as well;
 #  - the checkpoint restores with dod-eval run (which skips the regulariser) and starts a stage-2 run;
+#  - a [model] prompt_embedding file holding negative_prompt_embeds trains exactly as the encoded prompts;
 #  - resuming it with vsd = 0, or a vsd = 0 checkpoint with vsd = 1, is refused naming the key /
 #    tensor; vsd > 0 with stage 2 or the toy model is refused naming [loss] vsd.
 # Usage: bash tests/cli_train_vsd.sh BUILD_DIR SOURCE_DIR
@@ -80,6 +81,22 @@ sed -i '/^\[stage\]$/{n;/^stage = 1$/d}' "$T/s2.ini"
 rc=0
 "$B/bin/dod-train" --config "$T/s2.ini" > "$T/s2.log" 2>&1 || rc=$?
 check "stage 2 starts from the VSD run (log: $(tail -1 "$T/s2.log"))" "[ $rc = 0 ] && grep -q 'done: 1 steps' $T/s2.log"
+
+# a prompt file with the negative prompt's embedding (dod-encode-prompt --negative-prompt) feeds the teacher
+"$B/bin/dod-encode-prompt" --base "$S/tests/fixtures/sd/sd2_tiny/model" --prompt "" --negative-prompt "blurry, lowres" \
+    --out "$T/prompts.safetensors" > /dev/null 2>&1
+rc=0
+train --set model.prompt_embedding="$T/prompts.safetensors" --set model.negative_prompt= --set train.steps=2 \
+    --set train.run_dir="$T/file" > "$T/file.log" 2>&1 || rc=$?
+check "a prompt file with negative_prompt_embeds: the same run as the encoded prompts (log: $(tail -1 "$T/file.log"))" \
+    "[ $rc = 0 ] && diff <(losses $T/file) <(losses $T/part | head -6)"
+"$B/bin/dod-encode-prompt" --base "$S/tests/fixtures/sd/sd2_tiny/model" --prompt "" --out "$T/positive.safetensors" \
+    > /dev/null 2>&1
+rc=0
+train --set model.prompt_embedding="$T/positive.safetensors" --set model.negative_prompt= --set train.run_dir="$T/nonneg" \
+    > "$T/nonneg.log" 2>&1 || rc=$?
+check "a prompt file without a negative and no negative_prompt refused (log: $(tail -1 "$T/nonneg.log"))" \
+    "[ $rc != 0 ] && grep -q 'dod-encode-prompt --negative-prompt' $T/nonneg.log"
 
 # refusals
 rc=0

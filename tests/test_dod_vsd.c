@@ -355,6 +355,30 @@ static void test_errors(void) {
     CHECK(!m2->regulariser_lora, "the regulariser is detached");
     dod_model_free(m2);
     dod_model_free(m);
+    // A prompt file with negative_prompt_embeds (dod-encode-prompt --negative-prompt) gives the negative.
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/dod_vsd_prompts_%d.safetensors", (int)getpid());
+    int64_t shape[2] = {77, 16};
+    Tensor *pos = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
+    Tensor *neg = tensor_new_persistent("negative_prompt_embeds", 2, shape, DT_F32);
+    tensor_randn(pos, 5, 1.0f);
+    memcpy(neg->data, fx("negative_prompt", "")->data, sizeof(float) * 77 * 16);
+    Tensor *both[2] = {pos, neg};
+    char st_err[ST_ERR_LEN];
+    CHECK(safetensors_save(path, both, 2, NULL, 0, st_err) == ST_OK, "%s", st_err);
+    c = dod_fixture_config(1);
+    c.prompt_path = path;
+    m = dod_model_create(&c);
+    CHECK(m->negative_prompt && !memcmp(m->negative_prompt->data, neg->data, sizeof(float) * 77 * 16) &&
+              !memcmp(m->prompt->data, pos->data, sizeof(float) * 77 * 16),
+          "the prompt file's negative_prompt_embeds is the negative prompt");
+    v = dod_vsd_create(m, &vc, err, sizeof err);
+    CHECK(v != NULL, "a prompt file with a negative: %s", v ? "" : err);
+    dod_vsd_free(v);
+    dod_model_free(m);
+    tensor_free(pos);
+    tensor_free(neg);
+    unlink(path);
     DodModelConfig c2 = dod_fixture_config(2);
     c2.prompt_path = NULL;
     m = dod_model_create(&c2);

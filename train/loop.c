@@ -335,7 +335,8 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         if (r->sync) grad_sync_begin(r->sync, a, A);
         ag_backward(op_scale(l.total, per_micro));
         if (r->sync) grad_sync_end(r->sync);
-        if (r->vsd) {   // then the regulariser's diffusion loss on the same (detached) latent, into its LoRA only
+        if (r->vsd) {   // then the regulariser's diffusion loss on the same (detached) latent, into its LoRA only;
+            ag_step_reset();   // the model's activations first given back (the regulariser keeps the latent)
             Tensor *d = dod_vsd_regulariser_loss(r->vsd, rng_key(vsd_key, (uint64_t)g));
             diffusion = tensor_item(d);
             if (!isfinite(diffusion)) {

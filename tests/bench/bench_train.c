@@ -30,6 +30,11 @@
 // bandwidth (2 (W-1)/W x bytes / time, as nccl-tests); the hidden share 1 - exposed / alone. Rank 0
 // prints; PyTorch is not run.
 //
+// --vsd (stage 1): after the plain step, the step with OSEDiff's VSD regulariser (layers/dod_vsd.h; the
+// [loss] defaults cfg 7.5, t in [20, 980), the model's LoRA rank and alpha, keyed draws): the model's loss
+// + VSD term, backward, the regulariser's diffusion loss and backward, both clips and AdamW steps; prints
+// its time and arena peak beside the plain step's, and PyTorch's (scripts/bench_train_torch.py --vsd:
+// OSEDiff's three-UNet structure) beside its plain step.
 // Options: --stage 1|2 (1), --batch B (2), --crop S (32, a multiple of 8), --iters N (5),
 // --recompute (ours only: activation recomputation; the ratio then compares different work),
 // --device cpu|cuda (cpu), --precision f32|mixed (f32), --activations f32|bf16, --base DIR, --random-weights,
@@ -51,6 +56,7 @@
 #include "autograd/optim.h"
 #include "autograd/profile.h"
 #include "layers/dod_model.h"
+#include "layers/dod_vsd.h"
 #include "tests/dod_fixture_config.h"
 #include "tests/bench/bench.h"
 #include "train/comm.h"
@@ -59,29 +65,64 @@
 // The PyTorch reference's median ms (scripts/bench_train_torch.py), negative when unavailable; its peak
 // device memory into *peak_gib (cuda).
 static double torch_ms(int stage, int batch, int crop, int iters, int threads, const char *device, bool mixed,
-                       const char *base, double *peak_gib) {
+                       const char *base, bool vsd, double *peak_gib) {
     char args[1400];
-    snprintf(args, sizeof args, "--stage %d --batch %d --crop %d --iters %d --threads %d --device %s --precision %s%s%s%s",
+    snprintf(args, sizeof args, "--stage %d --batch %d --crop %d --iters %d --threads %d --device %s --precision %s%s%s%s%s",
              stage, batch, crop, iters, threads, device, mixed ? "mixed" : "f32", base ? " --base '" : "",
-             base ? base : "", base ? "'" : "");
+             base ? base : "", base ? "'" : "", vsd ? " --vsd" : "");
     return bench_torch_ms("bench_train_torch.py", args, peak_gib);
 }
 
+// The VSD regulariser of a --vsd step (NULL: none): it, its trainables and its AdamW.
+typedef struct {
+    DodVsd *v;
+    Tensor **trainable;
+    int n;
+    AdamW *opt;
+} BenchVsd;
+
 // One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state);
-// with gs, its gradients go through the bucketed all-reduce (one micro-batch).
+// with gs, its gradients go through the bucketed all-reduce (one micro-batch); with vsd, the VSD term
+// joins the loss and the regulariser takes its own step after the model's activations are given back.
 static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq, uint64_t seed,
-                        bool cuda, GradSync *gs) {
+                        bool cuda, GradSync *gs, const BenchVsd *vsd) {
     DodLoss l = dod_model_forward_loss(m, lq, hq, seed);
+    if (vsd) l.total = op_add(l.total, dod_vsd_generator_loss(vsd->v, seed));
     float loss = tensor_item(l.total);
     if (gs) grad_sync_begin(gs, 0, 1);
     ag_backward(l.total);
     if (gs) grad_sync_end(gs);
     ag_step_reset();
+    if (vsd) {
+        ag_backward(dod_vsd_regulariser_loss(vsd->v, seed));
+        ag_step_reset();
+    }
     clip_grad_norm(trainable, n, 1.0);
     adamw_step(opt, opt->cfg.lr);
     for (int i = 0; i < n; i++) tensor_zero_grad(trainable[i]);
+    if (vsd) {
+        clip_grad_norm(vsd->trainable, vsd->n, 1.0);
+        adamw_step(vsd->opt, vsd->opt->cfg.lr);
+        for (int i = 0; i < vsd->n; i++) tensor_zero_grad(vsd->trainable[i]);
+    }
     if (cuda) dod_cuda_synchronize("dod-bench train step");  // the step's time includes its kernels
     return loss;
+}
+
+// The median time of `iters` steps after one warm-up (ms), the last loss into *loss.
+static double time_steps(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq, bool cuda,
+                         int iters, const BenchVsd *vsd, float *loss) {
+    double *t = dod_malloc(sizeof(double) * (size_t)iters, "times");
+    for (int i = -1; i < iters; i++) {  // i == -1: warm-up
+        double t0 = dod_now_seconds();
+        *loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), cuda, NULL, vsd);
+        if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
+        if (i == -1) op_profile_reset();  // DOD_PROFILE: the timed steps only
+    }
+    DOD_CHECK(isfinite(*loss), "dod-bench train", "the loss is %g", *loss);
+    double median = bench_median(t, iters);
+    free(t);
+    return median;
 }
 
 // --dist: the step with the bucketed all-reduce and the all-reduce alone, against the plain step's
@@ -93,7 +134,7 @@ static void report_allreduce(Comm *comm, DodModel *m, AdamW *opt, Tensor **train
     int early = 0;
     for (int i = -2; i < iters; i++) {   // two warm-ups: the first lays the buckets out, the second overlaps
         double t0 = dod_now_seconds();
-        train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 100), cuda, gs);
+        train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 100), cuda, gs, NULL);
         if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
         early = grad_sync_stats(gs).early_buckets;
     }
@@ -128,14 +169,14 @@ static void report_allreduce(Comm *comm, DodModel *m, AdamW *opt, Tensor **train
 static int usage(const char *arg) {
     printf("usage: dod-bench train [--stage 1|2] [--batch B] [--crop S] [--iters N] [--recompute]\n"
            "                       [--device cpu|cuda] [--precision f32|mixed] [--activations f32|bf16]\n"
-           "                       [--base DIR [--random-weights]] [--no-torch]\n"
+           "                       [--base DIR [--random-weights]] [--no-torch] [--vsd]\n"
            "                       [--dist [--backend auto|nccl|mpi|tcp|none] [--bucket-mb X] [--timeout S]]\n");
     return strcmp(arg, "--help") ? 2 : 0;
 }
 
 static int bench_train_main(int argc, char **argv) {
     int stage = 1, batch = 2, crop = 32, iters = 5;
-    bool recompute = false, random_weights = false, no_torch = false, dist = false;
+    bool recompute = false, random_weights = false, no_torch = false, dist = false, vsd = false;
     const char *base = NULL, *device_name = "cpu", *precision = "f32", *activations = NULL, *backend = "auto";
     double bucket_mb = 25, timeout = 600;
     for (int i = 1; i < argc; i++) {
@@ -151,6 +192,7 @@ static int bench_train_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--random-weights")) random_weights = true;
         else if (!strcmp(argv[i], "--no-torch")) no_torch = true;
         else if (!strcmp(argv[i], "--dist")) dist = true;
+        else if (!strcmp(argv[i], "--vsd")) vsd = true;
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "--bucket-mb") && i + 1 < argc) bucket_mb = atof(argv[++i]);
         else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout = atof(argv[++i]);
@@ -167,6 +209,7 @@ static int bench_train_main(int argc, char **argv) {
               precision);
     bool cuda = !strcmp(device_name, "cuda"), mixed = !strcmp(precision, "mixed");
     DOD_CHECK(!mixed || (cuda && stage == 1), who, "--precision mixed: a CUDA mode, stage 1 (--device cuda --stage 1)");
+    DOD_CHECK(!vsd || (stage == 1 && !dist), who, "--vsd: the VSD regulariser is a stage-1 term (--stage 1, not with --dist)");
     if (!activations) activations = mixed ? "bf16" : "f32";
     DOD_CHECK(!strcmp(activations, "f32") || !strcmp(activations, "bf16"), who, "--activations %s: expected f32 or bf16",
               activations);
@@ -205,7 +248,22 @@ static int bench_train_main(int argc, char **argv) {
     if (mixed) cfg.frozen_dtype = DT_BF16;
     double t_load = dod_now_seconds();
     DodModel *m = dod_model_create(&cfg);
+    if (vsd && !m->negative_prompt) {   // the teacher's negative prompt: the prompt's values (time does not depend on them)
+        m->negative_prompt = tensor_new_persistent("negative_prompt", m->prompt->ndim, m->prompt->shape, DT_F32);
+        memcpy(m->negative_prompt->data, m->prompt->data, sizeof(float) * (size_t)m->prompt->numel);
+    }
     if (cuda) dod_model_to_device(m, DEV_CUDA);
+    BenchVsd bv = {0};
+    if (vsd) {   // the defaults of [loss]: cfg 7.5, t in [20, 980), the model's rank and alpha
+        DodVsdConfig vc = {.cfg = 7.5f, .t_min = 20, .t_max = 980, .lora_rank = cfg.lora_rank, .lora_alpha = cfg.lora_alpha,
+                           .seed = cfg.seed + 4};
+        char err[1024];
+        if (!(bv.v = dod_vsd_create(m, &vc, err, sizeof err))) dod_fatal(who, "--vsd: %s", err);
+        ParamStore *vps = dod_vsd_params(bv.v);
+        bv.trainable = dod_malloc(sizeof(Tensor *) * (size_t)params_count(vps), "regulariser list");
+        bv.n = params_trainable(vps, bv.trainable, params_count(vps));
+        bv.opt = adamw_new(bv.trainable, bv.n, adamw_defaults());
+    }
     t_load = dod_now_seconds() - t_load;
     int n = dod_model_trainable(m, NULL, 0);
     Tensor **trainable = dod_malloc(sizeof(Tensor *) * (size_t)n, "trainable list");
@@ -222,16 +280,9 @@ static int bench_train_main(int argc, char **argv) {
         tensor_move_to(lq, DEV_CUDA);
     }
 
-    double *t = dod_malloc(sizeof(double) * (size_t)iters, "times");
     float loss = 0;
-    for (int i = -1; i < iters; i++) {  // i == -1: warm-up
-        double t0 = dod_now_seconds();
-        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), cuda, NULL);
-        if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
-        if (i == -1) op_profile_reset();  // DOD_PROFILE: the timed steps only
-    }
-    DOD_CHECK(isfinite(loss), who, "the loss is %g", loss);
-    double ours = bench_median(t, iters);
+    double ours = time_steps(m, opt, trainable, n, lq, hq, cuda, iters, NULL, &loss);
+    size_t plain_peak = arena_peak_reset();
     printf("dod train step, stage %d%s%s, %s activations on %s: batch %d, crop %d, %d trainable tensors (%ld values), "
            "base %s%s, %d threads, median of %d (model set up in %.1f s)\n",
            stage, recompute ? " (recompute)" : "", mixed ? " (mixed precision, bf16 frozen weights)" : "", activations,
@@ -246,11 +297,27 @@ static int bench_train_main(int argc, char **argv) {
                ms.peak_reserved_bytes / 1073741824.0, ms.arena_peak_bytes / 1073741824.0,
                ms.cached_peak_bytes / 1073741824.0);
     } else {
-        printf("ours peak memory: arena peak %.1f MiB\n", arena_peak() / 1048576.0);
+        printf("ours peak memory: arena peak %.1f MiB\n", plain_peak / 1048576.0);
+    }
+    double ours_vsd = 0;
+    if (vsd) {   // the same step with the VSD term and the regulariser's step
+        float vloss;
+        ours_vsd = time_steps(m, opt, trainable, n, lq, hq, cuda, iters, &bv, &vloss);
+        size_t vsd_peak = arena_peak_reset();
+        printf("ours with VSD: %.3f ms (%+.3f ms, %.2fx the plain step; loss %.4f), regulariser %d tensors (%ld values)\n",
+               ours_vsd, ours_vsd - ours, ours_vsd / ours, vloss, bv.n, (long)params_numel(dod_vsd_params(bv.v), true));
+        if (cuda) {
+            DodCudaMemStats ms = dod_cuda_mem_stats();
+            printf("ours peak memory with VSD: %.3f GiB reserved on the device, arena peak %.3f GiB (peaks so far)\n",
+                   ms.peak_reserved_bytes / 1073741824.0, ms.arena_peak_bytes / 1073741824.0);
+        } else {
+            printf("ours peak memory with VSD: arena peak %.1f MiB (%+.1f MiB)\n", vsd_peak / 1048576.0,
+                   ((double)vsd_peak - (double)plain_peak) / 1048576.0);
+        }
     }
     if (comm) report_allreduce(comm, m, opt, trainable, n, lq, hq, cuda, iters, bucket_mb, ours);
     double peak = -1;
-    double ref = recompute || no_torch ? -1 : torch_ms(stage, batch, crop, iters, threads, device_name, mixed, base, &peak);
+    double ref = recompute || no_torch ? -1 : torch_ms(stage, batch, crop, iters, threads, device_name, mixed, base, false, &peak);
     if (ref > 0) {
         printf("torch:   %.3f ms\n", ref);
         if (peak > 0) printf("torch peak memory: %.3f GiB (max allocated)\n", peak);
@@ -258,7 +325,21 @@ static int bench_train_main(int argc, char **argv) {
     } else {
         printf("torch:   NOT RUN\n");
     }
-    free(t);
+    if (vsd && ref > 0) {   // OSEDiff's structure: the teacher and the regulariser as UNets of their own
+        double vpeak = -1, vref = torch_ms(stage, batch, crop, iters, threads, device_name, mixed, base, true, &vpeak);
+        if (vref > 0) {
+            printf("torch with VSD: %.3f ms (%+.3f ms, %.2fx its plain step)\n", vref, vref - ref, vref / ref);
+            if (vpeak > 0) printf("torch peak memory with VSD: %.3f GiB (max allocated)\n", vpeak);
+            printf("ratio ours/torch with VSD: %.2f\n", ours_vsd / vref);
+        } else {
+            printf("torch with VSD: NOT RUN\n");
+        }
+    }
+    if (vsd) {
+        adamw_free(bv.opt);
+        free(bv.trainable);
+        dod_vsd_free(bv.v);
+    }
     adamw_free(opt);
     free(trainable);
     tensor_free(lq);
