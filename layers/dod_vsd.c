@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "autograd/tape.h"
-#include "data/keyed_rng.h"
 #include "layers/dod_model_util.h"
 #include "layers/model_weights.h"
 
@@ -207,15 +206,19 @@ Tensor *dod_vsd_diffusion_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t
 }
 
 // ---- keyed draws --------------------------------------------------------------------------------------
-// noise (host, x's shape) and t[n] (arena) drawn from rng_key(key, 2 term) (timesteps, uniform in
-// [lo, hi)) and rng_key(key, 2 term + 1) (noise).
+// noise (host, x's shape) and t[n] (arena, uniform in [lo, hi)) from the engine's counter-based
+// generators (tensor_randn, tensor_rand_uniform) seeded with key ^ (2 term + 1) and key ^ (2 term + 2).
 static void draw(const Tensor *x, uint64_t key, int term, int lo, int hi, Tensor **noise, int **t) {
     int64_t n = x->shape[0];
     *noise = tensor_new(x->ndim, x->shape, DT_F32);
-    tensor_randn(*noise, rng_key(key, 2 * (uint64_t)term + 1), 1.0f);
+    tensor_randn(*noise, key ^ (2 * (uint64_t)term + 1), 1.0f);
+    Tensor *u = tensor_new(1, &n, DT_F32);
+    tensor_rand_uniform(u, key ^ (2 * (uint64_t)term + 2), 0.0f, 1.0f);
     *t = arena_alloc(sizeof(int) * (size_t)n, "VSD timesteps");
-    KeyedRng r = keyed_rng(rng_key(key, 2 * (uint64_t)term));
-    for (int64_t i = 0; i < n; i++) (*t)[i] = lo + (int)rng_below(&r, (uint64_t)(hi - lo));
+    for (int64_t i = 0; i < n; i++) {
+        int k = (int)(tensor_f32(u)[i] * (float)(hi - lo));   // u < 1; a float rounded up to 1 is clamped
+        (*t)[i] = lo + (k < hi - lo ? k : hi - lo - 1);
+    }
 }
 
 Tensor *dod_vsd_generator_loss(DodVsd *v, uint64_t key) {

@@ -61,9 +61,10 @@ Tensor *dod_vsd_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t);
 // LoRA when grad mode is on). Leaves the UNet on DOD_UNET_REGULARISER for its backward.
 Tensor *dod_vsd_diffusion_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t);
 
-// The same two terms with noise and timesteps drawn from `key` (data/keyed_rng.h; the generator term
-// from rng_key(key, 0) and rng_key(key, 1), the regulariser term from rng_key(key, 2) and
-// rng_key(key, 3)): a pure function of the key, so a training step stays a pure function of (seed, step).
+// The same two terms with noise and timesteps drawn from `key` by the engine's counter-based generators
+// (tensor_randn, tensor_rand_uniform; seeds key ^ 1, key ^ 2 for the generator term, key ^ 3, key ^ 4 for
+// the regulariser's): a pure function of the key (train/loop.c keys it by the global micro-batch, as the
+// posterior noise), so a training step stays a pure function of (seed, step).
 // The generator term runs on the model's last train-mode latent (m->train_latent; fatal when there is
 // none); the regulariser term on the latent the last generator term (keyed or not) saw, of which v keeps
 // a copy: the caller may ag_step_reset between the two, so that the generator's activations are given
