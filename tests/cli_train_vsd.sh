@@ -115,5 +115,8 @@ check "vsd with the toy model refused (log: $(tail -1 "$T/toy.log"))" "[ $rc != 
 rc=0
 train --set loss.vsd_t_max=2000 --set train.run_dir="$T/tmax" > "$T/tmax.log" 2>&1 || rc=$?
 check "vsd_t_max past the scheduler refused (log: $(tail -1 "$T/tmax.log"))" "[ $rc != 0 ] && grep -q 'vsd_t_max <= 1000' $T/tmax.log"
+rc=0
+train --set loss.vsd_t_min=980 --set train.run_dir="$T/tmin" > "$T/tmin.log" 2>&1 || rc=$?
+check "vsd_t_min >= vsd_t_max refused (log: $(tail -1 "$T/tmin.log"))" "[ $rc != 0 ] && grep -q '\[loss\] vsd_t_min: must be below \[loss\] vsd_t_max' $T/tmin.log"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
