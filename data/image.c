@@ -21,6 +21,7 @@
 #include <stb_image_resize.h>
 #pragma GCC diagnostic pop
 
+#include "autograd/limits.h"
 #include "autograd/tensor.h"
 
 int image_load(const char *path, Image *img, char *err, size_t errlen) {
@@ -30,11 +31,29 @@ int image_load(const char *path, Image *img, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
-    int w, h, c;
+    // The header's dimensions are checked against the caps before anything is decoded: a few
+    // hundred bytes can declare millions of rows that the decoder would allocate and fill.
+    int w, h, c, iw, ih;
+    char why[256];
+    if (!stbi_info_from_file(f, &iw, &ih, &c)) {
+        snprintf(err, errlen, "%s: cannot decode image: %s", path, stbi_failure_reason());
+        fclose(f);
+        return -1;
+    }
+    if (dod_limit_check_image(ih, iw, why, sizeof why)) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        fclose(f);
+        return -1;
+    }
     uint8_t *pix = stbi_load_from_file(f, &w, &h, &c, 3);
     fclose(f);
     if (!pix) {
         snprintf(err, errlen, "%s: cannot decode image: %s", path, stbi_failure_reason());
+        return -1;
+    }
+    if (w != iw || h != ih) {   // not expected from stb; never trust a size the caps did not see
+        snprintf(err, errlen, "%s: header says %dx%d but decodes to %dx%d (WxH)", path, iw, ih, w, h);
+        stbi_image_free(pix);
         return -1;
     }
     img->w = w;

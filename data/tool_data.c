@@ -218,13 +218,20 @@ static int cmd_verify(int argc, char **argv) {
         }
         for (int64_t i = 0; i < task->count; i++) {
             Image lq, hq;
-            if (h5ds_read_sample(f, t, i, &lq, &hq, err, sizeof err)) {
+            static const char *const provenance[] = {"hq_source", "lq_source", "synth_params"};
+            char value[512];
+            int bad = h5ds_read_sample(f, t, i, &lq, &hq, err, sizeof err);
+            if (!bad) {
+                image_free(&lq);
+                image_free(&hq);
+            }
+            for (int a = 0; !bad && a < 3; a++)
+                bad = h5ds_sample_attr(f, t, i, provenance[a], value, sizeof value, err, sizeof err);
+            if (bad) {
                 printf("BAD %s/%08" PRId64 ": %s\n", task->name, i, err);
                 n_bad++;
                 continue;
             }
-            image_free(&lq);
-            image_free(&hq);
             n_ok++;
         }
     }

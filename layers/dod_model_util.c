@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/finite.h"
 #include "layers/cuda/layers_cuda.h"
 #include "layers/safetensors.h"
 #include "layers/sd_blocks.h"
@@ -150,6 +151,9 @@ static void copy_entry(SafeTensors *st, const StEntry *e, Tensor *dst, const cha
     char err[ST_ERR_LEN];
     Tensor *src;
     if (safetensors_tensor(st, e, DT_F32, NULL, &src, err) != ST_OK) dod_fatal(who, "%s", err);
+    int64_t bad = dod_first_nonfinite_f32(src->data, src->numel);
+    DOD_CHECK(bad < 0, who, "%s: tensor %s holds a non-finite value (%g at element %lld)", safetensors_path(st), e->name,
+              bad >= 0 ? ((const float *)src->data)[bad] : 0.0, (long long)bad);
     device_copy(dst->data, dst->device, src->data, DEV_CPU, sizeof(float) * (size_t)dst->numel);
     tensor_free(src);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/finite.h"
 #include "layers/sd_weights.h"
 
 static void list_push(char ***list, int *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -97,6 +98,16 @@ int sd_load_tensors(const SafeTensors *st, const SdTensorTable *table, SdNaming 
                       safetensors_dtype_str(e->dtype), safetensors_dtype_str(dtype));
             continue;
         }
+        // One pass over the stored bytes: a NaN or infinity in a frozen weight would surface steps
+        // later as "the loss is nan" with nothing to say where it came from.
+        Tensor stored = {.ndim = e->ndim, .numel = e->numel, .dtype = e->dtype, .device = DEV_CPU,
+                         .data = (void *)safetensors_bytes(st, e)};
+        int64_t bad = tensor_first_nonfinite(&stored);
+        if (bad >= 0) {
+            list_push(&rep->mismatch, &rep->n_mismatch, "%s: holds a non-finite value (%g at element %lld)", s->name,
+                      tensor_value_at(&stored, bad), (long long)bad);
+            continue;
+        }
         found[i] = e;
     }
     for (int k = 0; k < nfile; k++) {
@@ -111,7 +122,7 @@ int sd_load_tensors(const SafeTensors *st, const SdTensorTable *table, SdNaming 
         fprintf(f, "%s: weights do not match the model config", path);
         if (n_missing) fprintf(f, "\n  %d of %d expected tensors missing:", n_missing, table->n);
         for (int i = missing0; i < rep->n_missing; i++) fprintf(f, "\n    %s", rep->missing[i]);
-        if (n_mismatch) fprintf(f, "\n  %d with the wrong shape or dtype:", n_mismatch);
+        if (n_mismatch) fprintf(f, "\n  %d with the wrong shape or dtype, or non-finite values:", n_mismatch);
         for (int i = mismatch0; i < rep->n_mismatch; i++) fprintf(f, "\n    %s", rep->mismatch[i]);
         fclose(f);
         free(used);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/finite.h"
 #include "data/fileio.h"
 #include "layers/safetensors.h"
 
@@ -219,6 +220,13 @@ static int copy_entry(const SafeTensors *st, const StEntry *e, Tensor *dst, cons
         return -1;
     }
     const float *s = src->data;
+    int64_t bad = dod_first_nonfinite_f32(s, src->numel);
+    if (bad >= 0) {
+        snprintf(err, errlen, "%s: tensor %s holds a non-finite value (%g at element %lld); the checkpoint is damaged "
+                 "or the run diverged before it was written", safetensors_path(st), e->name, (double)s[bad], (long long)bad);
+        tensor_free(src);
+        return -1;
+    }
     size_t bytes = (size_t)dst->numel * dtype_size(dst->dtype);
     void *host = dst->device == DEV_CPU ? dst->data : dod_malloc(bytes ? bytes : 1, "checkpoint staging buffer");
     if (dst->dtype == DT_F32) memcpy(host, s, bytes);
@@ -262,11 +270,23 @@ int checkpoint_load(const char *path, Tensor *const *params, int n, AdamW *opt, 
     SafeTensors *st = open_checkpoint(path, err, errlen);
     if (!st) return -1;
     int rc = 0;
-    long long step, astep, seed, lnext, stage;
+    long long step = 0, astep = 0, seed = 0, lnext = 0, stage = 0;
     if (meta_int(st, "step", &step, err, errlen) || meta_int(st, "adamw_step", &astep, err, errlen) ||
         meta_int(st, "seed", &seed, err, errlen) || meta_int(st, "loader_next", &lnext, err, errlen) ||
         meta_int(st, "stage", &stage, err, errlen))
         rc = -1;
+    // Ranges: a step count beyond 2^40 is no run anyone made, and keeps step * grad_accum exact.
+    const struct {
+        const char *key;
+        long long v, lo, hi;
+    } ranges[] = {{"step", step, 0, CKPT_MAX_STEP},       {"adamw_step", astep, 0, CKPT_MAX_STEP},
+                  {"loader_next", lnext, 0, CKPT_MAX_STEP * 4096}, {"stage", stage, 1, 2}};
+    for (size_t k = 0; !rc && k < sizeof ranges / sizeof ranges[0]; k++)
+        if (ranges[k].v < ranges[k].lo || ranges[k].v > ranges[k].hi) {
+            snprintf(err, errlen, "%s: metadata %s is %lld, outside [%lld, %lld] (damaged checkpoint)", path,
+                     ranges[k].key, ranges[k].v, ranges[k].lo, ranges[k].hi);
+            rc = -1;
+        }
     // Every model tensor of the file must be one the model trains (a config change would show here).
     for (int i = 0; !rc && i < safetensors_count(st); i++) {
         const StEntry *e = safetensors_entry(st, i);

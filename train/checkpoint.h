@@ -18,6 +18,7 @@
 #define CKPT_FORMAT "dod-train-checkpoint"
 #define CKPT_FORMAT_VERSION 1
 #define CKPT_ERR_LEN 2048
+#define CKPT_MAX_STEP (1ll << 40)   // checkpoint_load refuses larger step / adamw_step metadata
 
 typedef struct {
     int64_t step;          // optimizer steps completed
@@ -46,8 +47,9 @@ int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const Ad
 int checkpoint_latest(const char *ckpt_dir, char *path, size_t len, char *err, size_t errlen);
 
 // Loads a checkpoint written by checkpoint_save: every one of params (by name, same shape) and, when
-// opt is given, its moments and counter; fills info (=). Any missing or misshapen tensor, a
-// corrupt file or a foreign format is an error naming the file and the tensor. 0 or -1.
+// opt is given, its moments and counter; fills info (=). Any missing or misshapen tensor, a tensor
+// holding NaN or infinity, metadata out of range (step and adamw_step in [0, 2^40], stage 1 or 2),
+// a corrupt file or a foreign format is an error naming the file and the tensor or key. 0 or -1.
 int checkpoint_load(const char *path, Tensor *const *params, int n, AdamW *opt, CheckpointInfo *info, char *err,
                     size_t errlen);
 

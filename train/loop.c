@@ -36,6 +36,7 @@ void train_request_stop(void) { stop_requested = 1; }
 #include <sys/stat.h>
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/finite.h"
 #include "autograd/ops.h"
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
@@ -192,6 +193,9 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
             snprintf(err, errlen, "%s: loader position %lld / seed %llu do not match step %lld x grad_accum %lld / seed %lld",
                      resume_path, (long long)info.loader_next, (unsigned long long)info.seed, (long long)info.step,
                      c->grad_accum, c->seed), bad = -1;
+        else if (info.step > c->steps)
+            snprintf(err, errlen, "%s: checkpoint at step %lld is past [train] steps = %lld (raise it to continue the run)",
+                     resume_path, (long long)info.step, c->steps), bad = -1;
         *start_step = info.step;
         checkpoint_info_free(&info);
         if (bad) return -1;
@@ -225,7 +229,19 @@ static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device d
     return device == DEV_CPU ? t : tensor_to_device(t, device);
 }
 
-// One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
+// When the loss went non-finite: ", and parameter NAME already holds V at element K" if a trainable
+// tensor is non-finite (an earlier update diverged), else "" (=).
+static void nonfinite_params(Run *r, char *buf, size_t len) {
+    int64_t at = 0;
+    double v = 0;
+    int k = tensors_first_nonfinite(r->trainable, r->n_trainable, false, &at, &v);
+    if (k < 0) buf[0] = 0;
+    else snprintf(buf, len, ", and parameter %s already holds %g at element %lld", r->trainable[k]->name, v, (long long)at);
+}
+
+// One optimizer step (see train/loop.h). Fills st. 0, -1 (loader error, non-finite loss or
+// gradient) or TRAIN_INTERRUPTED (a stop was requested between micro-batches: the step is dropped,
+// parameters and optimizer as before it).
 // Loss values are read back with dod_scalar_value (one small copy each on CUDA).
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
@@ -234,6 +250,11 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     uint64_t noise_key = rng_key((uint64_t)c->seed, TRAIN_NOISE_STREAM);
     for (int a = 0; a < A; a++) {
         int64_t b = s * A + a;
+        if (a > 0 && stop_requested) {   // a stop between micro-batches drops the partial step
+            for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
+            ag_step_reset();
+            return TRAIN_INTERRUPTED;
+        }
         if (loader_get(r->loader, b, &r->batch, err, errlen)) return -1;
         ag_step_reset();
         int64_t n = r->batch.n, cs = r->batch.crop;
@@ -250,8 +271,10 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         }
         float lv = dod_scalar_value(total);
         if (!isfinite(lv)) {
-            snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
-                     (long long)b, (double)lr_at(sched, s));
+            char where[512];
+            nonfinite_params(r, where, sizeof where);
+            snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g)%s; stopping", (long long)s + 1, lv,
+                     (long long)b, (double)lr_at(sched, s), where);
             return -1;
         }
         ag_backward(op_scale(total, 1.0f / (float)A));
@@ -261,6 +284,15 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     }
     ag_step_reset();
     double gn = clip_grad_norm(r->trainable, r->n_trainable, c->clip_norm);
+    if (!isfinite(gn)) {   // the loss was finite: name the first parameter whose gradient is not
+        int64_t at = 0;
+        double v = 0;
+        int k = tensors_first_nonfinite(r->trainable, r->n_trainable, true, &at, &v);
+        snprintf(err, errlen, "step %lld: the gradient norm is %g (loss %g): the gradient of %s holds %g at element %lld; "
+                 "stopping before the update (lower [optim] lr or check the data)", (long long)s + 1, gn, loss_sum / A,
+                 k >= 0 ? r->trainable[k]->name : "(none found)", v, (long long)at);
+        return -1;
+    }
     float lr = lr_at(sched, s);
     adamw_step(r->opt, lr);
     for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
@@ -309,7 +341,21 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
     char ckpt_path[PATH_LEN + 64] = "";
     for (int64_t s = start; s < c->steps; s++) {
         TrainStepStats st;
-        if (train_step(&r, s, &sched, &st, err, errlen)) {
+        int step_rc = train_step(&r, s, &sched, &st, err, errlen);
+        if (step_rc == TRAIN_INTERRUPTED) {   // the checkpoint is of the steps completed so far
+            bool saved_already = done % c->ckpt_every == 0;   // the previous step's own save
+            if (done > start && !saved_already && save_checkpoint(&r, done, ckpt_path, sizeof ckpt_path, err, errlen)) {
+                rc = -1;
+                break;
+            }
+            fprintf(stderr, "dod-train: interrupted during step %lld (dropped); %s%s\n", (long long)s + 1,
+                    done > start ? "checkpoint " : "nothing new to save", done > start ? ckpt_path : "");
+            if (done > start || start > 0)
+                fprintf(stderr, "dod-train: continue with: dod-train --resume %s\n", r.run_dir);
+            rc = TRAIN_INTERRUPTED;
+            break;
+        }
+        if (step_rc) {
             rc = -1;
             break;
         }
