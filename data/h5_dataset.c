@@ -390,19 +390,22 @@ int h5ds_read_crop(H5ds *f, int t, int64_t i, int which, int y, int x, int ch, i
     if (rc == 0 && lay.chunked && !f->hyperslab_only) {
         rc = h5_image_read_chunks(ds, &lay, y, x, ch, cw, dst, why, sizeof why);
     } else if (rc == 0) {
-        // Contiguous/compact storage (checked complete), or a chunked one with direct reads turned off:
-        // libhdf5 reads it, but only once every chunk is known to be stored (no fill values).
-        if (lay.chunked) rc = h5_image_all_chunks_stored(ds, &lay, h, w, why, sizeof why);
-        hsize_t start[3] = {(hsize_t)y, (hsize_t)x, 0}, count[3] = {(hsize_t)ch, (hsize_t)cw, 3};
-        hid_t fspace = H5Dget_space(ds);
-        hid_t mspace = H5Screate_simple(3, count, NULL);
-        if (rc == 0 && (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
-                        H5Dread(ds, H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT, dst) < 0)) {
-            hdf5_reason(why);
-            rc = -1;
+        // Contiguous/compact storage (checked complete), or a chunked one with direct reads turned
+        // off: libhdf5 reads it. Chunks go through the direct decoder first all the same: libhdf5
+        // reads a missing chunk as fill values and copies one stored short past its buffer.
+        if (lay.chunked) rc = h5_image_read_chunks(ds, &lay, y, x, ch, cw, dst, why, sizeof why);
+        if (rc == 0) {
+            hsize_t start[3] = {(hsize_t)y, (hsize_t)x, 0}, count[3] = {(hsize_t)ch, (hsize_t)cw, 3};
+            hid_t fspace = H5Dget_space(ds);
+            hid_t mspace = H5Screate_simple(3, count, NULL);
+            if (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+                H5Dread(ds, H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT, dst) < 0) {
+                hdf5_reason(why);
+                rc = -1;
+            }
+            H5Sclose(mspace);
+            H5Sclose(fspace);
         }
-        H5Sclose(mspace);
-        H5Sclose(fspace);
     }
     if (rc)
         snprintf(err, errlen, "%s: reading %s of sample %s/%08" PRId64 " failed (corrupt data?): %s", f->path,

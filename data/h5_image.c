@@ -88,21 +88,6 @@ int h5_image_layout(hid_t ds, int h, int w, H5ImageLayout *lay, char *why, size_
     return rc;
 }
 
-int h5_image_all_chunks_stored(hid_t ds, const H5ImageLayout *lay, int h, int w, char *why, size_t whylen) {
-    const hsize_t *c = lay->cdims;
-    hsize_t want = ((hsize_t)h + c[0] - 1) / c[0] * (((hsize_t)w + c[1] - 1) / c[1]) * ((3 + c[2] - 1) / c[2]), have = 0;
-    hid_t space = H5Dget_space(ds);   // all selected (H5S_ALL is not accepted here by libhdf5 1.10)
-    herr_t rc = H5Dget_num_chunks(ds, space, &have);
-    H5Sclose(space);
-    if (rc < 0 || have != want) {
-        H5Eclear2(H5E_DEFAULT);
-        snprintf(why, whylen, "%llu of its %llu chunks are stored (the others were never written)",
-                 (unsigned long long)have, (unsigned long long)want);
-        return -1;
-    }
-    return 0;
-}
-
 // Undoes the filter pipeline of one chunk (filters in reverse order, skipping those the chunk's
 // filter_mask marks as not applied). *cur holds len bytes; a is *cur's buffer or b, both of
 // capacity cap. On success *cur points at the decoded bytes and the size is returned; -1 on error.
@@ -135,9 +120,14 @@ int h5_image_read_chunks(hid_t ds, const H5ImageLayout *lay, int y, int x, int c
     for (hsize_t cy = (hsize_t)y / c[0] * c[0]; rc == 0 && cy < (hsize_t)(y + ch); cy += c[0])
         for (hsize_t cx = (hsize_t)x / c[1] * c[1]; rc == 0 && cx < (hsize_t)(x + cw); cx += c[1])
             for (hsize_t cz = 0; rc == 0 && cz < 3; cz += c[2]) {
+                // The size H5Dread_chunk will copy is the index entry's: H5Dget_chunk_storage_size
+                // reports the nominal size for unfiltered datasets, whatever the entry holds.
                 hsize_t offset[3] = {cy, cx, cz}, stored = 0;
+                haddr_t addr = HADDR_UNDEF;
+                unsigned info_mask = 0;
                 uint32_t mask = 0;
-                if (H5Dget_chunk_storage_size(ds, offset, &stored) < 0 || stored == 0 || stored > cap) {
+                if (H5Dget_chunk_info_by_coord(ds, offset, &info_mask, &addr, &stored) < 0 || addr == HADDR_UNDEF ||
+                    stored == 0 || stored > cap) {
                     H5Eclear2(H5E_DEFAULT);
                     if (stored > cap)
                         snprintf(why, whylen, "chunk at (%llu, %llu, %llu) declares %llu bytes, more than the %zu a "

@@ -32,7 +32,3 @@ int h5_image_layout(hid_t ds, int h, int w, H5ImageLayout *lay, char *why, size_
 int h5_image_read_chunks(hid_t ds, const H5ImageLayout *lay, int y, int x, int ch, int cw, uint8_t *dst, char *why,
                          size_t whylen);
 
-// 0 when every chunk of a chunked h x w image is stored (what h5_image_read_chunks finds chunk by
-// chunk; for reading through H5Dread, which would return fill values for the missing ones), else
-// -1 with the count in why.
-int h5_image_all_chunks_stored(hid_t ds, const H5ImageLayout *lay, int h, int w, char *why, size_t whylen);

@@ -73,7 +73,8 @@ int h5ds_read_crop(H5ds *f, int t, int64_t i, int which, int y, int x, int ch, i
 // crop touches with H5Dread_chunk and inflating them with zlib outside HDF5's global lock (the
 // default for chunked images: loader threads then inflate in parallel), or through an H5Dread
 // hyperslab selection (contiguous and compact images, and chunked ones when direct reads are
-// turned off here).
+// turned off here: a cross-check of the two readers for tests, which still decodes the chunks
+// directly first, since libhdf5 copies a chunk stored short past its buffer).
 void h5ds_set_direct_chunks(H5ds *f, int on);
 // Whole LQ or HQ image of a sample into a new Image (=). LQ of a gaussian_noise task is an error
 // here (there is none stored); h5ds_read_sample synthesises it.

@@ -24,6 +24,54 @@
 #include "autograd/limits.h"
 #include "autograd/tensor.h"
 
+// JPEG Huffman tables (DHT segments) whose 16 code counts add up to more than 256 symbols: the
+// stb_image of Debian 12 (v2.27) copies that many values into a 256-entry table (heap corruption;
+// stb 2.28 refuses them). Walks the marker segments as the decoder does (lengths, entropy-coded
+// data up to the next marker, zeros past the end of the file) and checks every table of every DHT.
+// 0 when fine (or not a JPEG), -1 with why.
+static int check_jpeg_tables(const uint8_t *p, size_t n, char *why, size_t len) {
+    if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return 0;
+    size_t i = 2;
+    while (i + 4 <= n) {
+        if (p[i] != 0xFF || p[i + 1] == 0xFF || p[i + 1] == 0x00 || p[i + 1] == 0x01 || p[i + 1] == 0xD8 ||
+            (p[i + 1] >= 0xD0 && p[i + 1] <= 0xD7)) {
+            i++;   // entropy-coded bytes, fill, stuffing, restart markers: not a segment
+            continue;
+        }
+        if (p[i + 1] == 0xD9) break;   // end of image
+        size_t seg = ((size_t)p[i + 2] << 8) | p[i + 3], end = i + 2 + seg;
+        if (p[i + 1] == 0xC4)   // the decoder reads past the file's end as zeros: so does this
+            for (size_t t = i + 4; t < end && t < n;) {
+                size_t symbols = 0;
+                for (size_t k = 1; k <= 16; k++) symbols += t + k < n ? p[t + k] : 0;
+                if (symbols > 256) {
+                    snprintf(why, len, "corrupt JPEG: a Huffman table declares %zu symbols (at most 256)", symbols);
+                    return -1;
+                }
+                t += 17 + symbols;
+            }
+        i += 2 + (seg < 2 ? 2 : seg);
+    }
+    return 0;
+}
+
+// Uncompressed formats that stb_image decodes even when the file ends early (the missing pixels
+// read as zeros, with no error): binary PNM, BMP without compression and uncompressed TGA. The
+// pixels a w x h header declares need at least this many bytes; 0 for other formats (their
+// decoders fail on truncated data).
+static uint64_t uncompressed_bytes_needed(const uint8_t *p, size_t n, int w, int h, int comp, int is16) {
+    uint64_t px = (uint64_t)w * (uint64_t)h;
+    if (n >= 2 && p[0] == 'P' && (p[1] == '5' || p[1] == '6')) return px * (uint64_t)comp * (is16 ? 2u : 1u);
+    if (n >= 30 && p[0] == 'B' && p[1] == 'M') {
+        uint32_t compression = n >= 34 ? (uint32_t)p[30] | (uint32_t)p[31] << 8 | (uint32_t)p[32] << 16 | (uint32_t)p[33] << 24 : 0;
+        unsigned bpp = (unsigned)p[28] | (unsigned)p[29] << 8;
+        if (compression != 0 || bpp == 0) return 0;
+        return ((uint64_t)bpp * (uint64_t)w + 31) / 32 * 4 * (uint64_t)h;
+    }
+    if (n >= 18 && (p[2] == 1 || p[2] == 2 || p[2] == 3) && p[1] <= 1) return px * (uint64_t)((p[16] + 7) / 8);
+    return 0;
+}
+
 int image_load(const char *path, Image *img, char *err, size_t errlen) {
     memset(img, 0, sizeof *img);
     FILE *f = fopen(path, "rb");
@@ -31,22 +79,45 @@ int image_load(const char *path, Image *img, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
+    // The whole file in memory (checked before stb sees it); an image file is a few MiB.
+    char why[256];
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (size < 0 || dod_limit_check_alloc((uint64_t)size, "reading the image file", why, sizeof why)) {
+        snprintf(err, errlen, "%s: %s", path, size < 0 ? "cannot read (not a regular file?)" : why);
+        fclose(f);
+        return -1;
+    }
+    rewind(f);
+    uint8_t *bytes = dod_malloc((size_t)size, path);
+    size_t got = fread(bytes, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size || size > INT32_MAX || check_jpeg_tables(bytes, got, why, sizeof why)) {
+        snprintf(err, errlen, "%s: %s", path, got != (size_t)size ? "read error" : size > INT32_MAX ? "larger than 2 GiB" : why);
+        free(bytes);
+        return -1;
+    }
     // The header's dimensions are checked against the caps before anything is decoded: a few
     // hundred bytes can declare millions of rows that the decoder would allocate and fill.
     int w, h, c, iw, ih;
-    char why[256];
-    if (!stbi_info_from_file(f, &iw, &ih, &c)) {
+    if (!stbi_info_from_memory(bytes, (int)got, &iw, &ih, &c)) {
         snprintf(err, errlen, "%s: cannot decode image: %s", path, stbi_failure_reason());
-        fclose(f);
+        free(bytes);
         return -1;
     }
     if (dod_limit_check_image(ih, iw, why, sizeof why)) {
         snprintf(err, errlen, "%s: %s", path, why);
-        fclose(f);
+        free(bytes);
         return -1;
     }
-    uint8_t *pix = stbi_load_from_file(f, &w, &h, &c, 3);
-    fclose(f);
+    uint64_t need = uncompressed_bytes_needed(bytes, got, iw, ih, c, stbi_is_16_bit_from_memory(bytes, (int)got));
+    if (need > got) {
+        snprintf(err, errlen, "%s: truncated: %dx%d (WxH) pixels need %llu bytes, the file has %zu", path, iw, ih,
+                 (unsigned long long)need, got);
+        free(bytes);
+        return -1;
+    }
+    uint8_t *pix = stbi_load_from_memory(bytes, (int)got, &w, &h, &c, 3);
+    free(bytes);
     if (!pix) {
         snprintf(err, errlen, "%s: cannot decode image: %s", path, stbi_failure_reason());
         return -1;

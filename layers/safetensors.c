@@ -151,8 +151,9 @@ static StStatus parse_header(SafeTensors *st, const char *json, size_t len, char
     StStatus rc = ST_OK;
     for (cJSON *item = root->child; item; item = item->next) {
         if (!strcmp(item->string, "__metadata__")) {
-            if (!cJSON_IsObject(item)) {
-                rc = fail(err, ST_ERR_HEADER, "%s: \"__metadata__\" is not an object", path);
+            if (!cJSON_IsObject(item) || st->metadata) {
+                rc = fail(err, st->metadata ? ST_ERR_DUPLICATE : ST_ERR_HEADER, "%s: \"__metadata__\" %s", path,
+                          st->metadata ? "appears twice" : "is not an object");
                 break;
             }
             for (cJSON *kv = item->child; kv; kv = kv->next)

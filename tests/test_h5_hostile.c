@@ -409,6 +409,30 @@ static void test_image_datasets(void) {
         h5ds_close(f);
     }
 
+    // An unfiltered chunk replaced, through the same open dataset that wrote it, by one stored
+    // longer than its shape: H5Dget_chunk_storage_size then reports the nominal 5 bytes while
+    // H5Dread_chunk copies the 267 stored (found by fuzzing: a heap overflow of the chunk buffer).
+    {
+        hsize_t d513[3] = {5, 1, 3}, c511[3] = {5, 1, 1}, off[3] = {0, 0, 0};
+        const char *p = case_file("chunk_unfiltered_long", "/tasks/t/00000000");
+        H5Ldelete(obj_w, "hq", H5P_DEFAULT);
+        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        H5Pset_chunk(dcpl, 3, c511);
+        hsize_t maxdims[3] = {H5S_UNLIMITED, H5S_UNLIMITED, H5S_UNLIMITED};
+        hid_t space = H5Screate_simple(3, d513, maxdims);
+        hid_t ds = H5Dcreate2(obj_w, "hq", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        uint8_t junk[267];
+        memset(junk, 7, sizeof junk);
+        CHECK(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, pix) >= 0 &&
+                  H5Dwrite_chunk(ds, H5P_DEFAULT, 1, off, sizeof junk, junk) >= 0,
+              "write 267 bytes as a 5-byte chunk");
+        H5Dclose(ds);
+        H5Sclose(space);
+        H5Pclose(dcpl);
+        case_done();
+        expect_read_refused(p, "declares 267 bytes, more than the 5 a 5x1x1 chunk can take", "unfiltered chunk stored long");
+    }
+
     // a soft link where a sample's image should be is not followed
     const char *p = case_file("soft_link_image", "/tasks/t/00000000");
     H5Ldelete(obj_w, "hq", H5P_DEFAULT);

@@ -189,13 +189,13 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         else if (strcmp(info.model_kind, r->model->kind) || info.stage != c->stage)
             snprintf(err, errlen, "%s: checkpoint of a %s stage-%d model, the configuration says %s stage %lld", resume_path,
                      info.model_kind, info.stage, r->model->kind, c->stage), bad = -1;
+        else if (info.step > c->steps)
+            snprintf(err, errlen, "%s: checkpoint at step %lld is past [train] steps = %lld (raise it to continue the run)",
+                     resume_path, (long long)info.step, c->steps), bad = -1;
         else if (info.loader_next != info.step * c->grad_accum || info.seed != (uint64_t)c->seed)
             snprintf(err, errlen, "%s: loader position %lld / seed %llu do not match step %lld x grad_accum %lld / seed %lld",
                      resume_path, (long long)info.loader_next, (unsigned long long)info.seed, (long long)info.step,
                      c->grad_accum, c->seed), bad = -1;
-        else if (info.step > c->steps)
-            snprintf(err, errlen, "%s: checkpoint at step %lld is past [train] steps = %lld (raise it to continue the run)",
-                     resume_path, (long long)info.step, c->steps), bad = -1;
         *start_step = info.step;
         checkpoint_info_free(&info);
         if (bad) return -1;
