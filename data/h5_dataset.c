@@ -18,6 +18,7 @@
 #include "data/h5_attr.h"
 #include "data/h5_image.h"
 #include "data/keyed_rng.h"
+#include "data/stale_tmp.h"
 
 struct H5ds {
     hid_t file;
@@ -31,11 +32,24 @@ struct H5ds {
 
 // HDF5 prints its error stack to stderr by default; we turn that off (per thread: the thread-safe
 // library keeps one error stack per thread) and report the innermost reason ourselves.
-static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+// H5dont_atexit: libhdf5's exit handler closes what is still open, and after an H5Fclose that
+// failed (a full disk) it crashes doing so; every file here is closed explicitly, so the handler is
+// not installed (this must precede the library's first initialisation, hence here).
+static void quiet_hdf5(void) {
+    H5dont_atexit();
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
 
 static herr_t keep_last_desc(unsigned n, const H5E_error2_t *e, void *data) {
     (void)n;
-    snprintf((char *)data, 256, "%s", e->desc ? e->desc : "");
+    char *buf = data;
+    const char *desc = e->desc ? e->desc : "", *sys = strstr(desc, "error message = '");
+    if (sys)   // an I/O error: libhdf5's text holds the system's reason amid a page of detail
+        snprintf(buf, 256, "%.*s", (int)strcspn(sys + 17, "'"), sys + 17);
+    else
+        snprintf(buf, 256, "%s", desc);
+    for (char *c = buf; *c; c++)
+        if (*c == '\n') *c = ' ';
     return 0;
 }
 
@@ -500,26 +514,34 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
     enum { BUF = 1 << 20 };
     char *buf = dod_malloc(BUF, "file copy buffer");
     ssize_t n;
-    int rc = 0;
-    while ((n = read(in, buf, BUF)) > 0)
-        if (write(out, buf, (size_t)n) != n) {
-            rc = -1;
-            break;
+    int rc = 0, saved = 0;
+    while (rc == 0 && (n = read(in, buf, BUF)) > 0)
+        for (ssize_t done = 0; done < n;) {   // a short write is not an error yet; the next one says why
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w <= 0) {
+                saved = w < 0 ? errno : ENOSPC;
+                rc = -1;
+                break;
+            }
+            done += w;
         }
-    if (n < 0 || rc) {
-        snprintf(err, errlen, "%s: copying to %s failed: %s", src, dst, strerror(errno));
-        rc = -1;
-    }
+    if (rc == 0 && n < 0) saved = errno, rc = -1;
+    if (close(out) != 0 && rc == 0) saved = errno, rc = -1;   // delayed write errors surface here
+    if (rc) snprintf(err, errlen, "%s: copying to %s for appending failed: %s", src, dst, strerror(saved));
     free(buf);
     close(in);
-    close(out);
     return rc;
 }
 
 H5ds *h5ds_begin_write(const char *final_path, int append, char *err, size_t errlen) {
     quiet_hdf5();
-    char tmp[4200], reason[256];
+    char tmp[4200], reason[256], out_dir[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", final_path, (int)getpid());
+    // the temp files of this output that a killed dod-data left (data/stale_tmp.h)
+    const char *slash = strrchr(final_path, '/'), *name = slash ? slash + 1 : final_path;
+    snprintf(out_dir, sizeof out_dir, "%.*s", slash ? (int)(slash - final_path) + (slash == final_path) : 1,
+             slash ? final_path : ".");
+    fs_remove_stale_tmp(out_dir, &name, 1, "dod-data");
     struct stat st;
     int exists = stat(final_path, &st) == 0;
     if (exists && !append) {

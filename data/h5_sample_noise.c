@@ -9,6 +9,7 @@
 
 int h5_sample_noise(const char *path, const char *task, int64_t i, double *sigma, uint64_t *seed, char *err,
                     size_t errlen) {
+    H5dont_atexit();   // as data/h5_dataset.c: no libhdf5 exit handler
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) {

@@ -151,6 +151,42 @@ refused "--config DIR" "$T: is a directory" "$TRAIN" --config "$T"
 printf '[data]\ncrop = 1e9\n' > "$T/bad.ini"
 refused "INI crop 1e9" "$T/bad.ini:2: [data] crop" "$TRAIN" --config "$T/bad.ini"
 
+# ---- leftovers of killed processes: removed at start-up when their process is gone ----------------
+true & dead=$!
+wait $dead
+cp -r "$T/run" "$T/run_left"
+for f in checkpoints/step_0000011.safetensors checkpoints/latest config.ini metrics.jsonl samples/step_0000010.png; do
+    echo partial > "$T/run_left/$f.tmp.$dead"
+done
+echo partial > "$T/run_left/checkpoints/latest.tmp.$$"          # a live process's: kept
+echo mine > "$T/run_left/notes.txt.tmp.$dead"                      # not this program's name: kept
+bounded "$TRAIN" --resume "$T/run_left" --set train.steps=11 --quiet
+left=$(find "$T/run_left" -name "*.tmp.$dead" | wc -l)
+if [ $rc = 0 ] && [ "$left" = 1 ] && [ -e "$T/run_left/notes.txt.tmp.$dead" ] && [ -e "$T/run_left/checkpoints/latest.tmp.$$" ] &&
+    grep -q "removed stale temporary file $T/run_left/checkpoints/step_0000011.safetensors.tmp.$dead" "$T/out.txt"; then ok; else
+    bad "stale temporary files of the run: exit $rc, $left left: $(tail -2 "$T/out.txt")"
+fi
+mkdir -p "$T/clean" && cp "$S/tests/fixtures/data/coffee.png" "$T/clean/"
+echo partial > "$T/packed.h5.tmp.$dead"
+bounded "$DATA" pack --task denoise --clean "$T/clean" --sigma 25 --out "$T/packed.h5" --quiet
+[ $rc = 0 ] && [ ! -e "$T/packed.h5.tmp.$dead" ] && grep -q "removed stale temporary file" "$T/out.txt" && ok ||
+    bad "stale temporary file of dod-data pack: exit $rc: $(tail -2 "$T/out.txt")"
+
+# ---- a disk that fills up (a file size limit: writes fail with EFBIG as with ENOSPC) ---------------
+# Two limits: the copy of the existing file fails, or libhdf5's writes and close do (after which
+# libhdf5's exit handler used to crash).
+cp "$T/packed.h5" "$T/full.h5"
+before=$(md5sum < "$T/full.h5")
+for kib in 4 $(( $(stat -c %s "$T/full.h5") / 1024 + 16 )); do
+    ( trap '' XFSZ; ulimit -f $kib; exec "$DATA" pack --task more --clean "$S/tests/fixtures/data" --sigma 25 \
+        --out "$T/full.h5" --append ) > "$T/out.txt" 2>&1
+    rc=$?
+    if [ $rc = 1 ] && grep -q "full.h5.*File too large" "$T/out.txt" && [ "$(md5sum < "$T/full.h5")" = "$before" ] &&
+        [ -z "$(ls "$T" | grep 'full.h5.tmp')" ]; then ok; else
+        bad "pack --append on a full disk ($kib KiB): exit $rc: $(tail -2 "$T/out.txt")"
+    fi
+done
+
 echo "slowest command: $slowest ms (limit 60000)"
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

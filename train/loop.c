@@ -47,6 +47,7 @@ void train_request_stop(void) { stop_requested = 1; }
 #include "train/train_model.h"
 #include "train/validate.h"
 #include "data/fileio.h"
+#include "data/stale_tmp.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
 
@@ -153,6 +154,13 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         }
     }
     if (fs_mkdirs(r->run_dir, err, errlen) || fs_mkdirs(r->samples_dir, err, errlen)) return -1;
+    // what a killed run left half-written (data/stale_tmp.h)
+    const char *jsonl_name = strrchr(r->jsonl_path, '/') ? strrchr(r->jsonl_path, '/') + 1 : r->jsonl_path;
+    const char *run_files[] = {"config.ini", jsonl_name}, *ckpt_files[] = {"step_*.safetensors", "latest"},
+               *sample_files[] = {"step_*.png"};
+    fs_remove_stale_tmp(r->run_dir, run_files, 2, "dod-train");
+    fs_remove_stale_tmp(r->ckpt_dir, ckpt_files, 2, "dod-train");
+    fs_remove_stale_tmp(r->samples_dir, sample_files, 1, "dod-train");
     char cfg_path[PATH_LEN + 16];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", r->run_dir);
     if (fs_write_text_atomic(cfg_path, r->config_text, err, errlen)) return -1;
