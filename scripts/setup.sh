@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# clang and its runtime: the libFuzzer + sanitizer build of scripts/fuzz.sh (scripts/test.sh runs it).
 PACKAGES="build-essential cmake pkg-config libopenblas-dev libhdf5-dev zlib1g-dev libstb-dev libcjson-dev
-          libiniparser-dev libopenmpi-dev openmpi-bin"
+          libiniparser-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev"
 if [ "${DOD_SKIP_APT:-0}" != 1 ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"

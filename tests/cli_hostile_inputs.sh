@@ -147,6 +147,14 @@ cp -r "$T/run" "$T/run_trunc" && truncate -s 300 "$T/run_trunc/checkpoints/step_
 refused "checkpoint truncated" "$T/run_trunc/checkpoints/step_0000010.safetensors" "$TRAIN" --resume "$T/run_trunc" \
     --set train.steps=12 --quiet
 [ -f "$ck" ] && ok || bad "the good checkpoint is missing"
+# finite but huge: loads, and the first step's loss overflows: the run stops naming the step, exit 1
+cp -r "$T/run" "$T/run_huge" && "$G" set "$T/run_huge/checkpoints/step_0000010.safetensors" conv_out.bias 3e38
+refused "a step going non-finite" "step 11: the loss is inf" "$TRAIN" --resume "$T/run_huge" --set train.steps=12 --quiet
+# the step memory estimate: a crop the machine (here: 4 GB of address space) cannot hold
+refused "crop 8192" "Lower [data] crop" "$TRAIN" --config "$T/run/config.ini" --set data.crop=8192 --set train.run_dir="$T/run_big"
+grep -q "needs about .* MiB .*available (the address-space limit" "$T/out.txt" && ok || bad "crop 8192: $(tail -1 "$T/out.txt")"
+refused "max_memory 20" "[train] max_memory" "$TRAIN" --config "$T/run/config.ini" --set data.crop=512 --set train.max_memory=20 \
+    --set train.run_dir="$T/run_max"
 refused "--config DIR" "$T: is a directory" "$TRAIN" --config "$T"
 printf '[data]\ncrop = 1e9\n' > "$T/bad.ini"
 refused "INI crop 1e9" "$T/bad.ini:2: [data] crop" "$TRAIN" --config "$T/bad.ini"

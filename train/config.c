@@ -91,6 +91,10 @@ static const Field FIELDS[] = {
      "seed of parameter init, batches and training noise"},
     {"train", "recompute", T_BOOL, "false", 0, 0, NULL, OFF(recompute), true,
      "activation recomputation (less memory, same numbers: bitwise on the CPU)"},
+    {"train", "max_memory", T_INT, "0", -1, BIG, NULL, OFF(max_memory), true,
+     "MiB of memory the run may use (process memory on the CPU, device memory of a step on CUDA); before the "
+     "first step the step's memory is measured at small crops and extrapolated, and the run refuses to start "
+     "when it would not fit (docs/training.md); 0: what the machine has free; -1: no check"},
     {"train", "run_dir", T_STRING, NULL, 0, 0, NULL, OFF(run_dir), true,
      "run directory (config copy, metrics, checkpoints, samples)"},
     {"log", "every", T_INT, "10", 1, BIG, NULL, OFF(log_every), true, "steps between JSONL metrics lines"},

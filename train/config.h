@@ -72,6 +72,7 @@ typedef struct {
     long long steps;
     long long seed;
     bool recompute;
+    long long max_memory;             // MiB a step may use (train/memory_check.h); 0: the machine's; -1: no check
     char run_dir[CFG_STR];
     // [log]
     long long log_every;

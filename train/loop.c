@@ -43,6 +43,7 @@ void train_request_stop(void) { stop_requested = 1; }
 #include "layers/dod_model_util.h"
 #include "data/loader.h"
 #include "train/checkpoint.h"
+#include "train/memory_check.h"
 #include "train/model_from_config.h"
 #include "train/train_model.h"
 #include "train/validate.h"
@@ -219,6 +220,9 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     lc.flips = c->flips;
     lc.seed = (uint64_t)c->seed;
     lc.n_threads = (int)c->loader_threads;
+    int batch_n = 0;   // the step's memory is checked before the loader allocates its batches
+    for (int t = 0; t < lc.n_tasks; t++) batch_n += lc.tasks[t].count;
+    if (train_memory_check(r->model, r->trainable, r->n_trainable, c, batch_n, o->quiet, err, errlen)) return -1;
     if (!(r->loader = loader_open(&lc, err, errlen))) return -1;
     loader_batch_init(r->loader, &r->batch);
     if (c->val_file[0] && c->val_every > 0 && !(r->val = validator_open(c->val_file, (int)c->val_images, err, errlen)))

@@ -4,6 +4,7 @@
 //   dod-make-hostile images DIR         image files, each in its own folder DIR/<name>/
 //   dod-make-hostile patch FILE OLD NEW replaces the first OLD in FILE by NEW (same length)
 //   dod-make-hostile nan FILE TENSOR    makes the first value of TENSOR in a safetensors FILE a NaN
+//   dod-make-hostile set FILE TENSOR V  sets it to the number V instead
 // Exit 0 on success; 1 with a message otherwise.
 #include <hdf5.h>
 #include <math.h>
@@ -279,7 +280,8 @@ static int patch(const char *path, const char *old, const char *new) {
     return 1;
 }
 
-static int make_nan(const char *path, const char *tensor) {
+// Sets the first value of TENSOR (f32, bf16 or f16) in a safetensors file to v (NaN when v is NULL).
+static int set_first(const char *path, const char *tensor, const char *v) {
     SafeTensors *st;
     char err[ST_ERR_LEN];
     if (safetensors_open(path, &st, err) != ST_OK) die(err);
@@ -294,8 +296,15 @@ static int make_nan(const char *path, const char *tensor) {
     uint64_t header = 0;
     for (int k = 0; k < 8; k++) header |= (uint64_t)b[k] << (8 * k);
     size_t at = 8 + (size_t)header + offset;
-    if (dt == DT_F32) memcpy(b + at, &(uint32_t){0x7FC00000u}, 4);
-    else b[at] = 0xC0, b[at + 1] = 0x7F;   // bf16 / f16 NaN (little-endian 0x7FC0)
+    float f = v ? strtof(v, NULL) : NAN;
+    if (dt == DT_F32) memcpy(b + at, &f, 4);
+    else if (dt == DT_BF16) {
+        uint16_t h = f32_to_bf16(f);
+        memcpy(b + at, &h, 2);
+    } else {
+        uint16_t h = f32_to_f16(f);
+        memcpy(b + at, &h, 2);
+    }
     write_all(path, b, n);
     free(b);
     return 0;
@@ -311,7 +320,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc == 5 && !strcmp(argv[1], "patch")) return patch(argv[2], argv[3], argv[4]);
-    if (argc == 4 && !strcmp(argv[1], "nan")) return make_nan(argv[2], argv[3]);
-    fprintf(stderr, "usage: dod-make-hostile h5 DIR | images DIR | patch FILE OLD NEW | nan FILE TENSOR\n");
+    if (argc == 4 && !strcmp(argv[1], "nan")) return set_first(argv[2], argv[3], NULL);
+    if (argc == 5 && !strcmp(argv[1], "set")) return set_first(argv[2], argv[3], argv[4]);
+    fprintf(stderr, "usage: dod-make-hostile h5 DIR | images DIR | patch FILE OLD NEW | nan FILE TENSOR | "
+                    "set FILE TENSOR VALUE\n");
     return 2;
 }
