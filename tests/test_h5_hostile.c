@@ -9,6 +9,7 @@
 
 #include "tests/check.h"
 #include "tests/data_test_util.h"
+#include "tests/h5_test_util.h"
 
 #include "data/h5ds.h"
 #include "data/keyed_rng.h"
@@ -57,34 +58,8 @@ static void case_done(void) {
     H5Fclose(file_w);
 }
 
-// Replaces attribute name of obj_w by one of type `type` holding n elements (0: scalar) from v.
 static void put_attr(const char *name, hid_t type, int n, const void *v) {
-    hsize_t dims = (hsize_t)n;
-    hid_t space = n ? H5Screate_simple(1, &dims, NULL) : H5Screate(H5S_SCALAR);
-    if (H5Aexists(obj_w, name) > 0) H5Adelete(obj_w, name);
-    hid_t a = H5Acreate2(obj_w, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    CHECK(a >= 0 && H5Awrite(a, type, v) >= 0, "attribute %s", name);
-    H5Aclose(a);
-    H5Sclose(space);
-}
-
-static void put_fixed_strings(const char *name, int n, size_t size, const char *fill) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, size);
-    size_t total = size * (size_t)(n ? n : 1);
-    char *buf = calloc(total, 1);
-    for (size_t k = 0; k < total; k++) buf[k] = fill[k % strlen(fill)];
-    put_attr(name, type, n, buf);
-    free(buf);
-    H5Tclose(type);
-}
-
-static void put_vlen_strings(const char *name, int n) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, H5T_VARIABLE);
-    const char *vals[8] = {"dod-degradation-dataset", "stored", "x", "y", "z", "w", "v", "u"};
-    put_attr(name, type, n, vals);
-    H5Tclose(type);
+    CHECK(h5t_attr(obj_w, name, type, (hsize_t)n, v) == 0, "attribute %s", name);
 }
 
 // h5ds_open refuses the file with a message holding the path and want.
@@ -96,104 +71,62 @@ static void expect_open_refused(const char *path, const char *want, const char *
     h5ds_close(f);
 }
 
+// One attribute replaced per case: a list where one value belongs (fixed and variable-length
+// strings, numbers), a string where a number belongs and the reverse, a 200 kB string, counts
+// beyond the sample groups or negative.
+typedef enum { A_FIXED, A_VLEN, A_INT, A_INT64, A_DOUBLE } AttrKind;
+
 static void test_root_and_task_attributes(void) {
-    const char *p;
-    p = case_file("fmt_fixed_array", "/");
-    put_fixed_strings("dod_format", 4, 40, "dod-degradation-dataset-and-more-bytes-");
-    case_done();
-    expect_open_refused(p, "dod_format holds 4 values", "dod_format: array of fixed strings");
-
-    p = case_file("fmt_vlen_array", "/");
-    put_vlen_strings("dod_format", 3);
-    case_done();
-    expect_open_refused(p, "dod_format holds 3 values", "dod_format: array of vlen strings");
-
-    p = case_file("fmt_huge_string", "/");
-    put_fixed_strings("dod_format", 0, 200000, "dod");
-    case_done();
-    expect_open_refused(p, "dod_format is a string of 200000 bytes", "dod_format: 200 kB string");
-
-    p = case_file("fmt_int", "/");
-    int one = 1;
-    put_attr("dod_format", H5T_NATIVE_INT, 0, &one);
-    case_done();
-    expect_open_refused(p, "dod_format is not a string", "dod_format: an integer");
-
-    p = case_file("version_array", "/");
-    int four[4] = {1, 1, 1, 1};
-    put_attr("dod_format_version", H5T_NATIVE_INT, 4, four);
-    case_done();
-    expect_open_refused(p, "dod_format_version holds 4 values", "version: array");
-
-    p = case_file("version_string", "/");
-    put_fixed_strings("dod_format_version", 0, 4, "1");
-    case_done();
-    expect_open_refused(p, "dod_format_version is not an integer", "version: a string");
-
-    p = case_file("lq_mode_vlen_array", "/tasks/t");
-    put_vlen_strings("lq_mode", 5);
-    case_done();
-    expect_open_refused(p, "/tasks/t: attribute lq_mode holds 5 values", "lq_mode: vlen array");
-
-    p = case_file("lq_mode_fixed_array", "/tasks/t");
-    put_fixed_strings("lq_mode", 2, 6, "stored");
-    case_done();
-    expect_open_refused(p, "/tasks/t: attribute lq_mode holds 2 values", "lq_mode: fixed array");
-
-    p = case_file("count_float", "/tasks/t");
-    double two = 2;
-    put_attr("count", H5T_NATIVE_DOUBLE, 0, &two);
-    case_done();
-    expect_open_refused(p, "attribute count is not an integer", "count: a float");
-
-    p = case_file("count_huge", "/tasks/t");
-    int64_t huge = (int64_t)1 << 62;
-    put_attr("count", H5T_NATIVE_INT64, 0, &huge);
-    case_done();
-    expect_open_refused(p, "count says 4611686018427387904 samples but the group holds 2", "count: 2^62");
-
-    p = case_file("count_1e15", "/tasks/t");
-    int64_t e15 = 1000000000000000;
-    put_attr("count", H5T_NATIVE_INT64, 0, &e15);
-    case_done();
-    expect_open_refused(p, "but the group holds 2", "count: 1e15");
-
-    p = case_file("count_negative", "/tasks/t");
-    int64_t neg = -1;
-    put_attr("count", H5T_NATIVE_INT64, 0, &neg);
-    case_done();
-    expect_open_refused(p, "attribute count is -1", "count: -1");
-
-    p = case_file("count_array", "/tasks/t");
-    int64_t counts[3] = {2, 2, 2};
-    put_attr("count", H5T_NATIVE_INT64, 3, counts);
-    case_done();
-    expect_open_refused(p, "attribute count holds 3 values", "count: array");
-
     const struct {
-        const char *name;
-        double v[2];
-        int n;
+        const char *file, *object, *attr;
+        AttrKind kind;
+        int n;         // elements (0: a scalar)
+        size_t size;   // fixed strings: bytes each
+        double v;      // numbers: every element
         const char *want;
-    } sigmas[] = {{"sigma_nan", {NAN, 15}, 2, "noise_sigmas: value 0 is nan"},
-                  {"sigma_inf", {15, INFINITY}, 2, "noise_sigmas: value 1 is inf"},
-                  {"sigma_zero", {0, 15}, 1, "value 0 is 0 (must be in (0, 255])"},
-                  {"sigma_big", {300, 15}, 1, "value 0 is 300 (must be in (0, 255])"}};
-    for (size_t k = 0; k < sizeof sigmas / sizeof sigmas[0]; k++) {
-        p = case_file(sigmas[k].name, "/tasks/n");
-        put_attr("noise_sigmas", H5T_NATIVE_DOUBLE, sigmas[k].n, sigmas[k].v);
+    } cases[] = {
+        {"fmt_fixed_array", "/", "dod_format", A_FIXED, 4, 40, 0, "dod_format holds 4 values"},
+        {"fmt_vlen_array", "/", "dod_format", A_VLEN, 3, 0, 0, "dod_format holds 3 values"},
+        {"fmt_huge_string", "/", "dod_format", A_FIXED, 0, 200000, 0, "dod_format is a string of 200000 bytes"},
+        {"fmt_int", "/", "dod_format", A_INT, 0, 0, 1, "dod_format is not a string"},
+        {"version_array", "/", "dod_format_version", A_INT, 4, 0, 1, "dod_format_version holds 4 values"},
+        {"version_string", "/", "dod_format_version", A_FIXED, 0, 4, 0, "dod_format_version is not an integer"},
+        {"lq_mode_vlen_array", "/tasks/t", "lq_mode", A_VLEN, 5, 0, 0, "/tasks/t: attribute lq_mode holds 5 values"},
+        {"lq_mode_fixed_array", "/tasks/t", "lq_mode", A_FIXED, 2, 6, 0, "/tasks/t: attribute lq_mode holds 2 values"},
+        {"count_float", "/tasks/t", "count", A_DOUBLE, 0, 0, 2, "attribute count is not an integer"},
+        {"count_huge", "/tasks/t", "count", A_INT64, 0, 0, 4611686018427387904.0,
+         "count says 4611686018427387904 samples but the group holds 2"},
+        {"count_1e15", "/tasks/t", "count", A_INT64, 0, 0, 1e15, "but the group holds 2"},
+        {"count_negative", "/tasks/t", "count", A_INT64, 0, 0, -1, "attribute count is -1"},
+        {"count_array", "/tasks/t", "count", A_INT64, 3, 0, 2, "attribute count holds 3 values"},
+        {"sigma_nan", "/tasks/n", "noise_sigmas", A_DOUBLE, 2, 0, NAN, "noise_sigmas: value 0 is nan"},
+        {"sigma_inf", "/tasks/n", "noise_sigmas", A_DOUBLE, 2, 0, INFINITY, "noise_sigmas: value 0 is inf"},
+        {"sigma_zero", "/tasks/n", "noise_sigmas", A_DOUBLE, 1, 0, 0, "value 0 is 0 (must be in (0, 255])"},
+        {"sigma_big", "/tasks/n", "noise_sigmas", A_DOUBLE, 1, 0, 300, "value 0 is 300 (must be in (0, 255])"},
+        {"sigma_17", "/tasks/n", "noise_sigmas", A_DOUBLE, 17, 0, 20, "noise_sigmas holds 17 values"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const char *p = case_file(cases[k].file, cases[k].object);
+        int count = cases[k].n ? cases[k].n : 1;
+        int ints[32];
+        int64_t i64s[32];
+        double dbls[32];
+        for (int i = 0; i < count; i++)
+            ints[i] = (int)cases[k].v, i64s[i] = (int64_t)cases[k].v, dbls[i] = cases[k].v;
+        if (cases[k].kind == A_FIXED)
+            CHECK(h5t_fixed_strings(obj_w, cases[k].attr, (hsize_t)cases[k].n, cases[k].size, "stored") == 0, "%s",
+                  cases[k].file);
+        else if (cases[k].kind == A_VLEN)
+            CHECK(h5t_vlen_strings(obj_w, cases[k].attr, (hsize_t)cases[k].n) == 0, "%s", cases[k].file);
+        else
+            put_attr(cases[k].attr, cases[k].kind == A_INT ? H5T_NATIVE_INT : cases[k].kind == A_INT64 ? H5T_NATIVE_INT64
+                                                                                                   : H5T_NATIVE_DOUBLE,
+                     cases[k].n, cases[k].kind == A_INT ? (void *)ints : cases[k].kind == A_INT64 ? (void *)i64s : (void *)dbls);
         case_done();
-        expect_open_refused(p, sigmas[k].want, sigmas[k].name);
+        expect_open_refused(p, cases[k].want, cases[k].file);
     }
-    p = case_file("sigma_17", "/tasks/n");
-    double many[17];
-    for (int k = 0; k < 17; k++) many[k] = 10 + k;
-    put_attr("noise_sigmas", H5T_NATIVE_DOUBLE, 17, many);
-    case_done();
-    expect_open_refused(p, "noise_sigmas holds 17 values", "sigmas: 17 of them");
-
     // a task that is an external link to another file, and one whose name is too long
-    p = case_file("task_external_link", "/tasks");
+    const char *p = case_file("task_external_link", "/tasks");
     H5Lcreate_external("/etc/hostname", "/x", obj_w, "ext", H5P_DEFAULT, H5P_DEFAULT);
     case_done();
     expect_open_refused(p, "/tasks/ext is a soft or external link", "external link task");
@@ -209,8 +142,8 @@ static void test_root_and_task_attributes(void) {
 static void test_sample_attributes(void) {
     char err[2048], buf[64];
     const char *p = case_file("hq_source_array", "/tasks/t/00000000");
-    put_fixed_strings("hq_source", 3, 100, "abc");
-    put_vlen_strings("lq_source", 4);
+    CHECK(h5t_fixed_strings(obj_w, "hq_source", 3, 100, "abc") == 0, "hq_source");
+    CHECK(h5t_vlen_strings(obj_w, "lq_source", 4) == 0, "lq_source");
     case_done();
     H5ds *f = h5ds_open(p, err, sizeof err);
     CHECK(f != NULL, "%s", err);
@@ -230,7 +163,7 @@ static void test_sample_attributes(void) {
         h5ds_close(f);
     }
     p = case_file("hq_source_long", "/tasks/t/00000001");
-    put_fixed_strings("hq_source", 1, 1000, "0123456789");
+    CHECK(h5t_fixed_strings(obj_w, "hq_source", 1, 1000, "0123456789") == 0, "hq_source");
     case_done();
     f = h5ds_open(p, err, sizeof err);
     if (f) {
@@ -280,42 +213,41 @@ static const char *image_case(const char *name, int ndim, const hsize_t *dims, h
     return p;
 }
 
-// Reading HQ 0 fails (direct chunks and hyperslab mode alike) with a message holding want.
-static void expect_read_refused(const char *p, const char *want, const char *what) {
+// Reads HQ 0 of task t of p, directly and through hyperslabs: with want_err it must fail with a
+// message holding p and want_err; otherwise give exactly the h x w image want (whole, and a crop
+// across chunk borders).
+static void check_read(const char *p, const char *want_err, const uint8_t *want, int h, int w, const char *what) {
     char err[2048] = "";
     H5ds *f = h5ds_open(p, err, sizeof err);
     CHECK(f != NULL, "%s: %s", what, err);
     if (!f) return;
-    for (int direct = 1; direct >= 0; direct--) {
-        h5ds_set_direct_chunks(f, direct);
-        Image img;
-        err[0] = 0;
-        CHECK(h5ds_read_image(f, h5ds_find_task(f, "t", NULL, 0), 0, H5DS_HQ, &img, err, sizeof err) == -1 && strstr(err, p) && strstr(err, want),
-              "%s (direct %d): message '%s' (want '%s')", what, direct, err, want);
-    }
-    h5ds_close(f);
-}
-
-// Reading HQ 0 gives exactly want (both modes).
-static void expect_read_equal(const char *p, const uint8_t *want, int h, int w, const char *what) {
-    char err[2048] = "";
-    H5ds *f = h5ds_open(p, err, sizeof err);
-    CHECK(f != NULL, "%s: %s", what, err);
-    if (!f) return;
+    int t = h5ds_find_task(f, "t", NULL, 0);
     for (int direct = 1; direct >= 0; direct--) {
         h5ds_set_direct_chunks(f, direct);
         Image img = {0};
-        int rc = h5ds_read_image(f, h5ds_find_task(f, "t", NULL, 0), 0, H5DS_HQ, &img, err, sizeof err);
+        err[0] = 0;
+        int rc = h5ds_read_image(f, t, 0, H5DS_HQ, &img, err, sizeof err);
+        if (want_err) {
+            CHECK(rc == -1 && strstr(err, p) && strstr(err, want_err), "%s (direct %d): message '%s' (want '%s')", what,
+                  direct, err, want_err);
+            continue;
+        }
         CHECK(rc == 0 && img.h == h && img.w == w && !memcmp(img.pix, want, (size_t)h * w * 3), "%s (direct %d): %s",
               what, direct, rc ? err : "bytes differ");
-        uint8_t crop[5 * 7 * 3];   // a crop across chunk borders
-        rc = h5ds_read_crop(f, h5ds_find_task(f, "t", NULL, 0), 0, H5DS_HQ, 3, 2, 5, 7, crop, err, sizeof err);
+        uint8_t crop[5 * 7 * 3];
+        rc = h5ds_read_crop(f, t, 0, H5DS_HQ, 3, 2, 5, 7, crop, err, sizeof err);
         int same = rc == 0;
         for (int r = 0; same && r < 5; r++) same = !memcmp(crop + r * 7 * 3, want + ((size_t)(3 + r) * w + 2) * 3, 7 * 3);
         CHECK(same, "%s (direct %d): crop %s", what, direct, rc ? err : "bytes differ");
         image_free(&img);
     }
     h5ds_close(f);
+}
+static void expect_read_refused(const char *p, const char *want_err, const char *what) {
+    check_read(p, want_err, NULL, 0, 0, what);
+}
+static void expect_read_equal(const char *p, const uint8_t *want, int h, int w, const char *what) {
+    check_read(p, NULL, want, h, w, what);
 }
 
 static void test_image_datasets(void) {

@@ -22,16 +22,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 int fuzz_write_seeds(const char *dir) {
-    const char *names[] = {"toy.ini", "tiny.ini", "aio3.ini"};
-    for (int k = 0; k < 3; k++) {
-        char src[4096];
-        snprintf(src, sizeof src, "%s/configs/%s", DOD_SOURCE_DIR, names[k]);
-        FILE *f = fopen(src, "rb");
-        if (!f) return 1;
-        char buf[65536];
-        size_t n = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        if (fuzz_seed(dir, names[k], buf, n)) return 1;
-    }
-    return 0;
+    return fuzz_seed_from_repo(dir, "configs/toy.ini", "toy.ini") || fuzz_seed_from_repo(dir, "configs/tiny.ini", "tiny.ini") ||
+           fuzz_seed_from_repo(dir, "configs/aio3.ini", "aio3.ini");
 }

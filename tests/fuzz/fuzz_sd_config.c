@@ -34,17 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 // The tiny base model's three configs (configs/tiny_base), copied byte for byte.
 int fuzz_write_seeds(const char *dir) {
-    const char *parts[] = {"unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"};
-    const char *names[] = {"unet.json", "vae.json", "scheduler.json"};
-    for (int k = 0; k < 3; k++) {
-        char src[4096];
-        snprintf(src, sizeof src, "%s/configs/tiny_base/%s", DOD_SOURCE_DIR, parts[k]);
-        FILE *f = fopen(src, "rb");
-        if (!f) return 1;
-        char buf[65536];
-        size_t n = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        if (fuzz_seed(dir, names[k], buf, n)) return 1;
-    }
-    return 0;
+    return fuzz_seed_from_repo(dir, "configs/tiny_base/unet/config.json", "unet.json") ||
+           fuzz_seed_from_repo(dir, "configs/tiny_base/vae/config.json", "vae.json") ||
+           fuzz_seed_from_repo(dir, "configs/tiny_base/scheduler/scheduler_config.json", "scheduler.json");
 }

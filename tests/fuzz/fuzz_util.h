@@ -52,3 +52,15 @@ static inline uint64_t fuzz_u64(FuzzBytes *b) {
     for (int i = 0; i < 8; i++) v |= (uint64_t)fuzz_u8(b) << (8 * i);
     return v;
 }
+
+// Copies the repository file src (relative to the source tree) into dir/name, as a seed.
+static inline int fuzz_seed_from_repo(const char *dir, const char *src, const char *name) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", DOD_SOURCE_DIR, src);
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return fuzz_seed(dir, name, buf, n);
+}

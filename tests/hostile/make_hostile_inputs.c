@@ -17,6 +17,7 @@
 
 #include "data/h5ds.h"
 #include "layers/safetensors.h"
+#include "tests/h5_test_util.h"
 
 static char dir[2048];
 
@@ -89,30 +90,13 @@ static void end(void) {
 }
 
 static void attr(const char *name, hid_t type, hsize_t n, const void *v) {
-    hid_t space = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
-    if (H5Aexists(obj_w, name) > 0) H5Adelete(obj_w, name);
-    hid_t a = H5Acreate2(obj_w, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0 || H5Awrite(a, type, v) < 0) die(name);
-    H5Aclose(a);
-    H5Sclose(space);
+    if (h5t_attr(obj_w, name, type, n, v)) die(name);
 }
-
 static void fixed_strings(const char *name, hsize_t n, size_t size) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, size);
-    char *buf = calloc(n ? n : 1, size);
-    memset(buf, 'x', (n ? n : 1) * size);
-    attr(name, type, n, buf);
-    free(buf);
-    H5Tclose(type);
+    if (h5t_fixed_strings(obj_w, name, n, size, "x")) die(name);
 }
-
 static void vlen_strings(const char *name, hsize_t n) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, H5T_VARIABLE);
-    const char *v[4] = {"stored", "gaussian_noise", "stored", "y"};
-    attr(name, type, n, v);
-    H5Tclose(type);
+    if (h5t_vlen_strings(obj_w, name, n)) die(name);
 }
 
 // Replaces hq of the current sample group by a dataset of dims (chunk c; NULL: contiguous).
