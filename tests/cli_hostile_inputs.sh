@@ -168,6 +168,19 @@ refused "--config DIR" "$T: is a directory" "$TRAIN" --config "$T"
 printf '[data]\ncrop = 1e9\n' > "$T/bad.ini"
 refused "INI crop 1e9" "$T/bad.ini:2: [data] crop" "$TRAIN" --config "$T/bad.ini"
 
+# ---- a stop inside a long step (4096 micro-batches): honoured at the next micro-batch ---------------
+"$TRAIN" --config "$T/run/config.ini" --set optim.grad_accum=4096 --set train.steps=3 --set train.run_dir="$T/run_int" \
+    > "$T/int.txt" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do grep -q "memory: a step" "$T/int.txt" 2> /dev/null && break; sleep 0.1; done
+sleep 0.5
+t0=$(date +%s)
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc = 130 ] && [ $(($(date +%s) - t0)) -le 10 ] && grep -q "interrupted during step 1 (dropped); nothing new to save" "$T/int.txt"
+then ok; else bad "SIGINT inside a step: exit $rc after $(($(date +%s) - t0)) s: $(tail -2 "$T/int.txt")"; fi
+
 # ---- leftovers of killed processes: removed at start-up when their process is gone ----------------
 true & dead=$!
 wait $dead

@@ -12,8 +12,8 @@ static void on_signal(int sig) {
     (void)sig;
     if (stop_requested) _exit(TRAIN_INTERRUPTED);
     stop_requested = 1;
-    static const char msg[] = "\ndod-train: stop requested: finishing this step and saving a checkpoint "
-                              "(again to quit without saving)\n";
+    static const char msg[] = "\ndod-train: stop requested: stopping at the next micro-batch and saving a checkpoint "
+                              "of the completed steps (again to quit without saving)\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
 }

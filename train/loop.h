@@ -35,8 +35,9 @@ typedef struct {
     void *on_step_ctx;
 } TrainOptions;
 
-// SIGINT/SIGTERM: the first finishes the current step, saves a checkpoint and makes train_run
-// return TRAIN_INTERRUPTED; a second one exits at once (130).
+// SIGINT/SIGTERM: the first stops the run at the next micro-batch boundary (a step in progress
+// with more micro-batches to go is dropped, its partial gradients discarded), saves a checkpoint of
+// the completed steps and makes train_run return TRAIN_INTERRUPTED; a second one exits at once (130).
 void train_install_signal_handlers(void);
 // The same request from code (what the handlers do).
 void train_request_stop(void);

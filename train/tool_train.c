@@ -25,7 +25,8 @@ static void usage(FILE *f) {
             "  -h, --help           this text\n"
             "\n"
             "Run dir: config.ini (resolved copy), metrics.jsonl, checkpoints/step_NNNNNNN.safetensors + latest,\n"
-            "samples/step_NNNNNNN.png. Ctrl-C (SIGINT/SIGTERM) finishes the step, saves a checkpoint, exits 130.\n");
+            "samples/step_NNNNNNN.png. Ctrl-C (SIGINT/SIGTERM) stops at the next micro-batch, saves a checkpoint\n"
+            "of the completed steps, exits 130.\n");
 }
 
 #ifdef DOD_HAVE_INIPARSER
