@@ -30,16 +30,6 @@ struct H5ds {
     H5dsTask tasks[H5DS_MAX_TASKS];
 };
 
-// HDF5 prints its error stack to stderr by default; we turn that off (per thread: the thread-safe
-// library keeps one error stack per thread) and report the innermost reason ourselves.
-// H5dont_atexit: libhdf5's exit handler closes what is still open, and after an H5Fclose that
-// failed (a full disk) it crashes doing so; every file here is closed explicitly, so the handler is
-// not installed (this must precede the library's first initialisation, hence here).
-static void quiet_hdf5(void) {
-    H5dont_atexit();
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
 static herr_t keep_last_desc(unsigned n, const H5E_error2_t *e, void *data) {
     (void)n;
     char *buf = data;
@@ -53,10 +43,35 @@ static herr_t keep_last_desc(unsigned n, const H5E_error2_t *e, void *data) {
     return 0;
 }
 
-// The innermost message of this thread's HDF5 error stack (walked from the API call downwards).
+// The innermost message of the last failed HDF5 call of this thread. Recorded when the call fails
+// (libhdf5's "auto" error handler), because the next successful call, often an H5?close on the
+// way out, clears the error stack before the message is written.
+static _Thread_local char last_failure[256];
+static herr_t record_failure(hid_t stack, void *data) {
+    (void)data;
+    char buf[256] = "";
+    H5Ewalk2(stack, H5E_WALK_DOWNWARD, keep_last_desc, buf);
+    if (buf[0]) memcpy(last_failure, buf, sizeof buf);
+    return 0;
+}
+
+// HDF5 prints its error stack to stderr by default; instead failures are recorded (per thread: the
+// thread-safe library keeps one error stack per thread) and reported with our own message.
+// H5dont_atexit: libhdf5's exit handler closes what is still open, and after an H5Fclose that
+// failed (a full disk) it crashes doing so; every file here is closed explicitly, so the handler is
+// not installed (this must precede the library's first initialisation, hence here).
+static void quiet_hdf5(void) {
+    H5dont_atexit();
+    H5Eset_auto2(H5E_DEFAULT, record_failure, NULL);
+    last_failure[0] = 0;   // each entry point starts afresh: no reason of an earlier call's failure
+}
+
+// The innermost message of the last failed HDF5 call of this thread (into buf; then forgotten).
 static const char *hdf5_reason(char *buf) {
     buf[0] = 0;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_last_desc, buf);
+    if (!buf[0]) memcpy(buf, last_failure, sizeof last_failure);
+    last_failure[0] = 0;
     H5Eclear2(H5E_DEFAULT);
     return buf[0] ? buf : "unknown HDF5 error";
 }
@@ -435,7 +450,10 @@ int h5ds_read_image(H5ds *f, int t, int64_t i, int which, Image *img, char *err,
     hid_t ds = open_image(f, t, i, which, &h, &w, err, errlen);
     if (ds < 0) return -1;
     H5Dclose(ds);
-    Image out = image_alloc(w, h, 3);
+    char what[600];   // an allocation failure names the image (h and w are within the caps)
+    snprintf(what, sizeof what, "%dx%d image %s of sample %s/%08" PRId64 " of %.400s", h, w, which == H5DS_LQ ? "lq" : "hq",
+             f->tasks[t].name, i, f->path);
+    Image out = {w, h, 3, dod_malloc((size_t)w * h * 3, what)};
     if (h5ds_read_crop(f, t, i, which, 0, 0, h, w, out.pix, err, errlen)) {
         image_free(&out);
         return -1;
