@@ -11,15 +11,16 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 shift || true
 command -v clang > /dev/null || { echo "fuzz: clang not found (Debian: apt-get install clang libclang-rt-14-dev)"; exit 1; }
-CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOD_CUDA=OFF -DDOD_FUZZ=ON > build-fuzz.log 2>&1 ||
-    { cat build-fuzz.log; exit 1; }
+mkdir -p build-fuzz
+LOG=build-fuzz/build.log
+CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOD_CUDA=OFF -DDOD_FUZZ=ON > $LOG 2>&1 ||
+    { cat $LOG; exit 1; }
 TARGETS=("$@")
 if [ ${#TARGETS[@]} = 0 ]; then
     for f in tests/fuzz/fuzz_*.c; do n=$(basename "$f" .c); TARGETS+=("${n#fuzz_}"); done
 fi
-cmake --build build-fuzz -j"$(nproc)" --target $(printf 'fuzz_%s ' "${TARGETS[@]}") >> build-fuzz.log 2>&1 ||
-    { tail -40 build-fuzz.log; exit 1; }
-rm -f build-fuzz.log
+cmake --build build-fuzz -j"$(nproc)" --target $(printf 'fuzz_%s ' "${TARGETS[@]}") >> $LOG 2>&1 ||
+    { tail -40 $LOG; exit 1; }
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 failed=0
