@@ -30,8 +30,10 @@
 // data up to the next marker, zeros past the end of the file) and checks every table of every DHT.
 // 0 when fine (or not a JPEG), -1 with why.
 static int check_jpeg_tables(const uint8_t *p, size_t n, char *why, size_t len) {
-    if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return 0;
-    size_t i = 2;
+    size_t i = 0;   // the start of image: 0xFF, any 0xFF fill bytes, 0xD8 (as the decoder reads markers)
+    while (i < n && p[i] == 0xFF) i++;
+    if (i == 0 || i >= n || p[i] != 0xD8) return 0;
+    i++;
     while (i + 4 <= n) {
         if (p[i] != 0xFF || p[i + 1] == 0xFF || p[i + 1] == 0x00 || p[i + 1] == 0x01 || p[i + 1] == 0xD8 ||
             (p[i + 1] >= 0xD0 && p[i + 1] <= 0xD7)) {

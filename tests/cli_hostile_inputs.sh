@@ -93,6 +93,11 @@ for d in "$T"/img/*; do
     refused "pack $(basename "$f")" "$f" "$DATA" pack --task denoise --clean "$d" --sigma 25 --out "$T/img.h5"
 done
 [ ! -e "$T/img.h5" ] && ok || bad "a refused pack left $T/img.h5"
+# the two JPEGs that would overflow stb_image's Huffman table are caught before it decodes them
+for n in dht_272_symbols dht_after_fill_byte; do
+    refused "pack $n.jpg" "Huffman table declares 272 symbols" "$DATA" pack --task d --clean "$T/img/${n}_jpg" --sigma 25 \
+        --out "$T/img.h5"
+done
 
 # ---- model folders (copies of configs/tiny_base, one thing broken in each) -----------------------
 model() {   # model NAME: a fresh copy in $T/m_NAME, its path in $M

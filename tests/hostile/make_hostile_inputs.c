@@ -246,6 +246,9 @@ static void write_images(void) {
     jpg[sizeof jpg - 2] = 0xFF;
     jpg[sizeof jpg - 1] = 0xD9;
     image_file("dht_272_symbols.jpg", jpg, sizeof jpg);
+    uint8_t filled[sizeof jpg + 1] = {0xFF};   // the same after a fill byte (0xFF 0xFF 0xD8 ...)
+    memcpy(filled + 1, jpg, sizeof jpg);
+    image_file("dht_after_fill_byte.jpg", filled, sizeof filled);
 }
 
 // ---- patches --------------------------------------------------------------------------------------
