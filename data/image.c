@@ -57,20 +57,55 @@ static int check_jpeg_tables(const uint8_t *p, size_t n, char *why, size_t len) 
     return 0;
 }
 
-// Uncompressed formats that stb_image decodes even when the file ends early (the missing pixels
-// read as zeros, with no error): binary PNM, BMP without compression and uncompressed TGA. The
-// pixels a w x h header declares need at least this many bytes; 0 for other formats (their
-// decoders fail on truncated data).
-static uint64_t uncompressed_bytes_needed(const uint8_t *p, size_t n, int w, int h, int comp, int is16) {
-    uint64_t px = (uint64_t)w * (uint64_t)h;
-    if (n >= 2 && p[0] == 'P' && (p[1] == '5' || p[1] == '6')) return px * (uint64_t)comp * (is16 ? 2u : 1u);
-    if (n >= 30 && p[0] == 'B' && p[1] == 'M') {
-        uint32_t compression = n >= 34 ? (uint32_t)p[30] | (uint32_t)p[31] << 8 | (uint32_t)p[32] << 16 | (uint32_t)p[33] << 24 : 0;
-        unsigned bpp = (unsigned)p[28] | (unsigned)p[29] << 8;
-        if (compression != 0 || bpp == 0) return 0;
-        return ((uint64_t)bpp * (uint64_t)w + 31) / 32 * 4 * (uint64_t)h;
+// Binary PNM headers (P5, P6) with a number of more than 9 digits: stb_image 2.27 accumulates them
+// in an int, overflowing (undefined behaviour) into an arbitrary size. Reads the three numbers as
+// the decoder does (whitespace and # comments between them) and writes (=) *header the bytes
+// before the pixels. 0 when fine (or not PNM), -1 with why.
+static int check_pnm_header(const uint8_t *p, size_t n, size_t *header, char *why, size_t len) {
+    *header = 0;
+    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return 0;
+    size_t i = 2;
+    for (int number = 0; number < 3; number++) {
+        for (;;) {   // whitespace and comments up to the number
+            while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+            if (i < n && p[i] == '#') {
+                while (i < n && p[i] != '\n' && p[i] != '\r') i++;
+                continue;
+            }
+            break;
+        }
+        size_t digits = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++, digits++;
+        if (digits > 9) {
+            snprintf(why, len, "corrupt PNM header: a number of %zu digits", digits);
+            return -1;
+        }
     }
-    if (n >= 18 && (p[2] == 1 || p[2] == 2 || p[2] == 3) && p[1] <= 1) return px * (uint64_t)((p[16] + 7) / 8);
+    *header = i + 1;   // one whitespace byte ends the header
+    return 0;
+}
+
+static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+
+// Uncompressed formats that stb_image decodes even when the file ends early (the missing pixels
+// read as zeros, with no error; with 16-bit PNM its conversion then reads past its buffer): binary
+// PNM, BMP without compression and uncompressed TGA. The file size these need for the w x h pixels
+// their header declares, after the header (pnm_header: its length); 0 for other formats (their
+// decoders fail on truncated data).
+static uint64_t uncompressed_bytes_needed(const uint8_t *p, size_t n, int w, int h, int comp, int is16,
+                                          size_t pnm_header) {
+    uint64_t px = (uint64_t)w * (uint64_t)h;
+    if (n >= 2 && p[0] == 'P' && (p[1] == '5' || p[1] == '6'))
+        return pnm_header + px * (uint64_t)comp * (is16 ? 2u : 1u);
+    if (n >= 34 && p[0] == 'B' && p[1] == 'M') {
+        unsigned bpp = (unsigned)p[28] | (unsigned)p[29] << 8;
+        if (le32(p + 30) != 0 || bpp == 0) return 0;
+        return (uint64_t)le32(p + 10) + ((uint64_t)bpp * (uint64_t)w + 31) / 32 * 4 * (uint64_t)h;
+    }
+    if (n >= 18 && (p[2] == 1 || p[2] == 2 || p[2] == 3) && p[1] <= 1) {
+        uint64_t colormap = p[1] ? ((uint64_t)p[5] | (uint64_t)p[6] << 8) * (uint64_t)((p[7] + 7) / 8) : 0;
+        return 18 + (uint64_t)p[0] + colormap + px * (uint64_t)((p[16] + 7) / 8);
+    }
     return 0;
 }
 
@@ -93,7 +128,9 @@ int image_load(const char *path, Image *img, char *err, size_t errlen) {
     uint8_t *bytes = dod_malloc((size_t)size, path);
     size_t got = fread(bytes, 1, (size_t)size, f);
     fclose(f);
-    if (got != (size_t)size || size > INT32_MAX || check_jpeg_tables(bytes, got, why, sizeof why)) {
+    size_t pnm_header = 0;
+    if (got != (size_t)size || size > INT32_MAX || check_jpeg_tables(bytes, got, why, sizeof why) ||
+        check_pnm_header(bytes, got, &pnm_header, why, sizeof why)) {
         snprintf(err, errlen, "%s: %s", path, got != (size_t)size ? "read error" : size > INT32_MAX ? "larger than 2 GiB" : why);
         free(bytes);
         return -1;
@@ -111,7 +148,8 @@ int image_load(const char *path, Image *img, char *err, size_t errlen) {
         free(bytes);
         return -1;
     }
-    uint64_t need = uncompressed_bytes_needed(bytes, got, iw, ih, c, stbi_is_16_bit_from_memory(bytes, (int)got));
+    uint64_t need = uncompressed_bytes_needed(bytes, got, iw, ih, c, stbi_is_16_bit_from_memory(bytes, (int)got),
+                                              pnm_header);
     if (need > got) {
         snprintf(err, errlen, "%s: truncated: %dx%d (WxH) pixels need %llu bytes, the file has %zu", path, iw, ih,
                  (unsigned long long)need, got);

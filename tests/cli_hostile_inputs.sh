@@ -93,6 +93,8 @@ for d in "$T"/img/*; do
     refused "pack $(basename "$f")" "$f" "$DATA" pack --task denoise --clean "$d" --sigma 25 --out "$T/img.h5"
 done
 [ ! -e "$T/img.h5" ] && ok || bad "a refused pack left $T/img.h5"
+refused "pack dims_overflow_pnm.png" "corrupt PNM header: a number of 20 digits" "$DATA" pack --task d \
+    --clean "$T/img/dims_overflow_pnm_png" --sigma 25 --out "$T/img.h5"
 # the two JPEGs that would overflow stb_image's Huffman table are caught before it decodes them
 for n in dht_272_symbols dht_after_fill_byte; do
     refused "pack $n.jpg" "Huffman table declares 272 symbols" "$DATA" pack --task d --clean "$T/img/${n}_jpg" --sigma 25 \

@@ -237,6 +237,8 @@ static void write_images(void) {
     image_file("huge_dims_pnm.png", ppm, strlen(ppm));   // PNM inside: stb goes by content
     const char *ppm_in_caps = "P6\n8000 8000\n255\nabc";   // within the caps, 3 bytes of 192 MB
     image_file("truncated_8000_pnm.png", ppm_in_caps, strlen(ppm_in_caps));
+    const char *ppm_overflow = "P6\n3 27777777777777777777\n255\nabc";   // an int overflow in stb's header parser
+    image_file("dims_overflow_pnm.png", ppm_overflow, strlen(ppm_overflow));
     image_file("empty.png", "", 0);
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
     image_file("signature_only.png", png_sig, sizeof png_sig);
