@@ -148,24 +148,34 @@ int image_load(const char *path, Image *img, char *err, size_t errlen) {
         free(bytes);
         return -1;
     }
-    uint64_t need = uncompressed_bytes_needed(bytes, got, iw, ih, c, stbi_is_16_bit_from_memory(bytes, (int)got),
-                                              pnm_header);
+    int is16 = stbi_is_16_bit_from_memory(bytes, (int)got);
+    uint64_t need = uncompressed_bytes_needed(bytes, got, iw, ih, c, is16, pnm_header);
     if (need > got) {
         snprintf(err, errlen, "%s: truncated: %dx%d (WxH) pixels need %llu bytes, the file has %zu", path, iw, ih,
                  (unsigned long long)need, got);
         free(bytes);
         return -1;
     }
-    uint8_t *pix = stbi_load_from_memory(bytes, (int)got, &w, &h, &c, 3);
+    // A 16-bit PNM with another channel count than asked for goes through stb 2.27's 8-bit channel
+    // converter and then its 16-to-8 one, which reads twice the buffer: ask for its own channels.
+    int want = pnm_header && is16 ? 0 : 3, got_c = 0;
+    uint8_t *pix = stbi_load_from_memory(bytes, (int)got, &w, &h, &got_c, want);
     free(bytes);
     if (!pix) {
         snprintf(err, errlen, "%s: cannot decode image: %s", path, stbi_failure_reason());
         return -1;
     }
-    if (w != iw || h != ih) {   // not expected from stb; never trust a size the caps did not see
-        snprintf(err, errlen, "%s: header says %dx%d but decodes to %dx%d (WxH)", path, iw, ih, w, h);
+    if (w != iw || h != ih || (want == 0 && got_c != 1 && got_c != 3)) {   // not expected from stb
+        snprintf(err, errlen, "%s: header says %dx%d but decodes to %dx%d (WxH), %d channels", path, iw, ih, w, h,
+                 want ? 3 : got_c);
         stbi_image_free(pix);
         return -1;
+    }
+    if (want == 0 && got_c == 1) {   // grey to RGB
+        uint8_t *rgb = dod_malloc((size_t)w * h * 3, path);
+        for (size_t k = 0; k < (size_t)w * h; k++) rgb[3 * k] = rgb[3 * k + 1] = rgb[3 * k + 2] = pix[k];
+        stbi_image_free(pix);
+        pix = rgb;
     }
     img->w = w;
     img->h = h;
