@@ -20,6 +20,8 @@ static void test_positions(void) {
             x[at[k]] = 0;
         }
     x[100] = NAN;
+    x[50] = 3.4e38f;   // a large finite value before it in the same block is passed over
+    CHECK(dod_first_nonfinite_f32(x, N) == 100, "NaN after 3.4e38: %lld", (long long)dod_first_nonfinite_f32(x, N));
     x[50] = INFINITY;
     CHECK(dod_first_nonfinite_f32(x, N) == 50, "the first of two");
 }
