@@ -213,6 +213,10 @@ static int link_storages(Walk *w) {
             if (sz && !over) over = __builtin_mul_overflow(sz - 1, st, &reach) || __builtin_add_overflow(last, reach, &last) || last > limit;
         }
         if (over) return fail(w->err, "%s: tensor %s: shape or strides overflow", w->path, t->name);
+        // Views that repeat elements (zero strides) are bounded, so a small file cannot ask for a huge read.
+        if (numel > 64 * (uint64_t)(sv->storage.numel > 0 ? sv->storage.numel : 1))
+            return fail(w->err, "%s: tensor %s has %llu elements over a storage of %lld (more than 64x: refused)", w->path,
+                        t->name, (unsigned long long)numel, (long long)sv->storage.numel);
         t->numel = (int64_t)numel;
         uint64_t view_numel = (uint64_t)sv->storage.view_numel;
         if (numel > 0 && last >= view_numel)

@@ -20,7 +20,8 @@
 // Checked before anything is returned: every storage a tensor names exists, has the declared size
 // in the file (zip entry size / legacy count == numel x element size, inside the file) and one
 // element type; every tensor's shape and strides fit its storage (offset + sum((size - 1) x stride)
-// < storage elements, no overflow). Reading a tensor gathers its elements in row-major order, so views
+// < storage elements, no overflow; a view repeating elements through zero strides holds at most 64x
+// its storage's elements). Reading a tensor gathers its elements in row-major order, so views
 // with offsets, shared storages and non-contiguous strides (a transpose) all come out contiguous.
 // Errors name the file and what is wrong, and never exit.
 #pragma once

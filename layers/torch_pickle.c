@@ -499,21 +499,26 @@ static int op_build(Vm *vm) {
     return fail(vm, "BUILD on a %s is not allowed", kind_name(obj->kind));
 }
 
+// Picklers number memo entries in order (Python 3 from 0, Python 2 from 1); an index may not run ahead
+// of the values made so far, so the memo never grows past the pickle's own size.
 static int memo_put(Vm *vm, uint64_t idx) {
     PyVal *v = top(vm);
     if (!v) return -1;
-    if (idx > vm->nmemo) return fail(vm, "memo index %llu skips ahead (%zu entries so far)", (unsigned long long)idx, vm->nmemo);
-    if (idx == vm->nmemo) {
-        if (vm->nmemo >= MAX_MEMO) return fail(vm, "more than %u memo entries", MAX_MEMO);
-        if (!grow((void **)&vm->memo, &vm->cap_memo, vm->nmemo + 1, sizeof(PyVal *))) return fail(vm, "out of memory");
-        vm->nmemo++;
+    if (idx > vm->arena->nvalues + 1)
+        return fail(vm, "memo index %llu runs ahead of the %zu values made so far", (unsigned long long)idx,
+                    vm->arena->nvalues);
+    if (idx >= MAX_MEMO) return fail(vm, "memo index %llu (limit %u)", (unsigned long long)idx, MAX_MEMO);
+    if (idx >= vm->nmemo) {
+        if (!grow((void **)&vm->memo, &vm->cap_memo, idx + 1, sizeof(PyVal *))) return fail(vm, "out of memory");
+        memset(vm->memo + vm->nmemo, 0, sizeof(PyVal *) * (idx + 1 - vm->nmemo));
+        vm->nmemo = idx + 1;
     }
     vm->memo[idx] = v;
     return 0;
 }
 
 static int memo_get(Vm *vm, uint64_t idx) {
-    if (idx >= vm->nmemo) return fail(vm, "memo index %llu was never stored", (unsigned long long)idx);
+    if (idx >= vm->nmemo || !vm->memo[idx]) return fail(vm, "memo index %llu was never stored", (unsigned long long)idx);
     return push(vm, vm->memo[idx]);
 }
 

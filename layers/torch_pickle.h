@@ -14,8 +14,8 @@
 // writes (protocol 2 unless asked otherwise).
 //
 // Bounds: every length is checked against the bytes left; integers wider than 64 bits are refused;
-// the stack, the mark stack and the memo have fixed limits, and memo indices must be dense (as
-// picklers write them), so no allocation follows an unchecked number. Values live in an arena freed
+// the stack, the mark stack and the memo have fixed limits, and a memo index may not run ahead of the
+// values made so far (picklers number them in order), so no allocation follows an unchecked number. Values live in an arena freed
 // at once with pickle_free.
 #pragma once
 #include <stdbool.h>

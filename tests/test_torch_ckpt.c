@@ -320,7 +320,7 @@ static void test_crafted(void) {
         C("obj.pt", "\x80\x02(ccollections\nOrderedDict\no.", "OBJ"),
         C("ext.pt", "\x80\x02\x82\x01.", "EXT"),
         C("persid_text.pt", "\x80\x02P0\n.", "PERSID"),
-        C("memo_skip.pt", "\x80\x02Nr\x00\x00\x01\x00.", "memo index 65536 skips ahead"),
+        C("memo_skip.pt", "\x80\x02Nr\x00\x00\x01\x00.", "memo index 65536 runs ahead of the 1 values"),
         C("memo_unset.pt", "\x80\x02h\x05.", "memo index 5 was never stored"),
         C("long9.pt", "\x80\x02\x8a\x09\x01\x01\x01\x01\x01\x01\x01\x01\x01.", "wider than 64 bits"),
         C("string_past_end.pt", "\x80\x02X\xff\xff\xff\x7f", "runs past the end"),

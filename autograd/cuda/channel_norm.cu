@@ -1,0 +1,42 @@
+// Channel normalisation (op_channel_normalize, autograd/op_channel_norm.c): one thread per (n, s)
+// position loops over the C channels (neighbouring threads read neighbouring s: coalesced).
+#include "autograd/cuda/device.h"
+
+__global__ void channel_norm_forward_kernel(const float *x, float *y, float *norm, int64_t C, int64_t S, float eps,
+                                            int64_t n) {
+    DOD_GRID_STRIDE(i, n) {
+        int64_t s = i % S, b = i / S;
+        const float *xp = x + b * C * S + s;
+        float acc = 0;
+        for (int64_t c = 0; c < C; c++) acc += xp[c * S] * xp[c * S];
+        float nrm = sqrtf(acc);
+        norm[i] = nrm;
+        for (int64_t c = 0; c < C; c++) y[b * C * S + c * S + s] = xp[c * S] / (nrm + eps);   // as the CPU: a division
+    }
+}
+
+__global__ void channel_norm_backward_kernel(const float *x, const float *norm, const float *g, float *gx, int64_t C,
+                                             int64_t S, float eps, int64_t n) {
+    DOD_GRID_STRIDE(i, n) {
+        int64_t s = i % S, b = i / S, base = b * C * S + s;
+        float dot = 0;
+        for (int64_t c = 0; c < C; c++) dot += g[base + c * S] * x[base + c * S];
+        float nrm = norm[i], d = nrm + eps, coef = nrm > 0 ? dot / (d * d * nrm) : 0.0f;
+        for (int64_t c = 0; c < C; c++) gx[base + c * S] += g[base + c * S] / d - x[base + c * S] * coef;
+    }
+}
+
+void cuda_channel_normalize_forward(const float *x, float *y, float *norm, int64_t N, int64_t C, int64_t S, float eps) {
+    int64_t n = N * S;
+    if (n == 0) return;
+    channel_norm_forward_kernel<<<dod_grid(n, 256), 256>>>(x, y, norm, C, S, eps, n);
+    CUDA_CHECK_LAUNCH("channel_norm_forward_kernel");
+}
+
+void cuda_channel_normalize_backward(const float *x, const float *norm, const float *g, float *gx, int64_t N, int64_t C,
+                                     int64_t S, float eps) {
+    int64_t n = N * S;
+    if (n == 0) return;
+    channel_norm_backward_kernel<<<dod_grid(n, 256), 256>>>(x, norm, g, gx, C, S, eps, n);
+    CUDA_CHECK_LAUNCH("channel_norm_backward_kernel");
+}
