@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
+#include "autograd/tape.h"
 #include "layers/safetensors.h"
 #include "layers/sd_weights.h"
 
@@ -178,31 +179,50 @@ static Tensor *channel_constant(Device dev, const float v[3]) {
     return t;
 }
 
+typedef struct {
+    Lpips *m;
+    int stage;
+} StageCtx;
+
+// One VGG stage: the pool before it (stages 2-5), its 3x3 convs with ReLUs; returns the tapped ReLU.
+static Tensor *vgg_stage(void *ctx, Tensor *const *in) {
+    const StageCtx *c = ctx;
+    Tensor *h = c->stage > 0 ? op_max_pool2d(in[0], 2, 2) : in[0];
+    for (int k = c->stage ? stage_end[c->stage - 1] + 1 : 0; k <= stage_end[c->stage]; k++)
+        h = op_relu(op_conv2d(h, c->m->w[k], c->m->b[k], 1, 1));
+    return h;
+}
+
+// The five normalised taps of one image batch (=). Without gradients to x, each stage's intermediates
+// are given back as soon as its output exists (only the taps stay): the reference image of a loss.
+static void vgg_taps(Lpips *m, Tensor *x, Tensor *taps[LPIPS_N_LAYERS]) {
+    Device dev = m->w[0]->device;
+    float inv_scale[3];
+    for (int c = 0; c < 3; c++) inv_scale[c] = (float)(1.0 / scale[c]);
+    Tensor *h = op_mul(op_sub(x, channel_constant(dev, shift)), channel_constant(dev, inv_scale));
+    bool grad = ag_needs_grad(1, &x);
+    for (int l = 0; l < LPIPS_N_LAYERS; l++) {
+        StageCtx c = {m, l};
+        h = grad ? vgg_stage(&c, &h) : ag_run_keeping_output(vgg_stage, &c, 1, &h);
+        taps[l] = op_channel_normalize(h, LPIPS_EPS);
+    }
+}
+
 Tensor *lpips_distance(Lpips *m, Tensor *x, Tensor *y) {
     const char *who = "lpips_distance";
     DOD_CHECK(x->ndim == 4 && x->shape[1] == 3 && tensor_same_shape(x, y), who,
               "inputs %s and %s must both be [N, 3, H, W]", shape_str(x), shape_str(y));
     DOD_CHECK(x->shape[2] >= 16 && x->shape[3] >= 16, who, "inputs %s are smaller than 16 x 16 (four 2x2 pools)",
               shape_str(x));
-    int64_t N = x->shape[0];
-    Device dev = m->w[0]->device;
-    // Both images through VGG at once: [x; y] along the batch.
-    Tensor *h = op_concat((Tensor *[]){x, y}, 2, 0);
-    float inv_scale[3];
-    for (int c = 0; c < 3; c++) inv_scale[c] = (float)(1.0 / scale[c]);
-    h = op_mul(op_sub(h, channel_constant(dev, shift)), channel_constant(dev, inv_scale));
+    Tensor *tx[LPIPS_N_LAYERS], *ty[LPIPS_N_LAYERS];
+    vgg_taps(m, x, tx);
+    vgg_taps(m, y, ty);
     Tensor *total = NULL;
-    int k = 0;
     for (int l = 0; l < LPIPS_N_LAYERS; l++) {
-        if (l > 0) h = op_max_pool2d(h, 2, 2);
-        for (; k <= stage_end[l]; k++) h = op_relu(op_conv2d(h, m->w[k], m->b[k], 1, 1));
-        Tensor *halves[2];
-        op_chunk(op_channel_normalize(h, LPIPS_EPS), 2, 0, halves);
-        Tensor *d = op_sub(halves[0], halves[1]);
+        Tensor *d = op_sub(tx[l], ty[l]);
         Tensor *per_pixel = op_conv2d(op_mul(d, d), m->lin[l], NULL, 1, 0);   // [N, 1, h, w]
         Tensor *mean = op_global_avg_pool(per_pixel);                          // [N, 1]
         total = total ? op_add(total, mean) : mean;
     }
-    DOD_CHECK(total->shape[0] == N, who, "internal: distance of shape %s", shape_str(total));
     return total;
 }

@@ -3,8 +3,8 @@
 # Usage: bash scripts/fuzz_torch_ckpt.sh [SECONDS=60] [BUILD_DIR=build-fuzz]
 # Starts from the committed seeds (tests/fuzz/corpus_torch_ckpt: small real torch files of both
 # formats); inputs the fuzzer finds go to BUILD_DIR/fuzz/corpus_torch_ckpt, crashes to
-# BUILD_DIR/fuzz/crashes_torch_ckpt (exit status non-zero). Turn a crash into a regression test by
-# committing it under tests/fuzz/regress_torch_ckpt/ (tests/test_torch_ckpt.c runs every file there).
+# BUILD_DIR/fuzz/crashes_torch_ckpt (exit status non-zero); make each one a case of
+# tests/test_torch_ckpt.c. tests/cli_fuzz_torch_ckpt.sh runs this for 20 s in the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}

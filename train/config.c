@@ -83,8 +83,13 @@ static const Field FIELDS[] = {
     {"loss", "mse", T_FLOAT, "1", 0, 1e6, NULL, OFF(loss_mse), false, "weight of MSE(out, hq) on [-1, 1] images"},
     {"loss", "ssim", T_FLOAT, "0", 0, 1e6, NULL, OFF(loss_ssim), false,
      "weight of 1 - SSIM(out, hq) (data range 2, 11x11 Gaussian window)"},
-    {"loss", "lpips", T_FLOAT, "0", 0, 0, NULL, OFF(loss_lpips), false,
-     "weight of LPIPS(VGG); must be 0 until LPIPS is implemented"},
+    {"loss", "lpips", T_FLOAT, "0", 0, 1e6, NULL, OFF(loss_lpips), false,
+     "weight of LPIPS(out, hq) (VGG16, lpips v0.1, images in [-1, 1], mean over the batch); needs lpips_vgg and lpips_lin"},
+    {"loss", "lpips_vgg", T_STRING, "", 0, 0, NULL, OFF(lpips_vgg), true,
+     "torchvision's VGG16 weights (vgg16-397923af.pth from download.pytorch.org/models; any PyTorch or safetensors "
+     "file with features.N.weight/bias)"},
+    {"loss", "lpips_lin", T_STRING, "", 0, 0, NULL, OFF(lpips_lin), true,
+     "the lpips package's linear heads (lpips/weights/v0.1/vgg.pth in the package, lin0..4.model.1.weight)"},
     {"train", "steps", T_INT, "100000", 1, BIG, NULL, OFF(steps), true, "optimizer steps of the run (total)"},
     {"train", "seed", T_INT, "123", 0, BIG, NULL, OFF(seed), false,
      "seed of parameter init, batches and training noise"},
@@ -503,8 +508,10 @@ int config_validate(const TrainConfig *c, char *err, size_t errlen) {
         complain(c, "stage", "init_from", err, errlen, "required for stage 2 (a stage-1 run dir or checkpoint)"), bad++;
     if (c->stage == 1 && c->init_from[0])
         complain(c, "stage", "init_from", err, errlen, "only stage 2 starts from a checkpoint; leave it empty for stage 1"), bad++;
-    if (c->loss_lpips != 0)
-        complain(c, "loss", "lpips", err, errlen, "LPIPS is not implemented yet; the weight must be 0"), bad++;
+    if (c->loss_lpips != 0 && (!c->lpips_vgg[0] || !c->lpips_lin[0]))
+        complain(c, "loss", "lpips", err, errlen,
+                 "a non-zero LPIPS weight needs [loss] lpips_vgg (torchvision's vgg16-397923af.pth) and [loss] lpips_lin "
+                 "(the lpips package's weights/v0.1/vgg.pth)"), bad++;
     if (c->loss_mse == 0 && c->loss_ssim == 0 && c->loss_lpips == 0)
         complain(c, "loss", "mse", err, errlen, "every loss weight is 0"), bad++;
     if (c->beta1 >= 1 || c->beta2 >= 1) complain(c, "optim", "beta1", err, errlen, "betas must be < 1"), bad++;

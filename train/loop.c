@@ -40,6 +40,7 @@ void train_request_stop(void) { stop_requested = 1; }
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
 #include "layers/dod_model_util.h"
+#include "layers/lpips.h"
 #include "data/loader.h"
 #include "train/checkpoint.h"
 #include "train/model_from_config.h"
@@ -97,6 +98,7 @@ typedef struct {
     Batch batch;
     Validator *val;
     FILE *jsonl;
+    Lpips *lpips;   // [loss] lpips > 0: the frozen LPIPS network, on the model's device
 } Run;
 
 static void run_free(Run *r) {
@@ -109,6 +111,7 @@ static void run_free(Run *r) {
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
     train_model_free(r->model);
+    lpips_free(r->lpips);
     free(r->config_text);
 }
 
@@ -168,6 +171,13 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
                 dtype_name(ag_activation_dtype()));
     else if (ag_activation_dtype() != DT_F32 && !o->quiet)
         fprintf(stderr, "dod-train: %s activations\n", dtype_name(ag_activation_dtype()));
+    if (c->loss_lpips > 0) {   // frozen, stored like the model's frozen weights
+        DType dt = c->frozen_dtype == CFG_FROZEN_BF16 ? DT_BF16 : DT_F32;
+        if (!(r->lpips = lpips_load(c->lpips_vgg, c->lpips_lin, dt, err, errlen))) return -1;
+        lpips_to_device(r->lpips, r->model->device);
+        if (!o->quiet) fprintf(stderr, "dod-train: LPIPS (VGG16) from %s and %s, weight %g\n", c->lpips_vgg, c->lpips_lin,
+                               c->loss_lpips);
+    }
     int cap = params_count(ps);
     r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
     r->n_trainable = params_trainable(ps, r->trainable, cap);
@@ -230,7 +240,7 @@ static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device d
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
-    double loss_sum = 0, mse_sum = 0, ssim_sum = 0;
+    double loss_sum = 0, mse_sum = 0, ssim_sum = 0, lpips_sum = 0;
     uint64_t noise_key = rng_key((uint64_t)c->seed, TRAIN_NOISE_STREAM);
     for (int a = 0; a < A; a++) {
         int64_t b = s * A + a;
@@ -248,6 +258,12 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
             ssim_term = dod_scalar_value(one_minus);
             total = op_add(total, op_scale(one_minus, (float)c->loss_ssim));
         }
+        float lpips_term = 0;
+        if (c->loss_lpips > 0) {   // mean over the batch of the per-image distances
+            Tensor *lp = op_mean(lpips_distance(r->lpips, out, hq));
+            lpips_term = dod_scalar_value(lp);
+            total = op_add(total, op_scale(lp, (float)c->loss_lpips));
+        }
         float lv = dod_scalar_value(total);
         if (!isfinite(lv)) {
             snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
@@ -258,6 +274,7 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         loss_sum += lv;
         mse_sum += dod_scalar_value(mse);
         ssim_sum += ssim_term;
+        lpips_sum += lpips_term;
     }
     ag_step_reset();
     double gn = clip_grad_norm(r->trainable, r->n_trainable, c->clip_norm);
@@ -265,7 +282,7 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     adamw_step(r->opt, lr);
     for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
     *st = (TrainStepStats){.step = s + 1, .loss = loss_sum / A, .mse = mse_sum / A, .ssim = ssim_sum / A,
-                           .lr = lr, .grad_norm = gn};
+                           .lpips = lpips_sum / A, .lr = lr, .grad_norm = gn};
     return 0;
 }
 
@@ -321,8 +338,8 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
         if (!o->quiet && (elapsed - last_print >= 1.0 || done == c->steps || last_print < 0)) {
             char eta[32];
             format_duration((c->steps - done) / its, eta, sizeof eta);
-            fprintf(stderr, "step %lld/%lld | loss %.5f mse %.5f 1-ssim %.5f | lr %.3g | %.2f it/s | ETA %s\n",
-                    (long long)done, c->steps, st.loss, st.mse, st.ssim, st.lr, its, eta);
+            fprintf(stderr, "step %lld/%lld | loss %.5f mse %.5f 1-ssim %.5f lpips %.5f | lr %.3g | %.2f it/s | ETA %s\n",
+                    (long long)done, c->steps, st.loss, st.mse, st.ssim, st.lpips, st.lr, its, eta);
             last_print = elapsed;
         }
         if (done % c->log_every == 0 || done == c->steps) {
@@ -332,9 +349,9 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
                 snprintf(device_mem, sizeof device_mem, ", \"cuda_arena_peak_mib\": %.1f, \"cuda_reserved_peak_mib\": %.1f",
                          ms.arena_peak_bytes / 1048576.0, ms.peak_reserved_bytes / 1048576.0);
             }
-            fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g, \"lr\": %.9g, "
-                             "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f%s}\n",
-                    (long long)done, st.loss, st.mse, st.ssim, st.lr, st.grad_norm, its, elapsed,
+            fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g, \"lpips\": %.9g, "
+                             "\"lr\": %.9g, \"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f%s}\n",
+                    (long long)done, st.loss, st.mse, st.ssim, st.lpips, st.lr, st.grad_norm, its, elapsed,
                     step_peak / 1048576.0, device_mem);
             fflush(r.jsonl);
         }

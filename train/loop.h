@@ -5,7 +5,8 @@
 // Per optimizer step s (0-based; "step" in logs and checkpoint names counts steps completed = s + 1):
 //   for a in 0 .. grad_accum-1:  batch index b = s * grad_accum + a (the loader's step argument, so a
 //       batch is a pure function of (seed, b)); ag_step_reset; out = model.forward(lq, noise_seed(b));
-//       loss = mse_w * MSE(out, hq) + ssim_w * (1 - SSIM(out, hq)); backward(loss / grad_accum)
+//       loss = mse_w * MSE(out, hq) + ssim_w * (1 - SSIM(out, hq)) + lpips_w * mean LPIPS(out, hq)
+//       (layers/lpips.h); backward(loss / grad_accum)
 //   grad_norm = clip_grad_norm(trainable, clip_norm); adamw_step(lr_at(schedule, s)); zero grads.
 // noise_seed(b) = rng_key(rng_key(seed, TRAIN_NOISE_STREAM), b) (data/keyed_rng.h): the training
 // randomness is counter-based, so the step counter is the whole RNG state.
@@ -22,6 +23,7 @@
 typedef struct {
     int64_t step;            // steps completed (1-based)
     double loss, mse, ssim;  // means over the micro-batches: total loss, MSE, 1 - SSIM (0 when unweighted)
+    double lpips;            // mean LPIPS(out, hq) (0 when unweighted)
     double lr, grad_norm;    // grad_norm before clipping
 } TrainStepStats;
 
