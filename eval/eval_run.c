@@ -18,6 +18,7 @@ const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable",
 #include "data/h5ds.h"
 #include "data/sample_noise.h"
 #include "eval/grid.h"
+#include "eval/lpips_metric.h"
 #include "data/fileio.h"
 
 // Formats into buf (=); vsnprintf, since a truncated message is still a useful message.
@@ -183,7 +184,8 @@ static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, 
     } else {
         restore_output_to_unit(out, n, out);
         restore_image_to_unit(&hq, gt);
-        if (metrics_pair_f32(out, gt, hq.h, hq.w, 3, METRIC_CHW, &es->metrics, &im->psnr, &im->ssim, why, sizeof why)) {
+        if (metrics_pair_f32(out, gt, hq.h, hq.w, 3, METRIC_CHW, &es->metrics, &im->psnr, &im->ssim, why, sizeof why) ||
+            (o->lpips && lpips_metric_f32(o->lpips, out, gt, hq.h, hq.w, METRIC_CHW, &im->lpips, why, sizeof why))) {
             im->status = EVAL_METRIC;
             fmt_into(im->err, sizeof im->err, "%s (%s, %dx%d): %s", es->label, im->name, hq.w, hq.h, why);
         }
@@ -251,6 +253,7 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         for (int i = 0; i < r->n_images; i++) {
             EvalImage *im = &r->images[i];
             im->index = i;
+            im->lpips = NAN;
             sample_name(f, t, i, r->images, i, im->name, sizeof im->name);
             eval_one(o, f, t, r, im, o->save_dir ? set_dir : NULL, i < n_rows ? &rows[i] : NULL);
             r->problems[im->status]++;
@@ -258,6 +261,7 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
                 r->n_scored++;
                 r->psnr += im->psnr;
                 r->ssim += im->ssim;
+                r->lpips += im->lpips;
                 seconds += im->seconds;
             }
             pg.done++;
@@ -268,9 +272,11 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
             r->psnr /= r->n_scored;
             r->ssim /= r->n_scored;
             r->seconds_per_image = seconds / r->n_scored;
+            r->lpips = o->lpips ? r->lpips / r->n_scored : NAN;
         } else {
-            r->psnr = r->ssim = r->seconds_per_image = NAN;
+            r->psnr = r->ssim = r->seconds_per_image = r->lpips = NAN;
         }
+        r->has_lpips = o->lpips != NULL;
         r->peak_rss_mib = dod_peak_rss_mib();
         double arena_bytes = (double)arena_peak();
         if (o->model_device == DEV_CUDA) arena_bytes += (double)dod_cuda_mem_stats().arena_peak_bytes;

@@ -14,6 +14,7 @@
 
 #include "eval/metrics.h"
 #include "eval/restore.h"
+#include "layers/lpips.h"
 #include "train/train_model.h"
 
 #define EVAL_ERR_LEN 1024
@@ -42,6 +43,7 @@ typedef struct {
     char name[256];      // output stem: the ground truth's source file stem (else the LQ's, else the index)
     int w, h, tiles;
     double psnr, ssim, seconds;   // seconds: the model's restore time alone
+    double lpips;                 // EvalRunOptions.lpips set: LPIPS(output, ground truth), else NAN
     int status;          // EvalProblem
     char err[EVAL_ERR_LEN];
 } EvalImage;
@@ -55,6 +57,8 @@ typedef struct {
     int n_scored;
     int problems[EVAL_N_PROBLEMS];
     double psnr, ssim;   // means over the scored images
+    bool has_lpips;      // scored with LPIPS too (EvalRunOptions.lpips)
+    double lpips;        // its mean over the scored images (NAN without)
     double seconds_per_image;
     double peak_rss_mib, arena_peak_mib;   // process high-water marks read after this set (arena: the
                                            // host arena, plus the device arena for a model on CUDA)
@@ -68,6 +72,7 @@ typedef struct {
     bool save_inputs;       // also DIR/<label>/input/ and DIR/<label>/gt/
     int grid_rows;          // images in each set's grid (the first ones)
     int progress;           // 0 off, 1 redraw a line on a terminal, 2 one line per update (not a terminal)
+    Lpips *lpips;           // non-NULL: also score LPIPS (eval/lpips_metric.h; weights on model_device)
 } EvalRunOptions;
 
 // Opens and checks every set; fills res[i] (=; set, n_images, n_in_file, noise_on_read). max_images

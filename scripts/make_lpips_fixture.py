@@ -7,6 +7,7 @@ bit for bit (layers/lpips.c: lpips_random_vgg), so the 58 MB of VGG weights need
   vgg_lin_v0.1_zip.pth   the same tensors re-saved in the zip format
   lpips_ref.safetensors  per case (a: 2x3x32x32, b: 1x3x37x45): x, y, dist (per image), coef, and
                          grad_x, grad_y of sum_i coef_i * dist_i; computed in float64, stored as f32
+  eval/                  PNG pairs (gt, pred) and lpips_ref.txt: their LPIPS as the package scores files
 
 Run: ${PYTHON:-python3} scripts/make_lpips_fixture.py   (needs torch, torchvision, lpips, numpy, safetensors)
 """
@@ -57,6 +58,36 @@ def random_vgg(features):
             conv.bias.copy_(torch.from_numpy(b))
 
 
+def eval_pairs(model):
+    """eval/{gt,pred}/*.png (crops of the photo fixtures, and degraded copies) and eval/lpips_ref.txt:
+    'name lpips' per pair as the lpips package scores image files (lpips.im2tensor of the RGB uint8
+    array, x / 127.5 - 1), for `dod-eval metrics --lpips-vgg --lpips-lin` (tests/cli_eval_lpips.sh)."""
+    from PIL import Image, ImageFilter
+    src = os.path.join(os.path.dirname(OUT), "data")
+    for d in ("gt", "pred"):
+        os.makedirs(os.path.join(OUT, "eval", d), exist_ok=True)
+    rng = np.random.default_rng(SEED)
+    lines = []
+    for name, box, how in (("astronaut", (20, 10, 68, 50), "noise"), ("chelsea", (40, 20, 88, 60), "blur"),
+                           ("coffee", (60, 40, 124, 88), "noise")):
+        gt = Image.open(os.path.join(src, name + ".png")).convert("RGB").crop(box)
+        if how == "blur":
+            pred = gt.filter(ImageFilter.GaussianBlur(1.5))
+        else:
+            a = np.asarray(gt).astype(np.float64) + rng.normal(0, 20, (gt.size[1], gt.size[0], 3))
+            pred = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+        gt.save(os.path.join(OUT, "eval", "gt", name + ".png"))
+        pred.save(os.path.join(OUT, "eval", "pred", name + ".png"))
+        with torch.no_grad():
+            # lpips.load_image reads RGB uint8 through cv2 (not installed here); PIL gives the same array
+            load = lambda d: np.asarray(Image.open(os.path.join(OUT, "eval", d, name + ".png")).convert("RGB"))
+            p0, p1 = lpips.im2tensor(load("pred")).double(), lpips.im2tensor(load("gt")).double()
+            lines.append(f"{name} {model(p0, p1).item():.12g}")
+    with open(os.path.join(OUT, "eval", "lpips_ref.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     pkg_lin = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "vgg.pth")
@@ -81,6 +112,7 @@ def main():
                         f"{case}.coef": c.float(), f"{case}.grad_x": xd.grad.float(), f"{case}.grad_y": yd.grad.float()})
         print(case, "dist", dist.tolist())
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(OUT, "lpips_ref.safetensors"))
+    eval_pairs(model)
     for f in sorted(os.listdir(OUT)):
         print(f"{f}: {os.path.getsize(os.path.join(OUT, f))} bytes")
 
