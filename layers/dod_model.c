@@ -40,7 +40,8 @@ static void check_config(const DodModelConfig *c) {
               who, "unknown extractor kind %d (cnn, external or vae)", (int)c->extractor);
     DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
     DOD_CHECK(c->lpips_weight == 0.0f, who,
-              "lpips_weight %g: the LPIPS loss is not implemented yet, the weight must be 0", c->lpips_weight);
+              "lpips_weight %g: dod_model_loss has no LPIPS term (dod-train adds it: [loss] lpips, train/loop.c), "
+              "the weight must be 0", c->lpips_weight);
     DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0, who, "loss weights must be >= 0 (mse %g, ssim %g)",
               c->mse_weight, c->ssim_weight);
     DOD_CHECK(c->stage == 2 || c->ssim_weight == 0.0f, who, "ssim_weight %g is a stage-2 loss; stage 1 needs 0",
@@ -293,8 +294,8 @@ DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
     Tensor *mse = op_mse_loss(out, hq);
     l.mse = dod_scalar_value(mse);
     l.total = op_scale(mse, m->cfg.mse_weight);
-    // Stage 1's LPIPS term (weight 5 in the paper) joins here once a VGG LPIPS exists; check_config keeps
-    // lpips_weight at 0 until then.
+    // Stage 1's LPIPS term (weight 5 in the paper) is added by the training loop, which owns the LPIPS
+    // network (train/loop.c, layers/lpips.h); check_config keeps lpips_weight at 0 here.
     if (m->cfg.stage == 2) {
         Tensor *ssim = op_ssim(out, hq, 2.0f);
         l.ssim = dod_scalar_value(ssim);

@@ -46,14 +46,14 @@ typedef struct {
     bool recompute;                  // activation recomputation in UNet, VAE and detail module
     bool clamp_train;                // clamp the train-mode output to [-1, 1] too (true, as OSEDiff's training)
     uint64_t seed;                   // init of every trainable tensor
-    // Loss weights. Stage 1: mse_weight * MSE + lpips_weight * LPIPS; LPIPS is not implemented yet, so
-    // lpips_weight must stay 0 (dod_model_create fails otherwise). Stage 2: mse_weight * MSE +
+    // Loss weights of dod_model_loss. Stage 1: mse_weight * MSE (the public code adds 5 * LPIPS: dod-train
+    // does, [loss] lpips), lpips_weight must stay 0 (dod_model_create fails otherwise). Stage 2: mse_weight * MSE +
     // ssim_weight * (1 - SSIM), SSIM on [-1, 1] images with data range 2.
     float mse_weight, lpips_weight, ssim_weight;
 } DodModelConfig;
 
 // The public defaults for `stage` (1 or 2): f32 frozen weights, rank 8, alpha 8, cnn extractor, growth
-// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0 (5 once LPIPS exists)}, stage 2 {mse 1,
+// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0 (dod-train adds LPIPS)}, stage 2 {mse 1,
 // ssim 0.1}. base_model_dir and prompt_path are left for the caller.
 DodModelConfig dod_model_default_config(int stage);
 
@@ -115,7 +115,7 @@ typedef struct {
     Tensor *total;     // the scalar to back-propagate
     float mse;         // MSE(out, hq), unweighted
     float ssim;        // SSIM(out, hq) (stage 2; NaN in stage 1)
-    float lpips;       // NaN until LPIPS exists
+    float lpips;       // NaN (dod_model_loss has no LPIPS term)
 } DodLoss;
 
 // The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors).
