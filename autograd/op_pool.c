@@ -3,26 +3,12 @@
 // NaN wins as in PyTorch; the backward routes each output gradient to that element. The argmax is
 // found again in backward from x (the node's input) rather than stored.
 #include "autograd/cuda/cuda_ops.h"
+#include "autograd/max_pool_window.h"
 #include "autograd/ops_cpu_util.h"
-
-#include <math.h>
 
 typedef struct {
     int k, s;
 } PoolCtx;
-
-// Offset within the plane of the maximum of window (ho, wo): the first one, or a NaN.
-static inline int64_t window_argmax(const float *xp, int64_t W, int k, int s, int64_t ho, int64_t wo) {
-    int64_t best = ho * s * W + wo * s;
-    float m = xp[best];
-    for (int i = 0; i < k; i++)
-        for (int j = 0; j < k; j++) {
-            int64_t at = (ho * s + i) * W + wo * s + j;
-            float v = xp[at];
-            if (v > m || (isnan(v) && !isnan(m))) m = v, best = at;
-        }
-    return best;
-}
 
 // grad_x[argmax of each window] += grad_out.
 static void max_pool_backward(AgNode *node) {
@@ -40,7 +26,7 @@ static void max_pool_backward(AgNode *node) {
         for (int64_t p = 0; p < planes; p++)   // a plane per thread: overlapping windows stay race-free
             for (int64_t ho = 0; ho < Ho; ho++)
                 for (int64_t wo = 0; wo < Wo; wo++)
-                    gx[p * H * W + window_argmax(xf + p * H * W, W, c->k, c->s, ho, wo)] += g[(p * Ho + ho) * Wo + wo];
+                    gx[p * H * W + max_pool_window_argmax(xf + p * H * W, W, c->k, c->s, ho, wo)] += g[(p * Ho + ho) * Wo + wo];
     }
     scratch_end(scratch);
 }
@@ -63,7 +49,7 @@ Tensor *op_max_pool2d(Tensor *x, int kernel, int stride) {
         for (int64_t p = 0; p < planes; p++)
             for (int64_t ho = 0; ho < Ho; ho++)
                 for (int64_t wo = 0; wo < Wo; wo++)
-                    y[(p * Ho + ho) * Wo + wo] = xf[p * H * W + window_argmax(xf + p * H * W, W, kernel, stride, ho, wo)];
+                    y[(p * Ho + ho) * Wo + wo] = xf[p * H * W + max_pool_window_argmax(xf + p * H * W, W, kernel, stride, ho, wo)];
     }
     tensor_store_f32(out, y);
     scratch_end(scratch);

@@ -1,25 +1,14 @@
 // Max pooling (op_max_pool2d, autograd/op_pool.c): one thread per output element, which scans its
 // window; backward finds the same argmax again and adds the gradient there atomically.
 #include "autograd/cuda/device.h"
-
-__device__ __forceinline__ int64_t window_argmax(const float *xp, int64_t W, int k, int s, int64_t ho, int64_t wo) {
-    int64_t best = ho * s * W + wo * s;
-    float m = xp[best];
-    for (int i = 0; i < k; i++)
-        for (int j = 0; j < k; j++) {
-            int64_t at = (ho * s + i) * W + wo * s + j;
-            float v = xp[at];
-            if (v > m || (isnan(v) && !isnan(m))) m = v, best = at;
-        }
-    return best;
-}
+#include "autograd/max_pool_window.h"
 
 __global__ void max_pool_forward_kernel(const float *x, float *y, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int k,
                                         int s, int64_t n) {
     DOD_GRID_STRIDE(i, n) {
         int64_t wo = i % Wo, ho = (i / Wo) % Ho, p = i / (Wo * Ho);
         const float *xp = x + p * H * W;
-        y[i] = xp[window_argmax(xp, W, k, s, ho, wo)];
+        y[i] = xp[max_pool_window_argmax(xp, W, k, s, ho, wo)];
     }
 }
 
@@ -27,7 +16,7 @@ __global__ void max_pool_backward_kernel(const float *x, const float *g, float *
                                          int64_t Wo, int k, int s, int64_t n) {
     DOD_GRID_STRIDE(i, n) {
         int64_t wo = i % Wo, ho = (i / Wo) % Ho, p = i / (Wo * Ho);
-        atomicAdd(gx + p * H * W + window_argmax(x + p * H * W, W, k, s, ho, wo), g[i]);
+        atomicAdd(gx + p * H * W + max_pool_window_argmax(x + p * H * W, W, k, s, ho, wo), g[i]);
     }
 }
 
