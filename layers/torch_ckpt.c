@@ -24,6 +24,7 @@
 #define MAX_DEPTH 64                    // nesting of containers holding tensors
 #define MAX_VISITS (1u << 22)           // values visited while listing tensors (shared containers)
 #define MAX_NAME 1024                   // bytes of a key path
+#define ZIP_MAX_RATIO 1100              // deflate expands at most ~1032:1
 
 static const uint8_t legacy_magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
 
@@ -38,7 +39,7 @@ typedef struct {
 struct TorchCkpt {
     char *path;
     bool zip_format;
-    const uint8_t *data;    // the whole file
+    const uint8_t *file_bytes;   // the whole file
     size_t size;
     bool mapped;            // data is our mmap (else caller memory)
 #ifdef DOD_HAVE_LIBZIP
@@ -224,10 +225,13 @@ static int link_storages(Walk *w) {
                         t->name, (unsigned long long)last, (unsigned long long)view_numel, sv->storage.key);
         t->storage_offset = sv->storage.view_offset + w->tensor_vals[i]->tensor.offset;
     }
+    // A storage cannot hold more than the file (a deflated zip entry: than the file inflated at the
+    // deflate limit); checked before anything is allocated for it.
+    uint64_t most = ck->zip_format ? (uint64_t)ck->size * ZIP_MAX_RATIO : (uint64_t)ck->size;
     for (int s = 0; s < ck->nstorages; s++) {
         uint64_t bytes;
         if (__builtin_mul_overflow((uint64_t)ck->storages[s].numel, torch_dtype_size(ck->storages[s].dtype), &bytes) ||
-            bytes > ck->size)
+            bytes > most)
             return fail(w->err, "%s: storage %s declares %lld elements of %s, more than the file holds", w->path,
                         ck->storages[s].key, (long long)ck->storages[s].numel, torch_dtype_name(ck->storages[s].dtype));
     }
@@ -253,7 +257,7 @@ static int list_tensors(TorchCkpt *ck, const PyVal *root, char *err) {
 
 // ---- the legacy format ------------------------------------------------------------------------------
 static int open_legacy(TorchCkpt *ck, char *err) {
-    const uint8_t *p = ck->data, *end = ck->data + ck->size;
+    const uint8_t *p = ck->file_bytes, *end = ck->file_bytes + ck->size;
     size_t used = legacy_magic_len(p, ck->size);
     if (!used) return fail(err, "%s: not a PyTorch checkpoint (no zip header, no legacy magic number)", ck->path);
     p += used;
@@ -323,7 +327,7 @@ static int open_legacy(TorchCkpt *ck, char *err) {
                       (unsigned long long)bytes, (size_t)(end - p));
             break;
         }
-        st->file_offset = (uint64_t)(p - ck->data);
+        st->file_offset = (uint64_t)(p - ck->file_bytes);
         p += bytes;
     }
     for (int s = 0; !rc && s < ck->nstorages; s++)
@@ -369,7 +373,7 @@ static int zip_entry_size(TorchCkpt *ck, int64_t idx, const char *what, uint64_t
     zip_stat_t zs;
     if (zip_stat_index(ck->za, (zip_uint64_t)idx, 0, &zs) != 0 || !(zs.valid & ZIP_STAT_SIZE) || !(zs.valid & ZIP_STAT_COMP_SIZE))
         return fail(err, "%s: %s: cannot read the zip entry's sizes", ck->path, what);
-    if (zs.comp_size > ck->size || zs.size / 1100 > zs.comp_size)
+    if (zs.comp_size > ck->size || zs.size / ZIP_MAX_RATIO > zs.comp_size)
         return fail(err, "%s: %s: zip entry claims %llu bytes from %llu compressed bytes in a %zu-byte file", ck->path,
                     what, (unsigned long long)zs.size, (unsigned long long)zs.comp_size, ck->size);
     *size = zs.size;
@@ -379,7 +383,7 @@ static int zip_entry_size(TorchCkpt *ck, int64_t idx, const char *what, uint64_t
 static int open_zip(TorchCkpt *ck, char *err) {
     zip_error_t ze;
     zip_error_init(&ze);
-    zip_source_t *src = zip_source_buffer_create(ck->data, ck->size, 0, &ze);
+    zip_source_t *src = zip_source_buffer_create(ck->file_bytes, ck->size, 0, &ze);
     if (src) {
         ck->za = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &ze);
         if (!ck->za) zip_source_free(src);
@@ -446,7 +450,7 @@ static int open_zip(TorchCkpt *ck, char *err) {
 
 // ---- open / read / close -------------------------------------------------------------------------------
 static int open_common(TorchCkpt *ck, char *err) {
-    if (ck->size >= 4 && !memcmp(ck->data, "PK\x03\x04", 4)) {
+    if (ck->size >= 4 && !memcmp(ck->file_bytes, "PK\x03\x04", 4)) {
         ck->zip_format = true;
 #ifdef DOD_HAVE_LIBZIP
         return open_zip(ck, err);
@@ -471,7 +475,7 @@ int torch_ckpt_open_memory(const char *name, const uint8_t *data, size_t size, T
     *out = NULL;
     TorchCkpt *ck = new_ckpt(name);
     if (!ck) return fail(err, "%s: out of memory", name);
-    ck->data = data;
+    ck->file_bytes = data;
     ck->size = size;
     if (open_common(ck, err)) {
         torch_ckpt_close(ck);
@@ -503,7 +507,7 @@ int torch_ckpt_open(const char *path, TorchCkpt **out, char err[TORCH_ERR_LEN]) 
         munmap(map, (size_t)sb.st_size);
         return fail(err, "%s: out of memory", path);
     }
-    ck->data = map;
+    ck->file_bytes = map;
     ck->size = (size_t)sb.st_size;
     ck->mapped = true;
     if (open_common(ck, err)) {
@@ -519,7 +523,7 @@ void torch_ckpt_close(TorchCkpt *ck) {
 #ifdef DOD_HAVE_LIBZIP
     if (ck->za) zip_discard(ck->za);
 #endif
-    if (ck->mapped) munmap((void *)ck->data, ck->size);
+    if (ck->mapped) munmap((void *)ck->file_bytes, ck->size);
     for (int i = 0; i < ck->n; i++) free(ck->tensors[i].name);
     for (int s = 0; s < ck->nstorages; s++) free(ck->storages[s].key);
     free(ck->storages);
@@ -562,7 +566,7 @@ int torch_ckpt_read(TorchCkpt *ck, const TorchTensor *t, void *dst, char err[TOR
     for (int d = 0; d < t->ndim; d++) extent += (uint64_t)(t->shape[d] - 1) * (uint64_t)t->stride[d];
     uint64_t from = (uint64_t)t->storage_offset * es, bytes = extent * es;
     if (!ck->zip_format) {
-        gather(dst, ck->data + st->file_offset + from, es, t->ndim, t->shape, t->stride);
+        gather(dst, ck->file_bytes + st->file_offset + from, es, t->ndim, t->shape, t->stride);
         return 0;
     }
 #ifdef DOD_HAVE_LIBZIP

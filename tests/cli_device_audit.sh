@@ -23,6 +23,8 @@ layers/dod_model_util.c:posterior_backward   CUDA: device pointers handed to lay
 layers/dod_model_util.c:dod_repeat_constant  pointer arithmetic only; CUDA copies with cuda_copy_d2d
 layers/dod_model_util.c:dod_scalar_value     CUDA: cuda_copy_d2h of the one value
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
+layers/lpips.c:channel_constant              device_copy from a host array into a tensor on the weights' device
+layers/lpips.c:lpips_from_vgg                creation: host tensors, moved with lpips_to_device
 layers/lora.c:host_f32                       copies a CUDA tensor to the host (merge/export, not per step)
 layers/lora.c:lora_merge                     reads host views made by host_f32, writes host tensors
 layers/safetensors.c:safetensors_drop_pages  file mapping, no tensors
@@ -30,6 +32,7 @@ layers/safetensors.c:safetensors_load_store  loading: host tensors
 layers/safetensors.c:safetensors_open        file mapping, no tensors
 layers/safetensors.c:safetensors_save        CUDA tensors are written through a host copy (cuda_copy_d2h)
 layers/safetensors.c:safetensors_tensor      loading: host tensors
+layers/safetensors.c:torch_tensor            loading a PyTorch checkpoint's tensor: host tensors
 layers/sd_blocks.c:resize_backward           backward of the CPU branch of sd_resize_nearest only
 layers/sd_blocks.c:sd_resize_nearest         CPU branch only; other devices go through sd_gather_hw
 layers/sd_load.c:sd_tensor_make_owned        loading: host tensors (before any move)
