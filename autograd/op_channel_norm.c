@@ -40,13 +40,10 @@ static void channel_norm_backward(AgNode *node) {
             for (int64_t s = 0; s < S; s++) dn[s] = 0;
             for (int64_t ch = 0; ch < C; ch++)
                 for (int64_t s = 0; s < S; s++) dn[s] += gn[ch * S + s] * xn[ch * S + s];
-            for (int64_t s = 0; s < S; s++) {   // dn becomes the coefficient of x_c
-                float d = nrm[s] + c->eps;
-                dn[s] = nrm[s] > 0 ? dn[s] / (d * d * nrm[s]) : 0.0f;
-            }
+            for (int64_t s = 0; s < S; s++) dn[s] = channel_norm_grad_coef(dn[s], nrm[s], c->eps);   // x_c's coefficient
             for (int64_t ch = 0; ch < C; ch++)
                 for (int64_t s = 0; s < S; s++)
-                    gxn[ch * S + s] += gn[ch * S + s] / (nrm[s] + c->eps) - xn[ch * S + s] * dn[s];
+                    gxn[ch * S + s] += channel_norm_grad(gn[ch * S + s], xn[ch * S + s], nrm[s], c->eps, dn[s]);
         }
     }
     scratch_end(scratch);
@@ -75,7 +72,7 @@ Tensor *op_channel_normalize(Tensor *x, float eps) {
                 for (int64_t s = 0; s < S; s++) nrm[s] += xn[ch * S + s] * xn[ch * S + s];
             for (int64_t s = 0; s < S; s++) nrm[s] = sqrtf(nrm[s]);
             for (int64_t ch = 0; ch < C; ch++)
-                for (int64_t s = 0; s < S; s++) yn[ch * S + s] = xn[ch * S + s] / (nrm[s] + eps);
+                for (int64_t s = 0; s < S; s++) yn[ch * S + s] = channel_norm_value(xn[ch * S + s], nrm[s], eps);
         }
     }
     tensor_store_f32(out, y);

@@ -13,7 +13,7 @@
 
 // db[j] += sum over rows of g[row, j] (g is [rows, n]).
 static void add_column_sums(const float *g, int64_t rows, int64_t n, float *db) {
-#pragma omp parallel for if (rows * n > 65536)
+#pragma omp parallel for if (rows * n > OPS_PARALLEL_MIN)
     for (int64_t j0 = 0; j0 < n; j0 += 64) {
         int64_t j1 = j0 + 64 < n ? j0 + 64 : n;
         float acc[64] = {0};
@@ -149,7 +149,7 @@ typedef struct {
 // y = x @ w^T + bias: writes (=) y [rows, out].
 static void op_linear_cpu_forward(const LinearCtx *c, const float *bias, float *y) {
     if (bias) {
-#pragma omp parallel for if (c->rows * c->out > 65536)
+#pragma omp parallel for if (c->rows * c->out > OPS_PARALLEL_MIN)
         for (int64_t r = 0; r < c->rows; r++) memcpy(y + r * c->out, bias, (size_t)c->out * sizeof(float));
     }
     gemm_f32(false, true, c->rows, c->out, c->in, 1.0f, c->x, c->in, c->w, c->in, bias ? 1.0f : 0.0f, y, c->out);

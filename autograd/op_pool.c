@@ -3,7 +3,6 @@
 // NaN wins as in PyTorch; the backward routes each output gradient to that element. The argmax is
 // found again in backward from x (the node's input) rather than stored.
 #include "autograd/cuda/cuda_ops.h"
-#include "autograd/max_pool_window.h"
 #include "autograd/ops_cpu_util.h"
 
 typedef struct {

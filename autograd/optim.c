@@ -4,6 +4,7 @@
 
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/cuda/cuda_optim.h"
+#include "autograd/ops_cpu_util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -56,18 +57,13 @@ void adamw_step(AdamW *opt, float lr) {
         Tensor *p = opt->params[i];
         if (!p->grad) continue;  // no gradient reached it this step: torch skips such parameters too
         float *w = p->data, *g = p->grad, *m = opt->m[i], *v = opt->v[i];
-        if (p->device == DEV_CUDA) {  // the same f32 formula on the device
+        if (p->device == DEV_CUDA) {  // the same f32 formula (adamw_update_element) on the device
             cuda_adamw_update(w, g, m, v, p->numel, c.beta1, c.beta2, c.eps, decay, step_size, bc2_sqrt);
             continue;
         }
-#pragma omp parallel for if (p->numel > 65536)
-        for (int64_t j = 0; j < p->numel; j++) {
-            w[j] *= decay;
-            m[j] = c.beta1 * m[j] + (1.0f - c.beta1) * g[j];
-            v[j] = c.beta2 * v[j] + (1.0f - c.beta2) * g[j] * g[j];
-            float denom = sqrtf(v[j]) / bc2_sqrt + c.eps;
-            w[j] -= step_size * (m[j] / denom);
-        }
+#pragma omp parallel for if (p->numel > OPS_PARALLEL_MIN)
+        for (int64_t j = 0; j < p->numel; j++)
+            adamw_update_element(&w[j], &m[j], &v[j], g[j], c.beta1, c.beta2, c.eps, decay, step_size, bc2_sqrt);
     }
 }
 
@@ -80,10 +76,7 @@ double clip_grad_norm(Tensor *const *params, int n, double max_norm) {
             sq += cuda_sum_squares(g, params[i]->numel);
             continue;
         }
-        double s = 0;
-#pragma omp parallel for reduction(+ : s) if (params[i]->numel > 65536)
-        for (int64_t j = 0; j < params[i]->numel; j++) s += (double)g[j] * g[j];
-        sq += s;
+        sq += ops_reduce_cpu(REDUCE_SQUARES, g, NULL, params[i]->numel);
     }
     double norm = sqrt(sq);
     double coef_d = max_norm / (norm + 1e-6);  // torch: clamp(max_norm / (norm + 1e-6), max=1)

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 
 #include "data/degrade.h"
-#include "data/fileio.h"
+#include "autograd/base.h"
 #include "data/h5ds.h"
 #include "data/image.h"
 #include "data/pack.h"

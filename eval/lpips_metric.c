@@ -5,7 +5,6 @@
 #include <stdlib.h>
 
 #include "autograd/tape.h"
-#include "layers/dod_model_util.h"
 
 typedef struct {
     Lpips *m;
@@ -20,7 +19,7 @@ static double distance(Lpips *m, Tensor *a, Tensor *b) {
     if (dev != DEV_CPU) a = tensor_to_device(a, dev), b = tensor_to_device(b, dev);
     DistanceCtx c = {m};
     Tensor *d = ag_run_keeping_output(distance_block, &c, 2, (Tensor *[]){a, b});
-    double v = dod_scalar_value(d);
+    double v = tensor_item(d);
     ag_set_grad_enabled(prev);
     ag_step_reset();
     return v;

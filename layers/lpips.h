@@ -23,7 +23,7 @@
 #define LPIPS_N_CONV 13
 #define LPIPS_N_LAYERS 5
 
-typedef struct {
+typedef struct Lpips {
     ParamStore *ps;                    // every weight, under the files' names
     Tensor *w[LPIPS_N_CONV], *b[LPIPS_N_CONV];
     Tensor *lin[LPIPS_N_LAYERS];       // [1, C, 1, 1]

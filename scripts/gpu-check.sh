@@ -5,8 +5,13 @@
 #   1. configure + build (build-gpu/, CMAKE_CUDA_ARCHITECTURES=90 unless CUDA_ARCH is set)
 #   2. the GPU parity suite (tests/test_cuda_ops.c, every CUDA op vs the CPU op; a SKIP fails here),
 #      (and again on bf16 activations), then the DOD gradient fixture on CUDA (tests/test_dod_model.c:
-#      f32 mode, mixed precision with f32 and with bf16 activations)
-#   3. dod-parity --device cuda on every SD fixture (UNet + VAE forwards on the GPU vs diffusers)
+#      f32 mode, mixed precision with f32 and with bf16 activations), then the CLIP text encoder on CUDA
+#      against transformers (tests/test_clip_text.c)
+#   3. dod-parity --device cuda on every SD fixture (UNet + VAE forwards on the GPU vs diffusers);
+#      then the NCCL path with one process: dod-train on the tiny DOD fixture, [model] device = cuda,
+#      3 steps with [dist] backend = nccl (world 1: the bucketed gradients through NCCL on a side
+#      stream) against the plain path: the same losses and parameters (bitwise when two plain runs
+#      agree bitwise; otherwise within 1e-5 relative, CUDA kernels not being deterministic)
 #   4. ONE TRAINING STEP OF THE FULL DOD MODEL at SD 2.1-base size (865M-parameter UNet shape, random
 #      frozen weights built from the SD 2.1-base configs written below; spec-sized LoRA rank 8,
 #      modulation, stage 1), 256x256 crops, batch 7, in f32 mode and in mixed precision:
@@ -18,6 +23,9 @@
 #      step time (median of BENCH_ITERS after one warm-up), peak device memory, the ratio, per precision;
 #      ours also with --recompute (activation recomputation, the configs' default), and mixed with
 #      --activations f32 (what bf16 activation storage buys).
+#      and (when time is left) the all-reduce cost of that stage-1 gradient set: dod-bench train --dist
+#      --backend nccl, one process (the bucket copies and NCCL's world-1 all-reduce; the cost on 8 GPUs
+#      needs mpirun -np 8 on such a node, docs/training.md)
 #   5. (when time is left) dod-bench cuda_block: the one-block-pair micro benchmark, f32 and mixed;
 #      then dod-bench cuda_attention: op_attention's chunked-GEMM and fused kernels against PyTorch's
 #      scaled_dot_product_attention, SD 2.x level-1 shapes up to 1024x1024.
@@ -60,20 +68,33 @@ echo "cpu cores: $(nproc)"
 stage "build ($BUILD, sm_$ARCH)"
 build() {
     mkdir -p "$BUILD" || return 1
-    # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev: the headers and
+    # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev / libpcre2-dev /
+    # libunistring-dev / zlib1g-dev / libzip-dev: the headers and
     # libraries copied into $SRC/.gpudeps by scripts/gpu-deps.sh on a machine that has them.
     local deps=()
     if [ -d "$SRC/.gpudeps" ] && [ ! -f /usr/include/stb/stb_image.h ]; then
         local D="$SRC/.gpudeps"
         deps=(-DSTB_INCLUDE_DIR="$D/include/stb" -DCJSON_INCLUDE_DIR="$D/include" -DCJSON_LIB="$D/lib/libcjson.so"
-              -DINIPARSER_INCLUDE_DIR="$D/include/iniparser" -DINIPARSER_LIB="$D/lib/libiniparser.a")
+              -DINIPARSER_INCLUDE_DIR="$D/include/iniparser" -DINIPARSER_LIB="$D/lib/libiniparser.a"
+              -DPCRE2_INCLUDE_DIR="$D/include" -DPCRE2_LIB="$D/lib/libpcre2-8.a"
+              -DUNISTRING_INCLUDE_DIR="$D/include" -DUNISTRING_LIB="$D/lib/libunistring.a"
+              -DZLIB_INCLUDE_DIR="$D/include" -DZLIB_LIBRARY="$D/lib/libz.a")
+        # libzip is optional (zip-format PyTorch checkpoints) and shared: only where its own
+        # dependencies are on the image, else the build reads legacy-format checkpoints only.
+        if [ -f "$D/lib/libzip.so" ] && ldconfig -p 2>/dev/null | grep -q 'libcrypto\.so\.3 ' &&
+           ldconfig -p 2>/dev/null | grep -q 'libbz2\.so\.1\.0 '; then
+            deps+=(-DLIBZIP_INCLUDE_DIR="$D/include" -DLIBZIP_LIB="$D/lib/libzip.so")
+        else
+            echo "libzip not used: no $D/lib/libzip.so, or the image lacks libcrypto.so.3 / libbz2.so.1.0"
+        fi
         export LD_LIBRARY_PATH="$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         echo "using the dependencies in $D"
     fi
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" "${deps[@]}" >"$BUILD/cmake.log" 2>&1 \
         || { tail -30 "$BUILD/cmake.log"; return 1; }
     grep -E "dod: (CUDA|cuBLAS|cuDNN|NCCL)" "$BUILD/cmake.log"
-    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops test_dod_model dod-bench dod-parity >"$BUILD/build.log" 2>&1
+    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops test_dod_model test_clip_text dod-bench dod-parity \
+        dod-train dod-data dod-sd-inspect >"$BUILD/build.log" 2>&1
     local rc=$?
     grep -E "warning|error|Error" "$BUILD/build.log" | head -40
     [ "$rc" -eq 0 ] || { tail -20 "$BUILD/build.log"; return 1; }
@@ -109,6 +130,19 @@ if ! have tests/test_dod_model; then skip_stage dod-fixture-cuda "not built"
 elif ! time_left; then skip_stage dod-fixture-cuda "out of time budget"
 else run_stage dod-fixture-cuda dod_fixture; fi
 
+stage "CLIP text encoder on CUDA (tests/test_clip_text)"
+clip_text_cuda() {  # transformers' hidden states with the encoder on the GPU (causal attention, quick-GELU)
+    local log="$BUILD/test_clip_text.log"
+    (cd "$BUILD" && timeout 120 ./tests/test_clip_text) >"$log" 2>&1
+    local rc=$?
+    grep -E "CUDA|FAIL|passed" "$log" | head -20
+    if grep -q 'skipping the CUDA cases' "$log"; then echo "no GPU visible to the test"; return 1; fi
+    return "$rc"
+}
+if ! have tests/test_clip_text; then skip_stage clip-text-cuda "not built"
+elif ! time_left; then skip_stage clip-text-cuda "out of time budget"
+else run_stage clip-text-cuda clip_text_cuda; fi
+
 # ---- 3. dod-parity --device cuda -------------------------------------------------------------------
 stage "dod-parity --device cuda"
 for fix in "$SRC"/tests/fixtures/sd/*/; do
@@ -117,6 +151,36 @@ for fix in "$SRC"/tests/fixtures/sd/*/; do
     elif ! time_left; then skip_stage "$name" "out of time budget"
     else run_stage "$name" timeout 120 "$BUILD/bin/dod-parity" "$fix" --device cuda; fi
 done
+
+stage "NCCL path, one process: dod-train [dist] backend = nccl vs none (tiny DOD fixture, cuda, 3 steps)"
+nccl_one_process() {
+    . "$SRC/tests/shell_lib.sh"
+    local D="$BUILD/nccl_check" run
+    rm -rf "$D" && mkdir -p "$D" && tiny_dod_data "$BUILD" "$D/syn.h5" || return 1
+    tiny_dod_ini "$D/tiny.ini" "$D/syn.h5" "$D/unused"
+    printf '[model]\ndevice = cuda\nfrozen_dtype = f32\n[train]\nsteps = 3\n[log]\nevery = 1\n[dist]\nbucket_mb = 0.01\n' >> "$D/tiny.ini"
+    for run in plain plain2 nccl; do
+        local backend=none; [ "$run" = nccl ] && backend=nccl
+        timeout 120 "$BUILD/bin/dod-train" --config "$D/tiny.ini" --set dist.backend=$backend --run-dir "$D/$run" \
+            >"$D/$run.log" 2>&1 || { echo "$run:"; tail -5 "$D/$run.log"; return 1; }
+    done
+    grep -E "data parallel|gradient all-reduce" "$D/nccl.log"
+    local ck=checkpoints/step_0000003.safetensors
+    losses() { grep -o '"loss": [^,]*' "$D/$1/metrics.jsonl" | cut -d' ' -f2; }
+    paste <(losses plain) <(losses nccl) | sed 's/^/  loss plain | nccl: /'
+    if same_tensors "$BUILD" "$D/plain/$ck" "$D/plain2/$ck"; then   # the plain path repeats itself: demand bits
+        same_tensors "$BUILD" "$D/plain/$ck" "$D/nccl/$ck" && diff -q <(losses plain) <(losses nccl) >/dev/null &&
+            echo "nccl = plain bit for bit (losses, parameters, moments)" && return 0
+        echo "nccl differs from the plain path, which repeats itself bit for bit"; return 1
+    fi
+    echo "two plain CUDA runs differ (nondeterministic kernels): losses compared within 1e-5 relative"
+    paste <(losses plain) <(losses nccl) |
+        awk '{ d = ($1 - $2) / $1; if (d < 0) d = -d; if (d > 1e-5) bad = 1 } END { exit bad }'
+}
+if ! have bin/dod-train || ! have bin/dod-data || ! have bin/dod-sd-inspect; then skip_stage nccl-one-process "not built"
+elif ! grep -q "NCCL ... found" "$BUILD/cmake.log"; then skip_stage nccl-one-process "NCCL not found at configure time"
+elif ! time_left; then skip_stage nccl-one-process "out of time budget"
+else run_stage nccl-one-process nccl_one_process; fi
 
 # ---- 4. full DOD training step at SD 2.1-base size -------------------------------------------------
 stage "full DOD training step, SD 2.1-base shapes (random weights), batch 7, 256x256, stage 1"
@@ -220,6 +284,16 @@ for prec in f32 mixed; do
                      (mb > 0 ? ma / mb : 0), (what == "" ? "allocated" : what) }'
     done < <(variants "$prec")
 done
+
+stage "gradient all-reduce cost of the stage-1 set at SD 2.1-base size (dod-bench train --dist, nccl, one process)"
+allreduce_cost() {
+    timeout 240 "$BUILD/bin/dod-bench" train --dist --backend nccl --device cuda --base "$SD21" --random-weights --stage 1 \
+        --batch 7 --crop 256 --iters "$ITERS" --precision mixed --recompute
+}
+if ! have bin/dod-bench; then skip_stage allreduce-cost "not built"
+elif ! grep -q "NCCL ... found" "$BUILD/cmake.log"; then skip_stage allreduce-cost "NCCL not found at configure time"
+elif ! time_left 90; then skip_stage allreduce-cost "out of time budget"
+else run_stage allreduce-cost allreduce_cost; fi
 
 # ---- 5. block-pair micro benchmark (when time is left) ----------------------------------------------
 cuda_block() {  # a SKIP (no GPU visible) is a failure here

@@ -196,6 +196,9 @@ def main():
                _use_new_zipfile_serialization=False)
     vae = load_file(os.path.join(sd, "model", "vae", "diffusion_pytorch_model.safetensors"))
     torch.save({k: v.half() for k, v in vae.items()}, os.path.join(OUT, "sd1_tiny_vae_f16.bin"))
+    # The sd1_tiny CLIP text encoder as transformers' pytorch_model.bin (zip format).
+    te = load_file(os.path.join(sd, "model", "text_encoder", "model.safetensors"))
+    torch.save(te, os.path.join(OUT, "sd1_tiny_text_encoder.bin"))
 
     # Refused pickles, each inside an otherwise valid zip checkpoint.
     template = os.path.join(OUT, "bare_tensor.pt")

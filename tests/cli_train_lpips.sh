@@ -54,6 +54,9 @@ falls() {  # 8 values, each below the one before, the last below 0.9 x the first
         exit !(v[n] < 0.9 * v[1]) }'
 }
 check "LPIPS falls at every step (same batch): $lp" falls
+"$TRAIN" --config "$T/toy.ini" --set loss.lpips=0 --set train.steps=1 --set train.run_dir="$T/nolp" > "$T/nolp.log" 2>&1
+check "weight 0: no LPIPS loaded, none in the progress line or metrics.jsonl" \
+    "grep -q 'done: 1 steps' $T/nolp.log && grep -qE '1-ssim [0-9.]+ \| lr' $T/nolp.log && ! grep -qE 'LPIPS \\(VGG16\\)| lpips [0-9]' $T/nolp.log && ! grep -q '\"lpips\"' $T/nolp/metrics.jsonl"
 
 # The tiny DOD model with the LPIPS term (frozen weights, LPIPS's among them, in bf16).
 tiny_dod_data "$B" "$T/syn.h5"

@@ -2,13 +2,14 @@
 // distances and the gradients w.r.t. both images, with the package's real linear heads (its vgg.pth as
 // shipped, legacy torch format, and re-saved in the zip format) and random VGG16 weights that
 // lpips_random_vgg rebuilds bit for bit; loading from a torchvision-named file; frozen bf16 weights;
-// the errors for missing and misshapen tensors.
+// the errors for missing and misshapen tensors; the LPIPS term of dod_loss.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "autograd/ops.h"
+#include "layers/dod_loss.h"
 #include "layers/lpips.h"
 #include "layers/safetensors.h"
 #include "tests/check.h"
@@ -105,6 +106,39 @@ static void expect_load_error(const char *vgg, const char *lin, const char *frag
     printf("ok refuses: %s\n", err);
 }
 
+// dod_loss's LPIPS term (layers/dod_loss.h): its value is the mean of the package's distances, the
+// total adds it with its weight, and its gradient is that of the mean distance; weight 0 leaves the
+// loss as it was (no LPIPS built, .lpips NaN).
+static void check_dod_loss(Lpips *m) {
+    Tensor *x = ref_tensor("a.x", true), *y = ref_tensor("a.y", false);
+    const float *want = tensor_data_f32(params_require(ref, "a.dist", "fixture"));
+    double mean_ref = 0.5 * ((double)want[0] + want[1]);
+    DodLoss l = dod_loss(x, y, (DodLossWeights){.mse = 2, .lpips = 5, .lpips_net = m});
+    double ev = fabs(l.lpips - mean_ref) / mean_ref, total = tensor_item(l.total);
+    CHECK(ev <= 1e-5, "dod_loss lpips %.9g, the package's mean distance %.9g", l.lpips, mean_ref);
+    CHECK(fabs(total - (2.0 * l.mse + 5.0 * l.lpips)) <= 1e-6 * total && isnan(l.ssim) && l.ssim_loss == 0,
+          "dod_loss total %.9g = 2 mse %.9g + 5 lpips %.9g", total, l.mse, l.lpips);
+    ag_step_reset();
+    l = dod_loss(x, y, (DodLossWeights){.lpips = 1, .lpips_net = m});   // the LPIPS term alone
+    ag_backward(l.total);
+    float *g_loss = malloc(sizeof(float) * (size_t)x->numel);
+    memcpy(g_loss, x->grad, sizeof(float) * (size_t)x->numel);
+    ag_step_reset();
+    tensor_zero_grad(x);
+    ag_backward_from(lpips_distance(m, x, y), (const float[]){0.5f, 0.5f});   // d mean / d dist_i = 1/2
+    double eg = rel_err(g_loss, x->grad, x->numel);
+    CHECK(eg <= 1e-6, "dod_loss LPIPS gradient off by %.3g of its max", eg);
+    ag_step_reset();
+    l = dod_loss(x, y, (DodLossWeights){.mse = 2, .lpips = 0, .lpips_net = m});
+    Tensor *mse = op_scale(op_mse_loss(x, y), 2.0f);
+    CHECK(isnan(l.lpips) && tensor_item(l.total) == tensor_item(mse), "weight 0: the MSE loss alone, bit for bit");
+    printf("ok dod_loss LPIPS term: value rel err %.2e vs the package, gradient %.2e vs lpips_distance's\n", ev, eg);
+    ag_step_reset();
+    free(g_loss);
+    tensor_free(x);
+    tensor_free(y);
+}
+
 static void too_small(void *ctx) {
     Lpips *m = ctx;
     lpips_distance(m, tensor_new4(1, 3, 15, 32), tensor_new4(1, 3, 15, 32));
@@ -121,6 +155,7 @@ int main(void) {
     Lpips *m = lpips_load(vgg, FIX "vgg_lin_v0.1.pth", DT_F32, err, sizeof err);
     CHECK(m != NULL, "%s", err);
     if (m) check_model(m, "files, legacy heads", 1e-5, 1e-5);
+    if (m) check_dod_loss(m);
     lpips_free(m);
     // The VGG store directly + the heads re-saved in the zip format.
     m = lpips_from_vgg(lpips_random_vgg(SEED), FIX "vgg_lin_v0.1_zip.pth", DT_F32, err, sizeof err);

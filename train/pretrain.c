@@ -35,24 +35,6 @@ PretrainOptions pretrain_defaults(void) {
     return o;
 }
 
-// ---- exp with a tape node (ops.h has none; the posterior needs exp(logvar / 2)) -----------------
-static void exp_backward(AgNode *node) {   // grad_x += grad_y * y
-    const float *y = tensor_data_f32(node->out), *g = tensor_grad(node->out);
-    float *gx = tensor_grad(node->inputs[0]);
-    for (int64_t i = 0; i < node->out->numel; i++) gx[i] += g[i] * y[i];
-}
-
-static Tensor *pt_exp(Tensor *x) {
-    Tensor *y = tensor_like(x);
-    const float *xs = tensor_f32(x);
-    float *ys = tensor_data_f32(y);
-    for (int64_t i = 0; i < x->numel; i++) ys[i] = expf(xs[i]);
-    if (ag_needs_grad(1, &x)) ag_record("pt_exp", exp_backward, y, 1, &x, 0);
-    return y;
-}
-
-static float scalar(Tensor *t) { return tensor_data_f32(t)[0]; }
-
 static Tensor *slice_batch(Tensor *all, int64_t from, int64_t n) {
     int64_t per = all->numel / all->shape[0];
     int64_t shape[4] = {n, all->shape[1], all->shape[2], all->shape[3]};
@@ -91,7 +73,7 @@ static void trainer_init(Trainer *tr, ParamStore *ps, const PretrainOptions *o) 
 // Backward from loss, clip, AdamW; logs every o->log_every steps. Returns the loss value.
 static double trainer_step(Trainer *tr, const PretrainOptions *o, int step, Tensor *loss, const char *what,
                            PretrainReport *rep) {
-    double value = scalar(loss);
+    double value = tensor_item(loss);
     if (!isfinite(value)) dod_fatal(what, "step %d: loss is %g", step, value);
     ag_backward(loss);
     double gnorm = clip_grad_norm(tr->train, tr->n_train, o->clip_norm);
@@ -135,15 +117,14 @@ static Tensor *vae_loss(const Vae *vae, Tensor *x, uint64_t noise_seed, const Pr
     vae_encode(vae, x, false, NULL, &e);
     Tensor *noise = tensor_like(e.mean);
     tensor_randn(noise, noise_seed, 1.0f);
-    Tensor *std = pt_exp(op_scale(e.logvar, 0.5f));
-    Tensor *z = op_add(e.mean, op_mul(std, noise));
+    Tensor *z = op_posterior_sample(e.mean, e.logvar, noise);
     Tensor *rec = vae_decode(vae, z, NULL, NULL, NULL);
     Tensor *loss = op_scale(op_l1_loss(rec, x), o->l1_weight);
     if (o->mse_weight > 0) loss = op_add(loss, op_scale(op_mse_loss(rec, x), o->mse_weight));
     if (o->ssim_weight > 0) loss = op_add(loss, op_scale(op_add_scalar(op_scale(op_ssim(rec, x, 2.0f), -1), 1), o->ssim_weight));
     if (o->kl_weight > 0) {
         // diffusers DiagonalGaussianDistribution.kl(): 0.5 sum(mu^2 + var - 1 - logvar) per sample; batch mean.
-        Tensor *kl = op_sub(op_add(op_mul(e.mean, e.mean), pt_exp(e.logvar)), op_add_scalar(e.logvar, 1.0f));
+        Tensor *kl = op_sub(op_add(op_mul(e.mean, e.mean), op_exp(e.logvar)), op_add_scalar(e.logvar, 1.0f));
         loss = op_add(loss, op_scale(op_sum(kl), 0.5f * o->kl_weight / (float)x->shape[0]));
     }
     return loss;
@@ -277,16 +258,13 @@ static Tensor *encode_latents(const LatentCtx *c, Tensor *x, uint64_t noise_seed
     bool prev = ag_set_grad_enabled(false);
     VaeEncoded e;
     vae_encode(c->vae, x, false, NULL, &e);
-    Tensor *z = tensor_like(e.mean);
-    const float *mu = tensor_data_f32(e.mean), *lv = tensor_data_f32(e.logvar);
-    float *zs = tensor_data_f32(z);
+    Tensor *z = e.mean;
     if (noise_seed) {
         Tensor *n = tensor_like(e.mean);
         tensor_randn(n, noise_seed, 1.0f);
-        for (int64_t i = 0; i < z->numel; i++) zs[i] = c->sf * (mu[i] + expf(0.5f * lv[i]) * tensor_data_f32(n)[i]);
-    } else {
-        for (int64_t i = 0; i < z->numel; i++) zs[i] = c->sf * mu[i];
+        z = op_posterior_sample(e.mean, e.logvar, n);
     }
+    z = op_scale(z, c->sf);
     ag_set_grad_enabled(prev);
     return z;
 }

@@ -1,6 +1,7 @@
 // Channel normalisation (op_channel_normalize, autograd/op_channel_norm.c): one thread per (n, s)
 // position loops over the C channels (neighbouring threads read neighbouring s: coalesced).
 #include "autograd/cuda/device.h"
+#include "autograd/kernel_math.h"
 
 __global__ void channel_norm_forward_kernel(const float *x, float *y, float *norm, int64_t C, int64_t S, float eps,
                                             int64_t n) {
@@ -11,7 +12,7 @@ __global__ void channel_norm_forward_kernel(const float *x, float *y, float *nor
         for (int64_t c = 0; c < C; c++) acc += xp[c * S] * xp[c * S];
         float nrm = sqrtf(acc);
         norm[i] = nrm;
-        for (int64_t c = 0; c < C; c++) y[b * C * S + c * S + s] = xp[c * S] / (nrm + eps);   // as the CPU: a division
+        for (int64_t c = 0; c < C; c++) y[b * C * S + c * S + s] = channel_norm_value(xp[c * S], nrm, eps);
     }
 }
 
@@ -21,8 +22,8 @@ __global__ void channel_norm_backward_kernel(const float *x, const float *norm, 
         int64_t s = i % S, b = i / S, base = b * C * S + s;
         float dot = 0;
         for (int64_t c = 0; c < C; c++) dot += g[base + c * S] * x[base + c * S];
-        float nrm = norm[i], d = nrm + eps, coef = nrm > 0 ? dot / (d * d * nrm) : 0.0f;
-        for (int64_t c = 0; c < C; c++) gx[base + c * S] += g[base + c * S] / d - x[base + c * S] * coef;
+        float nrm = norm[i], coef = channel_norm_grad_coef(dot, nrm, eps);
+        for (int64_t c = 0; c < C; c++) gx[base + c * S] += channel_norm_grad(g[base + c * S], x[base + c * S], nrm, eps, coef);
     }
 }
 

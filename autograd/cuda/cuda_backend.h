@@ -14,7 +14,7 @@
 // cuBLAS/cuDNN with the activations cast to the same type, f32 accumulation and f32 outputs.
 typedef enum { DOD_PREC_F32 = 0, DOD_PREC_MIXED = 1 } DodPrecision;
 
-// Every header of CUDA entry points (this one, cuda_ops.h, cuda_optim.h, layers_cuda.h) declares them
+// Every header of CUDA entry points (this one, cuda_ops.h, cuda_optim.h) declares them
 // with DOD_CUDA_API between DOD_CUDA_API_BEGIN and DOD_CUDA_API_END: C linkage, and without CUDA
 // each entry becomes a stub that fails naming the call (its parameters unused, hence the pragma).
 #ifdef __cplusplus
@@ -51,7 +51,8 @@ static inline bool dod_cuda_available(void) { return false; }
 static inline const char *dod_cuda_unavailable_reason(void) { return "this build has no CUDA (nvcc was not found)"; }
 #endif
 
-// Name of device 0 (after dod_cuda_available() said true).
+// Name of the current device (0 unless cudaSetDevice chose another before the first probe) (after
+// dod_cuda_available() said true).
 DOD_CUDA_API(const char *, dod_cuda_device_name, (void))
 DOD_CUDA_API(void, dod_cuda_synchronize, (const char *where))
 DOD_CUDA_API(void, dod_cuda_set_precision, (DodPrecision p))

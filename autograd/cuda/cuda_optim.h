@@ -10,7 +10,7 @@ DOD_CUDA_API_BEGIN
 // sum_i x[i]^2 in double, deterministic (fixed-order two-pass reduction, reduce.cu); synchronises
 // (host result).
 DOD_CUDA_API(double, cuda_sum_squares, (const float *x, int64_t n))
-// One AdamW update, the same f32 formula as autograd/optim.c:
+// One AdamW update of n elements, autograd/kernel_math.h's adamw_update_element as in autograd/optim.c:
 //   w *= decay; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= step_size * m / (sqrt(v) / bc2_sqrt + eps)
 // (writes w, m, v in place).
 DOD_CUDA_API(void, cuda_adamw_update,

@@ -1,7 +1,7 @@
 // Max pooling (op_max_pool2d, autograd/op_pool.c): one thread per output element, which scans its
 // window; backward finds the same argmax again and adds the gradient there atomically.
 #include "autograd/cuda/device.h"
-#include "autograd/max_pool_window.h"
+#include "autograd/kernel_math.h"
 
 __global__ void max_pool_forward_kernel(const float *x, float *y, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int k,
                                         int s, int64_t n) {

@@ -11,17 +11,10 @@ extern "C" {
 #define REDUCE_THREADS 256
 #define REDUCE_MAX_BLOCKS 1024
 
-// kind 0: p; 1: (p - t)^2; 2: |p - t|; 3: p^2 (t unused for 0 and 3).
-__device__ __forceinline__ double reduce_term(int kind, const float *p, const float *t, int64_t i) {
-    if (kind == 0) return p[i];
-    if (kind == 3) return (double)p[i] * p[i];
-    double d = (double)p[i] - t[i];
-    return kind == 1 ? d * d : fabs(d);
-}
-
-__global__ void reduce_partial_kernel(int kind, const float *p, const float *t, int64_t n, double *partial) {
+// The terms: autograd/kernel_math.h's reduce_term (t unused, may be NULL, for REDUCE_SUM and REDUCE_SQUARES).
+__global__ void reduce_partial_kernel(ReduceKind kind, const float *p, const float *t, int64_t n, double *partial) {
     double acc = 0;
-    DOD_GRID_STRIDE(i, n) acc += reduce_term(kind, p, t, i);
+    DOD_GRID_STRIDE(i, n) acc += reduce_term(kind, p[i], t ? t[i] : 0.0f);
     acc = dod_block_sum(acc);
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
@@ -38,7 +31,7 @@ static int reduce_blocks(int64_t n) {
     return (int)(want < 1 ? 1 : want > REDUCE_MAX_BLOCKS ? REDUCE_MAX_BLOCKS : want);
 }
 
-void cuda_reduce_sum(int kind, const float *p, const float *t, int64_t n, float scale, float *out) {
+void cuda_reduce_sum(ReduceKind kind, const float *p, const float *t, int64_t n, float scale, float *out) {
     int blocks = reduce_blocks(n);
     size_t mark = cuda_arena_mark();
     double *partial = (double *)cuda_arena_alloc((size_t)blocks * sizeof(double), "reduction partials");
@@ -54,7 +47,7 @@ double cuda_sum_squares(const float *x, int64_t n) {
     int blocks = reduce_blocks(n);
     size_t mark = cuda_arena_mark();
     double *partial = (double *)cuda_arena_alloc((size_t)blocks * sizeof(double), "sum of squares partials");
-    reduce_partial_kernel<<<blocks, REDUCE_THREADS>>>(3, x, NULL, n, partial);
+    reduce_partial_kernel<<<blocks, REDUCE_THREADS>>>(REDUCE_SQUARES, x, NULL, n, partial);
     CUDA_CHECK_LAUNCH("reduce_partial_kernel (sum of squares)");
     double host[REDUCE_MAX_BLOCKS];
     cuda_copy_d2h(host, partial, (size_t)blocks * sizeof(double));  // synchronous: the kernel has finished
@@ -75,18 +68,17 @@ void cuda_fill_grad_scalar(const float *g, float scale, float *gx, int64_t n) {
     CUDA_CHECK_LAUNCH("fill_grad_scalar_kernel");
 }
 
-__global__ void point_loss_backward_kernel(int l1, const float *p, const float *t, const float *g, float *gp,
+__global__ void point_loss_backward_kernel(bool l1, const float *p, const float *t, const float *g, float *gp,
                                            float *gt, int64_t n) {
     float k = g[0] / (float)n;
     DOD_GRID_STRIDE(i, n) {
-        float d = p[i] - t[i];
-        float v = l1 ? (d > 0.0f ? k : d < 0.0f ? -k : 0.0f) : 2.0f * k * d;
+        float v = point_loss_grad(l1, p[i] - t[i], k);
         if (gp) gp[i] += v;
         if (gt) gt[i] -= v;
     }
 }
 
-void cuda_point_loss_backward(int l1, const float *p, const float *t, const float *g, float *gp, float *gt, int64_t n) {
+void cuda_point_loss_backward(bool l1, const float *p, const float *t, const float *g, float *gp, float *gt, int64_t n) {
     if (n == 0) return;
     point_loss_backward_kernel<<<dod_grid(n, 256), 256>>>(l1, p, t, g, gp, gt, n);
     CUDA_CHECK_LAUNCH("point_loss_backward_kernel");

@@ -20,12 +20,22 @@
 // --activations f32|bf16: the storage dtype of our activations (ag_set_activation_dtype; any device);
 // the default is bf16 with --precision mixed, f32 otherwise.
 //
+// --dist: the all-reduce cost of the stage's gradient set (issue: judge the overlap). Joins the
+// processes a launcher started (mpirun -np N / srun / torchrun --no-python --nproc-per-node N
+// dod-bench train --dist ...; one process otherwise) through train/comm.h (--backend auto|nccl|mpi|
+// tcp|none, --bucket-mb X (25), --timeout S (600)) and reports, after the plain step: the gradient
+// bytes and buckets; the step with train/grad_sync.h's bucketed all-reduce (started from the tape
+// hook during the backward; what dod-train runs), its exposed cost over the plain step; the
+// all-reduce alone (every bucket, nothing to overlap) with its share of the plain step and bus
+// bandwidth (2 (W-1)/W x bytes / time, as nccl-tests); the hidden share 1 - exposed / alone. Rank 0
+// prints; PyTorch is not run.
+//
 // Options: --stage 1|2 (1), --batch B (2), --crop S (32, a multiple of 8), --iters N (5),
 // --recompute (ours only: activation recomputation; the ratio then compares different work),
 // --device cpu|cuda (cpu), --precision f32|mixed (f32), --activations f32|bf16, --base DIR, --random-weights,
 // --no-torch
 // (ours only). The PyTorch side runs
-// scripts/bench_train_torch.py with $PYTHON (default /work/venv/bin/python when it exists, else python3)
+// scripts/bench_train_torch.py with bench_python() ($PYTHON, else python3)
 // and our OpenMP thread count, on the same device and base; when Python, torch, diffusers or (cuda) a
 // GPU is missing it says so and only our numbers are printed.
 #include <math.h>
@@ -41,9 +51,10 @@
 #include "autograd/optim.h"
 #include "autograd/profile.h"
 #include "layers/dod_model.h"
-#include "layers/dod_model_util.h"
 #include "tests/dod_fixture_config.h"
 #include "tests/bench/bench.h"
+#include "train/comm.h"
+#include "train/grad_sync.h"
 
 // The PyTorch reference's median ms (scripts/bench_train_torch.py), negative when unavailable; its peak
 // device memory into *peak_gib (cuda).
@@ -56,12 +67,15 @@ static double torch_ms(int stage, int batch, int crop, int iters, int threads, c
     return bench_torch_ms("bench_train_torch.py", args, peak_gib);
 }
 
-// One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state).
+// One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state);
+// with gs, its gradients go through the bucketed all-reduce (one micro-batch).
 static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq, uint64_t seed,
-                        bool cuda) {
+                        bool cuda, GradSync *gs) {
     DodLoss l = dod_model_forward_loss(m, lq, hq, seed);
-    float loss = dod_scalar_value(l.total);
+    float loss = tensor_item(l.total);
+    if (gs) grad_sync_begin(gs, 0, 1);
     ag_backward(l.total);
+    if (gs) grad_sync_end(gs);
     ag_step_reset();
     clip_grad_norm(trainable, n, 1.0);
     adamw_step(opt, opt->cfg.lr);
@@ -70,17 +84,60 @@ static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tens
     return loss;
 }
 
+// --dist: the step with the bucketed all-reduce and the all-reduce alone, against the plain step's
+// median plain_ms (see the header).
+static void report_allreduce(Comm *comm, DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq,
+                             bool cuda, int iters, double bucket_mb, double plain_ms) {
+    GradSync *gs = grad_sync_new(trainable, n, comm, bucket_mb);
+    double *t = dod_malloc(sizeof(double) * (size_t)iters, "times"), *t_alone = dod_malloc(sizeof(double) * (size_t)iters, "times");
+    int early = 0;
+    for (int i = -2; i < iters; i++) {   // two warm-ups: the first lays the buckets out, the second overlaps
+        double t0 = dod_now_seconds();
+        train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 100), cuda, gs);
+        if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
+        early = grad_sync_stats(gs).early_buckets;
+    }
+    for (int i = 0; i < iters; i++) {
+        comm_barrier(comm, "dod-bench: lining the ranks up");
+        double t0 = dod_now_seconds();
+        grad_sync_allreduce(gs);
+        t_alone[i] = (dod_now_seconds() - t0) * 1e3;
+    }
+    GradSyncStats st = grad_sync_stats(gs);
+    double synced = bench_median(t, iters), alone = bench_median(t_alone, iters), exposed = synced - plain_ms;
+    int w = comm_world(comm);
+    char line[1024];
+    comm_describe(comm, line, sizeof line);
+    printf("all-reduce: %s\n", line);
+    printf("gradient set: %d trainable tensors, %.2f MiB in %d buckets of <= %g MiB\n", n, st.bytes / 1048576.0, st.buckets,
+           bucket_mb);
+    printf("step with the all-reduce: %.3f ms (plain %.3f ms): exposed %.3f ms = %.1f%% of the step; %d of %d buckets "
+           "started during the backward\n", synced, plain_ms, exposed, 100 * exposed / plain_ms, early, st.buckets);
+    printf("all-reduce alone: %.3f ms = %.1f%% of the plain step; bus bandwidth %.2f GB/s over %d process%s\n", alone,
+           100 * alone / plain_ms, alone > 0 ? 2.0 * (w - 1) / w * st.bytes / (alone * 1e6) : 0, w, w == 1 ? "" : "es");
+    double hidden = 1 - exposed / alone;
+    if (alone < 0.02 * plain_ms)
+        printf("hidden behind the backward: not measurable (the all-reduce is under 2%% of the step, within its noise)\n");
+    else printf("hidden behind the backward: %.0f%% of the all-reduce (1 - exposed / alone)\n",
+                100 * (hidden < 0 ? 0 : hidden > 1 ? 1 : hidden));
+    free(t);
+    free(t_alone);
+    grad_sync_free(gs);
+}
+
 static int usage(const char *arg) {
     printf("usage: dod-bench train [--stage 1|2] [--batch B] [--crop S] [--iters N] [--recompute]\n"
            "                       [--device cpu|cuda] [--precision f32|mixed] [--activations f32|bf16]\n"
-           "                       [--base DIR [--random-weights]] [--no-torch]\n");
+           "                       [--base DIR [--random-weights]] [--no-torch]\n"
+           "                       [--dist [--backend auto|nccl|mpi|tcp|none] [--bucket-mb X] [--timeout S]]\n");
     return strcmp(arg, "--help") ? 2 : 0;
 }
 
 static int bench_train_main(int argc, char **argv) {
     int stage = 1, batch = 2, crop = 32, iters = 5;
-    bool recompute = false, random_weights = false, no_torch = false;
-    const char *base = NULL, *device_name = "cpu", *precision = "f32", *activations = NULL;
+    bool recompute = false, random_weights = false, no_torch = false, dist = false;
+    const char *base = NULL, *device_name = "cpu", *precision = "f32", *activations = NULL, *backend = "auto";
+    double bucket_mb = 25, timeout = 600;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--stage") && i + 1 < argc) stage = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
@@ -93,6 +150,10 @@ static int bench_train_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--recompute")) recompute = true;
         else if (!strcmp(argv[i], "--random-weights")) random_weights = true;
         else if (!strcmp(argv[i], "--no-torch")) no_torch = true;
+        else if (!strcmp(argv[i], "--dist")) dist = true;
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
+        else if (!strcmp(argv[i], "--bucket-mb") && i + 1 < argc) bucket_mb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout = atof(argv[++i]);
         else return usage(argv[i]);
     }
     const char *who = "dod-bench train";
@@ -110,6 +171,20 @@ static int bench_train_main(int argc, char **argv) {
     DOD_CHECK(!strcmp(activations, "f32") || !strcmp(activations, "bf16"), who, "--activations %s: expected f32 or bf16",
               activations);
     ag_set_activation_dtype(strcmp(activations, "bf16") ? DT_F32 : DT_BF16);
+    Comm *comm = NULL;   // --dist: joined before any CUDA call (the process's GPU is chosen by its local rank)
+    if (dist) {
+        static const char *names[] = {"auto", "nccl", "mpi", "tcp", "none"};
+        int b = -1;
+        for (int k = 0; k < 5; k++)
+            if (!strcmp(backend, names[k])) b = k;
+        DOD_CHECK(b >= 0, who, "--backend %s: expected auto, nccl, mpi, tcp or none", backend);
+        DOD_CHECK(bucket_mb > 0 && timeout > 0, who, "--bucket-mb %g and --timeout %g must be positive", bucket_mb, timeout);
+        char err[1024];
+        CommOptions co = {.backend = (CommBackend)b, .cuda = cuda, .timeout_s = timeout};
+        if (!(comm = comm_create(&co, err, sizeof err))) dod_fatal(who, "--dist: %s", err);
+        if (comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) dod_fatal(who, "cannot silence rank %d", comm_rank(comm));
+        no_torch = true;
+    }
     if (cuda) {
         if (!dod_cuda_available()) dod_fatal(who, "no CUDA device: %s", dod_cuda_unavailable_reason());
         dod_cuda_set_precision(mixed ? DOD_PREC_MIXED : DOD_PREC_F32);
@@ -124,6 +199,7 @@ static int bench_train_main(int argc, char **argv) {
         cfg = dod_model_default_config(stage);
         cfg.base_model_dir = base;
         cfg.random_base_weights = random_weights;
+        cfg.zero_prompt = true;  // a random base has no text encoder, and the step time does not depend on it
     }
     cfg.recompute = recompute;
     if (mixed) cfg.frozen_dtype = DT_BF16;
@@ -150,7 +226,7 @@ static int bench_train_main(int argc, char **argv) {
     float loss = 0;
     for (int i = -1; i < iters; i++) {  // i == -1: warm-up
         double t0 = dod_now_seconds();
-        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), cuda);
+        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), cuda, NULL);
         if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
         if (i == -1) op_profile_reset();  // DOD_PROFILE: the timed steps only
     }
@@ -172,6 +248,7 @@ static int bench_train_main(int argc, char **argv) {
     } else {
         printf("ours peak memory: arena peak %.1f MiB\n", arena_peak() / 1048576.0);
     }
+    if (comm) report_allreduce(comm, m, opt, trainable, n, lq, hq, cuda, iters, bucket_mb, ours);
     double peak = -1;
     double ref = recompute || no_torch ? -1 : torch_ms(stage, batch, crop, iters, threads, device_name, mixed, base, &peak);
     if (ref > 0) {
@@ -187,7 +264,8 @@ static int bench_train_main(int argc, char **argv) {
     tensor_free(lq);
     tensor_free(hq);
     dod_model_free(m);
+    comm_destroy(comm);
     return 0;
 }
 
-BENCH_REGISTER(train, "DOD training step (fixture-sized model) vs PyTorch", bench_train_main)
+BENCH_REGISTER(train, "DOD training step (fixture-sized model) vs PyTorch; --dist: its gradient all-reduce", bench_train_main)
