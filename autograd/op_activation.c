@@ -22,7 +22,7 @@ typedef struct {
     switch (kind) {                                                                         \
         ACT_LOOP(ACT_SILU, STMT) ACT_LOOP(ACT_GELU_ERF, STMT) ACT_LOOP(ACT_GELU_TANH, STMT) \
         ACT_LOOP(ACT_RELU, STMT) ACT_LOOP(ACT_LEAKY, STMT) ACT_LOOP(ACT_CLAMP, STMT)       \
-        ACT_LOOP(ACT_EXP, STMT)                                                             \
+        ACT_LOOP(ACT_EXP, STMT) ACT_LOOP(ACT_QUICK_GELU, STMT)                              \
     }
 
 void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n) {
