@@ -96,7 +96,7 @@ static const Field FIELDS[] = {
     {"log", "jsonl", T_STRING, "metrics.jsonl", 0, 0, NULL, OFF(log_jsonl), true,
      "metrics log, relative to the run dir unless absolute"},
     {"log", "tensorboard", T_BOOL, "true", 0, 0, NULL, OFF(log_tensorboard), true,
-     "TensorBoard event files in <run_dir>/tb (the [log] every scalars, validation scores and grids; "
+     "TensorBoard event files in RUN_DIR/tb (the [log] every scalars, validation scores and grids; "
      "`tensorboard --logdir RUN_DIR/tb`)"},
     {"checkpoint", "every", T_INT, "1000", 1, BIG, NULL, OFF(ckpt_every), true, "steps between checkpoints"},
     {"checkpoint", "keep_last", T_INT, "3", 0, BIG, NULL, OFF(ckpt_keep_last), true,
