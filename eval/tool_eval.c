@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/build_info.h"
 #include "autograd/tensor.h"
 #include "data/fileio.h"
 #include "data/pairing.h"
@@ -657,6 +658,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-eval")) return 0;
     if (argc < 2) {
         usage(stderr);
         return 2;

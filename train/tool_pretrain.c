@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/build_info.h"
 #include "train/pretrain.h"
 
 static void usage(void) {
@@ -43,6 +44,7 @@ static double num(const char *flag, const char *s) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-pretrain")) return 0;
     if (argc < 2 || (strcmp(argv[1], "vae") && strcmp(argv[1], "unet"))) {
         usage();
         return 2;
