@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES="build-essential cmake pkg-config libopenblas-dev libhdf5-dev zlib1g-dev libstb-dev libcjson-dev
-          libiniparser-dev libopenmpi-dev openmpi-bin"
+          libiniparser-dev libopenmpi-dev openmpi-bin libxml2-utils"
 if [ "${DOD_SKIP_APT:-0}" != 1 ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
