@@ -19,10 +19,10 @@ run_browser() { "$BROWSER" --headless --no-sandbox --disable-gpu --hide-scrollba
     --virtual-time-budget=8000 "$@" 2> "$OUT/browser.err"; }
 
 # ---- a report of the fixture model ------------------------------------------------------------------
+rm -rf "$OUT/syn.h5" "$OUT/run" "$OUT/report"   # OUT may hold an earlier check's
 tiny_dod_data "$B" "$OUT/syn.h5" || { echo "FAIL: dod-data synth"; exit 1; }
 tiny_dod_ini "$OUT/tiny.ini" "$OUT/syn.h5" "$OUT/run"
 printf '[model]\nfrozen_dtype = f32\n[train]\nsteps = 2\n' >> "$OUT/tiny.ini"
-rm -rf "$OUT/run" "$OUT/report"
 "$B/bin/dod-train" --config "$OUT/tiny.ini" --quiet > "$OUT/train.log" 2>&1 || { cat "$OUT/train.log"; echo "FAIL: dod-train"; exit 1; }
 "$B/bin/dod-eval" run --config "$OUT/tiny.ini" --checkpoint "$OUT/run" --data "$OUT/syn.h5" --tasks denoise,derain,dehaze \
     --html "$OUT/report" > "$OUT/report.md" 2> "$OUT/eval.err"
