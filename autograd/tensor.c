@@ -1,63 +1,13 @@
-// Tensors, the activation arena, half-precision conversion and error helpers.
+// Tensors, the activation arena and half-precision conversion.
 #include "autograd/tensor.h"
 
 #include "autograd/block_cache.h"
 #include "autograd/cuda/cuda_backend.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
-
-// ---- errors -------------------------------------------------------------------------------------
-void dod_fatal(const char *where, const char *fmt, ...) {
-    fflush(stdout);
-    fprintf(stderr, "dod: %s: ", where);
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n");
-    exit(1);
-}
-
-static void oom(size_t bytes, const char *what) {
-    dod_fatal("out of memory", "asked for %zu bytes (%.2f GiB) for %s", bytes,
-              bytes / (1024.0 * 1024.0 * 1024.0), what ? what : "?");
-}
-
-void *dod_malloc(size_t bytes, const char *what) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) oom(bytes, what);
-    return p;
-}
-
-void *dod_calloc(size_t bytes, const char *what) {
-    void *p = calloc(1, bytes ? bytes : 1);
-    if (!p) oom(bytes, what);
-    return p;
-}
-
-double dod_now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-double dod_peak_rss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;  // Linux: KiB
-}
-
-bool dod_env_flag(const char *name, bool dflt) {
-    const char *v = getenv(name);
-    if (!v || !v[0]) return dflt;
-    return strcmp(v, "0") != 0;
-}
 
 const char *dtype_name(DType dt) {
     switch (dt) {
@@ -113,7 +63,7 @@ static size_t arena_peak_bytes, arena_total_bytes;
 // Host activation-gradient buffers (see tensor_grad): cached, since they come and go every step.
 static void *host_raw_alloc(size_t bytes, const char *what) {
     void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) oom(bytes, what);
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) dod_out_of_memory(bytes, what);
     return p;
 }
 static BlockCache host_grad_cache = {.raw_alloc = host_raw_alloc, .align = 64};
@@ -138,7 +88,7 @@ static ArenaBlock *arena_new_block(size_t size, size_t base) {
     ArenaBlock *b = dod_calloc(sizeof *b, "arena block header");
     b->size = size;
     b->base = base;
-    if (posix_memalign((void **)&b->mem, 64, size) != 0) oom(size, "activation arena block");
+    if (posix_memalign((void **)&b->mem, 64, size) != 0) dod_out_of_memory(size, "activation arena block");
     arena_total_bytes += size;
     return b;
 }

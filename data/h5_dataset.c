@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 #include "data/degrade.h"
 #include "data/keyed_rng.h"
 
@@ -246,7 +246,6 @@ void h5ds_close(H5ds *f) {
     free(f);
 }
 
-const char *h5ds_path(const H5ds *f) { return f->path; }
 int h5ds_n_tasks(const H5ds *f) { return f->n_tasks; }
 const H5dsTask *h5ds_task(const H5ds *f, int t) { return &f->tasks[t]; }
 
@@ -512,7 +511,10 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
 H5ds *h5ds_begin_write(const char *final_path, int append, char *err, size_t errlen) {
     quiet_hdf5();
     char tmp[4200], reason[256];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", final_path, (int)getpid());
+    if (fs_temp_path(final_path, tmp, sizeof tmp)) {
+        snprintf(err, errlen, "%.3000s: path too long", final_path);
+        return NULL;
+    }
     struct stat st;
     int exists = stat(final_path, &st) == 0;
     if (exists && !append) {
@@ -702,15 +704,7 @@ int h5ds_commit(H5ds *f, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: closing %s failed: %s", f->path, f->tmp_path, hdf5_reason(reason));
         rc = -1;
     }
-    int fd = rc ? -1 : open(f->tmp_path, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);   // the data is on disk before the name points at it
-        close(fd);
-    }
-    if (!rc && rename(f->tmp_path, f->path) != 0) {
-        snprintf(err, errlen, "%s: cannot rename %s into place: %s", f->path, f->tmp_path, strerror(errno));
-        rc = -1;
-    }
+    if (!rc && fs_commit_temp(f->tmp_path, f->path, err, errlen)) rc = -1;
     if (rc) unlink(f->tmp_path);
     free(f);
     return rc;

@@ -51,7 +51,6 @@ typedef struct {
 // when it is missing, not HDF5, corrupt, a foreign HDF5 file, or from a newer format version.
 H5ds *h5ds_open(const char *path, char *err, size_t errlen);
 void h5ds_close(H5ds *f);
-const char *h5ds_path(const H5ds *f);
 int h5ds_n_tasks(const H5ds *f);
 const H5dsTask *h5ds_task(const H5ds *f, int t);
 // Index of the task called name, or -1 (and, when err is given, a message listing the tasks).

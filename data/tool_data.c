@@ -13,7 +13,7 @@
 
 #include "autograd/build_info.h"
 #include "data/degrade.h"
-#include "data/fileio.h"
+#include "autograd/base.h"
 #include "data/h5ds.h"
 #include "data/image.h"
 #include "data/pack.h"

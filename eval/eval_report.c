@@ -16,11 +16,11 @@ void eval_average(const EvalSetResult *res, int n_sets, EvalAverage *avg) {
         const EvalSetResult *r = &res[s];
         if (r->peak_rss_mib > avg->peak_rss_mib) avg->peak_rss_mib = r->peak_rss_mib;
         if (r->arena_peak_mib > avg->arena_peak_mib) avg->arena_peak_mib = r->arena_peak_mib;
-        if (!r->n_scored) continue;
-        avg->images += r->n_scored;
-        avg->psnr += r->psnr;
-        avg->ssim += r->ssim;
-        seconds += r->seconds_per_image * r->n_scored;
+        if (!r->scores.images) continue;
+        avg->images += r->scores.images;
+        avg->psnr += r->scores.psnr;
+        avg->ssim += r->scores.ssim;
+        seconds += r->scores.seconds * r->scores.images;
         sets++;
     }
     avg->psnr = sets ? avg->psnr / sets : NAN;
@@ -42,7 +42,7 @@ static void paper_ssim(double v, char *buf, size_t len) {
 
 void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResult *res, int n_sets) {
     int total = 0, scored = 0;
-    for (int s = 0; s < n_sets; s++) total += res[s].n_images, scored += res[s].n_scored;
+    for (int s = 0; s < n_sets; s++) total += res[s].n_images, scored += res[s].scores.images;
     char desc[160], tiles[200];
     eval_describe_tiles(&info->tiles, tiles, sizeof tiles);
     fprintf(f, "# dod-eval run\n\n");
@@ -71,10 +71,10 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
     for (int s = 0; s < n_sets; s++) {
         const EvalSetResult *r = &res[s];
         char count[32];
-        if (r->n_scored == r->n_images) snprintf(count, sizeof count, "%d", r->n_images);
-        else snprintf(count, sizeof count, "%d/%d", r->n_scored, r->n_images);
-        fprintf(f, "| %s | %s | %.4f | %.6f | %.3f | %.1f | %.1f |", r->set.label, count, r->psnr, r->ssim,
-                r->seconds_per_image, r->peak_rss_mib, r->arena_peak_mib);
+        if (r->scores.images == r->n_images) snprintf(count, sizeof count, "%d", r->n_images);
+        else snprintf(count, sizeof count, "%d/%d", r->scores.images, r->n_images);
+        fprintf(f, "| %s | %s | %.4f | %.6f | %.3f | %.1f | %.1f |", r->set.label, count, r->scores.psnr, r->scores.ssim,
+                r->scores.seconds, r->peak_rss_mib, r->arena_peak_mib);
         if (!same) {
             metrics_opts_describe(&r->set.metrics, desc, sizeof desc);
             fprintf(f, " %s |", desc);
@@ -93,8 +93,8 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
     fprintf(f, "\n| %s (step %lld) |", info->model_kind, info->step);
     char ss[16];
     for (int s = 0; s < n_sets; s++) {
-        paper_ssim(res[s].ssim, ss, sizeof ss);
-        fprintf(f, " %.2f/%s |", res[s].psnr, ss);
+        paper_ssim(res[s].scores.ssim, ss, sizeof ss);
+        fprintf(f, " %.2f/%s |", res[s].scores.psnr, ss);
     }
     paper_ssim(avg.ssim, ss, sizeof ss);
     fprintf(f, " %.2f/%s |\n", avg.psnr, ss);
@@ -109,7 +109,7 @@ char *eval_report_csv(const EvalSetResult *res, int n_sets) {
         const EvalSetResult *r = &res[s];
         const MetricOpts *m = &r->set.metrics;
         len += snprintf(out + len, cap - len, "%s,%s,%s,%d,%.10g,%.10g,%.6g,%.1f,%.1f,%s,%d,%d,%d\n", r->set.label,
-                        r->set.task, r->set.path, r->n_scored, r->psnr, r->ssim, r->seconds_per_image, r->peak_rss_mib,
+                        r->set.task, r->set.path, r->scores.images, r->scores.psnr, r->scores.ssim, r->scores.seconds, r->peak_rss_mib,
                         r->arena_peak_mib, metrics_profile_name(m->profile), m->crop_multiple, m->crop_border,
                         m->y_channel);
     }
@@ -160,10 +160,10 @@ char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int
         cJSON_AddNumberToObject(js, "crop_multiple", m->crop_multiple);
         cJSON_AddNumberToObject(js, "crop_border", m->crop_border);
         cJSON_AddBoolToObject(js, "y_channel", m->y_channel);
-        cJSON_AddNumberToObject(js, "images", r->n_scored);
-        cJSON_AddItemToObject(js, "psnr", num(r->psnr));
-        cJSON_AddItemToObject(js, "ssim", num(r->ssim));
-        cJSON_AddItemToObject(js, "seconds_per_image", num(r->seconds_per_image));
+        cJSON_AddNumberToObject(js, "images", r->scores.images);
+        cJSON_AddItemToObject(js, "psnr", num(r->scores.psnr));
+        cJSON_AddItemToObject(js, "ssim", num(r->scores.ssim));
+        cJSON_AddItemToObject(js, "seconds_per_image", num(r->scores.seconds));
         cJSON_AddNumberToObject(js, "peak_rss_mib", r->peak_rss_mib);
         cJSON_AddNumberToObject(js, "arena_peak_mib", r->arena_peak_mib);
         cJSON *imgs = cJSON_AddArrayToObject(js, "per_image");

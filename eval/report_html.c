@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "data/fileio.h"
+#include "autograd/base.h"
 
 // The marker that identifies a folder as an earlier report (the only non-empty folder replaced).
 #define GENERATOR_META "<meta name=\"generator\" content=\"dod-eval run --html\"/>"
@@ -210,10 +210,10 @@ static void write_summary(FILE *f, const EvalSetResult *res, int n_sets) {
         url_segment(f, r->set.label);
         fputs("\">", f);
         esc(f, r->set.label);
-        fprintf(f, "</a></td><td class=\"num\" data-v=\"%d\">%d</td>", r->n_scored, r->n_scored);
-        num_cell(f, r->psnr, 4);
-        num_cell(f, r->ssim, 6);
-        num_cell(f, r->seconds_per_image, 3);
+        fprintf(f, "</a></td><td class=\"num\" data-v=\"%d\">%d</td>", r->scores.images, r->scores.images);
+        num_cell(f, r->scores.psnr, 4);
+        num_cell(f, r->scores.ssim, 6);
+        num_cell(f, r->scores.seconds, 3);
         num_cell(f, r->peak_rss_mib, 1);
         num_cell(f, r->arena_peak_mib, 1);
         fputs("</tr>\n", f);
@@ -244,7 +244,7 @@ static void write_set(FILE *f, const EvalSetResult *r) {
     url_segment(f, r->set.label);
     fputs("\">\n<h2>", f);
     esc(f, r->set.label);
-    fprintf(f, " <span class=\"links\">(%d images; <a href=\"", r->n_scored);
+    fprintf(f, " <span class=\"links\">(%d images; <a href=\"", r->scores.images);
     url_segment(f, set_dir);
     fputs("/grid.png\">grid</a>)</span></h2>\n<table class=\"sortable images\" data-set=\"", f);
     esc(f, r->set.label);

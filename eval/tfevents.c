@@ -16,7 +16,7 @@
 #include <nmmintrin.h>
 #endif
 
-#include "data/fileio.h"
+#include "autograd/base.h"
 
 // ---- CRC-32C ------------------------------------------------------------------------------------
 #define CRC32C_REFLECTED_POLY 0x82f63b78u   // 0x1EDC6F41 bit-reversed

@@ -16,7 +16,7 @@
 // The first record of a file is {wall_time, file_version "brain.Event:2", source_metadata {"dod"}}; then
 // one Event per scalar or image. Fields are written in field-number order and proto3 defaults are
 // left out, so the bytes equal those of protobuf's own encoder (tests/test_tfevents.c checks a file
-// against one written by the tensorboard package's RecordWriter, scripts/make_tfevents_fixture.py).
+// against one written by the tensorboard package's RecordWriter, scripts/make_tfevents_fixtures.py).
 //
 // Records are only ever appended, and reach the file on tfevents_flush: a crash loses at most what
 // was added since the last flush (TensorBoard reads a file whose last record is cut short up to that
@@ -24,8 +24,8 @@
 // TensorBoard drop the earlier files' records from that step on (as the resume drops them from the
 // JSONL log).
 //
-// Base level: libc only (protowire for the encoding). Write errors are sticky and reported by
-// tfevents_flush / tfevents_close.
+// Depends on libc, autograd/base.h (fs_mkdirs) and protowire (the encoding). Write errors are
+// sticky and reported by tfevents_flush / tfevents_close.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

@@ -15,16 +15,15 @@
 
 #include "autograd/build_info.h"
 #include "autograd/tensor.h"
-#include "data/fileio.h"
 #include "data/pairing.h"
 #include "eval/bench.h"
 #include "eval/eval_report.h"
 #include "eval/eval_run.h"
 #include "eval/metrics.h"
 #include "eval/report_html.h"
-#include "train/config.h"
-#include "train/model_from_config.h"
-#include "train/train_model.h"
+#include "layers/config_model.h"
+#include "layers/model.h"
+#include "layers/model_weights.h"
 
 // ---- shared helpers -------------------------------------------------------------------------------
 // Non-negative decimal int, the whole string; -1 otherwise.
@@ -373,8 +372,9 @@ static void run_usage(FILE *f) {
             "checkpoint file or a run dir), scores it against its ground truth and prints a Markdown report\n"
             "(per set: images, PSNR, SSIM, seconds per image, peak memory; their average; a paper-style row).\n"
             "\n"
-            "  --config FILE         the training configuration (the run dir's config.ini will do)\n"
-            "  --set S.K=V           override a configuration key (repeatable), e.g. --set model.base=DIR\n"
+            "  --config FILE         the training configuration (the run dir's config.ini will do); only the\n"
+            "                        model's keys are read ([model] [lora] [modulation] [stage], [checkpoint] dir)\n"
+            "  --set S.K=V           override one of them (repeatable), e.g. --set model.base=DIR\n"
             "  --checkpoint CKPT     checkpoint file, or a run dir (its latest checkpoint)\n"
             "  --data FILE.h5        evaluate every task of a dod-data file (or those of --tasks a,b)\n"
             "  --bench INI           a benchmark definition (configs/bench_aio3.ini, bench_aio5.ini) ...\n"
@@ -512,19 +512,21 @@ static int cmd_run(int argc, char **argv) {
     }
     rc = 1;
 
-    // the configuration (cheap: checked before anything is opened)
-    static TrainConfig cfg;
-    config_defaults(&cfg);
-    if (config_load_file(&cfg, config_path, err, sizeof err)) {
+    // the model's keys of the configuration (cheap: checked before anything is opened)
+    static ModelOptions mo;
+    static CfgSource src;
+    model_config_defaults(&mo, &src);
+    if (model_config_load(&mo, &src, config_path, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         goto done;
     }
     for (int i = 0; i < n_kv; i++)
-        if (config_set(&cfg, sets_kv[i], err, sizeof err)) {
+        if (model_config_set(&mo, &src, sets_kv[i], err, sizeof err)) {
             fprintf(stderr, "%s\n", err);
             goto done;
         }
-    if (config_validate(&cfg, err, sizeof err)) {
+    err[0] = 0;
+    if (model_config_check(&mo, &src, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         goto done;
     }
@@ -581,26 +583,26 @@ static int cmd_run(int argc, char **argv) {
     }
 
     // the model
-    TrainModel *model = train_model_from_config(&cfg, NULL, err, sizeof err);
+    Model *model = model_load(&mo, NULL, err, sizeof err);
     if (!model) {
         fprintf(stderr, "dod-eval run: %s\n", err);
         goto free_sets;
     }
     char ckpt_file[4200];
     CheckpointInfo info;
-    if (train_model_load_eval_checkpoint(model, &cfg, ckpt, ckpt_file, sizeof ckpt_file, &info, err, sizeof err)) {
+    if (model_load_checkpoint(model, &mo, src.file, ckpt, ckpt_file, sizeof ckpt_file, &info, err, sizeof err)) {
         fprintf(stderr, "dod-eval run: %s\n", err);
-        train_model_free(model);
+        model_free(model);
         goto free_sets;
     }
     // Restoration reads and writes images on the host: on CUDA the model runs behind a host-I/O view.
-    TrainModel io = train_model_host_io(model);
+    Model io = model_host_io(model);
     EvalRunOptions ro = {.model = &io, .model_device = model->device, .tiles = tiles,
                          .save_dir = html_dir ? html_tmp : save_dir, .save_inputs = html_dir || save_inputs,
                          .grid_rows = grid_rows, .progress = progress};
     int not_scored = eval_run(&ro, res, n_sets, err, sizeof err);
     EvalReportInfo ri = {.config_path = config_path, .checkpoint_path = ckpt_file, .model_kind = model->kind,
-                         .stage = (int)cfg.stage, .step = (long long)info.step, .source = source, .tiles = tiles,
+                         .stage = (int)mo.stage, .step = (long long)info.step, .source = source, .tiles = tiles,
                          .max_images = max_images, .save_dir = save_dir};
     if (not_scored < 0) {
         fprintf(stderr, "dod-eval run: %s\n", err);
@@ -645,7 +647,7 @@ static int cmd_run(int argc, char **argv) {
         }
     }
     checkpoint_info_free(&info);
-    train_model_free(model);
+    model_free(model);
 free_sets:
     if (html_tmp[0]) report_html_discard(html_tmp);   // not published: an incomplete run or an error
     eval_results_free(res, n_sets);

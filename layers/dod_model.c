@@ -35,9 +35,8 @@ static void check_config(const DodModelConfig *c) {
               "frozen weight dtype must be f32 or bf16, got %s", dtype_name(c->frozen_dtype));
     DOD_CHECK(c->lora_rank > 0 && c->lora_alpha > 0, who, "LoRA rank %d and alpha %g must be positive", c->lora_rank,
               c->lora_alpha);
-    DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_EXTERNAL ||
-                  c->extractor == DOD_EXTRACTOR_VAE,
-              who, "unknown extractor kind %d (cnn, external or vae)", (int)c->extractor);
+    DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_VAE, who,
+              "unknown extractor kind %d (cnn or vae)", (int)c->extractor);
     DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
     DOD_CHECK(c->lpips_weight == 0.0f, who,
               "lpips_weight %g: the LPIPS loss is not implemented yet, the weight must be 0", c->lpips_weight);
@@ -193,10 +192,6 @@ void dod_model_to_device(DodModel *m, Device device) {
 
 int dod_model_trainable(const DodModel *m, Tensor **out, int cap) { return params_trainable(m->params, out, cap); }
 
-void dod_model_set_extractor(DodModel *m, DodExtractFn fn, void *ctx) {
-    dod_modulation_set_extractor(&m->mod, fn, ctx);
-}
-
 int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bool require_all) {
     return dod_load_into(m->params, path, prefix, require_all);
 }
@@ -287,20 +282,9 @@ Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m,
 
 // ---- losses ------------------------------------------------------------------------------------------
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
-    DOD_CHECK(tensor_same_shape(out, hq), "dod_model_loss", "output %s and target %s differ in shape",
-              shape_str(out), shape_str(hq));
-    DodLoss l = {.ssim = NAN, .lpips = NAN};
-    Tensor *mse = op_mse_loss(out, hq);
-    l.mse = dod_scalar_value(mse);
-    l.total = op_scale(mse, m->cfg.mse_weight);
-    // Stage 1's LPIPS term (weight 5 in the paper) joins here once a VGG LPIPS exists; check_config keeps
-    // lpips_weight at 0 until then.
-    if (m->cfg.stage == 2) {
-        Tensor *ssim = op_ssim(out, hq, 2.0f);
-        l.ssim = dod_scalar_value(ssim);
-        l.total = op_add(l.total, op_scale(op_add_scalar(op_scale(ssim, -1.0f), 1.0f), m->cfg.ssim_weight));
-    }
-    return l;
+    // check_config keeps ssim_weight at 0 in stage 1 and lpips_weight at 0 until LPIPS exists.
+    return dod_loss(out, hq, (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight,
+                                              .lpips = m->cfg.lpips_weight});
 }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {

@@ -22,6 +22,7 @@
 #include "autograd/ops.h"
 #include "autograd/params.h"
 #include "layers/dod_detail.h"
+#include "layers/dod_loss.h"
 #include "layers/dod_modulation.h"
 #include "layers/lora.h"
 #include "layers/unet.h"
@@ -40,7 +41,7 @@ typedef struct {
     int stage;                       // 1 or 2
     int lora_rank;                   // 8
     float lora_alpha;                // = rank (s = 1)
-    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN, DOD_EXTRACTOR_VAE, or EXTERNAL (then dod_model_set_extractor)
+    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN or DOD_EXTRACTOR_VAE
     DodModulationConfig modulation;  // its rank is forced to lora_rank; defaults: dod_modulation_default_config
     int detail_growth;               // RRDB growth of the detail module: 32
     bool recompute;                  // activation recomputation in UNet, VAE and detail module
@@ -90,8 +91,6 @@ void dod_model_to_device(DodModel *m, Device device);
 // The trainable tensors of the model's stage (requires_grad), in registration order, into out (cap
 // entries); returns how many there are.
 int dod_model_trainable(const DodModel *m, Tensor **out, int cap);
-// An external degradation extractor (cfg.extractor == DOD_EXTRACTOR_EXTERNAL).
-void dod_model_set_extractor(DodModel *m, DodExtractFn fn, void *ctx);
 
 // Copies (=) every tensor of the safetensors file whose name is `prefix` + a model tensor name into
 // that tensor (f32/f16/bf16 files; shapes must agree). Names in the file that are not model tensors are
@@ -111,14 +110,8 @@ Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps);
 // Validation: dod_model_forward(m, lq, DOD_MODE_EVAL, 0).
 Tensor *dod_model_restore(DodModel *m, Tensor *lq);
 
-typedef struct {
-    Tensor *total;     // the scalar to back-propagate
-    float mse;         // MSE(out, hq), unweighted
-    float ssim;        // SSIM(out, hq) (stage 2; NaN in stage 1)
-    float lpips;       // NaN until LPIPS exists
-} DodLoss;
-
-// The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors).
+// The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors): dod_loss
+// (layers/dod_loss.h) with the model's weights (SSIM only in stage 2, whose ssim_weight is > 0).
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq);
 // forward (TRAIN, noise from step_seed) + loss: what one training step back-propagates.
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);

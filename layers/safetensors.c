@@ -1,7 +1,6 @@
 // safetensors reader (mmap, validate everything up front) and atomic writer. See safetensors.h.
 #include "layers/safetensors.h"
 
-#include "autograd/cuda/cuda_backend.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -262,7 +261,6 @@ void safetensors_close(SafeTensors *st) {
 
 const char *safetensors_path(const SafeTensors *st) { return st->path; }
 int safetensors_count(const SafeTensors *st) { return st->n; }
-size_t safetensors_mapped_bytes(const SafeTensors *st) { return st->map_size; }
 const StEntry *safetensors_entry(const SafeTensors *st, int i) {
     return (i >= 0 && i < st->n) ? &st->entries[i] : NULL;
 }
@@ -439,7 +437,11 @@ StStatus safetensors_save(const char *path, Tensor *const *tensors, int n, const
     while (h.len % 8) sb_str(&h, " ");
 
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    if (fs_temp_path(path, tmp, sizeof tmp)) {
+        free(h.buf);
+        free(order);
+        return fail(err, ST_ERR_IO, "%.3000s: path too long", path);
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     StStatus rc = ST_OK;
     if (fd < 0) {
@@ -453,7 +455,7 @@ StStatus safetensors_save(const char *path, Tensor *const *tensors, int n, const
             size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
             if (t->device == DEV_CUDA) {  // checkpoints of a model on the GPU: through a host copy
                 void *host = dod_malloc(bytes ? bytes : 1, t->name ? t->name : "tensor to save");
-                cuda_copy_d2h(host, t->data, bytes);
+                device_copy(host, DEV_CPU, t->data, t->device, bytes);
                 ok = write_all(fd, host, bytes);
                 free(host);
             } else {
@@ -464,7 +466,10 @@ StStatus safetensors_save(const char *path, Tensor *const *tensors, int n, const
         if (ok && fsync(fd) != 0) ok = false, write_errno = errno;
         if (close(fd) != 0 && ok) ok = false, write_errno = errno;
         if (!ok) rc = fail(err, ST_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(write_errno));
-        else if (rename(tmp, path) != 0) rc = fail(err, ST_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        else {
+            char why[ST_ERR_LEN];
+            if (fs_commit_temp(tmp, path, why, sizeof why)) rc = fail(err, ST_ERR_IO, "%s", why);
+        }
         if (rc) unlink(tmp);
     }
     free(h.buf);

@@ -60,8 +60,6 @@ const void *safetensors_bytes(const SafeTensors *st, const StEntry *e);
 void safetensors_drop_pages(const SafeTensors *st, const StEntry *e);
 // Value of a "__metadata__" key, or NULL.
 const char *safetensors_metadata(const SafeTensors *st, const char *key);
-// Bytes of the mapping (header + data): what the file costs in address space.
-size_t safetensors_mapped_bytes(const SafeTensors *st);
 
 // A persistent tensor named `name` (NULL: the entry's name) with e's shape, as dtype `want`:
 //  - want == e->dtype and the bytes are aligned for it: a zero-copy view of the mapped bytes

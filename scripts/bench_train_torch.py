@@ -23,7 +23,7 @@ frozen UNet/VAE weights stored in bf16, the trainables (conv_in, LoRA, modulatio
 copies, forward and loss under torch.autocast(bfloat16) (products in bf16; norms, softmax and losses in
 f32 by autocast's own lists), TF32 allowed: the twin of our DOD_PREC_MIXED with bf16 frozen weights.
 
-Run:   /work/venv/bin/python scripts/bench_train_torch.py [--stage 1|2] [--batch B] [--crop S]
+Run:   ${PYTHON:-python3} scripts/bench_train_torch.py [--stage 1|2] [--batch B] [--crop S]
                               [--iters N] [--threads T] [--device cpu|cuda] [--base DIR]
                               [--precision f32|mixed]
 Needs: torch (1.13 works), diffusers 0.21.4, safetensors.

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Makes the fixed prompt-embedding file of the DOD model from a text prompt, with the SD text encoder.
 
-Run:   /work/venv/bin/python scripts/encode_prompt.py --model SD_DIR --prompt "..." --out prompt.safetensors
-       /work/venv/bin/python scripts/encode_prompt.py --selftest     (the manual test below)
+Run:   ${PYTHON:-python3} scripts/encode_prompt.py --model SD_DIR --prompt "..." --out prompt.safetensors
+       ${PYTHON:-python3} scripts/encode_prompt.py --selftest     (the manual test below)
 Needs: torch (1.13 works), transformers (4.33.x works with torch 1.13 and diffusers 0.21.4:
-       /work/venv/bin/pip install "transformers==4.33.*"), safetensors.
+       scripts/fixture-env.sh pins transformers==4.33.3), safetensors.
 
 SD_DIR is a diffusers layout: tokenizer/ (CLIPTokenizer: vocab.json, merges.txt) and text_encoder/
 (CLIPTextModel). Writes one f32 tensor "prompt_embeds" [L, D] (L = the tokenizer's model_max_length,
@@ -32,8 +32,8 @@ one tensor "prompt_embeds", f32, [77, 16], equal to text_encoder(ids).last_hidde
 directly, the token ids start with <|startoftext|> and are padded to 77, and a prompt of 100 words is
 truncated. With --out it also keeps the file: its width 16 is the tiny SD fixture's
 cross_attention_dim, so
-  /work/venv/bin/python scripts/encode_prompt.py --selftest --out /tmp/p.safetensors
-  dod-train --config configs/tiny.ini --set model.prompt_embedding=/tmp/p.safetensors ...
+  ${PYTHON:-python3} scripts/encode_prompt.py --selftest --out p.safetensors
+  dod-train --config configs/tiny.ini --set model.prompt_embedding=p.safetensors ...
 exercises the C loader with it (checked by hand when the script was written).
 """
 import argparse

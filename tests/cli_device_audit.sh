@@ -25,10 +25,11 @@ layers/dod_model_util.c:dod_scalar_value     CUDA: cuda_copy_d2h of the one valu
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
 layers/lora.c:host_f32                       copies a CUDA tensor to the host (merge/export, not per step)
 layers/lora.c:lora_merge                     reads host views made by host_f32, writes host tensors
+layers/model_weights.c:checkpoint_read_tensor source is a host file view; the destination is written with device_copy
 layers/safetensors.c:safetensors_drop_pages  file mapping, no tensors
 layers/safetensors.c:safetensors_load_store  loading: host tensors
 layers/safetensors.c:safetensors_open        file mapping, no tensors
-layers/safetensors.c:safetensors_save        CUDA tensors are written through a host copy (cuda_copy_d2h)
+layers/safetensors.c:safetensors_save        CUDA tensors are written through a host copy (device_copy)
 layers/safetensors.c:safetensors_tensor      loading: host tensors
 layers/sd_blocks.c:resize_backward           backward of the CPU branch of sd_resize_nearest only
 layers/sd_blocks.c:sd_resize_nearest         CPU branch only; other devices go through sd_gather_hw

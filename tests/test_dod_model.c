@@ -424,7 +424,7 @@ typedef struct {
 
 static float *device_to_host(const float *src, int64_t n) {
     float *dst = dod_malloc(sizeof(float) * (size_t)(n ? n : 1), "CUDA result copy");
-    cuda_copy_d2h(dst, src, sizeof(float) * (size_t)n);
+    device_copy(dst, DEV_CPU, src, DEV_CUDA, sizeof(float) * (size_t)n);
     return dst;
 }
 
@@ -449,7 +449,8 @@ static CudaStep cuda_step(int stage, DType frozen, DodPrecision precision) {
     for (int64_t i = 0, off = 0; i < n; off += list[i]->numel, i++) {
         CHECK(list[i]->device == DEV_CUDA && list[i]->grad, "CUDA stage %d: %s has no device gradient", stage,
               list[i]->name);
-        if (list[i]->grad) cuda_copy_d2h(r.grads + off, list[i]->grad, sizeof(float) * (size_t)list[i]->numel);
+        if (list[i]->grad)
+            device_copy(r.grads + off, DEV_CPU, list[i]->grad, DEV_CUDA, sizeof(float) * (size_t)list[i]->numel);
     }
     free(list);
     ag_step_reset();

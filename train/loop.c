@@ -27,8 +27,6 @@ void train_install_signal_handlers(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-void train_request_stop(void) { stop_requested = 1; }
-
 #if defined(DOD_HAVE_HDF5) && defined(DOD_HAVE_INIPARSER)
 #include <errno.h>
 #include <math.h>
@@ -39,14 +37,14 @@ void train_request_stop(void) { stop_requested = 1; }
 #include "autograd/ops.h"
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
-#include "layers/dod_model_util.h"
 #include "data/loader.h"
+#include "eval/validate.h"
+#include "layers/dod_loss.h"
+#include "layers/dod_model_util.h"
+#include "layers/model.h"
+#include "layers/model_weights.h"
 #include "train/checkpoint.h"
-#include "train/model_from_config.h"
 #include "train/step_log.h"
-#include "train/train_model.h"
-#include "train/validate.h"
-#include "data/fileio.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
 
@@ -90,7 +88,7 @@ typedef struct {
     const TrainConfig *cfg;
     char run_dir[CFG_STR], ckpt_dir[PATH_LEN], jsonl_path[PATH_LEN], samples_dir[PATH_LEN];
     char *config_text;
-    TrainModel *model;
+    Model *model;
     Tensor **trainable;
     int n_trainable;
     AdamW *opt;
@@ -111,13 +109,13 @@ static void run_free(Run *r) {
     }
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
-    train_model_free(r->model);
+    model_free(r->model);
     free(r->config_text);
 }
 
 static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *err, size_t errlen) {
-    CheckpointInfo info = {.step = step, .adamw_step = r->opt->step, .seed = (uint64_t)r->cfg->seed,
-                           .loader_next = step * r->cfg->grad_accum, .stage = (int)r->cfg->stage,
+    CheckpointInfo info = {.step = step, .adamw_step = r->opt->step, .seed = (uint64_t)r->cfg->model.seed,
+                           .loader_next = step * r->cfg->grad_accum, .stage = (int)r->cfg->model.stage,
                            .config_text = r->config_text};
     snprintf(info.model_kind, sizeof info.model_kind, "%s", r->model->kind);
     return checkpoint_save(r->ckpt_dir, r->trainable, r->n_trainable, r->opt, &info, (int)r->cfg->ckpt_keep_last,
@@ -129,14 +127,15 @@ static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *
 static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *err, size_t errlen) {
     const TrainConfig *c = &o->cfg;
     r->cfg = c;
-    if (c->device == CFG_DEVICE_CUDA && !dod_cuda_available()) {   // before writing or loading anything
+    const ModelOptions *mo = &c->model;
+    if (mo->device == DEV_CUDA && !dod_cuda_available()) {   // before writing or loading anything
         char w[CFG_STR + 32];
         config_where(c, "model", "device", w, sizeof w);
         snprintf(err, errlen, "no CUDA device: %s ([model] device = cuda, %s)", dod_cuda_unavailable_reason(), w);
         return -1;
     }
     snprintf(r->run_dir, sizeof r->run_dir, "%s", c->run_dir);
-    join(r->ckpt_dir, sizeof r->ckpt_dir, r->run_dir, c->ckpt_dir);
+    join(r->ckpt_dir, sizeof r->ckpt_dir, r->run_dir, mo->ckpt_dir);
     join(r->jsonl_path, sizeof r->jsonl_path, r->run_dir, c->log_jsonl);
     join(r->samples_dir, sizeof r->samples_dir, r->run_dir, "samples");
     r->config_text = config_to_text(c);
@@ -160,14 +159,14 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     if (fs_write_text_atomic(cfg_path, r->config_text, err, errlen)) return -1;
 
     int n_loaded = 0;  // stage 2: the frozen stage-1 tensors, on a fresh run and on resume alike
-    if (!(r->model = train_model_from_config(c, &n_loaded, err, errlen))) return -1;
+    if (!(r->model = model_load(mo, &n_loaded, err, errlen))) return -1;
     ParamStore *ps = r->model->params(r->model->self);
-    if (c->stage == 2 && !o->quiet)
-        fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, c->init_from);
+    if (mo->stage == 2 && !o->quiet)
+        fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, mo->init_from);
     if (r->model->device == DEV_CUDA && !o->quiet)
         fprintf(stderr, "dod-train: on %s, %s, %s activations\n", dod_cuda_device_name(),
-                c->precision == CFG_PRECISION_MIXED ? "mixed precision (bf16 frozen linear weights read as-is, TF32)"
-                                                    : "f32 precision (TF32 off)",
+                mo->precision == MODEL_PRECISION_MIXED ? "mixed precision (bf16 frozen linear weights read as-is, TF32)"
+                                                       : "f32 precision (TF32 off)",
                 dtype_name(ag_activation_dtype()));
     else if (ag_activation_dtype() != DT_F32 && !o->quiet)
         fprintf(stderr, "dod-train: %s activations\n", dtype_name(ag_activation_dtype()));
@@ -175,7 +174,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
     r->n_trainable = params_trainable(ps, r->trainable, cap);
     if (r->n_trainable == 0) {
-        snprintf(err, errlen, "model %s (stage %lld) has no trainable tensors", r->model->kind, c->stage);
+        snprintf(err, errlen, "model %s (stage %lld) has no trainable tensors", r->model->kind, mo->stage);
         return -1;
     }
     AdamWConfig ac = {.lr = (float)c->lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2, .eps = (float)c->eps,
@@ -188,13 +187,13 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         char diff[CFG_ERR_LEN];
         int bad = config_compare_text(c, info.config_text, diff, sizeof diff);
         if (bad) snprintf(err, errlen, "%s: the configuration differs from the checkpoint's:\n%s", resume_path, diff);
-        else if (strcmp(info.model_kind, r->model->kind) || info.stage != c->stage)
+        else if (strcmp(info.model_kind, r->model->kind) || info.stage != mo->stage)
             snprintf(err, errlen, "%s: checkpoint of a %s stage-%d model, the configuration says %s stage %lld", resume_path,
-                     info.model_kind, info.stage, r->model->kind, c->stage), bad = -1;
-        else if (info.loader_next != info.step * c->grad_accum || info.seed != (uint64_t)c->seed)
+                     info.model_kind, info.stage, r->model->kind, mo->stage), bad = -1;
+        else if (info.loader_next != info.step * c->grad_accum || info.seed != (uint64_t)mo->seed)
             snprintf(err, errlen, "%s: loader position %lld / seed %llu do not match step %lld x grad_accum %lld / seed %lld",
                      resume_path, (long long)info.loader_next, (unsigned long long)info.seed, (long long)info.step,
-                     c->grad_accum, c->seed), bad = -1;
+                     c->grad_accum, mo->seed), bad = -1;
         *start_step = info.step;
         checkpoint_info_free(&info);
         if (bad) return -1;
@@ -208,7 +207,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     lc.path = c->train_file;
     lc.crop = (int)c->crop;
     lc.flips = c->flips;
-    lc.seed = (uint64_t)c->seed;
+    lc.seed = (uint64_t)mo->seed;
     lc.n_threads = (int)c->loader_threads;
     if (!(r->loader = loader_open(&lc, err, errlen))) return -1;
     loader_batch_init(r->loader, &r->batch);
@@ -236,12 +235,13 @@ static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device d
 }
 
 // One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
-// Loss values are read back with dod_scalar_value (one small copy each on CUDA).
+// Loss values are read back (dod_loss, dod_scalar_value: one small copy each on CUDA).
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
     double loss_sum = 0, mse_sum = 0, ssim_sum = 0;
-    uint64_t noise_key = rng_key((uint64_t)c->seed, TRAIN_NOISE_STREAM);
+    uint64_t noise_key = rng_key((uint64_t)c->model.seed, TRAIN_NOISE_STREAM);
+    const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips};
     for (int a = 0; a < A; a++) {
         int64_t b = s * A + a;
         if (loader_get(r->loader, b, &r->batch, err, errlen)) return -1;
@@ -250,24 +250,17 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         Tensor *lq = batch_tensor(r->batch.lq, n, cs, r->model->device);
         Tensor *hq = batch_tensor(r->batch.hq, n, cs, r->model->device);
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)b), true);
-        Tensor *mse = op_mse_loss(out, hq);
-        Tensor *total = op_scale(mse, (float)c->loss_mse);
-        float ssim_term = 0;
-        if (c->loss_ssim > 0) {
-            Tensor *one_minus = op_add_scalar(op_scale(op_ssim(out, hq, 2.0f), -1.0f), 1.0f);
-            ssim_term = dod_scalar_value(one_minus);
-            total = op_add(total, op_scale(one_minus, (float)c->loss_ssim));
-        }
-        float lv = dod_scalar_value(total);
+        DodLoss l = dod_loss(out, hq, weights);
+        float lv = dod_scalar_value(l.total);
         if (!isfinite(lv)) {
             snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
                      (long long)b, (double)lr_at(sched, s));
             return -1;
         }
-        ag_backward(op_scale(total, 1.0f / (float)A));
+        ag_backward(op_scale(l.total, 1.0f / (float)A));
         loss_sum += lv;
-        mse_sum += dod_scalar_value(mse);
-        ssim_sum += ssim_term;
+        mse_sum += l.mse;
+        ssim_sum += l.ssim_loss;
     }
     ag_step_reset();
     double gn = clip_grad_norm(r->trainable, r->n_trainable, c->clip_norm);
@@ -288,13 +281,14 @@ static int run_validation(Run *r, int64_t step, double elapsed, bool quiet, char
     fprintf(r->jsonl,
             "{\"step\": %lld, \"val_psnr\": %.6f, \"val_ssim\": %.6f, \"val_input_psnr\": %.6f, "
             "\"val_input_ssim\": %.6f, \"val_images\": %d, \"time_s\": %.3f}\n",
-            (long long)step, vr.psnr, vr.ssim, vr.psnr_input, vr.ssim_input, vr.images, elapsed);
+            (long long)step, vr.all.psnr, vr.all.ssim, vr.all.psnr_input, vr.all.ssim_input, vr.all.images, elapsed);
     fflush(r->jsonl);
     if (!quiet)
         fprintf(stderr,
                 "dod-train: validation at step %lld over %d images: restored PSNR %.3f dB SSIM %.4f | degraded "
                 "input PSNR %.3f dB SSIM %.4f | gain %+.3f dB%s%s\n",
-                (long long)step, vr.images, vr.psnr, vr.ssim, vr.psnr_input, vr.ssim_input, vr.psnr - vr.psnr_input,
+                (long long)step, vr.all.images, vr.all.psnr, vr.all.ssim, vr.all.psnr_input, vr.all.ssim_input,
+                vr.all.psnr - vr.all.psnr_input,
                 r->cfg->val_grid ? "; grid " : "", r->cfg->val_grid ? grid : "");
     if (!quiet) val_result_print_tasks(&vr, stderr, "dod-train:   ");
     if (step_log_tensorboard_validation(r->tb, step, &vr, r->cfg->val_grid ? grid : NULL, err, errlen)) return -1;

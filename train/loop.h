@@ -5,7 +5,8 @@
 // Per optimizer step s (0-based; "step" in logs and checkpoint names counts steps completed = s + 1):
 //   for a in 0 .. grad_accum-1:  batch index b = s * grad_accum + a (the loader's step argument, so a
 //       batch is a pure function of (seed, b)); ag_step_reset; out = model.forward(lq, noise_seed(b));
-//       loss = mse_w * MSE(out, hq) + ssim_w * (1 - SSIM(out, hq)); backward(loss / grad_accum)
+//       loss = dod_loss(out, hq, [loss] weights) (layers/dod_loss.h: mse_w * MSE + ssim_w * (1 - SSIM));
+//       backward(loss / grad_accum)
 //   grad_norm = clip_grad_norm(trainable, clip_norm); adamw_step(lr_at(schedule, s)); zero grads.
 // noise_seed(b) = rng_key(rng_key(seed, TRAIN_NOISE_STREAM), b) (data/keyed_rng.h): the training
 // randomness is counter-based, so the step counter is the whole RNG state.
@@ -38,8 +39,6 @@ typedef struct {
 // SIGINT/SIGTERM: the first finishes the current step, saves a checkpoint and makes train_run
 // return TRAIN_INTERRUPTED; a second one exits at once (130).
 void train_install_signal_handlers(void);
-// The same request from code (what the handlers do).
-void train_request_stop(void);
 
 // Runs (or resumes) training. 0 when cfg.steps are done (final checkpoint saved), TRAIN_INTERRUPTED
 // after a stop (checkpoint saved, its path printed), -1 with a message on error.

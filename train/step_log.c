@@ -34,17 +34,18 @@ void step_log_tensorboard_step(TfEvents *tb, const TrainConfig *c, const TrainSt
 int step_log_tensorboard_validation(TfEvents *tb, int64_t step, const ValResult *vr, const char *grid_path, char *err,
                                     size_t errlen) {
     if (!tb) return 0;
-    tfevents_scalar(tb, "val/psnr", step, (float)vr->psnr);
-    tfevents_scalar(tb, "val/ssim", step, (float)vr->ssim);
-    tfevents_scalar(tb, "val/psnr_input", step, (float)vr->psnr_input);
-    tfevents_scalar(tb, "val/ssim_input", step, (float)vr->ssim_input);
-    tfevents_scalar(tb, "val/psnr_gain", step, (float)(vr->psnr - vr->psnr_input));
+    const EvalScores *all = &vr->all;
+    tfevents_scalar(tb, "val/psnr", step, (float)all->psnr);
+    tfevents_scalar(tb, "val/ssim", step, (float)all->ssim);
+    tfevents_scalar(tb, "val/psnr_input", step, (float)all->psnr_input);
+    tfevents_scalar(tb, "val/ssim_input", step, (float)all->ssim_input);
+    tfevents_scalar(tb, "val/psnr_gain", step, (float)(all->psnr - all->psnr_input));
     char tag[96];
     for (int t = 0; t < vr->n_tasks; t++) {
         snprintf(tag, sizeof tag, "val_psnr/%s", vr->task[t].name);
-        tfevents_scalar(tb, tag, step, (float)vr->task[t].psnr);
+        tfevents_scalar(tb, tag, step, (float)vr->task[t].scores.psnr);
         snprintf(tag, sizeof tag, "val_ssim/%s", vr->task[t].name);
-        tfevents_scalar(tb, tag, step, (float)vr->task[t].ssim);
+        tfevents_scalar(tb, tag, step, (float)vr->task[t].scores.ssim);
     }
     return grid_path ? tfevents_image_png_file(tb, "val/grid", step, grid_path, err, errlen) : 0;
 }

@@ -15,7 +15,7 @@
 #include "eval/tfevents.h"
 #include "train/config.h"
 #include "train/loop.h"
-#include "train/validate.h"
+#include "eval/validate.h"
 
 #define STEP_LOG_MAX_TERMS 8
 

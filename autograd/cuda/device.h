@@ -18,7 +18,6 @@ extern "C" {
 // "<file>:<line>: <call> failed: <status name> (<status text>)".
 void dod_cuda_fail(const char *file, int line, const char *call, const char *status, const char *text)
     __attribute__((noreturn));
-const char *dod_cublas_status_text(cublasStatus_t s);
 
 #define CUDA_CHECK(call)                                                                        \
     do {                                                                                        \

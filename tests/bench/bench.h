@@ -9,8 +9,11 @@ typedef int (*BenchMainFn)(int argc, char **argv);
 void bench_register(const char *name, const char *what, BenchMainFn fn);
 // Median of v[0..n) (sorts v in place; n >= 1): the value every benchmark reports.
 double bench_median(double *v, int n);
-// Runs the PyTorch side of a comparison, `$PYTHON <source>/scripts/<script> <args>` ($PYTHON defaults to
-// /work/venv/bin/python when present, else python3), and returns the value of its `torch_ms X` line
+// The Python that runs the reference side of a benchmark: $PYTHON when set and non-empty, else python3
+// (found on PATH). scripts/fixture-env.sh makes a venv with the packages and prints the PYTHON to export.
+const char *bench_python(void);
+// Runs the PyTorch side of a comparison, `<bench_python()> <source>/scripts/<script> <args>`, and
+// returns the value of its `torch_ms X` line
 // (and of `torch_peak_gib X` into *peak_gib when non-NULL). Negative, with the reason printed, when it
 // cannot run (no Python, no torch/diffusers): the caller then reports its own numbers only.
 double bench_torch_ms(const char *script, const char *args, double *peak_gib);

@@ -32,9 +32,13 @@ double bench_median(double *v, int n) {
     return v[n / 2];
 }
 
-double bench_torch_ms(const char *script, const char *args, double *peak_gib) {
+const char *bench_python(void) {
     const char *py = getenv("PYTHON");
-    if (!py || !*py) py = access("/work/venv/bin/python", X_OK) == 0 ? "/work/venv/bin/python" : "python3";
+    return py && *py ? py : "python3";
+}
+
+double bench_torch_ms(const char *script, const char *args, double *peak_gib) {
+    const char *py = bench_python();
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "'%s' '%s/scripts/%s' %s 2>&1", py, DOD_SOURCE_DIR, script, args);
     FILE *p = popen(cmd, "r");

@@ -25,7 +25,7 @@
 // --device cpu|cuda (cpu), --precision f32|mixed (f32), --activations f32|bf16, --base DIR, --random-weights,
 // --no-torch
 // (ours only). The PyTorch side runs
-// scripts/bench_train_torch.py with $PYTHON (default /work/venv/bin/python when it exists, else python3)
+// scripts/bench_train_torch.py with bench_python() ($PYTHON, else python3)
 // and our OpenMP thread count, on the same device and base; when Python, torch, diffusers or (cuda) a
 // GPU is missing it says so and only our numbers are printed.
 #include <math.h>

@@ -1,5 +1,14 @@
-// The toy restoration model (see train/toy_model.h).
-#include "train/toy_model.h"
+// The toy restoration model: a small residual conv net built from engine ops, with the same
+// two-stage structure as DOD so the training driver (stages, frozen dtype, checkpoints, resume)
+// is exercised end to end without Stable Diffusion weights.
+//
+//   stage 1:  h = lq + (training ? 0.01 * N(0, 1) keyed by noise_seed : 0)      (the "sampled" input)
+//             out1 = lq + conv_out(relu(conv_in(h)))                  conv_in 3->W, conv_out W->3, 3x3
+//   stage 2:  out = out1 + detail.conv2(relu(detail.conv1(out1)))    detail.conv1 3->W, conv2 W->3
+// Stage 1 trains conv_in.* and conv_out.*; stage 2 freezes them (stored as frozen_dtype) and trains
+// detail.* (detail.conv2 starts at zero, so stage 2 starts from the stage-1 output, as DOD's detail
+// module starts near identity).
+#include "layers/model.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -49,29 +58,29 @@ static void toy_destroy(void *self) {
     free(m);
 }
 
-TrainModel *toy_model_create(const TrainModelOptions *o, char *err, size_t errlen) {
+Model *model_toy_create(const ModelOptions *o, char *err, size_t errlen) {
     if (o->toy_width < 1 || o->toy_width > 256) {
-        snprintf(err, errlen, "toy model: width %d is outside [1, 256]", o->toy_width);
+        snprintf(err, errlen, "toy model: width %lld is outside [1, 256]", o->toy_width);
         return NULL;
     }
     if (o->stage != 1 && o->stage != 2) {
-        snprintf(err, errlen, "toy model: stage %d is not 1 or 2", o->stage);
+        snprintf(err, errlen, "toy model: stage %lld is not 1 or 2", o->stage);
         return NULL;
     }
     ToyModel *m = dod_calloc(sizeof *m, "toy model");
     m->ps = params_new();
-    m->stage = o->stage;
+    m->stage = (int)o->stage;
     int64_t w = o->toy_width;
     // He-style init for the first conv, a small last conv so the model starts near identity.
     float std_in = sqrtf(2.0f / 27.0f), std_mid = sqrtf(2.0f / (float)(9 * w));
-    m->conv_in_w = toy_param(m->ps, "conv_in.weight", 4, (int64_t[]){w, 3, 3, 3}, o->seed + 1, std_in);
+    m->conv_in_w = toy_param(m->ps, "conv_in.weight", 4, (int64_t[]){w, 3, 3, 3}, (uint64_t)o->seed + 1, std_in);
     m->conv_in_b = toy_param(m->ps, "conv_in.bias", 1, (int64_t[]){w}, 0, 0);
-    m->conv_out_w = toy_param(m->ps, "conv_out.weight", 4, (int64_t[]){3, w, 3, 3}, o->seed + 2, 0.01f * std_mid);
+    m->conv_out_w = toy_param(m->ps, "conv_out.weight", 4, (int64_t[]){3, w, 3, 3}, (uint64_t)o->seed + 2, 0.01f * std_mid);
     m->conv_out_b = toy_param(m->ps, "conv_out.bias", 1, (int64_t[]){3}, 0, 0);
     if (o->stage == 1) {
         params_set_trainable(m->ps, "*", true);
     } else {
-        m->det1_w = toy_param(m->ps, "detail.conv1.weight", 4, (int64_t[]){w, 3, 3, 3}, o->seed + 3, std_in);
+        m->det1_w = toy_param(m->ps, "detail.conv1.weight", 4, (int64_t[]){w, 3, 3, 3}, (uint64_t)o->seed + 3, std_in);
         m->det1_b = toy_param(m->ps, "detail.conv1.bias", 1, (int64_t[]){w}, 0, 0);
         m->det2_w = toy_param(m->ps, "detail.conv2.weight", 4, (int64_t[]){3, w, 3, 3}, 0, 0);
         m->det2_b = toy_param(m->ps, "detail.conv2.bias", 1, (int64_t[]){3}, 0, 0);
@@ -80,17 +89,13 @@ TrainModel *toy_model_create(const TrainModelOptions *o, char *err, size_t errle
         // them afterwards (checkpoint_load_weights converts).
         for (int i = 0; i < params_count(m->ps); i++) {
             Tensor *t = params_at(m->ps, i);
-            if (!t->requires_grad && o->frozen_dtype != DT_F32) tensor_convert_dtype(t, o->frozen_dtype);
+            if (!t->requires_grad && o->frozen_dtype == MODEL_FROZEN_BF16) tensor_convert_dtype(t, DT_BF16);
         }
     }
     // Created and initialised on the CPU, then every tensor moved in place.
     if (o->device != DEV_CPU) params_to_device(m->ps, o->device);
-    TrainModel *tm = dod_calloc(sizeof *tm, "toy model");
-    tm->self = m;
-    tm->device = o->device;
-    tm->kind = "toy";
-    tm->params = toy_params;
-    tm->forward = toy_forward;
-    tm->destroy = toy_destroy;
+    Model *tm = dod_calloc(sizeof *tm, "toy model");
+    *tm = (Model){.self = m, .kind = model_kind_name(MODEL_TOY), .device = o->device, .params = toy_params,
+                  .forward = toy_forward, .destroy = toy_destroy};
     return tm;
 }

@@ -1,0 +1,42 @@
+// The base of the code base: errors, allocation, clocks, memory high-water mark, environment switches
+// and the filesystem helpers every tool needs (mkdir -p, atomic text writes). Nothing here knows
+// about tensors; autograd/tensor.h includes it, and code that needs only these (data/, the metrics,
+// the configuration) includes this header alone.
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+// ---- errors ------------------------------------------------------------------------------------
+// Print "dod: <where>: <message>" to stderr and exit(1). Never returns.
+void dod_fatal(const char *where, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+// Abort unless cond holds; `op` names the operation (or file/key) at fault.
+#define DOD_CHECK(cond, op, ...) do { if (!(cond)) dod_fatal((op), __VA_ARGS__); } while (0)
+// dod_fatal("out of memory", "asked for N bytes (G GiB) for <what>"): an allocation that failed.
+void dod_out_of_memory(size_t bytes, const char *what) __attribute__((noreturn));
+
+// ---- allocation ----------------------------------------------------------------------------------
+// malloc/calloc that exit with "out of memory: asked for N bytes for <what>" (0 bytes: 1 byte).
+void *dod_malloc(size_t bytes, const char *what);
+void *dod_calloc(size_t bytes, const char *what);
+
+// ---- clocks, memory, environment ---------------------------------------------------------------
+// Seconds on the monotonic clock (for durations: rates, ETAs, timings).
+double dod_now_seconds(void);
+// Peak resident memory of this process so far, MiB.
+double dod_peak_rss_mib(void);
+// An on/off switch from the environment: unset or empty -> dflt, "0" -> false, anything else -> true.
+bool dod_env_flag(const char *name, bool dflt);
+
+// ---- filesystem ---------------------------------------------------------------------------------
+// Creates dir and its missing parents. 0, or -1 with "<dir>: cannot create directory: <reason>".
+int fs_mkdirs(const char *dir, char *err, size_t errlen);
+// Every file the tools write is written atomically: to a temp file beside it ("path.tmp.<pid>"),
+// flushed to disk, then renamed into place, so a failed run never leaves a half-written file.
+// Writes (=) text to path that way. 0, or -1 with "<path>: cannot write: <reason>" (temp file removed).
+int fs_write_text_atomic(const char *path, const char *text, char *err, size_t errlen);
+// For writers that make the file themselves (PNG, safetensors, HDF5): the temp path of path (=).
+// 0, or -1 when it does not fit in len.
+int fs_temp_path(const char *path, char *tmp, size_t len);
+// Flushes the finished temp file tmp to disk and renames it to path; on failure removes tmp.
+// 0, or -1 with "<path>: cannot rename <tmp> into place: <reason>".
+int fs_commit_temp(const char *tmp, const char *path, char *err, size_t errlen);
