@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "autograd/build_info.h"
 #include "data/degrade.h"
 #include "autograd/base.h"
 #include "data/h5ds.h"

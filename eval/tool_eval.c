@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/build_info.h"
+#include "autograd/base.h"
 #include "autograd/tensor.h"
 #include "data/pairing.h"
 #include "eval/bench.h"

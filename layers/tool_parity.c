@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/build_info.h"
+#include "autograd/base.h"
 #include "autograd/cuda/cuda_backend.h"
 #include "layers/safetensors.h"
 #include "layers/unet.h"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/build_info.h"
+#include "autograd/base.h"
 #include "layers/sd_weights.h"
 
 static void usage(FILE *out, int status) {

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/build_info.h"
+#include "autograd/base.h"
 #include "train/pretrain.h"
 
 static void usage(void) {

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/build_info.h"
+#include "autograd/base.h"
 #include "train/config.h"
 #include "train/loop.h"
 

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/build_info.h"
+#include "autograd/base.h"
 #include "tests/bench/bench.h"
 
 #define MAX_BENCHES 32
