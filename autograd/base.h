@@ -1,8 +1,7 @@
 // The base of the code base: errors, allocation, clocks, memory high-water mark, environment switches,
 // the filesystem helpers every tool needs (mkdir -p, atomic text writes) and the build's identity
-// (every tool's --version). Nothing here knows
-// about tensors; autograd/tensor.h includes it, and code that needs only these (data/, the metrics,
-// the configuration) includes this header alone.
+// (every tool's --version). Nothing here knows about tensors; autograd/tensor.h includes it, and code
+// that needs only these (data/, the metrics, the configuration) includes this header alone.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
