@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/base.h"
 #include "autograd/tensor.h"
 #include "data/pairing.h"
 #include "eval/bench.h"
@@ -21,6 +22,7 @@
 #include "eval/eval_run.h"
 #include "eval/lpips_metric.h"
 #include "eval/metrics.h"
+#include "eval/report_html.h"
 #include "layers/config_model.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
@@ -460,21 +462,25 @@ static void run_usage(FILE *f) {
             "  --grid-rows N         images in each grid (default 4)\n"
             "  --csv FILE            per-set rows and the average as CSV\n"
             "  --json FILE           everything, per image too, as JSON\n"
+            "  --html DIR            a report page DIR/index.html with the images it shows (degraded, restored,\n"
+            "                        ground truth; sortable tables, a comparison slider); not with --save-images\n"
             "  --lpips-vgg FILE      with --lpips-lin: score LPIPS too (VGG16, lpips v0.1; an LPIPS column in\n"
             "  --lpips-lin FILE      every report): torchvision's vgg16-397923af.pth and the lpips package's\n"
             "                        weights/v0.1/vgg.pth (PyTorch or safetensors files)\n"
             "  --progress            progress bar with ETA on stderr even when it is not a terminal\n"
             "  --no-progress         no progress bar\n"
             "\n"
-            "Reports (--csv, --json) are written (temp file + rename) only when every image was scored.\n"
+            "Reports (--csv, --json, --html) are written (temp file or folder + rename) only when every image was\n"
+            "scored.\n"
             "Exit status: 0 all scored, 1 an error or some image not scored (each named on stderr), 2 usage.\n");
 }
 
 #ifdef DOD_HAVE_INIPARSER
 static int cmd_run(int argc, char **argv) {
     const char *config_path = NULL, *ckpt = NULL, *data = NULL, *bench_path = NULL, *data_dir = ".";
-    const char *only_tasks = NULL, *save_dir = NULL, *csv_path = NULL, *json_path = NULL, *lpips_vgg = NULL,
-               *lpips_lin = NULL;
+    const char *only_tasks = NULL, *save_dir = NULL, *csv_path = NULL, *json_path = NULL, *html_dir = NULL,
+               *lpips_vgg = NULL, *lpips_lin = NULL;
+    char html_tmp[4300] = "";   // --html: the staging folder the run saves into
     const char **sets_kv = dod_calloc(sizeof(char *) * (size_t)argc, "--set list");
     int n_kv = 0, max_images = 0, grid_rows = 4, progress = isatty(STDERR_FILENO) ? 1 : 0, save_inputs = 0;
     MetricOpts cli = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
@@ -482,7 +488,7 @@ static int cmd_run(int argc, char **argv) {
     bool set_profile = false, set_crop_multiple = false, set_crop_border = false, set_y = false;
     TileOptions tiles = {.tile = 512, .overlap = 32};
     enum { O_SET = 256, O_TASKS, O_DATA_DIR, O_SAVE_INPUTS, O_GRID_ROWS, O_PROGRESS, O_NO_PROGRESS, O_TILE,
-           O_TILE_OVERLAP, O_MAX_IMAGES, O_LPIPS_VGG, O_LPIPS_LIN };
+           O_TILE_OVERLAP, O_MAX_IMAGES, O_HTML, O_LPIPS_VGG, O_LPIPS_LIN };
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'C'},        {"checkpoint", required_argument, 0, 'k'},
         {"data", required_argument, 0, 'd'},          {"bench", required_argument, 0, 'B'},
@@ -493,7 +499,8 @@ static int cmd_run(int argc, char **argv) {
         {"tile", required_argument, 0, O_TILE},       {"tile-overlap", required_argument, 0, O_TILE_OVERLAP},
         {"save-images", required_argument, 0, 's'},   {"save-inputs", no_argument, 0, O_SAVE_INPUTS},
         {"grid-rows", required_argument, 0, O_GRID_ROWS}, {"csv", required_argument, 0, 'c'},
-        {"json", required_argument, 0, 'j'},          {"progress", no_argument, 0, O_PROGRESS},
+        {"json", required_argument, 0, 'j'},          {"html", required_argument, 0, O_HTML},
+        {"progress", no_argument, 0, O_PROGRESS},
         {"no-progress", no_argument, 0, O_NO_PROGRESS}, {"help", no_argument, 0, 'h'},
         {"lpips-vgg", required_argument, 0, O_LPIPS_VGG}, {"lpips-lin", required_argument, 0, O_LPIPS_LIN},
         {0, 0, 0, 0}};
@@ -515,6 +522,7 @@ static int cmd_run(int argc, char **argv) {
         case O_SAVE_INPUTS: save_inputs = 1; break;
         case 'c': csv_path = optarg; break;
         case 'j': json_path = optarg; break;
+        case O_HTML: html_dir = optarg; break;
         case O_PROGRESS: progress = isatty(STDERR_FILENO) ? 1 : 2; break;
         case O_NO_PROGRESS: progress = 0; break;
         case O_LPIPS_VGG: lpips_vgg = optarg; break;
@@ -559,6 +567,10 @@ static int cmd_run(int argc, char **argv) {
     }
     if (!config_path || !ckpt || (!data == !bench_path)) {
         fprintf(stderr, "dod-eval run: --config, --checkpoint and one of --data / --bench are required (--help)\n");
+        goto done;
+    }
+    if (html_dir && save_dir) {
+        fprintf(stderr, "dod-eval run: --html DIR saves the images it shows under DIR; give --html or --save-images\n");
         goto done;
     }
     if (only_tasks && bench_path) {
@@ -646,6 +658,11 @@ static int cmd_run(int argc, char **argv) {
         goto free_sets;
     }
 
+    if (html_dir && report_html_begin(html_dir, html_tmp, sizeof html_tmp, err, sizeof err)) {
+        fprintf(stderr, "dod-eval run: %s\n", err);
+        goto free_sets;
+    }
+
     // the model (a run dir's cache of the encoded prompts serves when it matches: layers/sd_prompt.h)
     struct stat ckpt_st;
     if (stat(ckpt, &ckpt_st) == 0 && S_ISDIR(ckpt_st.st_mode))
@@ -670,8 +687,9 @@ static int cmd_run(int argc, char **argv) {
     }
     // Restoration reads and writes images on the host: on CUDA the model runs behind a host-I/O view.
     Model io = model_host_io(model);
-    EvalRunOptions ro = {.model = &io, .model_device = model->device, .tiles = tiles, .save_dir = save_dir,
-                         .save_inputs = save_inputs, .grid_rows = grid_rows, .progress = progress, .lpips = lpips};
+    EvalRunOptions ro = {.model = &io, .model_device = model->device, .tiles = tiles,
+                         .save_dir = html_dir ? html_tmp : save_dir, .save_inputs = html_dir || save_inputs,
+                         .grid_rows = grid_rows, .progress = progress, .lpips = lpips};
     int not_scored = eval_run(&ro, res, n_sets, err, sizeof err);
     EvalReportInfo ri = {.config_path = config_path, .checkpoint_path = ckpt_file, .model_kind = model->kind,
                          .stage = (int)mo.stage, .step = (long long)info.step, .source = source, .tiles = tiles,
@@ -696,7 +714,7 @@ static int cmd_run(int argc, char **argv) {
                     fprintf(stderr, "%s%d %s", first ? "" : ", ", counts[p], eval_problem_names[p]);
                     first = 0;
                 }
-            fprintf(stderr, ")%s\n", json_path || csv_path ? "; no CSV/JSON report was written" : "");
+            fprintf(stderr, ")%s\n", json_path || csv_path || html_dir ? "; no CSV/JSON/HTML report was written" : "");
         } else {
             rc = 0;
             if (csv_path) {
@@ -709,12 +727,20 @@ static int cmd_run(int argc, char **argv) {
                 if (fs_write_text_atomic(json_path, text, err, sizeof err)) fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
                 free(text);
             }
+            if (html_dir) {
+                if (report_html_write(html_tmp, &ri, res, n_sets, err, sizeof err) ||
+                    report_html_publish(html_tmp, html_dir, err, sizeof err))
+                    fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
+                else
+                    fprintf(stderr, "dod-eval run: HTML report %s/index.html\n", html_dir), html_tmp[0] = 0;
+            }
         }
     }
     checkpoint_info_free(&info);
     model_free(model);
     lpips_free(lpips);
 free_sets:
+    if (html_tmp[0]) report_html_discard(html_tmp);   // not published: an incomplete run or an error
     eval_results_free(res, n_sets);
     free(res);
     free(sets);
@@ -750,6 +776,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-eval")) return 0;
     if (argc < 2) {
         usage(stderr);
         return 2;

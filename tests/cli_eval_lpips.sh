@@ -45,6 +45,10 @@ check "run with LPIPS exits 0" "[ $? = 0 ]"
 check "Markdown: LPIPS column per set and in the average" "grep -q '^| set | images | PSNR | SSIM | LPIPS |' $T/r.md && grep -qE '^\| derain \| 2 \| [0-9.]+ \| [0-9.]+ \| 0\.[0-9]{6} \|' $T/r.md && grep -qE '^\| \*\*average\*\* \| 4 \| [0-9.]+ \| [0-9.]+ \| 0\.[0-9]{6} \|' $T/r.md"
 check "CSV: lpips column" "head -1 $T/r.csv | grep -q ',lpips$' && grep -qE '^average,.*,[0-9.e-]+$' $T/r.csv"
 check "JSON: lpips per image (4), per set (2) and average" "[ \$(grep -c '\"lpips\":' $T/r.json) = 7 ]"
+"$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tasks derain,denoise --max-images 2 \
+    --crop-multiple 0 "${LP[@]}" --html "$T/html" > /dev/null 2>&1
+check "HTML: LPIPS column in the summary and in each set's table" \
+    "[ \$(grep -o '<th>LPIPS</th>' $T/html/index.html | wc -l) = 3 ] && [ \$(grep -c 'class=\"sortable images\"' $T/html/index.html) = 2 ]"
 "$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tasks derain --max-images 2 --crop-multiple 0 \
     > "$T/plain.md" 2>/dev/null
 check "without the flags the reports have no LPIPS column" "grep -q '^| set | images | PSNR | SSIM | s/image |' $T/plain.md"

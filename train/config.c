@@ -54,6 +54,9 @@ static const CfgField TRAIN_FIELDS[] = {
     {"log", "every", CFG_INT, "10", 1, BIG, NULL, OFF(log_every), true, "steps between JSONL metrics lines", NULL},
     {"log", "jsonl", CFG_STRING, "metrics.jsonl", 0, 0, NULL, OFF(log_jsonl), true,
      "metrics log, relative to the run dir unless absolute", NULL},
+    {"log", "tensorboard", CFG_BOOL, "true", 0, 0, NULL, OFF(log_tensorboard), true,
+     "TensorBoard event files in RUN_DIR/tb (the [log] every scalars, validation scores and grids; "
+     "`tensorboard --logdir RUN_DIR/tb`)", NULL},
     {"checkpoint", "every", CFG_INT, "1000", 1, BIG, NULL, OFF(ckpt_every), true, "steps between checkpoints", NULL},
     {"checkpoint", "keep_last", CFG_INT, "3", 0, BIG, NULL, OFF(ckpt_keep_last), true,
      "checkpoints kept (older ones deleted; 0: keep all)", NULL},

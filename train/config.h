@@ -44,6 +44,7 @@ typedef struct {
     // [log]
     long long log_every;
     char log_jsonl[CFG_STR];          // relative to the run dir unless absolute
+    bool log_tensorboard;             // event files in <run_dir>/tb
     // [checkpoint]
     long long ckpt_every;
     long long ckpt_keep_last;         // 0 = keep all

@@ -45,6 +45,7 @@ void train_install_signal_handlers(void) {
 #include "layers/model_weights.h"
 #include "train/checkpoint.h"
 #include "train/grad_sync.h"
+#include "train/step_log.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
 
@@ -102,11 +103,13 @@ typedef struct {
     bool quiet;              // o->quiet, or not rank 0
     GradSync *sync;          // micro-batch accumulation and the all-reduce (NULL: one process, grad_accum 1)
     bool stop_agreed;        // several processes: a stop was requested on one of them before the last step's end
+    TfEvents *tb;            // NULL: [log] tensorboard = false
     Lpips *lpips;            // [loss] lpips > 0: the frozen LPIPS network of dod_loss, on the model's device
 } Run;
 
 static void run_free(Run *r) {
     if (r->jsonl) fclose(r->jsonl);
+    tfevents_close(r->tb, NULL, 0);   // a write error was reported when the loop flushed
     validator_close(r->val);
     if (r->loader) {
         batch_free(&r->batch);
@@ -255,6 +258,13 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         snprintf(err, errlen, "%s: cannot open the metrics log: %s", r->jsonl_path, strerror(errno));
         return -1;
     }
+    if (c->log_tensorboard) {   // a new file per process; on resume TensorBoard drops steps after the checkpoint
+        char tb_dir[PATH_LEN + 8];
+        snprintf(tb_dir, sizeof tb_dir, "%s/tb", r->run_dir);
+        if (!(r->tb = tfevents_open(tb_dir, err, errlen))) return -1;
+        if (o->resume) tfevents_session_start(r->tb, *start_step + 1);
+        if (tfevents_flush(r->tb, err, errlen)) return -1;
+    }
     return 0;
 }
 
@@ -333,7 +343,8 @@ static int run_validation(Run *r, int64_t step, double elapsed, bool quiet, char
                 vr.all.psnr - vr.all.psnr_input,
                 r->cfg->val_grid ? "; grid " : "", r->cfg->val_grid ? grid : "");
     if (!quiet) val_result_print_tasks(&vr, stderr, "dod-train:   ");
-    return 0;
+    if (step_log_tensorboard_validation(r->tb, step, &vr, r->cfg->val_grid ? grid : NULL, err, errlen)) return -1;
+    return tfevents_flush(r->tb, err, errlen);
 }
 
 int train_run(const TrainOptions *o, char *err, size_t errlen) {
@@ -368,10 +379,7 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
         if (!r.quiet && (elapsed - last_print >= 1.0 || done == c->steps || last_print < 0)) {
             char eta[32];
             format_duration((c->steps - done) / its, eta, sizeof eta);
-            char lpips[32] = "";   // a term is shown when its weight is on
-            if (c->loss_lpips > 0) snprintf(lpips, sizeof lpips, " lpips %.5f", st.lpips);
-            fprintf(stderr, "step %lld/%lld | loss %.5f mse %.5f 1-ssim %.5f%s | lr %.3g | %.2f it/s | ETA %s\n",
-                    (long long)done, c->steps, st.loss, st.mse, st.ssim, lpips, st.lr, its, eta);
+            step_log_progress(stderr, c, &st, its, eta);
             last_print = elapsed;
         }
         if (r.jsonl && (done % c->log_every == 0 || done == c->steps)) {
@@ -388,6 +396,11 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
                     (long long)done, st.loss, st.mse, st.ssim, lpips, st.lr, st.grad_norm, its, elapsed,
                     step_peak / 1048576.0, device_mem);
             fflush(r.jsonl);
+            step_log_tensorboard_step(r.tb, c, &st, its);
+            if (tfevents_flush(r.tb, err, errlen)) {
+                rc = -1;
+                break;
+            }
         }
         bool saved = false;
         if (done % c->ckpt_every == 0 || done == c->steps || stop) {

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/base.h"
 #include "train/comm.h"
 #include "train/config.h"
 #include "train/loop.h"
@@ -23,6 +24,7 @@ static void usage(FILE *f) {
             "  --print-config       resolve and check the configuration, print it, exit\n"
             "  --config-reference   print every key with type, default, range and meaning (Markdown)\n"
             "  --quiet              no progress lines\n"
+            "  --version            version, git revision and dependencies of this build\n"
             "  -h, --help           this text\n"
             "\n"
             "Run dir: config.ini (resolved copy), metrics.jsonl, checkpoints/step_NNNNNNN.safetensors + latest,\n"
@@ -33,6 +35,7 @@ static void usage(FILE *f) {
 
 #ifdef DOD_HAVE_INIPARSER
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-train")) return 0;
     const char *config_path = NULL, *resume_dir = NULL, *run_dir = NULL;
     const char **sets = calloc((size_t)argc, sizeof(char *));
     int n_sets = 0, print_config = 0, reference = 0, quiet = 0;
@@ -138,6 +141,7 @@ int main(int argc, char **argv) {
 }
 #else
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-train")) return 0;
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return usage(stdout), 0;
     fprintf(stderr, "dod-train: this build has no iniparser (Debian: apt-get install libiniparser-dev, then re-run cmake)\n");
     return 1;
