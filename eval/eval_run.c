@@ -20,6 +20,7 @@ void eval_scores_add(EvalScores *s, const EvalImage *im) {
     s->ssim += im->ssim;
     s->psnr_input += im->psnr_input;
     s->ssim_input += im->ssim_input;
+    s->lpips += im->lpips;
     s->seconds += im->seconds;
 }
 
@@ -29,6 +30,7 @@ void eval_scores_finish(EvalScores *s) {
     s->ssim /= n;
     s->psnr_input /= n;
     s->ssim_input /= n;
+    s->lpips /= n;
     s->seconds /= n;
 }
 
@@ -45,6 +47,7 @@ void eval_images_free(EvalImages *k) {
 #include "autograd/cuda/cuda_backend.h"
 #include "data/sample_noise.h"
 #include "eval/grid.h"
+#include "eval/lpips_metric.h"
 
 // Formats into buf (=); vsnprintf, since a truncated message is still a useful message.
 static void fmt_into(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -170,7 +173,7 @@ static void sample_name(H5ds *f, int t, int64_t i, const EvalImage *prev, int n_
 
 void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage *im, EvalImages *keep) {
     if (keep) memset(keep, 0, sizeof *keep);
-    im->psnr_input = im->ssim_input = NAN;
+    im->psnr_input = im->ssim_input = im->lpips = NAN;
     Image lq = {0}, hq = {0};
     char why[EVAL_ERR_LEN];
     const H5dsTask *task = h5ds_task(f, t);
@@ -204,6 +207,7 @@ void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage 
         restore_output_to_unit(out, n, out);
         restore_image_to_unit(&hq, gt);
         rc = metrics_pair_f32(out, gt, hq.h, hq.w, 3, METRIC_CHW, &o->metrics, &im->psnr, &im->ssim, why, sizeof why);
+        if (!rc && o->lpips) rc = lpips_metric_f32(o->lpips, out, gt, hq.h, hq.w, METRIC_CHW, &im->lpips, why, sizeof why);
         if (!rc && o->score_input) {   // the degraded input, scored the same way
             float *in = dod_malloc(sizeof(float) * n, "degraded input");
             restore_image_to_unit(&lq, in);
@@ -232,7 +236,7 @@ void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage 
 static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, EvalImage *im, const char *set_dir,
                      EvalImages *keep) {
     const EvalSet *es = &r->set;
-    EvalImageOptions io = {.model = o->model, .tiles = o->tiles, .metrics = es->metrics};
+    EvalImageOptions io = {.model = o->model, .tiles = o->tiles, .metrics = es->metrics, .lpips = o->lpips};
     EvalImages imgs;
     eval_image(&io, f, t, im->index, im, set_dir ? &imgs : NULL);
     char why[EVAL_ERR_LEN];
@@ -303,6 +307,7 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         }
         h5ds_close(f);
         eval_scores_finish(&r->scores);
+        r->has_lpips = o->lpips != NULL;
         r->peak_rss_mib = dod_peak_rss_mib();
         double arena_bytes = (double)arena_peak();
         if (o->model_device == DEV_CUDA) arena_bytes += (double)dod_cuda_mem_stats().arena_peak_bytes;

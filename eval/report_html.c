@@ -200,8 +200,10 @@ static void write_header(FILE *f, const EvalReportInfo *info, const EvalSetResul
 }
 
 static void write_summary(FILE *f, const EvalSetResult *res, int n_sets) {
-    fputs("<h2>Summary</h2>\n<table id=\"summary\" class=\"sortable\">\n<thead><tr><th>set</th><th>images</th><th>PSNR"
-          "</th><th>SSIM</th><th>s/image</th><th>peak RSS MiB</th><th>arena peak MiB</th></tr></thead>\n<tbody>\n", f);
+    const bool lp = n_sets && res[0].has_lpips;   // scored with LPIPS: a column after SSIM
+    fprintf(f, "<h2>Summary</h2>\n<table id=\"summary\" class=\"sortable\">\n<thead><tr><th>set</th><th>images</th>"
+               "<th>PSNR</th><th>SSIM</th>%s<th>s/image</th><th>peak RSS MiB</th><th>arena peak MiB</th></tr></thead>\n"
+               "<tbody>\n", lp ? "<th>LPIPS</th>" : "");
     for (int s = 0; s < n_sets; s++) {
         const EvalSetResult *r = &res[s];
         fputs("<tr data-set=\"", f);
@@ -213,6 +215,7 @@ static void write_summary(FILE *f, const EvalSetResult *res, int n_sets) {
         fprintf(f, "</a></td><td class=\"num\" data-v=\"%d\">%d</td>", r->scores.images, r->scores.images);
         num_cell(f, r->scores.psnr, 4);
         num_cell(f, r->scores.ssim, 6);
+        if (lp) num_cell(f, r->scores.lpips, 6);
         num_cell(f, r->scores.seconds, 3);
         num_cell(f, r->peak_rss_mib, 1);
         num_cell(f, r->arena_peak_mib, 1);
@@ -223,6 +226,7 @@ static void write_summary(FILE *f, const EvalSetResult *res, int n_sets) {
     fprintf(f, "</tbody>\n<tfoot><tr class=\"average\"><td>average</td><td class=\"num\">%d</td>", avg.images);
     num_cell(f, avg.psnr, 4);
     num_cell(f, avg.ssim, 6);
+    if (lp) num_cell(f, avg.lpips, 6);
     num_cell(f, avg.seconds_per_image, 3);
     num_cell(f, avg.peak_rss_mib, 1);
     num_cell(f, avg.arena_peak_mib, 1);
@@ -248,8 +252,8 @@ static void write_set(FILE *f, const EvalSetResult *r) {
     url_segment(f, set_dir);
     fputs("/grid.png\">grid</a>)</span></h2>\n<table class=\"sortable images\" data-set=\"", f);
     esc(f, r->set.label);
-    fputs("\">\n<thead><tr><th>#</th><th>image</th><th>size</th><th>tiles</th><th>PSNR</th><th>SSIM</th>"
-          "<th>seconds</th><th>comparison</th></tr></thead>\n<tbody>\n", f);
+    fprintf(f, "\">\n<thead><tr><th>#</th><th>image</th><th>size</th><th>tiles</th><th>PSNR</th><th>SSIM</th>%s"
+               "<th>seconds</th><th>comparison</th></tr></thead>\n<tbody>\n", r->has_lpips ? "<th>LPIPS</th>" : "");
     static const char *const kinds[3] = {"input", "restored", "gt"};
     for (int i = 0; i < r->n_images; i++) {
         const EvalImage *im = &r->images[i];
@@ -261,6 +265,7 @@ static void write_set(FILE *f, const EvalSetResult *r) {
                 (long long)im->w * im->h, im->w, im->h, im->tiles, im->tiles);
         num_cell(f, im->psnr, 4);
         num_cell(f, im->ssim, 6);
+        if (r->has_lpips) num_cell(f, im->lpips, 6);
         num_cell(f, im->seconds, 3);
         fputs("<td><div class=\"cmp\"", f);
         for (int k = 0; k < 3; k++) {

@@ -5,7 +5,7 @@
 //                                        benchmark stays quick to open and the PNGs stay usable)
 // The page: the run's header (model, checkpoint, data, protocol, restore mode), a summary table (one
 // row per set, then the average: mean of the set means), and per set a table of its images (name,
-// size, tiles, PSNR, SSIM, seconds) whose last column compares two of degraded / restored / ground
+// size, tiles, PSNR, SSIM, LPIPS when scored, seconds) whose last column compares two of degraded / restored / ground
 // truth with a slider (the left image shows left of the handle); a selector switches the pair for
 // every image. Clicking a column header sorts that table by it (again: reversed). Without
 // JavaScript the tables and images still show, unsorted and without the slider.

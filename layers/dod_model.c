@@ -39,10 +39,10 @@ static void check_config(const DodModelConfig *c) {
     DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_VAE, who,
               "unknown extractor kind %d (cnn or vae)", (int)c->extractor);
     DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
-    DOD_CHECK(c->lpips_weight == 0.0f, who,
-              "lpips_weight %g: the LPIPS loss is not implemented yet, the weight must be 0", c->lpips_weight);
-    DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0, who, "loss weights must be >= 0 (mse %g, ssim %g)",
-              c->mse_weight, c->ssim_weight);
+    DOD_CHECK(c->lpips_weight == 0.0f || c->lpips, who,
+              "lpips_weight %g needs an LPIPS network (DodModelConfig.lpips, layers/lpips.h)", c->lpips_weight);
+    DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0 && c->lpips_weight >= 0, who,
+              "loss weights must be >= 0 (mse %g, ssim %g, lpips %g)", c->mse_weight, c->ssim_weight, c->lpips_weight);
     DOD_CHECK(c->stage == 2 || c->ssim_weight == 0.0f, who, "ssim_weight %g is a stage-2 loss; stage 1 needs 0",
               c->ssim_weight);
 }
@@ -304,9 +304,9 @@ Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m,
 
 // ---- losses ------------------------------------------------------------------------------------------
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
-    // check_config keeps ssim_weight at 0 in stage 1 and lpips_weight at 0 until LPIPS exists.
+    // check_config keeps ssim_weight at 0 in stage 1 and gives a non-zero lpips_weight its network.
     return dod_loss(out, hq, (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight,
-                                              .lpips = m->cfg.lpips_weight});
+                                              .lpips = m->cfg.lpips_weight, .lpips_net = m->cfg.lpips});
 }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {

@@ -69,7 +69,7 @@ stage "build ($BUILD, sm_$ARCH)"
 build() {
     mkdir -p "$BUILD" || return 1
     # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev / libpcre2-dev /
-    # libunistring-dev / zlib1g-dev: the headers and
+    # libunistring-dev / zlib1g-dev / libzip-dev: the headers and
     # libraries copied into $SRC/.gpudeps by scripts/gpu-deps.sh on a machine that has them.
     local deps=()
     if [ -d "$SRC/.gpudeps" ] && [ ! -f /usr/include/stb/stb_image.h ]; then
@@ -79,6 +79,14 @@ build() {
               -DPCRE2_INCLUDE_DIR="$D/include" -DPCRE2_LIB="$D/lib/libpcre2-8.a"
               -DUNISTRING_INCLUDE_DIR="$D/include" -DUNISTRING_LIB="$D/lib/libunistring.a"
               -DZLIB_INCLUDE_DIR="$D/include" -DZLIB_LIBRARY="$D/lib/libz.a")
+        # libzip is optional (zip-format PyTorch checkpoints) and shared: only where its own
+        # dependencies are on the image, else the build reads legacy-format checkpoints only.
+        if [ -f "$D/lib/libzip.so" ] && ldconfig -p 2>/dev/null | grep -q 'libcrypto\.so\.3 ' &&
+           ldconfig -p 2>/dev/null | grep -q 'libbz2\.so\.1\.0 '; then
+            deps+=(-DLIBZIP_INCLUDE_DIR="$D/include" -DLIBZIP_LIB="$D/lib/libzip.so")
+        else
+            echo "libzip not used: no $D/lib/libzip.so, or the image lacks libcrypto.so.3 / libbz2.so.1.0"
+        fi
         export LD_LIBRARY_PATH="$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         echo "using the dependencies in $D"
     fi

@@ -34,7 +34,7 @@ expect bad-key 1 "bad.ini:5: \[optim\] learning_rate: unknown key" -- "$TRAIN" -
 printf '[data]\ncrop = big\n' > "$T/bad2.ini"
 expect bad-value 1 "bad2.ini:2: \[data\] crop: expected an integer, got 'big'" -- "$TRAIN" --config "$T/bad2.ini"
 expect bad-set 1 "^--set optim.beta1=2: \[optim\] beta1: 2 is out of range" -- "$TRAIN" --config "$S/configs/toy.ini" --set optim.beta1=2
-expect lpips 1 "LPIPS is not implemented yet" -- "$TRAIN" --config "$S/configs/toy.ini" --set loss.lpips=5
+expect lpips 1 "lpips: a non-zero LPIPS weight needs \[loss\] lpips_vgg" -- "$TRAIN" --config "$S/configs/toy.ini" --set loss.lpips=5
 expect print-config 0 "^lr = 5e-05$" -- "$TRAIN" --config "$S/configs/aio3.ini" --print-config
 expect print-set 0 "^steps = 77$" -- "$TRAIN" --config "$S/configs/aio5.ini" --set train.steps=77 --print-config
 

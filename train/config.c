@@ -36,9 +36,14 @@ static const CfgField TRAIN_FIELDS[] = {
     {"loss", "mse", CFG_FLOAT, "1", 0, 1e6, NULL, OFF(loss_mse), false, "weight of MSE(out, hq) on [-1, 1] images", NULL},
     {"loss", "ssim", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_ssim), false,
      "weight of 1 - SSIM(out, hq) (data range 2, 11x11 Gaussian window)", NULL},
-    {"loss", "lpips", CFG_FLOAT, "0", 0, 0, NULL, OFF(loss_lpips), false,
-     "weight of LPIPS(VGG); must be 0 until LPIPS is implemented",
-     "LPIPS is not implemented yet; the weight must be 0 (got %s)"},
+    {"loss", "lpips", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_lpips), false,
+     "weight of LPIPS(out, hq) (VGG16, lpips v0.1, images in [-1, 1], mean over the batch); needs lpips_vgg and "
+     "lpips_lin", NULL},
+    {"loss", "lpips_vgg", CFG_STRING, "", 0, 0, NULL, OFF(lpips_vgg), true,
+     "torchvision's VGG16 weights (vgg16-397923af.pth from download.pytorch.org/models; any PyTorch or safetensors "
+     "file with features.N.weight/bias)", NULL},
+    {"loss", "lpips_lin", CFG_STRING, "", 0, 0, NULL, OFF(lpips_lin), true,
+     "the lpips package's linear heads (lpips/weights/v0.1/vgg.pth in the package, lin0..4.model.1.weight)", NULL},
     {"train", "steps", CFG_INT, "100000", 1, BIG, NULL, OFF(steps), true, "optimizer steps of the run (total)", NULL},
     {"train", "seed", CFG_INT, "123", 0, BIG, NULL, OFF(model.seed), false,
      "seed of parameter init, batches and training noise", NULL},
@@ -127,8 +132,10 @@ int config_validate(const TrainConfig *c, char *err, size_t errlen) {
     bad += model_config_check(&c->model, src, err, errlen);
     if (c->model.kind == MODEL_DOD && c->crop % 8)
         cfg_complain(src, "data", "crop", "must be a multiple of 8 for kind = dod (VAE downsampling)", err, errlen), bad++;
-    if (c->loss_lpips != 0)
-        cfg_complain(src, "loss", "lpips", "LPIPS is not implemented yet; the weight must be 0", err, errlen), bad++;
+    if (c->loss_lpips != 0 && (!c->lpips_vgg[0] || !c->lpips_lin[0]))
+        cfg_complain(src, "loss", "lpips",
+                     "a non-zero LPIPS weight needs [loss] lpips_vgg (torchvision's vgg16-397923af.pth) and [loss] "
+                     "lpips_lin (the lpips package's weights/v0.1/vgg.pth)", err, errlen), bad++;
     if (c->loss_mse == 0 && c->loss_ssim == 0 && c->loss_lpips == 0)
         cfg_complain(src, "loss", "mse", "every loss weight is 0", err, errlen), bad++;
     if (c->beta1 >= 1 || c->beta2 >= 1) cfg_complain(src, "optim", "beta1", "betas must be < 1", err, errlen), bad++;

@@ -40,6 +40,7 @@ void train_install_signal_handlers(void) {
 #include "data/loader.h"
 #include "eval/validate.h"
 #include "layers/dod_loss.h"
+#include "layers/lpips.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
 #include "train/checkpoint.h"
@@ -103,6 +104,7 @@ typedef struct {
     GradSync *sync;          // micro-batch accumulation and the all-reduce (NULL: one process, grad_accum 1)
     bool stop_agreed;        // several processes: a stop was requested on one of them before the last step's end
     TfEvents *tb;            // NULL: [log] tensorboard = false
+    Lpips *lpips;            // [loss] lpips > 0: the frozen LPIPS network of dod_loss, on the model's device
 } Run;
 
 static void run_free(Run *r) {
@@ -117,6 +119,7 @@ static void run_free(Run *r) {
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
     model_free(r->model);
+    lpips_free(r->lpips);
     free(r->config_text);
 }
 
@@ -188,6 +191,14 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
                 dtype_name(ag_activation_dtype()));
     else if (ag_activation_dtype() != DT_F32 && !r->quiet)
         fprintf(stderr, "dod-train: %s activations\n", dtype_name(ag_activation_dtype()));
+    if (c->loss_lpips > 0) {   // frozen, stored like the model's frozen weights
+        DType dt = mo->frozen_dtype == MODEL_FROZEN_BF16 ? DT_BF16 : DT_F32;
+        if (!(r->lpips = lpips_load(c->lpips_vgg, c->lpips_lin, dt, err, errlen))) return -1;
+        lpips_to_device(r->lpips, r->model->device);
+        if (!r->quiet)
+            fprintf(stderr, "dod-train: LPIPS (VGG16) from %s and %s, weight %g\n", c->lpips_vgg, c->lpips_lin,
+                    c->loss_lpips);
+    }
     int cap = params_count(ps);
     r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
     r->n_trainable = params_trainable(ps, r->trainable, cap);
@@ -269,9 +280,10 @@ static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device d
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
-    double sums[4] = {0};   // this process's loss, MSE and 1 - SSIM summed over its micro-batches; a stop request
+    double sums[5] = {0};   // this process's loss, MSE, 1 - SSIM and LPIPS summed over its micro-batches; a stop request
     uint64_t noise_key = rng_key((uint64_t)c->model.seed, TRAIN_NOISE_STREAM);
-    const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips};
+    const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips,
+                                    .lpips_net = r->lpips};
     for (int a = 0; a < A; a++) {
         int64_t b = s * A + a;                     // this process's loader step (the loader adds rank and world)
         int64_t g = b * r->world + r->rank;        // the global micro-batch (train/loop.h)
@@ -294,11 +306,12 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         sums[0] += lv;
         sums[1] += l.mse;
         sums[2] += l.ssim_loss;
+        sums[3] += weights.lpips > 0 ? l.lpips : 0.0;
     }
     if (r->comm) {   // the step's means over every process's micro-batches; a stop anywhere stops all
-        sums[3] = stop_requested;
-        comm_allreduce_f64(r->comm, sums, 4, COMM_SUM, "summing the step's losses");
-        r->stop_agreed = sums[3] > 0;
+        sums[4] = stop_requested;
+        comm_allreduce_f64(r->comm, sums, 5, COMM_SUM, "summing the step's losses");
+        r->stop_agreed = sums[4] > 0;
     }
     double n_micro = (double)A * r->world;
     ag_step_reset();
@@ -307,7 +320,7 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     adamw_step(r->opt, lr);
     for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
     *st = (TrainStepStats){.step = s + 1, .loss = sums[0] / n_micro, .mse = sums[1] / n_micro, .ssim = sums[2] / n_micro,
-                           .lr = lr, .grad_norm = gn};
+                           .lpips = sums[3] / n_micro, .lr = lr, .grad_norm = gn};
     return 0;
 }
 
@@ -376,9 +389,11 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
                 snprintf(device_mem, sizeof device_mem, ", \"cuda_arena_peak_mib\": %.1f, \"cuda_reserved_peak_mib\": %.1f",
                          ms.arena_peak_bytes / 1048576.0, ms.peak_reserved_bytes / 1048576.0);
             }
-            fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g, \"lr\": %.9g, "
+            char lpips[48] = "";
+            if (c->loss_lpips > 0) snprintf(lpips, sizeof lpips, ", \"lpips\": %.9g", st.lpips);
+            fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g%s, \"lr\": %.9g, "
                              "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f%s}\n",
-                    (long long)done, st.loss, st.mse, st.ssim, st.lr, st.grad_norm, its, elapsed,
+                    (long long)done, st.loss, st.mse, st.ssim, lpips, st.lr, st.grad_norm, its, elapsed,
                     step_peak / 1048576.0, device_mem);
             fflush(r.jsonl);
             step_log_tensorboard_step(r.tb, c, &st, its);

@@ -5,6 +5,7 @@ int step_log_terms(const TrainConfig *c, const TrainStepStats *st, StepLossTerm 
     int n = 0;
     if (c->loss_mse > 0) terms[n++] = (StepLossTerm){"mse", st->mse};
     if (c->loss_ssim > 0) terms[n++] = (StepLossTerm){"1-ssim", st->ssim};
+    if (c->loss_lpips > 0) terms[n++] = (StepLossTerm){"lpips", st->lpips};
     return n;
 }
 
