@@ -229,7 +229,7 @@ void op_profile_report(FILE *f, const char *title) {
                 total > 0 ? 100 * r->seconds / total : 0.0, r->kept_bytes / 1048576.0);
         if (r->flops > 0) {
             double rate = r->seconds > 0 ? r->flops / r->seconds : 0;
-            fprintf(f, " %10.2f %9.2f", r->flops / 1e9, rate / unit);
+            fprintf(f, " %10.3f %9.2f", r->flops / 1e9, rate / unit);
             if (peak > 0) fprintf(f, " %6.1f%%", 100 * rate / peak);
         }
         fputc('\n', f);
