@@ -281,13 +281,19 @@ Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_
 Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m, lq, DOD_MODE_EVAL, 0); }
 
 // ---- losses ------------------------------------------------------------------------------------------
-DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
-    // check_config keeps ssim_weight at 0 in stage 1 and lpips_weight at 0 until LPIPS exists.
-    return dod_loss(out, hq, (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight,
-                                              .lpips = m->cfg.lpips_weight});
+// check_config keeps ssim_weight at 0 in stage 1 and lpips_weight at 0 until LPIPS exists.
+static DodLossWeights loss_weights(const DodModel *m) {
+    return (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight, .lpips = m->cfg.lpips_weight};
 }
+
+DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) { return dod_loss(out, hq, loss_weights(m)); }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
     Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
     return dod_model_loss(m, out, hq);
+}
+
+DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
+    Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
+    return dod_loss_terms(out, hq, loss_weights(m));
 }

@@ -34,6 +34,7 @@ void train_install_signal_handlers(void) {
 #include <sys/stat.h>
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/device_scalars.h"
 #include "autograd/ops.h"
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
@@ -81,6 +82,10 @@ static void format_duration(double s, char *buf, size_t len) {
     else snprintf(buf, len, "%lldm%02llds", t / 60, t % 60);
 }
 
+// The step's scalars (Run.scalars): sums over the micro-batches, the gradient norm, then each
+// micro-batch's loss (to name the batch whose loss is not finite).
+enum { STEP_MSE = 0, STEP_SSIM_LOSS, STEP_GRAD_NORM, STEP_LOSS0 };
+
 // Everything a run holds; freed by run_free.
 typedef struct {
     const TrainConfig *cfg;
@@ -92,6 +97,7 @@ typedef struct {
     AdamW *opt;
     Loader *loader;
     Batch batch;
+    DeviceScalars *scalars;  // the step's loss terms and gradient norm, read once per step (STEP_*)
     Validator *val;
     FILE *jsonl;
 } Run;
@@ -103,6 +109,7 @@ static void run_free(Run *r) {
         batch_free(&r->batch);
         loader_close(r->loader);
     }
+    device_scalars_free(r->scalars);
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
     model_free(r->model);
@@ -176,6 +183,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     AdamWConfig ac = {.lr = (float)c->lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2, .eps = (float)c->eps,
                       .weight_decay = (float)c->weight_decay};
     r->opt = adamw_new(r->trainable, r->n_trainable, ac);
+    r->scalars = device_scalars_new(r->model->device, STEP_LOSS0 + (int)c->grad_accum);
 
     if (o->resume) {
         CheckpointInfo info;
@@ -224,13 +232,16 @@ static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device d
 }
 
 // One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
-// Loss values are read back (dod_loss, tensor_item: one small copy each on CUDA).
+// Nothing inside the step waits for the device: the loss terms and the gradient norm are added into
+// device scalars where they are computed and read back once, after the optimizer's kernels are queued.
+// So a non-finite loss is seen after the update it spoiled; the run then stops without saving (the
+// last checkpoint is the one to resume from), as it did when the loss was read before backward.
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
-    double loss_sum = 0, mse_sum = 0, ssim_sum = 0;
     uint64_t noise_key = rng_key((uint64_t)c->model.seed, TRAIN_NOISE_STREAM);
     const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips};
+    device_scalars_zero(r->scalars);
     for (int a = 0; a < A; a++) {
         int64_t b = s * A + a;
         if (loader_get(r->loader, b, &r->batch, err, errlen)) return -1;
@@ -239,25 +250,30 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         Tensor *lq = batch_tensor(r->batch.lq, n, cs, r->model->device);
         Tensor *hq = batch_tensor(r->batch.hq, n, cs, r->model->device);
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)b), true);
-        DodLoss l = dod_loss(out, hq, weights);
-        float lv = tensor_item(l.total);
-        if (!isfinite(lv)) {
-            snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
-                     (long long)b, (double)lr_at(sched, s));
-            return -1;
-        }
+        DodLossTerms l = dod_loss_terms(out, hq, weights);
+        device_scalars_add(r->scalars, STEP_LOSS0 + a, l.total);
+        device_scalars_add(r->scalars, STEP_MSE, l.mse);
+        if (l.ssim_loss) device_scalars_add(r->scalars, STEP_SSIM_LOSS, l.ssim_loss);
         ag_backward(op_scale(l.total, 1.0f / (float)A));
-        loss_sum += lv;
-        mse_sum += l.mse;
-        ssim_sum += l.ssim_loss;
     }
     ag_step_reset();
-    double gn = clip_grad_norm(r->trainable, r->n_trainable, c->clip_norm);
+    clip_grad_norm_into(r->trainable, r->n_trainable, c->clip_norm, r->scalars, STEP_GRAD_NORM);
     float lr = lr_at(sched, s);
     adamw_step(r->opt, lr);
     for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
-    *st = (TrainStepStats){.step = s + 1, .loss = loss_sum / A, .mse = mse_sum / A, .ssim = ssim_sum / A,
-                           .lr = lr, .grad_norm = gn};
+    const double *v = device_scalars_read(r->scalars);  // the step's one wait for the device
+    double loss_sum = 0;
+    for (int a = 0; a < A; a++) {
+        float lv = (float)v[STEP_LOSS0 + a];
+        if (!isfinite(lv)) {
+            snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
+                     (long long)(s * A + a), (double)lr);
+            return -1;
+        }
+        loss_sum += lv;
+    }
+    *st = (TrainStepStats){.step = s + 1, .loss = loss_sum / A, .mse = v[STEP_MSE] / A, .ssim = v[STEP_SSIM_LOSS] / A,
+                           .lr = lr, .grad_norm = v[STEP_GRAD_NORM]};
     return 0;
 }
 

@@ -97,5 +97,7 @@ DOD_CUDA_API(void, cuda_widen_add_f32, (const void *src, DType dtype, float *dst
 DOD_CUDA_API(void, cuda_narrow_f32, (const float *src, DType dtype, void *dst, int64_t n))
 // dst[i] += scale * src[i] (accumulates); src may be NULL meaning all ones.
 DOD_CUDA_API(void, cuda_axpy, (float *dst, const float *src, float scale, int64_t n))
+// dst[0] += (double)src[0]: a device scalar into a device double (autograd/device_scalars.h; reduce.cu).
+DOD_CUDA_API(void, cuda_scalar_add_f64, (double *dst, const float *src))
 
 DOD_CUDA_API_END

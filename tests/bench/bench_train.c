@@ -44,6 +44,7 @@
 #endif
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/device_scalars.h"
 #include "autograd/optim.h"
 #include "autograd/profile.h"
 #include "layers/dod_model.h"
@@ -139,18 +140,20 @@ static void print_torch(const TorchRun *r, double ours_ms, double ours_gib, OpFl
                op_flops_model(ours), op_flops_executed(ours), r->flops, r->flops_counter);
 }
 
-// One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state).
+// One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state):
+// the loss and the gradient norm stay in device scalars until the step's one read-back at its end
+// (which also makes the step's time include its kernels).
 static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq, uint64_t seed,
-                        bool cuda) {
-    DodLoss l = dod_model_forward_loss(m, lq, hq, seed);
-    float loss = tensor_item(l.total);
+                        DeviceScalars *scalars) {
+    device_scalars_zero(scalars);
+    DodLossTerms l = dod_model_forward_loss_terms(m, lq, hq, seed);
+    device_scalars_add(scalars, 0, l.total);
     ag_backward(l.total);
     ag_step_reset();
-    clip_grad_norm(trainable, n, 1.0);
+    clip_grad_norm_into(trainable, n, 1.0, scalars, 1);
     adamw_step(opt, opt->cfg.lr);
     for (int i = 0; i < n; i++) tensor_zero_grad(trainable[i]);
-    if (cuda) dod_cuda_synchronize("dod-bench train step");  // the step's time includes its kernels
-    return loss;
+    return (float)device_scalars_read(scalars)[0];
 }
 
 static int usage(const char *arg) {
@@ -224,6 +227,7 @@ static int bench_train_main(int argc, char **argv) {
     int64_t numel = 0;
     for (int i = 0; i < n; i++) numel += trainable[i]->numel;
     AdamW *opt = adamw_new(trainable, n, adamw_defaults());
+    DeviceScalars *scalars = device_scalars_new(cuda ? DEV_CUDA : DEV_CPU, 2);  // loss, gradient norm
 
     // Inputs as the PyTorch side builds them (values do not matter for timing), on the host, then moved.
     Tensor *lq, *hq;
@@ -240,7 +244,7 @@ static int bench_train_main(int argc, char **argv) {
         OpFlops f0 = op_flops_total(FLOPS_KINDS), k0[FLOPS_KINDS];
         for (int k = 0; k < FLOPS_KINDS; k++) k0[k] = op_flops_total((FlopKind)k);
         double t0 = dod_now_seconds();
-        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), cuda);
+        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), scalars);
         if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
         step_flops = op_flops_sub(op_flops_total(FLOPS_KINDS), f0);
         for (int k = 0; k < FLOPS_KINDS; k++) step_kind[k] = op_flops_sub(op_flops_total((FlopKind)k), k0[k]);
@@ -274,6 +278,7 @@ static int bench_train_main(int argc, char **argv) {
         printf("torch:   NOT RUN\n");
     free(t);
     adamw_free(opt);
+    device_scalars_free(scalars);
     free(trainable);
     tensor_free(lq);
     tensor_free(hq);
