@@ -43,6 +43,7 @@ void train_install_signal_handlers(void) {
 #include "layers/dod_loss.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
+#include "train/batch_feed.h"
 #include "train/checkpoint.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
@@ -96,7 +97,7 @@ typedef struct {
     int n_trainable;
     AdamW *opt;
     Loader *loader;
-    Batch batch;
+    BatchFeed *feed;         // the loader's batches on the model's device, one micro-batch ahead
     DeviceScalars *scalars;  // the step's loss terms and gradient norm, read once per step (STEP_*)
     Validator *val;
     FILE *jsonl;
@@ -105,10 +106,8 @@ typedef struct {
 static void run_free(Run *r) {
     if (r->jsonl) fclose(r->jsonl);
     validator_close(r->val);
-    if (r->loader) {
-        batch_free(&r->batch);
-        loader_close(r->loader);
-    }
+    batch_feed_free(r->feed);
+    if (r->loader) loader_close(r->loader);
     device_scalars_free(r->scalars);
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
@@ -214,7 +213,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     lc.seed = (uint64_t)mo->seed;
     lc.n_threads = (int)c->loader_threads;
     if (!(r->loader = loader_open(&lc, err, errlen))) return -1;
-    loader_batch_init(r->loader, &r->batch);
+    r->feed = batch_feed_new(r->loader, r->model->device);
     if (c->val_file[0] && c->val_every > 0 && !(r->val = validator_open(c->val_file, (int)c->val_images, err, errlen)))
         return -1;
     if (!(r->jsonl = fopen(r->jsonl_path, "a"))) {
@@ -222,13 +221,6 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         return -1;
     }
     return 0;
-}
-
-// The loader's host batch as a [n, 3, crop, crop] arena tensor on device (=).
-static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device device) {
-    Tensor *t = tensor_new4(n, 3, crop, crop);
-    memcpy(t->data, host, sizeof(float) * (size_t)t->numel);
-    return device == DEV_CPU ? t : tensor_to_device(t, device);
 }
 
 // One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
@@ -244,17 +236,16 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     device_scalars_zero(r->scalars);
     for (int a = 0; a < A; a++) {
         int64_t b = s * A + a;
-        if (loader_get(r->loader, b, &r->batch, err, errlen)) return -1;
         ag_step_reset();
-        int64_t n = r->batch.n, cs = r->batch.crop;
-        Tensor *lq = batch_tensor(r->batch.lq, n, cs, r->model->device);
-        Tensor *hq = batch_tensor(r->batch.hq, n, cs, r->model->device);
+        Tensor *lq, *hq;
+        if (batch_feed_get(r->feed, b, &lq, &hq, err, errlen)) return -1;
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)b), true);
         DodLossTerms l = dod_loss_terms(out, hq, weights);
         device_scalars_add(r->scalars, STEP_LOSS0 + a, l.total);
         device_scalars_add(r->scalars, STEP_MSE, l.mse);
         if (l.ssim_loss) device_scalars_add(r->scalars, STEP_SSIM_LOSS, l.ssim_loss);
         ag_backward(op_scale(l.total, 1.0f / (float)A));
+        if (b + 1 < c->steps * A) batch_feed_prefetch(r->feed, b + 1);  // while the device works on batch b
     }
     ag_step_reset();
     clip_grad_norm_into(r->trainable, r->n_trainable, c->clip_norm, r->scalars, STEP_GRAD_NORM);
