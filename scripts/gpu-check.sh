@@ -57,6 +57,8 @@ run_stage() {  # run_stage NAME CMD...: runs CMD, records NAME on failure, never
 }
 skip_stage() { echo "---- $1: NOT RUN ($2)"; not_run+=("$1"); }
 time_left() { [ $((SECONDS + ${1:-0})) -lt "$BUDGET" ]; }  # time_left [N]: N more seconds still fit
+# limit N: a stage's timeout, N seconds but never past BUDGET_S + 30 (at least 10): the script ends on time.
+limit() { local left=$((BUDGET + 30 - SECONDS)); ((left < 10)) && left=10; echo $(($1 < left ? $1 : left)); }
 no_gpu=""  # set below when no GPU is visible: every GPU stage is then NOT RUN (the build still runs)
 # can_start NAME FILE [N]: true when stage NAME may start: FILE (under the build dir; "" for none) was
 # built, a GPU is visible and N more seconds fit the budget; otherwise it is recorded NOT RUN with why.
@@ -110,7 +112,7 @@ run_stage build build
 stage "GPU parity suite (tests/test_cuda_ops)"
 parity_suite() {  # on this machine a SKIP (no GPU visible) is a failure
     local log="$BUILD/test_cuda_ops.log"
-    (cd "$BUILD" && timeout 300 ./tests/test_cuda_ops) >"$log" 2>&1
+    (cd "$BUILD" && timeout "$(limit 300)" ./tests/test_cuda_ops) >"$log" 2>&1
     local rc=$?
     tail -40 "$log"
     if grep -q '^SKIP' "$log"; then echo "no GPU visible to the suite"; return 1; fi
@@ -121,7 +123,7 @@ can_start parity-suite tests/test_cuda_ops && run_stage parity-suite parity_suit
 stage "DOD gradient fixture on CUDA (tests/test_dod_model)"
 dod_fixture() {  # the CPU checks run too (seconds); a SKIP of the CUDA part is a failure here
     local log="$BUILD/test_dod_model.log"
-    (cd "$BUILD" && timeout 180 ./tests/test_dod_model) >"$log" 2>&1
+    (cd "$BUILD" && timeout "$(limit 180)" ./tests/test_dod_model) >"$log" 2>&1
     local rc=$?
     grep -E "CUDA|FAIL|passed" "$log" | head -40
     if grep -q '^SKIP' "$log"; then echo "no GPU visible to the test"; return 1; fi
@@ -132,7 +134,7 @@ can_start dod-fixture-cuda tests/test_dod_model && run_stage dod-fixture-cuda do
 stage "device training tests (tests/test_train_device, tests/test_checkpoint)"
 device_test() {  # device_test NAME: the CPU checks run too; a SKIP of the CUDA part is a failure here
     local log="$BUILD/$1.log"
-    (cd "$BUILD" && timeout 180 "./tests/$1") >"$log" 2>&1
+    (cd "$BUILD" && timeout "$(limit 180)" "./tests/$1") >"$log" 2>&1
     local rc=$?
     grep -E "SKIP|FAIL|passed" "$log" | head -20
     if grep -q '^SKIP' "$log"; then echo "no GPU visible to $1"; return 1; fi
@@ -146,7 +148,7 @@ done
 stage "dod-parity --device cuda"
 for fix in "$SRC"/tests/fixtures/sd/*/; do
     name="dod-parity-$(basename "$fix")"
-    can_start "$name" bin/dod-parity && run_stage "$name" timeout 120 "$BUILD/bin/dod-parity" "$fix" --device cuda
+    can_start "$name" bin/dod-parity && run_stage "$name" timeout "$(limit 120)" "$BUILD/bin/dod-parity" "$fix" --device cuda
 done
 
 # ---- 4. full DOD training step at SD 2.1-base size -------------------------------------------------
@@ -187,22 +189,23 @@ JSON
 }
 run_stage sd21-configs write_sd21_configs
 
-declare -A OURS_MS OURS_MEM OURS_RATE TORCH_MS TORCH_MEM TORCH_RES TORCH_FLOPS
+declare -A OURS_MS OURS_MEM OURS_RATE OURS_FLOPS TORCH_MS TORCH_MEM TORCH_RES TORCH_FLOPS
 ours_step() {  # ours_step f32|mixed [FLAGS]; results under "f32", "f32 --recompute", "mixed --activations f32", ...
     local key="$*" log="$BUILD/bench_full_ours_$(echo "$*" | tr -s ' -' '_').log"
-    timeout 240 "$BUILD/bin/dod-bench" train --device cuda --base "$SD21" --random-weights --stage 1 --batch 7 \
+    timeout "$(limit 240)" "$BUILD/bin/dod-bench" train --device cuda --base "$SD21" --random-weights --stage 1 --batch 7 \
         --crop 256 --iters "$ITERS" --precision "$@" --no-torch >"$log" 2>&1
     local rc=$?
     cat "$log"
     OURS_MS[$key]=$(awk '/^ours: / {print $2}' "$log")
     OURS_MEM[$key]=$(awk '/^ours peak memory:/ {print $4}' "$log")
     OURS_RATE[$key]=$(sed -n 's/^ours rate: \([0-9.]* TFLOP\/s\(, MFU [0-9.]*%\)\?\).*/\1/p' "$log")
+    OURS_FLOPS[$key]=$(sed -n 's/^ours FLOPs per step: \([0-9.]*\) TFLOP model.*/\1/p' "$log")
     [ "$rc" -eq 0 ] && [ -n "${OURS_MS[$key]}" ]
 }
 torch_step() {  # torch_step f32|mixed VARIANTS [TIMEOUT]: results under "$1 <variant>"
     local log="$BUILD/bench_full_torch_$1_$(echo "$2" | tr , _).log" v ms peak res count=--count-flops
     [ "$2" = compile ] && count=""  # counted with the eager run already
-    timeout "${3:-300}" "$PYTHON" "$SRC/scripts/bench_train_torch.py" --device cuda --base "$SD21" --stage 1 --batch 7 \
+    timeout "$(limit "${3:-300}")" "$PYTHON" "$SRC/scripts/bench_train_torch.py" --device cuda --base "$SD21" --stage 1 --batch 7 \
         --crop 256 --iters "$ITERS" --precision "$1" --variants "$2" $count >"$log" 2>&1
     local rc=$?
     cat "$log"
@@ -214,7 +217,7 @@ torch_step() {  # torch_step f32|mixed VARIANTS [TIMEOUT]: results under "$1 <va
 }
 profile_step() {  # the mixed step under DOD_PROFILE=1: time, TFLOP/s and % of peak per op and op kind
     local log="$BUILD/bench_full_profile_mixed.log"
-    DOD_PROFILE=1 timeout 240 "$BUILD/bin/dod-bench" train --device cuda --base "$SD21" --random-weights --stage 1 \
+    DOD_PROFILE=1 timeout "$(limit 240)" "$BUILD/bin/dod-bench" train --device cuda --base "$SD21" --random-weights --stage 1 \
         --batch 7 --crop 256 --iters 2 --precision mixed --no-torch >"$log" 2>&1
     local rc=$?
     sed -n '/^dod: op profile/,$p' "$log" | head -60
@@ -266,13 +269,14 @@ for prec in f32 mixed; do
                 'BEGIN { printf "  %s ratio ours/torch %s: time %.2f, memory %.2f (reserved / reserved)\n", k, v, a / b, (mb > 0 ? ma / mb : 0) }'
         done
     done < <(variants "$prec")
-    [ -n "${TORCH_FLOPS[$prec]:-}" ] && echo "  $prec PyTorch's FLOP count (torch.utils.flop_counter, forward + backward): ${TORCH_FLOPS[$prec]}"
+    [ -n "${TORCH_FLOPS[$prec]:-}" ] && awk -v t="${TORCH_FLOPS[$prec]}" -v o="${OURS_FLOPS[$prec]:-0}" -v p="$prec" \
+        'BEGIN { printf "  %s FLOPs per step, forward + backward: ours %.3f TFLOP (model), PyTorch'"'"'s torch.utils.flop_counter %.3f TFLOP (its SDPA backward counts the remade Q K^T)\n", p, o, t / 1e12 }' 
 done
 
 # ---- 5. block-pair micro benchmark (when time is left) ----------------------------------------------
 cuda_block() {  # a SKIP (no GPU visible) is a failure here
     local log="$BUILD/bench_cuda_block.log"
-    timeout 90 "$BUILD/bin/dod-bench" cuda_block --batch 7 --size 32 --iters 5 "$@" >"$log" 2>&1
+    timeout "$(limit 90)" "$BUILD/bin/dod-bench" cuda_block --batch 7 --size 32 --iters 5 "$@" >"$log" 2>&1
     local rc=$?
     cat "$log"
     ! grep -q '^SKIP' "$log" && [ "$rc" -eq 0 ]
@@ -285,7 +289,7 @@ done
 
 attention_kernels() {  # a SKIP (no GPU visible) is a failure here
     local log="$BUILD/bench_cuda_attention.log"
-    timeout 120 "$BUILD/bin/dod-bench" cuda_attention --iters 3 >"$log" 2>&1
+    timeout "$(limit 120)" "$BUILD/bin/dod-bench" cuda_attention --iters 3 >"$log" 2>&1
     local rc=$?
     cat "$log"
     ! grep -q '^SKIP' "$log" && [ "$rc" -eq 0 ]
