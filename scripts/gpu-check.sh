@@ -32,8 +32,9 @@
 #   6. the results as Markdown rows for docs/benchmarks.md (date, device, command, result, PyTorch,
 #      ratios, peak memory; MFU per op kind).
 # Budget: under 8 minutes on an H100 with 16 cores; a stage that would start after BUDGET_S seconds
-# (the micro benchmarks of 5.: that would not also end by then) is reported NOT RUN (out of time),
-# and every stage runs under a timeout.
+# (the benchmarks of 4. and 5.: that would not also end by then) is reported NOT RUN (out of time),
+# and every stage runs under a timeout cut to end by BUDGET_S + 30 s. Without a GPU (nvidia-smi missing
+# or listing none) it builds, reports every GPU stage NOT RUN and exits 1, in seconds.
 #
 # Usage: bash scripts/gpu-check.sh [BUILD_DIR]
 #   env: CUDA_ARCH=90, JOBS=$(nproc), PYTHON=python3, BENCH_ITERS=3, BUDGET_S=420
