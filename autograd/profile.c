@@ -171,9 +171,12 @@ double dod_peak_bf16_tflops(const char *device_name, const char **label) {
 double op_peak_tflops(Device dev, char *label, size_t len) {
     if (len) label[0] = 0;
     const char *env = getenv("DOD_PEAK_TFLOPS");
-    double forced = env && *env ? strtod(env, NULL) : 0;
-    if (forced > 0) {
-        snprintf(label, len, "%.1f TFLOP/s from DOD_PEAK_TFLOPS", forced);
+    if (env && *env) {
+        char *end;
+        double forced = strtod(env, &end);
+        DOD_CHECK(*end == 0 && forced > 0 && forced < 1e6, "DOD_PEAK_TFLOPS",
+                  "'%s': expected the peak in TFLOP/s, a positive number", env);
+        snprintf(label, len, "%g TFLOP/s from DOD_PEAK_TFLOPS", forced);
         return forced;
     }
     if (dev != DEV_CUDA || !dod_cuda_available()) return 0;

@@ -195,6 +195,12 @@ static void test_recompute(void) {
     tensor_free(w);
 }
 
+static void peak_from_env(void *ctx) {
+    (void)ctx;
+    char label[64];
+    op_peak_tflops(DEV_CPU, label, sizeof label);
+}
+
 static void test_peaks(void) {
     const char *label;
     CHECK(dod_peak_bf16_tflops("NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)", &label) == 989.4 && !strcmp(label, "H100 SXM"),
@@ -217,8 +223,14 @@ static void test_peaks(void) {
           "CPU rate line: %s", line);
     setenv("DOD_PEAK_TFLOPS", "0.024", 1);  // 24 GFLOP/s: MFU 50%, HFU 58.3%
     op_flops_rate_line(f, 0.5, DEV_CPU, line, sizeof line);
-    CHECK(strstr(line, "MFU 50.0%") && strstr(line, "HFU 58.3%") && strstr(line, "DOD_PEAK_TFLOPS"), "rate line: %s",
+    CHECK(strstr(line, "MFU 50.0%") && strstr(line, "HFU 58.3%") && strstr(line, "0.024 TFLOP/s from DOD_PEAK_TFLOPS"),
+          "rate line: %s",
           line);
+    unsetenv("DOD_PEAK_TFLOPS");
+    setenv("DOD_PEAK_TFLOPS", "fast", 1);
+    expect_fatal("DOD_PEAK_TFLOPS=fast", peak_from_env, NULL, (const char *[]){"DOD_PEAK_TFLOPS", "'fast'", NULL});
+    setenv("DOD_PEAK_TFLOPS", "-3", 1);
+    expect_fatal("DOD_PEAK_TFLOPS=-3", peak_from_env, NULL, (const char *[]){"DOD_PEAK_TFLOPS", "'-3'", NULL});
     unsetenv("DOD_PEAK_TFLOPS");
 }
 
