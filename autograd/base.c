@@ -1,4 +1,5 @@
-// Errors, allocation, clocks, environment switches and filesystem helpers (see base.h).
+// Errors, allocation, clocks, environment switches, filesystem helpers and the build's identity
+// (see base.h).
 #include "autograd/base.h"
 
 #include <errno.h>
@@ -11,6 +12,11 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+// Generated in the build directory: dod_build_info.h by configure (scripts/build_info.h.in),
+// dod_git_revision.h at every build (scripts/git_revision.cmake).
+#include "dod_build_info.h"
+#include "dod_git_revision.h"
 
 // ---- errors -------------------------------------------------------------------------------------
 void dod_fatal(const char *where, const char *fmt, ...) {
@@ -113,4 +119,12 @@ int fs_write_text_atomic(const char *path, const char *text, char *err, size_t e
         return -1;
     }
     return 0;
+}
+
+// ---- the build's identity ---------------------------------------------------------------------
+bool dod_version_requested(int argc, char **argv, const char *tool) {
+    if (argc < 2 || strcmp(argv[1], "--version")) return false;
+    printf("%s %s (git %s), %s build, %s\ndependencies:\n%s", tool, DOD_VERSION, DOD_GIT_REVISION, DOD_BUILD_TYPE,
+           DOD_C_COMPILER, DOD_DEPENDENCIES);
+    return true;
 }

@@ -1,7 +1,7 @@
-// The base of the code base: errors, allocation, clocks, memory high-water mark, environment switches
-// and the filesystem helpers every tool needs (mkdir -p, atomic text writes). Nothing here knows
-// about tensors; autograd/tensor.h includes it, and code that needs only these (data/, the metrics,
-// the configuration) includes this header alone.
+// The base of the code base: errors, allocation, clocks, memory high-water mark, environment switches,
+// the filesystem helpers every tool needs (mkdir -p, atomic text writes) and the build's identity
+// (every tool's --version). Nothing here knows about tensors; autograd/tensor.h includes it, and code
+// that needs only these (data/, the metrics, the configuration) includes this header alone.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,3 +40,15 @@ int fs_temp_path(const char *path, char *tmp, size_t len);
 // Flushes the finished temp file tmp to disk and renames it to path; on failure removes tmp.
 // 0, or -1 with "<path>: cannot rename <tmp> into place: <reason>".
 int fs_commit_temp(const char *tmp, const char *path, char *err, size_t errlen);
+
+// ---- the build's identity ---------------------------------------------------------------------
+// When argv[1] is "--version": prints to stdout the tool's name, the project version (CMakeLists.txt
+// project(dod VERSION ...)), the git revision the build was made from (`git describe --always
+// --dirty` at build time; "unknown" outside a git checkout), the build type and compiler, and the
+// dependency lines configure printed, and returns true (the tool then exits 0):
+//   dod-train 0.1.0 (git b23b01f-dirty), Release build, GNU 12.2.0
+//   dependencies:
+//     OpenMP ... found
+//     ...
+// Every tool's main starts with it.
+bool dod_version_requested(int argc, char **argv, const char *tool);

@@ -18,13 +18,15 @@
 //   silu(x)      = x * sigmoid(x)
 //   gelu(x)      = 0.5 x (1 + erf(x / sqrt 2))                       (F.gelu, approximate='none')
 //   gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))    (approximate='tanh')
+//   quick_gelu(x) = x * sigmoid(1.702 x)                             (transformers' QuickGELUActivation, CLIP)
 //   relu'(0) = 0, leaky_relu'(0) = slope, clamp' = 1 on [lo, hi] inclusive, 0 outside; exp' = exp.
-typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP, ACT_EXP } ActKind;
+typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP, ACT_EXP, ACT_QUICK_GELU } ActKind;
 
 #define ACT_SQRT_2_OVER_PI 0.7978845608028654f
 #define ACT_INV_SQRT_2 0.7071067811865476f
 #define ACT_INV_SQRT_2PI 0.3989422804014327f
 #define ACT_GELU_TANH_C 0.044715f
+#define ACT_QUICK_GELU_C 1.702f
 
 DOD_HOSTDEV float act_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 DOD_HOSTDEV float act_gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * ACT_INV_SQRT_2)); }
@@ -50,6 +52,7 @@ DOD_HOSTDEV float act_value(ActKind kind, float p0, float p1, float x) {
     case ACT_LEAKY: return x > 0.0f ? x : p0 * x;
     case ACT_CLAMP: return x < p0 ? p0 : (x > p1 ? p1 : x);
     case ACT_EXP: return expf(x);
+    case ACT_QUICK_GELU: return x * act_sigmoid(ACT_QUICK_GELU_C * x);
     }
     return x;
 }
@@ -67,6 +70,10 @@ DOD_HOSTDEV float act_grad(ActKind kind, float p0, float p1, float x, float g) {
     case ACT_LEAKY: return x > 0.0f ? g : p0 * g;
     case ACT_CLAMP: return (x >= p0 && x <= p1) ? g : 0.0f;
     case ACT_EXP: return g * expf(x);
+    case ACT_QUICK_GELU: {  // d/dx x s(cx) = s(cx) + c x s(cx) (1 - s(cx))
+        float s = act_sigmoid(ACT_QUICK_GELU_C * x);
+        return g * (s + ACT_QUICK_GELU_C * x * s * (1.0f - s));
+    }
     }
     return g;
 }

@@ -32,6 +32,9 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding);
 // Softmax is over Lk, accumulated in f32. Output [B, Lq, H*D]. Memory O(Lq * Lk) per (b, head)
 // chunk at most, never the full [B, H, Lq, Lk] at once.
 Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale);
+// op_attention with a causal mask (text encoders): Lq == Lk, query i attends to keys 0..i only
+// (torch's scaled_dot_product_attention(is_causal=True), CLIP's causal_attention_mask).
+Tensor *op_attention_causal(Tensor *q, Tensor *k, Tensor *v, int heads, float scale);
 
 // ---- normalisation (autograd/op_norm.c) --------------------------------------------------------
 // torch.nn.GroupNorm: x [N, C, ...], groups divides C, gamma/beta [C] or NULL, biased variance.
@@ -57,6 +60,7 @@ Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps);
 // ---- activations (autograd/op_activation.c) --------------------------------------------------
 Tensor *op_silu(Tensor *x);
 Tensor *op_gelu(Tensor *x, bool tanh_approx);       // erf form when !tanh_approx (PyTorch default)
+Tensor *op_quick_gelu(Tensor *x);                    // x * sigmoid(1.702 x) (CLIP's QuickGELU)
 // diffusers GEGLU after its projection: x [..., 2C] -> hidden, gate = chunk(2, -1); hidden * gelu(gate).
 Tensor *op_geglu(Tensor *x);
 Tensor *op_relu(Tensor *x);

@@ -10,6 +10,13 @@
 static AgNode **tape;
 static int tape_len, tape_cap;
 static bool grad_enabled = true;
+static AgBackwardHook backward_hook;
+static void *backward_hook_ctx;
+
+void ag_set_backward_hook(AgBackwardHook fn, void *ctx) {
+    backward_hook = fn;
+    backward_hook_ctx = ctx;
+}
 
 bool ag_grad_enabled(void) { return grad_enabled; }
 
@@ -58,6 +65,7 @@ static void run_backward(int from) {
         op_profile_backward_begin(n->op, n->out->device);
         n->backward(n);
         op_profile_backward_end(n->out->device);
+        if (backward_hook) backward_hook(backward_hook_ctx, n);
         tensor_release_grad(n->out);
     }
     ag_set_grad_enabled(prev);

@@ -28,7 +28,7 @@ void eval_average(const EvalSetResult *res, int n_sets, EvalAverage *avg) {
     avg->seconds_per_image = avg->images ? seconds / avg->images : NAN;
 }
 
-static void describe_tiles(const TileOptions *t, char *buf, size_t len) {
+void eval_describe_tiles(const TileOptions *t, char *buf, size_t len) {
     if (t->tile) snprintf(buf, len, "whole image up to %d px a side, else %dx%d tiles overlapping by %d px, "
                           "cross-faded linearly over the middle half of each overlap", t->tile, t->tile, t->tile, t->overlap);
     else snprintf(buf, len, "whole image (never tiled)");
@@ -44,7 +44,7 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
     int total = 0, scored = 0;
     for (int s = 0; s < n_sets; s++) total += res[s].n_images, scored += res[s].scores.images;
     char desc[160], tiles[200];
-    describe_tiles(&info->tiles, tiles, sizeof tiles);
+    eval_describe_tiles(&info->tiles, tiles, sizeof tiles);
     fprintf(f, "# dod-eval run\n\n");
     if (scored != total)
         fprintf(f, "**INCOMPLETE: %d of %d images were not scored; the numbers below cover only the scored ones.**\n\n",

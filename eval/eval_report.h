@@ -29,6 +29,8 @@ typedef struct {
 } EvalAverage;
 
 void eval_average(const EvalSetResult *res, int n_sets, EvalAverage *avg);
+// How images are restored under t, one phrase (=), as the reports print it.
+void eval_describe_tiles(const TileOptions *t, char *buf, size_t len);
 // The Markdown report: header, per-set table with the average row, then the paper-style one-row
 // table (PSNR/SSIM per set). When some image was not scored the header says INCOMPLETE and the
 // image column reads scored/total.

@@ -2,10 +2,17 @@
 #include "eval/eval_run.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable", "size mismatch", "model error",
                                                           "metric error", "save error"};
+
+void eval_set_dir_name(const char *label, char *buf, size_t len) {
+    snprintf(buf, len, "%s", label);
+    for (char *c = buf; *c; c++)
+        if (*c == ' ' || *c == '/') *c = '_';   // a label is a column title; keep paths plain
+}
 
 void eval_scores_add(EvalScores *s, const EvalImage *im) {
     s->images++;
@@ -33,7 +40,6 @@ void eval_images_free(EvalImages *k) {
 
 #ifdef DOD_HAVE_HDF5
 #include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "autograd/cuda/cuda_backend.h"
@@ -269,9 +275,9 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         }
         char set_dir[4300] = "";
         if (o->save_dir) {
-            snprintf(set_dir, sizeof set_dir, "%s/%s", o->save_dir, es->label);
-            for (char *c = set_dir + strlen(o->save_dir) + 1; *c; c++)
-                if (*c == ' ' || *c == '/') *c = '_';   // a label is a column title; keep paths plain
+            char name[sizeof es->label];
+            eval_set_dir_name(es->label, name, sizeof name);
+            snprintf(set_dir, sizeof set_dir, "%s/%s", o->save_dir, name);
             const char *sub[3] = {"restored", "input", "gt"};
             char d[4400];
             for (int k = 0; k < (o->save_inputs ? 3 : 1); k++) {

@@ -114,6 +114,8 @@ int eval_prepare(const EvalSet *sets, int n_sets, int max_images, EvalSetResult 
 // cannot be made).
 int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err, size_t errlen);
 void eval_results_free(EvalSetResult *res, int n_sets);
+// The folder of a set under EvalRunOptions.save_dir (=): its label with ' ' and '/' made '_'.
+void eval_set_dir_name(const char *label, char *buf, size_t len);
 
 // The sets of `--data FILE`: every task of the file (or those named in the comma-separated
 // only_tasks, in that order), labelled by task name, scored with mo. Writes (=) *sets (heap,

@@ -11,14 +11,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/base.h"
 #include "autograd/tensor.h"
 #include "data/pairing.h"
 #include "eval/bench.h"
 #include "eval/eval_report.h"
 #include "eval/eval_run.h"
 #include "eval/metrics.h"
+#include "eval/report_html.h"
 #include "layers/config_model.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
@@ -373,7 +376,8 @@ static void run_usage(FILE *f) {
             "  --config FILE         the training configuration (the run dir's config.ini will do); only the\n"
             "                        model's keys are read ([model] [lora] [modulation] [stage], [checkpoint] dir)\n"
             "  --set S.K=V           override one of them (repeatable), e.g. --set model.base=DIR\n"
-            "  --checkpoint CKPT     checkpoint file, or a run dir (its latest checkpoint)\n"
+            "  --checkpoint CKPT     checkpoint file, or a run dir (its latest checkpoint; the prompts are\n"
+            "                        read from its " MODEL_PROMPT_CACHE " when they and the base are unchanged)\n"
             "  --data FILE.h5        evaluate every task of a dod-data file (or those of --tasks a,b)\n"
             "  --bench INI           a benchmark definition (configs/bench_aio3.ini, bench_aio5.ini) ...\n"
             "  --data-dir DIR        ... whose files are taken relative to DIR (default: .)\n"
@@ -391,17 +395,21 @@ static void run_usage(FILE *f) {
             "  --grid-rows N         images in each grid (default 4)\n"
             "  --csv FILE            per-set rows and the average as CSV\n"
             "  --json FILE           everything, per image too, as JSON\n"
+            "  --html DIR            a report page DIR/index.html with the images it shows (degraded, restored,\n"
+            "                        ground truth; sortable tables, a comparison slider); not with --save-images\n"
             "  --progress            progress bar with ETA on stderr even when it is not a terminal\n"
             "  --no-progress         no progress bar\n"
             "\n"
-            "Reports (--csv, --json) are written (temp file + rename) only when every image was scored.\n"
+            "Reports (--csv, --json, --html) are written (temp file or folder + rename) only when every image was\n"
+            "scored.\n"
             "Exit status: 0 all scored, 1 an error or some image not scored (each named on stderr), 2 usage.\n");
 }
 
 #ifdef DOD_HAVE_INIPARSER
 static int cmd_run(int argc, char **argv) {
     const char *config_path = NULL, *ckpt = NULL, *data = NULL, *bench_path = NULL, *data_dir = ".";
-    const char *only_tasks = NULL, *save_dir = NULL, *csv_path = NULL, *json_path = NULL;
+    const char *only_tasks = NULL, *save_dir = NULL, *csv_path = NULL, *json_path = NULL, *html_dir = NULL;
+    char html_tmp[4300] = "";   // --html: the staging folder the run saves into
     const char **sets_kv = dod_calloc(sizeof(char *) * (size_t)argc, "--set list");
     int n_kv = 0, max_images = 0, grid_rows = 4, progress = isatty(STDERR_FILENO) ? 1 : 0, save_inputs = 0;
     MetricOpts cli = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
@@ -409,7 +417,7 @@ static int cmd_run(int argc, char **argv) {
     bool set_profile = false, set_crop_multiple = false, set_crop_border = false, set_y = false;
     TileOptions tiles = {.tile = 512, .overlap = 32};
     enum { O_SET = 256, O_TASKS, O_DATA_DIR, O_SAVE_INPUTS, O_GRID_ROWS, O_PROGRESS, O_NO_PROGRESS, O_TILE,
-           O_TILE_OVERLAP, O_MAX_IMAGES };
+           O_TILE_OVERLAP, O_MAX_IMAGES, O_HTML };
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'C'},        {"checkpoint", required_argument, 0, 'k'},
         {"data", required_argument, 0, 'd'},          {"bench", required_argument, 0, 'B'},
@@ -420,7 +428,8 @@ static int cmd_run(int argc, char **argv) {
         {"tile", required_argument, 0, O_TILE},       {"tile-overlap", required_argument, 0, O_TILE_OVERLAP},
         {"save-images", required_argument, 0, 's'},   {"save-inputs", no_argument, 0, O_SAVE_INPUTS},
         {"grid-rows", required_argument, 0, O_GRID_ROWS}, {"csv", required_argument, 0, 'c'},
-        {"json", required_argument, 0, 'j'},          {"progress", no_argument, 0, O_PROGRESS},
+        {"json", required_argument, 0, 'j'},          {"html", required_argument, 0, O_HTML},
+        {"progress", no_argument, 0, O_PROGRESS},
         {"no-progress", no_argument, 0, O_NO_PROGRESS}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     optind = 1;
@@ -441,6 +450,7 @@ static int cmd_run(int argc, char **argv) {
         case O_SAVE_INPUTS: save_inputs = 1; break;
         case 'c': csv_path = optarg; break;
         case 'j': json_path = optarg; break;
+        case O_HTML: html_dir = optarg; break;
         case O_PROGRESS: progress = isatty(STDERR_FILENO) ? 1 : 2; break;
         case O_NO_PROGRESS: progress = 0; break;
         case 'y': cli.y_channel = set_y = true; break;
@@ -483,6 +493,10 @@ static int cmd_run(int argc, char **argv) {
     }
     if (!config_path || !ckpt || (!data == !bench_path)) {
         fprintf(stderr, "dod-eval run: --config, --checkpoint and one of --data / --bench are required (--help)\n");
+        goto done;
+    }
+    if (html_dir && save_dir) {
+        fprintf(stderr, "dod-eval run: --html DIR saves the images it shows under DIR; give --html or --save-images\n");
         goto done;
     }
     if (only_tasks && bench_path) {
@@ -565,7 +579,15 @@ static int cmd_run(int argc, char **argv) {
         goto free_sets;
     }
 
-    // the model
+    if (html_dir && report_html_begin(html_dir, html_tmp, sizeof html_tmp, err, sizeof err)) {
+        fprintf(stderr, "dod-eval run: %s\n", err);
+        goto free_sets;
+    }
+
+    // the model (a run dir's cache of the encoded prompts serves when it matches: layers/sd_prompt.h)
+    struct stat ckpt_st;
+    if (stat(ckpt, &ckpt_st) == 0 && S_ISDIR(ckpt_st.st_mode))
+        snprintf(mo.prompt_cache, sizeof mo.prompt_cache, "%s/" MODEL_PROMPT_CACHE, ckpt);
     Model *model = model_load(&mo, NULL, err, sizeof err);
     if (!model) {
         fprintf(stderr, "dod-eval run: %s\n", err);
@@ -580,8 +602,9 @@ static int cmd_run(int argc, char **argv) {
     }
     // Restoration reads and writes images on the host: on CUDA the model runs behind a host-I/O view.
     Model io = model_host_io(model);
-    EvalRunOptions ro = {.model = &io, .model_device = model->device, .tiles = tiles, .save_dir = save_dir,
-                         .save_inputs = save_inputs, .grid_rows = grid_rows, .progress = progress};
+    EvalRunOptions ro = {.model = &io, .model_device = model->device, .tiles = tiles,
+                         .save_dir = html_dir ? html_tmp : save_dir, .save_inputs = html_dir || save_inputs,
+                         .grid_rows = grid_rows, .progress = progress};
     int not_scored = eval_run(&ro, res, n_sets, err, sizeof err);
     EvalReportInfo ri = {.config_path = config_path, .checkpoint_path = ckpt_file, .model_kind = model->kind,
                          .stage = (int)mo.stage, .step = (long long)info.step, .source = source, .tiles = tiles,
@@ -606,7 +629,7 @@ static int cmd_run(int argc, char **argv) {
                     fprintf(stderr, "%s%d %s", first ? "" : ", ", counts[p], eval_problem_names[p]);
                     first = 0;
                 }
-            fprintf(stderr, ")%s\n", json_path || csv_path ? "; no CSV/JSON report was written" : "");
+            fprintf(stderr, ")%s\n", json_path || csv_path || html_dir ? "; no CSV/JSON/HTML report was written" : "");
         } else {
             rc = 0;
             if (csv_path) {
@@ -619,11 +642,19 @@ static int cmd_run(int argc, char **argv) {
                 if (fs_write_text_atomic(json_path, text, err, sizeof err)) fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
                 free(text);
             }
+            if (html_dir) {
+                if (report_html_write(html_tmp, &ri, res, n_sets, err, sizeof err) ||
+                    report_html_publish(html_tmp, html_dir, err, sizeof err))
+                    fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
+                else
+                    fprintf(stderr, "dod-eval run: HTML report %s/index.html\n", html_dir), html_tmp[0] = 0;
+            }
         }
     }
     checkpoint_info_free(&info);
     model_free(model);
 free_sets:
+    if (html_tmp[0]) report_html_discard(html_tmp);   // not published: an incomplete run or an error
     eval_results_free(res, n_sets);
     free(res);
     free(sets);
@@ -659,6 +690,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-eval")) return 0;
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -8,6 +8,7 @@
 
 #include "layers/dod_extract_vae.h"
 #include "layers/dod_model_util.h"
+#include "layers/sd_prompt.h"
 #include "layers/sd_random.h"
 
 DodModelConfig dod_model_default_config(int stage) {
@@ -95,6 +96,31 @@ static bool unet_hook_needs_input(void *ctx, const char *layer) {
     return strcmp(layer, "conv_in") == 0 || lora_hook_needs_input(m->unet_lora, layer);
 }
 
+// m->prompt and m->negative_prompt as the config says (dod_model.h), D wide (the UNet's cross_attention_dim).
+static void load_prompts(DodModel *m, int D) {
+    const DodModelConfig *c = &m->cfg;
+    const char *who = "dod_model_create";
+    bool negative = c->negative_prompt && c->negative_prompt[0];
+    if (c->prompt_path) m->prompt = dod_load_prompt(c->prompt_path, D);
+    if (c->zero_prompt && !c->prompt_path) {  // benchmarks (dod_model.h)
+        int64_t shape[2] = {77, D};
+        m->prompt = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
+    }
+    if (m->prompt && !negative) return;
+    SdPromptEmbeds e;
+    bool reused;
+    char err[2048];
+    if (sd_prompt_cached(c->base_model_dir, m->prompt ? "" : c->prompt, c->negative_prompt ? c->negative_prompt : "",
+                         c->prompt_cache_path, "prompt", &e, &reused, err, sizeof err))
+        dod_fatal(who, "%s", err);
+    DOD_CHECK(e.prompt->shape[1] == D, who, "%s/text_encoder: embeddings %ld wide, the UNet's cross_attention_dim is %d",
+              c->base_model_dir, (long)e.prompt->shape[1], D);
+    if (reused) fprintf(stderr, "dod: prompt embeddings from %s\n", c->prompt_cache_path);
+    if (m->prompt) tensor_free(e.prompt);
+    else m->prompt = e.prompt;
+    m->negative_prompt = e.negative;
+}
+
 // An owned f32 trainable copy of a frozen UNet tensor, registered as "unet.<name>".
 static Tensor *trainable_copy(DodModel *m, const char *name) {
     Tensor *src = params_require(m->unet->net.ps, name, "dod_model_create");
@@ -124,13 +150,7 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
         DOD_CHECK(m->unet->cfg.cross_attention_dim[i] == D, m->unet->cfg.path,
                   "cross_attention_dim differs per level (%d vs %d): one prompt embedding cannot feed both", D,
                   m->unet->cfg.cross_attention_dim[i]);
-    if (cfg->prompt_path) {
-        m->prompt = dod_load_prompt(cfg->prompt_path, D);
-    } else {
-        fprintf(stderr, "dod: warning: no prompt embedding given: using zeros [77, %d]\n", D);
-        int64_t shape[2] = {77, D};
-        m->prompt = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
-    }
+    load_prompts(m, D);
 
     m->params = params_new();
     m->conv_in_w = trainable_copy(m, "conv_in.weight");
@@ -175,6 +195,7 @@ void dod_model_free(DodModel *m) {
     lora_set_free(m->vae_lora);
     params_free(m->params);
     tensor_free(m->prompt);
+    tensor_free(m->negative_prompt);
     unet_free(m->unet);
     vae_free(m->vae);
     free(m);
@@ -187,6 +208,7 @@ void dod_model_to_device(DodModel *m, Device device) {
     params_to_device(m->vae->net.ps, device);
     params_to_device(m->params, device);
     tensor_move_to(m->prompt, device);
+    if (m->negative_prompt) tensor_move_to(m->negative_prompt, device);
     m->device = device;
 }
 

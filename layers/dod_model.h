@@ -37,7 +37,14 @@ typedef struct {
     bool random_base_weights;        // benchmarks: frozen UNet/VAE weights random from the configs alone
                                      // (layers/sd_random.h); base_model_dir needs no weight files then
     DType frozen_dtype;              // DT_F32 or DT_BF16: how the frozen UNet/VAE weights are stored
-    const char *prompt_path;         // safetensors holding one [L, D] (or [1, L, D]) tensor; NULL: zeros (warned)
+    // The prompt embedding (layers/sd_prompt.h): prompt_path, a safetensors file holding one [L, D] (or
+    // [1, L, D]) tensor, wins; otherwise `prompt` (NULL: "") is encoded with base_model_dir's tokenizer/
+    // and text_encoder/, through the cache file prompt_cache_path when given (NULL: none). The negative
+    // prompt (NULL: "") is encoded beside it; with a prompt_path only when negative_prompt is non-empty.
+    const char *prompt_path;
+    const char *prompt, *negative_prompt, *prompt_cache_path;
+    bool zero_prompt;                // benchmarks only: a zero [77, D] embedding and no text encoder (step
+                                     // time does not depend on the prompt); prompt_path still wins
     int stage;                       // 1 or 2
     int lora_rank;                   // 8
     float lora_alpha;                // = rank (s = 1)
@@ -66,6 +73,7 @@ typedef struct {
     double alpha_bar;              // alpha-bar at t = 999
     float x0_z, x0_pred;           // x0 = x0_z * z - x0_pred * prediction
     Tensor *prompt;                // [L, D] f32 (persistent, frozen)
+    Tensor *negative_prompt;       // [L, D] f32, the negative prompt's embedding (for the regulariser); may be NULL
     ParamStore *params;            // every tensor the model adds (trainable in its stage), owned
     Tensor *conv_in_w, *conv_in_b; // unet.conv_in.*: replace the frozen conv_in's output (see dod_model.c)
     LoraSet *unet_lora, *vae_lora;

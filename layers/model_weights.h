@@ -6,8 +6,11 @@
 //   - AdamW moments as optim.m.<name> and optim.v.<name> (f32, same shape; train/checkpoint.c);
 //   - metadata (strings): format = "dod-train-checkpoint", format_version = "1", step (optimizer
 //     steps completed), adamw_step, seed, rng (the training-noise scheme and its key), loader_next
-//     (the next loader batch index = step * grad_accum; the loader is a pure function of it),
-//     model_kind, stage, config (the resolved configuration text).
+//     (the next global micro-batch index = step * processes * grad_accum; the loader is a pure
+//     function of it), model_kind, stage, config (the resolved configuration text), world_size (the
+//     processes that trained it: information only, a run resumes on any number; absent in older
+//     files: 1), and what conditions the model: prompt, negative_prompt (the texts of [model] prompt /
+//     negative_prompt) and prompt_embedding (the file that was used instead of the prompt text, or "").
 // Frozen weights are never written (they come from the base model / a stage-1 checkpoint). Beside
 // the files, `latest` (one line) names the newest. checkpoint_write_file and checkpoint_read_info
 // are the two sides of the metadata; train/checkpoint.c writes (with the optimizer state) and
@@ -29,10 +32,14 @@ typedef struct {
     int64_t step;          // optimizer steps completed
     int64_t adamw_step;    // AdamW's own counter (bias correction)
     uint64_t seed;
-    int64_t loader_next;   // next loader batch index
+    int64_t loader_next;   // next global micro-batch index
     char model_kind[16];
     int stage;
+    int world_size;        // processes of the run that wrote it (1 when absent)
     char *config_text;     // heap when read (checkpoint_read_info); free with checkpoint_info_free
+    // Writing only (borrowed; NULL: ""): the prompt metadata. checkpoint_read_info leaves them NULL
+    // (the resolved configuration in config_text holds the same keys).
+    const char *prompt, *negative_prompt, *prompt_embedding;
 } CheckpointInfo;
 
 void checkpoint_info_free(CheckpointInfo *info);

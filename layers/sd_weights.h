@@ -49,6 +49,10 @@ typedef struct {
 // and shapes (=, table is reset first). This is the contract between the loader and the forward pass.
 void sd_unet_tensor_table(const SdUNetConfig *cfg, SdTensorTable *table);
 void sd_vae_tensor_table(const SdVaeConfig *cfg, SdTensorTable *table);
+// transformers' CLIPTextModel (text_encoder/): text_model.embeddings.{token,position}_embedding.weight,
+// text_model.encoder.layers.<i>.{layer_norm1,self_attn.{q,k,v,out}_proj,layer_norm2,mlp.fc1,mlp.fc2}.*,
+// text_model.final_layer_norm.*. No LDM names (single-file text encoders are not read).
+void sd_text_encoder_tensor_table(const SdTextEncoderConfig *cfg, SdTensorTable *table);
 const SdTensorSpec *sd_table_find(const SdTensorTable *table, const char *name);
 void sd_table_free(SdTensorTable *table);
 

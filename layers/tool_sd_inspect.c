@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/base.h"
 #include "layers/sd_weights.h"
 
 static void usage(FILE *out, int status) {
@@ -30,6 +31,7 @@ static void print_table(const char *part, const SdTensorTable *t) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-sd-inspect")) return 0;
     if (argc < 2) usage(stderr, 2);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) usage(stdout, 0);
     DType dtype = DT_F32;

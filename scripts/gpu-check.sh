@@ -5,11 +5,16 @@
 #   1. configure + build (build-gpu/, CMAKE_CUDA_ARCHITECTURES=90 unless CUDA_ARCH is set)
 #   2. the GPU parity suite (tests/test_cuda_ops.c, every CUDA op vs the CPU op; a SKIP fails here),
 #      (and again on bf16 activations), then the DOD gradient fixture on CUDA (tests/test_dod_model.c:
-#      f32 mode, mixed precision with f32 and with bf16 activations), then the device training tests
+#      f32 mode, mixed precision with f32 and with bf16 activations), then the CLIP text encoder on CUDA
+#      against transformers (tests/test_clip_text.c), then the device training tests
 #      (tests/test_train_device.c: CUDA vs CPU steps, resume, validation; tests/test_checkpoint.c: device
 #      checkpoints) -- they run the host pipeline: staged host-to-device copies, the step's scalars read
 #      once per step, gradient clipping without a host sync
-#   3. dod-parity --device cuda on every SD fixture (UNet + VAE forwards on the GPU vs diffusers)
+#   3. dod-parity --device cuda on every SD fixture (UNet + VAE forwards on the GPU vs diffusers);
+#      then the NCCL path with one process: dod-train on the tiny DOD fixture, [model] device = cuda,
+#      3 steps with [dist] backend = nccl (world 1: the bucketed gradients through NCCL on a side
+#      stream) against the plain path: the same losses and parameters (bitwise when two plain runs
+#      agree bitwise; otherwise within 1e-5 relative, CUDA kernels not being deterministic)
 #   4. ONE TRAINING STEP OF THE FULL DOD MODEL at SD 2.1-base size (865M-parameter UNet shape, random
 #      frozen weights built from the SD 2.1-base configs written below; spec-sized LoRA rank 8,
 #      modulation, stage 1), 256x256 crops, batch 7, in f32 mode and in mixed precision:
@@ -24,7 +29,10 @@
 #      as its variant "eager" (diffusers' defaults) and, in mixed precision, also "best" (channels_last,
 #      scaled_dot_product_attention, cudnn.benchmark), and its own FLOP count (torch.utils.flop_counter,
 #      forward + backward); then the mixed step once more
-#      under DOD_PROFILE=1: time, TFLOP/s and % of the bf16 peak per op and per op kind.
+#      under DOD_PROFILE=1: time, TFLOP/s and % of the bf16 peak per op and per op kind;
+#      and (when time is left) the all-reduce cost of that stage-1 gradient set: dod-bench train --dist
+#      --backend nccl, one process (the bucket copies and NCCL's world-1 all-reduce; the cost on 8 GPUs
+#      needs mpirun -np 8 on such a node, docs/training.md)
 #   5. (when time is left) dod-bench cuda_block: the one-block-pair micro benchmark, f32 and mixed;
 #      then dod-bench cuda_attention: op_attention's chunked-GEMM and fused kernels against PyTorch's
 #      scaled_dot_product_attention, SD 2.x level-1 shapes up to 1024x1024; then PyTorch's mixed step
@@ -84,7 +92,8 @@ echo "cpu cores: $(nproc)"
 stage "build ($BUILD, sm_$ARCH)"
 build() {
     mkdir -p "$BUILD" || return 1
-    # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev: the headers and
+    # A GPU machine without Debian's libstb-dev / libcjson-dev / libiniparser-dev / libpcre2-dev /
+    # libunistring-dev / zlib1g-dev: the headers and
     # libraries copied into $SRC/.gpudeps by scripts/gpu-deps.sh on a machine that has them.
     local deps=()
     if [ -d "$SRC/.gpudeps" ] && [ ! -f /usr/include/stb/stb_image.h ]; then
@@ -100,8 +109,8 @@ build() {
     cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" "${deps[@]}" >"$BUILD/cmake.log" 2>&1 \
         || { tail -30 "$BUILD/cmake.log"; return 1; }
     grep -E "dod: (CUDA|cuBLAS|cuDNN|NCCL)" "$BUILD/cmake.log"
-    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops test_dod_model test_train_device test_checkpoint \
-        dod-bench dod-parity >"$BUILD/build.log" 2>&1
+    cmake --build "$BUILD" -j"$JOBS" --target dod test_cuda_ops test_dod_model test_clip_text test_train_device \
+        test_checkpoint dod-bench dod-parity dod-train dod-data dod-sd-inspect >"$BUILD/build.log" 2>&1
     local rc=$?
     grep -E "warning|error|Error" "$BUILD/build.log" | head -40
     [ "$rc" -eq 0 ] || { tail -20 "$BUILD/build.log"; return 1; }
@@ -145,12 +154,52 @@ for t in test_train_device test_checkpoint; do
     can_start "$t" "tests/$t" && run_stage "$t" device_test "$t"
 done
 
+stage "CLIP text encoder on CUDA (tests/test_clip_text)"
+clip_text_cuda() {  # transformers' hidden states with the encoder on the GPU (causal attention, quick-GELU)
+    local log="$BUILD/test_clip_text.log"
+    (cd "$BUILD" && timeout "$(limit 120)" ./tests/test_clip_text) >"$log" 2>&1
+    local rc=$?
+    grep -E "CUDA|FAIL|passed" "$log" | head -20
+    if grep -q 'skipping the CUDA cases' "$log"; then echo "no GPU visible to the test"; return 1; fi
+    return "$rc"
+}
+can_start clip-text-cuda tests/test_clip_text && run_stage clip-text-cuda clip_text_cuda
+
 # ---- 3. dod-parity --device cuda -------------------------------------------------------------------
 stage "dod-parity --device cuda"
 for fix in "$SRC"/tests/fixtures/sd/*/; do
     name="dod-parity-$(basename "$fix")"
     can_start "$name" bin/dod-parity && run_stage "$name" timeout "$(limit 120)" "$BUILD/bin/dod-parity" "$fix" --device cuda
 done
+
+stage "NCCL path, one process: dod-train [dist] backend = nccl vs none (tiny DOD fixture, cuda, 3 steps)"
+nccl_one_process() {
+    . "$SRC/tests/shell_lib.sh"
+    local D="$BUILD/nccl_check" run
+    rm -rf "$D" && mkdir -p "$D" && tiny_dod_data "$BUILD" "$D/syn.h5" || return 1
+    tiny_dod_ini "$D/tiny.ini" "$D/syn.h5" "$D/unused"
+    printf '[model]\ndevice = cuda\nfrozen_dtype = f32\n[train]\nsteps = 3\n[log]\nevery = 1\n[dist]\nbucket_mb = 0.01\n' >> "$D/tiny.ini"
+    for run in plain plain2 nccl; do
+        local backend=none; [ "$run" = nccl ] && backend=nccl
+        timeout "$(limit 120)" "$BUILD/bin/dod-train" --config "$D/tiny.ini" --set dist.backend=$backend --run-dir "$D/$run" \
+            >"$D/$run.log" 2>&1 || { echo "$run:"; tail -5 "$D/$run.log"; return 1; }
+    done
+    grep -E "data parallel|gradient all-reduce" "$D/nccl.log"
+    local ck=checkpoints/step_0000003.safetensors
+    losses() { grep -o '"loss": [^,]*' "$D/$1/metrics.jsonl" | cut -d' ' -f2; }
+    paste <(losses plain) <(losses nccl) | sed 's/^/  loss plain | nccl: /'
+    if same_tensors "$BUILD" "$D/plain/$ck" "$D/plain2/$ck"; then   # the plain path repeats itself: demand bits
+        same_tensors "$BUILD" "$D/plain/$ck" "$D/nccl/$ck" && diff -q <(losses plain) <(losses nccl) >/dev/null &&
+            echo "nccl = plain bit for bit (losses, parameters, moments)" && return 0
+        echo "nccl differs from the plain path, which repeats itself bit for bit"; return 1
+    fi
+    echo "two plain CUDA runs differ (nondeterministic kernels): losses compared within 1e-5 relative"
+    paste <(losses plain) <(losses nccl) |
+        awk '{ d = ($1 - $2) / $1; if (d < 0) d = -d; if (d > 1e-5) bad = 1 } END { exit bad }'
+}
+if [ ! -x "$BUILD/bin/dod-data" ] || [ ! -x "$BUILD/bin/dod-sd-inspect" ]; then skip_stage nccl-one-process "not built"
+elif ! grep -q "NCCL ... found" "$BUILD/cmake.log"; then skip_stage nccl-one-process "NCCL not found at configure time"
+elif can_start nccl-one-process bin/dod-train; then run_stage nccl-one-process nccl_one_process; fi
 
 # ---- 4. full DOD training step at SD 2.1-base size -------------------------------------------------
 stage "full DOD training step, SD 2.1-base shapes (random weights), batch 7, 256x256, stage 1"
@@ -273,6 +322,14 @@ for prec in f32 mixed; do
     [ -n "${TORCH_FLOPS[$prec]:-}" ] && awk -v t="${TORCH_FLOPS[$prec]}" -v o="${OURS_FLOPS[$prec]:-0}" -v p="$prec" \
         'BEGIN { printf "  %s FLOPs per step, forward + backward: ours %.3f TFLOP (model), PyTorch'"'"'s torch.utils.flop_counter %.3f TFLOP (its SDPA backward counts the remade Q K^T)\n", p, o, t / 1e12 }' 
 done
+
+stage "gradient all-reduce cost of the stage-1 set at SD 2.1-base size (dod-bench train --dist, nccl, one process)"
+allreduce_cost() {
+    timeout "$(limit 240)" "$BUILD/bin/dod-bench" train --dist --backend nccl --device cuda --base "$SD21" --random-weights --stage 1 \
+        --batch 7 --crop 256 --iters "$ITERS" --precision mixed --recompute
+}
+if ! grep -q "NCCL ... found" "$BUILD/cmake.log"; then skip_stage allreduce-cost "NCCL not found at configure time"
+elif can_start allreduce-cost bin/dod-bench 90; then run_stage allreduce-cost allreduce_cost; fi
 
 # ---- 5. block-pair micro benchmark (when time is left) ----------------------------------------------
 cuda_block() {  # a SKIP (no GPU visible) is a failure here

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES="build-essential cmake pkg-config libopenblas-dev libhdf5-dev zlib1g-dev libstb-dev libcjson-dev
-          libiniparser-dev libopenmpi-dev openmpi-bin"
+          libiniparser-dev libopenmpi-dev openmpi-bin libpcre2-dev libunistring-dev libxml2-utils"
 # shellcheck disable=SC2086  # the list is split into words on purpose
 [ "${DOD_SKIP_APT:-0}" = 1 ] || bash scripts/apt-install.sh setup $PACKAGES
 

@@ -16,6 +16,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 # file:function  reason (one line each; the reason is for readers, the key is what is checked)
 cat >"$TMP/allowed" <<'LIST'
+layers/clip_text.c:clip_text_forward         device_copy between tensors on the model's device (no dereference)
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
 layers/dod_model_util.c:copy_entry           loading: source is a host file view; device_copy writes a CUDA destination
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
@@ -28,6 +29,8 @@ layers/safetensors.c:safetensors_open        file mapping, no tensors
 layers/safetensors.c:safetensors_save        CUDA tensors are written through a host copy (device_copy)
 layers/safetensors.c:safetensors_tensor      loading: host tensors
 layers/sd_load.c:sd_tensor_make_owned        loading: host tensors (before any move)
+layers/sd_prompt.c:encode_one                device_copy of the encoder's output into a host tensor
+layers/sd_prompt.c:sd_prompt_save            prompt embeddings are host tensors by contract (sd_prompt.h)
 layers/tool_parity.c:main                    timesteps are host floats by the UNet's contract (never moved)
 layers/tool_parity.c:report                  compares host copies (to_host) of the outputs
 LIST

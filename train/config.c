@@ -30,8 +30,9 @@ static const CfgField TRAIN_FIELDS[] = {
     {"optim", "schedule", CFG_ENUM, "constant", 0, 0, "constant|cosine", OFF(schedule), false,
      "learning-rate schedule (cosine decays to 0 at train.steps)", NULL},
     {"optim", "warmup", CFG_INT, "0", 0, BIG, NULL, OFF(warmup), false, "linear warm-up steps", NULL},
-    {"optim", "grad_accum", CFG_INT, "1", 1, 4096, NULL, OFF(grad_accum), false,
-     "micro-batches per optimizer step (loss divided by it)", NULL},
+    {"optim", "grad_accum", CFG_INT, "1", 1, 4096, NULL, OFF(grad_accum), true,
+     "micro-batches per process per optimizer step (loss divided by processes x grad_accum); on resume it may change "
+     "only with the number of processes, so that their product stays the checkpoint's", NULL},
     {"loss", "mse", CFG_FLOAT, "1", 0, 1e6, NULL, OFF(loss_mse), false, "weight of MSE(out, hq) on [-1, 1] images", NULL},
     {"loss", "ssim", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_ssim), false,
      "weight of 1 - SSIM(out, hq) (data range 2, 11x11 Gaussian window)", NULL},
@@ -48,6 +49,9 @@ static const CfgField TRAIN_FIELDS[] = {
     {"log", "every", CFG_INT, "10", 1, BIG, NULL, OFF(log_every), true, "steps between JSONL metrics lines", NULL},
     {"log", "jsonl", CFG_STRING, "metrics.jsonl", 0, 0, NULL, OFF(log_jsonl), true,
      "metrics log, relative to the run dir unless absolute", NULL},
+    {"log", "tensorboard", CFG_BOOL, "true", 0, 0, NULL, OFF(log_tensorboard), true,
+     "TensorBoard event files in RUN_DIR/tb (the [log] every scalars, validation scores and grids; "
+     "`tensorboard --logdir RUN_DIR/tb`)", NULL},
     {"checkpoint", "every", CFG_INT, "1000", 1, BIG, NULL, OFF(ckpt_every), true, "steps between checkpoints", NULL},
     {"checkpoint", "keep_last", CFG_INT, "3", 0, BIG, NULL, OFF(ckpt_keep_last), true,
      "checkpoints kept (older ones deleted; 0: keep all)", NULL},
@@ -55,11 +59,21 @@ static const CfgField TRAIN_FIELDS[] = {
     {"val", "images", CFG_INT, "4", 1, 10000, NULL, OFF(val_images), true,
      "validation images: the first K of data.val, taken round-robin over its tasks", NULL},
     {"val", "grid", CFG_BOOL, "true", 0, 0, NULL, OFF(val_grid), true, "write samples/step_N.png (rows lq | out | hq)", NULL},
+    {"dist", "backend", CFG_ENUM, "auto", 0, 0, "auto|nccl|mpi|tcp|none", OFF(dist_backend), true,
+     "several processes (mpirun, srun, torchrun; docs/training.md): `nccl` (GPU), `mpi` or `tcp` (CPU), `none` (one "
+     "process); `auto`: none for one process, else nccl with device = cuda, tcp under torchrun, mpi otherwise", NULL},
+    {"dist", "timeout", CFG_INT, "600", 1, 86400, NULL, OFF(dist_timeout), true,
+     "seconds any collective (and the start-up) may take before the job is ended; longer than rank 0's validation "
+     "and checkpoint writing", NULL},
+    {"dist", "bucket_mb", CFG_FLOAT, "25", 1e-6, 4096, NULL, OFF(dist_bucket_mb), true,
+     "gradient bucket size (MiB) of the all-reduce", NULL},
+    {"dist", "port", CFG_INT, "0", 0, 65535, NULL, OFF(dist_port), true,
+     "TCP bootstrap port on MASTER_ADDR; 0: MASTER_PORT (MASTER_PORT + 1 when torchrun's own store holds it)", NULL},
 };
 #define N_TRAIN_FIELDS ((int)(sizeof TRAIN_FIELDS / sizeof TRAIN_FIELDS[0]))
 // Every section of the file, in the order of the resolved text and the reference.
 static const char *const SECTIONS[] = {"model", "lora", "modulation", "stage", "data", "optim",
-                                       "loss", "train", "log", "checkpoint", "val"};
+                                       "loss", "train", "log", "checkpoint", "val", "dist"};
 #define N_SECTIONS ((int)(sizeof SECTIONS / sizeof SECTIONS[0]))
 _Static_assert(N_SECTIONS <= CFG_MAX_SECTIONS, "raise CFG_MAX_SECTIONS");
 

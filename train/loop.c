@@ -45,6 +45,8 @@ void train_install_signal_handlers(void) {
 #include "layers/model_weights.h"
 #include "train/batch_feed.h"
 #include "train/checkpoint.h"
+#include "train/grad_sync.h"
+#include "train/step_log.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
 
@@ -101,14 +103,23 @@ typedef struct {
     DeviceScalars *scalars;  // the step's loss terms and gradient norm, read once per step (STEP_*)
     Validator *val;
     FILE *jsonl;
+    // Several processes: comm NULL for one; rank 0 alone writes the run dir, logs and validates.
+    Comm *comm;
+    int rank, world;
+    bool quiet;              // o->quiet, or not rank 0
+    GradSync *sync;          // micro-batch accumulation and the all-reduce (NULL: one process, grad_accum 1)
+    bool stop_agreed;        // several processes: a stop was requested on one of them before the last step's end
+    TfEvents *tb;            // NULL: [log] tensorboard = false
 } Run;
 
 static void run_free(Run *r) {
     if (r->jsonl) fclose(r->jsonl);
+    tfevents_close(r->tb, NULL, 0);   // a write error was reported when the loop flushed
     validator_close(r->val);
     batch_feed_free(r->feed);
     if (r->loader) loader_close(r->loader);
     device_scalars_free(r->scalars);
+    grad_sync_free(r->sync);
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
     model_free(r->model);
@@ -117,8 +128,10 @@ static void run_free(Run *r) {
 
 static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *err, size_t errlen) {
     CheckpointInfo info = {.step = step, .adamw_step = r->opt->step, .seed = (uint64_t)r->cfg->model.seed,
-                           .loader_next = step * r->cfg->grad_accum, .stage = (int)r->cfg->model.stage,
-                           .config_text = r->config_text};
+                           .loader_next = step * r->cfg->grad_accum * r->world, .stage = (int)r->cfg->model.stage,
+                           .world_size = r->world, .config_text = r->config_text, .prompt = r->cfg->model.prompt,
+                           .negative_prompt = r->cfg->model.negative_prompt,
+                           .prompt_embedding = r->cfg->model.prompt_embedding};
     snprintf(info.model_kind, sizeof info.model_kind, "%s", r->model->kind);
     return checkpoint_save(r->ckpt_dir, r->trainable, r->n_trainable, r->opt, &info, (int)r->cfg->ckpt_keep_last,
                            path, plen, err, errlen);
@@ -129,6 +142,10 @@ static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *
 static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *err, size_t errlen) {
     const TrainConfig *c = &o->cfg;
     r->cfg = c;
+    r->comm = o->comm && comm_backend(o->comm) != COMM_NONE ? o->comm : NULL;
+    r->rank = r->comm ? comm_rank(r->comm) : 0;
+    r->world = r->comm ? comm_world(r->comm) : 1;
+    r->quiet = o->quiet || r->rank != 0;
     const ModelOptions *mo = &c->model;
     if (mo->device == DEV_CUDA && !dod_cuda_available()) {   // before writing or loading anything
         char w[CFG_STR + 32];
@@ -155,22 +172,27 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
             return -1;
         }
     }
-    if (fs_mkdirs(r->run_dir, err, errlen) || fs_mkdirs(r->samples_dir, err, errlen)) return -1;
     char cfg_path[PATH_LEN + 16];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", r->run_dir);
-    if (fs_write_text_atomic(cfg_path, r->config_text, err, errlen)) return -1;
+    if (r->rank == 0 && (fs_mkdirs(r->run_dir, err, errlen) || fs_mkdirs(r->samples_dir, err, errlen) ||
+                         fs_write_text_atomic(cfg_path, r->config_text, err, errlen)))
+        return -1;
 
     int n_loaded = 0;  // stage 2: the frozen stage-1 tensors, on a fresh run and on resume alike
-    if (!(r->model = model_load(mo, &n_loaded, err, errlen))) return -1;
+    // Rank 0 caches the encoded prompts in the run dir (made above); the other ranks encode them
+    // without the cache (the same CPU computation), so no rank reads a file another is writing.
+    ModelOptions in_run = *mo;
+    if (r->rank == 0) snprintf(in_run.prompt_cache, sizeof in_run.prompt_cache, "%s/" MODEL_PROMPT_CACHE, r->run_dir);
+    if (!(r->model = model_load(&in_run, &n_loaded, err, errlen))) return -1;
     ParamStore *ps = r->model->params(r->model->self);
-    if (mo->stage == 2 && !o->quiet)
+    if (mo->stage == 2 && !r->quiet)
         fprintf(stderr, "dod-train: stage 2: %d stage-1 tensors from %s\n", n_loaded, mo->init_from);
-    if (r->model->device == DEV_CUDA && !o->quiet)
+    if (r->model->device == DEV_CUDA && !r->quiet)
         fprintf(stderr, "dod-train: on %s, %s, %s activations\n", dod_cuda_device_name(),
                 mo->precision == MODEL_PRECISION_MIXED ? "mixed precision (bf16 frozen linear weights read as-is, TF32)"
                                                        : "f32 precision (TF32 off)",
                 dtype_name(ag_activation_dtype()));
-    else if (ag_activation_dtype() != DT_F32 && !o->quiet)
+    else if (ag_activation_dtype() != DT_F32 && !r->quiet)
         fprintf(stderr, "dod-train: %s activations\n", dtype_name(ag_activation_dtype()));
     int cap = params_count(ps);
     r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
@@ -193,15 +215,21 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         else if (strcmp(info.model_kind, r->model->kind) || info.stage != mo->stage)
             snprintf(err, errlen, "%s: checkpoint of a %s stage-%d model, the configuration says %s stage %lld", resume_path,
                      info.model_kind, info.stage, r->model->kind, mo->stage), bad = -1;
-        else if (info.loader_next != info.step * c->grad_accum || info.seed != (uint64_t)mo->seed)
-            snprintf(err, errlen, "%s: loader position %lld / seed %llu do not match step %lld x grad_accum %lld / seed %lld",
-                     resume_path, (long long)info.loader_next, (unsigned long long)info.seed, (long long)info.step,
-                     c->grad_accum, mo->seed), bad = -1;
+        else if (info.seed != (uint64_t)mo->seed)
+            snprintf(err, errlen, "%s: seed %llu, the configuration says %lld", resume_path,
+                     (unsigned long long)info.seed, mo->seed), bad = -1;
+        else if (info.loader_next != info.step * c->grad_accum * r->world) {   // the same micro-batches a step
+            long long per_step = info.step ? (long long)(info.loader_next / info.step) : 0;
+            snprintf(err, errlen, "%s: written with %lld micro-batches a step (%d process%s x grad_accum %lld); this run "
+                     "has %d x %lld: keep processes x [optim] grad_accum the same", resume_path, per_step, info.world_size,
+                     info.world_size == 1 ? "" : "es", per_step / info.world_size, r->world, c->grad_accum);
+            bad = -1;
+        }
         *start_step = info.step;
         checkpoint_info_free(&info);
         if (bad) return -1;
-        if (!o->quiet) fprintf(stderr, "dod-train: resuming from %s (step %lld)\n", resume_path, (long long)*start_step);
-        if (trim_jsonl(r->jsonl_path, *start_step, err, errlen)) return -1;
+        if (!r->quiet) fprintf(stderr, "dod-train: resuming from %s (step %lld)\n", resume_path, (long long)*start_step);
+        if (r->rank == 0 && trim_jsonl(r->jsonl_path, *start_step, err, errlen)) return -1;
     }
 
     LoaderConfig lc;
@@ -212,13 +240,26 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     lc.flips = c->flips;
     lc.seed = (uint64_t)mo->seed;
     lc.n_threads = (int)c->loader_threads;
+    lc.rank = r->rank;
+    lc.world_size = r->world;
     if (!(r->loader = loader_open(&lc, err, errlen))) return -1;
     r->feed = batch_feed_new(r->loader, r->model->device);
+    if (r->comm || c->grad_accum > 1)
+        r->sync = grad_sync_new(r->trainable, r->n_trainable, r->comm, c->dist_bucket_mb);
+    grad_sync_check_replicas(r->comm, r->trainable, r->n_trainable, o->resume ? "after loading the checkpoint" : "at initialisation");
+    if (r->rank != 0) return 0;
     if (c->val_file[0] && c->val_every > 0 && !(r->val = validator_open(c->val_file, (int)c->val_images, err, errlen)))
         return -1;
     if (!(r->jsonl = fopen(r->jsonl_path, "a"))) {
         snprintf(err, errlen, "%s: cannot open the metrics log: %s", r->jsonl_path, strerror(errno));
         return -1;
+    }
+    if (c->log_tensorboard) {   // a new file per process; on resume TensorBoard drops steps after the checkpoint
+        char tb_dir[PATH_LEN + 8];
+        snprintf(tb_dir, sizeof tb_dir, "%s/tb", r->run_dir);
+        if (!(r->tb = tfevents_open(tb_dir, err, errlen))) return -1;
+        if (o->resume) tfevents_session_start(r->tb, *start_step + 1);
+        if (tfevents_flush(r->tb, err, errlen)) return -1;
     }
     return 0;
 }
@@ -228,6 +269,8 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
 // device scalars where they are computed and read back once, after the optimizer's kernels are queued.
 // So a non-finite loss is seen after the update it spoiled; the run then stops without saving (the
 // last checkpoint is the one to resume from), as it did when the loss was read before backward.
+// Several processes: the sums read back are this process's; they (and a stop request) are then
+// all-reduced on the host, so every rank reports the step's means over all micro-batches.
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
@@ -235,17 +278,23 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips};
     device_scalars_zero(r->scalars);
     for (int a = 0; a < A; a++) {
-        int64_t b = s * A + a;
+        int64_t b = s * A + a;                     // this process's loader step (the loader adds rank and world)
+        int64_t g = b * r->world + r->rank;        // the global micro-batch (train/loop.h)
         ag_step_reset();
         Tensor *lq, *hq;
         if (batch_feed_get(r->feed, b, &lq, &hq, err, errlen)) return -1;
-        Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)b), true);
+        Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)g), true);
         DodLossTerms l = dod_loss_terms(out, hq, weights);
         device_scalars_add(r->scalars, STEP_LOSS0 + a, l.total);
         device_scalars_add(r->scalars, STEP_MSE, l.mse);
         if (l.ssim_loss) device_scalars_add(r->scalars, STEP_SSIM_LOSS, l.ssim_loss);
-        ag_backward(op_scale(l.total, 1.0f / (float)A));
-        if (b + 1 < c->steps * A) batch_feed_prefetch(r->feed, b + 1);  // while the device works on batch b
+        if (r->sync) grad_sync_begin(r->sync, a, A);
+        ag_backward(op_scale(l.total, 1.0f / (float)(A * r->world)));
+        // Loader step b + 1 is this process's next micro-batch (global (b + 1) * world + rank, the next
+        // (s, a) in order), fetched while the device works on batch b; before grad_sync_end, which on the
+        // step's last micro-batch waits for the gradient all-reduce.
+        if (b + 1 < c->steps * A) batch_feed_prefetch(r->feed, b + 1);
+        if (r->sync) grad_sync_end(r->sync);
     }
     ag_step_reset();
     clip_grad_norm_into(r->trainable, r->n_trainable, c->clip_norm, r->scalars, STEP_GRAD_NORM);
@@ -253,17 +302,24 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     adamw_step(r->opt, lr);
     for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
     const double *v = device_scalars_read(r->scalars);  // the step's one wait for the device
-    double loss_sum = 0;
+    // This process's loss, MSE and 1 - SSIM summed over its micro-batches; a stop request.
+    double sums[4] = {0, v[STEP_MSE], v[STEP_SSIM_LOSS], 0};
     for (int a = 0; a < A; a++) {
         float lv = (float)v[STEP_LOSS0 + a];
         if (!isfinite(lv)) {
-            snprintf(err, errlen, "step %lld: the loss is %g on loader batch %lld (lr %g); stopping", (long long)s + 1, lv,
-                     (long long)(s * A + a), (double)lr);
+            snprintf(err, errlen, "step %lld: the loss is %g on micro-batch %lld (lr %g); stopping", (long long)s + 1, lv,
+                     (long long)((s * A + a) * r->world + r->rank), (double)lr);
             return -1;
         }
-        loss_sum += lv;
+        sums[0] += lv;
     }
-    *st = (TrainStepStats){.step = s + 1, .loss = loss_sum / A, .mse = v[STEP_MSE] / A, .ssim = v[STEP_SSIM_LOSS] / A,
+    if (r->comm) {   // the step's means over every process's micro-batches; a stop anywhere stops all
+        sums[3] = stop_requested;
+        comm_allreduce_f64(r->comm, sums, 4, COMM_SUM, "summing the step's losses");
+        r->stop_agreed = sums[3] > 0;
+    }
+    double n_micro = (double)A * r->world;
+    *st = (TrainStepStats){.step = s + 1, .loss = sums[0] / n_micro, .mse = sums[1] / n_micro, .ssim = sums[2] / n_micro,
                            .lr = lr, .grad_norm = v[STEP_GRAD_NORM]};
     return 0;
 }
@@ -287,7 +343,8 @@ static int run_validation(Run *r, int64_t step, double elapsed, bool quiet, char
                 vr.all.psnr - vr.all.psnr_input,
                 r->cfg->val_grid ? "; grid " : "", r->cfg->val_grid ? grid : "");
     if (!quiet) val_result_print_tasks(&vr, stderr, "dod-train:   ");
-    return 0;
+    if (step_log_tensorboard_validation(r->tb, step, &vr, r->cfg->val_grid ? grid : NULL, err, errlen)) return -1;
+    return tfevents_flush(r->tb, err, errlen);
 }
 
 int train_run(const TrainOptions *o, char *err, size_t errlen) {
@@ -318,14 +375,14 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
         if (step_peak > train_peak) train_peak = step_peak;
         double elapsed = dod_now_seconds() - t0, its = (done - start) / (elapsed > 1e-9 ? elapsed : 1e-9);
         if (o->on_step) o->on_step(o->on_step_ctx, &st);
-        if (!o->quiet && (elapsed - last_print >= 1.0 || done == c->steps || last_print < 0)) {
+        bool stop = r.comm ? r.stop_agreed : stop_requested;   // several processes decide together
+        if (!r.quiet && (elapsed - last_print >= 1.0 || done == c->steps || last_print < 0)) {
             char eta[32];
             format_duration((c->steps - done) / its, eta, sizeof eta);
-            fprintf(stderr, "step %lld/%lld | loss %.5f mse %.5f 1-ssim %.5f | lr %.3g | %.2f it/s | ETA %s\n",
-                    (long long)done, c->steps, st.loss, st.mse, st.ssim, st.lr, its, eta);
+            step_log_progress(stderr, c, &st, its, eta);
             last_print = elapsed;
         }
-        if (done % c->log_every == 0 || done == c->steps) {
+        if (r.jsonl && (done % c->log_every == 0 || done == c->steps)) {
             char device_mem[96] = "";   // CUDA: the step's activations live in the device arena
             if (r.model->device == DEV_CUDA) {
                 DodCudaMemStats ms = dod_cuda_mem_stats();
@@ -337,34 +394,47 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
                     (long long)done, st.loss, st.mse, st.ssim, st.lr, st.grad_norm, its, elapsed,
                     step_peak / 1048576.0, device_mem);
             fflush(r.jsonl);
+            step_log_tensorboard_step(r.tb, c, &st, its);
+            if (tfevents_flush(r.tb, err, errlen)) {
+                rc = -1;
+                break;
+            }
         }
         bool saved = false;
-        if (done % c->ckpt_every == 0 || done == c->steps || stop_requested) {
-            if (save_checkpoint(&r, done, ckpt_path, sizeof ckpt_path, err, errlen)) {
+        if (done % c->ckpt_every == 0 || done == c->steps || stop) {
+            grad_sync_check_replicas(r.comm, r.trainable, r.n_trainable, "at a checkpoint");
+            if (r.rank == 0 && save_checkpoint(&r, done, ckpt_path, sizeof ckpt_path, err, errlen)) {
                 rc = -1;
                 break;
             }
             saved = true;
         }
-        if (r.val && (done % c->val_every == 0 || done == c->steps) &&
-            run_validation(&r, done, elapsed, o->quiet, err, errlen)) {
+        bool validate = c->val_file[0] && c->val_every > 0 && (done % c->val_every == 0 || done == c->steps);
+        if (r.val && validate && run_validation(&r, done, elapsed, r.quiet, err, errlen)) {
             rc = -1;
             break;
         }
+        if (r.comm && (saved || validate)) comm_barrier(r.comm, "waiting for rank 0's checkpoint and validation");
         arena_peak_reset();  // validation's full-size restores are not part of the step
-        if (stop_requested && saved && done < c->steps) {
-            fprintf(stderr, "dod-train: interrupted after step %lld; checkpoint %s\n"
+        if (stop && saved && done < c->steps) {
+            if (r.rank == 0) fprintf(stderr, "dod-train: interrupted after step %lld; checkpoint %s\n"
                             "dod-train: continue with: dod-train --resume %s\n", (long long)done, ckpt_path, r.run_dir);
             rc = TRAIN_INTERRUPTED;
             break;
         }
     }
-    if (rc == 0 && !o->quiet) {
+    if (rc == 0 && !r.quiet) {
         fprintf(stderr, "dod-train: done: %lld steps in %s; checkpoint %s\n", (long long)done, r.run_dir,
                 ckpt_path[0] ? ckpt_path : "(none new)");
         fprintf(stderr, "dod-train: memory: training step activations %.1f MiB (arena peak), process peak RSS %.1f MiB\n",
                 train_peak / 1048576.0, dod_peak_rss_mib());
         if (r.model->device == DEV_CUDA) dod_cuda_print_mem_report("dod-train");
+        if (r.comm) {
+            GradSyncStats gss = grad_sync_stats(r.sync);
+            fprintf(stderr, "dod-train: gradient all-reduce: %.2f MiB a step in %d buckets; the last step started %d of "
+                            "them during its backward and waited %.1f ms after it\n",
+                    gss.bytes / 1048576.0, gss.buckets, gss.early_buckets, gss.wait_s * 1e3);
+        }
     }
     run_free(&r);
     return rc;

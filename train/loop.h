@@ -6,15 +6,23 @@
 //   for a in 0 .. grad_accum-1:  batch index b = s * grad_accum + a (the loader's step argument, so a
 //       batch is a pure function of (seed, b)); ag_step_reset; out = model.forward(lq, noise_seed(b));
 //       loss = dod_loss(out, hq, [loss] weights) (layers/dod_loss.h: mse_w * MSE + ssim_w * (1 - SSIM));
-//       backward(loss / grad_accum)
+//       backward(loss / grad_accum) (from zeroed gradients; with grad_accum > 1 the micro-batches'
+//       gradients are summed outside the tape, train/grad_sync.h)
 //   grad_norm = clip_grad_norm(trainable, clip_norm); adamw_step(lr_at(schedule, s)); zero grads.
 // noise_seed(b) = rng_key(rng_key(seed, TRAIN_NOISE_STREAM), b) (data/keyed_rng.h): the training
 // randomness is counter-based, so the step counter is the whole RNG state.
+// W processes (o->comm): process r runs micro-batches a = 0 .. grad_accum-1 as global micro-batch
+// g = (s * grad_accum + a) * W + r (loader step s * grad_accum + a with rank r of W: the loader's
+// sample stream position is g), noise_seed(g), backward(loss / (W * grad_accum)); the gradients are
+// summed over the processes (train/grad_sync.h). So W processes see exactly the samples and noise
+// of 1 process with grad_accum x W (its micro-batch a' of step s is process a' mod W's micro-batch
+// a' div W), and for W = 2 with grad_accum 1 they train bit-identically to it.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "train/comm.h"
 #include "train/config.h"
 
 #define TRAIN_INTERRUPTED 130             // train_run's return (and dod-train's exit code) after a stop
@@ -34,6 +42,8 @@ typedef struct {
     // record losses and to raise a stop at a chosen step.
     void (*on_step)(void *ctx, const TrainStepStats *s);
     void *on_step_ctx;
+    // Several processes (docs/training.md, "Several processes"): NULL or backend none for one.
+    Comm *comm;
 } TrainOptions;
 
 // SIGINT/SIGTERM: the first finishes the current step, saves a checkpoint and makes train_run

@@ -51,7 +51,8 @@ static inline bool dod_cuda_available(void) { return false; }
 static inline const char *dod_cuda_unavailable_reason(void) { return "this build has no CUDA (nvcc was not found)"; }
 #endif
 
-// Name of device 0 (after dod_cuda_available() said true).
+// Name of the current device (0 unless cudaSetDevice chose another before the first probe) (after
+// dod_cuda_available() said true).
 DOD_CUDA_API(const char *, dod_cuda_device_name, (void))
 DOD_CUDA_API(void, dod_cuda_synchronize, (const char *where))
 DOD_CUDA_API(void, dod_cuda_set_precision, (DodPrecision p))

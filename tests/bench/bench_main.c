@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/base.h"
 #include "tests/bench/bench.h"
 
 #define MAX_BENCHES 32
@@ -82,6 +83,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-bench")) return 0;
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -24,6 +24,16 @@
 // dense bf16 peak, MFU (and HFU when something is recomputed); the share of each op kind. With
 // DOD_PROFILE=1 the per-op table at exit has the rate per op and kind.
 //
+// --dist: the all-reduce cost of the stage's gradient set (issue: judge the overlap). Joins the
+// processes a launcher started (mpirun -np N / srun / torchrun --no-python --nproc-per-node N
+// dod-bench train --dist ...; one process otherwise) through train/comm.h (--backend auto|nccl|mpi|
+// tcp|none, --bucket-mb X (25), --timeout S (600)) and reports, after the plain step: the gradient
+// bytes and buckets; the step with train/grad_sync.h's bucketed all-reduce (started from the tape
+// hook during the backward; what dod-train runs), its exposed cost over the plain step; the
+// all-reduce alone (every bucket, nothing to overlap) with its share of the plain step and bus
+// bandwidth (2 (W-1)/W x bytes / time, as nccl-tests); the hidden share 1 - exposed / alone. Rank 0
+// prints; PyTorch is not run.
+//
 // Options: --stage 1|2 (1), --batch B (2), --crop S (32, a multiple of 8), --iters N (5),
 // --recompute (ours only: activation recomputation; the ratio then compares different work),
 // --device cpu|cuda (cpu), --precision f32|mixed (f32), --activations f32|bf16, --base DIR, --random-weights,
@@ -50,6 +60,8 @@
 #include "layers/dod_model.h"
 #include "tests/dod_fixture_config.h"
 #include "tests/bench/bench.h"
+#include "train/comm.h"
+#include "train/grad_sync.h"
 
 // ---- the PyTorch side: one row per variant of scripts/bench_train_torch.py ---------------------------
 #define TORCH_MAX_VARIANTS 4
@@ -142,13 +154,16 @@ static void print_torch(const TorchRun *r, double ours_ms, double ours_gib, OpFl
 
 // One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state):
 // the loss and the gradient norm stay in device scalars until the step's one read-back at its end
-// (which also makes the step's time include its kernels).
+// (which also makes the step's time include its kernels); with gs, its gradients go through the
+// bucketed all-reduce (one micro-batch).
 static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq, uint64_t seed,
-                        DeviceScalars *scalars) {
+                        DeviceScalars *scalars, GradSync *gs) {
     device_scalars_zero(scalars);
     DodLossTerms l = dod_model_forward_loss_terms(m, lq, hq, seed);
     device_scalars_add(scalars, 0, l.total);
+    if (gs) grad_sync_begin(gs, 0, 1);
     ag_backward(l.total);
+    if (gs) grad_sync_end(gs);
     ag_step_reset();
     clip_grad_norm_into(trainable, n, 1.0, scalars, 1);
     adamw_step(opt, opt->cfg.lr);
@@ -156,18 +171,61 @@ static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tens
     return (float)device_scalars_read(scalars)[0];
 }
 
+// --dist: the step with the bucketed all-reduce and the all-reduce alone, against the plain step's
+// median plain_ms (see the header).
+static void report_allreduce(Comm *comm, DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq,
+                             DeviceScalars *scalars, int iters, double bucket_mb, double plain_ms) {
+    GradSync *gs = grad_sync_new(trainable, n, comm, bucket_mb);
+    double *t = dod_malloc(sizeof(double) * (size_t)iters, "times"), *t_alone = dod_malloc(sizeof(double) * (size_t)iters, "times");
+    int early = 0;
+    for (int i = -2; i < iters; i++) {   // two warm-ups: the first lays the buckets out, the second overlaps
+        double t0 = dod_now_seconds();
+        train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 100), scalars, gs);
+        if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
+        early = grad_sync_stats(gs).early_buckets;
+    }
+    for (int i = 0; i < iters; i++) {
+        comm_barrier(comm, "dod-bench: lining the ranks up");
+        double t0 = dod_now_seconds();
+        grad_sync_allreduce(gs);
+        t_alone[i] = (dod_now_seconds() - t0) * 1e3;
+    }
+    GradSyncStats st = grad_sync_stats(gs);
+    double synced = bench_median(t, iters), alone = bench_median(t_alone, iters), exposed = synced - plain_ms;
+    int w = comm_world(comm);
+    char line[1024];
+    comm_describe(comm, line, sizeof line);
+    printf("all-reduce: %s\n", line);
+    printf("gradient set: %d trainable tensors, %.2f MiB in %d buckets of <= %g MiB\n", n, st.bytes / 1048576.0, st.buckets,
+           bucket_mb);
+    printf("step with the all-reduce: %.3f ms (plain %.3f ms): exposed %.3f ms = %.1f%% of the step; %d of %d buckets "
+           "started during the backward\n", synced, plain_ms, exposed, 100 * exposed / plain_ms, early, st.buckets);
+    printf("all-reduce alone: %.3f ms = %.1f%% of the plain step; bus bandwidth %.2f GB/s over %d process%s\n", alone,
+           100 * alone / plain_ms, alone > 0 ? 2.0 * (w - 1) / w * st.bytes / (alone * 1e6) : 0, w, w == 1 ? "" : "es");
+    double hidden = 1 - exposed / alone;
+    if (alone < 0.02 * plain_ms)
+        printf("hidden behind the backward: not measurable (the all-reduce is under 2%% of the step, within its noise)\n");
+    else printf("hidden behind the backward: %.0f%% of the all-reduce (1 - exposed / alone)\n",
+                100 * (hidden < 0 ? 0 : hidden > 1 ? 1 : hidden));
+    free(t);
+    free(t_alone);
+    grad_sync_free(gs);
+}
+
 static int usage(const char *arg) {
     printf("usage: dod-bench train [--stage 1|2] [--batch B] [--crop S] [--iters N] [--recompute]\n"
            "                       [--device cpu|cuda] [--precision f32|mixed] [--activations f32|bf16]\n"
-           "                       [--base DIR [--random-weights]] [--no-torch] [--torch-variants LIST]\n");
+           "                       [--base DIR [--random-weights]] [--no-torch] [--torch-variants LIST]\n"
+           "                       [--dist [--backend auto|nccl|mpi|tcp|none] [--bucket-mb X] [--timeout S]]\n");
     return strcmp(arg, "--help") ? 2 : 0;
 }
 
 static int bench_train_main(int argc, char **argv) {
     int stage = 1, batch = 2, crop = 32, iters = 5;
-    bool recompute = false, random_weights = false, no_torch = false;
-    const char *base = NULL, *device_name = "cpu", *precision = "f32", *activations = NULL;
+    bool recompute = false, random_weights = false, no_torch = false, dist = false;
+    const char *base = NULL, *device_name = "cpu", *precision = "f32", *activations = NULL, *backend = "auto";
     const char *torch_variants = "eager,best,compile";
+    double bucket_mb = 25, timeout = 600;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--stage") && i + 1 < argc) stage = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
@@ -181,6 +239,10 @@ static int bench_train_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--recompute")) recompute = true;
         else if (!strcmp(argv[i], "--random-weights")) random_weights = true;
         else if (!strcmp(argv[i], "--no-torch")) no_torch = true;
+        else if (!strcmp(argv[i], "--dist")) dist = true;
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
+        else if (!strcmp(argv[i], "--bucket-mb") && i + 1 < argc) bucket_mb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout = atof(argv[++i]);
         else return usage(argv[i]);
     }
     const char *who = "dod-bench train";
@@ -200,6 +262,20 @@ static int bench_train_main(int argc, char **argv) {
     DOD_CHECK(!strcmp(activations, "f32") || !strcmp(activations, "bf16"), who, "--activations %s: expected f32 or bf16",
               activations);
     ag_set_activation_dtype(strcmp(activations, "bf16") ? DT_F32 : DT_BF16);
+    Comm *comm = NULL;   // --dist: joined before any CUDA call (the process's GPU is chosen by its local rank)
+    if (dist) {
+        static const char *names[] = {"auto", "nccl", "mpi", "tcp", "none"};
+        int b = -1;
+        for (int k = 0; k < 5; k++)
+            if (!strcmp(backend, names[k])) b = k;
+        DOD_CHECK(b >= 0, who, "--backend %s: expected auto, nccl, mpi, tcp or none", backend);
+        DOD_CHECK(bucket_mb > 0 && timeout > 0, who, "--bucket-mb %g and --timeout %g must be positive", bucket_mb, timeout);
+        char err[1024];
+        CommOptions co = {.backend = (CommBackend)b, .cuda = cuda, .timeout_s = timeout};
+        if (!(comm = comm_create(&co, err, sizeof err))) dod_fatal(who, "--dist: %s", err);
+        if (comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) dod_fatal(who, "cannot silence rank %d", comm_rank(comm));
+        no_torch = true;
+    }
     if (cuda) {
         if (!dod_cuda_available()) dod_fatal(who, "no CUDA device: %s", dod_cuda_unavailable_reason());
         dod_cuda_set_precision(mixed ? DOD_PREC_MIXED : DOD_PREC_F32);
@@ -214,6 +290,7 @@ static int bench_train_main(int argc, char **argv) {
         cfg = dod_model_default_config(stage);
         cfg.base_model_dir = base;
         cfg.random_base_weights = random_weights;
+        cfg.zero_prompt = true;  // a random base has no text encoder, and the step time does not depend on it
     }
     cfg.recompute = recompute;
     if (mixed) cfg.frozen_dtype = DT_BF16;
@@ -244,7 +321,7 @@ static int bench_train_main(int argc, char **argv) {
         OpFlops f0 = op_flops_total(FLOPS_KINDS), k0[FLOPS_KINDS];
         for (int k = 0; k < FLOPS_KINDS; k++) k0[k] = op_flops_total((FlopKind)k);
         double t0 = dod_now_seconds();
-        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), scalars);
+        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), scalars, NULL);
         if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
         step_flops = op_flops_sub(op_flops_total(FLOPS_KINDS), f0);
         for (int k = 0; k < FLOPS_KINDS; k++) step_kind[k] = op_flops_sub(op_flops_total((FlopKind)k), k0[k]);
@@ -270,6 +347,7 @@ static int bench_train_main(int argc, char **argv) {
         printf("ours peak memory: arena peak %.1f MiB\n", arena_peak() / 1048576.0);
     }
     print_flops(step_flops, step_kind, ours, cuda ? DEV_CUDA : DEV_CPU);
+    if (comm) report_allreduce(comm, m, opt, trainable, n, lq, hq, scalars, iters, bucket_mb, ours);
     TorchRun tr;
     if (!recompute && !no_torch &&
         torch_run(stage, batch, crop, iters, threads, device_name, mixed, base, torch_variants, &tr))
@@ -283,7 +361,8 @@ static int bench_train_main(int argc, char **argv) {
     tensor_free(lq);
     tensor_free(hq);
     dod_model_free(m);
+    comm_destroy(comm);
     return 0;
 }
 
-BENCH_REGISTER(train, "DOD training step (fixture-sized model) vs PyTorch", bench_train_main)
+BENCH_REGISTER(train, "DOD training step (fixture-sized model) vs PyTorch; --dist: its gradient all-reduce", bench_train_main)
