@@ -303,13 +303,20 @@ Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_
 Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m, lq, DOD_MODE_EVAL, 0); }
 
 // ---- losses ------------------------------------------------------------------------------------------
-DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
-    // check_config keeps ssim_weight at 0 in stage 1 and gives a non-zero lpips_weight its network.
-    return dod_loss(out, hq, (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight,
-                                              .lpips = m->cfg.lpips_weight, .lpips_net = m->cfg.lpips});
+// check_config keeps ssim_weight at 0 in stage 1 and gives a non-zero lpips_weight its network.
+static DodLossWeights loss_weights(const DodModel *m) {
+    return (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight, .lpips = m->cfg.lpips_weight,
+                            .lpips_net = m->cfg.lpips};
 }
+
+DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) { return dod_loss(out, hq, loss_weights(m)); }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
     Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
     return dod_model_loss(m, out, hq);
+}
+
+DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
+    Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
+    return dod_loss_terms(out, hq, loss_weights(m));
 }

@@ -34,6 +34,7 @@ void train_install_signal_handlers(void) {
 #include <sys/stat.h>
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/device_scalars.h"
 #include "autograd/ops.h"
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
@@ -43,6 +44,7 @@ void train_install_signal_handlers(void) {
 #include "layers/lpips.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
+#include "train/batch_feed.h"
 #include "train/checkpoint.h"
 #include "train/grad_sync.h"
 #include "train/step_log.h"
@@ -84,6 +86,10 @@ static void format_duration(double s, char *buf, size_t len) {
     else snprintf(buf, len, "%lldm%02llds", t / 60, t % 60);
 }
 
+// The step's scalars (Run.scalars): sums over the micro-batches, the gradient norm, then each
+// micro-batch's loss (to name the batch whose loss is not finite).
+enum { STEP_MSE = 0, STEP_SSIM_LOSS, STEP_LPIPS, STEP_GRAD_NORM, STEP_LOSS0 };
+
 // Everything a run holds; freed by run_free.
 typedef struct {
     const TrainConfig *cfg;
@@ -94,7 +100,8 @@ typedef struct {
     int n_trainable;
     AdamW *opt;
     Loader *loader;
-    Batch batch;
+    BatchFeed *feed;         // the loader's batches on the model's device, one micro-batch ahead
+    DeviceScalars *scalars;  // the step's loss terms and gradient norm, read once per step (STEP_*)
     Validator *val;
     FILE *jsonl;
     // Several processes: comm NULL for one; rank 0 alone writes the run dir, logs and validates.
@@ -111,10 +118,9 @@ static void run_free(Run *r) {
     if (r->jsonl) fclose(r->jsonl);
     tfevents_close(r->tb, NULL, 0);   // a write error was reported when the loop flushed
     validator_close(r->val);
-    if (r->loader) {
-        batch_free(&r->batch);
-        loader_close(r->loader);
-    }
+    batch_feed_free(r->feed);
+    if (r->loader) loader_close(r->loader);
+    device_scalars_free(r->scalars);
     grad_sync_free(r->sync);
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
@@ -209,6 +215,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     AdamWConfig ac = {.lr = (float)c->lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2, .eps = (float)c->eps,
                       .weight_decay = (float)c->weight_decay};
     r->opt = adamw_new(r->trainable, r->n_trainable, ac);
+    r->scalars = device_scalars_new(r->model->device, STEP_LOSS0 + (int)c->grad_accum);
 
     if (o->resume) {
         CheckpointInfo info;
@@ -247,7 +254,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     lc.rank = r->rank;
     lc.world_size = r->world;
     if (!(r->loader = loader_open(&lc, err, errlen))) return -1;
-    loader_batch_init(r->loader, &r->batch);
+    r->feed = batch_feed_new(r->loader, r->model->device);
     if (r->comm || c->grad_accum > 1)
         r->sync = grad_sync_new(r->trainable, r->n_trainable, r->comm, c->dist_bucket_mb);
     grad_sync_check_replicas(r->comm, r->trainable, r->n_trainable, o->resume ? "after loading the checkpoint" : "at initialisation");
@@ -268,45 +275,56 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     return 0;
 }
 
-// The loader's host batch as a [n, 3, crop, crop] arena tensor on device (=).
-static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device device) {
-    Tensor *t = tensor_new4(n, 3, crop, crop);
-    memcpy(t->data, host, sizeof(float) * (size_t)t->numel);
-    return device == DEV_CPU ? t : tensor_to_device(t, device);
-}
-
 // One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
-// Loss values are read back (dod_loss, tensor_item: one small copy each on CUDA).
+// Nothing inside the step waits for the device: the loss terms and the gradient norm are added into
+// device scalars where they are computed and read back once, after the optimizer's kernels are queued.
+// So a non-finite loss is seen after the update it spoiled; the run then stops without saving (the
+// last checkpoint is the one to resume from), as it did when the loss was read before backward.
+// Several processes: the sums read back are this process's; they (and a stop request) are then
+// all-reduced on the host, so every rank reports the step's means over all micro-batches.
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
-    double sums[5] = {0};   // this process's loss, MSE, 1 - SSIM and LPIPS summed over its micro-batches; a stop request
     uint64_t noise_key = rng_key((uint64_t)c->model.seed, TRAIN_NOISE_STREAM);
     const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips,
                                     .lpips_net = r->lpips};
+    device_scalars_zero(r->scalars);
     for (int a = 0; a < A; a++) {
         int64_t b = s * A + a;                     // this process's loader step (the loader adds rank and world)
         int64_t g = b * r->world + r->rank;        // the global micro-batch (train/loop.h)
-        if (loader_get(r->loader, b, &r->batch, err, errlen)) return -1;
         ag_step_reset();
-        int64_t n = r->batch.n, cs = r->batch.crop;
-        Tensor *lq = batch_tensor(r->batch.lq, n, cs, r->model->device);
-        Tensor *hq = batch_tensor(r->batch.hq, n, cs, r->model->device);
+        Tensor *lq, *hq;
+        if (batch_feed_get(r->feed, b, &lq, &hq, err, errlen)) return -1;
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)g), true);
-        DodLoss l = dod_loss(out, hq, weights);
-        float lv = tensor_item(l.total);
-        if (!isfinite(lv)) {
-            snprintf(err, errlen, "step %lld: the loss is %g on micro-batch %lld (lr %g); stopping", (long long)s + 1, lv,
-                     (long long)g, (double)lr_at(sched, s));
-            return -1;
-        }
+        DodLossTerms l = dod_loss_terms(out, hq, weights);
+        device_scalars_add(r->scalars, STEP_LOSS0 + a, l.total);
+        device_scalars_add(r->scalars, STEP_MSE, l.mse);
+        if (l.ssim_loss) device_scalars_add(r->scalars, STEP_SSIM_LOSS, l.ssim_loss);
+        if (l.lpips) device_scalars_add(r->scalars, STEP_LPIPS, l.lpips);
         if (r->sync) grad_sync_begin(r->sync, a, A);
         ag_backward(op_scale(l.total, 1.0f / (float)(A * r->world)));
+        // Loader step b + 1 is this process's next micro-batch (global (b + 1) * world + rank, the next
+        // (s, a) in order), fetched while the device works on batch b; before grad_sync_end, which on the
+        // step's last micro-batch waits for the gradient all-reduce.
+        if (b + 1 < c->steps * A) batch_feed_prefetch(r->feed, b + 1);
         if (r->sync) grad_sync_end(r->sync);
+    }
+    ag_step_reset();
+    clip_grad_norm_into(r->trainable, r->n_trainable, c->clip_norm, r->scalars, STEP_GRAD_NORM);
+    float lr = lr_at(sched, s);
+    adamw_step(r->opt, lr);
+    for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
+    const double *v = device_scalars_read(r->scalars);  // the step's one wait for the device
+    // This process's loss, MSE, 1 - SSIM and LPIPS summed over its micro-batches; a stop request.
+    double sums[5] = {0, v[STEP_MSE], v[STEP_SSIM_LOSS], v[STEP_LPIPS], 0};
+    for (int a = 0; a < A; a++) {
+        float lv = (float)v[STEP_LOSS0 + a];
+        if (!isfinite(lv)) {
+            snprintf(err, errlen, "step %lld: the loss is %g on micro-batch %lld (lr %g); stopping", (long long)s + 1, lv,
+                     (long long)((s * A + a) * r->world + r->rank), (double)lr);
+            return -1;
+        }
         sums[0] += lv;
-        sums[1] += l.mse;
-        sums[2] += l.ssim_loss;
-        sums[3] += weights.lpips > 0 ? l.lpips : 0.0;
     }
     if (r->comm) {   // the step's means over every process's micro-batches; a stop anywhere stops all
         sums[4] = stop_requested;
@@ -314,13 +332,8 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         r->stop_agreed = sums[4] > 0;
     }
     double n_micro = (double)A * r->world;
-    ag_step_reset();
-    double gn = clip_grad_norm(r->trainable, r->n_trainable, c->clip_norm);
-    float lr = lr_at(sched, s);
-    adamw_step(r->opt, lr);
-    for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
     *st = (TrainStepStats){.step = s + 1, .loss = sums[0] / n_micro, .mse = sums[1] / n_micro, .ssim = sums[2] / n_micro,
-                           .lpips = sums[3] / n_micro, .lr = lr, .grad_norm = gn};
+                           .lpips = sums[3] / n_micro, .lr = lr, .grad_norm = v[STEP_GRAD_NORM]};
     return 0;
 }
 
