@@ -20,42 +20,33 @@
 #include <math.h>
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define FLASH_FN static __host__ __device__ __forceinline__
-#else
-#define FLASH_FN static inline
-#endif
-#ifdef __CUDA_ARCH__  // device pass: D is a compile-time constant there, the loops unroll into registers
-#define FLASH_UNROLL _Pragma("unroll")
-#else
-#define FLASH_UNROLL
-#endif
+#include "autograd/hostdev.h"  // DOD_HOSTDEV; DOD_UNROLL (D is a compile-time constant on the device)
 
 // a . b over D floats, summed in order.
-FLASH_FN float flash_dot(const float *a, const float *b, int D) {
+DOD_HOSTDEV float flash_dot(const float *a, const float *b, int D) {
     float s = 0.0f;
-    FLASH_UNROLL
+    DOD_UNROLL
     for (int d = 0; d < D; d++) s += a[d] * b[d];
     return s;
 }
 
 // acc[d] += c * x[d].
-FLASH_FN void flash_axpy(float c, const float *x, int D, float *acc) {
-    FLASH_UNROLL
+DOD_HOSTDEV void flash_axpy(float c, const float *x, int D, float *acc) {
+    DOD_UNROLL
     for (int d = 0; d < D; d++) acc[d] += c * x[d];
 }
 
 // Forward, query row q against n keys (rows k, v with stride ld), in order: updates (+=, with
 // rescaling) the running max *m, sum *l and acc [D]. Start from m = -INFINITY, l = 0, acc = 0: the
 // first key's rescale factor exp(-inf) = 0 multiplies zeros.
-FLASH_FN void flash_forward_tile(const float *q, const float *k, const float *v, int64_t ld, int n, int D,
-                                 float scale, float *m, float *l, float *acc) {
+DOD_HOSTDEV void flash_forward_tile(const float *q, const float *k, const float *v, int64_t ld, int n, int D,
+                                    float scale, float *m, float *l, float *acc) {
     for (int j = 0; j < n; j++) {
         float s = flash_dot(q, k + j * ld, D) * scale;
         if (s > *m) {  // the max moves: rescale what was summed against the old one
             float c = expf(*m - s);
             *l *= c;
-            FLASH_UNROLL
+            DOD_UNROLL
             for (int d = 0; d < D; d++) acc[d] *= c;
             *m = s;
         }
@@ -66,17 +57,17 @@ FLASH_FN void flash_forward_tile(const float *q, const float *k, const float *v,
 }
 
 // Forward result of one row: out [D] = acc / l (=), *lse = m + log(l) (=).
-FLASH_FN void flash_forward_finish(const float *acc, float m, float l, int D, float *out, float *lse) {
+DOD_HOSTDEV void flash_forward_finish(const float *acc, float m, float l, int D, float *out, float *lse) {
     float inv = 1.0f / l;
-    FLASH_UNROLL
+    DOD_UNROLL
     for (int d = 0; d < D; d++) out[d] = acc[d] * inv;
     *lse = m + logf(l);
 }
 
 // dQ of query row (q, dout, lse, delta) against n keys (rows k, v with stride ld), in order:
 // dq_acc [D] += ds_ij k_j (the caller multiplies by scale once at the end).
-FLASH_FN void flash_dq_tile(const float *q, const float *dout, float lse, float delta, const float *k,
-                            const float *v, int64_t ld, int n, int D, float scale, float *dq_acc) {
+DOD_HOSTDEV void flash_dq_tile(const float *q, const float *dout, float lse, float delta, const float *k,
+                               const float *v, int64_t ld, int n, int D, float scale, float *dq_acc) {
     for (int j = 0; j < n; j++) {
         float p = expf(flash_dot(q, k + j * ld, D) * scale - lse);
         float ds = p * (flash_dot(dout, v + j * ld, D) - delta);
@@ -86,9 +77,9 @@ FLASH_FN void flash_dq_tile(const float *q, const float *dout, float lse, float 
 
 // dK, dV of key row (k, v) against n queries (rows q, dout with stride ld; lse, delta [n]), in order:
 // dk_acc [D] += ds_ij q_i (the caller multiplies by scale once at the end), dv_acc [D] += p_ij dO_i.
-FLASH_FN void flash_dkdv_tile(const float *k, const float *v, const float *q, const float *dout, int64_t ld,
-                              const float *lse, const float *delta, int n, int D, float scale, float *dk_acc,
-                              float *dv_acc) {
+DOD_HOSTDEV void flash_dkdv_tile(const float *k, const float *v, const float *q, const float *dout, int64_t ld,
+                                 const float *lse, const float *delta, int n, int D, float scale, float *dk_acc,
+                                 float *dv_acc) {
     for (int i = 0; i < n; i++) {
         float p = expf(flash_dot(q + i * ld, k, D) * scale - lse[i]);
         flash_axpy(p, dout + i * ld, D, dv_acc);

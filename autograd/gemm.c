@@ -22,6 +22,7 @@
 #endif
 
 #include "autograd/dense_tuning.h"
+#include "autograd/parallel.h"
 #include "autograd/tensor.h"
 
 static uint64_t flops_issued;
@@ -181,7 +182,7 @@ static GemmTileFn pick_gemm_tile(void) {
 // C = beta * C, with beta == 0 writing zeros (old NaNs do not survive).
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
     if (beta == 1.0f) return;
-#pragma omp parallel for if (M * N > 65536)
+#pragma omp parallel for if (M * N > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < M; i++) {
         float *row = C + i * ldc;
         if (beta == 0.0f) memset(row, 0, (size_t)N * sizeof(float));

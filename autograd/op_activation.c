@@ -1,96 +1,38 @@
-// Activations: op_silu, op_gelu (erf and tanh forms), op_geglu, op_relu, op_leaky_relu, op_clamp,
-// op_softmax. Formulas and gradient conventions follow PyTorch:
-//   silu(x)      = x * sigmoid(x)
-//   gelu(x)      = 0.5 x (1 + erf(x / sqrt 2))                       (F.gelu, approximate='none')
-//   gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))    (approximate='tanh')
-//   relu'(0) = 0, leaky_relu'(0) = slope, clamp' = 1 on [lo, hi] inclusive, 0 outside.
+// Activations: op_silu, op_gelu (erf and tanh forms), op_quick_gelu, op_geglu, op_relu, op_leaky_relu,
+// op_clamp, op_exp, op_softmax. The per-element formulas and PyTorch's gradient conventions are autograd/kernel_math.h's
+// (act_value, act_grad, geglu_*), which the CUDA kernels (autograd/cuda/activation.cu) use too.
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
 
 #include <math.h>
-
-#define SQRT_2_OVER_PI 0.7978845608028654f
-#define INV_SQRT_2 0.7071067811865476f
-#define INV_SQRT_2PI 0.3989422804014327f
-#define GELU_TANH_C 0.044715f
-
-static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * INV_SQRT_2)); }
-static inline float gelu_erf_grad(float x) {
-    return 0.5f * (1.0f + erff(x * INV_SQRT_2)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
-}
-static inline float gelu_tanh(float x) {
-    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)));
-}
-static inline float gelu_tanh_grad(float x) {
-    float t = tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x));
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_TANH_C * x * x);
-}
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 typedef struct {
     ActKind kind;
     float p0, p1;     // leaky slope; clamp lo, hi
 } ActCtx;
 
-void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n) {
-    switch (kind) {
-    case ACT_SILU:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoidf(x[i]);
+// One loop per kind, each calling act_value / act_grad with its kind as a constant (STMT(K)), so the
+// compiler drops the switch inside them and vectorises where the formula allows.
+#define ACT_LOOP(K, STMT)                                     \
+    case K:                                                   \
+        _Pragma("omp parallel for if (n > OPS_PARALLEL_MIN)") \
+        for (int64_t i = 0; i < n; i++) STMT(K);              \
         break;
-    case ACT_GELU_ERF:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]);
-        break;
-    case ACT_GELU_TANH:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]);
-        break;
-    case ACT_RELU:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        break;
-    case ACT_LEAKY:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : p0 * x[i];
-        break;
-    case ACT_CLAMP:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] < p0 ? p0 : (x[i] > p1 ? p1 : x[i]);
-        break;
+#define ACT_SWITCH(kind, STMT)                                                              \
+    switch (kind) {                                                                         \
+        ACT_LOOP(ACT_SILU, STMT) ACT_LOOP(ACT_GELU_ERF, STMT) ACT_LOOP(ACT_GELU_TANH, STMT) \
+        ACT_LOOP(ACT_RELU, STMT) ACT_LOOP(ACT_LEAKY, STMT) ACT_LOOP(ACT_CLAMP, STMT)       \
+        ACT_LOOP(ACT_EXP, STMT) ACT_LOOP(ACT_QUICK_GELU, STMT)                              \
     }
+
+void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n) {
+#define ACT_APPLY(K) y[i] = act_value(K, p0, p1, x[i])
+    ACT_SWITCH(kind, ACT_APPLY)
 }
 
 void act_cpu_grad(ActKind kind, float p0, float p1, const float *x, const float *g, float *gx, int64_t n) {
-    switch (kind) {
-    case ACT_SILU:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float s = sigmoidf(x[i]);
-            gx[i] += g[i] * s * (1.0f + x[i] * (1.0f - s));
-        }
-        break;
-    case ACT_GELU_ERF:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) gx[i] += g[i] * gelu_erf_grad(x[i]);
-        break;
-    case ACT_GELU_TANH:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) gx[i] += g[i] * gelu_tanh_grad(x[i]);
-        break;
-    case ACT_RELU:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? g[i] : 0.0f;
-        break;
-    case ACT_LEAKY:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? g[i] : p0 * g[i];
-        break;
-    case ACT_CLAMP:
-#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) gx[i] += (x[i] >= p0 && x[i] <= p1) ? g[i] : 0.0f;
-        break;
-    }
+#define ACT_GRAD(K) gx[i] += act_grad(K, p0, p1, x[i], g[i])
+    ACT_SWITCH(kind, ACT_GRAD)
 }
 
 // grad_x += act'(x) * g. Accumulates (+=).
@@ -100,7 +42,7 @@ static void act_backward(AgNode *node) {
     Device dev = node->out->device;
     ScratchScope scratch = scratch_begin(dev);
     const float *x = tensor_f32(xt);
-    if (dev == DEV_CUDA) cuda_act_backward((int)c->kind, c->p0, c->p1, x, node->out->grad, tensor_grad(xt), xt->numel);
+    if (dev == DEV_CUDA) cuda_act_backward(c->kind, c->p0, c->p1, x, node->out->grad, tensor_grad(xt), xt->numel);
     else act_cpu_grad(c->kind, c->p0, c->p1, x, node->out->grad, tensor_grad(xt), xt->numel);
     scratch_end(scratch);
 }
@@ -111,7 +53,7 @@ static Tensor *activation(const char *op, ActKind kind, Tensor *x, float p0, flo
     ScratchScope scratch = scratch_begin(dev);
     const float *x32 = tensor_f32(x);
     float *y = tensor_out_f32(out);
-    if (dev == DEV_CUDA) cuda_act_forward((int)kind, p0, p1, x32, y, x->numel);
+    if (dev == DEV_CUDA) cuda_act_forward(kind, p0, p1, x32, y, x->numel);
     else act_cpu_apply(kind, p0, p1, x32, y, x->numel);
     tensor_store_f32(out, y);
     scratch_end(scratch);
@@ -123,8 +65,10 @@ Tensor *op_silu(Tensor *x) { return activation("op_silu", ACT_SILU, x, 0, 0); }
 Tensor *op_gelu(Tensor *x, bool tanh_approx) {
     return activation("op_gelu", tanh_approx ? ACT_GELU_TANH : ACT_GELU_ERF, x, 0, 0);
 }
+Tensor *op_quick_gelu(Tensor *x) { return activation("op_quick_gelu", ACT_QUICK_GELU, x, 0, 0); }
 Tensor *op_relu(Tensor *x) { return activation("op_relu", ACT_RELU, x, 0, 0); }
 Tensor *op_leaky_relu(Tensor *x, float slope) { return activation("op_leaky_relu", ACT_LEAKY, x, slope, 0); }
+Tensor *op_exp(Tensor *x) { return activation("op_exp", ACT_EXP, x, 0, 0); }
 Tensor *op_clamp(Tensor *x, float lo, float hi) {
     if (!(lo <= hi)) dod_fatal("op_clamp", "lo %g > hi %g (input %s)", lo, hi, shape_str(x));
     return activation("op_clamp", ACT_CLAMP, x, lo, hi);
@@ -141,7 +85,7 @@ static void geglu_cpu_forward(const float *x, float *y, int64_t rows, int64_t ha
     for (int64_t r = 0; r < rows; r++) {
         const float *h = x + r * 2 * half, *gate = h + half;
         float *o = y + r * half;
-        for (int64_t k = 0; k < half; k++) o[k] = h[k] * gelu_erf(gate[k]);
+        for (int64_t k = 0; k < half; k++) o[k] = geglu_value(h[k], gate[k]);
     }
 }
 
@@ -161,8 +105,8 @@ static void geglu_backward(AgNode *node) {
             const float *h = x + r * 2 * half, *gate = h + half, *gr = g + r * half;
             float *gh = gx + r * 2 * half, *gg = gh + half;
             for (int64_t k = 0; k < half; k++) {
-                gh[k] += gr[k] * gelu_erf(gate[k]);
-                gg[k] += gr[k] * h[k] * gelu_erf_grad(gate[k]);
+                gh[k] += geglu_grad_hidden(gr[k], gate[k]);
+                gg[k] += geglu_grad_gate(gr[k], h[k], gate[k]);
             }
         }
     }

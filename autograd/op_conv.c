@@ -129,7 +129,7 @@ static int conv_image_threads(const ConvGeom *g, const ConvTiling *t, bool priva
 // x [Cin, H, W], output rows [oh0, oh1). Rows are (c, ki, kj); out-of-image taps are zero.
 static void im2col(const ConvGeom *g, const float *x, int64_t oh0, int64_t oh1, float *col, int64_t ldc, bool par) {
     (void)par;  // (unused without OpenMP)
-#pragma omp parallel for schedule(static) if (par && g->Kc * (oh1 - oh0) * g->Wo > 32768)
+#pragma omp parallel for schedule(static) if (par && g->Kc * (oh1 - oh0) * g->Wo > OPS_PARALLEL_MIN)
     for (int64_t r = 0; r < g->Kc; r++) {
         int64_t c = r / (g->kh * g->kw), ki = (r / g->kw) % g->kh, kj = r % g->kw;
         const float *xc = x + c * g->H * g->W;
@@ -167,7 +167,7 @@ static void im2col(const ConvGeom *g, const float *x, int64_t oh0, int64_t oh1, 
 static void col2im_add(const ConvGeom *g, const float *dcol, int64_t ldc, int64_t oh0, int64_t oh1, float *dx,
                        bool par) {
     (void)par;
-#pragma omp parallel for schedule(static) if (par && g->Kc * (oh1 - oh0) * g->Wo > 32768)
+#pragma omp parallel for schedule(static) if (par && g->Kc * (oh1 - oh0) * g->Wo > OPS_PARALLEL_MIN)
     for (int64_t c = 0; c < g->Cin; c++) {
         float *dxc = dx + c * g->H * g->W;
         for (int64_t ki = 0; ki < g->kh; ki++)
@@ -219,7 +219,7 @@ static void forward_tile(const ConvGeom *g, const float *x, const float *w, cons
     if (nb == 1) {  // Y tile [Cout, tp] lies in y with row stride P: GEMM on top of the bias
         float *yt = y + n0 * out_img + oh0 * g->Wo;
         if (bias) {
-#pragma omp parallel for if (par && g->Cout * tp > 65536)
+#pragma omp parallel for if (par && g->Cout * tp > OPS_PARALLEL_MIN)
             for (int64_t co = 0; co < g->Cout; co++)
                 for (int64_t p = 0; p < tp; p++) yt[co * P + p] = bias[co];
         }
@@ -228,7 +228,7 @@ static void forward_tile(const ConvGeom *g, const float *x, const float *w, cons
     }
     // batched whole images (tp == P): cat [Cout, nb*P], then scattered to y [nb, Cout, P] + bias
     gemm_f32(false, false, g->Cout, cols, g->Kc, 1.0f, w, g->Kc, s.col, cols, 0.0f, s.cat, cols);
-#pragma omp parallel for collapse(2) if (par && nb * out_img > 65536)
+#pragma omp parallel for collapse(2) if (par && nb * out_img > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < nb; i++)
         for (int64_t co = 0; co < g->Cout; co++) {
             float *dst = y + (n0 + i) * out_img + co * P;
@@ -248,7 +248,7 @@ static void backward_tile(const ConvGeom *g, const float *x, const float *w, con
     const float *gy = dy + n0 * out_img + oh0 * g->Wo;  // dY tile [Cout, cols], row stride ldy
     int64_t ldy = P;
     if (nb > 1) {  // batched whole images: gather dY to [Cout, nb*P]
-#pragma omp parallel for collapse(2) if (par && nb * out_img > 65536)
+#pragma omp parallel for collapse(2) if (par && nb * out_img > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < nb; i++)
             for (int64_t co = 0; co < g->Cout; co++)
                 memcpy(s.cat + co * cols + i * P, dy + (n0 + i) * out_img + co * P, (size_t)P * sizeof(float));
@@ -306,16 +306,12 @@ static void conv_run(const ConvIo *io, float *dw) {
     int64_t groups = (g->N + t.nb - 1) / t.nb;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t gi = 0; gi < groups; gi++) {
-#ifdef _OPENMP
-        int me = omp_get_thread_num();
-#else
-        int me = 0;
-#endif
+        int me = ops_thread_id();
         run_images(io, &t, gi * t.nb, dw_private[me], s[me], false);
     }
     if (dw && threads > 1) {
         int64_t n = g->Cout * g->Kc;
-#pragma omp parallel for if (n > 65536)
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) {
             float sum = 0.0f;
             for (int t2 = 0; t2 < threads; t2++) sum += dw_private[t2][i];
@@ -330,7 +326,7 @@ static void op_conv2d_cpu_forward(const ConvGeom *g, const float *x, const float
     int64_t P = g->P, in_img = g->Cin * g->H * g->W, out_img = g->Cout * P;
     if (conv_is_pointwise(g)) {
         if (bias) {
-#pragma omp parallel for if (g->N * out_img > 65536)
+#pragma omp parallel for if (g->N * out_img > OPS_PARALLEL_MIN)
             for (int64_t nc = 0; nc < g->N * g->Cout; nc++)
                 for (int64_t p = 0; p < P; p++) y[nc * P + p] = bias[nc % g->Cout];
         }
@@ -350,7 +346,7 @@ static void op_conv2d_cpu_backward(const ConvGeom *g, const float *x, const floa
     if (db) {  // per (image, channel) plane, so even Cout = 2 keeps every thread busy
         size_t mark = arena_mark();
         double *plane = arena_alloc((size_t)(g->N * g->Cout) * sizeof(double), "conv2d dbias planes");
-#pragma omp parallel for if (g->N * out_img > 65536)
+#pragma omp parallel for if (g->N * out_img > OPS_PARALLEL_MIN)
         for (int64_t nc = 0; nc < g->N * g->Cout; nc++) {
             const float *d = dy + nc * P;
             double s = 0;
@@ -402,6 +398,9 @@ static void conv_backward_on(Device dev, const ConvCtx *c, const float *x, const
     scratch_end(scratch);
 }
 
+// The FLOPs of the convolution's forward product, and of each of its gradient products (dX, dW).
+static double conv_flops(const ConvGeom *g) { return flops_gemm(g->N, g->Cout, g->P, g->Kc); }
+
 static void conv2d_backward(AgNode *node) {
     ConvCtx *c = node->ctx;
     Tensor *x = node->inputs[0], *w = node->inputs[1], *b = node->n_inputs > 2 ? node->inputs[2] : NULL;
@@ -410,6 +409,7 @@ static void conv2d_backward(AgNode *node) {
                      x->requires_grad ? tensor_grad(x) : NULL, w->requires_grad ? tensor_grad(w) : NULL,
                      b && b->requires_grad ? tensor_grad(b) : NULL);
     scratch_end(scratch);
+    op_flops_backward(node->op, FLOPS_CONV, (x->requires_grad + w->requires_grad) * conv_flops(&c->g), 0.0);
 }
 
 // Checks op's arguments (x: the conv's input shape) and returns the geometry.
@@ -462,6 +462,7 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     conv_forward_on(dev, &c, tensor_f32(x), w, bias, y32);
     tensor_store_f32(y, y32);
     scratch_end(scratch);
+    op_flops_forward("op_conv2d", FLOPS_CONV, conv_flops(&c.g));
     if (ag_needs_grad(3, in)) *(ConvCtx *)ag_record("op_conv2d", conv2d_backward, y, bias ? 3 : 2, in, sizeof c) = c;
     return y;
 }
@@ -505,6 +506,7 @@ static void fused_conv_backward(AgNode *node) {
     scratch_end(remade);
     if (want_dt) c.prologue->backward(dev, &c, in, dt);
     scratch_end(scratch);
+    op_flops_backward(node->op, FLOPS_CONV, (want_dt + w->requires_grad) * conv_flops(&c.conv.g), 0.0);
 }
 
 // The fused op: in[0..n) the prologue's inputs, in[n] the weight, in[n + 1] the bias (or NULL); t_shape
@@ -522,6 +524,7 @@ static Tensor *fused_conv(const char *op, Device dev, FusedConvCtx *c, Tensor **
     conv_forward_on(dev, &c->conv, t, w, bias, y32);
     tensor_store_f32(y, y32);
     scratch_end(scratch);
+    op_flops_forward(op, FLOPS_CONV, conv_flops(&c->conv.g));
     c->conv.w = NULL;  // a widened weight went with the scratch: backward widens again
     if (ag_needs_grad(c->n + 2, in)) *(FusedConvCtx *)ag_record(op, fused_conv_backward, y, c->n + 2, in, sizeof *c) = *c;
     return y;

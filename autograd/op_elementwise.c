@@ -1,5 +1,5 @@
 // Elementwise arithmetic with NumPy/PyTorch broadcasting: op_add, op_sub, op_mul, plus the
-// scalar forms op_scale and op_add_scalar.
+// scalar forms op_scale and op_add_scalar, and the posterior sample op_posterior_sample.
 //
 // Broadcasting is planned once per call: both inputs are aligned from the right against the output
 // shape, a broadcast (size-1) axis gets stride 0, then size-1 output axes are dropped and adjacent
@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-typedef enum { EW_ADD, EW_SUB, EW_MUL } EwKind;
+// EwKind and ew_value: autograd/kernel_math.h (shared with elementwise.cu).
 
 // A coalesced broadcast plan: output shape and per-input element strides (0 on broadcast axes).
 typedef struct {
@@ -83,10 +83,10 @@ static void ew_cpu_forward(EwKind kind, const Bcast *p, const float *a, const in
         }
         const float *pa = a + oa, *pb = b + ob;
         float *po = out + r * inner;
-        switch (kind) {
-        case EW_ADD: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] + pb[k * ib]; break;
-        case EW_SUB: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] - pb[k * ib]; break;
-        case EW_MUL: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] * pb[k * ib]; break;
+        switch (kind) {  // a loop per kind with the kind a constant: no branch inside
+        case EW_ADD: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_ADD, pa[k * ia], pb[k * ib]); break;
+        case EW_SUB: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_SUB, pa[k * ia], pb[k * ib]); break;
+        case EW_MUL: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_MUL, pa[k * ia], pb[k * ib]); break;
         }
     }
 }
@@ -277,3 +277,59 @@ static Tensor *scalar_op(const char *op, Tensor *x, float s, bool multiply) {
 
 Tensor *op_scale(Tensor *x, float s) { return scalar_op("op_scale", x, s, true); }
 Tensor *op_add_scalar(Tensor *x, float s) { return scalar_op("op_add_scalar", x, s, false); }
+
+// ---- posterior sample ---------------------------------------------------------------------------------
+// mean + exp(0.5 logvar) eps, per element (autograd/kernel_math.h's posterior_sample_*; CUDA:
+// elementwise.cu). The backward reads logvar and eps again (widened in scratch when half).
+
+// grad_mean += g; grad_logvar += g eps 0.5 exp(0.5 logvar); grad_eps += g exp(0.5 logvar) (each when
+// that input requires grad).
+static void posterior_backward(AgNode *node) {
+    Tensor *mean = node->inputs[0], *logvar = node->inputs[1], *eps = node->inputs[2];
+    const float *g = node->out->grad;
+    int64_t n = node->out->numel;
+    Device dev = node->out->device;
+    float *gm = mean->requires_grad ? tensor_grad(mean) : NULL;
+    float *gl = logvar->requires_grad ? tensor_grad(logvar) : NULL, *ge = eps->requires_grad ? tensor_grad(eps) : NULL;
+    if (gm) {
+        if (dev == DEV_CUDA) cuda_axpy(gm, g, 1.0f, n);
+        else ops_accumulate(gm, g, n);
+    }
+    if (!gl && !ge) return;
+    ScratchScope scratch = scratch_begin(dev);
+    const float *lv = tensor_f32(logvar), *e = tensor_f32(eps);
+    if (dev == DEV_CUDA) {
+        cuda_posterior_sample_backward(g, lv, e, gl, ge, n);
+    } else {
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            if (gl) gl[i] += posterior_sample_grad_logvar(g[i], lv[i], e[i]);
+            if (ge) ge[i] += posterior_sample_grad_eps(g[i], lv[i]);
+        }
+    }
+    scratch_end(scratch);
+}
+
+Tensor *op_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps) {
+    const char *op = "op_posterior_sample";
+    Tensor *in[3] = {mean, logvar, eps};
+    Device dev = ops_device(op, 3, in);
+    DOD_CHECK(tensor_same_shape(mean, logvar) && tensor_same_shape(mean, eps), op,
+              "mean %s, logvar %s and eps %s must have the same shape", shape_str(mean), shape_str(logvar),
+              shape_str(eps));
+    Tensor *out = tensor_new_activation_of(dev, mean->ndim, mean->shape, 3, in);
+    int64_t n = out->numel;
+    ScratchScope scratch = scratch_begin(dev);
+    const float *m = tensor_f32(mean), *lv = tensor_f32(logvar), *e = tensor_f32(eps);
+    float *z = tensor_out_f32(out);
+    if (dev == DEV_CUDA) {
+        cuda_posterior_sample_forward(m, lv, e, z, n);
+    } else {
+#pragma omp parallel for if (n > OPS_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) z[i] = posterior_sample_value(m[i], lv[i], e[i]);
+    }
+    tensor_store_f32(out, z);
+    scratch_end(scratch);
+    if (ag_needs_grad(3, in)) ag_record(op, posterior_backward, out, 3, in, 0);
+    return out;
+}

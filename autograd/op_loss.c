@@ -26,17 +26,6 @@ typedef struct {
     bool l1;
 } PointLossCtx;
 
-// mean((p - t)^2) or mean(|p - t|), in double. Returns the value.
-static double point_loss_cpu_forward(const float *p, const float *t, int64_t n, bool l1) {
-    double s = 0;
-#pragma omp parallel for reduction(+ : s) if (n > OPS_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)p[i] - t[i];
-        s += l1 ? fabs(d) : d * d;
-    }
-    return s / (double)n;
-}
-
 // d/dp = g * 2 (p - t) / n (MSE) or g * sign(p - t) / n (L1, sign(0) = 0); d/dt = -d/dp. (+=)
 static void point_loss_backward(AgNode *node) {
     const PointLossCtx *c = node->ctx;
@@ -50,8 +39,7 @@ static void point_loss_backward(AgNode *node) {
     float k = node->out->grad[0] / (float)n;
 #pragma omp parallel for if (n > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
-        float d = c->p[i] - c->t[i];
-        float v = c->l1 ? (d > 0.0f ? k : d < 0.0f ? -k : 0.0f) : 2.0f * k * d;
+        float v = point_loss_grad(c->l1, c->p[i] - c->t[i], k);
         if (gp) gp[i] += v;
         if (gt) gt[i] -= v;
     }
@@ -65,8 +53,9 @@ static Tensor *point_loss(const char *op, Tensor *pred, Tensor *target, bool l1)
     PointLossCtx c = {tensor_f32(pred), tensor_f32(target), l1};
     int64_t one = 1;
     Tensor *out = tensor_new_on(dev, 1, &one, DT_F32);
-    if (dev == DEV_CUDA) cuda_reduce_sum(l1 ? 2 : 1, c.p, c.t, pred->numel, 1.0f / (float)pred->numel, tensor_data_f32(out));
-    else tensor_data_f32(out)[0] = (float)point_loss_cpu_forward(c.p, c.t, pred->numel, l1);
+    ReduceKind kind = l1 ? REDUCE_ABS_DIFF : REDUCE_SQUARED_DIFF;
+    if (dev == DEV_CUDA) cuda_reduce_sum(kind, c.p, c.t, pred->numel, 1.0f / (float)pred->numel, tensor_data_f32(out));
+    else tensor_data_f32(out)[0] = (float)(ops_reduce_cpu(kind, c.p, c.t, pred->numel) / (double)pred->numel);
     if (ag_needs_grad(2, in)) *(PointLossCtx *)ag_record(op, point_loss_backward, out, 2, in, sizeof c) = c;
     return out;
 }
@@ -167,8 +156,7 @@ static void ssim_plane_stats(const SsimCtx *c, int64_t p, SsimScratch *s) {
     const float *x = c->x + p * n, *y = c->y + p * n;
     for (int q = 0; q < 5; q++) {
         for (int64_t i = 0; i < n; i++) {
-            double a = x[i], b = y[i];
-            s->sig[i] = q == 0 ? a : q == 1 ? b : q == 2 ? a * a : q == 3 ? b * b : a * b;
+            s->sig[i] = ssim_signal(q, x[i], y[i]);
         }
         filt_w(c->win, s->sig, H, W, s->hmap + q * H * Wo);
         filt_h(c->win, s->hmap + q * H * Wo, H, Wo, s->map + q * Ho * Wo);
@@ -187,9 +175,8 @@ static double ssim_cpu_forward(const SsimCtx *c) {
         ssim_plane_stats(c, p, s);
         const double *mu1 = s->map, *mu2 = mu1 + m, *e11 = mu2 + m, *e22 = e11 + m, *e12 = e22 + m;
         for (int64_t k = 0; k < m; k++) {
-            double a1 = 2 * mu1[k] * mu2[k] + c->C1, b1 = mu1[k] * mu1[k] + mu2[k] * mu2[k] + c->C1;
-            double a2 = 2 * (e12[k] - mu1[k] * mu2[k]) + c->C2;
-            double b2 = (e11[k] - mu1[k] * mu1[k]) + (e22[k] - mu2[k] * mu2[k]) + c->C2;
+            double a1, b1, a2, b2;
+            ssim_factors(mu1[k], mu2[k], e11[k], e22[k], e12[k], c->C1, c->C2, &a1, &b1, &a2, &b2);
             total += (a1 * a2) / (b1 * b2);
         }
     }
@@ -216,14 +203,13 @@ static void ssim_backward(AgNode *node) {
         // Overwrite the statistics in place with dL/d(statistic): slots 0 mu1, 1 mu2, 2 e11 (= e22), 3 e12.
         double *mu1 = s->map, *mu2 = mu1 + m, *e11 = mu2 + m, *e22 = e11 + m, *e12 = e22 + m;
         for (int64_t k = 0; k < m; k++) {
-            double u1 = mu1[k], u2 = mu2[k];
-            double a1 = 2 * u1 * u2 + c->C1, b1 = u1 * u1 + u2 * u2 + c->C1;
-            double a2 = 2 * (e12[k] - u1 * u2) + c->C2, b2 = (e11[k] - u1 * u1) + (e22[k] - u2 * u2) + c->C2;
-            double S = a1 * a2 / (b1 * b2), common = (a2 - a1) / (b1 * b2), sd = S * (1 / b2 - 1 / b1);
-            mu1[k] = gs * (2 * u2 * common + 2 * u1 * sd);
-            mu2[k] = gs * (2 * u1 * common + 2 * u2 * sd);
-            e11[k] = gs * (-S / b2);
-            e22[k] = gs * (2 * a1 / (b1 * b2));  // slot 3 now holds d/de12
+            double a1, b1, a2, b2, d[4];
+            ssim_factors(mu1[k], mu2[k], e11[k], e22[k], e12[k], c->C1, c->C2, &a1, &b1, &a2, &b2);
+            ssim_dstats(mu1[k], mu2[k], a1, b1, a2, b2, gs, d);
+            mu1[k] = d[0];
+            mu2[k] = d[1];
+            e11[k] = d[2];
+            e22[k] = d[3];  // slot 3 now holds d/de12
         }
         const float *x = c->x + p * n, *y = c->y + p * n;
         float *gxp = gx ? gx + p * n : NULL, *gyp = gy ? gy + p * n : NULL;

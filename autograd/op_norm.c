@@ -5,6 +5,8 @@
 // means (e.g. un-normalised latents) do not cancel the variance. mean and 1/std are saved per
 // group/row for the backward:
 //     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
+// The per-element formulas (group_norm_value, norm_xhat, norm_dx) are autograd/kernel_math.h's, shared
+// with the CUDA kernels (autograd/cuda/norm.cu).
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
 #include "autograd/ops_fused.h"
@@ -46,10 +48,9 @@ static void group_norm_cpu_forward(GroupNormCtx *c, const float *x, const float 
         int64_t c0 = (ng % c->G) * cpg;
         for (int64_t k = 0; k < cpg; k++) {
             float ga = gamma ? gamma[c0 + k] : 1.0f, be = beta ? beta[c0 + k] : 0.0f;
-            float a = r * ga, b = be - m * a;  // y = x * a + b
             const float *xs = xg + k * c->S;
             float *ys = yg + k * c->S;
-            for (int64_t s = 0; s < c->S; s++) ys[s] = xs[s] * a + b;
+            for (int64_t s = 0; s < c->S; s++) ys[s] = group_norm_value(xs[s], m, r, ga, be);
         }
     }
 }
@@ -81,7 +82,7 @@ static void group_norm_backward_dy(const GroupNormCtx *c, Tensor *xt, Tensor *gt
             float ga = gamma ? gamma[c0 + k] : 1.0f;
             double sg = 0, sb = 0;
             for (int64_t s = 0; s < c->S; s++) {
-                float xh = (xg[k * c->S + s] - m) * r, d = dyg[k * c->S + s];
+                float xh = norm_xhat(xg[k * c->S + s], m, r), d = dyg[k * c->S + s];
                 sg += (double)d * xh;
                 sb += d;
             }
@@ -97,8 +98,7 @@ static void group_norm_backward_dy(const GroupNormCtx *c, Tensor *xt, Tensor *gt
             float ga = gamma ? gamma[c0 + k] : 1.0f;
             for (int64_t s = 0; s < c->S; s++) {
                 int64_t i = k * c->S + s;
-                float xh = (xg[i] - m) * r;
-                dxg[i] += r * (dyg[i] * ga - mean_dxh - xh * mean_dxh_xh);
+                dxg[i] += norm_dx(r, dyg[i] * ga, norm_xhat(xg[i], m, r), mean_dxh, mean_dxh_xh);
             }
         }
     }
@@ -255,7 +255,7 @@ static void layer_norm_backward(AgNode *node) {
             float m = c->mean[r], rs = c->rstd[r];
             double s1 = 0, s2 = 0;
             for (int64_t k = 0; k < C; k++) {
-                float xh = (xr[k] - m) * rs, d = dyr[k];
+                float xh = norm_xhat(xr[k], m, rs), d = dyr[k];
                 float dxh = gamma ? d * gamma[k] : d;
                 s1 += dxh;
                 s2 += (double)dxh * xh;
@@ -267,9 +267,8 @@ static void layer_norm_backward(AgNode *node) {
             if (!dx) continue;
             float mean1 = (float)(s1 / C), mean2 = (float)(s2 / C);
             for (int64_t k = 0; k < C; k++) {
-                float xh = (xr[k] - m) * rs;
                 float dxh = gamma ? dyr[k] * gamma[k] : dyr[k];
-                dx[r * C + k] += rs * (dxh - mean1 - xh * mean2);
+                dx[r * C + k] += norm_dx(rs, dxh, norm_xhat(xr[k], m, rs), mean1, mean2);
             }
         }
     }

@@ -2,14 +2,6 @@
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
 
-// Sum of n floats in double. Returns the value (no side effects).
-static double sum_cpu_forward(const float *x, int64_t n) {
-    double s = 0;
-#pragma omp parallel for reduction(+ : s) if (n > OPS_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) s += x[i];
-    return s;
-}
-
 // grad_x += grad_out[0] * scale (scale 1 for the sum, 1/n for the mean).
 static void reduce_backward(AgNode *node) {
     Tensor *x = node->inputs[0];
@@ -29,9 +21,9 @@ static Tensor *reduce(const char *op, Tensor *x, bool mean) {
     int64_t one = 1;
     Tensor *out = tensor_new_on(dev, 1, &one, DT_F32);
     if (dev == DEV_CUDA) {
-        cuda_reduce_sum(0, tensor_f32(x), NULL, x->numel, mean ? 1.0f / (float)x->numel : 1.0f, tensor_data_f32(out));
+        cuda_reduce_sum(REDUCE_SUM, tensor_f32(x), NULL, x->numel, mean ? 1.0f / (float)x->numel : 1.0f, tensor_data_f32(out));
     } else {
-        double s = sum_cpu_forward(tensor_f32(x), x->numel);
+        double s = ops_reduce_cpu(REDUCE_SUM, tensor_f32(x), NULL, x->numel);
         tensor_data_f32(out)[0] = (float)(mean ? s / (double)x->numel : s);
     }
     if (ag_needs_grad(1, &x))

@@ -1,5 +1,5 @@
 // Shape and indexing ops: op_concat, op_split, op_chunk, op_reshape, op_permute, op_pad2d,
-// op_upsample_nearest2x, op_global_avg_pool, op_embedding, op_timestep_embedding.
+// op_upsample_nearest2x, op_gather_hw, op_global_avg_pool, op_embedding, op_timestep_embedding.
 //
 // A tensor seen along axis d is [outer, size_d, inner] with outer = prod(shape[:d]) and
 // inner = prod(shape[d+1:]); concat and split move contiguous blocks of size_d * inner per outer
@@ -389,7 +389,7 @@ void upsample2x_backward_dy(Tensor *x, const float *g) {
     for (int64_t p = 0; p < planes; p++)
         for (int64_t h = 0; h < H; h++) {
             const float *g0 = g + (p * 2 * H + 2 * h) * Wo, *g1 = g0 + Wo;
-            for (int64_t w = 0; w < W; w++) gx[(p * H + h) * W + w] += g0[2 * w] + g0[2 * w + 1] + g1[2 * w] + g1[2 * w + 1];
+            for (int64_t w = 0; w < W; w++) gx[(p * H + h) * W + w] += upsample2x_grad(g0, g1, w);
         }
 }
 
@@ -426,6 +426,94 @@ Tensor *op_upsample_nearest2x(Tensor *x) {
     tensor_store_f32(out, y);
     scratch_end(scratch);
     if (ag_needs_grad(1, &x)) ag_record(op, upsample_backward, out, 1, &x, 0);
+    return out;
+}
+
+// ---- gather along H and W --------------------------------------------------------------------------
+// y[p, i, j] = x[p, src_y[i], src_x[j]] per plane p (autograd/kernel_math.h's gather_hw_value /
+// gather_hw_grad, which the CUDA kernels in shape.cu run too).
+typedef struct {
+    const int64_t *src_y, *src_x;  // arena copies
+} GatherHwCtx;
+
+// The inverse of a source index src [n] (entries in [0, len)), written (=): the i with src[i] == v are
+// list[start[v] .. start[v + 1]) in increasing order (a stable counting sort); start has len + 1 entries.
+static void gather_hw_inverse(const int64_t *src, int64_t n, int64_t len, int64_t *start, int64_t *list) {
+    memset(start, 0, sizeof(int64_t) * (size_t)(len + 1));
+    for (int64_t i = 0; i < n; i++) start[src[i] + 1]++;
+    for (int64_t v = 0; v < len; v++) start[v + 1] += start[v];
+    int64_t *fill = arena_alloc(sizeof(int64_t) * (size_t)(len ? len : 1), "op_gather_hw inverse cursor");
+    memcpy(fill, start, sizeof(int64_t) * (size_t)len);
+    for (int64_t i = 0; i < n; i++) list[fill[src[i]]++] = i;
+}
+
+// grad_x += the output gradient gathered back: each input element sums the outputs that read it, in
+// row-major output order (the order a scatter loop over the output would add them in).
+static void gather_hw_backward(AgNode *node) {
+    const GatherHwCtx *c = node->ctx;
+    Tensor *x = node->inputs[0], *y = node->out;
+    int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3], Ho = y->shape[2], Wo = y->shape[3];
+    float *gx = tensor_grad(x);
+    const float *g = y->grad;
+    ScratchScope host = scratch_begin(DEV_CPU);
+    int64_t n_idx = (H + 1) + Ho + (W + 1) + Wo;
+    int64_t *inv = arena_alloc(sizeof(int64_t) * (size_t)n_idx, "op_gather_hw inverse");
+    int64_t *row_start = inv, *rows = row_start + H + 1, *col_start = rows + Ho, *cols = col_start + W + 1;
+    gather_hw_inverse(c->src_y, Ho, H, row_start, rows);
+    gather_hw_inverse(c->src_x, Wo, W, col_start, cols);
+    if (x->device == DEV_CUDA) {
+        ScratchScope dev = scratch_begin(DEV_CUDA);
+        int64_t *inv_dev = arena_alloc_on(DEV_CUDA, sizeof(int64_t) * (size_t)n_idx, "op_gather_hw inverse");
+        device_copy(inv_dev, DEV_CUDA, inv, DEV_CPU, sizeof(int64_t) * (size_t)n_idx);
+        cuda_gather_hw_backward(g, gx, planes, H, W, Ho, Wo, inv_dev, inv_dev + (rows - inv), inv_dev + (col_start - inv),
+                                inv_dev + (cols - inv));
+        scratch_end(dev);
+    } else {
+#pragma omp parallel for if (x->numel > OPS_PARALLEL_MIN)
+        for (int64_t k = 0; k < x->numel; k++)
+            gx[k] = gather_hw_grad(gx[k], g, k, H, W, Ho, Wo, row_start, rows, col_start, cols);
+    }
+    scratch_end(host);
+}
+
+Tensor *op_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w) {
+    const char *op = "op_gather_hw";
+    Device dev = ops_device(op, 1, &x);
+    DOD_CHECK(x->ndim == 4 && out_h > 0 && out_w > 0, op, "input %s to size %ldx%ld: need [N, C, H, W] and a positive size",
+              shape_str(x), (long)out_h, (long)out_w);
+    int64_t planes = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+    for (int64_t i = 0; i < out_h; i++)
+        DOD_CHECK(src_y[i] >= 0 && src_y[i] < H, op, "row index %ld of output row %ld outside input %s", (long)src_y[i],
+                  (long)i, shape_str(x));
+    for (int64_t j = 0; j < out_w; j++)
+        DOD_CHECK(src_x[j] >= 0 && src_x[j] < W, op, "column index %ld of output column %ld outside input %s",
+                  (long)src_x[j], (long)j, shape_str(x));
+    Tensor *out = tensor_new_activation_of(dev, 4, (int64_t[]){x->shape[0], x->shape[1], out_h, out_w}, 1, &x);
+    int64_t *src = NULL;  // the indices, kept (arena) when backward needs them
+    if (ag_needs_grad(1, &x)) {
+        src = arena_alloc(sizeof(int64_t) * (size_t)(out_h + out_w), "op_gather_hw indices");
+        memcpy(src, src_y, sizeof(int64_t) * (size_t)out_h);
+        memcpy(src + out_h, src_x, sizeof(int64_t) * (size_t)out_w);
+    }
+    ScratchScope scratch = scratch_begin(dev);
+    const float *xf = tensor_f32(x);
+    float *y = tensor_out_f32(out);
+    if (dev == DEV_CUDA) {
+        int64_t *idx = arena_alloc_on(DEV_CUDA, sizeof(int64_t) * (size_t)(out_h + out_w), "op_gather_hw indices");
+        device_copy(idx, DEV_CUDA, src_y, DEV_CPU, sizeof(int64_t) * (size_t)out_h);
+        device_copy(idx + out_h, DEV_CUDA, src_x, DEV_CPU, sizeof(int64_t) * (size_t)out_w);
+        cuda_gather_hw_forward(xf, y, planes, H, W, idx, out_h, idx + out_h, out_w);
+    } else {
+#pragma omp parallel for if (out->numel > OPS_PARALLEL_MIN)
+        for (int64_t k = 0; k < out->numel; k++) y[k] = gather_hw_value(xf, k, H, W, src_y, out_h, src_x, out_w);
+    }
+    tensor_store_f32(out, y);
+    scratch_end(scratch);
+    if (src) {
+        GatherHwCtx *c = ag_record(op, gather_hw_backward, out, 1, &x, sizeof(GatherHwCtx));
+        c->src_y = src;
+        c->src_x = src + out_h;
+    }
     return out;
 }
 

@@ -32,6 +32,9 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding);
 // Softmax is over Lk, accumulated in f32. Output [B, Lq, H*D]. Memory O(Lq * Lk) per (b, head)
 // chunk at most, never the full [B, H, Lq, Lk] at once.
 Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale);
+// op_attention with a causal mask (text encoders): Lq == Lk, query i attends to keys 0..i only
+// (torch's scaled_dot_product_attention(is_causal=True), CLIP's causal_attention_mask).
+Tensor *op_attention_causal(Tensor *q, Tensor *k, Tensor *v, int heads, float scale);
 
 // ---- normalisation (autograd/op_norm.c) --------------------------------------------------------
 // torch.nn.GroupNorm: x [N, C, ...], groups divides C, gamma/beta [C] or NULL, biased variance.
@@ -53,16 +56,21 @@ Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *
                                   Tensor *bias, int stride, int padding);
 // torch.nn.LayerNorm over the last dim: x [..., C], gamma/beta [C] or NULL.
 Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps);
+// x / (sqrt(sum over dim 1 of x^2) + eps), x [N, C, ...]: unit channel vectors at every position
+// (lpips.normalize_tensor; autograd/op_channel_norm.c).
+Tensor *op_channel_normalize(Tensor *x, float eps);
 
 // ---- activations (autograd/op_activation.c) --------------------------------------------------
 Tensor *op_silu(Tensor *x);
 Tensor *op_gelu(Tensor *x, bool tanh_approx);       // erf form when !tanh_approx (PyTorch default)
+Tensor *op_quick_gelu(Tensor *x);                    // x * sigmoid(1.702 x) (CLIP's QuickGELU)
 // diffusers GEGLU after its projection: x [..., 2C] -> hidden, gate = chunk(2, -1); hidden * gelu(gate).
 Tensor *op_geglu(Tensor *x);
 Tensor *op_relu(Tensor *x);
 Tensor *op_leaky_relu(Tensor *x, float slope);
 Tensor *op_softmax(Tensor *x);                        // over the last dim
 Tensor *op_clamp(Tensor *x, float lo, float hi);      // gradient 0 outside [lo, hi]
+Tensor *op_exp(Tensor *x);                            // e^x (expf; inf past ~88.7)
 
 // ---- elementwise and shape (autograd/op_elementwise.c, op_shape.c) -------------------------------
 // NumPy/PyTorch broadcasting (align from the right, size-1 dims expand).
@@ -77,6 +85,10 @@ Tensor *op_add_into(Tensor *y, Tensor *b);
 Tensor *op_scale_add_into(Tensor *y, float s, Tensor *b);
 Tensor *op_scale(Tensor *x, float s);                 // s * x
 Tensor *op_add_scalar(Tensor *x, float s);            // x + s
+// The diagonal-Gaussian posterior sample (diffusers DiagonalGaussianDistribution.sample with the noise
+// given): mean + exp(0.5 * logvar) * eps, elementwise; all three the same shape. Gradients to each
+// input that requires one (eps is usually a constant). No clamping: the VAE clamps logvar first.
+Tensor *op_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps);
 Tensor *op_concat(Tensor *const *xs, int n, int dim);
 // Split x along dim into n pieces of the given sizes (sum == x's dim); writes out[0..n-1].
 void op_split(Tensor *x, int dim, int n, const int64_t *sizes, Tensor **out);
@@ -86,7 +98,13 @@ Tensor *op_reshape(Tensor *x, int ndim, const int64_t *shape);
 Tensor *op_permute(Tensor *x, const int *perm);      // copy into the permuted layout
 Tensor *op_pad2d(Tensor *x, int left, int right, int top, int bottom);  // zero padding, NCHW
 Tensor *op_upsample_nearest2x(Tensor *x);            // NCHW, F.interpolate(scale_factor=2, 'nearest')
+// y[n, c, i, j] = x[n, c, src_y[i], src_x[j]] for NCHW x: [N, C, out_h, out_w], indices in range
+// (copied). One gather for nearest resizes, reflect padding and crops (layers/). The gradient of an
+// input pixel sums the output pixels that read it, in row-major output order (deterministic).
+Tensor *op_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w);
 Tensor *op_global_avg_pool(Tensor *x);               // [N, C, H, W] -> [N, C]
+// torch.nn.MaxPool2d(kernel, stride), no padding, floor sizes; NCHW (autograd/op_pool.c).
+Tensor *op_max_pool2d(Tensor *x, int kernel, int stride);
 // Rows of table [V, D] selected by ids (n of them, each in [0, V)) -> [n, D].
 Tensor *op_embedding(Tensor *table, const int64_t *ids, int n);
 // diffusers get_timestep_embedding(timesteps, dim, flip_sin_to_cos, downscale_freq_shift,

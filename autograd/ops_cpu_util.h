@@ -1,41 +1,19 @@
 // Small helpers shared by the pointwise/shape/norm/loss ops (op_norm.c, op_activation.c,
 // op_elementwise.c, op_shape.c, op_reduce.c, op_loss.c, op_matmul.c): device dispatch checks, axis
-// normalisation, OpenMP thread ids, contiguous strides, gradient accumulation. Header-only, static inline.
+// normalisation, contiguous strides, gradient accumulation (threading: autograd/parallel.h). Header-only,
+// static inline.
 #pragma once
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/kernel_math.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-// Activation kinds, numbered as the CUDA kernels number them (autograd/cuda/activation.cu), and the
-// CPU loops of op_activation.c, for ops that apply an activation inside a fused op (op_group_norm_silu).
-typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP } ActKind;
+// The CPU loops of op_activation.c (ActKind and the formulas: autograd/kernel_math.h), for ops that
+// apply an activation inside a fused op (op_group_norm_silu).
 // y = act(x) over n elements (=; y may be x). p0: leaky slope or clamp lo; p1: clamp hi.
 void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n);
 // gx += act'(x) * g over n elements (+=).
 void act_cpu_grad(ActKind kind, float p0, float p1, const float *x, const float *g, float *gx, int64_t n);
-
-// Element count above which the simple elementwise loops go parallel (below it, thread start-up
-// costs more than the loop).
-#define OPS_PARALLEL_MIN 32768
-
-static inline int ops_max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static inline int ops_thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 
 // Axis `dim` of t (negative counts from the end) as 0..ndim-1, or fatal naming op and the shape.
@@ -59,6 +37,23 @@ static inline void ops_strides(int ndim, const int64_t *shape, int64_t *strides)
         strides[i] = s;
         s *= shape[i];
     }
+}
+
+// sum_i reduce_term(kind, p[i], t[i]) over n elements in double (t unused, may be NULL, for REDUCE_SUM
+// and REDUCE_SQUARES): op_sum / op_mean, the point losses and the gradient norm. Returns the value.
+static inline double ops_reduce_cpu(ReduceKind kind, const float *p, const float *t, int64_t n) {
+    double s = 0;
+    switch (kind) {  // a loop per kind with the kind a constant: no branch inside
+#define OPS_REDUCE_LOOP(K)                                                     \
+    case K:                                                                    \
+        _Pragma("omp parallel for reduction(+ : s) if (n > OPS_PARALLEL_MIN)") \
+        for (int64_t i = 0; i < n; i++) s += reduce_term(K, p[i], t ? t[i] : 0.0f); \
+        break;
+        OPS_REDUCE_LOOP(REDUCE_SUM) OPS_REDUCE_LOOP(REDUCE_SQUARED_DIFF) OPS_REDUCE_LOOP(REDUCE_ABS_DIFF)
+        OPS_REDUCE_LOOP(REDUCE_SQUARES)
+#undef OPS_REDUCE_LOOP
+    }
+    return s;
 }
 
 // dst[i] += src[i] over n floats (the usual "add the gradient back" step).

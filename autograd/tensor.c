@@ -1,63 +1,14 @@
-// Tensors, the activation arena, half-precision conversion and error helpers.
+// Tensors, the activation arena and half-precision conversion.
 #include "autograd/tensor.h"
 
 #include "autograd/block_cache.h"
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/parallel.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
-
-// ---- errors -------------------------------------------------------------------------------------
-void dod_fatal(const char *where, const char *fmt, ...) {
-    fflush(stdout);
-    fprintf(stderr, "dod: %s: ", where);
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n");
-    exit(1);
-}
-
-static void oom(size_t bytes, const char *what) {
-    dod_fatal("out of memory", "asked for %zu bytes (%.2f GiB) for %s", bytes,
-              bytes / (1024.0 * 1024.0 * 1024.0), what ? what : "?");
-}
-
-void *dod_malloc(size_t bytes, const char *what) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) oom(bytes, what);
-    return p;
-}
-
-void *dod_calloc(size_t bytes, const char *what) {
-    void *p = calloc(1, bytes ? bytes : 1);
-    if (!p) oom(bytes, what);
-    return p;
-}
-
-double dod_now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-double dod_peak_rss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;  // Linux: KiB
-}
-
-bool dod_env_flag(const char *name, bool dflt) {
-    const char *v = getenv(name);
-    if (!v || !v[0]) return dflt;
-    return strcmp(v, "0") != 0;
-}
 
 const char *dtype_name(DType dt) {
     switch (dt) {
@@ -113,7 +64,7 @@ static size_t arena_peak_bytes, arena_total_bytes;
 // Host activation-gradient buffers (see tensor_grad): cached, since they come and go every step.
 static void *host_raw_alloc(size_t bytes, const char *what) {
     void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) oom(bytes, what);
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) dod_out_of_memory(bytes, what);
     return p;
 }
 static BlockCache host_grad_cache = {.raw_alloc = host_raw_alloc, .align = 64};
@@ -138,7 +89,7 @@ static ArenaBlock *arena_new_block(size_t size, size_t base) {
     ArenaBlock *b = dod_calloc(sizeof *b, "arena block header");
     b->size = size;
     b->base = base;
-    if (posix_memalign((void **)&b->mem, 64, size) != 0) oom(size, "activation arena block");
+    if (posix_memalign((void **)&b->mem, 64, size) != 0) dod_out_of_memory(size, "activation arena block");
     arena_total_bytes += size;
     return b;
 }
@@ -414,10 +365,10 @@ const float *tensor_f32(const Tensor *t) {
     float *out = arena_alloc((size_t)t->numel * 4, "widened half tensor");
     const uint16_t *h = (const uint16_t *)t->data;
     if (t->dtype == DT_BF16) {
-#pragma omp parallel for if (t->numel > 65536)
+#pragma omp parallel for if (t->numel > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < t->numel; i++) out[i] = bf16_to_f32(h[i]);
     } else if (t->dtype == DT_F16) {
-#pragma omp parallel for if (t->numel > 65536)
+#pragma omp parallel for if (t->numel > OPS_PARALLEL_MIN)
         for (int64_t i = 0; i < t->numel; i++) out[i] = f16_to_f32(h[i]);
     } else {
         dod_fatal("tensor_f32", "tensor %s has dtype %s, which has no float view",
@@ -468,7 +419,7 @@ void tensor_store_f32(Tensor *t, const float *y) {
     }
     uint16_t *h = t->data;
     bool bf = t->dtype == DT_BF16;
-#pragma omp parallel for if (t->numel > 65536)
+#pragma omp parallel for if (t->numel > OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < t->numel; i++) h[i] = bf ? f32_to_bf16(y[i]) : f32_to_f16(y[i]);
 }
 
@@ -504,6 +455,14 @@ bool tensor_same_shape(const Tensor *a, const Tensor *b) {
     for (int i = 0; i < a->ndim; i++)
         if (a->shape[i] != b->shape[i]) return false;
     return true;
+}
+
+float tensor_item(const Tensor *t) {
+    DOD_CHECK(t->numel == 1 && t->dtype == DT_F32, "tensor_item", "tensor %s (%s) is not a one-element f32 tensor",
+              tensor_label(t), dtype_name(t->dtype));
+    float v;
+    device_copy(&v, DEV_CPU, t->data, t->device, sizeof v);
+    return v;
 }
 
 int64_t tensor_dim(const Tensor *t, int d) {

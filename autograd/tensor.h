@@ -1,4 +1,4 @@
-// Dense N-d tensors, the activation arena, and error helpers.
+// Dense N-d tensors and the activation arena (errors, allocation and clocks: autograd/base.h).
 //
 // Every tensor is contiguous, row-major (NCHW for images). Storage dtype is f32, f16 or bf16;
 // compute is always f32: ops read half-precision tensors through tensor_f32() which widens
@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "autograd/base.h"
 
 #define TENSOR_MAX_DIMS 6
 
@@ -41,20 +43,7 @@ typedef struct Tensor {
 // storage is a parameter's (persistent) or may be overwritten in place is decided on the owner.
 static inline Tensor *tensor_storage_owner(Tensor *t) { return t->view_of ? t->view_of : t; }
 
-// ---- errors ------------------------------------------------------------------------------
-// Print "dod: <where>: <message>" to stderr and exit(1). Never returns.
-void dod_fatal(const char *where, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-// Abort unless cond holds; `op` names the operation (or file/key) at fault.
-#define DOD_CHECK(cond, op, ...) do { if (!(cond)) dod_fatal((op), __VA_ARGS__); } while (0)
-// malloc/calloc that exit with "out of memory: asked for N bytes for <what>".
-void *dod_malloc(size_t bytes, const char *what);
-void *dod_calloc(size_t bytes, const char *what);
-// Seconds on the monotonic clock (for durations: rates, ETAs, timings).
-double dod_now_seconds(void);
-// Peak resident memory of this process so far, MiB.
-double dod_peak_rss_mib(void);
-// An on/off switch from the environment: unset or empty -> dflt, "0" -> false, anything else -> true.
-bool dod_env_flag(const char *name, bool dflt);
+// ---- names ---------------------------------------------------------------------------------------
 // "[2, 3, 4]" into buf (thread-unsafe static ring of 4 buffers when buf == NULL).
 const char *shape_str(const Tensor *t);
 const char *dtype_name(DType dt);
@@ -147,6 +136,9 @@ void tensor_release_grad(Tensor *t);
 void tensor_zero_grad(Tensor *t);      // memset grad to 0 if allocated
 bool tensor_same_shape(const Tensor *a, const Tensor *b);
 int64_t tensor_dim(const Tensor *t, int d);  // negative d counts from the end
+// The value of a one-element f32 tensor (a loss), on the host: copied back when t lives on CUDA (which
+// waits for the kernels that make it). Fatal naming t otherwise.
+float tensor_item(const Tensor *t);
 // Convert a persistent tensor's storage in place to dtype (f32 <-> f16/bf16), e.g. to keep frozen
 // weights in bf16. Gradients are unaffected (always f32).
 void tensor_convert_dtype(Tensor *t, DType dtype);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 #include "data/keyed_rng.h"
 
 static const char *kind_names[DEG_COUNT] = {"noise", "rain", "haze", "blur", "lowlight"};

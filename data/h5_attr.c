@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 // Opens attribute name of obj and checks its dataspace holds 1..cap elements in at most one
 // dimension. Returns the attribute (and *n) or -1 with the reason; 0 in *absent when it is absent.

@@ -12,13 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "autograd/limits.h"
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 #include "data/degrade.h"
 #include "data/h5_attr.h"
 #include "data/h5_image.h"
 #include "data/keyed_rng.h"
-#include "data/stale_tmp.h"
 
 struct H5ds {
     hid_t file;
@@ -327,7 +325,6 @@ void h5ds_close(H5ds *f) {
     free(f);
 }
 
-const char *h5ds_path(const H5ds *f) { return f->path; }
 int h5ds_n_tasks(const H5ds *f) { return f->n_tasks; }
 const H5dsTask *h5ds_task(const H5ds *f, int t) { return &f->tasks[t]; }
 
@@ -345,7 +342,7 @@ int h5ds_find_task(const H5ds *f, const char *name, char *err, size_t errlen) {
 
 // ---- reading samples -----------------------------------------------------------------------------
 // Opens the LQ or HQ dataset of a sample and checks it is uint8 [H, W, 3] within the image caps
-// (autograd/limits.h; the dimensions are checked as the 64-bit values the file holds). Returns the
+// (autograd/base.h; the dimensions are checked as the 64-bit values the file holds). Returns the
 // dataset (and its size) or -1 with a message.
 static hid_t open_image(H5ds *f, int t, int64_t i, int which, int *h, int *w, char *err, size_t errlen) {
     quiet_hdf5();
@@ -553,10 +550,14 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
 
 H5ds *h5ds_begin_write(const char *final_path, int append, char *err, size_t errlen) {
     quiet_hdf5();
-    char tmp[4200], reason[256], out_dir[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", final_path, (int)getpid());
-    // the temp files of this output that a killed dod-data left (data/stale_tmp.h)
+    char tmp[4200], reason[256];
+    if (fs_temp_path(final_path, tmp, sizeof tmp)) {
+        snprintf(err, errlen, "%.3000s: path too long", final_path);
+        return NULL;
+    }
+    // the temp files of this output that a killed dod-data left (fs_remove_stale_tmp)
     const char *slash = strrchr(final_path, '/'), *name = slash ? slash + 1 : final_path;
+    char out_dir[4200];
     snprintf(out_dir, sizeof out_dir, "%.*s", slash ? (int)(slash - final_path) + (slash == final_path) : 1,
              slash ? final_path : ".");
     fs_remove_stale_tmp(out_dir, &name, 1, "dod-data");
@@ -749,15 +750,7 @@ int h5ds_commit(H5ds *f, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: closing %s failed: %s", f->path, f->tmp_path, hdf5_reason(reason));
         rc = -1;
     }
-    int fd = rc ? -1 : open(f->tmp_path, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);   // the data is on disk before the name points at it
-        close(fd);
-    }
-    if (!rc && rename(f->tmp_path, f->path) != 0) {
-        snprintf(err, errlen, "%s: cannot rename %s into place: %s", f->path, f->tmp_path, strerror(errno));
-        rc = -1;
-    }
+    if (!rc && fs_commit_temp(f->tmp_path, f->path, err, errlen)) rc = -1;
     if (rc) unlink(f->tmp_path);
     free(f);
     return rc;

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 static const char *filter_name(H5Z_filter_t id) {
     switch (id) {

@@ -13,8 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/limits.h"
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 #include "data/degrade.h"
 #include "data/h5ds.h"
 #include "data/image.h"
@@ -324,7 +323,6 @@ Loader *loader_open(const LoaderConfig *cfg, char *err, size_t errlen) {
     return L;
 }
 
-int loader_batch_size(const Loader *L) { return L->batch_n; }
 int64_t loader_task_samples(const Loader *L, int task) { return h5ds_task(L->file, L->file_task[task])->count; }
 
 static void swap_buffers(Batch *a, Batch *b) {

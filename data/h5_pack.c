@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 #include "data/keyed_rng.h"
 #include "data/pairing.h"
 

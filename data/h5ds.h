@@ -52,11 +52,10 @@ typedef struct {
 // task holds, sigmas are finite and in (0, 255]. NULL with a message naming the file (and the
 // group and attribute at fault) when it is missing, not HDF5, corrupt, a foreign HDF5 file, or from
 // a newer format version. Soft and external links are never followed.
-// Sample images are checked when read: uint8 [H, W, 3] within the image caps of autograd/limits.h,
+// Sample images are checked when read: uint8 [H, W, 3] within the image caps of autograd/base.h,
 // stored in a layout data/h5_image.h accepts, every byte written.
 H5ds *h5ds_open(const char *path, char *err, size_t errlen);
 void h5ds_close(H5ds *f);
-const char *h5ds_path(const H5ds *f);
 int h5ds_n_tasks(const H5ds *f);
 const H5dsTask *h5ds_task(const H5ds *f, int t);
 // Index of the task called name, or -1 (and, when err is given, a message listing the tasks).

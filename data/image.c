@@ -21,8 +21,7 @@
 #include <stb_image_resize.h>
 #pragma GCC diagnostic pop
 
-#include "autograd/limits.h"
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 // JPEG Huffman tables (DHT segments) whose 16 code counts add up to more than 256 symbols: the
 // stb_image of Debian 12 (v2.27) copies that many values into a 256-entry table (heap corruption;
@@ -197,18 +196,16 @@ void image_free(Image *img) {
 
 int image_save_png(const char *path, const Image *img, char *err, size_t errlen) {
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    if (fs_temp_path(path, tmp, sizeof tmp)) {
+        snprintf(err, errlen, "%.3000s: cannot write PNG: path too long", path);
+        return -1;
+    }
     if (!stbi_write_png(tmp, img->w, img->h, img->c, img->pix, img->w * img->c)) {
         snprintf(err, errlen, "%s: cannot write PNG (via %s)", path, tmp);
         unlink(tmp);
         return -1;
     }
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    return fs_commit_temp(tmp, path, err, errlen);
 }
 
 Image image_resize(const Image *src, int w, int h) {

@@ -59,7 +59,6 @@ int loader_parse_tasks(LoaderConfig *cfg, const char *spec, char *err, size_t er
 // and starts the threads. NULL with a message on error.
 Loader *loader_open(const LoaderConfig *cfg, char *err, size_t errlen);
 void loader_close(Loader *L);
-int loader_batch_size(const Loader *L);
 int64_t loader_task_samples(const Loader *L, int task);   // samples in the file of config task `task`
 
 // Allocates (=) a batch of the loader's shape; loader_get fills it. batch_free releases it.

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 static char *dup_str(const char *s) {
     size_t n = strlen(s) + 1;

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 
 #include "data/degrade.h"
-#include "data/fileio.h"
+#include "autograd/base.h"
 #include "data/h5ds.h"
 #include "data/image.h"
 #include "data/pack.h"
@@ -294,6 +294,7 @@ static int cmd_export(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-data")) return 0;
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

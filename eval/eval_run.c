@@ -1,24 +1,53 @@
 // Evaluation of a model on dataset tasks (see eval/eval_run.h).
 #include "eval/eval_run.h"
 
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable", "size mismatch", "model error",
                                                           "metric error", "save error"};
 
+void eval_set_dir_name(const char *label, char *buf, size_t len) {
+    snprintf(buf, len, "%s", label);
+    for (char *c = buf; *c; c++)
+        if (*c == ' ' || *c == '/') *c = '_';   // a label is a column title; keep paths plain
+}
+
+void eval_scores_add(EvalScores *s, const EvalImage *im) {
+    s->images++;
+    s->psnr += im->psnr;
+    s->ssim += im->ssim;
+    s->psnr_input += im->psnr_input;
+    s->ssim_input += im->ssim_input;
+    s->lpips += im->lpips;
+    s->seconds += im->seconds;
+}
+
+void eval_scores_finish(EvalScores *s) {
+    double n = s->images ? (double)s->images : NAN;
+    s->psnr /= n;
+    s->ssim /= n;
+    s->psnr_input /= n;
+    s->ssim_input /= n;
+    s->lpips /= n;
+    s->seconds /= n;
+}
+
+void eval_images_free(EvalImages *k) {
+    image_free(&k->lq);
+    image_free(&k->out);
+    image_free(&k->hq);
+}
+
 #ifdef DOD_HAVE_HDF5
-#include <errno.h>
-#include <math.h>
 #include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "autograd/cuda/cuda_backend.h"
-#include "data/h5ds.h"
 #include "data/sample_noise.h"
 #include "eval/grid.h"
-#include "data/fileio.h"
+#include "eval/lpips_metric.h"
 
 // Formats into buf (=); vsnprintf, since a truncated message is still a useful message.
 static void fmt_into(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -154,32 +183,27 @@ static int sample_name(H5ds *f, int t, int64_t i, const EvalImage *prev, int n_p
     return 0;
 }
 
-// Grid rows kept for the set's grid: input, output, ground truth.
-typedef struct {
-    Image cells[3];
-} GridRow;
-
-static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, EvalImage *im, const char *set_dir,
-                     GridRow *keep) {
-    const EvalSet *es = &r->set;
+void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage *im, EvalImages *keep) {
+    if (keep) memset(keep, 0, sizeof *keep);
+    im->psnr_input = im->ssim_input = im->lpips = NAN;
     Image lq = {0}, hq = {0};
     char why[EVAL_ERR_LEN];
     const H5dsTask *task = h5ds_task(f, t);
-    int rc = task->lq_mode == LQ_GAUSSIAN_NOISE ? h5ds_read_sample(f, t, im->index, &lq, &hq, why, sizeof why)
-                                                : h5ds_read_image(f, t, im->index, H5DS_HQ, &hq, why, sizeof why);
-    if (!rc && task->lq_mode != LQ_GAUSSIAN_NOISE && (rc = h5ds_read_image(f, t, im->index, H5DS_LQ, &lq, why, sizeof why)))
+    int rc = task->lq_mode == LQ_GAUSSIAN_NOISE ? h5ds_read_sample(f, t, i, &lq, &hq, why, sizeof why)
+                                                : h5ds_read_image(f, t, i, H5DS_HQ, &hq, why, sizeof why);
+    if (!rc && task->lq_mode != LQ_GAUSSIAN_NOISE && (rc = h5ds_read_image(f, t, i, H5DS_LQ, &lq, why, sizeof why)))
         image_free(&hq);
     if (rc) {
         im->status = EVAL_UNREADABLE;
-        fmt_into(im->err, sizeof im->err, "%s (%s): %s", es->label, im->name, why);
+        fmt_into(im->err, sizeof im->err, "%s", why);
         return;
     }
     im->w = hq.w;
     im->h = hq.h;
     if (lq.w != hq.w || lq.h != hq.h) {
         im->status = EVAL_SIZE;
-        fmt_into(im->err, sizeof im->err, "%s (%s): %s: task %s sample %08lld: input %dx%d but ground truth %dx%d (WxH)",
-                 es->label, im->name, es->path, es->task, (long long)im->index, lq.w, lq.h, hq.w, hq.h);
+        fmt_into(im->err, sizeof im->err, "task %s sample %08lld: input %dx%d but ground truth %dx%d (WxH)", task->name,
+                 (long long)i, lq.w, lq.h, hq.w, hq.h);
         image_free(&lq);
         image_free(&hq);
         return;
@@ -191,40 +215,64 @@ static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, 
     im->seconds = dod_now_seconds() - t0;
     if (rc) {
         im->status = EVAL_MODEL;
-        fmt_into(im->err, sizeof im->err, "%s (%s, %dx%d): %s", es->label, im->name, hq.w, hq.h, why);
     } else {
         restore_output_to_unit(out, n, out);
         restore_image_to_unit(&hq, gt);
-        if (metrics_pair_f32(out, gt, hq.h, hq.w, 3, METRIC_CHW, &es->metrics, &im->psnr, &im->ssim, why, sizeof why)) {
-            im->status = EVAL_METRIC;
-            fmt_into(im->err, sizeof im->err, "%s (%s, %dx%d): %s", es->label, im->name, hq.w, hq.h, why);
+        rc = metrics_pair_f32(out, gt, hq.h, hq.w, 3, METRIC_CHW, &o->metrics, &im->psnr, &im->ssim, why, sizeof why);
+        if (!rc && o->lpips) rc = lpips_metric_f32(o->lpips, out, gt, hq.h, hq.w, METRIC_CHW, &im->lpips, why, sizeof why);
+        if (!rc && o->score_input) {   // the degraded input, scored the same way
+            float *in = dod_malloc(sizeof(float) * n, "degraded input");
+            restore_image_to_unit(&lq, in);
+            rc = metrics_pair_f32(in, gt, hq.h, hq.w, 3, METRIC_CHW, &o->metrics, &im->psnr_input, &im->ssim_input, why,
+                                  sizeof why);
+            free(in);
         }
+        if (rc) im->status = EVAL_METRIC;
     }
-    if (!im->status && set_dir) {
-        Image out8 = restore_unit_to_image(out, hq.h, hq.w);
-        char path[4600];
-        const char *sub[3] = {"input", "restored", "gt"};
-        const Image *img[3] = {&lq, &out8, &hq};
-        for (int k = 0; k < 3 && !im->status; k++) {
-            if (k != 1 && !o->save_inputs) continue;
-            snprintf(path, sizeof path, "%s/%s/%s.png", set_dir, sub[k], im->name);
-            if (image_save_png(path, img[k], why, sizeof why)) {
-                im->status = EVAL_SAVE;
-                fmt_into(im->err, sizeof im->err, "%s (%s): %s", es->label, im->name, why);
-            }
-        }
-        if (keep) {
-            keep->cells[1] = out8;
-            keep->cells[0] = lq;
-            keep->cells[2] = hq;
-            lq = hq = out8 = (Image){0};
-        }
-        image_free(&out8);
+    if (im->status) {
+        fmt_into(im->err, sizeof im->err, "%s", why);
+    } else if (keep) {
+        keep->out = restore_unit_to_image(out, hq.h, hq.w);
+        keep->lq = lq;
+        keep->hq = hq;
+        lq = hq = (Image){0};
     }
     free(out);
     free(gt);
     image_free(&lq);
     image_free(&hq);
+}
+
+// One image of a set: eval_image, the problem named with the set and image, PNGs saved under set_dir
+// (NULL: none). keep (may be NULL): the images for the set's grid, when scored.
+static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, EvalImage *im, const char *set_dir,
+                     EvalImages *keep) {
+    const EvalSet *es = &r->set;
+    EvalImageOptions io = {.model = o->model, .tiles = o->tiles, .metrics = es->metrics, .lpips = o->lpips};
+    EvalImages imgs;
+    eval_image(&io, f, t, im->index, im, set_dir ? &imgs : NULL);
+    char why[EVAL_ERR_LEN];
+    if (im->status) {
+        snprintf(why, sizeof why, "%s", im->err);
+        if (im->status == EVAL_SIZE) fmt_into(im->err, sizeof im->err, "%s (%s): %s: %s", es->label, im->name, es->path, why);
+        else if (im->status == EVAL_UNREADABLE) fmt_into(im->err, sizeof im->err, "%s (%s): %s", es->label, im->name, why);
+        else fmt_into(im->err, sizeof im->err, "%s (%s, %dx%d): %s", es->label, im->name, im->w, im->h, why);
+        return;
+    }
+    if (!set_dir) return;
+    char path[4600];
+    const char *sub[3] = {"input", "restored", "gt"};
+    const Image *img[3] = {&imgs.lq, &imgs.out, &imgs.hq};
+    for (int k = 0; k < 3 && !im->status; k++) {
+        if (k != 1 && !o->save_inputs) continue;
+        snprintf(path, sizeof path, "%s/%s/%s.png", set_dir, sub[k], im->name);
+        if (image_save_png(path, img[k], why, sizeof why)) {
+            im->status = EVAL_SAVE;
+            fmt_into(im->err, sizeof im->err, "%s (%s): %s", es->label, im->name, why);
+        }
+    }
+    if (keep) *keep = imgs;   // kept for the grid even when a PNG failed (the image was scored)
+    else eval_images_free(&imgs);
 }
 
 int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err, size_t errlen) {
@@ -243,9 +291,9 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         }
         char set_dir[4300] = "";
         if (o->save_dir) {
-            snprintf(set_dir, sizeof set_dir, "%s/%s", o->save_dir, es->label);
-            for (char *c = set_dir + strlen(o->save_dir) + 1; *c; c++)
-                if (*c == ' ' || *c == '/') *c = '_';   // a label is a column title; keep paths plain
+            char name[sizeof es->label];
+            eval_set_dir_name(es->label, name, sizeof name);
+            snprintf(set_dir, sizeof set_dir, "%s/%s", o->save_dir, name);
             const char *sub[3] = {"restored", "input", "gt"};
             char d[4400];
             for (int k = 0; k < (o->save_inputs ? 3 : 1); k++) {
@@ -258,8 +306,7 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         }
         r->images = dod_calloc(sizeof(EvalImage) * (size_t)(r->n_images ? r->n_images : 1), "evaluation results");
         int n_rows = o->save_dir ? (o->grid_rows < r->n_images ? o->grid_rows : r->n_images) : 0;
-        GridRow *rows = dod_calloc(sizeof(GridRow) * (size_t)(n_rows ? n_rows : 1), "grid rows");
-        double seconds = 0;
+        EvalImages *rows = dod_calloc(sizeof(EvalImages) * (size_t)(n_rows ? n_rows : 1), "grid rows");
         for (int i = 0; i < r->n_images; i++) {
             EvalImage *im = &r->images[i];
             im->index = i;
@@ -271,36 +318,30 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
                 eval_one(o, f, t, r, im, o->save_dir ? set_dir : NULL, i < n_rows ? &rows[i] : NULL);
             }
             r->problems[im->status]++;
-            if (im->status == EVAL_OK) {
-                r->n_scored++;
-                r->psnr += im->psnr;
-                r->ssim += im->ssim;
-                seconds += im->seconds;
-            }
+            if (im->status == EVAL_OK) eval_scores_add(&r->scores, im);
             pg.done++;
             progress_draw(&pg, es->label, i + 1 == r->n_images);
         }
         h5ds_close(f);
-        if (r->n_scored) {
-            r->psnr /= r->n_scored;
-            r->ssim /= r->n_scored;
-            r->seconds_per_image = seconds / r->n_scored;
-        } else {
-            r->psnr = r->ssim = r->seconds_per_image = NAN;
-        }
+        eval_scores_finish(&r->scores);
+        r->has_lpips = o->lpips != NULL;
         r->peak_rss_mib = dod_peak_rss_mib();
         double arena_bytes = (double)arena_peak();
         if (o->model_device == DEV_CUDA) arena_bytes += (double)dod_cuda_mem_stats().arena_peak_bytes;
         r->arena_peak_mib = arena_bytes / (1024.0 * 1024.0);
-        not_scored += r->n_images - r->n_scored;
+        not_scored += r->n_images - r->scores.images;
         // the grid of the first rows that were scored (a row is kept only when its image was)
         int kept = 0;
-        for (int k = 0; k < n_rows; k++) kept += rows[k].cells[0].pix != NULL;
+        for (int k = 0; k < n_rows; k++) kept += rows[k].lq.pix != NULL;
         if (kept) {
             const Image **cells = dod_calloc(sizeof(Image *) * 3 * (size_t)kept, "grid cells");
             for (int k = 0, j = 0; k < n_rows; k++)
-                if (rows[k].cells[0].pix)
-                    for (int c = 0; c < 3; c++) cells[3 * j + c] = &rows[k].cells[c], j += c == 2;
+                if (rows[k].lq.pix) {
+                    cells[3 * j] = &rows[k].lq;
+                    cells[3 * j + 1] = &rows[k].out;
+                    cells[3 * j + 2] = &rows[k].hq;
+                    j++;
+                }
             Image grid = grid_make(cells, kept, 3);
             char path[4400], why[EVAL_ERR_LEN];
             snprintf(path, sizeof path, "%s/grid.png", set_dir);
@@ -313,8 +354,7 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
             image_free(&grid);
             free(cells);
         }
-        for (int k = 0; k < n_rows; k++)
-            for (int c = 0; c < 3; c++) image_free(&rows[k].cells[c]);
+        for (int k = 0; k < n_rows; k++) eval_images_free(&rows[k]);
         free(rows);
     }
     if (pg.mode == 1) fprintf(stderr, "\n");

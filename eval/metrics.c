@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 #include "eval/ssim.h"
 
 int metrics_profile_parse(const char *name, MetricProfile *out) {

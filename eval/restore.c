@@ -57,7 +57,7 @@ void restore_image_to_unit(const Image *img, float *out) {
 }
 
 // Runs m on the th x tw crop at (y0, x0) of the CHW input (H x W); writes (=) the output crop.
-static int restore_crop(TrainModel *m, const float *in, int H, int W, int y0, int x0, int th, int tw, float *out,
+static int restore_crop(Model *m, const float *in, int H, int W, int y0, int x0, int th, int tw, float *out,
                         char *err, size_t errlen) {
     Tensor *x = tensor_new4(1, 3, th, tw);
     float *xd = tensor_data_f32(x);
@@ -86,7 +86,7 @@ static int restore_crop(TrainModel *m, const float *in, int H, int W, int y0, in
     return 0;
 }
 
-int restore_image(TrainModel *m, const Image *img, const TileOptions *t, float *out_chw, int *n_tiles, char *err,
+int restore_image(Model *m, const Image *img, const TileOptions *t, float *out_chw, int *n_tiles, char *err,
                   size_t errlen) {
     const int H = img->h, W = img->w;
     const size_t plane = (size_t)H * W;

@@ -1,6 +1,6 @@
-// Restoring one full image with a TrainModel in evaluation mode, whole or in overlapping tiles, and
+// Restoring one full image with a Model in evaluation mode, whole or in overlapping tiles, and
 // the conversions between 8-bit images, the model's [-1, 1] planar tensors and the [0, 1] planar
-// images the metrics score. Shared by `dod-eval run` and training validation (train/validate.c).
+// images the metrics score. Shared by `dod-eval run` and training validation (eval/validate.c).
 //
 // Tiling (docs/evaluation.md): an image whose height or width exceeds tile is cut, along each such
 // axis, into tiles of `tile` pixels starting at 0, tile - overlap, 2 (tile - overlap), ..., the
@@ -17,7 +17,7 @@
 #include <stddef.h>
 
 #include "data/image.h"
-#include "train/train_model.h"
+#include "layers/model.h"
 
 typedef struct {
     int tile;      // 0: never tile; else tile side in pixels, a multiple of 8
@@ -41,7 +41,7 @@ void restore_image_to_unit(const Image *img, float *out);
 // the model returned them (unclamped, [-1, 1] scale). *n_tiles (may be NULL) receives the tile
 // count. Rewinds the activation arena after every tile. 0, or -1 with a message when the model
 // returns a wrong shape or non-finite values.
-int restore_image(TrainModel *m, const Image *img, const TileOptions *t, float *out_chw, int *n_tiles, char *err,
+int restore_image(Model *m, const Image *img, const TileOptions *t, float *out_chw, int *n_tiles, char *err,
                   size_t errlen);
 // Model output ([-1, 1] CHW) -> the [0, 1] CHW image the metrics score: (x + 1) / 2 clamped (=).
 void restore_output_to_unit(const float *out_chw, size_t n, float *unit_chw);

@@ -9,7 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "autograd/tensor.h"
+#include "autograd/base.h"
 
 // ---- scikit-image 0.19, float32 -----------------------------------------------------------------
 // What skimage computes for float32 input (see docs/metrics.md): ux = uniform_filter(x) etc., where

@@ -8,6 +8,7 @@
 
 #include "layers/dod_extract_vae.h"
 #include "layers/dod_model_util.h"
+#include "layers/sd_prompt.h"
 #include "layers/sd_random.h"
 
 DodModelConfig dod_model_default_config(int stage) {
@@ -35,14 +36,13 @@ static void check_config(const DodModelConfig *c) {
               "frozen weight dtype must be f32 or bf16, got %s", dtype_name(c->frozen_dtype));
     DOD_CHECK(c->lora_rank > 0 && c->lora_alpha > 0, who, "LoRA rank %d and alpha %g must be positive", c->lora_rank,
               c->lora_alpha);
-    DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_EXTERNAL ||
-                  c->extractor == DOD_EXTRACTOR_VAE,
-              who, "unknown extractor kind %d (cnn, external or vae)", (int)c->extractor);
+    DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_VAE, who,
+              "unknown extractor kind %d (cnn or vae)", (int)c->extractor);
     DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
-    DOD_CHECK(c->lpips_weight == 0.0f, who,
-              "lpips_weight %g: the LPIPS loss is not implemented yet, the weight must be 0", c->lpips_weight);
-    DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0, who, "loss weights must be >= 0 (mse %g, ssim %g)",
-              c->mse_weight, c->ssim_weight);
+    DOD_CHECK(c->lpips_weight == 0.0f || c->lpips, who,
+              "lpips_weight %g needs an LPIPS network (DodModelConfig.lpips, layers/lpips.h)", c->lpips_weight);
+    DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0 && c->lpips_weight >= 0, who,
+              "loss weights must be >= 0 (mse %g, ssim %g, lpips %g)", c->mse_weight, c->ssim_weight, c->lpips_weight);
     DOD_CHECK(c->stage == 2 || c->ssim_weight == 0.0f, who, "ssim_weight %g is a stage-2 loss; stage 1 needs 0",
               c->ssim_weight);
 }
@@ -96,6 +96,31 @@ static bool unet_hook_needs_input(void *ctx, const char *layer) {
     return strcmp(layer, "conv_in") == 0 || lora_hook_needs_input(m->unet_lora, layer);
 }
 
+// m->prompt and m->negative_prompt as the config says (dod_model.h), D wide (the UNet's cross_attention_dim).
+static void load_prompts(DodModel *m, int D) {
+    const DodModelConfig *c = &m->cfg;
+    const char *who = "dod_model_create";
+    bool negative = c->negative_prompt && c->negative_prompt[0];
+    if (c->prompt_path) m->prompt = dod_load_prompt(c->prompt_path, D);
+    if (c->zero_prompt && !c->prompt_path) {  // benchmarks (dod_model.h)
+        int64_t shape[2] = {77, D};
+        m->prompt = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
+    }
+    if (m->prompt && !negative) return;
+    SdPromptEmbeds e;
+    bool reused;
+    char err[2048];
+    if (sd_prompt_cached(c->base_model_dir, m->prompt ? "" : c->prompt, c->negative_prompt ? c->negative_prompt : "",
+                         c->prompt_cache_path, "prompt", &e, &reused, err, sizeof err))
+        dod_fatal(who, "%s", err);
+    DOD_CHECK(e.prompt->shape[1] == D, who, "%s/text_encoder: embeddings %ld wide, the UNet's cross_attention_dim is %d",
+              c->base_model_dir, (long)e.prompt->shape[1], D);
+    if (reused) fprintf(stderr, "dod: prompt embeddings from %s\n", c->prompt_cache_path);
+    if (m->prompt) tensor_free(e.prompt);
+    else m->prompt = e.prompt;
+    m->negative_prompt = e.negative;
+}
+
 // An owned f32 trainable copy of a frozen UNet tensor, registered as "unet.<name>".
 static Tensor *trainable_copy(DodModel *m, const char *name) {
     Tensor *src = params_require(m->unet->net.ps, name, "dod_model_create");
@@ -133,13 +158,7 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
         DOD_CHECK(m->unet->cfg.cross_attention_dim[i] == D, m->unet->cfg.path,
                   "cross_attention_dim differs per level (%d vs %d): one prompt embedding cannot feed both", D,
                   m->unet->cfg.cross_attention_dim[i]);
-    if (cfg->prompt_path) {
-        m->prompt = dod_load_prompt(cfg->prompt_path, D);
-    } else {
-        fprintf(stderr, "dod: warning: no prompt embedding given: using zeros [77, %d]\n", D);
-        int64_t shape[2] = {77, D};
-        m->prompt = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
-    }
+    load_prompts(m, D);
 
     m->params = params_new();
     m->conv_in_w = trainable_copy(m, "conv_in.weight");
@@ -184,6 +203,7 @@ void dod_model_free(DodModel *m) {
     lora_set_free(m->vae_lora);
     params_free(m->params);
     tensor_free(m->prompt);
+    tensor_free(m->negative_prompt);
     unet_free(m->unet);
     vae_free(m->vae);
     free(m);
@@ -196,14 +216,11 @@ void dod_model_to_device(DodModel *m, Device device) {
     params_to_device(m->vae->net.ps, device);
     params_to_device(m->params, device);
     tensor_move_to(m->prompt, device);
+    if (m->negative_prompt) tensor_move_to(m->negative_prompt, device);
     m->device = device;
 }
 
 int dod_model_trainable(const DodModel *m, Tensor **out, int cap) { return params_trainable(m->params, out, cap); }
-
-void dod_model_set_extractor(DodModel *m, DodExtractFn fn, void *ctx) {
-    dod_modulation_set_extractor(&m->mod, fn, ctx);
-}
 
 int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bool require_all) {
     return dod_load_into(m->params, path, prefix, require_all);
@@ -225,7 +242,7 @@ static Tensor *pipeline(DodModel *m, Tensor *lq, Tensor *eps, bool clamp) {
     if (eps) {
         DOD_CHECK(tensor_same_shape(eps, enc.mean), "dod_model_forward", "posterior noise %s, the latent is %s",
                   shape_str(eps), shape_str(enc.mean));
-        latent = dod_posterior_sample(enc.mean, enc.logvar, eps);
+        latent = op_posterior_sample(enc.mean, enc.logvar, eps);
     }
     float sf = vae->cfg.scaling_factor;
     Tensor *z = op_scale(latent, sf);
@@ -294,24 +311,20 @@ Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_
 Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m, lq, DOD_MODE_EVAL, 0); }
 
 // ---- losses ------------------------------------------------------------------------------------------
-DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
-    DOD_CHECK(tensor_same_shape(out, hq), "dod_model_loss", "output %s and target %s differ in shape",
-              shape_str(out), shape_str(hq));
-    DodLoss l = {.ssim = NAN, .lpips = NAN};
-    Tensor *mse = op_mse_loss(out, hq);
-    l.mse = dod_scalar_value(mse);
-    l.total = op_scale(mse, m->cfg.mse_weight);
-    // Stage 1's LPIPS term (weight 5 in the paper) joins here once a VGG LPIPS exists; check_config keeps
-    // lpips_weight at 0 until then.
-    if (m->cfg.stage == 2) {
-        Tensor *ssim = op_ssim(out, hq, 2.0f);
-        l.ssim = dod_scalar_value(ssim);
-        l.total = op_add(l.total, op_scale(op_add_scalar(op_scale(ssim, -1.0f), 1.0f), m->cfg.ssim_weight));
-    }
-    return l;
+// check_config keeps ssim_weight at 0 in stage 1 and gives a non-zero lpips_weight its network.
+static DodLossWeights loss_weights(const DodModel *m) {
+    return (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight, .lpips = m->cfg.lpips_weight,
+                            .lpips_net = m->cfg.lpips};
 }
+
+DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) { return dod_loss(out, hq, loss_weights(m)); }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
     Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
     return dod_model_loss(m, out, hq);
+}
+
+DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
+    Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
+    return dod_loss_terms(out, hq, loss_weights(m));
 }

@@ -22,6 +22,7 @@
 #include "autograd/ops.h"
 #include "autograd/params.h"
 #include "layers/dod_detail.h"
+#include "layers/dod_loss.h"
 #include "layers/dod_modulation.h"
 #include "layers/lora.h"
 #include "layers/unet.h"
@@ -36,25 +37,34 @@ typedef struct {
     bool random_base_weights;        // benchmarks: frozen UNet/VAE weights random from the configs alone
                                      // (layers/sd_random.h); base_model_dir needs no weight files then
     DType frozen_dtype;              // DT_F32 or DT_BF16: how the frozen UNet/VAE weights are stored
-    const char *prompt_path;         // safetensors holding one [L, D] (or [1, L, D]) tensor; NULL: zeros (warned)
+    // The prompt embedding (layers/sd_prompt.h): prompt_path, a safetensors file holding one [L, D] (or
+    // [1, L, D]) tensor, wins; otherwise `prompt` (NULL: "") is encoded with base_model_dir's tokenizer/
+    // and text_encoder/, through the cache file prompt_cache_path when given (NULL: none). The negative
+    // prompt (NULL: "") is encoded beside it; with a prompt_path only when negative_prompt is non-empty.
+    const char *prompt_path;
+    const char *prompt, *negative_prompt, *prompt_cache_path;
+    bool zero_prompt;                // benchmarks only: a zero [77, D] embedding and no text encoder (step
+                                     // time does not depend on the prompt); prompt_path still wins
     int stage;                       // 1 or 2
     int lora_rank;                   // 8
     float lora_alpha;                // = rank (s = 1)
-    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN, DOD_EXTRACTOR_VAE, or EXTERNAL (then dod_model_set_extractor)
+    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN or DOD_EXTRACTOR_VAE
     DodModulationConfig modulation;  // its rank is forced to lora_rank; defaults: dod_modulation_default_config
     int detail_growth;               // RRDB growth of the detail module: 32
     bool recompute;                  // activation recomputation in UNet, VAE and detail module
     bool clamp_train;                // clamp the train-mode output to [-1, 1] too (true, as OSEDiff's training)
     uint64_t seed;                   // init of every trainable tensor
-    // Loss weights. Stage 1: mse_weight * MSE + lpips_weight * LPIPS; LPIPS is not implemented yet, so
-    // lpips_weight must stay 0 (dod_model_create fails otherwise). Stage 2: mse_weight * MSE +
-    // ssim_weight * (1 - SSIM), SSIM on [-1, 1] images with data range 2.
+    // Loss weights of dod_model_loss (dod_loss). Stage 1: mse_weight * MSE + lpips_weight * LPIPS, the
+    // LPIPS network given in `lpips` (borrowed; dod_model_create fails for a weight without one). Stage 2:
+    // mse_weight * MSE + ssim_weight * (1 - SSIM), SSIM on [-1, 1] images with data range 2.
     float mse_weight, lpips_weight, ssim_weight;
+    Lpips *lpips;
 } DodModelConfig;
 
 // The public defaults for `stage` (1 or 2): f32 frozen weights, rank 8, alpha 8, cnn extractor, growth
-// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0 (5 once LPIPS exists)}, stage 2 {mse 1,
-// ssim 0.1}. base_model_dir and prompt_path are left for the caller.
+// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0: the public code's 5 needs an LPIPS
+// network, which the caller loads (layers/lpips.h)}, stage 2 {mse 1, ssim 0.1}. base_model_dir and
+// prompt_path are left for the caller.
 DodModelConfig dod_model_default_config(int stage);
 
 typedef struct {
@@ -65,6 +75,7 @@ typedef struct {
     double alpha_bar;              // alpha-bar at t = 999
     float x0_z, x0_pred;           // x0 = x0_z * z - x0_pred * prediction
     Tensor *prompt;                // [L, D] f32 (persistent, frozen)
+    Tensor *negative_prompt;       // [L, D] f32, the negative prompt's embedding (for the regulariser); may be NULL
     ParamStore *params;            // every tensor the model adds (trainable in its stage), owned
     Tensor *conv_in_w, *conv_in_b; // unet.conv_in.*: replace the frozen conv_in's output (see dod_model.c)
     LoraSet *unet_lora, *vae_lora;
@@ -77,7 +88,7 @@ typedef struct {
 // Loads the base model (frozen), creates and initialises every trainable tensor (LoRA per PEFT's
 // gaussian init, modulation and detail module per their init rules), sets requires_grad for the stage.
 // Fatal with the file / key at fault on any error (bad stage, missing files, prompt width not the UNet's
-// cross_attention_dim, lpips_weight != 0, unsupported prediction type).
+// cross_attention_dim, lpips_weight without an LPIPS network, unsupported prediction type).
 DodModel *dod_model_create(const DodModelConfig *cfg);
 void dod_model_free(DodModel *m);
 
@@ -85,13 +96,11 @@ ParamStore *dod_model_params(DodModel *m);
 // Moves every tensor of the model (frozen UNet/VAE weights, trainable tensors, the prompt embedding)
 // to `device` in place (tensor_move_to: pointers held elsewhere stay valid, gradients move too). On
 // CUDA the forward then expects its inputs there too (tensor_to_device), and its outputs and losses
-// are CUDA tensors (dod_scalar_value reads a loss back). Models are created on the CPU.
+// are CUDA tensors (tensor_item reads a loss back). Models are created on the CPU.
 void dod_model_to_device(DodModel *m, Device device);
 // The trainable tensors of the model's stage (requires_grad), in registration order, into out (cap
 // entries); returns how many there are.
 int dod_model_trainable(const DodModel *m, Tensor **out, int cap);
-// An external degradation extractor (cfg.extractor == DOD_EXTRACTOR_EXTERNAL).
-void dod_model_set_extractor(DodModel *m, DodExtractFn fn, void *ctx);
 
 // Copies (=) every tensor of the safetensors file whose name is `prefix` + a model tensor name into
 // that tensor (f32/f16/bf16 files; shapes must agree). Names in the file that are not model tensors are
@@ -111,14 +120,11 @@ Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps);
 // Validation: dod_model_forward(m, lq, DOD_MODE_EVAL, 0).
 Tensor *dod_model_restore(DodModel *m, Tensor *lq);
 
-typedef struct {
-    Tensor *total;     // the scalar to back-propagate
-    float mse;         // MSE(out, hq), unweighted
-    float ssim;        // SSIM(out, hq) (stage 2; NaN in stage 1)
-    float lpips;       // NaN until LPIPS exists
-} DodLoss;
-
-// The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors).
+// The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors): dod_loss
+// (layers/dod_loss.h) with the model's weights (SSIM only in stage 2, whose ssim_weight is > 0; LPIPS
+// when lpips_weight > 0, through cfg.lpips).
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq);
 // forward (TRAIN, noise from step_seed) + loss: what one training step back-propagates.
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);
+// The same step's loss terms left on the device (dod_loss_terms: nothing read back, no host sync).
+DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);

@@ -6,135 +6,48 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/cuda/cuda_backend.h"
-#include "autograd/finite.h"
-#include "layers/cuda/layers_cuda.h"
 #include "layers/safetensors.h"
-#include "layers/sd_blocks.h"
 
-// ---- posterior sample --------------------------------------------------------------------------------
-typedef struct {
-    const float *logvar, *eps;  // f32 views captured at forward time (arena or the tensors' own data)
-} PosteriorCtx;
-
-// grad_mean += g;  grad_logvar += g * eps * 0.5 * exp(0.5 * logvar)
-static void posterior_backward(AgNode *node) {
-    const PosteriorCtx *c = node->ctx;
-    const float *g = node->out->grad;
-    Tensor *mean = node->inputs[0], *logvar = node->inputs[1];
-    int64_t n = node->out->numel;
-    if (node->out->device == DEV_CUDA) {
-        cuda_posterior_sample_backward(g, c->logvar, c->eps, mean->requires_grad ? tensor_grad(mean) : NULL,
-                                       logvar->requires_grad ? tensor_grad(logvar) : NULL, n);
-        return;
-    }
-    if (mean->requires_grad) {
-        float *gm = tensor_grad(mean);
-        for (int64_t i = 0; i < n; i++) gm[i] += g[i];
-    }
-    if (logvar->requires_grad) {
-        float *gl = tensor_grad(logvar);
-        for (int64_t i = 0; i < n; i++) gl[i] += g[i] * c->eps[i] * 0.5f * expf(0.5f * c->logvar[i]);
-    }
-}
-
-Tensor *dod_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps) {
-    DOD_CHECK(tensor_same_shape(mean, logvar) && tensor_same_shape(mean, eps), "dod_posterior_sample",
-              "mean %s, logvar %s and eps %s must have the same shape", shape_str(mean), shape_str(logvar),
-              shape_str(eps));
-    DOD_CHECK(mean->device == logvar->device && mean->device == eps->device, "dod_posterior_sample",
-              "mean %s on %s, logvar on %s, eps on %s: all must be on one device", shape_str(mean),
-              mean->device == DEV_CUDA ? "cuda" : "cpu", logvar->device == DEV_CUDA ? "cuda" : "cpu",
-              eps->device == DEV_CUDA ? "cuda" : "cpu");
-    const float *m = tensor_f32(mean), *lv = tensor_f32(logvar), *e = tensor_f32(eps);
-    Tensor *out = tensor_new_on(mean->device, mean->ndim, mean->shape, DT_F32);
-    float *o = tensor_data_f32(out);
-    if (mean->device == DEV_CUDA) {
-        cuda_posterior_sample_forward(m, lv, e, o, out->numel);
-    } else {
-        for (int64_t i = 0; i < out->numel; i++) o[i] = m[i] + expf(0.5f * lv[i]) * e[i];
-    }
-    Tensor *in[2] = {mean, logvar};
-    if (ag_needs_grad(2, in)) {
-        PosteriorCtx *c = ag_record("dod_posterior_sample", posterior_backward, out, 2, in, sizeof(PosteriorCtx));
-        c->logvar = lv;
-        c->eps = e;
-    }
-    return out;
-}
-
-// ---- eval padding ------------------------------------------------------------------------------------
+// ---- eval padding and cropping: op_gather_hw with the rows / columns to read ----------------------------
 // torch reflect index: i < n stays, n + k (k >= 0) maps to n - 2 - k.
 static int64_t reflect(int64_t i, int64_t n) { return i < n ? i : 2 * (n - 1) - i; }
-
-Tensor *dod_pad_reflect(Tensor *x, int pad_h, int pad_w) { return dod_pad_reflect_ex(x, pad_h, pad_w, false); }
-
-// The gather form of padding/cropping: source row i of the output is rows[i] (likewise columns).
-static Tensor *gather_rows_cols(Tensor *x, int64_t Ho, int64_t Wo, int64_t (*row)(int64_t, int64_t)) {
-    int64_t H = x->shape[2], W = x->shape[3];
-    int64_t *src = arena_alloc(sizeof(int64_t) * (size_t)(Ho + Wo), "dod gather indices");
-    for (int64_t i = 0; i < Ho; i++) src[i] = row(i, H);
-    for (int64_t j = 0; j < Wo; j++) src[Ho + j] = row(j, W);
-    bool prev = ag_set_grad_enabled(false);  // eval only, as the loops (no gradient)
-    Tensor *out = sd_gather_hw(x, src, Ho, src + Ho, Wo);
-    ag_set_grad_enabled(prev);
-    return out;
-}
-
 static int64_t identity(int64_t i, int64_t n) { return (void)n, i; }
 
-Tensor *dod_pad_reflect_ex(Tensor *x, int pad_h, int pad_w, bool via_ops) {
+// x gathered to [N, C, Ho, Wo]: output row i reads source row map(i, H), likewise the columns.
+static Tensor *gather_mapped(Tensor *x, int64_t Ho, int64_t Wo, int64_t (*map)(int64_t, int64_t)) {
+    int64_t H = x->shape[2], W = x->shape[3];
+    int64_t *src = arena_alloc(sizeof(int64_t) * (size_t)(Ho + Wo), "dod gather indices");
+    for (int64_t i = 0; i < Ho; i++) src[i] = map(i, H);
+    for (int64_t j = 0; j < Wo; j++) src[Ho + j] = map(j, W);
+    return op_gather_hw(x, src, Ho, src + Ho, Wo);
+}
+
+Tensor *dod_pad_reflect(Tensor *x, int pad_h, int pad_w) {
     DOD_CHECK(x->ndim == 4, "dod_pad_reflect", "input %s is not [N, C, H, W]", shape_str(x));
-    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t H = x->shape[2], W = x->shape[3];
     DOD_CHECK(pad_h >= 0 && pad_w >= 0 && pad_h < H && pad_w < W, "dod_pad_reflect",
               "reflect padding (%d, %d) needs an image larger than the padding, got %s", pad_h, pad_w, shape_str(x));
-    if (via_ops || x->device != DEV_CPU) return gather_rows_cols(x, H + pad_h, W + pad_w, reflect);
-    Tensor *out = tensor_new4(N, C, H + pad_h, W + pad_w);
-    const float *xs = tensor_f32(x);
-    float *o = tensor_data_f32(out);
-    int64_t Ho = H + pad_h, Wo = W + pad_w;
-    for (int64_t p = 0; p < N * C; p++)
-        for (int64_t i = 0; i < Ho; i++) {
-            const float *row = xs + (p * H + reflect(i, H)) * W;
-            float *orow = o + (p * Ho + i) * Wo;
-            for (int64_t j = 0; j < Wo; j++) orow[j] = row[reflect(j, W)];
-        }
-    return out;
+    return gather_mapped(x, H + pad_h, W + pad_w, reflect);
 }
 
-Tensor *dod_crop(Tensor *x, int64_t h, int64_t w) { return dod_crop_ex(x, h, w, false); }
-
-Tensor *dod_crop_ex(Tensor *x, int64_t h, int64_t w, bool via_ops) {
+Tensor *dod_crop(Tensor *x, int64_t h, int64_t w) {
     DOD_CHECK(x->ndim == 4 && h > 0 && w > 0 && h <= x->shape[2] && w <= x->shape[3], "dod_crop",
               "cannot crop %s to %ldx%ld", shape_str(x), (long)h, (long)w);
-    if (via_ops || x->device != DEV_CPU) return gather_rows_cols(x, h, w, identity);
-    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
-    Tensor *out = tensor_new4(N, C, h, w);
-    const float *xs = tensor_f32(x);
-    float *o = tensor_data_f32(out);
-    for (int64_t p = 0; p < N * C; p++)
-        for (int64_t i = 0; i < h; i++) memcpy(o + (p * h + i) * w, xs + (p * H + i) * W, sizeof(float) * (size_t)w);
-    return out;
+    return gather_mapped(x, h, w, identity);
 }
 
-// ---- small host-side helpers --------------------------------------------------------------------------
-float dod_scalar_value(const Tensor *t) {
-    DOD_CHECK(t->numel == 1 && t->dtype == DT_F32, "dod_scalar_value", "tensor %s (%s) is not a one-element f32 tensor",
-              shape_str(t), dtype_name(t->dtype));
-    float v;
-    device_copy(&v, DEV_CPU, t->data, t->device, sizeof v);
-    return v;
-}
-
-Tensor *dod_repeat_constant(const Tensor *t, int64_t n) {
-    DOD_CHECK(t->dtype == DT_F32 && t->ndim < TENSOR_MAX_DIMS && n > 0, "dod_repeat_constant",
+// ---- the prompt for every image ----------------------------------------------------------------------------
+Tensor *dod_repeat_constant(Tensor *t, int64_t n) {
+    DOD_CHECK(t->dtype == DT_F32 && t->ndim < TENSOR_MAX_DIMS && n > 0 && n <= INT32_MAX, "dod_repeat_constant",
               "cannot repeat %s tensor %s %ld times", dtype_name(t->dtype), shape_str(t), (long)n);
-    int64_t shape[TENSOR_MAX_DIMS];
+    int64_t table_shape[2] = {1, t->numel}, shape[TENSOR_MAX_DIMS];
     shape[0] = n;
     for (int d = 0; d < t->ndim; d++) shape[d + 1] = t->shape[d];
-    Tensor *out = tensor_new_on(t->device, t->ndim + 1, shape, DT_F32);
-    size_t bytes = sizeof(float) * (size_t)t->numel;
-    for (int64_t i = 0; i < n; i++) device_copy(tensor_data_f32(out) + i * t->numel, t->device, t->data, t->device, bytes);
+    int64_t *ids = arena_calloc(sizeof(int64_t) * (size_t)n, "dod_repeat_constant ids");  // row 0, n times
+    bool prev = ag_set_grad_enabled(false);  // a constant: no gradient even if t has one
+    Tensor *rows = op_embedding(op_reshape(t, 2, table_shape), ids, (int)n);
+    Tensor *out = op_reshape(rows, t->ndim + 1, shape);
+    ag_set_grad_enabled(prev);
     return out;
 }
 
@@ -142,7 +55,7 @@ Tensor *dod_repeat_constant(const Tensor *t, int64_t n) {
 static SafeTensors *open_or_die(const char *path, const char *who) {
     char err[ST_ERR_LEN];
     SafeTensors *st;
-    if (safetensors_open(path, &st, err) != ST_OK) dod_fatal(who, "%s", err);
+    if (tensor_file_open(path, &st, err) != ST_OK) dod_fatal(who, "%s", err);   // safetensors or PyTorch
     return st;
 }
 
@@ -151,9 +64,6 @@ static void copy_entry(SafeTensors *st, const StEntry *e, Tensor *dst, const cha
     char err[ST_ERR_LEN];
     Tensor *src;
     if (safetensors_tensor(st, e, DT_F32, NULL, &src, err) != ST_OK) dod_fatal(who, "%s", err);
-    int64_t bad = dod_first_nonfinite_f32(src->data, src->numel);
-    DOD_CHECK(bad < 0, who, "%s: tensor %s holds a non-finite value (%g at element %lld)", safetensors_path(st), e->name,
-              bad >= 0 ? ((const float *)src->data)[bad] : 0.0, (long long)bad);
     device_copy(dst->data, dst->device, src->data, DEV_CPU, sizeof(float) * (size_t)dst->numel);
     tensor_free(src);
 }

@@ -1,29 +1,20 @@
-// Pieces of the DOD model (layers/dod_model.c) that are not the pipeline itself: the posterior-sample
-// op, eval-time reflect padding and cropping, and reading tensors (prompt embedding, checkpoints) from
-// safetensors files.
+// Pieces of the DOD model (layers/dod_model.c) that are not the pipeline itself: eval-time reflect
+// padding and cropping, the prompt repeated per image, and reading tensors (prompt embedding,
+// checkpoints) from safetensors files.
 #pragma once
 #include "autograd/ops.h"
 #include "autograd/params.h"
 
-// mean + exp(0.5 * logvar) * eps (= new tensor; DiagonalGaussianDistribution.sample with given noise).
-// Differentiable in mean and logvar; eps is a constant. All three have the same shape and device
-// (CUDA: layers/cuda/posterior.cu).
-Tensor *dod_posterior_sample(Tensor *mean, Tensor *logvar, Tensor *eps);
-
-// x [N, C, H, W] reflect-padded on the bottom/right by (pad_h, pad_w) (= new tensor, no gradient:
-// eval only). torch F.pad(mode='reflect') semantics: each pad must be smaller than the dimension.
-// On CPU a direct loop; on any other device (or with via_ops) sd_gather_hw with the same indices.
-Tensor *dod_pad_reflect_ex(Tensor *x, int pad_h, int pad_w, bool via_ops);
+// x [N, C, H, W] reflect-padded on the bottom/right by (pad_h, pad_w) (= new tensor; op_gather_hw, so any
+// device, and differentiable). torch F.pad(mode='reflect') semantics: each pad must be smaller than the
+// dimension.
 Tensor *dod_pad_reflect(Tensor *x, int pad_h, int pad_w);
-// The top-left [N, C, h, w] of x (= new tensor, no gradient: eval only); via_ops as above.
-Tensor *dod_crop_ex(Tensor *x, int64_t h, int64_t w, bool via_ops);
+// The top-left [N, C, h, w] of x (= new tensor; op_gather_hw as above).
 Tensor *dod_crop(Tensor *x, int64_t h, int64_t w);
 
-// The value of a one-element f32 tensor on the host (copied back when it lives on CUDA: synchronises).
-float dod_scalar_value(const Tensor *t);
-// t repeated n times along a new leading axis (= new tensor [n, ...t's shape] on t's device, no
-// gradient: for frozen constants such as the prompt embedding).
-Tensor *dod_repeat_constant(const Tensor *t, int64_t n);
+// t repeated n times along a new leading axis (= new tensor [n, ...t's shape] on t's device, rows of
+// op_embedding; no gradient: for frozen constants such as the prompt embedding).
+Tensor *dod_repeat_constant(Tensor *t, int64_t n);
 
 // The prompt embedding from a safetensors file: its tensor "prompt_embeds", or its only tensor, of shape
 // [L, D] or [1, L, D], as a persistent f32 [L, D] tensor. Fatal naming the file when it cannot be opened,

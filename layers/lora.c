@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/cuda/cuda_backend.h"
 #include "autograd/gemm.h"
 
 struct LoraSet {
@@ -321,7 +320,7 @@ static const float *host_f32(const Tensor *t, float **owned) {
     *owned = NULL;
     if (t->device != DEV_CUDA) return tensor_f32(t);
     *owned = dod_malloc(sizeof(float) * (size_t)t->numel, "lora merge host copy");
-    cuda_copy_d2h(*owned, tensor_f32(t), sizeof(float) * (size_t)t->numel);  // tensor_f32 widens on the device
+    device_copy(*owned, DEV_CPU, tensor_f32(t), t->device, sizeof(float) * (size_t)t->numel);  // widened on the device
     return *owned;
 }
 

@@ -90,11 +90,7 @@ Tensor *sd_layer_norm(const SdNet *net, const char *layer, Tensor *x, float eps)
     return op_layer_norm(x, sd_param(net, layer, ".weight"), sd_param(net, layer, ".bias"), eps);
 }
 
-// ---- nearest resize to an arbitrary size (a small op of its own: ops.h only has the 2x case) ----------
-typedef struct {
-    int64_t *src_y, *src_x;  // source row/column of every output row/column
-} ResizeCtx;
-
+// ---- nearest resize to an arbitrary size: op_gather_hw with torch's source indices ------------------------
 // torch's nearest_idx: same size -> identity, else floor(dst * (float)in / out) clamped.
 static void nearest_index(int64_t in, int64_t out, int64_t *idx) {
     float scale = (float)in / (float)out;
@@ -104,72 +100,15 @@ static void nearest_index(int64_t in, int64_t out, int64_t *idx) {
     }
 }
 
-static void resize_backward(AgNode *node) {  // += scatter of the output grad into the source pixels
-    ResizeCtx *c = node->ctx;
-    Tensor *x = node->inputs[0], *y = node->out;
-    if (!x->requires_grad) return;
-    float *gx = tensor_grad(x);
-    const float *gy = y->grad;
-    int64_t planes = x->shape[0] * x->shape[1], ih = x->shape[2], iw = x->shape[3];
-    int64_t oh = y->shape[2], ow = y->shape[3];
-    for (int64_t p = 0; p < planes; p++)
-        for (int64_t i = 0; i < oh; i++)
-            for (int64_t j = 0; j < ow; j++)
-                gx[(p * ih + c->src_y[i]) * iw + c->src_x[j]] += gy[(p * oh + i) * ow + j];
-}
-
-// Gather rows of the leading axis of t (viewed as [V, rest]) by ids: [n, rest...] with t's trailing shape.
-static Tensor *gather_leading(Tensor *t, const int64_t *ids, int64_t n) {
-    int64_t rest = t->numel / t->shape[0];
-    int64_t table_shape[2] = {t->shape[0], rest};
-    int64_t *ids_copy = arena_alloc(sizeof(int64_t) * (size_t)(n ? n : 1), "sd_gather_hw ids");
-    memcpy(ids_copy, ids, sizeof(int64_t) * (size_t)n);
-    Tensor *rows = op_embedding(op_reshape(t, 2, table_shape), ids_copy, (int)n);
-    int64_t out_shape[TENSOR_MAX_DIMS];
-    out_shape[0] = n;
-    for (int d = 1; d < t->ndim; d++) out_shape[d] = t->shape[d];
-    return op_reshape(rows, t->ndim, out_shape);
-}
-
-Tensor *sd_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w) {
-    DOD_CHECK(x->ndim == 4 && out_h > 0 && out_w > 0 && out_h <= INT32_MAX && out_w <= INT32_MAX, "sd_gather_hw",
-              "input %s to size %ldx%ld", shape_str(x), (long)out_h, (long)out_w);
-    for (int64_t i = 0; i < out_h; i++)
-        DOD_CHECK(src_y[i] >= 0 && src_y[i] < x->shape[2], "sd_gather_hw", "row index %ld of output row %ld outside %s",
-                  (long)src_y[i], (long)i, shape_str(x));
-    for (int64_t j = 0; j < out_w; j++)
-        DOD_CHECK(src_x[j] >= 0 && src_x[j] < x->shape[3], "sd_gather_hw", "column index %ld of output column %ld outside %s",
-                  (long)src_x[j], (long)j, shape_str(x));
-    static const int w_first[4] = {3, 0, 1, 2};     // [N, C, H, W] -> [W, N, C, H]
-    static const int h_first[4] = {3, 0, 1, 2};     // [ow, N, C, H] -> [H, ow, N, C]
-    static const int back[4] = {2, 3, 0, 1};        // [oh, ow, N, C] -> [N, C, oh, ow]
-    Tensor *t = gather_leading(op_permute(x, w_first), src_x, out_w);   // [ow, N, C, H]
-    t = gather_leading(op_permute(t, h_first), src_y, out_h);            // [oh, ow, N, C]
-    return op_permute(t, back);
-}
-
 Tensor *sd_resize_nearest(Tensor *x, int64_t out_h, int64_t out_w) {
     DOD_CHECK(x->ndim == 4 && out_h > 0 && out_w > 0, "sd_resize_nearest", "input %s to size %ldx%ld", shape_str(x),
               (long)out_h, (long)out_w);
     if (out_h == 2 * x->shape[2] && out_w == 2 * x->shape[3]) return op_upsample_nearest2x(x);
-    int64_t ih = x->shape[2], iw = x->shape[3], planes = x->shape[0] * x->shape[1];
     int64_t *src_y = arena_alloc(sizeof(int64_t) * (size_t)(out_h + out_w), "sd_resize_nearest index");
     int64_t *src_x = src_y + out_h;
-    nearest_index(ih, out_h, src_y);
-    nearest_index(iw, out_w, src_x);
-    if (x->device != DEV_CPU) return sd_gather_hw(x, src_y, out_h, src_x, out_w);
-    Tensor *y = tensor_new4(x->shape[0], x->shape[1], out_h, out_w);
-    const float *xd = tensor_f32(x);
-    float *yd = tensor_data_f32(y);
-    for (int64_t p = 0; p < planes; p++)
-        for (int64_t i = 0; i < out_h; i++)
-            for (int64_t j = 0; j < out_w; j++) yd[(p * out_h + i) * out_w + j] = xd[(p * ih + src_y[i]) * iw + src_x[j]];
-    if (ag_needs_grad(1, &x)) {
-        ResizeCtx *c = ag_record("sd_resize_nearest", resize_backward, y, 1, &x, sizeof(ResizeCtx));
-        c->src_y = src_y;
-        c->src_x = src_x;
-    }
-    return y;
+    nearest_index(x->shape[2], out_h, src_y);
+    nearest_index(x->shape[3], out_w, src_x);
+    return op_gather_hw(x, src_y, out_h, src_x, out_w);
 }
 
 Tensor *sd_nchw_to_tokens(Tensor *x) {

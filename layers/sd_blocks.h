@@ -76,15 +76,9 @@ Tensor *sd_group_norm_silu_conv(const SdNet *net, const char *norm_layer, const 
 Tensor *sd_layer_norm(const SdNet *net, const char *layer, Tensor *x, float eps);
 
 // Nearest-neighbour resize of NCHW x to (out_h, out_w), torch F.interpolate(mode='nearest')
-// semantics (source index floor(dst * in / out) in f32). Exactly 2x goes to op_upsample_nearest2x.
-// On CPU a loop of its own; on CUDA sd_gather_hw with the same source indices.
+// semantics (source index floor(dst * in / out) in f32). Exactly 2x goes to op_upsample_nearest2x,
+// any other size to op_gather_hw with those source indices.
 Tensor *sd_resize_nearest(Tensor *x, int64_t out_h, int64_t out_w);
-// y[n, c, i, j] = x[n, c, src_y[i], src_x[j]] for NCHW x (= new tensor [N, C, out_h, out_w] on x's
-// device), built from engine ops only (permute, reshape, op_embedding as a row gather), so it runs on
-// any device; the gradient scatter-adds back (op_embedding's backward). The index arrays are copied.
-// The device path of the resize, reflect padding and cropping (layers/dod_model_util.c); on CPU
-// those keep their direct loops (tests/test_device_clean.c checks both agree).
-Tensor *sd_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w);
 // [N, C, H, W] <-> [N, H*W, C] (copies through op_permute).
 Tensor *sd_nchw_to_tokens(Tensor *x);
 Tensor *sd_tokens_to_nchw(Tensor *x, int64_t h, int64_t w);

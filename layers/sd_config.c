@@ -415,6 +415,30 @@ static void parse_scheduler(Cfg *c, SdSchedulerConfig *s) {
     // training noise schedule, and are ignored.
 }
 
+// ---- CLIPTextModel ------------------------------------------------------------------------------
+static void parse_text_encoder(Cfg *c, SdTextEncoderConfig *t) {
+    static const char *const positive[] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                           "num_attention_heads", "max_position_embeddings"};
+    static const int defaults[] = {49408, 512, 2048, 12, 8, 77};
+    int *fields[] = {&t->vocab_size, &t->hidden_size, &t->intermediate_size, &t->num_layers, &t->num_heads,
+                     &t->max_positions};
+    for (int i = 0; i < 6; i++) {
+        *fields[i] = get_int(c, positive[i], defaults[i]);
+        if (*fields[i] < 1) cfg_error(c, positive[i], "must be positive, got %d", *fields[i]);
+    }
+    if (!c->bad && t->hidden_size % t->num_heads)
+        cfg_error(c, "num_attention_heads", "%d does not divide hidden_size %d", t->num_heads, t->hidden_size);
+    const char *act = get_str(c, "hidden_act", "quick_gelu");
+    if (!strcmp(act, "quick_gelu")) t->act = SD_TEXT_ACT_QUICK_GELU;
+    else if (!strcmp(act, "gelu")) t->act = SD_TEXT_ACT_GELU;
+    else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")) t->act = SD_TEXT_ACT_GELU_TANH;
+    else cfg_error(c, "hidden_act", "\"%s\" is not supported (quick_gelu, gelu, gelu_new, gelu_pytorch_tanh)", act);
+    t->layer_norm_eps = (float)get_num(c, "layer_norm_eps", 1e-5);
+    if (!(t->layer_norm_eps > 0)) cfg_error(c, "layer_norm_eps", "must be positive");
+    if (get_bool(c, "use_attention_mask", false))
+        cfg_error(c, "use_attention_mask", "true is not supported (the pipeline would mask the pad tokens)");
+}
+
 void sd_scheduler_alphas_cumprod(const SdSchedulerConfig *s, double *out) {
     int n = s->num_train_timesteps;
     double prod = 1.0;
@@ -474,5 +498,13 @@ int sd_scheduler_config_load(const char *path, SdSchedulerConfig *cfg, char err[
     Cfg c;
     if (!cfg_open(&c, path, err, cfg->path, sizeof cfg->path)) return -1;
     parse_scheduler(&c, cfg);
+    return cfg_close(&c);
+}
+
+int sd_text_encoder_config_load(const char *path, SdTextEncoderConfig *cfg, char err[SD_CONFIG_ERR_LEN]) {
+    memset(cfg, 0, sizeof *cfg);
+    Cfg c;
+    if (!cfg_open(&c, path, err, cfg->path, sizeof cfg->path)) return -1;
+    parse_text_encoder(&c, cfg);
     return cfg_close(&c);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times a diffusers UNet2DConditionModel forward on the CPU; the reference half of `dod-bench unet`.
 
-Run:   /work/venv/bin/python scripts/bench_unet_torch.py FIX [--iters N] [--size S] [--batch B] [--threads T]
+Run:   ${PYTHON:-python3} scripts/bench_unet_torch.py FIX [--iters N] [--size S] [--batch B] [--threads T]
 Needs: torch (CPU), diffusers 0.21.x, safetensors.
 FIX is a fixture directory (FIX/model/unet/{config.json,diffusion_pytorch_model.safetensors},
 FIX/io.safetensors with unet.sample / unet.timestep / unet.encoder_hidden_states). Without --size

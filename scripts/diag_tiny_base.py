@@ -1,7 +1,7 @@
 # Where does the tiny demo lose PSNR? Diagnostics of a tiny base (configs/tiny_base) on held-out
 # image pairs, with diffusers as an independent implementation (docs/tiny-base.md, "Diagnosis").
 #
-#   /work/venv/bin/python scripts/diag_tiny_base.py BASE_DIR PAIR_DIR [PAIR_DIR ...]
+#   ${PYTHON:-python3} scripts/diag_tiny_base.py BASE_DIR PAIR_DIR [PAIR_DIR ...]
 #
 # Needs: torch, diffusers 0.21.4, safetensors, numpy, Pillow. A PAIR_DIR holds lq.png and hq.png
 # (`dod-data export FILE.h5 --task T --index I --out-dir DIR`). Not used by tests or the demo.

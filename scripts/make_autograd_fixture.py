@@ -9,7 +9,7 @@ steps (lr 1e-2, betas (0.9, 0.999), eps 1e-8, weight decay 1e-2) with gradient c
 into tests/fixtures/autograd/composite.safetensors. tests/test_torch_reference.c matches it.
 
 Needs: torch (Debian python3-torch 1.13 works), safetensors.
-Run:   /work/venv/bin/python scripts/make_autograd_fixture.py   (or any python with both)
+Run:   ${PYTHON:-python3} scripts/make_autograd_fixture.py   (or any python with both)
 """
 import math
 import os

@@ -2,7 +2,7 @@
 """Small real-photo crops for the data tests (tests/fixtures/data/) and the demo's extra training
 photos (tests/fixtures/demo/).
 
-Run:   /work/venv/bin/python scripts/make_data_fixtures.py
+Run:   ${PYTHON:-python3} scripts/make_data_fixtures.py
 Needs: Debian python3-skimage (its skimage/data photos) and Pillow. No network.
 
 The photos are public domain or CC0 according to scikit-image's own data notes

@@ -10,7 +10,7 @@ Writes tests/fixtures/dod/extract_vae.safetensors:
   d  [2, C]          the pooled features (C = the VAE's last block_out_channels)
 
 Needs: torch (1.13 works), diffusers 0.21.4, safetensors.
-Run:   /work/venv/bin/python scripts/make_dod_extract_vae_fixture.py
+Run:   ${PYTHON:-python3} scripts/make_dod_extract_vae_fixture.py
 """
 import os
 

@@ -34,7 +34,7 @@ Writes tests/fixtures/dod/:
   meta.json            the sizes the C test must configure (rank, alpha, cnn widths, growth, ...)
 
 Needs: torch (1.13 works), diffusers 0.21.4, safetensors, scikit-image (for the photo crop).
-Run:   /work/venv/bin/python scripts/make_dod_fixture.py
+Run:   ${PYTHON:-python3} scripts/make_dod_fixture.py
 """
 import json
 import math

@@ -24,7 +24,7 @@ The formulas are written here from docs/dod-modules.md / the DOD spec, independe
 tests/test_dod_modules.c matches outputs and gradients within 1e-5 * max(1, max|ref|).
 
 Needs: torch (Debian python3-torch 1.13 works) and safetensors. No diffusers.
-Run:   /work/venv/bin/python scripts/make_dod_modules_fixture.py [--targets]
+Run:   ${PYTHON:-python3} scripts/make_dod_modules_fixture.py [--targets]
 """
 import json
 import os

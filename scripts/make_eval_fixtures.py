@@ -10,7 +10,7 @@ never writes such a file (it checks every pair), hence h5py here.
     00000003  HQ dataset of rank 2           (unreadable; hq_source bad-rank.png)
     00000004  a good pair                     (hq_source good-b.png)
 
-Run: /work/venv/bin/python scripts/make_eval_fixtures.py   (needs numpy, h5py)
+Run: ${PYTHON:-python3} scripts/make_eval_fixtures.py   (needs numpy, h5py)
 """
 import os
 

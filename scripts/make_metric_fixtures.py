@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference numbers for eval/metrics.c (tests/test_metrics.c, tests/cli_eval_metrics.sh).
 
-Run:   /work/venv/bin/python scripts/make_metric_fixtures.py [--src DIR] [--out DIR]
+Run:   ${PYTHON:-python3} scripts/make_metric_fixtures.py [--src DIR] [--out DIR]
 Needs: numpy, scikit-image 0.19.3 (the version PromptIR/AirNet/AdaIR pin), Pillow (PNG + JPEG).
        Reads real photos from scikit-image's data folder (astronaut, coffee, chelsea, rocket: public
        domain / CC0 per skimage.data's docstrings); small crops of them are committed as fixtures.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference values for the pointwise/shape/loss op tests (tests/test_op_shape.c, test_op_loss.c).
 
-Run:   /work/venv/bin/python scripts/make_opspoint_fixtures.py
+Run:   ${PYTHON:-python3} scripts/make_opspoint_fixtures.py
 Needs: torch, diffusers 0.21.x (get_timestep_embedding), scikit-image 0.19 (structural_similarity,
        data.astronaut), numpy. Writes tests/fixtures/opspoint/{timestep_embedding,ssim}.txt.
 

@@ -2,8 +2,8 @@
 """Build a tiny random-weight Stable Diffusion model (UNet + VAE + scheduler) with diffusers and the
 reference outputs the C loader / forward pass are tested against.
 
-Run:   /work/venv/bin/python scripts/make_sd_fixture.py --preset sd2 --out tests/fixtures/sd/sd2_tiny
-       /work/venv/bin/python scripts/make_sd_fixture.py --preset sd1 --out tests/fixtures/sd/sd1_tiny
+Run:   ${PYTHON:-python3} scripts/make_sd_fixture.py --preset sd2 --out tests/fixtures/sd/sd2_tiny
+       ${PYTHON:-python3} scripts/make_sd_fixture.py --preset sd1 --out tests/fixtures/sd/sd1_tiny
 Needs: torch (1.13 CPU is enough), diffusers 0.21.4, safetensors, numpy. No network.
 
 Presets (override any field with the options below):

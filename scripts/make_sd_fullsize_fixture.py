@@ -3,7 +3,7 @@
 full-architecture parity check with dod-parity (the weights are random: the numbers say nothing
 about image quality, only about the forward pass). Too big to commit (about 1.8 GB in bf16).
 
-Run:   /work/venv/bin/python scripts/make_sd_fullsize_fixture.py OUT_DIR [--latent 64] [--dtype bf16|f32]
+Run:   ${PYTHON:-python3} scripts/make_sd_fullsize_fixture.py OUT_DIR [--latent 64] [--dtype bf16|f32]
 Needs: torch (CPU), diffusers 0.21.x, safetensors. Takes a few minutes and ~8 GB of RAM on 2 cores.
 Writes OUT_DIR/model/{unet,vae}/ (diffusers layout, weights stored as --dtype) and OUT_DIR/io.safetensors
 in the dod-parity fixture layout: batch 1, latent --latent x --latent (64 = a 512 x 512 image), a

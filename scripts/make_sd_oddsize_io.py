@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Inputs and diffusers references at sizes that do not divide evenly, for the committed sd1_tiny model.
 
-Run:   /work/venv/bin/python scripts/make_sd_oddsize_io.py
+Run:   ${PYTHON:-python3} scripts/make_sd_oddsize_io.py
 Needs: torch (CPU), diffusers 0.21.x, safetensors; reads tests/fixtures/sd/sd1_tiny/model (written by
 scripts/make_sd_fixture.py) and writes tests/fixtures/sd_forward/sd1_tiny_oddsize.io.safetensors, the
 dod-parity io layout (checked by tests/cli_parity.sh with `dod-parity .../sd1_tiny --io FILE`):

@@ -7,20 +7,10 @@ cd "$(dirname "$0")/.."
 
 # clang and its runtime: the libFuzzer + sanitizer build of scripts/fuzz.sh (scripts/test.sh runs it).
 PACKAGES="build-essential cmake pkg-config libopenblas-dev libhdf5-dev zlib1g-dev libstb-dev libcjson-dev
-          libiniparser-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev"
-if [ "${DOD_SKIP_APT:-0}" != 1 ]; then
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
-    missing=$(dpkg-query -W -f='${Package} ${Status}\n' $PACKAGES 2>/dev/null | grep -vc "install ok installed" || true)
-    listed=$(dpkg-query -W -f='${Package}\n' $PACKAGES 2>/dev/null | wc -l || true)
-    if [ "$missing" != 0 ] || [ "$listed" -lt "$(echo $PACKAGES | wc -w)" ]; then
-        echo "setup: installing system packages: $(echo $PACKAGES)"
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PACKAGES >/dev/null
-    else
-        echo "setup: system packages already installed"
-    fi
-fi
+          libiniparser-dev libopenmpi-dev openmpi-bin libpcre2-dev libunistring-dev libxml2-utils libzip-dev
+          clang libclang-rt-14-dev"
+# shellcheck disable=SC2086  # the list is split into words on purpose
+[ "${DOD_SKIP_APT:-0}" = 1 ] || bash scripts/apt-install.sh setup $PACKAGES
 
 echo "setup: configuring (optional dependencies are reported found / NOT FOUND below)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$@" | grep -E "^-- dod:|Error" || true

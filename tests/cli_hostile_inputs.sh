@@ -136,7 +136,7 @@ rm "$M/unet/config.json" && mkdir "$M/unet/config.json"
 refused "config.json a directory" "$M/unet/config.json" "$INSPECT" "$M"
 model nan_weight
 "$G" nan "$M/unet/diffusion_pytorch_model.safetensors" conv_in.weight
-refused "NaN weight" "conv_in.weight: holds a non-finite value" "$INSPECT" "$M"
+refused "NaN weight" "tensor conv_in.weight holds a non-finite value" "$INSPECT" "$M"
 grep -qF "$M/unet/diffusion_pytorch_model.safetensors" "$T/out.txt" && ok || bad "NaN weight: the file is not named"
 model truncated_weights
 truncate -s 5000 "$M/vae/diffusion_pytorch_model.safetensors"
@@ -162,6 +162,14 @@ refused "checkpoint truncated" "$T/run_trunc/checkpoints/step_0000010.safetensor
 # finite but huge: loads, and the first step's loss overflows: the run stops naming the step, exit 1
 cp -r "$T/run" "$T/run_huge" && "$G" set "$T/run_huge/checkpoints/step_0000010.safetensors" conv_out.bias 3e38
 refused "a step going non-finite" "step 11: the loss is inf" "$TRAIN" --resume "$T/run_huge" --set train.steps=12 --quiet
+grep -q "every gradient and parameter is finite (the forward overflowed); stopping without saving" "$T/out.txt" && ok ||
+    bad "a step going non-finite: $(tail -1 "$T/out.txt")"
+# a huge bias of the first layer: the gradients overflow too; the first one that does is named
+cp -r "$T/run" "$T/run_huge_grad" && "$G" set "$T/run_huge_grad/checkpoints/step_0000010.safetensors" conv_in.bias 3e38
+refused "a gradient going non-finite" "the gradient of conv_out.weight holds" "$TRAIN" --resume "$T/run_huge_grad" \
+    --set train.steps=12 --quiet
+grep -Eq "holds -?(inf|nan) at element 0; stopping without saving" "$T/out.txt" && ok || bad "a gradient going non-finite: $(tail -1 "$T/out.txt")"
+[ ! -e "$T/run_huge_grad/checkpoints/step_0000011.safetensors" ] && ok || bad "a non-finite step was saved"
 # the step memory estimate: a crop the machine (here: 4 GB of address space) cannot hold
 cap=()
 [ $VLIMIT = unlimited ] && cap=(--set train.max_memory=4000)

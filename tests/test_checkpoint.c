@@ -16,11 +16,11 @@ typedef struct {
     ParamStore *ps;
     Tensor *p[2];
     AdamW *opt;
-} Model;
+} ParamModel;
 
 // Two trainable tensors with deterministic values; when step, one AdamW step on a fixed gradient.
-static Model make_model(uint64_t seed, bool step) {
-    Model m;
+static ParamModel make_model(uint64_t seed, bool step) {
+    ParamModel m;
     m.ps = params_new();
     m.p[0] = params_add(m.ps, "a.weight", tensor_new_persistent("a.weight", 2, (int64_t[]){3, 4}, DT_F32));
     m.p[1] = params_add(m.ps, "b.bias", tensor_new_persistent("b.bias", 1, (int64_t[]){5}, DT_F32));
@@ -39,7 +39,7 @@ static Model make_model(uint64_t seed, bool step) {
     return m;
 }
 
-static void free_model(Model *m) {
+static void free_model(ParamModel *m) {
     adamw_free(m->opt);
     params_free(m->ps);
 }
@@ -54,8 +54,9 @@ static CheckpointInfo info_for(int64_t step, const AdamW *opt) {
 static bool same_bits(const Tensor *a, const float *b) { return !memcmp(a->data, b, sizeof(float) * (size_t)a->numel); }
 
 static void test_round_trip(const char *dir) {
-    Model a = make_model(7, true), b = make_model(99, false);
+    ParamModel a = make_model(7, true), b = make_model(99, false);
     CheckpointInfo info = info_for(3, a.opt);
+    info.world_size = 2;   // written by 2 processes (data-parallel training)
     char path[4300], err[CKPT_ERR_LEN];
     CHECK(checkpoint_save(dir, a.p, 2, a.opt, &info, 0, path, sizeof path, err, sizeof err) == 0, "save: %s", err);
     char want[4300];
@@ -71,8 +72,9 @@ static void test_round_trip(const char *dir) {
                   !memcmp(b.opt->v[i], a.opt->v[i], sizeof(float) * (size_t)a.p[i]->numel),
               "moments %d bitwise", i);
     }
-    CHECK(b.opt->step == 2 && got.step == 3 && got.adamw_step == 2 && got.seed == 123 && got.loader_next == 6 && got.stage == 1,
-          "metadata: step %lld adamw %lld", (long long)got.step, (long long)got.adamw_step);
+    CHECK(b.opt->step == 2 && got.step == 3 && got.adamw_step == 2 && got.seed == 123 && got.loader_next == 6 && got.stage == 1 &&
+              got.world_size == 2,
+          "metadata: step %lld adamw %lld world %d", (long long)got.step, (long long)got.adamw_step, got.world_size);
     CHECK(!strcmp(got.model_kind, "toy") && !strcmp(got.config_text, info.config_text), "config text survives: %s", got.config_text);
     checkpoint_info_free(&got);
     // the same next update from both
@@ -91,7 +93,7 @@ static void test_round_trip(const char *dir) {
     tensor_convert_dtype(w, DT_BF16);
     int n = 0;
     CHECK(checkpoint_load_weights(path, ps, &n, err, sizeof err) == 0 && n == 2, "load weights: %s", err);
-    Model ref = make_model(7, true);
+    ParamModel ref = make_model(7, true);
     CHECK(((uint16_t *)w->data)[5] == f32_to_bf16(tensor_data_f32(ref.p[0])[5]) && same_bits(bb, ref.p[1]->data),
           "weights converted to the store's dtype");
     free_model(&ref);
@@ -106,7 +108,7 @@ static void test_round_trip(const char *dir) {
 }
 
 static void test_pruning(const char *dir) {
-    Model a = make_model(1, true);
+    ParamModel a = make_model(1, true);
     char err[CKPT_ERR_LEN];
     for (int s = 1; s <= 5; s++) {
         CheckpointInfo info = info_for(s * 10, a.opt);
@@ -135,7 +137,7 @@ static void write_bytes(const char *path, const char *bytes, size_t n) {
 }
 
 static void test_errors(const char *dir) {
-    Model a = make_model(3, true), b = make_model(4, false);
+    ParamModel a = make_model(3, true), b = make_model(4, false);
     CheckpointInfo info = info_for(4, a.opt), got;
     char path[4300], err[CKPT_ERR_LEN], p2[4400];
     checkpoint_save(dir, a.p, 2, a.opt, &info, 0, path, sizeof path, err, sizeof err);
@@ -178,6 +180,20 @@ static void test_errors(const char *dir) {
     safetensors_save(p2, a.p, 2, meta, 7, sterr);
     CHECK(checkpoint_load(p2, b.p, 2, b.opt, &got, err, sizeof err) == -1 && strstr(err, "optimizer tensor optim.m.a.weight is missing"),
           "no optimizer state: %s", err);
+    // world_size: absent (older files) reads as 1 process; not an integer is an error naming the key
+    SafeTensors *st = checkpoint_open(p2, err, sizeof err);
+    CHECK(st && checkpoint_read_info(st, &got, err, sizeof err) == 0 && got.world_size == 1, "no world_size: %s", err);
+    if (st) {
+        checkpoint_info_free(&got);
+        safetensors_close(st);
+    }
+    StMetadata bad_world[8];
+    memcpy(bad_world, meta, sizeof meta);
+    bad_world[7] = (StMetadata){"world_size", "two"};
+    snprintf(p2, sizeof p2, "%s/badworld.safetensors", dir);
+    safetensors_save(p2, a.p, 2, bad_world, 8, sterr);
+    CHECK(checkpoint_load(p2, b.p, 2, NULL, &got, err, sizeof err) == -1 && strstr(err, "metadata world_size is not an integer"),
+          "bad world_size: %s", err);
     // a missing trainable tensor, and a tensor the model does not train
     snprintf(p2, sizeof p2, "%s/onlyone.safetensors", dir);
     safetensors_save(p2, a.p, 1, meta, 7, sterr);
@@ -211,7 +227,7 @@ static bool same_file_bytes(const char *a, const char *b) {
 // Host copy of n floats of device memory (=, malloc'ed).
 static float *device_floats(const void *dev, int64_t n) {
     float *h = dod_malloc(sizeof(float) * (size_t)(n ? n : 1), "test host copy");
-    cuda_copy_d2h(h, dev, sizeof(float) * (size_t)n);
+    device_copy(h, DEV_CPU, dev, DEV_CUDA, sizeof(float) * (size_t)n);
     return h;
 }
 
@@ -227,13 +243,13 @@ static void test_device_round_trip(const char *dir) {
     char host_dir[400], dev_dir[400], hp[4300], dp[4300], err[CKPT_ERR_LEN];
     snprintf(host_dir, sizeof host_dir, "%s/host", dir);
     snprintf(dev_dir, sizeof dev_dir, "%s/cuda", dir);
-    Model a = make_model(7, true);   // after two AdamW steps: non-zero moments
+    ParamModel a = make_model(7, true);   // after two AdamW steps: non-zero moments
     Tensor *d[2];
     for (int i = 0; i < 2; i++) d[i] = tensor_to_device(a.p[i], DEV_CUDA);
     AdamW *dopt = adamw_new(d, 2, adamw_defaults());
     for (int i = 0; i < 2; i++) {
-        cuda_copy_h2d(dopt->m[i], a.opt->m[i], sizeof(float) * (size_t)a.p[i]->numel);
-        cuda_copy_h2d(dopt->v[i], a.opt->v[i], sizeof(float) * (size_t)a.p[i]->numel);
+        device_copy(dopt->m[i], DEV_CUDA, a.opt->m[i], DEV_CPU, sizeof(float) * (size_t)a.p[i]->numel);
+        device_copy(dopt->v[i], DEV_CUDA, a.opt->v[i], DEV_CPU, sizeof(float) * (size_t)a.p[i]->numel);
     }
     dopt->step = a.opt->step;
     CheckpointInfo info = info_for(3, a.opt);
@@ -242,7 +258,7 @@ static void test_device_round_trip(const char *dir) {
     CHECK(same_file_bytes(hp, dp), "checkpoint of CUDA state %s is byte-identical to the host one %s", dp, hp);
     for (int i = 0; i < 2; i++) CHECK(d[i]->device == DEV_CUDA, "saving leaves %s on the device", d[i]->name);
 
-    Model b = make_model(99, false);
+    ParamModel b = make_model(99, false);
     Tensor *e[2];
     for (int i = 0; i < 2; i++) e[i] = tensor_to_device(b.p[i], DEV_CUDA);
     AdamW *eopt = adamw_new(e, 2, adamw_defaults());
@@ -270,7 +286,7 @@ static void test_device_round_trip(const char *dir) {
     int n_loaded = 0;
     CHECK(checkpoint_load_weights(dp, ps, &n_loaded, err, sizeof err) == 0 && n_loaded == 2, "load weights: %s", err);
     uint16_t got16[12], want16[12];
-    cuda_copy_d2h(got16, w16->data, sizeof got16);
+    device_copy(got16, DEV_CPU, w16->data, DEV_CUDA, sizeof got16);
     for (int j = 0; j < 12; j++) want16[j] = f32_to_bf16(tensor_data_f32(a.p[0])[j]);
     float *bias = device_floats(b32->data, 5);
     CHECK(!memcmp(got16, want16, sizeof got16) && same_bits(a.p[1], bias), "stage-1 weights converted into CUDA tensors");

@@ -1,11 +1,12 @@
 // dod-train configuration: the shipped configs, every error class with its FILE:LINE: [section] key
-// prefix, overrides, the resolved text round trip and the resume comparison.
+// prefix, overrides, the resolved text round trip and the resume comparison; the model's keys read
+// alone from a training configuration (layers/config_model.h, what dod-eval run does).
 #include "tests/check.h"
 #include "tests/data_test_util.h"
 
 #ifdef DOD_HAVE_INIPARSER
+#include "layers/config_model.h"
 #include "train/config.h"
-#include "train/model_from_config.h"
 
 static char scratch[256];
 
@@ -41,11 +42,15 @@ static void test_shipped_configs(void) {
         CHECK(config_validate(&c, err, sizeof err) == 0, "%s: %s", names[i], err);
         if (i == 4) continue;
         // the public defaults (dod-spec.md, Training)
-        CHECK(c.model_kind == CFG_MODEL_DOD && c.lr == 5e-5 && c.beta1 == 0.9 && c.beta2 == 0.999, "%s optim", names[i]);
-        CHECK(c.weight_decay == 1e-2 && c.eps == 1e-8 && c.clip_norm == 1.0 && c.seed == 123, "%s", names[i]);
+        CHECK(c.model.kind == MODEL_DOD && c.lr == 5e-5 && c.beta1 == 0.9 && c.beta2 == 0.999, "%s optim", names[i]);
+        CHECK(c.weight_decay == 1e-2 && c.eps == 1e-8 && c.clip_norm == 1.0 && c.model.seed == 123, "%s", names[i]);
         CHECK(c.steps == 100000 && c.crop == 256 && c.flips && c.schedule == CFG_SCHEDULE_CONSTANT, "%s", names[i]);
-        CHECK(c.lora_rank == 8 && c.loss_lpips == 0, "%s", names[i]);
-        CHECK(strstr(c.model_base, "stable-diffusion-2-1-base") != NULL, "%s base %s", names[i], c.model_base);
+        // stage 1: 2 MSE + 5 LPIPS with both weight files named; stage 2: MSE + 0.1 (1 - SSIM), no LPIPS
+        bool stage1 = c.model.stage == 1;
+        CHECK(c.model.lora_rank == 8 && c.loss_lpips == (stage1 ? 5 : 0) && c.loss_mse == (stage1 ? 2 : 1), "%s losses",
+              names[i]);
+        CHECK(!stage1 || (strstr(c.lpips_vgg, "vgg16-397923af.pth") && c.lpips_lin[0]), "%s LPIPS files", names[i]);
+        CHECK(strstr(c.model.base, "stable-diffusion-2-1-base") != NULL, "%s base %s", names[i], c.model.base);
     }
     TrainConfig c;
     char path[1024], err[CFG_ERR_LEN];
@@ -53,12 +58,12 @@ static void test_shipped_configs(void) {
     config_defaults(&c);
     config_load_file(&c, path, err, sizeof err);
     CHECK(!strcmp(c.tasks, "dehaze:3,derain:2,denoise:2"), "aio3 tasks %s", c.tasks);
-    CHECK(c.stage == 1 && c.loss_mse == 2, "aio3 stage 1 loss");
+    CHECK(c.model.stage == 1 && c.loss_mse == 2, "aio3 stage 1 loss");
     snprintf(path, sizeof path, "%s/configs/aio3_stage2.ini", DOD_SOURCE_DIR);
     config_defaults(&c);
     config_load_file(&c, path, err, sizeof err);
-    CHECK(c.stage == 2 && c.loss_mse == 1 && c.loss_ssim == 0.1 && !strcmp(c.tasks, "dehaze:1,derain:1,denoise:1"), "aio3 stage 2");
-    CHECK(!strcmp(c.init_from, "runs/aio3_stage1"), "stage 2 init_from %s", c.init_from);
+    CHECK(c.model.stage == 2 && c.loss_mse == 1 && c.loss_ssim == 0.1 && !strcmp(c.tasks, "dehaze:1,derain:1,denoise:1"), "aio3 stage 2");
+    CHECK(!strcmp(c.model.init_from, "runs/aio3_stage1"), "stage 2 init_from %s", c.model.init_from);
 }
 
 static void test_values(void) {
@@ -70,7 +75,7 @@ static void test_values(void) {
                        "[train]\nrun_dir = runs/x\n",
                        &c, err, sizeof err);
     CHECK(rc == 0, "ok.ini: %s", err);
-    CHECK(c.model_kind == CFG_MODEL_TOY && c.toy_width == 4, "kind/width");
+    CHECK(c.model.kind == MODEL_TOY && c.model.toy_width == 4, "kind/width");
     CHECK(c.lr == 2.5e-4 && c.schedule == CFG_SCHEDULE_COSINE && !c.flips, "values");
     CHECK(!strcmp(c.train_file, "a;b.h5"), "quoted value: %s", c.train_file);
     CHECK(c.steps == 100000 && c.ckpt_keep_last == 3, "defaults kept");
@@ -97,7 +102,13 @@ static void test_errors(void) {
     expect_load_error("enum.ini", "[model]\nfrozen_dtype = f16\n", "enum.ini:2: [model] frozen_dtype: 'f16' is not one of f32|bf16");
     expect_load_error("tasks.ini", "[data]\ntasks = dehaze:3,derain\n", "tasks.ini:2: [data] tasks: task 'derain' has no count");
     expect_load_error("tasks2.ini", "[data]\ntasks = dehaze:3,dehaze:1\n", "tasks2.ini:2: [data] tasks: task dehaze listed twice");
-    expect_load_error("lpips.ini", "[loss]\nlpips = 5\n", "lpips.ini:2: [loss] lpips: LPIPS is not implemented yet");
+    {   // loads, but does not validate: an LPIPS weight needs both weight files
+        TrainConfig c;
+        char err[CFG_ERR_LEN], want[600];
+        CHECK(load_text("lpips.ini", "[loss]\nlpips = 5\nlpips_vgg = vgg16.pth\n", &c, err, sizeof err) == 0, "%s", err);
+        snprintf(want, sizeof want, "%s/lpips.ini:2: [loss] lpips: a non-zero LPIPS weight needs [loss] lpips_vgg", scratch);
+        CHECK(config_validate(&c, err, sizeof err) == -1 && strstr(err, want) && strstr(err, "lpips_lin"), "lpips.ini: %s", err);
+    }
     expect_load_error("dup.ini", "[optim]\nlr = 1\nlr = 2\n", "dup.ini:3: [optim] lr: given twice (first on line 2)");
     expect_load_error("outside.ini", "lr = 1\n[optim]\n", "outside.ini:1: lr: key outside any [section]");
     expect_load_error("syntax.ini", "[optim]\nlr 1e-4\n", "syntax.ini:2: syntax error");
@@ -133,27 +144,25 @@ static void test_validate(void) {
     CHECK(config_validate(&c, err, sizeof err) == -1 && strstr(err, "--set loss.mse=0: [loss] mse: every loss weight is 0"),
           "zero losses: %s", err);
     load_text("mixed.ini", MINIMAL, &c, err, sizeof err);
-    CHECK(config_set(&c, "model.precision=mixed", err, sizeof err) == 0 && c.precision == CFG_PRECISION_MIXED, "%s", err);
+    CHECK(config_set(&c, "model.precision=mixed", err, sizeof err) == 0 && c.model.precision == MODEL_PRECISION_MIXED, "%s", err);
     CHECK(config_validate(&c, err, sizeof err) == -1 &&
               strstr(err, "[model] precision: mixed precision is a CUDA mode: set [model] device = cuda"),
           "mixed on the CPU: %s", err);
     CHECK(config_set(&c, "model.device=cuda", err, sizeof err) == 0, "%s", err);
     CHECK(config_validate(&c, err, sizeof err) == 0, "mixed on cuda: %s", err);
     // [model] activations: auto follows the precision; f32 / bf16 on any device.
-    TrainModelOptions mo;
-    train_model_options_from_config(&c, &mo);
-    CHECK(mo.activation_dtype == DT_BF16, "auto under mixed precision: %s", dtype_name(mo.activation_dtype));
+    CHECK(model_activation_dtype(&c.model) == DT_BF16, "auto under mixed precision: %s",
+          dtype_name(model_activation_dtype(&c.model)));
     CHECK(config_set(&c, "model.activations=f32", err, sizeof err) == 0, "%s", err);
-    train_model_options_from_config(&c, &mo);
-    CHECK(mo.activation_dtype == DT_F32, "activations = f32 under mixed: %s", dtype_name(mo.activation_dtype));
+    CHECK(model_activation_dtype(&c.model) == DT_F32, "activations = f32 under mixed: %s",
+          dtype_name(model_activation_dtype(&c.model)));
     load_text("act.ini", MINIMAL, &c, err, sizeof err);
-    train_model_options_from_config(&c, &mo);
-    CHECK(c.activations == CFG_ACTIVATIONS_AUTO && mo.activation_dtype == DT_F32, "default: f32 (%s)",
-          dtype_name(mo.activation_dtype));
+    CHECK(c.model.activations == MODEL_ACTIVATIONS_AUTO && model_activation_dtype(&c.model) == DT_F32, "default: f32 (%s)",
+          dtype_name(model_activation_dtype(&c.model)));
     CHECK(config_set(&c, "model.activations=bf16", err, sizeof err) == 0 && config_validate(&c, err, sizeof err) == 0,
           "bf16 on the CPU: %s", err);
-    train_model_options_from_config(&c, &mo);
-    CHECK(mo.activation_dtype == DT_BF16, "activations = bf16: %s", dtype_name(mo.activation_dtype));
+    CHECK(model_activation_dtype(&c.model) == DT_BF16, "activations = bf16: %s",
+          dtype_name(model_activation_dtype(&c.model)));
     CHECK(config_set(&c, "model.activations=f16", err, sizeof err) == -1 && strstr(err, "[model] activations") &&
               strstr(err, "auto|f32|bf16"),
           "bad activations: %s", err);
@@ -214,6 +223,47 @@ static void test_reference(void) {
           "reference has sections, keys, defaults");
 }
 
+// The model's schema alone: a whole training configuration gives the ModelOptions dod-train reads from
+// it (the other sections and [checkpoint]'s other keys skipped); its own sections stay strict, with
+// line numbers; overrides of other sections are skipped, of its own keys applied and checked.
+static void test_model_keys(void) {
+    char path[1024], err[CFG_ERR_LEN];
+    TrainConfig c;
+    ModelOptions mo;
+    CfgSource src;
+    snprintf(path, sizeof path, "%s/configs/aio3_stage2.ini", DOD_SOURCE_DIR);
+    config_defaults(&c);
+    CHECK(config_load_file(&c, path, err, sizeof err) == 0 && config_set(&c, "checkpoint.dir=ck", err, sizeof err) == 0,
+          "%s", err);
+    model_config_defaults(&mo, &src);
+    CHECK(model_config_load(&mo, &src, path, err, sizeof err) == 0, "model keys of %s: %s", path, err);
+    CHECK(model_config_set(&mo, &src, "checkpoint.dir=ck", err, sizeof err) == 0 &&
+              model_config_set(&mo, &src, "optim.lr=5", err, sizeof err) == 0 &&
+              model_config_set(&mo, &src, "checkpoint.every=7", err, sizeof err) == 0,
+          "overrides: %s", err);
+    mo.seed = c.model.seed;   // [train] keys: not the model schema's
+    mo.recompute = c.model.recompute;
+    CHECK(!memcmp(&mo, &c.model, sizeof mo), "the model's keys read alone equal dod-train's");
+    err[0] = 0;
+    CHECK(model_config_check(&mo, &src, err, sizeof err) == 0, "checks: %s", err);
+    CHECK(model_config_set(&mo, &src, "lora.rnk=4", err, sizeof err) == -1 && strstr(err, "[lora] rnk: unknown key"),
+          "unknown model key: %s", err);
+    CHECK(model_config_set(&mo, &src, "stage.stage=3", err, sizeof err) == -1 && strstr(err, "3 is out of range"),
+          "bad model value: %s", err);
+    const char *bad = write_ini("model_bad.ini", "[data]\nwhatever = 1\n[model]\nkind = toy\nwidth = 3\n[lora]\nrank = x\n");
+    model_config_defaults(&mo, &src);
+    CHECK(model_config_load(&mo, &src, bad, err, sizeof err) == -1 && strstr(err, "model_bad.ini:5: [model] width: unknown key") &&
+              strstr(err, "model_bad.ini:7: [lora] rank: expected an integer") && !strstr(err, "whatever"),
+          "own sections strict, others skipped: %s", err);
+    const char *s2 = write_ini("model_s2.ini", "[model]\nkind = dod\n[stage]\nstage = 2\n");
+    model_config_defaults(&mo, &src);
+    err[0] = 0;
+    CHECK(model_config_load(&mo, &src, s2, err, sizeof err) == 0 && model_config_check(&mo, &src, err, sizeof err) == 2 &&
+              strstr(err, "model_s2.ini:1: [model] base: required for kind = dod") &&
+              strstr(err, "model_s2.ini:3: [stage] init_from: required for stage 2"),
+          "cross-key checks name the section lines: %s", err);
+}
+
 int main(void) {
     data_scratch_dir("cfgtest", scratch, sizeof scratch);
     test_shipped_configs();
@@ -223,6 +273,7 @@ int main(void) {
     test_overrides();
     test_round_trip_and_compare();
     test_reference();
+    test_model_keys();
     data_rm_rf(scratch);
     return check_summary();
 }

@@ -1,12 +1,12 @@
 // The CPU-checkable half of the model code's CUDA path (docs/cuda.md, "Model code on CUDA"). No GPU
-// here, so the device branches of layers/ are exercised where they are built from engine ops:
-//  - sd_gather_hw (the device form of the odd-size nearest resize, reflect padding and cropping) gives
-//    exactly the CPU loops' values, and the resize's gradient matches the loop's backward;
-//  - dod_repeat_constant / dod_scalar_value (the device-neutral prompt repeat and loss read-back);
+// here, so the model code is exercised where it is built from engine ops that run on any device:
+//  - the odd-size nearest resize, reflect padding and cropping (op_gather_hw) give exactly the values
+//    of plain loops written here, and the resize's gradient is the loop's scatter-add, bit for bit;
+//  - dod_repeat_constant / tensor_item (the device-neutral prompt repeat and loss read-back);
 //  - dod_model_to_device(DEV_CPU) keeps the forward bitwise unchanged (the move is in place);
 //  - random-weight bases (layers/sd_random.h) have the loader's table of names, shapes and dtypes,
 //    are deterministic in the seed, and a DOD forward on one is finite;
-//  - mixed devices fail naming the function (dod_posterior_sample), checked before any device access.
+//  - mixed devices fail naming the op (op_posterior_sample), checked before any device access.
 #include <math.h>
 #include <string.h>
 
@@ -29,58 +29,83 @@ static bool bitwise_equal(const Tensor *a, const Tensor *b) {
     return tensor_same_shape(a, b) && memcmp(a->data, b->data, sizeof(float) * (size_t)a->numel) == 0;
 }
 
-// sum(y * w) with fixed weights, so every output element's gradient differs.
-static Tensor *weighted_sum(Tensor *y, uint64_t seed) {
-    Tensor *w = tensor_new(y->ndim, y->shape, DT_F32);
-    tensor_randn(w, seed, 1.0f);
-    return op_sum(op_mul(y, w));
+// torch's nearest source index (the rule of layers/sd_blocks.c, written again here).
+static void nearest_src(int64_t in, int64_t out, int64_t *idx) {
+    for (int64_t i = 0; i < out; i++) {
+        int64_t s = in == out ? i : (int64_t)floorf((float)i * ((float)in / (float)out));
+        idx[i] = s < in - 1 ? s : in - 1;
+    }
 }
 
-// The resize's gather form against its loop, forward (bitwise) and gradient (same sums, maybe in
-// another order: near), down and up, odd sizes.
+// y[p, i, j] = x[p, sy[i], sx[j]]: the plain loop every gather here is checked against (= new persistent).
+static Tensor *gather_loop(const Tensor *x, const int64_t *sy, int64_t oh, const int64_t *sx, int64_t ow) {
+    int64_t planes = x->shape[0] * x->shape[1], ih = x->shape[2], iw = x->shape[3];
+    int64_t shape[4] = {x->shape[0], x->shape[1], oh, ow};
+    Tensor *y = tensor_new_persistent("y_loop", 4, shape, DT_F32);
+    const float *xd = tensor_data_f32(x);
+    float *yd = tensor_data_f32(y);
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t i = 0; i < oh; i++)
+            for (int64_t j = 0; j < ow; j++) yd[(p * oh + i) * ow + j] = xd[(p * ih + sy[i]) * iw + sx[j]];
+    return y;
+}
+
+// The resize (op_gather_hw) against the loop, forward and gradient (d sum(y * w) / dx: the scatter-add
+// of w, in the loop's order, so bit for bit), down and up, odd sizes.
 static void test_resize_gather(int64_t ih, int64_t iw, int64_t oh, int64_t ow) {
     char what[96];
     snprintf(what, sizeof what, "resize %ldx%ld -> %ldx%ld", (long)ih, (long)iw, (long)oh, (long)ow);
     Tensor *x = random_input("x", 2, 3, ih, iw, 7);
     x->requires_grad = true;
-    // The loop: sd_resize_nearest on the CPU.
+    int64_t sy[64], sx[64];
+    nearest_src(ih, oh, sy);
+    nearest_src(iw, ow, sx);
+    Tensor *y_loop = gather_loop(x, sy, oh, sx, ow);
     Tensor *y = sd_resize_nearest(x, oh, ow);
-    ag_backward(weighted_sum(y, 11));
-    float *g_loop = dod_malloc(sizeof(float) * (size_t)x->numel, "grad copy");
-    memcpy(g_loop, x->grad, sizeof(float) * (size_t)x->numel);
-    Tensor *y_loop = tensor_new_persistent("y_loop", y->ndim, y->shape, DT_F32);
-    memcpy(y_loop->data, y->data, sizeof(float) * (size_t)y->numel);
-    ag_step_reset();  // a fresh tape: the second backward must not run the first graph again
-    tensor_zero_grad(x);
-    // The gather: the same source indices (torch's nearest rule, recomputed here).
-    int64_t *sy = arena_alloc(sizeof(int64_t) * (size_t)(oh + ow), "test indices"), *sx = sy + oh;
-    for (int64_t i = 0; i < oh; i++) {
-        int64_t s = ih == oh ? i : (int64_t)floorf((float)i * ((float)ih / (float)oh));
-        sy[i] = s < ih - 1 ? s : ih - 1;
-    }
-    for (int64_t j = 0; j < ow; j++) {
-        int64_t s = iw == ow ? j : (int64_t)floorf((float)j * ((float)iw / (float)ow));
-        sx[j] = s < iw - 1 ? s : iw - 1;
-    }
-    Tensor *y_gather = sd_gather_hw(x, sy, oh, sx, ow);
-    CHECK(bitwise_equal(y_gather, y_loop), "%s: gather forward differs from the loop (%s vs %s)", what,
-          shape_str(y_gather), shape_str(y_loop));
-    ag_backward(weighted_sum(y_gather, 11));
+    CHECK(bitwise_equal(y, y_loop), "%s: forward differs from the loop (%s vs %s)", what, shape_str(y),
+          shape_str(y_loop));
+    Tensor *w = tensor_new(y->ndim, y->shape, DT_F32);
+    tensor_randn(w, 11, 1.0f);
+    ag_backward(op_sum(op_mul(y, w)));
+    float *g_loop = dod_calloc(sizeof(float) * (size_t)x->numel, "loop gradient");
+    const float *wd = tensor_data_f32(w);
+    for (int64_t p = 0; p < x->shape[0] * x->shape[1]; p++)
+        for (int64_t i = 0; i < oh; i++)
+            for (int64_t j = 0; j < ow; j++) g_loop[(p * ih + sy[i]) * iw + sx[j]] += wd[(p * oh + i) * ow + j];
     double scale, err = max_abs_diff(x->grad, g_loop, (long)x->numel, &scale);
     CHECK(scale > 0 && err <= 1e-6 * scale, "%s: gradient max error %g (max|ref| %g)", what, err, scale);
+    CHECK(memcmp(x->grad, g_loop, sizeof(float) * (size_t)x->numel) == 0, "%s: gradient not bitwise the loop's", what);
     free(g_loop);
     ag_step_reset();
     tensor_free(y_loop);
     tensor_free(x);
 }
 
+// torch's reflect index (F.pad mode='reflect'), written again here.
+static int64_t reflect_src(int64_t i, int64_t n) { return i < n ? i : 2 * (n - 1) - i; }
+
 static void test_pad_crop_gather(void) {
     bool prev = ag_set_grad_enabled(false);
     Tensor *x = random_input("x", 2, 3, 13, 11, 3);
-    CHECK(bitwise_equal(dod_pad_reflect_ex(x, 3, 5, true), dod_pad_reflect(x, 3, 5)), "reflect pad: gather != loop");
-    CHECK(bitwise_equal(dod_pad_reflect_ex(x, 0, 7, true), dod_pad_reflect(x, 0, 7)), "reflect pad (0, 7): gather != loop");
-    CHECK(bitwise_equal(dod_crop_ex(x, 9, 4, true), dod_crop(x, 9, 4)), "crop: gather != loop");
-    CHECK(bitwise_equal(dod_crop_ex(x, 13, 11, true), dod_crop(x, 13, 11)), "identity crop: gather != loop");
+    int64_t sy[32], sx[32];
+    const int pads[2][2] = {{3, 5}, {0, 7}};
+    for (int k = 0; k < 2; k++) {
+        int ph = pads[k][0], pw = pads[k][1];
+        for (int64_t i = 0; i < 13 + ph; i++) sy[i] = reflect_src(i, 13);
+        for (int64_t j = 0; j < 11 + pw; j++) sx[j] = reflect_src(j, 11);
+        Tensor *want = gather_loop(x, sy, 13 + ph, sx, 11 + pw);
+        CHECK(bitwise_equal(dod_pad_reflect(x, ph, pw), want), "reflect pad (%d, %d): op != loop", ph, pw);
+        tensor_free(want);
+    }
+    const int64_t crops[2][2] = {{9, 4}, {13, 11}};
+    for (int k = 0; k < 2; k++) {
+        for (int64_t i = 0; i < crops[k][0]; i++) sy[i] = i;
+        for (int64_t j = 0; j < crops[k][1]; j++) sx[j] = j;
+        Tensor *want = gather_loop(x, sy, crops[k][0], sx, crops[k][1]);
+        CHECK(bitwise_equal(dod_crop(x, crops[k][0], crops[k][1]), want), "crop %ldx%ld: op != loop",
+              (long)crops[k][0], (long)crops[k][1]);
+        tensor_free(want);
+    }
     ag_step_reset();
     tensor_free(x);
     ag_set_grad_enabled(prev);
@@ -96,8 +121,7 @@ static void test_repeat_and_scalar(void) {
     for (int k = 0; k < 3; k++) same &= memcmp(tensor_data_f32(r) + k * 20, p->data, 20 * sizeof(float)) == 0;
     CHECK(same && !r->requires_grad, "repeat: copies differ from the source or require grad");
     Tensor *s = op_sum(p);
-    CHECK(dod_scalar_value(s) == tensor_data_f32(s)[0], "scalar read-back %g vs %g", dod_scalar_value(s),
-          tensor_data_f32(s)[0]);
+    CHECK(tensor_item(s) == tensor_data_f32(s)[0], "scalar read-back %g vs %g", tensor_item(s), tensor_data_f32(s)[0]);
     ag_step_reset();
     tensor_free(p);
 }
@@ -184,7 +208,7 @@ static void posterior_mixed(void *ctx) {
     Tensor fake = *mean;
     fake.device = DEV_CUDA;
     fake.data = NULL;
-    dod_posterior_sample(mean, logvar, &fake);
+    op_posterior_sample(mean, logvar, &fake);
 }
 
 static void missing_config(void *ctx) { unet_create_random(ctx, DT_F32, 1); }
@@ -198,7 +222,7 @@ int main(void) {
     test_model_to_cpu_is_identity();
     test_random_base();
     expect_fatal("posterior on mixed devices", posterior_mixed, NULL,
-                 (const char *const[]){"dod_posterior_sample", "one device", NULL});
+                 (const char *const[]){"op_posterior_sample", "one device", NULL});
     expect_fatal("random unet without a config", missing_config, "/nonexistent/base",
                  (const char *const[]){"unet_create_random", "/nonexistent/base/unet/config.json", NULL});
     return check_summary();

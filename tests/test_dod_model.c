@@ -15,6 +15,7 @@
 #include "layers/dod_model.h"
 #include "layers/dod_model_util.h"
 #include "layers/safetensors.h"
+#include "layers/sd_weights.h"
 
 #ifndef DOD_SOURCE_DIR
 #define DOD_SOURCE_DIR "."
@@ -336,20 +337,34 @@ static void test_errors(void) {
     expect_create_error("bad stage", c, "stage must be 1 or 2, got 3");
     c = fixture_config(1);
     c.lpips_weight = 5.0f;
-    expect_create_error("lpips weight", c, "LPIPS loss is not implemented yet");
+    expect_create_error("lpips weight", c, "lpips_weight 5 needs an LPIPS network");
     c = fixture_config(1);
     c.base_model_dir = FIXTURES "no_such_model";
     expect_create_error("missing base model", c, "no_such_model");
+    c = fixture_config(1);
+    c.base_model_dir = DOD_SOURCE_DIR "/configs/tiny_base";  // no tokenizer/ or text_encoder/
+    c.prompt_path = NULL;
+    expect_create_error("no text encoder to encode the prompt", c, "tiny_base/tokenizer: no such folder");
 
-    // no prompt file: zeros with a warning
+    // no prompt file: the empty prompt's embedding by the base's own text encoder (transformers' value in
+    // tests/fixtures/clip/encode_sd2.safetensors, hidden.0), and the empty negative prompt's, never zeros
     c = fixture_config(1);
     c.prompt_path = NULL;
-    fflush(stderr);
     DodModel *m = dod_model_create(&c);
-    float mx = 0;
-    for (int64_t i = 0; i < m->prompt->numel; i++) mx = fmaxf(mx, fabsf(tensor_f32(m->prompt)[i]));
-    CHECK(m->prompt->shape[0] == 77 && m->prompt->shape[1] == 16 && mx == 0, "zero prompt %s, max %g",
-          shape_str(m->prompt), mx);
+    SafeTensors *st;
+    char st_err[ST_ERR_LEN];
+    Tensor *want = NULL;
+    if (safetensors_open(DOD_SOURCE_DIR "/tests/fixtures/clip/encode_sd2.safetensors", &st, st_err) == ST_OK) {
+        safetensors_tensor(st, safetensors_find(st, "hidden.0"), DT_F32, "want", &want, st_err);
+        sd_tensor_make_owned(want);
+        safetensors_close(st);
+    }
+    double scale = 0, diff = want ? max_abs_diff(tensor_f32(m->prompt), tensor_f32(want), (long)want->numel, &scale) : 1;
+    CHECK(m->prompt->shape[0] == 77 && m->prompt->shape[1] == 16 && want && scale > 0.1 && diff <= 1e-5 * scale &&
+              m->negative_prompt && !memcmp(m->negative_prompt->data, m->prompt->data, sizeof(float) * 77 * 16),
+          "empty prompt %s: max |diff| %.3g vs transformers (scale %.3g), negative %p", shape_str(m->prompt), diff,
+          scale, (void *)m->negative_prompt);
+    tensor_free(want);
     CHECK(fabs(m->alpha_bar - 0.0046601) < 1e-6 && m->sched.prediction_type == SD_PRED_V,
           "alpha-bar(999) %.8f, prediction %s", m->alpha_bar, sd_prediction_name(m->sched.prediction_type));
     char msg[1024];
@@ -424,7 +439,7 @@ typedef struct {
 
 static float *device_to_host(const float *src, int64_t n) {
     float *dst = dod_malloc(sizeof(float) * (size_t)(n ? n : 1), "CUDA result copy");
-    cuda_copy_d2h(dst, src, sizeof(float) * (size_t)n);
+    device_copy(dst, DEV_CPU, src, DEV_CUDA, sizeof(float) * (size_t)n);
     return dst;
 }
 
@@ -440,7 +455,7 @@ static CudaStep cuda_step(int stage, DType frozen, DodPrecision precision) {
     Tensor *out = dod_model_forward_eps(m, lq, eps);
     CudaStep r = {.terms = dod_model_loss(m, out, hq), .n_out = out->numel};
     ag_backward(r.terms.total);
-    r.loss = dod_scalar_value(r.terms.total);
+    r.loss = tensor_item(r.terms.total);
     r.out = device_to_host(tensor_f32(out), out->numel);
     Tensor **list;
     int n = trainable(m, &list);
@@ -449,7 +464,8 @@ static CudaStep cuda_step(int stage, DType frozen, DodPrecision precision) {
     for (int64_t i = 0, off = 0; i < n; off += list[i]->numel, i++) {
         CHECK(list[i]->device == DEV_CUDA && list[i]->grad, "CUDA stage %d: %s has no device gradient", stage,
               list[i]->name);
-        if (list[i]->grad) cuda_copy_d2h(r.grads + off, list[i]->grad, sizeof(float) * (size_t)list[i]->numel);
+        if (list[i]->grad)
+            device_copy(r.grads + off, DEV_CPU, list[i]->grad, DEV_CUDA, sizeof(float) * (size_t)list[i]->numel);
     }
     free(list);
     ag_step_reset();

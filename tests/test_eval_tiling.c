@@ -50,7 +50,7 @@ static Image random_image(int w, int h, uint32_t seed) {
 }
 
 // max |tiled - untiled| over the image for model m.
-static double tiled_vs_whole(TrainModel *m, const Image *im, TileOptions t, int *n_tiles) {
+static double tiled_vs_whole(Model *m, const Image *im, TileOptions t, int *n_tiles) {
     size_t n = (size_t)3 * im->w * im->h;
     float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
     char err[512];
@@ -102,8 +102,8 @@ static void test_geometry(void) {
 }
 
 static void test_tiled_equals_untiled(void) {
-    TrainModel point = {.kind = "pointwise", .params = no_params, .forward = pointwise_forward, .destroy = no_destroy};
-    TrainModel box = {.kind = "box", .params = no_params, .forward = box_forward, .destroy = no_destroy};
+    Model point = {.kind = "pointwise", .params = no_params, .forward = pointwise_forward, .destroy = no_destroy};
+    Model box = {.kind = "box", .params = no_params, .forward = box_forward, .destroy = no_destroy};
     Image im = random_image(77, 58, 7);   // neither side a multiple of 8 or of the tile stride
     int tiles = 0;
     double d = tiled_vs_whole(&point, &im, (TileOptions){24, 8}, &tiles);
@@ -119,9 +119,9 @@ static void test_tiled_equals_untiled(void) {
     CHECK(seams > 1e-2, "5x5 box, no overlap should show seams, max diff %g", seams);
     // the toy restoration model (two 3x3 convolutions: radius 2), perturbed so its output is far from
     // the identity
-    TrainModelOptions o = {.kind = "toy", .stage = 1, .toy_width = 6, .seed = 3};
+    ModelOptions o = {.kind = MODEL_TOY, .stage = 1, .toy_width = 6, .seed = 3};
     char err[256];
-    TrainModel *toy = train_model_create(&o, err, sizeof err);
+    Model *toy = model_create(&o, err, sizeof err);
     CHECK(toy != NULL, "%s", err);
     if (toy) {
         ParamStore *ps = toy->params(toy->self);
@@ -130,7 +130,7 @@ static void test_tiled_equals_untiled(void) {
         CHECK(d < 1e-5, "toy model, overlap 8: tiled differs from untiled by %g", d);
         seams = tiled_vs_whole(toy, &im, (TileOptions){24, 0}, &tiles);
         CHECK(seams > 1e-3, "toy model without overlap should show seams, max diff %g", seams);
-        train_model_free(toy);
+        model_free(toy);
     }
     image_free(&im);
 }

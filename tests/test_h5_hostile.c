@@ -3,7 +3,7 @@
 // HDF5 API), and the reader must refuse it with a message naming the file and the attribute or
 // dataset, never read past a buffer (run under ASan with -DDOD_SANITIZE=ON), allocate what the
 // file merely declares, or return fill values as data. Also: keyed_permute for any count, and the
-// image caps of autograd/limits.h with their environment overrides.
+// image caps of autograd/base.h with their environment overrides.
 #include <hdf5.h>
 #include <stdint.h>
 

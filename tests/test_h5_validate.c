@@ -1,4 +1,4 @@
-// Validation during training (train/validate.h): overall and per-task means of restored and
+// Validation during training (eval/validate.h): overall and per-task means of restored and
 // degraded-input PSNR/SSIM. A two-task dataset of flat images whose errors are known in closed form,
 // restored by a model that subtracts a constant, so every PSNR is predictable:
 //   dehaze: hq 100, lq 110 (input error 10 levels), derain: hq 60, lq 80 (error 20), 3 samples each
@@ -9,7 +9,7 @@
 #include <stdio.h>
 
 #include "data/h5ds.h"
-#include "train/validate.h"
+#include "eval/validate.h"
 
 static void make_dataset(const char *path) {
     char err[512];
@@ -60,7 +60,7 @@ int main(void) {
     const char *path = "test_h5_validate.h5";
     make_dataset(path);
     char err[512];
-    TrainModel m = {.self = NULL, .kind = "minus5", .forward = minus5_forward};
+    Model m = {.self = NULL, .kind = "minus5", .forward = minus5_forward};
 
     Validator *v = validator_open(path, 4, err, sizeof err);
     CHECK(v != NULL, "validator_open: %s", err);
@@ -68,23 +68,24 @@ int main(void) {
     CHECK(validator_run(v, &m, NULL, &r, err, sizeof err) == 0, "validator_run: %s", err);
     validator_close(v);
 
-    CHECK(r.images == 4, "images %d", r.images);
+    CHECK(r.all.images == 4, "images %d", r.all.images);
     CHECK(r.n_tasks == 2, "tasks %d", r.n_tasks);
     CHECK(r.tasks_dropped == 0, "dropped %d", r.tasks_dropped);
     CHECK(strcmp(r.task[0].name, "dehaze") == 0 && strcmp(r.task[1].name, "derain") == 0, "names %s %s",
           r.task[0].name, r.task[1].name);
-    CHECK(r.task[0].images == 2 && r.task[1].images == 2, "per-task images %d %d", r.task[0].images, r.task[1].images);
+    CHECK(r.task[0].scores.images == 2 && r.task[1].scores.images == 2, "per-task images %d %d", r.task[0].scores.images,
+          r.task[1].scores.images);
     // float32 images: the restored error is 5 levels up to rounding of lq / 127.5 - 1 and back.
-    CHECK_NEAR(r.task[0].psnr_input, psnr_levels(10), 1e-3, "dehaze input PSNR");
-    CHECK_NEAR(r.task[1].psnr_input, psnr_levels(20), 1e-3, "derain input PSNR");
-    CHECK_NEAR(r.task[0].psnr, psnr_levels(5), 1e-3, "dehaze restored PSNR");
-    CHECK_NEAR(r.task[1].psnr, psnr_levels(15), 1e-3, "derain restored PSNR");
-    CHECK_NEAR(r.psnr, 0.5 * (psnr_levels(5) + psnr_levels(15)), 1e-3, "mean restored PSNR");
-    CHECK_NEAR(r.psnr_input, 0.5 * (psnr_levels(10) + psnr_levels(20)), 1e-3, "mean input PSNR");
-    CHECK_NEAR(r.ssim, 0.5 * (r.task[0].ssim + r.task[1].ssim), 1e-9, "mean SSIM = mean of task SSIMs");
-    CHECK_NEAR(r.ssim_input, 0.5 * (r.task[0].ssim_input + r.task[1].ssim_input), 1e-9, "mean input SSIM");
-    CHECK(r.task[0].ssim > r.task[0].ssim_input && r.task[0].ssim <= 1.0, "dehaze SSIM %.6f vs input %.6f",
-          r.task[0].ssim, r.task[0].ssim_input);
+    CHECK_NEAR(r.task[0].scores.psnr_input, psnr_levels(10), 1e-3, "dehaze input PSNR");
+    CHECK_NEAR(r.task[1].scores.psnr_input, psnr_levels(20), 1e-3, "derain input PSNR");
+    CHECK_NEAR(r.task[0].scores.psnr, psnr_levels(5), 1e-3, "dehaze restored PSNR");
+    CHECK_NEAR(r.task[1].scores.psnr, psnr_levels(15), 1e-3, "derain restored PSNR");
+    CHECK_NEAR(r.all.psnr, 0.5 * (psnr_levels(5) + psnr_levels(15)), 1e-3, "mean restored PSNR");
+    CHECK_NEAR(r.all.psnr_input, 0.5 * (psnr_levels(10) + psnr_levels(20)), 1e-3, "mean input PSNR");
+    CHECK_NEAR(r.all.ssim, 0.5 * (r.task[0].scores.ssim + r.task[1].scores.ssim), 1e-9, "mean SSIM = mean of task SSIMs");
+    CHECK_NEAR(r.all.ssim_input, 0.5 * (r.task[0].scores.ssim_input + r.task[1].scores.ssim_input), 1e-9, "mean input SSIM");
+    CHECK(r.task[0].scores.ssim > r.task[0].scores.ssim_input && r.task[0].scores.ssim <= 1.0,
+          "dehaze SSIM %.6f vs input %.6f", r.task[0].scores.ssim, r.task[0].scores.ssim_input);
 
     // The per-task report: one line per task, names, counts and gains as computed.
     char buf[2048] = {0};
@@ -104,7 +105,7 @@ int main(void) {
     v = validator_open(path, 1, err, sizeof err);
     CHECK(v && validator_run(v, &m, NULL, &r, err, sizeof err) == 0, "validator_run(1): %s", err);
     validator_close(v);
-    CHECK(r.n_tasks == 1 && r.task[0].images == 1, "one image: tasks %d images %d", r.n_tasks, r.task[0].images);
+    CHECK(r.n_tasks == 1 && r.task[0].scores.images == 1, "one image: tasks %d images %d", r.n_tasks, r.task[0].scores.images);
 
     // A non-finite output fails validation, naming the task and sample (it is not clamped and scored).
     m.forward = inf_forward;

@@ -6,20 +6,24 @@
 static double ref_gelu(double x) { return 0.5 * x * (1 + erf(x / sqrt(2.0))); }
 static double ref_gelu_tanh(double x) { return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
 static double ref_silu(double x) { return x / (1 + exp(-x)); }
+static double ref_quick_gelu(double x) { return x / (1 + exp(-1.702 * x)); }
 
-typedef enum { A_SILU, A_GELU, A_GELU_TANH, A_RELU, A_LEAKY, A_CLAMP, A_SOFTMAX, A_GEGLU } Act;
-static const char *act_name[] = {"silu", "gelu", "gelu_tanh", "relu", "leaky_relu", "clamp", "softmax", "geglu"};
+typedef enum { A_SILU, A_GELU, A_GELU_TANH, A_QUICK_GELU, A_RELU, A_LEAKY, A_CLAMP, A_SOFTMAX, A_GEGLU, A_EXP } Act;
+static const char *act_name[] = {"silu", "gelu", "gelu_tanh", "quick_gelu", "relu", "leaky_relu", "clamp", "softmax",
+                                 "geglu", "exp"};
 
 static Tensor *apply(Act a, Tensor *x) {
     switch (a) {
     case A_SILU: return op_silu(x);
     case A_GELU: return op_gelu(x, false);
     case A_GELU_TANH: return op_gelu(x, true);
+    case A_QUICK_GELU: return op_quick_gelu(x);
     case A_RELU: return op_relu(x);
     case A_LEAKY: return op_leaky_relu(x, 0.2f);
     case A_CLAMP: return op_clamp(x, -0.5f, 0.7f);
     case A_SOFTMAX: return op_softmax(x);
     case A_GEGLU: return op_geglu(x);
+    case A_EXP: return op_exp(x);
     }
     return NULL;
 }
@@ -29,9 +33,11 @@ static double ref_pointwise(Act a, double x) {
     case A_SILU: return ref_silu(x);
     case A_GELU: return ref_gelu(x);
     case A_GELU_TANH: return ref_gelu_tanh(x);
+    case A_QUICK_GELU: return ref_quick_gelu(x);
     case A_RELU: return x > 0 ? x : 0;
     case A_LEAKY: return x > 0 ? x : 0.2 * x;
     case A_CLAMP: return x < -0.5 ? -0.5 : x > 0.7 ? 0.7 : x;
+    case A_EXP: return exp(x);
     default: return NAN;
     }
 }
@@ -44,11 +50,12 @@ static void pointwise_forward(Act a, int64_t n) {
     Tensor *y = apply(a, x);
     double worst = 0;
     for (int64_t i = 0; i < n; i++) {
-        double e = fabs(ref_pointwise(a, tensor_data_f32(x)[i]) - tensor_data_f32(y)[i]);
+        double ref = ref_pointwise(a, tensor_data_f32(x)[i]), e = fabs(ref - tensor_data_f32(y)[i]);
+        if (a == A_EXP) e /= fmax(1.0, ref);  // exp reaches e^8 here: relative error (expf: an ulp or two)
         if (e > worst) worst = e;
     }
     char what[64];
-    snprintf(what, sizeof what, "%s forward (n %ld) vs double", act_name[a], (long)n);
+    snprintf(what, sizeof what, "%s forward (n %ld) vs double%s", act_name[a], (long)n, a == A_EXP ? " (relative)" : "");
     CHECK_NEAR(worst, 0.0, 2e-6, what);
     tensor_free(x);
     ag_step_reset();
@@ -62,7 +69,7 @@ static void grad_case(Act a, int ndim, const int64_t *shape) {
     char name[64];
     snprintf(name, sizeof name, "%s %s", act_name[a], shape_str(x));
     // Smooth ops: eps 1e-2 (truncation error ~eps^2 f''' ~1e-4 relative at worst, hence rtol 5e-3).
-    gradcheck(name, act_fn, &a, 1, &x, a <= A_GELU_TANH || a >= A_SOFTMAX ? 1e-2 : 1e-3, 5e-3, 1e-4, 0);
+    gradcheck(name, act_fn, &a, 1, &x, a <= A_QUICK_GELU || a >= A_SOFTMAX ? 1e-2 : 1e-3, 5e-3, 1e-4, 0);
     tensor_free(x);
 }
 
@@ -89,16 +96,19 @@ int main(void) {
         Tensor *x = test_input("x", 1, s, 1, 1, false);
         float *d = tensor_data_f32(x);
         d[0] = 1.0f; d[1] = -1.0f; d[2] = 3.0f;
-        Tensor *g = op_gelu(x, false), *gt = op_gelu(x, true), *si = op_silu(x);
+        Tensor *g = op_gelu(x, false), *gt = op_gelu(x, true), *si = op_silu(x), *qg = op_quick_gelu(x);
         CHECK_NEAR(tensor_data_f32(g)[0], 0.8413447460685429, 1e-6, "gelu(1)");
         CHECK_NEAR(tensor_data_f32(g)[1], -0.15865525393145702, 1e-6, "gelu(-1)");
         CHECK_NEAR(tensor_data_f32(gt)[0], 0.8411919906082768, 1e-6, "gelu_tanh(1)");
         CHECK_NEAR(tensor_data_f32(gt)[2], 2.996362607918227, 1e-6, "gelu_tanh(3)");
         CHECK_NEAR(tensor_data_f32(si)[0], 0.7310585786300049, 1e-6, "silu(1)");
+        CHECK_NEAR(tensor_data_f32(qg)[0], 0.8457957659, 1e-6, "quick_gelu(1)");  // transformers QuickGELUActivation, f64
+        CHECK_NEAR(tensor_data_f32(qg)[1], -0.1542042341, 1e-6, "quick_gelu(-1)");
         tensor_free(x);
         ag_step_reset();
     }
-    for (Act a = A_SILU; a <= A_CLAMP; a++) {
+    for (Act a = A_SILU; a <= A_EXP; a++) {
+        if (a == A_SOFTMAX || a == A_GEGLU) continue;  // not pointwise: checked below
         pointwise_forward(a, 37);
         pointwise_forward(a, 40000);  // parallel path
     }
@@ -154,6 +164,8 @@ int main(void) {
     }
     grad_case(A_GEGLU, 3, sg);
     grad_case(A_GEGLU, 2, sg2);
+    grad_case(A_EXP, 1, s1);
+    grad_case(A_EXP, 3, s3);
     expect_fatal("geglu odd last dim", odd_geglu, NULL, (const char *[]){"op_geglu", "[3, 5]", NULL});
     expect_fatal("clamp lo > hi", bad_clamp, NULL, (const char *[]){"op_clamp", "[2, 2]", NULL});
     expect_fatal("silu on CUDA", cuda_silu, NULL, (const char *[]){"op_silu", "CUDA", NULL});

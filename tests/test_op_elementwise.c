@@ -1,6 +1,7 @@
 // op_add / op_sub / op_mul with broadcasting, op_scale, op_add_scalar: forward against an
 // index-by-index double reference, finite-difference gradients, and shape/device errors; op_add_into
-// against op_add (bitwise, on y's storage).
+// against op_add (bitwise, on y's storage). op_posterior_sample against its formula in double, its
+// gradients by finite differences.
 #include "tests/check.h"
 #include "tests/op_test_util.h"
 
@@ -165,6 +166,49 @@ static void grad_case(Kind k, int na, const int64_t *sa, int nb, const int64_t *
     tensor_free(b);
 }
 
+// ---- op_posterior_sample ----
+static Tensor *posterior_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_posterior_sample(in[0], in[1], in[2]); }
+
+// mean + exp(0.5 logvar) eps against double, element by element; n above OPS_PARALLEL_MIN runs the
+// parallel loop. logvar spans [-6, 6] (std 3): the exp matters.
+static void posterior_forward(int64_t n) {
+    int64_t s[] = {n};
+    Tensor *m = test_input("mean", 1, s, 61, 1.0f, false), *lv = test_input("logvar", 1, s, 62, 3.0f, false);
+    Tensor *e = test_input("eps", 1, s, 63, 1.0f, false);
+    Tensor *z = op_posterior_sample(m, lv, e);
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double ref = tensor_data_f32(m)[i] + exp(0.5 * tensor_data_f32(lv)[i]) * tensor_data_f32(e)[i];
+        worst = fmax(worst, fabs(ref - tensor_data_f32(z)[i]) / fmax(1.0, fabs(ref)));
+    }
+    char what[64];
+    snprintf(what, sizeof what, "posterior sample (n %ld) vs double, relative", (long)n);
+    CHECK_NEAR(worst, 0.0, 1e-6, what);
+    CHECK(z->dtype == DT_F32 && !z->requires_grad, "posterior sample: dtype %s, records %d", dtype_name(z->dtype),
+          (int)z->requires_grad);
+    tensor_free(m);
+    tensor_free(lv);
+    tensor_free(e);
+    ag_step_reset();
+}
+
+// Gradients to mean, logvar and (when it requires one) eps, by finite differences.
+static void posterior_grad(bool grad_eps) {
+    int64_t s[] = {2, 3, 5};
+    Tensor *in[3] = {test_input("mean", 3, s, 71, 1.0f, true), test_input("logvar", 3, s, 72, 1.0f, true),
+                     test_input("eps", 3, s, 73, 1.0f, grad_eps)};
+    gradcheck(grad_eps ? "posterior sample (mean, logvar, eps)" : "posterior sample (mean, logvar)", posterior_fn,
+              NULL, 3, in, 1e-2, 5e-3, 1e-4, 0);
+    for (int i = 0; i < 3; i++) tensor_free(in[i]);
+}
+
+static void posterior_bad_shape(void *ctx) {
+    (void)ctx;
+    int64_t a[] = {2, 4}, b[] = {2, 5};
+    op_posterior_sample(test_input("m", 2, a, 1, 1, false), test_input("lv", 2, a, 2, 1, false),
+                        test_input("e", 2, b, 3, 1, false));
+}
+
 static void bad_broadcast(void *ctx) {
     (void)ctx;
     int64_t sa[] = {2, 3}, sb[] = {4};
@@ -250,6 +294,10 @@ int main(void) {
         tensor_free(x);
         ag_step_reset();
     }
+    posterior_forward(37);
+    posterior_forward(40000);
+    posterior_grad(true);
+    posterior_grad(false);
     add_into_case(4, s2345, 3, s311);
     add_into_case(1, s7, 1, s7);
     scale_add_into_case();
@@ -267,5 +315,7 @@ int main(void) {
     expect_fatal("add [2,3]+[4]", bad_broadcast, NULL, (const char *[]){"op_add", "[2, 3]", "[4]", NULL});
     expect_fatal("mul [2,3,4,5]*[2,4,1]", bad_mul, NULL, (const char *[]){"op_mul", "[2, 3, 4, 5]", "[2, 4, 1]", NULL});
     expect_fatal("sub with a CUDA tensor", cuda_input, NULL, (const char *[]){"op_sub", "CUDA", NULL});
+    expect_fatal("posterior sample, eps of another shape", posterior_bad_shape, NULL,
+                 (const char *[]){"op_posterior_sample", "[2, 4]", "[2, 5]", NULL});
     return check_summary();
 }

@@ -1,5 +1,5 @@
-// Shape ops: concat, split, chunk, reshape, permute, pad2d, upsample_nearest2x, global_avg_pool,
-// embedding (values checked index by index, gradients by finite differences) and the timestep
+// Shape ops: concat, split, chunk, reshape, permute, pad2d, upsample_nearest2x, gather_hw,
+// global_avg_pool, embedding (values checked index by index, gradients by finite differences) and the timestep
 // embedding against diffusers' get_timestep_embedding (fixture). Plus shape errors.
 #include "tests/check.h"
 #include "tests/op_test_util.h"
@@ -32,6 +32,9 @@ static Tensor *permute_fn(void *ctx, Tensor *const *in) { return op_permute(in[0
 static Tensor *pad_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_pad2d(in[0], 1, 2, 0, 3); }
 static Tensor *up_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_upsample_nearest2x(in[0]); }
 static Tensor *gap_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_global_avg_pool(in[0]); }
+// Rows and columns out of order, repeated, and skipped (input row 1 and column 1 unread: gradient 0).
+static const int64_t gather_rows[] = {4, 0, 0, 2, 3, 4, 4}, gather_cols[] = {3, 3, 2, 0, 0};
+static Tensor *gather_fn(void *ctx, Tensor *const *in) { (void)ctx; return op_gather_hw(in[0], gather_rows, 7, gather_cols, 5); }
 static Tensor *emb_fn(void *ctx, Tensor *const *in) { (void)ctx; int64_t ids[] = {2, 0, 2, 4}; return op_embedding(in[0], ids, 4); }
 
 // ---- death tests ----
@@ -56,6 +59,16 @@ static void pad_bad(void *ctx) {
     (void)ctx;
     int64_t a[] = {2, 3, 4};
     op_pad2d(test_input("a", 3, a, 1, 1, false), 1, 1, 1, 1);
+}
+static void gather_bad_index(void *ctx) {
+    (void)ctx;
+    int64_t a[] = {1, 2, 3, 4}, rows[] = {0, 3}, cols[] = {1};
+    op_gather_hw(test_input("a", 4, a, 1, 1, false), rows, 2, cols, 1);
+}
+static void gather_bad_rank(void *ctx) {
+    (void)ctx;
+    int64_t a[] = {2, 3, 4}, rows[] = {0}, cols[] = {0};
+    op_gather_hw(test_input("a", 3, a, 1, 1, false), rows, 1, cols, 1);
 }
 static void emb_bad(void *ctx) {
     (void)ctx;
@@ -174,6 +187,42 @@ int main(void) {
         tensor_free(x);
         ag_step_reset();
     }
+    // gather_hw: every output pixel by index; a larger one through the parallel loops (forward and the
+    // backward, against the scatter-add of the output gradient in row-major order: bit for bit).
+    {
+        int64_t s[] = {2, 3, 5, 4};
+        Tensor *x = test_input("x", 4, s, 9, 1, false);
+        Tensor *y = op_gather_hw(x, gather_rows, 7, gather_cols, 5);
+        bool ok = y->ndim == 4 && y->shape[0] == 2 && y->shape[1] == 3 && y->shape[2] == 7 && y->shape[3] == 5;
+        for (int p = 0; ok && p < 6; p++)
+            for (int i = 0; i < 7; i++)
+                for (int j = 0; j < 5; j++) ok &= at(y, (p * 7 + i) * 5 + j) == at(x, (p * 5 + gather_rows[i]) * 4 + gather_cols[j]);
+        CHECK(ok, "gather_hw values (%s)", shape_str(y));
+        tensor_free(x);
+        ag_step_reset();
+        int64_t big[] = {2, 8, 40, 30}, rows[45], cols[33];
+        for (int i = 0; i < 45; i++) rows[i] = (i * 7) % 40;
+        for (int j = 0; j < 33; j++) cols[j] = j < 30 ? 29 - j : j - 30;
+        Tensor *xb = test_input("xb", 4, big, 10, 1, true);
+        Tensor *yb = op_gather_hw(xb, rows, 45, cols, 33);
+        Tensor *w = tensor_new(4, yb->shape, DT_F32);
+        tensor_randn(w, 11, 1.0f);
+        ag_backward(op_sum(op_mul(yb, w)));
+        float *want = calloc((size_t)xb->numel, sizeof(float));
+        ok = true;
+        for (int p = 0; p < 16; p++)
+            for (int i = 0; i < 45; i++)
+                for (int j = 0; j < 33; j++) {
+                    int64_t src = (p * 40 + rows[i]) * 30 + cols[j], dst = (p * 45 + i) * 33 + j;
+                    ok &= at(yb, dst) == at(xb, src);
+                    want[src] += at(w, dst);
+                }
+        CHECK(ok, "gather_hw values, parallel path");
+        CHECK(memcmp(want, xb->grad, sizeof(float) * (size_t)xb->numel) == 0, "gather_hw gradient == the scatter-add");
+        free(want);
+        tensor_free(xb);
+        ag_step_reset();
+    }
     // embedding rows.
     {
         int64_t s[] = {5, 3}, ids[] = {4, 0, 4};
@@ -228,11 +277,18 @@ int main(void) {
         Tensor *t = test_input("table", 2, st, 24, 1, true);
         gradcheck("embedding with repeated ids", emb_fn, NULL, 1, &t, 1e-2, 1e-3, 1e-5, 0);
         tensor_free(t);
+        int64_t sg[] = {2, 3, 5, 4};
+        Tensor *g = test_input("x", 4, sg, 25, 1, true);
+        gradcheck("gather_hw with repeated, unordered and unread rows/columns", gather_fn, NULL, 1, &g, 1e-2, 1e-3, 1e-5, 0);
+        tensor_free(g);
     }
     expect_fatal("concat [2,3,4] with [2,5,3] on dim 1", cat_bad, NULL, (const char *[]){"op_concat", "[2, 5, 3]", "[2, 3, 4]", NULL});
     expect_fatal("reshape [2,3,4] to [5,5]", reshape_bad, NULL, (const char *[]){"op_reshape", "[2, 3, 4]", "[5, 5]", NULL});
     expect_fatal("chunk 7 into 2", chunk_bad, NULL, (const char *[]){"op_chunk", "[2, 7]", NULL});
     expect_fatal("pad2d on 3-d", pad_bad, NULL, (const char *[]){"op_pad2d", "[2, 3, 4]", NULL});
+    expect_fatal("gather_hw row 3 of 3", gather_bad_index, NULL,
+                 (const char *[]){"op_gather_hw", "row index 3 of output row 1", "[1, 2, 3, 4]", NULL});
+    expect_fatal("gather_hw on 3-d", gather_bad_rank, NULL, (const char *[]){"op_gather_hw", "[2, 3, 4]", NULL});
     expect_fatal("embedding id 5 of 5 rows", emb_bad, NULL, (const char *[]){"op_embedding", "id 1 is 5", "[5, 3]", NULL});
     return check_summary();
 }

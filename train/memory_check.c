@@ -10,21 +10,18 @@
 #include "autograd/cuda/cuda_backend.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
-#include "data/loader.h"
 
 #define MIB (1024.0 * 1024.0)
 
 // Bytes of step memory in use at the peak of one forward + loss + backward on a [1, 3, crop, crop]
 // batch, measured on the model's device; the parameters' gradients are zeroed after it.
-static double probe(TrainModel *m, Tensor *const *trainable, int n_trainable, const TrainConfig *c, int crop) {
+static double probe(Model *m, Tensor *const *trainable, int n_trainable, DodLossWeights w, int crop) {
     ag_step_reset();
     arena_peak_reset();
     Tensor *lq = tensor_zeros(4, (int64_t[]){1, 3, crop, crop}), *hq = tensor_zeros(4, (int64_t[]){1, 3, crop, crop});
     if (m->device != DEV_CPU) lq = tensor_to_device(lq, m->device), hq = tensor_to_device(hq, m->device);
     Tensor *out = m->forward(m->self, lq, 1, true);
-    Tensor *loss = op_scale(op_mse_loss(out, hq), (float)c->loss_mse);
-    if (c->loss_ssim > 0) loss = op_add(loss, op_scale(op_add_scalar(op_scale(op_ssim(out, hq, 2.0f), -1.0f), 1.0f),
-                                                       (float)c->loss_ssim));
+    Tensor *loss = dod_loss_terms(out, hq, w).total;
     ag_backward(loss);
     ag_step_reset();
     for (int i = 0; i < n_trainable; i++) tensor_zero_grad(trainable[i]);
@@ -71,11 +68,11 @@ static double host_available(const char **which) {
     return best;
 }
 
-int train_memory_check(TrainModel *m, Tensor *const *trainable, int n_trainable, const TrainConfig *c, int batch_n,
-                       bool quiet, char *err, size_t errlen) {
+int train_memory_check(Model *m, Tensor *const *trainable, int n_trainable, const TrainConfig *c, DodLossWeights w,
+                       int batch_n, bool quiet, char *err, size_t errlen) {
     if (c->max_memory < 0) return 0;
     int crop = (int)c->crop, p1 = crop <= 64 ? crop : 64, p2 = crop <= 64 ? crop : 128;
-    double m1 = probe(m, trainable, n_trainable, c, p1), m2 = p2 == p1 ? m1 : probe(m, trainable, n_trainable, c, p2);
+    double m1 = probe(m, trainable, n_trainable, w, p1), m2 = p2 == p1 ? m1 : probe(m, trainable, n_trainable, w, p2);
     double px = (double)crop * crop, a = 0, b;
     if (p2 == p1) {
         b = m1 / px;   // one sample measured at the configured crop: scale by the batch

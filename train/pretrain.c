@@ -11,6 +11,7 @@
 
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
+#include "eval/tfevents.h"
 
 PretrainOptions pretrain_defaults(void) {
     PretrainOptions o = {0};
@@ -35,24 +36,6 @@ PretrainOptions pretrain_defaults(void) {
     return o;
 }
 
-// ---- exp with a tape node (ops.h has none; the posterior needs exp(logvar / 2)) -----------------
-static void exp_backward(AgNode *node) {   // grad_x += grad_y * y
-    const float *y = tensor_data_f32(node->out), *g = tensor_grad(node->out);
-    float *gx = tensor_grad(node->inputs[0]);
-    for (int64_t i = 0; i < node->out->numel; i++) gx[i] += g[i] * y[i];
-}
-
-static Tensor *pt_exp(Tensor *x) {
-    Tensor *y = tensor_like(x);
-    const float *xs = tensor_f32(x);
-    float *ys = tensor_data_f32(y);
-    for (int64_t i = 0; i < x->numel; i++) ys[i] = expf(xs[i]);
-    if (ag_needs_grad(1, &x)) ag_record("pt_exp", exp_backward, y, 1, &x, 0);
-    return y;
-}
-
-static float scalar(Tensor *t) { return tensor_data_f32(t)[0]; }
-
 static Tensor *slice_batch(Tensor *all, int64_t from, int64_t n) {
     int64_t per = all->numel / all->shape[0];
     int64_t shape[4] = {n, all->shape[1], all->shape[2], all->shape[3]};
@@ -70,9 +53,21 @@ typedef struct {
     double window_sum, first_window;
     int window_n;
     double t0;
+    TfEvents *tb;        // NULL: no TensorBoard events (o->tb_dir unset)
+    const char *part;    // "vae" or "unet": the tags' prefix
 } Trainer;
 
-static void trainer_init(Trainer *tr, ParamStore *ps, const PretrainOptions *o) {
+// The scalar <part>/<name> at step to the TensorBoard file, flushed (no-op without one). Fatal naming
+// the file when it cannot be written.
+static void trainer_scalar(Trainer *tr, const char *name, int step, double value) {
+    if (!tr->tb) return;
+    char tag[96], err[4400];
+    snprintf(tag, sizeof tag, "%s/%s", tr->part, name);
+    tfevents_scalar(tr->tb, tag, step, (float)value);
+    if (tfevents_flush(tr->tb, err, sizeof err)) dod_fatal(tr->part, "%s", err);
+}
+
+static void trainer_init(Trainer *tr, ParamStore *ps, const PretrainOptions *o, const char *part) {
     tr->ps = ps;
     tr->n_train = params_count(ps);
     tr->train = dod_malloc(sizeof(Tensor *) * (size_t)tr->n_train, "pretrain trainables");
@@ -86,12 +81,16 @@ static void trainer_init(Trainer *tr, ParamStore *ps, const PretrainOptions *o) 
     tr->window_n = 0;
     tr->first_window = NAN;
     tr->t0 = dod_now_seconds();
+    tr->part = part;
+    tr->tb = NULL;
+    char err[4400];
+    if (o->tb_dir && !(tr->tb = tfevents_open(o->tb_dir, err, sizeof err))) dod_fatal(part, "%s", err);
 }
 
 // Backward from loss, clip, AdamW; logs every o->log_every steps. Returns the loss value.
 static double trainer_step(Trainer *tr, const PretrainOptions *o, int step, Tensor *loss, const char *what,
                            PretrainReport *rep) {
-    double value = scalar(loss);
+    double value = tensor_item(loss);
     if (!isfinite(value)) dod_fatal(what, "step %d: loss is %g", step, value);
     ag_backward(loss);
     double gnorm = clip_grad_norm(tr->train, tr->n_train, o->clip_norm);
@@ -110,6 +109,10 @@ static double trainer_step(Trainer *tr, const PretrainOptions *o, int step, Tens
         double el = dod_now_seconds() - tr->t0;
         fprintf(stderr, "%s step %d/%d loss %.5f lr %.2e grad_norm %.3f %.2fs/step\n", what, step + 1, o->steps, mean,
                 lr, gnorm, el / (step + 1));
+        trainer_scalar(tr, "loss", step + 1, mean);   // the window's mean; lr and gradient norm of this step
+        trainer_scalar(tr, "lr", step + 1, lr);
+        trainer_scalar(tr, "grad_norm", step + 1, gnorm);
+        trainer_scalar(tr, "it_per_s", step + 1, (step + 1) / el);
         tr->window_sum = 0;
         tr->window_n = 0;
     }
@@ -117,6 +120,8 @@ static double trainer_step(Trainer *tr, const PretrainOptions *o, int step, Tens
 }
 
 static void trainer_free(Trainer *tr) {
+    char err[4400];
+    if (tfevents_close(tr->tb, err, sizeof err)) dod_fatal(tr->part, "%s", err);
     adamw_free(tr->opt);
     free(tr->train);
 }
@@ -135,15 +140,14 @@ static Tensor *vae_loss(const Vae *vae, Tensor *x, uint64_t noise_seed, const Pr
     vae_encode(vae, x, false, NULL, &e);
     Tensor *noise = tensor_like(e.mean);
     tensor_randn(noise, noise_seed, 1.0f);
-    Tensor *std = pt_exp(op_scale(e.logvar, 0.5f));
-    Tensor *z = op_add(e.mean, op_mul(std, noise));
+    Tensor *z = op_posterior_sample(e.mean, e.logvar, noise);
     Tensor *rec = vae_decode(vae, z, NULL, NULL, NULL);
     Tensor *loss = op_scale(op_l1_loss(rec, x), o->l1_weight);
     if (o->mse_weight > 0) loss = op_add(loss, op_scale(op_mse_loss(rec, x), o->mse_weight));
     if (o->ssim_weight > 0) loss = op_add(loss, op_scale(op_add_scalar(op_scale(op_ssim(rec, x, 2.0f), -1), 1), o->ssim_weight));
     if (o->kl_weight > 0) {
         // diffusers DiagonalGaussianDistribution.kl(): 0.5 sum(mu^2 + var - 1 - logvar) per sample; batch mean.
-        Tensor *kl = op_sub(op_add(op_mul(e.mean, e.mean), pt_exp(e.logvar)), op_add_scalar(e.logvar, 1.0f));
+        Tensor *kl = op_sub(op_add(op_mul(e.mean, e.mean), op_exp(e.logvar)), op_add_scalar(e.logvar, 1.0f));
         loss = op_add(loss, op_scale(op_sum(kl), 0.5f * o->kl_weight / (float)x->shape[0]));
     }
     return loss;
@@ -212,7 +216,8 @@ void pretrain_vae(const PretrainOptions *o, PretrainReport *rep, ParamStore **ps
             (long long)eval_crops->shape[0]);
 
     Trainer tr;
-    trainer_init(&tr, ps, o);
+    trainer_init(&tr, ps, o, "vae");
+    trainer_scalar(&tr, "heldout_psnr", 0, rep->val_psnr_init);
     uint64_t data_key = rng_key(o->seed, rng_hash_string("vae crops"));
     uint64_t noise_key = rng_key(o->seed, rng_hash_string("vae posterior"));
     for (int step = 0; step < o->steps; step++) {
@@ -220,12 +225,15 @@ void pretrain_vae(const PretrainOptions *o, PretrainReport *rep, ParamStore **ps
         pretrain_random_crops(o->train, o->crop, rng_key(data_key, (uint64_t)step), x);
         Tensor *loss = vae_loss(&vae, x, rng_key(noise_key, (uint64_t)step), o);
         trainer_step(&tr, o, step, loss, who, rep);
-        if (o->eval_every > 0 && (step + 1) % o->eval_every == 0 && step + 1 < o->steps)
-            fprintf(stderr, "%s step %d: held-out PSNR %.2f dB\n", who, step + 1,
-                    vae_eval(&vae, eval_crops, o->batch, NULL));
+        if (o->eval_every > 0 && (step + 1) % o->eval_every == 0 && step + 1 < o->steps) {
+            double psnr = vae_eval(&vae, eval_crops, o->batch, NULL);
+            fprintf(stderr, "%s step %d: held-out PSNR %.2f dB\n", who, step + 1, psnr);
+            trainer_scalar(&tr, "heldout_psnr", step + 1, psnr);
+        }
     }
-    trainer_free(&tr);
     rep->val_psnr = vae_eval(&vae, eval_crops, o->batch, NULL);
+    trainer_scalar(&tr, "heldout_psnr", o->steps, rep->val_psnr);
+    trainer_free(&tr);
 
     // Scaling factor (diffusers convention: 1 / std of the latents), measured on training crops.
     Tensor *train_crops = pretrain_grid_crops(o->train, o->crop, 4);
@@ -277,16 +285,13 @@ static Tensor *encode_latents(const LatentCtx *c, Tensor *x, uint64_t noise_seed
     bool prev = ag_set_grad_enabled(false);
     VaeEncoded e;
     vae_encode(c->vae, x, false, NULL, &e);
-    Tensor *z = tensor_like(e.mean);
-    const float *mu = tensor_data_f32(e.mean), *lv = tensor_data_f32(e.logvar);
-    float *zs = tensor_data_f32(z);
+    Tensor *z = e.mean;
     if (noise_seed) {
         Tensor *n = tensor_like(e.mean);
         tensor_randn(n, noise_seed, 1.0f);
-        for (int64_t i = 0; i < z->numel; i++) zs[i] = c->sf * (mu[i] + expf(0.5f * lv[i]) * tensor_data_f32(n)[i]);
-    } else {
-        for (int64_t i = 0; i < z->numel; i++) zs[i] = c->sf * mu[i];
+        z = op_posterior_sample(e.mean, e.logvar, n);
     }
+    z = op_scale(z, c->sf);
     ag_set_grad_enabled(prev);
     return z;
 }
@@ -421,7 +426,8 @@ void pretrain_unet(const PretrainOptions *o, PretrainReport *rep, ParamStore **p
     fprintf(stderr, "%s: held-out eps-MSE over t before training %.4f\n", who, init_mse);
 
     Trainer tr;
-    trainer_init(&tr, ps, o);
+    trainer_init(&tr, ps, o, "unet");
+    trainer_scalar(&tr, "heldout_eps_mse", 0, init_mse);
     uint64_t data_key = rng_key(o->seed, rng_hash_string("unet crops"));
     uint64_t noise_key = rng_key(o->seed, rng_hash_string("unet noise"));
     int64_t ctx_shape[3] = {o->batch, 1, unet.cfg.cross_attention_dim[0]};
@@ -441,15 +447,19 @@ void pretrain_unet(const PretrainOptions *o, PretrainReport *rep, ParamStore **p
         Tensor *zt = pretrain_add_noise(lc.abar, z0, eps, t);
         Tensor *pred = unet_forward(&unet, zt, t, tensor_zeros(3, ctx_shape), NULL);
         trainer_step(&tr, o, step, op_mse_loss(pred, pretrain_unet_target(lc.pred, lc.abar, z0, eps, t)), who, rep);
-        if (o->eval_every > 0 && (step + 1) % o->eval_every == 0 && step + 1 < o->steps)
-            fprintf(stderr, "%s step %d: held-out eps-MSE at t=999 %.4f\n", who, step + 1,
-                    unet_eval(&unet, &lc, eval_crops, o->batch, 999, eval_seed, NULL, NULL, NULL));
+        if (o->eval_every > 0 && (step + 1) % o->eval_every == 0 && step + 1 < o->steps) {
+            double mse999 = unet_eval(&unet, &lc, eval_crops, o->batch, 999, eval_seed, NULL, NULL, NULL);
+            fprintf(stderr, "%s step %d: held-out eps-MSE at t=999 %.4f\n", who, step + 1, mse999);
+            trainer_scalar(&tr, "heldout_eps_mse_t999", step + 1, mse999);
+        }
     }
     free(t);
-    trainer_free(&tr);
     double final_mse = unet_eval(&unet, &lc, eval_crops, o->batch, -1, eval_seed, NULL, NULL, &rep->obj_mse);
     rep->eps_mse_999 = unet_eval(&unet, &lc, eval_crops, o->batch, 999, eval_seed, &rep->eps_mse_zero,
                                  &rep->eps_mse_linear, NULL);
+    trainer_scalar(&tr, "heldout_eps_mse", o->steps, final_mse);
+    trainer_scalar(&tr, "heldout_eps_mse_t999", o->steps, rep->eps_mse_999);
+    trainer_free(&tr);
     rep->eps_mse_init = init_mse;
     rep->eps_mse = final_mse;
     rep->seconds = dod_now_seconds() - t0;

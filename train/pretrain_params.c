@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "data/keyed_rng.h"
-#include "data/fileio.h"
+#include "autograd/base.h"
 
 // True for GroupNorm / LayerNorm parameters: the module name (before .weight/.bias) ends in a
 // component containing "norm" (norm1, norm, conv_norm_out, group_norm).

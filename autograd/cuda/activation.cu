@@ -1,61 +1,21 @@
-// Activations, GEGLU and row softmax (f32 throughout). Formulas match op_activation.c.
+// Activations, GEGLU and row softmax (f32 throughout). The per-element formulas are
+// autograd/kernel_math.h's, the ones op_activation.c's CPU loops run.
 #include "autograd/cuda/device.h"
 
-enum { K_SILU, K_GELU_ERF, K_GELU_TANH, K_RELU, K_LEAKY, K_CLAMP };  // = ActKind in op_activation.c
-
-#define SQRT_2_OVER_PI 0.7978845608028654f
-#define INV_SQRT_2 0.7071067811865476f
-#define INV_SQRT_2PI 0.3989422804014327f
-#define GELU_TANH_C 0.044715f
-
-__device__ __forceinline__ float d_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-__device__ __forceinline__ float d_gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * INV_SQRT_2)); }
-__device__ __forceinline__ float d_gelu_erf_grad(float x) {
-    return 0.5f * (1.0f + erff(x * INV_SQRT_2)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
-}
-
-__device__ __forceinline__ float act_value(int kind, float p0, float p1, float x) {
-    switch (kind) {
-    case K_SILU: return x * d_sigmoid(x);
-    case K_GELU_ERF: return d_gelu_erf(x);
-    case K_GELU_TANH: return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)));
-    case K_RELU: return x > 0.0f ? x : 0.0f;
-    case K_LEAKY: return x > 0.0f ? x : p0 * x;
-    default: return x < p0 ? p0 : (x > p1 ? p1 : x);
-    }
-}
-
-__device__ __forceinline__ float act_grad(int kind, float p0, float p1, float x, float g) {
-    switch (kind) {
-    case K_SILU: {
-        float s = d_sigmoid(x);
-        return g * s * (1.0f + x * (1.0f - s));
-    }
-    case K_GELU_ERF: return g * d_gelu_erf_grad(x);
-    case K_GELU_TANH: {
-        float t = tanhf(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x));
-        return g * (0.5f * (1.0f + t) +
-                    0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_TANH_C * x * x));
-    }
-    case K_RELU: return x > 0.0f ? g : 0.0f;
-    case K_LEAKY: return x > 0.0f ? g : p0 * g;
-    default: return (x >= p0 && x <= p1) ? g : 0.0f;
-    }
-}
-
-__global__ void act_forward_kernel(int kind, float p0, float p1, const float *x, float *y, int64_t n) {
+__global__ void act_forward_kernel(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n) {
     DOD_GRID_STRIDE(i, n) y[i] = act_value(kind, p0, p1, x[i]);
 }
-__global__ void act_backward_kernel(int kind, float p0, float p1, const float *x, const float *g, float *gx, int64_t n) {
+__global__ void act_backward_kernel(ActKind kind, float p0, float p1, const float *x, const float *g, float *gx,
+                                    int64_t n) {
     DOD_GRID_STRIDE(i, n) gx[i] += act_grad(kind, p0, p1, x[i], g[i]);
 }
 
-void cuda_act_forward(int kind, float p0, float p1, const float *x, float *y, int64_t n) {
+void cuda_act_forward(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n) {
     if (n == 0) return;
     act_forward_kernel<<<dod_grid(n, 256), 256>>>(kind, p0, p1, x, y, n);
     CUDA_CHECK_LAUNCH("act_forward_kernel");
 }
-void cuda_act_backward(int kind, float p0, float p1, const float *x, const float *g, float *gx, int64_t n) {
+void cuda_act_backward(ActKind kind, float p0, float p1, const float *x, const float *g, float *gx, int64_t n) {
     if (n == 0) return;
     act_backward_kernel<<<dod_grid(n, 256), 256>>>(kind, p0, p1, x, g, gx, n);
     CUDA_CHECK_LAUNCH("act_backward_kernel");
@@ -66,7 +26,7 @@ __global__ void geglu_forward_kernel(const float *x, float *y, int64_t rows, int
     DOD_GRID_STRIDE(i, rows * half) {
         int64_t r = i / half, k = i % half;
         const float *h = x + r * 2 * half;
-        y[i] = h[k] * d_gelu_erf(h[half + k]);
+        y[i] = geglu_value(h[k], h[half + k]);
     }
 }
 __global__ void geglu_backward_kernel(const float *x, const float *g, float *gx, int64_t rows, int64_t half) {
@@ -74,8 +34,8 @@ __global__ void geglu_backward_kernel(const float *x, const float *g, float *gx,
         int64_t r = i / half, k = i % half;
         const float *h = x + r * 2 * half;
         float *gh = gx + r * 2 * half;
-        gh[k] += g[i] * d_gelu_erf(h[half + k]);
-        gh[half + k] += g[i] * h[k] * d_gelu_erf_grad(h[half + k]);
+        gh[k] += geglu_grad_hidden(g[i], h[half + k]);
+        gh[half + k] += geglu_grad_gate(g[i], h[k], h[half + k]);
     }
 }
 void cuda_geglu_forward(const float *x, float *y, int64_t rows, int64_t half) {

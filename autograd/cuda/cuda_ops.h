@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/kernel_math.h"
 #include "autograd/profile.h"
 
 // The device all (non-NULL) inputs of `op` live on; mixed devices fail naming the op and each input,
@@ -46,19 +47,25 @@ static inline Device ops_device(const char *op, int n, Tensor *const *ts) {
 DOD_CUDA_API_BEGIN
 
 // ---- elementwise (elementwise.cu) -------------------------------------------------------------
-// out = a (kind: 0 add, 1 sub, 2 mul) b over a broadcast plan of ndim axes (shape; element strides
-// sa/sb, 0 on broadcast axes). Writes (=).
-DOD_CUDA_API(void, cuda_ew_binary, (int kind, int ndim, const int64_t *shape, const float *a, const int64_t *sa,
+// out = a (op) b over a broadcast plan of ndim axes (shape; element strides sa/sb, 0 on broadcast
+// axes). Writes (=).
+DOD_CUDA_API(void, cuda_ew_binary, (EwKind kind, int ndim, const int64_t *shape, const float *a, const int64_t *sa,
                                     const float *b, const int64_t *sb, float *out))
 // grad_t[j] += sign * sum of g over the axes where t's stride st is 0 (g contiguous with strides so).
 DOD_CUDA_API(void, cuda_bcast_reduce, (int ndim, const int64_t *shape, const int64_t *so, const float *g,
                                        const int64_t *st, float sign, float *grad_t, int64_t t_numel))
 // y = mul * x + add. Writes (=).
 DOD_CUDA_API(void, cuda_affine, (const float *x, float mul, float add, float *y, int64_t n))
+// z = mean + exp(0.5 logvar) eps (=); backward: grad_logvar += g eps 0.5 exp(0.5 logvar), grad_eps +=
+// g exp(0.5 logvar) (NULL skips one). op_posterior_sample adds grad_mean += g with cuda_axpy.
+DOD_CUDA_API(void, cuda_posterior_sample_forward, (const float *mean, const float *logvar, const float *eps, float *z,
+                                                   int64_t n))
+DOD_CUDA_API(void, cuda_posterior_sample_backward, (const float *g, const float *logvar, const float *eps,
+                                                    float *grad_logvar, float *grad_eps, int64_t n))
 
-// ---- activations (activation.cu); kind numbering = ActKind in op_activation.c ----------------------
-DOD_CUDA_API(void, cuda_act_forward, (int kind, float p0, float p1, const float *x, float *y, int64_t n))     // =
-DOD_CUDA_API(void, cuda_act_backward, (int kind, float p0, float p1, const float *x, const float *g, float *gx,
+// ---- activations (activation.cu; kinds and formulas: autograd/kernel_math.h) -------------------------
+DOD_CUDA_API(void, cuda_act_forward, (ActKind kind, float p0, float p1, const float *x, float *y, int64_t n)) // =
+DOD_CUDA_API(void, cuda_act_backward, (ActKind kind, float p0, float p1, const float *x, const float *g, float *gx,
                                        int64_t n))                                                           // +=
 DOD_CUDA_API(void, cuda_geglu_forward, (const float *x, float *y, int64_t rows, int64_t half))              // =
 DOD_CUDA_API(void, cuda_geglu_backward, (const float *x, const float *g, float *gx, int64_t rows, int64_t half))  // +=
@@ -77,8 +84,10 @@ DOD_CUDA_API(void, cuda_group_norm_backward, (const float *x, const float *gamma
                                               float *dbeta, int64_t N, int64_t C, int64_t S, int64_t G))
 
 // ---- reductions and losses (reduce.cu) -------------------------------------------------------------
-// out[0] = scale * sum(x) (=). kind 0: x, 1: (p - t)^2, 2: |p - t| (t unused for kind 0).
-DOD_CUDA_API(void, cuda_reduce_sum, (int kind, const float *p, const float *t, int64_t n, float scale, float *out))
+// out[0] = scale * sum_i reduce_term(kind, p[i], t[i]) (=; autograd/kernel_math.h: p, (p - t)^2, |p - t|, p^2;
+// t unused for REDUCE_SUM and REDUCE_SQUARES).
+DOD_CUDA_API(void, cuda_reduce_sum, (ReduceKind kind, const float *p, const float *t, int64_t n, float scale,
+                                     float *out))
 // SSIM (ssim.cu; autograd/op_loss.c's algorithm, statistics in double): out[0] = the mean SSIM over
 // planes x valid-window pixels of x and y ([planes, H, W]; win: the 11 normalised Gaussian weights,
 // host memory) (=). The backward accumulates (+=) g[0] * d(out)/dx into gx and /dy into gy (device
@@ -89,8 +98,8 @@ DOD_CUDA_API(void, cuda_ssim_backward, (const float *x, const float *y, int64_t 
                                         const double *win, double C1, double C2, const float *g, float *gx, float *gy))
 // gx[i] += g[0] * scale (device scalar g).
 DOD_CUDA_API(void, cuda_fill_grad_scalar, (const float *g, float scale, float *gx, int64_t n))
-// Point-loss backward: v = g[0]/n * (2 (p - t) | sign(p - t)); gp += v, gt -= v (NULL skips one).
-DOD_CUDA_API(void, cuda_point_loss_backward, (int l1, const float *p, const float *t, const float *g, float *gp,
+// Point-loss backward: v = point_loss_grad(l1, p - t, g[0] / n); gp += v, gt -= v (NULL skips one).
+DOD_CUDA_API(void, cuda_point_loss_backward, (bool l1, const float *p, const float *t, const float *g, float *gp,
                                               float *gt, int64_t n))
 
 // ---- GEMM (gemm.cu): row-major, same contract as gemm_f32 in autograd/gemm.h ----------------------
@@ -139,13 +148,16 @@ DOD_CUDA_API(bool, cuda_conv_reads_half_weights, (void))
 // q [B, Lq, H*D], k, v [B, Lk, H*D] -> out [B, Lq, H*D] (=), lse [B, H, Lq] (=) saved for backward.
 // f32 softmax; never [B, H, Lq, Lk] at once. Two kernels: scores built by cuBLAS one chunk of query
 // rows at a time (chunk <= 256 MiB), or fused (flash-style: online softmax, one thread per row, no
-// score buffer at all; head widths 8, 16, 32, 40, 64, 80).
+// score buffer at all; head widths 8, 16, 32, 40, 64, 80). causal (Lq == Lk): query i sees keys 0..i
+// (the cuBLAS kernel only: masked scores get probability 0 there).
 DOD_CUDA_API(void, cuda_attention_forward, (const float *q, const float *k, const float *v, float *out, float *lse,
-                                            int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale))
+                                            int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale,
+                                            bool causal))
 // Accumulates (+=) dq, dk, dv (NULL skips one) from dout, recomputing the probabilities from lse.
 DOD_CUDA_API(void, cuda_attention_backward, (const float *q, const float *k, const float *v, const float *out,
                                              const float *lse, const float *dout, float *dq, float *dk, float *dv,
-                                             int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale))
+                                             int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale,
+                                             bool causal))
 // Which kernel runs: AUTO (default) takes the fused one where a chunk would hold fewer than 64 query
 // rows (and fewer than Lq) and the head width has a fused instantiation; FUSED wherever it has one;
 // GEMM never. The environment's DOD_ATTENTION=auto|fused|gemm is read at the first call unless set
@@ -161,9 +173,31 @@ DOD_CUDA_API(void, cuda_strided_copy, (int ndim, const int64_t *shape, float *ds
                                        const float *src, const int64_t *src_strides, float scale, bool accumulate))
 DOD_CUDA_API(void, cuda_plane_means, (const float *x, float *y, int64_t planes, int64_t S))                  // =
 DOD_CUDA_API(void, cuda_upsample2x_backward, (const float *g, float *gx, int64_t planes, int64_t H, int64_t W))  // +=
+// op_gather_hw (autograd/kernel_math.h's gather_hw_value / gather_hw_grad): y [planes, Ho, Wo] gathered
+// from x [planes, H, W] (=); gx += the backward, from the inverse indices (row_start [H + 1], rows [Ho],
+// col_start [W + 1], cols [Wo]). Index arrays are device memory.
+DOD_CUDA_API(void, cuda_gather_hw_forward, (const float *x, float *y, int64_t planes, int64_t H, int64_t W,
+                                            const int64_t *src_y, int64_t Ho, const int64_t *src_x, int64_t Wo))
+DOD_CUDA_API(void, cuda_gather_hw_backward, (const float *g, float *gx, int64_t planes, int64_t H, int64_t W,
+                                             int64_t Ho, int64_t Wo, const int64_t *row_start, const int64_t *rows,
+                                             const int64_t *col_start, const int64_t *cols))
 DOD_CUDA_API(void, cuda_embedding_forward, (const float *table, const int64_t *ids_dev, float *y, int64_t n_ids,
                                             int64_t D))                                                      // =
 DOD_CUDA_API(void, cuda_embedding_backward, (const float *g, const int64_t *ids_dev, float *grad_table,
                                              int64_t n_ids, int64_t D))                                      // +=
+
+// ---- max pooling (pool.cu) and channel normalisation (channel_norm.cu) ------------------------------
+// y[p, ho, wo] = max of the k x k window at (ho s, wo s) of plane p (first maximum; NaN wins). Writes (=).
+DOD_CUDA_API(void, cuda_max_pool2d_forward, (const float *x, float *y, int64_t planes, int64_t H, int64_t W,
+                                             int64_t Ho, int64_t Wo, int k, int s))
+// gx[that window's argmax] += g[p, ho, wo] (atomic: windows may overlap).
+DOD_CUDA_API(void, cuda_max_pool2d_backward, (const float *x, const float *g, float *gx, int64_t planes, int64_t H,
+                                              int64_t W, int64_t Ho, int64_t Wo, int k, int s))
+// norm[n, s] = sqrt(sum_c x^2) (=); y = x / (norm + eps) (=). x, y [N, C, S].
+DOD_CUDA_API(void, cuda_channel_normalize_forward, (const float *x, float *y, float *norm, int64_t N, int64_t C,
+                                                    int64_t S, float eps))
+// gx += the gradient of op_channel_normalize (autograd/op_channel_norm.c) given g and the saved norms.
+DOD_CUDA_API(void, cuda_channel_normalize_backward, (const float *x, const float *norm, const float *g, float *gx,
+                                                     int64_t N, int64_t C, int64_t S, float eps))
 
 DOD_CUDA_API_END

@@ -18,7 +18,6 @@ extern "C" {
 // "<file>:<line>: <call> failed: <status name> (<status text>)".
 void dod_cuda_fail(const char *file, int line, const char *call, const char *status, const char *text)
     __attribute__((noreturn));
-const char *dod_cublas_status_text(cublasStatus_t s);
 
 #define CUDA_CHECK(call)                                                                        \
     do {                                                                                        \
@@ -65,6 +64,7 @@ static inline unsigned dod_grid(int64_t n, int threads) {
     return (unsigned)b;
 }
 
+#include "autograd/kernel_math.h"  // host/device code: outside the extern "C" block (cuda_ops.h includes it too)
 extern "C" {
 #include "autograd/cuda/cuda_ops.h"
 }

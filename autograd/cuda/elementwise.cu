@@ -1,5 +1,6 @@
 // Elementwise arithmetic with broadcasting (the plan comes from op_elementwise.c's bcast_plan),
-// the broadcast-gradient reduction, and y = mul * x + add.
+// the broadcast-gradient reduction, y = mul * x + add, and the posterior sample. Per-element formulas:
+// autograd/kernel_math.h.
 #include "autograd/cuda/device.h"
 
 #define EW_MAX_DIMS TENSOR_MAX_DIMS
@@ -8,7 +9,7 @@ typedef struct {
     int64_t shape[EW_MAX_DIMS], sa[EW_MAX_DIMS], sb[EW_MAX_DIMS];
 } EwPlan;
 
-__global__ void ew_binary_kernel(int kind, EwPlan p, const float *a, const float *b, float *out, int64_t n) {
+__global__ void ew_binary_kernel(EwKind kind, EwPlan p, const float *a, const float *b, float *out, int64_t n) {
     DOD_GRID_STRIDE(i, n) {
         int64_t rem = i, oa = 0, ob = 0;
         for (int d = p.ndim - 1; d >= 0; d--) {
@@ -18,11 +19,11 @@ __global__ void ew_binary_kernel(int kind, EwPlan p, const float *a, const float
             ob += c * p.sb[d];
         }
         float x = a[oa], y = b[ob];
-        out[i] = kind == 0 ? x + y : kind == 1 ? x - y : x * y;
+        out[i] = ew_value(kind, x, y);
     }
 }
 
-void cuda_ew_binary(int kind, int ndim, const int64_t *shape, const float *a, const int64_t *sa, const float *b,
+void cuda_ew_binary(EwKind kind, int ndim, const int64_t *shape, const float *a, const int64_t *sa, const float *b,
                     const int64_t *sb, float *out) {
     EwPlan p = {};
     p.ndim = ndim;
@@ -99,4 +100,32 @@ void cuda_affine(const float *x, float mul, float add, float *y, int64_t n) {
     if (n == 0) return;
     affine_kernel<<<dod_grid(n, 256), 256>>>(x, mul, add, y, n);
     CUDA_CHECK_LAUNCH("affine_kernel");
+}
+
+// ---- posterior sample: z = mean + exp(0.5 logvar) eps --------------------------------------------------
+__global__ void posterior_forward_kernel(const float *mean, const float *logvar, const float *eps, float *z,
+                                         int64_t n) {
+    DOD_GRID_STRIDE(i, n) z[i] = posterior_sample_value(mean[i], logvar[i], eps[i]);
+}
+
+// grad_logvar / grad_eps may each be NULL (that input needs no gradient).
+__global__ void posterior_backward_kernel(const float *g, const float *logvar, const float *eps, float *grad_logvar,
+                                          float *grad_eps, int64_t n) {
+    DOD_GRID_STRIDE(i, n) {
+        if (grad_logvar) grad_logvar[i] += posterior_sample_grad_logvar(g[i], logvar[i], eps[i]);
+        if (grad_eps) grad_eps[i] += posterior_sample_grad_eps(g[i], logvar[i]);
+    }
+}
+
+void cuda_posterior_sample_forward(const float *mean, const float *logvar, const float *eps, float *z, int64_t n) {
+    if (n == 0) return;
+    posterior_forward_kernel<<<dod_grid(n, 256), 256>>>(mean, logvar, eps, z, n);
+    CUDA_CHECK_LAUNCH("posterior_forward_kernel");
+}
+
+void cuda_posterior_sample_backward(const float *g, const float *logvar, const float *eps, float *grad_logvar,
+                                    float *grad_eps, int64_t n) {
+    if (n == 0 || (!grad_logvar && !grad_eps)) return;
+    posterior_backward_kernel<<<dod_grid(n, 256), 256>>>(g, logvar, eps, grad_logvar, grad_eps, n);
+    CUDA_CHECK_LAUNCH("posterior_backward_kernel");
 }

@@ -1,5 +1,6 @@
 // Group norm (and layer norm as its G = 1, S = 1 case): statistics in double per block, as the CPU
-// kernels do, so un-normalised inputs with large means keep their variance.
+// kernels do, so un-normalised inputs with large means keep their variance. Per-element formulas:
+// autograd/kernel_math.h (group_norm_value, norm_xhat, norm_dx), as in op_norm.c.
 //   forward:  one block per (n, group): mean, rstd, then y = x * (rstd gamma) + (beta - mean rstd gamma)
 //   backward: one block per (n, group) for dx, one block per channel for dgamma/dbeta.
 #include "autograd/cuda/device.h"
@@ -27,8 +28,7 @@ __global__ void group_norm_forward_kernel(const float *x, const float *gamma, co
     for (int64_t i = threadIdx.x; i < gsize; i += blockDim.x) {
         int64_t ch = c0 + i / S;
         float ga = gamma ? gamma[ch] : 1.0f, be = beta ? beta[ch] : 0.0f;
-        float a = r * ga;
-        yg[i] = xg[i] * a + (be - mf * a);
+        yg[i] = group_norm_value(xg[i], mf, r, ga, be);
     }
 }
 
@@ -40,7 +40,7 @@ __global__ void group_norm_dx_kernel(const float *x, const float *gamma, const f
     double s1 = 0, s2 = 0;
     for (int64_t i = threadIdx.x; i < gsize; i += blockDim.x) {
         float ga = gamma ? gamma[c0 + i / S] : 1.0f;
-        float xh = (xg[i] - m) * r, dxh = dyg[i] * ga;
+        float xh = norm_xhat(xg[i], m, r), dxh = dyg[i] * ga;
         s1 += dxh;
         s2 += (double)dxh * xh;
     }
@@ -48,8 +48,7 @@ __global__ void group_norm_dx_kernel(const float *x, const float *gamma, const f
     float *dxg = dx + ng * gsize;
     for (int64_t i = threadIdx.x; i < gsize; i += blockDim.x) {
         float ga = gamma ? gamma[c0 + i / S] : 1.0f;
-        float xh = (xg[i] - m) * r;
-        dxg[i] += r * (dyg[i] * ga - mean1 - xh * mean2);
+        dxg[i] += norm_dx(r, dyg[i] * ga, norm_xhat(xg[i], m, r), mean1, mean2);
     }
 }
 
@@ -59,7 +58,7 @@ __global__ void group_norm_affine_kernel(const float *x, const float *mean, cons
     double sg = 0, sb = 0;
     for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
         int64_t n = j / S, s = j % S, idx = (n * C + ch) * S + s;
-        float xh = (x[idx] - mean[n * G + g]) * rstd[n * G + g];
+        float xh = norm_xhat(x[idx], mean[n * G + g], rstd[n * G + g]);
         sg += (double)dy[idx] * xh;
         sb += dy[idx];
     }

@@ -1,4 +1,5 @@
-// The AdamW kernel for DEV_CUDA parameters; see cuda_optim.h (the gradient norm's sum of squares is
+// The AdamW kernel for DEV_CUDA parameters (the formula: autograd/kernel_math.h's adamw_update_element,
+// which optim.c's CPU loop runs too); see cuda_optim.h (the gradient norm's sum of squares is
 // in reduce.cu, beside the other full reductions).
 #include "autograd/cuda/device.h"
 
@@ -10,16 +11,8 @@ extern "C" {
 
 __global__ static void adamw_kernel(float *w, const float *g, float *m, float *v, int64_t n, float beta1, float beta2,
                                     float eps, float decay, float step_size, float bc2_sqrt) {
-    DOD_GRID_STRIDE(j, n) {
-        float gj = g[j];
-        float wj = w[j] * decay;
-        float mj = beta1 * m[j] + (1.0f - beta1) * gj;
-        float vj = beta2 * v[j] + (1.0f - beta2) * gj * gj;
-        float denom = sqrtf(vj) / bc2_sqrt + eps;
-        w[j] = wj - step_size * (mj / denom);
-        m[j] = mj;
-        v[j] = vj;
-    }
+    DOD_GRID_STRIDE(j, n)
+        adamw_update_element(&w[j], &m[j], &v[j], g[j], beta1, beta2, eps, decay, step_size, bc2_sqrt);
 }
 
 void cuda_adamw_update(float *w, const float *g, float *m, float *v, int64_t n, float beta1, float beta2, float eps,

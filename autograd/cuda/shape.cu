@@ -1,5 +1,6 @@
-// Data movement for the shape ops (concat, split, permute, pad, upsample, pooling, embedding): one
-// strided-copy kernel covers the first four and pooling's backward; the rest are small kernels.
+// Data movement for the shape ops (concat, split, permute, pad, upsample, gather, pooling, embedding):
+// one strided-copy kernel covers the first four and pooling's backward; the rest are small kernels
+// (per-element index math from autograd/kernel_math.h where the CPU ops share it).
 #include "autograd/cuda/device.h"
 
 typedef struct {
@@ -60,8 +61,8 @@ void cuda_plane_means(const float *x, float *y, int64_t planes, int64_t S) {
 __global__ void upsample2x_backward_kernel(const float *g, float *gx, int64_t H, int64_t W, int64_t n) {
     DOD_GRID_STRIDE(i, n) {
         int64_t w = i % W, h = (i / W) % H, p = i / (W * H), Wo = 2 * W;
-        const float *g0 = g + (p * 2 * H + 2 * h) * Wo + 2 * w;
-        gx[i] += g0[0] + g0[1] + g0[Wo] + g0[Wo + 1];
+        const float *g0 = g + (p * 2 * H + 2 * h) * Wo;
+        gx[i] += upsample2x_grad(g0, g0 + Wo, w);
     }
 }
 
@@ -70,6 +71,34 @@ void cuda_upsample2x_backward(const float *g, float *gx, int64_t planes, int64_t
     if (n == 0) return;
     upsample2x_backward_kernel<<<dod_grid(n, 256), 256>>>(g, gx, H, W, n);
     CUDA_CHECK_LAUNCH("upsample2x_backward_kernel");
+}
+
+// op_gather_hw: y[k] = gather_hw_value(...) per output element (=); gx[k] = gather_hw_grad(gx[k], ...) per
+// input element, which sums its outputs in a fixed order: deterministic, no atomics.
+__global__ void gather_hw_forward_kernel(const float *x, float *y, int64_t H, int64_t W, const int64_t *src_y,
+                                         int64_t Ho, const int64_t *src_x, int64_t Wo, int64_t n) {
+    DOD_GRID_STRIDE(k, n) y[k] = gather_hw_value(x, k, H, W, src_y, Ho, src_x, Wo);
+}
+__global__ void gather_hw_backward_kernel(const float *g, float *gx, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                                          const int64_t *row_start, const int64_t *rows, const int64_t *col_start,
+                                          const int64_t *cols, int64_t n) {
+    DOD_GRID_STRIDE(k, n) gx[k] = gather_hw_grad(gx[k], g, k, H, W, Ho, Wo, row_start, rows, col_start, cols);
+}
+
+void cuda_gather_hw_forward(const float *x, float *y, int64_t planes, int64_t H, int64_t W, const int64_t *src_y,
+                            int64_t Ho, const int64_t *src_x, int64_t Wo) {
+    int64_t n = planes * Ho * Wo;
+    if (n == 0) return;
+    gather_hw_forward_kernel<<<dod_grid(n, 256), 256>>>(x, y, H, W, src_y, Ho, src_x, Wo, n);
+    CUDA_CHECK_LAUNCH("gather_hw_forward_kernel");
+}
+void cuda_gather_hw_backward(const float *g, float *gx, int64_t planes, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                             const int64_t *row_start, const int64_t *rows, const int64_t *col_start,
+                             const int64_t *cols) {
+    int64_t n = planes * H * W;
+    if (n == 0) return;
+    gather_hw_backward_kernel<<<dod_grid(n, 256), 256>>>(g, gx, H, W, Ho, Wo, row_start, rows, col_start, cols, n);
+    CUDA_CHECK_LAUNCH("gather_hw_backward_kernel");
 }
 
 // Embedding rows: forward y[i] = table[ids[i]] (=); backward grad_table[ids[i]] += g[i] (atomic:

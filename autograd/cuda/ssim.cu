@@ -11,10 +11,6 @@ typedef struct {
     double w[SSIM_WIN];
 } SsimWin;
 
-__device__ __forceinline__ double ssim_signal(int q, double a, double b) {
-    return q == 0 ? a : q == 1 ? b : q == 2 ? a * a : q == 3 ? b * b : a * b;
-}
-
 // t[p][q][i][j] (H x Wo) = sum_a w[a] signal_q(p, i, j + a) (=).
 __global__ void ssim_filter_w_kernel(const float *x, const float *y, int64_t planes, int64_t H, int64_t W, SsimWin win,
                                      double *t) {
@@ -23,7 +19,7 @@ __global__ void ssim_filter_w_kernel(const float *x, const float *y, int64_t pla
         int64_t j = idx % Wo, i = (idx / Wo) % H, q = (idx / (Wo * H)) % 5, p = idx / (Wo * H * 5);
         const float *xr = x + (p * H + i) * W + j, *yr = y + (p * H + i) * W + j;
         double s = 0;
-        for (int a = 0; a < SSIM_WIN; a++) s += win.w[a] * ssim_signal((int)q, xr[a], yr[a]);
+        for (int a = 0; a < SSIM_WIN; a++) s += win.w[a] * ssim_signal((int)q, xr[a], yr[a]);  // kernel_math.h
         t[idx] = s;
     }
 }
@@ -40,17 +36,14 @@ __global__ void ssim_filter_h_kernel(const double *t, int64_t planes, int64_t H,
     }
 }
 
-// The statistics of map pixel k of plane p from f (slots mu1, mu2, e11, e22, e12).
+// The statistics of map pixel k of plane p from f (slots mu1, mu2, e11, e22, e12): mu1, mu2 and SSIM's
+// factors (autograd/kernel_math.h's ssim_factors) written (=).
 __device__ __forceinline__ void ssim_terms(const double *f, int64_t p, int64_t k, int64_t m, double C1, double C2,
                                            double *u1, double *u2, double *a1, double *b1, double *a2, double *b2) {
     const double *s = f + p * 5 * m + k;
     *u1 = s[0];
     *u2 = s[m];
-    double e11 = s[2 * m], e22 = s[3 * m], e12 = s[4 * m];
-    *a1 = 2 * *u1 * *u2 + C1;
-    *b1 = *u1 * *u1 + *u2 * *u2 + C1;
-    *a2 = 2 * (e12 - *u1 * *u2) + C2;
-    *b2 = (e11 - *u1 * *u1) + (e22 - *u2 * *u2) + C2;
+    ssim_factors(*u1, *u2, s[2 * m], s[3 * m], s[4 * m], C1, C2, a1, b1, a2, b2);
 }
 
 // map[p][k] = SSIM at map pixel k of plane p (=, f32: the mean is reduced in double by cuda_reduce_sum).
@@ -70,12 +63,10 @@ __global__ void ssim_dstats_kernel(const double *f, int64_t planes, int64_t m, d
         int64_t p = idx / m, k = idx % m;
         double u1, u2, a1, b1, a2, b2;
         ssim_terms(f, p, k, m, C1, C2, &u1, &u2, &a1, &b1, &a2, &b2);
-        double S = a1 * a2 / (b1 * b2), common = (a2 - a1) / (b1 * b2), sd = S * (1 / b2 - 1 / b1);
+        double ds[4];
+        ssim_dstats(u1, u2, a1, b1, a2, b2, gs, ds);
         double *o = d + p * 4 * m + k;
-        o[0] = gs * (2 * u2 * common + 2 * u1 * sd);
-        o[m] = gs * (2 * u1 * common + 2 * u2 * sd);
-        o[2 * m] = gs * (-S / b2);
-        o[3 * m] = gs * (2 * a1 / (b1 * b2));
+        for (int s = 0; s < 4; s++) o[s * m] = ds[s];
     }
 }
 
@@ -138,7 +129,7 @@ void cuda_ssim_forward(const float *x, const float *y, int64_t planes, int64_t H
     float *map = (float *)cuda_arena_alloc(sizeof(float) * (size_t)(planes * m), "op_ssim map");
     ssim_map_kernel<<<dod_grid(planes * m, 256), 256>>>(f, planes, m, C1, C2, map);
     CUDA_CHECK_LAUNCH("ssim_map_kernel");
-    cuda_reduce_sum(0, map, NULL, planes * m, (float)(1.0 / (double)(planes * m)), out);
+    cuda_reduce_sum(REDUCE_SUM, map, NULL, planes * m, (float)(1.0 / (double)(planes * m)), out);
     cuda_arena_release(mark);  // stream order keeps the scratch alive until the kernels ran
 }
 

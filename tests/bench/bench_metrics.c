@@ -102,14 +102,14 @@ static int threads_available(void) {
 
 int bench_metrics_main(int argc, char **argv) {
     int repeat = 5;
-    const char *python = getenv("PYTHON") ? getenv("PYTHON") : "/usr/bin/python3";
+    const char *python = bench_python();
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--python") && i + 1 < argc) python = argv[++i];
         else {
             printf("usage: dod-bench metrics [--repeat N] [--python PATH]\n"
                    "Times PSNR+SSIM (promptir and basicsr profiles) on real photos, 1 thread and all\n"
-                   "threads, against scikit-image run by PATH (default $PYTHON or /usr/bin/python3).\n");
+                   "threads, against scikit-image run by PATH (default $PYTHON, else python3).\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -118,17 +118,14 @@ int bench_metrics_main(int argc, char **argv) {
 
     // Where the photos come from.
     char cmd[4096], photo_dir[1024] = "";
-    int have_python = access(python, X_OK) == 0;
-    if (have_python) {
-        snprintf(cmd, sizeof cmd, "'%s' '%s' --data-dir 2>/dev/null", python, script);
-        char *dir = run_capture(cmd);
-        if (dir) {
-            dir[strcspn(dir, "\n")] = 0;
-            snprintf(photo_dir, sizeof photo_dir, "%s", dir);
-            free(dir);
-        } else {
-            have_python = 0;
-        }
+    // A Python that cannot run the script (not installed, no scikit-image) fails this first call.
+    snprintf(cmd, sizeof cmd, "'%s' '%s' --data-dir 2>/dev/null", python, script);
+    char *dir = run_capture(cmd);
+    int have_python = dir != NULL;
+    if (dir) {
+        dir[strcspn(dir, "\n")] = 0;
+        snprintf(photo_dir, sizeof photo_dir, "%s", dir);
+        free(dir);
     }
     static const char *skimage_photos[] = {"astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"};
     static const char *fixture_photos[] = {"astronaut.png", "coffee.png", "chelsea.png", "rocket.png"};

@@ -5,7 +5,7 @@
 // io.safetensors), --iters N (5), --size S (latent S x S instead of the fixture's), --batch B,
 // --dtype f32|bf16 (our weights' storage), --backward (ours only: forward + backward to the input
 // sample, the frozen-UNet part of LoRA training), --recompute (with --backward: recompute_blocks). The PyTorch side runs scripts/bench_unet_torch.py with
-// $PYTHON (default /work/venv/bin/python when it exists, else python3) and the same thread count;
+// bench_python() ($PYTHON, else python3) and the same thread count;
 // when Python, torch or diffusers is missing it says so and only our time is printed.
 #include <stdio.h>
 #include <stdlib.h>

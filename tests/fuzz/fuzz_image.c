@@ -1,8 +1,8 @@
 // Fuzz target: image files (stb_image through image_load: PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PNM).
-// A decoded image is within the caps of autograd/limits.h; anything else is an error, never a crash.
+// A decoded image is within the caps of autograd/base.h; anything else is an error, never a crash.
 #include <stdlib.h>
 
-#include "autograd/limits.h"
+#include "autograd/base.h"
 #include "data/image.h"
 #include "tests/fuzz/fuzz_util.h"
 

@@ -1,0 +1,83 @@
+// The DOD model (layers/dod_model.h) behind the Model interface. The training loop owns the loss
+// weights ([loss] in the training configuration), so only the model's forward is used here.
+#include "layers/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistr.h>
+
+#include "layers/dod_model.h"
+
+static ParamStore *dod_params(void *self) { return dod_model_params(self); }
+
+static Tensor *dod_forward(void *self, Tensor *lq, uint64_t noise_seed, bool training) {
+    return dod_model_forward(self, lq, training ? DOD_MODE_TRAIN : DOD_MODE_EVAL, noise_seed);
+}
+
+static void dod_destroy(void *self) { dod_model_free(self); }
+
+// The prompt keys' own checks, before anything loads: valid UTF-8, and a base with tokenizer/ and
+// text_encoder/ where the text encoder will run (no prompt_embedding file, or a negative prompt).
+// 0, or -1 with a message naming the key and the folder.
+static int check_prompts(const ModelOptions *o, char *err, size_t errlen) {
+    const char *texts[2] = {o->prompt, o->negative_prompt}, *keys[2] = {"prompt", "negative_prompt"};
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *bad = u8_check((const uint8_t *)texts[i], strlen(texts[i]));
+        if (bad) {
+            snprintf(err, errlen, "[model] %s: not valid UTF-8 (byte %zu)", keys[i], (size_t)(bad - (const uint8_t *)texts[i]));
+            return -1;
+        }
+    }
+    bool from_file = o->prompt_embedding[0], negative = o->negative_prompt[0];
+    for (int i = 0; i < 2 && (!from_file || negative); i++) {
+        char dir[CFG_STR + 16];
+        struct stat sb;
+        snprintf(dir, sizeof dir, "%s/%s", o->base, i ? "text_encoder" : "tokenizer");
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            snprintf(err, errlen, "[model] base = %s has no %s/ folder, needed to encode [model] %s; give a base "
+                     "with tokenizer/ and text_encoder/, or a [model] prompt_embedding file (dod-encode-prompt)",
+                     o->base, i ? "text_encoder" : "tokenizer", from_file ? "negative_prompt" : "prompt");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
+    if (o->stage != 1 && o->stage != 2) {
+        snprintf(err, errlen, "[stage] stage = %lld: must be 1 or 2", o->stage);
+        return NULL;
+    }
+    DodModelConfig cfg = dod_model_default_config((int)o->stage);
+    switch (o->extractor) {
+    case MODEL_EXTRACTOR_CNN: cfg.extractor = DOD_EXTRACTOR_CNN; break;
+    case MODEL_EXTRACTOR_VAE: cfg.extractor = DOD_EXTRACTOR_VAE; break;  // pooled frozen VAE-encoder features
+    default:
+        snprintf(err, errlen, "[modulation] extractor %d: expected cnn or vae", (int)o->extractor);
+        return NULL;
+    }
+    if (!o->base[0]) {
+        snprintf(err, errlen, "[model] base is empty: the DOD model needs a diffusers SD directory");
+        return NULL;
+    }
+    cfg.base_model_dir = o->base;
+    if (check_prompts(o, err, errlen)) return NULL;
+    cfg.prompt_path = o->prompt_embedding[0] ? o->prompt_embedding : NULL;
+    cfg.prompt = o->prompt;
+    cfg.negative_prompt = o->negative_prompt;
+    cfg.prompt_cache_path = o->prompt_cache[0] ? o->prompt_cache : NULL;
+    cfg.frozen_dtype = o->frozen_dtype == MODEL_FROZEN_BF16 ? DT_BF16 : DT_F32;
+    cfg.lora_rank = (int)o->lora_rank;
+    cfg.lora_alpha = (float)o->lora_alpha;
+    cfg.recompute = o->recompute;
+    cfg.seed = (uint64_t)o->seed;
+    DodModel *dm = dod_model_create(&cfg);
+    // Created and loaded on the CPU; moved whole (frozen weights, trainables, prompt) in place.
+    if (o->device != DEV_CPU) dod_model_to_device(dm, o->device);
+    Model *m = dod_calloc(sizeof *m, "DOD model");
+    *m = (Model){.self = dm, .kind = model_kind_name(MODEL_DOD), .device = o->device, .params = dod_params,
+                 .forward = dod_forward, .destroy = dod_destroy};
+    return m;
+}
