@@ -96,9 +96,9 @@ DOD_HOSTDEV float posterior_sample_grad_logvar(float g, float logvar, float eps)
 DOD_HOSTDEV float posterior_sample_grad_eps(float g, float logvar) { return g * expf(0.5f * logvar); }
 
 // ---- binary elementwise (op_elementwise.c, elementwise.cu) ------------------------------------------
-typedef enum { EW_ADD, EW_SUB, EW_MUL } EwKind;
+typedef enum { EW_ADD, EW_SUB, EW_MUL, EW_DIV } EwKind;
 DOD_HOSTDEV float ew_value(EwKind kind, float a, float b) {
-    return kind == EW_ADD ? a + b : kind == EW_SUB ? a - b : a * b;
+    return kind == EW_ADD ? a + b : kind == EW_SUB ? a - b : kind == EW_MUL ? a * b : a / b;
 }
 
 // ---- full reductions and point losses (op_reduce.c, op_loss.c, optim.c; reduce.cu) ------------------
@@ -195,3 +195,30 @@ DOD_HOSTDEV float gather_hw_grad(float gx, const float *g, int64_t k, int64_t H,
         for (int64_t b = col_start[w]; b < col_start[w + 1]; b++) gx += gp[rows[a] * Wo + cols[b]];
     return gx;
 }
+
+// ---- max pooling (op_pool.c, pool.cu) ------------------------------------------------------------------
+// Offset within a plane (W wide) of the maximum of the k x k window of output (ho, wo) at stride s:
+// the first one in row-major order, or the first NaN (PyTorch's rule). Forward reads it, backward
+// routes the gradient to it, so ties and NaNs resolve the same way on both sides.
+DOD_HOSTDEV int64_t max_pool_window_argmax(const float *plane, int64_t W, int k, int s, int64_t ho, int64_t wo) {
+    int64_t best = ho * s * W + wo * s;
+    float m = plane[best];
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) {
+            int64_t at = (ho * s + i) * W + wo * s + j;
+            float v = plane[at];
+            if (v > m || (isnan(v) && !isnan(m))) m = v, best = at;
+        }
+    return best;
+}
+
+// ---- channel normalisation (op_channel_norm.c, channel_norm.cu) ----------------------------------------
+// At one position with n = sqrt(sum_c x_c^2) (summed in float, c ascending) and d = n + eps:
+// y_c = x_c / d; the backward adds g_c / d - x_c coef to grad x_c, coef = (sum_k g_k x_k) / (d^2 n),
+// taken as 0 at n = 0 (PyTorch's sqrt'(0) = inf would give NaN there).
+DOD_HOSTDEV float channel_norm_value(float x, float n, float eps) { return x / (n + eps); }
+DOD_HOSTDEV float channel_norm_grad_coef(float dot, float n, float eps) {
+    float d = n + eps;
+    return n > 0 ? dot / (d * d * n) : 0.0f;
+}
+DOD_HOSTDEV float channel_norm_grad(float g, float x, float n, float eps, float coef) { return g / (n + eps) - x * coef; }

@@ -56,6 +56,9 @@ Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *
                                   Tensor *bias, int stride, int padding);
 // torch.nn.LayerNorm over the last dim: x [..., C], gamma/beta [C] or NULL.
 Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps);
+// x / (sqrt(sum over dim 1 of x^2) + eps), x [N, C, ...]: unit channel vectors at every position
+// (lpips.normalize_tensor; autograd/op_channel_norm.c).
+Tensor *op_channel_normalize(Tensor *x, float eps);
 
 // ---- activations (autograd/op_activation.c) --------------------------------------------------
 Tensor *op_silu(Tensor *x);
@@ -74,6 +77,7 @@ Tensor *op_exp(Tensor *x);                            // e^x (expf; inf past ~88
 Tensor *op_add(Tensor *a, Tensor *b);
 Tensor *op_sub(Tensor *a, Tensor *b);
 Tensor *op_mul(Tensor *a, Tensor *b);
+Tensor *op_div(Tensor *a, Tensor *b);                 // a / b (IEEE: b = 0 gives inf or NaN)
 // y + b (b broadcast to y's shape) written into y's storage: for residual and bias adds onto a layer's
 // output. y must be an activation (f32 or bf16) nothing reads afterwards (same contract as
 // op_add_projection_into); the result is a tensor of its own on the tape.
@@ -100,6 +104,8 @@ Tensor *op_upsample_nearest2x(Tensor *x);            // NCHW, F.interpolate(scal
 // input pixel sums the output pixels that read it, in row-major output order (deterministic).
 Tensor *op_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w);
 Tensor *op_global_avg_pool(Tensor *x);               // [N, C, H, W] -> [N, C]
+// torch.nn.MaxPool2d(kernel, stride), no padding, floor sizes; NCHW (autograd/op_pool.c).
+Tensor *op_max_pool2d(Tensor *x, int kernel, int stride);
 // Rows of table [V, D] selected by ids (n of them, each in [0, V)) -> [n, D].
 Tensor *op_embedding(Tensor *table, const int64_t *ids, int n);
 // diffusers get_timestep_embedding(timesteps, dim, flip_sin_to_cos, downscale_freq_shift,

@@ -27,19 +27,14 @@ ClipTextModel *clip_text_load(const char *dir, DType dtype, char *err, size_t er
     }
     snprintf(weights, sizeof weights, "%s/model.safetensors", dir);
     if (!is_file(weights)) snprintf(weights, sizeof weights, "%s/model.fp16.safetensors", dir);
+    if (!is_file(weights)) snprintf(weights, sizeof weights, "%s/pytorch_model.bin", dir);   // older releases
     if (!is_file(weights)) {
-        // Hook for the PyTorch checkpoint reader: pytorch_model.bin would be read here once it exists.
-        snprintf(weights, sizeof weights, "%s/pytorch_model.bin", dir);
-        if (is_file(weights))
-            snprintf(err, errlen, "%s: PyTorch pickle weights are not read yet; convert the text encoder to "
-                     "model.safetensors (e.g. with transformers: save_pretrained(..., safe_serialization=True))", weights);
-        else
-            snprintf(err, errlen, "%s: no model.safetensors (nor model.fp16.safetensors)", dir);
+        snprintf(err, errlen, "%s: no model.safetensors (nor model.fp16.safetensors, pytorch_model.bin)", dir);
         free(m);
         return NULL;
     }
     char st_err[ST_ERR_LEN];
-    if (safetensors_open(weights, &m->file, st_err) != ST_OK) {
+    if (tensor_file_open(weights, &m->file, st_err) != ST_OK) {   // safetensors or a PyTorch checkpoint
         snprintf(err, errlen, "%s", st_err);
         free(m);
         return NULL;

@@ -1,5 +1,5 @@
 // Stable Diffusion's text encoder: transformers' CLIPTextModel read from a diffusers `text_encoder/`
-// folder (config.json + model.safetensors), forward only.
+// folder (config.json + model.safetensors or pytorch_model.bin), forward only.
 //
 //   h = token_embedding[ids] + position_embedding[0 .. n)                         [n, D]
 //   per layer: h += out_proj(causal_attention(q_proj, k_proj, v_proj of layer_norm1(h)))
@@ -30,10 +30,10 @@ typedef struct {
     Device device;
 } ClipTextModel;
 
-// Loads DIR/config.json and DIR/model.safetensors (or model.fp16.safetensors when it is the only one),
-// every tensor the config implies with its shape, as `dtype` (=). NULL with a message naming the file,
-// every missing or misshapen tensor, or an unsupported config key in err. A folder holding only
-// PyTorch pickles (pytorch_model.bin) is an error naming it: the torch-format reader is not wired in.
+// Loads DIR/config.json and DIR/model.safetensors (else model.fp16.safetensors, else the PyTorch
+// checkpoint pytorch_model.bin through tensor_file_open), every tensor the config implies with its
+// shape, as `dtype` (=). NULL with a message naming the file, every missing or misshapen tensor, or an
+// unsupported config key in err.
 ClipTextModel *clip_text_load(const char *dir, DType dtype, char *err, size_t errlen);
 void clip_text_free(ClipTextModel *m);
 // Moves every weight to `device` in place.

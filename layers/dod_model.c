@@ -39,10 +39,10 @@ static void check_config(const DodModelConfig *c) {
     DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_VAE, who,
               "unknown extractor kind %d (cnn or vae)", (int)c->extractor);
     DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
-    DOD_CHECK(c->lpips_weight == 0.0f, who,
-              "lpips_weight %g: the LPIPS loss is not implemented yet, the weight must be 0", c->lpips_weight);
-    DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0, who, "loss weights must be >= 0 (mse %g, ssim %g)",
-              c->mse_weight, c->ssim_weight);
+    DOD_CHECK(c->lpips_weight == 0.0f || c->lpips, who,
+              "lpips_weight %g needs an LPIPS network (DodModelConfig.lpips, layers/lpips.h)", c->lpips_weight);
+    DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0 && c->lpips_weight >= 0, who,
+              "loss weights must be >= 0 (mse %g, ssim %g, lpips %g)", c->mse_weight, c->ssim_weight, c->lpips_weight);
     DOD_CHECK(c->stage == 2 || c->ssim_weight == 0.0f, who, "ssim_weight %g is a stage-2 loss; stage 1 needs 0",
               c->ssim_weight);
 }
@@ -166,6 +166,14 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
         m->vae = vae_load(dir, cfg->frozen_dtype, NULL);
     }
     setup_scheduler(m);
+    // The two parts must fit together; otherwise the first op joining them would fail naming itself.
+    const SdUNetConfig *uc = &m->unet->cfg;
+    const SdVaeConfig *vc = &m->vae->cfg;
+    DOD_CHECK(uc->in_channels == vc->latent_channels && uc->out_channels == vc->latent_channels, uc->path,
+              "in_channels %d / out_channels %d: the VAE (%s) has latent_channels %d", uc->in_channels,
+              uc->out_channels, vc->path, vc->latent_channels);
+    DOD_CHECK(vc->in_channels == 3 && vc->out_channels == 3, vc->path,
+              "in_channels %d / out_channels %d: DOD restores RGB images (3 and 3)", vc->in_channels, vc->out_channels);
     int D = m->unet->cfg.cross_attention_dim[0];
     for (int i = 1; i < m->unet->cfg.n_levels; i++)
         DOD_CHECK(m->unet->cfg.cross_attention_dim[i] == D, m->unet->cfg.path,
@@ -326,11 +334,13 @@ Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_
 Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m, lq, DOD_MODE_EVAL, 0); }
 
 // ---- losses ------------------------------------------------------------------------------------------
-DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
-    // check_config keeps ssim_weight at 0 in stage 1 and lpips_weight at 0 until LPIPS exists.
-    return dod_loss(out, hq, (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight,
-                                              .lpips = m->cfg.lpips_weight});
+// check_config keeps ssim_weight at 0 in stage 1 and gives a non-zero lpips_weight its network.
+DodLossWeights dod_model_loss_weights(const DodModel *m) {
+    return (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight, .lpips = m->cfg.lpips_weight,
+                            .lpips_net = m->cfg.lpips};
 }
+
+DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) { return dod_loss(out, hq, dod_model_loss_weights(m)); }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
     Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);

@@ -61,15 +61,17 @@ typedef struct {
     bool recompute;                  // activation recomputation in UNet, VAE and detail module
     bool clamp_train;                // clamp the train-mode output to [-1, 1] too (true, as OSEDiff's training)
     uint64_t seed;                   // init of every trainable tensor
-    // Loss weights. Stage 1: mse_weight * MSE + lpips_weight * LPIPS; LPIPS is not implemented yet, so
-    // lpips_weight must stay 0 (dod_model_create fails otherwise). Stage 2: mse_weight * MSE +
-    // ssim_weight * (1 - SSIM), SSIM on [-1, 1] images with data range 2.
+    // Loss weights of dod_model_loss (dod_loss). Stage 1: mse_weight * MSE + lpips_weight * LPIPS, the
+    // LPIPS network given in `lpips` (borrowed; dod_model_create fails for a weight without one). Stage 2:
+    // mse_weight * MSE + ssim_weight * (1 - SSIM), SSIM on [-1, 1] images with data range 2.
     float mse_weight, lpips_weight, ssim_weight;
+    Lpips *lpips;
 } DodModelConfig;
 
 // The public defaults for `stage` (1 or 2): f32 frozen weights, rank 8, alpha 8, cnn extractor, growth
-// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0 (5 once LPIPS exists)}, stage 2 {mse 1,
-// ssim 0.1}. base_model_dir and prompt_path are left for the caller.
+// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0: the public code's 5 needs an LPIPS
+// network, which the caller loads (layers/lpips.h)}, stage 2 {mse 1, ssim 0.1}. base_model_dir and
+// prompt_path are left for the caller.
 DodModelConfig dod_model_default_config(int stage);
 
 typedef struct {
@@ -98,7 +100,7 @@ typedef struct {
 // Loads the base model (frozen), creates and initialises every trainable tensor (LoRA per PEFT's
 // gaussian init, modulation and detail module per their init rules), sets requires_grad for the stage.
 // Fatal with the file / key at fault on any error (bad stage, missing files, prompt width not the UNet's
-// cross_attention_dim, lpips_weight != 0, unsupported prediction type).
+// cross_attention_dim, lpips_weight without an LPIPS network, unsupported prediction type).
 DodModel *dod_model_create(const DodModelConfig *cfg);
 void dod_model_free(DodModel *m);
 
@@ -136,8 +138,12 @@ void dod_model_set_unet_adapters(DodModel *m, DodUnetAdapters which);
 // Validation: dod_model_forward(m, lq, DOD_MODE_EVAL, 0).
 Tensor *dod_model_restore(DodModel *m, Tensor *lq);
 
+// The model's loss weights (cfg.mse_weight, ssim_weight, lpips_weight with cfg.lpips; vsd 0): what
+// dod_model_loss passes to dod_loss, for callers of dod_loss_terms (layers/dod_loss.h).
+DodLossWeights dod_model_loss_weights(const DodModel *m);
 // The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors): dod_loss
-// (layers/dod_loss.h) with the model's weights (SSIM only in stage 2, whose ssim_weight is > 0).
+// (layers/dod_loss.h) with the model's weights (SSIM only in stage 2, whose ssim_weight is > 0; LPIPS
+// when lpips_weight > 0, through cfg.lpips).
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq);
 // forward (TRAIN, noise from step_seed) + loss: what one training step back-propagates.
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);

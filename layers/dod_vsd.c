@@ -175,14 +175,13 @@ Tensor *dod_vsd_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t) {
     op_chunk(both, 2, 0, halves);
     Tensor *guided = op_add(halves[0], op_scale(op_sub(halves[1], halves[0]), v->cfg.cfg));
     Tensor *x0_fix = x0_estimate(&c, x_t, guided);
-    // w_i = mean |x_i - x0_fix_i| per sample; g = (x0_reg - x0_fix) / w
-    Tensor **xs = arena_alloc(sizeof(Tensor *) * 2 * (size_t)n, "VSD samples"), **fs = xs + n;
+    // w_i = mean |x_i - x0_fix_i| per sample, as an [N, 1, 1, 1] tensor on the device; g = (x0_reg - x0_fix) / w
+    Tensor **xs = arena_alloc(sizeof(Tensor *) * 3 * (size_t)n, "VSD samples"), **fs = xs + n, **ws = fs + n;
     op_chunk(xd, (int)n, 0, xs);
     op_chunk(x0_fix, (int)n, 0, fs);
-    double *inv_w = dod_malloc(sizeof(double) * (size_t)n, "VSD weighting");
-    for (int64_t i = 0; i < n; i++) inv_w[i] = 1.0 / tensor_item(op_l1_loss(xs[i], fs[i]));
-    Tensor *g = op_mul(op_sub(x0_reg, x0_fix), per_sample(inv_w, n, x->device));
-    free(inv_w);
+    for (int64_t i = 0; i < n; i++) ws[i] = op_l1_loss(xs[i], fs[i]);
+    Tensor *w = op_reshape(op_concat(ws, (int)n, 0), 4, (const int64_t[]){n, 1, 1, 1});
+    Tensor *g = op_div(op_sub(x0_reg, x0_fix), w);
     Tensor *target = op_sub(xd, g);
     ag_set_grad_enabled(prev);
     return op_mse_loss(x, target);
@@ -221,18 +220,20 @@ static void draw(const Tensor *x, uint64_t key, int term, int lo, int hi, Tensor
     }
 }
 
-Tensor *dod_vsd_generator_loss(DodVsd *v, uint64_t key) {
-    Tensor *x = v->m->train_latent, *noise;
-    DOD_CHECK(x, "VSD regulariser", "the model has no train-mode latent: run its training forward first");
+DodVsdSample dod_vsd_generator_sample(DodVsd *v, uint64_t key) {
+    DodVsdSample s = {.latent = v->m->train_latent};
+    DOD_CHECK(s.latent, "VSD regulariser", "the model has no train-mode latent: run its training forward first");
     int *t;
-    draw(x, key, 0, v->cfg.t_min, v->cfg.t_max, &noise, &t);
-    return dod_vsd_loss(v, x, noise, t);
+    draw(s.latent, key, 0, v->cfg.t_min, v->cfg.t_max, &s.noise, &t);
+    s.t = t;
+    return s;
 }
 
-Tensor *dod_vsd_regulariser_loss(DodVsd *v, uint64_t key) {
-    DOD_CHECK(v->latent, "VSD regulariser", "no generator term ran yet: its latent is the regulariser's input");
-    Tensor *noise;
+DodVsdSample dod_vsd_regulariser_sample(DodVsd *v, uint64_t key) {
+    DodVsdSample s = {.latent = v->latent};
+    DOD_CHECK(s.latent, "VSD regulariser", "no generator term ran yet: its latent is the regulariser's input");
     int *t;
-    draw(v->latent, key, 1, 0, v->T, &noise, &t);   // OSEDiff's diff_loss: t ~ U{0 .. T - 1}
-    return dod_vsd_diffusion_loss(v, v->latent, noise, t);
+    draw(s.latent, key, 1, 0, v->T, &s.noise, &t);   // OSEDiff's diff_loss: t ~ U{0 .. T - 1}
+    s.t = t;
+    return s;
 }

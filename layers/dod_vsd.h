@@ -53,24 +53,26 @@ void dod_vsd_free(DodVsd *v);
 ParamStore *dod_vsd_params(DodVsd *v);
 
 // The generator term on latent x ([N, C, h, w], taped: the gradient reaches whatever x depends on) with
-// noise n (same shape, host or x's device) and timesteps t[N] given (= new scalar). Runs the two
-// no-gradient UNet calls keeping only their outputs (ag_run_keeping_output) and leaves the UNet on
-// DOD_UNET_GENERATOR, as the generator's backward needs.
+// noise n (same shape, host or x's device) and timesteps t[N] given (= new scalar; the generator's loss
+// adds it through dod_loss_terms). Runs the two no-gradient UNet calls keeping only their outputs
+// (ag_run_keeping_output) and leaves the UNet on DOD_UNET_GENERATOR, as the generator's backward needs.
+// Nothing is read back to the host (the per-sample weighting stays on the device).
 Tensor *dod_vsd_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t);
 // The regulariser term on sg(x) with noise and t[N] given (= new scalar; taped into the regulariser's
 // LoRA when grad mode is on). Leaves the UNet on DOD_UNET_REGULARISER for its backward.
 Tensor *dod_vsd_diffusion_loss(DodVsd *v, Tensor *x, Tensor *noise, const int *t);
 
-// The same two terms with noise and timesteps drawn from `key` by the engine's counter-based generators
-// (tensor_randn, tensor_rand_uniform; seeds key ^ 1, key ^ 2 for the generator term, key ^ 3, key ^ 4 for
-// the regulariser's): a pure function of the key (train/loop.c keys it by the global micro-batch, as the
-// posterior noise), so a training step stays a pure function of (seed, step).
-// The generator term runs on the model's last train-mode latent (m->train_latent; fatal when there is
-// none); the regulariser term on the latent the last generator term (keyed or not) saw, of which v keeps
-// a copy: the caller may ag_step_reset between the two, so that the generator's activations are given
-// back before the regulariser's forward (train/loop.c does).
-Tensor *dod_vsd_generator_loss(DodVsd *v, uint64_t key);
-Tensor *dod_vsd_regulariser_loss(DodVsd *v, uint64_t key);
+// The two terms' inputs drawn from `key` by the engine's counter-based generators (tensor_randn,
+// tensor_rand_uniform; seeds key ^ 1, key ^ 2 for the generator term, key ^ 3, key ^ 4 for the
+// regulariser's; noise on the host, t in the arena): a pure function of the key (train/loop.c keys it by
+// the global micro-batch, as the posterior noise), so a training step stays a pure function of (seed, step).
+// The generator term's sample is the model's last train-mode latent (m->train_latent; fatal when there is
+// none) with t in [t_min, t_max): dod_loss_terms (layers/dod_loss.h) adds its term to the generator's loss.
+// The regulariser term's is the latent the last generator term saw, of which v keeps a copy, with t in
+// [0, T) (OSEDiff's diff_loss): the caller may ag_step_reset between the two, so that the generator's
+// activations are given back before the regulariser's forward (train/loop.c does).
+DodVsdSample dod_vsd_generator_sample(DodVsd *v, uint64_t key);
+DodVsdSample dod_vsd_regulariser_sample(DodVsd *v, uint64_t key);
 
 // The regulariser of a Model (layers/model.h; what train/loop.c attaches for [loss] vsd > 0): NULL with a
 // message when m is not a DOD model, else dod_vsd_create's result (layers/model_dod.c).

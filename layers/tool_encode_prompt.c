@@ -20,6 +20,7 @@ static void usage(FILE *out, int status) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-encode-prompt")) return 0;
     const char *base = NULL, *prompt = NULL, *negative = NULL, *out = NULL, *dtype_s = "f32", *device_s = "cpu";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) usage(stdout, 0);

@@ -21,7 +21,9 @@ With x the generator's one-step latent (x0, scaled), a = alphas_cumprod (scaled_
   diffusion loss of the regulariser (fixed noise and timesteps): x_t from sg(x); target n (epsilon) or
     sqrt(a) n - sqrt(1 - a) sg(x) (v_prediction); loss = F.mse_loss(reg(x_t, t, prompt), target)
   mu(p) = (x_t - sqrt(1 - a) p) / sqrt(a) (epsilon, OSEDiff's eps_to_mu) or sqrt(a) x_t - sqrt(1 - a) p (v).
-  One full stage-1 step (LPIPS is not implemented, so MSE + VSD): loss = 2 MSE(out, hq) + 1 * VSD;
+  One full stage-1 step with all three terms: loss = 2 MSE(out, hq) + 5 mean LPIPS(out, hq) + 1 * VSD
+  (the public stage-1 loss; LPIPS: the lpips package's VGG16 v0.1 with its real linear heads and the
+  random VGG16 trunk that layers/lpips.c's lpips_random_vgg(18) rebuilds, scripts/make_lpips_fixture.py);
   backward; clip_grad_norm_(1.0); AdamW(lr 5e-5, ...) on the generator; then the diffusion loss on the
   same sg(x), backward, clip_grad_norm_(1.0), AdamW(lr LR_REG) on the regulariser (OSEDiff's order).
 
@@ -34,8 +36,9 @@ Writes tests/fixtures/dod/vsd.safetensors:
   param.vsd_reg.<layer>.lora_{A,B}.weight (the regulariser before the step);
   <b>.latent, <b>.vsd.loss, <b>.vsd.latent_grad (d VSD / d x), <b>.vsd.grad.<name> (every stage-1
   trainable), <b>.diff.loss, <b>.diff.grad.vsd_reg.* for b in v, eps;
-  v.step.loss, v.step.grad_norm, v.step.after.<name>, v.step.reg_grad_norm, v.step.reg_after.vsd_reg.*
-Needs: torch (1.13 works), diffusers 0.21.4, safetensors.
+  v.step.loss, v.step.mse, v.step.lpips, v.step.grad.<name> (the step's generator gradient before
+  clipping), v.step.grad_norm, v.step.after.<name>, v.step.reg_grad_norm, v.step.reg_after.vsd_reg.*
+Needs: torch (1.13 works), diffusers 0.21.4, safetensors, lpips, numpy.
 Run:   ${PYTHON:-python3} scripts/make_vsd_fixture.py
 """
 import json
@@ -50,6 +53,7 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_dod_fixture as dod  # noqa: E402
+import make_lpips_fixture  # noqa: E402
 
 DT = dod.DT
 FIXTURES = os.path.join(dod.ROOT, "tests", "fixtures", "dod")
@@ -58,6 +62,7 @@ OUT = os.environ.get("DOD_FIXTURE_OUT", FIXTURES)
 RV, AV = 2, 3.0                  # the regulariser's LoRA rank and alpha (distinct from the generator's 4, 6)
 CFG = 7.5                        # cfg_vsd
 VSD_WEIGHT = 1.0                 # [loss] vsd
+MSE_WEIGHT, LPIPS_WEIGHT = 2.0, 5.0   # [loss] mse, lpips of the full step (the public stage-1 weights)
 LR, LR_REG = 5e-5, 7e-5          # [optim] lr, [loss] vsd_lr
 VSD_T = [27, 953]                # inside [20, 980)
 DIFF_T = [611, 300]              # inside [0, 1000)
@@ -207,10 +212,16 @@ def run(base, fx, prompt, negative, inputs, dump, prefix, reg_values=None, full_
     # One full stage-1 step from the same values (OSEDiff's train_osediff.py order).
     for p in list(model.s1.values()) + list(reg_params.values()):
         p.grad = None
+    lpips_net = make_lpips_fixture.random_trunk_lpips().to(DT).eval()
+    lpips_net.requires_grad_(False)
     out = model.forward(lq, e, prompt)
-    total = 2 * F.mse_loss(out, hq) + VSD_WEIGHT * vsd_loss(model.latent)
+    mse = F.mse_loss(out, hq)
+    lp = lpips_net(out, hq).mean()   # normalize=False: images in [-1, 1]
+    total = MSE_WEIGHT * mse + LPIPS_WEIGHT * lp + VSD_WEIGHT * vsd_loss(model.latent)
     total.backward()
     gen_params = list(model.s1.values())
+    for name, p in model.s1.items():
+        dump[f"{prefix}.step.grad.{name}"] = p.grad.detach().clone()
     norm = torch.nn.utils.clip_grad_norm_(gen_params, 1.0)
     torch.optim.AdamW(gen_params, lr=LR, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8).step()
     d = diff_loss(model.latent)
@@ -219,13 +230,16 @@ def run(base, fx, prompt, negative, inputs, dump, prefix, reg_values=None, full_
     reg_norm = torch.nn.utils.clip_grad_norm_(reg_list, 1.0)
     torch.optim.AdamW(reg_list, lr=LR_REG, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8).step()
     dump[f"{prefix}.step.loss"] = total.detach().reshape(1)
+    dump[f"{prefix}.step.mse"] = mse.detach().reshape(1)
+    dump[f"{prefix}.step.lpips"] = lp.detach().reshape(1)
     dump[f"{prefix}.step.grad_norm"] = norm.detach().reshape(1)
     dump[f"{prefix}.step.reg_grad_norm"] = reg_norm.detach().reshape(1)
     for name, p in model.s1.items():
         dump[f"{prefix}.step.after.{name}"] = p.detach().clone()
     for name, p in reg_params.items():
         dump[f"{prefix}.step.reg_after.{name}"] = p.detach().clone()
-    print(f"{prefix} step: loss {total.item():.6g}, grad norm {norm.item():.4g}, regulariser grad norm "
+    print(f"{prefix} step: loss {total.item():.6g} (mse {mse.item():.6g}, lpips {lp.item():.6g}), grad norm "
+          f"{norm.item():.4g}, regulariser grad norm "
           f"{reg_norm.item():.4g}")
     return initial
 

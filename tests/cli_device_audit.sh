@@ -23,6 +23,8 @@ layers/dod_modulation.c:default_init         initialisation of new (host) parame
 layers/dod_vsd.c:draw                        VSD timesteps are host ints by the UNet's contract (read from a host tensor)
 layers/dod_vsd.c:keep_latent                 device_copy between tensors on the model's device (no dereference)
 layers/dod_vsd.c:per_sample                  N host floats (per-sample coefficients) written, then tensor_to_device
+layers/lpips.c:channel_constant              device_copy from a host array into a tensor on the weights' device
+layers/lpips.c:lpips_from_vgg                creation: host tensors, moved with lpips_to_device
 layers/lora.c:host_f32                       copies a CUDA tensor to the host (merge/export, not per step)
 layers/lora.c:lora_merge                     reads host views made by host_f32, writes host tensors
 layers/model_weights.c:checkpoint_read_tensor source is a host file view; the destination is written with device_copy
@@ -30,7 +32,8 @@ layers/safetensors.c:safetensors_drop_pages  file mapping, no tensors
 layers/safetensors.c:safetensors_load_store  loading: host tensors
 layers/safetensors.c:safetensors_open        file mapping, no tensors
 layers/safetensors.c:safetensors_save        CUDA tensors are written through a host copy (device_copy)
-layers/safetensors.c:safetensors_tensor      loading: host tensors
+layers/safetensors.c:read_tensor             loading: host tensors
+layers/safetensors.c:torch_tensor            loading a PyTorch checkpoint's tensor: host tensors
 layers/sd_load.c:sd_tensor_make_owned        loading: host tensors (before any move)
 layers/sd_prompt.c:encode_one                device_copy of the encoder's output into a host tensor
 layers/sd_prompt.c:sd_prompt_save            prompt embeddings are host tensors by contract (sd_prompt.h)

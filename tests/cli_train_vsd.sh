@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # dod-train with the VSD regulariser ([loss] vsd > 0, layers/dod_vsd.h) on the tiny SD fixture:
-#  - a run trains, logs the VSD terms and checkpoints the regulariser (vsd_reg.* and its moments);
+#  - a run trains, logs the VSD terms (metrics.jsonl, progress line, TensorBoard) and checkpoints the
+#    regulariser (vsd_reg.* and its moments); its step-memory estimate includes the regulariser's step;
+#  - a regulariser parameter that overflows stops the run at that step without saving;
 #  - a run interrupted after 2 steps and resumed reproduces the uninterrupted run bit for bit: losses
 #    and every checkpoint tensor (model, regulariser, both optimizers); with grad_accum = 2 as well;
 #  - the checkpoint restores with dod-eval run (which skips the regulariser) and starts a stage-2 run;
@@ -41,6 +43,9 @@ train > "$T/full.log" 2>&1
 check "VSD run finished (log: $(tail -2 "$T/full.log" | tr '\n' ' '))" "grep -q 'done: 4 steps' $T/full.log"
 check "the regulariser is announced" "grep -q 'VSD regulariser: weight 1, cfg 7.5, t in \[20, 980), LoRA rank 2' $T/full.log"
 check "the VSD terms are logged" "[ \$(grep -c '\"vsd\": [0-9.e-]*, \"vsd_diffusion\": [0-9.e-]*, \"vsd_grad_norm\"' $T/full/metrics.jsonl) = 4 ]"
+check "the progress line shows the VSD terms" "grep -q '^step 4/4 | loss [0-9.]* mse [0-9.]* vsd [0-9.]* vsd_diffusion [0-9.]* |' $T/full.log"
+check "TensorBoard has the VSD scalars" \
+    "grep -aq 'train/vsd_diffusion' $T/full/tb/events.out.tfevents.* && grep -aq 'train/vsd_grad_norm' $T/full/tb/events.out.tfevents.*"
 "$B/bin/dod-sd-inspect" --header "$(ck "$T/full" 4)" > "$T/header.txt" 2>&1
 check "the checkpoint holds the regulariser and its moments" \
     "grep -q 'vsd_reg.conv_in.lora_A.weight' $T/header.txt && grep -q 'optim.m.vsd_reg.conv_in.lora_B.weight' $T/header.txt && grep -q 'optim.v.vsd_reg.' $T/header.txt"
@@ -102,7 +107,10 @@ check "a prompt file without a negative and no negative_prompt refused (log: $(t
 rc=0
 train --set train.run_dir="$T/part" --resume "$T/part" --set loss.vsd=0 --set train.steps=5 > "$T/off.log" 2>&1 || rc=$?
 check "resume with vsd = 0 refused (log: $(tail -1 "$T/off.log"))" "[ $rc != 0 ] && grep -q 'vsd_reg\|\[loss\] vsd' $T/off.log"
-train --set loss.vsd=0 --set train.steps=2 --set train.run_dir="$T/plain" > /dev/null 2>&1
+train --set loss.vsd=0 --set train.steps=2 --set train.run_dir="$T/plain" > "$T/plain.log" 2>&1
+need() { sed -n 's/.*a step needs about \([0-9.]*\) MiB.*/\1/p' "$1"; }
+check "the step-memory estimate includes the regulariser ($(need "$T/full.log") MiB, without VSD $(need "$T/plain.log") MiB)" \
+    "awk -v a=\"\$(need $T/full.log)\" -v b=\"\$(need $T/plain.log)\" 'BEGIN { exit !(a > b && b > 0) }'"
 rc=0
 train --set train.run_dir="$T/plain" --resume "$T/plain" --set train.steps=3 > "$T/on.log" 2>&1 || rc=$?
 check "resume of a vsd = 0 run with vsd = 1 refused (log: $(tail -1 "$T/on.log"))" "[ $rc != 0 ] && grep -q '\[loss\] vsd' $T/on.log"
@@ -118,5 +126,12 @@ check "vsd_t_max past the scheduler refused (log: $(tail -1 "$T/tmax.log"))" "[ 
 rc=0
 train --set loss.vsd_t_min=980 --set train.run_dir="$T/tmin" > "$T/tmin.log" 2>&1 || rc=$?
 check "vsd_t_min >= vsd_t_max refused (log: $(tail -1 "$T/tmin.log"))" "[ $rc != 0 ] && grep -q '\[loss\] vsd_t_min: must be below \[loss\] vsd_t_max' $T/tmin.log"
+# a regulariser parameter overflowing: the step's loss goes non-finite; the run stops there, exit 1, unsaved
+cp -r "$T/part" "$T/huge"
+"$B/tests/dod-make-hostile" set "$(ck "$T/huge" 4)" vsd_reg.conv_in.lora_A.weight 3e38
+rc=0
+train --set train.run_dir="$T/huge" --resume "$T/huge" --set train.steps=5 --quiet > "$T/huge.log" 2>&1 || rc=$?
+check "a regulariser parameter overflowing stops the run (log: $(tail -1 "$T/huge.log"))" \
+    "[ $rc = 1 ] && grep -q 'step 5: the .*loss is nan on micro-batch .*; stopping without saving' $T/huge.log && [ ! -e $(ck "$T/huge" 5) ]"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -157,13 +157,30 @@ static void load_errors(void) {
     CHECK(!m && strstr(err, "hidden_act: \"relu\" is not supported"), "act: %s", err);
     write_file(path, "{\"hidden_size\": 8, \"num_attention_heads\": 2}");
     m = clip_text_load(dir, DT_F32, err, sizeof err);
-    CHECK(!m && strstr(err, "no model.safetensors"), "no weights: %s", err);
+    CHECK(!m && strstr(err, "no model.safetensors (nor model.fp16.safetensors, pytorch_model.bin)"), "no weights: %s", err);
     snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
     write_file(path, "not really a pickle");
     m = clip_text_load(dir, DT_F32, err, sizeof err);
-    CHECK(!m && strstr(err, "pytorch_model.bin: PyTorch pickle weights are not read yet"), "torch file: %s", err);
-    // The sd1 fixture's weights under a config with one layer more: every missing tensor is named.
+    CHECK(!m && strstr(err, "pytorch_model.bin: "), "torch file: %s", err);
+    // The sd1 fixture's weights as transformers' pytorch_model.bin: the very tensors of model.safetensors.
     char cmd[800];
+    snprintf(cmd, sizeof cmd, "cp %s/sd1_tiny/model/text_encoder/config.json %s/ && cp %s %s/pytorch_model.bin", SD_FIX,
+             dir, DOD_SOURCE_DIR "/tests/fixtures/torch_ckpt/sd1_tiny_text_encoder.bin", dir);
+    CHECK(system(cmd) == 0, "copy");
+    m = clip_text_load(dir, DT_F32, err, sizeof err);
+    ClipTextModel *ref = clip_text_load(SD_FIX "sd1_tiny/model/text_encoder", DT_F32, err, sizeof err);
+    CHECK(m && ref && params_count(m->ps) == params_count(ref->ps), "pytorch_model.bin: %s", err);
+    int same = 0;
+    for (int i = 0; m && ref && i < params_count(ref->ps); i++) {
+        Tensor *a = params_at(ref->ps, i), *b = params_get(m->ps, a->name);
+        same += b && b->numel == a->numel && !memcmp(a->data, b->data, sizeof(float) * (size_t)a->numel);
+    }
+    CHECK(ref && same == params_count(ref->ps), "pytorch_model.bin: %d of %d tensors equal model.safetensors'", same,
+          ref ? params_count(ref->ps) : 0);
+    clip_text_free(m);
+    clip_text_free(ref);
+    unlink(path);
+    // The sd1 fixture's weights under a config with one layer more: every missing tensor is named.
     snprintf(cmd, sizeof cmd, "cp %s/sd1_tiny/model/text_encoder/model.safetensors %s/", SD_FIX, dir);
     CHECK(system(cmd) == 0, "copy");
     snprintf(path, sizeof path, "%s/config.json", dir);

@@ -91,6 +91,11 @@ static void parity(const char *name, CaseFn fn, const void *arg, int n, Tensor *
 static Tensor *f_add(Tensor *const *in, const void *a) { (void)a; return op_add(in[0], in[1]); }
 static Tensor *f_sub(Tensor *const *in, const void *a) { (void)a; return op_sub(in[0], in[1]); }
 static Tensor *f_mul(Tensor *const *in, const void *a) { (void)a; return op_mul(in[0], in[1]); }
+// a / (b^2 + 0.5): a divisor away from 0, both gradients through op_div.
+static Tensor *f_div(Tensor *const *in, const void *a) {
+    (void)a;
+    return op_div(in[0], op_add_scalar(op_mul(in[1], in[1]), 0.5f));
+}
 static Tensor *f_scale(Tensor *const *in, const void *a) { (void)a; return op_scale(in[0], -1.7f); }
 static Tensor *f_add_into(Tensor *const *in, const void *a) {
     (void)a;
@@ -158,6 +163,11 @@ static Tensor *f_permute(Tensor *const *in, const void *a) { (void)a; return op_
 static Tensor *f_pad(Tensor *const *in, const void *a) { (void)a; return op_pad2d(in[0], 1, 2, 0, 3); }
 static Tensor *f_upsample(Tensor *const *in, const void *a) { (void)a; return op_upsample_nearest2x(in[0]); }
 static Tensor *f_gap(Tensor *const *in, const void *a) { (void)a; return op_global_avg_pool(in[0]); }
+static Tensor *f_max_pool(Tensor *const *in, const void *a) {
+    const int *ks = a;
+    return op_max_pool2d(in[0], ks[0], ks[1]);
+}
+static Tensor *f_channel_norm(Tensor *const *in, const void *a) { (void)a; return op_channel_normalize(in[0], 1e-10f); }
 static Tensor *f_gather(Tensor *const *in, const void *a) {  // repeated, unordered and unread rows/columns
     (void)a;
     static const int64_t rows[] = {6, 0, 0, 3, 5, 6, 6, 2, 1}, cols[] = {4, 4, 3, 0, 0, 2, 1, 4};
@@ -248,6 +258,7 @@ static void op_cases(void) {
     run_case("sub bcast", f_sub, NULL, 2, (Tensor *[]){inp("a", 2, SHAPE(5, 1), 3), inp("b", 3, SHAPE(2, 1, 7), 4)}, pw);
     run_case("mul bcast", f_mul, NULL, 2, (Tensor *[]){inp("a", 3, SHAPE(3, 4, 6), 5), inp("b", 1, SHAPE(6), 6)}, pw);
     run_case("mul same", f_mul, NULL, 2, (Tensor *[]){inp("a", 2, SHAPE(33, 65), 7), inp("b", 2, SHAPE(33, 65), 8)}, pw);
+    run_case("div bcast", f_div, NULL, 2, (Tensor *[]){inp("a", 4, SHAPE(2, 3, 4, 5), 43), inp("b", 4, SHAPE(2, 1, 1, 1), 44)}, pw);
     run_case("scale", f_scale, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(9, 11), 9)}, pw);
     run_case("add_into bcast", f_add_into, NULL, 2,
              (Tensor *[]){inp("y", 4, SHAPE(2, 3, 4, 5), 29), inp("b", 4, SHAPE(1, 3, 1, 1), 30)}, pw);
@@ -327,6 +338,10 @@ static void op_cases(void) {
     run_case("upsample", f_upsample, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 4, 5), 96)}, pw);
     run_case("gather_hw", f_gather, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 7, 5), 97)}, pw);
     run_case("global_avg_pool", f_gap, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 7, 9), 97)}, pw);
+    run_case("max_pool2d k2 s2 (LPIPS)", f_max_pool, (int[]){2, 2}, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 9, 11), 99)}, pw);
+    run_case("max_pool2d k3 s2 (overlapping)", f_max_pool, (int[]){3, 2}, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 9, 11), 100)},
+             pw);
+    run_case("channel_normalize", f_channel_norm, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 5, 7, 9), 101)}, pw);
     run_case("embedding", f_embedding, NULL, 1, (Tensor *[]){inp("t", 2, SHAPE(10, 6), 98)}, pw);
     run_case("checkpoint", f_checkpoint, NULL, 2, (Tensor *[]){inp("x", 2, SHAPE(6, 10), 56), inp("w", 2, SHAPE(10, 10), 57)}, dense);
 }

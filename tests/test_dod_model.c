@@ -323,7 +323,7 @@ static void test_errors(void) {
     expect_create_error("bad stage", c, "stage must be 1 or 2, got 3");
     c = fixture_config(1);
     c.lpips_weight = 5.0f;
-    expect_create_error("lpips weight", c, "LPIPS loss is not implemented yet");
+    expect_create_error("lpips weight", c, "lpips_weight 5 needs an LPIPS network");
     c = fixture_config(1);
     c.base_model_dir = FIXTURES "no_such_model";
     expect_create_error("missing base model", c, "no_such_model");

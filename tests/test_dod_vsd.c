@@ -3,8 +3,10 @@
 // noise and timesteps given as inputs: on the tiny SD 2.x base (v-prediction) and on the same weights
 // with an epsilon-prediction scheduler (a temporary base folder): the one-step latent, the VSD loss, its
 // gradient with respect to the latent and to every stage-1 trainable, the regulariser's diffusion loss
-// and its gradients; on the v base one full stage-1 step (2 MSE + VSD; LPIPS is not implemented):
-// loss, clipped gradient norms and every tensor after both AdamW steps. Also: activation recomputation
+// and its gradients; on the v base one full stage-1 step with all three terms, 2 MSE + 5 LPIPS + VSD,
+// through dod_loss_terms (the training loss train/loop.c back-propagates; LPIPS with the lpips package's
+// real heads and the random VGG16 trunk of tests/fixtures/lpips): its terms, the generator's gradient,
+// the clipped gradient norms and every tensor after both AdamW steps. Also: activation recomputation
 // gives the same gradients, the keyed draws are a pure function of the key, the adapter switching
 // leaves the UNet where the backward needs it, and the creation errors.
 #include "tests/check.h"
@@ -16,6 +18,7 @@
 #include "layers/dod_loss.h"
 #include "layers/dod_model_util.h"
 #include "layers/dod_vsd.h"
+#include "layers/lpips.h"
 #include "layers/safetensors.h"
 
 #ifndef DOD_SOURCE_DIR
@@ -24,13 +27,19 @@
 #include "tests/dod_fixture_config.h"
 #define STEP_FILE DOD_SOURCE_DIR "/tests/fixtures/dod/step.safetensors"
 #define VSD_FILE DOD_SOURCE_DIR "/tests/fixtures/dod/vsd.safetensors"
+#define LPIPS_LIN DOD_SOURCE_DIR "/tests/fixtures/lpips/vgg_lin_v0.1.pth"
+#define LPIPS_SEED 18   // the random VGG16 trunk of scripts/make_lpips_fixture.py
 
-// The fixture's regulariser and step settings (scripts/make_vsd_fixture.py: RV, AV, CFG, LR, LR_REG).
+// The fixture's regulariser and step settings (scripts/make_vsd_fixture.py: RV, AV, CFG, LR, LR_REG,
+// MSE_WEIGHT, LPIPS_WEIGHT, VSD_WEIGHT).
 #define FX_RANK 2
 #define FX_ALPHA 3.0f
 #define FX_CFG 7.5f
 #define FX_LR 5e-5f
 #define FX_LR_REG 7e-5f
+#define FX_MSE 2.0f
+#define FX_LPIPS 5.0f
+#define FX_VSD 1.0f
 #define FX_N_STAGE1 199
 #define FX_N_REG 146   // 72 UNet targets + conv_in, A and B each
 // Relative tolerance of gradients and losses (of the tensor's largest reference value): the reference
@@ -194,21 +203,32 @@ static void parity(const char *b, const char *base) {
     fixture_free(f);
 }
 
-// One full stage-1 step on the v base as train/loop.c composes it: 2 MSE + 1 * VSD into the generator,
-// clip 1.0, AdamW lr 5e-5; the diffusion loss into the regulariser, clip 1.0, AdamW lr 7e-5.
+// One full stage-1 step on the v base as train/loop.c runs it: dod_loss_terms with 2 MSE + 5 LPIPS + 1 VSD
+// into the generator, clip 1.0, AdamW lr 5e-5; the diffusion loss into the regulariser, clip 1.0, AdamW
+// lr 7e-5.
 static void full_step(void) {
-    printf("-- full stage-1 step (v base)\n");
+    printf("-- full stage-1 step (v base): 2 MSE + 5 LPIPS + VSD\n");
     Fixture f = fixture_model(DOD_FIXTURE_BASE, false);
+    char err[1024];
+    Lpips *lpips = lpips_from_vgg(lpips_random_vgg(LPIPS_SEED), LPIPS_LIN, DT_F32, err, sizeof err);
+    DOD_CHECK(lpips, "test_dod_vsd", "%s", err);
     int vt[2], dt[2];
     fixture_t("vsd.t", vt);
     fixture_t("diff.t", dt);
     Tensor *out = forward(f.m);
-    DodLoss l = dod_loss(out, fx("hq", ""), (DodLossWeights){.mse = 2.0f});
-    Tensor *total = op_add(l.total, op_scale(dod_vsd_loss(f.v, f.m->train_latent, fx("vsd.noise", ""), vt), 1.0f));
-    match("step loss", tensor_f32(total), tensor_f32(fx("v.step.loss", "")), 1, REL);
-    ag_backward(total);
+    DodLossWeights w = {.mse = FX_MSE, .lpips = FX_LPIPS, .vsd = FX_VSD, .lpips_net = lpips, .vsd_reg = f.v};
+    DodVsdSample sample = {f.m->train_latent, fx("vsd.noise", ""), vt};
+    DodLossTerms l = dod_loss_terms(out, fx("hq", ""), w, &sample);
+    CHECK(!l.ssim && l.lpips && l.vsd, "the terms built: ssim %p, lpips %p, vsd %p", (void *)l.ssim, (void *)l.lpips,
+          (void *)l.vsd);
+    match("step MSE", tensor_f32(l.mse), tensor_f32(fx("v.step.mse", "")), 1, REL);
+    match("step LPIPS", tensor_f32(l.lpips), tensor_f32(fx("v.step.lpips", "")), 1, REL);
+    match("step VSD", tensor_f32(l.vsd), tensor_f32(fx("v.vsd.loss", "")), 1, REL);
+    match("step loss", tensor_f32(l.total), tensor_f32(fx("v.step.loss", "")), 1, REL);
+    ag_backward(l.total);
     Tensor **gen, **reg;
     int n = trainable(f.m->params, &gen), nr = trainable(dod_vsd_params(f.v), &reg);
+    match_grads("full step: generator gradients", gen, n, "v.step.grad.");
     float norm = (float)clip_grad_norm(gen, n, 1.0);
     match("generator grad norm", &norm, tensor_f32(fx("v.step.grad_norm", "")), 1, REL);
     // The reference's step starts from the same values as the parity fixtures: keep them for the check.
@@ -226,24 +246,16 @@ static void full_step(void) {
     match("regulariser grad norm", &reg_norm, tensor_f32(fx("v.step.reg_grad_norm", "")), 1, REL);
     AdamW *reg_opt = adamw_new(reg, nr, adamw_defaults());
     adamw_step(reg_opt, FX_LR_REG);
-    // The generator's reference gradient of this step is the 2 MSE one (s1.grad, tests/fixtures/dod) plus
-    // the VSD one; the regulariser's is the diffusion one.
+    // The reference gradients: the step's own for the generator, the diffusion one for the regulariser.
     int bad = 0, floor_elems = 0;
     double clip = fmin(1.0, 1.0 / (tensor_f32(fx("v.step.grad_norm", ""))[0] + 1e-6));
     double reg_clip = fmin(1.0, 1.0 / (tensor_f32(fx("v.step.reg_grad_norm", ""))[0] + 1e-6));
     for (int i = 0; i < n + nr; i++) {
         Tensor *t = i < n ? gen[i] : reg[i - n];
-        float *ref_grad = dod_malloc(sizeof(float) * (size_t)t->numel, "reference gradient");
-        if (i < n) {
-            const float *a = tensor_f32(fx("s1.grad.%s", t->name)), *b = tensor_f32(fx("v.vsd.grad.%s", t->name));
-            for (int64_t j = 0; j < t->numel; j++) ref_grad[j] = a[j] + b[j];
-        } else {
-            memcpy(ref_grad, tensor_f32(fx("v.diff.grad.%s", t->name)), sizeof(float) * (size_t)t->numel);
-        }
+        const float *ref_grad = tensor_f32(i < n ? fx("v.step.grad.%s", t->name) : fx("v.diff.grad.%s", t->name));
         Tensor *after = i < n ? fx("v.step.after.%s", t->name) : fx("v.step.reg_after.%s", t->name);
         bad += adamw_after_mismatches(t->name, tensor_f32(t), tensor_f32(after), before[i], ref_grad, t->grad,
                                       t->numel, REL, i < n ? clip : reg_clip, i < n ? FX_LR : FX_LR_REG, &floor_elems);
-        free(ref_grad);
         free(before[i]);
     }
     printf("full step: %d parameter values needed the gradient-noise-floor allowance\n", floor_elems);
@@ -254,6 +266,7 @@ static void full_step(void) {
     free(gen);
     free(reg);
     ag_step_reset();
+    lpips_free(lpips);
     fixture_free(f);
 }
 
@@ -307,8 +320,11 @@ static void test_keyed(void) {
     for (int k = 0; k < 3; k++) {
         bool prev = ag_set_grad_enabled(false);
         forward(f.m);
-        v[k] = tensor_item(dod_vsd_generator_loss(f.v, k == 2 ? 12 : 11));
-        d[k] = tensor_item(dod_vsd_regulariser_loss(f.v, k == 2 ? 12 : 11));
+        DodVsdSample gs = dod_vsd_generator_sample(f.v, k == 2 ? 12 : 11);
+        CHECK(gs.latent == f.m->train_latent, "the generator term's sample is the forward's latent");
+        v[k] = tensor_item(dod_vsd_loss(f.v, gs.latent, gs.noise, gs.t));
+        DodVsdSample rs = dod_vsd_regulariser_sample(f.v, k == 2 ? 12 : 11);
+        d[k] = tensor_item(dod_vsd_diffusion_loss(f.v, rs.latent, rs.noise, rs.t));
         ag_set_grad_enabled(prev);
         ag_step_reset();
     }

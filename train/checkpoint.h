@@ -36,8 +36,9 @@ int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const Ad
 // Loads a checkpoint written by checkpoint_save_groups: every group's tensors (by name, same shape;
 // group 0 is the model's, CKPT_PART_MODEL, the others the regulariser's, CKPT_PART_REGULARISER) and,
 // where an optimizer is given, its moments and counter; fills info (=). Any missing or misshapen
-// tensor, a tensor of the file that no group trains, a corrupt file or a foreign format is an error
-// naming the file and the tensor. 0 or -1.
+// tensor, a tensor of the file that no group trains, a tensor holding NaN or infinity, metadata out of
+// range (checkpoint_read_info), a corrupt file or a foreign format is an error naming the file and the
+// tensor or key. 0 or -1.
 int checkpoint_load_groups(const char *path, const CheckpointGroup *groups, int n_groups, CheckpointInfo *info,
                            char *err, size_t errlen);
 // One group (the model's).

@@ -36,9 +36,14 @@ static const CfgField TRAIN_FIELDS[] = {
     {"loss", "mse", CFG_FLOAT, "1", 0, 1e6, NULL, OFF(loss_mse), false, "weight of MSE(out, hq) on [-1, 1] images", NULL},
     {"loss", "ssim", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_ssim), false,
      "weight of 1 - SSIM(out, hq) (data range 2, 11x11 Gaussian window)", NULL},
-    {"loss", "lpips", CFG_FLOAT, "0", 0, 0, NULL, OFF(loss_lpips), false,
-     "weight of LPIPS(VGG); must be 0 until LPIPS is implemented",
-     "LPIPS is not implemented yet; the weight must be 0 (got %s)"},
+    {"loss", "lpips", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_lpips), false,
+     "weight of LPIPS(out, hq) (VGG16, lpips v0.1, images in [-1, 1], mean over the batch); needs lpips_vgg and "
+     "lpips_lin", NULL},
+    {"loss", "lpips_vgg", CFG_STRING, "", 0, 0, NULL, OFF(lpips_vgg), true,
+     "torchvision's VGG16 weights (vgg16-397923af.pth from download.pytorch.org/models; any PyTorch or safetensors "
+     "file with features.N.weight/bias)", NULL},
+    {"loss", "lpips_lin", CFG_STRING, "", 0, 0, NULL, OFF(lpips_lin), true,
+     "the lpips package's linear heads (lpips/weights/v0.1/vgg.pth in the package, lin0..4.model.1.weight)", NULL},
     {"loss", "vsd", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_vsd), false,
      "weight of OSEDiff's VSD regulariser (stage 1, kind = dod; the public code's 1): pulls the one-step latent "
      "towards the frozen UNet's guided estimate and away from a LoRA regulariser UNet trained beside it "
@@ -61,11 +66,18 @@ static const CfgField TRAIN_FIELDS[] = {
      "seed of parameter init, batches and training noise", NULL},
     {"train", "recompute", CFG_BOOL, "false", 0, 0, NULL, OFF(model.recompute), true,
      "activation recomputation (less memory, same numbers: bitwise on the CPU)", NULL},
+    {"train", "max_memory", CFG_INT, "0", -1, BIG, NULL, OFF(max_memory), true,
+     "MiB of memory the run may use (process memory on the CPU, device memory of a step on CUDA); before the "
+     "first step the step's memory is measured at small crops and extrapolated, and the run refuses to start "
+     "when it would not fit (docs/training.md); 0: what the machine has free; -1: no check", NULL},
     {"train", "run_dir", CFG_STRING, NULL, 0, 0, NULL, OFF(run_dir), true,
      "run directory (config copy, metrics, checkpoints, samples)", NULL},
     {"log", "every", CFG_INT, "10", 1, BIG, NULL, OFF(log_every), true, "steps between JSONL metrics lines", NULL},
     {"log", "jsonl", CFG_STRING, "metrics.jsonl", 0, 0, NULL, OFF(log_jsonl), true,
      "metrics log, relative to the run dir unless absolute", NULL},
+    {"log", "tensorboard", CFG_BOOL, "true", 0, 0, NULL, OFF(log_tensorboard), true,
+     "TensorBoard event files in RUN_DIR/tb (the [log] every scalars, validation scores and grids; "
+     "`tensorboard --logdir RUN_DIR/tb`)", NULL},
     {"checkpoint", "every", CFG_INT, "1000", 1, BIG, NULL, OFF(ckpt_every), true, "steps between checkpoints", NULL},
     {"checkpoint", "keep_last", CFG_INT, "3", 0, BIG, NULL, OFF(ckpt_keep_last), true,
      "checkpoints kept (older ones deleted; 0: keep all)", NULL},
@@ -141,8 +153,10 @@ int config_validate(const TrainConfig *c, char *err, size_t errlen) {
     bad += model_config_check(&c->model, src, err, errlen);
     if (c->model.kind == MODEL_DOD && c->crop % 8)
         cfg_complain(src, "data", "crop", "must be a multiple of 8 for kind = dod (VAE downsampling)", err, errlen), bad++;
-    if (c->loss_lpips != 0)
-        cfg_complain(src, "loss", "lpips", "LPIPS is not implemented yet; the weight must be 0", err, errlen), bad++;
+    if (c->loss_lpips != 0 && (!c->lpips_vgg[0] || !c->lpips_lin[0]))
+        cfg_complain(src, "loss", "lpips",
+                     "a non-zero LPIPS weight needs [loss] lpips_vgg (torchvision's vgg16-397923af.pth) and [loss] "
+                     "lpips_lin (the lpips package's weights/v0.1/vgg.pth)", err, errlen), bad++;
     if (c->loss_mse == 0 && c->loss_ssim == 0 && c->loss_lpips == 0)
         cfg_complain(src, "loss", "mse", "every loss weight is 0", err, errlen), bad++;
     if (c->loss_vsd > 0 && (c->model.kind != MODEL_DOD || c->model.stage != 1))

@@ -12,8 +12,9 @@ static void on_signal(int sig) {
     (void)sig;
     if (stop_requested) _exit(TRAIN_INTERRUPTED);
     stop_requested = 1;
-    static const char msg[] = "\ndod-train: stop requested: finishing this step and saving a checkpoint "
-                              "(again to quit without saving)\n";
+    static const char msg[] = "\ndod-train: stop requested: stopping at the next micro-batch (several processes: "
+                              "at the end of the step) and saving a checkpoint of the completed steps (again to "
+                              "quit without saving)\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
 }
@@ -34,6 +35,8 @@ void train_install_signal_handlers(void) {
 #include <sys/stat.h>
 
 #include "autograd/cuda/cuda_backend.h"
+#include "autograd/device_scalars.h"
+#include "autograd/finite.h"
 #include "autograd/ops.h"
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
@@ -41,10 +44,14 @@ void train_install_signal_handlers(void) {
 #include "eval/validate.h"
 #include "layers/dod_loss.h"
 #include "layers/dod_vsd.h"
+#include "layers/lpips.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
+#include "train/batch_feed.h"
 #include "train/checkpoint.h"
 #include "train/grad_sync.h"
+#include "train/memory_check.h"
+#include "train/step_log.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
 
@@ -83,6 +90,15 @@ static void format_duration(double s, char *buf, size_t len) {
     else snprintf(buf, len, "%lldm%02llds", t / 60, t % 60);
 }
 
+// The step's scalars (Run.scalars): the loss terms summed over the micro-batches (VSD and the VSD
+// regulariser's diffusion loss with [loss] vsd > 0), the model's and the regulariser's gradient norms,
+// then each micro-batch's loss at STEP_LOSS0 + a and, with the regulariser, its diffusion loss at
+// STEP_LOSS0 + grad_accum + a (to name the micro-batch whose loss is not finite).
+enum {
+    STEP_MSE = 0, STEP_SSIM_LOSS, STEP_LPIPS, STEP_VSD, STEP_VSD_DIFFUSION, STEP_GRAD_NORM, STEP_VSD_GRAD_NORM,
+    STEP_LOSS0
+};
+
 // Everything a run holds; freed by run_free.
 typedef struct {
     const TrainConfig *cfg;
@@ -93,7 +109,8 @@ typedef struct {
     int n_trainable;
     AdamW *opt;
     Loader *loader;
-    Batch batch;
+    BatchFeed *feed;         // the loader's batches on the model's device, one micro-batch ahead
+    DeviceScalars *scalars;  // the step's loss terms and gradient norm, read once per step (STEP_*)
     Validator *val;
     FILE *jsonl;
     // Several processes: comm NULL for one; rank 0 alone writes the run dir, logs and validates.
@@ -108,15 +125,17 @@ typedef struct {
     AdamW *vsd_opt;
     GradSync *vsd_sync;
     bool stop_agreed;        // several processes: a stop was requested on one of them before the last step's end
+    TfEvents *tb;            // NULL: [log] tensorboard = false
+    Lpips *lpips;            // [loss] lpips > 0: the frozen LPIPS network of dod_loss, on the model's device
 } Run;
 
 static void run_free(Run *r) {
     if (r->jsonl) fclose(r->jsonl);
+    tfevents_close(r->tb, NULL, 0);   // a write error was reported when the loop flushed
     validator_close(r->val);
-    if (r->loader) {
-        batch_free(&r->batch);
-        loader_close(r->loader);
-    }
+    batch_feed_free(r->feed);
+    if (r->loader) loader_close(r->loader);
+    device_scalars_free(r->scalars);
     grad_sync_free(r->sync);
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
@@ -125,7 +144,15 @@ static void run_free(Run *r) {
     free(r->vsd_trainable);
     dod_vsd_free(r->vsd);
     model_free(r->model);
+    lpips_free(r->lpips);
     free(r->config_text);
+}
+
+// The run's loss weights (layers/dod_loss.h), with its LPIPS network and VSD regulariser.
+static DodLossWeights loss_weights(const Run *r) {
+    const TrainConfig *c = r->cfg;
+    return (DodLossWeights){.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips,
+                            .vsd = r->vsd ? (float)c->loss_vsd : 0.0f, .lpips_net = r->lpips, .vsd_reg = r->vsd};
 }
 
 static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *err, size_t errlen) {
@@ -204,9 +231,17 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     }
     char cfg_path[PATH_LEN + 16];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", r->run_dir);
-    if (r->rank == 0 && (fs_mkdirs(r->run_dir, err, errlen) || fs_mkdirs(r->samples_dir, err, errlen) ||
-                         fs_write_text_atomic(cfg_path, r->config_text, err, errlen)))
+    if (r->rank == 0 && (fs_mkdirs(r->run_dir, err, errlen) || fs_mkdirs(r->samples_dir, err, errlen)))
         return -1;
+    if (r->rank == 0) {   // what a killed run left half-written (fs_remove_stale_tmp)
+        const char *jsonl_name = strrchr(r->jsonl_path, '/') ? strrchr(r->jsonl_path, '/') + 1 : r->jsonl_path;
+        const char *run_files[] = {"config.ini", jsonl_name, MODEL_PROMPT_CACHE},
+                   *ckpt_files[] = {"step_*.safetensors", "latest"}, *sample_files[] = {"step_*.png"};
+        fs_remove_stale_tmp(r->run_dir, run_files, 3, "dod-train");
+        fs_remove_stale_tmp(r->ckpt_dir, ckpt_files, 2, "dod-train");
+        fs_remove_stale_tmp(r->samples_dir, sample_files, 1, "dod-train");
+        if (fs_write_text_atomic(cfg_path, r->config_text, err, errlen)) return -1;
+    }
 
     int n_loaded = 0;  // stage 2: the frozen stage-1 tensors, on a fresh run and on resume alike
     // Rank 0 caches the encoded prompts in the run dir (made above); the other ranks encode them
@@ -224,6 +259,14 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
                 dtype_name(ag_activation_dtype()));
     else if (ag_activation_dtype() != DT_F32 && !r->quiet)
         fprintf(stderr, "dod-train: %s activations\n", dtype_name(ag_activation_dtype()));
+    if (c->loss_lpips > 0) {   // frozen, stored like the model's frozen weights
+        DType dt = mo->frozen_dtype == MODEL_FROZEN_BF16 ? DT_BF16 : DT_F32;
+        if (!(r->lpips = lpips_load(c->lpips_vgg, c->lpips_lin, dt, err, errlen))) return -1;
+        lpips_to_device(r->lpips, r->model->device);
+        if (!r->quiet)
+            fprintf(stderr, "dod-train: LPIPS (VGG16) from %s and %s, weight %g\n", c->lpips_vgg, c->lpips_lin,
+                    c->loss_lpips);
+    }
     int cap = params_count(ps);
     r->trainable = dod_calloc(sizeof(Tensor *) * (size_t)(cap ? cap : 1), "trainable list");
     r->n_trainable = params_trainable(ps, r->trainable, cap);
@@ -235,6 +278,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
                       .weight_decay = (float)c->weight_decay};
     r->opt = adamw_new(r->trainable, r->n_trainable, ac);
     if (c->loss_vsd > 0 && vsd_setup(r, err, errlen)) return -1;
+    r->scalars = device_scalars_new(r->model->device, STEP_LOSS0 + (r->vsd ? 2 : 1) * (int)c->grad_accum);
 
     if (o->resume) {
         CheckpointInfo info;
@@ -246,6 +290,9 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         else if (strcmp(info.model_kind, r->model->kind) || info.stage != mo->stage)
             snprintf(err, errlen, "%s: checkpoint of a %s stage-%d model, the configuration says %s stage %lld", resume_path,
                      info.model_kind, info.stage, r->model->kind, mo->stage), bad = -1;
+        else if (info.step > c->steps)
+            snprintf(err, errlen, "%s: checkpoint at step %lld is past [train] steps = %lld (raise it to continue the run)",
+                     resume_path, (long long)info.step, c->steps), bad = -1;
         else if (info.seed != (uint64_t)mo->seed)
             snprintf(err, errlen, "%s: seed %llu, the configuration says %lld", resume_path,
                      (unsigned long long)info.seed, mo->seed), bad = -1;
@@ -273,8 +320,12 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     lc.n_threads = (int)c->loader_threads;
     lc.rank = r->rank;
     lc.world_size = r->world;
+    int batch_n = 0;   // the step's memory is checked before the loader allocates its batches
+    for (int t = 0; t < lc.n_tasks; t++) batch_n += lc.tasks[t].count;
+    if (train_memory_check(r->model, r->trainable, r->n_trainable, c, loss_weights(r), batch_n, r->quiet, err, errlen))
+        return -1;
     if (!(r->loader = loader_open(&lc, err, errlen))) return -1;
-    loader_batch_init(r->loader, &r->batch);
+    r->feed = batch_feed_new(r->loader, r->model->device);
     if (r->comm || c->grad_accum > 1)
         r->sync = grad_sync_new(r->trainable, r->n_trainable, r->comm, c->dist_bucket_mb);
     if (r->vsd && (r->comm || c->grad_accum > 1))   // the regulariser's gradients go the same way
@@ -288,94 +339,159 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         snprintf(err, errlen, "%s: cannot open the metrics log: %s", r->jsonl_path, strerror(errno));
         return -1;
     }
+    if (c->log_tensorboard) {   // a new file per process; on resume TensorBoard drops steps after the checkpoint
+        char tb_dir[PATH_LEN + 8];
+        snprintf(tb_dir, sizeof tb_dir, "%s/tb", r->run_dir);
+        if (!(r->tb = tfevents_open(tb_dir, err, errlen))) return -1;
+        if (o->resume) tfevents_session_start(r->tb, *start_step + 1);
+        if (tfevents_flush(r->tb, err, errlen)) return -1;
+    }
     return 0;
 }
 
-// The loader's host batch as a [n, 3, crop, crop] arena tensor on device (=).
-static Tensor *batch_tensor(const float *host, int64_t n, int64_t crop, Device device) {
-    Tensor *t = tensor_new4(n, 3, crop, crop);
-    memcpy(t->data, host, sizeof(float) * (size_t)t->numel);
-    return device == DEV_CPU ? t : tensor_to_device(t, device);
+// The first tensor of the model's trainables, then of the VSD regulariser's, whose gradient (grads) or
+// value holds NaN / inf: its name, element and value into where (=); false when all are finite.
+static bool first_nonfinite(const Run *r, bool grads, char *where, size_t len) {
+    Tensor *const *sets[2] = {r->trainable, r->vsd_trainable};
+    int counts[2] = {r->n_trainable, r->n_vsd};
+    for (int k = 0; k < 2; k++) {
+        int64_t at = 0;
+        double bad = 0;
+        int i = counts[k] ? tensors_first_nonfinite(sets[k], counts[k], grads, &at, &bad) : -1;
+        if (i < 0) continue;
+        snprintf(where, len, grads ? "the gradient of %s holds %g at element %lld" : "parameter %s holds %g at element %lld",
+                 sets[k][i]->name, bad, (long long)at);
+        return true;
+    }
+    return false;
 }
 
-// One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
-// Loss values are read back (dod_loss, tensor_item: one small copy each on CUDA).
+// The failure path of a step whose loss, regulariser diffusion loss or gradient norm is not finite (on
+// this process: bad_k is the first micro-batch whose loss (k < grad_accum) or diffusion loss (k - grad_accum)
+// is not, or -1; on others: others_bad processes said so). Names the first trainable tensor (the model's,
+// then the regulariser's) whose gradient holds NaN / inf (clipping keeps such elements non-finite), else
+// the first parameter that does (an earlier update diverged), else says that all are finite (a loss that
+// overflowed in the forward, e.g. from huge weights): these scans wait for the device, which only this
+// path does. Writes (=) the message; returns TRAIN_FAILED_TOGETHER.
+static int step_failure(Run *r, int64_t s, float lr, const double *v, int bad_k, int others_bad, char *err,
+                        size_t errlen) {
+    int A = (int)r->cfg->grad_accum;
+    char what[256], where[512];
+    int a = bad_k >= A ? bad_k - A : bad_k;
+    if (bad_k >= 0)
+        snprintf(what, sizeof what, "the %s is %g on micro-batch %lld",
+                 bad_k < A ? "loss" : "VSD regulariser's diffusion loss", v[STEP_LOSS0 + bad_k],
+                 (long long)((s * A + a) * r->world + r->rank));
+    else if (!isfinite(v[STEP_GRAD_NORM]))
+        snprintf(what, sizeof what, "the gradient norm is %g", v[STEP_GRAD_NORM]);
+    else if (r->vsd && !isfinite(v[STEP_VSD_GRAD_NORM]))
+        snprintf(what, sizeof what, "the VSD regulariser's gradient norm is %g", v[STEP_VSD_GRAD_NORM]);
+    else
+        snprintf(what, sizeof what, "%d other process%s saw a non-finite loss or gradient", others_bad,
+                 others_bad == 1 ? "" : "es");
+    if (!first_nonfinite(r, true, where, sizeof where) && !first_nonfinite(r, false, where, sizeof where))
+        snprintf(where, sizeof where, "every gradient and parameter is finite (the forward overflowed)");
+    snprintf(err, errlen, "step %lld: %s (lr %g): %s; stopping without saving (resume from the last checkpoint, "
+             "with a lower [optim] lr or after checking the data)", (long long)s + 1, what, (double)lr, where);
+    return TRAIN_FAILED_TOGETHER;
+}
+
+// One optimizer step (see train/loop.h). Fills st. 0; -1 (a loader error); TRAIN_FAILED_TOGETHER (a
+// non-finite loss or gradient norm on any process: every process returns it at the same step); or,
+// with one process, TRAIN_INTERRUPTED (a stop requested between micro-batches: the partial step is
+// dropped, parameters and optimizer as before it).
+// Nothing inside the step waits for the device: the loss terms and the gradient norm are added into
+// device scalars where they are computed and read back once, after the optimizer's kernels are queued.
+// So a non-finite loss or gradient is seen after the update it spoiled; the run then stops without
+// saving (the last checkpoint is the one to resume from). The gradients are zeroed after that read, so
+// the failure path can still name the one at fault.
+// Several processes: the sums read back are this process's; they, a stop request and a failure are
+// then all-reduced on the host, so every rank reports the step's means over all micro-batches, and
+// stops (or fails) at the same step. A stop is not agreed between micro-batches (that would be a
+// host sync each): it takes effect at the end of the step.
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
-    // this process's loss, MSE, 1 - SSIM, VSD and the regulariser's diffusion loss summed over its
-    // micro-batches; a stop request
-    double sums[6] = {0};
     uint64_t noise_key = rng_key((uint64_t)c->model.seed, TRAIN_NOISE_STREAM);
     uint64_t vsd_key = rng_key((uint64_t)c->model.seed, TRAIN_VSD_STREAM);
-    const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips};
+    const DodLossWeights weights = loss_weights(r);
     const float per_micro = 1.0f / (float)(A * r->world);
+    device_scalars_zero(r->scalars);
     for (int a = 0; a < A; a++) {
+        if (a > 0 && stop_requested && !r->comm) {   // one process: a stop between micro-batches drops the step
+            for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
+            for (int i = 0; i < r->n_vsd; i++) tensor_zero_grad(r->vsd_trainable[i]);
+            ag_step_reset();
+            return TRAIN_INTERRUPTED;
+        }
         int64_t b = s * A + a;                     // this process's loader step (the loader adds rank and world)
         int64_t g = b * r->world + r->rank;        // the global micro-batch (train/loop.h)
-        if (loader_get(r->loader, b, &r->batch, err, errlen)) return -1;
         ag_step_reset();
-        int64_t n = r->batch.n, cs = r->batch.crop;
-        Tensor *lq = batch_tensor(r->batch.lq, n, cs, r->model->device);
-        Tensor *hq = batch_tensor(r->batch.hq, n, cs, r->model->device);
+        Tensor *lq, *hq;
+        if (batch_feed_get(r->feed, b, &lq, &hq, err, errlen)) return -1;
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)g), true);
-        DodLoss l = dod_loss(out, hq, weights);
-        float vsd = 0, diffusion = 0;
-        if (r->vsd) {   // the VSD term on this forward's latent (layers/dod_vsd.h)
-            Tensor *v = dod_vsd_generator_loss(r->vsd, rng_key(vsd_key, (uint64_t)g));
-            vsd = tensor_item(v);
-            l.total = op_add(l.total, op_scale(v, (float)c->loss_vsd));
-        }
-        float lv = tensor_item(l.total);
-        if (!isfinite(lv)) {
-            snprintf(err, errlen, "step %lld: the loss is %g on micro-batch %lld (lr %g); stopping", (long long)s + 1, lv,
-                     (long long)g, (double)lr_at(sched, s));
-            return -1;
-        }
+        DodVsdSample sample = {0};   // [loss] vsd > 0: the VSD term's inputs (this forward's latent, keyed draws)
+        if (r->vsd) sample = dod_vsd_generator_sample(r->vsd, rng_key(vsd_key, (uint64_t)g));
+        DodLossTerms l = dod_loss_terms(out, hq, weights, &sample);
+        device_scalars_add(r->scalars, STEP_LOSS0 + a, l.total);
+        device_scalars_add(r->scalars, STEP_MSE, l.mse);
+        if (l.ssim_loss) device_scalars_add(r->scalars, STEP_SSIM_LOSS, l.ssim_loss);
+        if (l.lpips) device_scalars_add(r->scalars, STEP_LPIPS, l.lpips);
+        if (l.vsd) device_scalars_add(r->scalars, STEP_VSD, l.vsd);
         if (r->sync) grad_sync_begin(r->sync, a, A);
         ag_backward(op_scale(l.total, per_micro));
+        // Loader step b + 1 is this process's next micro-batch (global (b + 1) * world + rank, the next
+        // (s, a) in order), fetched while the device works on batch b; before grad_sync_end, which on the
+        // step's last micro-batch waits for the gradient all-reduce.
+        if (b + 1 < c->steps * A) batch_feed_prefetch(r->feed, b + 1);
         if (r->sync) grad_sync_end(r->sync);
         if (r->vsd) {   // then the regulariser's diffusion loss on the same (detached) latent, into its LoRA only;
             ag_step_reset();   // the model's activations first given back (the regulariser keeps the latent)
-            Tensor *d = dod_vsd_regulariser_loss(r->vsd, rng_key(vsd_key, (uint64_t)g));
-            diffusion = tensor_item(d);
-            if (!isfinite(diffusion)) {
-                snprintf(err, errlen, "step %lld: the VSD regulariser's diffusion loss is %g on micro-batch %lld; stopping",
-                         (long long)s + 1, diffusion, (long long)g);
-                return -1;
-            }
+            DodVsdSample rs = dod_vsd_regulariser_sample(r->vsd, rng_key(vsd_key, (uint64_t)g));
+            Tensor *d = dod_vsd_diffusion_loss(r->vsd, rs.latent, rs.noise, rs.t);
+            device_scalars_add(r->scalars, STEP_LOSS0 + A + a, d);
+            device_scalars_add(r->scalars, STEP_VSD_DIFFUSION, d);
             if (r->vsd_sync) grad_sync_begin(r->vsd_sync, a, A);
             ag_backward(op_scale(d, per_micro));
             if (r->vsd_sync) grad_sync_end(r->vsd_sync);
         }
-        sums[0] += lv;
-        sums[1] += l.mse;
-        sums[2] += l.ssim_loss;
-        sums[3] += vsd;
-        sums[4] += diffusion;
     }
-    if (r->comm) {   // the step's means over every process's micro-batches; a stop anywhere stops all
-        sums[5] = stop_requested;
-        comm_allreduce_f64(r->comm, sums, 6, COMM_SUM, "summing the step's losses");
-        r->stop_agreed = sums[5] > 0;
-    }
-    double n_micro = (double)A * r->world;
     ag_step_reset();
-    double gn = clip_grad_norm(r->trainable, r->n_trainable, c->clip_norm);
+    clip_grad_norm_into(r->trainable, r->n_trainable, c->clip_norm, r->scalars, STEP_GRAD_NORM);
     float lr = lr_at(sched, s);
     adamw_step(r->opt, lr);
-    for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
-    double vsd_gn = 0;
     if (r->vsd) {   // the regulariser's own step: the model's schedule scaled to its learning rate
-        vsd_gn = clip_grad_norm(r->vsd_trainable, r->n_vsd, c->clip_norm);
+        clip_grad_norm_into(r->vsd_trainable, r->n_vsd, c->clip_norm, r->scalars, STEP_VSD_GRAD_NORM);
         LrSchedule vsd_sched = *sched;
         vsd_sched.base_lr = r->vsd_opt->cfg.lr;
         adamw_step(r->vsd_opt, lr_at(&vsd_sched, s));
-        for (int i = 0; i < r->n_vsd; i++) tensor_zero_grad(r->vsd_trainable[i]);
     }
+    const double *v = device_scalars_read(r->scalars);  // the step's one wait for the device
+    // This process's loss, MSE, 1 - SSIM, LPIPS, VSD and the regulariser's diffusion loss summed over its
+    // micro-batches; a stop request; a non-finite loss, diffusion loss or gradient norm.
+    double sums[8] = {0, v[STEP_MSE], v[STEP_SSIM_LOSS], v[STEP_LPIPS], v[STEP_VSD], v[STEP_VSD_DIFFUSION], 0, 0};
+    int bad_k = -1;   // the first non-finite per-micro-batch scalar: k < A a loss, k >= A a diffusion loss
+    for (int k = A; r->vsd && k < 2 * A; k++)
+        if (!isfinite(v[STEP_LOSS0 + k]) && bad_k < 0) bad_k = k;
+    for (int a = 0; a < A; a++) {
+        float lv = (float)v[STEP_LOSS0 + a];
+        if (!isfinite(lv) && (bad_k < 0 || bad_k >= A)) bad_k = a;
+        sums[0] += lv;
+    }
+    bool bad_here = bad_k >= 0 || !isfinite(v[STEP_GRAD_NORM]) || (r->vsd && !isfinite(v[STEP_VSD_GRAD_NORM]));
+    sums[7] = bad_here;
+    if (r->comm) {   // the step's means over every process's micro-batches; a stop or failure anywhere stops all
+        sums[6] = stop_requested;
+        comm_allreduce_f64(r->comm, sums, 8, COMM_SUM, "summing the step's losses");
+        r->stop_agreed = sums[6] > 0;
+    }
+    if (sums[7] > 0) return step_failure(r, s, lr, v, bad_k, (int)sums[7] - bad_here, err, errlen);
+    for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
+    for (int i = 0; i < r->n_vsd; i++) tensor_zero_grad(r->vsd_trainable[i]);
+    double n_micro = (double)A * r->world;
     *st = (TrainStepStats){.step = s + 1, .loss = sums[0] / n_micro, .mse = sums[1] / n_micro, .ssim = sums[2] / n_micro,
-                           .vsd = sums[3] / n_micro, .vsd_diffusion = sums[4] / n_micro, .lr = lr, .grad_norm = gn,
-                           .vsd_grad_norm = vsd_gn};
+                           .lpips = sums[3] / n_micro, .vsd = sums[4] / n_micro, .vsd_diffusion = sums[5] / n_micro,
+                           .lr = lr, .grad_norm = v[STEP_GRAD_NORM], .vsd_grad_norm = v[STEP_VSD_GRAD_NORM]};
     return 0;
 }
 
@@ -398,7 +514,8 @@ static int run_validation(Run *r, int64_t step, double elapsed, bool quiet, char
                 vr.all.psnr - vr.all.psnr_input,
                 r->cfg->val_grid ? "; grid " : "", r->cfg->val_grid ? grid : "");
     if (!quiet) val_result_print_tasks(&vr, stderr, "dod-train:   ");
-    return 0;
+    if (step_log_tensorboard_validation(r->tb, step, &vr, r->cfg->val_grid ? grid : NULL, err, errlen)) return -1;
+    return tfevents_flush(r->tb, err, errlen);
 }
 
 int train_run(const TrainOptions *o, char *err, size_t errlen) {
@@ -420,8 +537,22 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
     char ckpt_path[PATH_LEN + 64] = "";
     for (int64_t s = start; s < c->steps; s++) {
         TrainStepStats st;
-        if (train_step(&r, s, &sched, &st, err, errlen)) {
-            rc = -1;
+        int step_rc = train_step(&r, s, &sched, &st, err, errlen);
+        if (step_rc == TRAIN_INTERRUPTED) {   // one process: the checkpoint is of the steps completed so far
+            bool saved_already = done % c->ckpt_every == 0;   // the previous step's own save
+            if (done > start && !saved_already && save_checkpoint(&r, done, ckpt_path, sizeof ckpt_path, err, errlen)) {
+                rc = -1;
+                break;
+            }
+            fprintf(stderr, "dod-train: interrupted during step %lld (dropped); %s%s\n", (long long)s + 1,
+                    done > start ? "checkpoint " : "nothing new to save", done > start ? ckpt_path : "");
+            if (done > start || start > 0)
+                fprintf(stderr, "dod-train: continue with: dod-train --resume %s\n", r.run_dir);
+            rc = TRAIN_INTERRUPTED;
+            break;
+        }
+        if (step_rc) {
+            rc = step_rc;
             break;
         }
         done = s + 1;
@@ -433,10 +564,7 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
         if (!r.quiet && (elapsed - last_print >= 1.0 || done == c->steps || last_print < 0)) {
             char eta[32];
             format_duration((c->steps - done) / its, eta, sizeof eta);
-            char vsd[64] = "";
-            if (r.vsd) snprintf(vsd, sizeof vsd, " vsd %.5f (regulariser %.5f)", st.vsd, st.vsd_diffusion);
-            fprintf(stderr, "step %lld/%lld | loss %.5f mse %.5f 1-ssim %.5f%s | lr %.3g | %.2f it/s | ETA %s\n",
-                    (long long)done, c->steps, st.loss, st.mse, st.ssim, vsd, st.lr, its, eta);
+            step_log_progress(stderr, c, &st, its, eta);
             last_print = elapsed;
         }
         if (r.jsonl && (done % c->log_every == 0 || done == c->steps)) {
@@ -446,15 +574,18 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
                 snprintf(device_mem, sizeof device_mem, ", \"cuda_arena_peak_mib\": %.1f, \"cuda_reserved_peak_mib\": %.1f",
                          ms.arena_peak_bytes / 1048576.0, ms.peak_reserved_bytes / 1048576.0);
             }
-            char vsd[160] = "";   // [loss] vsd > 0: the regulariser's terms
-            if (r.vsd)
-                snprintf(vsd, sizeof vsd, ", \"vsd\": %.9g, \"vsd_diffusion\": %.9g, \"vsd_grad_norm\": %.9g", st.vsd,
-                         st.vsd_diffusion, st.vsd_grad_norm);
+            char terms[256];   // the optional terms that are on (lpips, vsd, ...)
+            step_log_json_terms(c, &st, terms, sizeof terms);
             fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g%s, \"lr\": %.9g, "
                              "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f%s}\n",
-                    (long long)done, st.loss, st.mse, st.ssim, vsd, st.lr, st.grad_norm, its, elapsed,
+                    (long long)done, st.loss, st.mse, st.ssim, terms, st.lr, st.grad_norm, its, elapsed,
                     step_peak / 1048576.0, device_mem);
             fflush(r.jsonl);
+            step_log_tensorboard_step(r.tb, c, &st, its);
+            if (tfevents_flush(r.tb, err, errlen)) {
+                rc = -1;
+                break;
+            }
         }
         bool saved = false;
         if (done % c->ckpt_every == 0 || done == c->steps || stop) {

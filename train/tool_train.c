@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/base.h"
 #include "train/comm.h"
 #include "train/config.h"
 #include "train/loop.h"
@@ -23,16 +24,19 @@ static void usage(FILE *f) {
             "  --print-config       resolve and check the configuration, print it, exit\n"
             "  --config-reference   print every key with type, default, range and meaning (Markdown)\n"
             "  --quiet              no progress lines\n"
+            "  --version            version, git revision and dependencies of this build\n"
             "  -h, --help           this text\n"
             "\n"
             "Run dir: config.ini (resolved copy), metrics.jsonl, checkpoints/step_NNNNNNN.safetensors + latest,\n"
-            "samples/step_NNNNNNN.png. Ctrl-C (SIGINT/SIGTERM) finishes the step, saves a checkpoint, exits 130.\n"
+            "samples/step_NNNNNNN.png. Ctrl-C (SIGINT/SIGTERM) stops at the next micro-batch (several processes:\n"
+            "at the end of the step), saves a checkpoint of the completed steps, exits 130.\n"
             "Several processes: mpirun -np N dod-train ..., srun dod-train ..., torchrun --no-python\n"
             "--nproc-per-node N dod-train ... ([dist] keys; docs/training.md, \"Several processes\").\n");
 }
 
 #ifdef DOD_HAVE_INIPARSER
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-train")) return 0;
     const char *config_path = NULL, *resume_dir = NULL, *run_dir = NULL;
     const char **sets = calloc((size_t)argc, sizeof(char *));
     int n_sets = 0, print_config = 0, reference = 0, quiet = 0;
@@ -125,11 +129,13 @@ int main(int argc, char **argv) {
     int rc = train_run(&o, run_err, sizeof run_err);
     free(sets);
     if (rc < 0) {
-        if (comm_world(comm) > 1) {   // the others must not wait for this one until the timeout
+        if (comm_world(comm) > 1) {
             fprintf(stderr, "dod-train: rank %d of %d: %s\n", comm_rank(comm), comm_world(comm), run_err);
-            comm_abort(comm, 1);
+            // the others must not wait for this one until the timeout, unless they stop on it too
+            if (rc != TRAIN_FAILED_TOGETHER) comm_abort(comm, 1);
+        } else {
+            fprintf(stderr, "dod-train: %s\n", run_err);
         }
-        fprintf(stderr, "dod-train: %s\n", run_err);
         comm_destroy(comm);
         return 1;
     }
@@ -138,6 +144,7 @@ int main(int argc, char **argv) {
 }
 #else
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-train")) return 0;
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return usage(stdout), 0;
     fprintf(stderr, "dod-train: this build has no iniparser (Debian: apt-get install libiniparser-dev, then re-run cmake)\n");
     return 1;

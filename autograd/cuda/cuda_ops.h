@@ -186,4 +186,18 @@ DOD_CUDA_API(void, cuda_embedding_forward, (const float *table, const int64_t *i
 DOD_CUDA_API(void, cuda_embedding_backward, (const float *g, const int64_t *ids_dev, float *grad_table,
                                              int64_t n_ids, int64_t D))                                      // +=
 
+// ---- max pooling (pool.cu) and channel normalisation (channel_norm.cu) ------------------------------
+// y[p, ho, wo] = max of the k x k window at (ho s, wo s) of plane p (first maximum; NaN wins). Writes (=).
+DOD_CUDA_API(void, cuda_max_pool2d_forward, (const float *x, float *y, int64_t planes, int64_t H, int64_t W,
+                                             int64_t Ho, int64_t Wo, int k, int s))
+// gx[that window's argmax] += g[p, ho, wo] (atomic: windows may overlap).
+DOD_CUDA_API(void, cuda_max_pool2d_backward, (const float *x, const float *g, float *gx, int64_t planes, int64_t H,
+                                              int64_t W, int64_t Ho, int64_t Wo, int k, int s))
+// norm[n, s] = sqrt(sum_c x^2) (=); y = x / (norm + eps) (=). x, y [N, C, S].
+DOD_CUDA_API(void, cuda_channel_normalize_forward, (const float *x, float *y, float *norm, int64_t N, int64_t C,
+                                                    int64_t S, float eps))
+// gx += the gradient of op_channel_normalize (autograd/op_channel_norm.c) given g and the saved norms.
+DOD_CUDA_API(void, cuda_channel_normalize_backward, (const float *x, const float *norm, const float *g, float *gx,
+                                                     int64_t N, int64_t C, int64_t S, float eps))
+
 DOD_CUDA_API_END
