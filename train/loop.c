@@ -401,7 +401,8 @@ static int step_failure(Run *r, int64_t s, float lr, const double *v, int bad_k,
 // with one process, TRAIN_INTERRUPTED (a stop requested between micro-batches: the partial step is
 // dropped, parameters and optimizer as before it).
 // Nothing inside the step waits for the device: the loss terms and the gradient norm are added into
-// device scalars where they are computed and read back once, after the optimizer's kernels are queued.
+// device scalars where they are computed and read back once, after the optimizer's kernels are queued
+// (with [loss] vsd > 0 the regulariser's diffusion losses and gradient norm too, after both optimizers').
 // So a non-finite loss or gradient is seen after the update it spoiled; the run then stops without
 // saving (the last checkpoint is the one to resume from). The gradients are zeroed after that read, so
 // the failure path can still name the one at fault.
