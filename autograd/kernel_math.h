@@ -96,9 +96,9 @@ DOD_HOSTDEV float posterior_sample_grad_logvar(float g, float logvar, float eps)
 DOD_HOSTDEV float posterior_sample_grad_eps(float g, float logvar) { return g * expf(0.5f * logvar); }
 
 // ---- binary elementwise (op_elementwise.c, elementwise.cu) ------------------------------------------
-typedef enum { EW_ADD, EW_SUB, EW_MUL } EwKind;
+typedef enum { EW_ADD, EW_SUB, EW_MUL, EW_DIV } EwKind;
 DOD_HOSTDEV float ew_value(EwKind kind, float a, float b) {
-    return kind == EW_ADD ? a + b : kind == EW_SUB ? a - b : a * b;
+    return kind == EW_ADD ? a + b : kind == EW_SUB ? a - b : kind == EW_MUL ? a * b : a / b;
 }
 
 // ---- full reductions and point losses (op_reduce.c, op_loss.c, optim.c; reduce.cu) ------------------

@@ -1,4 +1,4 @@
-// Elementwise arithmetic with NumPy/PyTorch broadcasting: op_add, op_sub, op_mul, plus the
+// Elementwise arithmetic with NumPy/PyTorch broadcasting: op_add, op_sub, op_mul, op_div, plus the
 // scalar forms op_scale and op_add_scalar, and the posterior sample op_posterior_sample.
 //
 // Broadcasting is planned once per call: both inputs are aligned from the right against the output
@@ -87,6 +87,7 @@ static void ew_cpu_forward(EwKind kind, const Bcast *p, const float *a, const in
         case EW_ADD: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_ADD, pa[k * ia], pb[k * ib]); break;
         case EW_SUB: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_SUB, pa[k * ia], pb[k * ib]); break;
         case EW_MUL: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_MUL, pa[k * ia], pb[k * ib]); break;
+        case EW_DIV: for (int64_t k = 0; k < inner; k++) po[k] = ew_value(EW_DIV, pa[k * ia], pb[k * ib]); break;
         }
     }
 }
@@ -139,12 +140,49 @@ typedef struct {
     float scale_a;       // add / sub: the result is scale_a * a (op) b (1 but for op_scale_add_into)
 } EwCtx;
 
+// out = a (op) b under plan p on dev (=), the inputs addressed with strides sa / sb.
+static void ew_forward_on(Device dev, EwKind kind, const Bcast *p, const float *a, const int64_t *sa, const float *b,
+                          const int64_t *sb, float *out) {
+    if (dev == DEV_CUDA) cuda_ew_binary(kind, p->ndim, p->shape, a, sa, b, sb, out);
+    else ew_cpu_forward(kind, p, a, sa, b, sb, out);
+}
+
+// grad_t += sign * (g summed over t's broadcast axes) on dev.
+static void bcast_reduce_on(Device dev, const Bcast *p, const float *g, const int64_t *st, float sign, float *grad_t,
+                            int64_t t_numel) {
+    if (dev == DEV_CUDA) cuda_bcast_reduce(p->ndim, p->shape, p->so, g, st, sign, grad_t, t_numel);
+    else bcast_reduce_into(p, g, st, sign, grad_t, t_numel);
+}
+
+// Backward of a / b: grad_a += g / b; grad_b -= (g a / b) / b (each summed over its broadcast axes).
+static void div_backward(Device dev, const Bcast *p, const float *g, Tensor *a, Tensor *b) {
+    ScratchScope scratch = scratch_begin(dev);
+    size_t bytes = (size_t)p->numel * sizeof(float);
+    float *tmp = dev == DEV_CUDA ? cuda_arena_alloc(bytes, "op_div backward scratch")
+                                 : arena_alloc(bytes, "op_div backward scratch");
+    if (a->requires_grad) {
+        ew_forward_on(dev, EW_DIV, p, g, p->so, tensor_f32(b), p->sb, tmp);
+        bcast_reduce_on(dev, p, tmp, p->sa, 1.0f, tensor_grad(a), a->numel);
+    }
+    if (b->requires_grad) {
+        ew_forward_on(dev, EW_MUL, p, g, p->so, tensor_f32(a), p->sa, tmp);
+        ew_forward_on(dev, EW_DIV, p, tmp, p->so, tensor_f32(b), p->sb, tmp);
+        ew_forward_on(dev, EW_DIV, p, tmp, p->so, tensor_f32(b), p->sb, tmp);
+        bcast_reduce_on(dev, p, tmp, p->sb, -1.0f, tensor_grad(b), b->numel);
+    }
+    scratch_end(scratch);
+}
+
 // Backward of a (op) b: accumulates (+=) into the grads of the inputs that require grad.
 static void ew_backward(AgNode *node) {
     EwCtx *c = node->ctx;
     Tensor *a = node->inputs[0], *b = node->inputs[1];
     const Bcast *p = &c->plan;
     const float *g = node->out->grad;
+    if (c->kind == EW_DIV) {
+        div_backward(node->out->device, p, g, a, b);
+        return;
+    }
     if (node->out->device == DEV_CUDA) {  // same structure, device kernels
         float sign_b = c->kind == EW_SUB ? -1.0f : 1.0f;
         if (c->kind != EW_MUL) {
@@ -235,6 +273,7 @@ static Tensor *ew_binary(const char *op, EwKind kind, Tensor *a, Tensor *b, bool
 Tensor *op_add(Tensor *a, Tensor *b) { return ew_binary("op_add", EW_ADD, a, b, false, 1.0f); }
 Tensor *op_sub(Tensor *a, Tensor *b) { return ew_binary("op_sub", EW_SUB, a, b, false, 1.0f); }
 Tensor *op_mul(Tensor *a, Tensor *b) { return ew_binary("op_mul", EW_MUL, a, b, false, 1.0f); }
+Tensor *op_div(Tensor *a, Tensor *b) { return ew_binary("op_div", EW_DIV, a, b, false, 1.0f); }
 Tensor *op_add_into(Tensor *y, Tensor *b) { return ew_binary("op_add_into", EW_ADD, y, b, true, 1.0f); }
 Tensor *op_scale_add_into(Tensor *y, float s, Tensor *b) { return ew_binary("op_scale_add_into", EW_ADD, y, b, true, s); }
 

@@ -77,6 +77,7 @@ Tensor *op_exp(Tensor *x);                            // e^x (expf; inf past ~88
 Tensor *op_add(Tensor *a, Tensor *b);
 Tensor *op_sub(Tensor *a, Tensor *b);
 Tensor *op_mul(Tensor *a, Tensor *b);
+Tensor *op_div(Tensor *a, Tensor *b);                 // a / b (IEEE: b = 0 gives inf or NaN)
 // y + b (b broadcast to y's shape) written into y's storage: for residual and bias adds onto a layer's
 // output. y must be an activation (f32 or bf16) nothing reads afterwards (same contract as
 // op_add_projection_into); the result is a tensor of its own on the tape.

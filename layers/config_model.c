@@ -23,7 +23,8 @@ static const CfgField FIELDS[] = {
      "text prompt (UTF-8; no double quotes inside), encoded at start-up with `base`'s tokenizer/ and text_encoder/ "
      "and cached as RUN_DIR/" MODEL_PROMPT_CACHE "; empty: the empty prompt's embedding (docs/model-loading.md)", NULL},
     {"model", "negative_prompt", CFG_STRING, "", 0, 0, NULL, OFF(negative_prompt), false,
-     "negative prompt, encoded beside `prompt` (kept for the regulariser; nothing trains on it yet)", NULL},
+     "negative prompt, encoded beside `prompt`: the unconditional side of the VSD teacher's classifier-free "
+     "guidance ([loss] vsd > 0); unused otherwise", NULL},
     {"model", "frozen_dtype", CFG_ENUM, "bf16", 0, 0, "f32|bf16", OFF(frozen_dtype), false,
      "storage of frozen weights (compute is f32)", NULL},
     {"model", "toy_width", CFG_INT, "8", 1, 256, NULL, OFF(toy_width), false, "toy model: hidden channels", NULL},

@@ -4,12 +4,16 @@
 #include <math.h>
 
 #include "autograd/ops.h"
+#include "layers/dod_vsd.h"
 
-DodLossTerms dod_loss_terms(Tensor *out, Tensor *hq, DodLossWeights w) {
+DodLossTerms dod_loss_terms(Tensor *out, Tensor *hq, DodLossWeights w, const DodVsdSample *vsd) {
     DOD_CHECK(tensor_same_shape(out, hq), "dod_loss", "output %s and target %s differ in shape", shape_str(out),
               shape_str(hq));
     DOD_CHECK(w.lpips == 0.0f || w.lpips_net, "dod_loss",
               "lpips weight %g without an LPIPS network (DodLossWeights.lpips_net, layers/lpips.h)", w.lpips);
+    DOD_CHECK(w.vsd == 0.0f || (w.vsd_reg && vsd && vsd->latent), "dod_loss",
+              "vsd weight %g without the VSD regulariser (DodLossWeights.vsd_reg) and its sample (layers/dod_vsd.h)",
+              w.vsd);
     DodLossTerms t = {0};
     t.mse = op_mse_loss(out, hq);
     t.total = op_scale(t.mse, w.mse);
@@ -22,11 +26,16 @@ DodLossTerms dod_loss_terms(Tensor *out, Tensor *hq, DodLossWeights w) {
         t.lpips = op_mean(lpips_distance(w.lpips_net, out, hq));
         t.total = op_add(t.total, op_scale(t.lpips, w.lpips));
     }
+    if (w.vsd > 0) {   // stage 1's VSD regulariser (OSEDiff's lambda_vsd 1): on the latent, not the image
+        t.vsd = dod_vsd_loss(w.vsd_reg, vsd->latent, vsd->noise, vsd->t);
+        t.total = op_add(t.total, op_scale(t.vsd, w.vsd));
+    }
     return t;
 }
 
 DodLoss dod_loss(Tensor *out, Tensor *hq, DodLossWeights w) {
-    DodLossTerms t = dod_loss_terms(out, hq, w);
+    DOD_CHECK(w.vsd == 0.0f, "dod_loss", "vsd weight %g: the VSD term needs its sample (dod_loss_terms)", w.vsd);
+    DodLossTerms t = dod_loss_terms(out, hq, w, NULL);
     DodLoss l = {.total = t.total, .mse = tensor_item(t.mse), .ssim = NAN, .lpips = NAN};
     if (t.ssim) {
         l.ssim = tensor_item(t.ssim);

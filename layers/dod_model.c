@@ -74,26 +74,46 @@ static void setup_scheduler(DodModel *m) {
     }
 }
 
-// The UNet's layer hook: conv_in runs with the trainable f32 copy (its frozen output y is replaced; the
-// frozen weight may be a read-only bf16 view, and the store that owns it cannot hand it over), every
-// other layer goes to the conditional LoRA set.
+// The UNet's layer hook, by m->unet_adapters. GENERATOR: conv_in runs with the trainable f32 copy (its
+// frozen output y is replaced; the frozen weight may be a read-only bf16 view, and the store that owns it
+// cannot hand it over), every other layer goes to the conditional LoRA set. FROZEN: y as it is.
+// REGULARISER: the regulariser's plain LoRA (conv_in included) on the frozen layers.
 static Tensor *unet_hook(void *ctx, const char *layer, Tensor *x, Tensor *y) {
     DodModel *m = ctx;
-    if (strcmp(layer, "conv_in") == 0) {
-        int k = m->unet->cfg.conv_in_kernel;
-        return op_conv2d(x, m->conv_in_w, m->conv_in_b, 1, (k - 1) / 2);
+    switch (m->unet_adapters) {
+    case DOD_UNET_GENERATOR:
+        if (strcmp(layer, "conv_in") == 0) {
+            int k = m->unet->cfg.conv_in_kernel;
+            return op_conv2d(x, m->conv_in_w, m->conv_in_b, 1, (k - 1) / 2);
+        }
+        return lora_hook(m->unet_lora, layer, x, y);
+    case DOD_UNET_REGULARISER: return lora_hook(m->regulariser_lora, layer, x, y);
+    default: return y;
     }
-    return lora_hook(m->unet_lora, layer, x, y);
 }
 
 static Tensor *unet_hook_norm(void *ctx, const char *layer, const SdNormSiluInput *in, Tensor *y) {
     DodModel *m = ctx;  // conv_in follows no norm: only adapters come this way
-    return lora_hook_norm(m->unet_lora, layer, in, y);
+    switch (m->unet_adapters) {
+    case DOD_UNET_GENERATOR: return lora_hook_norm(m->unet_lora, layer, in, y);
+    case DOD_UNET_REGULARISER: return lora_hook_norm(m->regulariser_lora, layer, in, y);
+    default: return y;
+    }
 }
 
 static bool unet_hook_needs_input(void *ctx, const char *layer) {
     DodModel *m = ctx;
-    return strcmp(layer, "conv_in") == 0 || lora_hook_needs_input(m->unet_lora, layer);
+    switch (m->unet_adapters) {
+    case DOD_UNET_GENERATOR: return strcmp(layer, "conv_in") == 0 || lora_hook_needs_input(m->unet_lora, layer);
+    case DOD_UNET_REGULARISER: return lora_hook_needs_input(m->regulariser_lora, layer);
+    default: return false;
+    }
+}
+
+void dod_model_set_unet_adapters(DodModel *m, DodUnetAdapters which) {
+    DOD_CHECK(which != DOD_UNET_REGULARISER || m->regulariser_lora, "dod_model_set_unet_adapters",
+              "no VSD regulariser is attached to the model (layers/dod_vsd.h)");
+    m->unet_adapters = which;
 }
 
 // m->prompt and m->negative_prompt as the config says (dod_model.h), D wide (the UNet's cross_attention_dim).
@@ -102,6 +122,7 @@ static void load_prompts(DodModel *m, int D) {
     const char *who = "dod_model_create";
     bool negative = c->negative_prompt && c->negative_prompt[0];
     if (c->prompt_path) m->prompt = dod_load_prompt(c->prompt_path, D);
+    if (c->prompt_path && !negative) m->negative_prompt = dod_load_negative_prompt(c->prompt_path, D);
     if (c->zero_prompt && !c->prompt_path) {  // benchmarks (dod_model.h)
         int64_t shape[2] = {77, D};
         m->prompt = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
@@ -230,6 +251,7 @@ int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bo
 // Spec steps 2-7 on an image whose H, W the VAE and UNet accept; eps NULL: posterior mean.
 static Tensor *pipeline(DodModel *m, Tensor *lq, Tensor *eps, bool clamp) {
     const Vae *vae = m->vae;
+    dod_model_set_unet_adapters(m, DOD_UNET_GENERATOR);
     int64_t N = lq->shape[0];
     Tensor *gamma[LORA_N_BLOCKS], *beta[LORA_N_BLOCKS];
     dod_modulation_forward(&m->mod, lq, gamma, beta);
@@ -259,6 +281,7 @@ static Tensor *pipeline(DodModel *m, Tensor *lq, Tensor *eps, bool clamp) {
     Tensor *pred = unet_forward(m->unet, z, timesteps, context, &uopt);
 
     Tensor *x0 = op_sub(op_scale(z, m->x0_z), op_scale(pred, m->x0_pred));
+    m->train_latent = eps ? x0 : NULL;
     Tensor *x0_unscaled = op_scale(x0, 1.0f / sf);
     Tensor *out;
     if (m->has_detail) {
@@ -312,19 +335,14 @@ Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m,
 
 // ---- losses ------------------------------------------------------------------------------------------
 // check_config keeps ssim_weight at 0 in stage 1 and gives a non-zero lpips_weight its network.
-static DodLossWeights loss_weights(const DodModel *m) {
+DodLossWeights dod_model_loss_weights(const DodModel *m) {
     return (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight, .lpips = m->cfg.lpips_weight,
                             .lpips_net = m->cfg.lpips};
 }
 
-DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) { return dod_loss(out, hq, loss_weights(m)); }
+DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) { return dod_loss(out, hq, dod_model_loss_weights(m)); }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
     Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
     return dod_model_loss(m, out, hq);
-}
-
-DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
-    Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
-    return dod_loss_terms(out, hq, loss_weights(m));
 }

@@ -32,6 +32,12 @@
 
 typedef enum { DOD_MODE_TRAIN = 0, DOD_MODE_EVAL = 1 } DodMode;
 
+// Which adapters the UNet's layer hook applies (one frozen UNet serves three networks):
+//   GENERATOR    the model: the trainable conv_in copy and the conditional LoRA;
+//   FROZEN       the base UNet as loaded (the VSD teacher): no adapter, the frozen conv_in;
+//   REGULARISER  the VSD regulariser (layers/dod_vsd.h): the frozen UNet + its plain LoRA (regulariser_lora).
+typedef enum { DOD_UNET_GENERATOR = 0, DOD_UNET_FROZEN = 1, DOD_UNET_REGULARISER = 2 } DodUnetAdapters;
+
 typedef struct {
     const char *base_model_dir;      // diffusers layout: unet/, vae/, scheduler/scheduler_config.json
     bool random_base_weights;        // benchmarks: frozen UNet/VAE weights random from the configs alone
@@ -40,7 +46,8 @@ typedef struct {
     // The prompt embedding (layers/sd_prompt.h): prompt_path, a safetensors file holding one [L, D] (or
     // [1, L, D]) tensor, wins; otherwise `prompt` (NULL: "") is encoded with base_model_dir's tokenizer/
     // and text_encoder/, through the cache file prompt_cache_path when given (NULL: none). The negative
-    // prompt (NULL: "") is encoded beside it; with a prompt_path only when negative_prompt is non-empty.
+    // prompt (NULL: "") is encoded beside it; with a prompt_path only when negative_prompt is non-empty, else
+    // the file's "negative_prompt_embeds" is the negative prompt's embedding when it has one (else none).
     const char *prompt_path;
     const char *prompt, *negative_prompt, *prompt_cache_path;
     bool zero_prompt;                // benchmarks only: a zero [77, D] embedding and no text encoder (step
@@ -83,6 +90,11 @@ typedef struct {
     DodDetail detail;              // stage 2 only
     bool has_detail;
     Device device;                 // where every tensor of the model lives (dod_model_to_device)
+    // The UNet's adapters (dod_model_set_unet_adapters). Under activation recomputation a backward re-runs
+    // the hook, so the setting of a forward must still hold when its backward runs.
+    DodUnetAdapters unet_adapters;
+    LoraSet *regulariser_lora;     // the VSD regulariser's adapters (not owned; NULL: none attached)
+    Tensor *train_latent;          // x0 (scaled latent) of the last TRAIN forward: arena, until ag_step_reset
 } DodModel;
 
 // Loads the base model (frozen), creates and initialises every trainable tensor (LoRA per PEFT's
@@ -117,14 +129,21 @@ int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bo
 Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_seed);
 // TRAIN mode with an explicit posterior noise eps [N, latent_channels, H/f, W/f] (tests, parity).
 Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps);
+// Every forward sets DOD_UNET_GENERATOR first; TRAIN also records its one-step latent x0 (spec step 6,
+// before / scaling_factor) in m->train_latent, the tensor the VSD regulariser pulls on.
+
+// Sets which adapters the UNet applies from now on (see DodUnetAdapters; fatal for REGULARISER without
+// an attached regulariser_lora).
+void dod_model_set_unet_adapters(DodModel *m, DodUnetAdapters which);
 // Validation: dod_model_forward(m, lq, DOD_MODE_EVAL, 0).
 Tensor *dod_model_restore(DodModel *m, Tensor *lq);
 
+// The model's loss weights (cfg.mse_weight, ssim_weight, lpips_weight with cfg.lpips; vsd 0): what
+// dod_model_loss passes to dod_loss, for callers of dod_loss_terms (layers/dod_loss.h).
+DodLossWeights dod_model_loss_weights(const DodModel *m);
 // The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors): dod_loss
 // (layers/dod_loss.h) with the model's weights (SSIM only in stage 2, whose ssim_weight is > 0; LPIPS
 // when lpips_weight > 0, through cfg.lpips).
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq);
 // forward (TRAIN, noise from step_seed) + loss: what one training step back-propagates.
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);
-// The same step's loss terms left on the device (dod_loss_terms: nothing read back, no host sync).
-DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);

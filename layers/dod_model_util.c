@@ -68,6 +68,21 @@ static void copy_entry(SafeTensors *st, const StEntry *e, Tensor *dst, const cha
     tensor_free(src);
 }
 
+// Entry e of st (path) as a persistent f32 [L, D] tensor `name` (=), its shape checked.
+static Tensor *load_embedding(SafeTensors *st, const StEntry *e, const char *path, const char *name, int want_dim) {
+    const char *who = "dod prompt embedding";
+    bool ok = (e->ndim == 2 || (e->ndim == 3 && e->shape[0] == 1)) && e->shape[e->ndim - 2] > 0;
+    DOD_CHECK(ok, who, "%s: tensor %s has %d dims (shape[0] %ld): expected [L, D] or [1, L, D]", path, e->name,
+              e->ndim, (long)e->shape[0]);
+    int64_t L = e->shape[e->ndim - 2], D = e->shape[e->ndim - 1];
+    DOD_CHECK(D == want_dim, who, "%s: tensor %s is %ld wide, the UNet's cross_attention_dim is %d", path, e->name,
+              (long)D, want_dim);
+    int64_t shape[2] = {L, D};
+    Tensor *t = tensor_new_persistent(name, 2, shape, DT_F32);
+    copy_entry(st, e, t, who);
+    return t;
+}
+
 Tensor *dod_load_prompt(const char *path, int want_dim) {
     const char *who = "dod prompt embedding";
     SafeTensors *st = open_or_die(path, who);
@@ -78,15 +93,15 @@ Tensor *dod_load_prompt(const char *path, int want_dim) {
                   safetensors_count(st));
         e = safetensors_entry(st, 0);
     }
-    bool ok = (e->ndim == 2 || (e->ndim == 3 && e->shape[0] == 1)) && e->shape[e->ndim - 2] > 0;
-    DOD_CHECK(ok, who, "%s: tensor %s has %d dims (shape[0] %ld): expected [L, D] or [1, L, D]", path, e->name,
-              e->ndim, (long)e->shape[0]);
-    int64_t L = e->shape[e->ndim - 2], D = e->shape[e->ndim - 1];
-    DOD_CHECK(D == want_dim, who, "%s: tensor %s is %ld wide, the UNet's cross_attention_dim is %d", path, e->name,
-              (long)D, want_dim);
-    int64_t shape[2] = {L, D};
-    Tensor *t = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
-    copy_entry(st, e, t, who);
+    Tensor *t = load_embedding(st, e, path, "prompt_embeds", want_dim);
+    safetensors_close(st);
+    return t;
+}
+
+Tensor *dod_load_negative_prompt(const char *path, int want_dim) {
+    SafeTensors *st = open_or_die(path, "dod prompt embedding");
+    const StEntry *e = safetensors_find(st, "negative_prompt_embeds");
+    Tensor *t = e ? load_embedding(st, e, path, "negative_prompt_embeds", want_dim) : NULL;
     safetensors_close(st);
     return t;
 }

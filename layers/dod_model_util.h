@@ -20,6 +20,9 @@ Tensor *dod_repeat_constant(Tensor *t, int64_t n);
 // [L, D] or [1, L, D], as a persistent f32 [L, D] tensor. Fatal naming the file when it cannot be opened,
 // holds several tensors but no "prompt_embeds", or the shape is wrong, or D != want_dim.
 Tensor *dod_load_prompt(const char *path, int want_dim);
+// The same file's "negative_prompt_embeds" tensor (dod-encode-prompt --negative-prompt writes it), with the
+// same checks; NULL when the file has none.
+Tensor *dod_load_negative_prompt(const char *path, int want_dim);
 
 // Copies (=) the tensor `prefix` + t->name of the open file into every tensor t of ps that has one
 // (see dod_model_load_tensors); tensors of ps already on CUDA are written there. Returns how many were copied; when require_all, a tensor of ps without

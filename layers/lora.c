@@ -87,6 +87,7 @@ static bool is_resnet_conv(const char *layer) {
 }
 
 bool lora_is_target(LoraTargets which, const char *layer) {
+    if (which == LORA_TARGETS_UNET_OSEDIFF) return strcmp(layer, "conv_in") == 0 || lora_is_target(LORA_TARGETS_UNET, layer);
     if (which == LORA_TARGETS_UNET) {
         if (is_attention_proj(layer) || is_resnet_conv(layer)) return true;
         if (ends_with_module(layer, "proj_in") || ends_with_module(layer, "proj_out") ||

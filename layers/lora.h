@@ -23,7 +23,8 @@
 
 typedef enum { LORA_LINEAR = 0, LORA_CONV = 1 } LoraKind;
 // Which layers of a diffusers model get adapters (the rules of the DOD spec, see lora_is_target).
-typedef enum { LORA_TARGETS_UNET = 0, LORA_TARGETS_VAE_ENCODER = 1 } LoraTargets;
+// UNET_OSEDIFF is OSEDiff's UNet LoRA, which the VSD regulariser uses (layers/dod_vsd.h).
+typedef enum { LORA_TARGETS_UNET = 0, LORA_TARGETS_VAE_ENCODER = 1, LORA_TARGETS_UNET_OSEDIFF = 2 } LoraTargets;
 
 typedef struct {
     char *layer;          // base layer name as the hook sees it (no SdNet prefix, no ".weight")
@@ -52,6 +53,8 @@ LoraAdapter *lora_set_find(const LoraSet *set, const char *layer);  // NULL when
 //        time_embedding.*, time_emb_proj, norms).
 //  VAE_ENCODER: under "encoder.": conv_in, resnet conv1/conv2/conv_shortcut, downsampler conv,
 //        conv_out, mid-block attention to_q/to_k/to_v/to_out.0 (not quant_conv, nothing in the decoder).
+//  UNET_OSEDIFF: the UNET targets and conv_in (OSEDiff's substring list "to_k", ..., "conv", ...
+//        over the non-norm weights selects exactly these on SD 2.x).
 bool lora_is_target(LoraTargets which, const char *layer);
 // Block index of a UNet layer: "down_blocks.i." -> i, "mid_block." -> 4, "up_blocks.i." -> 5 + i,
 // anything else -> 9. Fatal (naming the layer) for a down/up block index outside 0..3.
@@ -65,7 +68,8 @@ LoraAdapter *lora_add(LoraSet *set, ParamStore *store, const char *name_prefix, 
                       const Tensor *w0, int rank, float alpha, bool conditional, uint64_t seed);
 
 // Adds adapters for every target of `which` found in `base` (tensors "<base_prefix><layer>.weight";
-// names not starting with base_prefix are ignored). Conditional for UNET, plain for VAE_ENCODER.
+// names not starting with base_prefix are ignored). Conditional for UNET, plain for VAE_ENCODER and
+// UNET_OSEDIFF.
 // Returns how many were added.
 int lora_add_targets(LoraSet *set, ParamStore *base, const char *base_prefix, LoraTargets which, ParamStore *store,
                      const char *name_prefix, int rank, float alpha, uint64_t seed);

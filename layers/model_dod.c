@@ -9,6 +9,7 @@
 #include <unistr.h>
 
 #include "layers/dod_model.h"
+#include "layers/dod_vsd.h"
 
 static ParamStore *dod_params(void *self) { return dod_model_params(self); }
 
@@ -80,4 +81,12 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
     *m = (Model){.self = dm, .kind = model_kind_name(MODEL_DOD), .device = o->device, .params = dod_params,
                  .forward = dod_forward, .destroy = dod_destroy};
     return m;
+}
+
+DodVsd *dod_vsd_for_model(Model *m, const DodVsdConfig *c, char *err, size_t errlen) {
+    if (m->destroy != dod_destroy) {
+        snprintf(err, errlen, "the VSD regulariser needs the DOD model ([model] kind = dod), not %s", m->kind);
+        return NULL;
+    }
+    return dod_vsd_create(m->self, c, err, errlen);
 }

@@ -192,30 +192,42 @@ int checkpoint_read_tensor(const SafeTensors *st, const StEntry *e, Tensor *dst,
     return 0;
 }
 
-static bool is_optimizer_tensor(const char *name) { return !strncmp(name, CKPT_OPTIM_PREFIX, strlen(CKPT_OPTIM_PREFIX)); }
+CheckpointPart checkpoint_part(const char *name) {
+    if (!strncmp(name, CKPT_OPTIM_PREFIX, strlen(CKPT_OPTIM_PREFIX))) return CKPT_PART_OPTIM;
+    if (!strncmp(name, CKPT_REGULARISER_PREFIX, strlen(CKPT_REGULARISER_PREFIX))) return CKPT_PART_REGULARISER;
+    return CKPT_PART_MODEL;
+}
 
-int checkpoint_read_trainable(const SafeTensors *st, Tensor *const *params, int n, char *err, size_t errlen) {
+int checkpoint_read_part(const SafeTensors *st, CheckpointPart part, Tensor *const *params, int n, char *err,
+                         size_t errlen) {
     const char *path = safetensors_path(st);
-    // Every model tensor of the file must be one the model trains (a config change would show here).
+    // Every tensor of the part in the file must be one that is trained here (a config change would show here).
     for (int i = 0; i < safetensors_count(st); i++) {
         const StEntry *e = safetensors_entry(st, i);
-        if (is_optimizer_tensor(e->name)) continue;
+        if (checkpoint_part(e->name) != part) continue;
         bool known = false;
         for (int j = 0; j < n && !known; j++) known = !strcmp(params[j]->name, e->name);
         if (!known) {
-            snprintf(err, errlen, "%s: holds tensor %s, which the model does not train in this configuration", path, e->name);
+            snprintf(err, errlen, "%s: holds tensor %s, which %s", path, e->name,
+                     part == CKPT_PART_REGULARISER ? "this configuration does not train (the VSD regulariser: [loss] vsd)"
+                                                   : "the model does not train in this configuration");
             return -1;
         }
     }
     for (int i = 0; i < n; i++) {
         const StEntry *e = safetensors_find(st, params[i]->name);
         if (!e) {
-            snprintf(err, errlen, "%s: trainable tensor %s is missing", path, params[i]->name);
+            snprintf(err, errlen, "%s: trainable tensor %s is missing%s", path, params[i]->name,
+                     part == CKPT_PART_REGULARISER ? " (written without the VSD regulariser: [loss] vsd = 0)" : "");
             return -1;
         }
         if (checkpoint_read_tensor(st, e, params[i], "the model", err, errlen)) return -1;
     }
     return 0;
+}
+
+int checkpoint_read_trainable(const SafeTensors *st, Tensor *const *params, int n, char *err, size_t errlen) {
+    return checkpoint_read_part(st, CKPT_PART_MODEL, params, n, err, errlen);
 }
 
 int checkpoint_load_weights(const char *path, ParamStore *ps, int *n_loaded, char *err, size_t errlen) {
@@ -224,7 +236,7 @@ int checkpoint_load_weights(const char *path, ParamStore *ps, int *n_loaded, cha
     int loaded = 0, rc = 0;
     for (int i = 0; !rc && i < safetensors_count(st); i++) {
         const StEntry *e = safetensors_entry(st, i);
-        if (is_optimizer_tensor(e->name)) continue;
+        if (checkpoint_part(e->name) != CKPT_PART_MODEL) continue;
         Tensor *dst = params_get(ps, e->name);
         if (!dst) {
             snprintf(err, errlen, "%s: tensor %s has no counterpart in the model", path, e->name);

@@ -4,6 +4,9 @@
 // A checkpoint is RUN_DIR/<[checkpoint] dir>/step_XXXXXXX.safetensors (7-digit step count) holding
 //   - every trainable tensor, f32, under its parameter name;
 //   - AdamW moments as optim.m.<name> and optim.v.<name> (f32, same shape; train/checkpoint.c);
+//   - with [loss] vsd > 0: the VSD regulariser's LoRA (layers/dod_vsd.h) as vsd_reg.<layer>.lora_A.weight /
+//     .lora_B.weight with its own moments optim.m.vsd_reg.* / optim.v.vsd_reg.*: training state, not
+//     model weights; inference, stage-2 initialisation and adapter exporters must skip every vsd_reg.*;
 //   - metadata (strings): format = "dod-train-checkpoint", format_version = "1", step (optimizer
 //     steps completed), adamw_step, seed, rng (the training-noise scheme and its key), loader_next
 //     (the next global micro-batch index = step * processes * grad_accum; the loader is a pure
@@ -29,6 +32,11 @@
 #define CKPT_OPTIM_PREFIX "optim."   // tensors of the optimizer state, not of the model
 #define CKPT_MAX_STEP (1ll << 40)     // checkpoint_read_info refuses larger step / adamw_step metadata
 #define CKPT_MAX_WORLD (1 << 20)      // and a larger world_size
+#define CKPT_REGULARISER_PREFIX "vsd_reg."   // tensors of the VSD regulariser (training only), not of the model
+
+// Which part of a checkpoint a tensor belongs to, by its name's prefix.
+typedef enum { CKPT_PART_MODEL = 0, CKPT_PART_OPTIM = 1, CKPT_PART_REGULARISER = 2 } CheckpointPart;
+CheckpointPart checkpoint_part(const char *name);
 
 typedef struct {
     int64_t step;          // optimizer steps completed
@@ -75,9 +83,13 @@ int checkpoint_read_info(const SafeTensors *st, CheckpointInfo *info, char *err,
 int checkpoint_read_tensor(const SafeTensors *st, const StEntry *e, Tensor *dst, const char *label, char *err,
                            size_t errlen);
 // Copies (=) every one of params from the file by name: each must be present with its shape, and
-// every model tensor of the file (all but optim.*) must be one of params. 0, or -1 naming the tensor.
+// every model tensor of the file (CKPT_PART_MODEL: not optim.*, not vsd_reg.*) must be one of params.
+// 0, or -1 naming the tensor.
 int checkpoint_read_trainable(const SafeTensors *st, Tensor *const *params, int n, char *err, size_t errlen);
-// Stage-2 initialisation: copies every model tensor of a checkpoint (all but optim.*) into the
+// The same for the tensors of another part (the regulariser's on resume).
+int checkpoint_read_part(const SafeTensors *st, CheckpointPart part, Tensor *const *params, int n, char *err,
+                         size_t errlen);
+// Stage-2 initialisation: copies every model tensor of a checkpoint (CKPT_PART_MODEL) into the
 // tensor of the same name in ps (=, converted to its storage dtype). A tensor ps does not have, or a
 // shape mismatch, is an error. *n_loaded (may be NULL) receives the count. 0 or -1.
 int checkpoint_load_weights(const char *path, ParamStore *ps, int *n_loaded, char *err, size_t errlen);

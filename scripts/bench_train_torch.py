@@ -33,10 +33,14 @@ run at all (compile on torch 1.13) is reported as missing, with the reason.
 --count-flops: one more (untimed) forward + backward of the first variant under a FLOP counter:
 torch.utils.flop_counter.FlopCounterMode (PyTorch's own, torch >= 2.1; it counts an SDPA backward as
 five products, the remade Q K^T included) or, before 2.1, scripts/count_flops_torch.py's aten counter.
+--vsd (stage 1) adds OSEDiff's VSD regulariser as its osediff.py holds it (scripts/make_vsd_fixture.py's
+VsdTorch, imported): the frozen teacher and the LoRA regulariser (the model's rank and alpha) as UNets of
+their own, set up like the variant's model; the loss gains the VSD term (t in [20, 980), cfg 7.5), and
+after the model's step the regulariser's diffusion loss, backward, clip_grad_norm_(1.0) and AdamW step.
 
 Run:   ${PYTHON:-python3} scripts/bench_train_torch.py [--stage 1|2] [--batch B] [--crop S]
                               [--iters N] [--threads T] [--device cpu|cuda] [--base DIR]
-                              [--precision f32|mixed] [--variants LIST] [--count-flops]
+                              [--precision f32|mixed] [--variants LIST] [--count-flops] [--vsd]
 Needs: torch (1.13 works), diffusers 0.21.4, safetensors.
 Prints, per variant, "torch_variant NAME MS PEAK_GIB RESERVED_GIB | what it ran with" (peaks: CUDA
 max_memory_allocated / max_memory_reserved after the warm-up; "-" on the CPU) or
@@ -68,6 +72,7 @@ def main():
     ap.add_argument("--precision", choices=("f32", "mixed"), default="f32")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--count-flops", action="store_true")
+    ap.add_argument("--vsd", action="store_true")
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     bad = [v for v in variants if v not in VARIANTS]
@@ -99,6 +104,9 @@ def main():
         torch.backends.cudnn.allow_tf32 = mixed
     if args.precision == "mixed" and args.stage != 1:  # the detail module's group_norm meets bf16 weights
         print("--precision mixed: stage 1 only", file=sys.stderr)
+        return 2
+    if args.vsd and args.stage != 1:
+        print("--vsd: stage 1 only", file=sys.stderr)
         return 2
     dod.DT = torch.float32  # the C side runs f32; the fixture generator's default is float64
     if args.base:
@@ -141,8 +149,50 @@ def variant_missing(torch, name):
     return None
 
 
+class VsdStep:
+    """--vsd: OSEDiff's regulariser beside the model (make_vsd_fixture.VsdTorch: the frozen teacher and the
+    LoRA regulariser as UNets of their own, the model's rank and alpha), its AdamW and the prompts."""
+
+    def __init__(self, torch, dod, args, model, prompt, g):
+        import make_vsd_fixture as vsdfx   # after dod.DT and the sizes are set: it reads them
+        vsdfx.DT, vsdfx.RV, vsdfx.AV = dod.DT, dod.R, dod.ALPHA
+        dev, n = torch.device(args.device), args.batch
+        self.vsd = vsdfx.VsdTorch(args.base or dod.BASE)
+        self.unets = (self.vsd.fix, self.vsd.reg)
+        for u in self.unets:
+            u.to(dev)
+        if args.precision == "mixed":
+            for p in list(self.vsd.fix.parameters()) + list(self.vsd.reg.parameters()):
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+        self.rlist = list(self.vsd.params.values())
+        self.ropt = torch.optim.AdamW(self.rlist, lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        self.pos = prompt.expand(n, -1, -1)
+        self.neg = torch.randn(77, model.unet.config.cross_attention_dim, generator=g).to(dev).expand(n, -1, -1)
+
+    def loss(self, torch, model, g):
+        """The generator's VSD term on the last forward's latent (t in [20, 980))."""
+        n = model.latent.shape[0]
+        t = torch.randint(20, 980, (n,), generator=g).tolist()
+        noise = torch.randn(*model.latent.shape, generator=g).to(model.latent.device)
+        return self.vsd.vsd_loss(model.latent, t, noise, self.pos, self.neg)
+
+    def step(self, torch, model, autocast, g):
+        """The regulariser's step after the generator's (OSEDiff's train_osediff.py)."""
+        self.ropt.zero_grad(set_to_none=True)
+        n = model.latent.shape[0]
+        t = torch.randint(0, 1000, (n,), generator=g).tolist()
+        noise = torch.randn(*model.latent.shape, generator=g).to(model.latent.device)
+        with autocast:
+            d = self.vsd.diff_loss(model.latent, t, noise, self.pos)
+        d.backward()
+        torch.nn.utils.clip_grad_norm_(self.rlist, 1.0)
+        self.ropt.step()
+
+
 def build(torch, dod, args, name):
-    """A fresh model of variant `name`: (model, trainables, optimizer, autocast, lq, hq, prompt, notes)."""
+    """A fresh model of variant `name`: (model, trainables, optimizer, autocast, lq, hq, prompt, vsd, notes);
+    vsd a VsdStep with --vsd, else None."""
     dev = torch.device(args.device)
     notes = []
     model = dod.DodTorch(args.base) if args.base else dod.DodTorch()
@@ -152,19 +202,28 @@ def build(torch, dod, args, name):
         for p in list(model.unet.parameters()) + list(model.vae.parameters()):
             if not p.requires_grad:  # frozen base weights; conv_in and the adapters stay f32
                 p.data = p.data.to(torch.bfloat16)
+    n, s = args.batch, args.crop
+    g = torch.Generator().manual_seed(0)
+    hq = (torch.rand(n, 3, s, s, generator=g) * 2 - 1).to(dev)
+    lq = (hq + 0.15 * torch.randn(n, 3, s, s, generator=g).to(dev)).clamp(-1, 1)
+    prompt = torch.randn(77, model.unet.config.cross_attention_dim, generator=g).to(dev)
+    vsd = VsdStep(torch, dod, args, model, prompt, g) if args.vsd else None
+    unets = (model.unet,) + (vsd.unets if vsd else ())
     best = name in ("best", "compile")
     torch.backends.cudnn.benchmark = best
     fmt = torch.channels_last if best else torch.contiguous_format
     if best:
         notes.append("channels_last")
-        model.unet.to(memory_format=fmt)
+        for u in unets:
+            u.to(memory_format=fmt)
         model.vae.to(memory_format=fmt)
         for p in list(model.s1.values()) + list(model.s2.values()):  # loose trainables (modulation, detail)
             if p.dim() == 4:
                 p.data = p.data.contiguous(memory_format=fmt)
         if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
             from diffusers.models.attention_processor import AttnProcessor2_0
-            model.unet.set_attn_processor(AttnProcessor2_0())
+            for u in unets:
+                u.set_attn_processor(AttnProcessor2_0())
             model.vae.set_attn_processor(AttnProcessor2_0())
             notes.append("scaled_dot_product_attention (AttnProcessor2_0)")
         else:
@@ -174,7 +233,8 @@ def build(torch, dod, args, name):
         proc = type(next(iter(model.unet.attn_processors.values()))).__name__
         notes.append(f"NCHW, diffusers' default attention ({proc}), cudnn.benchmark off")
     if name == "compile":
-        model.unet.compile()
+        for u in unets:
+            u.compile()
         model.vae.encoder.compile()
         model.vae.decoder.compile()
         notes.append("UNet, VAE encoder and decoder compiled")
@@ -188,39 +248,39 @@ def build(torch, dod, args, name):
             p.requires_grad_(False)
         model.stage = 2
         params = model.s2
+    if vsd:
+        notes.append("VSD: teacher and regulariser UNets of their own")
     plist = list(params.values())
     opt = torch.optim.AdamW(plist, lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-    n, s = args.batch, args.crop
-    g = torch.Generator().manual_seed(0)
-    hq = (torch.rand(n, 3, s, s, generator=g) * 2 - 1).to(dev)
-    lq = (hq + 0.15 * torch.randn(n, 3, s, s, generator=g).to(dev)).clamp(-1, 1)
     hq, lq = hq.contiguous(memory_format=fmt), lq.contiguous(memory_format=fmt)
-    prompt = torch.randn(77, model.unet.config.cross_attention_dim, generator=g).to(dev)
-    return model, plist, opt, autocast, lq, hq, prompt, ", ".join(notes)
+    return model, plist, opt, autocast, lq, hq, prompt, vsd, ", ".join(notes)
 
 
-def loss_of(torch, dod, model, args, autocast, lq, hq, prompt, g):
+def loss_of(torch, dod, model, args, autocast, lq, hq, prompt, vsd, g):
     import torch.nn.functional as F
     e = torch.randn(*model.latent_shape(lq.shape[0], lq.shape[2], lq.shape[3]), generator=g).to(lq.device)
     with autocast:
         out = model.forward(lq, e, prompt)
-        if args.stage == 1:
-            return 2 * F.mse_loss(out, hq)
-        return F.mse_loss(out, hq) + 0.1 * (1 - dod.ssim(out, hq, 2.0))
+        if args.stage == 2:
+            return F.mse_loss(out, hq) + 0.1 * (1 - dod.ssim(out, hq, 2.0))
+        loss = 2 * F.mse_loss(out, hq)
+        return loss + vsd.loss(torch, model, g) if vsd else loss
 
 
 def run_variant(torch, dod, args, name):
     """Median ms per step of variant `name`, its peak allocated / reserved GiB (CUDA) and notes."""
     cuda = args.device == "cuda"
-    model, plist, opt, autocast, lq, hq, prompt, notes = build(torch, dod, args, name)
+    model, plist, opt, autocast, lq, hq, prompt, vsd, notes = build(torch, dod, args, name)
     g = torch.Generator().manual_seed(1)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_of(torch, dod, model, args, autocast, lq, hq, prompt, g)
+        loss = loss_of(torch, dod, model, args, autocast, lq, hq, prompt, vsd, g)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(plist, 1.0)
         opt.step()
+        if vsd:
+            vsd.step(torch, model, autocast, g)
         if cuda:
             torch.cuda.synchronize()
         return loss.item()
@@ -238,7 +298,7 @@ def run_variant(torch, dod, args, name):
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2 ** 30
         reserved = torch.cuda.max_memory_reserved() / 2 ** 30
-    del model, plist, opt, lq, hq, prompt
+    del model, plist, opt, lq, hq, prompt, vsd
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
@@ -248,7 +308,7 @@ def run_variant(torch, dod, args, name):
 
 def count_flops(torch, dod, args, name):
     """FLOPs of one forward + backward of variant `name`, and the counter's name."""
-    model, plist, opt, autocast, lq, hq, prompt, _ = build(torch, dod, args, name)
+    model, plist, opt, autocast, lq, hq, prompt, vsd, _ = build(torch, dod, args, name)
     g = torch.Generator().manual_seed(1)
     try:
         from torch.utils.flop_counter import FlopCounterMode
@@ -261,7 +321,7 @@ def count_flops(torch, dod, args, name):
         label = f"scripts/count_flops_torch.py's aten counter (torch {torch.__version__} has no torch.utils.flop_counter)"
         total = lambda: counter.flops
     with counter:
-        loss = loss_of(torch, dod, model, args, autocast, lq, hq, prompt, g)
+        loss = loss_of(torch, dod, model, args, autocast, lq, hq, prompt, vsd, g)
         loss.backward()
     return int(total()), label
 

@@ -323,6 +323,7 @@ class DodTorch:
         t = torch.full((lq.shape[0],), T, dtype=torch.long)
         pred = self.unet(z, t, encoder_hidden_states=prompt.expand(lq.shape[0], -1, -1)).sample
         x0 = self.cz * z - self.ce * pred
+        self.latent = x0   # the one-step latent (scaled), what scripts/make_vsd_fixture.py regularises
         return self.vae.decode(x0 / self.sf).sample.clamp(-1, 1)
 
 

@@ -58,6 +58,16 @@ def random_vgg(features):
             conv.bias.copy_(torch.from_numpy(b))
 
 
+def random_trunk_lpips():
+    """lpips.LPIPS(net='vgg', version='0.1') with the package's real linear heads and the VGG16 trunk of
+    lpips_random_vgg(SEED) (float32; also scripts/make_vsd_fixture.py's LPIPS term)."""
+    model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+    features = torch.nn.Sequential(*[m for s in (model.net.slice1, model.net.slice2, model.net.slice3,
+                                                 model.net.slice4, model.net.slice5) for m in s])
+    random_vgg(features)
+    return model
+
+
 def eval_pairs(model):
     """eval/{gt,pred}/*.png (crops of the photo fixtures, and degraded copies) and eval/lpips_ref.txt:
     'name lpips' per pair as the lpips package scores image files (lpips.im2tensor of the RGB uint8
@@ -94,11 +104,7 @@ def main():
     shutil.copyfile(pkg_lin, os.path.join(OUT, "vgg_lin_v0.1.pth"))
     torch.save(torch.load(pkg_lin, map_location="cpu"), os.path.join(OUT, "vgg_lin_v0.1_zip.pth"))
 
-    model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)   # real heads, random trunk
-    features = torch.nn.Sequential(*[m for s in (model.net.slice1, model.net.slice2, model.net.slice3,
-                                                 model.net.slice4, model.net.slice5) for m in s])
-    random_vgg(features)
-    model = model.double().eval()
+    model = random_trunk_lpips().double().eval()
     g = torch.Generator().manual_seed(SEED)
     tensors = {}
     for case, shape, coef in (("a", (2, 3, 32, 32), [1.0, 0.5]), ("b", (1, 3, 37, 45), [1.0])):

@@ -20,6 +20,9 @@ layers/clip_text.c:clip_text_forward         device_copy between tensors on the 
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
 layers/dod_model_util.c:copy_entry           loading: source is a host file view; device_copy writes a CUDA destination
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
+layers/dod_vsd.c:draw                        VSD timesteps are host ints by the UNet's contract (read from a host tensor)
+layers/dod_vsd.c:keep_latent                 device_copy between tensors on the model's device (no dereference)
+layers/dod_vsd.c:per_sample                  N host floats (per-sample coefficients) written, then tensor_to_device
 layers/lpips.c:channel_constant              device_copy from a host array into a tensor on the weights' device
 layers/lpips.c:lpips_from_vgg                creation: host tensors, moved with lpips_to_device
 layers/lora.c:host_f32                       copies a CUDA tensor to the host (merge/export, not per step)

@@ -8,6 +8,8 @@
 #    tcp (sums in rank order) against 1 with grad_accum = 3 (toy); with buckets small
 #    enough to make several, so that from step 2 on buckets are sent from the tape hook; one process
 #    through the bucketed path (backend tcp, world 1) trains bit-identically to the plain path;
+#  - with the VSD regulariser ([loss] vsd = 1) on the tiny DOD fixture: 2 processes over tcp bit-identical
+#    to 1 process with grad_accum = 2 (its LoRA's gradients are all-reduced like the model's);
 #  - resume across world sizes: 2 processes for 2 steps, then 1 process with grad_accum 2 to step
 #    4, and the reverse, end where the uninterrupted run does; a resume that changes
 #    processes x grad_accum is refused; the checkpoint records world_size;
@@ -154,6 +156,13 @@ same_run "$T/dod_ref" "$T/dod_tcp" 3
 "$TRAIN" --config "$T/dod.ini" --set dist.backend=tcp --run-dir "$T/dod_w1" > "$T/dod_w1.log" 2>&1 || bad "dod world 1: $(tail -2 "$T/dod_w1.log")"
 same_run "$T/dod_plain" "$T/dod_w1" 3
 if grep -q "gradient all-reduce: .* in [0-9]* buckets" "$T/dod_w1.log"; then ok; else bad "dod world 1: not bucketed"; fi
+# The VSD regulariser ([loss] vsd): its LoRA's gradients are accumulated and all-reduced like the model's,
+# so 2 processes train bit-identically to 1 process with grad_accum 2 (model, regulariser, both optimizers)
+VSD=(--set loss.vsd=1 --set loss.vsd_lora_rank=2 --set model.negative_prompt=blurry --set train.steps=2)
+"$TRAIN" --config "$T/dod.ini" "${VSD[@]}" --set optim.grad_accum=2 --run-dir "$T/vsd_ref" > "$T/vsd_ref.log" 2>&1 ||
+    bad "vsd reference: $(tail -2 "$T/vsd_ref.log")"
+if tcp2 "$T/vsd_tcp" --config "$T/dod.ini" "${VSD[@]}" --run-dir "$T/vsd_tcp"; then ok; else bad "vsd tcp: $(tail -3 "$T/vsd_tcp.0.log")"; fi
+same_run "$T/vsd_ref" "$T/vsd_tcp" 2
 
 # ---- resume across world sizes (toy; the reference's step-4 checkpoint is the uninterrupted run) ------
 two() {   # two ARGS...: 2 processes, mpirun when present, else the TCP pair

@@ -91,6 +91,11 @@ static void parity(const char *name, CaseFn fn, const void *arg, int n, Tensor *
 static Tensor *f_add(Tensor *const *in, const void *a) { (void)a; return op_add(in[0], in[1]); }
 static Tensor *f_sub(Tensor *const *in, const void *a) { (void)a; return op_sub(in[0], in[1]); }
 static Tensor *f_mul(Tensor *const *in, const void *a) { (void)a; return op_mul(in[0], in[1]); }
+// a / (b^2 + 0.5): a divisor away from 0, both gradients through op_div.
+static Tensor *f_div(Tensor *const *in, const void *a) {
+    (void)a;
+    return op_div(in[0], op_add_scalar(op_mul(in[1], in[1]), 0.5f));
+}
 static Tensor *f_scale(Tensor *const *in, const void *a) { (void)a; return op_scale(in[0], -1.7f); }
 static Tensor *f_add_into(Tensor *const *in, const void *a) {
     (void)a;
@@ -253,6 +258,7 @@ static void op_cases(void) {
     run_case("sub bcast", f_sub, NULL, 2, (Tensor *[]){inp("a", 2, SHAPE(5, 1), 3), inp("b", 3, SHAPE(2, 1, 7), 4)}, pw);
     run_case("mul bcast", f_mul, NULL, 2, (Tensor *[]){inp("a", 3, SHAPE(3, 4, 6), 5), inp("b", 1, SHAPE(6), 6)}, pw);
     run_case("mul same", f_mul, NULL, 2, (Tensor *[]){inp("a", 2, SHAPE(33, 65), 7), inp("b", 2, SHAPE(33, 65), 8)}, pw);
+    run_case("div bcast", f_div, NULL, 2, (Tensor *[]){inp("a", 4, SHAPE(2, 3, 4, 5), 43), inp("b", 4, SHAPE(2, 1, 1, 1), 44)}, pw);
     run_case("scale", f_scale, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(9, 11), 9)}, pw);
     run_case("add_into bcast", f_add_into, NULL, 2,
              (Tensor *[]){inp("y", 4, SHAPE(2, 3, 4, 5), 29), inp("b", 4, SHAPE(1, 3, 1, 1), 30)}, pw);

@@ -8,6 +8,7 @@
 // On a machine with a GPU the same fixture steps also run with the model on CUDA (test_cuda); without
 // one that part prints a SKIP line.
 #include "tests/check.h"
+#include "tests/adamw_check.h"
 
 #include "autograd/cuda/cuda_backend.h"
 
@@ -133,32 +134,17 @@ static void parity(int stage) {
     match("grad norm", &(float){(float)norm}, tensor_f32(fxf("%s.%s", s, "grad_norm")), 1, 1e-5);
     AdamW *opt = adamw_new(list, n, adamw_defaults());
     adamw_step(opt, 5e-5f);
-    // After the step. Adam's first update is lr * g / (|g| + eps) (bias-corrected m = g, sqrt(v) = |g|)
-    // plus the weight decay, so it is ~lr = 5e-5 per element and the tolerance must be far below that:
-    // 1e-7 plus 2e-7 * |p| (f32 rounding of p and of the decay). Where the reference gradient g (after
-    // clipping) is not much larger than our gradient's tolerance gtol, the sign of g and thus the update
-    // is not determined by the comparison of gradients above: such an element may differ by up to
-    // lr * max |g/(|g|+eps) - g'/(|g'|+eps)| over |g' - g| <= gtol (up to 2 lr when gtol >= |g|).
-    const float lr = 5e-5f, eps = 1e-8f;
+    // After the step (tests/adamw_check.h).
+    const float lr = 5e-5f;
     double ref_norm = tensor_f32(fxf("%s.%s", s, "grad_norm"))[0];
     double clip = fmin(1.0, 1.0 / (ref_norm + 1e-6));
     int bad = 0, floor_elems = 0;
     for (int i = 0; i < n; i++) {
-        Tensor *t = list[i], *ref = fxf("%s.after.%s", s, t->name), *before = fxf("%s.param.%s", s, t->name);
-        Tensor *ref_grad = fxf("%s.grad.%s", s, t->name);
-        const float *p = tensor_f32(t), *r = tensor_f32(ref), *b = tensor_f32(before), *rg = tensor_f32(ref_grad);
-        double gscale;
-        max_abs_diff(rg, rg, t->numel, &gscale);
-        double gtol = GRAD_REL * gscale * clip;
-        for (int64_t j = 0; j < t->numel; j++) {
-            double g = fabs((double)rg[j]) * clip, lo = g - gtol;
-            double sens = lo <= 0 ? 2.0 : fmin(2.0, eps * gtol / ((lo + eps) * (g + eps)));
-            double tol = 1e-7 + 2e-7 * fabs(b[j]) + lr * sens, err = fabs((double)p[j] - r[j]);
-            if (err > 1e-7 + 2e-7 * fabs(b[j])) floor_elems++;
-            if (err > tol && bad++ < 5)
-                printf("after %s[%ld]: %.9g vs %.9g, grad %.4g vs ref %.4g\n", t->name, (long)j, p[j], r[j], t->grad[j],
-                       rg[j]);
-        }
+        Tensor *t = list[i];
+        bad += adamw_after_mismatches(t->name, tensor_f32(t), tensor_f32(fxf("%s.after.%s", s, t->name)),
+                                      tensor_f32(fxf("%s.param.%s", s, t->name)),
+                                      tensor_f32(fxf("%s.grad.%s", s, t->name)), t->grad, t->numel, GRAD_REL, clip, lr,
+                                      &floor_elems);
     }
     printf("stage %d: %d parameter values needed the gradient-noise-floor allowance\n", stage, floor_elems);
     CHECK(bad == 0, "stage %d: %d parameter values differ from the reference after AdamW", stage, bad);

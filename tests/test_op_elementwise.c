@@ -1,15 +1,24 @@
-// op_add / op_sub / op_mul with broadcasting, op_scale, op_add_scalar: forward against an
+// op_add / op_sub / op_mul / op_div with broadcasting, op_scale, op_add_scalar: forward against an
 // index-by-index double reference, finite-difference gradients, and shape/device errors; op_add_into
 // against op_add (bitwise, on y's storage). op_posterior_sample against its formula in double, its
 // gradients by finite differences.
 #include "tests/check.h"
 #include "tests/op_test_util.h"
 
-typedef enum { K_ADD, K_SUB, K_MUL } Kind;
-static const char *kind_name[] = {"add", "sub", "mul"};
+typedef enum { K_ADD, K_SUB, K_MUL, K_DIV, N_KINDS } Kind;
+static const char *kind_name[] = {"add", "sub", "mul", "div"};
 
 static Tensor *apply(Kind k, Tensor *a, Tensor *b) {
-    return k == K_ADD ? op_add(a, b) : k == K_SUB ? op_sub(a, b) : op_mul(a, b);
+    return k == K_ADD ? op_add(a, b) : k == K_SUB ? op_sub(a, b) : k == K_MUL ? op_mul(a, b) : op_div(a, b);
+}
+
+// The second operand of kind k (seeded N(0, 1)); for division moved to |b| in [0.5, ...) so that the
+// quotient and its finite differences stay well conditioned.
+static Tensor *operand_b(Kind k, int nb, const int64_t *sb, uint64_t seed, bool requires_grad) {
+    Tensor *b = test_input("b", nb, sb, seed, 1.0f, requires_grad);
+    float *d = tensor_data_f32(b);
+    for (int64_t i = 0; k == K_DIV && i < b->numel; i++) d[i] = d[i] >= 0 ? 0.5f + d[i] : -0.5f + d[i];
+    return b;
 }
 
 // Reference broadcast: out coordinate -> input offset (size-1 axes pinned to 0).
@@ -24,7 +33,7 @@ static int64_t ref_offset(const Tensor *t, int out_ndim, const int64_t *coord) {
 
 static void check_forward(Kind k, int na, const int64_t *sa, int nb, const int64_t *sb, int nout,
                           const int64_t *sout) {
-    Tensor *a = test_input("a", na, sa, 11, 1.0f, false), *b = test_input("b", nb, sb, 12, 1.0f, false);
+    Tensor *a = test_input("a", na, sa, 11, 1.0f, false), *b = operand_b(k, nb, sb, 12, false);
     Tensor *y = apply(k, a, b);
     char what[96];
     snprintf(what, sizeof what, "%s %s %s shape", kind_name[k], shape_str(a), shape_str(b));
@@ -38,7 +47,7 @@ static void check_forward(Kind k, int na, const int64_t *sa, int nb, const int64
             int64_t coord[TENSOR_MAX_DIMS], rem = i;
             for (int d = nout - 1; d >= 0; d--) { coord[d] = rem % sout[d]; rem /= sout[d]; }
             double x1 = ad[ref_offset(a, nout, coord)], x2 = bd[ref_offset(b, nout, coord)];
-            double ref = k == K_ADD ? x1 + x2 : k == K_SUB ? x1 - x2 : x1 * x2;
+            double ref = k == K_ADD ? x1 + x2 : k == K_SUB ? x1 - x2 : k == K_MUL ? x1 * x2 : x1 / x2;
             double e = fabs(ref - yd[i]);
             if (e > worst) worst = e;
         }
@@ -155,7 +164,7 @@ static void reshape_overwritten(void *ctx) {
 }
 
 static void grad_case(Kind k, int na, const int64_t *sa, int nb, const int64_t *sb, bool grad_b) {
-    Tensor *a = test_input("a", na, sa, 21, 1.0f, true), *b = test_input("b", nb, sb, 22, 1.0f, grad_b);
+    Tensor *a = test_input("a", na, sa, 21, 1.0f, true), *b = operand_b(k, nb, sb, 22, grad_b);
     Tensor *in[2] = {a, b};
     BinCtx c = {k};
     char name[96];
@@ -230,7 +239,7 @@ int main(void) {
     int64_t s2345[] = {2, 3, 4, 5}, s311[] = {3, 1, 1}, s41[] = {4, 1}, s15[] = {1, 5}, s45[] = {4, 5};
     int64_t s1[] = {1}, s23[] = {2, 3}, s131[] = {1, 3, 1}, s214[] = {2, 1, 4}, s234[] = {2, 3, 4};
     int64_t s5[] = {5}, s1c11[] = {1, 3, 1, 1}, s7[] = {7};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < N_KINDS; k++) {
         check_forward(k, 4, s2345, 3, s311, 4, s2345);
         check_forward(k, 3, s311, 4, s2345, 4, s2345);   // broadcast on the left operand
         check_forward(k, 2, s41, 2, s15, 2, s45);
@@ -243,6 +252,7 @@ int main(void) {
     {
         int64_t big[] = {4, 64, 16, 16}, bias[] = {1, 64, 1, 1};
         check_forward(K_MUL, 4, big, 4, bias, 4, big);
+        check_forward(K_DIV, 4, big, 4, bias, 4, big);
         Tensor *a = test_input("a", 4, big, 5, 1, true), *b = test_input("b", 4, bias, 6, 1, true);
         Tensor *y = op_mul(a, b);
         ag_backward(op_mean(y));
@@ -274,7 +284,7 @@ int main(void) {
         tensor_free(f);
         ag_step_reset();
     }
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < N_KINDS; k++) {
         grad_case(k, 4, s2345, 3, s311, true);
         grad_case(k, 3, s311, 4, s2345, true);
         grad_case(k, 2, s41, 2, s15, true);

@@ -40,53 +40,61 @@ static void prune(const char *ckpt_dir, int keep_last, long long keep_step) {
     }
 }
 
-int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const AdamW *opt,
-                    const CheckpointInfo *info, int keep_last, char *path_out, size_t path_len, char *err,
-                    size_t errlen) {
+int checkpoint_save_groups(const char *ckpt_dir, const CheckpointGroup *groups, int n_groups,
+                           const CheckpointInfo *info, int keep_last, char *path_out, size_t path_len, char *err,
+                           size_t errlen) {
     if (fs_mkdirs(ckpt_dir, err, errlen)) return -1;
-    if (opt && opt->n != n) {
-        snprintf(err, errlen, "%s: optimizer has %d tensors but %d trainable tensors were given", ckpt_dir, opt->n, n);
-        return -1;
+    int total = 0;
+    for (int g = 0; g < n_groups; g++) {
+        if (groups[g].opt && groups[g].opt->n != groups[g].n) {
+            snprintf(err, errlen, "%s: optimizer has %d tensors but %d trainable tensors were given", ckpt_dir,
+                     groups[g].opt->n, groups[g].n);
+            return -1;
+        }
+        total += groups[g].n * (groups[g].opt ? 3 : 1);
     }
     char name[64], path[4200];
     checkpoint_name(info->step, name, sizeof name);
     snprintf(path, sizeof path, "%s/%s", ckpt_dir, name);
-    int total = n * (opt ? 3 : 1);
-    // What is written, in file order: the parameters, then the moments. Host tensors are written
-    // as they are; a CUDA parameter or moment goes through a host copy made here (owned[] marks
+    // What is written, in file order: the parameters, then the moments (group by group). Host tensors are
+    // written as they are; a CUDA parameter or moment goes through a host copy made here (owned[] marks
     // them; the CPU path copies nothing).
     Tensor **all = dod_calloc(sizeof(Tensor *) * (size_t)(total ? total : 1), "checkpoint tensor list");
     bool *owned = dod_calloc(sizeof(bool) * (size_t)(total ? total : 1), "checkpoint tensor list");
     int k = 0, rc = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        const Tensor *p = params[i];
-        if (p->dtype != DT_F32 || !p->name || (opt && opt->params[i] != p)) {
-            snprintf(err, errlen, "%s: trainable tensor %s is %s (must be a named f32 tensor in optimizer order)", path,
-                     p->name ? p->name : shape_str(p), p->name ? dtype_name(p->dtype) : "unnamed");
-            rc = -1;
-            break;
-        }
-        if (p->device == DEV_CPU) {
-            all[k++] = (Tensor *)p;
-        } else {
-            owned[k] = true;
-            all[k++] = tensor_to_device(p, DEV_CPU);   // persistent, same name
-        }
-    }
-    for (int i = 0; opt && !rc && i < n; i++)
-        for (int which = 0; which < 2; which++) {
-            char tname[512];
-            moment_name(params[i]->name, which, tname, sizeof tname);
-            float *moment = which ? opt->v[i] : opt->m[i];   // on params[i]'s device (adamw_new)
-            owned[k] = true;   // the header always; the data only when copied from the device
-            if (params[i]->device == DEV_CPU) {
-                all[k++] = tensor_wrap_persistent(tname, params[i]->ndim, params[i]->shape, DT_F32, moment);
+    for (int g = 0; g < n_groups && !rc; g++)
+        for (int i = 0; i < groups[g].n && !rc; i++) {
+            const Tensor *p = groups[g].params[i];
+            const AdamW *opt = groups[g].opt;
+            if (p->dtype != DT_F32 || !p->name || (opt && opt->params[i] != p)) {
+                snprintf(err, errlen, "%s: trainable tensor %s is %s (must be a named f32 tensor in optimizer order)",
+                         path, p->name ? p->name : shape_str(p), p->name ? dtype_name(p->dtype) : "unnamed");
+                rc = -1;
+                break;
+            }
+            if (p->device == DEV_CPU) {
+                all[k++] = (Tensor *)p;
             } else {
-                Tensor *host = tensor_new_persistent(tname, params[i]->ndim, params[i]->shape, DT_F32);
-                device_copy(host->data, DEV_CPU, moment, params[i]->device, sizeof(float) * (size_t)params[i]->numel);
-                all[k++] = host;
+                owned[k] = true;
+                all[k++] = tensor_to_device(p, DEV_CPU);   // persistent, same name
             }
         }
+    for (int g = 0; g < n_groups && !rc; g++)
+        for (int i = 0; groups[g].opt && i < groups[g].n; i++)
+            for (int which = 0; which < 2; which++) {
+                const Tensor *p = groups[g].params[i];
+                char tname[512];
+                moment_name(p->name, which, tname, sizeof tname);
+                float *moment = which ? groups[g].opt->v[i] : groups[g].opt->m[i];   // on p's device (adamw_new)
+                owned[k] = true;   // the header always; the data only when copied from the device
+                if (p->device == DEV_CPU) {
+                    all[k++] = tensor_wrap_persistent(tname, p->ndim, p->shape, DT_F32, moment);
+                } else {
+                    Tensor *host = tensor_new_persistent(tname, p->ndim, p->shape, DT_F32);
+                    device_copy(host->data, DEV_CPU, moment, p->device, sizeof(float) * (size_t)p->numel);
+                    all[k++] = host;
+                }
+            }
     if (!rc) rc = checkpoint_write_file(path, all, k, info, err, errlen);
     for (int i = 0; i < k; i++)   // host copies and the optim.* wrappers (tensor_free leaves a wrapper's data)
         if (owned[i]) tensor_free(all[i]);
@@ -102,9 +110,39 @@ int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const Ad
     return 0;
 }
 
-int checkpoint_load(const char *path, Tensor *const *params, int n, AdamW *opt, CheckpointInfo *info, char *err,
+int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const AdamW *opt,
+                    const CheckpointInfo *info, int keep_last, char *path_out, size_t path_len, char *err,
                     size_t errlen) {
+    CheckpointGroup g = {params, n, (AdamW *)opt};
+    return checkpoint_save_groups(ckpt_dir, &g, 1, info, keep_last, path_out, path_len, err, errlen);
+}
+
+// Reads the moments of group g's optimizer from st (=). 0 or -1 naming the tensor.
+static int read_moments(const SafeTensors *st, const CheckpointGroup *g, const char *path, char *err, size_t errlen) {
+    for (int i = 0; i < g->n; i++)
+        for (int which = 0; which < 2; which++) {
+            const Tensor *p = g->params[i];
+            char tname[512];
+            moment_name(p->name, which, tname, sizeof tname);
+            const StEntry *me = safetensors_find(st, tname);
+            if (!me) {
+                snprintf(err, errlen, "%s: optimizer tensor %s is missing", path, tname);
+                return -1;
+            }
+            Tensor moment = {.ndim = p->ndim, .numel = p->numel, .dtype = DT_F32,
+                             .device = g->opt->params[i]->device,   // adamw_new puts the moments on the parameter's device
+                             .data = which ? g->opt->v[i] : g->opt->m[i], .name = tname};
+            memcpy(moment.shape, p->shape, sizeof moment.shape);
+            if (checkpoint_read_tensor(st, me, &moment, "the optimizer", err, errlen)) return -1;
+        }
+    return 0;
+}
+
+int checkpoint_load_groups(const char *path, const CheckpointGroup *groups, int n_groups, CheckpointInfo *info,
+                           char *err, size_t errlen) {
     memset(info, 0, sizeof *info);
+    DOD_CHECK(n_groups >= 1 && n_groups <= 2, "checkpoint_load_groups", "%d groups: the model's and the regulariser's",
+              n_groups);
     SafeTensors *st = checkpoint_open(path, err, errlen);
     if (!st) return -1;
     CheckpointInfo got;
@@ -113,29 +151,26 @@ int checkpoint_load(const char *path, Tensor *const *params, int n, AdamW *opt, 
         safetensors_close(st);
         return -1;
     }
-    rc = checkpoint_read_trainable(st, params, n, err, errlen);
-    for (int i = 0; opt && !rc && i < n; i++)
-        for (int which = 0; !rc && which < 2; which++) {
-            char tname[512];
-            moment_name(params[i]->name, which, tname, sizeof tname);
-            const StEntry *me = safetensors_find(st, tname);
-            if (!me) {
-                snprintf(err, errlen, "%s: optimizer tensor %s is missing", path, tname);
-                rc = -1;
-                break;
-            }
-            Tensor moment = {.ndim = params[i]->ndim, .numel = params[i]->numel, .dtype = DT_F32,
-                             .device = opt->params[i]->device,   // adamw_new puts the moments on the parameter's device
-                             .data = which ? opt->v[i] : opt->m[i], .name = tname};
-            memcpy(moment.shape, params[i]->shape, sizeof moment.shape);
-            if (checkpoint_read_tensor(st, me, &moment, "the optimizer", err, errlen)) rc = -1;
-        }
+    rc = checkpoint_read_trainable(st, groups[0].params, groups[0].n, err, errlen);
+    // The regulariser's tensors: group 1's, or none (a file that holds some is refused, naming one).
+    if (!rc)
+        rc = n_groups > 1 ? checkpoint_read_part(st, CKPT_PART_REGULARISER, groups[1].params, groups[1].n, err, errlen)
+                          : checkpoint_read_part(st, CKPT_PART_REGULARISER, NULL, 0, err, errlen);
+    for (int g = 0; g < n_groups && !rc; g++)
+        if (groups[g].opt) rc = read_moments(st, &groups[g], path, err, errlen);
     safetensors_close(st);
     if (rc) {
         checkpoint_info_free(&got);
         return -1;
     }
-    if (opt) opt->step = got.adamw_step;
+    for (int g = 0; g < n_groups; g++)
+        if (groups[g].opt) groups[g].opt->step = got.adamw_step;
     *info = got;
     return 0;
+}
+
+int checkpoint_load(const char *path, Tensor *const *params, int n, AdamW *opt, CheckpointInfo *info, char *err,
+                    size_t errlen) {
+    CheckpointGroup g = {params, n, opt};
+    return checkpoint_load_groups(path, &g, 1, info, err, errlen);
 }

@@ -44,6 +44,23 @@ static const CfgField TRAIN_FIELDS[] = {
      "file with features.N.weight/bias)", NULL},
     {"loss", "lpips_lin", CFG_STRING, "", 0, 0, NULL, OFF(lpips_lin), true,
      "the lpips package's linear heads (lpips/weights/v0.1/vgg.pth in the package, lin0..4.model.1.weight)", NULL},
+    {"loss", "vsd", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_vsd), false,
+     "weight of OSEDiff's VSD regulariser (stage 1, kind = dod; the public code's 1): pulls the one-step latent "
+     "towards the frozen UNet's guided estimate and away from a LoRA regulariser UNet trained beside it "
+     "(docs/training.md)", NULL},
+    {"loss", "cfg_vsd", CFG_FLOAT, "7.5", 0, 1e3, NULL, OFF(vsd_cfg), false,
+     "VSD: classifier-free guidance scale of the frozen teacher (negative prompt: [model] negative_prompt)", NULL},
+    {"loss", "vsd_t_min", CFG_INT, "20", 0, 1e6, NULL, OFF(vsd_t_min), false,
+     "VSD: smallest timestep of the distribution-matching term (t uniform in [vsd_t_min, vsd_t_max))", NULL},
+    {"loss", "vsd_t_max", CFG_INT, "980", 1, 1e6, NULL, OFF(vsd_t_max), false,
+     "VSD: the timesteps' exclusive upper bound (at most the scheduler's num_train_timesteps)", NULL},
+    {"loss", "vsd_lora_rank", CFG_INT, "0", 0, 1024, NULL, OFF(vsd_lora_rank), false,
+     "VSD: rank of the regulariser's LoRA; 0: [lora] rank (OSEDiff's regulariser shares the generator's rank)", NULL},
+    {"loss", "vsd_lora_alpha", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(vsd_lora_alpha), false,
+     "VSD: alpha of the regulariser's LoRA (scale alpha / rank); 0: [lora] alpha", NULL},
+    {"loss", "vsd_lr", CFG_FLOAT, "0", 0, 1, NULL, OFF(vsd_lr), false,
+     "VSD: the regulariser's AdamW learning rate (peak; same schedule, betas, decay and clipping as the "
+     "model's); 0: [optim] lr (OSEDiff's)", NULL},
     {"train", "steps", CFG_INT, "100000", 1, BIG, NULL, OFF(steps), true, "optimizer steps of the run (total)", NULL},
     {"train", "seed", CFG_INT, "123", 0, BIG, NULL, OFF(model.seed), false,
      "seed of parameter init, batches and training noise", NULL},
@@ -142,6 +159,11 @@ int config_validate(const TrainConfig *c, char *err, size_t errlen) {
                      "lpips_lin (the lpips package's weights/v0.1/vgg.pth)", err, errlen), bad++;
     if (c->loss_mse == 0 && c->loss_ssim == 0 && c->loss_lpips == 0)
         cfg_complain(src, "loss", "mse", "every loss weight is 0", err, errlen), bad++;
+    if (c->loss_vsd > 0 && (c->model.kind != MODEL_DOD || c->model.stage != 1))
+        cfg_complain(src, "loss", "vsd", "the VSD regulariser is a stage-1 term of kind = dod; set it to 0 here", err,
+                     errlen), bad++;
+    if (c->vsd_t_min >= c->vsd_t_max)
+        cfg_complain(src, "loss", "vsd_t_min", "must be below [loss] vsd_t_max", err, errlen), bad++;
     if (c->beta1 >= 1 || c->beta2 >= 1) cfg_complain(src, "optim", "beta1", "betas must be < 1", err, errlen), bad++;
     return bad ? -1 : 0;
 }

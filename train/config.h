@@ -38,6 +38,10 @@ typedef struct {
     // [loss]
     double loss_mse, loss_ssim, loss_lpips;
     char lpips_vgg[CFG_STR], lpips_lin[CFG_STR];   // LPIPS weights (layers/lpips.h); required when lpips > 0
+    // [loss] the VSD regulariser (layers/dod_vsd.h): its weight, guidance scale, timesteps, LoRA and
+    // learning rate (vsd_lora_rank / vsd_lora_alpha / vsd_lr 0: [lora] rank / [lora] alpha / [optim] lr)
+    double loss_vsd, vsd_cfg, vsd_lora_alpha, vsd_lr;
+    long long vsd_t_min, vsd_t_max, vsd_lora_rank;
     // [train]
     long long steps;
     long long max_memory;             // MiB a step may use (train/memory_check.h); 0: the machine's; -1: no check

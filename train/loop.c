@@ -43,6 +43,7 @@ void train_install_signal_handlers(void) {
 #include "data/loader.h"
 #include "eval/validate.h"
 #include "layers/dod_loss.h"
+#include "layers/dod_vsd.h"
 #include "layers/lpips.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
@@ -89,9 +90,14 @@ static void format_duration(double s, char *buf, size_t len) {
     else snprintf(buf, len, "%lldm%02llds", t / 60, t % 60);
 }
 
-// The step's scalars (Run.scalars): sums over the micro-batches, the gradient norm, then each
-// micro-batch's loss (to name the batch whose loss is not finite).
-enum { STEP_MSE = 0, STEP_SSIM_LOSS, STEP_LPIPS, STEP_GRAD_NORM, STEP_LOSS0 };
+// The step's scalars (Run.scalars): the loss terms summed over the micro-batches (VSD and the VSD
+// regulariser's diffusion loss with [loss] vsd > 0), the model's and the regulariser's gradient norms,
+// then each micro-batch's loss at STEP_LOSS0 + a and, with the regulariser, its diffusion loss at
+// STEP_LOSS0 + grad_accum + a (to name the micro-batch whose loss is not finite).
+enum {
+    STEP_MSE = 0, STEP_SSIM_LOSS, STEP_LPIPS, STEP_VSD, STEP_VSD_DIFFUSION, STEP_GRAD_NORM, STEP_VSD_GRAD_NORM,
+    STEP_LOSS0
+};
 
 // Everything a run holds; freed by run_free.
 typedef struct {
@@ -112,6 +118,12 @@ typedef struct {
     int rank, world;
     bool quiet;              // o->quiet, or not rank 0
     GradSync *sync;          // micro-batch accumulation and the all-reduce (NULL: one process, grad_accum 1)
+    // [loss] vsd > 0: the VSD regulariser, its trainable LoRA, its own AdamW and gradient exchange
+    DodVsd *vsd;
+    Tensor **vsd_trainable;
+    int n_vsd;
+    AdamW *vsd_opt;
+    GradSync *vsd_sync;
     bool stop_agreed;        // several processes: a stop was requested on one of them before the last step's end
     TfEvents *tb;            // NULL: [log] tensorboard = false
     Lpips *lpips;            // [loss] lpips > 0: the frozen LPIPS network of dod_loss, on the model's device
@@ -127,16 +139,20 @@ static void run_free(Run *r) {
     grad_sync_free(r->sync);
     if (r->opt) adamw_free(r->opt);
     free(r->trainable);
+    grad_sync_free(r->vsd_sync);
+    if (r->vsd_opt) adamw_free(r->vsd_opt);
+    free(r->vsd_trainable);
+    dod_vsd_free(r->vsd);
     model_free(r->model);
     lpips_free(r->lpips);
     free(r->config_text);
 }
 
-// The run's loss weights (layers/dod_loss.h), with its LPIPS network.
+// The run's loss weights (layers/dod_loss.h), with its LPIPS network and VSD regulariser.
 static DodLossWeights loss_weights(const Run *r) {
     const TrainConfig *c = r->cfg;
     return (DodLossWeights){.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips,
-                            .lpips_net = r->lpips};
+                            .vsd = r->vsd ? (float)c->loss_vsd : 0.0f, .lpips_net = r->lpips, .vsd_reg = r->vsd};
 }
 
 static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *err, size_t errlen) {
@@ -146,8 +162,36 @@ static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *
                            .negative_prompt = r->cfg->model.negative_prompt,
                            .prompt_embedding = r->cfg->model.prompt_embedding};
     snprintf(info.model_kind, sizeof info.model_kind, "%s", r->model->kind);
-    return checkpoint_save(r->ckpt_dir, r->trainable, r->n_trainable, r->opt, &info, (int)r->cfg->ckpt_keep_last,
-                           path, plen, err, errlen);
+    CheckpointGroup groups[2] = {{r->trainable, r->n_trainable, r->opt}, {r->vsd_trainable, r->n_vsd, r->vsd_opt}};
+    return checkpoint_save_groups(r->ckpt_dir, groups, r->vsd ? 2 : 1, &info, (int)r->cfg->ckpt_keep_last, path, plen,
+                                  err, errlen);
+}
+
+// [loss] vsd > 0: the regulariser on the model, its AdamW (the model's settings, lr [loss] vsd_lr or
+// [optim] lr). 0 or -1 with a message naming the keys.
+static int vsd_setup(Run *r, char *err, size_t errlen) {
+    const TrainConfig *c = r->cfg;
+    DodVsdConfig vc = {.cfg = (float)c->vsd_cfg, .t_min = (int)c->vsd_t_min, .t_max = (int)c->vsd_t_max,
+                       .lora_rank = (int)(c->vsd_lora_rank ? c->vsd_lora_rank : c->model.lora_rank),
+                       .lora_alpha = (float)(c->vsd_lora_alpha > 0 ? c->vsd_lora_alpha : c->model.lora_alpha),
+                       .seed = (uint64_t)c->model.seed + 4};
+    char why[1024];
+    if (!(r->vsd = dod_vsd_for_model(r->model, &vc, why, sizeof why))) {
+        char w[CFG_STR + 32];
+        config_where(c, "loss", "vsd", w, sizeof w);
+        snprintf(err, errlen, "[loss] vsd = %g (%s): %s", c->loss_vsd, w, why);
+        return -1;
+    }
+    ParamStore *ps = dod_vsd_params(r->vsd);
+    r->vsd_trainable = dod_calloc(sizeof(Tensor *) * (size_t)params_count(ps), "regulariser trainable list");
+    r->n_vsd = params_trainable(ps, r->vsd_trainable, params_count(ps));
+    AdamWConfig ac = {.lr = (float)(c->vsd_lr > 0 ? c->vsd_lr : c->lr), .beta1 = (float)c->beta1,
+                      .beta2 = (float)c->beta2, .eps = (float)c->eps, .weight_decay = (float)c->weight_decay};
+    r->vsd_opt = adamw_new(r->vsd_trainable, r->n_vsd, ac);
+    if (!r->quiet)
+        fprintf(stderr, "dod-train: VSD regulariser: weight %g, cfg %g, t in [%d, %d), LoRA rank %d alpha %g (%d tensors), "
+                        "lr %g\n", c->loss_vsd, vc.cfg, vc.t_min, vc.t_max, vc.lora_rank, vc.lora_alpha, r->n_vsd, ac.lr);
+    return 0;
 }
 
 // Builds model, optimizer, loader and validator; loads the stage-1 weights (stage 2) and, on
@@ -233,11 +277,13 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     AdamWConfig ac = {.lr = (float)c->lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2, .eps = (float)c->eps,
                       .weight_decay = (float)c->weight_decay};
     r->opt = adamw_new(r->trainable, r->n_trainable, ac);
-    r->scalars = device_scalars_new(r->model->device, STEP_LOSS0 + (int)c->grad_accum);
+    if (c->loss_vsd > 0 && vsd_setup(r, err, errlen)) return -1;
+    r->scalars = device_scalars_new(r->model->device, STEP_LOSS0 + (r->vsd ? 2 : 1) * (int)c->grad_accum);
 
     if (o->resume) {
         CheckpointInfo info;
-        if (checkpoint_load(resume_path, r->trainable, r->n_trainable, r->opt, &info, err, errlen)) return -1;
+        CheckpointGroup groups[2] = {{r->trainable, r->n_trainable, r->opt}, {r->vsd_trainable, r->n_vsd, r->vsd_opt}};
+        if (checkpoint_load_groups(resume_path, groups, r->vsd ? 2 : 1, &info, err, errlen)) return -1;
         char diff[CFG_ERR_LEN];
         int bad = config_compare_text(c, info.config_text, diff, sizeof diff);
         if (bad) snprintf(err, errlen, "%s: the configuration differs from the checkpoint's:\n%s", resume_path, diff);
@@ -282,7 +328,10 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     r->feed = batch_feed_new(r->loader, r->model->device);
     if (r->comm || c->grad_accum > 1)
         r->sync = grad_sync_new(r->trainable, r->n_trainable, r->comm, c->dist_bucket_mb);
+    if (r->vsd && (r->comm || c->grad_accum > 1))   // the regulariser's gradients go the same way
+        r->vsd_sync = grad_sync_new(r->vsd_trainable, r->n_vsd, r->comm, c->dist_bucket_mb);
     grad_sync_check_replicas(r->comm, r->trainable, r->n_trainable, o->resume ? "after loading the checkpoint" : "at initialisation");
+    if (r->vsd) grad_sync_check_replicas(r->comm, r->vsd_trainable, r->n_vsd, "(the VSD regulariser)");
     if (r->rank != 0) return 0;
     if (c->val_file[0] && c->val_every > 0 && !(r->val = validator_open(c->val_file, (int)c->val_images, err, errlen)))
         return -1;
@@ -300,34 +349,48 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     return 0;
 }
 
-// The failure path of a step whose loss or gradient norm is not finite (on this process: bad_a is
-// the first micro-batch whose loss is not, or -1; on others: others_bad processes said so). Names
-// the first trainable tensor whose gradient holds NaN / inf (clipping keeps such elements
-// non-finite), else the first parameter that does (an earlier update diverged), else says that all
-// are finite (a loss that overflowed in the forward, e.g. from huge weights): these scans wait
-// for the device, which only this path does. Writes (=) the message; returns TRAIN_FAILED_TOGETHER.
-static int step_failure(Run *r, int64_t s, float lr, const double *v, int bad_a, int others_bad, char *err,
+// The first tensor of the model's trainables, then of the VSD regulariser's, whose gradient (grads) or
+// value holds NaN / inf: its name, element and value into where (=); false when all are finite.
+static bool first_nonfinite(const Run *r, bool grads, char *where, size_t len) {
+    Tensor *const *sets[2] = {r->trainable, r->vsd_trainable};
+    int counts[2] = {r->n_trainable, r->n_vsd};
+    for (int k = 0; k < 2; k++) {
+        int64_t at = 0;
+        double bad = 0;
+        int i = counts[k] ? tensors_first_nonfinite(sets[k], counts[k], grads, &at, &bad) : -1;
+        if (i < 0) continue;
+        snprintf(where, len, grads ? "the gradient of %s holds %g at element %lld" : "parameter %s holds %g at element %lld",
+                 sets[k][i]->name, bad, (long long)at);
+        return true;
+    }
+    return false;
+}
+
+// The failure path of a step whose loss, regulariser diffusion loss or gradient norm is not finite (on
+// this process: bad_k is the first micro-batch whose loss (k < grad_accum) or diffusion loss (k - grad_accum)
+// is not, or -1; on others: others_bad processes said so). Names the first trainable tensor (the model's,
+// then the regulariser's) whose gradient holds NaN / inf (clipping keeps such elements non-finite), else
+// the first parameter that does (an earlier update diverged), else says that all are finite (a loss that
+// overflowed in the forward, e.g. from huge weights): these scans wait for the device, which only this
+// path does. Writes (=) the message; returns TRAIN_FAILED_TOGETHER.
+static int step_failure(Run *r, int64_t s, float lr, const double *v, int bad_k, int others_bad, char *err,
                         size_t errlen) {
     int A = (int)r->cfg->grad_accum;
     char what[256], where[512];
-    if (bad_a >= 0)
-        snprintf(what, sizeof what, "the loss is %g on micro-batch %lld", v[STEP_LOSS0 + bad_a],
-                 (long long)((s * A + bad_a) * r->world + r->rank));
+    int a = bad_k >= A ? bad_k - A : bad_k;
+    if (bad_k >= 0)
+        snprintf(what, sizeof what, "the %s is %g on micro-batch %lld",
+                 bad_k < A ? "loss" : "VSD regulariser's diffusion loss", v[STEP_LOSS0 + bad_k],
+                 (long long)((s * A + a) * r->world + r->rank));
     else if (!isfinite(v[STEP_GRAD_NORM]))
         snprintf(what, sizeof what, "the gradient norm is %g", v[STEP_GRAD_NORM]);
+    else if (r->vsd && !isfinite(v[STEP_VSD_GRAD_NORM]))
+        snprintf(what, sizeof what, "the VSD regulariser's gradient norm is %g", v[STEP_VSD_GRAD_NORM]);
     else
         snprintf(what, sizeof what, "%d other process%s saw a non-finite loss or gradient", others_bad,
                  others_bad == 1 ? "" : "es");
-    int64_t at = 0;
-    double bad = 0;
-    int k = tensors_first_nonfinite(r->trainable, r->n_trainable, true, &at, &bad);
-    if (k >= 0) {
-        snprintf(where, sizeof where, "the gradient of %s holds %g at element %lld", r->trainable[k]->name, bad, (long long)at);
-    } else if ((k = tensors_first_nonfinite(r->trainable, r->n_trainable, false, &at, &bad)) >= 0) {
-        snprintf(where, sizeof where, "parameter %s holds %g at element %lld", r->trainable[k]->name, bad, (long long)at);
-    } else {
+    if (!first_nonfinite(r, true, where, sizeof where) && !first_nonfinite(r, false, where, sizeof where))
         snprintf(where, sizeof where, "every gradient and parameter is finite (the forward overflowed)");
-    }
     snprintf(err, errlen, "step %lld: %s (lr %g): %s; stopping without saving (resume from the last checkpoint, "
              "with a lower [optim] lr or after checking the data)", (long long)s + 1, what, (double)lr, where);
     return TRAIN_FAILED_TOGETHER;
@@ -338,7 +401,8 @@ static int step_failure(Run *r, int64_t s, float lr, const double *v, int bad_a,
 // with one process, TRAIN_INTERRUPTED (a stop requested between micro-batches: the partial step is
 // dropped, parameters and optimizer as before it).
 // Nothing inside the step waits for the device: the loss terms and the gradient norm are added into
-// device scalars where they are computed and read back once, after the optimizer's kernels are queued.
+// device scalars where they are computed and read back once, after the optimizer's kernels are queued
+// (with [loss] vsd > 0 the regulariser's diffusion losses and gradient norm too, after both optimizers').
 // So a non-finite loss or gradient is seen after the update it spoiled; the run then stops without
 // saving (the last checkpoint is the one to resume from). The gradients are zeroed after that read, so
 // the failure path can still name the one at fault.
@@ -350,11 +414,14 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
     uint64_t noise_key = rng_key((uint64_t)c->model.seed, TRAIN_NOISE_STREAM);
+    uint64_t vsd_key = rng_key((uint64_t)c->model.seed, TRAIN_VSD_STREAM);
     const DodLossWeights weights = loss_weights(r);
+    const float per_micro = 1.0f / (float)(A * r->world);
     device_scalars_zero(r->scalars);
     for (int a = 0; a < A; a++) {
         if (a > 0 && stop_requested && !r->comm) {   // one process: a stop between micro-batches drops the step
             for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
+            for (int i = 0; i < r->n_vsd; i++) tensor_zero_grad(r->vsd_trainable[i]);
             ag_step_reset();
             return TRAIN_INTERRUPTED;
         }
@@ -364,45 +431,68 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         Tensor *lq, *hq;
         if (batch_feed_get(r->feed, b, &lq, &hq, err, errlen)) return -1;
         Tensor *out = r->model->forward(r->model->self, lq, rng_key(noise_key, (uint64_t)g), true);
-        DodLossTerms l = dod_loss_terms(out, hq, weights);
+        DodVsdSample sample = {0};   // [loss] vsd > 0: the VSD term's inputs (this forward's latent, keyed draws)
+        if (r->vsd) sample = dod_vsd_generator_sample(r->vsd, rng_key(vsd_key, (uint64_t)g));
+        DodLossTerms l = dod_loss_terms(out, hq, weights, &sample);
         device_scalars_add(r->scalars, STEP_LOSS0 + a, l.total);
         device_scalars_add(r->scalars, STEP_MSE, l.mse);
         if (l.ssim_loss) device_scalars_add(r->scalars, STEP_SSIM_LOSS, l.ssim_loss);
         if (l.lpips) device_scalars_add(r->scalars, STEP_LPIPS, l.lpips);
+        if (l.vsd) device_scalars_add(r->scalars, STEP_VSD, l.vsd);
         if (r->sync) grad_sync_begin(r->sync, a, A);
-        ag_backward(op_scale(l.total, 1.0f / (float)(A * r->world)));
+        ag_backward(op_scale(l.total, per_micro));
         // Loader step b + 1 is this process's next micro-batch (global (b + 1) * world + rank, the next
         // (s, a) in order), fetched while the device works on batch b; before grad_sync_end, which on the
         // step's last micro-batch waits for the gradient all-reduce.
         if (b + 1 < c->steps * A) batch_feed_prefetch(r->feed, b + 1);
         if (r->sync) grad_sync_end(r->sync);
+        if (r->vsd) {   // then the regulariser's diffusion loss on the same (detached) latent, into its LoRA only;
+            ag_step_reset();   // the model's activations first given back (the regulariser keeps the latent)
+            DodVsdSample rs = dod_vsd_regulariser_sample(r->vsd, rng_key(vsd_key, (uint64_t)g));
+            Tensor *d = dod_vsd_diffusion_loss(r->vsd, rs.latent, rs.noise, rs.t);
+            device_scalars_add(r->scalars, STEP_LOSS0 + A + a, d);
+            device_scalars_add(r->scalars, STEP_VSD_DIFFUSION, d);
+            if (r->vsd_sync) grad_sync_begin(r->vsd_sync, a, A);
+            ag_backward(op_scale(d, per_micro));
+            if (r->vsd_sync) grad_sync_end(r->vsd_sync);
+        }
     }
     ag_step_reset();
     clip_grad_norm_into(r->trainable, r->n_trainable, c->clip_norm, r->scalars, STEP_GRAD_NORM);
     float lr = lr_at(sched, s);
     adamw_step(r->opt, lr);
+    if (r->vsd) {   // the regulariser's own step: the model's schedule scaled to its learning rate
+        clip_grad_norm_into(r->vsd_trainable, r->n_vsd, c->clip_norm, r->scalars, STEP_VSD_GRAD_NORM);
+        LrSchedule vsd_sched = *sched;
+        vsd_sched.base_lr = r->vsd_opt->cfg.lr;
+        adamw_step(r->vsd_opt, lr_at(&vsd_sched, s));
+    }
     const double *v = device_scalars_read(r->scalars);  // the step's one wait for the device
-    // This process's loss, MSE, 1 - SSIM and LPIPS summed over its micro-batches; a stop request; a
-    // non-finite loss or gradient norm.
-    double sums[6] = {0, v[STEP_MSE], v[STEP_SSIM_LOSS], v[STEP_LPIPS], 0, 0};
-    int bad_a = -1;
+    // This process's loss, MSE, 1 - SSIM, LPIPS, VSD and the regulariser's diffusion loss summed over its
+    // micro-batches; a stop request; a non-finite loss, diffusion loss or gradient norm.
+    double sums[8] = {0, v[STEP_MSE], v[STEP_SSIM_LOSS], v[STEP_LPIPS], v[STEP_VSD], v[STEP_VSD_DIFFUSION], 0, 0};
+    int bad_k = -1;   // the first non-finite per-micro-batch scalar: k < A a loss, k >= A a diffusion loss
+    for (int k = A; r->vsd && k < 2 * A; k++)
+        if (!isfinite(v[STEP_LOSS0 + k]) && bad_k < 0) bad_k = k;
     for (int a = 0; a < A; a++) {
         float lv = (float)v[STEP_LOSS0 + a];
-        if (!isfinite(lv) && bad_a < 0) bad_a = a;
+        if (!isfinite(lv) && (bad_k < 0 || bad_k >= A)) bad_k = a;
         sums[0] += lv;
     }
-    bool bad_here = bad_a >= 0 || !isfinite(v[STEP_GRAD_NORM]);
-    sums[5] = bad_here;
+    bool bad_here = bad_k >= 0 || !isfinite(v[STEP_GRAD_NORM]) || (r->vsd && !isfinite(v[STEP_VSD_GRAD_NORM]));
+    sums[7] = bad_here;
     if (r->comm) {   // the step's means over every process's micro-batches; a stop or failure anywhere stops all
-        sums[4] = stop_requested;
-        comm_allreduce_f64(r->comm, sums, 6, COMM_SUM, "summing the step's losses");
-        r->stop_agreed = sums[4] > 0;
+        sums[6] = stop_requested;
+        comm_allreduce_f64(r->comm, sums, 8, COMM_SUM, "summing the step's losses");
+        r->stop_agreed = sums[6] > 0;
     }
-    if (sums[5] > 0) return step_failure(r, s, lr, v, bad_a, (int)sums[5] - bad_here, err, errlen);
+    if (sums[7] > 0) return step_failure(r, s, lr, v, bad_k, (int)sums[7] - bad_here, err, errlen);
     for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
+    for (int i = 0; i < r->n_vsd; i++) tensor_zero_grad(r->vsd_trainable[i]);
     double n_micro = (double)A * r->world;
     *st = (TrainStepStats){.step = s + 1, .loss = sums[0] / n_micro, .mse = sums[1] / n_micro, .ssim = sums[2] / n_micro,
-                           .lpips = sums[3] / n_micro, .lr = lr, .grad_norm = v[STEP_GRAD_NORM]};
+                           .lpips = sums[3] / n_micro, .vsd = sums[4] / n_micro, .vsd_diffusion = sums[5] / n_micro,
+                           .lr = lr, .grad_norm = v[STEP_GRAD_NORM], .vsd_grad_norm = v[STEP_VSD_GRAD_NORM]};
     return 0;
 }
 
@@ -485,11 +575,11 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
                 snprintf(device_mem, sizeof device_mem, ", \"cuda_arena_peak_mib\": %.1f, \"cuda_reserved_peak_mib\": %.1f",
                          ms.arena_peak_bytes / 1048576.0, ms.peak_reserved_bytes / 1048576.0);
             }
-            char lpips[48] = "";
-            if (c->loss_lpips > 0) snprintf(lpips, sizeof lpips, ", \"lpips\": %.9g", st.lpips);
+            char terms[256];   // the optional terms that are on (lpips, vsd, ...)
+            step_log_json_terms(c, &st, terms, sizeof terms);
             fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g%s, \"lr\": %.9g, "
                              "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f%s}\n",
-                    (long long)done, st.loss, st.mse, st.ssim, lpips, st.lr, st.grad_norm, its, elapsed,
+                    (long long)done, st.loss, st.mse, st.ssim, terms, st.lr, st.grad_norm, its, elapsed,
                     step_peak / 1048576.0, device_mem);
             fflush(r.jsonl);
             step_log_tensorboard_step(r.tb, c, &st, its);
@@ -501,6 +591,7 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
         bool saved = false;
         if (done % c->ckpt_every == 0 || done == c->steps || stop) {
             grad_sync_check_replicas(r.comm, r.trainable, r.n_trainable, "at a checkpoint");
+            if (r.vsd) grad_sync_check_replicas(r.comm, r.vsd_trainable, r.n_vsd, "at a checkpoint (the VSD regulariser)");
             if (r.rank == 0 && save_checkpoint(&r, done, ckpt_path, sizeof ckpt_path, err, errlen)) {
                 rc = -1;
                 break;

@@ -10,19 +10,28 @@
 #include "autograd/cuda/cuda_backend.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "layers/dod_vsd.h"
 
 #define MIB (1024.0 * 1024.0)
 
 // Bytes of step memory in use at the peak of one forward + loss + backward on a [1, 3, crop, crop]
-// batch, measured on the model's device; the parameters' gradients are zeroed after it.
+// batch, measured on the model's device, then (w.vsd > 0) of the VSD regulariser's diffusion loss and
+// backward, as train/loop.c runs them; the parameters' gradients (the regulariser's too) are zeroed after it.
 static double probe(Model *m, Tensor *const *trainable, int n_trainable, DodLossWeights w, int crop) {
     ag_step_reset();
     arena_peak_reset();
     Tensor *lq = tensor_zeros(4, (int64_t[]){1, 3, crop, crop}), *hq = tensor_zeros(4, (int64_t[]){1, 3, crop, crop});
     if (m->device != DEV_CPU) lq = tensor_to_device(lq, m->device), hq = tensor_to_device(hq, m->device);
     Tensor *out = m->forward(m->self, lq, 1, true);
-    Tensor *loss = dod_loss_terms(out, hq, w).total;
-    ag_backward(loss);
+    DodVsdSample sample = {0};
+    if (w.vsd > 0) sample = dod_vsd_generator_sample(w.vsd_reg, 1);
+    ag_backward(dod_loss_terms(out, hq, w, &sample).total);
+    if (w.vsd > 0) {
+        ag_step_reset();
+        DodVsdSample rs = dod_vsd_regulariser_sample(w.vsd_reg, 1);
+        ag_backward(dod_vsd_diffusion_loss(w.vsd_reg, rs.latent, rs.noise, rs.t));
+        params_zero_grad(dod_vsd_params(w.vsd_reg));
+    }
     ag_step_reset();
     for (int i = 0; i < n_trainable; i++) tensor_zero_grad(trainable[i]);
     if (m->device == DEV_CPU) return (double)arena_peak_reset();

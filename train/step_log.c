@@ -3,10 +3,25 @@
 
 int step_log_terms(const TrainConfig *c, const TrainStepStats *st, StepLossTerm terms[STEP_LOG_MAX_TERMS]) {
     int n = 0;
-    if (c->loss_mse > 0) terms[n++] = (StepLossTerm){"mse", st->mse};
-    if (c->loss_ssim > 0) terms[n++] = (StepLossTerm){"1-ssim", st->ssim};
-    if (c->loss_lpips > 0) terms[n++] = (StepLossTerm){"lpips", st->lpips};
+    if (c->loss_mse > 0) terms[n++] = (StepLossTerm){"mse", "mse", st->mse, true};
+    if (c->loss_ssim > 0) terms[n++] = (StepLossTerm){"1-ssim", "ssim_loss", st->ssim, true};
+    if (c->loss_lpips > 0) terms[n++] = (StepLossTerm){"lpips", "lpips", st->lpips, false};
+    if (c->loss_vsd > 0) {
+        terms[n++] = (StepLossTerm){"vsd", "vsd", st->vsd, false};
+        terms[n++] = (StepLossTerm){"vsd_diffusion", "vsd_diffusion", st->vsd_diffusion, false};
+    }
     return n;
+}
+
+void step_log_json_terms(const TrainConfig *c, const TrainStepStats *st, char *buf, size_t len) {
+    StepLossTerm terms[STEP_LOG_MAX_TERMS];
+    int n = step_log_terms(c, st, terms);
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && used < len; i++)
+        if (!terms[i].every_line)
+            used += (size_t)snprintf(buf + used, len - used, ", \"%s\": %.9g", terms[i].key, terms[i].value);
+    if (c->loss_vsd > 0 && used < len) snprintf(buf + used, len - used, ", \"vsd_grad_norm\": %.9g", st->vsd_grad_norm);
 }
 
 void step_log_progress(FILE *f, const TrainConfig *c, const TrainStepStats *st, double it_per_s, const char *eta) {
@@ -29,6 +44,7 @@ void step_log_tensorboard_step(TfEvents *tb, const TrainConfig *c, const TrainSt
     }
     tfevents_scalar(tb, "train/lr", st->step, (float)st->lr);
     tfevents_scalar(tb, "train/grad_norm", st->step, (float)st->grad_norm);
+    if (c->loss_vsd > 0) tfevents_scalar(tb, "train/vsd_grad_norm", st->step, (float)st->vsd_grad_norm);
     tfevents_scalar(tb, "train/it_per_s", st->step, (float)it_per_s);
 }
 

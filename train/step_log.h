@@ -1,13 +1,16 @@
 // What the training loop reports about its steps and validations, in one place: the loss terms
-// that are on, the progress line, and the TensorBoard scalars and images (eval/tfevents.h).
+// that are on, the progress line, the optional fields of metrics.jsonl, and the TensorBoard scalars and
+// images (eval/tfevents.h).
 //
 // TensorBoard tags (docs/training.md):
-//   train/loss, train/<term> for each loss term that is on (train/mse, train/1-ssim, train/lpips), train/lr,
-//   train/grad_norm (before clipping), train/it_per_s          every [log] every steps and the last
+//   train/loss, train/<term> for each loss term that is on (train/mse, train/1-ssim, train/lpips,
+//   train/vsd, train/vsd_diffusion), train/lr, train/grad_norm (before clipping), train/vsd_grad_norm
+//   (the VSD regulariser's, when on), train/it_per_s          every [log] every steps and the last
 //   val/psnr, val/ssim, val/psnr_input, val/ssim_input, val/psnr_gain (means over the validation
 //   images), val_psnr/<task>, val_ssim/<task> (per-task means), image val/grid (the sample grid,
 //   when [val] grid is on)                                     at every validation
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,12 +23,20 @@
 #define STEP_LOG_MAX_TERMS 8
 
 typedef struct {
-    const char *name;   // as printed and plotted: "mse", "1-ssim", "lpips"
+    const char *name;   // as printed and plotted: "mse", "1-ssim", "lpips", "vsd", "vsd_diffusion"
+    const char *key;    // its metrics.jsonl key: "mse", "ssim_loss", "lpips", "vsd", "vsd_diffusion"
     double value;       // the unweighted term, mean over the step's micro-batches
+    bool every_line;    // metrics.jsonl carries it on every line, on or off (mse, ssim_loss: the format
+                        // before terms became optional); the others only when on
 } StepLossTerm;
 
-// The loss terms whose weight is on, in the order the loss adds them (= terms[]); returns how many.
+// The loss terms that are on, in the order the loss adds them, then (with [loss] vsd > 0) the VSD
+// regulariser's own diffusion loss "vsd_diffusion", which trains the regulariser and is not part of
+// "loss" (= terms[]); returns how many.
 int step_log_terms(const TrainConfig *c, const TrainStepStats *st, StepLossTerm terms[STEP_LOG_MAX_TERMS]);
+// metrics.jsonl's optional fields into buf (= a NUL-terminated string, empty when none): `, "key": value`
+// for each term that is on and not on every line, then `, "vsd_grad_norm": value` with [loss] vsd > 0.
+void step_log_json_terms(const TrainConfig *c, const TrainStepStats *st, char *buf, size_t len);
 // The progress line to f: "step 120/1000 | loss 0.01234 mse 0.00617 | lr 5e-05 | 1.52 it/s | ETA 9m13s"
 // (only the terms that are on).
 void step_log_progress(FILE *f, const TrainConfig *c, const TrainStepStats *st, double it_per_s, const char *eta);

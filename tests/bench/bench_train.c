@@ -34,6 +34,11 @@
 // bandwidth (2 (W-1)/W x bytes / time, as nccl-tests); the hidden share 1 - exposed / alone. Rank 0
 // prints; PyTorch is not run.
 //
+// --vsd (stage 1): after the plain step, the step with OSEDiff's VSD regulariser (layers/dod_vsd.h; the
+// [loss] defaults cfg 7.5, t in [20, 980), the model's LoRA rank and alpha, keyed draws): the model's loss
+// + VSD term (dod_loss_terms), backward, the regulariser's diffusion loss and backward, both clips and
+// AdamW steps; prints its time, arena peak and FLOPs beside the plain step's, and each PyTorch variant
+// with VSD (scripts/bench_train_torch.py --vsd: OSEDiff's three-UNet structure) with the ratios.
 // Options: --stage 1|2 (1), --batch B (2), --crop S (32, a multiple of 8), --iters N (5),
 // --recompute (ours only: activation recomputation; the ratio then compares different work),
 // --device cpu|cuda (cpu), --precision f32|mixed (f32), --activations f32|bf16, --base DIR, --random-weights,
@@ -58,6 +63,7 @@
 #include "autograd/optim.h"
 #include "autograd/profile.h"
 #include "layers/dod_model.h"
+#include "layers/dod_vsd.h"
 #include "tests/dod_fixture_config.h"
 #include "tests/bench/bench.h"
 #include "train/comm.h"
@@ -98,13 +104,14 @@ static bool take_torch_line(const char *line, void *ctx) {
     return !strncmp(line, "torch_ms ", 9) || !strncmp(line, "torch_peak_gib ", 15) || !strncmp(line, "torch_reserved_gib ", 19);
 }
 
-// Runs scripts/bench_train_torch.py; false (with the reason printed) when it could not run.
+// Runs scripts/bench_train_torch.py (with vsd: --vsd, OSEDiff's three-UNet step, its FLOPs not
+// counted); false (with the reason printed) when it could not run.
 static bool torch_run(int stage, int batch, int crop, int iters, int threads, const char *device, bool mixed,
-                      const char *base, const char *variants, TorchRun *r) {
+                      const char *base, const char *variants, bool vsd, TorchRun *r) {
     char args[1600], last[1024];
     snprintf(args, sizeof args, "--stage %d --batch %d --crop %d --iters %d --threads %d --device %s --precision %s "
-             "--variants '%s' --count-flops%s%s%s", stage, batch, crop, iters, threads, device, mixed ? "mixed" : "f32",
-             variants, base ? " --base '" : "", base ? base : "", base ? "'" : "");
+             "--variants '%s' %s%s%s%s", stage, batch, crop, iters, threads, device, mixed ? "mixed" : "f32",
+             variants, vsd ? "--vsd" : "--count-flops", base ? " --base '" : "", base ? base : "", base ? "'" : "");
     memset(r, 0, sizeof *r);
     r->flops = -1;
     int rc = bench_torch_run("bench_train_torch.py", args, take_torch_line, r, last, sizeof last);
@@ -115,35 +122,36 @@ static bool torch_run(int stage, int batch, int crop, int iters, int threads, co
     return true;
 }
 
-// Our step's FLOPs and rate, and the share of each op kind.
-static void print_flops(OpFlops f, const OpFlops *kind, double ms, Device dev) {
+// Our step's FLOPs and rate, and the share of each op kind; `label` follows "ours" ("" or " with VSD").
+static void print_flops(const char *label, OpFlops f, const OpFlops *kind, double ms, Device dev) {
     bool cuda = dev == DEV_CUDA;
     double unit = cuda ? 1e12 : 1e9;
     const char *u = cuda ? "TFLOP" : "GFLOP";
     char line[600];
     op_flops_rate_line(f, ms * 1e-3, dev, line, sizeof line);
-    printf("ours FLOPs per step: %.4f %s model (forward %.4f, backward %.4f), %.4f recomputed (2 per multiply-add)\n",
-           op_flops_model(f) / unit, u, f.forward / unit, f.backward / unit, f.recomputed / unit);
-    printf("ours rate: %s\n", line);
-    printf("ours FLOPs by kind:");
+    printf("ours%s FLOPs per step: %.4f %s model (forward %.4f, backward %.4f), %.4f recomputed (2 per multiply-add)\n",
+           label, op_flops_model(f) / unit, u, f.forward / unit, f.backward / unit, f.recomputed / unit);
+    printf("ours%s rate: %s\n", label, line);
+    printf("ours%s FLOPs by kind:", label);
     for (int k = 0; k < FLOPS_KINDS; k++)
         printf("%s %s %.1f%%", k ? "," : "", op_flops_kind_name((FlopKind)k),
                op_flops_executed(f) > 0 ? 100 * op_flops_executed(kind[k]) / op_flops_executed(f) : 0.0);
     printf(" of executed FLOPs\n");
 }
 
-// One line per PyTorch variant with the ratios against it; ours_gib < 0 when not measured.
-static void print_torch(const TorchRun *r, double ours_ms, double ours_gib, OpFlops ours) {
+// One line per PyTorch variant with the ratios against it, its name followed by `label` ("" or
+// " with VSD"); ours_gib < 0 when not measured.
+static void print_torch(const TorchRun *r, const char *label, double ours_ms, double ours_gib, OpFlops ours) {
     for (int i = 0; i < r->n; i++) {
         const TorchVariant *v = &r->v[i];
         if (v->missing) {
-            printf("torch %-8s NOT RUN (%s)\n", v->name, v->notes);
+            printf("torch %-8s%s NOT RUN (%s)\n", v->name, label, v->notes);
             continue;
         }
-        printf("torch %-8s %.3f ms", v->name, v->ms);
+        printf("torch %-8s%s %.3f ms", v->name, label, v->ms);
         if (v->reserved_gib >= 0) printf(", peak %.3f GiB allocated, %.3f GiB reserved", v->peak_gib, v->reserved_gib);
         printf(" (%s)\n", v->notes);
-        printf("ratio ours/torch %s: time %.2f", v->name, ours_ms / v->ms);
+        printf("ratio ours/torch %s%s: time %.2f", v->name, label, ours_ms / v->ms);
         if (ours_gib >= 0 && v->reserved_gib > 0) printf(", memory %.2f (reserved / reserved)", ours_gib / v->reserved_gib);
         printf("\n");
     }
@@ -152,23 +160,73 @@ static void print_torch(const TorchRun *r, double ours_ms, double ours_gib, OpFl
                op_flops_model(ours), op_flops_executed(ours), r->flops, r->flops_counter);
 }
 
+// The VSD regulariser of a --vsd step (NULL: none): it, its trainables and its AdamW.
+typedef struct {
+    DodVsd *v;
+    Tensor **trainable;
+    int n;
+    AdamW *opt;
+} BenchVsd;
+
 // One training step as train/loop.c runs it (= loss value; writes the parameters and optimizer state):
-// the loss and the gradient norm stay in device scalars until the step's one read-back at its end
-// (which also makes the step's time include its kernels); with gs, its gradients go through the
-// bucketed all-reduce (one micro-batch).
+// the loss and the gradient norms stay in device scalars (slots 0: loss, 1: gradient norm, 2: the
+// regulariser's) until the step's one read-back at its end (which also makes the step's time include its
+// kernels); with gs, its gradients go through the bucketed all-reduce (one micro-batch); with vsd, the VSD
+// term joins the loss (dod_loss_terms, weight 1) and the regulariser takes its own step after the model's
+// activations are given back.
 static float train_step(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq, uint64_t seed,
-                        DeviceScalars *scalars, GradSync *gs) {
+                        DeviceScalars *scalars, GradSync *gs, const BenchVsd *vsd) {
     device_scalars_zero(scalars);
-    DodLossTerms l = dod_model_forward_loss_terms(m, lq, hq, seed);
+    Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, seed);
+    DodLossWeights w = dod_model_loss_weights(m);
+    DodVsdSample sample = {0};
+    if (vsd) {
+        w.vsd = 1.0f;
+        w.vsd_reg = vsd->v;
+        sample = dod_vsd_generator_sample(vsd->v, seed);
+    }
+    DodLossTerms l = dod_loss_terms(out, hq, w, &sample);
     device_scalars_add(scalars, 0, l.total);
     if (gs) grad_sync_begin(gs, 0, 1);
     ag_backward(l.total);
     if (gs) grad_sync_end(gs);
     ag_step_reset();
+    if (vsd) {
+        DodVsdSample rs = dod_vsd_regulariser_sample(vsd->v, seed);
+        ag_backward(dod_vsd_diffusion_loss(vsd->v, rs.latent, rs.noise, rs.t));
+        ag_step_reset();
+    }
     clip_grad_norm_into(trainable, n, 1.0, scalars, 1);
     adamw_step(opt, opt->cfg.lr);
     for (int i = 0; i < n; i++) tensor_zero_grad(trainable[i]);
+    if (vsd) {
+        clip_grad_norm_into(vsd->trainable, vsd->n, 1.0, scalars, 2);
+        adamw_step(vsd->opt, vsd->opt->cfg.lr);
+        for (int i = 0; i < vsd->n; i++) tensor_zero_grad(vsd->trainable[i]);
+    }
     return (float)device_scalars_read(scalars)[0];
+}
+
+// The median time of `iters` steps after one warm-up (ms); the last loss into *loss, the last step's
+// FLOPs into *flops and per op kind into kind[] (every step runs the same products).
+static double time_steps(DodModel *m, AdamW *opt, Tensor **trainable, int n, Tensor *lq, Tensor *hq,
+                         DeviceScalars *scalars, int iters, const BenchVsd *vsd, float *loss, OpFlops *flops,
+                         OpFlops kind[FLOPS_KINDS]) {
+    double *t = dod_malloc(sizeof(double) * (size_t)iters, "times");
+    for (int i = -1; i < iters; i++) {  // i == -1: warm-up
+        OpFlops f0 = op_flops_total(FLOPS_KINDS), k0[FLOPS_KINDS];
+        for (int k = 0; k < FLOPS_KINDS; k++) k0[k] = op_flops_total((FlopKind)k);
+        double t0 = dod_now_seconds();
+        *loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), scalars, NULL, vsd);
+        if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
+        *flops = op_flops_sub(op_flops_total(FLOPS_KINDS), f0);
+        for (int k = 0; k < FLOPS_KINDS; k++) kind[k] = op_flops_sub(op_flops_total((FlopKind)k), k0[k]);
+        if (i == -1) op_profile_reset();  // DOD_PROFILE: the timed steps only
+    }
+    DOD_CHECK(isfinite(*loss), "dod-bench train", "the loss is %g", *loss);
+    double median = bench_median(t, iters);
+    free(t);
+    return median;
 }
 
 // --dist: the step with the bucketed all-reduce and the all-reduce alone, against the plain step's
@@ -180,7 +238,7 @@ static void report_allreduce(Comm *comm, DodModel *m, AdamW *opt, Tensor **train
     int early = 0;
     for (int i = -2; i < iters; i++) {   // two warm-ups: the first lays the buckets out, the second overlaps
         double t0 = dod_now_seconds();
-        train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 100), scalars, gs);
+        train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 100), scalars, gs, NULL);
         if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
         early = grad_sync_stats(gs).early_buckets;
     }
@@ -215,14 +273,14 @@ static void report_allreduce(Comm *comm, DodModel *m, AdamW *opt, Tensor **train
 static int usage(const char *arg) {
     printf("usage: dod-bench train [--stage 1|2] [--batch B] [--crop S] [--iters N] [--recompute]\n"
            "                       [--device cpu|cuda] [--precision f32|mixed] [--activations f32|bf16]\n"
-           "                       [--base DIR [--random-weights]] [--no-torch] [--torch-variants LIST]\n"
+           "                       [--base DIR [--random-weights]] [--no-torch] [--torch-variants LIST] [--vsd]\n"
            "                       [--dist [--backend auto|nccl|mpi|tcp|none] [--bucket-mb X] [--timeout S]]\n");
     return strcmp(arg, "--help") ? 2 : 0;
 }
 
 static int bench_train_main(int argc, char **argv) {
     int stage = 1, batch = 2, crop = 32, iters = 5;
-    bool recompute = false, random_weights = false, no_torch = false, dist = false;
+    bool recompute = false, random_weights = false, no_torch = false, dist = false, vsd = false;
     const char *base = NULL, *device_name = "cpu", *precision = "f32", *activations = NULL, *backend = "auto";
     const char *torch_variants = "eager,best,compile";
     double bucket_mb = 25, timeout = 600;
@@ -240,6 +298,7 @@ static int bench_train_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--random-weights")) random_weights = true;
         else if (!strcmp(argv[i], "--no-torch")) no_torch = true;
         else if (!strcmp(argv[i], "--dist")) dist = true;
+        else if (!strcmp(argv[i], "--vsd")) vsd = true;
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "--bucket-mb") && i + 1 < argc) bucket_mb = atof(argv[++i]);
         else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout = atof(argv[++i]);
@@ -258,6 +317,7 @@ static int bench_train_main(int argc, char **argv) {
               precision);
     bool cuda = !strcmp(device_name, "cuda"), mixed = !strcmp(precision, "mixed");
     DOD_CHECK(!mixed || (cuda && stage == 1), who, "--precision mixed: a CUDA mode, stage 1 (--device cuda --stage 1)");
+    DOD_CHECK(!vsd || (stage == 1 && !dist), who, "--vsd: the VSD regulariser is a stage-1 term (--stage 1, not with --dist)");
     if (!activations) activations = mixed ? "bf16" : "f32";
     DOD_CHECK(!strcmp(activations, "f32") || !strcmp(activations, "bf16"), who, "--activations %s: expected f32 or bf16",
               activations);
@@ -296,7 +356,22 @@ static int bench_train_main(int argc, char **argv) {
     if (mixed) cfg.frozen_dtype = DT_BF16;
     double t_load = dod_now_seconds();
     DodModel *m = dod_model_create(&cfg);
+    if (vsd && !m->negative_prompt) {   // the teacher's negative prompt: the prompt's values (time does not depend on them)
+        m->negative_prompt = tensor_new_persistent("negative_prompt", m->prompt->ndim, m->prompt->shape, DT_F32);
+        memcpy(m->negative_prompt->data, m->prompt->data, sizeof(float) * (size_t)m->prompt->numel);
+    }
     if (cuda) dod_model_to_device(m, DEV_CUDA);
+    BenchVsd bv = {0};
+    if (vsd) {   // the defaults of [loss]: cfg 7.5, t in [20, 980), the model's rank and alpha
+        DodVsdConfig vc = {.cfg = 7.5f, .t_min = 20, .t_max = 980, .lora_rank = cfg.lora_rank, .lora_alpha = cfg.lora_alpha,
+                           .seed = cfg.seed + 4};
+        char err[1024];
+        if (!(bv.v = dod_vsd_create(m, &vc, err, sizeof err))) dod_fatal(who, "--vsd: %s", err);
+        ParamStore *vps = dod_vsd_params(bv.v);
+        bv.trainable = dod_malloc(sizeof(Tensor *) * (size_t)params_count(vps), "regulariser list");
+        bv.n = params_trainable(vps, bv.trainable, params_count(vps));
+        bv.opt = adamw_new(bv.trainable, bv.n, adamw_defaults());
+    }
     t_load = dod_now_seconds() - t_load;
     int n = dod_model_trainable(m, NULL, 0);
     Tensor **trainable = dod_malloc(sizeof(Tensor *) * (size_t)n, "trainable list");
@@ -304,7 +379,7 @@ static int bench_train_main(int argc, char **argv) {
     int64_t numel = 0;
     for (int i = 0; i < n; i++) numel += trainable[i]->numel;
     AdamW *opt = adamw_new(trainable, n, adamw_defaults());
-    DeviceScalars *scalars = device_scalars_new(cuda ? DEV_CUDA : DEV_CPU, 2);  // loss, gradient norm
+    DeviceScalars *scalars = device_scalars_new(cuda ? DEV_CUDA : DEV_CPU, 3);  // loss, gradient norms (train_step)
 
     // Inputs as the PyTorch side builds them (values do not matter for timing), on the host, then moved.
     Tensor *lq, *hq;
@@ -314,21 +389,10 @@ static int bench_train_main(int argc, char **argv) {
         tensor_move_to(lq, DEV_CUDA);
     }
 
-    double *t = dod_malloc(sizeof(double) * (size_t)iters, "times");
     float loss = 0;
-    OpFlops step_flops = {0, 0, 0}, step_kind[FLOPS_KINDS];  // the last step's (every step runs the same products)
-    for (int i = -1; i < iters; i++) {  // i == -1: warm-up
-        OpFlops f0 = op_flops_total(FLOPS_KINDS), k0[FLOPS_KINDS];
-        for (int k = 0; k < FLOPS_KINDS; k++) k0[k] = op_flops_total((FlopKind)k);
-        double t0 = dod_now_seconds();
-        loss = train_step(m, opt, trainable, n, lq, hq, (uint64_t)(i + 2), scalars, NULL);
-        if (i >= 0) t[i] = (dod_now_seconds() - t0) * 1e3;
-        step_flops = op_flops_sub(op_flops_total(FLOPS_KINDS), f0);
-        for (int k = 0; k < FLOPS_KINDS; k++) step_kind[k] = op_flops_sub(op_flops_total((FlopKind)k), k0[k]);
-        if (i == -1) op_profile_reset();  // DOD_PROFILE: the timed steps only
-    }
-    DOD_CHECK(isfinite(loss), who, "the loss is %g", loss);
-    double ours = bench_median(t, iters);
+    OpFlops step_flops, step_kind[FLOPS_KINDS];
+    double ours = time_steps(m, opt, trainable, n, lq, hq, scalars, iters, NULL, &loss, &step_flops, step_kind);
+    size_t plain_peak = arena_peak_reset();
     printf("dod train step, stage %d%s%s, %s activations on %s: batch %d, crop %d, %d trainable tensors (%ld values), "
            "base %s%s, %d threads, median of %d (model set up in %.1f s)\n",
            stage, recompute ? " (recompute)" : "", mixed ? " (mixed precision, bf16 frozen weights)" : "", activations,
@@ -344,17 +408,43 @@ static int bench_train_main(int argc, char **argv) {
         printf("ours peak memory: %.3f GiB reserved on the device (arena peak %.3f GiB, cache peak %.3f GiB)\n", ours_gib,
                ms.arena_peak_bytes / 1073741824.0, ms.cached_peak_bytes / 1073741824.0);
     } else {
-        printf("ours peak memory: arena peak %.1f MiB\n", arena_peak() / 1048576.0);
+        printf("ours peak memory: arena peak %.1f MiB\n", plain_peak / 1048576.0);
     }
-    print_flops(step_flops, step_kind, ours, cuda ? DEV_CUDA : DEV_CPU);
+    print_flops("", step_flops, step_kind, ours, cuda ? DEV_CUDA : DEV_CPU);
+    double ours_vsd = 0, ours_vsd_gib = -1;
+    if (vsd) {   // the same step with the VSD term and the regulariser's step
+        float vloss;
+        OpFlops vsd_flops, vsd_kind[FLOPS_KINDS];
+        ours_vsd = time_steps(m, opt, trainable, n, lq, hq, scalars, iters, &bv, &vloss, &vsd_flops, vsd_kind);
+        size_t vsd_peak = arena_peak_reset();
+        printf("ours with VSD: %.3f ms (%+.3f ms, %.2fx the plain step; loss %.4f), regulariser %d tensors (%ld values)\n",
+               ours_vsd, ours_vsd - ours, ours_vsd / ours, vloss, bv.n, (long)params_numel(dod_vsd_params(bv.v), true));
+        if (cuda) {
+            DodCudaMemStats ms = dod_cuda_mem_stats();
+            ours_vsd_gib = ms.peak_reserved_bytes / 1073741824.0;
+            printf("ours peak memory with VSD: %.3f GiB reserved on the device, arena peak %.3f GiB (peaks so far)\n",
+                   ours_vsd_gib, ms.arena_peak_bytes / 1073741824.0);
+        } else {
+            printf("ours peak memory with VSD: arena peak %.1f MiB (%+.1f MiB)\n", vsd_peak / 1048576.0,
+                   ((double)vsd_peak - (double)plain_peak) / 1048576.0);
+        }
+        print_flops(" with VSD", vsd_flops, vsd_kind, ours_vsd, cuda ? DEV_CUDA : DEV_CPU);
+    }
     if (comm) report_allreduce(comm, m, opt, trainable, n, lq, hq, scalars, iters, bucket_mb, ours);
     TorchRun tr;
-    if (!recompute && !no_torch &&
-        torch_run(stage, batch, crop, iters, threads, device_name, mixed, base, torch_variants, &tr))
-        print_torch(&tr, ours, ours_gib, step_flops);
-    else
-        printf("torch:   NOT RUN\n");
-    free(t);
+    bool torch_ran = !recompute && !no_torch &&
+                     torch_run(stage, batch, crop, iters, threads, device_name, mixed, base, torch_variants, false, &tr);
+    if (torch_ran) print_torch(&tr, "", ours, ours_gib, step_flops);
+    else printf("torch:   NOT RUN\n");
+    // --vsd: OSEDiff's structure, the teacher and the regulariser as UNets of their own (its FLOPs not counted)
+    if (vsd && torch_ran &&
+        torch_run(stage, batch, crop, iters, threads, device_name, mixed, base, torch_variants, true, &tr))
+        print_torch(&tr, " with VSD", ours_vsd, ours_vsd_gib, (OpFlops){0, 0, 0});
+    if (vsd) {
+        adamw_free(bv.opt);
+        free(bv.trainable);
+        dod_vsd_free(bv.v);
+    }
     adamw_free(opt);
     device_scalars_free(scalars);
     free(trainable);
