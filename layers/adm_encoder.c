@@ -519,3 +519,5 @@ Tensor *adm_encoder_features(AdmEncoder *e, Tensor *x) {
     ag_set_grad_enabled(prev);
     return d;
 }
+
+Tensor *adm_encoder_extract(void *ctx, Tensor *y) { return adm_encoder_features(ctx, y); }

@@ -99,3 +99,7 @@ void adm_encoder_to_device(AdmEncoder *e, Device device);
 Tensor *adm_encoder_middle(AdmEncoder *e, Tensor *x);
 // Its average over h, w: [N, C_mid] (= new arena tensor, no gradient).
 Tensor *adm_encoder_features(AdmEncoder *e, Tensor *x);
+
+// The DOD modulation's extractor (layers/dod_modulation.h DodExtractFn): ctx is the AdmEncoder;
+// adm_encoder_features(ctx, y).
+Tensor *adm_encoder_extract(void *ctx, Tensor *y);

@@ -16,6 +16,12 @@ trap 'rm -rf "$TMP"' EXIT
 
 # file:function  reason (one line each; the reason is for readers, the key is what is checked)
 cat >"$TMP/allowed" <<'LIST'
+layers/adm_encoder.c:add_derived             loading: new host tensors, moved with adm_encoder_to_device
+layers/adm_encoder.c:add_random              creation of random host tensors (benchmarks, tests)
+layers/adm_encoder.c:build_attention         loading: splits the file's host qkv weights
+layers/adm_encoder.c:build_resblock          loading: folds the host emb projection into the norm
+layers/adm_encoder.c:keep                    loading: copies a host file tensor
+layers/adm_encoder.c:run_units               device_copy of a block's output on its own device (no dereference)
 layers/clip_text.c:clip_text_forward         device_copy between tensors on the model's device (no dereference)
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
 layers/dod_model_util.c:copy_entry           loading: source is a host file view; device_copy writes a CUDA destination
