@@ -213,6 +213,7 @@ int dod_import_public(ParamStore *ps, const char *path, DodImportStats *stats, c
             char a[96];
             snprintf(a, sizeof a, "%s", shape_str(&probe));
             list_add(&mismatch, "\n  %s is %s, our %s is %s", e->name, a, ours, shape_str(dst));
+            filled[at] = true;   // named here, not again as missing
             continue;
         }
         if (filled[at]) {

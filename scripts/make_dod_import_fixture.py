@@ -27,15 +27,17 @@ the public code's target lists injected into the diffusers models of tests/fixtu
 names "default" and "vae_skip" as the public code's add_adapter calls give them). The stage-2 names are
 the public code's module attributes (spelled out above; its NAFNett/basicsr copies are not needed).
 
-Values: tests/fixtures/dod/step.safetensors (scripts/make_dod_fixture.py): s1.param.* for stage 1,
-s2.param.* for stage 2, except de_mlp: that fixture's model has the cnn extractor (8 features), while the
-public code feeds de_mlp the guided-diffusion features, so de_mlp gets seeded random values for the
-ADM fixture's 32 (tests/fixtures/adm).
+Values: tests/fixtures/dod/step.safetensors (scripts/make_dod_fixture.py): s1.param.* for the LoRA
+tensors and conv_in, s2.param.* for stage 2. The modulation MLPs and block embeddings get seeded random
+values at DOD's sizes (de 256, block 64; that fixture's are 12 and 6, with the cnn extractor's 8 features),
+de_mlp reading the ADM fixture's 32 features (tests/fixtures/adm): the sizes a configuration gives, so
+dod-import-public can build the model (tests/cli_import_public.sh).
 
   stage1.pkl                  stage 1 as above (torch 1.13 zip format)
   stage2.pkl                  stage 2 as above
   prompt_embeds.pt            tests/fixtures/dod/prompt.safetensors' [77, 16] embedding as [1, 77, 16]
-  expect_stage1.safetensors   the stage-1 tensors under OUR names (tests/fixtures/dod's, de_mlp replaced)
+  expect_stage1.safetensors   the stage-1 tensors under OUR names (the LoRA and conv_in of tests/fixtures/dod,
+                              the modulation above)
 
 Run: ${PYTHON:-python3} scripts/make_dod_import_fixture.py   (needs torch, diffusers 0.21, peft >= 0.7,
      safetensors)
@@ -55,7 +57,7 @@ BASE = os.path.join(ROOT, "tests", "fixtures", "sd", "sd2_tiny", "model")
 STEP = os.path.join(ROOT, "tests", "fixtures", "dod", "step.safetensors")
 PROMPT = os.path.join(ROOT, "tests", "fixtures", "dod", "prompt.safetensors")
 OUT = os.path.join(ROOT, "tests", "fixtures", "dod_import")
-RANK, DE, BLK, ADM_DIM = 4, 12, 6, 32
+RANK, DE, BLK, ADM_DIM = 4, 256, 64, 32   # the modulation at DOD's sizes (dod-import-public builds those)
 # The public code's target lists (osediff.py): PEFT's list matching for the UNet, a regex for the VAE encoder.
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
                 "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj"]
@@ -73,8 +75,11 @@ def main():
     s1 = {k[len("s1.param."):]: v for k, v in step.items() if k.startswith("s1.param.")}
     s2 = {k[len("s2.param."):]: v for k, v in step.items() if k.startswith("s2.param.")}
     g = torch.Generator().manual_seed(4242)
-    s1["mod.de_mlp.weight"] = (torch.randn(DE, ADM_DIM, generator=g) * 0.3).float()
-    s1["mod.de_mlp.bias"] = (torch.randn(DE, generator=g) * 0.1).float()
+    mod = {"mod.de_mlp.weight": (DE, ADM_DIM), "mod.de_mlp.bias": (DE,), "mod.block_mlp.weight": (BLK, BLK),
+           "mod.block_mlp.bias": (BLK,), "mod.fuse_mlp.weight": (2 * RANK, DE + BLK), "mod.fuse_mlp.bias": (2 * RANK,),
+           "mod.block_embeddings.weight": (10, BLK)}
+    for name, shape in mod.items():
+        s1[name] = (torch.randn(*shape, generator=g) * (0.1 if len(shape) == 1 else shape[-1] ** -0.5)).float()
 
     unet = inject_adapter_in_model(LoraConfig(r=RANK, init_lora_weights="gaussian", target_modules=UNET_TARGETS),
                                    UNet2DConditionModel.from_pretrained(os.path.join(BASE, "unet")), "default")

@@ -33,9 +33,7 @@ static DodModelConfig config(int stage, bool adm) {
     c.prompt_path = FIX "dod/prompt.safetensors";
     c.lora_rank = 4;
     c.lora_alpha = 6.0f;
-    c.modulation = dod_modulation_default_config(4);
-    c.modulation.de_dim = 12;
-    c.modulation.block_dim = 6;
+    c.modulation = dod_modulation_default_config(4);   // de 256, block 64, as the fixture
     c.modulation.feature_dim = 8;
     c.modulation.cnn_channels[0] = c.modulation.cnn_channels[1] = 4;
     c.modulation.cnn_channels[2] = c.modulation.cnn_channels[3] = 8;
@@ -202,7 +200,7 @@ static void test_errors(void) {
     DodModelConfig cc = config(1, false);
     m = dod_model_create(&cc);
     CHECK(import(m, STAGE1, NULL, err, sizeof err) == -1 && strstr(err, "1 shapes differ") &&
-              strstr(err, "state_dict_unet_de_mlp/0.weight is [12, 32], our mod.de_mlp.weight is [12, 8]") &&
+              strstr(err, "state_dict_unet_de_mlp/0.weight is [256, 32], our mod.de_mlp.weight is [256, 8]") &&
               strstr(err, "mod.cnn.0.weight (the public code has no such tensor)"),
           "cnn model: %s", err);
     dod_model_free(m);
