@@ -248,3 +248,17 @@ int dod_import_public(ParamStore *ps, const char *path, DodImportStats *stats, c
     if (stats) *stats = s;
     return rc;
 }
+
+int dod_import_gamma_plain(ParamStore *ps, int rank, char *err, size_t errlen) {
+    Tensor *b = params_get(ps, "mod.fuse_mlp.bias");
+    if (!b || b->ndim != 1 || b->shape[0] != 2 * (int64_t)rank || b->dtype != DT_F32) {
+        snprintf(err, errlen, "no f32 mod.fuse_mlp.bias of %d entries (LoRA rank %d) to convert", 2 * rank, rank);
+        return -1;
+    }
+    float *host = dod_malloc(sizeof(float) * (size_t)b->numel, "fuse bias");
+    device_copy(host, DEV_CPU, b->data, b->device, sizeof(float) * (size_t)b->numel);
+    for (int i = 0; i < rank; i++) host[i] -= 1.0f;
+    device_copy(b->data, b->device, host, DEV_CPU, sizeof(float) * (size_t)b->numel);
+    free(host);
+    return 0;
+}

@@ -35,7 +35,8 @@
 // lora_alpha / r with the public code's LoraConfig leaving lora_alpha at PEFT's default 8, the detail
 // module's order (concat(skip, dec), dec + w Fuse). What the public material does not show is the
 // modulated LoRA forward itself (its model_qkv.py, my_lora_fwd_sft): the import assumes ours,
-// h = W0 x + s B((1 + gamma) A x + beta) (docs/dod-modules.md); see docs/model-loading.md.
+// h = W0 x + s B((1 + gamma) A x + beta) (docs/dod-modules.md); dod_import_gamma_plain converts a model
+// whose forward is gamma (A x) + beta. See docs/model-loading.md.
 #pragma once
 #include <stddef.h>
 
@@ -63,3 +64,9 @@ typedef struct {
 // is unexpected or maps to no tensor of ps, every shape mismatch (both shapes), and every trainable
 // tensor the file lacks (with the public key it comes from). stats (may be NULL) receives the counts.
 int dod_import_public(ParamStore *ps, const char *path, DodImportStats *stats, char *err, size_t errlen);
+
+// For a public model whose modulated LoRA is h = W0 x + s B(gamma (A x) + beta) rather than ours
+// ((1 + gamma) A x): our gamma must be theirs - 1, so 1 is subtracted (+=) from the gamma half (the
+// first `rank` entries) of mod.fuse_mlp.bias, on its device. 0, or -1 with err when ps has no
+// mod.fuse_mlp.bias of 2 rank entries.
+int dod_import_gamma_plain(ParamStore *ps, int rank, char *err, size_t errlen);

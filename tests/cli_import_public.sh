@@ -49,6 +49,13 @@ rc=0
 check "dod-train --resume fine-tunes it (rc $rc: $(tail -1 "$T/tune.log"))" \
     "[ $rc = 0 ] && [ -f $T/imp/checkpoints/step_0000001.safetensors ]"
 
+rc=0
+"$I" --config "$T/s1.ini" --stage1 "$F/stage1.pkl" --lora-gamma plain --out "$T/plain" > "$T/plain.log" 2>&1 || rc=$?
+check "--lora-gamma plain converts (rc $rc)" "[ $rc = 0 ] && grep -q 'gamma converted from the plain form' $T/plain.log"
+rc=0
+"$I" --config "$T/s1.ini" --stage1 "$F/stage1.pkl" --lora-gamma half --out "$T/x0" > "$T/half.log" 2>&1 || rc=$?
+check "--lora-gamma takes one-plus or plain (rc $rc)" "[ $rc = 2 ] && grep -q 'expected one-plus or plain' $T/half.log"
+
 # stage 2: the stage-1 tensors from the imported run; the fixture's detail module has RRDB growth 2,
 # a configuration builds growth 32: every RRDB tensor is named as not fitting.
 cp "$T/s1.ini" "$T/s2.ini"

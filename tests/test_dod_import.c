@@ -119,6 +119,16 @@ static void test_stage1(void) {
     Tensor *lb = params_get(a->params, "unet.conv_out.lora_B.weight");
     CHECK(lb && fabsf(tensor_data_f32(lb)[0]) > 0, "lora_B imported");
     check_restores_same(a, b, "stage 1");
+    // --lora-gamma plain: the gamma half of the fuse bias moves by -1, the beta half stays.
+    float before[8], after[8];
+    Tensor *fb = params_get(a->params, "mod.fuse_mlp.bias");
+    memcpy(before, fb->data, sizeof before);
+    CHECK(dod_import_gamma_plain(a->params, 4, err, sizeof err) == 0, "%s", err);
+    memcpy(after, fb->data, sizeof after);
+    bool ok = true;
+    for (int i = 0; i < 8; i++) ok &= after[i] == (i < 4 ? before[i] - 1.0f : before[i]);
+    CHECK(ok, "gamma conversion");
+    CHECK(dod_import_gamma_plain(a->params, 8, err, sizeof err) == -1 && strstr(err, "rank 8"), "wrong rank: %s", err);
     dod_model_free(a);
     dod_model_free(b);
 }

@@ -31,6 +31,9 @@ static void usage(FILE *f) {
             "                        configuration's [stage] init_from (a run dir this tool wrote from --stage1)\n"
             "  --prompt-embeds FILE  its prompt_embeds.pt ([1, 77, D]): copied into RUN_DIR and used as\n"
             "                        [model] prompt_embedding\n"
+            "  --lora-gamma one-plus|plain  the public modulated LoRA's form: (1 + gamma) A x + beta (ours, the\n"
+            "                        default) or gamma A x + beta (then 1 is subtracted from the gamma half of\n"
+            "                        fuse_mlp's bias; stage 1 only); docs/model-loading.md\n"
             "  --out RUN_DIR         a new run dir: config.ini and checkpoints/step_0000000.safetensors (zero\n"
             "                        optimizer moments), as dod-train leaves them\n"
             "  --version, -h/--help\n"
@@ -104,7 +107,7 @@ static int check_public(const TrainConfig *c, const char *stage1, const char *st
 
 int main(int argc, char **argv) {
     if (dod_version_requested(argc, argv, "dod-import-public")) return 0;
-    const char *config_path = NULL, *stage1 = NULL, *stage2 = NULL, *prompt = NULL, *out = NULL;
+    const char *config_path = NULL, *stage1 = NULL, *stage2 = NULL, *prompt = NULL, *out = NULL, *gamma = "one-plus";
     const char **sets = calloc((size_t)argc, sizeof(char *));
     int n_sets = 0;
     for (int i = 1; i < argc; i++) {
@@ -116,11 +119,22 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--stage2") && v) stage2 = argv[++i];
         else if (!strcmp(a, "--prompt-embeds") && v) prompt = argv[++i];
         else if (!strcmp(a, "--out") && v) out = argv[++i];
+        else if (!strcmp(a, "--lora-gamma") && v) gamma = argv[++i];
         else {
             fprintf(stderr, "dod-import-public: %s: %s\n", a, a[0] == '-' && a[1] == '-' && !v ? "needs a value"
                                                                                            : "unknown argument (see --help)");
             return 2;
         }
+    }
+    bool plain = !strcmp(gamma, "plain");
+    if (!plain && strcmp(gamma, "one-plus")) {
+        fprintf(stderr, "dod-import-public: --lora-gamma %s: expected one-plus or plain\n", gamma);
+        return 2;
+    }
+    if (plain && !stage1) {
+        fprintf(stderr, "dod-import-public: --lora-gamma plain converts a stage-1 import (the stage-2 model takes its "
+                        "stage-1 tensors from [stage] init_from, converted when that was imported)\n");
+        return 2;
     }
     if (!config_path || !out || (!stage1 && !stage2)) {
         fprintf(stderr, "dod-import-public: give --config FILE, --stage1 or --stage2 FILE and --out RUN_DIR (see --help)\n");
@@ -175,7 +189,8 @@ int main(int argc, char **argv) {
     const char *file = stage2 ? stage2 : stage1;
     ParamStore *ps = m->params(m->self);
     DodImportStats stats;
-    if (dod_import_public(ps, file, &stats, err, sizeof err)) {
+    if (dod_import_public(ps, file, &stats, err, sizeof err) ||
+        (plain && dod_import_gamma_plain(ps, (int)mo->lora_rank, err, sizeof err))) {
         fprintf(stderr, "dod-import-public: %s\n", err);
         model_free(m);
         free(text);
@@ -202,6 +217,7 @@ int main(int argc, char **argv) {
     }
     printf("dod-import-public: stage %lld: %d tensors from %s", mo->stage, stats.copied, file);
     if (stats.skipped) printf(" (%d frozen base weights in it not read)", stats.skipped);
+    if (plain) printf(", gamma converted from the plain form");
     if (mo->stage == 2) printf(", %d stage-1 tensors from %s", n_stage1, mo->init_from);
     printf("\n  -> %s (step 0), %s%s%s\n", written, cfg_file, prompt ? ", " : "", prompt ? prompt_path : "");
     printf("evaluate:  dod-eval run --config %s --checkpoint %s ...\n", cfg_file, out);
