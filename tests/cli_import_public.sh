@@ -15,18 +15,11 @@ I=$B/bin/dod-import-public
 F=$S/tests/fixtures/dod_import
 tiny_dod_data "$B" "$T/syn.h5"
 tiny_dod_ini "$T/s1.ini" "$T/syn.h5" "$T/unused"
+tiny_dod_adm "$T/s1.ini"
 cat >> "$T/s1.ini" <<INI
-[model]
-prompt_embedding = $S/tests/fixtures/dod/prompt.safetensors
-frozen_dtype = f32
 [lora]
 rank = 4
 alpha = 8
-[modulation]
-extractor = adm
-adm_weights = $S/tests/fixtures/adm/adm_tiny.pt
-adm_head_channels = 8
-adm_norm_groups = 8
 INI
 
 rc=0

@@ -14,15 +14,8 @@ trap 'rm -rf "$T"' EXIT
 . "$S/tests/shell_lib.sh"
 tiny_dod_data "$B" "$T/syn.h5"
 tiny_dod_ini "$T/adm.ini" "$T/syn.h5" "$T/run"
+tiny_dod_adm "$T/adm.ini"
 cat >> "$T/adm.ini" <<INI
-[model]
-prompt_embedding = $S/tests/fixtures/dod/prompt.safetensors
-frozen_dtype = f32
-[modulation]
-extractor = adm
-adm_weights = $S/tests/fixtures/adm/adm_tiny.pt
-adm_head_channels = 8
-adm_norm_groups = 8
 [train]
 steps = 2
 [log]

@@ -1,5 +1,6 @@
-# Sourced by the CLI tests (cli_train_dod.sh, cli_train_dod_vae.sh, cli_eval_run.sh, cli_data.sh,
-# cli_device.sh, cli_device_audit.sh, cli_parity.sh, cli_dist.sh) and scripts/gpu-check.sh:
+# Sourced by the CLI tests (cli_train_dod.sh, cli_train_dod_vae.sh, cli_train_dod_adm.sh,
+# cli_import_public.sh, cli_eval_run.sh, cli_data.sh, cli_device.sh, cli_device_audit.sh, cli_parity.sh,
+# cli_dist.sh) and scripts/gpu-check.sh:
 #   . "$S/tests/shell_lib.sh"
 # a pass/fail counter, the tiny DOD training configuration the DOD tests start from, and a
 # bitwise comparison of checkpoints' tensors.
@@ -45,6 +46,22 @@ seed = 7
 run_dir = $3
 [checkpoint]
 every = 2
+INI
+}
+
+# tiny_dod_adm FILE appends (+=) to a tiny_dod_ini FILE the paper's adm extractor on the small
+# guided-diffusion fixture (tests/fixtures/adm: 8-channel heads, 8 norm groups), the fixture prompt
+# embedding and f32 frozen weights.
+tiny_dod_adm() {
+    cat >> "$1" <<INI
+[model]
+prompt_embedding = $CLI_LIB_TESTS/fixtures/dod/prompt.safetensors
+frozen_dtype = f32
+[modulation]
+extractor = adm
+adm_weights = $CLI_LIB_TESTS/fixtures/adm/adm_tiny.pt
+adm_head_channels = 8
+adm_norm_groups = 8
 INI
 }
 

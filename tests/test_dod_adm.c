@@ -14,29 +14,14 @@
 #include "autograd/tape.h"
 #include "layers/dod_model.h"
 
-#ifndef DOD_SOURCE_DIR
-#define DOD_SOURCE_DIR "."
-#endif
-#define BASE_MODEL DOD_SOURCE_DIR "/tests/fixtures/sd/sd2_tiny/model"
-#define PROMPT_FILE DOD_SOURCE_DIR "/tests/fixtures/dod/prompt.safetensors"
-#define ADM_FILE DOD_SOURCE_DIR "/tests/fixtures/adm/adm_tiny.pt"
+#include "tests/dod_fixture_config.h"
+
 #define ADM_DIM 32   // the fixture's middle-block width
 
-// The parity fixture's small sizes (tests/test_dod_model.c) with the adm extractor on the ADM fixture.
+// The parity fixture's small sizes (tests/dod_fixture_config.h) with the adm extractor on the ADM fixture.
 static DodModelConfig adm_config(int stage) {
-    DodModelConfig c = dod_model_default_config(stage);
-    c.base_model_dir = BASE_MODEL;
-    c.prompt_path = PROMPT_FILE;
-    c.lora_rank = 4;
-    c.lora_alpha = 6.0f;
-    c.modulation = dod_modulation_default_config(4);
-    c.modulation.de_dim = 12;
-    c.modulation.block_dim = 6;
-    c.detail_growth = 2;
-    c.extractor = DOD_EXTRACTOR_ADM;
-    c.adm_weights = ADM_FILE;
-    c.adm.head_channels = 8;   // the fixture's flags (scripts/make_adm_fixture.py)
-    c.adm.groups = 8;
+    DodModelConfig c = dod_fixture_config(stage);
+    dod_fixture_use_adm(&c);
     return c;
 }
 
@@ -192,7 +177,7 @@ static void create_no_weights(void *ctx) {
 static void create_missing_file(void *ctx) {
     (void)ctx;
     DodModelConfig c = adm_config(1);
-    c.adm_weights = DOD_SOURCE_DIR "/tests/fixtures/adm/none.pt";
+    c.adm_weights = DOD_SOURCE_DIR "/tests/fixtures/adm/none.pt";   // a file that is not there
     dod_model_free(dod_model_create(&c));
 }
 

@@ -14,6 +14,7 @@
 #include "layers/dod_import.h"
 #include "layers/dod_model.h"
 #include "layers/safetensors.h"
+#include "tests/dod_fixture_config.h"
 
 #ifndef DOD_SOURCE_DIR
 #define DOD_SOURCE_DIR "."
@@ -26,24 +27,13 @@
 
 static char scratch[512];
 
-// The parity fixture's sizes (tests/test_dod_model.c) with the adm extractor (tests/fixtures/adm).
+// The parity fixture's sizes (tests/dod_fixture_config.h) but DOD's modulation sizes (de 256, block 64,
+// as the import fixture), with the adm extractor (tests/fixtures/adm) or the fixture's cnn.
 static DodModelConfig config(int stage, bool adm) {
-    DodModelConfig c = dod_model_default_config(stage);
-    c.base_model_dir = FIX "sd/sd2_tiny/model";
-    c.prompt_path = FIX "dod/prompt.safetensors";
-    c.lora_rank = 4;
-    c.lora_alpha = 6.0f;
-    c.modulation = dod_modulation_default_config(4);   // de 256, block 64, as the fixture
-    c.modulation.feature_dim = 8;
-    c.modulation.cnn_channels[0] = c.modulation.cnn_channels[1] = 4;
-    c.modulation.cnn_channels[2] = c.modulation.cnn_channels[3] = 8;
-    c.detail_growth = 2;
-    if (adm) {
-        c.extractor = DOD_EXTRACTOR_ADM;
-        c.adm_weights = FIX "adm/adm_tiny.pt";
-        c.adm.head_channels = 8;
-        c.adm.groups = 8;
-    }
+    DodModelConfig c = dod_fixture_config(stage);
+    c.modulation.de_dim = 256;
+    c.modulation.block_dim = 64;
+    if (adm) dod_fixture_use_adm(&c);
     return c;
 }
 
