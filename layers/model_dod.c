@@ -89,8 +89,8 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
     if (check_prompts(o, err, errlen) || (cfg.extractor == DOD_EXTRACTOR_ADM && check_adm_weights(o, err, errlen)))
         return NULL;
     cfg.adm_weights = o->adm_weights;
-    cfg.adm.head_channels = (int)o->adm_head_channels;
-    cfg.adm.groups = (int)o->adm_norm_groups;
+    if (o->adm_head_channels > 0) cfg.adm.head_channels = (int)o->adm_head_channels;   // 0 (a zeroed struct): 64
+    if (o->adm_norm_groups > 0) cfg.adm.groups = (int)o->adm_norm_groups;               // 0: 32
     cfg.public_init = o->init == MODEL_INIT_PUBLIC;
     cfg.eval_sample = o->eval_latent == MODEL_EVAL_LATENT_SAMPLE;
     cfg.eval_seed = (uint64_t)o->eval_seed;
