@@ -209,6 +209,9 @@ static void op_attention_cpu_backward(const AttnGeom *g, const float *q, const f
     arena_release(mark);
 }
 
+// The FLOPs of one of attention's products (Q K^T, P V, or one gradient product): 2 * B*H * Lq * Lk * D.
+static double attention_product_flops(const AttnGeom *g) { return flops_gemm(g->B * g->H, g->Lq, g->Lk, g->D); }
+
 static void attention_backward(AgNode *node) {
     AttnCtx *c = node->ctx;
     Tensor *q = node->inputs[0], *k = node->inputs[1], *v = node->inputs[2];
@@ -223,6 +226,11 @@ static void attention_backward(AgNode *node) {
     else
         op_attention_cpu_backward(&c->g, q32, k32, v32, o32, c->lse, node->out->grad, dq, dk, dv);
     scratch_end(scratch);
+    // Gradient products dV = P^T dO, dP = dO V^T (for dQ or dK), dQ = dS K, dK = dS^T Q; the scores
+    // Q K^T remade from lse repeat a forward product (recomputed).
+    double one = attention_product_flops(&c->g);
+    int products = (dv != NULL) + (dq || dk) + (dq != NULL) + (dk != NULL);
+    op_flops_backward(node->op, FLOPS_ATTENTION, products * one, one);
 }
 
 static Tensor *attention(const char *op, Tensor *q, Tensor *k, Tensor *v, int heads, float scale, bool causal) {
@@ -255,6 +263,8 @@ static Tensor *attention(const char *op, Tensor *q, Tensor *k, Tensor *v, int he
     else op_attention_cpu_forward(&g, q32, k32, v32, o32, lse);
     tensor_store_f32(out, o32);
     scratch_end(scratch);
+    // Causal attention counts the full products too (as torch.utils.flop_counter does for SDPA).
+    op_flops_forward(op, FLOPS_ATTENTION, 2 * attention_product_flops(&g));
     if (record) {
         AttnCtx *c = ag_record(op, attention_backward, out, 3, in, sizeof(AttnCtx));
         c->g = g;

@@ -127,7 +127,9 @@ static void checkpoint_backward(AgNode *node) {
         detached[i] = d;
     }
     ag_set_grad_enabled(true);
+    op_profile_recompute_begin();  // the block's products repeat its first run's: counted as recomputed
     Tensor *out = c->fn(c->fn_ctx, detached);
+    op_profile_recompute_end();
     DOD_CHECK(out->numel == node->out->numel, "ag_checkpoint",
               "recomputed block output %s differs from the first run's %s", shape_str(out), shape_str(node->out));
     DOD_CHECK(out->grad == NULL, "ag_checkpoint",

@@ -23,5 +23,14 @@ typedef struct {
 
 // The loss of out against hq ([N, 3, H, W], same shape) with weights w (= new tensors; records the
 // tape when grad mode is on). The SSIM and LPIPS terms are built only when their weight is > 0 (LPIPS
-// needs H, W >= 16). The float fields are read back from the loss tensors (one small copy each on CUDA).
+// needs H, W >= 16). The float fields are read back from the loss tensors (one small copy each on CUDA,
+// each waiting for the kernels before it).
 DodLoss dod_loss(Tensor *out, Tensor *hq, DodLossWeights w);
+
+// The same loss with its terms left where they were computed (no read-back, no host sync): one-element
+// f32 tensors on out's device; ssim and ssim_loss NULL when w.ssim == 0, lpips NULL when w.lpips == 0.
+// dod_loss reads these.
+typedef struct {
+    Tensor *total, *mse, *ssim, *ssim_loss, *lpips;
+} DodLossTerms;
+DodLossTerms dod_loss_terms(Tensor *out, Tensor *hq, DodLossWeights w);

@@ -149,6 +149,14 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
         m->vae = vae_load(dir, cfg->frozen_dtype, NULL);
     }
     setup_scheduler(m);
+    // The two parts must fit together; otherwise the first op joining them would fail naming itself.
+    const SdUNetConfig *uc = &m->unet->cfg;
+    const SdVaeConfig *vc = &m->vae->cfg;
+    DOD_CHECK(uc->in_channels == vc->latent_channels && uc->out_channels == vc->latent_channels, uc->path,
+              "in_channels %d / out_channels %d: the VAE (%s) has latent_channels %d", uc->in_channels,
+              uc->out_channels, vc->path, vc->latent_channels);
+    DOD_CHECK(vc->in_channels == 3 && vc->out_channels == 3, vc->path,
+              "in_channels %d / out_channels %d: DOD restores RGB images (3 and 3)", vc->in_channels, vc->out_channels);
     int D = m->unet->cfg.cross_attention_dim[0];
     for (int i = 1; i < m->unet->cfg.n_levels; i++)
         DOD_CHECK(m->unet->cfg.cross_attention_dim[i] == D, m->unet->cfg.path,
@@ -325,13 +333,20 @@ Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_
 Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m, lq, DOD_MODE_EVAL, 0); }
 
 // ---- losses ------------------------------------------------------------------------------------------
-DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
-    // check_config keeps ssim_weight at 0 in stage 1 and gives a non-zero lpips_weight its network.
-    return dod_loss(out, hq, (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight,
-                                              .lpips = m->cfg.lpips_weight, .lpips_net = m->cfg.lpips});
+// check_config keeps ssim_weight at 0 in stage 1 and gives a non-zero lpips_weight its network.
+static DodLossWeights loss_weights(const DodModel *m) {
+    return (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight, .lpips = m->cfg.lpips_weight,
+                            .lpips_net = m->cfg.lpips};
 }
+
+DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) { return dod_loss(out, hq, loss_weights(m)); }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
     Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
     return dod_model_loss(m, out, hq);
+}
+
+DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
+    Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
+    return dod_loss_terms(out, hq, loss_weights(m));
 }

@@ -139,3 +139,5 @@ Tensor *dod_model_restore(DodModel *m, Tensor *lq);
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq);
 // forward (TRAIN, noise from step_seed) + loss: what one training step back-propagates.
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);
+// The same step's loss terms left on the device (dod_loss_terms: nothing read back, no host sync).
+DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);

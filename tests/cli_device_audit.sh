@@ -23,6 +23,8 @@ layers/adm_encoder.c:build_resblock          loading: folds the host emb project
 layers/adm_encoder.c:keep                    loading: copies a host file tensor
 layers/adm_encoder.c:run_units               device_copy of a block's output on its own device (no dereference)
 layers/clip_text.c:clip_text_forward         device_copy between tensors on the model's device (no dereference)
+layers/dod_import.c:copy_into               loading: source is a host file view; device_copy writes the model's tensor
+layers/dod_import.c:dod_import_gamma_plain  device_copy through a host buffer (no dereference of the tensor)
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
 layers/dod_model_util.c:copy_entry           loading: source is a host file view; device_copy writes a CUDA destination
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
@@ -35,7 +37,7 @@ layers/safetensors.c:safetensors_drop_pages  file mapping, no tensors
 layers/safetensors.c:safetensors_load_store  loading: host tensors
 layers/safetensors.c:safetensors_open        file mapping, no tensors
 layers/safetensors.c:safetensors_save        CUDA tensors are written through a host copy (device_copy)
-layers/safetensors.c:safetensors_tensor      loading: host tensors
+layers/safetensors.c:read_tensor             loading: host tensors
 layers/safetensors.c:torch_tensor            loading a PyTorch checkpoint's tensor: host tensors
 layers/sd_load.c:sd_tensor_make_owned        loading: host tensors (before any move)
 layers/sd_prompt.c:encode_one                device_copy of the encoder's output into a host tensor

@@ -243,9 +243,7 @@ void dod_cuda_print_mem_report(const char *label) {
 }
 
 // ---- copies ---------------------------------------------------------------------------------------
-void cuda_copy_h2d(void *dst, const void *src, size_t bytes) {
-    if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
-}
+// cuda_copy_h2d and the upload stream: upload.cu.
 void cuda_copy_d2h(void *dst, const void *src, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
