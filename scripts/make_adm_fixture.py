@@ -26,7 +26,15 @@ count as a parameter (32 for the real file).
                            case 1: [1, 3, 45, 37], t = 0 (odd sizes: the avg-pools floor)
                            case 2: case 0's input at t = 417 (the timestep embedding's frequencies;
                                    no x2 is stored)
-  meta.json              the sizes and flags above
+  meta.json              the sizes and flags above, and per t = 0 case the FLOPs of PyTorch's forward up
+                         to the middle block ("forward", counted by scripts/count_flops_torch.py's
+                         FlopCounter: 2 per multiply-add of its products) and the share of the timestep
+                         embedding's products in it ("time_embedding": time_embed and every ResBlock's
+                         emb_layers, from the model's structure), which layers/adm_encoder.c folds into
+                         the norms at load instead of running them per forward, and "einsum_multiply":
+                         the products torch.einsum ran as an elementwise multiply, which the counter
+                         cannot see (an attention over one token: its P V einsum has a contraction of
+                         length 1; 2 * N * C FLOPs each, recorded by hooks on the AttentionBlocks)
 
 The features come from UNetModel.forward itself: a forward hook on middle_block records its output and
 stops the forward there (the output blocks cannot run on odd sizes anyway). Float32, CPU.
@@ -42,6 +50,9 @@ import sys
 import torch
 from safetensors.torch import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from count_flops_torch import FlopCounter  # noqa: E402
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "adm")
 GROUPS = 8
 FLAGS = dict(image_size=256, num_channels=16, num_res_blocks=2, channel_mult="1,1,1,1,1,2", learn_sigma=True,
@@ -53,6 +64,18 @@ CASES = [((2, 3, 64, 64), 0), ((1, 3, 45, 37), 0), ((2, 3, 64, 64), 417)]
 
 class Stop(Exception):
     pass
+
+
+def time_embedding_flops(model, n):
+    """FLOPs of the timestep embedding's products for a batch of n: time_embed's linears and the
+    emb_layers linear of every ResBlock the encoder runs (input_blocks, middle_block)."""
+    flops = 0
+    for name, m in model.named_modules():
+        top = name.split(".")[0]
+        if isinstance(m, torch.nn.Linear) and (top == "time_embed" or (
+                top in ("input_blocks", "middle_block") and ".emb_layers." in name)):
+            flops += 2 * n * m.in_features * m.out_features
+    return flops
 
 
 def main():
@@ -85,15 +108,31 @@ def main():
         raise Stop()
 
     model.middle_block.register_forward_hook(hook)
+    single_token = []   # per forward, the FLOPs of the one-token attentions' P V products
+
+    def attention_hook(module, inputs, output):
+        x = inputs[0]
+        if x[0, 0].numel() == 1:
+            single_token.append(2 * x.shape[0] * x.shape[1])
+
+    for m in model.modules():
+        if isinstance(m, gd_unet.AttentionBlock):
+            m.register_forward_hook(attention_hook)
     ref = {}
+    flops = []
     for k, (shape, t) in enumerate(CASES):
         g = torch.Generator().manual_seed(100 + k)
         x = ref["x0"] if k == 2 else (torch.rand(*shape, generator=g) * 2 - 1).float()
+        counter = FlopCounter()
+        single_token.clear()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), counter:
                 model(x, torch.full((shape[0],), t, dtype=torch.long))
         except Stop:
             pass
+        if t == 0:
+            flops.append(dict(case=k, forward=counter.flops, time_embedding=time_embedding_flops(model, shape[0]),
+                              einsum_multiply=sum(single_token)))
         h = mid.pop("out").float()
         if k != 2:
             ref[f"x{k}"] = x
@@ -111,7 +150,7 @@ def main():
     os.chmod(os.path.join(OUT, "adm_ref.safetensors"), 0o644)
     enc = [k for k in keep if k.split(".")[0] in ("time_embed", "input_blocks", "middle_block")]
     meta = dict(FLAGS, groups=GROUPS, n_encoder_tensors=len(enc), n_file_tensors=len(keep),
-                cases=[dict(shape=list(s), timestep=t) for s, t in CASES])
+                cases=[dict(shape=list(s), timestep=t) for s, t in CASES], flops=flops)
     with open(os.path.join(OUT, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
     print(f"{len(keep)} tensors saved ({len(enc)} of the encoder), to {OUT}")

@@ -9,11 +9,18 @@
 //    architecture found (levels, widths, attention) is the fixture's, and the random-tensor table of
 //    the same hyperparameters has exactly the file's encoder tensors (names, shapes, order);
 //  - bf16 storage stays within 2e-2 of the f32 features;
+//  - the FLOP counter (autograd/profile.h) counts for a forward exactly what PyTorch's products count
+//    for guided-diffusion's (meta.json "flops"), less the timestep embedding's products, which the
+//    encoder folds into its norms at load, plus the one-token attentions' P V products, which
+//    torch.einsum runs as a multiply that PyTorch's counter does not see;
 //  - no tape node is recorded for an input that requires grad, and the arena holds only the output;
 //  - errors: a missing tensor, a misshapen one, the wrong num_res_blocks, too small an image, a
 //    missing file.
+#include <cjson/cJSON.h>
+
 #include "tests/check.h"
 
+#include "autograd/profile.h"
 #include "autograd/tape.h"
 #include "layers/adm_encoder.h"
 #include "layers/safetensors.h"
@@ -24,6 +31,7 @@
 #define ADM_DIR DOD_SOURCE_DIR "/tests/fixtures/adm/"
 #define ADM_FILE ADM_DIR "adm_tiny.pt"
 #define REF_FILE ADM_DIR "adm_ref.safetensors"
+#define META_FILE ADM_DIR "meta.json"
 #define N_ENCODER_TENSORS 240   // meta.json n_encoder_tensors
 #define TOL 1e-4
 
@@ -165,6 +173,49 @@ static void test_values(void) {
     ag_step_reset();
 }
 
+// meta.json's "flops" entry of case k: PyTorch's forward FLOPs less its timestep-embedding products,
+// plus the products its einsum ran as an elementwise multiply.
+static double torch_forward_flops(int k) {
+    FILE *f = fopen(META_FILE, "rb");
+    if (!f) dod_fatal("test_adm_encoder", "%s: cannot open", META_FILE);
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *root = cJSON_Parse(buf), *list = cJSON_GetObjectItem(root, "flops"), *e;
+    double flops = -1;
+    cJSON_ArrayForEach(e, list) {
+        cJSON *c = cJSON_GetObjectItem(e, "case"), *fw = cJSON_GetObjectItem(e, "forward"),
+              *te = cJSON_GetObjectItem(e, "time_embedding"), *em = cJSON_GetObjectItem(e, "einsum_multiply");
+        if (cJSON_IsNumber(c) && c->valueint == k && cJSON_IsNumber(fw) && cJSON_IsNumber(te) && cJSON_IsNumber(em))
+            flops = fw->valuedouble - te->valuedouble + em->valuedouble;
+    }
+    cJSON_Delete(root);
+    if (flops < 0) dod_fatal("test_adm_encoder", "%s: no flops entry for case %d (run scripts/make_adm_fixture.py)",
+                             META_FILE, k);
+    return flops;
+}
+
+static void test_flops(void) {
+    AdmEncoder *e = load_fixture(0, DT_F32);
+    const char *names[2] = {"x0", "x1"};
+    for (int k = 0; k < 2; k++) {
+        Tensor *x = ref_tensor(names[k]);
+        OpFlops before = op_flops_total(FLOPS_KINDS);
+        adm_encoder_features(e, x);
+        OpFlops d = op_flops_sub(op_flops_total(FLOPS_KINDS), before);
+        double want = torch_forward_flops(k);
+        CHECK(d.forward == want && d.backward == 0 && d.recomputed == 0,
+              "case %d %s: forward FLOPs %.0f (backward %.0f, recomputed %.0f), expected %.0f (PyTorch's, see above)",
+              k, shape_str(x), d.forward, d.backward, d.recomputed, want);
+        printf("case %d %s: %.0f forward FLOPs, as PyTorch's (see above)\n", k, shape_str(x),
+               d.forward);
+        tensor_free(x);
+        ag_step_reset();
+    }
+    adm_encoder_free(e);
+}
+
 // Error messages: each names the file and the tensor (or the size) at fault.
 static bool load_fails(ParamStore *ps, AdmEncoderConfig c, const char *needle) {
     char err[1024] = "";
@@ -232,6 +283,7 @@ static void test_errors(void) {
 int main(void) {
     test_architecture();
     test_values();
+    test_flops();
     test_errors();
     return check_summary();
 }
