@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layers/model_weights.h"
 #include "layers/safetensors.h"
 
 // ---- names ----------------------------------------------------------------------------------------------
@@ -164,19 +165,6 @@ static void list_report(char *err, size_t errlen, size_t *at, const NameList *l,
     if (*at >= errlen) *at = errlen - 1;
 }
 
-// Copies entry e into dst (converted to its dtype, on its device). 0, or -1 with err.
-static int copy_into(const SafeTensors *st, const StEntry *e, Tensor *dst, char *err, size_t errlen) {
-    Tensor *src = NULL;
-    char msg[ST_ERR_LEN];
-    if (safetensors_tensor(st, e, dst->dtype, NULL, &src, msg) != ST_OK) {
-        snprintf(err, errlen, "%s", msg);
-        return -1;
-    }
-    device_copy(dst->data, dst->device, src->data, DEV_CPU, (size_t)dst->numel * dtype_size(dst->dtype));
-    tensor_free(src);
-    return 0;
-}
-
 int dod_import_public(ParamStore *ps, const char *path, DodImportStats *stats, char *err, size_t errlen) {
     SafeTensors *st;
     char msg[ST_ERR_LEN];
@@ -220,7 +208,7 @@ int dod_import_public(ParamStore *ps, const char *path, DodImportStats *stats, c
             list_add(&twice, "\n  %s (%s again: two adapters on one layer?)", e->name, ours);
             continue;
         }
-        if (copy_into(st, e, dst, err, errlen)) rc = -1;
+        if (checkpoint_copy_entry(st, e, dst, err, errlen)) rc = -1;
         filled[at] = true;
         s.copied++;
     }

@@ -23,7 +23,6 @@ layers/adm_encoder.c:build_resblock          loading: folds the host emb project
 layers/adm_encoder.c:keep                    loading: copies a host file tensor
 layers/adm_encoder.c:run_units               device_copy of a block's output on its own device (no dereference)
 layers/clip_text.c:clip_text_forward         device_copy between tensors on the model's device (no dereference)
-layers/dod_import.c:copy_into               loading: source is a host file view; device_copy writes the model's tensor
 layers/dod_import.c:dod_import_gamma_plain  device_copy through a host buffer (no dereference of the tensor)
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
 layers/dod_model_util.c:copy_entry           loading: source is a host file view; device_copy writes a CUDA destination
@@ -32,7 +31,7 @@ layers/lpips.c:channel_constant              device_copy from a host array into 
 layers/lpips.c:lpips_from_vgg                creation: host tensors, moved with lpips_to_device
 layers/lora.c:host_f32                       copies a CUDA tensor to the host (merge/export, not per step)
 layers/lora.c:lora_merge                     reads host views made by host_f32, writes host tensors
-layers/model_weights.c:checkpoint_read_tensor source is a host file view; the destination is written with device_copy
+layers/model_weights.c:checkpoint_copy_entry source is a host file view; the destination is written with device_copy
 layers/safetensors.c:safetensors_drop_pages  file mapping, no tensors
 layers/safetensors.c:safetensors_load_store  loading: host tensors
 layers/safetensors.c:safetensors_open        file mapping, no tensors

@@ -24,14 +24,7 @@ INI
 rc=0
 "$B/bin/dod-train" --config "$T/adm.ini" > "$T/run.log" 2>&1 || rc=$?
 check "run exits 0 (log: $(tail -3 "$T/run.log" | tr '\n' ' '))" "[ $rc = 0 ]"
-CK=$T/run/checkpoints/step_0000002.safetensors
-check "checkpoint written" "[ -f $CK ]"
-head -c 200000 "$CK" | tr -d '\0' | tr '}' '\n' > "$T/header.txt" || true
-de_mlp_32() { grep -a -q -F '"mod.de_mlp.weight":{"dtype":"F32","shape":[256,32]' "$T/header.txt"; }
-has_cnn() { grep -a -q -F '"mod.cnn.' "$T/header.txt"; }
-check "de_mlp takes the encoder's 32 channels" de_mlp_32
-check "no cnn tensors in the checkpoint" "! has_cnn"
-check "losses are finite" "! grep -o '\"loss\": [^,]*' $T/run/metrics.jsonl | grep -q -i 'nan\|inf'"
+frozen_extractor_checks "$T/run" 32 encoder
 
 # dod-eval run: the mean, and a seeded sample (twice: the same numbers; another seed: others).
 E=$B/bin/dod-eval

@@ -65,6 +65,21 @@ adm_norm_groups = 8
 INI
 }
 
+# frozen_extractor_checks RUN_DIR WIDTH WHAT: the checks of a 2-step run of a frozen degradation
+# extractor (WHAT, named in the messages) with WIDTH pooled channels: its step-2 checkpoint exists,
+# mod.de_mlp takes WIDTH inputs, no mod.cnn tensor was trained, the logged losses are finite.
+frozen_extractor_checks() {
+    local run=$1 width=$2 what=$3
+    local ck=$run/checkpoints/step_0000002.safetensors
+    check "checkpoint written" "[ -f '$ck' ]"
+    # The safetensors JSON header, one tensor entry a line (read once: grep -q on a pipe trips pipefail).
+    head -c 200000 "$ck" 2>/dev/null | tr -d '\0' | tr '}' '\n' > "$run.header.txt" || true
+    _fx_header=$run.header.txt _fx_de_mlp="\"mod.de_mlp.weight\":{\"dtype\":\"F32\",\"shape\":[256,$width]"
+    check "de_mlp takes the $what's $width channels" 'grep -a -q -F "$_fx_de_mlp" "$_fx_header"'
+    check "no cnn tensors in the checkpoint" '! grep -a -q -F "\"mod.cnn." "$_fx_header"'
+    check "losses are finite" "! grep -o '\"loss\": [^,]*' '$run/metrics.jsonl' | grep -q -i 'nan\|inf'"
+}
+
 # same_tensors BUILD A B: whether safetensors files A and B hold the same tensors (names, dtypes,
 # shapes in file order, from BUILD's dod-sd-inspect --header) with bit-identical data; their JSON
 # headers' metadata may differ (checkpoints of differently configured runs).
