@@ -84,5 +84,8 @@ expect_refusal "a run dir that already has checkpoints" "already holds checkpoin
 expect_refusal "a stage-2 file given as stage 1" "tensors of the model missing from the file" \
     --config "$T/s1.ini" --stage1 "$F/stage2.pkl" --out "$T/x4"
 expect_refusal "a missing file" "no_such.pkl" --config "$T/s1.ini" --stage1 "$F/no_such.pkl" --out "$T/x5"
+head -c 100000 "$F/stage1.pkl" > "$T/cut.pkl"
+expect_refusal "a truncated file" "$T/cut.pkl" --config "$T/s1.ini" --stage1 "$T/cut.pkl" --out "$T/x6"
+check "nothing written for a refused import" "[ ! -e $T/x6/checkpoints ]"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
