@@ -611,6 +611,7 @@ static int cmd_run(int argc, char **argv) {
         fprintf(stderr, "%s\n", err);
         goto done;
     }
+    cfg_where(&src, "modulation", "adm_weights", mo.adm_weights_origin, sizeof mo.adm_weights_origin);
 
     // the test sets, checked before the model is loaded
     EvalSet *sets = NULL;

@@ -7,7 +7,8 @@
 // The enum keys are stored as the index of their value among the choices (config_schema.h).
 _Static_assert(sizeof(ModelKind) == sizeof(int) && sizeof(ModelFrozenDtype) == sizeof(int) &&
                    sizeof(Device) == sizeof(int) && sizeof(ModelPrecision) == sizeof(int) &&
-                   sizeof(ModelActivations) == sizeof(int) && sizeof(ModelExtractor) == sizeof(int),
+                   sizeof(ModelActivations) == sizeof(int) && sizeof(ModelExtractor) == sizeof(int) &&
+                   sizeof(ModelInit) == sizeof(int) && sizeof(ModelEvalLatent) == sizeof(int),
                "enum keys are stored as int");
 _Static_assert(DEV_CPU == 0 && DEV_CUDA == 1, "[model] device choices are cpu|cuda");
 
@@ -39,21 +40,41 @@ static const CfgField FIELDS[] = {
      "storage of activations, any device: `bf16` halves the memory the forward keeps for backward (products and "
      "what follows them stored in bf16, computed in f32; losses, softmax, norm statistics and gradients stay f32); "
      "`auto`: bf16 when precision = mixed, else f32", NULL},
+    {"model", "init", CFG_ENUM, "public", 0, 0, "public|ours", OFF(init), true,
+     "initialisation of the DOD modules: `public` (the public code's: modulation MLP weights Kaiming normal x 1e-5, "
+     "RRDB convs of the detail module Kaiming normal x 0.1, their biases 0) or `ours` (PyTorch's default Linear / "
+     "Conv2d init, the MLP weights x 1e-5); only a fresh run reads it (docs/dod-modules.md)", NULL},
     {"lora", "rank", CFG_INT, "8", 1, 1024, NULL, OFF(lora_rank), false, "LoRA rank r", NULL},
     {"lora", "alpha", CFG_FLOAT, "8", 1e-6, 1e6, NULL, OFF(lora_alpha), false,
      "LoRA alpha; the adapter scale is alpha / r (PEFT's default alpha is 8)", NULL},
-    {"modulation", "extractor", CFG_ENUM, "cnn", 0, 0, "cnn|vae", OFF(extractor), false,
-     "degradation feature extractor F(y)", NULL},
+    {"modulation", "extractor", CFG_ENUM, "cnn", 0, 0, "cnn|vae|adm", OFF(extractor), false,
+     "degradation feature extractor F(y): `cnn` (a small trainable conv encoder), `vae` (pooled frozen VAE-encoder "
+     "features) or `adm` (the paper's: the frozen guided-diffusion encoder of `adm_weights`, its pooled 1024-d "
+     "middle-block output; docs/dod-model.md)", NULL},
+    {"modulation", "adm_weights", CFG_STRING, "", 0, 0, NULL, OFF(adm_weights), true,
+     "extractor = adm: guided-diffusion's 256x256_diffusion_uncond.pt as downloaded (openaipublic.blob.core.windows.net"
+     "/diffusion/jul-2021/256x256_diffusion_uncond.pt); may move between runs, not change", NULL},
+    {"modulation", "adm_head_channels", CFG_INT, "64", 1, 4096, NULL, OFF(adm_head_channels), false,
+     "extractor = adm: channels per attention head (guided-diffusion's num_head_channels, which a state dict does "
+     "not record; 64 for 256x256_diffusion_uncond.pt)", NULL},
+    {"modulation", "adm_norm_groups", CFG_INT, "32", 1, 4096, NULL, OFF(adm_norm_groups), false,
+     "extractor = adm: GroupNorm groups (guided-diffusion's GroupNorm32: 32; other values only for test fixtures)",
+     NULL},
     {"stage", "stage", CFG_INT, "1", 1, 2, NULL, OFF(stage), false,
      "1: LoRA + conv_in + modulation; 2: detail module only, stage 1 frozen", NULL},
     {"stage", "init_from", CFG_STRING, "", 0, 0, NULL, OFF(init_from), false,
      "stage 2: a stage-1 run dir (its latest checkpoint) or checkpoint file", NULL},
+    {"eval", "latent", CFG_ENUM, "mean", 0, 0, "mean|sample", OFF(eval_latent), true,
+     "the latent of evaluation (validation, dod-eval run): `mean` of the VAE posterior (deterministic) or a `sample` "
+     "(as the public test script), its noise seeded by `seed`, the same for every image of one size", NULL},
+    {"eval", "seed", CFG_INT, "0", 0, 1e15, NULL, OFF(eval_seed), true,
+     "noise seed of latent = sample", NULL},
     {"checkpoint", "dir", CFG_STRING, "checkpoints", 0, 0, NULL, OFF(ckpt_dir), false,
      "checkpoint folder, relative to the run dir unless absolute", NULL},
 };
-static const char *const SECTIONS[] = {"model", "lora", "modulation", "stage", "checkpoint"};
+static const char *const SECTIONS[] = {"model", "lora", "modulation", "stage", "eval", "checkpoint"};
 static const CfgSchema SCHEMA = {FIELDS, (int)(sizeof FIELDS / sizeof FIELDS[0]), SECTIONS,
-                                 (int)(sizeof SECTIONS / sizeof SECTIONS[0]), 4};
+                                 (int)(sizeof SECTIONS / sizeof SECTIONS[0]), 5};
 
 const CfgSchema *model_config_schema(void) { return &SCHEMA; }
 
@@ -79,6 +100,9 @@ int model_config_check(const ModelOptions *o, const CfgSource *src, char *err, s
     if (o->stage == 1 && o->init_from[0])
         cfg_complain(src, "stage", "init_from", "only stage 2 starts from a checkpoint; leave it empty for stage 1", err,
                      errlen), bad++;
+    if (o->kind == MODEL_DOD && o->extractor == MODEL_EXTRACTOR_ADM && !o->adm_weights[0])
+        cfg_complain(src, "modulation", "adm_weights",
+                     "required for extractor = adm (guided-diffusion's 256x256_diffusion_uncond.pt)", err, errlen), bad++;
     if (o->precision == MODEL_PRECISION_MIXED && o->device != DEV_CUDA)
         cfg_complain(src, "model", "precision", "mixed precision is a CUDA mode: set [model] device = cuda", err, errlen),
             bad++;

@@ -482,10 +482,27 @@ int cfg_compare_text(const CfgSchema *s, const void *cfg, const char *text, char
         format_value(cfg, &s->fields[fi], now, sizeof now);
         if (strcmp(now, val)) cfg_err_add(err, errlen, "[%s] %s = %s (checkpoint: %s)", section, key, now, val), bad++;
     }
-    for (int i = 0; i < s->n_fields; i++)
-        if (!seen[i] && !s->fields[i].resume_free)
-            cfg_err_add(err, errlen, "[%s] %s: absent from the checkpoint's config", s->fields[i].section,
-                        s->fields[i].key), bad++;
+    // A key the checkpoint's text lacks is fine at its default: the checkpoint predates the key, and
+    // its run had the behaviour of that default.
+    for (int i = 0; i < s->n_fields; i++) {
+        if (seen[i] || s->fields[i].resume_free) continue;
+        char now[CFG_STR + 8], def[CFG_STR + 8] = "", why[256];
+        format_value(cfg, &s->fields[i], now, sizeof now);
+        CfgField alone = s->fields[i];   // the default, stored and formatted as a value of its own
+        alone.off = 0;
+        union {
+            long long i;
+            double d;
+            bool b;
+            int e;
+            char s[CFG_STR];
+        } v;
+        if (alone.def && !set_value(&v, &alone, alone.def, why, sizeof why)) format_value(&v, &alone, def, sizeof def);
+        if (!alone.def || strcmp(now, def))
+            cfg_err_add(err, errlen, "[%s] %s = %s: absent from the checkpoint's config (written before the key "
+                        "existed: only its default %s resumes)", s->fields[i].section, s->fields[i].key, now,
+                        s->fields[i].def ? s->fields[i].def : "(none)"), bad++;
+    }
     return bad ? -1 : 0;
 }
 

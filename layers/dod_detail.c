@@ -15,6 +15,7 @@ DodDetailConfig dod_detail_config_from_vae(const SdVaeConfig *vae) {
     c.growth = 32;
     c.skip_init = 1e-5f;
     c.weight_init = 1.0f;
+    c.public_init = true;
     return c;
 }
 
@@ -30,7 +31,7 @@ int dod_detail_dec_channels(const DodDetailConfig *cfg, int i) {
 }
 
 // ---- parameter table: one walk used to create (and initialise) or to bind (and check) ------------
-typedef enum { INIT_CONV, INIT_NORM, INIT_SKIP, INIT_SCALAR } InitKind;
+typedef enum { INIT_CONV, INIT_RRDB, INIT_NORM, INIT_SKIP, INIT_SCALAR } InitKind;
 
 typedef struct {
     DodDetail *m;
@@ -63,6 +64,14 @@ static void visit(Walker *wk, InitKind kind, int ndim, const int64_t *shape, con
     Tensor *t = params_add(wk->m->ps, full, tensor_new_persistent(full, ndim, shape, DT_F32));
     t->requires_grad = true;
     bool is_weight = len >= 7 && strcmp(full + len - 7, ".weight") == 0;
+    if (kind == INIT_RRDB) {
+        if (wk->m->cfg.public_init) {   // basicsr default_init_weights(convs, 0.1): kaiming_normal_ x 0.1, bias 0
+            if (is_weight) tensor_randn(t, seed, 0.1f * sqrtf(2.0f / (float)(t->numel / t->shape[0])));
+            else tensor_fill(t, 0.0f);
+            return;
+        }
+        kind = INIT_CONV;
+    }
     switch (kind) {
     case INIT_CONV: {  // PyTorch Conv2d default: bound 1/sqrt(fan_in) for weight and bias
         int64_t fan_in = is_weight ? t->numel / t->shape[0] : 0;
@@ -79,13 +88,14 @@ static void visit(Walker *wk, InitKind kind, int ndim, const int64_t *shape, con
     case INIT_NORM: tensor_fill(t, is_weight ? 1.0f : 0.0f); break;
     case INIT_SKIP: tensor_fill(t, wk->m->cfg.skip_init); break;
     case INIT_SCALAR: tensor_fill(t, wk->m->cfg.weight_init); break;
+    case INIT_RRDB: break;   // handled above
     }
 }
 
-static void visit_conv(Walker *wk, const char *layer, int64_t cout, int64_t cin, int64_t k) {
+static void visit_conv(Walker *wk, InitKind kind, const char *layer, int64_t cout, int64_t cin, int64_t k) {
     int64_t ws[4] = {cout, cin, k, k};
-    visit(wk, INIT_CONV, 4, ws, "%s.weight", layer);
-    visit(wk, INIT_CONV, 1, &cout, "%s.bias", layer);
+    visit(wk, kind, 4, ws, "%s.weight", layer);
+    visit(wk, kind, 1, &cout, "%s.bias", layer);
 }
 
 static void visit_norm(Walker *wk, const char *layer, int64_t c) {
@@ -96,10 +106,10 @@ static void visit_norm(Walker *wk, const char *layer, int64_t c) {
 static void visit_resblock(Walker *wk, const char *prefix, int64_t cin, int64_t cout) {
     char layer[256];
     snprintf(layer, sizeof layer, "%s.norm1", prefix), visit_norm(wk, layer, cin);
-    snprintf(layer, sizeof layer, "%s.conv1", prefix), visit_conv(wk, layer, cout, cin, 3);
+    snprintf(layer, sizeof layer, "%s.conv1", prefix), visit_conv(wk, INIT_CONV, layer, cout, cin, 3);
     snprintf(layer, sizeof layer, "%s.norm2", prefix), visit_norm(wk, layer, cout);
-    snprintf(layer, sizeof layer, "%s.conv2", prefix), visit_conv(wk, layer, cout, cout, 3);
-    if (cin != cout) snprintf(layer, sizeof layer, "%s.conv_shortcut", prefix), visit_conv(wk, layer, cout, cin, 1);
+    snprintf(layer, sizeof layer, "%s.conv2", prefix), visit_conv(wk, INIT_CONV, layer, cout, cout, 3);
+    if (cin != cout) snprintf(layer, sizeof layer, "%s.conv_shortcut", prefix), visit_conv(wk, INIT_CONV, layer, cout, cin, 1);
 }
 
 static void walk(Walker *wk) {
@@ -114,7 +124,7 @@ static void walk(Walker *wk) {
         for (int r = 1; r <= 3; r++)
             for (int j = 1; j <= 5; j++) {
                 snprintf(prefix, sizeof prefix, "fuse.%d.rrdb.rdb%d.conv%d", i, r, j);
-                visit_conv(wk, prefix, j < 5 ? g : C, C + (int64_t)(j - 1) * g, 3);
+                visit_conv(wk, INIT_RRDB, prefix, j < 5 ? g : C, C + (int64_t)(j - 1) * g, 3);
             }
         snprintf(prefix, sizeof prefix, "fuse.%d.res_out", i), visit_resblock(wk, prefix, C, C);
         int64_t one = 1;

@@ -32,6 +32,8 @@ typedef struct {
     int growth;                                // RRDB growth channels: 32
     float skip_init;                           // skip conv weights' constant init: 1e-5
     float weight_init;                         // w_i init: 1.0
+    bool public_init;                          // RRDB convs: the public code's init (true) or PyTorch's default
+                                               // (false); see dod_detail_init
 } DodDetailConfig;
 
 typedef struct {
@@ -40,15 +42,18 @@ typedef struct {
     char prefix[128];
 } DodDetail;
 
-// DOD's sizes for a VAE: its block_out_channels and norm groups, growth 32, eps 1e-6, skip 1e-5, w 1.
+// DOD's sizes for a VAE: its block_out_channels and norm groups, growth 32, eps 1e-6, skip 1e-5, w 1,
+// the public code's init.
 DodDetailConfig dod_detail_config_from_vae(const SdVaeConfig *vae);
 // Channels of skip feature s[j] (encoder) and entering decoder up block i.
 int dod_detail_skip_channels(const DodDetailConfig *cfg, int j);
 int dod_detail_dec_channels(const DodDetailConfig *cfg, int i);
 
 // Creates every parameter in `store` under `prefix` and initialises it (seeded): skip convs constant
-// skip_init, w_i weight_init, GroupNorm weight 1 / bias 0, every other conv PyTorch's default Conv2d init
-// (weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
+// skip_init, w_i weight_init, GroupNorm weight 1 / bias 0, the ResBlocks' convs PyTorch's default Conv2d
+// init (weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))), the RRDB convs with public_init as
+// basicsr's RRDB does (default_init_weights(..., 0.1): weight N(0, 2 / fan_in) x 0.1, bias 0), else as
+// the ResBlocks' convs.
 void dod_detail_init(DodDetail *m, const DodDetailConfig *cfg, ParamStore *store, const char *prefix, uint64_t seed);
 // Uses parameters already in `store` (e.g. a loaded checkpoint), checking every name and shape.
 void dod_detail_bind(DodDetail *m, const DodDetailConfig *cfg, ParamStore *store, const char *prefix);

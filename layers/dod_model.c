@@ -18,7 +18,9 @@ DodModelConfig dod_model_default_config(int stage) {
     c.lora_rank = 8;
     c.lora_alpha = 8.0f;
     c.extractor = DOD_EXTRACTOR_CNN;
+    c.adm = adm_encoder_default_config();
     c.modulation = dod_modulation_default_config(8);
+    c.public_init = true;
     c.detail_growth = 32;
     c.clamp_train = true;
     c.seed = 123;
@@ -36,8 +38,10 @@ static void check_config(const DodModelConfig *c) {
               "frozen weight dtype must be f32 or bf16, got %s", dtype_name(c->frozen_dtype));
     DOD_CHECK(c->lora_rank > 0 && c->lora_alpha > 0, who, "LoRA rank %d and alpha %g must be positive", c->lora_rank,
               c->lora_alpha);
-    DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_VAE, who,
-              "unknown extractor kind %d (cnn or vae)", (int)c->extractor);
+    DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_VAE || c->extractor == DOD_EXTRACTOR_ADM,
+              who, "unknown extractor kind %d (cnn, vae or adm)", (int)c->extractor);
+    DOD_CHECK(c->extractor != DOD_EXTRACTOR_ADM || (c->adm_weights && c->adm_weights[0]), who,
+              "the adm extractor needs adm_weights (guided-diffusion's 256x256_diffusion_uncond.pt)");
     DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
     DOD_CHECK(c->lpips_weight == 0.0f || c->lpips, who,
               "lpips_weight %g needs an LPIPS network (DodModelConfig.lpips, layers/lpips.h)", c->lpips_weight);
@@ -194,16 +198,27 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
     DodModulationConfig mc = cfg->modulation;
     if (mc.feature_dim == 0) mc = dod_modulation_default_config(r);
     mc.rank = r;
-    // The vae extractor (layers/dod_extract_vae.h) is an external one over this model's own VAE.
-    bool vae_extractor = cfg->extractor == DOD_EXTRACTOR_VAE;
-    if (vae_extractor) mc.feature_dim = dod_extract_vae_dim(m->vae);
-    dod_modulation_init(&m->mod, &mc, vae_extractor ? DOD_EXTRACTOR_EXTERNAL : cfg->extractor, m->params, "mod.",
+    mc.public_init = cfg->public_init;
+    // The vae extractor (layers/dod_extract_vae.h) is an external one over this model's own VAE, the
+    // adm one (layers/adm_encoder.h) over the frozen guided-diffusion encoder loaded here; both set
+    // the features' width.
+    if (cfg->extractor == DOD_EXTRACTOR_ADM) {
+        char err[2048];
+        m->adm = adm_encoder_load(cfg->adm_weights, &cfg->adm, cfg->frozen_dtype, err, sizeof err);
+        if (!m->adm) dod_fatal("dod_model_create", "adm extractor: %s", err);
+        mc.feature_dim = m->adm->out_channels;
+    }
+    if (cfg->extractor == DOD_EXTRACTOR_VAE) mc.feature_dim = dod_extract_vae_dim(m->vae);
+    bool external = cfg->extractor == DOD_EXTRACTOR_VAE || cfg->extractor == DOD_EXTRACTOR_ADM;
+    dod_modulation_init(&m->mod, &mc, external ? DOD_EXTRACTOR_EXTERNAL : cfg->extractor, m->params, "mod.",
                         cfg->seed + 2);
-    if (vae_extractor) dod_modulation_set_extractor(&m->mod, dod_extract_vae, m->vae);
+    if (cfg->extractor == DOD_EXTRACTOR_VAE) dod_modulation_set_extractor(&m->mod, dod_extract_vae, m->vae);
+    if (cfg->extractor == DOD_EXTRACTOR_ADM) dod_modulation_set_extractor(&m->mod, adm_encoder_extract, m->adm);
     if (cfg->stage == 2) {
         for (int i = 0; i < params_count(m->params); i++) params_at(m->params, i)->requires_grad = false;
         DodDetailConfig dc = dod_detail_config_from_vae(&m->vae->cfg);
         dc.growth = cfg->detail_growth;
+        dc.public_init = cfg->public_init;
         dod_detail_init(&m->detail, &dc, m->params, "detail.", cfg->seed + 3);
         m->has_detail = true;
     }
@@ -223,6 +238,7 @@ void dod_model_free(DodModel *m) {
     lora_set_free(m->unet_lora);
     lora_set_free(m->vae_lora);
     params_free(m->params);
+    adm_encoder_free(m->adm);
     tensor_free(m->prompt);
     tensor_free(m->negative_prompt);
     unet_free(m->unet);
@@ -236,6 +252,7 @@ void dod_model_to_device(DodModel *m, Device device) {
     params_to_device(m->unet->net.ps, device);
     params_to_device(m->vae->net.ps, device);
     params_to_device(m->params, device);
+    if (m->adm) adm_encoder_to_device(m->adm, device);
     tensor_move_to(m->prompt, device);
     if (m->negative_prompt) tensor_move_to(m->negative_prompt, device);
     m->device = device;
@@ -310,22 +327,27 @@ Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps) {
     return pipeline(m, lq, eps, m->cfg.clamp_train);
 }
 
+// The posterior noise for an image batch x whose H, W the VAE accepts: N(0, 1) of the latent's shape
+// from the counter-based tensor_randn keyed by seed, drawn on the host (the same noise on every device)
+// and moved to x's device.
+static Tensor *posterior_noise(const DodModel *m, const Tensor *x, uint64_t seed) {
+    int f = 1 << (m->vae->cfg.n_levels - 1);
+    Tensor *eps = tensor_new4(x->shape[0], m->vae->cfg.latent_channels, x->shape[2] / f, x->shape[3] / f);
+    tensor_randn(eps, seed, 1.0f);
+    return x->device != DEV_CPU ? tensor_to_device(eps, x->device) : eps;
+}
+
 Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_seed) {
     check_input(m, lq);
-    if (mode == DOD_MODE_TRAIN) {
-        int f = 1 << (m->vae->cfg.n_levels - 1);
-        Tensor *eps = tensor_new4(lq->shape[0], m->vae->cfg.latent_channels, lq->shape[2] / f, lq->shape[3] / f);
-        tensor_randn(eps, noise_seed, 1.0f);  // on the host (the same noise on every device), then moved
-        if (lq->device != DEV_CPU) eps = tensor_to_device(eps, lq->device);
-        return dod_model_forward_eps(m, lq, eps);
-    }
+    if (mode == DOD_MODE_TRAIN) return dod_model_forward_eps(m, lq, posterior_noise(m, lq, noise_seed));
     DOD_CHECK(mode == DOD_MODE_EVAL, "dod_model_forward", "unknown mode %d", (int)mode);
     bool prev = ag_set_grad_enabled(false);
     int64_t H = lq->shape[2], W = lq->shape[3];
     int pad_h = (int)((8 - H % 8) % 8), pad_w = (int)((8 - W % 8) % 8);
     Tensor *x = op_clamp(lq, -1.0f, 1.0f);
     if (pad_h || pad_w) x = dod_pad_reflect(x, pad_h, pad_w);
-    Tensor *out = pipeline(m, x, NULL, true);
+    Tensor *eps = m->cfg.eval_sample ? posterior_noise(m, x, m->cfg.eval_seed) : NULL;
+    Tensor *out = pipeline(m, x, eps, true);
     if (pad_h || pad_w) out = dod_crop(out, H, W);
     ag_set_grad_enabled(prev);
     return out;

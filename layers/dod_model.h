@@ -5,7 +5,7 @@
 //   lq [N, 3, H, W] in [-1, 1]
 //   gamma_k, beta_k = modulation(lq)                              (per LoRA block, k = 0..9)
 //   mean, logvar    = VAE encoder + LoRA (lq)
-//   z   = (train: mean + exp(0.5 logvar) * eps | eval: mean) * scaling_factor
+//   z   = (train: mean + exp(0.5 logvar) * eps | eval: mean, or a seeded sample) * scaling_factor
 //   p   = UNet + conditional LoRA (z, t = 999, prompt embedding)    conv_in trained in full
 //   x0  = epsilon:      (z - sqrt(1 - abar) p) / sqrt(abar)
 //         v_prediction: sqrt(abar) z - sqrt(1 - abar) p             (from the scheduler config)
@@ -21,6 +21,7 @@
 #pragma once
 #include "autograd/ops.h"
 #include "autograd/params.h"
+#include "layers/adm_encoder.h"
 #include "layers/dod_detail.h"
 #include "layers/dod_loss.h"
 #include "layers/dod_modulation.h"
@@ -55,11 +56,20 @@ typedef struct {
     int stage;                       // 1 or 2
     int lora_rank;                   // 8
     float lora_alpha;                // = rank (s = 1)
-    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN or DOD_EXTRACTOR_VAE
-    DodModulationConfig modulation;  // its rank is forced to lora_rank; defaults: dod_modulation_default_config
+    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN, DOD_EXTRACTOR_VAE or DOD_EXTRACTOR_ADM
+    const char *adm_weights;         // ADM: the guided-diffusion checkpoint (256x256_diffusion_uncond.pt)
+    AdmEncoderConfig adm;            // ADM: its flags and timestep (adm_encoder_default_config)
+    DodModulationConfig modulation;  // its rank is forced to lora_rank, its public_init to public_init;
+                                     // defaults: dod_modulation_default_config
+    bool public_init;                // the public code's init of the modulation MLPs and the RRDB convs
+                                     // (Kaiming normal x 1e-5 / x 0.1); false: PyTorch's defaults (ours)
     int detail_growth;               // RRDB growth of the detail module: 32
     bool recompute;                  // activation recomputation in UNet, VAE and detail module
     bool clamp_train;                // clamp the train-mode output to [-1, 1] too (true, as OSEDiff's training)
+    bool eval_sample;                // EVAL: a posterior sample (as the public test script) instead of the mean;
+                                     // its noise is tensor_randn keyed by eval_seed over the latent's shape, the
+                                     // same for every image of one size
+    uint64_t eval_seed;
     uint64_t seed;                   // init of every trainable tensor
     // Loss weights of dod_model_loss (dod_loss). Stage 1: mse_weight * MSE + lpips_weight * LPIPS, the
     // LPIPS network given in `lpips` (borrowed; dod_model_create fails for a weight without one). Stage 2:
@@ -68,8 +78,9 @@ typedef struct {
     Lpips *lpips;
 } DodModelConfig;
 
-// The public defaults for `stage` (1 or 2): f32 frozen weights, rank 8, alpha 8, cnn extractor, growth
-// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0: the public code's 5 needs an LPIPS
+// The public defaults for `stage` (1 or 2): f32 frozen weights, rank 8, alpha 8, cnn extractor (the
+// adm one needs the caller's adm_weights), the public init, growth 32, clamp_train on, eval on the
+// posterior mean, seed 123, weights stage 1 {mse 2, lpips 0: the public code's 5 needs an LPIPS
 // network, which the caller loads (layers/lpips.h)}, stage 2 {mse 1, ssim 0.1}. base_model_dir and
 // prompt_path are left for the caller.
 DodModelConfig dod_model_default_config(int stage);
@@ -87,6 +98,7 @@ typedef struct {
     Tensor *conv_in_w, *conv_in_b; // unet.conv_in.*: replace the frozen conv_in's output (see dod_model.c)
     LoraSet *unet_lora, *vae_lora;
     DodModulation mod;
+    AdmEncoder *adm;               // extractor ADM: the frozen guided-diffusion encoder (owned), else NULL
     DodDetail detail;              // stage 2 only
     bool has_detail;
     Device device;                 // where every tensor of the model lives (dod_model_to_device)
@@ -124,8 +136,9 @@ int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bo
 //  TRAIN: H, W must be multiples of 8 (fatal otherwise); the posterior is sampled with eps from a
 //         counter-based RNG keyed by noise_seed; clamped when cfg.clamp_train. Records the tape when
 //         grad mode is on.
-//  EVAL:  input clamped to [-1, 1], H, W reflect-padded to multiples of 8, posterior mean, output
-//         cropped back and clamped; runs with grad mode off. noise_seed unused.
+//  EVAL:  input clamped to [-1, 1], H, W reflect-padded to multiples of 8, posterior mean (or with
+//         cfg.eval_sample a sample, noise keyed by cfg.eval_seed), output cropped back and clamped; runs
+//         with grad mode off. noise_seed unused.
 Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_seed);
 // TRAIN mode with an explicit posterior noise eps [N, latent_channels, H/f, W/f] (tests, parity).
 Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps);

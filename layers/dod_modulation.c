@@ -17,6 +17,7 @@ DodModulationConfig dod_modulation_default_config(int rank) {
     c.cnn_channels[2] = 128;
     c.cnn_channels[3] = 256;
     c.mlp_init_scale = 1e-5f;
+    c.public_init = true;
     return c;
 }
 
@@ -89,11 +90,13 @@ static void bind_all(DodModulation *m, const DodModulationConfig *cfg, DodExtrac
 }
 
 // PyTorch's default Linear/Conv2d init: kaiming_uniform(a = sqrt(5)) gives bound 1/sqrt(fan_in) for
-// the weight; the bias uses the same bound.
-static void default_init(Tensor *w, Tensor *b, uint64_t seed, float weight_scale, bool zero_bias) {
+// the weight; the bias uses the same bound. kaiming_normal: the weight ~ N(0, 2 / fan_in) instead
+// (torch.nn.init.kaiming_normal_ with a = 0, mode fan_in, as basicsr's default_init_weights calls it).
+static void default_init(Tensor *w, Tensor *b, uint64_t seed, float weight_scale, bool zero_bias, bool kaiming_normal) {
     int64_t fan_in = w->numel / w->shape[0];
     float bound = 1.0f / sqrtf((float)fan_in);
-    tensor_rand_uniform(w, seed, -bound, bound);
+    if (kaiming_normal) tensor_randn(w, seed, sqrtf(2.0f / (float)fan_in));
+    else tensor_rand_uniform(w, seed, -bound, bound);
     if (weight_scale != 1.0f) {
         float *d = tensor_data_f32(w);
         for (int64_t i = 0; i < w->numel; i++) d[i] *= weight_scale;
@@ -108,10 +111,12 @@ void dod_modulation_init(DodModulation *m, const DodModulationConfig *cfg, DodEx
     bind_all(m, cfg, extractor, &b);
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 17;
     if (extractor == DOD_EXTRACTOR_CNN)
-        for (int i = 0; i < DOD_CNN_LAYERS; i++) default_init(m->cnn_w[i], m->cnn_b[i], s + 2 * (uint64_t)i, 1.0f, false);
-    default_init(m->de_w, m->de_b, s + 100, cfg->mlp_init_scale, true);
-    default_init(m->blk_w, m->blk_b, s + 102, cfg->mlp_init_scale, true);
-    default_init(m->fuse_w, m->fuse_b, s + 104, cfg->mlp_init_scale, true);
+        for (int i = 0; i < DOD_CNN_LAYERS; i++)
+            default_init(m->cnn_w[i], m->cnn_b[i], s + 2 * (uint64_t)i, 1.0f, false, false);
+    bool pub = cfg->public_init;
+    default_init(m->de_w, m->de_b, s + 100, cfg->mlp_init_scale, true, pub);
+    default_init(m->blk_w, m->blk_b, s + 102, cfg->mlp_init_scale, true, pub);
+    default_init(m->fuse_w, m->fuse_b, s + 104, cfg->mlp_init_scale, true, pub);
     tensor_randn(m->block_emb, s + 106, 1.0f);
 }
 

@@ -28,6 +28,8 @@ typedef enum {
     DOD_EXTRACTOR_EXTERNAL = 1,  // a caller-supplied function
     DOD_EXTRACTOR_VAE = 2,       // pooled frozen VAE-encoder features (layers/dod_extract_vae.h; the
                                  // DOD model attaches it as an external function)
+    DOD_EXTRACTOR_ADM = 3,       // the paper's: pooled frozen guided-diffusion encoder (layers/adm_encoder.h;
+                                 // attached as an external function likewise)
 } DodExtractorKind;
 
 // An external extractor: y [N, 3, H, W] in [-1, 1] -> d [N, feature_dim] (= new tensor).
@@ -40,7 +42,9 @@ typedef struct {
     int block_dim;                     // 64 (width of E_k and b_k)
     int in_channels;                   // 3
     int cnn_channels[DOD_CNN_LAYERS];  // cnn widths; the last must equal feature_dim
-    float mlp_init_scale;              // 1e-5: MLP weights = default init * this, biases 0
+    float mlp_init_scale;              // 1e-5: MLP weights = their init * this, biases 0
+    bool public_init;                  // the MLP weights' init: the public code's Kaiming normal (true, the
+                                       // default) or PyTorch's default Linear init (false; see dod_modulation_init)
 } DodModulationConfig;
 
 typedef struct {
@@ -53,14 +57,15 @@ typedef struct {
 } DodModulation;
 
 // DOD defaults: rank 8, cnn 32-64-128-256 (feature_dim 256), de 256, block 64, 3 channels, init
-// scale 1e-5. There are always LORA_N_BLOCKS block embeddings.
+// scale 1e-5, the public code's init. There are always LORA_N_BLOCKS block embeddings.
 DodModulationConfig dod_modulation_default_config(int rank);
 
 // Creates the parameters in `store` under `prefix` and initialises them (seeded):
 //  - cnn convs (3x3, stride 2, padding 1, SiLU after each): PyTorch's default Conv2d init,
 //    weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5));
-//  - de_mlp, block_mlp, fuse_mlp: PyTorch's default Linear init U(-1/sqrt(in), 1/sqrt(in)) times
-//    mlp_init_scale for weights, biases 0 (so gamma, beta start near 0);
+//  - de_mlp, block_mlp, fuse_mlp: weights times mlp_init_scale, biases 0 (so gamma, beta start near 0);
+//    the weights from public_init ? N(0, 2 / in) (the public code's basicsr default_init_weights:
+//    kaiming_normal_ with a = 0, fan_in) : U(-1/sqrt(in), 1/sqrt(in)) (PyTorch's default Linear init);
 //  - block_embeddings: N(0, 1) (nn.Embedding's default).
 // extractor == DOD_EXTRACTOR_CNN creates the cnn; EXTERNAL needs dod_modulation_set_extractor.
 void dod_modulation_init(DodModulation *m, const DodModulationConfig *cfg, DodExtractorKind extractor,

@@ -43,7 +43,9 @@ typedef enum { MODEL_TOY = 0, MODEL_DOD = 1 } ModelKind;                        
 typedef enum { MODEL_FROZEN_F32 = 0, MODEL_FROZEN_BF16 = 1 } ModelFrozenDtype;        // [model] frozen_dtype
 typedef enum { MODEL_PRECISION_F32 = 0, MODEL_PRECISION_MIXED = 1 } ModelPrecision;   // [model] precision
 typedef enum { MODEL_ACTIVATIONS_AUTO = 0, MODEL_ACTIVATIONS_F32 = 1, MODEL_ACTIVATIONS_BF16 = 2 } ModelActivations;
-typedef enum { MODEL_EXTRACTOR_CNN = 0, MODEL_EXTRACTOR_VAE = 1 } ModelExtractor;     // [modulation] extractor
+typedef enum { MODEL_EXTRACTOR_CNN = 0, MODEL_EXTRACTOR_VAE = 1, MODEL_EXTRACTOR_ADM = 2 } ModelExtractor;   // [modulation] extractor
+typedef enum { MODEL_INIT_PUBLIC = 0, MODEL_INIT_OURS = 1 } ModelInit;                 // [model] init
+typedef enum { MODEL_EVAL_LATENT_MEAN = 0, MODEL_EVAL_LATENT_SAMPLE = 1 } ModelEvalLatent;   // [eval] latent
 
 // What builds a model. The configuration keys each field comes from are named; a zeroed struct with
 // kind, stage and the kind's own fields set is a valid toy or DOD model description.
@@ -59,14 +61,21 @@ typedef struct {
     Device device;                    // DEV_CPU (the zero value) or DEV_CUDA: where the model is moved
     ModelPrecision precision;         // CUDA compute mode (set process-wide by model_create)
     ModelActivations activations;     // activation storage (ag_set_activation_dtype, process-wide)
+    ModelInit init;                   // dod: init of the modulation MLPs and RRDB convs (public code's or ours)
     // [lora]
     long long lora_rank;
     double lora_alpha;
     // [modulation]
     ModelExtractor extractor;
+    char adm_weights[CFG_STR];        // extractor adm: guided-diffusion's 256x256_diffusion_uncond.pt
+    long long adm_head_channels;      // its num_head_channels (64)
+    long long adm_norm_groups;        // its GroupNorm groups (32)
     // [stage]
     long long stage;                  // 1 or 2: which tensors are trainable
     char init_from[CFG_STR];          // stage 2: the stage-1 run dir or checkpoint file (model_load)
+    // [eval]
+    ModelEvalLatent eval_latent;      // dod: the latent of evaluation (validation, dod-eval): mean or a sample
+    long long eval_seed;              // the sample's noise seed
     // [checkpoint] dir: the checkpoint folder of a run dir, relative to it unless absolute; resolves a
     // run dir given as init_from or as a checkpoint to evaluate (layers/model_weights.h).
     char ckpt_dir[CFG_STR];
@@ -76,6 +85,9 @@ typedef struct {
     // Not a key: the cache file of the encoded prompts (layers/sd_prompt.h; "" = none). dod-train sets
     // RUN_DIR/MODEL_PROMPT_CACHE, dod-eval run the evaluated run dir's.
     char prompt_cache[CFG_STR + 32];
+    // Not a key: where [modulation] adm_weights was set ("FILE:LINE", cfg_where; "" = unknown), named
+    // when the file is missing. Set by the tools that read a configuration before model_create.
+    char adm_weights_origin[CFG_ORIGIN_LEN];
 } ModelOptions;
 
 // The prompt cache's file name in a run dir.

@@ -2,6 +2,7 @@
 // weights ([loss] in the training configuration), so only the model's forward is used here.
 #include "layers/model.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,27 @@ static int check_prompts(const ModelOptions *o, char *err, size_t errlen) {
     return 0;
 }
 
+// extractor = adm: the weights file must be there before anything loads. 0, or -1 with a message
+// naming the file, the key and where it was set.
+static int check_adm_weights(const ModelOptions *o, char *err, size_t errlen) {
+    const char *where = o->adm_weights_origin[0] ? o->adm_weights_origin : "the configuration";
+    if (!o->adm_weights[0]) {
+        snprintf(err, errlen, "%s: [modulation] adm_weights is empty: extractor = adm needs guided-diffusion's "
+                 "256x256_diffusion_uncond.pt", where);
+        return -1;
+    }
+    struct stat sb;
+    if (stat(o->adm_weights, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "%s: [modulation] adm_weights = %s: %s. extractor = adm (the paper's degradation "
+                 "extractor) needs guided-diffusion's 256x256_diffusion_uncond.pt, from "
+                 "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt (2.1 GB); "
+                 "or set [modulation] extractor = cnn", where, o->adm_weights,
+                 stat(o->adm_weights, &sb) != 0 ? strerror(errno) : "not a regular file");
+        return -1;
+    }
+    return 0;
+}
+
 Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
     if (o->stage != 1 && o->stage != 2) {
         snprintf(err, errlen, "[stage] stage = %lld: must be 1 or 2", o->stage);
@@ -55,8 +77,9 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
     switch (o->extractor) {
     case MODEL_EXTRACTOR_CNN: cfg.extractor = DOD_EXTRACTOR_CNN; break;
     case MODEL_EXTRACTOR_VAE: cfg.extractor = DOD_EXTRACTOR_VAE; break;  // pooled frozen VAE-encoder features
+    case MODEL_EXTRACTOR_ADM: cfg.extractor = DOD_EXTRACTOR_ADM; break;  // the frozen guided-diffusion encoder
     default:
-        snprintf(err, errlen, "[modulation] extractor %d: expected cnn or vae", (int)o->extractor);
+        snprintf(err, errlen, "[modulation] extractor %d: expected cnn, vae or adm", (int)o->extractor);
         return NULL;
     }
     if (!o->base[0]) {
@@ -64,7 +87,14 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
         return NULL;
     }
     cfg.base_model_dir = o->base;
-    if (check_prompts(o, err, errlen)) return NULL;
+    if (check_prompts(o, err, errlen) || (cfg.extractor == DOD_EXTRACTOR_ADM && check_adm_weights(o, err, errlen)))
+        return NULL;
+    cfg.adm_weights = o->adm_weights;
+    if (o->adm_head_channels > 0) cfg.adm.head_channels = (int)o->adm_head_channels;   // 0 (a zeroed struct): 64
+    if (o->adm_norm_groups > 0) cfg.adm.groups = (int)o->adm_norm_groups;               // 0: 32
+    cfg.public_init = o->init == MODEL_INIT_PUBLIC;
+    cfg.eval_sample = o->eval_latent == MODEL_EVAL_LATENT_SAMPLE;
+    cfg.eval_seed = (uint64_t)o->eval_seed;
     cfg.prompt_path = o->prompt_embedding[0] ? o->prompt_embedding : NULL;
     cfg.prompt = o->prompt;
     cfg.negative_prompt = o->negative_prompt;

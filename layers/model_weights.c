@@ -176,6 +176,10 @@ int checkpoint_read_tensor(const SafeTensors *st, const StEntry *e, Tensor *dst,
                  shape_str(&probe), label, want);
         return -1;
     }
+    return checkpoint_copy_entry(st, e, dst, err, errlen);
+}
+
+int checkpoint_copy_entry(const SafeTensors *st, const StEntry *e, Tensor *dst, char *err, size_t errlen) {
     if (dst->dtype != DT_F32 && dst->dtype != DT_BF16 && dst->dtype != DT_F16) {
         snprintf(err, errlen, "%s: cannot load tensor %s into %s storage", safetensors_path(st), e->name, dtype_name(dst->dtype));
         return -1;

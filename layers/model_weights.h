@@ -82,6 +82,9 @@ int checkpoint_read_info(const SafeTensors *st, CheckpointInfo *info, char *err,
 // every value must be finite (safetensors_tensor).
 int checkpoint_read_tensor(const SafeTensors *st, const StEntry *e, Tensor *dst, const char *label, char *err,
                            size_t errlen);
+// The same without the shape check, for callers that match shapes themselves (a scalar into a
+// one-element tensor, say): dst must hold e's number of elements.
+int checkpoint_copy_entry(const SafeTensors *st, const StEntry *e, Tensor *dst, char *err, size_t errlen);
 // Copies (=) every one of params from the file by name: each must be present with its shape, and
 // every model tensor of the file (CKPT_PART_MODEL: not optim.*, not vsd_reg.*) must be one of params.
 // 0, or -1 naming the tensor.

@@ -12,9 +12,10 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES="python3-torch python3-torchvision python3-venv python3-skimage"
 # The versions the committed fixtures were made with: diffusers 0.21.4 and transformers 4.33.3 (on
 # torch 1.13), huggingface_hub below 0.20 (0.19.4 then), scikit-image 0.19.3 (Debian's, the version
-# PromptIR's metrics ran with; pinned so that pip keeps it).
+# PromptIR's metrics ran with; pinned so that pip keeps it), peft 0.7.1 (the PEFT names of
+# scripts/make_dod_import_fixture.py).
 PIP_PACKAGES=(diffusers==0.21.4 transformers==4.33.3 safetensors lpips tensorboard h5py
-              scikit-image==0.19.3 "huggingface_hub<0.20")
+              scikit-image==0.19.3 "huggingface_hub<0.20" peft==0.7.1)
 
 # shellcheck disable=SC2086  # the list is split into words on purpose
 [ "${DOD_SKIP_APT:-0}" = 1 ] || bash scripts/apt-install.sh fixture-env $APT_PACKAGES

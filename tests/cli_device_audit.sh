@@ -16,7 +16,14 @@ trap 'rm -rf "$TMP"' EXIT
 
 # file:function  reason (one line each; the reason is for readers, the key is what is checked)
 cat >"$TMP/allowed" <<'LIST'
+layers/adm_encoder.c:add_derived             loading: new host tensors, moved with adm_encoder_to_device
+layers/adm_encoder.c:add_random              creation of random host tensors (benchmarks, tests)
+layers/adm_encoder.c:build_attention         loading: splits the file's host qkv weights
+layers/adm_encoder.c:build_resblock          loading: folds the host emb projection into the norm
+layers/adm_encoder.c:keep                    loading: copies a host file tensor
+layers/adm_encoder.c:run_units               device_copy of a block's output on its own device (no dereference)
 layers/clip_text.c:clip_text_forward         device_copy between tensors on the model's device (no dereference)
+layers/dod_import.c:dod_import_gamma_plain  device_copy through a host buffer (no dereference of the tensor)
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
 layers/dod_model_util.c:copy_entry           loading: source is a host file view; device_copy writes a CUDA destination
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
@@ -27,7 +34,7 @@ layers/lpips.c:channel_constant              device_copy from a host array into 
 layers/lpips.c:lpips_from_vgg                creation: host tensors, moved with lpips_to_device
 layers/lora.c:host_f32                       copies a CUDA tensor to the host (merge/export, not per step)
 layers/lora.c:lora_merge                     reads host views made by host_f32, writes host tensors
-layers/model_weights.c:checkpoint_read_tensor source is a host file view; the destination is written with device_copy
+layers/model_weights.c:checkpoint_copy_entry source is a host file view; the destination is written with device_copy
 layers/safetensors.c:safetensors_drop_pages  file mapping, no tensors
 layers/safetensors.c:safetensors_load_store  loading: host tensors
 layers/safetensors.c:safetensors_open        file mapping, no tensors

@@ -24,15 +24,7 @@ rc=0
 "$B/bin/dod-train" --config "$T/vae.ini" > "$T/run.log" 2>&1 || rc=$?
 check "run exits 0 (log: $(tail -3 "$T/run.log" | tr '\n' ' '))" "[ $rc = 0 ]"
 check "two steps done" "grep -q 'done: 2 steps' $T/run.log"
-CK=$T/run/checkpoints/step_0000002.safetensors
-check "checkpoint written" "[ -f $CK ]"
-# The safetensors JSON header, one tensor entry a line (read once: grep -q on a pipe trips pipefail).
-head -c 200000 "$CK" | tr -d '\0' | tr '}' '\n' > "$T/header.txt" || true
-de_mlp_16() { grep -a -q -F '"mod.de_mlp.weight":{"dtype":"F32","shape":[256,16]' "$T/header.txt"; }
-has_cnn() { grep -a -q -F '"mod.cnn.' "$T/header.txt"; }
-check "de_mlp takes the VAE's 16 channels" de_mlp_16
-check "no cnn tensors in the checkpoint" "! has_cnn"
-check "losses are finite" "! grep -o '\"loss\": [^,]*' $T/run/metrics.jsonl | grep -q -i 'nan\|inf'"
+frozen_extractor_checks "$T/run" 16 VAE
 rc=0
 "$B/bin/dod-train" --config "$T/vae.ini" --set modulation.extractor=guided > "$T/bad.log" 2>&1 || rc=$?
 check "unknown extractor refused, naming the key (log: $(tail -2 "$T/bad.log" | tr '\n' ' '))" \

@@ -27,6 +27,16 @@ static inline DodModelConfig dod_fixture_config(int stage) {
     return c;
 }
 
+// The paper's adm extractor on the small guided-diffusion fixture (tests/fixtures/adm, made by
+// scripts/make_adm_fixture.py: 8-channel heads, 8 norm groups, 32 features) (+= into c).
+#define DOD_FIXTURE_ADM DOD_SOURCE_DIR "/tests/fixtures/adm/adm_tiny.pt"
+static inline void dod_fixture_use_adm(DodModelConfig *c) {
+    c->extractor = DOD_EXTRACTOR_ADM;
+    c->adm_weights = DOD_FIXTURE_ADM;
+    c->adm.head_channels = 8;
+    c->adm.groups = 8;
+}
+
 // A synthetic training pair, as scripts/bench_train_torch.py builds one: hq uniform in [-1, 1],
 // lq = clamp(hq + 0.15 noise, -1, 1); persistent f32 CPU tensors [batch, 3, crop, crop] (=).
 static inline void dod_synthetic_pair(int64_t batch, int64_t crop, Tensor **lq, Tensor **hq) {

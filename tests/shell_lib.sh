@@ -1,5 +1,6 @@
-# Sourced by the CLI tests (cli_train_dod.sh, cli_train_dod_vae.sh, cli_eval_run.sh, cli_data.sh,
-# cli_device.sh, cli_device_audit.sh, cli_parity.sh, cli_dist.sh) and scripts/gpu-check.sh:
+# Sourced by the CLI tests (cli_train_dod.sh, cli_train_dod_vae.sh, cli_train_dod_adm.sh,
+# cli_import_public.sh, cli_eval_run.sh, cli_data.sh, cli_device.sh, cli_device_audit.sh, cli_parity.sh,
+# cli_dist.sh) and scripts/gpu-check.sh:
 #   . "$S/tests/shell_lib.sh"
 # a pass/fail counter, the tiny DOD training configuration the DOD tests start from, and a
 # bitwise comparison of checkpoints' tensors.
@@ -46,6 +47,37 @@ run_dir = $3
 [checkpoint]
 every = 2
 INI
+}
+
+# tiny_dod_adm FILE appends (+=) to a tiny_dod_ini FILE the paper's adm extractor on the small
+# guided-diffusion fixture (tests/fixtures/adm: 8-channel heads, 8 norm groups), the fixture prompt
+# embedding and f32 frozen weights.
+tiny_dod_adm() {
+    cat >> "$1" <<INI
+[model]
+prompt_embedding = $CLI_LIB_TESTS/fixtures/dod/prompt.safetensors
+frozen_dtype = f32
+[modulation]
+extractor = adm
+adm_weights = $CLI_LIB_TESTS/fixtures/adm/adm_tiny.pt
+adm_head_channels = 8
+adm_norm_groups = 8
+INI
+}
+
+# frozen_extractor_checks RUN_DIR WIDTH WHAT: the checks of a 2-step run of a frozen degradation
+# extractor (WHAT, named in the messages) with WIDTH pooled channels: its step-2 checkpoint exists,
+# mod.de_mlp takes WIDTH inputs, no mod.cnn tensor was trained, the logged losses are finite.
+frozen_extractor_checks() {
+    local run=$1 width=$2 what=$3
+    local ck=$run/checkpoints/step_0000002.safetensors
+    check "checkpoint written" "[ -f '$ck' ]"
+    # The safetensors JSON header, one tensor entry a line (read once: grep -q on a pipe trips pipefail).
+    head -c 200000 "$ck" 2>/dev/null | tr -d '\0' | tr '}' '\n' > "$run.header.txt" || true
+    _fx_header=$run.header.txt _fx_de_mlp="\"mod.de_mlp.weight\":{\"dtype\":\"F32\",\"shape\":[256,$width]"
+    check "de_mlp takes the $what's $width channels" 'grep -a -q -F "$_fx_de_mlp" "$_fx_header"'
+    check "no cnn tensors in the checkpoint" '! grep -a -q -F "\"mod.cnn." "$_fx_header"'
+    check "losses are finite" "! grep -o '\"loss\": [^,]*' '$run/metrics.jsonl' | grep -q -i 'nan\|inf'"
 }
 
 # same_tensors BUILD A B: whether safetensors files A and B hold the same tensors (names, dtypes,

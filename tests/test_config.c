@@ -204,6 +204,29 @@ static void test_round_trip_and_compare(void) {
     CHECK(config_compare_text(&d, text, err, sizeof err) == -1 && strstr(err, "[optim] lr = 0.0001 (checkpoint: 3.3e-05)") &&
               strstr(err, "[data] crop = 64 (checkpoint: 256)"),
           "differences listed: %s", err);
+    // A checkpoint's text written before a key existed (here: without [modulation] adm_norm_groups and
+    // [optim] eps) resumes while those keys are at their defaults, and names them otherwise.
+    TrainConfig e;
+    config_defaults(&e);
+    char *full = config_to_text(&e);
+    char *old = dod_malloc(strlen(full) + 1, "old text"), *o = old;
+    for (const char *p = full; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p + 1) : strlen(p);
+        if (strncmp(p, "adm_norm_groups =", 17) && strncmp(p, "eps =", 5)) memcpy(o, p, n), o += n;
+        p += n;
+    }
+    *o = 0;
+    CHECK(config_compare_text(&e, old, err, sizeof err) == 0, "keys absent at their defaults resume: %s", err);
+    config_set(&e, "modulation.adm_norm_groups=8", err, sizeof err);
+    config_set(&e, "optim.eps=1e-6", err, sizeof err);
+    CHECK(config_compare_text(&e, old, err, sizeof err) == -1 &&
+              strstr(err, "[modulation] adm_norm_groups = 8: absent from the checkpoint's config") &&
+              strstr(err, "only its default 32 resumes") && strstr(err, "[optim] eps = 1e-06: absent") &&
+              strstr(err, "default 1e-8"),
+          "absent keys off their defaults listed: %s", err);
+    free(full);
+    free(old);
     free(text);
     free(text2);
 }

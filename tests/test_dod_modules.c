@@ -190,9 +190,37 @@ static double max_abs(const Tensor *t) {
     return m;
 }
 
+// Sample standard deviation of a tensor's elements.
+static double sample_std(const Tensor *t) {
+    double s = 0, sq = 0;
+    const float *v = tensor_data_f32(t);
+    for (int64_t i = 0; i < t->numel; i++) s += v[i], sq += (double)v[i] * v[i];
+    double mean = s / (double)t->numel;
+    return sqrt(sq / (double)t->numel - mean * mean);
+}
+
+// The public code's init (the default): Kaiming-normal MLP weights x 1e-5 (std sqrt(2 / in) 1e-5),
+// biases 0; the cnn keeps PyTorch's default init.
+static void test_modulation_public_init(void) {
+    ParamStore *ps = params_new();
+    DodModulationConfig cfg = dod_modulation_default_config(8);
+    CHECK(cfg.public_init, "the public init is the default");
+    DodModulation m;
+    dod_modulation_init(&m, &cfg, DOD_EXTRACTOR_CNN, ps, "deg.", 123);
+    double want_de = 1e-5 * sqrt(2.0 / 256), want_fuse = 1e-5 * sqrt(2.0 / 320), want_blk = 1e-5 * sqrt(2.0 / 64);
+    CHECK(fabs(sample_std(m.de_w) / want_de - 1) < 0.02, "de_mlp std %g, want %g", sample_std(m.de_w), want_de);
+    CHECK(fabs(sample_std(m.fuse_w) / want_fuse - 1) < 0.1, "fuse std %g, want %g", sample_std(m.fuse_w), want_fuse);
+    CHECK(fabs(sample_std(m.blk_w) / want_blk - 1) < 0.1, "block_mlp std %g, want %g", sample_std(m.blk_w), want_blk);
+    CHECK(max_abs(m.de_w) > 1e-5 / 16.0, "normal, not bounded by the uniform init's 1/sqrt(in): max %g", max_abs(m.de_w));
+    CHECK(max_abs(m.de_b) == 0 && max_abs(m.blk_b) == 0 && max_abs(m.fuse_b) == 0, "MLP biases must start at 0");
+    CHECK(max_abs(m.cnn_w[0]) <= 1.0 / sqrt(27.0) + 1e-7, "cnn.0 keeps the default init: max |w| %g", max_abs(m.cnn_w[0]));
+    params_free(ps);
+}
+
 static void test_modulation_init(void) {
     ParamStore *ps = params_new();
     DodModulationConfig cfg = dod_modulation_default_config(8);
+    cfg.public_init = false;   // ours: PyTorch's default Linear init x 1e-5
     DodModulation m;
     dod_modulation_init(&m, &cfg, DOD_EXTRACTOR_CNN, ps, "deg.", 123);
     CHECK(params_get(ps, "deg.fuse_mlp.weight") == m.fuse_w && m.fuse_w->shape[0] == 16 && m.fuse_w->shape[1] == 320,
@@ -337,6 +365,7 @@ static void test_detail_init(void) {
           "GroupNorm init 1 / 0");
     Tensor *c5 = fx(ps, "detail.fuse.1.rrdb.rdb3.conv5.weight"), *b5 = fx(ps, "detail.fuse.1.rrdb.rdb3.conv5.bias");
     double bound = 1.0 / sqrt((6.0 + 4 * 4) * 9.0);  // conv5 sees C + 4 * growth channels, 3x3
+    CHECK(!cfg.public_init, "the fixture config uses our (PyTorch default) init");
     CHECK(c5->shape[0] == 6 && c5->shape[1] == 22, "rdb conv5 %s", shape_str(c5));
     CHECK(max_abs(c5) <= bound + 1e-7 && max_abs(c5) > 0.8 * bound, "conv5 max |w| %g vs bound %g", max_abs(c5), bound);
     CHECK(max_abs(b5) <= bound + 1e-7 && max_abs(b5) > 0, "conv5 bias max %g vs bound %g", max_abs(b5), bound);
@@ -347,12 +376,41 @@ static void test_detail_init(void) {
     dod_detail_bind(&again, &cfg, ps, "detail.");
     CHECK(again.ps == ps, "bind");
     params_free(ps);
+
+    // The public code's init (the default of dod_detail_config_from_vae): RRDB convs Kaiming normal x 0.1
+    // with zero biases; the ResBlocks' convs keep the default init.
+    ps = params_new();
+    cfg.public_init = true;
+    cfg.growth = 32;
+    dod_detail_init(&m, &cfg, ps, "detail.", 42);
+    double sq = 0;
+    int64_t n = 0;
+    bool zero_bias = true;
+    for (int r = 1; r <= 3; r++)
+        for (int j = 1; j <= 5; j++) {
+            char name[96];
+            snprintf(name, sizeof name, "detail.fuse.0.rrdb.rdb%d.conv%d.weight", r, j);
+            Tensor *w = fx(ps, name);
+            double fan_in = (double)(w->numel / w->shape[0]), want = 0.1 * sqrt(2.0 / fan_in);
+            const float *v = tensor_data_f32(w);
+            for (int64_t i = 0; i < w->numel; i++) sq += (double)v[i] * v[i] / (want * want);
+            n += w->numel;
+            snprintf(name, sizeof name, "detail.fuse.0.rrdb.rdb%d.conv%d.bias", r, j);
+            zero_bias &= max_abs(fx(ps, name)) == 0;
+        }
+    CHECK(fabs(sqrt(sq / (double)n) - 1) < 0.03, "RRDB weights / (0.1 sqrt(2 / fan_in)): rms %g over %ld",
+          sqrt(sq / (double)n), (long)n);
+    CHECK(zero_bias, "RRDB biases must start at 0");
+    Tensor *r1 = fx(ps, "detail.fuse.0.res_in.conv1.bias");
+    CHECK(max_abs(r1) > 0 && max_abs(r1) <= 1.0 / sqrt(12.0 * 9.0) + 1e-7, "ResBlock conv bias keeps the default init");
+    params_free(ps);
 }
 
 int main(void) {
     test_lora_fixture();
     test_modulation_fixture();
     test_modulation_init();
+    test_modulation_public_init();
     test_modulation_errors();
     test_detail_fixture();
     test_detail_sd_sizes();

@@ -99,7 +99,7 @@ static const CfgField TRAIN_FIELDS[] = {
 #define N_TRAIN_FIELDS ((int)(sizeof TRAIN_FIELDS / sizeof TRAIN_FIELDS[0]))
 // Every section of the file, in the order of the resolved text and the reference.
 static const char *const SECTIONS[] = {"model", "lora", "modulation", "stage", "data", "optim",
-                                       "loss", "train", "log", "checkpoint", "val", "dist"};
+                                       "loss", "train", "log", "checkpoint", "val", "eval", "dist"};
 #define N_SECTIONS ((int)(sizeof SECTIONS / sizeof SECTIONS[0]))
 _Static_assert(N_SECTIONS <= CFG_MAX_SECTIONS, "raise CFG_MAX_SECTIONS");
 

@@ -248,6 +248,7 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     // without the cache (the same CPU computation), so no rank reads a file another is writing.
     ModelOptions in_run = *mo;
     if (r->rank == 0) snprintf(in_run.prompt_cache, sizeof in_run.prompt_cache, "%s/" MODEL_PROMPT_CACHE, r->run_dir);
+    config_where(c, "modulation", "adm_weights", in_run.adm_weights_origin, sizeof in_run.adm_weights_origin);
     if (!(r->model = model_load(&in_run, &n_loaded, err, errlen))) return -1;
     ParamStore *ps = r->model->params(r->model->self);
     if (mo->stage == 2 && !r->quiet)
