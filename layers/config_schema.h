@@ -24,7 +24,7 @@
 
 #define CFG_STR 1024        // capacity of string and list values
 #define CFG_ERR_LEN 8192    // error buffers: every problem found, one line each
-#define CFG_MAX_FIELDS 64   // keys of one (composed) schema
+#define CFG_MAX_FIELDS 128  // keys of one (composed) schema
 #define CFG_ORIGIN_LEN 320
 #define CFG_MAX_SECTIONS 16
 #define CFG_NAME_LEN 64     // section and key names
