@@ -8,8 +8,9 @@ typedef struct {
     uint8_t *pix;    // h * w * c bytes, row-major HWC (heap; image_free releases)
 } Image;
 
-// Load any stb_image format as RGB (grey and RGBA are converted). Returns 0, or -1 with a message
-// naming the file and the decoder's reason in err.
+// Load any stb_image format as RGB (grey and RGBA are converted). The dimensions in the file's
+// header are checked against the image caps (autograd/base.h) before decoding. Returns 0, or -1
+// with a message naming the file and the decoder's reason (or the cap) in err.
 int image_load(const char *path, Image *img, char *err, size_t errlen);
 // Allocate a w x h x c image (zeroed). Exits with an out-of-memory message on failure.
 Image image_alloc(int w, int h, int c);

@@ -113,7 +113,12 @@ int eval_prepare(const EvalSet *sets, int n_sets, int max_images, EvalSetResult 
             double sigma;
             uint64_t seed;
             int has = h5_sample_noise(es->path, es->task, i, &sigma, &seed, why, sizeof why);
-            if (has < 0) continue;   // a missing sample: counted as unreadable when the run reaches it
+            if (has == -1) continue;   // a missing sample: counted as unreadable when the run reaches it
+            if (has < 0) {
+                fmt_into(line, sizeof line, "%s: %s", es->label, why);
+                add_line(err, errlen, &bad, line);
+                break;
+            }
             if (!has || fabs(sigma - es->sigma) > 1e-9) {
                 if (!has) fmt_into(line, sizeof line, "%s: %s: task %s sample %08d has no stored noise (pack the set with "
                                    "--store-noisy --sigma %g)", es->label, es->path, es->task, i, es->sigma);
@@ -153,12 +158,18 @@ static void progress_draw(Progress *p, const char *label, bool force) {
 
 // The output stem of sample i: its ground truth's source stem; else its LQ's; else the index.
 // A stem already used in this set falls back the same way, then gets the index appended.
-static void sample_name(H5ds *f, int t, int64_t i, const EvalImage *prev, int n_prev, char *name, size_t len) {
+// 0, or -1 with a message naming the file and sample when an attribute is malformed.
+static int sample_name(H5ds *f, int t, int64_t i, const EvalImage *prev, int n_prev, char *name, size_t len,
+                       char *err, size_t errlen) {
     const char *attrs[] = {"hq_source", "lq_source"};
     char buf[512];
     name[0] = 0;
     for (int a = 0; a < 2 && !name[0]; a++) {
-        if (h5ds_sample_attr(f, t, i, attrs[a], buf, sizeof buf) || !buf[0]) continue;
+        if (h5ds_sample_attr(f, t, i, attrs[a], buf, sizeof buf, err, errlen)) {
+            snprintf(name, len, "%08lld", (long long)i);
+            return -1;
+        }
+        if (!buf[0]) continue;
         char *slash = strrchr(buf, '/'), *stem = slash ? slash + 1 : buf, *dot = strrchr(stem, '.');
         if (dot && dot != stem) *dot = 0;
         bool dup = false;
@@ -173,6 +184,7 @@ static void sample_name(H5ds *f, int t, int64_t i, const EvalImage *prev, int n_
             fmt_into(name, len, "%s", tmp);
             break;
         }
+    return 0;
 }
 
 void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage *im, EvalImages *keep) {
@@ -309,8 +321,13 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         for (int i = 0; i < r->n_images; i++) {
             EvalImage *im = &r->images[i];
             im->index = i;
-            sample_name(f, t, i, r->images, i, im->name, sizeof im->name);
-            eval_one(o, f, t, r, im, o->save_dir ? set_dir : NULL, i < n_rows ? &rows[i] : NULL);
+            char why[EVAL_ERR_LEN];
+            if (sample_name(f, t, i, r->images, i, im->name, sizeof im->name, why, sizeof why)) {
+                im->status = EVAL_UNREADABLE;
+                fmt_into(im->err, sizeof im->err, "%s (%s): %s", es->label, im->name, why);
+            } else {
+                eval_one(o, f, t, r, im, o->save_dir ? set_dir : NULL, i < n_rows ? &rows[i] : NULL);
+            }
             r->problems[im->status]++;
             if (im->status == EVAL_OK) eval_scores_add(&r->scores, im);
             pg.done++;

@@ -145,6 +145,14 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
         m->vae = vae_load(dir, cfg->frozen_dtype, NULL);
     }
     setup_scheduler(m);
+    // The two parts must fit together; otherwise the first op joining them would fail naming itself.
+    const SdUNetConfig *uc = &m->unet->cfg;
+    const SdVaeConfig *vc = &m->vae->cfg;
+    DOD_CHECK(uc->in_channels == vc->latent_channels && uc->out_channels == vc->latent_channels, uc->path,
+              "in_channels %d / out_channels %d: the VAE (%s) has latent_channels %d", uc->in_channels,
+              uc->out_channels, vc->path, vc->latent_channels);
+    DOD_CHECK(vc->in_channels == 3 && vc->out_channels == 3, vc->path,
+              "in_channels %d / out_channels %d: DOD restores RGB images (3 and 3)", vc->in_channels, vc->out_channels);
     int D = m->unet->cfg.cross_attention_dim[0];
     for (int i = 1; i < m->unet->cfg.n_levels; i++)
         DOD_CHECK(m->unet->cfg.cross_attention_dim[i] == D, m->unet->cfg.path,

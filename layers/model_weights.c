@@ -138,6 +138,19 @@ int checkpoint_read_info(const SafeTensors *st, CheckpointInfo *info, char *err,
         return -1;
     long long world = 1;   // older checkpoints do not say: one process
     if (safetensors_metadata(st, "world_size") && meta_int(st, "world_size", &world, err, errlen)) return -1;
+    // Ranges: a step count beyond 2^40 is no run anyone made, and keeps step * grad_accum * processes exact.
+    const struct {
+        const char *key;
+        long long v, lo, hi;
+    } ranges[] = {{"step", step, 0, CKPT_MAX_STEP},         {"adamw_step", astep, 0, CKPT_MAX_STEP},
+                  {"loader_next", lnext, 0, 1ll << 62},     {"stage", stage, 1, 2},
+                  {"world_size", world, 1, CKPT_MAX_WORLD}};
+    for (size_t k = 0; k < sizeof ranges / sizeof ranges[0]; k++)
+        if (ranges[k].v < ranges[k].lo || ranges[k].v > ranges[k].hi) {
+            snprintf(err, errlen, "%s: metadata %s is %lld, outside [%lld, %lld] (damaged checkpoint)",
+                     safetensors_path(st), ranges[k].key, ranges[k].v, ranges[k].lo, ranges[k].hi);
+            return -1;
+        }
     info->step = step;
     info->adamw_step = astep;
     info->seed = (uint64_t)seed;

@@ -27,6 +27,8 @@
 #define CKPT_FORMAT_VERSION 1
 #define CKPT_ERR_LEN 2048
 #define CKPT_OPTIM_PREFIX "optim."   // tensors of the optimizer state, not of the model
+#define CKPT_MAX_STEP (1ll << 40)     // checkpoint_read_info refuses larger step / adamw_step metadata
+#define CKPT_MAX_WORLD (1 << 20)      // and a larger world_size
 
 typedef struct {
     int64_t step;          // optimizer steps completed
@@ -64,10 +66,12 @@ int checkpoint_write_file(const char *path, Tensor *const *tensors, int n, const
                           size_t errlen);
 // Opens path and checks its format and version. NULL with a message naming the file.
 SafeTensors *checkpoint_open(const char *path, char *err, size_t errlen);
-// The metadata of an open checkpoint (=). 0, or -1 naming the missing or malformed key.
+// The metadata of an open checkpoint (=). 0, or -1 naming the missing, malformed or out-of-range key
+// (step and adamw_step in [0, 2^40], loader_next >= 0, stage 1 or 2, world_size in [1, 2^20]).
 int checkpoint_read_info(const SafeTensors *st, CheckpointInfo *info, char *err, size_t errlen);
 // Copies entry e (any float dtype) into dst (=), converted to dst's storage dtype, on dst's device;
-// the shapes must agree (a mismatch names the tensor, both shapes and `label`, what expects it).
+// the shapes must agree (a mismatch names the tensor, both shapes and `label`, what expects it) and
+// every value must be finite (safetensors_tensor).
 int checkpoint_read_tensor(const SafeTensors *st, const StEntry *e, Tensor *dst, const char *label, char *err,
                            size_t errlen);
 // Copies (=) every one of params from the file by name: each must be present with its shape, and

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/finite.h"
 #include "autograd/params.h"
 #include "layers/torch_ckpt.h"
 
@@ -153,8 +154,9 @@ static StStatus parse_header(SafeTensors *st, const char *json, size_t len, char
     StStatus rc = ST_OK;
     for (cJSON *item = root->child; item; item = item->next) {
         if (!strcmp(item->string, "__metadata__")) {
-            if (!cJSON_IsObject(item)) {
-                rc = fail(err, ST_ERR_HEADER, "%s: \"__metadata__\" is not an object", path);
+            if (!cJSON_IsObject(item) || st->metadata) {
+                rc = fail(err, st->metadata ? ST_ERR_DUPLICATE : ST_ERR_HEADER, "%s: \"__metadata__\" %s", path,
+                          st->metadata ? "appears twice" : "is not an object");
                 break;
             }
             for (cJSON *kv = item->child; kv; kv = kv->next)
@@ -312,7 +314,8 @@ static inline float load_f32(const uint8_t *src, DType dt, int64_t i) {
     return dt == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
 }
 
-StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name, Tensor **out,
+// safetensors_tensor without the finite check.
+static StStatus read_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name, Tensor **out,
                             char err[ST_ERR_LEN]) {
     *out = NULL;
     if (!name) name = e->name;
@@ -344,6 +347,23 @@ StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want,
     }
     *out = t;
     return ST_OK;
+}
+
+// Every tensor handed out is scanned once (a view: the file's bytes; a conversion: its result): a
+// NaN or infinity in a weight would surface steps later as "the loss is nan" with nothing to say
+// where it came from.
+StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name, Tensor **out,
+                            char err[ST_ERR_LEN]) {
+    StStatus rc = read_tensor(st, e, want, name, out, err);
+    if (rc != ST_OK) return rc;
+    int64_t bad = tensor_first_nonfinite(*out);
+    if (bad < 0) return ST_OK;
+    double v = tensor_value_at(*out, bad);
+    tensor_free(*out);
+    *out = NULL;
+    bool converted = strcmp(tensor_file_stored_dtype(st, e), safetensors_dtype_str(want)) != 0;
+    return fail(err, ST_ERR_NONFINITE, "%s: tensor %s holds a non-finite value (%g at element %lld%s%s)", st->path,
+                e->name, v, (long long)bad, converted ? ", read as " : "", converted ? safetensors_dtype_str(want) : "");
 }
 
 // ---- writer -------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ typedef enum {
     ST_ERR_DUPLICATE,   // a tensor name appears twice
     ST_ERR_NOT_FOUND,   // no tensor of that name
     ST_ERR_TORCH,       // a PyTorch checkpoint that cannot be read safely (refused global, corrupt, truncated)
+    ST_ERR_NONFINITE,   // a float tensor holds NaN or an infinity (as stored, or once converted to the dtype asked for)
 } StStatus;
 
 typedef struct {
@@ -79,7 +80,9 @@ const char *safetensors_metadata(const SafeTensors *st, const char *key);
 //  - want == e->dtype and the bytes are aligned for it: a zero-copy view of the mapped bytes
 //    (owns_data false, read-only memory: writing to it faults; see sd_tensor_make_owned);
 //  - otherwise a converted heap copy (F32/F16/BF16 among themselves; I64 only to I64).
-// Returns ST_ERR_DTYPE (message names the tensor and file) when the conversion is impossible.
+// Returns ST_ERR_DTYPE (message names the tensor and file) when the conversion is impossible, and
+// ST_ERR_NONFINITE (naming file, tensor, value and element; no tensor) when a value is NaN or
+// infinite: every weight, checkpoint, prompt embedding and LPIPS / CLIP file is read through here.
 StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name,
                             Tensor **out, char err[ST_ERR_LEN]);
 

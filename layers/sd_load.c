@@ -125,8 +125,13 @@ int sd_load_tensors(const SafeTensors *st, const SdTensorTable *table, SdNaming 
         const StEntry *e = found[i];
         Tensor *t;
         char msg[ST_ERR_LEN];
-        StStatus rc = safetensors_tensor(st, e, dtype, s->name, &t, msg);
-        DOD_CHECK(rc == ST_OK, path, "%s", msg);   // dtype compatibility was checked in pass 1
+        if (safetensors_tensor(st, e, dtype, s->name, &t, msg) != ST_OK) {   // dtypes were checked: NaN / inf
+            *err = strdup(msg);   // the tensors of ps so far stay there: the caller frees ps
+            DOD_CHECK(*err != NULL, path, "out of memory");
+            free(used);
+            free(found);
+            return -1;
+        }
         if (s->rule == SD_SHAPE_1X1_LINEAR && t->ndim == 4) t->ndim = 2;   // [O, I, 1, 1] -> [O, I]: same bytes
         int64_t bytes = (int64_t)(e->end - e->begin);
         if (t->owns_data) {

@@ -69,9 +69,10 @@ typedef enum { SD_NAMES_DIFFUSERS, SD_NAMES_LDM } SdNaming;
 
 // Loads every tensor of table from st (names per naming; a diffusers VAE file may use the deprecated
 // attention names query/key/value/proj_attn) as dtype into ps (+=: ps may already hold the other
-// part), adding counts and lists to rep. Returns 0, or -1 when something is missing or mismatched;
-// then nothing is added to ps and *err is a malloc'd message (caller frees) naming the file, every
-// missing tensor and every mismatch with both shapes. unexpected_prefix (single-file loads: the
+// part), adding counts and lists to rep. Returns 0, or -1 when something is missing or mismatched
+// (then nothing is added to ps and *err is a malloc'd message, caller frees, naming the file, every
+// missing tensor and every mismatch with both shapes), or when a tensor holds NaN or an infinity
+// (then *err names it; the tensors read before it are in ps). unexpected_prefix (single-file loads: the
 // part's LDM prefix) limits "unexpected" to names starting with it; NULL: every unused name.
 int sd_load_tensors(const SafeTensors *st, const SdTensorTable *table, SdNaming naming, const char *unexpected_prefix,
                     DType dtype, ParamStore *ps, SdLoadReport *rep, char **err);

@@ -14,7 +14,6 @@ import zipfile
 import torch
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "torch_ckpt")
-SEED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fuzz", "corpus_torch_ckpt")
 MAGIC = 0x1950A86A20F9469CFC6C
 
 
@@ -169,7 +168,6 @@ class Evaluates:
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    os.makedirs(SEED_DIR, exist_ok=True)
     obj = state_object()
     torch.save(obj, os.path.join(OUT, "state_zip.pt"))
     torch.save(obj, os.path.join(OUT, "state_legacy.pt"), _use_new_zipfile_serialization=False)
@@ -206,10 +204,8 @@ def main():
     evil(template, "evil_reduce.pt", pickle.dumps(RunsShell(), protocol=2))          # posix.system via __reduce__
     evil(template, "evil_eval.pt", pickle.dumps(Evaluates(), protocol=4))            # STACK_GLOBAL builtins.eval
     evil(template, "evil_inst.pt", b"(X\x04\x00\x00\x00echoios\nsystem\n.")          # protocol 0 INST
-    # Seeds for the fuzzer: the small real files of both formats.
-    for name in ("state_zip.pt", "state_legacy.pt", "legacy_v1.pth", "bare_tensor.pt", "state_deflated.pt"):
-        with open(os.path.join(OUT, name), "rb") as src, open(os.path.join(SEED_DIR, name), "wb") as dst:
-            dst.write(src.read())
+    # The fuzzer's seeds are five of these files: build/fuzz/fuzz_replay_torch_ckpt --write-seeds
+    # tests/fuzz/corpus/torch_ckpt copies them (tests/fuzz/fuzz_torch_ckpt.c).
     for f in sorted(os.listdir(OUT)):
         print(f"{f}: {os.path.getsize(os.path.join(OUT, f))} bytes")
 

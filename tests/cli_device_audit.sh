@@ -29,7 +29,7 @@ layers/safetensors.c:safetensors_drop_pages  file mapping, no tensors
 layers/safetensors.c:safetensors_load_store  loading: host tensors
 layers/safetensors.c:safetensors_open        file mapping, no tensors
 layers/safetensors.c:safetensors_save        CUDA tensors are written through a host copy (device_copy)
-layers/safetensors.c:safetensors_tensor      loading: host tensors
+layers/safetensors.c:read_tensor             loading: host tensors
 layers/safetensors.c:torch_tensor            loading a PyTorch checkpoint's tensor: host tensors
 layers/sd_load.c:sd_tensor_make_owned        loading: host tensors (before any move)
 layers/sd_prompt.c:encode_one                device_copy of the encoder's output into a host tensor

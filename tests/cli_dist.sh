@@ -16,7 +16,10 @@
 #  - no silent hangs: a rank killed mid-step ends the job non-zero (mpirun; tcp: the other rank
 #    names it at once), a stopped rank (SIGSTOP) ends it within [dist] timeout (mpi, tcp); an
 #    unreachable rank 0 and a missing rank are reported within the timeout; backend none under a
-#    2-process launcher and nccl on a CPU device are refused.
+#    2-process launcher and nccl on a CPU device are refused;
+#  - agreed stops: a step going non-finite ends every process at once with exit 1, naming the step
+#    and the tensor, without aborting the job; SIGINT to one rank stops both at the end of the step
+#    (tcp), rank 0 saving the checkpoint, exit 130.
 # Usage: bash tests/cli_dist.sh BUILD_DIR SOURCE_DIR
 set -u
 B=$1 S=$2
@@ -209,6 +212,36 @@ if grep -q "rank 0 of 2 (backend tcp): .*rank 1 closed its connection (it exited
 else bad "tcp KILL: message: $(grep 'dod: dist' "$T/tcp_KILL.0.log")"; fi
 if grep -q "rank 0 of 2 (backend tcp): .*rank 1 did not answer within 3 s" "$T/tcp_STOP.0.log"; then ok
 else bad "tcp STOP: message: $(grep 'dod: dist' "$T/tcp_STOP.0.log")"; fi
+
+# ---- a non-finite step and a stop: every process agrees --------------------------------------------------
+# A huge first-layer bias makes step 3's loss and gradients overflow on both processes: each names the step and the tensor
+# and exits 1 at once, without aborting the job (no "ending the job" line); nothing of step 3 is saved.
+two "${TOY[@]}" --set optim.grad_accum=1 --set train.steps=2 --set val.every=0 --run-dir "$T/nf" || bad "non-finite: the 2-step run"
+"$B/tests/dod-make-hostile" set "$(ck "$T/nf" 2)" conv_in.bias 3e38
+t0=$SECONDS
+two --resume "$T/nf" --set train.steps=4 --set dist.timeout=60; rc=$?
+cat "$T"/two*.log > "$T/nf.log"
+if [ $rc != 0 ] && [ $((SECONDS - t0)) -le 30 ] && [ "$(grep -c "of 2: step 3: the loss is inf on micro-batch" "$T/nf.log")" = 2 ] &&
+   [ "$(grep -Ec "the gradient of conv_out.weight holds -?(inf|nan) at element 0; stopping without saving" "$T/nf.log")" = 2 ] &&
+   ! grep -q "ending the job\|MPI_ABORT" "$T/nf.log" && [ ! -e "$(ck "$T/nf" 3)" ]; then ok
+else bad "non-finite step, 2 processes: exit $rc after $((SECONDS - t0)) s: $(grep -h 'dod' "$T/nf.log" | head -4)"; fi
+# SIGINT to rank 1 alone, inside a step of 64 micro-batches: the stop is agreed at the end of the step
+# (not at the next micro-batch, as with one process); rank 0 saves; both exit 130.
+PORT=$((20000 + RANDOM % 40000))
+pids=()
+for r in 0 1; do
+    RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT "$TRAIN" "${LONG[@]}" --set optim.grad_accum=64 \
+        --set dist.timeout=60 --run-dir "$T/tcp_INT" > "$T/tcp_INT.$r.log" 2>&1 &
+    pids+=($!)
+done
+wait_steps "$T/tcp_INT.0.log" || bad "tcp INT: no steps: $(tail -2 "$T/tcp_INT.0.log")"
+t0=$SECONDS
+kill -INT "${pids[1]}"
+wait "${pids[0]}"; rc0=$?
+wait "${pids[1]}"; rc1=$?
+saved=$(sed -n 's/.*interrupted after step \([0-9]*\); checkpoint .*/\1/p' "$T/tcp_INT.0.log")
+if [ $rc0 = 130 ] && [ $rc1 = 130 ] && [ $((SECONDS - t0)) -le 10 ] && [ -n "$saved" ] && [ -f "$(ck "$T/tcp_INT" "$saved")" ]; then ok
+else bad "tcp, SIGINT to rank 1: exits $rc0 / $rc1 after $((SECONDS - t0)) s: $(tail -1 "$T/tcp_INT.0.log")"; fi
 
 # ---- start-up errors --------------------------------------------------------------------------------------
 PORT=$((20000 + RANDOM % 40000))

@@ -143,7 +143,7 @@ check "a stage-1 checkpoint under a stage-2 configuration names a tensor" "[ $? 
     --csv "$T/bad.csv" --json "$T/bad.json" --html "$T/bad_html" > "$T/bad.md" 2> "$T/bad.err"
 check "bad pairs: exit 1" "[ $? = 1 ]"
 check "bad pairs: the size mismatch is named with both sizes" "grep -q 'bad-size.*input 24x20 but ground truth 24x24' $T/bad.err"
-check "bad pairs: the missing sample is named" "grep -q '00000002.*component not found' $T/bad.err"
+check "bad pairs: the missing sample is named" "grep -q \"00000002.*/hq: name doesn't exist\" $T/bad.err"
 check "bad pairs: the malformed image is named" "grep -q 'bad-rank.*not a uint8' $T/bad.err"
 check "bad pairs: counted" "grep -q '3 of 5 images not scored (2 unreadable, 1 size mismatch)' $T/bad.err"
 check "bad pairs: no CSV/JSON/HTML, stdout marked INCOMPLETE" "[ ! -e $T/bad.csv ] && [ ! -e $T/bad.json ] && [ ! -e $T/bad_html ] && grep -q INCOMPLETE $T/bad.md && grep -q '^| derain | 2/5 |' $T/bad.md"

@@ -65,7 +65,7 @@ if [ -x "$DATA" ] && "$DATA" synth --clean "$S/tests/fixtures/data" --tasks nois
   pid=$!
   for _ in $(seq 1 100); do grep -q "^step" "$T/long.txt" 2>/dev/null && break; sleep 0.1; done
   kill -INT $pid; wait $pid; rc=$?
-  if [ $rc = 130 ] && grep -q "interrupted after step" "$T/long.txt"; then ok; else bad "SIGINT: exit $rc"; tail -3 "$T/long.txt" >&2; fi
+  if [ $rc = 130 ] && grep -qE "interrupted (after|during) step" "$T/long.txt"; then ok; else bad "SIGINT: exit $rc"; tail -3 "$T/long.txt" >&2; fi
   step=$(sed -n 's/^step_0*\([0-9]*\)\.safetensors$/\1/p' "$T/long/checkpoints/latest" 2>/dev/null)
   if [ -n "$step" ] && [ -f "$T/long/checkpoints/step_$(printf %07d "$step").safetensors" ]; then ok; else bad "no checkpoint after SIGINT"; fi
   expect resume-after-int 0 "resuming from" -- "$TRAIN" --resume "$T/long" --set train.steps=$((step + 2))

@@ -2,9 +2,11 @@
 // every dtype; scripts/make_torch_ckpt_fixtures.py) read bit-exactly against the bytes torch holds;
 // refused pickles name the global; truncated and corrupt files fail naming the file; pickles built
 // here byte by byte exercise the unpickler's limits.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "layers/safetensors.h"
 #include "layers/sd_weights.h"
@@ -177,6 +179,40 @@ static void test_sd_single_file(void) {
     printf("ok sd1_tiny_ldm.ckpt: %d tensors bit-equal to ldm.safetensors\n", same);
     sd_model_free(&a);
     sd_model_free(&b);
+}
+
+// A NaN in a checkpoint's storage (state_legacy.pt with dtypes/f64's first value replaced, the 8
+// bytes of that double found once in the file) is refused when the tensor is read, naming both.
+static void test_nonfinite(void) {
+    char err[ST_ERR_LEN], terr[TORCH_ERR_LEN];
+    size_t n;
+    uint8_t *data = slurp(FIX "state_legacy.pt", &n);
+    TorchCkpt *ck;
+    double d[15];
+    CHECK(torch_ckpt_open(FIX "state_legacy.pt", &ck, terr) == 0 &&
+          torch_ckpt_read(ck, torch_ckpt_find(ck, "dtypes/f64"), d, terr) == 0, "%s", terr);
+    torch_ckpt_close(ck);
+    int found = 0;
+    size_t at = 0;
+    for (size_t i = 0; i + 8 <= n; i++)
+        if (!memcmp(data + i, &d[0], 8)) found++, at = i;
+    CHECK(found == 1, "the first f64 value occurs %d times in the file", found);
+    double nan = NAN;
+    memcpy(data + at, &nan, 8);
+    char path[64] = "/tmp/dod_test_torch_nan_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, data, n) == (ssize_t)n && close(fd) == 0, "writing %s", path);
+    SafeTensors *st;
+    Tensor *t = NULL;
+    CHECK(tensor_file_open(path, &st, err) == ST_OK, "%s", err);
+    CHECK(safetensors_tensor(st, safetensors_find(st, "dtypes/f64"), DT_F32, NULL, &t, err) == ST_ERR_NONFINITE &&
+          t == NULL && strstr(err, path) && strstr(err, "tensor dtypes/f64 holds a non-finite value (nan at element") &&
+          strstr(err, "read as F32"), "NaN in a PyTorch checkpoint: %s", err);
+    CHECK(safetensors_tensor(st, safetensors_find(st, "dtypes/bf16"), DT_F32, NULL, &t, err) == ST_OK, "%s", err);
+    tensor_free(t);
+    safetensors_close(st);
+    unlink(path);
+    free(data);
 }
 
 // Every prefix of a file, and every single-byte corruption of its first `flip_bytes` bytes, must fail
@@ -366,6 +402,7 @@ int main(void) {
     check_against_expected(FIX "legacy_v1.pth", "legacy_v1_expected");
     test_names();
     test_tensor_file();
+    test_nonfinite();
     test_sd_single_file();
     expect_refused("evil_global.pt", "global os.system is not allowed", NULL);
     expect_refused("evil_reduce.pt", "global posix.system is not allowed", NULL);

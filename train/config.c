@@ -49,6 +49,10 @@ static const CfgField TRAIN_FIELDS[] = {
      "seed of parameter init, batches and training noise", NULL},
     {"train", "recompute", CFG_BOOL, "false", 0, 0, NULL, OFF(model.recompute), true,
      "activation recomputation (less memory, same numbers: bitwise on the CPU)", NULL},
+    {"train", "max_memory", CFG_INT, "0", -1, BIG, NULL, OFF(max_memory), true,
+     "MiB of memory the run may use (process memory on the CPU, device memory of a step on CUDA); before the "
+     "first step the step's memory is measured at small crops and extrapolated, and the run refuses to start "
+     "when it would not fit (docs/training.md); 0: what the machine has free; -1: no check", NULL},
     {"train", "run_dir", CFG_STRING, NULL, 0, 0, NULL, OFF(run_dir), true,
      "run directory (config copy, metrics, checkpoints, samples)", NULL},
     {"log", "every", CFG_INT, "10", 1, BIG, NULL, OFF(log_every), true, "steps between JSONL metrics lines", NULL},

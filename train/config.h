@@ -40,6 +40,7 @@ typedef struct {
     char lpips_vgg[CFG_STR], lpips_lin[CFG_STR];   // LPIPS weights (layers/lpips.h); required when lpips > 0
     // [train]
     long long steps;
+    long long max_memory;             // MiB a step may use (train/memory_check.h); 0: the machine's; -1: no check
     char run_dir[CFG_STR];
     // [log]
     long long log_every;

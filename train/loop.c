@@ -12,8 +12,9 @@ static void on_signal(int sig) {
     (void)sig;
     if (stop_requested) _exit(TRAIN_INTERRUPTED);
     stop_requested = 1;
-    static const char msg[] = "\ndod-train: stop requested: finishing this step and saving a checkpoint "
-                              "(again to quit without saving)\n";
+    static const char msg[] = "\ndod-train: stop requested: stopping at the next micro-batch (several processes: "
+                              "at the end of the step) and saving a checkpoint of the completed steps (again to "
+                              "quit without saving)\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
 }
@@ -35,6 +36,7 @@ void train_install_signal_handlers(void) {
 
 #include "autograd/cuda/cuda_backend.h"
 #include "autograd/device_scalars.h"
+#include "autograd/finite.h"
 #include "autograd/ops.h"
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
@@ -47,6 +49,7 @@ void train_install_signal_handlers(void) {
 #include "train/batch_feed.h"
 #include "train/checkpoint.h"
 #include "train/grad_sync.h"
+#include "train/memory_check.h"
 #include "train/step_log.h"
 
 #define PATH_LEN (2 * CFG_STR + 64)
@@ -129,6 +132,13 @@ static void run_free(Run *r) {
     free(r->config_text);
 }
 
+// The run's loss weights (layers/dod_loss.h), with its LPIPS network.
+static DodLossWeights loss_weights(const Run *r) {
+    const TrainConfig *c = r->cfg;
+    return (DodLossWeights){.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips,
+                            .lpips_net = r->lpips};
+}
+
 static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *err, size_t errlen) {
     CheckpointInfo info = {.step = step, .adamw_step = r->opt->step, .seed = (uint64_t)r->cfg->model.seed,
                            .loader_next = step * r->cfg->grad_accum * r->world, .stage = (int)r->cfg->model.stage,
@@ -177,9 +187,17 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     }
     char cfg_path[PATH_LEN + 16];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", r->run_dir);
-    if (r->rank == 0 && (fs_mkdirs(r->run_dir, err, errlen) || fs_mkdirs(r->samples_dir, err, errlen) ||
-                         fs_write_text_atomic(cfg_path, r->config_text, err, errlen)))
+    if (r->rank == 0 && (fs_mkdirs(r->run_dir, err, errlen) || fs_mkdirs(r->samples_dir, err, errlen)))
         return -1;
+    if (r->rank == 0) {   // what a killed run left half-written (fs_remove_stale_tmp)
+        const char *jsonl_name = strrchr(r->jsonl_path, '/') ? strrchr(r->jsonl_path, '/') + 1 : r->jsonl_path;
+        const char *run_files[] = {"config.ini", jsonl_name, MODEL_PROMPT_CACHE},
+                   *ckpt_files[] = {"step_*.safetensors", "latest"}, *sample_files[] = {"step_*.png"};
+        fs_remove_stale_tmp(r->run_dir, run_files, 3, "dod-train");
+        fs_remove_stale_tmp(r->ckpt_dir, ckpt_files, 2, "dod-train");
+        fs_remove_stale_tmp(r->samples_dir, sample_files, 1, "dod-train");
+        if (fs_write_text_atomic(cfg_path, r->config_text, err, errlen)) return -1;
+    }
 
     int n_loaded = 0;  // stage 2: the frozen stage-1 tensors, on a fresh run and on resume alike
     // Rank 0 caches the encoded prompts in the run dir (made above); the other ranks encode them
@@ -226,6 +244,9 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
         else if (strcmp(info.model_kind, r->model->kind) || info.stage != mo->stage)
             snprintf(err, errlen, "%s: checkpoint of a %s stage-%d model, the configuration says %s stage %lld", resume_path,
                      info.model_kind, info.stage, r->model->kind, mo->stage), bad = -1;
+        else if (info.step > c->steps)
+            snprintf(err, errlen, "%s: checkpoint at step %lld is past [train] steps = %lld (raise it to continue the run)",
+                     resume_path, (long long)info.step, c->steps), bad = -1;
         else if (info.seed != (uint64_t)mo->seed)
             snprintf(err, errlen, "%s: seed %llu, the configuration says %lld", resume_path,
                      (unsigned long long)info.seed, mo->seed), bad = -1;
@@ -253,6 +274,10 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     lc.n_threads = (int)c->loader_threads;
     lc.rank = r->rank;
     lc.world_size = r->world;
+    int batch_n = 0;   // the step's memory is checked before the loader allocates its batches
+    for (int t = 0; t < lc.n_tasks; t++) batch_n += lc.tasks[t].count;
+    if (train_memory_check(r->model, r->trainable, r->n_trainable, c, loss_weights(r), batch_n, r->quiet, err, errlen))
+        return -1;
     if (!(r->loader = loader_open(&lc, err, errlen))) return -1;
     r->feed = batch_feed_new(r->loader, r->model->device);
     if (r->comm || c->grad_accum > 1)
@@ -275,21 +300,64 @@ static int run_setup(Run *r, const TrainOptions *o, int64_t *start_step, char *e
     return 0;
 }
 
-// One optimizer step (see train/loop.h). Fills st. 0 or -1 (loader error, non-finite loss).
+// The failure path of a step whose loss or gradient norm is not finite (on this process: bad_a is
+// the first micro-batch whose loss is not, or -1; on others: others_bad processes said so). Names
+// the first trainable tensor whose gradient holds NaN / inf (clipping keeps such elements
+// non-finite), else the first parameter that does (an earlier update diverged), else says that all
+// are finite (a loss that overflowed in the forward, e.g. from huge weights): these scans wait
+// for the device, which only this path does. Writes (=) the message; returns TRAIN_FAILED_TOGETHER.
+static int step_failure(Run *r, int64_t s, float lr, const double *v, int bad_a, int others_bad, char *err,
+                        size_t errlen) {
+    int A = (int)r->cfg->grad_accum;
+    char what[256], where[512];
+    if (bad_a >= 0)
+        snprintf(what, sizeof what, "the loss is %g on micro-batch %lld", v[STEP_LOSS0 + bad_a],
+                 (long long)((s * A + bad_a) * r->world + r->rank));
+    else if (!isfinite(v[STEP_GRAD_NORM]))
+        snprintf(what, sizeof what, "the gradient norm is %g", v[STEP_GRAD_NORM]);
+    else
+        snprintf(what, sizeof what, "%d other process%s saw a non-finite loss or gradient", others_bad,
+                 others_bad == 1 ? "" : "es");
+    int64_t at = 0;
+    double bad = 0;
+    int k = tensors_first_nonfinite(r->trainable, r->n_trainable, true, &at, &bad);
+    if (k >= 0) {
+        snprintf(where, sizeof where, "the gradient of %s holds %g at element %lld", r->trainable[k]->name, bad, (long long)at);
+    } else if ((k = tensors_first_nonfinite(r->trainable, r->n_trainable, false, &at, &bad)) >= 0) {
+        snprintf(where, sizeof where, "parameter %s holds %g at element %lld", r->trainable[k]->name, bad, (long long)at);
+    } else {
+        snprintf(where, sizeof where, "every gradient and parameter is finite (the forward overflowed)");
+    }
+    snprintf(err, errlen, "step %lld: %s (lr %g): %s; stopping without saving (resume from the last checkpoint, "
+             "with a lower [optim] lr or after checking the data)", (long long)s + 1, what, (double)lr, where);
+    return TRAIN_FAILED_TOGETHER;
+}
+
+// One optimizer step (see train/loop.h). Fills st. 0; -1 (a loader error); TRAIN_FAILED_TOGETHER (a
+// non-finite loss or gradient norm on any process: every process returns it at the same step); or,
+// with one process, TRAIN_INTERRUPTED (a stop requested between micro-batches: the partial step is
+// dropped, parameters and optimizer as before it).
 // Nothing inside the step waits for the device: the loss terms and the gradient norm are added into
 // device scalars where they are computed and read back once, after the optimizer's kernels are queued.
-// So a non-finite loss is seen after the update it spoiled; the run then stops without saving (the
-// last checkpoint is the one to resume from), as it did when the loss was read before backward.
-// Several processes: the sums read back are this process's; they (and a stop request) are then
-// all-reduced on the host, so every rank reports the step's means over all micro-batches.
+// So a non-finite loss or gradient is seen after the update it spoiled; the run then stops without
+// saving (the last checkpoint is the one to resume from). The gradients are zeroed after that read, so
+// the failure path can still name the one at fault.
+// Several processes: the sums read back are this process's; they, a stop request and a failure are
+// then all-reduced on the host, so every rank reports the step's means over all micro-batches, and
+// stops (or fails) at the same step. A stop is not agreed between micro-batches (that would be a
+// host sync each): it takes effect at the end of the step.
 static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats *st, char *err, size_t errlen) {
     const TrainConfig *c = r->cfg;
     int A = (int)c->grad_accum;
     uint64_t noise_key = rng_key((uint64_t)c->model.seed, TRAIN_NOISE_STREAM);
-    const DodLossWeights weights = {.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips,
-                                    .lpips_net = r->lpips};
+    const DodLossWeights weights = loss_weights(r);
     device_scalars_zero(r->scalars);
     for (int a = 0; a < A; a++) {
+        if (a > 0 && stop_requested && !r->comm) {   // one process: a stop between micro-batches drops the step
+            for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
+            ag_step_reset();
+            return TRAIN_INTERRUPTED;
+        }
         int64_t b = s * A + a;                     // this process's loader step (the loader adds rank and world)
         int64_t g = b * r->world + r->rank;        // the global micro-batch (train/loop.h)
         ag_step_reset();
@@ -313,24 +381,25 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     clip_grad_norm_into(r->trainable, r->n_trainable, c->clip_norm, r->scalars, STEP_GRAD_NORM);
     float lr = lr_at(sched, s);
     adamw_step(r->opt, lr);
-    for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
     const double *v = device_scalars_read(r->scalars);  // the step's one wait for the device
-    // This process's loss, MSE, 1 - SSIM and LPIPS summed over its micro-batches; a stop request.
-    double sums[5] = {0, v[STEP_MSE], v[STEP_SSIM_LOSS], v[STEP_LPIPS], 0};
+    // This process's loss, MSE, 1 - SSIM and LPIPS summed over its micro-batches; a stop request; a
+    // non-finite loss or gradient norm.
+    double sums[6] = {0, v[STEP_MSE], v[STEP_SSIM_LOSS], v[STEP_LPIPS], 0, 0};
+    int bad_a = -1;
     for (int a = 0; a < A; a++) {
         float lv = (float)v[STEP_LOSS0 + a];
-        if (!isfinite(lv)) {
-            snprintf(err, errlen, "step %lld: the loss is %g on micro-batch %lld (lr %g); stopping", (long long)s + 1, lv,
-                     (long long)((s * A + a) * r->world + r->rank), (double)lr);
-            return -1;
-        }
+        if (!isfinite(lv) && bad_a < 0) bad_a = a;
         sums[0] += lv;
     }
-    if (r->comm) {   // the step's means over every process's micro-batches; a stop anywhere stops all
+    bool bad_here = bad_a >= 0 || !isfinite(v[STEP_GRAD_NORM]);
+    sums[5] = bad_here;
+    if (r->comm) {   // the step's means over every process's micro-batches; a stop or failure anywhere stops all
         sums[4] = stop_requested;
-        comm_allreduce_f64(r->comm, sums, 5, COMM_SUM, "summing the step's losses");
+        comm_allreduce_f64(r->comm, sums, 6, COMM_SUM, "summing the step's losses");
         r->stop_agreed = sums[4] > 0;
     }
+    if (sums[5] > 0) return step_failure(r, s, lr, v, bad_a, (int)sums[5] - bad_here, err, errlen);
+    for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
     double n_micro = (double)A * r->world;
     *st = (TrainStepStats){.step = s + 1, .loss = sums[0] / n_micro, .mse = sums[1] / n_micro, .ssim = sums[2] / n_micro,
                            .lpips = sums[3] / n_micro, .lr = lr, .grad_norm = v[STEP_GRAD_NORM]};
@@ -381,8 +450,22 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
     char ckpt_path[PATH_LEN + 64] = "";
     for (int64_t s = start; s < c->steps; s++) {
         TrainStepStats st;
-        if (train_step(&r, s, &sched, &st, err, errlen)) {
-            rc = -1;
+        int step_rc = train_step(&r, s, &sched, &st, err, errlen);
+        if (step_rc == TRAIN_INTERRUPTED) {   // one process: the checkpoint is of the steps completed so far
+            bool saved_already = done % c->ckpt_every == 0;   // the previous step's own save
+            if (done > start && !saved_already && save_checkpoint(&r, done, ckpt_path, sizeof ckpt_path, err, errlen)) {
+                rc = -1;
+                break;
+            }
+            fprintf(stderr, "dod-train: interrupted during step %lld (dropped); %s%s\n", (long long)s + 1,
+                    done > start ? "checkpoint " : "nothing new to save", done > start ? ckpt_path : "");
+            if (done > start || start > 0)
+                fprintf(stderr, "dod-train: continue with: dod-train --resume %s\n", r.run_dir);
+            rc = TRAIN_INTERRUPTED;
+            break;
+        }
+        if (step_rc) {
+            rc = step_rc;
             break;
         }
         done = s + 1;

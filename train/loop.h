@@ -27,6 +27,10 @@
 #include "train/config.h"
 
 #define TRAIN_INTERRUPTED 130             // train_run's return (and dod-train's exit code) after a stop
+// train_run's return when every process stopped on the same error at the same step (a non-finite
+// loss or gradient: the processes agree on it), so none waits for another: dod-train ends each one
+// normally (exit 1) rather than aborting the job. An error on one process alone returns -1.
+#define TRAIN_FAILED_TOGETHER (-2)
 #define TRAIN_NOISE_STREAM 0x6e6f697365ull   // "noise"
 
 typedef struct {
@@ -48,10 +52,14 @@ typedef struct {
     Comm *comm;
 } TrainOptions;
 
-// SIGINT/SIGTERM: the first finishes the current step, saves a checkpoint and makes train_run
-// return TRAIN_INTERRUPTED; a second one exits at once (130).
+// SIGINT/SIGTERM: the first stops the run at the next micro-batch boundary (a step in progress with
+// more micro-batches to go is dropped, its partial gradients discarded; with several processes the
+// stop is agreed at the end of the step instead, so that step completes), saves a checkpoint of the
+// completed steps and makes train_run return TRAIN_INTERRUPTED; a second one exits at once (130).
 void train_install_signal_handlers(void);
 
 // Runs (or resumes) training. 0 when cfg.steps are done (final checkpoint saved), TRAIN_INTERRUPTED
-// after a stop (checkpoint saved, its path printed), -1 with a message on error.
+// after a stop (checkpoint saved, its path printed), -1 or TRAIN_FAILED_TOGETHER with a message on
+// error. A step whose loss or gradient norm is NaN or infinite is an error naming the micro-batch and
+// the first tensor whose gradient (else value) is not finite; nothing of it is saved.
 int train_run(const TrainOptions *o, char *err, size_t errlen);

@@ -28,7 +28,8 @@ static void usage(FILE *f) {
             "  -h, --help           this text\n"
             "\n"
             "Run dir: config.ini (resolved copy), metrics.jsonl, checkpoints/step_NNNNNNN.safetensors + latest,\n"
-            "samples/step_NNNNNNN.png. Ctrl-C (SIGINT/SIGTERM) finishes the step, saves a checkpoint, exits 130.\n"
+            "samples/step_NNNNNNN.png. Ctrl-C (SIGINT/SIGTERM) stops at the next micro-batch (several processes:\n"
+            "at the end of the step), saves a checkpoint of the completed steps, exits 130.\n"
             "Several processes: mpirun -np N dod-train ..., srun dod-train ..., torchrun --no-python\n"
             "--nproc-per-node N dod-train ... ([dist] keys; docs/training.md, \"Several processes\").\n");
 }
@@ -128,11 +129,13 @@ int main(int argc, char **argv) {
     int rc = train_run(&o, run_err, sizeof run_err);
     free(sets);
     if (rc < 0) {
-        if (comm_world(comm) > 1) {   // the others must not wait for this one until the timeout
+        if (comm_world(comm) > 1) {
             fprintf(stderr, "dod-train: rank %d of %d: %s\n", comm_rank(comm), comm_world(comm), run_err);
-            comm_abort(comm, 1);
+            // the others must not wait for this one until the timeout, unless they stop on it too
+            if (rc != TRAIN_FAILED_TOGETHER) comm_abort(comm, 1);
+        } else {
+            fprintf(stderr, "dod-train: %s\n", run_err);
         }
-        fprintf(stderr, "dod-train: %s\n", run_err);
         comm_destroy(comm);
         return 1;
     }
