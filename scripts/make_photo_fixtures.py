@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Varied real photos for the tiny base and the demo (tests/fixtures/photos/, docs/tiny-base.md).
+"""Varied real photos for the demo's training set (tests/fixtures/photos/, docs/tiny-base.md).
 
 Run:   ${PYTHON:-python3} scripts/make_photo_fixtures.py [--mate DIR] [--sklearn DIR] [--out DIR]
 Needs: Pillow, and the photos of two Debian packages (or their extracted .deb files):
