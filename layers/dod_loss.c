@@ -22,25 +22,16 @@ DodLossTerms dod_loss_terms(Tensor *out, Tensor *hq, DodLossWeights w) {
         t.lpips = op_mean(lpips_distance(w.lpips_net, out, hq));
         t.total = op_add(t.total, op_scale(t.lpips, w.lpips));
     }
-    if (w.colour > 0) {
-        t.colour = colour_shift_loss(out, hq);
-        t.total = op_add(t.total, op_scale(t.colour, w.colour));
-    }
     return t;
-}
-
-Tensor *colour_shift_loss(Tensor *out, Tensor *hq) {
-    return op_l1_loss(op_global_avg_pool(out), op_global_avg_pool(hq));
 }
 
 DodLoss dod_loss(Tensor *out, Tensor *hq, DodLossWeights w) {
     DodLossTerms t = dod_loss_terms(out, hq, w);
-    DodLoss l = {.total = t.total, .mse = tensor_item(t.mse), .ssim = NAN, .lpips = NAN, .colour = NAN};
+    DodLoss l = {.total = t.total, .mse = tensor_item(t.mse), .ssim = NAN, .lpips = NAN};
     if (t.ssim) {
         l.ssim = tensor_item(t.ssim);
         l.ssim_loss = tensor_item(t.ssim_loss);
     }
     if (t.lpips) l.lpips = tensor_item(t.lpips);
-    if (t.colour) l.colour = tensor_item(t.colour);
     return l;
 }

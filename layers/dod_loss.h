@@ -1,6 +1,5 @@
 // The DOD training loss (docs/dod-model.md, "Losses") on restored and target images in [-1, 1]:
 //   total = mse * MSE(out, hq) + ssim * (1 - SSIM(out, hq)) + lpips * mean over the batch of LPIPS(out, hq)
-//           + colour * colour_shift_loss(out, hq)
 // with SSIM from op_ssim (data range 2, 11 x 11 Gaussian window) and LPIPS from lpips_distance
 // (layers/lpips.h: VGG16, lpips v0.1). One definition: dod-train back-propagates it (train/loop.c,
 // weights from [loss], any model kind) and tests/test_dod_model.c checks it against PyTorch through
@@ -11,7 +10,6 @@
 
 typedef struct {
     float mse, ssim, lpips;   // >= 0
-    float colour;             // >= 0: weight of colour_shift_loss (0: off, the default everywhere)
     Lpips *lpips_net;         // the frozen LPIPS network on out's device (borrowed); needed when lpips > 0
 } DodLossWeights;
 
@@ -21,7 +19,6 @@ typedef struct {
     float ssim;        // SSIM(out, hq); NaN when the ssim weight is 0 (not computed)
     float ssim_loss;   // 1 - SSIM as back-propagated; 0 when the ssim weight is 0
     float lpips;       // mean LPIPS(out, hq) over the batch; NaN when the lpips weight is 0 (not computed)
-    float colour;      // colour_shift_loss(out, hq); NaN when the colour weight is 0 (not computed)
 } DodLoss;
 
 // The loss of out against hq ([N, 3, H, W], same shape) with weights w (= new tensors; records the
@@ -31,16 +28,9 @@ typedef struct {
 DodLoss dod_loss(Tensor *out, Tensor *hq, DodLossWeights w);
 
 // The same loss with its terms left where they were computed (no read-back, no host sync): one-element
-// f32 tensors on out's device; ssim and ssim_loss NULL when w.ssim == 0, lpips NULL when w.lpips == 0,
-// colour NULL when w.colour == 0. dod_loss reads these.
+// f32 tensors on out's device; ssim and ssim_loss NULL when w.ssim == 0, lpips NULL when w.lpips == 0.
+// dod_loss reads these.
 typedef struct {
-    Tensor *total, *mse, *ssim, *ssim_loss, *lpips, *colour;
+    Tensor *total, *mse, *ssim, *ssim_loss, *lpips;
 } DodLossTerms;
 DodLossTerms dod_loss_terms(Tensor *out, Tensor *hq, DodLossWeights w);
-
-// The mean colour shift of out against hq ([N, C, H, W], images in [-1, 1]) as a loss (= a new scalar
-// tensor): the mean over images and channels of |mean over pixels(out) - mean over pixels(hq)|, i.e.
-// docs/metrics.md's "colour shift" in [-1, 1] units (x 127.5 for the 0-255 scale) on whole crops.
-// MSE and L1 weigh a small global tint like any other error of the same size; this term isolates it.
-// Used by dod_loss ([loss] colour) and by dod-pretrain vae --colour.
-Tensor *colour_shift_loss(Tensor *out, Tensor *hq);

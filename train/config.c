@@ -39,10 +39,6 @@ static const CfgField TRAIN_FIELDS[] = {
     {"loss", "lpips", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_lpips), false,
      "weight of LPIPS(out, hq) (VGG16, lpips v0.1, images in [-1, 1], mean over the batch); needs lpips_vgg and "
      "lpips_lin", NULL},
-    {"loss", "colour", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_colour), false,
-     "weight of the mean colour shift of out vs hq (the absolute difference of their channel means, averaged over "
-     "images and channels, in [-1, 1] units; docs/metrics.md): a global tint, which MSE weighs like any other error "
-     "of its size", NULL},
     {"loss", "lpips_vgg", CFG_STRING, "", 0, 0, NULL, OFF(lpips_vgg), true,
      "torchvision's VGG16 weights (vgg16-397923af.pth from download.pytorch.org/models; any PyTorch or safetensors "
      "file with features.N.weight/bias)", NULL},
@@ -144,7 +140,7 @@ int config_validate(const TrainConfig *c, char *err, size_t errlen) {
         cfg_complain(src, "loss", "lpips",
                      "a non-zero LPIPS weight needs [loss] lpips_vgg (torchvision's vgg16-397923af.pth) and [loss] "
                      "lpips_lin (the lpips package's weights/v0.1/vgg.pth)", err, errlen), bad++;
-    if (c->loss_mse == 0 && c->loss_ssim == 0 && c->loss_lpips == 0 && c->loss_colour == 0)
+    if (c->loss_mse == 0 && c->loss_ssim == 0 && c->loss_lpips == 0)
         cfg_complain(src, "loss", "mse", "every loss weight is 0", err, errlen), bad++;
     if (c->beta1 >= 1 || c->beta2 >= 1) cfg_complain(src, "optim", "beta1", "betas must be < 1", err, errlen), bad++;
     return bad ? -1 : 0;

@@ -36,7 +36,7 @@ typedef struct {
     long long warmup;
     long long grad_accum;
     // [loss]
-    double loss_mse, loss_ssim, loss_lpips, loss_colour;
+    double loss_mse, loss_ssim, loss_lpips;
     char lpips_vgg[CFG_STR], lpips_lin[CFG_STR];   // LPIPS weights (layers/lpips.h); required when lpips > 0
     // [train]
     long long steps;

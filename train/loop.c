@@ -91,7 +91,7 @@ static void format_duration(double s, char *buf, size_t len) {
 
 // The step's scalars (Run.scalars): sums over the micro-batches, the gradient norm, then each
 // micro-batch's loss (to name the batch whose loss is not finite).
-enum { STEP_MSE = 0, STEP_SSIM_LOSS, STEP_LPIPS, STEP_COLOUR, STEP_GRAD_NORM, STEP_LOSS0 };
+enum { STEP_MSE = 0, STEP_SSIM_LOSS, STEP_LPIPS, STEP_GRAD_NORM, STEP_LOSS0 };
 
 // Everything a run holds; freed by run_free.
 typedef struct {
@@ -136,7 +136,7 @@ static void run_free(Run *r) {
 static DodLossWeights loss_weights(const Run *r) {
     const TrainConfig *c = r->cfg;
     return (DodLossWeights){.mse = (float)c->loss_mse, .ssim = (float)c->loss_ssim, .lpips = (float)c->loss_lpips,
-                            .colour = (float)c->loss_colour, .lpips_net = r->lpips};
+                            .lpips_net = r->lpips};
 }
 
 static int save_checkpoint(Run *r, int64_t step, char *path, size_t plen, char *err, size_t errlen) {
@@ -369,7 +369,6 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
         device_scalars_add(r->scalars, STEP_MSE, l.mse);
         if (l.ssim_loss) device_scalars_add(r->scalars, STEP_SSIM_LOSS, l.ssim_loss);
         if (l.lpips) device_scalars_add(r->scalars, STEP_LPIPS, l.lpips);
-        if (l.colour) device_scalars_add(r->scalars, STEP_COLOUR, l.colour);
         if (r->sync) grad_sync_begin(r->sync, a, A);
         ag_backward(op_scale(l.total, 1.0f / (float)(A * r->world)));
         // Loader step b + 1 is this process's next micro-batch (global (b + 1) * world + rank, the next
@@ -384,8 +383,8 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     adamw_step(r->opt, lr);
     const double *v = device_scalars_read(r->scalars);  // the step's one wait for the device
     // This process's loss, MSE, 1 - SSIM and LPIPS summed over its micro-batches; a stop request; a
-    // non-finite loss or gradient norm; the colour term summed over its micro-batches.
-    double sums[7] = {0, v[STEP_MSE], v[STEP_SSIM_LOSS], v[STEP_LPIPS], 0, 0, v[STEP_COLOUR]};
+    // non-finite loss or gradient norm.
+    double sums[6] = {0, v[STEP_MSE], v[STEP_SSIM_LOSS], v[STEP_LPIPS], 0, 0};
     int bad_a = -1;
     for (int a = 0; a < A; a++) {
         float lv = (float)v[STEP_LOSS0 + a];
@@ -396,15 +395,14 @@ static int train_step(Run *r, int64_t s, const LrSchedule *sched, TrainStepStats
     sums[5] = bad_here;
     if (r->comm) {   // the step's means over every process's micro-batches; a stop or failure anywhere stops all
         sums[4] = stop_requested;
-        comm_allreduce_f64(r->comm, sums, 7, COMM_SUM, "summing the step's losses");
+        comm_allreduce_f64(r->comm, sums, 6, COMM_SUM, "summing the step's losses");
         r->stop_agreed = sums[4] > 0;
     }
     if (sums[5] > 0) return step_failure(r, s, lr, v, bad_a, (int)sums[5] - bad_here, err, errlen);
     for (int i = 0; i < r->n_trainable; i++) tensor_zero_grad(r->trainable[i]);
     double n_micro = (double)A * r->world;
     *st = (TrainStepStats){.step = s + 1, .loss = sums[0] / n_micro, .mse = sums[1] / n_micro, .ssim = sums[2] / n_micro,
-                           .lpips = sums[3] / n_micro, .colour = sums[6] / n_micro, .lr = lr,
-                           .grad_norm = v[STEP_GRAD_NORM]};
+                           .lpips = sums[3] / n_micro, .lr = lr, .grad_norm = v[STEP_GRAD_NORM]};
     return 0;
 }
 
@@ -491,11 +489,9 @@ int train_run(const TrainOptions *o, char *err, size_t errlen) {
             }
             char lpips[48] = "";
             if (c->loss_lpips > 0) snprintf(lpips, sizeof lpips, ", \"lpips\": %.9g", st.lpips);
-            char colour[48] = "";
-            if (c->loss_colour > 0) snprintf(colour, sizeof colour, ", \"colour\": %.9g", st.colour);
-            fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g%s%s, \"lr\": %.9g, "
+            fprintf(r.jsonl, "{\"step\": %lld, \"loss\": %.9g, \"mse\": %.9g, \"ssim_loss\": %.9g%s, \"lr\": %.9g, "
                              "\"grad_norm\": %.9g, \"it_s\": %.4f, \"time_s\": %.3f, \"step_arena_mib\": %.1f%s}\n",
-                    (long long)done, st.loss, st.mse, st.ssim, lpips, colour, st.lr, st.grad_norm, its, elapsed,
+                    (long long)done, st.loss, st.mse, st.ssim, lpips, st.lr, st.grad_norm, its, elapsed,
                     step_peak / 1048576.0, device_mem);
             fflush(r.jsonl);
             step_log_tensorboard_step(r.tb, c, &st, its);

@@ -6,8 +6,7 @@
 //   for a in 0 .. grad_accum-1:  batch index b = s * grad_accum + a (the loader's step argument, so a
 //       batch is a pure function of (seed, b)); ag_step_reset; out = model.forward(lq, noise_seed(b));
 //       loss = dod_loss(out, hq, [loss] weights) (layers/dod_loss.h: mse_w * MSE + ssim_w * (1 - SSIM)
-//       + lpips_w * mean LPIPS + colour_w * colour shift, with the LPIPS network the run loads from
-//       [loss] lpips_vgg / lpips_lin);
+//       + lpips_w * mean LPIPS, with the LPIPS network the run loads from [loss] lpips_vgg / lpips_lin);
 //       backward(loss / grad_accum) (from zeroed gradients; with grad_accum > 1 the micro-batches'
 //       gradients are summed outside the tape, train/grad_sync.h)
 //   grad_norm = clip_grad_norm(trainable, clip_norm); adamw_step(lr_at(schedule, s)); zero grads.
@@ -38,7 +37,6 @@ typedef struct {
     int64_t step;            // steps completed (1-based)
     double loss, mse, ssim;  // means over the micro-batches: total loss, MSE, 1 - SSIM (0 when unweighted)
     double lpips;            // mean LPIPS(out, hq) (0 when unweighted)
-    double colour;           // mean colour_shift_loss(out, hq) (0 when unweighted)
     double lr, grad_norm;    // grad_norm before clipping
 } TrainStepStats;
 

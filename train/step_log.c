@@ -6,7 +6,6 @@ int step_log_terms(const TrainConfig *c, const TrainStepStats *st, StepLossTerm 
     if (c->loss_mse > 0) terms[n++] = (StepLossTerm){"mse", st->mse};
     if (c->loss_ssim > 0) terms[n++] = (StepLossTerm){"1-ssim", st->ssim};
     if (c->loss_lpips > 0) terms[n++] = (StepLossTerm){"lpips", st->lpips};
-    if (c->loss_colour > 0) terms[n++] = (StepLossTerm){"colour", st->colour};
     return n;
 }
 

@@ -2,8 +2,7 @@
 // that are on, the progress line, and the TensorBoard scalars and images (eval/tfevents.h).
 //
 // TensorBoard tags (docs/training.md):
-//   train/loss, train/<term> for each loss term that is on (train/mse, train/1-ssim, train/lpips,
-//   train/colour), train/lr,
+//   train/loss, train/<term> for each loss term that is on (train/mse, train/1-ssim, train/lpips), train/lr,
 //   train/grad_norm (before clipping), train/it_per_s          every [log] every steps and the last
 //   val/psnr, val/ssim, val/psnr_input, val/ssim_input, val/psnr_gain (means over the validation
 //   images), val_psnr/<task>, val_ssim/<task> (per-task means), image val/grid (the sample grid,
@@ -21,7 +20,7 @@
 #define STEP_LOG_MAX_TERMS 8
 
 typedef struct {
-    const char *name;   // as printed and plotted: "mse", "1-ssim", "lpips", "colour"
+    const char *name;   // as printed and plotted: "mse", "1-ssim", "lpips"
     double value;       // the unweighted term, mean over the step's micro-batches
 } StepLossTerm;
 
