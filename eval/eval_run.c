@@ -20,6 +20,8 @@ void eval_scores_add(EvalScores *s, const EvalImage *im) {
     s->ssim += im->ssim;
     s->psnr_input += im->psnr_input;
     s->ssim_input += im->ssim_input;
+    s->colour_shift += im->colour_shift;
+    s->colour_shift_input += im->colour_shift_input;
     s->lpips += im->lpips;
     s->seconds += im->seconds;
 }
@@ -30,6 +32,8 @@ void eval_scores_finish(EvalScores *s) {
     s->ssim /= n;
     s->psnr_input /= n;
     s->ssim_input /= n;
+    s->colour_shift /= n;
+    s->colour_shift_input /= n;
     s->lpips /= n;
     s->seconds /= n;
 }
@@ -185,7 +189,8 @@ static int sample_name(H5ds *f, int t, int64_t i, const EvalImage *prev, int n_p
 
 void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage *im, EvalImages *keep) {
     if (keep) memset(keep, 0, sizeof *keep);
-    im->psnr_input = im->ssim_input = im->lpips = NAN;
+    im->psnr_input = im->ssim_input = im->colour_shift_input = im->lpips = NAN;
+    im->colour_shift = NAN;
     Image lq = {0}, hq = {0};
     char why[EVAL_ERR_LEN];
     const H5dsTask *task = h5ds_task(f, t);
@@ -219,12 +224,18 @@ void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage 
         restore_output_to_unit(out, n, out);
         restore_image_to_unit(&hq, gt);
         rc = metrics_pair_f32(out, gt, hq.h, hq.w, 3, METRIC_CHW, &o->metrics, &im->psnr, &im->ssim, why, sizeof why);
+        if (!rc)
+            rc = metrics_colour_shift_f32(out, gt, hq.h, hq.w, 3, METRIC_CHW, &o->metrics, &im->colour_shift, why,
+                                          sizeof why);
         if (!rc && o->lpips) rc = lpips_metric_f32(o->lpips, out, gt, hq.h, hq.w, METRIC_CHW, &im->lpips, why, sizeof why);
         if (!rc && o->score_input) {   // the degraded input, scored the same way
             float *in = dod_malloc(sizeof(float) * n, "degraded input");
             restore_image_to_unit(&lq, in);
             rc = metrics_pair_f32(in, gt, hq.h, hq.w, 3, METRIC_CHW, &o->metrics, &im->psnr_input, &im->ssim_input, why,
                                   sizeof why);
+            if (!rc)
+                rc = metrics_colour_shift_f32(in, gt, hq.h, hq.w, 3, METRIC_CHW, &o->metrics, &im->colour_shift_input,
+                                              why, sizeof why);
             free(in);
         }
         if (rc) im->status = EVAL_METRIC;

@@ -47,6 +47,8 @@ typedef struct {
     int w, h, tiles;
     double psnr, ssim, seconds;   // seconds: the model's restore time alone
     double psnr_input, ssim_input;   // the degraded input vs the ground truth (EvalImageOptions.score_input)
+    double colour_shift;             // mean colour shift of the output vs the ground truth, 0-255 (eval/metrics.h)
+    double colour_shift_input;       // the same of the degraded input (EvalImageOptions.score_input)
     double lpips;                    // LPIPS(output, ground truth) with EvalImageOptions.lpips, else NaN
     int status;          // EvalProblem
     char err[EVAL_ERR_LEN];
@@ -69,7 +71,8 @@ typedef struct {
 void eval_images_free(EvalImages *k);
 
 // Restores sample i of task t of f with o->model and scores it: writes (=) im's w, h, tiles, psnr,
-// ssim, seconds (psnr_input, ssim_input with o->score_input, lpips with o->lpips; NaN otherwise) and status, with the
+// ssim, colour_shift, seconds (psnr_input, ssim_input, colour_shift_input with o->score_input, lpips with
+// o->lpips; NaN otherwise) and status, with the
 // bare reason in im->err when it is not EVAL_OK (callers add what names the image). keep (may be
 // NULL) receives (=) the images when the image was scored, else zeroed images.
 void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage *im, EvalImages *keep);
@@ -79,6 +82,7 @@ typedef struct {
     int images;                     // scored
     double psnr, ssim;              // means over them (sums until eval_scores_finish)
     double psnr_input, ssim_input;  // the same of the degraded inputs (when scored)
+    double colour_shift, colour_shift_input;   // the same of the mean colour shift (0-255), output and input
     double lpips;                   // the same of LPIPS (when scored)
     double seconds;                 // the model's restore time per image
 } EvalScores;

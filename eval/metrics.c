@@ -1,4 +1,4 @@
-// PSNR / SSIM under the promptir (scikit-image) and basicsr protocols: cropping, conversion of
+// PSNR / SSIM / colour shift under the promptir (scikit-image) and basicsr protocols: cropping, conversion of
 // 8-bit or float pixels into the planes each reference computes on, and the per-image numbers.
 // The per-plane SSIM kernels are in eval/ssim.c.
 #include "eval/metrics.h"
@@ -150,10 +150,11 @@ static void score_basicsr(const Source *pred, const Source *gt, int h, int w, in
     if (ssim) *ssim = ssim_sum / planes;
 }
 
-// Cropping, checks, dispatch. pred/gt have their full sizes set; x0/y0 are filled in here.
-// ssim may be NULL (PSNR only).
-static int score_sources(Source *pred, Source *gt, const MetricOpts *o, double *psnr, double *ssim,
-                         char *err, size_t errlen) {
+// Cropping and checks: sets pred/gt's x0/y0 to the scored window and writes (=) its size *w x *h.
+// pred/gt have their full sizes set. min_side: the smallest window the metric accepts (its SSIM window;
+// 1 for a metric without one).
+static int score_window(Source *pred, Source *gt, const MetricOpts *o, int min_side, int *w_out, int *h_out,
+                        char *err, size_t errlen) {
     if (o->crop_border < 0 || o->crop_multiple < 0) {
         snprintf(err, errlen, "crop-border (%d) and crop-multiple (%d) must be >= 0", o->crop_border,
                  o->crop_multiple);
@@ -161,14 +162,6 @@ static int score_sources(Source *pred, Source *gt, const MetricOpts *o, double *
     }
     if (pred->c != gt->c || (pred->c != 1 && pred->c != 3)) {
         snprintf(err, errlen, "channel counts: pred has %d, gt has %d (1 or 3 each, and equal)", pred->c, gt->c);
-        return METRICS_ERR;
-    }
-    if (o->y_channel && o->profile != METRIC_PROFILE_BASICSR) {
-        snprintf(err, errlen, "the Y channel is a basicsr-profile option (the promptir protocol scores RGB)");
-        return METRICS_ERR;
-    }
-    if (o->y_channel && pred->c != 3) {
-        snprintf(err, errlen, "the Y channel needs RGB images, these have %d channel(s)", pred->c);
         return METRICS_ERR;
     }
     int pw = pred->w, ph = pred->h, gw = gt->w, gh = gt->h;
@@ -186,7 +179,10 @@ static int score_sources(Source *pred, Source *gt, const MetricOpts *o, double *
         return METRICS_ERR_SIZE;
     }
     const int w = pw - 2 * o->crop_border, h = ph - 2 * o->crop_border;
-    const int min_side = o->profile == METRIC_PROFILE_BASICSR ? 11 : 7;
+    if (w < 1 || h < 1) {
+        snprintf(err, errlen, "%dx%d image minus crop-border %d leaves nothing to score", pw, ph, o->crop_border);
+        return METRICS_ERR;
+    }
     if (w < min_side || h < min_side) {
         snprintf(err, errlen, "%dx%d image minus crop-border %d leaves %dx%d, smaller than the %dx%d SSIM window "
                  "of the %s profile", pw, ph, o->crop_border, w > 0 ? w : 0, h > 0 ? h : 0, min_side, min_side,
@@ -197,6 +193,25 @@ static int score_sources(Source *pred, Source *gt, const MetricOpts *o, double *
     pred->y0 += o->crop_border;
     gt->x0 += o->crop_border;
     gt->y0 += o->crop_border;
+    *w_out = w;
+    *h_out = h;
+    return 0;
+}
+
+// Checks, window, dispatch. ssim may be NULL (PSNR only).
+static int score_sources(Source *pred, Source *gt, const MetricOpts *o, double *psnr, double *ssim,
+                         char *err, size_t errlen) {
+    if (o->y_channel && o->profile != METRIC_PROFILE_BASICSR) {
+        snprintf(err, errlen, "the Y channel is a basicsr-profile option (the promptir protocol scores RGB)");
+        return METRICS_ERR;
+    }
+    if (o->y_channel && pred->c != 3) {
+        snprintf(err, errlen, "the Y channel needs RGB images, these have %d channel(s)", pred->c);
+        return METRICS_ERR;
+    }
+    int w, h;
+    int rc = score_window(pred, gt, o, o->profile == METRIC_PROFILE_BASICSR ? 11 : 7, &w, &h, err, errlen);
+    if (rc) return rc;
     if (o->profile == METRIC_PROFILE_BASICSR) score_basicsr(pred, gt, h, w, pred->c, o->y_channel, psnr, ssim);
     else score_promptir(pred, gt, h, w, pred->c, psnr, ssim);
     return 0;
@@ -239,8 +254,10 @@ static int find_non_finite(const float *v, int h, int w, int c, MetricLayout lay
     return 0;
 }
 
-int metrics_pair_f32(const float *pred, const float *gt, int h, int w, int c, MetricLayout layout,
-                     const MetricOpts *o, double *psnr, double *ssim, char *err, size_t errlen) {
+// A float pair's sizes and values: 0, or METRICS_ERR naming the empty size or the first non-finite
+// value and which image holds it.
+static int check_f32_pair(const float *pred, const float *gt, int h, int w, int c, MetricLayout layout, char *err,
+                          size_t errlen) {
     char where[96];
     if (h <= 0 || w <= 0) {
         snprintf(err, errlen, "empty image %dx%d (WxH)", w, h);
@@ -254,9 +271,38 @@ int metrics_pair_f32(const float *pred, const float *gt, int h, int w, int c, Me
         snprintf(err, errlen, "gt %dx%dx%d holds a non-finite value %s", w, h, c, where);
         return METRICS_ERR;
     }
+    return 0;
+}
+
+int metrics_pair_f32(const float *pred, const float *gt, int h, int w, int c, MetricLayout layout,
+                     const MetricOpts *o, double *psnr, double *ssim, char *err, size_t errlen) {
+    if (check_f32_pair(pred, gt, h, w, c, layout, err, errlen)) return METRICS_ERR;
     Source sp = {NULL, pred, w, h, c, layout, 0, 0};
     Source sg = {NULL, gt, w, h, c, layout, 0, 0};
     return score_sources(&sp, &sg, o, psnr, ssim, err, errlen);
+}
+
+int metrics_colour_shift_f32(const float *pred, const float *gt, int h, int w, int c, MetricLayout layout,
+                             const MetricOpts *o, double *shift, char *err, size_t errlen) {
+    if (check_f32_pair(pred, gt, h, w, c, layout, err, errlen)) return METRICS_ERR;
+    Source sp = {NULL, pred, w, h, c, layout, 0, 0};
+    Source sg = {NULL, gt, w, h, c, layout, 0, 0};
+    int ww, wh;
+    int rc = score_window(&sp, &sg, o, 1, &ww, &wh, err, errlen);
+    if (rc) return rc;
+    const bool bytes = o->profile == METRIC_PROFILE_BASICSR;
+    double sum_abs = 0.0;
+    for (int ch = 0; ch < c; ch++) {
+        double sp_sum = 0.0, sg_sum = 0.0;   // float64 sums: exact enough for any image size
+        for (int y = 0; y < wh; y++)
+            for (int x = 0; x < ww; x++) {
+                sp_sum += bytes ? (double)src_byte(&sp, y, x, ch) : 255.0 * src_unit_f32(&sp, y, x, ch);
+                sg_sum += bytes ? (double)src_byte(&sg, y, x, ch) : 255.0 * src_unit_f32(&sg, y, x, ch);
+            }
+        sum_abs += fabs(sp_sum - sg_sum) / ((double)ww * wh);
+    }
+    *shift = sum_abs / c;
+    return 0;
 }
 
 static void promptir_f32_or_die(const char *what, const float *pred, const float *gt, int h, int w, int c,

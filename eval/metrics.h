@@ -1,4 +1,4 @@
-// Image-quality metrics (PSNR, SSIM) under the two protocols the all-in-one restoration papers use.
+// Image-quality metrics (PSNR, SSIM, colour shift) under the two protocols the all-in-one restoration papers use.
 // docs/metrics.md says exactly what each profile computes and which papers use it.
 //
 //  METRIC_PROFILE_PROMPTIR  AirNet / PromptIR / AdaIR `compute_psnr_ssim` (scikit-image 0.19):
@@ -62,6 +62,13 @@ int metrics_files(const char *pred_path, const char *gt_path, const MetricOpts *
 // is first quantised as BasicSR's tensor2img does (clamp to [0, 1], round(x * 255) half-to-even).
 int metrics_pair_f32(const float *pred, const float *gt, int h, int w, int c, MetricLayout layout,
                      const MetricOpts *o, double *psnr, double *ssim, char *err, size_t errlen);
+// Mean colour shift of one pair (= *shift): (1/C) sum_c |mean_c(pred) - mean_c(gt)| on the 0-255
+// scale, over the window the profile scores (after crop-multiple and crop-border), with the values the
+// profile scores (promptir: clipped to [0, 1], times 255; basicsr: the bytes; the Y-channel option is
+// ignored: this is a colour metric). 0 for images with the same channel means whatever their detail;
+// a global tint of +d on one channel of three reads d / 3. docs/metrics.md "Colour shift".
+int metrics_colour_shift_f32(const float *pred, const float *gt, int h, int w, int c, MetricLayout layout,
+                             const MetricOpts *o, double *shift, char *err, size_t errlen);
 // Convenience for the promptir protocol on HWC buffers in [0, 1]; exit with a message on bad sizes.
 double metrics_psnr_f32(const float *pred, const float *gt, int h, int w, int c);
 double metrics_ssim_f32(const float *pred, const float *gt, int h, int w, int c);

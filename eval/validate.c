@@ -6,10 +6,10 @@ void val_result_print_tasks(const ValResult *res, FILE *f, const char *prefix) {
         const ValTaskResult *tr = &res->task[t];
         const EvalScores *s = &tr->scores;
         fprintf(f,
-                "%s%s: %d image%s, restored PSNR %.3f dB SSIM %.4f | degraded input PSNR %.3f dB SSIM %.4f | "
-                "gain %+.3f dB\n",
-                prefix, tr->name, s->images, s->images == 1 ? "" : "s", s->psnr, s->ssim, s->psnr_input, s->ssim_input,
-                s->psnr - s->psnr_input);
+                "%s%s: %d image%s, restored PSNR %.3f dB SSIM %.4f colour shift %.2f | degraded input PSNR %.3f dB "
+                "SSIM %.4f colour shift %.2f | gain %+.3f dB\n",
+                prefix, tr->name, s->images, s->images == 1 ? "" : "s", s->psnr, s->ssim, s->colour_shift, s->psnr_input,
+                s->ssim_input, s->colour_shift_input, s->psnr - s->psnr_input);
     }
     if (res->tasks_dropped)
         fprintf(f, "%s(%d images of tasks past the first %d counted in the means only)\n", prefix, res->tasks_dropped,

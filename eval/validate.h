@@ -38,6 +38,6 @@ void validator_close(Validator *v);
 // error).
 int validator_run(Validator *v, Model *m, const char *grid_path, ValResult *res, char *err, size_t errlen);
 // One line per task of res to f (=), each starting with prefix:
-//   "<prefix>dehaze: 2 images, restored PSNR 21.123 dB SSIM 0.7012 | degraded input PSNR 15.456 dB
-//    SSIM 0.6012 | gain +5.667 dB"
+//   "<prefix>dehaze: 2 images, restored PSNR 21.123 dB SSIM 0.7012 colour shift 1.23 | degraded input
+//    PSNR 15.456 dB SSIM 0.6012 colour shift 9.87 | gain +5.667 dB"
 void val_result_print_tasks(const ValResult *res, FILE *f, const char *prefix);

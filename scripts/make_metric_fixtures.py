@@ -13,7 +13,7 @@ Writes tests/fixtures/metrics/:
   pred_cropped/chelsea.png      the noisy chelsea already centre-cropped to 96x80 (a network output
                                 at its working size; pairs with gt/chelsea.png only via crop-multiple)
   expected.json                 every (pred, gt, profile, y_channel, crop_border, crop_multiple) case
-                                with its PSNR and SSIM
+                                with its PSNR, SSIM and colour shift (numpy, docs/metrics.md)
   cli_noise_promptir.txt        the rows `dod-eval metrics` must print for pred_noise vs gt (full
                                 precision; the CLI test allows for the printed rounding)
   cli_noise_basicsr_y4.txt      the same for --profile basicsr --y-channel --crop-border 4
@@ -256,6 +256,23 @@ def save_png(path, arr):
     os.replace(tmp, path)
 
 
+def colour_shift(pred_u8, gt_u8, profile, crop_border, crop_multiple):
+    """docs/metrics.md "Colour shift": mean over channels of |mean(pred_c) - mean(gt_c)| on the 0-255
+    scale, over the window the profile scores, with the values it scores (promptir: the float32
+    uint8 / 255 clipped, times 255; basicsr: the bytes; the Y option does not apply)."""
+    if crop_multiple:
+        pred_u8 = crop_img(pred_u8, crop_multiple)
+        gt_u8 = crop_img(gt_u8, crop_multiple)
+    pred_u8, gt_u8 = crop_border_hwc(pred_u8, crop_border), crop_border_hwc(gt_u8, crop_border)
+    if profile == "promptir":
+        def vals(u8):
+            return np.clip(u8.astype(np.float32) / np.float32(255), 0, 1).astype(np.float64) * 255
+    else:
+        def vals(u8):
+            return u8.astype(np.float64)
+    return float(np.mean(np.abs(vals(pred_u8).mean(axis=(0, 1)) - vals(gt_u8).mean(axis=(0, 1)))))
+
+
 def score(pred_u8, gt_u8, profile, y_channel, crop_border, crop_multiple):
     """Same order as eval/metrics.c: crop-multiple (each image), size check, crop-border, metric."""
     if crop_multiple:
@@ -322,7 +339,8 @@ def main():
                 psnr, ssim = score(pred, gt, profile, y, cb, cm)
                 cases.append({"pred": pred_rel, "gt": gt_rel, "profile": profile, "y_channel": y,
                               "crop_border": cb, "crop_multiple": cm,
-                              "psnr": psnr if np.isfinite(psnr) else "inf", "ssim": ssim})
+                              "psnr": psnr if np.isfinite(psnr) else "inf", "ssim": ssim,
+                              "colour_shift": colour_shift(pred, gt, profile, cb, cm)})
     doc = {"generator": "scripts/make_metric_fixtures.py",
            "versions": {"scikit-image": skimage.__version__, "numpy": np.__version__},
            "cases": cases}

@@ -1,6 +1,7 @@
 // eval/metrics: every case in tests/fixtures/metrics/expected.json (scikit-image 0.19.3 and the
 // BasicSR port, scripts/make_metric_fixtures.py) to 1e-6, through the file, 8-bit and float APIs;
-// then closed-form values, cropping geometry, thread-count independence and the error paths.
+// then closed-form values (PSNR, SSIM, colour shift), cropping geometry, thread-count independence and
+// the error paths. Colour shifts: numpy in the same script, to 1e-9.
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -31,7 +32,7 @@ static char *read_text(const char *path) {
     return buf;
 }
 
-static double max_dev_psnr, max_dev_ssim;  // largest deviation from the references seen
+static double max_dev_psnr, max_dev_ssim, max_dev_shift;  // largest deviation from the references seen
 
 static void check_value(double got, const cJSON *want, const char *what) {
     if (cJSON_IsString(want)) {  // "inf": identical images
@@ -74,6 +75,8 @@ static void check_fixture_cases(void) {
         o.crop_multiple = cJSON_GetObjectItemCaseSensitive(c, "crop_multiple")->valueint;
         const cJSON *want_psnr = cJSON_GetObjectItemCaseSensitive(c, "psnr");
         const cJSON *want_ssim = cJSON_GetObjectItemCaseSensitive(c, "ssim");
+        const cJSON *want_shift = cJSON_GetObjectItemCaseSensitive(c, "colour_shift");
+        CHECK(cJSON_IsNumber(want_shift), "case %d has no colour_shift (regenerate the fixture)", n);
         char pred_path[1024], gt_path[1024], what[1400], desc[128], err[1024];
         snprintf(pred_path, sizeof pred_path, FIXTURES "%s", pred_rel);
         snprintf(gt_path, sizeof gt_path, FIXTURES "%s", gt_rel);
@@ -105,6 +108,13 @@ static void check_fixture_cases(void) {
                 check_value(fp, want_psnr, what);
                 snprintf(what, sizeof what, "%s [%s] float %s SSIM", pred_rel, desc, chw ? "CHW" : "HWC");
                 check_value(fs, want_ssim, what);
+                double shift = NAN;
+                rc = metrics_colour_shift_f32(pf, gf, pi.h, pi.w, 3, chw ? METRIC_CHW : METRIC_HWC, &o, &shift, err,
+                                              sizeof err);
+                CHECK(rc == 0, "%s", err);
+                CHECK_NEAR(shift, want_shift ? want_shift->valuedouble : NAN, 1e-9, "colour shift");
+                if (want_shift && fabs(shift - want_shift->valuedouble) > max_dev_shift)
+                    max_dev_shift = fabs(shift - want_shift->valuedouble);
                 if (!chw && o.profile == METRIC_PROFILE_PROMPTIR && !o.crop_border && !o.crop_multiple) {
                     check_value(metrics_psnr_f32(pf, gf, pi.h, pi.w, 3), want_psnr, "metrics_psnr_f32");
                     check_value(metrics_ssim_f32(pf, gf, pi.h, pi.w, 3), want_ssim, "metrics_ssim_f32");
@@ -118,8 +128,8 @@ static void check_fixture_cases(void) {
         n++;
     }
     CHECK(n >= 150, "only %d fixture cases (regenerate with scripts/make_metric_fixtures.py)", n);
-    printf("ok %d fixture cases (file, float HWC and CHW APIs); max |deviation| PSNR %.3g dB, SSIM %.3g\n", n,
-           max_dev_psnr, max_dev_ssim);
+    printf("ok %d fixture cases (file, float HWC and CHW APIs); max |deviation| PSNR %.3g dB, SSIM %.3g, colour "
+           "shift %.3g\n", n, max_dev_psnr, max_dev_ssim, max_dev_shift);
     cJSON_Delete(doc);
     free(text);
 }
@@ -155,6 +165,68 @@ static void check_closed_form(void) {
     CHECK_NEAR(s, 1.0, 1e-15, "gaussian kernel sum");
     CHECK(g[5] > g[4] && g[4] == g[6], "gaussian kernel shape");
     CHECK_NEAR(g[5], 0.26601172486179436, 1e-15, "gaussian kernel centre (cv2.getGaussianKernel(11, 1.5)[5])");
+    free(a);
+    free(b);
+}
+
+// Colour shift: a tint of d on one channel of three reads d / 3 whatever the detail; opposite tints
+// on two channels do not cancel; clipping and the byte quantisation of basicsr; cropping; errors.
+static void check_colour_shift(void) {
+    const int w = 24, h = 18;
+    const size_t n = (size_t)w * h * 3;
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) a[i] = (float)((i * 37 % 101) / 101.0 * 0.8 + 0.1);   // textured, in [0.1, 0.9]
+    MetricOpts o = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
+    double shift;
+    char err[512];
+    memcpy(b, a, sizeof(float) * n);
+    CHECK(metrics_colour_shift_f32(a, b, h, w, 3, METRIC_HWC, &o, &shift, err, sizeof err) == 0 && shift == 0.0,
+          "identical images: %g (%s)", shift, err);
+    for (int y = 0; y < h; y++)   // CHW: green plane + 6/255, blue plane - 3/255
+        for (int x = 0; x < w; x++) {
+            b[((size_t)1 * h + y) * w + x] = a[((size_t)1 * h + y) * w + x] + 6.0f / 255.0f;
+            b[((size_t)2 * h + y) * w + x] = a[((size_t)2 * h + y) * w + x] - 3.0f / 255.0f;
+        }
+    CHECK(metrics_colour_shift_f32(b, a, h, w, 3, METRIC_CHW, &o, &shift, err, sizeof err) == 0, "%s", err);
+    CHECK_NEAR(shift, (6.0 + 3.0) / 3.0, 1e-4, "tints +6 G, -3 B");
+    // a detail change with the same means: a swap of two pixels of one channel
+    memcpy(b, a, sizeof(float) * n);
+    b[0] = a[3];
+    b[3] = a[0];
+    CHECK(metrics_colour_shift_f32(b, a, h, w, 3, METRIC_HWC, &o, &shift, err, sizeof err) == 0 && shift < 1e-12,
+          "same means, other detail: %g", shift);
+    // clipping (promptir): 1.7 scores as 1.0
+    for (size_t i = 0; i < n; i++) a[i] = 1.7f, b[i] = 0.9f;
+    CHECK(metrics_colour_shift_f32(a, b, h, w, 3, METRIC_HWC, &o, &shift, err, sizeof err) == 0, "%s", err);
+    CHECK_NEAR(shift, 0.1 * 255.0, 1e-4, "clipped 1.7 vs 0.9");
+    // basicsr: the bytes, round(0.5 * 255) = 128 (half to even), round(0.25 * 255) = 64
+    for (size_t i = 0; i < n; i++) a[i] = 0.5f, b[i] = 0.25f;
+    o = metrics_opts_default(METRIC_PROFILE_BASICSR);
+    CHECK(metrics_colour_shift_f32(a, b, h, w, 3, METRIC_HWC, &o, &shift, err, sizeof err) == 0 && shift == 64.0,
+          "basicsr bytes 128 vs 64: %g", shift);
+    // the scored window: a crop-border of 2 leaves out a frame that differs
+    o = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
+    o.crop_border = 2;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++) {
+                const bool frame = y < 2 || x < 2 || y >= h - 2 || x >= w - 2;
+                a[((size_t)y * w + x) * 3 + c] = 0.5f;
+                b[((size_t)y * w + x) * 3 + c] = frame ? 0.0f : 0.5f;
+            }
+    CHECK(metrics_colour_shift_f32(a, b, h, w, 3, METRIC_HWC, &o, &shift, err, sizeof err) == 0 && shift == 0.0,
+          "frame outside the window: %g", shift);
+    o.crop_border = 0;
+    CHECK(metrics_colour_shift_f32(a, b, h, w, 3, METRIC_HWC, &o, &shift, err, sizeof err) == 0 && shift > 10,
+          "frame inside the window: %g", shift);
+    // errors name what is wrong
+    o.crop_border = 12;
+    CHECK(metrics_colour_shift_f32(a, b, h, w, 3, METRIC_HWC, &o, &shift, err, sizeof err) == METRICS_ERR &&
+              strstr(err, "crop-border 12"), "window too small: %s", err);
+    o.crop_border = 0;
+    b[7] = INFINITY;
+    CHECK(metrics_colour_shift_f32(a, b, h, w, 3, METRIC_HWC, &o, &shift, err, sizeof err) == METRICS_ERR &&
+              strstr(err, "gt") && strstr(err, "y 0, x 2, channel 1"), "non-finite gt: %s", err);
     free(a);
     free(b);
 }
@@ -257,6 +329,7 @@ static void check_errors(void) {
 int main(void) {
     check_fixture_cases();
     check_closed_form();
+    check_colour_shift();
     check_crop_geometry();
 #ifdef _OPENMP
     check_threads();

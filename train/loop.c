@@ -504,16 +504,18 @@ static int run_validation(Run *r, int64_t step, double elapsed, bool quiet, char
     ValResult vr;
     if (validator_run(r->val, r->model, r->cfg->val_grid ? grid : NULL, &vr, err, errlen)) return -1;
     fprintf(r->jsonl,
-            "{\"step\": %lld, \"val_psnr\": %.6f, \"val_ssim\": %.6f, \"val_input_psnr\": %.6f, "
-            "\"val_input_ssim\": %.6f, \"val_images\": %d, \"time_s\": %.3f}\n",
-            (long long)step, vr.all.psnr, vr.all.ssim, vr.all.psnr_input, vr.all.ssim_input, vr.all.images, elapsed);
+            "{\"step\": %lld, \"val_psnr\": %.6f, \"val_ssim\": %.6f, \"val_colour_shift\": %.6f, "
+            "\"val_input_psnr\": %.6f, \"val_input_ssim\": %.6f, \"val_input_colour_shift\": %.6f, "
+            "\"val_images\": %d, \"time_s\": %.3f}\n",
+            (long long)step, vr.all.psnr, vr.all.ssim, vr.all.colour_shift, vr.all.psnr_input, vr.all.ssim_input,
+            vr.all.colour_shift_input, vr.all.images, elapsed);
     fflush(r->jsonl);
     if (!quiet)
         fprintf(stderr,
-                "dod-train: validation at step %lld over %d images: restored PSNR %.3f dB SSIM %.4f | degraded "
-                "input PSNR %.3f dB SSIM %.4f | gain %+.3f dB%s%s\n",
-                (long long)step, vr.all.images, vr.all.psnr, vr.all.ssim, vr.all.psnr_input, vr.all.ssim_input,
-                vr.all.psnr - vr.all.psnr_input,
+                "dod-train: validation at step %lld over %d images: restored PSNR %.3f dB SSIM %.4f colour shift "
+                "%.2f | degraded input PSNR %.3f dB SSIM %.4f colour shift %.2f | gain %+.3f dB%s%s\n",
+                (long long)step, vr.all.images, vr.all.psnr, vr.all.ssim, vr.all.colour_shift, vr.all.psnr_input,
+                vr.all.ssim_input, vr.all.colour_shift_input, vr.all.psnr - vr.all.psnr_input,
                 r->cfg->val_grid ? "; grid " : "", r->cfg->val_grid ? grid : "");
     if (!quiet) val_result_print_tasks(&vr, stderr, "dod-train:   ");
     if (step_log_tensorboard_validation(r->tb, step, &vr, r->cfg->val_grid ? grid : NULL, err, errlen)) return -1;

@@ -28,6 +28,7 @@ PretrainOptions pretrain_defaults(void) {
     o.mse_weight = 0.0f;
     o.kl_weight = 1e-6f;
     o.ssim_weight = 0.0f;
+    o.colour_weight = 0.0f;
     o.high_t_frac = 0.5f;
     o.high_t_from = 900;
     o.log_every = 25;
@@ -134,7 +135,7 @@ static void check_options(const PretrainOptions *o, const char *who) {
 }
 
 // ---- VAE -----------------------------------------------------------------------------------------
-// Training loss of one batch x (a new scalar): reconstruction of a posterior sample + KL.
+// Training loss of one batch x (a new scalar): reconstruction of a posterior sample (+ mean colour) + KL.
 static Tensor *vae_loss(const Vae *vae, Tensor *x, uint64_t noise_seed, const PretrainOptions *o) {
     VaeEncoded e;
     vae_encode(vae, x, false, NULL, &e);
@@ -145,6 +146,10 @@ static Tensor *vae_loss(const Vae *vae, Tensor *x, uint64_t noise_seed, const Pr
     Tensor *loss = op_scale(op_l1_loss(rec, x), o->l1_weight);
     if (o->mse_weight > 0) loss = op_add(loss, op_scale(op_mse_loss(rec, x), o->mse_weight));
     if (o->ssim_weight > 0) loss = op_add(loss, op_scale(op_add_scalar(op_scale(op_ssim(rec, x, 2.0f), -1), 1), o->ssim_weight));
+    // Mean colour: per crop and channel |mean(rec) - mean(x)| (docs/metrics.md "Colour shift", in [-1, 1]
+    // units): L1 alone lets a small global tint through, and DOD's frozen decoder would pass it on.
+    if (o->colour_weight > 0)
+        loss = op_add(loss, op_scale(op_l1_loss(op_global_avg_pool(rec), op_global_avg_pool(x)), o->colour_weight));
     if (o->kl_weight > 0) {
         // diffusers DiagonalGaussianDistribution.kl(): 0.5 sum(mu^2 + var - 1 - logvar) per sample; batch mean.
         Tensor *kl = op_sub(op_add(op_mul(e.mean, e.mean), op_exp(e.logvar)), op_add_scalar(e.logvar, 1.0f));

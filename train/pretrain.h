@@ -72,7 +72,8 @@ typedef struct {
     int warmup;
     float weight_decay, clip_norm;
     // VAE loss: l1 * |x - x'| + mse * (x - x')^2 + kl * KL + ssim * (1 - SSIM)
-    float l1_weight, mse_weight, kl_weight, ssim_weight;
+    //           + colour * mean over crops and channels of |mean(x_c) - mean(x'_c)|
+    float l1_weight, mse_weight, kl_weight, ssim_weight, colour_weight;
     // UNet: fraction of each batch whose timestep is drawn from [high_t_from, 1000) instead of [0, 1000)
     float high_t_frac;
     int high_t_from;

@@ -18,7 +18,7 @@ static void usage(void) {
             "  --config ROOT      config JSONs to train (default configs/tiny_base of the source tree)\n"
             "  --steps N (1000)  --batch N (8)  --crop N (64)  --seed S (123)\n"
             "  --lr F (1e-3, cosine to 0)  --warmup N (50)  --weight-decay F (1e-4)  --clip F (1.0)\n"
-            "  vae:  --l1 F (1)  --mse F (0)  --kl F (1e-6)  --ssim F (0)\n"
+            "  vae:  --l1 F (1)  --mse F (0)  --kl F (1e-6)  --ssim F (0)  --colour F (0: per-crop mean colour L1)\n"
             "  unet: --high-t-frac F (0.5)  --high-t-from T (900): that fraction of a batch draws t in [T, 1000)\n"
             "  --log-every N (25)  --eval-every N (0: only at the end)  --eval-crops N (4 per held-out image)\n"
             "  --tensorboard DIR  TensorBoard event files (default ROOT/tb of --out; tags vae/... or unet/...)\n"
@@ -80,6 +80,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--mse")) o.mse_weight = (float)num(a, need(argc, argv, &i));
         else if (!strcmp(a, "--kl")) o.kl_weight = (float)num(a, need(argc, argv, &i));
         else if (!strcmp(a, "--ssim")) o.ssim_weight = (float)num(a, need(argc, argv, &i));
+        else if (!strcmp(a, "--colour")) o.colour_weight = (float)num(a, need(argc, argv, &i));
         else if (!strcmp(a, "--high-t-frac")) o.high_t_frac = (float)num(a, need(argc, argv, &i));
         else if (!strcmp(a, "--high-t-from")) o.high_t_from = (int)num(a, need(argc, argv, &i));
         else if (!strcmp(a, "--log-every")) o.log_every = (int)num(a, need(argc, argv, &i));
