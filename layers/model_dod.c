@@ -87,7 +87,9 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
         return NULL;
     }
     cfg.base_model_dir = o->base;
-    if (check_prompts(o, err, errlen) || (cfg.extractor == DOD_EXTRACTOR_ADM && check_adm_weights(o, err, errlen)))
+    // The extractor's weights first: a missing 2.1 GB download is the first thing to fix in a public-code
+    // configuration (aio*.ini), before the prompt keys' folders.
+    if ((cfg.extractor == DOD_EXTRACTOR_ADM && check_adm_weights(o, err, errlen)) || check_prompts(o, err, errlen))
         return NULL;
     cfg.adm_weights = o->adm_weights;
     if (o->adm_head_channels > 0) cfg.adm.head_channels = (int)o->adm_head_channels;   // 0 (a zeroed struct): 64
