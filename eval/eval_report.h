@@ -11,12 +11,12 @@
 #include "eval/eval_run.h"
 
 typedef struct {
-    const char *config_path, *checkpoint_path;
+    const char *config_path, *checkpoint_path;   // with an adapter: NULL and the adapter file
     const char *model_kind;
     int stage;
     long long step;            // the checkpoint's step count
     const char *source;        // "--data FILE" or "benchmark NAME (FILE): TITLE"
-    TileOptions tiles;
+    RestoreOptions restore;
     int max_images;            // 0: all
     const char *save_dir;      // NULL: none
 } EvalReportInfo;
