@@ -521,8 +521,8 @@ static int restore_dod(DodModel *m, const float *in, int H0, int W0, const Resto
         rs->vae_tile = plan.vae_tile;
         rs->vae_tiles = restore_tile_count(j.h, &vg) * restore_tile_count(j.w, &vg);
         rs->stats_scale = plan.stats_scale;
-        m->vae->net.group_norm = stats_group_norm;
-        m->vae->net.group_norm_ctx = &stats;
+        m->vae->net.group_norm = m->detail.group_norm = stats_group_norm;
+        m->vae->net.group_norm_ctx = m->detail.group_norm_ctx = &stats;
         const int hl = (j.h + plan.stats_scale - 1) / plan.stats_scale, wl = (j.w + plan.stats_scale - 1) / plan.stats_scale;
         record_stats(&j, hl, wl, NULL, &stats);
         encode_tiled(&j, &vg, z);
@@ -543,8 +543,8 @@ static int restore_dod(DodModel *m, const float *in, int H0, int W0, const Resto
         record_stats(&j, hl, wl, lat_host, &stats);
         decode_tiled(&j, &vg, lat_host, y);
         free(lat_host);
-        m->vae->net.group_norm = NULL;
-        m->vae->net.group_norm_ctx = NULL;
+        m->vae->net.group_norm = m->detail.group_norm = NULL;
+        m->vae->net.group_norm_ctx = m->detail.group_norm_ctx = NULL;
     }
     dod_model_set_modulation(m, NULL, NULL);
     mark_release(m0, j.dev);

@@ -19,7 +19,7 @@
 // cross-fade over its middle half). Every VAE GroupNorm normalises a tile with statistics of the
 // whole image, measured beforehand by a pass over the image downscaled to fit (exact when it fits at
 // full size); what remains tile-local is the receptive field beyond the overlap and the VAE's
-// mid-block attention (and the stage-2 detail module's own GroupNorms).
+// mid-block attention.
 // The VAE (and the extractor) run whole while the estimate (eval/restore_plan.c) fits max_memory and
 // the VAE's mid-block attention sees at most RESTORE_VAE_MAX_TOKENS latent pixels (its cost is
 // quadratic in them); with no memory limit (max_memory 0) they always run whole.

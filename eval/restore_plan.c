@@ -166,10 +166,12 @@ double restore_estimate_decoder(const RestoreShapes *s, int64_t H, int64_t W) {
     unit(&w, resnet(cin, cin, px, 0, false, false) * 2 + vae_attention(cin, px, 0, false), cin * px);   // mid
     for (int i = 0; i < L; i++) {
         double c = v->block_out_channels[L - 1 - i];
-        if (s->stage == 2) {   // the detail module: skip conv, concat, res_in, RRDB (3 x 5 convs), res_out
-            double fuse = (cin + 2 * cin + resnet(2 * cin, cin, px, 0, false, false) + 3 * (cin + 5 * g + cin) +
-                           resnet(cin, cin, px, 0, false, false) + 2 * cin) * px;
-            unit(&w, fuse, cin * px);
+        if (s->stage == 2) {   // the detail module: skip conv, concat, res_in, RRDB (3 x 5 convs), res_out;
+            // it runs outside the decoder's units, so everything it makes stays until decoding ends
+            double fuse = (cin + 2 * cin + 3 * (cin + 5 * g + cin) + 2 * cin) * px +
+                          resnet(2 * cin, cin, px, 0, false, false) + resnet(cin, cin, px, 0, false, false);
+            w.kept += fuse;
+            w.peak = fmax(w.peak, w.kept);
         }
         for (int j = 0; j < v->layers_per_block + 1; j++) {
             unit(&w, resnet(cin, c, px, 0, false, false), c * px);
