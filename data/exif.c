@@ -8,7 +8,7 @@ static unsigned be16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
 // A TIFF integer of 2 or 4 bytes in the block's byte order.
 static uint32_t tiff_u(const uint8_t *p, int bytes, int little) {
     uint32_t v = 0;
-    for (int i = 0; i < bytes; i++) v |= (uint32_t)p[little ? i : bytes - 1 - i] << (8 * (little ? i : bytes - 1 - i));
+    for (int i = 0; i < bytes; i++) v |= (uint32_t)p[i] << (8 * (little ? i : bytes - 1 - i));
     return v;
 }
 

@@ -71,14 +71,14 @@ int photo_load(const char *path, Photo *p, char *err, size_t errlen) {
     const size_t plane = (size_t)W * H;
     p->rgb = dod_malloc(sizeof(float) * 3 * plane, "image");
     p->alpha = (c == 2 || c == 4) ? dod_malloc(sizeof(float) * plane, "image alpha") : NULL;
-    const float scale = is16 ? 1.0f / 65535.0f : 1.0f / 255.0f;
+    const float half = is16 ? 32767.5f : 127.5f;
     const int colour = c >= 3;
     for (size_t i = 0; i < plane; i++) {
         float v[4];
         for (int k = 0; k < c; k++)
-            v[k] = (float)(is16 ? ((const uint16_t *)upright)[i * c + k] : ((const uint8_t *)upright)[i * c + k]) * scale;
-        for (int k = 0; k < 3; k++) p->rgb[k * plane + i] = colour ? v[k] : v[0];
-        if (p->alpha) p->alpha[i] = v[c - 1];
+            v[k] = (float)(is16 ? ((const uint16_t *)upright)[i * c + k] : ((const uint8_t *)upright)[i * c + k]);
+        for (int k = 0; k < 3; k++) p->rgb[k * plane + i] = (colour ? v[k] : v[0]) / half - 1.0f;
+        if (p->alpha) p->alpha[i] = v[c - 1] / (2.0f * half);
     }
     if (upright != pix) free(upright);
     stbi_image_free(pix);
@@ -91,6 +91,7 @@ void photo_free(Photo *p) {
     memset(p, 0, sizeof *p);
 }
 
+// [0, 1] -> 8 bits, round half to even in float32 (eval/restore.h restore_unit_to_image's quantisation).
 static uint8_t to_u8(float v) {
     v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
     return (uint8_t)nearbyintf(v * 255.0f);
@@ -103,7 +104,7 @@ int photo_save(const char *path, const float *rgb, const float *alpha, int w, in
     const int c = (grey ? 1 : 3) + (keep_alpha ? 1 : 0);
     uint8_t *pix = dod_malloc(plane * (size_t)c, "output image");
     for (size_t i = 0; i < plane; i++) {
-        float r = rgb[i], g = rgb[plane + i], b = rgb[2 * plane + i];
+        float r = (rgb[i] + 1.0f) * 0.5f, g = (rgb[plane + i] + 1.0f) * 0.5f, b = (rgb[2 * plane + i] + 1.0f) * 0.5f;
         if (alpha && !keep_alpha) {   // JPEG: over white
             const float a = alpha[i] < 0.0f ? 0.0f : (alpha[i] > 1.0f ? 1.0f : alpha[i]);
             r = r * a + (1.0f - a), g = g * a + (1.0f - a), b = b * a + (1.0f - a);

@@ -3,7 +3,9 @@
 // image type of datasets and metrics; this is the user-facing side.)
 //
 // Decisions (docs/restore.md, "Inputs and outputs"):
-//   - pixels become floats in [0, 1] at the file's precision (16-bit PNGs keep their 16 bits in);
+//   - pixels become floats in [-1, 1], the model's scale, at the file's precision: v / 127.5 - 1 for 8
+//     bits (the formula of eval/restore.h, so a PNG restores exactly as the same pixels from a dataset
+//     do), v / 32767.5 - 1 for 16 bits (which keep their precision into the model);
 //   - grey images are restored as RGB with three equal channels and written back as grey (BT.601 luma
 //     of the restored RGB); colour images are written as RGB;
 //   - alpha never enters the model: it is carried through unchanged to a PNG (RGBA / grey + alpha),
@@ -20,7 +22,7 @@ typedef struct {
     int channels;      // in the file: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA
     int bits;          // 8 or 16 per channel in the file
     int orientation;   // the EXIF orientation applied (1: none)
-    float *rgb;        // 3 x h x w planar, [0, 1] (heap)
+    float *rgb;        // 3 x h x w planar, [-1, 1] (heap)
     float *alpha;      // h x w, [0, 1], or NULL
 } Photo;
 
@@ -30,9 +32,10 @@ typedef enum { PHOTO_PNG = 0, PHOTO_JPEG = 1 } PhotoFormat;
 // decodes (its reason), zero-sized.
 int photo_load(const char *path, Photo *p, char *err, size_t errlen);
 void photo_free(Photo *p);
-// Writes rgb (3 x h x w planar, [0, 1], clamped) with alpha (h x w or NULL) as `format` to path,
+// Writes rgb (3 x h x w planar, [-1, 1]) with alpha (h x w in [0, 1], or NULL) as `format` to path,
 // atomically (temp file + rename): grey (grey = true) or RGB, alpha as above, JPEG at quality 1..100.
-// Values are rounded to 8 bits (round half to even of x * 255). 0, or -1 naming the file.
+// Values become 8 bits as dod-eval's PNGs do: u = (x + 1) / 2 clamped to [0, 1], round half to even of
+// u * 255 in float32. 0, or -1 naming the file.
 int photo_save(const char *path, const float *rgb, const float *alpha, int w, int h, bool grey, PhotoFormat format,
                int quality, char *err, size_t errlen);
 // "png" / "jpg" or "jpeg" (case-insensitive) -> the format; -1 otherwise.

@@ -22,7 +22,8 @@
 // mid-block attention.
 // The VAE (and the extractor) run whole while the estimate (eval/restore_plan.c) fits max_memory and
 // the VAE's mid-block attention sees at most RESTORE_VAE_MAX_TOKENS latent pixels (its cost is
-// quadratic in them); with no memory limit (max_memory 0) they always run whole.
+// quadratic in them); with no memory limit (max_memory 0) they always run whole. Automatic VAE tiles
+// are the largest square that fits, up to RESTORE_VAE_TILE_TOKENS latent pixels.
 //
 // Other models (the toy model) run whole through model_host_io.
 #pragma once
@@ -36,6 +37,9 @@
 #include "layers/sd_config.h"
 
 #define RESTORE_VAE_MAX_TOKENS (128 * 128)
+// Automatic VAE tiles are at most this many latent pixels (64 x 64: 512-pixel tiles for SD, the size of
+// diffusers' tiled VAE), which bounds the attention's quadratic cost per image area.
+#define RESTORE_VAE_TILE_TOKENS (64 * 64)
 
 // The placement of tiles along one axis: tiles of `tile` starting at 0, tile - overlap, ..., the last
 // one flush with the far edge. tile 0: one tile, the whole axis.

@@ -275,7 +275,7 @@ int restore_plan(const RestoreShapes *s, int H, int W, const RestoreOptions *o, 
     if (forced) {
         T = o->vae_tile / mult * mult;
     } else {
-        int cap = (int)sqrt((double)RESTORE_VAE_MAX_TOKENS) * f / mult * mult, side = (H > W ? H : W);
+        int cap = (int)sqrt((double)RESTORE_VAE_TILE_TOKENS) * f / mult * mult, side = (H > W ? H : W);
         T = side < cap ? (side + mult - 1) / mult * mult : cap;
         for (;; T -= mult) {
             if (T <= O || T < 2 * mult) {

@@ -257,7 +257,7 @@ int main(int argc, char **argv) {
         const size_t plane = (size_t)p.w * p.h;
         float *x = malloc(sizeof(float) * 3 * plane), *y = malloc(sizeof(float) * 3 * plane);
         if (!x || !y) dod_out_of_memory(sizeof(float) * 6 * plane, "image buffers");
-        for (size_t k = 0; k < 3 * plane; k++) x[k] = 2.0f * p.rgb[k] - 1.0f;
+        memcpy(x, p.rgb, sizeof(float) * 3 * plane);
         RestoreStats rs;
         double t0 = dod_now_seconds();
         int rc = restore_chw(model, x, p.h, p.w, &ro, y, &rs, err, sizeof err);
@@ -266,7 +266,6 @@ int main(int argc, char **argv) {
             fprintf(stderr, "dod-restore: %s (%dx%d): %s\n", path, p.w, p.h, err);
             failed++;
         } else {
-            for (size_t k = 0; k < 3 * plane; k++) y[k] = (y[k] + 1.0f) * 0.5f;
             if (photo_save(out_path, y, p.alpha, p.w, p.h, p.channels <= 2, format, quality, err, sizeof err)) {
                 fprintf(stderr, "dod-restore: %s\n", err);
                 failed++;
