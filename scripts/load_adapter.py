@@ -23,6 +23,7 @@ Needs: torch (1.13 works), diffusers 0.21.4, peft 0.6.2 (pip install --no-deps p
 on Debian's torch 1.13), safetensors, numpy, Pillow.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -60,14 +61,18 @@ def _inject(model, targets, rank, alpha, tensors, prefix):
 
 
 class DodAdapter:
-    def __init__(self, base, adapter, device="cpu", dtype=torch.float32):
+    def __init__(self, base, adapter, device="cpu", dtype=torch.float32, random_weights=False):
         self.meta, t = _read(adapter)
         m = self.meta
         self.device, self.dtype = device, dtype
         self.rank, self.alpha = int(m["lora_rank"]), float(m["lora_alpha"])
         self.stage, self.pad_multiple = int(m["stage"]), int(m["pad_multiple"])
-        self.unet = UNet2DConditionModel.from_pretrained(os.path.join(base, "unet"))
-        self.vae = AutoencoderKL.from_pretrained(os.path.join(base, "vae"))
+        if random_weights:   # benchmarks: the base's shapes from its configs, weights left at their init
+            self.unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(base, "unet")))
+            self.vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(base, "vae")))
+        else:
+            self.unet = UNet2DConditionModel.from_pretrained(os.path.join(base, "unet"))
+            self.vae = AutoencoderKL.from_pretrained(os.path.join(base, "vae"))
         sched = DDPMScheduler.from_pretrained(os.path.join(base, "scheduler"))
         abar = float(sched.alphas_cumprod[TIMESTEP].double())
         if sched.config.prediction_type == "v_prediction":
@@ -77,7 +82,7 @@ class DodAdapter:
         assert sched.config.prediction_type == m["prediction_type"], "the base's scheduler is not the adapter's"
         self.extractor = m["extractor"]
         if self.extractor == "vae":   # the frozen encoder without its LoRA: a copy made before injection
-            self.vae_frozen = AutoencoderKL.from_pretrained(os.path.join(base, "vae"))
+            self.vae_frozen = copy.deepcopy(self.vae)
         # conv_in (trained in full), then the LoRA
         self.unet.conv_in.weight.data.copy_(t["unet.conv_in.weight"])
         self.unet.conv_in.bias.data.copy_(t["unet.conv_in.bias"])
@@ -212,8 +217,8 @@ class DodAdapter:
         return out[:, :, :H, :W]
 
 
-def load_adapter(base, adapter, device="cpu", dtype=torch.float32):
-    return DodAdapter(base, adapter, device, dtype)
+def load_adapter(base, adapter, device="cpu", dtype=torch.float32, random_weights=False):
+    return DodAdapter(base, adapter, device, dtype, random_weights)
 
 
 def read_image(path):
