@@ -54,7 +54,14 @@ void restore_unet_grid(int h, int w, int tile, int overlap, TileGrid *g) {
 RestoreOptions restore_options_default(void) {
     return (RestoreOptions){.tile = RESTORE_DEFAULT_TILE, .overlap = RESTORE_DEFAULT_OVERLAP,
                             .max_memory_gib = RESTORE_DEFAULT_MAX_MEMORY_GIB, .vae_tile = 0,
-                            .vae_overlap = RESTORE_DEFAULT_VAE_OVERLAP};
+                            .vae_overlap = RESTORE_DEFAULT_VAE_OVERLAP, .merge = RESTORE_MERGE_AUTO};
+}
+
+int restore_merge_parse(const char *s) {
+    if (!strcmp(s, "auto")) return RESTORE_MERGE_AUTO;
+    if (!strcmp(s, "on")) return RESTORE_MERGE_ON;
+    if (!strcmp(s, "off")) return RESTORE_MERGE_OFF;
+    return -1;
 }
 
 int restore_check_options(const RestoreOptions *o, char *err, size_t errlen) {
@@ -402,6 +409,18 @@ static void decode_tiled(const Job *j, const TileGrid *g, const float *lat, floa
     free(lt);
 }
 
+// The UNet's store with every adapted layer merged for the current modulation (weight and bias, f32,
+// owned) and every other tensor borrowed (a view of the base's): swapped in while the adapters are off.
+static ParamStore *merged_unet(DodModel *m) {
+    ParamStore *base = m->unet->net.ps, *out = params_new();
+    lora_merge_all(m->unet_lora, base, m->unet->net.prefix, 0, out);
+    for (int i = 0; i < params_count(base); i++) {
+        Tensor *t = params_at(base, i);
+        if (!params_get(out, t->name)) params_add(out, t->name, tensor_wrap_persistent(t->name, t->ndim, t->shape, t->dtype, t->data));
+    }
+    return out;
+}
+
 // The UNet's prediction for z (lc x h x w) into pred (=), whole or in the public code's latent tiles.
 // z_dev: z already on the device (whole only; NULL: uploaded). Returns the tile count.
 static int predict(const Job *j, const TileGrid *g, const float *z, Tensor *z_dev, float *pred) {
@@ -528,8 +547,20 @@ static int restore_dod(DodModel *m, const float *in, int H0, int W0, const Resto
         encode_tiled(&j, &vg, z);
     }
 
-    // 4. the UNet, whole or in latent tiles, and x0
+    // 4. the UNet, whole or in latent tiles (its adapters merged for this image, or not), and x0
+    ParamStore *unet_ps = m->unet->net.ps, *merged = NULL;
+    if (plan.merge) {
+        merged = merged_unet(m);
+        m->unet->net.ps = merged;
+        lora_set_enabled(m->unet_lora, false);
+    }
+    rs->merged = plan.merge;
     rs->unet_tiles = predict(&j, &plan.unet, z, z_dev, pred);
+    if (merged) {
+        m->unet->net.ps = unet_ps;
+        lora_set_enabled(m->unet_lora, true);
+        params_free(merged);
+    }
     Tensor *lat = dod_model_x0(m, z_dev ? z_dev : upload(z, j.lc, j.h, j.w, j.dev), upload(pred, j.lc, j.h, j.w, j.dev));
 
     // 5. the VAE decoder

@@ -25,6 +25,14 @@
 // quadratic in them); with no memory limit (max_memory 0) they always run whole. Automatic VAE tiles
 // are the largest square that fits, up to RESTORE_VAE_TILE_TOKENS latent pixels.
 //
+// Per-image LoRA merge (CPU): for an image whose UNet work is large enough, every UNet adapter is merged
+// with this image's modulation into its base layer (W0 + s B diag(1 + gamma) A, bias b0 + s B beta;
+// layers/lora.h lora_merge_all) and the UNet runs without adapters: measured on SD 2.1-base shapes
+// (dod-bench restore --merge-study, docs/restore.md) a merged UNet is 17% faster per tile and the merge
+// costs 0.6 of a 32 x 32 tile, so it pays from about 64 x 64 latent pixels of UNet work
+// (RESTORE_MERGE_MIN_LATENT_PIXELS); it needs the merged layers' weights in f32 on top of the base's
+// (budgeted). On CUDA the adapters run (the merge is a host computation; not measured on a GPU).
+//
 // Other models (the toy model) run whole through model_host_io.
 #pragma once
 #include <stdbool.h>
@@ -40,6 +48,9 @@
 // Automatic VAE tiles are at most this many latent pixels (64 x 64: 512-pixel tiles for SD, the size of
 // diffusers' tiled VAE), which bounds the attention's quadratic cost per image area.
 #define RESTORE_VAE_TILE_TOKENS (64 * 64)
+#define RESTORE_MERGE_MIN_LATENT_PIXELS (64 * 64)
+
+typedef enum { RESTORE_MERGE_AUTO = 0, RESTORE_MERGE_ON = 1, RESTORE_MERGE_OFF = 2 } RestoreMerge;
 
 // The placement of tiles along one axis: tiles of `tile` starting at 0, tile - overlap, ..., the last
 // one flush with the far edge. tile 0: one tile, the whole axis.
@@ -68,6 +79,7 @@ typedef struct {
     int vae_tile;            // > 0: VAE tiles of this many pixels whenever the image is larger (forces tiling);
                              // 0: chosen from max_memory when the VAE does not fit whole
     int vae_overlap;         // pixels shared by neighbouring VAE tiles
+    RestoreMerge merge;      // per-image LoRA merge of the UNet: auto (the rule above), on (CPU), off
     bool quiet;              // no notes on stderr (downscaled extractor, shrunk tiles)
 } RestoreOptions;
 
@@ -77,6 +89,8 @@ typedef struct {
 #define RESTORE_DEFAULT_VAE_OVERLAP 64
 // The defaults above.
 RestoreOptions restore_options_default(void);
+// "auto", "on", "off" -> RestoreMerge; -1 otherwise.
+int restore_merge_parse(const char *s);
 // Checks the options. 0, or -1 with a message naming the option.
 int restore_check_options(const RestoreOptions *o, char *err, size_t errlen);
 
@@ -88,6 +102,7 @@ typedef struct {
     int vae_tile;                // the VAE tile side in pixels (0: whole)
     int extractor_scale;         // 1: the extractor saw the whole image; k: downscaled k times
     int stats_scale;             // tiled VAE: GroupNorm statistics from the image downscaled this many times
+    bool merged;                 // the UNet ran with its adapters merged
     double estimate_gib;         // the plan's estimated peak (weights + largest stage)
 } RestoreStats;
 
@@ -123,6 +138,8 @@ typedef struct {
     bool vae_extractor;          // the extractor is the VAE encoder (else the cnn)
     int cnn_channels0;           // the cnn extractor's first width
     double weight_bytes;         // every tensor of the model as stored
+    double merged_bytes;         // the UNet's adapted layers' weights and biases in f32 (a merged copy)
+    bool cuda;                   // the model runs on CUDA (no merge)
     int act_bytes;               // bytes per activation element: 4 (f32) or 2 (bf16 storage)
     bool count_host_buffers;     // the model runs on the CPU: the image buffers share the budget
 } RestoreShapes;
@@ -145,6 +162,7 @@ typedef struct {
     int vae_tile, vae_overlap;   // pixels (tiled)
     int stats_scale;             // >= 1 (tiled)
     TileGrid unet;               // tile 0: whole latent
+    bool merge;                  // merge the UNet's adapters for the image
     double weights, buffers;     // bytes
     double extractor, encoder, unet_tile, decoder, stats;   // bytes: each stage's estimate as planned
     double peak;                 // weights + buffers + the largest stage

@@ -212,6 +212,11 @@ void restore_shapes_of(const DodModel *m, RestoreShapes *s) {
                       (double)m->prompt->numel * 4;
     s->act_bytes = (int)dtype_size(ag_activation_dtype());
     s->count_host_buffers = m->device == DEV_CPU;
+    s->cuda = m->device == DEV_CUDA;
+    for (int i = 0; i < lora_set_count(m->unet_lora); i++) {
+        const LoraAdapter *ad = lora_set_at(m->unet_lora, i);
+        s->merged_bytes += 4.0 * (double)ad->out * ((double)ad->in * ad->kh * ad->kw + 1);
+    }
 }
 
 // ---- the plan -----------------------------------------------------------------------------------------
@@ -256,6 +261,18 @@ int restore_plan(const RestoreShapes *s, int H, int W, const RestoreOptions *o, 
             return -1;
         }
         p->unet = (TileGrid){t - 8, o->overlap < t - 8 ? o->overlap : (t - 8) / 2};
+    }
+    // the per-image merge: worth it for enough UNet work (latent pixels over all tiles), where it fits
+    {
+        double work = (double)h * w;
+        if (p->unet.tile) {
+            int ny = restore_tile_count(h, &p->unet), nx = restore_tile_count(w, &p->unet);
+            work = (double)ny * nx * p->unet.tile * p->unet.tile;
+        }
+        const bool fits = p->unet_tile + s->merged_bytes <= avail;
+        p->merge = !s->cuda && fits &&
+                   (o->merge == RESTORE_MERGE_ON || (o->merge == RESTORE_MERGE_AUTO && work >= RESTORE_MERGE_MIN_LATENT_PIXELS));
+        if (p->merge) p->unet_tile += s->merged_bytes;
     }
     // the VAE: whole while it fits and its mid-block attention is not too long, else tiles
     const bool detail = s->stage == 2;
@@ -322,8 +339,9 @@ void restore_plan_print(FILE *f, const RestorePlan *p, int H, int W) {
     fprintf(f, "| VAE encoder | %s | %.2f |\n", how, p->encoder / GIB);
     if (!p->vae_whole)
         fprintf(f, "| VAE GroupNorm statistics | the image downscaled %dx | %.2f |\n", p->stats_scale, p->stats / GIB);
-    if (p->unet.tile) snprintf(how, sizeof how, "%dx%d latent tiles, overlap %d", p->unet.tile, p->unet.tile, p->unet.overlap);
-    else snprintf(how, sizeof how, "whole latent");
+    if (p->unet.tile) snprintf(how, sizeof how, "%dx%d latent tiles, overlap %d%s", p->unet.tile, p->unet.tile, p->unet.overlap,
+                               p->merge ? ", LoRA merged" : "");
+    else snprintf(how, sizeof how, "whole latent%s", p->merge ? ", LoRA merged" : "");
     fprintf(f, "| UNet | %s | %.2f |\n", how, p->unet_tile / GIB);
     if (p->vae_whole) snprintf(how, sizeof how, "whole image %dx%d", W, H);
     else snprintf(how, sizeof how, "%dx%d tiles, overlap %d", p->vae_tile, p->vae_tile, p->vae_overlap);

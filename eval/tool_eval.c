@@ -397,6 +397,7 @@ static void run_usage(FILE *f) {
             "                        0 = no limit)\n"
             "  --vae-tile N          force VAE tiles of N pixels on larger images (default 0: from --max-memory)\n"
             "  --vae-overlap N       VAE tile overlap in pixels (default 64)\n"
+            "  --merge auto|on|off   per-image merge of the UNet's LoRA on the CPU (default auto; docs/restore.md)\n"
             "  --save-images DIR     DIR/<set>/restored/<name>.png and DIR/<set>/grid.png (input | output | gt)\n"
             "  --save-inputs         with --save-images: also DIR/<set>/input/ and DIR/<set>/gt/\n"
             "  --grid-rows N         images in each grid (default 4)\n"
@@ -422,7 +423,7 @@ static int cmd_run(int argc, char **argv) {
     bool set_profile = false, set_crop_multiple = false, set_crop_border = false, set_y = false;
     RestoreOptions ro = restore_options_default();
     enum { O_SET = 256, O_TASKS, O_DATA_DIR, O_SAVE_INPUTS, O_GRID_ROWS, O_PROGRESS, O_NO_PROGRESS, O_TILE,
-           O_TILE_OVERLAP, O_MAX_IMAGES, O_ADAPTER, O_BASE, O_DEVICE, O_MAX_MEMORY, O_VAE_TILE, O_VAE_OVERLAP };
+           O_TILE_OVERLAP, O_MAX_IMAGES, O_ADAPTER, O_BASE, O_DEVICE, O_MAX_MEMORY, O_VAE_TILE, O_VAE_OVERLAP, O_MERGE };
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'C'},        {"checkpoint", required_argument, 0, 'k'},
         {"data", required_argument, 0, 'd'},          {"bench", required_argument, 0, 'B'},
@@ -438,6 +439,7 @@ static int cmd_run(int argc, char **argv) {
         {"adapter", required_argument, 0, O_ADAPTER}, {"base", required_argument, 0, O_BASE},
         {"device", required_argument, 0, O_DEVICE},   {"max-memory", required_argument, 0, O_MAX_MEMORY},
         {"vae-tile", required_argument, 0, O_VAE_TILE}, {"vae-overlap", required_argument, 0, O_VAE_OVERLAP},
+        {"merge", required_argument, 0, O_MERGE},
         {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -469,6 +471,15 @@ static int cmd_run(int argc, char **argv) {
                 goto done;
             }
             break;
+        case O_MERGE: {
+            int mv = restore_merge_parse(optarg);
+            if (mv < 0) {
+                fprintf(stderr, "dod-eval run: --merge %s: expected auto, on or off\n", optarg);
+                goto done;
+            }
+            ro.merge = (RestoreMerge)mv;
+            break;
+        }
         case O_MAX_MEMORY: {
             char *end;
             ro.max_memory_gib = strtod(optarg, &end);

@@ -34,6 +34,8 @@ static void usage(FILE *f) {
             "  --max-memory GIB     memory budget for weights and activations (default 8; 0: no limit)\n"
             "  --vae-tile N         force VAE tiles of N pixels on larger images (default 0: from --max-memory)\n"
             "  --vae-overlap N      VAE tile overlap in pixels (default 64)\n"
+            "  --merge auto|on|off  merge the UNet's LoRA into its weights per image (CPU; default auto: when the\n"
+            "                       UNet's work is at least 64x64 latent pixels and the merged copy fits)\n"
             "  --format png|jpg     output format (default png)\n"
             "  --quality Q          JPEG quality 1..100 (default 95)\n"
             "  --estimate-only      print the memory plan of one image (--size WxH, default 4096x3072) and exit;\n"
@@ -96,7 +98,18 @@ static int estimate_only(const char *base, const char *adapter, Device device, c
     SdTensorTable tu = {0}, tv = {0};
     sd_unet_tensor_table(&ucfg, &tu);
     sd_vae_tensor_table(&vcfg, &tv);
-    double params = 0;
+    double params = 0, merged = 0;
+    for (int i = 0; i < tu.n; i++) {   // the UNet's adapted layers, as a merged f32 copy
+        char layer[SD_NAME_LEN];
+        snprintf(layer, sizeof layer, "%s", tu.items[i].name);
+        size_t len = strlen(layer);
+        if (len < 7 || strcmp(layer + len - 7, ".weight")) continue;
+        layer[len - 7] = 0;
+        if (!lora_is_target(LORA_TARGETS_UNET, layer)) continue;
+        double e = 1;
+        for (int d = 0; d < tu.items[i].ndim; d++) e *= (double)tu.items[i].shape[d];
+        merged += 4.0 * (e + (double)tu.items[i].shape[0]);
+    }
     for (int k = 0; k < 2; k++) {
         const SdTensorTable *t = k ? &tv : &tu;
         for (int i = 0; i < t->n; i++) {
@@ -111,7 +124,8 @@ static int estimate_only(const char *base, const char *adapter, Device device, c
     double adapter_bytes = adapter && stat(adapter, &sb) == 0 ? (double)sb.st_size * 2 : 0;   // as f32
     RestoreShapes s = {.unet = &ucfg, .vae = &vcfg, .stage = ai.stage, .vae_extractor = ai.extractor == DOD_EXTRACTOR_VAE,
                        .cnn_channels0 = 32, .weight_bytes = params * (device == DEV_CUDA ? 2 : 4) + adapter_bytes,
-                       .act_bytes = device == DEV_CUDA ? 2 : 4, .count_host_buffers = device == DEV_CPU};
+                       .act_bytes = device == DEV_CUDA ? 2 : 4, .count_host_buffers = device == DEV_CPU,
+                       .merged_bytes = merged, .cuda = device == DEV_CUDA};
     const int f = 1 << (vcfg.n_levels - 1), mult = f > 8 ? f : 8;
     const int Hp = (H + mult - 1) / mult * mult, Wp = (W + mult - 1) / mult * mult;
     RestorePlan plan;
@@ -130,7 +144,7 @@ int main(int argc, char **argv) {
     PhotoFormat format = PHOTO_PNG;
     int quality = 95, estimate = 0, quiet = 0, size_w = 4096, size_h = 3072;
     enum { O_BASE = 256, O_ADAPTER, O_IN, O_OUT, O_DEVICE, O_TILE, O_OVERLAP, O_MAXMEM, O_VAE_TILE, O_VAE_OVERLAP,
-           O_FORMAT, O_QUALITY, O_ESTIMATE, O_SIZE, O_QUIET };
+           O_FORMAT, O_QUALITY, O_ESTIMATE, O_SIZE, O_QUIET, O_MERGE };
     static const struct option longopts[] = {
         {"base", required_argument, 0, O_BASE},        {"adapter", required_argument, 0, O_ADAPTER},
         {"in", required_argument, 0, O_IN},            {"out", required_argument, 0, O_OUT},
@@ -140,6 +154,7 @@ int main(int argc, char **argv) {
         {"format", required_argument, 0, O_FORMAT},    {"quality", required_argument, 0, O_QUALITY},
         {"estimate-only", no_argument, 0, O_ESTIMATE}, {"size", required_argument, 0, O_SIZE},
         {"quiet", no_argument, 0, O_QUIET},            {"help", no_argument, 0, 'h'},
+        {"merge", required_argument, 0, O_MERGE},
         {0, 0, 0, 0}};
     opterr = 0;
     int ch;
@@ -164,6 +179,11 @@ int main(int argc, char **argv) {
                 return fprintf(stderr, "dod-restore: --max-memory needs a number of GiB >= 0, got '%s'\n", optarg), 2;
             break;
         }
+        case O_MERGE:
+            if ((v = restore_merge_parse(optarg)) < 0)
+                return fprintf(stderr, "dod-restore: --merge %s: expected auto, on or off\n", optarg), 2;
+            ro.merge = (RestoreMerge)v;
+            break;
         case O_FORMAT:
             if ((v = photo_format_parse(optarg)) < 0)
                 return fprintf(stderr, "dod-restore: --format %s: expected png or jpg\n", optarg), 2;
@@ -277,9 +297,10 @@ int main(int argc, char **argv) {
                     char vae[64];
                     if (rs.vae_tiles > 1) snprintf(vae, sizeof vae, "%d VAE tiles of %d px", rs.vae_tiles, rs.vae_tile);
                     else snprintf(vae, sizeof vae, "whole VAE");
-                    fprintf(stderr, "dod-restore: [%d/%d] %s %dx%d%s%s: %.2f s (%.2f s/MP), %d UNet tile%s, %s -> %s\n", i + 1,
-                            n, path, p.w, p.h, p.bits == 16 ? " 16-bit" : "", p.orientation != 1 ? " (EXIF-rotated)" : "",
-                            dt, dt / ((double)plane / 1e6), rs.unet_tiles, rs.unet_tiles == 1 ? "" : "s", vae, out_path);
+                    fprintf(stderr, "dod-restore: [%d/%d] %s %dx%d%s%s: %.2f s (%.2f s/MP), %d UNet tile%s%s, %s -> %s\n",
+                            i + 1, n, path, p.w, p.h, p.bits == 16 ? " 16-bit" : "",
+                            p.orientation != 1 ? " (EXIF-rotated)" : "", dt, dt / ((double)plane / 1e6), rs.unet_tiles,
+                            rs.unet_tiles == 1 ? "" : "s", rs.merged ? " (LoRA merged)" : "", vae, out_path);
                 }
             }
         }

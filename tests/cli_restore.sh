@@ -35,6 +35,10 @@ for m in whole tiled; do
     check "$m: dod-restore matches PyTorch + PEFT (PSNR $p >= 75 dB)" "awk -v p='$p' 'BEGIN { exit !(p == \"inf\" || p >= 75) }'"
 done
 check "tiled: the UNet ran in latent tiles" "grep -q '12 UNet tiles' $T/r_tiled.log"
+"$R" --base "$BASE" --adapter "$FIX/adapter.safetensors" --in "$FIX/input.png" --out "$T/c_merged" --merge on > "$T/r_merged.log" 2>&1
+p=$(psnr_of "$T/c_merged" "$T/t_whole")
+echo "dod-restore with the LoRA merged per image vs PyTorch's adapters: PSNR $p dB"
+check "--merge on: still PyTorch's image (PSNR $p >= 75 dB)" "grep -q 'LoRA merged' $T/r_merged.log && awk -v p='$p' 'BEGIN { exit !(p == \"inf\" || p >= 75) }'"
 
 # ---- a run, its export, and three restorations that must agree exactly ---------------------------------
 "$B/bin/dod-data" synth --clean "$S/tests/fixtures/data" --tasks noise,rain,haze --sigma 25 --store-noisy \

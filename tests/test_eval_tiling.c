@@ -156,6 +156,7 @@ static void test_dod(int stage) {
     // 1. the staged whole-image path is the model's eval forward
     RestoreOptions o = restore_options_default();
     o.max_memory_gib = 0;
+    o.merge = RESTORE_MERGE_OFF;
     RestoreStats st;
     CHECK(restore_chw(model, x, H, W, &o, whole, &st, err, sizeof err) == 0, "%s", err);
     CHECK(st.unet_tiles == 1 && st.vae_tiles == 1 && st.pad_h == 152 && st.pad_w == 200, "whole: %d UNet, %d VAE tiles, %dx%d",
@@ -166,6 +167,13 @@ static void test_dod(int stage) {
     CHECK(memcmp(tensor_data_f32(ref), whole, sizeof(float) * n) == 0, "staged path != dod_model_restore (max diff %g)",
           max_abs_diff(whole, tensor_data_f32(ref), (long)n, NULL));
     ag_step_reset();
+    // the per-image merge (W0 + s B diag(1 + gamma) A, b0 + s B beta) gives the same image up to rounding
+    o.merge = RESTORE_MERGE_ON;
+    CHECK(restore_chw(model, x, H, W, &o, tiled, &st, err, sizeof err) == 0, "%s", err);
+    double dm = max_abs_diff(tiled, whole, (long)n, NULL);
+    printf("merged LoRA vs adapters: max |diff| %.3g\n", dm);
+    CHECK(st.merged && dm < 1e-4 && dm > 0, "merged: %d, max diff %g", st.merged, dm);
+    o.merge = RESTORE_MERGE_OFF;
 
     // 2. VAE tiles (64 px, overlap 32) with whole-image GroupNorm statistics
     o.vae_tile = stage == 1 ? 64 : 96;
@@ -192,6 +200,7 @@ static void test_dod(int stage) {
     // 3. latent UNet tiles (the public code's approximation: its attention sees one tile)
     o = restore_options_default();
     o.max_memory_gib = 0;
+    o.merge = RESTORE_MERGE_OFF;
     o.tile = 24;
     o.overlap = 8;
     CHECK(restore_chw(model, x, H, W, &o, tiled, &st, err, sizeof err) == 0, "%s", err);
