@@ -295,6 +295,8 @@ typedef struct {
     int H, W, h, w;     // padded image, latent
     int lc;             // latent channels
     const float *x;     // padded input, 3 x H x W
+    const float *z;     // the encoder's latent (lc x h x w), once made
+    const float *lat;   // x0 in VAE space (lc x h x w), once made
 } Job;
 
 // Records the VAE's GroupNorm statistics on the image downscaled to the latent size (hl, wl) (encoder),
@@ -334,79 +336,78 @@ static void blend_add(float *acc, float *wsum, int C, int H, int W, const float 
         }
 }
 
-// acc / wsum (=, in place).
-static void blend_finish(float *acc, const float *wsum, int C, size_t plane) {
-    for (int c = 0; c < C; c++)
+// One tile: the output (oc x os th x os tw, see run_tiles) of the th x tw tile at (y0, x0) of the grid (=).
+typedef void (*TileFn)(const Job *j, int y0, int x0, int th, int tw, float *out);
+typedef enum { BLEND_RAMP, BLEND_GAUSS } BlendKind;   // restore_tile_weight, or the public Gaussian
+
+// Runs fn on every tile of g over a gh x gw grid and blends the outputs, oc channels at os times the
+// grid's resolution, into acc (=, oc x os gh x os gw): sum(w tile) / sum(w). Each tile's activations
+// are given back after it.
+static void run_tiles(const Job *j, const TileGrid *g, int gh, int gw, int oc, int os, BlendKind kind, TileFn fn,
+                      float *acc) {
+    const int ny = restore_tile_count(gh, g), nx = restore_tile_count(gw, g);
+    const int th = ny > 1 ? g->tile : gh, tw = nx > 1 ? g->tile : gw, H = gh * os, W = gw * os;
+    const TileGrid go = {g->tile * os, g->overlap * os};   // the same tiles at the output's resolution
+    float *tile = dod_malloc(sizeof(float) * (size_t)oc * os * th * os * tw, "restore tile");
+    float *wsum = dod_calloc(sizeof(float) * (size_t)H * W, "restore weights");
+    double *wy = dod_malloc(sizeof(double) * (size_t)os * th, "restore weights");
+    double *wx = dod_malloc(sizeof(double) * (size_t)os * tw, "restore weights");
+    memset(acc, 0, sizeof(float) * (size_t)oc * H * W);
+    for (int ky = 0; ky < ny; ky++) {
+        const int y0 = restore_tile_start(gh, ky, g);
+        for (int i = 0; i < os * th; i++) wy[i] = kind == BLEND_GAUSS ? restore_gauss_weight(th, i, true) : restore_tile_weight(H, ky, i, &go);
+        for (int kx = 0; kx < nx; kx++) {
+            const int x0 = restore_tile_start(gw, kx, g);
+            for (int i = 0; i < os * tw; i++) wx[i] = kind == BLEND_GAUSS ? restore_gauss_weight(tw, i, false) : restore_tile_weight(W, kx, i, &go);
+            Mark mk = mark_now(j->dev);
+            fn(j, y0, x0, th, tw, tile);
+            mark_release(mk, j->dev);
+            blend_add(acc, wsum, oc, H, W, tile, y0 * os, x0 * os, os * th, os * tw, wy, wx);
+        }
+    }
+    const size_t plane = (size_t)H * W;
+    for (int c = 0; c < oc; c++)
         for (size_t p = 0; p < plane; p++) acc[c * plane + p] /= wsum[p];
-}
-
-// The z of the whole image from VAE tiles (g in latent pixels) into z (=).
-static void encode_tiled(const Job *j, const TileGrid *g, float *z) {
-    const int ny = restore_tile_count(j->h, g), nx = restore_tile_count(j->w, g);
-    const int th = ny > 1 ? g->tile : j->h, tw = nx > 1 ? g->tile : j->w, f = j->f;
-    float *px = dod_malloc(sizeof(float) * 3 * (size_t)f * th * f * tw, "restore tile");
-    float *zt = dod_malloc(sizeof(float) * (size_t)j->lc * th * tw, "restore tile");
-    float *wsum = dod_calloc(sizeof(float) * (size_t)j->h * j->w, "restore weights");
-    double *wy = dod_malloc(sizeof(double) * (size_t)th, "restore weights"), *wx = dod_malloc(sizeof(double) * (size_t)tw, "restore weights");
-    memset(z, 0, sizeof(float) * (size_t)j->lc * j->h * j->w);
-    for (int ky = 0; ky < ny; ky++) {
-        const int y0 = restore_tile_start(j->h, ky, g);
-        for (int i = 0; i < th; i++) wy[i] = restore_tile_weight(j->h, ky, i, g);
-        for (int kx = 0; kx < nx; kx++) {
-            const int x0 = restore_tile_start(j->w, kx, g);
-            for (int i = 0; i < tw; i++) wx[i] = restore_tile_weight(j->w, kx, i, g);
-            Mark mk = mark_now(j->dev);
-            crop_chw(j->x, 3, j->H, j->W, f * y0, f * x0, f * th, f * tw, px);
-            VaeEncoded enc;
-            download(dod_model_encode(j->m, upload(px, 3, (int64_t)f * th, (int64_t)f * tw, j->dev), NULL, false, &enc), zt);
-            mark_release(mk, j->dev);
-            blend_add(z, wsum, j->lc, j->h, j->w, zt, y0, x0, th, tw, wy, wx);
-        }
-    }
-    blend_finish(z, wsum, j->lc, (size_t)j->h * j->w);
     free(wx);
     free(wy);
     free(wsum);
-    free(zt);
-    free(px);
+    free(tile);
 }
 
-// The decoded image (3 x H x W, unclamped) from the latent lat (VAE space) in tiles (g in latent pixels).
-static void decode_tiled(const Job *j, const TileGrid *g, const float *lat, float *y) {
-    const int ny = restore_tile_count(j->h, g), nx = restore_tile_count(j->w, g);
-    const int th = ny > 1 ? g->tile : j->h, tw = nx > 1 ? g->tile : j->w, f = j->f;
-    const TileGrid gp = {g->tile * f, g->overlap * f};   // the same tiles in pixels
-    float *lt = dod_malloc(sizeof(float) * (size_t)j->lc * th * tw, "restore tile");
+// The pixels under latent tile (y0, x0, th x tw), on the device.
+static Tensor *pixels_of(const Job *j, int y0, int x0, int th, int tw) {
+    const int f = j->f;
     float *px = dod_malloc(sizeof(float) * 3 * (size_t)f * th * f * tw, "restore tile");
-    float *yt = dod_malloc(sizeof(float) * 3 * (size_t)f * th * f * tw, "restore tile");
-    float *wsum = dod_calloc(sizeof(float) * (size_t)j->H * j->W, "restore weights");
-    double *wy = dod_malloc(sizeof(double) * (size_t)f * th, "restore weights"), *wx = dod_malloc(sizeof(double) * (size_t)f * tw, "restore weights");
-    memset(y, 0, sizeof(float) * 3 * (size_t)j->H * j->W);
-    for (int ky = 0; ky < ny; ky++) {
-        const int y0 = restore_tile_start(j->h, ky, g);
-        for (int i = 0; i < f * th; i++) wy[i] = restore_tile_weight(j->H, ky, i, &gp);
-        for (int kx = 0; kx < nx; kx++) {
-            const int x0 = restore_tile_start(j->w, kx, g);
-            for (int i = 0; i < f * tw; i++) wx[i] = restore_tile_weight(j->W, kx, i, &gp);
-            Mark mk = mark_now(j->dev);
-            crop_chw(lat, j->lc, j->h, j->w, y0, x0, th, tw, lt);
-            VaeEncoded enc = {0};
-            if (j->m->has_detail) {   // the detail module reads the encoder's skips of the same pixels
-                crop_chw(j->x, 3, j->H, j->W, f * y0, f * x0, f * th, f * tw, px);
-                dod_model_encode(j->m, upload(px, 3, (int64_t)f * th, (int64_t)f * tw, j->dev), NULL, true, &enc);
-            }
-            download(dod_model_decode(j->m, upload(lt, j->lc, th, tw, j->dev), &enc), yt);
-            mark_release(mk, j->dev);
-            blend_add(y, wsum, 3, j->H, j->W, yt, f * y0, f * x0, f * th, f * tw, wy, wx);
-        }
-    }
-    blend_finish(y, wsum, 3, (size_t)j->H * j->W);
-    free(wx);
-    free(wy);
-    free(wsum);
-    free(yt);
+    crop_chw(j->x, 3, j->H, j->W, f * y0, f * x0, f * th, f * tw, px);
+    Tensor *t = upload(px, 3, (int64_t)f * th, (int64_t)f * tw, j->dev);
     free(px);
-    free(lt);
+    return t;
+}
+
+// A latent window of src (lc x h x w), on the device.
+static Tensor *latent_of(const Job *j, const float *src, int y0, int x0, int th, int tw) {
+    float *buf = dod_malloc(sizeof(float) * (size_t)j->lc * th * tw, "restore tile");
+    crop_chw(src, j->lc, j->h, j->w, y0, x0, th, tw, buf);
+    Tensor *t = upload(buf, j->lc, th, tw, j->dev);
+    free(buf);
+    return t;
+}
+
+// TileFns: the encoder's z, the UNet's prediction, the decoder's pixels (stage 2: the detail module reads
+// the encoder's skips of the same pixels, encoded again).
+static void encode_tile(const Job *j, int y0, int x0, int th, int tw, float *out) {
+    VaeEncoded enc;
+    download(dod_model_encode(j->m, pixels_of(j, y0, x0, th, tw), NULL, false, &enc), out);
+}
+
+static void predict_tile(const Job *j, int y0, int x0, int th, int tw, float *out) {
+    download(dod_model_predict(j->m, latent_of(j, j->z, y0, x0, th, tw)), out);
+}
+
+static void decode_tile(const Job *j, int y0, int x0, int th, int tw, float *out) {
+    VaeEncoded enc = {0};
+    if (j->m->has_detail) dod_model_encode(j->m, pixels_of(j, y0, x0, th, tw), NULL, true, &enc);
+    download(dod_model_decode(j->m, latent_of(j, j->lat, y0, x0, th, tw), &enc), out);
 }
 
 // The UNet's store with every adapted layer merged for the current modulation (weight and bias, f32,
@@ -421,41 +422,17 @@ static ParamStore *merged_unet(DodModel *m) {
     return out;
 }
 
-// The UNet's prediction for z (lc x h x w) into pred (=), whole or in the public code's latent tiles.
-// z_dev: z already on the device (whole only; NULL: uploaded). Returns the tile count.
-static int predict(const Job *j, const TileGrid *g, const float *z, Tensor *z_dev, float *pred) {
+// The UNet's prediction for j->z into pred (=), whole or in the public code's latent tiles. z_dev: z
+// already on the device (whole only; NULL: uploaded). Returns the tile count.
+static int predict(const Job *j, const TileGrid *g, Tensor *z_dev, float *pred) {
     if (g->tile == 0) {
         Mark mk = mark_now(j->dev);
-        download(dod_model_predict(j->m, z_dev ? z_dev : upload(z, j->lc, j->h, j->w, j->dev)), pred);
+        download(dod_model_predict(j->m, z_dev ? z_dev : upload(j->z, j->lc, j->h, j->w, j->dev)), pred);
         mark_release(mk, j->dev);
         return 1;
     }
-    const int T = g->tile, ny = restore_tile_count(j->h, g), nx = restore_tile_count(j->w, g);
-    float *zt = dod_malloc(sizeof(float) * (size_t)j->lc * T * T, "restore tile");
-    float *pt = dod_malloc(sizeof(float) * (size_t)j->lc * T * T, "restore tile");
-    float *wsum = dod_calloc(sizeof(float) * (size_t)j->h * j->w, "restore weights");
-    double *wy = dod_malloc(sizeof(double) * (size_t)T, "restore weights"), *wx = dod_malloc(sizeof(double) * (size_t)T, "restore weights");
-    for (int i = 0; i < T; i++) {
-        wy[i] = restore_gauss_weight(T, i, true);
-        wx[i] = restore_gauss_weight(T, i, false);
-    }
-    memset(pred, 0, sizeof(float) * (size_t)j->lc * j->h * j->w);
-    for (int ky = 0; ky < ny; ky++)
-        for (int kx = 0; kx < nx; kx++) {
-            const int y0 = restore_tile_start(j->h, ky, g), x0 = restore_tile_start(j->w, kx, g);
-            Mark mk = mark_now(j->dev);
-            crop_chw(z, j->lc, j->h, j->w, y0, x0, T, T, zt);
-            download(dod_model_predict(j->m, upload(zt, j->lc, T, T, j->dev)), pt);
-            mark_release(mk, j->dev);
-            blend_add(pred, wsum, j->lc, j->h, j->w, pt, y0, x0, T, T, wy, wx);
-        }
-    blend_finish(pred, wsum, j->lc, (size_t)j->h * j->w);
-    free(wx);
-    free(wy);
-    free(wsum);
-    free(pt);
-    free(zt);
-    return ny * nx;
+    run_tiles(j, g, j->h, j->w, j->lc, 1, BLEND_GAUSS, predict_tile, pred);
+    return restore_tile_count(j->h, g) * restore_tile_count(j->w, g);
 }
 
 static int restore_dod(DodModel *m, const float *in, int H0, int W0, const RestoreOptions *o, float *out,
@@ -544,7 +521,7 @@ static int restore_dod(DodModel *m, const float *in, int H0, int W0, const Resto
         m->vae->net.group_norm_ctx = m->detail.group_norm_ctx = &stats;
         const int hl = (j.h + plan.stats_scale - 1) / plan.stats_scale, wl = (j.w + plan.stats_scale - 1) / plan.stats_scale;
         record_stats(&j, hl, wl, NULL, &stats);
-        encode_tiled(&j, &vg, z);
+        run_tiles(&j, &vg, j.h, j.w, j.lc, 1, BLEND_RAMP, encode_tile, z);
     }
 
     // 4. the UNet, whole or in latent tiles (its adapters merged for this image, or not), and x0
@@ -555,7 +532,8 @@ static int restore_dod(DodModel *m, const float *in, int H0, int W0, const Resto
         lora_set_enabled(m->unet_lora, false);
     }
     rs->merged = plan.merge;
-    rs->unet_tiles = predict(&j, &plan.unet, z, z_dev, pred);
+    j.z = z;
+    rs->unet_tiles = predict(&j, &plan.unet, z_dev, pred);
     if (merged) {
         m->unet->net.ps = unet_ps;
         lora_set_enabled(m->unet_lora, true);
@@ -572,7 +550,8 @@ static int restore_dod(DodModel *m, const float *in, int H0, int W0, const Resto
         mark_release(m1, j.dev);
         const int hl = (j.h + plan.stats_scale - 1) / plan.stats_scale, wl = (j.w + plan.stats_scale - 1) / plan.stats_scale;
         record_stats(&j, hl, wl, lat_host, &stats);
-        decode_tiled(&j, &vg, lat_host, y);
+        j.lat = lat_host;
+        run_tiles(&j, &vg, j.h, j.w, 3, f, BLEND_RAMP, decode_tile, y);
         free(lat_host);
         m->vae->net.group_norm = m->detail.group_norm = NULL;
         m->vae->net.group_norm_ctx = m->detail.group_norm_ctx = NULL;

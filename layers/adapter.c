@@ -4,7 +4,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,15 +12,6 @@
 #include "layers/model_weights.h"
 #include "layers/safetensors.h"
 #include "layers/sd_config.h"
-
-// Formats into buf (=); a truncated message is still a useful message.
-static void fmt_into(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fmt_into(char *buf, size_t len, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, len, fmt, ap);
-    va_end(ap);
-}
 
 // ---- hashing -------------------------------------------------------------------------------------
 // A 64-bit multiply-rotate hash over 8-byte words (tail zero-padded) with a murmur3 finaliser: fast
@@ -68,10 +58,10 @@ static const char *const BASE_CONFIG_FILES[3] = {"unet/config.json", "vae/config
 // h extended by the name and bytes of base_dir/rel. 0, or -1 naming the file.
 static int hash_file(uint64_t *h, const char *base_dir, const char *rel, char *err, size_t errlen) {
     char path[4096];
-    fmt_into(path, sizeof path, "%s/%s", base_dir, rel);
+    snprintf(path, sizeof path, "%s/%s", base_dir, rel);
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fmt_into(err, errlen, "%s: cannot read the base's config file: %s", path, strerror(errno));
+        snprintf(err, errlen, "%s: cannot read the base's config file: %s", path, strerror(errno));
         return -1;
     }
     *h = hash_str(*h, rel);
@@ -81,7 +71,7 @@ static int hash_file(uint64_t *h, const char *base_dir, const char *rel, char *e
     int bad = ferror(f);
     fclose(f);
     if (bad) {
-        fmt_into(err, errlen, "%s: read error", path);
+        snprintf(err, errlen, "%s: read error", path);
         return -1;
     }
     return 0;
@@ -223,7 +213,7 @@ int adapter_export(const DodModel *m, const char *path, const AdapterExportOptio
         const float *x = tensor_f32(src);
         for (int64_t k = 0; k < src->numel; k++)
             if (!isfinite(x[k])) {
-                fmt_into(err, errlen, "%s: tensor %s holds a non-finite value (%g at %lld): nothing written", path, name,
+                snprintf(err, errlen, "%s: tensor %s holds a non-finite value (%g at %lld): nothing written", path, name,
                          x[k], (long long)k);
                 for (int j = 0; j < i; j++) tensor_free(out[j]);
                 free(out);
@@ -282,7 +272,7 @@ int adapter_export(const DodModel *m, const char *path, const AdapterExportOptio
 #undef META
     char st_err[ST_ERR_LEN];
     int rc = safetensors_save(path, out, n, meta, nm, st_err) == ST_OK ? 0 : -1;
-    if (rc) fmt_into(err, errlen, "%s", st_err);
+    if (rc) snprintf(err, errlen, "%s", st_err);
     free(unet_targets);
     free(vae_targets);
     free(blocks);
@@ -296,7 +286,7 @@ int adapter_export(const DodModel *m, const char *path, const AdapterExportOptio
 // The value of a required metadata key, or NULL with a message naming it.
 static const char *need_key(SafeTensors *st, const char *key, char *err, size_t errlen) {
     const char *v = safetensors_metadata(st, key);
-    if (!v) fmt_into(err, errlen, "%s: not a complete dod adapter: metadata key %s is missing", safetensors_path(st), key);
+    if (!v) snprintf(err, errlen, "%s: not a complete dod adapter: metadata key %s is missing", safetensors_path(st), key);
     return v;
 }
 
@@ -309,7 +299,7 @@ static int int_key(SafeTensors *st, const char *key, long long lo, long long hi,
     errno = 0;
     long long x = strtoll(v, &end, 10);
     if (errno || end == v || *end || x < lo || x > hi) {
-        fmt_into(err, errlen, "%s: metadata %s = '%.60s': expected an integer in [%lld, %lld]", safetensors_path(st), key,
+        snprintf(err, errlen, "%s: metadata %s = '%.60s': expected an integer in [%lld, %lld]", safetensors_path(st), key,
                  v, lo, hi);
         return -1;
     }
@@ -325,7 +315,7 @@ static int count_json_list(SafeTensors *st, const char *key, int *n, char *err, 
     for (cJSON *it = ok ? a->child : NULL; it && ok; it = it->next) ok = cJSON_IsString(it);
     if (ok) *n = cJSON_GetArraySize(a);
     cJSON_Delete(a);
-    if (!ok) fmt_into(err, errlen, "%s: metadata %s is not a JSON list of layer names", safetensors_path(st), key);
+    if (!ok) snprintf(err, errlen, "%s: metadata %s is not a JSON list of layer names", safetensors_path(st), key);
     return ok ? 0 : -1;
 }
 
@@ -335,21 +325,21 @@ static int read_info(SafeTensors *st, AdapterInfo *info, char *err, size_t errle
     memset(info, 0, sizeof *info);
     const char *format = safetensors_metadata(st, "format");
     if (!format || strcmp(format, ADAPTER_FORMAT)) {
-        fmt_into(err, errlen, "%s: not a dod adapter (metadata format is %s%.40s%s, expected %s; dod-export writes "
+        snprintf(err, errlen, "%s: not a dod adapter (metadata format is %s%.40s%s, expected %s; dod-export writes "
                  "adapters)", path, format ? "'" : "", format ? format : "missing", format ? "'" : "", ADAPTER_FORMAT);
         return -1;
     }
     long long v;
     if (int_key(st, "format_version", 0, 1000000, &v, err, errlen)) return -1;
     if (v != ADAPTER_FORMAT_VERSION) {
-        fmt_into(err, errlen, "%s: adapter format version %lld, this build reads version %d", path, v,
+        snprintf(err, errlen, "%s: adapter format version %lld, this build reads version %d", path, v,
                  ADAPTER_FORMAT_VERSION);
         return -1;
     }
     const char *kind = need_key(st, "model_kind", err, errlen);
     if (!kind) return -1;
     if (strcmp(kind, "dod")) {
-        fmt_into(err, errlen, "%s: adapter of a '%.40s' model, only dod adapters exist", path, kind);
+        snprintf(err, errlen, "%s: adapter of a '%.40s' model, only dod adapters exist", path, kind);
         return -1;
     }
     if (int_key(st, "stage", 1, 2, &v, err, errlen)) return -1;
@@ -361,13 +351,13 @@ static int read_info(SafeTensors *st, AdapterInfo *info, char *err, size_t errle
     char *end;
     double alpha = strtod(a, &end);
     if (end == a || *end || !(alpha > 0) || !isfinite(alpha)) {
-        fmt_into(err, errlen, "%s: metadata lora_alpha = '%.40s': expected a positive number", path, a);
+        snprintf(err, errlen, "%s: metadata lora_alpha = '%.40s': expected a positive number", path, a);
         return -1;
     }
     info->alpha = (float)alpha;
     if (int_key(st, "timestep", 0, 100000, &v, err, errlen)) return -1;
     if (v != DOD_TIMESTEP) {
-        fmt_into(err, errlen, "%s: adapter for timestep %lld, the model runs at t = %d", path, v, DOD_TIMESTEP);
+        snprintf(err, errlen, "%s: adapter for timestep %lld, the model runs at t = %d", path, v, DOD_TIMESTEP);
         return -1;
     }
     const char *ex = need_key(st, "extractor", err, errlen);
@@ -375,7 +365,7 @@ static int read_info(SafeTensors *st, AdapterInfo *info, char *err, size_t errle
     if (!strcmp(ex, "cnn")) info->extractor = DOD_EXTRACTOR_CNN;
     else if (!strcmp(ex, "vae")) info->extractor = DOD_EXTRACTOR_VAE;
     else {
-        fmt_into(err, errlen, "%s: metadata extractor = '%.40s': expected cnn or vae", path, ex);
+        snprintf(err, errlen, "%s: metadata extractor = '%.40s': expected cnn or vae", path, ex);
         return -1;
     }
     if (count_json_list(st, "lora_unet_targets", &info->n_unet_lora, err, errlen) ||
@@ -383,24 +373,24 @@ static int read_info(SafeTensors *st, AdapterInfo *info, char *err, size_t errle
         return -1;
     const char *s;
     if (!(s = need_key(st, "prediction_type", err, errlen))) return -1;
-    fmt_into(info->prediction_type, sizeof info->prediction_type, "%s", s);
+    snprintf(info->prediction_type, sizeof info->prediction_type, "%s", s);
     const char *ch = need_key(st, "base_config_hash", err, errlen), *wh = ch ? need_key(st, "base_weights_hash", err, errlen) : NULL;
     if (!wh) return -1;
     if (strlen(ch) != 16 || strlen(wh) != 16) {
-        fmt_into(err, errlen, "%s: metadata base_config_hash / base_weights_hash must be 16 hex digits", path);
+        snprintf(err, errlen, "%s: metadata base_config_hash / base_weights_hash must be 16 hex digits", path);
         return -1;
     }
     memcpy(info->base.config_hash, ch, 17);
     memcpy(info->base.weights_hash, wh, 17);
     if (!(s = need_key(st, "base_dir", err, errlen))) return -1;
-    fmt_into(info->base_dir, sizeof info->base_dir, "%s", s);
+    snprintf(info->base_dir, sizeof info->base_dir, "%s", s);
     if (!(s = need_key(st, "source_checkpoint", err, errlen))) return -1;
-    fmt_into(info->source, sizeof info->source, "%s", s);
+    snprintf(info->source, sizeof info->source, "%s", s);
     long long step;
     if (int_key(st, "source_step", 0, INT64_MAX, &step, err, errlen)) return -1;
     info->step = step;
     if (!(s = need_key(st, "dtype", err, errlen))) return -1;
-    fmt_into(info->dtype, sizeof info->dtype, "%s", s);
+    snprintf(info->dtype, sizeof info->dtype, "%s", s);
     const char *want = need_key(st, "tensors_hash", err, errlen);
     if (!want) return -1;
 
@@ -413,13 +403,13 @@ static int read_info(SafeTensors *st, AdapterInfo *info, char *err, size_t errle
     char got[17];
     hash_hex(th, got);
     if (strcmp(got, want)) {
-        fmt_into(err, errlen, "%s: corrupted: its tensors hash to %s, the file says %.16s (re-export the adapter)", path,
+        snprintf(err, errlen, "%s: corrupted: its tensors hash to %s, the file says %.16s (re-export the adapter)", path,
                  got, want);
         return -1;
     }
     const StEntry *pe = safetensors_find(st, ADAPTER_PROMPT_TENSOR);
     if (!pe || pe->ndim != 2) {
-        fmt_into(err, errlen, "%s: tensor %s [L, D] (the prompt embedding) is missing or not 2-d", path,
+        snprintf(err, errlen, "%s: tensor %s [L, D] (the prompt embedding) is missing or not 2-d", path,
                  ADAPTER_PROMPT_TENSOR);
         return -1;
     }
@@ -430,7 +420,7 @@ int adapter_read_info(const char *path, AdapterInfo *info, char *err, size_t err
     SafeTensors *st;
     char st_err[ST_ERR_LEN];
     if (safetensors_open(path, &st, st_err) != ST_OK) {
-        fmt_into(err, errlen, "%s", st_err);
+        snprintf(err, errlen, "%s", st_err);
         return -1;
     }
     int rc = read_info(st, info, err, errlen);
@@ -440,8 +430,8 @@ int adapter_read_info(const char *path, AdapterInfo *info, char *err, size_t err
 
 // "the base at DIR (config hash X, weights hash Y)" into buf.
 static void describe_base(char *buf, size_t len, const char *dir, const BaseIdentity *id, bool weights) {
-    if (weights) fmt_into(buf, len, "%s (config %s, weights %s)", dir, id->config_hash, id->weights_hash);
-    else fmt_into(buf, len, "%s (config %s)", dir, id->config_hash);
+    if (weights) snprintf(buf, len, "%s (config %s, weights %s)", dir, id->config_hash, id->weights_hash);
+    else snprintf(buf, len, "%s (config %s)", dir, id->config_hash);
 }
 
 // Copies every model tensor from st (=), checking that the file holds exactly the model's tensors and
@@ -451,7 +441,7 @@ static int load_tensors(SafeTensors *st, DodModel *m, char *err, size_t errlen) 
     for (int i = 0; i < safetensors_count(st); i++) {
         const StEntry *e = safetensors_entry(st, i);
         if (strcmp(e->name, ADAPTER_PROMPT_TENSOR) && !params_get(ps, e->name)) {
-            fmt_into(err, errlen, "%s: holds tensor %s, which a stage-%d DOD model of rank %d on this base does not have",
+            snprintf(err, errlen, "%s: holds tensor %s, which a stage-%d DOD model of rank %d on this base does not have",
                      safetensors_path(st), e->name, m->cfg.stage, m->cfg.lora_rank);
             return -1;
         }
@@ -460,7 +450,7 @@ static int load_tensors(SafeTensors *st, DodModel *m, char *err, size_t errlen) 
         Tensor *t = params_at(ps, i);
         const StEntry *e = safetensors_find(st, t->name);
         if (!e) {
-            fmt_into(err, errlen, "%s: tensor %s is missing (the model on this base has it)", safetensors_path(st),
+            snprintf(err, errlen, "%s: tensor %s is missing (the model on this base has it)", safetensors_path(st),
                      t->name);
             return -1;
         }
@@ -474,7 +464,7 @@ DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtyp
     SafeTensors *st;
     char st_err[ST_ERR_LEN];
     if (safetensors_open(path, &st, st_err) != ST_OK) {
-        fmt_into(err, errlen, "%s", st_err);
+        snprintf(err, errlen, "%s", st_err);
         return NULL;
     }
     AdapterInfo info;
@@ -492,7 +482,7 @@ DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtyp
     if (strcmp(have.config_hash, info.base.config_hash)) {
         describe_base(a, sizeof a, info.base_dir, &info.base, false);
         describe_base(b, sizeof b, base_dir, &have, false);
-        fmt_into(err, errlen, "%s: made for another base model: exported on %s, --base is %s; its config files differ",
+        snprintf(err, errlen, "%s: made for another base model: exported on %s, --base is %s; its config files differ",
                  path, a, b);
         safetensors_close(st);
         return NULL;
@@ -500,15 +490,15 @@ DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtyp
     // The prompt's width against the UNet (dod_model_create would stop the process on it).
     char cfg_path[4096], cfg_err[SD_CONFIG_ERR_LEN];
     SdUNetConfig ucfg;
-    fmt_into(cfg_path, sizeof cfg_path, "%s/unet/config.json", base_dir);
+    snprintf(cfg_path, sizeof cfg_path, "%s/unet/config.json", base_dir);
     if (sd_unet_config_load(cfg_path, &ucfg, cfg_err)) {
-        fmt_into(err, errlen, "%s", cfg_err);
+        snprintf(err, errlen, "%s", cfg_err);
         safetensors_close(st);
         return NULL;
     }
     const StEntry *pe = safetensors_find(st, ADAPTER_PROMPT_TENSOR);
     if (pe->shape[1] != ucfg.cross_attention_dim[0]) {
-        fmt_into(err, errlen, "%s: tensor %s is %lld wide, the UNet of %s takes %d", path, ADAPTER_PROMPT_TENSOR,
+        snprintf(err, errlen, "%s: tensor %s is %lld wide, the UNet of %s takes %d", path, ADAPTER_PROMPT_TENSOR,
                  (long long)pe->shape[1], base_dir, ucfg.cross_attention_dim[0]);
         safetensors_close(st);
         return NULL;
@@ -524,7 +514,7 @@ DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtyp
     DodModel *m = dod_model_create(&cfg);
     int rc = 0;
     if (lora_set_count(m->unet_lora) != info.n_unet_lora || lora_set_count(m->vae_lora) != info.n_vae_lora) {
-        fmt_into(err, errlen, "%s: lists %d UNet and %d VAE adapters, the model on %s has %d and %d", path,
+        snprintf(err, errlen, "%s: lists %d UNet and %d VAE adapters, the model on %s has %d and %d", path,
                  info.n_unet_lora, info.n_vae_lora, base_dir, lora_set_count(m->unet_lora), lora_set_count(m->vae_lora));
         rc = -1;
     }
@@ -533,7 +523,7 @@ DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtyp
         if (strcmp(have.weights_hash, info.base.weights_hash)) {
             describe_base(a, sizeof a, info.base_dir, &info.base, true);
             describe_base(b, sizeof b, base_dir, &have, true);
-            fmt_into(err, errlen, "%s: made for another base model: exported on %s, --base is %s; same configs, "
+            snprintf(err, errlen, "%s: made for another base model: exported on %s, --base is %s; same configs, "
                      "different weights", path, a, b);
             rc = -1;
         }
@@ -551,7 +541,7 @@ DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtyp
 Model *adapter_model_load(const char *base_dir, const char *path, Device device, AdapterInfo *info, char *err,
                           size_t errlen) {
     if (device == DEV_CUDA && !dod_cuda_available()) {
-        fmt_into(err, errlen, "no CUDA device: %s", dod_cuda_unavailable_reason());
+        snprintf(err, errlen, "no CUDA device: %s", dod_cuda_unavailable_reason());
         return NULL;
     }
     if (device == DEV_CUDA) dod_cuda_set_precision(DOD_PREC_MIXED);

@@ -10,7 +10,7 @@ The adapter's format: docs/restore.md. Here:
     pooled features), the MLPs and block embeddings give gamma_k, beta_k per image, and a forward hook on
     every UNet lora_A turns A x into (1 + gamma_k) A x + beta_k;
   - the stage-2 detail module (when present) runs before every VAE decoder up block from the encoder's
-    skip features, through forward pre-hooks;
+    skip features, through forward pre-hooks (scripts/make_dod_fixture.py's detail_apply);
   - restoration follows dod-restore: clamp, reflect-pad to the adapter's pad_multiple, posterior mean,
     the UNet at t = 999 on the whole latent or in the public code's latent tiles (Gaussian weights),
     x0 from the scheduler's alpha-bar, decode, clamp, crop; PNG out quantised as dod-restore does. The
@@ -35,6 +35,9 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from safetensors import safe_open
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_dod_fixture import detail_apply  # noqa: E402  (the detail module's torch twin, written once)
 
 TIMESTEP = 999
 
@@ -90,7 +93,7 @@ class DodAdapter:
         _inject(self.unet, self.unet_targets, self.rank, self.alpha, t, "unet.")
         _inject(self.vae, json.loads(m["lora_vae_targets"]), self.rank, self.alpha, t, "vae.")
         self.mod = {k[4:]: v for k, v in t.items() if k.startswith("mod.")}
-        self.detail = {k[7:]: v for k, v in t.items() if k.startswith("detail.")}
+        self.detail = {k: v for k, v in t.items() if k.startswith("detail.")}
         self.prompt = t["prompt_embeds"]
         # modulation hooks: A x -> (1 + gamma_k) A x + beta_k on every UNet adapter of block k
         blocks = json.loads(m["lora_unet_blocks"])
@@ -144,33 +147,9 @@ class DodAdapter:
     def _detail_hook(self, i):
         def hook(module, args):
             L = len(self.vae.decoder.up_blocks)
-            return (self._detail_apply(i, self.skips[L - 1 - i], args[0]),) + tuple(args[1:])
+            groups = self.vae.config.norm_num_groups
+            return (detail_apply(self.detail, groups, i, self.skips[L - 1 - i], args[0]),) + tuple(args[1:])
         return hook
-
-    def _detail_apply(self, i, s, dec):
-        p = lambda n: self.detail[n]
-        groups = self.vae.config.norm_num_groups
-        conv = lambda n, x, pad: F.conv2d(x, p(n + ".weight"), p(n + ".bias"), padding=pad)
-        norm_silu = lambda n, x: F.silu(F.group_norm(x, groups, p(n + ".weight"), p(n + ".bias"), 1e-6))
-
-        def resblock(pre, x):
-            h = conv(f"{pre}.conv1", norm_silu(f"{pre}.norm1", x), 1)
-            h = conv(f"{pre}.conv2", norm_silu(f"{pre}.norm2", h), 1)
-            return h + (conv(f"{pre}.conv_shortcut", x, 0) if f"{pre}.conv_shortcut.weight" in self.detail else x)
-
-        def rdb(pre, x):
-            feats = [x]
-            for j in range(1, 5):
-                feats.append(F.leaky_relu(conv(f"{pre}.conv{j}", torch.cat(feats, 1), 1), 0.2))
-            return conv(f"{pre}.conv5", torch.cat(feats, 1), 1) * 0.2 + x
-
-        f = F.conv2d(s, p(f"skip_convs.{i}.weight"))
-        h = resblock(f"fuse.{i}.res_in", torch.cat([f, dec], 1))
-        x = h
-        for r in range(1, 4):
-            h = rdb(f"fuse.{i}.rrdb.rdb{r}", h)
-        h = resblock(f"fuse.{i}.res_out", h * 0.2 + x)
-        return dec + p(f"fuse_weights.{i}") * h
 
     def _unet(self, z):
         t = torch.full((z.shape[0],), TIMESTEP, dtype=torch.long, device=z.device)
