@@ -297,10 +297,10 @@ int main(int argc, char **argv) {
                     char vae[64];
                     if (rs.vae_tiles > 1) snprintf(vae, sizeof vae, "%d VAE tiles of %d px", rs.vae_tiles, rs.vae_tile);
                     else snprintf(vae, sizeof vae, "whole VAE");
-                    fprintf(stderr, "dod-restore: [%d/%d] %s %dx%d%s%s: %.2f s (%.2f s/MP), %d UNet tile%s%s, %s -> %s\n",
-                            i + 1, n, path, p.w, p.h, p.bits == 16 ? " 16-bit" : "",
+                    fprintf(stderr, "dod-restore: [%d/%d] %s %dx%d%s%s: %.2f s (%.2f s/MP), %d UNet tile%s%s, %s, "
+                            "estimated peak %.2f GiB -> %s\n", i + 1, n, path, p.w, p.h, p.bits == 16 ? " 16-bit" : "",
                             p.orientation != 1 ? " (EXIF-rotated)" : "", dt, dt / ((double)plane / 1e6), rs.unet_tiles,
-                            rs.unet_tiles == 1 ? "" : "s", rs.merged ? " (LoRA merged)" : "", vae, out_path);
+                            rs.unet_tiles == 1 ? "" : "s", rs.merged ? " (LoRA merged)" : "", vae, rs.estimate_gib, out_path);
                 }
             }
         }

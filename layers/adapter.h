@@ -48,7 +48,7 @@ typedef struct {
     char base_dir[1024];             // the base directory given at export (for messages)
     char source[1024];               // the checkpoint it was exported from
     long long step;                  // that checkpoint's step
-    char dtype[8];                   // f32, bf16 or f16: the tensors' storage
+    char dtype[8];                   // F32, BF16 or F16 (safetensors' names): the tensors' storage
 } AdapterInfo;
 
 // The identity of the base model in base_dir whose weights m holds (=): config files read from base_dir,

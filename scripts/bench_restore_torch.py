@@ -6,7 +6,9 @@ from the adapter dod-bench wrote for its own model, restoring as dod-restore doe
 modulation, the VAE encoder on the whole image, the UNet on the whole latent or in the public code's
 latent tiles (--tile/--overlap), x0, the VAE decoder on the whole image. A random --size x --size image,
 one warm-up, then the median of --iters. --random-weights builds the base from its configs (the weights
-left at diffusers' init; `dod-bench restore --base DIR --random-weights` twin).
+left at diffusers' init; `dod-bench restore --base DIR --random-weights` twin). --vae-tile N: diffusers'
+own tiled VAE in N-pixel tiles (when dod-bench tiled its VAE: the whole-image VAE of a large image does
+not fit PyTorch 1.13's attention, which holds every score).
 
 Run:   ${PYTHON:-python3} scripts/bench_restore_torch.py --base DIR --adapter FILE [--size S] [--iters N]
                               [--threads T] [--device cpu|cuda] [--tile N --overlap N] [--random-weights]
@@ -33,6 +35,7 @@ def main():
     ap.add_argument("--tile", type=int, default=96)
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--random-weights", action="store_true")
+    ap.add_argument("--vae-tile", type=int, default=0)
     args = ap.parse_args()
     try:
         import torch
@@ -52,7 +55,7 @@ def main():
     times = []
     for i in range(args.iters + 1):
         t0 = time.perf_counter()
-        y = model.restore(x, args.tile, args.overlap)
+        y = model.restore(x, args.tile, args.overlap, args.vae_tile)
         if args.device == "cuda":
             torch.cuda.synchronize()
         if i > 0:

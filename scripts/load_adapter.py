@@ -178,8 +178,10 @@ class DodAdapter:
         return pred / wsum
 
     @torch.no_grad()
-    def restore(self, x, tile=96, overlap=32):
-        """x [1, 3, H, W] in [-1, 1] -> the restored image, same shape, clamped to [-1, 1]."""
+    def restore(self, x, tile=96, overlap=32, vae_tile=0):
+        """x [1, 3, H, W] in [-1, 1] -> the restored image, same shape, clamped to [-1, 1]. vae_tile > 0:
+        diffusers' own tiled VAE (enable_tiling, tiles of vae_tile pixels, each with its own GroupNorm
+        statistics: not dod-restore's VAE tiles; benchmarks only, stage 1)."""
         x = x.to(self.device, self.dtype).clamp(-1, 1)
         H, W = x.shape[-2:]
         m = self.pad_multiple
@@ -189,7 +191,15 @@ class DodAdapter:
         self.gamma, self.beta = self.modulation(x)
         self.skips.clear()
         sf = self.vae.config.scaling_factor
-        z = self.vae.quant_conv(self.vae.encoder(x)).chunk(2, dim=1)[0] * sf
+        if vae_tile > 0:
+            assert self.stage == 1, "diffusers' tiled VAE has no detail module"
+            f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            self.vae.enable_tiling()
+            self.vae.tile_sample_min_size, self.vae.tile_latent_min_size = vae_tile, vae_tile // f
+            z = self.vae.encode(x).latent_dist.mean * sf
+        else:
+            self.vae.disable_tiling()
+            z = self.vae.quant_conv(self.vae.encoder(x)).chunk(2, dim=1)[0] * sf
         pred = self._predict(z, tile, overlap)
         x0 = self.cz * z - self.cp * pred
         out = self.vae.decode(x0 / sf).sample.clamp(-1, 1)

@@ -9,7 +9,9 @@
 // Its trained tensors are perturbed from their initial values (LoRA B != 0, a modulation that matters)
 // and exported (layers/adapter.h) to a temporary adapter for the PyTorch side. Restoration runs with
 // --max-memory 0 by default (the extractor and VAE on the whole image on both sides: the same work;
-// load_adapter.py has no VAE tiles) and the public UNet latent tiles (96 / 32), which both sides run.
+// load_adapter.py has no VAE tiles) and the public UNet latent tiles (96 / 32), which both sides run;
+// with --max-memory G ours may tile the VAE, and the PyTorch side then uses diffusers' own tiled VAE in
+// tiles of the same size (each tile its own GroupNorm statistics: similar, not the same, work).
 //
 // --merge-study also times, on one UNet tile, the UNet with its adapters against the UNet with them
 // off (what a per-image merged UNet costs: W0 + s B diag(1 + gamma) A has the base layer's cost) and the
@@ -181,10 +183,12 @@ static int bench_restore_main(int argc, char **argv) {
     if (!no_torch) {
         char args[1200];
         snprintf(args, sizeof args, "--base '%s' --adapter '%s' --size %d --iters %d --threads %d --device %s --tile %d "
-                 "--overlap %d%s", dir, adapter, size, iters, threads, device_name, ro.tile, ro.overlap,
-                 random_weights ? " --random-weights" : "");
+                 "--overlap %d --vae-tile %d%s", dir, adapter, size, iters, threads, device_name, ro.tile, ro.overlap,
+                 st.vae_tiles > 1 ? st.vae_tile : 0, random_weights ? " --random-weights" : "");
         double peak = -1, ref = bench_torch_ms("bench_restore_torch.py", args, &peak);
-        if (ro.max_memory_gib > 0 && st.vae_tiles > 1) printf("(note: ours tiled the VAE, the PyTorch side does not)\n");
+        if (st.vae_tiles > 1)
+            printf("(ours: %d VAE tiles of %d px with whole-image GroupNorm statistics; PyTorch: diffusers' tiled VAE in "
+                   "%d px tiles)\n", st.vae_tiles, st.vae_tile, st.vae_tile);
         if (ref > 0) {
             printf("torch:   %.3f s per image\n", ref / 1e3);
             if (peak > 0) printf("torch peak memory: %.3f GiB (%s)\n", peak, cuda ? "max allocated" : "process peak RSS");
