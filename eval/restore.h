@@ -28,10 +28,9 @@
 // Per-image LoRA merge (CPU): for an image whose UNet work is large enough, every UNet adapter is merged
 // with this image's modulation into its base layer (W0 + s B diag(1 + gamma) A, bias b0 + s B beta;
 // layers/lora.h lora_merge_all) and the UNet runs without adapters: measured on SD 2.1-base shapes
-// (dod-bench restore --merge-study, docs/restore.md) a merged UNet is 17% faster per tile and the merge
-// costs 0.6 of a 32 x 32 tile, so it pays from about 64 x 64 latent pixels of UNet work
-// (RESTORE_MERGE_MIN_LATENT_PIXELS); it needs the merged layers' weights in f32 on top of the base's
-// (budgeted). On CUDA the adapters run (the merge is a host computation; not measured on a GPU).
+// (dod-bench restore --merge-study, docs/benchmarks.md) a merged UNet is 8-17% faster per tile and the
+// merge pays from about 3800-7200 latent pixels of UNet work, hence RESTORE_MERGE_MIN_LATENT_PIXELS
+// (64 x 64); it needs the merged layers' weights in f32 on top of the base's (budgeted). On CUDA the adapters run (the merge is a host computation; not measured on a GPU).
 //
 // Other models (the toy model) run whole through model_host_io.
 #pragma once
