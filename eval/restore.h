@@ -79,7 +79,6 @@ typedef struct {
                              // 0: chosen from max_memory when the VAE does not fit whole
     int vae_overlap;         // pixels shared by neighbouring VAE tiles
     RestoreMerge merge;      // per-image LoRA merge of the UNet: auto (the rule above), on (CPU), off
-    bool quiet;              // no notes on stderr (downscaled extractor, shrunk tiles)
 } RestoreOptions;
 
 #define RESTORE_DEFAULT_TILE 96

@@ -216,7 +216,6 @@ int main(int argc, char **argv) {
     if (!base) return fprintf(stderr, "dod-restore: --base is required (--help)\n"), 2;
     if (estimate) return estimate_only(base, adapter, device, &ro, size_w, size_h);
     if (!adapter || !in || !out_dir) return fprintf(stderr, "dod-restore: --adapter, --in and --out are required (--help)\n"), 2;
-    ro.quiet = quiet;
 
     // the inputs and the output folder, checked before the model is loaded
     struct stat sb;
@@ -294,9 +293,14 @@ int main(int argc, char **argv) {
                 seconds += dt;
                 megapixels += (double)plane / 1e6;
                 if (!quiet) {
-                    char vae[64];
-                    if (rs.vae_tiles > 1) snprintf(vae, sizeof vae, "%d VAE tiles of %d px", rs.vae_tiles, rs.vae_tile);
+                    char vae[128];
+                    if (rs.vae_tiles > 1)
+                        snprintf(vae, sizeof vae, "%d VAE tiles of %d px (statistics at 1/%d)", rs.vae_tiles, rs.vae_tile,
+                                 rs.stats_scale);
                     else snprintf(vae, sizeof vae, "whole VAE");
+                    if (rs.extractor_scale > 1)
+                        snprintf(vae + strlen(vae), sizeof vae - strlen(vae), ", extractor on the image / %d",
+                                 rs.extractor_scale);
                     fprintf(stderr, "dod-restore: [%d/%d] %s %dx%d%s%s: %.2f s (%.2f s/MP), %d UNet tile%s%s, %s, "
                             "estimated peak %.2f GiB -> %s\n", i + 1, n, path, p.w, p.h, p.bits == 16 ? " 16-bit" : "",
                             p.orientation != 1 ? " (EXIF-rotated)" : "", dt, dt / ((double)plane / 1e6), rs.unet_tiles,

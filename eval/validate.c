@@ -86,7 +86,6 @@ int validator_run(Validator *v, Model *m, const char *grid_path, ValResult *res,
     RestoreOptions ro = restore_options_default();
     ro.tile = 0;
     ro.max_memory_gib = 0;
-    ro.quiet = true;
     EvalImageOptions io = {.model = m, .restore = ro, .metrics = metrics_opts_default(METRIC_PROFILE_PROMPTIR),
                            .score_input = true};
     for (int k = 0; k < v->n && !rc; k++) {

@@ -103,7 +103,6 @@ static int bench_restore_main(int argc, char **argv) {
     const char *base = NULL, *device_name = "cpu";
     RestoreOptions ro = restore_options_default();
     ro.max_memory_gib = 0;
-    ro.quiet = true;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
