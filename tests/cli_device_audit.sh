@@ -16,6 +16,8 @@ trap 'rm -rf "$TMP"' EXIT
 
 # file:function  reason (one line each; the reason is for readers, the key is what is checked)
 cat >"$TMP/allowed" <<'LIST'
+layers/adapter.c:adapter_export              export: the model is built on the CPU (host f32 tensors, checked)
+layers/adapter.c:tensor_hash                 the base's weights are hashed on the host, before any move (checked)
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
 layers/dod_model_util.c:copy_entry           loading: source is a host file view; device_copy writes a CUDA destination
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
