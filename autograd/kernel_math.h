@@ -18,13 +18,15 @@
 //   silu(x)      = x * sigmoid(x)
 //   gelu(x)      = 0.5 x (1 + erf(x / sqrt 2))                       (F.gelu, approximate='none')
 //   gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))    (approximate='tanh')
+//   quick_gelu(x) = x * sigmoid(1.702 x)                             (transformers' QuickGELUActivation, CLIP)
 //   relu'(0) = 0, leaky_relu'(0) = slope, clamp' = 1 on [lo, hi] inclusive, 0 outside; exp' = exp.
-typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP, ACT_EXP } ActKind;
+typedef enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_RELU, ACT_LEAKY, ACT_CLAMP, ACT_EXP, ACT_QUICK_GELU } ActKind;
 
 #define ACT_SQRT_2_OVER_PI 0.7978845608028654f
 #define ACT_INV_SQRT_2 0.7071067811865476f
 #define ACT_INV_SQRT_2PI 0.3989422804014327f
 #define ACT_GELU_TANH_C 0.044715f
+#define ACT_QUICK_GELU_C 1.702f
 
 DOD_HOSTDEV float act_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 DOD_HOSTDEV float act_gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * ACT_INV_SQRT_2)); }
@@ -50,6 +52,7 @@ DOD_HOSTDEV float act_value(ActKind kind, float p0, float p1, float x) {
     case ACT_LEAKY: return x > 0.0f ? x : p0 * x;
     case ACT_CLAMP: return x < p0 ? p0 : (x > p1 ? p1 : x);
     case ACT_EXP: return expf(x);
+    case ACT_QUICK_GELU: return x * act_sigmoid(ACT_QUICK_GELU_C * x);
     }
     return x;
 }
@@ -67,6 +70,10 @@ DOD_HOSTDEV float act_grad(ActKind kind, float p0, float p1, float x, float g) {
     case ACT_LEAKY: return x > 0.0f ? g : p0 * g;
     case ACT_CLAMP: return (x >= p0 && x <= p1) ? g : 0.0f;
     case ACT_EXP: return g * expf(x);
+    case ACT_QUICK_GELU: {  // d/dx x s(cx) = s(cx) + c x s(cx) (1 - s(cx))
+        float s = act_sigmoid(ACT_QUICK_GELU_C * x);
+        return g * (s + ACT_QUICK_GELU_C * x * s * (1.0f - s));
+    }
     }
     return g;
 }
@@ -188,3 +195,30 @@ DOD_HOSTDEV float gather_hw_grad(float gx, const float *g, int64_t k, int64_t H,
         for (int64_t b = col_start[w]; b < col_start[w + 1]; b++) gx += gp[rows[a] * Wo + cols[b]];
     return gx;
 }
+
+// ---- max pooling (op_pool.c, pool.cu) ------------------------------------------------------------------
+// Offset within a plane (W wide) of the maximum of the k x k window of output (ho, wo) at stride s:
+// the first one in row-major order, or the first NaN (PyTorch's rule). Forward reads it, backward
+// routes the gradient to it, so ties and NaNs resolve the same way on both sides.
+DOD_HOSTDEV int64_t max_pool_window_argmax(const float *plane, int64_t W, int k, int s, int64_t ho, int64_t wo) {
+    int64_t best = ho * s * W + wo * s;
+    float m = plane[best];
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) {
+            int64_t at = (ho * s + i) * W + wo * s + j;
+            float v = plane[at];
+            if (v > m || (isnan(v) && !isnan(m))) m = v, best = at;
+        }
+    return best;
+}
+
+// ---- channel normalisation (op_channel_norm.c, channel_norm.cu) ----------------------------------------
+// At one position with n = sqrt(sum_c x_c^2) (summed in float, c ascending) and d = n + eps:
+// y_c = x_c / d; the backward adds g_c / d - x_c coef to grad x_c, coef = (sum_k g_k x_k) / (d^2 n),
+// taken as 0 at n = 0 (PyTorch's sqrt'(0) = inf would give NaN there).
+DOD_HOSTDEV float channel_norm_value(float x, float n, float eps) { return x / (n + eps); }
+DOD_HOSTDEV float channel_norm_grad_coef(float dot, float n, float eps) {
+    float d = n + eps;
+    return n > 0 ? dot / (d * d * n) : 0.0f;
+}
+DOD_HOSTDEV float channel_norm_grad(float g, float x, float n, float eps, float coef) { return g / (n + eps) - x * coef; }

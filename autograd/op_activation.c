@@ -1,5 +1,5 @@
-// Activations: op_silu, op_gelu (erf and tanh forms), op_geglu, op_relu, op_leaky_relu, op_clamp, op_exp,
-// op_softmax. The per-element formulas and PyTorch's gradient conventions are autograd/kernel_math.h's
+// Activations: op_silu, op_gelu (erf and tanh forms), op_quick_gelu, op_geglu, op_relu, op_leaky_relu,
+// op_clamp, op_exp, op_softmax. The per-element formulas and PyTorch's gradient conventions are autograd/kernel_math.h's
 // (act_value, act_grad, geglu_*), which the CUDA kernels (autograd/cuda/activation.cu) use too.
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/ops_cpu_util.h"
@@ -22,7 +22,7 @@ typedef struct {
     switch (kind) {                                                                         \
         ACT_LOOP(ACT_SILU, STMT) ACT_LOOP(ACT_GELU_ERF, STMT) ACT_LOOP(ACT_GELU_TANH, STMT) \
         ACT_LOOP(ACT_RELU, STMT) ACT_LOOP(ACT_LEAKY, STMT) ACT_LOOP(ACT_CLAMP, STMT)       \
-        ACT_LOOP(ACT_EXP, STMT)                                                             \
+        ACT_LOOP(ACT_EXP, STMT) ACT_LOOP(ACT_QUICK_GELU, STMT)                              \
     }
 
 void act_cpu_apply(ActKind kind, float p0, float p1, const float *x, float *y, int64_t n) {
@@ -65,6 +65,7 @@ Tensor *op_silu(Tensor *x) { return activation("op_silu", ACT_SILU, x, 0, 0); }
 Tensor *op_gelu(Tensor *x, bool tanh_approx) {
     return activation("op_gelu", tanh_approx ? ACT_GELU_TANH : ACT_GELU_ERF, x, 0, 0);
 }
+Tensor *op_quick_gelu(Tensor *x) { return activation("op_quick_gelu", ACT_QUICK_GELU, x, 0, 0); }
 Tensor *op_relu(Tensor *x) { return activation("op_relu", ACT_RELU, x, 0, 0); }
 Tensor *op_leaky_relu(Tensor *x, float slope) { return activation("op_leaky_relu", ACT_LEAKY, x, slope, 0); }
 Tensor *op_exp(Tensor *x) { return activation("op_exp", ACT_EXP, x, 0, 0); }

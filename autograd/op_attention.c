@@ -12,6 +12,10 @@
 //             dQ += scale * dS K,   dK += scale * dS^T Q
 // gemm_f32 spreads each GEMM over the OpenMP threads; the row-wise exp/softmax passes are OpenMP
 // loops between the GEMMs (one thread pool for both, see autograd/gemm.c).
+// Causal (op_attention_causal, Lq == Lk): query i sees keys 0..i. A block of query rows [i0, i0 + bm)
+// then needs only keys [0, i0 + bm): the products above run over those, and within the block the
+// scores of keys j > i are -inf before the softmax and exactly 0 after it (and after the backward's
+// recomputation), so masked keys get no weight and no gradient.
 #include <math.h>
 #include <string.h>
 
@@ -27,6 +31,7 @@
 typedef struct {
     int64_t B, Lq, Lk, H, D, HD;
     float scale;
+    bool causal;             // query i sees keys 0..i only (Lq == Lk)
 } AttnGeom;
 
 typedef struct {
@@ -138,6 +143,18 @@ static void softmax_grad_rows(const RowKernels *rk, const float *p, float *dp, i
     }
 }
 
+// Keys a block of query rows [i0, i0 + bm) attends to: all Lk, or the first i0 + bm when causal.
+static int64_t attn_block_keys(const AttnGeom *g, int64_t i0, int64_t bm) {
+    return g->causal && i0 + bm < g->Lk ? i0 + bm : g->Lk;
+}
+
+// Causal blocks: s[i, j] = value (=) for the keys j > i0 + i of each row i of s [bm, lk] (row stride lds).
+static void causal_fill(const AttnGeom *g, float *s, int64_t i0, int64_t bm, int64_t lk, int64_t lds, float value) {
+    if (!g->causal) return;
+    for (int64_t i = 0; i < bm; i++)
+        for (int64_t j = i0 + i + 1; j < lk; j++) s[i * lds + j] = value;
+}
+
 // ---- kernels ------------------------------------------------------------------------------------
 // Writes (=) out [B, Lq, HD] and, unless lse is NULL, lse [B, H, Lq].
 static void op_attention_cpu_forward(const AttnGeom *g, const float *q, const float *k, const float *v, float *out,
@@ -150,11 +167,13 @@ static void op_attention_cpu_forward(const AttnGeom *g, const float *q, const fl
         for (int64_t h = 0; h < g->H; h++) {
             const float *kh = k + b * g->Lk * HD + h * g->D, *vh = v + b * g->Lk * HD + h * g->D;
             for (int64_t i0 = 0; i0 < g->Lq; i0 += bm_max) {
-                int64_t bm = g->Lq - i0 < bm_max ? g->Lq - i0 : bm_max;
+                int64_t bm = g->Lq - i0 < bm_max ? g->Lq - i0 : bm_max, lk = attn_block_keys(g, i0, bm);
                 int64_t row0 = (b * g->Lq + i0) * HD + h * g->D;
-                gemm_f32(false, true, bm, g->Lk, g->D, g->scale, q + row0, HD, kh, HD, 0.0f, s, lds);
-                softmax_rows(&rk, s, bm, g->Lk, lds, lse ? lse + (b * g->H + h) * g->Lq + i0 : NULL);
-                gemm_f32(false, false, bm, g->D, g->Lk, 1.0f, s, lds, vh, HD, 0.0f, out + row0, HD);
+                gemm_f32(false, true, bm, lk, g->D, g->scale, q + row0, HD, kh, HD, 0.0f, s, lds);
+                causal_fill(g, s, i0, bm, lk, lds, -INFINITY);
+                softmax_rows(&rk, s, bm, lk, lds, lse ? lse + (b * g->H + h) * g->Lq + i0 : NULL);
+                causal_fill(g, s, i0, bm, lk, lds, 0.0f);  // the softmax's exp(-inf) is clamped, not 0
+                gemm_f32(false, false, bm, g->D, lk, 1.0f, s, lds, vh, HD, 0.0f, out + row0, HD);
             }
         }
     arena_release(mark);
@@ -174,20 +193,24 @@ static void op_attention_cpu_backward(const AttnGeom *g, const float *q, const f
         for (int64_t h = 0; h < g->H; h++) {
             int64_t kv0 = b * g->Lk * HD + h * g->D;
             for (int64_t i0 = 0; i0 < g->Lq; i0 += bm_max) {
-                int64_t bm = g->Lq - i0 < bm_max ? g->Lq - i0 : bm_max;
+                int64_t bm = g->Lq - i0 < bm_max ? g->Lq - i0 : bm_max, lk = attn_block_keys(g, i0, bm);
                 int64_t row0 = (b * g->Lq + i0) * HD + h * g->D;
-                gemm_f32(false, true, bm, g->Lk, g->D, g->scale, q + row0, HD, k + kv0, HD, 0.0f, p, lds);
-                exp_minus_lse_rows(&rk, p, bm, g->Lk, lds, lse + (b * g->H + h) * g->Lq + i0);
-                if (dv) gemm_f32(true, false, g->Lk, g->D, bm, 1.0f, p, lds, dout + row0, HD, 1.0f, dv + kv0, HD);
+                gemm_f32(false, true, bm, lk, g->D, g->scale, q + row0, HD, k + kv0, HD, 0.0f, p, lds);
+                exp_minus_lse_rows(&rk, p, bm, lk, lds, lse + (b * g->H + h) * g->Lq + i0);
+                causal_fill(g, p, i0, bm, lk, lds, 0.0f);  // masked keys: no weight, so dS = 0 there too
+                if (dv) gemm_f32(true, false, lk, g->D, bm, 1.0f, p, lds, dout + row0, HD, 1.0f, dv + kv0, HD);
                 if (!need_ds) continue;
-                gemm_f32(false, true, bm, g->Lk, g->D, 1.0f, dout + row0, HD, v + kv0, HD, 0.0f, dp, lds);
-                softmax_grad_rows(&rk, p, dp, bm, g->Lk, lds, dout + row0, out + row0, g->D, HD);
-                if (dq) gemm_f32(false, false, bm, g->D, g->Lk, g->scale, dp, lds, k + kv0, HD, 1.0f, dq + row0, HD);
-                if (dk) gemm_f32(true, false, g->Lk, g->D, bm, g->scale, dp, lds, q + row0, HD, 1.0f, dk + kv0, HD);
+                gemm_f32(false, true, bm, lk, g->D, 1.0f, dout + row0, HD, v + kv0, HD, 0.0f, dp, lds);
+                softmax_grad_rows(&rk, p, dp, bm, lk, lds, dout + row0, out + row0, g->D, HD);
+                if (dq) gemm_f32(false, false, bm, g->D, lk, g->scale, dp, lds, k + kv0, HD, 1.0f, dq + row0, HD);
+                if (dk) gemm_f32(true, false, lk, g->D, bm, g->scale, dp, lds, q + row0, HD, 1.0f, dk + kv0, HD);
             }
         }
     arena_release(mark);
 }
+
+// The FLOPs of one of attention's products (Q K^T, P V, or one gradient product): 2 * B*H * Lq * Lk * D.
+static double attention_product_flops(const AttnGeom *g) { return flops_gemm(g->B * g->H, g->Lq, g->Lk, g->D); }
 
 static void attention_backward(AgNode *node) {
     AttnCtx *c = node->ctx;
@@ -199,24 +222,31 @@ static void attention_backward(AgNode *node) {
     const float *q32 = tensor_f32(q), *k32 = tensor_f32(k), *v32 = tensor_f32(v), *o32 = tensor_f32(node->out);
     if (node->out->device == DEV_CUDA)
         cuda_attention_backward(q32, k32, v32, o32, c->lse, node->out->grad, dq, dk, dv, c->g.B, c->g.Lq, c->g.Lk,
-                                c->g.H, c->g.D, c->g.scale);
+                                c->g.H, c->g.D, c->g.scale, c->g.causal);
     else
         op_attention_cpu_backward(&c->g, q32, k32, v32, o32, c->lse, node->out->grad, dq, dk, dv);
     scratch_end(scratch);
+    // Gradient products dV = P^T dO, dP = dO V^T (for dQ or dK), dQ = dS K, dK = dS^T Q; the scores
+    // Q K^T remade from lse repeat a forward product (recomputed).
+    double one = attention_product_flops(&c->g);
+    int products = (dv != NULL) + (dq || dk) + (dq != NULL) + (dk != NULL);
+    op_flops_backward(node->op, FLOPS_ATTENTION, products * one, one);
 }
 
-Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale) {
+static Tensor *attention(const char *op, Tensor *q, Tensor *k, Tensor *v, int heads, float scale, bool causal) {
     Tensor *in[3] = {q, k, v};
-    Device dev = ops_device("op_attention", 3, in);
+    Device dev = ops_device(op, 3, in);
     DOD_CHECK(q->ndim == 3 && k->ndim == 3 && tensor_same_shape(k, v) && q->shape[0] == k->shape[0] &&
                   q->shape[2] == k->shape[2],
-              "op_attention", "q %s, k %s, v %s: need q [B, Lq, H*D] and k, v [B, Lk, H*D]", shape_str(q),
-              shape_str(k), shape_str(v));
-    DOD_CHECK(heads >= 1 && q->shape[2] % heads == 0, "op_attention", "q %s: width %ld is not divisible by %d heads",
+              op, "q %s, k %s, v %s: need q [B, Lq, H*D] and k, v [B, Lk, H*D]", shape_str(q), shape_str(k),
+              shape_str(v));
+    DOD_CHECK(heads >= 1 && q->shape[2] % heads == 0, op, "q %s: width %ld is not divisible by %d heads",
               shape_str(q), (long)q->shape[2], heads);
-    AttnGeom g = {.B = q->shape[0], .Lq = q->shape[1], .Lk = k->shape[1], .H = heads, .HD = q->shape[2]};
+    AttnGeom g = {.B = q->shape[0], .Lq = q->shape[1], .Lk = k->shape[1], .H = heads, .HD = q->shape[2], .causal = causal};
     g.D = g.HD / heads;
-    DOD_CHECK(g.Lk >= 1, "op_attention", "k %s has no keys", shape_str(k));
+    DOD_CHECK(g.Lk >= 1, op, "k %s has no keys", shape_str(k));
+    DOD_CHECK(!causal || g.Lq == g.Lk, op, "q %s, k %s: causal attention needs as many queries as keys", shape_str(q),
+              shape_str(k));
     g.scale = scale > 0 ? scale : 1.0f / sqrtf((float)g.D);
     int64_t out_shape[3] = {g.B, g.Lq, g.HD};
     Tensor *out = tensor_new_activation(dev, 3, out_shape);
@@ -229,14 +259,24 @@ Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale) {
     ScratchScope scratch = scratch_begin(dev);
     const float *q32 = tensor_f32(q), *k32 = tensor_f32(k), *v32 = tensor_f32(v);
     float *o32 = tensor_out_f32(out);
-    if (dev == DEV_CUDA) cuda_attention_forward(q32, k32, v32, o32, lse, g.B, g.Lq, g.Lk, g.H, g.D, g.scale);
+    if (dev == DEV_CUDA) cuda_attention_forward(q32, k32, v32, o32, lse, g.B, g.Lq, g.Lk, g.H, g.D, g.scale, causal);
     else op_attention_cpu_forward(&g, q32, k32, v32, o32, lse);
     tensor_store_f32(out, o32);
     scratch_end(scratch);
+    // Causal attention counts the full products too (as torch.utils.flop_counter does for SDPA).
+    op_flops_forward(op, FLOPS_ATTENTION, 2 * attention_product_flops(&g));
     if (record) {
-        AttnCtx *c = ag_record("op_attention", attention_backward, out, 3, in, sizeof(AttnCtx));
+        AttnCtx *c = ag_record(op, attention_backward, out, 3, in, sizeof(AttnCtx));
         c->g = g;
         c->lse = lse;
     }
     return out;
+}
+
+Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale) {
+    return attention("op_attention", q, k, v, heads, scale, false);
+}
+
+Tensor *op_attention_causal(Tensor *q, Tensor *k, Tensor *v, int heads, float scale) {
+    return attention("op_attention_causal", q, k, v, heads, scale, true);
 }

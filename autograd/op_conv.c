@@ -398,6 +398,9 @@ static void conv_backward_on(Device dev, const ConvCtx *c, const float *x, const
     scratch_end(scratch);
 }
 
+// The FLOPs of the convolution's forward product, and of each of its gradient products (dX, dW).
+static double conv_flops(const ConvGeom *g) { return flops_gemm(g->N, g->Cout, g->P, g->Kc); }
+
 static void conv2d_backward(AgNode *node) {
     ConvCtx *c = node->ctx;
     Tensor *x = node->inputs[0], *w = node->inputs[1], *b = node->n_inputs > 2 ? node->inputs[2] : NULL;
@@ -406,6 +409,7 @@ static void conv2d_backward(AgNode *node) {
                      x->requires_grad ? tensor_grad(x) : NULL, w->requires_grad ? tensor_grad(w) : NULL,
                      b && b->requires_grad ? tensor_grad(b) : NULL);
     scratch_end(scratch);
+    op_flops_backward(node->op, FLOPS_CONV, (x->requires_grad + w->requires_grad) * conv_flops(&c->g), 0.0);
 }
 
 // Checks op's arguments (x: the conv's input shape) and returns the geometry.
@@ -458,6 +462,7 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding) {
     conv_forward_on(dev, &c, tensor_f32(x), w, bias, y32);
     tensor_store_f32(y, y32);
     scratch_end(scratch);
+    op_flops_forward("op_conv2d", FLOPS_CONV, conv_flops(&c.g));
     if (ag_needs_grad(3, in)) *(ConvCtx *)ag_record("op_conv2d", conv2d_backward, y, bias ? 3 : 2, in, sizeof c) = c;
     return y;
 }
@@ -501,6 +506,7 @@ static void fused_conv_backward(AgNode *node) {
     scratch_end(remade);
     if (want_dt) c.prologue->backward(dev, &c, in, dt);
     scratch_end(scratch);
+    op_flops_backward(node->op, FLOPS_CONV, (want_dt + w->requires_grad) * conv_flops(&c.conv.g), 0.0);
 }
 
 // The fused op: in[0..n) the prologue's inputs, in[n] the weight, in[n + 1] the bias (or NULL); t_shape
@@ -518,6 +524,7 @@ static Tensor *fused_conv(const char *op, Device dev, FusedConvCtx *c, Tensor **
     conv_forward_on(dev, &c->conv, t, w, bias, y32);
     tensor_store_f32(y, y32);
     scratch_end(scratch);
+    op_flops_forward(op, FLOPS_CONV, conv_flops(&c->conv.g));
     c->conv.w = NULL;  // a widened weight went with the scratch: backward widens again
     if (ag_needs_grad(c->n + 2, in)) *(FusedConvCtx *)ag_record(op, fused_conv_backward, y, c->n + 2, in, sizeof *c) = *c;
     return y;

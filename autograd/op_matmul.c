@@ -4,7 +4,8 @@
 // Inputs stored in half precision are widened in scratch (tensor_f32) by the forward and again by the
 // backward; the node context keeps no view of them, so a bf16 activation stays bf16 in memory until
 // backward.
-// Gradient GEMMs run only for inputs that require grad, so a frozen weight costs no dW product.
+// Gradient GEMMs run only for inputs that require grad, so a frozen weight costs no dW product; each
+// op counts the FLOPs of the products it runs (autograd/profile.h).
 #include <string.h>
 
 #include "autograd/cuda/cuda_ops.h"
@@ -95,6 +96,7 @@ static void matmul_backward(AgNode *node) {
     if (node->out->device == DEV_CUDA) op_matmul_cuda_backward(&c, node->out->grad, da, db);
     else op_matmul_cpu_backward(&c, node->out->grad, da, db);
     scratch_end(scratch);
+    op_flops_backward(node->op, FLOPS_GEMM, ((da != NULL) + (db != NULL)) * flops_gemm(c.batch, c.M, c.N, c.K), 0.0);
 }
 
 Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
@@ -128,6 +130,7 @@ Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_b) {
     else op_matmul_cpu_forward(&c, y32);
     tensor_store_f32(y, y32);
     scratch_end(scratch);
+    op_flops_forward("op_matmul", FLOPS_GEMM, flops_gemm(c.batch, c.M, c.N, c.K));
     c.a = c.b = NULL;  // the views may have gone with the scratch: backward takes them again
     if (ag_needs_grad(2, in)) {
         MatmulCtx *saved = ag_record("op_matmul", matmul_backward, y, 2, in, sizeof(MatmulCtx));
@@ -218,6 +221,7 @@ static void linear_backward(AgNode *node) {
         op_linear_cpu_backward(&c, node->out->grad, dx, dw, db);
     }
     scratch_end(scratch);
+    op_flops_backward(node->op, FLOPS_GEMM, ((dx != NULL) + (dw != NULL)) * flops_gemm(1, c.rows, c.out, c.in), 0.0);
 }
 
 Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
@@ -248,6 +252,7 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *bias) {
     else op_linear_cpu_forward(&c, b32, y32);
     tensor_store_f32(y, y32);
     scratch_end(scratch);
+    op_flops_forward("op_linear", FLOPS_GEMM, flops_gemm(1, c.rows, c.out, c.in));
     c.x = NULL;              // backward takes x's view again
     c.x_half = NULL;
     if (half_w) c.w = NULL;  // the widened copy is gone: backward widens again
@@ -303,6 +308,11 @@ static void projection_backward_gemms(Device dev, const ProjectionCtx *c, const 
     if (dw) gemm_on(dev, true, false, c->out, c->in, c->rows, c->s, g, c->out, 0, c->x, c->in, 0, 1.0f, dw, c->in, 0, 1);
 }
 
+// The FLOPs of one product of the projection (the forward, or one of its gradients).
+static double projection_flops(const ProjectionCtx *c) {
+    return flops_gemm(1, c->channels ? c->batch * c->pixels : c->rows, c->out, c->in);
+}
+
 static void projection_backward(AgNode *node) {
     ProjectionCtx c = *(const ProjectionCtx *)node->ctx;
     Tensor *y = node->inputs[0], *x = node->inputs[1], *w = node->inputs[2];
@@ -314,6 +324,7 @@ static void projection_backward(AgNode *node) {
     c.w = dx ? tensor_f32(w) : NULL;
     projection_backward_gemms(node->out->device, &c, g, dx, dw);
     scratch_end(scratch);
+    op_flops_backward(node->op, FLOPS_GEMM, ((dx != NULL) + (dw != NULL)) * projection_flops(&c), 0.0);
 }
 
 Tensor *op_add_projection_into(Tensor *y, Tensor *x, Tensor *w, float s) {
@@ -346,6 +357,7 @@ Tensor *op_add_projection_into(Tensor *y, Tensor *x, Tensor *w, float s) {
     projection_forward(dev, &c, y32);
     tensor_store_f32(out, y32);
     scratch_end(scratch);
+    op_flops_forward("op_add_projection_into", FLOPS_GEMM, projection_flops(&c));
     c.x = c.w = NULL;
     if (ag_needs_grad(3, in)) {
         ProjectionCtx *saved = ag_record("op_add_projection_into", projection_backward, out, 3, in, sizeof(ProjectionCtx));

@@ -32,6 +32,9 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *bias, int stride, int padding);
 // Softmax is over Lk, accumulated in f32. Output [B, Lq, H*D]. Memory O(Lq * Lk) per (b, head)
 // chunk at most, never the full [B, H, Lq, Lk] at once.
 Tensor *op_attention(Tensor *q, Tensor *k, Tensor *v, int heads, float scale);
+// op_attention with a causal mask (text encoders): Lq == Lk, query i attends to keys 0..i only
+// (torch's scaled_dot_product_attention(is_causal=True), CLIP's causal_attention_mask).
+Tensor *op_attention_causal(Tensor *q, Tensor *k, Tensor *v, int heads, float scale);
 
 // ---- normalisation (autograd/op_norm.c) --------------------------------------------------------
 // torch.nn.GroupNorm: x [N, C, ...], groups divides C, gamma/beta [C] or NULL, biased variance.
@@ -53,10 +56,14 @@ Tensor *op_group_norm_silu_conv2d(Tensor *x, int groups, Tensor *gamma, Tensor *
                                   Tensor *bias, int stride, int padding);
 // torch.nn.LayerNorm over the last dim: x [..., C], gamma/beta [C] or NULL.
 Tensor *op_layer_norm(Tensor *x, Tensor *gamma, Tensor *beta, float eps);
+// x / (sqrt(sum over dim 1 of x^2) + eps), x [N, C, ...]: unit channel vectors at every position
+// (lpips.normalize_tensor; autograd/op_channel_norm.c).
+Tensor *op_channel_normalize(Tensor *x, float eps);
 
 // ---- activations (autograd/op_activation.c) --------------------------------------------------
 Tensor *op_silu(Tensor *x);
 Tensor *op_gelu(Tensor *x, bool tanh_approx);       // erf form when !tanh_approx (PyTorch default)
+Tensor *op_quick_gelu(Tensor *x);                    // x * sigmoid(1.702 x) (CLIP's QuickGELU)
 // diffusers GEGLU after its projection: x [..., 2C] -> hidden, gate = chunk(2, -1); hidden * gelu(gate).
 Tensor *op_geglu(Tensor *x);
 Tensor *op_relu(Tensor *x);
@@ -96,6 +103,8 @@ Tensor *op_upsample_nearest2x(Tensor *x);            // NCHW, F.interpolate(scal
 // input pixel sums the output pixels that read it, in row-major output order (deterministic).
 Tensor *op_gather_hw(Tensor *x, const int64_t *src_y, int64_t out_h, const int64_t *src_x, int64_t out_w);
 Tensor *op_global_avg_pool(Tensor *x);               // [N, C, H, W] -> [N, C]
+// torch.nn.MaxPool2d(kernel, stride), no padding, floor sizes; NCHW (autograd/op_pool.c).
+Tensor *op_max_pool2d(Tensor *x, int kernel, int stride);
 // Rows of table [V, D] selected by ids (n of them, each in [0, V)) -> [n, D].
 Tensor *op_embedding(Tensor *table, const int64_t *ids, int n);
 // diffusers get_timestep_embedding(timesteps, dim, flip_sin_to_cos, downscale_freq_shift,

@@ -4,6 +4,7 @@
 
 #include "autograd/cuda/cuda_ops.h"
 #include "autograd/cuda/cuda_optim.h"
+#include "autograd/device_scalars.h"
 #include "autograd/ops_cpu_util.h"
 
 #include <math.h>
@@ -67,29 +68,43 @@ void adamw_step(AdamW *opt, float lr) {
     }
 }
 
-double clip_grad_norm(Tensor *const *params, int n, double max_norm) {
-    double sq = 0;
-    for (int i = 0; i < n; i++) {
-        const float *g = params[i]->grad;
-        if (!g) continue;
-        if (params[i]->device == DEV_CUDA) {
-            sq += cuda_sum_squares(g, params[i]->numel);
-            continue;
-        }
-        sq += ops_reduce_cpu(REDUCE_SQUARES, g, NULL, params[i]->numel);
+void clip_grad_norm_into(Tensor *const *params, int n, double max_norm, DeviceScalars *s, int slot) {
+    Device dev = device_scalars_device(s);
+    for (int i = 0; i < n; i++)
+        DOD_CHECK(params[i]->device == dev, "clip_grad_norm", "parameter %s is on %s, the norm's slot on %s",
+                  params[i]->name ? params[i]->name : "?", params[i]->device == DEV_CUDA ? "cuda" : "cpu",
+                  dev == DEV_CUDA ? "cuda" : "cpu");
+    double *norm = device_scalars_slot(s, slot);
+    if (dev == DEV_CUDA) {  // sum of squares, norm, factor and scaling on the device, queued in order
+        double *sq = cuda_arena_calloc(sizeof(double), "gradient norm: sum of squares");
+        float *coef = cuda_arena_alloc(sizeof(float), "gradient norm: clip factor");
+        for (int i = 0; i < n; i++)
+            if (params[i]->grad) cuda_sum_squares_add(params[i]->grad, params[i]->numel, sq);
+        cuda_clip_coefficient(sq, max_norm, norm, coef);
+        for (int i = 0; i < n; i++)
+            if (params[i]->grad) cuda_scale_by_device_scalar(params[i]->grad, coef, params[i]->numel);
+        return;
     }
-    double norm = sqrt(sq);
-    double coef_d = max_norm / (norm + 1e-6);  // torch: clamp(max_norm / (norm + 1e-6), max=1)
+    double sq = 0;
+    for (int i = 0; i < n; i++)
+        if (params[i]->grad) sq += ops_reduce_cpu(REDUCE_SQUARES, params[i]->grad, NULL, params[i]->numel);
+    *norm = sqrt(sq);
+    double coef_d = max_norm / (*norm + 1e-6);  // torch: clamp(max_norm / (norm + 1e-6), max=1)
     if (max_norm > 0 && coef_d < 1.0) {
         float coef = (float)coef_d;
         for (int i = 0; i < n; i++) {
             float *g = params[i]->grad;
             if (!g) continue;
-            if (params[i]->device == DEV_CUDA) cuda_affine(g, coef, 0.0f, g, params[i]->numel);  // in place
-            else
-                for (int64_t j = 0; j < params[i]->numel; j++) g[j] *= coef;
+            for (int64_t j = 0; j < params[i]->numel; j++) g[j] *= coef;
         }
     }
+}
+
+double clip_grad_norm(Tensor *const *params, int n, double max_norm) {
+    DeviceScalars *s = device_scalars_new(n > 0 ? params[0]->device : DEV_CPU, 1);
+    clip_grad_norm_into(params, n, max_norm, s, 0);
+    double norm = device_scalars_read(s)[0];
+    device_scalars_free(s);
     return norm;
 }
 

@@ -30,8 +30,13 @@ void adamw_step(AdamW *opt, float lr);
 // Global L2 norm of the gradients of params (computed in double). When max_norm > 0 and the norm
 // exceeds it (precisely: when max_norm / (norm + 1e-6) < 1), every gradient is scaled (*=) by that
 // factor. Returns the norm before clipping. CUDA gradients are reduced on the device (deterministic,
-// double accumulation) and scaled there.
+// double accumulation) and scaled there; the norm is read back once.
 double clip_grad_norm(Tensor *const *params, int n, double max_norm);
+// The same clipping with the norm written (=) into slot `slot` of s instead of returned: on CUDA the sum
+// of squares, the norm, the clip factor and the scaling all stay on the device (no host sync; read the
+// norm with device_scalars_read). The parameters live on s's device. Same values as clip_grad_norm.
+typedef struct DeviceScalars DeviceScalars;
+void clip_grad_norm_into(Tensor *const *params, int n, double max_norm, DeviceScalars *s, int slot);
 
 typedef enum { LR_CONSTANT = 0, LR_COSINE = 1 } LrScheduleKind;
 typedef struct {

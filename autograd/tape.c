@@ -10,6 +10,13 @@
 static AgNode **tape;
 static int tape_len, tape_cap;
 static bool grad_enabled = true;
+static AgBackwardHook backward_hook;
+static void *backward_hook_ctx;
+
+void ag_set_backward_hook(AgBackwardHook fn, void *ctx) {
+    backward_hook = fn;
+    backward_hook_ctx = ctx;
+}
 
 bool ag_grad_enabled(void) { return grad_enabled; }
 
@@ -58,6 +65,7 @@ static void run_backward(int from) {
         op_profile_backward_begin(n->op, n->out->device);
         n->backward(n);
         op_profile_backward_end(n->out->device);
+        if (backward_hook) backward_hook(backward_hook_ctx, n);
         tensor_release_grad(n->out);
     }
     ag_set_grad_enabled(prev);
@@ -119,7 +127,9 @@ static void checkpoint_backward(AgNode *node) {
         detached[i] = d;
     }
     ag_set_grad_enabled(true);
+    op_profile_recompute_begin();  // the block's products repeat its first run's: counted as recomputed
     Tensor *out = c->fn(c->fn_ctx, detached);
+    op_profile_recompute_end();
     DOD_CHECK(out->numel == node->out->numel, "ag_checkpoint",
               "recomputed block output %s differs from the first run's %s", shape_str(out), shape_str(node->out));
     DOD_CHECK(out->grad == NULL, "ag_checkpoint",

@@ -44,6 +44,12 @@ void ag_backward(Tensor *loss);
 // Same, seeding d(loss)/d(out) with the given f32 buffer (numel of out; NULL means all ones), accumulated.
 void ag_backward_from(Tensor *out, const float *seed_grad);
 
+// Called after each backward node has run (the nodes of recomputed blocks included), with that
+// node: its backward has accumulated into the gradients of its inputs. Data-parallel training
+// (train/grad_sync.c) counts there when a parameter's gradient is complete. NULL removes it.
+typedef void (*AgBackwardHook)(void *ctx, const AgNode *node);
+void ag_set_backward_hook(AgBackwardHook fn, void *ctx);
+
 // Drop the tape and rewind the activation arena. Call once per micro-batch/step after the
 // optimizer has consumed the parameter gradients (persistent grads are kept).
 void ag_step_reset(void);

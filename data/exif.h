@@ -2,7 +2,7 @@
 //
 // A small parser of just that tag (ours, rather than libexif: one SHORT in IFD0 is all we read, and a
 // parser that follows no offsets beyond it has far less to get wrong on hostile files than a library
-// that decodes every IFD and maker note; tests/test_exif.c fuzzes it). It walks the JPEG markers from
+// that decodes every IFD and maker note; tests/fuzz/fuzz_photo.c fuzzes it). It walks the JPEG markers from
 // SOI up to SOS, finds the APP1 segment that starts with "Exif\0\0", and reads tag 0x0112 of the
 // TIFF header's first IFD in either byte order. Every offset is checked against the segment.
 #pragma once

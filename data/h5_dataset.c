@@ -11,10 +11,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "autograd/base.h"
 #include "data/degrade.h"
+#include "data/h5_attr.h"
+#include "data/h5_image.h"
 #include "data/keyed_rng.h"
 
 struct H5ds {
@@ -27,20 +28,48 @@ struct H5ds {
     H5dsTask tasks[H5DS_MAX_TASKS];
 };
 
-// HDF5 prints its error stack to stderr by default; we turn that off (per thread: the thread-safe
-// library keeps one error stack per thread) and report the innermost reason ourselves.
-static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
 static herr_t keep_last_desc(unsigned n, const H5E_error2_t *e, void *data) {
     (void)n;
-    snprintf((char *)data, 256, "%s", e->desc ? e->desc : "");
+    char *buf = data;
+    const char *desc = e->desc ? e->desc : "", *sys = strstr(desc, "error message = '");
+    if (sys)   // an I/O error: libhdf5's text holds the system's reason amid a page of detail
+        snprintf(buf, 256, "%.*s", (int)strcspn(sys + 17, "'"), sys + 17);
+    else
+        snprintf(buf, 256, "%s", desc);
+    for (char *c = buf; *c; c++)
+        if (*c == '\n') *c = ' ';
     return 0;
 }
 
-// The innermost message of this thread's HDF5 error stack (walked from the API call downwards).
+// The innermost message of the last failed HDF5 call of this thread. Recorded when the call fails
+// (libhdf5's "auto" error handler), because the next successful call, often an H5?close on the
+// way out, clears the error stack before the message is written.
+static _Thread_local char last_failure[256];
+static herr_t record_failure(hid_t stack, void *data) {
+    (void)data;
+    char buf[256] = "";
+    H5Ewalk2(stack, H5E_WALK_DOWNWARD, keep_last_desc, buf);
+    if (buf[0]) memcpy(last_failure, buf, sizeof buf);
+    return 0;
+}
+
+// HDF5 prints its error stack to stderr by default; instead failures are recorded (per thread: the
+// thread-safe library keeps one error stack per thread) and reported with our own message.
+// H5dont_atexit: libhdf5's exit handler closes what is still open, and after an H5Fclose that
+// failed (a full disk) it crashes doing so; every file here is closed explicitly, so the handler is
+// not installed (this must precede the library's first initialisation, hence here).
+static void quiet_hdf5(void) {
+    H5dont_atexit();
+    H5Eset_auto2(H5E_DEFAULT, record_failure, NULL);
+    last_failure[0] = 0;   // each entry point starts afresh: no reason of an earlier call's failure
+}
+
+// The innermost message of the last failed HDF5 call of this thread (into buf; then forgotten).
 static const char *hdf5_reason(char *buf) {
     buf[0] = 0;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_last_desc, buf);
+    if (!buf[0]) memcpy(buf, last_failure, sizeof last_failure);
+    last_failure[0] = 0;
     H5Eclear2(H5E_DEFAULT);
     return buf[0] ? buf : "unknown HDF5 error";
 }
@@ -64,39 +93,6 @@ static int write_str_attr(hid_t obj, const char *name, const char *value) {
     return rc < 0 ? -1 : 0;
 }
 
-// Reads a string attribute (fixed or variable length) into buf; -1 when absent or not a string.
-static int read_str_attr(hid_t obj, const char *name, char *buf, size_t len) {
-    buf[0] = 0;
-    if (H5Aexists(obj, name) <= 0) return -1;
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t ftype = H5Aget_type(attr);
-    int rc = -1;
-    if (H5Tget_class(ftype) == H5T_STRING) {
-        if (H5Tis_variable_str(ftype) > 0) {
-            char *s = NULL;
-            hid_t mtype = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mtype, H5T_VARIABLE);
-            if (H5Aread(attr, mtype, &s) >= 0 && s) {
-                snprintf(buf, len, "%s", s);
-                H5free_memory(s);
-                rc = 0;
-            }
-            H5Tclose(mtype);
-        } else {
-            size_t size = H5Tget_size(ftype);
-            char *tmp = dod_calloc(size + 1, "string attribute");
-            if (H5Aread(attr, ftype, tmp) >= 0) {
-                snprintf(buf, len, "%s", tmp);
-                rc = 0;
-            }
-            free(tmp);
-        }
-    }
-    H5Tclose(ftype);
-    H5Aclose(attr);
-    return rc;
-}
-
 static int write_num_attr(hid_t obj, const char *name, hid_t type, const void *values, hsize_t n) {
     hid_t space = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
     if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
@@ -107,42 +103,132 @@ static int write_num_attr(hid_t obj, const char *name, hid_t type, const void *v
     return rc < 0 ? -1 : 0;
 }
 
-// Reads up to cap numbers of a numeric attribute as mtype; returns how many, or -1.
-static int read_num_attr(hid_t obj, const char *name, hid_t mtype, void *values, int cap) {
-    if (H5Aexists(obj, name) <= 0) return -1;
-    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t space = H5Aget_space(attr);
-    hssize_t n = H5Sget_simple_extent_npoints(space);
-    int rc = -1;
-    if (n >= 1 && n <= cap && H5Aread(attr, mtype, values) >= 0) rc = (int)n;
-    H5Sclose(space);
-    H5Aclose(attr);
-    return rc;
+// ---- opening and checking -----------------------------------------------------------------------
+// 0 when every component of the absolute path is a hard link (this format has no others: a soft
+// link is not what dod-data writes, an external one would open another file), else -1 with the
+// reason. Each prefix is checked before the next is resolved through it.
+static int hard_links_only(hid_t file, const char *path, char reason[256]) {
+    char prefix[512];
+    size_t n = strlen(path);
+    if (n >= sizeof prefix) return snprintf(reason, 256, "path too long"), -1;
+    for (size_t k = 1; k <= n; k++) {
+        if (k < n && path[k] != '/') continue;
+        memcpy(prefix, path, k);
+        prefix[k] = 0;
+        H5L_info_t info;
+        if (H5Lget_info(file, prefix, &info, H5P_DEFAULT) < 0) {
+            hdf5_reason(reason);
+            return -1;
+        }
+        if (info.type != H5L_TYPE_HARD) {
+            snprintf(reason, 256, "%.200s is a soft or external link (not written by dod-data)", prefix);
+            return -1;
+        }
+    }
+    return 0;
 }
 
-// ---- opening and checking -----------------------------------------------------------------------
+// H5Gopen2 of an absolute path made of hard links only. On failure the reason is in *reason.
+static hid_t open_group(hid_t file, const char *path, char reason[256]) {
+    if (hard_links_only(file, path, reason)) return -1;
+    hid_t g = H5Gopen2(file, path, H5P_DEFAULT);
+    if (g < 0) hdf5_reason(reason);
+    return g;
+}
+
+typedef struct {
+    H5ds *f;
+    char bad[256];   // the first task link that is not a hard link with a usable name
+} TaskScan;
+
 static herr_t collect_task(hid_t group, const char *name, const H5L_info_t *info, void *data) {
     (void)group;
-    (void)info;
-    H5ds *f = data;
+    TaskScan *scan = data;
+    H5ds *f = scan->f;
+    if (info->type != H5L_TYPE_HARD || strlen(name) >= H5DS_TASK_NAME_MAX) {
+        snprintf(scan->bad, sizeof scan->bad, "/tasks/%.64s%s is %s", name, strlen(name) > 64 ? "..." : "",
+                 info->type != H5L_TYPE_HARD ? "a soft or external link (not written by dod-data)"
+                                             : "a task name longer than 63 characters");
+        return 1;
+    }
     if (f->n_tasks >= H5DS_MAX_TASKS) return 1;   // stop; reported by the caller
     snprintf(f->tasks[f->n_tasks++].name, H5DS_TASK_NAME_MAX, "%s", name);
     return 0;
 }
 
+// Reads task t's attributes (lq_mode, count, noise_sigmas) from its group g into f->tasks[t] and
+// checks them against the file: count at most the sample groups the task holds, sigmas finite
+// and in (0, 255]. 0, or -1 with a message naming the file, the group and the attribute.
+static int load_task(H5ds *f, hid_t g, const char *gpath, H5dsTask *task, char *err, size_t errlen) {
+    char mode[64], why[256];
+    int rc = h5_attr_read_str(g, "lq_mode", mode, sizeof mode, why, sizeof why);
+    if (rc) {
+        snprintf(err, errlen, "%s: task group %s: %s", f->path, gpath, rc > 0 ? "attribute lq_mode is missing" : why);
+        return -1;
+    }
+    if (!strcmp(mode, "stored")) {
+        task->lq_mode = LQ_STORED;
+    } else if (!strcmp(mode, "gaussian_noise")) {
+        task->lq_mode = LQ_GAUSSIAN_NOISE;
+    } else {
+        snprintf(err, errlen, "%s: task group %s: attribute lq_mode is '%.64s' (expected 'stored' or 'gaussian_noise')",
+                 f->path, gpath, mode);
+        return -1;
+    }
+    rc = h5_attr_read_num(g, "count", H5_ATTR_INT, H5T_NATIVE_INT64, &task->count, 1, why, sizeof why);
+    if (rc != 1 || task->count < 0) {
+        if (rc == 1) snprintf(why, sizeof why, "attribute count is %" PRId64 " (must be >= 0)", task->count);
+        snprintf(err, errlen, "%s: task group %s: %s", f->path, gpath, rc == 0 ? "attribute count is missing" : why);
+        return -1;
+    }
+    // Sample groups are the task group's links; a count above them names samples that cannot exist.
+    H5G_info_t info;
+    if (H5Gget_info(g, &info) < 0 || (uint64_t)task->count > (uint64_t)info.nlinks) {
+        H5Eclear2(H5E_DEFAULT);
+        snprintf(err, errlen,
+                 "%s: task group %s: attribute count says %" PRId64 " samples but the group holds %llu (damaged file)",
+                 f->path, gpath, task->count, (unsigned long long)info.nlinks);
+        return -1;
+    }
+    if (task->lq_mode == LQ_GAUSSIAN_NOISE) {
+        rc = h5_attr_read_num(g, "noise_sigmas", H5_ATTR_FLOAT, H5T_NATIVE_DOUBLE, task->sigmas, H5DS_MAX_SIGMAS, why,
+                              sizeof why);
+        if (rc <= 0) {
+            snprintf(err, errlen, "%s: task group %s: %s", f->path, gpath,
+                     rc == 0 ? "attribute noise_sigmas is missing (lq_mode gaussian_noise needs it)" : why);
+            return -1;
+        }
+        task->n_sigmas = rc;
+        for (int k = 0; k < rc; k++)
+            if (!(task->sigmas[k] > 0 && task->sigmas[k] <= 255)) {
+                snprintf(err, errlen, "%s: task group %s: attribute noise_sigmas: value %d is %g (must be in (0, 255])",
+                         f->path, gpath, k, task->sigmas[k]);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 // Reads the root attributes and every task's description into f. 0, or -1 with a message.
 static int load_index(H5ds *f, char *err, size_t errlen) {
-    char fmt[128], reason[256];
-    if (read_str_attr(f->file, "dod_format", fmt, sizeof fmt) || strcmp(fmt, H5DS_FORMAT_NAME)) {
+    char fmt[128], reason[256], why[256];
+    int rc = h5_attr_read_str(f->file, "dod_format", fmt, sizeof fmt, why, sizeof why);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: root %s", f->path, why);
+        return -1;
+    }
+    if (rc > 0 || strcmp(fmt, H5DS_FORMAT_NAME)) {
         snprintf(err, errlen,
-                 "%s: an HDF5 file but not a dod dataset (root attribute dod_format is %s%s%s, expected '%s'); "
+                 "%s: an HDF5 file but not a dod dataset (root attribute dod_format is %s%.64s%s, expected '%s'); "
                  "make one with dod-data pack or dod-data synth",
                  f->path, fmt[0] ? "'" : "missing", fmt, fmt[0] ? "'" : "", H5DS_FORMAT_NAME);
         return -1;
     }
     int version = 0;
-    if (read_num_attr(f->file, "dod_format_version", H5T_NATIVE_INT, &version, 1) != 1) {
-        snprintf(err, errlen, "%s: dod dataset without a dod_format_version attribute (damaged file?)", f->path);
+    rc = h5_attr_read_num(f->file, "dod_format_version", H5_ATTR_INT, H5T_NATIVE_INT, &version, 1, why, sizeof why);
+    if (rc != 1) {
+        snprintf(err, errlen, "%s: dod dataset without a valid dod_format_version attribute (damaged file?)%s%s",
+                 f->path, rc < 0 ? ": " : "", rc < 0 ? why : "");
         return -1;
     }
     if (version > H5DS_FORMAT_VERSION) {
@@ -157,16 +243,20 @@ static int load_index(H5ds *f, char *err, size_t errlen) {
     }
     // version < H5DS_FORMAT_VERSION would be upgraded here, one step per version (none exist yet).
     f->n_tasks = 0;
-    if (H5Lexists(f->file, "/tasks", H5P_DEFAULT) <= 0) {
+    hid_t tasks = H5Lexists(f->file, "/tasks", H5P_DEFAULT) > 0 ? open_group(f->file, "/tasks", reason) : -1;
+    if (tasks < 0) {
+        H5Eclear2(H5E_DEFAULT);
         snprintf(err, errlen, "%s: dod dataset without the /tasks group (damaged file?)", f->path);
         return -1;
     }
-    hid_t tasks = H5Gopen2(f->file, "/tasks", H5P_DEFAULT);
     hsize_t idx = 0;
-    herr_t it = H5Literate(tasks, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_task, f);
+    TaskScan scan = {.f = f};
+    herr_t it = H5Literate(tasks, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_task, &scan);
+    if (it < 0) snprintf(err, errlen, "%s: cannot list /tasks: %s", f->path, hdf5_reason(reason));
     H5Gclose(tasks);
-    if (it < 0) {
-        snprintf(err, errlen, "%s: cannot list /tasks: %s", f->path, hdf5_reason(reason));
+    if (it < 0) return -1;
+    if (scan.bad[0]) {
+        snprintf(err, errlen, "%s: %s", f->path, scan.bad);
         return -1;
     }
     if (it > 0) {
@@ -175,30 +265,16 @@ static int load_index(H5ds *f, char *err, size_t errlen) {
     }
     for (int t = 0; t < f->n_tasks; t++) {
         H5dsTask *task = &f->tasks[t];
-        char gpath[256], mode[64];
+        char gpath[256];
         snprintf(gpath, sizeof gpath, "/tasks/%s", task->name);
-        hid_t g = H5Gopen2(f->file, gpath, H5P_DEFAULT);
+        hid_t g = open_group(f->file, gpath, reason);
         if (g < 0) {
-            snprintf(err, errlen, "%s: %s is not a group: %s", f->path, gpath, hdf5_reason(reason));
+            snprintf(err, errlen, "%s: %s is not a group: %s", f->path, gpath, reason);
             return -1;
         }
-        int ok = read_str_attr(g, "lq_mode", mode, sizeof mode) == 0 &&
-                 read_num_attr(g, "count", H5T_NATIVE_INT64, &task->count, 1) == 1 && task->count >= 0;
-        if (ok && !strcmp(mode, "stored")) {
-            task->lq_mode = LQ_STORED;
-        } else if (ok && !strcmp(mode, "gaussian_noise")) {
-            task->lq_mode = LQ_GAUSSIAN_NOISE;
-            task->n_sigmas = read_num_attr(g, "noise_sigmas", H5T_NATIVE_DOUBLE, task->sigmas, H5DS_MAX_SIGMAS);
-            ok = task->n_sigmas >= 1;
-        } else {
-            ok = 0;
-        }
+        rc = load_task(f, g, gpath, task, err, errlen);
         H5Gclose(g);
-        if (!ok) {
-            snprintf(err, errlen, "%s: task group %s lacks a valid lq_mode/count/noise_sigmas attribute", f->path,
-                     gpath);
-            return -1;
-        }
+        if (rc) return -1;
     }
     return 0;
 }
@@ -207,10 +283,13 @@ static H5ds *open_file(const char *path, const char *tmp_path, int writable, cha
     quiet_hdf5();
     const char *file_path = tmp_path ? tmp_path : path;
     struct stat st;
-    if (stat(file_path, &st) != 0) {
-        snprintf(err, errlen, "%s: cannot open dataset: %s", path, strerror(errno));
+    if (stat(file_path, &st) != 0 || S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: cannot open dataset: %s", path, S_ISDIR(st.st_mode) ? "is a directory" : strerror(errno));
         return NULL;
     }
+    // Filters are decoded here or by libhdf5's built-in deflate; never by a plugin library that a
+    // file's filter id (and HDF5_PLUGIN_PATH) would make libhdf5 load and run.
+    H5PLset_loading_state(0);
     char reason[256];
     if (H5Fis_hdf5(file_path) <= 0) {
         H5Eclear2(H5E_DEFAULT);
@@ -262,8 +341,9 @@ int h5ds_find_task(const H5ds *f, const char *name, char *err, size_t errlen) {
 }
 
 // ---- reading samples -----------------------------------------------------------------------------
-// Opens the LQ or HQ dataset of a sample and checks it is uint8 [H, W, 3]. Returns the dataset
-// (and its size) or -1 with a message.
+// Opens the LQ or HQ dataset of a sample and checks it is uint8 [H, W, 3] within the image caps
+// (autograd/base.h; the dimensions are checked as the 64-bit values the file holds). Returns the
+// dataset (and its size) or -1 with a message.
 static hid_t open_image(H5ds *f, int t, int64_t i, int which, int *h, int *w, char *err, size_t errlen) {
     quiet_hdf5();
     char path[512], reason[256];
@@ -277,19 +357,31 @@ static hid_t open_image(H5ds *f, int t, int64_t i, int which, int *h, int *w, ch
     }
     sample_path(f, t, i, path, sizeof path);
     snprintf(path + strlen(path), sizeof path - strlen(path), "/%s", which == H5DS_LQ ? "lq" : "hq");
-    hid_t ds = H5Dopen2(f->file, path, H5P_DEFAULT);
+    reason[0] = 0;
+    hid_t ds = hard_links_only(f->file, path, reason) ? -1 : H5Dopen2(f->file, path, H5P_DEFAULT);
     if (ds < 0) {
-        snprintf(err, errlen, "%s: cannot open %s: %s", f->path, path, hdf5_reason(reason));
+        if (!reason[0]) hdf5_reason(reason);
+        snprintf(err, errlen, "%s: cannot open %s: %s", f->path, path, reason);
         return -1;
     }
     hid_t space = H5Dget_space(ds), type = H5Dget_type(ds);
     hsize_t dims[3] = {0, 0, 0};
     int ok = H5Sget_simple_extent_ndims(space) == 3 && H5Sget_simple_extent_dims(space, dims, NULL) == 3 &&
-             dims[2] == 3 && dims[0] > 0 && dims[1] > 0 && H5Tget_class(type) == H5T_INTEGER && H5Tget_size(type) == 1;
+             dims[2] == 3 && H5Tget_class(type) == H5T_INTEGER && H5Tget_size(type) == 1 &&
+             H5Tget_sign(type) == H5T_SGN_NONE;
     H5Sclose(space);
     H5Tclose(type);
+    H5Eclear2(H5E_DEFAULT);
     if (!ok) {
         snprintf(err, errlen, "%s: %s is not a uint8 [H, W, 3] image", f->path, path);
+        H5Dclose(ds);
+        return -1;
+    }
+    char why[256];
+    if (dims[0] > INT64_MAX || dims[1] > INT64_MAX ||
+        dod_limit_check_image((int64_t)dims[0], (int64_t)dims[1], why, sizeof why)) {
+        if (dims[0] > INT64_MAX || dims[1] > INT64_MAX) snprintf(why, sizeof why, "dimensions beyond 2^63");
+        snprintf(err, errlen, "%s: %s: %s", f->path, path, why);
         H5Dclose(ds);
         return -1;
     }
@@ -307,111 +399,46 @@ int h5ds_sample_size(H5ds *f, int t, int64_t i, int *h, int *w, char *err, size_
 
 void h5ds_set_direct_chunks(H5ds *f, int on) { f->hyperslab_only = !on; }
 
-// The fast path of h5ds_read_crop: fetch each stored chunk the crop touches with H5Dread_chunk
-// (still compressed: cheap under the library's global lock) and inflate it here with zlib, so
-// several loader threads inflate at once, which H5Dread's internal filter pipeline cannot do.
-// Only for the layout this format writes (chunked, channels whole, no filter or deflate alone).
-// Returns 0 on success, 1 when the dataset is not of that layout (use the hyperslab path), -1 on
-// a read or inflate error (with the message in reason).
-static int read_crop_direct(hid_t ds, int y, int x, int ch, int cw, uint8_t *dst, char *reason, size_t rlen) {
-    hid_t dcpl = H5Dget_create_plist(ds);
-    hsize_t cdims[3] = {0, 0, 0};
-    int usable = H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 3, cdims) == 3 && cdims[2] == 3;
-    int nfilters = usable ? H5Pget_nfilters(dcpl) : -1;
-    if (nfilters == 1) {
-        unsigned flags, cd[8];
-        size_t ncd = 8;
-        usable = H5Pget_filter2(dcpl, 0, &flags, &ncd, cd, 0, NULL, NULL) == H5Z_FILTER_DEFLATE;
-    } else {
-        usable = usable && nfilters == 0;
-    }
-    H5Pclose(dcpl);
-    if (!usable) return 1;
-    size_t chunk_bytes = (size_t)cdims[0] * cdims[1] * 3, cap = 0;
-    uint8_t *packed = NULL, *chunk = dod_malloc(chunk_bytes, "chunk");
-    int rc = 0;
-    for (hsize_t cy = (hsize_t)y / cdims[0] * cdims[0]; rc == 0 && cy < (hsize_t)(y + ch); cy += cdims[0])
-        for (hsize_t cx = (hsize_t)x / cdims[1] * cdims[1]; rc == 0 && cx < (hsize_t)(x + cw); cx += cdims[1]) {
-            hsize_t offset[3] = {cy, cx, 0}, stored = 0;
-            uint32_t filter_mask = 0;
-            if (H5Dget_chunk_storage_size(ds, offset, &stored) < 0 || stored == 0) {
-                rc = 1;   // unallocated chunk (fill value): let H5Dread handle it
-                break;
-            }
-            if (stored > cap) {
-                free(packed);
-                cap = stored;
-                packed = dod_malloc(cap, "packed chunk");
-            }
-            if (H5Dread_chunk(ds, H5P_DEFAULT, offset, &filter_mask, packed) < 0) {
-                hdf5_reason(reason);
-                rc = -1;
-                break;
-            }
-            if (nfilters == 0 || (filter_mask & 1)) {   // stored without deflate
-                if (stored != chunk_bytes) {
-                    snprintf(reason, rlen, "raw chunk at (%d, %d) has %llu bytes, expected %zu", (int)cy, (int)cx,
-                             (unsigned long long)stored, chunk_bytes);
-                    rc = -1;
-                    break;
-                }
-                memcpy(chunk, packed, chunk_bytes);
-            } else {
-                uLongf out_len = chunk_bytes;
-                int z = uncompress(chunk, &out_len, packed, stored);
-                if (z != Z_OK || out_len != chunk_bytes) {
-                    snprintf(reason, rlen, "inflate of chunk at (%d, %d) failed: %s", (int)cy, (int)cx,
-                             z != Z_OK ? zError(z) : "wrong size");
-                    rc = -1;
-                    break;
-                }
-            }
-            // the part of this chunk inside the crop
-            int y0 = (int)cy > y ? (int)cy : y, y1 = (int)(cy + cdims[0]) < y + ch ? (int)(cy + cdims[0]) : y + ch;
-            int x0 = (int)cx > x ? (int)cx : x, x1 = (int)(cx + cdims[1]) < x + cw ? (int)(cx + cdims[1]) : x + cw;
-            for (int r = y0; r < y1; r++)
-                memcpy(dst + ((size_t)(r - y) * cw + (x0 - x)) * 3,
-                       chunk + (((size_t)(r - cy)) * cdims[1] + (x0 - cx)) * 3, (size_t)(x1 - x0) * 3);
-        }
-    free(packed);
-    free(chunk);
-    return rc;
-}
-
 int h5ds_read_crop(H5ds *f, int t, int64_t i, int which, int y, int x, int ch, int cw, uint8_t *dst, char *err,
                    size_t errlen) {
     int h, w;
-    char reason[256];
+    char why[512];
     hid_t ds = open_image(f, t, i, which, &h, &w, err, errlen);
     if (ds < 0) return -1;
-    if (y < 0 || x < 0 || ch <= 0 || cw <= 0 || y + ch > h || x + cw > w) {
+    if (y < 0 || x < 0 || ch <= 0 || cw <= 0 || y > h - ch || x > w - cw) {
         snprintf(err, errlen, "%s: crop %dx%d at (y %d, x %d) does not fit sample %s/%08" PRId64 " (%dx%d, HxW)", f->path,
                  ch, cw, y, x, f->tasks[t].name, i, h, w);
         H5Dclose(ds);
         return -1;
     }
-    if (!f->hyperslab_only) {
-        int direct = read_crop_direct(ds, y, x, ch, cw, dst, reason, sizeof reason);
-        if (direct <= 0) {
-            if (direct < 0)
-                snprintf(err, errlen, "%s: reading %s of sample %s/%08" PRId64 " failed (corrupt data?): %s", f->path,
-                         which == H5DS_LQ ? "lq" : "hq", f->tasks[t].name, i, reason);
-            H5Dclose(ds);
-            return direct;
+    H5ImageLayout lay;
+    int rc = h5_image_layout(ds, h, w, &lay, why, sizeof why);
+    if (rc == 0 && lay.chunked && !f->hyperslab_only) {
+        rc = h5_image_read_chunks(ds, &lay, y, x, ch, cw, dst, why, sizeof why);
+    } else if (rc == 0) {
+        // Contiguous/compact storage (checked complete), or a chunked one with direct reads turned
+        // off: libhdf5 reads it. Chunks go through the direct decoder first all the same: libhdf5
+        // reads a missing chunk as fill values and copies one stored short past its buffer.
+        if (lay.chunked) rc = h5_image_read_chunks(ds, &lay, y, x, ch, cw, dst, why, sizeof why);
+        if (rc == 0) {
+            hsize_t start[3] = {(hsize_t)y, (hsize_t)x, 0}, count[3] = {(hsize_t)ch, (hsize_t)cw, 3};
+            hid_t fspace = H5Dget_space(ds);
+            hid_t mspace = H5Screate_simple(3, count, NULL);
+            if (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+                H5Dread(ds, H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT, dst) < 0) {
+                hdf5_reason(why);
+                rc = -1;
+            }
+            H5Sclose(mspace);
+            H5Sclose(fspace);
         }
     }
-    hsize_t start[3] = {(hsize_t)y, (hsize_t)x, 0}, count[3] = {(hsize_t)ch, (hsize_t)cw, 3};
-    hid_t fspace = H5Dget_space(ds);
-    hid_t mspace = H5Screate_simple(3, count, NULL);
-    herr_t rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (rc >= 0) rc = H5Dread(ds, H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT, dst);
-    if (rc < 0)
+    if (rc)
         snprintf(err, errlen, "%s: reading %s of sample %s/%08" PRId64 " failed (corrupt data?): %s", f->path,
-                 which == H5DS_LQ ? "lq" : "hq", f->tasks[t].name, i, hdf5_reason(reason));
-    H5Sclose(mspace);
-    H5Sclose(fspace);
+                 which == H5DS_LQ ? "lq" : "hq", f->tasks[t].name, i, why);
+    H5Eclear2(H5E_DEFAULT);
     H5Dclose(ds);
-    return rc < 0 ? -1 : 0;
+    return rc ? -1 : 0;
 }
 
 int h5ds_read_image(H5ds *f, int t, int64_t i, int which, Image *img, char *err, size_t errlen) {
@@ -420,7 +447,10 @@ int h5ds_read_image(H5ds *f, int t, int64_t i, int which, Image *img, char *err,
     hid_t ds = open_image(f, t, i, which, &h, &w, err, errlen);
     if (ds < 0) return -1;
     H5Dclose(ds);
-    Image out = image_alloc(w, h, 3);
+    char what[600];   // an allocation failure names the image (h and w are within the caps)
+    snprintf(what, sizeof what, "%dx%d image %s of sample %s/%08" PRId64 " of %.400s", h, w, which == H5DS_LQ ? "lq" : "hq",
+             f->tasks[t].name, i, f->path);
+    Image out = {w, h, 3, dod_malloc((size_t)w * h * 3, what)};
     if (h5ds_read_crop(f, t, i, which, 0, 0, h, w, out.pix, err, errlen)) {
         image_free(&out);
         return -1;
@@ -453,27 +483,34 @@ int h5ds_read_sample(H5ds *f, int t, int64_t i, Image *lq, Image *hq, char *err,
     return 0;
 }
 
-int h5ds_sample_attr(H5ds *f, int t, int64_t i, const char *attr, char *buf, size_t len) {
+int h5ds_sample_attr(H5ds *f, int t, int64_t i, const char *attr, char *buf, size_t len, char *err, size_t errlen) {
     quiet_hdf5();
-    char path[512];
+    char path[512], why[256];
     buf[0] = 0;
-    if (t < 0 || t >= f->n_tasks || i < 0 || i >= f->tasks[t].count) return -1;
-    sample_path(f, t, i, path, sizeof path);
-    hid_t g = H5Gopen2(f->file, path, H5P_DEFAULT);
-    if (g < 0) {
-        H5Eclear2(H5E_DEFAULT);
+    if (t < 0 || t >= f->n_tasks || i < 0 || i >= f->tasks[t].count) {
+        snprintf(err, errlen, "%s: sample %" PRId64 " of task %d is out of range", f->path, i, t);
         return -1;
     }
-    read_str_attr(g, attr, buf, len);
+    sample_path(f, t, i, path, sizeof path);
+    hid_t g = open_group(f->file, path, why);
+    if (g < 0) {
+        snprintf(err, errlen, "%s: cannot open sample group %s: %s", f->path, path, why);
+        return -1;
+    }
+    int rc = h5_attr_read_str(g, attr, buf, len, why, sizeof why);
     H5Gclose(g);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: sample %s: %s", f->path, path, why);
+        return -1;
+    }
     return 0;
 }
 
 int64_t h5ds_count_groups(H5ds *f, int t) {
     quiet_hdf5();
-    char path[256];
+    char path[256], reason[256];
     snprintf(path, sizeof path, "/tasks/%s", f->tasks[t].name);
-    hid_t g = H5Gopen2(f->file, path, H5P_DEFAULT);
+    hid_t g = open_group(f->file, path, reason);
     if (g < 0) return -1;
     H5G_info_t info;
     herr_t rc = H5Gget_info(g, &info);
@@ -492,19 +529,22 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
     enum { BUF = 1 << 20 };
     char *buf = dod_malloc(BUF, "file copy buffer");
     ssize_t n;
-    int rc = 0;
-    while ((n = read(in, buf, BUF)) > 0)
-        if (write(out, buf, (size_t)n) != n) {
-            rc = -1;
-            break;
+    int rc = 0, saved = 0;
+    while (rc == 0 && (n = read(in, buf, BUF)) > 0)
+        for (ssize_t done = 0; done < n;) {   // a short write is not an error yet; the next one says why
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w <= 0) {
+                saved = w < 0 ? errno : ENOSPC;
+                rc = -1;
+                break;
+            }
+            done += w;
         }
-    if (n < 0 || rc) {
-        snprintf(err, errlen, "%s: copying to %s failed: %s", src, dst, strerror(errno));
-        rc = -1;
-    }
+    if (rc == 0 && n < 0) saved = errno, rc = -1;
+    if (close(out) != 0 && rc == 0) saved = errno, rc = -1;   // delayed write errors surface here
+    if (rc) snprintf(err, errlen, "%s: copying to %s for appending failed: %s", src, dst, strerror(saved));
     free(buf);
     close(in);
-    close(out);
     return rc;
 }
 
@@ -515,6 +555,12 @@ H5ds *h5ds_begin_write(const char *final_path, int append, char *err, size_t err
         snprintf(err, errlen, "%.3000s: path too long", final_path);
         return NULL;
     }
+    // the temp files of this output that a killed dod-data left (fs_remove_stale_tmp)
+    const char *slash = strrchr(final_path, '/'), *name = slash ? slash + 1 : final_path;
+    char out_dir[4200];
+    snprintf(out_dir, sizeof out_dir, "%.*s", slash ? (int)(slash - final_path) + (slash == final_path) : 1,
+             slash ? final_path : ".");
+    fs_remove_stale_tmp(out_dir, &name, 1, "dod-data");
     struct stat st;
     int exists = stat(final_path, &st) == 0;
     if (exists && !append) {

@@ -162,7 +162,15 @@ int loader_make_sample(Loader *L, int64_t step, int slot, Batch *b, char *err, s
                      task->name, index, h, w, side, side);
             return -1;
         }
-        // Resize up so the shorter side equals the crop (aspect kept), then crop as usual.
+        // Resize up so the shorter side equals the crop (aspect kept), then crop as usual. The
+        // resized image must itself be within the caps (a 1-pixel-high sample would become huge).
+        double up = (double)side / (h < w ? h : w);
+        char why[256];
+        if (dod_limit_check_image((int64_t)(h * up + 0.5), (int64_t)(w * up + 0.5), why, sizeof why)) {
+            snprintf(err, errlen, "%s: sample %s/%08" PRId64 " is %dx%d (HxW); resized for the %dx%d crop: %s",
+                     cfg->path, task->name, index, h, w, side, side, why);
+            return -1;
+        }
         Image full_hq, full_lq = {0};
         if (h5ds_read_image(L->file, ft, index, H5DS_HQ, &full_hq, err, errlen)) return -1;
         if (stored_lq && h5ds_read_image(L->file, ft, index, H5DS_LQ, &full_lq, err, errlen)) {

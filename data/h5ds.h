@@ -47,8 +47,13 @@ typedef struct {
 } H5dsSampleMeta;
 
 // ---- reading ----------------------------------------------------------------------------------
-// Opens read-only and checks the format name and version. NULL with a message naming the file
-// when it is missing, not HDF5, corrupt, a foreign HDF5 file, or from a newer format version.
+// Opens read-only and checks the format name and version, and every task's attributes: each is
+// of the type and shape the format says (data/h5_attr.h), count is at most the sample groups the
+// task holds, sigmas are finite and in (0, 255]. NULL with a message naming the file (and the
+// group and attribute at fault) when it is missing, not HDF5, corrupt, a foreign HDF5 file, or from
+// a newer format version. Soft and external links are never followed.
+// Sample images are checked when read: uint8 [H, W, 3] within the image caps of autograd/base.h,
+// stored in a layout data/h5_image.h accepts, every byte written.
 H5ds *h5ds_open(const char *path, char *err, size_t errlen);
 void h5ds_close(H5ds *f);
 int h5ds_n_tasks(const H5ds *f);
@@ -65,8 +70,10 @@ int h5ds_read_crop(H5ds *f, int t, int64_t i, int which, int y, int x, int ch, i
                    size_t errlen);
 // Crops are read one of two ways, with the same bytes: directly, fetching the stored chunks the
 // crop touches with H5Dread_chunk and inflating them with zlib outside HDF5's global lock (the
-// default: loader threads then inflate in parallel), or through an H5Dread hyperslab selection
-// (used for layouts other than this format's, and when direct reads are turned off here).
+// default for chunked images: loader threads then inflate in parallel), or through an H5Dread
+// hyperslab selection (contiguous and compact images, and chunked ones when direct reads are
+// turned off here: a cross-check of the two readers for tests, which still decodes the chunks
+// directly first, since libhdf5 copies a chunk stored short past its buffer).
 void h5ds_set_direct_chunks(H5ds *f, int on);
 // Whole LQ or HQ image of a sample into a new Image (=). LQ of a gaussian_noise task is an error
 // here (there is none stored); h5ds_read_sample synthesises it.
@@ -75,8 +82,10 @@ int h5ds_read_image(H5ds *f, int t, int64_t i, int which, Image *img, char *err,
 // degrade_gaussian_noise(hq, sigmas[0], rng_key(rng_key(H5DS_EVAL_NOISE_SEED, hash(task)), i)):
 // deterministic, but for published numbers pack the test set with --store-noisy.
 int h5ds_read_sample(H5ds *f, int t, int64_t i, Image *lq, Image *hq, char *err, size_t errlen);
-// String attribute of sample i (e.g. "hq_source") into buf; "" when absent. Returns 0 or -1.
-int h5ds_sample_attr(H5ds *f, int t, int64_t i, const char *attr, char *buf, size_t len);
+// String attribute of sample i (e.g. "hq_source") into buf (=); "" when absent. Returns 0, or -1
+// with a message naming the file and sample when the sample group is missing or the attribute is
+// not a single string (data/h5_attr.h).
+int h5ds_sample_attr(H5ds *f, int t, int64_t i, const char *attr, char *buf, size_t len, char *err, size_t errlen);
 // Number of sample groups actually present under the task (verify compares it with count).
 int64_t h5ds_count_groups(H5ds *f, int t);
 

@@ -75,12 +75,14 @@ static inline double rng_normal(KeyedRng *r) {
 
 // A keyed bijection of [0, n): element i of a random permutation of n items, computed in O(1)
 // without storing the permutation. A 4-round Feistel network over the smallest even-bit domain
-// 2^(2h) >= n, with cycle walking to land back inside [0, n) (expected < 4 walks since 2^(2h) < 4n).
+// 2^(2h) >= n (h <= 32: for n > 2^62 the domain is all of 2^64), with cycle walking to land back
+// inside [0, n) (expected < 4 walks since 2^(2h) < 4n; the walk ends because i < n lies on the
+// cycle it follows). Any n and any i < n are valid.
 static inline uint64_t keyed_permute(uint64_t key, uint64_t n, uint64_t i) {
     if (n <= 1) return 0;
     int half_bits = 1;
-    while ((1ull << (2 * half_bits)) < n) half_bits++;
-    uint64_t mask = (1ull << half_bits) - 1;
+    while (half_bits < 32 && (1ull << (2 * half_bits)) < n) half_bits++;
+    uint64_t mask = half_bits == 32 ? 0xFFFFFFFFull : (1ull << half_bits) - 1;
     uint64_t x = i;
     do {
         uint64_t left = x >> half_bits, right = x & mask;

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #pragma GCC diagnostic push
@@ -21,38 +20,24 @@
 
 #include "autograd/base.h"
 #include "data/exif.h"
-
-// The first bytes of a file (where JPEG puts its EXIF block: APP1 segments are at most 64 KiB).
-#define EXIF_SCAN_BYTES (128 * 1024)
+#include "data/image.h"
 
 int photo_load(const char *path, Photo *p, char *err, size_t errlen) {
     memset(p, 0, sizeof *p);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat sb;
-    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size == 0) {
-        snprintf(err, errlen, "%s: empty file (0 bytes)", path);
-        fclose(f);
-        return -1;
-    }
-    uint8_t *head = dod_malloc(EXIF_SCAN_BYTES, "image header");
-    size_t n_head = fread(head, 1, EXIF_SCAN_BYTES, f);
-    int orientation = exif_jpeg_orientation(head, n_head);
-    free(head);
-    rewind(f);
-    int is16 = stbi_is_16_bit_from_file(f);   // restores the file position
+    ImageFile file;   // read whole and checked against the caps and stb_image's known faults (data/image.h)
+    if (image_file_read(path, &file, err, errlen)) return -1;
+    const int orientation = exif_jpeg_orientation(file.bytes, file.n), is16 = file.is16;
     int w = 0, h = 0, c = 0;
-    void *pix = is16 ? (void *)stbi_load_from_file_16(f, &w, &h, &c, 0) : (void *)stbi_load_from_file(f, &w, &h, &c, 0);
-    fclose(f);
+    void *pix = is16 ? (void *)stbi_load_16_from_memory(file.bytes, (int)file.n, &w, &h, &c, 0)
+                     : (void *)stbi_load_from_memory(file.bytes, (int)file.n, &w, &h, &c, 0);
+    const int iw = file.w, ih = file.h;
+    image_file_free(&file);
     if (!pix) {
         snprintf(err, errlen, "%s: cannot decode image: %s", path, stbi_failure_reason());
         return -1;
     }
-    if (w <= 0 || h <= 0 || c < 1 || c > 4) {
-        snprintf(err, errlen, "%s: a %dx%d image with %d channels has nothing to restore", path, w, h, c);
+    if (w != iw || h != ih || w <= 0 || h <= 0 || c < 1 || c > 4) {   // not expected from stb
+        snprintf(err, errlen, "%s: header says %dx%d but decodes to %dx%d (WxH) with %d channels", path, iw, ih, w, h, c);
         stbi_image_free(pix);
         return -1;
     }

@@ -16,6 +16,7 @@
 #include "data/h5ds.h"
 #include "data/image.h"
 #include "data/pack.h"
+#include "data/sample_noise.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -175,13 +176,17 @@ static int cmd_info(int argc, char **argv) {
     printf("%s: dod dataset format %d, %d task%s, %.2f MiB on disk\n", argv[1], H5DS_FORMAT_VERSION, h5ds_n_tasks(f),
            h5ds_n_tasks(f) == 1 ? "" : "s", st.st_size / 1048576.0);
     printf("%-16s %-15s %9s %13s %13s  %s\n", "task", "lq", "samples", "min HxW", "max HxW", "noise sigmas");
+    int64_t n_problems = 0;
     for (int t = 0; t < h5ds_n_tasks(f); t++) {
         const H5dsTask *task = h5ds_task(f, t);
         int hmin = 0, wmin = 0, hmax = 0, wmax = 0;
         for (int64_t i = 0; i < task->count; i++) {
             int h, w;
-            if (h5ds_sample_size(f, t, i, &h, &w, err, sizeof err)) {
+            char value[512];
+            if (h5ds_sample_size(f, t, i, &h, &w, err, sizeof err) ||
+                h5ds_sample_attr(f, t, i, "hq_source", value, sizeof value, err, sizeof err)) {
                 fprintf(stderr, "dod-data info: %s (run dod-data verify)\n", err);
+                n_problems++;
                 continue;
             }
             if (i == 0 || h * (int64_t)w < hmin * (int64_t)wmin) hmin = h, wmin = w;
@@ -196,7 +201,8 @@ static int cmd_info(int argc, char **argv) {
                task->lq_mode == LQ_STORED ? "stored" : "gaussian_noise", task->count, mins, maxs, sig);
     }
     h5ds_close(f);
-    return 0;
+    if (n_problems) fprintf(stderr, "dod-data info: %s: %" PRId64 " damaged samples\n", argv[1], n_problems);
+    return n_problems ? 1 : 0;
 }
 
 static int cmd_verify(int argc, char **argv) {
@@ -218,13 +224,23 @@ static int cmd_verify(int argc, char **argv) {
         }
         for (int64_t i = 0; i < task->count; i++) {
             Image lq, hq;
-            if (h5ds_read_sample(f, t, i, &lq, &hq, err, sizeof err)) {
+            static const char *const provenance[] = {"hq_source", "lq_source", "synth_params"};
+            char value[512];
+            int bad = h5ds_read_sample(f, t, i, &lq, &hq, err, sizeof err);
+            if (!bad) {
+                image_free(&lq);
+                image_free(&hq);
+            }
+            for (int a = 0; !bad && a < 3; a++)
+                bad = h5ds_sample_attr(f, t, i, provenance[a], value, sizeof value, err, sizeof err);
+            double sigma;
+            uint64_t seed;
+            if (!bad) bad = h5_sample_noise(argv[1], task->name, i, &sigma, &seed, err, sizeof err) < 0;
+            if (bad) {
                 printf("BAD %s/%08" PRId64 ": %s\n", task->name, i, err);
                 n_bad++;
                 continue;
             }
-            image_free(&lq);
-            image_free(&hq);
             n_ok++;
         }
     }
@@ -278,6 +294,7 @@ static int cmd_export(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-data")) return 0;
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

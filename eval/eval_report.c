@@ -20,15 +20,17 @@ void eval_average(const EvalSetResult *res, int n_sets, EvalAverage *avg) {
         avg->images += r->scores.images;
         avg->psnr += r->scores.psnr;
         avg->ssim += r->scores.ssim;
+        avg->lpips += r->scores.lpips;
         seconds += r->scores.seconds * r->scores.images;
         sets++;
     }
     avg->psnr = sets ? avg->psnr / sets : NAN;
     avg->ssim = sets ? avg->ssim / sets : NAN;
+    avg->lpips = sets && res[0].has_lpips ? avg->lpips / sets : NAN;
     avg->seconds_per_image = avg->images ? seconds / avg->images : NAN;
 }
 
-static void describe_restore(const RestoreOptions *o, char *buf, size_t len) {
+void eval_describe_restore(const RestoreOptions *o, char *buf, size_t len) {
     char unet[120], mem[64], vae[120];
     if (o->tile) snprintf(unet, sizeof unet, "UNet whole up to %dx%d latent pixels, else in %d-pixel latent tiles overlapping "
                           "by %d (Gaussian blend)", o->tile, o->tile, o->tile, o->overlap);
@@ -50,7 +52,7 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
     int total = 0, scored = 0;
     for (int s = 0; s < n_sets; s++) total += res[s].n_images, scored += res[s].scores.images;
     char desc[160], tiles[400];
-    describe_restore(&info->restore, tiles, sizeof tiles);
+    eval_describe_restore(&info->restore, tiles, sizeof tiles);
     fprintf(f, "# dod-eval run\n\n");
     if (scored != total)
         fprintf(f, "**INCOMPLETE: %d of %d images were not scored; the numbers below cover only the scored ones.**\n\n",
@@ -76,15 +78,19 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
         if (res[s].noise_on_read)
             fprintf(f, "- note: %s adds its noise when read (not a --store-noisy set); fine for a check, not for "
                        "published numbers\n", res[s].set.label);
-    fprintf(f, "\n| set | images | PSNR | SSIM | s/image | peak RSS MiB | arena peak MiB |%s\n", same ? "" : " protocol |");
-    fprintf(f, "|---|---:|---:|---:|---:|---:|---:|%s\n", same ? "" : "---|");
+    const bool lp = n_sets && res[0].has_lpips;
+    if (lp) fprintf(f, "- LPIPS: VGG16, lpips v0.1, whole RGB image (lower is closer)\n");
+    fprintf(f, "\n| set | images | PSNR | SSIM |%s s/image | peak RSS MiB | arena peak MiB |%s\n", lp ? " LPIPS |" : "",
+            same ? "" : " protocol |");
+    fprintf(f, "|---|---:|---:|---:|%s---:|---:|---:|%s\n", lp ? "---:|" : "", same ? "" : "---|");
     for (int s = 0; s < n_sets; s++) {
         const EvalSetResult *r = &res[s];
         char count[32];
         if (r->scores.images == r->n_images) snprintf(count, sizeof count, "%d", r->n_images);
         else snprintf(count, sizeof count, "%d/%d", r->scores.images, r->n_images);
-        fprintf(f, "| %s | %s | %.4f | %.6f | %.3f | %.1f | %.1f |", r->set.label, count, r->scores.psnr, r->scores.ssim,
-                r->scores.seconds, r->peak_rss_mib, r->arena_peak_mib);
+        fprintf(f, "| %s | %s | %.4f | %.6f |", r->set.label, count, r->scores.psnr, r->scores.ssim);
+        if (lp) fprintf(f, " %.6f |", r->scores.lpips);
+        fprintf(f, " %.3f | %.1f | %.1f |", r->scores.seconds, r->peak_rss_mib, r->arena_peak_mib);
         if (!same) {
             metrics_opts_describe(&r->set.metrics, desc, sizeof desc);
             fprintf(f, " %s |", desc);
@@ -93,8 +99,9 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
     }
     EvalAverage avg;
     eval_average(res, n_sets, &avg);
-    fprintf(f, "| **average** | %d | %.4f | %.6f | %.3f | %.1f | %.1f |%s\n\n", avg.images, avg.psnr, avg.ssim,
-            avg.seconds_per_image, avg.peak_rss_mib, avg.arena_peak_mib, same ? "" : " |");
+    fprintf(f, "| **average** | %d | %.4f | %.6f |", avg.images, avg.psnr, avg.ssim);
+    if (lp) fprintf(f, " %.6f |", avg.lpips);
+    fprintf(f, " %.3f | %.1f | %.1f |%s\n\n", avg.seconds_per_image, avg.peak_rss_mib, avg.arena_peak_mib, same ? "" : " |");
     // the paper-style row
     fprintf(f, "| method |");
     for (int s = 0; s < n_sets; s++) fprintf(f, " %s |", res[s].set.label);
@@ -113,20 +120,24 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
 char *eval_report_csv(const EvalSetResult *res, int n_sets) {
     size_t cap = 512 + (size_t)(n_sets + 1) * 1024, len = 0;
     char *out = dod_malloc(cap, "csv report");
+    const bool lp = n_sets && res[0].has_lpips;
     len += snprintf(out + len, cap - len, "set,task,file,images,psnr,ssim,seconds_per_image,peak_rss_mib,arena_peak_mib,"
-                                          "profile,crop_multiple,crop_border,y_channel\n");
+                                          "profile,crop_multiple,crop_border,y_channel%s\n", lp ? ",lpips" : "");
     for (int s = 0; s < n_sets; s++) {
         const EvalSetResult *r = &res[s];
         const MetricOpts *m = &r->set.metrics;
-        len += snprintf(out + len, cap - len, "%s,%s,%s,%d,%.10g,%.10g,%.6g,%.1f,%.1f,%s,%d,%d,%d\n", r->set.label,
+        len += snprintf(out + len, cap - len, "%s,%s,%s,%d,%.10g,%.10g,%.6g,%.1f,%.1f,%s,%d,%d,%d", r->set.label,
                         r->set.task, r->set.path, r->scores.images, r->scores.psnr, r->scores.ssim, r->scores.seconds, r->peak_rss_mib,
                         r->arena_peak_mib, metrics_profile_name(m->profile), m->crop_multiple, m->crop_border,
                         m->y_channel);
+        len += lp ? snprintf(out + len, cap - len, ",%.10g\n", r->scores.lpips) : snprintf(out + len, cap - len, "\n");
     }
     EvalAverage a;
     eval_average(res, n_sets, &a);
-    snprintf(out + len, cap - len, "average,,,%d,%.10g,%.10g,%.6g,%.1f,%.1f,,,,\n", a.images, a.psnr, a.ssim,
-             a.seconds_per_image, a.peak_rss_mib, a.arena_peak_mib);
+    len += snprintf(out + len, cap - len, "average,,,%d,%.10g,%.10g,%.6g,%.1f,%.1f,,,,", a.images, a.psnr, a.ssim,
+                    a.seconds_per_image, a.peak_rss_mib, a.arena_peak_mib);
+    if (lp) snprintf(out + len, cap - len, ",%.10g\n", a.lpips);
+    else snprintf(out + len, cap - len, "\n");
     return out;
 }
 
@@ -180,6 +191,7 @@ char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int
         cJSON_AddNumberToObject(js, "images", r->scores.images);
         cJSON_AddItemToObject(js, "psnr", num(r->scores.psnr));
         cJSON_AddItemToObject(js, "ssim", num(r->scores.ssim));
+        if (r->has_lpips) cJSON_AddItemToObject(js, "lpips", num(r->scores.lpips));
         cJSON_AddItemToObject(js, "seconds_per_image", num(r->scores.seconds));
         cJSON_AddNumberToObject(js, "peak_rss_mib", r->peak_rss_mib);
         cJSON_AddNumberToObject(js, "arena_peak_mib", r->arena_peak_mib);
@@ -195,6 +207,7 @@ char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int
             cJSON_AddNumberToObject(ji, "vae_tiles", im->vae_tiles);
             cJSON_AddItemToObject(ji, "psnr", num(im->psnr));
             cJSON_AddItemToObject(ji, "ssim", num(im->ssim));
+            if (r->has_lpips) cJSON_AddItemToObject(ji, "lpips", num(im->lpips));
             cJSON_AddNumberToObject(ji, "seconds", im->seconds);
             cJSON_AddItemToArray(imgs, ji);
         }
@@ -206,6 +219,7 @@ char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int
     cJSON_AddNumberToObject(ja, "images", a.images);
     cJSON_AddItemToObject(ja, "psnr", num(a.psnr));
     cJSON_AddItemToObject(ja, "ssim", num(a.ssim));
+    if (n_sets && res[0].has_lpips) cJSON_AddItemToObject(ja, "lpips", num(a.lpips));
     cJSON_AddItemToObject(ja, "seconds_per_image", num(a.seconds_per_image));
     cJSON_AddNumberToObject(ja, "peak_rss_mib", a.peak_rss_mib);
     cJSON_AddNumberToObject(ja, "arena_peak_mib", a.arena_peak_mib);

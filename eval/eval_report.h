@@ -24,14 +24,18 @@ typedef struct {
 typedef struct {
     int images;                // scored, over all sets
     double psnr, ssim;         // mean of the set means
+    double lpips;              // likewise (NAN unless the sets were scored with LPIPS)
     double seconds_per_image;
     double peak_rss_mib, arena_peak_mib;
 } EvalAverage;
 
 void eval_average(const EvalSetResult *res, int n_sets, EvalAverage *avg);
+// How images are restored under o (UNet and VAE tiling), one phrase (=), as the reports print it.
+void eval_describe_restore(const RestoreOptions *o, char *buf, size_t len);
 // The Markdown report: header, per-set table with the average row, then the paper-style one-row
 // table (PSNR/SSIM per set). When some image was not scored the header says INCOMPLETE and the
-// image column reads scored/total.
+// image column reads scored/total. Sets scored with LPIPS get an LPIPS column in every report (per set
+// and average; per image in the JSON).
 void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResult *res, int n_sets);
 // Heap strings (=), caller frees.
 char *eval_report_csv(const EvalSetResult *res, int n_sets);

@@ -2,10 +2,17 @@
 #include "eval/eval_run.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 const char *const eval_problem_names[EVAL_N_PROBLEMS] = {"scored", "unreadable", "size mismatch", "model error",
                                                           "metric error", "save error"};
+
+void eval_set_dir_name(const char *label, char *buf, size_t len) {
+    snprintf(buf, len, "%s", label);
+    for (char *c = buf; *c; c++)
+        if (*c == ' ' || *c == '/') *c = '_';   // a label is a column title; keep paths plain
+}
 
 void eval_scores_add(EvalScores *s, const EvalImage *im) {
     s->images++;
@@ -13,6 +20,7 @@ void eval_scores_add(EvalScores *s, const EvalImage *im) {
     s->ssim += im->ssim;
     s->psnr_input += im->psnr_input;
     s->ssim_input += im->ssim_input;
+    s->lpips += im->lpips;
     s->seconds += im->seconds;
 }
 
@@ -22,6 +30,7 @@ void eval_scores_finish(EvalScores *s) {
     s->ssim /= n;
     s->psnr_input /= n;
     s->ssim_input /= n;
+    s->lpips /= n;
     s->seconds /= n;
 }
 
@@ -33,12 +42,12 @@ void eval_images_free(EvalImages *k) {
 
 #ifdef DOD_HAVE_HDF5
 #include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "autograd/cuda/cuda_backend.h"
 #include "data/sample_noise.h"
 #include "eval/grid.h"
+#include "eval/lpips_metric.h"
 
 // Formats into buf (=); vsnprintf, since a truncated message is still a useful message.
 static void fmt_into(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -100,7 +109,12 @@ int eval_prepare(const EvalSet *sets, int n_sets, int max_images, EvalSetResult 
             double sigma;
             uint64_t seed;
             int has = h5_sample_noise(es->path, es->task, i, &sigma, &seed, why, sizeof why);
-            if (has < 0) continue;   // a missing sample: counted as unreadable when the run reaches it
+            if (has == -1) continue;   // a missing sample: counted as unreadable when the run reaches it
+            if (has < 0) {
+                fmt_into(line, sizeof line, "%s: %s", es->label, why);
+                add_line(err, errlen, &bad, line);
+                break;
+            }
             if (!has || fabs(sigma - es->sigma) > 1e-9) {
                 if (!has) fmt_into(line, sizeof line, "%s: %s: task %s sample %08d has no stored noise (pack the set with "
                                    "--store-noisy --sigma %g)", es->label, es->path, es->task, i, es->sigma);
@@ -140,12 +154,18 @@ static void progress_draw(Progress *p, const char *label, bool force) {
 
 // The output stem of sample i: its ground truth's source stem; else its LQ's; else the index.
 // A stem already used in this set falls back the same way, then gets the index appended.
-static void sample_name(H5ds *f, int t, int64_t i, const EvalImage *prev, int n_prev, char *name, size_t len) {
+// 0, or -1 with a message naming the file and sample when an attribute is malformed.
+static int sample_name(H5ds *f, int t, int64_t i, const EvalImage *prev, int n_prev, char *name, size_t len,
+                       char *err, size_t errlen) {
     const char *attrs[] = {"hq_source", "lq_source"};
     char buf[512];
     name[0] = 0;
     for (int a = 0; a < 2 && !name[0]; a++) {
-        if (h5ds_sample_attr(f, t, i, attrs[a], buf, sizeof buf) || !buf[0]) continue;
+        if (h5ds_sample_attr(f, t, i, attrs[a], buf, sizeof buf, err, errlen)) {
+            snprintf(name, len, "%08lld", (long long)i);
+            return -1;
+        }
+        if (!buf[0]) continue;
         char *slash = strrchr(buf, '/'), *stem = slash ? slash + 1 : buf, *dot = strrchr(stem, '.');
         if (dot && dot != stem) *dot = 0;
         bool dup = false;
@@ -160,11 +180,12 @@ static void sample_name(H5ds *f, int t, int64_t i, const EvalImage *prev, int n_
             fmt_into(name, len, "%s", tmp);
             break;
         }
+    return 0;
 }
 
 void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage *im, EvalImages *keep) {
     if (keep) memset(keep, 0, sizeof *keep);
-    im->psnr_input = im->ssim_input = NAN;
+    im->psnr_input = im->ssim_input = im->lpips = NAN;
     Image lq = {0}, hq = {0};
     char why[EVAL_ERR_LEN];
     const H5dsTask *task = h5ds_task(f, t);
@@ -201,6 +222,7 @@ void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage 
         restore_output_to_unit(out, n, out);
         restore_image_to_unit(&hq, gt);
         rc = metrics_pair_f32(out, gt, hq.h, hq.w, 3, METRIC_CHW, &o->metrics, &im->psnr, &im->ssim, why, sizeof why);
+        if (!rc && o->lpips) rc = lpips_metric_f32(o->lpips, out, gt, hq.h, hq.w, METRIC_CHW, &im->lpips, why, sizeof why);
         if (!rc && o->score_input) {   // the degraded input, scored the same way
             float *in = dod_malloc(sizeof(float) * n, "degraded input");
             restore_image_to_unit(&lq, in);
@@ -229,7 +251,7 @@ void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage 
 static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, EvalImage *im, const char *set_dir,
                      EvalImages *keep) {
     const EvalSet *es = &r->set;
-    EvalImageOptions io = {.model = o->model, .restore = o->restore, .metrics = es->metrics};
+    EvalImageOptions io = {.model = o->model, .restore = o->restore, .metrics = es->metrics, .lpips = o->lpips};
     EvalImages imgs;
     eval_image(&io, f, t, im->index, im, set_dir ? &imgs : NULL);
     char why[EVAL_ERR_LEN];
@@ -272,9 +294,9 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         }
         char set_dir[4300] = "";
         if (o->save_dir) {
-            snprintf(set_dir, sizeof set_dir, "%s/%s", o->save_dir, es->label);
-            for (char *c = set_dir + strlen(o->save_dir) + 1; *c; c++)
-                if (*c == ' ' || *c == '/') *c = '_';   // a label is a column title; keep paths plain
+            char name[sizeof es->label];
+            eval_set_dir_name(es->label, name, sizeof name);
+            snprintf(set_dir, sizeof set_dir, "%s/%s", o->save_dir, name);
             const char *sub[3] = {"restored", "input", "gt"};
             char d[4400];
             for (int k = 0; k < (o->save_inputs ? 3 : 1); k++) {
@@ -291,8 +313,13 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         for (int i = 0; i < r->n_images; i++) {
             EvalImage *im = &r->images[i];
             im->index = i;
-            sample_name(f, t, i, r->images, i, im->name, sizeof im->name);
-            eval_one(o, f, t, r, im, o->save_dir ? set_dir : NULL, i < n_rows ? &rows[i] : NULL);
+            char why[EVAL_ERR_LEN];
+            if (sample_name(f, t, i, r->images, i, im->name, sizeof im->name, why, sizeof why)) {
+                im->status = EVAL_UNREADABLE;
+                fmt_into(im->err, sizeof im->err, "%s (%s): %s", es->label, im->name, why);
+            } else {
+                eval_one(o, f, t, r, im, o->save_dir ? set_dir : NULL, i < n_rows ? &rows[i] : NULL);
+            }
             r->problems[im->status]++;
             if (im->status == EVAL_OK) eval_scores_add(&r->scores, im);
             pg.done++;
@@ -300,6 +327,7 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         }
         h5ds_close(f);
         eval_scores_finish(&r->scores);
+        r->has_lpips = o->lpips != NULL;
         r->peak_rss_mib = dod_peak_rss_mib();
         double arena_bytes = (double)arena_peak();
         if (o->model->device == DEV_CUDA) arena_bytes += (double)dod_cuda_mem_stats().arena_peak_bytes;

@@ -17,6 +17,7 @@
 #include "data/h5ds.h"
 #include "eval/metrics.h"
 #include "eval/restore.h"
+#include "layers/lpips.h"
 #include "layers/model.h"
 
 #define EVAL_ERR_LEN 1024
@@ -47,6 +48,7 @@ typedef struct {
     int vae_tiles;       // the VAE's tiles (1: whole)
     double psnr, ssim, seconds;   // seconds: the model's restore time alone
     double psnr_input, ssim_input;   // the degraded input vs the ground truth (EvalImageOptions.score_input)
+    double lpips;                    // LPIPS(output, ground truth) with EvalImageOptions.lpips, else NaN
     int status;          // EvalProblem
     char err[EVAL_ERR_LEN];
 } EvalImage;
@@ -57,6 +59,7 @@ typedef struct {
     RestoreOptions restore;
     MetricOpts metrics;
     bool score_input;           // also score the degraded input against the ground truth
+    Lpips *lpips;               // non-NULL: also score LPIPS (eval/lpips_metric.h; weights on the model's device)
 } EvalImageOptions;
 
 // What eval_image keeps of a scored image (grids, PNGs): the input, the restored output quantised
@@ -67,7 +70,7 @@ typedef struct {
 void eval_images_free(EvalImages *k);
 
 // Restores sample i of task t of f with o->model and scores it: writes (=) im's w, h, tiles, psnr,
-// ssim, seconds (psnr_input, ssim_input with o->score_input; NaN otherwise) and status, with the
+// ssim, seconds (psnr_input, ssim_input with o->score_input, lpips with o->lpips; NaN otherwise) and status, with the
 // bare reason in im->err when it is not EVAL_OK (callers add what names the image). keep (may be
 // NULL) receives (=) the images when the image was scored, else zeroed images.
 void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage *im, EvalImages *keep);
@@ -77,6 +80,7 @@ typedef struct {
     int images;                     // scored
     double psnr, ssim;              // means over them (sums until eval_scores_finish)
     double psnr_input, ssim_input;  // the same of the degraded inputs (when scored)
+    double lpips;                   // the same of LPIPS (when scored)
     double seconds;                 // the model's restore time per image
 } EvalScores;
 // Adds (+=) a scored image's numbers.
@@ -93,6 +97,7 @@ typedef struct {
     EvalImage *images;
     int problems[EVAL_N_PROBLEMS];
     EvalScores scores;   // over the scored images
+    bool has_lpips;      // scored with LPIPS too (EvalRunOptions.lpips)
     double peak_rss_mib, arena_peak_mib;   // process high-water marks read after this set (arena: the
                                            // host arena, plus the device arena for a model on CUDA)
 } EvalSetResult;
@@ -104,6 +109,7 @@ typedef struct {
     bool save_inputs;       // also DIR/<label>/input/ and DIR/<label>/gt/
     int grid_rows;          // images in each set's grid (the first ones)
     int progress;           // 0 off, 1 redraw a line on a terminal, 2 one line per update (not a terminal)
+    Lpips *lpips;           // non-NULL: also score LPIPS (eval/lpips_metric.h; weights on model_device)
 } EvalRunOptions;
 
 // Opens and checks every set; fills res[i] (=; set, n_images, n_in_file, noise_on_read). max_images
@@ -114,6 +120,8 @@ int eval_prepare(const EvalSet *sets, int n_sets, int max_images, EvalSetResult 
 // cannot be made).
 int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err, size_t errlen);
 void eval_results_free(EvalSetResult *res, int n_sets);
+// The folder of a set under EvalRunOptions.save_dir (=): its label with ' ' and '/' made '_'.
+void eval_set_dir_name(const char *label, char *buf, size_t len);
 
 // The sets of `--data FILE`: every task of the file (or those named in the comma-separated
 // only_tasks, in that order), labelled by task name, scored with mo. Writes (=) *sets (heap,

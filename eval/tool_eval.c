@@ -11,14 +11,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/base.h"
 #include "autograd/tensor.h"
 #include "data/pairing.h"
 #include "eval/bench.h"
 #include "eval/eval_report.h"
 #include "eval/eval_run.h"
+#include "eval/lpips_metric.h"
 #include "eval/metrics.h"
+#include "eval/report_html.h"
 #include "layers/adapter.h"
 #include "layers/config_model.h"
 #include "layers/model.h"
@@ -50,7 +54,7 @@ typedef struct {
     char stem[512];
     char pred[1024], gt[1024];   // full paths; empty when that side is missing
     int status;                  // 0 scored, else a Problem
-    double psnr, ssim;
+    double psnr, ssim, lpips;    // lpips: NAN unless --lpips-vgg / --lpips-lin
     char err[2600];
 } PairResult;
 
@@ -77,6 +81,10 @@ static void metrics_usage(FILE *f) {
             "                       crop_img(base=16) does (481x321 -> 480x320); 0 = off (default)\n"
             "  --json FILE          write the per-image numbers and the means as JSON\n"
             "  --csv FILE           write name,psnr,ssim rows as CSV\n"
+            "  --lpips-vgg FILE     with --lpips-lin: add an LPIPS column (VGG16, lpips v0.1; lower is\n"
+            "  --lpips-lin FILE     closer): torchvision's vgg16-397923af.pth and the lpips package's\n"
+            "                       weights/v0.1/vgg.pth (PyTorch or safetensors files); whole RGB image\n"
+            "                       after --crop-multiple, x / 127.5 - 1 as lpips.im2tensor\n"
             "\n"
             "Reports are written (temp file + rename) only when every pair was scored. PSNR of identical\n"
             "images is inf (\"inf\" in JSON). Exit status: 0 all scored, 1 some pair failed, 2 usage.\n");
@@ -178,7 +186,7 @@ static cJSON *json_number_or_inf(double v) {
 }
 
 static char *report_json(const PairResult *res, int n, const MetricOpts *o, const char *pred_dir,
-                         const char *gt_dir, double mean_psnr, double mean_ssim, int scored) {
+                         const char *gt_dir, double mean_psnr, double mean_ssim, double mean_lpips, int scored) {
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "tool", "dod-eval metrics");
     cJSON_AddStringToObject(doc, "profile", metrics_profile_name(o->profile));
@@ -190,6 +198,7 @@ static char *report_json(const PairResult *res, int n, const MetricOpts *o, cons
     cJSON_AddNumberToObject(doc, "count", scored);
     cJSON_AddItemToObject(doc, "mean_psnr", json_number_or_inf(mean_psnr));
     cJSON_AddItemToObject(doc, "mean_ssim", json_number_or_inf(mean_ssim));
+    if (!isnan(mean_lpips)) cJSON_AddNumberToObject(doc, "mean_lpips", mean_lpips);
     cJSON *images = cJSON_AddArrayToObject(doc, "images");
     for (int i = 0; i < n; i++) {
         cJSON *it = cJSON_CreateObject();
@@ -198,28 +207,54 @@ static char *report_json(const PairResult *res, int n, const MetricOpts *o, cons
         cJSON_AddStringToObject(it, "gt", res[i].gt);
         cJSON_AddItemToObject(it, "psnr", json_number_or_inf(res[i].psnr));
         cJSON_AddItemToObject(it, "ssim", json_number_or_inf(res[i].ssim));
+        if (!isnan(mean_lpips)) cJSON_AddNumberToObject(it, "lpips", res[i].lpips);
         cJSON_AddItemToArray(images, it);
     }
     return eval_json_text(doc);
 }
 
-static char *report_csv(const PairResult *res, int n) {
-    size_t cap = 64 + (size_t)n * 600, len = 0;
+static char *report_csv(const PairResult *res, int n, bool with_lpips) {
+    size_t cap = 64 + (size_t)n * 640, len = 0;
     char *out = dod_malloc(cap, "csv report");
-    len += snprintf(out + len, cap - len, "name,psnr,ssim\n");
-    for (int i = 0; i < n; i++)
-        len += snprintf(out + len, cap - len, "%s,%.10g,%.10g\n", res[i].stem, res[i].psnr, res[i].ssim);
+    len += snprintf(out + len, cap - len, "name,psnr,ssim%s\n", with_lpips ? ",lpips" : "");
+    for (int i = 0; i < n; i++) {
+        len += snprintf(out + len, cap - len, "%s,%.10g,%.10g", res[i].stem, res[i].psnr, res[i].ssim);
+        len += with_lpips ? snprintf(out + len, cap - len, ",%.10g\n", res[i].lpips) : snprintf(out + len, cap - len, "\n");
+    }
     return out;
 }
 
+// Both LPIPS files or neither (usage error otherwise); with both, the network (f32 weights) on device
+// (=, NULL with the loader's message printed: exit 1). *status: 2 usage, 1 load failure, 0 fine.
+static Lpips *lpips_from_flags(const char *tool, const char *vgg, const char *lin, Device device, int *status) {
+    *status = 0;
+    if (!vgg && !lin) return NULL;
+    if (!vgg || !lin) {
+        fprintf(stderr, "%s: --lpips-vgg and --lpips-lin go together (torchvision's vgg16-397923af.pth and the lpips "
+                        "package's weights/v0.1/vgg.pth)\n", tool);
+        *status = 2;
+        return NULL;
+    }
+    char err[1024];
+    Lpips *m = lpips_load(vgg, lin, DT_F32, err, sizeof err);
+    if (!m) {
+        fprintf(stderr, "%s: %s\n", tool, err);
+        *status = 1;
+        return NULL;
+    }
+    lpips_to_device(m, device);
+    return m;
+}
+
 static int cmd_metrics(int argc, char **argv) {
-    const char *pred_dir = NULL, *gt_dir = NULL, *json_path = NULL, *csv_path = NULL;
+    const char *pred_dir = NULL, *gt_dir = NULL, *json_path = NULL, *csv_path = NULL, *lpips_vgg = NULL, *lpips_lin = NULL;
     MetricOpts o = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
     static const struct option longopts[] = {
         {"pred", required_argument, 0, 'p'},          {"gt", required_argument, 0, 'g'},
         {"profile", required_argument, 0, 'P'},       {"y-channel", no_argument, 0, 'y'},
         {"crop-border", required_argument, 0, 'b'},   {"crop-multiple", required_argument, 0, 'm'},
         {"json", required_argument, 0, 'j'},          {"csv", required_argument, 0, 'c'},
+        {"lpips-vgg", required_argument, 0, 'V'},     {"lpips-lin", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},                {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -230,6 +265,8 @@ static int cmd_metrics(int argc, char **argv) {
         case 'g': gt_dir = optarg; break;
         case 'j': json_path = optarg; break;
         case 'c': csv_path = optarg; break;
+        case 'V': lpips_vgg = optarg; break;
+        case 'L': lpips_lin = optarg; break;
         case 'y': o.y_channel = true; break;
         case 'P':
             if (metrics_profile_parse(optarg, &o.profile)) {
@@ -274,16 +311,17 @@ static int cmd_metrics(int argc, char **argv) {
         return 2;
     }
 
+    int lpips_status;
+    Lpips *lpips = lpips_from_flags("dod-eval metrics", lpips_vgg, lpips_lin, DEV_CPU, &lpips_status);
+    if (lpips_status) return lpips_status;
     char err[8192];
     int n = 0;
     PairResult *res = match_dirs(pred_dir, gt_dir, &n, err, sizeof err);
-    if (!res) {
-        fprintf(stderr, "dod-eval metrics: %s\n", err);
-        return 1;
-    }
-    if (n == 0) {
-        fprintf(stderr, "dod-eval metrics: no images (.png .jpg .jpeg .bmp) in %s or %s\n", pred_dir, gt_dir);
+    if (!res || n == 0) {
+        if (!res) fprintf(stderr, "dod-eval metrics: %s\n", err);
+        else fprintf(stderr, "dod-eval metrics: no images (.png .jpg .jpeg .bmp) in %s or %s\n", pred_dir, gt_dir);
         free(res);
+        lpips_free(lpips);
         return 1;
     }
 
@@ -303,6 +341,30 @@ static int cmd_metrics(int argc, char **argv) {
         }
     }
     if (progress) fprintf(stderr, "\r%40s\r", "");
+    for (int i = 0; i < n; i++) res[i].lpips = NAN;
+    for (int i = 0; lpips && i < n; i++) {   // the network runs its own threads: one pair at a time
+        if (res[i].status != P_OK) continue;
+        Image pred, gt;
+        char why[512];
+        if (image_load(res[i].pred, &pred, res[i].err, sizeof res[i].err)) {
+            res[i].status = P_UNREADABLE;
+            continue;
+        }
+        if (image_load(res[i].gt, &gt, res[i].err, sizeof res[i].err)) {
+            res[i].status = P_UNREADABLE;
+            image_free(&pred);
+            continue;
+        }
+        if (lpips_metric_images(lpips, &pred, &gt, o.crop_multiple, &res[i].lpips, why, sizeof why)) {
+            res[i].status = P_OTHER;
+            snprintf(res[i].err, sizeof res[i].err, "%s vs %s: %s", res[i].pred, res[i].gt, why);
+        }
+        image_free(&pred);
+        image_free(&gt);
+        if (progress) fprintf(stderr, "\rdod-eval metrics: LPIPS %d/%d", i + 1, n);
+    }
+    if (progress && lpips) fprintf(stderr, "\r%40s\r", "");
+    lpips_free(lpips);
 
     int counts[P_COUNT] = {0};
     int name_w = 9;
@@ -312,18 +374,26 @@ static int cmd_metrics(int argc, char **argv) {
     }
     char desc[160];
     metrics_opts_describe(&o, desc, sizeof desc);
-    printf("%-*s %9s %9s\n", name_w, "name", "PSNR", "SSIM");
-    double sum_psnr = 0, sum_ssim = 0;
+    const bool with_lpips = lpips_vgg != NULL;
+    printf("%-*s %9s %9s%s\n", name_w, "name", "PSNR", "SSIM", with_lpips ? "     LPIPS" : "");
+    double sum_psnr = 0, sum_ssim = 0, sum_lpips = 0;
     for (int i = 0; i < n; i++) {
         if (res[i].status != P_OK) continue;
-        printf("%-*s %9.4f %9.6f\n", name_w, res[i].stem, res[i].psnr, res[i].ssim);
+        printf("%-*s %9.4f %9.6f", name_w, res[i].stem, res[i].psnr, res[i].ssim);
+        if (with_lpips) printf(" %9.6f", res[i].lpips);
+        printf("\n");
         sum_psnr += res[i].psnr;
         sum_ssim += res[i].ssim;
+        sum_lpips += res[i].lpips;
     }
     const int scored = counts[P_OK];
     const double mean_psnr = scored ? sum_psnr / scored : NAN, mean_ssim = scored ? sum_ssim / scored : NAN;
-    if (scored) printf("%-*s %9.4f %9.6f   (%d image%s; %s)\n", name_w, "average", mean_psnr, mean_ssim, scored,
-                        scored == 1 ? "" : "s", desc);
+    const double mean_lpips = scored && with_lpips ? sum_lpips / scored : NAN;
+    if (scored) {
+        printf("%-*s %9.4f %9.6f", name_w, "average", mean_psnr, mean_ssim);
+        if (with_lpips) printf(" %9.6f", mean_lpips);
+        printf("   (%d image%s; %s%s)\n", scored, scored == 1 ? "" : "s", desc, with_lpips ? "; LPIPS VGG v0.1" : "");
+    }
 
     int rc = 0;
     if (scored != n) {
@@ -341,7 +411,7 @@ static int cmd_metrics(int argc, char **argv) {
         rc = 1;
     } else {
         if (json_path) {
-            char *text = report_json(res, n, &o, pred_dir, gt_dir, mean_psnr, mean_ssim, scored);
+            char *text = report_json(res, n, &o, pred_dir, gt_dir, mean_psnr, mean_ssim, mean_lpips, scored);
             if (fs_write_text_atomic(json_path, text, err, sizeof err)) {
                 fprintf(stderr, "dod-eval metrics: %s\n", err);
                 rc = 1;
@@ -349,7 +419,7 @@ static int cmd_metrics(int argc, char **argv) {
             free(text);
         }
         if (csv_path) {
-            char *text = report_csv(res, n);
+            char *text = report_csv(res, n, with_lpips);
             if (fs_write_text_atomic(csv_path, text, err, sizeof err)) {
                 fprintf(stderr, "dod-eval metrics: %s\n", err);
                 rc = 1;
@@ -377,7 +447,8 @@ static void run_usage(FILE *f) {
             "  --config FILE         the training configuration (the run dir's config.ini will do); only the\n"
             "                        model's keys are read ([model] [lora] [modulation] [stage], [checkpoint] dir)\n"
             "  --set S.K=V           override one of them (repeatable), e.g. --set model.base=DIR\n"
-            "  --checkpoint CKPT     checkpoint file, or a run dir (its latest checkpoint)\n"
+            "  --checkpoint CKPT     checkpoint file, or a run dir (its latest checkpoint; the prompts are\n"
+            "                        read from its " MODEL_PROMPT_CACHE " when they and the base are unchanged)\n"
             "  --adapter FILE        an adapter (dod-export) instead of --config/--checkpoint ...\n"
             "  --base SD_DIR         ... on this base model (refused when it is not the one it was made for)\n"
             "  --device cpu|cuda     with --adapter: where to run (default cpu; cuda: bf16 weights, mixed precision)\n"
@@ -403,10 +474,16 @@ static void run_usage(FILE *f) {
             "  --grid-rows N         images in each grid (default 4)\n"
             "  --csv FILE            per-set rows and the average as CSV\n"
             "  --json FILE           everything, per image too, as JSON\n"
+            "  --html DIR            a report page DIR/index.html with the images it shows (degraded, restored,\n"
+            "                        ground truth; sortable tables, a comparison slider); not with --save-images\n"
+            "  --lpips-vgg FILE      with --lpips-lin: score LPIPS too (VGG16, lpips v0.1; an LPIPS column in\n"
+            "  --lpips-lin FILE      every report): torchvision's vgg16-397923af.pth and the lpips package's\n"
+            "                        weights/v0.1/vgg.pth (PyTorch or safetensors files)\n"
             "  --progress            progress bar with ETA on stderr even when it is not a terminal\n"
             "  --no-progress         no progress bar\n"
             "\n"
-            "Reports (--csv, --json) are written (temp file + rename) only when every image was scored.\n"
+            "Reports (--csv, --json, --html) are written (temp file or folder + rename) only when every image was\n"
+            "scored.\n"
             "Exit status: 0 all scored, 1 an error or some image not scored (each named on stderr), 2 usage.\n");
 }
 
@@ -415,7 +492,9 @@ static int cmd_run(int argc, char **argv) {
     const char *config_path = NULL, *ckpt = NULL, *data = NULL, *bench_path = NULL, *data_dir = ".";
     const char *adapter = NULL, *base = NULL;
     Device device = DEV_CPU;
-    const char *only_tasks = NULL, *save_dir = NULL, *csv_path = NULL, *json_path = NULL;
+    const char *only_tasks = NULL, *save_dir = NULL, *csv_path = NULL, *json_path = NULL, *html_dir = NULL,
+               *lpips_vgg = NULL, *lpips_lin = NULL;
+    char html_tmp[4300] = "";   // --html: the staging folder the run saves into
     const char **sets_kv = dod_calloc(sizeof(char *) * (size_t)argc, "--set list");
     int n_kv = 0, max_images = 0, grid_rows = 4, progress = isatty(STDERR_FILENO) ? 1 : 0, save_inputs = 0;
     MetricOpts cli = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
@@ -423,7 +502,8 @@ static int cmd_run(int argc, char **argv) {
     bool set_profile = false, set_crop_multiple = false, set_crop_border = false, set_y = false;
     RestoreOptions ro = restore_options_default();
     enum { O_SET = 256, O_TASKS, O_DATA_DIR, O_SAVE_INPUTS, O_GRID_ROWS, O_PROGRESS, O_NO_PROGRESS, O_TILE,
-           O_TILE_OVERLAP, O_MAX_IMAGES, O_ADAPTER, O_BASE, O_DEVICE, O_MAX_MEMORY, O_VAE_TILE, O_VAE_OVERLAP, O_MERGE };
+           O_TILE_OVERLAP, O_MAX_IMAGES, O_ADAPTER, O_BASE, O_DEVICE, O_MAX_MEMORY, O_VAE_TILE, O_VAE_OVERLAP, O_MERGE,
+           O_HTML, O_LPIPS_VGG, O_LPIPS_LIN };
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'C'},        {"checkpoint", required_argument, 0, 'k'},
         {"data", required_argument, 0, 'd'},          {"bench", required_argument, 0, 'B'},
@@ -434,12 +514,14 @@ static int cmd_run(int argc, char **argv) {
         {"tile", required_argument, 0, O_TILE},       {"tile-overlap", required_argument, 0, O_TILE_OVERLAP},
         {"save-images", required_argument, 0, 's'},   {"save-inputs", no_argument, 0, O_SAVE_INPUTS},
         {"grid-rows", required_argument, 0, O_GRID_ROWS}, {"csv", required_argument, 0, 'c'},
-        {"json", required_argument, 0, 'j'},          {"progress", no_argument, 0, O_PROGRESS},
+        {"json", required_argument, 0, 'j'},          {"html", required_argument, 0, O_HTML},
+        {"progress", no_argument, 0, O_PROGRESS},
         {"no-progress", no_argument, 0, O_NO_PROGRESS}, {"help", no_argument, 0, 'h'},
         {"adapter", required_argument, 0, O_ADAPTER}, {"base", required_argument, 0, O_BASE},
         {"device", required_argument, 0, O_DEVICE},   {"max-memory", required_argument, 0, O_MAX_MEMORY},
         {"vae-tile", required_argument, 0, O_VAE_TILE}, {"vae-overlap", required_argument, 0, O_VAE_OVERLAP},
         {"merge", required_argument, 0, O_MERGE},
+        {"lpips-vgg", required_argument, 0, O_LPIPS_VGG}, {"lpips-lin", required_argument, 0, O_LPIPS_LIN},
         {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -459,6 +541,7 @@ static int cmd_run(int argc, char **argv) {
         case O_SAVE_INPUTS: save_inputs = 1; break;
         case 'c': csv_path = optarg; break;
         case 'j': json_path = optarg; break;
+        case O_HTML: html_dir = optarg; break;
         case O_PROGRESS: progress = isatty(STDERR_FILENO) ? 1 : 2; break;
         case O_NO_PROGRESS: progress = 0; break;
         case O_ADAPTER: adapter = optarg; break;
@@ -489,6 +572,8 @@ static int cmd_run(int argc, char **argv) {
             }
             break;
         }
+        case O_LPIPS_VGG: lpips_vgg = optarg; break;
+        case O_LPIPS_LIN: lpips_lin = optarg; break;
         case 'y': cli.y_channel = set_y = true; break;
         case 'P':
             if (metrics_profile_parse(optarg, &cli.profile)) {
@@ -546,6 +631,10 @@ static int cmd_run(int argc, char **argv) {
         fprintf(stderr, "dod-eval run: one of --data / --bench is required (--help)\n");
         goto done;
     }
+    if (html_dir && save_dir) {
+        fprintf(stderr, "dod-eval run: --html DIR saves the images it shows under DIR; give --html or --save-images\n");
+        goto done;
+    }
     if (only_tasks && bench_path) {
         fprintf(stderr, "dod-eval run: --tasks selects tasks of --data; a benchmark lists its own\n");
         goto done;
@@ -557,6 +646,11 @@ static int cmd_run(int argc, char **argv) {
     }
     if (cli.y_channel && cli.profile != METRIC_PROFILE_BASICSR && (set_profile || !bench_path)) {
         fprintf(stderr, "dod-eval run: --y-channel needs --profile basicsr (the promptir protocol scores RGB)\n");
+        goto done;
+    }
+    if (!lpips_vgg != !lpips_lin) {
+        int st;
+        lpips_from_flags("dod-eval run", lpips_vgg, lpips_lin, DEV_CPU, &st);   // says what is missing
         goto done;
     }
     rc = 1;
@@ -626,7 +720,13 @@ static int cmd_run(int argc, char **argv) {
         goto free_sets;
     }
 
-    // the model: a configuration and a checkpoint, or an adapter on its base
+    if (html_dir && report_html_begin(html_dir, html_tmp, sizeof html_tmp, err, sizeof err)) {
+        fprintf(stderr, "dod-eval run: %s\n", err);
+        goto free_sets;
+    }
+
+    // the model: a configuration and a checkpoint (a run dir's cache of the encoded prompts serves when it
+    // matches: layers/sd_prompt.h), or an adapter on its base (the adapter carries the prompts)
     Model *model;
     char ckpt_file[4200];
     CheckpointInfo info = {0};
@@ -637,6 +737,9 @@ static int cmd_run(int argc, char **argv) {
         info.step = ai.step;
         mo.stage = ai.stage;
     } else {
+        struct stat ckpt_st;
+        if (stat(ckpt, &ckpt_st) == 0 && S_ISDIR(ckpt_st.st_mode))
+            snprintf(mo.prompt_cache, sizeof mo.prompt_cache, "%s/" MODEL_PROMPT_CACHE, ckpt);
         model = model_load(&mo, NULL, err, sizeof err);
         if (model && model_load_checkpoint(model, &mo, src.file, ckpt, ckpt_file, sizeof ckpt_file, &info, err, sizeof err)) {
             model_free(model);
@@ -647,8 +750,16 @@ static int cmd_run(int argc, char **argv) {
         fprintf(stderr, "dod-eval run: %s\n", err);
         goto free_sets;
     }
-    EvalRunOptions ero = {.model = model, .restore = ro, .save_dir = save_dir, .save_inputs = save_inputs,
-                          .grid_rows = grid_rows, .progress = progress};
+    int lpips_status;
+    Lpips *lpips = lpips_from_flags("dod-eval run", lpips_vgg, lpips_lin, model->device, &lpips_status);
+    if (lpips_status) {
+        checkpoint_info_free(&info);
+        model_free(model);
+        goto free_sets;
+    }
+    EvalRunOptions ero = {.model = model, .restore = ro, .save_dir = html_dir ? html_tmp : save_dir,
+                          .save_inputs = html_dir || save_inputs, .grid_rows = grid_rows, .progress = progress,
+                          .lpips = lpips};
     int not_scored = eval_run(&ero, res, n_sets, err, sizeof err);
     EvalReportInfo ri = {.config_path = adapter ? NULL : config_path, .checkpoint_path = ckpt_file,
                          .model_kind = model->kind, .stage = (int)mo.stage, .step = (long long)info.step,
@@ -673,7 +784,7 @@ static int cmd_run(int argc, char **argv) {
                     fprintf(stderr, "%s%d %s", first ? "" : ", ", counts[p], eval_problem_names[p]);
                     first = 0;
                 }
-            fprintf(stderr, ")%s\n", json_path || csv_path ? "; no CSV/JSON report was written" : "");
+            fprintf(stderr, ")%s\n", json_path || csv_path || html_dir ? "; no CSV/JSON/HTML report was written" : "");
         } else {
             rc = 0;
             if (csv_path) {
@@ -686,11 +797,20 @@ static int cmd_run(int argc, char **argv) {
                 if (fs_write_text_atomic(json_path, text, err, sizeof err)) fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
                 free(text);
             }
+            if (html_dir) {
+                if (report_html_write(html_tmp, &ri, res, n_sets, err, sizeof err) ||
+                    report_html_publish(html_tmp, html_dir, err, sizeof err))
+                    fprintf(stderr, "dod-eval run: %s\n", err), rc = 1;
+                else
+                    fprintf(stderr, "dod-eval run: HTML report %s/index.html\n", html_dir), html_tmp[0] = 0;
+            }
         }
     }
     checkpoint_info_free(&info);
     model_free(model);
+    lpips_free(lpips);
 free_sets:
+    if (html_tmp[0]) report_html_discard(html_tmp);   // not published: an incomplete run or an error
     eval_results_free(res, n_sets);
     free(res);
     free(sets);
@@ -726,6 +846,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-eval")) return 0;
     if (argc < 2) {
         usage(stderr);
         return 2;

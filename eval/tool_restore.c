@@ -138,6 +138,7 @@ static int estimate_only(const char *base, const char *adapter, Device device, c
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-restore")) return 0;
     const char *base = NULL, *adapter = NULL, *in = NULL, *out_dir = NULL;
     Device device = DEV_CPU;
     RestoreOptions ro = restore_options_default();

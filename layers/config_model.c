@@ -17,14 +17,19 @@ static const CfgField FIELDS[] = {
     {"model", "base", CFG_STRING, "", 0, 0, NULL, OFF(base), false,
      "diffusers SD 2.1-base directory (unet/, vae/, scheduler/); required for kind = dod", NULL},
     {"model", "prompt_embedding", CFG_STRING, "", 0, 0, NULL, OFF(prompt_embedding), false,
-     "safetensors file with the fixed 77 x 1024 prompt embedding (scripts/encode_prompt.py); empty: zeros, with a warning",
+     "safetensors file with a fixed [77, D] prompt embedding (`dod-encode-prompt`); wins over `prompt` when given",
      NULL},
+    {"model", "prompt", CFG_STRING, "", 0, 0, NULL, OFF(prompt), false,
+     "text prompt (UTF-8; no double quotes inside), encoded at start-up with `base`'s tokenizer/ and text_encoder/ "
+     "and cached as RUN_DIR/" MODEL_PROMPT_CACHE "; empty: the empty prompt's embedding (docs/model-loading.md)", NULL},
+    {"model", "negative_prompt", CFG_STRING, "", 0, 0, NULL, OFF(negative_prompt), false,
+     "negative prompt, encoded beside `prompt` (kept for the regulariser; nothing trains on it yet)", NULL},
     {"model", "frozen_dtype", CFG_ENUM, "bf16", 0, 0, "f32|bf16", OFF(frozen_dtype), false,
      "storage of frozen weights (compute is f32)", NULL},
     {"model", "toy_width", CFG_INT, "8", 1, 256, NULL, OFF(toy_width), false, "toy model: hidden channels", NULL},
     {"model", "device", CFG_ENUM, "cpu", 0, 0, "cpu|cuda", OFF(device), true,
-     "where the model, the batches and AdamW live: `cpu`, or `cuda` (GPU 0; needs a CUDA build and a usable GPU); "
-     "checkpoints resume on either device (docs/training.md)", NULL},
+     "where the model, the batches and AdamW live: `cpu`, or `cuda` (GPU 0, with several processes the local "
+     "rank's; needs a CUDA build and a usable GPU); checkpoints resume on either device (docs/training.md)", NULL},
     {"model", "precision", CFG_ENUM, "f32", 0, 0, "f32|mixed", OFF(precision), true,
      "CUDA compute precision: `f32` (TF32 off, the parity mode) or `mixed` (frozen bf16 linear weights read as "
      "bf16 by cuBLAS with the activations rounded to bf16 around those products, TF32 for convolutions and f32 "

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <iniparser.h>
 
@@ -235,6 +236,11 @@ typedef struct {
 // would accept but this dialect does not (keys outside a section, continuation lines, repeats) and
 // lines that are neither. Returns the number of problems added to err.
 static int scan_file(const char *path, Scan *sc, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {   // fopen succeeds on one and reads nothing
+        cfg_err_add(err, errlen, "%s: is a directory (expected an INI file, e.g. configs/aio3.ini)", path);
+        return 1;
+    }
     FILE *f = fopen(path, "r");
     if (!f) {
         cfg_err_add(err, errlen, "%s: cannot open: %s", path, strerror(errno));

@@ -5,22 +5,33 @@
 
 #include "autograd/ops.h"
 
-DodLoss dod_loss(Tensor *out, Tensor *hq, DodLossWeights w) {
+DodLossTerms dod_loss_terms(Tensor *out, Tensor *hq, DodLossWeights w) {
     DOD_CHECK(tensor_same_shape(out, hq), "dod_loss", "output %s and target %s differ in shape", shape_str(out),
               shape_str(hq));
-    DOD_CHECK(w.lpips == 0.0f, "dod_loss", "lpips weight %g: the LPIPS loss is not implemented yet, the weight must be 0",
-              w.lpips);
-    DodLoss l = {.ssim = NAN, .lpips = NAN};
-    Tensor *mse = op_mse_loss(out, hq);
-    l.mse = tensor_item(mse);
-    l.total = op_scale(mse, w.mse);
-    // Stage 1's LPIPS term (weight 5 in the paper) joins here once a VGG LPIPS exists.
+    DOD_CHECK(w.lpips == 0.0f || w.lpips_net, "dod_loss",
+              "lpips weight %g without an LPIPS network (DodLossWeights.lpips_net, layers/lpips.h)", w.lpips);
+    DodLossTerms t = {0};
+    t.mse = op_mse_loss(out, hq);
+    t.total = op_scale(t.mse, w.mse);
     if (w.ssim > 0) {
-        Tensor *ssim = op_ssim(out, hq, 2.0f);
-        Tensor *one_minus = op_add_scalar(op_scale(ssim, -1.0f), 1.0f);
-        l.ssim = tensor_item(ssim);
-        l.ssim_loss = tensor_item(one_minus);
-        l.total = op_add(l.total, op_scale(one_minus, w.ssim));
+        t.ssim = op_ssim(out, hq, 2.0f);
+        t.ssim_loss = op_add_scalar(op_scale(t.ssim, -1.0f), 1.0f);
+        t.total = op_add(t.total, op_scale(t.ssim_loss, w.ssim));
     }
+    if (w.lpips > 0) {   // stage 1's perceptual term (weight 5 in the paper); hq is a constant to the network
+        t.lpips = op_mean(lpips_distance(w.lpips_net, out, hq));
+        t.total = op_add(t.total, op_scale(t.lpips, w.lpips));
+    }
+    return t;
+}
+
+DodLoss dod_loss(Tensor *out, Tensor *hq, DodLossWeights w) {
+    DodLossTerms t = dod_loss_terms(out, hq, w);
+    DodLoss l = {.total = t.total, .mse = tensor_item(t.mse), .ssim = NAN, .lpips = NAN};
+    if (t.ssim) {
+        l.ssim = tensor_item(t.ssim);
+        l.ssim_loss = tensor_item(t.ssim_loss);
+    }
+    if (t.lpips) l.lpips = tensor_item(t.lpips);
     return l;
 }

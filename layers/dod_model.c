@@ -8,6 +8,7 @@
 
 #include "layers/dod_extract_vae.h"
 #include "layers/dod_model_util.h"
+#include "layers/sd_prompt.h"
 #include "layers/sd_random.h"
 
 DodModelConfig dod_model_default_config(int stage) {
@@ -38,10 +39,10 @@ static void check_config(const DodModelConfig *c) {
     DOD_CHECK(c->extractor == DOD_EXTRACTOR_CNN || c->extractor == DOD_EXTRACTOR_VAE, who,
               "unknown extractor kind %d (cnn or vae)", (int)c->extractor);
     DOD_CHECK(c->detail_growth > 0, who, "detail module growth %d must be positive", c->detail_growth);
-    DOD_CHECK(c->lpips_weight == 0.0f, who,
-              "lpips_weight %g: the LPIPS loss is not implemented yet, the weight must be 0", c->lpips_weight);
-    DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0, who, "loss weights must be >= 0 (mse %g, ssim %g)",
-              c->mse_weight, c->ssim_weight);
+    DOD_CHECK(c->lpips_weight == 0.0f || c->lpips, who,
+              "lpips_weight %g needs an LPIPS network (DodModelConfig.lpips, layers/lpips.h)", c->lpips_weight);
+    DOD_CHECK(c->mse_weight >= 0 && c->ssim_weight >= 0 && c->lpips_weight >= 0, who,
+              "loss weights must be >= 0 (mse %g, ssim %g, lpips %g)", c->mse_weight, c->ssim_weight, c->lpips_weight);
     DOD_CHECK(c->stage == 2 || c->ssim_weight == 0.0f, who, "ssim_weight %g is a stage-2 loss; stage 1 needs 0",
               c->ssim_weight);
 }
@@ -95,6 +96,31 @@ static bool unet_hook_needs_input(void *ctx, const char *layer) {
     return strcmp(layer, "conv_in") == 0 || lora_hook_needs_input(m->unet_lora, layer);
 }
 
+// m->prompt and m->negative_prompt as the config says (dod_model.h), D wide (the UNet's cross_attention_dim).
+static void load_prompts(DodModel *m, int D) {
+    const DodModelConfig *c = &m->cfg;
+    const char *who = "dod_model_create";
+    bool negative = c->negative_prompt && c->negative_prompt[0];
+    if (c->prompt_path) m->prompt = dod_load_prompt(c->prompt_path, D);
+    if (c->zero_prompt && !c->prompt_path) {  // benchmarks (dod_model.h)
+        int64_t shape[2] = {77, D};
+        m->prompt = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
+    }
+    if (m->prompt && !negative) return;
+    SdPromptEmbeds e;
+    bool reused;
+    char err[2048];
+    if (sd_prompt_cached(c->base_model_dir, m->prompt ? "" : c->prompt, c->negative_prompt ? c->negative_prompt : "",
+                         c->prompt_cache_path, "prompt", &e, &reused, err, sizeof err))
+        dod_fatal(who, "%s", err);
+    DOD_CHECK(e.prompt->shape[1] == D, who, "%s/text_encoder: embeddings %ld wide, the UNet's cross_attention_dim is %d",
+              c->base_model_dir, (long)e.prompt->shape[1], D);
+    if (reused) fprintf(stderr, "dod: prompt embeddings from %s\n", c->prompt_cache_path);
+    if (m->prompt) tensor_free(e.prompt);
+    else m->prompt = e.prompt;
+    m->negative_prompt = e.negative;
+}
+
 // An owned f32 trainable copy of a frozen UNet tensor, registered as "unet.<name>".
 static Tensor *trainable_copy(DodModel *m, const char *name) {
     Tensor *src = params_require(m->unet->net.ps, name, "dod_model_create");
@@ -119,18 +145,20 @@ DodModel *dod_model_create(const DodModelConfig *cfg) {
         m->vae = vae_load(dir, cfg->frozen_dtype, NULL);
     }
     setup_scheduler(m);
+    // The two parts must fit together; otherwise the first op joining them would fail naming itself.
+    const SdUNetConfig *uc = &m->unet->cfg;
+    const SdVaeConfig *vc = &m->vae->cfg;
+    DOD_CHECK(uc->in_channels == vc->latent_channels && uc->out_channels == vc->latent_channels, uc->path,
+              "in_channels %d / out_channels %d: the VAE (%s) has latent_channels %d", uc->in_channels,
+              uc->out_channels, vc->path, vc->latent_channels);
+    DOD_CHECK(vc->in_channels == 3 && vc->out_channels == 3, vc->path,
+              "in_channels %d / out_channels %d: DOD restores RGB images (3 and 3)", vc->in_channels, vc->out_channels);
     int D = m->unet->cfg.cross_attention_dim[0];
     for (int i = 1; i < m->unet->cfg.n_levels; i++)
         DOD_CHECK(m->unet->cfg.cross_attention_dim[i] == D, m->unet->cfg.path,
                   "cross_attention_dim differs per level (%d vs %d): one prompt embedding cannot feed both", D,
                   m->unet->cfg.cross_attention_dim[i]);
-    if (cfg->prompt_path) {
-        m->prompt = dod_load_prompt(cfg->prompt_path, D);
-    } else {
-        fprintf(stderr, "dod: warning: no prompt embedding given: using zeros [77, %d]\n", D);
-        int64_t shape[2] = {77, D};
-        m->prompt = tensor_new_persistent("prompt_embeds", 2, shape, DT_F32);
-    }
+    load_prompts(m, D);
 
     m->params = params_new();
     m->conv_in_w = trainable_copy(m, "conv_in.weight");
@@ -175,6 +203,7 @@ void dod_model_free(DodModel *m) {
     lora_set_free(m->vae_lora);
     params_free(m->params);
     tensor_free(m->prompt);
+    tensor_free(m->negative_prompt);
     unet_free(m->unet);
     vae_free(m->vae);
     free(m);
@@ -187,6 +216,7 @@ void dod_model_to_device(DodModel *m, Device device) {
     params_to_device(m->vae->net.ps, device);
     params_to_device(m->params, device);
     tensor_move_to(m->prompt, device);
+    if (m->negative_prompt) tensor_move_to(m->negative_prompt, device);
     m->device = device;
 }
 
@@ -305,13 +335,20 @@ Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_
 Tensor *dod_model_restore(DodModel *m, Tensor *lq) { return dod_model_forward(m, lq, DOD_MODE_EVAL, 0); }
 
 // ---- losses ------------------------------------------------------------------------------------------
-DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) {
-    // check_config keeps ssim_weight at 0 in stage 1 and lpips_weight at 0 until LPIPS exists.
-    return dod_loss(out, hq, (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight,
-                                              .lpips = m->cfg.lpips_weight});
+// check_config keeps ssim_weight at 0 in stage 1 and gives a non-zero lpips_weight its network.
+static DodLossWeights loss_weights(const DodModel *m) {
+    return (DodLossWeights){.mse = m->cfg.mse_weight, .ssim = m->cfg.ssim_weight, .lpips = m->cfg.lpips_weight,
+                            .lpips_net = m->cfg.lpips};
 }
+
+DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq) { return dod_loss(out, hq, loss_weights(m)); }
 
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
     Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
     return dod_model_loss(m, out, hq);
+}
+
+DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed) {
+    Tensor *out = dod_model_forward(m, lq, DOD_MODE_TRAIN, step_seed);
+    return dod_loss_terms(out, hq, loss_weights(m));
 }

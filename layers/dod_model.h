@@ -37,7 +37,14 @@ typedef struct {
     bool random_base_weights;        // benchmarks: frozen UNet/VAE weights random from the configs alone
                                      // (layers/sd_random.h); base_model_dir needs no weight files then
     DType frozen_dtype;              // DT_F32 or DT_BF16: how the frozen UNet/VAE weights are stored
-    const char *prompt_path;         // safetensors holding one [L, D] (or [1, L, D]) tensor; NULL: zeros (warned)
+    // The prompt embedding (layers/sd_prompt.h): prompt_path, a safetensors file holding one [L, D] (or
+    // [1, L, D]) tensor, wins; otherwise `prompt` (NULL: "") is encoded with base_model_dir's tokenizer/
+    // and text_encoder/, through the cache file prompt_cache_path when given (NULL: none). The negative
+    // prompt (NULL: "") is encoded beside it; with a prompt_path only when negative_prompt is non-empty.
+    const char *prompt_path;
+    const char *prompt, *negative_prompt, *prompt_cache_path;
+    bool zero_prompt;                // benchmarks only: a zero [77, D] embedding and no text encoder (step
+                                     // time does not depend on the prompt); prompt_path still wins
     int stage;                       // 1 or 2
     int lora_rank;                   // 8
     float lora_alpha;                // = rank (s = 1)
@@ -47,15 +54,17 @@ typedef struct {
     bool recompute;                  // activation recomputation in UNet, VAE and detail module
     bool clamp_train;                // clamp the train-mode output to [-1, 1] too (true, as OSEDiff's training)
     uint64_t seed;                   // init of every trainable tensor
-    // Loss weights. Stage 1: mse_weight * MSE + lpips_weight * LPIPS; LPIPS is not implemented yet, so
-    // lpips_weight must stay 0 (dod_model_create fails otherwise). Stage 2: mse_weight * MSE +
-    // ssim_weight * (1 - SSIM), SSIM on [-1, 1] images with data range 2.
+    // Loss weights of dod_model_loss (dod_loss). Stage 1: mse_weight * MSE + lpips_weight * LPIPS, the
+    // LPIPS network given in `lpips` (borrowed; dod_model_create fails for a weight without one). Stage 2:
+    // mse_weight * MSE + ssim_weight * (1 - SSIM), SSIM on [-1, 1] images with data range 2.
     float mse_weight, lpips_weight, ssim_weight;
+    Lpips *lpips;
 } DodModelConfig;
 
 // The public defaults for `stage` (1 or 2): f32 frozen weights, rank 8, alpha 8, cnn extractor, growth
-// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0 (5 once LPIPS exists)}, stage 2 {mse 1,
-// ssim 0.1}. base_model_dir and prompt_path are left for the caller.
+// 32, clamp_train on, seed 123, weights stage 1 {mse 2, lpips 0: the public code's 5 needs an LPIPS
+// network, which the caller loads (layers/lpips.h)}, stage 2 {mse 1, ssim 0.1}. base_model_dir and
+// prompt_path are left for the caller.
 DodModelConfig dod_model_default_config(int stage);
 
 typedef struct DodModel {
@@ -66,6 +75,7 @@ typedef struct DodModel {
     double alpha_bar;              // alpha-bar at t = 999
     float x0_z, x0_pred;           // x0 = x0_z * z - x0_pred * prediction
     Tensor *prompt;                // [L, D] f32 (persistent, frozen)
+    Tensor *negative_prompt;       // [L, D] f32, the negative prompt's embedding (for the regulariser); may be NULL
     ParamStore *params;            // every tensor the model adds (trainable in its stage), owned
     Tensor *conv_in_w, *conv_in_b; // unet.conv_in.*: replace the frozen conv_in's output (see dod_model.c)
     LoraSet *unet_lora, *vae_lora;
@@ -78,7 +88,7 @@ typedef struct DodModel {
 // Loads the base model (frozen), creates and initialises every trainable tensor (LoRA per PEFT's
 // gaussian init, modulation and detail module per their init rules), sets requires_grad for the stage.
 // Fatal with the file / key at fault on any error (bad stage, missing files, prompt width not the UNet's
-// cross_attention_dim, lpips_weight != 0, unsupported prediction type).
+// cross_attention_dim, lpips_weight without an LPIPS network, unsupported prediction type).
 DodModel *dod_model_create(const DodModelConfig *cfg);
 void dod_model_free(DodModel *m);
 
@@ -130,7 +140,10 @@ Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps);
 Tensor *dod_model_restore(DodModel *m, Tensor *lq);
 
 // The stage's loss of out against hq ([N, 3, H, W] in [-1, 1]) (= new tensors): dod_loss
-// (layers/dod_loss.h) with the model's weights (SSIM only in stage 2, whose ssim_weight is > 0).
+// (layers/dod_loss.h) with the model's weights (SSIM only in stage 2, whose ssim_weight is > 0; LPIPS
+// when lpips_weight > 0, through cfg.lpips).
 DodLoss dod_model_loss(const DodModel *m, Tensor *out, Tensor *hq);
 // forward (TRAIN, noise from step_seed) + loss: what one training step back-propagates.
 DodLoss dod_model_forward_loss(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);
+// The same step's loss terms left on the device (dod_loss_terms: nothing read back, no host sync).
+DodLossTerms dod_model_forward_loss_terms(DodModel *m, Tensor *lq, Tensor *hq, uint64_t step_seed);

@@ -55,7 +55,7 @@ Tensor *dod_repeat_constant(Tensor *t, int64_t n) {
 static SafeTensors *open_or_die(const char *path, const char *who) {
     char err[ST_ERR_LEN];
     SafeTensors *st;
-    if (safetensors_open(path, &st, err) != ST_OK) dod_fatal(who, "%s", err);
+    if (tensor_file_open(path, &st, err) != ST_OK) dod_fatal(who, "%s", err);   // safetensors or PyTorch
     return st;
 }
 

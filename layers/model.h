@@ -51,7 +51,9 @@ typedef struct {
     // [model]
     ModelKind kind;
     char base[CFG_STR];               // dod: diffusers SD 2.1-base directory
-    char prompt_embedding[CFG_STR];   // dod: prompt embedding safetensors ("" = zeros, with a warning)
+    char prompt_embedding[CFG_STR];   // dod: prompt embedding safetensors; wins over prompt when given
+    char prompt[CFG_STR];             // dod: text prompt, encoded with base's tokenizer/ and text_encoder/
+    char negative_prompt[CFG_STR];    // dod: negative prompt (for the regulariser), encoded likewise
     ModelFrozenDtype frozen_dtype;    // storage of frozen weights
     long long toy_width;              // toy: hidden channels
     Device device;                    // DEV_CPU (the zero value) or DEV_CUDA: where the model is moved
@@ -71,7 +73,13 @@ typedef struct {
     // [train] seed and recompute: keys of the training schema (train/config.c), 0 / false elsewhere.
     long long seed;                   // parameter initialisation
     bool recompute;                   // activation recomputation
+    // Not a key: the cache file of the encoded prompts (layers/sd_prompt.h; "" = none). dod-train sets
+    // RUN_DIR/MODEL_PROMPT_CACHE, dod-eval run the evaluated run dir's.
+    char prompt_cache[CFG_STR + 32];
 } ModelOptions;
+
+// The prompt cache's file name in a run dir.
+#define MODEL_PROMPT_CACHE "prompt_embeds.safetensors"
 
 // Builds the model o describes (=), on o->device, with freshly initialised trainable tensors (the
 // stage-1 tensors of a stage-2 model too: model_load in layers/model_weights.h loads them). Sets the

@@ -4,6 +4,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistr.h>
 
 #include "layers/dod_model.h"
 
@@ -14,6 +17,33 @@ static Tensor *dod_forward(void *self, Tensor *lq, uint64_t noise_seed, bool tra
 }
 
 static void dod_destroy(void *self) { dod_model_free(self); }
+
+// The prompt keys' own checks, before anything loads: valid UTF-8, and a base with tokenizer/ and
+// text_encoder/ where the text encoder will run (no prompt_embedding file, or a negative prompt).
+// 0, or -1 with a message naming the key and the folder.
+static int check_prompts(const ModelOptions *o, char *err, size_t errlen) {
+    const char *texts[2] = {o->prompt, o->negative_prompt}, *keys[2] = {"prompt", "negative_prompt"};
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *bad = u8_check((const uint8_t *)texts[i], strlen(texts[i]));
+        if (bad) {
+            snprintf(err, errlen, "[model] %s: not valid UTF-8 (byte %zu)", keys[i], (size_t)(bad - (const uint8_t *)texts[i]));
+            return -1;
+        }
+    }
+    bool from_file = o->prompt_embedding[0], negative = o->negative_prompt[0];
+    for (int i = 0; i < 2 && (!from_file || negative); i++) {
+        char dir[CFG_STR + 16];
+        struct stat sb;
+        snprintf(dir, sizeof dir, "%s/%s", o->base, i ? "text_encoder" : "tokenizer");
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            snprintf(err, errlen, "[model] base = %s has no %s/ folder, needed to encode [model] %s; give a base "
+                     "with tokenizer/ and text_encoder/, or a [model] prompt_embedding file (dod-encode-prompt)",
+                     o->base, i ? "text_encoder" : "tokenizer", from_file ? "negative_prompt" : "prompt");
+            return -1;
+        }
+    }
+    return 0;
+}
 
 Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
     if (o->stage != 1 && o->stage != 2) {
@@ -33,7 +63,11 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
         return NULL;
     }
     cfg.base_model_dir = o->base;
+    if (check_prompts(o, err, errlen)) return NULL;
     cfg.prompt_path = o->prompt_embedding[0] ? o->prompt_embedding : NULL;
+    cfg.prompt = o->prompt;
+    cfg.negative_prompt = o->negative_prompt;
+    cfg.prompt_cache_path = o->prompt_cache[0] ? o->prompt_cache : NULL;
     cfg.frozen_dtype = o->frozen_dtype == MODEL_FROZEN_BF16 ? DT_BF16 : DT_F32;
     cfg.lora_rank = (int)o->lora_rank;
     cfg.lora_alpha = (float)o->lora_alpha;

@@ -67,20 +67,24 @@ int checkpoint_resolve(const char *run_dir_or_file, const char *ckpt_subdir, cha
 // ---- the file ----------------------------------------------------------------------------------
 int checkpoint_write_file(const char *path, Tensor *const *tensors, int n, const CheckpointInfo *info, char *err,
                           size_t errlen) {
-    char step[32], astep[32], seed[32], lnext[32], stage[16], rng[96], ver[8];
+    char step[32], astep[32], seed[32], lnext[32], stage[16], rng[96], ver[8], world[16];
     snprintf(step, sizeof step, "%lld", (long long)info->step);
     snprintf(astep, sizeof astep, "%lld", (long long)info->adamw_step);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)info->seed);
     snprintf(lnext, sizeof lnext, "%lld", (long long)info->loader_next);
     snprintf(stage, sizeof stage, "%d", info->stage);
     snprintf(ver, sizeof ver, "%d", CKPT_FORMAT_VERSION);
+    snprintf(world, sizeof world, "%d", info->world_size > 0 ? info->world_size : 1);
     // The training noise is counter-based: micro-batch b uses rng_key(seed, b), so the counter
     // loader_next is the whole RNG state.
     snprintf(rng, sizeof rng, "keyed: noise_seed = rng_key(%llu, batch index)", (unsigned long long)info->seed);
     StMetadata meta[] = {{"format", CKPT_FORMAT}, {"format_version", ver}, {"step", step},
                          {"adamw_step", astep},  {"seed", seed},          {"rng", rng},
                          {"loader_next", lnext}, {"model_kind", info->model_kind}, {"stage", stage},
-                         {"config", info->config_text ? info->config_text : ""}};
+                         {"config", info->config_text ? info->config_text : ""}, {"world_size", world},
+                         {"prompt", info->prompt ? info->prompt : ""},
+                         {"negative_prompt", info->negative_prompt ? info->negative_prompt : ""},
+                         {"prompt_embedding", info->prompt_embedding ? info->prompt_embedding : ""}};
     char st_err[ST_ERR_LEN];
     if (safetensors_save(path, tensors, n, meta, (int)(sizeof meta / sizeof meta[0]), st_err) != ST_OK) {
         snprintf(err, errlen, "%s", st_err);
@@ -132,11 +136,27 @@ int checkpoint_read_info(const SafeTensors *st, CheckpointInfo *info, char *err,
         meta_int(st, "seed", &seed, err, errlen) || meta_int(st, "loader_next", &lnext, err, errlen) ||
         meta_int(st, "stage", &stage, err, errlen))
         return -1;
+    long long world = 1;   // older checkpoints do not say: one process
+    if (safetensors_metadata(st, "world_size") && meta_int(st, "world_size", &world, err, errlen)) return -1;
+    // Ranges: a step count beyond 2^40 is no run anyone made, and keeps step * grad_accum * processes exact.
+    const struct {
+        const char *key;
+        long long v, lo, hi;
+    } ranges[] = {{"step", step, 0, CKPT_MAX_STEP},         {"adamw_step", astep, 0, CKPT_MAX_STEP},
+                  {"loader_next", lnext, 0, 1ll << 62},     {"stage", stage, 1, 2},
+                  {"world_size", world, 1, CKPT_MAX_WORLD}};
+    for (size_t k = 0; k < sizeof ranges / sizeof ranges[0]; k++)
+        if (ranges[k].v < ranges[k].lo || ranges[k].v > ranges[k].hi) {
+            snprintf(err, errlen, "%s: metadata %s is %lld, outside [%lld, %lld] (damaged checkpoint)",
+                     safetensors_path(st), ranges[k].key, ranges[k].v, ranges[k].lo, ranges[k].hi);
+            return -1;
+        }
     info->step = step;
     info->adamw_step = astep;
     info->seed = (uint64_t)seed;
     info->loader_next = lnext;
     info->stage = (int)stage;
+    info->world_size = (int)world;
     const char *kind = safetensors_metadata(st, "model_kind"), *cfg = safetensors_metadata(st, "config");
     snprintf(info->model_kind, sizeof info->model_kind, "%s", kind ? kind : "");
     info->config_text = strdup(cfg ? cfg : "");

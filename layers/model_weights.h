@@ -6,8 +6,11 @@
 //   - AdamW moments as optim.m.<name> and optim.v.<name> (f32, same shape; train/checkpoint.c);
 //   - metadata (strings): format = "dod-train-checkpoint", format_version = "1", step (optimizer
 //     steps completed), adamw_step, seed, rng (the training-noise scheme and its key), loader_next
-//     (the next loader batch index = step * grad_accum; the loader is a pure function of it),
-//     model_kind, stage, config (the resolved configuration text).
+//     (the next global micro-batch index = step * processes * grad_accum; the loader is a pure
+//     function of it), model_kind, stage, config (the resolved configuration text), world_size (the
+//     processes that trained it: information only, a run resumes on any number; absent in older
+//     files: 1), and what conditions the model: prompt, negative_prompt (the texts of [model] prompt /
+//     negative_prompt) and prompt_embedding (the file that was used instead of the prompt text, or "").
 // Frozen weights are never written (they come from the base model / a stage-1 checkpoint). Beside
 // the files, `latest` (one line) names the newest. checkpoint_write_file and checkpoint_read_info
 // are the two sides of the metadata; train/checkpoint.c writes (with the optimizer state) and
@@ -24,15 +27,21 @@
 #define CKPT_FORMAT_VERSION 1
 #define CKPT_ERR_LEN 2048
 #define CKPT_OPTIM_PREFIX "optim."   // tensors of the optimizer state, not of the model
+#define CKPT_MAX_STEP (1ll << 40)     // checkpoint_read_info refuses larger step / adamw_step metadata
+#define CKPT_MAX_WORLD (1 << 20)      // and a larger world_size
 
 typedef struct {
     int64_t step;          // optimizer steps completed
     int64_t adamw_step;    // AdamW's own counter (bias correction)
     uint64_t seed;
-    int64_t loader_next;   // next loader batch index
+    int64_t loader_next;   // next global micro-batch index
     char model_kind[16];
     int stage;
+    int world_size;        // processes of the run that wrote it (1 when absent)
     char *config_text;     // heap when read (checkpoint_read_info); free with checkpoint_info_free
+    // Writing only (borrowed; NULL: ""): the prompt metadata. checkpoint_read_info leaves them NULL
+    // (the resolved configuration in config_text holds the same keys).
+    const char *prompt, *negative_prompt, *prompt_embedding;
 } CheckpointInfo;
 
 void checkpoint_info_free(CheckpointInfo *info);
@@ -57,10 +66,12 @@ int checkpoint_write_file(const char *path, Tensor *const *tensors, int n, const
                           size_t errlen);
 // Opens path and checks its format and version. NULL with a message naming the file.
 SafeTensors *checkpoint_open(const char *path, char *err, size_t errlen);
-// The metadata of an open checkpoint (=). 0, or -1 naming the missing or malformed key.
+// The metadata of an open checkpoint (=). 0, or -1 naming the missing, malformed or out-of-range key
+// (step and adamw_step in [0, 2^40], loader_next >= 0, stage 1 or 2, world_size in [1, 2^20]).
 int checkpoint_read_info(const SafeTensors *st, CheckpointInfo *info, char *err, size_t errlen);
 // Copies entry e (any float dtype) into dst (=), converted to dst's storage dtype, on dst's device;
-// the shapes must agree (a mismatch names the tensor, both shapes and `label`, what expects it).
+// the shapes must agree (a mismatch names the tensor, both shapes and `label`, what expects it) and
+// every value must be finite (safetensors_tensor).
 int checkpoint_read_tensor(const SafeTensors *st, const StEntry *e, Tensor *dst, const char *label, char *err,
                            size_t errlen);
 // Copies (=) every one of params from the file by name: each must be present with its shape, and

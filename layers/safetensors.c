@@ -14,7 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/finite.h"
 #include "autograd/params.h"
+#include "layers/torch_ckpt.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this reader maps it without byte swapping"
@@ -34,6 +36,8 @@ struct SafeTensors {
     int n;
     const StEntry **by_name;   // entries sorted by name, for bsearch
     cJSON *metadata;       // the "__metadata__" object (detached), or NULL
+    TorchCkpt *torch;      // a PyTorch checkpoint presented through this handle (tensor_file_open), or NULL
+    const TorchTensor **torch_of;   // per entry (file order), its checkpoint tensor
 };
 
 static StStatus fail(char *err, StStatus st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -150,8 +154,9 @@ static StStatus parse_header(SafeTensors *st, const char *json, size_t len, char
     StStatus rc = ST_OK;
     for (cJSON *item = root->child; item; item = item->next) {
         if (!strcmp(item->string, "__metadata__")) {
-            if (!cJSON_IsObject(item)) {
-                rc = fail(err, ST_ERR_HEADER, "%s: \"__metadata__\" is not an object", path);
+            if (!cJSON_IsObject(item) || st->metadata) {
+                rc = fail(err, st->metadata ? ST_ERR_DUPLICATE : ST_ERR_HEADER, "%s: \"__metadata__\" %s", path,
+                          st->metadata ? "appears twice" : "is not an object");
                 break;
             }
             for (cJSON *kv = item->child; kv; kv = kv->next)
@@ -251,6 +256,8 @@ StStatus safetensors_open(const char *path, SafeTensors **out, char err[ST_ERR_L
 void safetensors_close(SafeTensors *st) {
     if (!st) return;
     if (st->map) munmap(st->map, st->map_size);
+    torch_ckpt_close(st->torch);
+    free(st->torch_of);
     for (int i = 0; i < st->n; i++) free(st->entries[i].name);
     free(st->entries);
     free(st->by_name);
@@ -264,7 +271,7 @@ int safetensors_count(const SafeTensors *st) { return st->n; }
 const StEntry *safetensors_entry(const SafeTensors *st, int i) {
     return (i >= 0 && i < st->n) ? &st->entries[i] : NULL;
 }
-const void *safetensors_bytes(const SafeTensors *st, const StEntry *e) { return st->data + e->begin; }
+const void *safetensors_bytes(const SafeTensors *st, const StEntry *e) { return st->torch ? NULL : st->data + e->begin; }
 
 const StEntry *safetensors_find(const SafeTensors *st, const char *name) {
     int lo = 0, hi = st->n - 1;
@@ -279,6 +286,7 @@ const StEntry *safetensors_find(const SafeTensors *st, const char *name) {
 }
 
 void safetensors_drop_pages(const SafeTensors *st, const StEntry *e) {
+    if (st->torch) return;   // its tensors are read into heap copies; nothing of it stays mapped
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t lo = ((uintptr_t)(st->data + e->begin) + page - 1) & ~(page - 1);
     uintptr_t hi = (uintptr_t)(st->data + e->end) & ~(page - 1);
@@ -290,6 +298,9 @@ const char *safetensors_metadata(const SafeTensors *st, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(st->metadata, key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
+
+static StStatus torch_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name, Tensor **out,
+                             char err[ST_ERR_LEN]);
 
 // Element i of a (possibly unaligned) half/float buffer, widened to f32.
 static inline float load_f32(const uint8_t *src, DType dt, int64_t i) {
@@ -303,14 +314,16 @@ static inline float load_f32(const uint8_t *src, DType dt, int64_t i) {
     return dt == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
 }
 
-StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name, Tensor **out,
+// safetensors_tensor without the finite check.
+static StStatus read_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name, Tensor **out,
                             char err[ST_ERR_LEN]) {
     *out = NULL;
     if (!name) name = e->name;
-    const uint8_t *src = st->data + e->begin;
     if ((want == DT_I64) != (e->dtype == DT_I64))
         return fail(err, ST_ERR_DTYPE, "%s: tensor %s is %s and cannot be loaded as %s", st->path, e->name,
                     safetensors_dtype_str(e->dtype), safetensors_dtype_str(want));
+    if (st->torch) return torch_tensor(st, e, want, name, out, err);
+    const uint8_t *src = st->data + e->begin;
     if (want == e->dtype && ((uintptr_t)src % dtype_size(want)) == 0) {
         // Zero copy: the tensor points into the read-only mapping and lives as long as st.
         *out = tensor_wrap_persistent(name, e->ndim, e->shape, want, (void *)src);
@@ -334,6 +347,23 @@ StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want,
     }
     *out = t;
     return ST_OK;
+}
+
+// Every tensor handed out is scanned once (a view: the file's bytes; a conversion: its result): a
+// NaN or infinity in a weight would surface steps later as "the loss is nan" with nothing to say
+// where it came from.
+StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name, Tensor **out,
+                            char err[ST_ERR_LEN]) {
+    StStatus rc = read_tensor(st, e, want, name, out, err);
+    if (rc != ST_OK) return rc;
+    int64_t bad = tensor_first_nonfinite(*out);
+    if (bad < 0) return ST_OK;
+    double v = tensor_value_at(*out, bad);
+    tensor_free(*out);
+    *out = NULL;
+    bool converted = strcmp(tensor_file_stored_dtype(st, e), safetensors_dtype_str(want)) != 0;
+    return fail(err, ST_ERR_NONFINITE, "%s: tensor %s holds a non-finite value (%g at element %lld%s%s)", st->path,
+                e->name, v, (long long)bad, converted ? ", read as " : "", converted ? safetensors_dtype_str(want) : "");
 }
 
 // ---- writer -------------------------------------------------------------------------------------
@@ -496,4 +526,128 @@ ParamStore *safetensors_load_store(const char *path, DType want, char err[ST_ERR
     }
     safetensors_close(st);
     return ps;
+}
+
+// ---- PyTorch checkpoints through the same handle ------------------------------------------------------
+// How the handle presents a stored checkpoint dtype: floats as themselves (float64 as F32, the toolkit
+// has no f64), integers and bools as I64.
+static DType presented_dtype(TorchDType dt) {
+    switch (dt) {
+    case TORCH_F32: case TORCH_F64: return DT_F32;
+    case TORCH_F16: return DT_F16;
+    case TORCH_BF16: return DT_BF16;
+    default: return DT_I64;
+    }
+}
+
+const char *tensor_file_stored_dtype(const SafeTensors *st, const StEntry *e) {
+    if (!st->torch) return safetensors_dtype_str(e->dtype);
+    static const char *const names[TORCH_NDTYPES] = {"F32", "F64", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL"};
+    TorchDType dt = st->torch_of[e - st->entries]->dtype;
+    return (unsigned)dt < TORCH_NDTYPES ? names[dt] : "?";
+}
+
+// Element i of a checkpoint buffer of dtype dt as a double (floats) or int64 (integers, bools).
+static double torch_load_f64(const uint8_t *src, TorchDType dt, int64_t i) {
+    switch (dt) {
+    case TORCH_F64: { double v; memcpy(&v, src + 8 * i, 8); return v; }
+    case TORCH_F32: { float v; memcpy(&v, src + 4 * i, 4); return v; }
+    default: return load_f32(src, dt == TORCH_F16 ? DT_F16 : DT_BF16, i);
+    }
+}
+static int64_t torch_load_i64(const uint8_t *src, TorchDType dt, int64_t i) {
+    switch (dt) {
+    case TORCH_I64: { int64_t v; memcpy(&v, src + 8 * i, 8); return v; }
+    case TORCH_I32: { int32_t v; memcpy(&v, src + 4 * i, 4); return v; }
+    case TORCH_I16: { int16_t v; memcpy(&v, src + 2 * i, 2); return v; }
+    case TORCH_I8: return (int8_t)src[i];
+    case TORCH_U8: return src[i];
+    default: return src[i] != 0;   // bool
+    }
+}
+
+// A heap copy of a checkpoint tensor as `want` (the caller checked that float / integer kinds agree).
+static StStatus torch_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name, Tensor **out,
+                             char err[ST_ERR_LEN]) {
+    const TorchTensor *tt = st->torch_of[e - st->entries];
+    Tensor *t = tensor_new_persistent(name, e->ndim, e->shape, want);
+    bool same = dtype_size(want) == torch_dtype_size(tt->dtype) && presented_dtype(tt->dtype) == want;
+    uint8_t *src = same ? t->data : dod_malloc(torch_dtype_size(tt->dtype) * (size_t)(e->numel ? e->numel : 1), e->name);
+    char msg[TORCH_ERR_LEN];
+    if (torch_ckpt_read(st->torch, tt, src, msg)) {
+        if (!same) free(src);
+        tensor_free(t);
+        return fail(err, ST_ERR_TORCH, "%s", msg);
+    }
+    if (!same) {
+        if (want == DT_I64) {
+            int64_t *dst = t->data;
+            for (int64_t i = 0; i < e->numel; i++) dst[i] = torch_load_i64(src, tt->dtype, i);
+        } else if (want == DT_F32) {
+            float *dst = t->data;
+#pragma omp parallel for if (e->numel > 65536)
+            for (int64_t i = 0; i < e->numel; i++) dst[i] = (float)torch_load_f64(src, tt->dtype, i);
+        } else {   // f64 is rounded to f32 first, then to the half type
+            uint16_t *dst = t->data;
+            bool to_bf16 = want == DT_BF16;
+#pragma omp parallel for if (e->numel > 65536)
+            for (int64_t i = 0; i < e->numel; i++) {
+                float v = (float)torch_load_f64(src, tt->dtype, i);
+                dst[i] = to_bf16 ? f32_to_bf16(v) : f32_to_f16(v);
+            }
+        }
+        free(src);
+    }
+    *out = t;
+    return ST_OK;
+}
+
+static StStatus open_torch(const char *path, SafeTensors **out, char err[ST_ERR_LEN]) {
+    TorchCkpt *ck;
+    char msg[TORCH_ERR_LEN];
+    if (torch_ckpt_open(path, &ck, msg)) return fail(err, ST_ERR_TORCH, "%s", msg);
+    SafeTensors *st = calloc(1, sizeof(SafeTensors));
+    DOD_CHECK(st != NULL, path, "out of memory");
+    st->path = strdup(path);
+    st->torch = ck;
+    int n = torch_ckpt_count(ck);
+    st->entries = dod_calloc(sizeof(StEntry) * (size_t)(n ? n : 1), "checkpoint entries");
+    st->torch_of = dod_calloc(sizeof(TorchTensor *) * (size_t)(n ? n : 1), "checkpoint entries");
+    st->by_name = dod_malloc(sizeof(StEntry *) * (size_t)(n ? n : 1), "checkpoint entries");
+    uint64_t offset = 0;
+    for (int i = 0; i < n; i++) {
+        const TorchTensor *tt = torch_ckpt_tensor(ck, i);
+        if (tt->ndim > TENSOR_MAX_DIMS) {
+            StStatus rc = fail(err, ST_ERR_SHAPE, "%s: tensor %s has %d dims (at most %d supported)", path, tt->name,
+                               tt->ndim, TENSOR_MAX_DIMS);
+            safetensors_close(st);
+            return rc;
+        }
+        StEntry *e = &st->entries[st->n++];
+        e->name = strdup(tt->name);
+        e->dtype = presented_dtype(tt->dtype);
+        e->ndim = tt->ndim;
+        memcpy(e->shape, tt->shape, sizeof(int64_t) * (size_t)tt->ndim);
+        e->numel = tt->numel;
+        e->begin = offset;
+        e->end = offset += (uint64_t)tt->numel * dtype_size(e->dtype);
+        st->torch_of[i] = tt;
+        st->by_name[i] = e;
+    }
+    qsort(st->by_name, st->n, sizeof(StEntry *), cmp_by_name);   // names are unique (torch_ckpt checked)
+    st->data_size = offset;
+    *out = st;
+    return ST_OK;
+}
+
+StStatus tensor_file_open(const char *path, SafeTensors **out, char err[ST_ERR_LEN]) {
+    *out = NULL;
+    uint8_t head[32];
+    size_t got = 0;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        got = fread(head, 1, sizeof head, f);
+        fclose(f);
+    }
+    return f && torch_ckpt_sniff(head, got) ? open_torch(path, out, err) : safetensors_open(path, out, err);
 }

@@ -9,6 +9,9 @@
 // (F32, F16, BF16, I64), a shape of non-negative integers, offsets inside the data section with
 // end - begin == numel * dtype size, and no two tensors overlap. Errors are returned (status + a
 // message naming the file, the tensor and what is wrong), never fatal, so callers and tests decide.
+//
+// tensor_file_open opens either a safetensors file or a PyTorch checkpoint (layers/torch_ckpt.h),
+// told apart by the first bytes, and presents both through this handle: model loading takes either.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +32,8 @@ typedef enum {
     ST_ERR_OVERLAP,     // two tensors share bytes
     ST_ERR_DUPLICATE,   // a tensor name appears twice
     ST_ERR_NOT_FOUND,   // no tensor of that name
+    ST_ERR_TORCH,       // a PyTorch checkpoint that cannot be read safely (refused global, corrupt, truncated)
+    ST_ERR_NONFINITE,   // a float tensor holds NaN or an infinity (as stored, or once converted to the dtype asked for)
 } StStatus;
 
 typedef struct {
@@ -37,7 +42,8 @@ typedef struct {
     int ndim;
     int64_t shape[TENSOR_MAX_DIMS];
     int64_t numel;
-    uint64_t begin, end;   // byte range within the data section (validated)
+    uint64_t begin, end;   // byte range within the data section (validated); PyTorch checkpoints: the
+                           // tensor's place in a notional back-to-back layout (end - begin is its size)
 } StEntry;
 
 typedef struct SafeTensors SafeTensors;
@@ -45,6 +51,15 @@ typedef struct SafeTensors SafeTensors;
 // Opens and validates path. On success *out is the open file; on failure *out is NULL, err holds
 // "<path>: <what is wrong>" and the status says which check failed.
 StStatus safetensors_open(const char *path, SafeTensors **out, char err[ST_ERR_LEN]);
+// Opens path as a PyTorch checkpoint when its first bytes say so (a zip archive, or the legacy magic
+// number), else as safetensors. A checkpoint's tensors are listed under their key paths
+// (torch_ckpt.h); those stored as float64 are presented as F32 and the integer and bool ones as I64
+// (converted when read), so safetensors_tensor hands out heap copies, never views. The status is
+// ST_ERR_TORCH for any checkpoint problem (the message says which).
+StStatus tensor_file_open(const char *path, SafeTensors **out, char err[ST_ERR_LEN]);
+// The dtype as stored in the file, in safetensors spelling ("F32", ..., or for a checkpoint also
+// "F64", "I32", "I16", "I8", "U8", "BOOL").
+const char *tensor_file_stored_dtype(const SafeTensors *st, const StEntry *e);
 // Unmaps the file. Tensors wrapping its bytes (safetensors_tensor zero-copy views) die with it.
 void safetensors_close(SafeTensors *st);
 
@@ -52,7 +67,7 @@ const char *safetensors_path(const SafeTensors *st);
 int safetensors_count(const SafeTensors *st);
 const StEntry *safetensors_entry(const SafeTensors *st, int i);      // file order (by begin offset)
 const StEntry *safetensors_find(const SafeTensors *st, const char *name);   // NULL if absent
-// Raw bytes of an entry inside the mapping (read-only).
+// Raw bytes of an entry inside the mapping (read-only); NULL for a PyTorch checkpoint's entry.
 const void *safetensors_bytes(const SafeTensors *st, const StEntry *e);
 // Drops the mapping's pages lying wholly inside e's bytes (madvise DONTNEED), so a tensor that was
 // converted into a heap copy stops costing resident memory twice. Reading e again still works (the
@@ -65,7 +80,9 @@ const char *safetensors_metadata(const SafeTensors *st, const char *key);
 //  - want == e->dtype and the bytes are aligned for it: a zero-copy view of the mapped bytes
 //    (owns_data false, read-only memory: writing to it faults; see sd_tensor_make_owned);
 //  - otherwise a converted heap copy (F32/F16/BF16 among themselves; I64 only to I64).
-// Returns ST_ERR_DTYPE (message names the tensor and file) when the conversion is impossible.
+// Returns ST_ERR_DTYPE (message names the tensor and file) when the conversion is impossible, and
+// ST_ERR_NONFINITE (naming file, tensor, value and element; no tensor) when a value is NaN or
+// infinite: every weight, checkpoint, prompt embedding and LPIPS / CLIP file is read through here.
 StStatus safetensors_tensor(const SafeTensors *st, const StEntry *e, DType want, const char *name,
                             Tensor **out, char err[ST_ERR_LEN]);
 

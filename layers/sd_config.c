@@ -73,6 +73,32 @@ static const char *get_str(Cfg *c, const char *key, const char *def) {
     return v->valuestring;
 }
 
+// Range checks: a file may declare any number, and these sizes become allocations and loop counts
+// (a layers_per_block of 1e9 is a billion-entry tensor table). The bounds are far above every
+// Stable Diffusion release (docs/model-loading.md) and name the file and key when exceeded.
+static void check_range(Cfg *c, const char *key, int v, int lo, int hi) {
+    if (v < lo || v > hi) cfg_error(c, key, "%d is outside the supported range [%d, %d]", v, lo, hi);
+}
+static void check_list_range(Cfg *c, const char *key, const int *v, int n, int lo, int hi) {
+    for (int i = 0; i < n; i++)
+        if (v[i] < lo || v[i] > hi) {
+            cfg_error(c, key, "entry %d is %d, outside the supported range [%d, %d]", i, v[i], lo, hi);
+            return;
+        }
+}
+// A finite float in (lo, hi] (lo < v <= hi).
+static void check_float(Cfg *c, const char *key, double v, double lo, double hi) {
+    if (!(isfinite(v) && v > lo && v <= hi)) cfg_error(c, key, "%g is outside the supported range (%g, %g]", v, lo, hi);
+}
+
+#define SD_MAX_CHANNELS 8192
+#define SD_MAX_IO_CHANNELS 64
+#define SD_MAX_LAYERS 16
+#define SD_MAX_TRANSFORMER_LAYERS 32
+#define SD_MAX_KERNEL 15
+#define SD_MAX_SAMPLE_SIZE 4096
+#define SD_MAX_TIMESTEPS 100000
+
 // A list of positive ints of length n (n = 0: any length up to SD_MAX_LEVELS, returned); a single
 // int is broadcast to n entries, as diffusers does. Absent: def broadcast (def <= 0: error).
 static int get_int_list(Cfg *c, const char *key, int n, int def, int *out) {
@@ -270,6 +296,24 @@ static void parse_unet(Cfg *c, SdUNetConfig *u) {
     u->downsample_padding = get_int(c, "downsample_padding", 1);
     u->mid_block_scale_factor = (float)get_num(c, "mid_block_scale_factor", 1.0);
 
+    check_range(c, "sample_size", u->sample_size, 0, SD_MAX_SAMPLE_SIZE);
+    check_range(c, "in_channels", u->in_channels, 1, SD_MAX_IO_CHANNELS);
+    check_range(c, "out_channels", u->out_channels, 1, SD_MAX_IO_CHANNELS);
+    check_list_range(c, "block_out_channels", u->block_out_channels, n, 1, SD_MAX_CHANNELS);
+    check_list_range(c, "layers_per_block", u->layers_per_block, n, 1, SD_MAX_LAYERS);
+    check_list_range(c, "transformer_layers_per_block", u->transformer_layers, n, 1, SD_MAX_TRANSFORMER_LAYERS);
+    check_list_range(c, "cross_attention_dim", u->cross_attention_dim, n, 1, SD_MAX_CHANNELS);
+    check_range(c, "time_embedding_dim", u->time_embed_dim, 1, 4 * SD_MAX_CHANNELS);
+    check_range(c, "conv_in_kernel", u->conv_in_kernel, 1, SD_MAX_KERNEL);
+    check_range(c, "conv_out_kernel", u->conv_out_kernel, 1, SD_MAX_KERNEL);
+    // 1 pads the stride-2 convolution (SD); 0 pads right/bottom by one first (diffusers). Anything
+    // else changes the feature map sizes the up path's skip connections must match.
+    check_range(c, "downsample_padding", u->downsample_padding, 0, 1);
+    // the sinusoid's exponent divides by half_dim - freq_shift (diffusers uses 0 or 1)
+    check_range(c, "freq_shift", u->freq_shift, 0, 1);
+    check_float(c, "norm_eps", u->norm_eps, 0, 1);
+    check_float(c, "mid_block_scale_factor", u->mid_block_scale_factor, 0, 1000);
+
     // Values SD 1.x / 2.x never use and this toolkit does not implement.
     must_be_false(c, "dual_cross_attention");
     must_be_false(c, "center_input_sample");
@@ -325,7 +369,6 @@ static void parse_vae(Cfg *c, SdVaeConfig *v) {
     if (field(c, "down_block_types") || v->n_levels != 1) get_enum_list(c, "down_block_types", v->n_levels, down_types, kinds);
     if (field(c, "up_block_types") || v->n_levels != 1) get_enum_list(c, "up_block_types", v->n_levels, up_types, kinds);
     v->layers_per_block = get_int(c, "layers_per_block", 1);
-    if (v->layers_per_block < 1) cfg_error(c, "layers_per_block", "must be positive");
     v->norm_num_groups = get_int(c, "norm_num_groups", 32);
     for (int i = 0; i < v->n_levels && !c->bad; i++)
         if (v->norm_num_groups <= 0 || v->block_out_channels[i] % v->norm_num_groups)
@@ -336,6 +379,13 @@ static void parse_vae(Cfg *c, SdVaeConfig *v) {
     v->mid_block_add_attention = get_bool(c, "mid_block_add_attention", true);
     v->use_quant_conv = get_bool(c, "use_quant_conv", true);
     v->use_post_quant_conv = get_bool(c, "use_post_quant_conv", true);
+    check_range(c, "in_channels", v->in_channels, 1, SD_MAX_IO_CHANNELS);
+    check_range(c, "out_channels", v->out_channels, 1, SD_MAX_IO_CHANNELS);
+    check_range(c, "latent_channels", v->latent_channels, 1, SD_MAX_IO_CHANNELS);
+    check_list_range(c, "block_out_channels", v->block_out_channels, v->n_levels, 1, SD_MAX_CHANNELS);
+    check_range(c, "layers_per_block", v->layers_per_block, 1, SD_MAX_LAYERS);
+    check_range(c, "sample_size", v->sample_size, 0, 16 * SD_MAX_SAMPLE_SIZE);
+    check_float(c, "scaling_factor", v->scaling_factor, 0, 1000);
     must_be_str(c, "act_fn", "silu", "swish");
     must_be_null(c, "shift_factor");
     warn_unknown_keys(c, vae_keys);
@@ -344,9 +394,11 @@ static void parse_vae(Cfg *c, SdVaeConfig *v) {
 // ---- noise schedule -----------------------------------------------------------------------------
 static void parse_scheduler(Cfg *c, SdSchedulerConfig *s) {
     s->num_train_timesteps = get_int(c, "num_train_timesteps", 1000);
-    if (s->num_train_timesteps < 1) cfg_error(c, "num_train_timesteps", "must be positive");
+    check_range(c, "num_train_timesteps", s->num_train_timesteps, 1, SD_MAX_TIMESTEPS);
     s->beta_start = get_num(c, "beta_start", 0.0001);
     s->beta_end = get_num(c, "beta_end", 0.02);
+    check_float(c, "beta_start", s->beta_start, 0, 1);
+    check_float(c, "beta_end", s->beta_end, 0, 1);
     const char *bs = get_str(c, "beta_schedule", "linear");
     if (!strcmp(bs, "linear")) s->beta_schedule = SD_BETA_LINEAR;
     else if (!strcmp(bs, "scaled_linear")) s->beta_schedule = SD_BETA_SCALED_LINEAR;
@@ -361,6 +413,30 @@ static void parse_scheduler(Cfg *c, SdSchedulerConfig *s) {
     must_be_false(c, "rescale_betas_zero_snr");
     // Other keys (timestep_spacing, steps_offset, clip_sample, ...) configure samplers, not the
     // training noise schedule, and are ignored.
+}
+
+// ---- CLIPTextModel ------------------------------------------------------------------------------
+static void parse_text_encoder(Cfg *c, SdTextEncoderConfig *t) {
+    static const char *const positive[] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                           "num_attention_heads", "max_position_embeddings"};
+    static const int defaults[] = {49408, 512, 2048, 12, 8, 77};
+    int *fields[] = {&t->vocab_size, &t->hidden_size, &t->intermediate_size, &t->num_layers, &t->num_heads,
+                     &t->max_positions};
+    for (int i = 0; i < 6; i++) {
+        *fields[i] = get_int(c, positive[i], defaults[i]);
+        if (*fields[i] < 1) cfg_error(c, positive[i], "must be positive, got %d", *fields[i]);
+    }
+    if (!c->bad && t->hidden_size % t->num_heads)
+        cfg_error(c, "num_attention_heads", "%d does not divide hidden_size %d", t->num_heads, t->hidden_size);
+    const char *act = get_str(c, "hidden_act", "quick_gelu");
+    if (!strcmp(act, "quick_gelu")) t->act = SD_TEXT_ACT_QUICK_GELU;
+    else if (!strcmp(act, "gelu")) t->act = SD_TEXT_ACT_GELU;
+    else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")) t->act = SD_TEXT_ACT_GELU_TANH;
+    else cfg_error(c, "hidden_act", "\"%s\" is not supported (quick_gelu, gelu, gelu_new, gelu_pytorch_tanh)", act);
+    t->layer_norm_eps = (float)get_num(c, "layer_norm_eps", 1e-5);
+    if (!(t->layer_norm_eps > 0)) cfg_error(c, "layer_norm_eps", "must be positive");
+    if (get_bool(c, "use_attention_mask", false))
+        cfg_error(c, "use_attention_mask", "true is not supported (the pipeline would mask the pad tokens)");
 }
 
 void sd_scheduler_alphas_cumprod(const SdSchedulerConfig *s, double *out) {
@@ -422,5 +498,13 @@ int sd_scheduler_config_load(const char *path, SdSchedulerConfig *cfg, char err[
     Cfg c;
     if (!cfg_open(&c, path, err, cfg->path, sizeof cfg->path)) return -1;
     parse_scheduler(&c, cfg);
+    return cfg_close(&c);
+}
+
+int sd_text_encoder_config_load(const char *path, SdTextEncoderConfig *cfg, char err[SD_CONFIG_ERR_LEN]) {
+    memset(cfg, 0, sizeof *cfg);
+    Cfg c;
+    if (!cfg_open(&c, path, err, cfg->path, sizeof cfg->path)) return -1;
+    parse_text_encoder(&c, cfg);
     return cfg_close(&c);
 }

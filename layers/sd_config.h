@@ -77,3 +77,25 @@ int sd_scheduler_config_load(const char *path, SdSchedulerConfig *cfg, char err[
 void sd_scheduler_alphas_cumprod(const SdSchedulerConfig *cfg, double *out);
 
 const char *sd_prediction_name(SdPrediction p);
+
+// ---- the text encoder: text_encoder/config.json (transformers CLIPTextConfig, 4.33 defaults) ----------
+typedef enum { SD_TEXT_ACT_QUICK_GELU, SD_TEXT_ACT_GELU, SD_TEXT_ACT_GELU_TANH } SdTextAct;
+
+typedef struct {
+    char path[512];
+    int vocab_size;                 // token embedding rows (49408)
+    int hidden_size;                // width: 768 (SD 1.x, CLIP ViT-L/14), 1024 (SD 2.x, OpenCLIP ViT-H/14)
+    int intermediate_size;          // MLP width
+    int num_layers;                 // num_hidden_layers: 12 (SD 1.x); 23 in SD 2.x's diffusers files (the
+                                    // penultimate layer of OpenCLIP's 24, which SD 2.x conditions on)
+    int num_heads;                  // num_attention_heads (divides hidden_size)
+    int max_positions;              // max_position_embeddings (77)
+    SdTextAct act;                  // hidden_act: quick_gelu (SD 1.x), gelu (erf; SD 2.x), gelu_new /
+                                    // gelu_pytorch_tanh (tanh form)
+    float layer_norm_eps;           // 1e-5
+} SdTextEncoderConfig;
+
+// Unknown keys are not warned about (transformers writes many generic PretrainedConfig keys); the
+// one that would change the output, use_attention_mask = true (diffusers' pipeline would then mask the
+// pad tokens), is an error naming the file and the key.
+int sd_text_encoder_config_load(const char *path, SdTextEncoderConfig *cfg, char err[SD_CONFIG_ERR_LEN]);

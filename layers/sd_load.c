@@ -125,8 +125,13 @@ int sd_load_tensors(const SafeTensors *st, const SdTensorTable *table, SdNaming 
         const StEntry *e = found[i];
         Tensor *t;
         char msg[ST_ERR_LEN];
-        StStatus rc = safetensors_tensor(st, e, dtype, s->name, &t, msg);
-        DOD_CHECK(rc == ST_OK, path, "%s", msg);   // dtype compatibility was checked in pass 1
+        if (safetensors_tensor(st, e, dtype, s->name, &t, msg) != ST_OK) {   // dtypes were checked: NaN / inf
+            *err = strdup(msg);   // the tensors of ps so far stay there: the caller frees ps
+            DOD_CHECK(*err != NULL, path, "out of memory");
+            free(used);
+            free(found);
+            return -1;
+        }
         if (s->rule == SD_SHAPE_1X1_LINEAR && t->ndim == 4) t->ndim = 2;   // [O, I, 1, 1] -> [O, I]: same bytes
         int64_t bytes = (int64_t)(e->end - e->begin);
         if (t->owns_data) {
@@ -195,18 +200,16 @@ static int pick_weights(const char *dir, const char *part, DType dtype, char *ou
         snprintf(out, len, "%s", (has_half && (dtype == DT_F16 || !has_full)) ? half : full);
         return 0;
     }
-    char bin[4096];
-    snprintf(bin, sizeof bin, "%s/%s/diffusion_pytorch_model.bin", dir, part);
-    if (!file_exists(bin)) snprintf(bin, sizeof bin, "%s/%s/diffusion_pytorch_model.fp16.bin", dir, part);
-    if (file_exists(bin)) {
-        append_err(err, strdup_printf(
-            "%s: only safetensors weights are supported (PyTorch pickles can run code and need torch to read). "
-            "Convert once with: python -c \"from diffusers import %s as M; "
-            "M.from_pretrained('%s', subfolder='%s').save_pretrained('%s/%s', safe_serialization=True)\"",
-            bin, strcmp(part, "unet") ? "AutoencoderKL" : "UNet2DConditionModel", dir, part, dir, part));
-        return -1;
+    // PyTorch checkpoints (read by the restricted unpickler of layers/torch_ckpt.h), same preference.
+    snprintf(full, sizeof full, "%s/%s/diffusion_pytorch_model.bin", dir, part);
+    snprintf(half, sizeof half, "%s/%s/diffusion_pytorch_model.fp16.bin", dir, part);
+    has_full = file_exists(full), has_half = file_exists(half);
+    if (has_full || has_half) {
+        snprintf(out, len, "%s", (has_half && (dtype == DT_F16 || !has_full)) ? half : full);
+        return 0;
     }
-    append_err(err, strdup_printf("%s/%s: no diffusion_pytorch_model.safetensors (or .fp16.safetensors) found", dir, part));
+    append_err(err, strdup_printf("%s/%s: no diffusion_pytorch_model.safetensors or .bin (or their .fp16 variants) found",
+                                  dir, part));
     return -1;
 }
 
@@ -244,7 +247,7 @@ int sd_model_load_diffusers(const char *dir, DType dtype, SdModel *m, char **err
             rc = -1;
             continue;
         }
-        if (safetensors_open(path, &m->files[p], msg) != ST_OK) {
+        if (tensor_file_open(path, &m->files[p], msg) != ST_OK) {
             append_err(err, strdup(msg));
             rc = -1;
             continue;
@@ -264,16 +267,9 @@ int sd_model_load_diffusers(const char *dir, DType dtype, SdModel *m, char **err
 int sd_model_load_single_file(const char *ckpt, const char *config_dir, DType dtype, SdModel *m, char **err) {
     memset(m, 0, sizeof *m);
     *err = NULL;
-    size_t n = strlen(ckpt);
-    if (n < 12 || strcmp(ckpt + n - 12, ".safetensors")) {
-        append_err(err, strdup_printf("%s: only .safetensors single-file checkpoints are supported (a .ckpt is a "
-                                      "PyTorch pickle); convert it with safetensors.torch.save_file(torch.load(...)"
-                                      "['state_dict'], 'model.safetensors')", ckpt));
-        return -1;
-    }
     if (load_configs(config_dir, m, err)) return -1;
     char msg[ST_ERR_LEN];
-    if (safetensors_open(ckpt, &m->files[0], msg) != ST_OK) {
+    if (tensor_file_open(ckpt, &m->files[0], msg) != ST_OK) {   // safetensors or a PyTorch .ckpt
         append_err(err, strdup(msg));
         return -1;
     }

@@ -41,7 +41,7 @@ static void part_dir(const char *path, const char *part, char out[1024], const c
 static ParamStore *load_part(const char *weights, const SdTensorTable *table, SdNaming naming,
                              const char *ldm_prefix, DType dtype, SafeTensors **file, const char *who) {
     char st_err[ST_ERR_LEN];
-    if (safetensors_open(weights, file, st_err) != ST_OK) dod_fatal(who, "%s", st_err);
+    if (tensor_file_open(weights, file, st_err) != ST_OK) dod_fatal(who, "%s", st_err);
     ParamStore *ps = params_new();
     SdLoadReport rep;
     memset(&rep, 0, sizeof rep);
@@ -53,13 +53,16 @@ static ParamStore *load_part(const char *weights, const SdTensorTable *table, Sd
     return ps;
 }
 
-// The weights file of a diffusers part directory (the .fp16 variant when it is the only one).
+// The weights file of a diffusers part directory (the .fp16 variant when it is the only one; a
+// PyTorch .bin when there is no safetensors file).
 static void part_weights(const char *dir, char out[1200], const char *who) {
-    snprintf(out, 1200, "%s/diffusion_pytorch_model.safetensors", dir);
-    if (is_file(out)) return;
-    snprintf(out, 1200, "%s/diffusion_pytorch_model.fp16.safetensors", dir);
-    if (is_file(out)) return;
-    dod_fatal(who, "%s: no diffusion_pytorch_model.safetensors (or .fp16.safetensors)", dir);
+    static const char *const names[] = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                                        "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(out, 1200, "%s/%s", dir, names[i]);
+        if (is_file(out)) return;
+    }
+    dod_fatal(who, "%s: no diffusion_pytorch_model.safetensors or .bin (or their .fp16 variants)", dir);
 }
 
 // Where a part ("unet" or "vae") of path lives: its config.json and, for a diffusers directory, its

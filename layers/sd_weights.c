@@ -244,6 +244,24 @@ void sd_vae_tensor_table(const SdVaeConfig *v, SdTensorTable *t) {
     conv(t, "decoder", "conv_out", D, "conv_out", v->out_channels, ch[0], 3);
 }
 
+void sd_text_encoder_tensor_table(const SdTextEncoderConfig *c, SdTensorTable *t) {
+    t->n = 0;
+    int64_t D = c->hidden_size, F = c->intermediate_size;
+    add(t, "text_model.embeddings", "token_embedding.weight", "", "", SD_SHAPE_EXACT, 2, c->vocab_size, D, 0, 0);
+    add(t, "text_model.embeddings", "position_embedding.weight", "", "", SD_SHAPE_EXACT, 2, c->max_positions, D, 0, 0);
+    for (int i = 0; i < c->num_layers; i++) {
+        char pre[SD_NAME_LEN];
+        snprintf(pre, sizeof pre, "text_model.encoder.layers.%d", i);
+        norm(t, pre, "layer_norm1", "", "", D);
+        static const char *const proj[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"};
+        for (int k = 0; k < 4; k++) linear(t, pre, proj[k], "", "", D, D, true, SD_SHAPE_EXACT, false);
+        norm(t, pre, "layer_norm2", "", "", D);
+        linear(t, pre, "mlp.fc1", "", "", F, D, true, SD_SHAPE_EXACT, false);
+        linear(t, pre, "mlp.fc2", "", "", D, F, true, SD_SHAPE_EXACT, false);
+    }
+    norm(t, "text_model", "final_layer_norm", "", "", D);
+}
+
 const SdTensorSpec *sd_table_find(const SdTensorTable *t, const char *name) {
     for (int i = 0; i < t->n; i++)
         if (!strcmp(t->items[i].name, name)) return &t->items[i];

@@ -49,6 +49,10 @@ typedef struct {
 // and shapes (=, table is reset first). This is the contract between the loader and the forward pass.
 void sd_unet_tensor_table(const SdUNetConfig *cfg, SdTensorTable *table);
 void sd_vae_tensor_table(const SdVaeConfig *cfg, SdTensorTable *table);
+// transformers' CLIPTextModel (text_encoder/): text_model.embeddings.{token,position}_embedding.weight,
+// text_model.encoder.layers.<i>.{layer_norm1,self_attn.{q,k,v,out}_proj,layer_norm2,mlp.fc1,mlp.fc2}.*,
+// text_model.final_layer_norm.*. No LDM names (single-file text encoders are not read).
+void sd_text_encoder_tensor_table(const SdTextEncoderConfig *cfg, SdTensorTable *table);
 const SdTensorSpec *sd_table_find(const SdTensorTable *table, const char *name);
 void sd_table_free(SdTensorTable *table);
 
@@ -65,9 +69,10 @@ typedef enum { SD_NAMES_DIFFUSERS, SD_NAMES_LDM } SdNaming;
 
 // Loads every tensor of table from st (names per naming; a diffusers VAE file may use the deprecated
 // attention names query/key/value/proj_attn) as dtype into ps (+=: ps may already hold the other
-// part), adding counts and lists to rep. Returns 0, or -1 when something is missing or mismatched;
-// then nothing is added to ps and *err is a malloc'd message (caller frees) naming the file, every
-// missing tensor and every mismatch with both shapes. unexpected_prefix (single-file loads: the
+// part), adding counts and lists to rep. Returns 0, or -1 when something is missing or mismatched
+// (then nothing is added to ps and *err is a malloc'd message, caller frees, naming the file, every
+// missing tensor and every mismatch with both shapes), or when a tensor holds NaN or an infinity
+// (then *err names it; the tensors read before it are in ps). unexpected_prefix (single-file loads: the
 // part's LDM prefix) limits "unexpected" to names starting with it; NULL: every unused name.
 int sd_load_tensors(const SafeTensors *st, const SdTensorTable *table, SdNaming naming, const char *unexpected_prefix,
                     DType dtype, ParamStore *ps, SdLoadReport *rep, char **err);

@@ -62,6 +62,7 @@ static DType parse_dtype(const char *s) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-export")) return 0;
     const char *run = NULL, *ckpt = NULL, *out = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof(char *));
     int n_sets = 0;
@@ -131,6 +132,9 @@ int main(int argc, char **argv) {
     mo.precision = MODEL_PRECISION_F32;
     mo.activations = MODEL_ACTIVATIONS_AUTO;
     mo.frozen_dtype = MODEL_FROZEN_F32;
+    // The prompt embeddings the run trained with (its cache, layers/sd_prompt.h), when they still match;
+    // else [model] prompt is encoded here as dod-train encodes it.
+    if (run) snprintf(mo.prompt_cache, sizeof mo.prompt_cache, "%s/" MODEL_PROMPT_CACHE, run);
     Model *model = model_load(&mo, NULL, err, sizeof err);
     if (!model) {
         fprintf(stderr, "dod-export: %s\n", err);
@@ -144,17 +148,9 @@ int main(int argc, char **argv) {
         model_free(model);
         return 1;
     }
-    // The prompt text, when the checkpoint records one.
-    char prompt[8192] = "";
-    SafeTensors *st = checkpoint_open(ckpt_file, err, sizeof err);
-    if (st) {
-        const char *p = safetensors_metadata(st, "prompt");
-        if (p) snprintf(prompt, sizeof prompt, "%s", p);
-        safetensors_close(st);
-    }
     DodModel *dm = model->self;
     AdapterExportOptions eo = {.base_dir = mo.base, .checkpoint = ckpt_file, .step = (long long)info.step,
-                               .prompt = prompt[0] ? prompt : NULL, .dtype = dtype};
+                               .prompt = mo.prompt_embedding[0] ? NULL : mo.prompt, .dtype = dtype};
     rc = adapter_export(dm, out, &eo, err, sizeof err);
     if (rc) {
         fprintf(stderr, "dod-export: %s\n", err);
@@ -178,6 +174,7 @@ int main(int argc, char **argv) {
 }
 #else
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-export")) return 0;
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return usage(stdout), 0;
     fprintf(stderr, "dod-export: this build has no iniparser (the run's configuration is an INI file; Debian: "
                     "apt-get install libiniparser-dev, then re-run cmake)\n");

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/base.h"
 #include "autograd/cuda/cuda_backend.h"
 #include "layers/safetensors.h"
 #include "layers/unet.h"
@@ -74,6 +75,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-parity")) return 0;
     const char *fix = NULL, *ckpt = NULL, *io_path = NULL;
     DType dtype = DT_F32;
     bool run_unet = true, run_vae = true, cuda = false;

@@ -1,22 +1,25 @@
 // dod-sd-inspect: check that a Stable Diffusion model loads, or print what a config expects.
 //
 //   dod-sd-inspect MODEL_DIR [--dtype f32|f16|bf16]          load a diffusers directory, print a summary
-//   dod-sd-inspect --single-file CKPT.safetensors CONFIG_DIR  load an original single-file checkpoint
+//   dod-sd-inspect --single-file CKPT CONFIG_DIR              load an original single-file checkpoint
+//                                                             (.safetensors or a PyTorch .ckpt)
 //   dod-sd-inspect --table CONFIG_DIR                         print the expected tensors: part, diffusers
 //                                                             name, LDM name, shape (one per line)
-//   dod-sd-inspect --header FILE.safetensors                  print a safetensors header (name dtype shape)
+//   dod-sd-inspect --header FILE                              list the tensors of a safetensors file or
+//                                                             PyTorch checkpoint (name dtype shape)
 // Exits 1 with the loader's message (every missing / mismatched tensor) when something does not fit.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/base.h"
 #include "layers/sd_weights.h"
 
 static void usage(FILE *out, int status) {
     fprintf(out, "usage: dod-sd-inspect MODEL_DIR [--dtype f32|f16|bf16]\n"
-                    "       dod-sd-inspect --single-file CKPT.safetensors CONFIG_DIR [--dtype ...]\n"
+                    "       dod-sd-inspect --single-file CKPT.safetensors|CKPT.ckpt CONFIG_DIR [--dtype ...]\n"
                     "       dod-sd-inspect --table CONFIG_DIR\n"
-                    "       dod-sd-inspect --header FILE.safetensors\n");
+                    "       dod-sd-inspect --header FILE.safetensors|FILE.pt|.pth|.pkl|.ckpt|.bin\n");
     exit(status);
 }
 
@@ -30,6 +33,7 @@ static void print_table(const char *part, const SdTensorTable *t) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-sd-inspect")) return 0;
     if (argc < 2) usage(stderr, 2);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) usage(stdout, 0);
     DType dtype = DT_F32;
@@ -44,10 +48,10 @@ int main(int argc, char **argv) {
         if (argc != 3) usage(stderr, 2);
         SafeTensors *st;
         char err[ST_ERR_LEN];
-        if (safetensors_open(argv[2], &st, err)) dod_fatal("dod-sd-inspect", "%s", err);
+        if (tensor_file_open(argv[2], &st, err)) dod_fatal("dod-sd-inspect", "%s", err);
         for (int i = 0; i < safetensors_count(st); i++) {
             const StEntry *e = safetensors_entry(st, i);
-            printf("%s %s [", e->name, safetensors_dtype_str(e->dtype));
+            printf("%s %s [", e->name, tensor_file_stored_dtype(st, e));
             for (int d = 0; d < e->ndim; d++) printf(d ? ", %lld" : "%lld", (long long)e->shape[d]);
             printf("]\n");
         }

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Set up, reproducibly, the Python environment that the fixture scripts (scripts/make_*.py,
-# scripts/encode_prompt.py, scripts/diag_tiny_base.py, scripts/load_adapter.py) and the PyTorch side of
-# `dod-bench` need, on
+# scripts/diag_tiny_base.py, scripts/load_adapter.py) and the PyTorch side of `dod-bench` need, on
 # Debian 12: Debian's PyTorch 1.13, torchvision and scikit-image 0.19.3 (apt), and a venv in ./venv
 # that sees them (--system-site-packages) with the pinned PyPI packages below. The toolkit and its
 # tests never run Python; only regenerating fixtures and the reference side of benchmarks do.

@@ -27,7 +27,12 @@ T=$SECONDS
   --steps 0 --batch 2 --crop 64 --eval-crops 1 > "$W/pretrain_unet.log" 2>&1
 echo "random SD 2.1-base weights in $W/base ($((SECONDS - T)) s)"
 "$B/bin/dod-data" synth --clean "$SRC/tests/fixtures/data" --tasks noise,rain,haze --out "$W/train.h5" --seed 1 --quiet
-sets=(--set model.base="$W/base" --set model.prompt_embedding= --set model.device="$DEVICE"
+# The random base has no text encoder: a zero [77, 1024] prompt embedding file instead.
+python3 -c "import json, struct, sys
+h = json.dumps({'prompt_embeds': {'dtype': 'F32', 'shape': [77, 1024], 'data_offsets': [0, 77 * 1024 * 4]}})
+h += ' ' * (-len(h) % 8)
+open(sys.argv[1], 'wb').write(struct.pack('<Q', len(h)) + h.encode() + bytes(77 * 1024 * 4))" "$W/zero_prompt.safetensors"
+sets=(--set model.base="$W/base" --set model.prompt_embedding="$W/zero_prompt.safetensors" --set model.device="$DEVICE"
       --set model.precision="$PRECISION" --set data.train="$W/train.h5"
       --set data.val= --set data.crop="$CROP" --set train.steps="$STEPS" --set train.run_dir="$W/run"
       --set log.every=1 --set checkpoint.every="$STEPS" --set train.recompute=true)

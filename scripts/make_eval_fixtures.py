@@ -6,7 +6,7 @@ never writes such a file (it checks every pair), hence h5py here.
   task derain, count 5, 24x24 images made from a fixed numpy seed:
     00000000  a good pair                     (hq_source good-a.png)
     00000001  LQ 20x24 but HQ 24x24          (size mismatch; hq_source bad-size.png)
-    00000002  missing: no sample group       (unreadable)
+    00000002  an empty sample group          (unreadable: no hq/lq datasets)
     00000003  HQ dataset of rank 2           (unreadable; hq_source bad-rank.png)
     00000004  a good pair                     (hq_source good-b.png)
 
@@ -46,6 +46,7 @@ def main():
 
         sample(0, "good-a.png", img(24, 24), img(24, 24))
         sample(1, "bad-size.png", img(24, 24), img(20, 24))
+        task.create_group("%08d" % 2)   # count may not exceed the groups; this one holds no images
         sample(3, "bad-rank.png", rng.integers(0, 256, size=(24, 24), dtype=np.uint8), img(24, 24))
         sample(4, "good-b.png", img(24, 24), img(24, 24))
     print("wrote", OUT, os.path.getsize(OUT), "bytes")

@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# clang and its runtime: the libFuzzer + sanitizer build of scripts/fuzz.sh (scripts/test.sh runs it).
 PACKAGES="build-essential cmake pkg-config libopenblas-dev libhdf5-dev zlib1g-dev libstb-dev libcjson-dev
-          libiniparser-dev libopenmpi-dev openmpi-bin"
+          libiniparser-dev libopenmpi-dev openmpi-bin libpcre2-dev libunistring-dev libxml2-utils libzip-dev
+          clang libclang-rt-14-dev"
 # shellcheck disable=SC2086  # the list is split into words on purpose
 [ "${DOD_SKIP_APT:-0}" = 1 ] || bash scripts/apt-install.sh setup $PACKAGES
 

@@ -48,10 +48,20 @@ for extra in "" "--random-weights"; do
         bad "dod-bench train --base $extra on the CPU"; cat "$TMP/out"
     fi
 done
-# DOD_PROFILE=1: the per-op table at exit, with the convolutions' forward and backward rows.
+# DOD_PROFILE=1: the per-op table at exit, with the convolutions' forward and backward rows and their
+# FLOPs and rate (GFLOP, GFLOP/s; no % of peak on the CPU), and the FLOP summary by kind.
 if DOD_PROFILE=1 "$BENCH" train --iters 1 --no-torch >"$TMP/out" 2>&1 && grep -q "^dod: op profile (DOD_PROFILE): [0-9.]* ms in ops" "$TMP/out" &&
-    grep -qE "^  op_conv2d +fwd +[0-9]+ +[0-9.]+ +[0-9.]+% +[0-9.]+$" "$TMP/out" && grep -qE "^  op_conv2d +bwd " "$TMP/out"; then ok; else
-    bad "DOD_PROFILE=1 dod-bench train: no op profile table"; cat "$TMP/out"
+    grep -qE "^  op_conv2d +fwd +[0-9]+ +[0-9.]+ +[0-9.]+% +-?[0-9.]+ +[0-9.]+ +[0-9.]+$" "$TMP/out" &&
+    grep -qE "^  op_conv2d +bwd " "$TMP/out" && grep -qE "^  over the op time: [0-9.]+ GFLOP/s" "$TMP/out" &&
+    grep -qE "^    convolution +[0-9.]+% of op time +[0-9.]+ GFLOP/s$" "$TMP/out"; then ok; else
+    bad "DOD_PROFILE=1 dod-bench train: no op profile table with FLOPs"; cat "$TMP/out"
+fi
+# The step's FLOPs and rate (GFLOP/s on the CPU, no MFU without a known peak; with DOD_PEAK_TFLOPS, MFU).
+if "$BENCH" train --iters 1 --no-torch >"$TMP/out" 2>&1 &&
+    grep -qE "^ours FLOPs per step: [0-9.]+ GFLOP model \(forward [0-9.]+, backward [0-9.]+\)" "$TMP/out" &&
+    grep -qE "^ours rate: [0-9.]+ GFLOP/s.*no MFU" "$TMP/out" &&
+    DOD_PEAK_TFLOPS=1 "$BENCH" train --iters 1 --no-torch >"$TMP/out" 2>&1 && grep -qE "^ours rate: [0-9.]+ GFLOP/s, MFU [0-9.]+%" "$TMP/out"; then ok; else
+    bad "dod-bench train: no FLOP / MFU lines"; cat "$TMP/out"
 fi
 if "$BENCH" train --iters 1 --no-torch >"$TMP/out" 2>&1 && ! grep -q "op profile" "$TMP/out"; then ok; else
     bad "op profile printed without DOD_PROFILE"; cat "$TMP/out"

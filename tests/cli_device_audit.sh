@@ -18,9 +18,12 @@ trap 'rm -rf "$TMP"' EXIT
 cat >"$TMP/allowed" <<'LIST'
 layers/adapter.c:adapter_export              export: the model is built on the CPU (host f32 tensors, checked)
 layers/adapter.c:tensor_hash                 the base's weights are hashed on the host, before any move (checked)
+layers/clip_text.c:clip_text_forward         device_copy between tensors on the model's device (no dereference)
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
 layers/dod_model_util.c:copy_entry           loading: source is a host file view; device_copy writes a CUDA destination
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
+layers/lpips.c:channel_constant              device_copy from a host array into a tensor on the weights' device
+layers/lpips.c:lpips_from_vgg                creation: host tensors, moved with lpips_to_device
 layers/lora.c:host_f32                       copies a CUDA tensor to the host (merge/export, not per step)
 layers/lora.c:lora_merge                     reads host views made by host_f32, writes host tensors
 layers/model_weights.c:checkpoint_read_tensor source is a host file view; the destination is written with device_copy
@@ -28,8 +31,11 @@ layers/safetensors.c:safetensors_drop_pages  file mapping, no tensors
 layers/safetensors.c:safetensors_load_store  loading: host tensors
 layers/safetensors.c:safetensors_open        file mapping, no tensors
 layers/safetensors.c:safetensors_save        CUDA tensors are written through a host copy (device_copy)
-layers/safetensors.c:safetensors_tensor      loading: host tensors
+layers/safetensors.c:read_tensor             loading: host tensors
+layers/safetensors.c:torch_tensor            loading a PyTorch checkpoint's tensor: host tensors
 layers/sd_load.c:sd_tensor_make_owned        loading: host tensors (before any move)
+layers/sd_prompt.c:encode_one                device_copy of the encoder's output into a host tensor
+layers/sd_prompt.c:sd_prompt_save            prompt embeddings are host tensors by contract (sd_prompt.h)
 layers/tool_parity.c:main                    timesteps are host floats by the UNet's contract (never moved)
 layers/tool_parity.c:report                  compares host copies (to_host) of the outputs
 LIST

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # dod-eval run end to end on the tiny SD fixture model: a 2-step DOD checkpoint, a tiny synthetic
 # test set; reports on stdout / CSV / JSON, saved images that `dod-eval metrics` scores identically,
-# tiling, --max-images; scripts/make_benchmark_sets.sh and --bench on a fake PUBLIC_ROOT built from
-# the photo fixtures; bad inputs (named, counted, exit 1, no report files).
+# tiling, --max-images; the --html report's structure; scripts/make_benchmark_sets.sh and --bench on
+# a fake PUBLIC_ROOT built from the photo fixtures; bad inputs (named, counted, exit 1, no report files).
 # Usage: bash tests/cli_eval_run.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 B=$1 S=$2
@@ -44,6 +44,36 @@ for task in denoise derain dehaze; do
         \$1 == t { d1 = p / n - \$5; d2 = s / n - \$6; ok = (d1 < 1e-6 && d1 > -1e-6 && d2 < 1e-6 && d2 > -1e-6) }
         END { exit !ok }' $T/m_$task.csv $T/r.csv"
 done
+
+# ---- --html: the report page, its images and its structure (a browser: tests/browser/check_report.sh) -----
+"$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tasks denoise,derain,dehaze \
+    --html "$T/html" > "$T/h.md" 2> "$T/h.err"
+check "--html run exits 0 and names the page" "[ $? = 0 ] && grep -q 'HTML report $T/html/index.html' $T/h.err"
+H="$T/html/index.html"
+if command -v xmllint > /dev/null; then
+    check "the page is well-formed (xmllint)" "xmllint --noout $H"
+else
+    bad "xmllint missing: install libxml2-utils (scripts/setup.sh)"
+fi
+for task in denoise derain dehaze; do
+    psnr=$(awk -F' [|] ' -v t="$task" '$1 == "| " t { print $3 }' "$T/h.md")
+    check "$task: a summary row with the report's PSNR $psnr" "grep -q '<tr data-set=\"$task\"><td><a href=\"#set-$task\">$task</a></td><td class=\"num\" data-v=\"5\">5</td><td class=\"num\" data-v=\"[^\"]*\">$psnr</td>' $H"
+    check "$task: 5 image rows in its section" "[ \$(sed -n '/<section id=\"set-$task\">/,/<\/section>/p' $H | grep -o '<tr data-image=' | wc -l) = 5 ]"
+done
+check "the average row" "grep -q '<tr class=\"average\"><td>average</td><td class=\"num\">15</td>' $H"
+check "a slider per image and the pair selector" "[ \$(grep -o 'type=\"range\"' $H | wc -l) = 15 ] && grep -q '<select id=\"pair\">' $H"
+grep -o '\(src\|href\|data-input\|data-restored\|data-gt\)="[^"#][^"]*"' "$H" | sed 's/^[^"]*"//; s/"$//' | sort -u > "$T/refs.txt"
+missing=0
+while read -r ref; do [ -f "$T/html/$(printf '%b' "${ref//%/\\x}")" ] || { echo "  missing: $ref"; missing=$((missing + 1)); }; done < "$T/refs.txt"
+check "every image the page references exists (\$(wc -l < $T/refs.txt) files)" "[ $missing = 0 ] && [ \$(wc -l < $T/refs.txt) = 48 ]"
+check "no external URL" "! grep -q '://' $H"
+"$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tasks derain --max-images 1 --html "$T/html" > /dev/null 2>&1
+check "an earlier report is replaced whole, nothing left beside it" "[ $? = 0 ] && [ ! -d $T/html/denoise ] && [ -d $T/html/derain ] && [ -z \"\$(ls $T | grep -E 'html\.(tmp|old)')\" ]"
+mkdir -p "$T/mine" && echo keep > "$T/mine/notes.txt"
+"$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tasks derain --html "$T/mine" > /dev/null 2> "$T/e.txt"
+check "a folder that is not a report is refused before the run, untouched" "[ $? = 1 ] && grep -q 'mine: exists and is not an earlier dod-eval report' $T/e.txt && [ \"\$(ls $T/mine)\" = notes.txt ]"
+"$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --html "$T/h2" --save-images "$T/s2" > /dev/null 2> "$T/e.txt"
+check "--html with --save-images is a usage error" "[ $? = 2 ] && grep -q 'give --html or --save-images' $T/e.txt"
 
 # promptir scores the unrounded float output: close to, not equal to, the saved 8-bit PNGs' scores
 "$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tasks derain --csv "$T/p.csv" > /dev/null 2>&1
@@ -110,13 +140,13 @@ check "a stage-1 checkpoint under a stage-2 configuration names a tensor" "[ $? 
 
 # ---- bad inputs: named, counted, exit 1, no report files ----------------------------------------
 "$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$S/tests/fixtures/eval/bad_pairs.h5" --crop-multiple 0 \
-    --csv "$T/bad.csv" --json "$T/bad.json" > "$T/bad.md" 2> "$T/bad.err"
+    --csv "$T/bad.csv" --json "$T/bad.json" --html "$T/bad_html" > "$T/bad.md" 2> "$T/bad.err"
 check "bad pairs: exit 1" "[ $? = 1 ]"
 check "bad pairs: the size mismatch is named with both sizes" "grep -q 'bad-size.*input 24x20 but ground truth 24x24' $T/bad.err"
-check "bad pairs: the missing sample is named" "grep -q '00000002.*component not found' $T/bad.err"
+check "bad pairs: the missing sample is named" "grep -q \"00000002.*/hq: name doesn't exist\" $T/bad.err"
 check "bad pairs: the malformed image is named" "grep -q 'bad-rank.*not a uint8' $T/bad.err"
 check "bad pairs: counted" "grep -q '3 of 5 images not scored (2 unreadable, 1 size mismatch)' $T/bad.err"
-check "bad pairs: no CSV/JSON, stdout marked INCOMPLETE" "[ ! -e $T/bad.csv ] && [ ! -e $T/bad.json ] && grep -q INCOMPLETE $T/bad.md && grep -q '^| derain | 2/5 |' $T/bad.md"
+check "bad pairs: no CSV/JSON/HTML, stdout marked INCOMPLETE" "[ ! -e $T/bad.csv ] && [ ! -e $T/bad.json ] && [ ! -e $T/bad_html ] && grep -q INCOMPLETE $T/bad.md && grep -q '^| derain | 2/5 |' $T/bad.md"
 check "bad pairs: no temp files left" "[ -z \"\$(ls $T | grep tmp)\" ]"
 
 "$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/missing.h5" --csv "$T/x.csv" > "$T/o.md" 2> "$T/e.txt"

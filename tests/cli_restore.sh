@@ -44,10 +44,12 @@ check "--merge on: still PyTorch's image (PSNR $p >= 75 dB)" "grep -q 'LoRA merg
 "$B/bin/dod-data" synth --clean "$S/tests/fixtures/data" --tasks noise,rain,haze --sigma 25 --store-noisy \
     --out "$T/syn.h5" --seed 1 --quiet || { echo "FAIL: dod-data synth"; exit 1; }
 tiny_dod_ini "$T/tiny.ini" "$T/syn.h5" "$T/run"
-printf '[model]\nfrozen_dtype = f32\n[train]\nsteps = 4\n' >> "$T/tiny.ini"
+printf '[model]\nfrozen_dtype = f32\nprompt = "a photo"\n[train]\nsteps = 4\n' >> "$T/tiny.ini"   # the CLIP text encoder's prompt
 "$B/bin/dod-train" --config "$T/tiny.ini" --quiet > "$T/train.log" 2>&1 || { cat "$T/train.log"; echo "FAIL: dod-train"; exit 1; }
 "$X" --run "$T/run" --out "$T/a.safetensors" > "$T/x.log" 2>&1
 check "dod-export --run writes an adapter" "[ $? = 0 ] && [ -s $T/a.safetensors ] && grep -q 'stage-1 DOD adapter' $T/x.log"
+check "dod-export --run takes the run's prompt embeddings (its cache) and records the prompt" \
+    "grep -q 'prompt embeddings from $T/run/prompt_embeds.safetensors' $T/x.log && grep -a -q '\"prompt\":\"a photo\"' $T/a.safetensors"
 "$X" --checkpoint "$T/run/checkpoints/step_0000004.safetensors" --out "$T/b.safetensors" > /dev/null 2>&1
 tensors_hash() { grep -a -o '"tensors_hash":"[0-9a-f]*"' "$1"; }
 check "dod-export --checkpoint (its recorded configuration) writes the same tensors" "[ -n \"\$(tensors_hash $T/a.safetensors)\" ] && [ \"\$(tensors_hash $T/a.safetensors)\" = \"\$(tensors_hash $T/b.safetensors)\" ]"
@@ -76,6 +78,14 @@ for tiles in "whole" "unet" "vae"; do
     done
     check "$tiles: dod-restore's PNGs are dod-eval run's, byte for byte ($same of 5)" "[ $same = 5 ]"
 done
+"$E" run --adapter "$T/a.safetensors" --base "$BASE" --data "$T/syn.h5" --tasks derain --max-images 1 --html "$T/ha" \
+    > /dev/null 2>&1
+check "dod-eval run --adapter --html: the page names the adapter" "[ $? = 0 ] && grep -q 'adapter <code>$T/a.safetensors</code>' $T/ha/index.html"
+mkdir -p "$T/no_te" && cp -r "$BASE/unet" "$BASE/vae" "$BASE/scheduler" "$T/no_te/"
+"$R" --base "$T/no_te" --adapter "$T/a.safetensors" --in "$T/ev_whole/derain/input" --out "$T/dr_no_te" --quiet > /dev/null 2>&1
+same=0
+for f in "$T/ev_whole/derain/restored/"*.png; do cmp -s "$f" "$T/dr_no_te/$(basename "$f")" && same=$((same + 1)); done
+check "the adapter carries the prompt: the base without tokenizer/ and text_encoder/ restores the same ($same of 5)" "[ $same = 5 ]"
 check "the tiled runs differ from the whole one (the options took effect)" "! cmp -s <(cut -d, -f5 $T/ev_whole.csv) <(cut -d, -f5 $T/ev_unet.csv) && ! cmp -s <(cut -d, -f5 $T/ev_whole.csv) <(cut -d, -f5 $T/ev_vae.csv)"
 
 # ---- inputs of every kind -------------------------------------------------------------------------------

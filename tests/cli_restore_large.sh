@@ -15,7 +15,7 @@ trap 'rm -rf "$T"' EXIT
 tiny_dod_data "$B" "$T/syn.h5" || { echo "FAIL: dod-data synth"; exit 1; }
 tiny_dod_ini "$T/tb.ini" "$T/syn.h5" "$T/run"
 sed -i "s|^base = .*|base = $S/configs/tiny_base|" "$T/tb.ini"
-printf '[train]\nsteps = 2\n' >> "$T/tb.ini"
+printf '[train]\nsteps = 2\n[model]\nprompt_embedding = %s\n' "$S/configs/tiny_base/prompt_embeds_zero.safetensors" >> "$T/tb.ini"
 "$B/bin/dod-train" --config "$T/tb.ini" --quiet > "$T/train.log" 2>&1 || { cat "$T/train.log"; echo "FAIL: dod-train"; exit 1; }
 "$B/bin/dod-export" --run "$T/run" --out "$T/tb.safetensors" > /dev/null 2>&1 || { echo "FAIL: dod-export"; exit 1; }
 { printf 'P6\n4096 3072\n255\n'; head -c $((4096 * 3072 * 3)) /dev/urandom; } > "$T/big.ppm"

@@ -27,5 +27,18 @@ check "missing tensor fails" '[ $rc -eq 1 ] && grep -q "unet/diffusion_pytorch_m
 head -c 1000 "$FIX/sd1_tiny/model/vae/diffusion_pytorch_model.safetensors" > "$tmp/m/vae/diffusion_pytorch_model.safetensors"
 out=$("$BIN" "$tmp/m" 2>&1); rc=$?
 check "truncated vae fails" '[ $rc -eq 1 ] && grep -q "vae/diffusion_pytorch_model.safetensors: header length .* runs past the end of the file" <<<"$out"'
+# PyTorch checkpoints: a diffusers VAE given only as diffusion_pytorch_model.bin (zip format, f16), a
+# pickle's tensors listed by --header, and a pickle naming os.system refused by name.
+TFIX=$SRC/tests/fixtures/torch_ckpt
+mkdir -p "$tmp/bin"
+cp -r "$FIX/sd1_tiny/model/"* "$tmp/bin/"
+rm "$tmp/bin/vae/diffusion_pytorch_model.safetensors"
+cp "$TFIX/sd1_tiny_vae_f16.bin" "$tmp/bin/vae/diffusion_pytorch_model.bin"
+out=$("$BIN" "$tmp/bin" --dtype f16 2>&1); rc=$?
+check "vae from a .bin loads" '[ $rc -eq 0 ] && grep -q "unet: 71948 params, vae: 48479 params" <<<"$out"'
+out=$("$BIN" --header "$TFIX/state_legacy.pt" 2>&1); rc=$?
+check "header of a pickle" '[ $rc -eq 0 ] && grep -q "^state_dict_unet/proj.weight F32 \[8, 8\]$" <<<"$out" && grep -q "^dtypes/f64 F64 \[5, 3\]$" <<<"$out"'
+out=$("$BIN" --header "$TFIX/evil_global.pt" 2>&1); rc=$?
+check "os.system refused" '[ $rc -eq 1 ] && grep -q "evil_global.pt: .*global os.system is not allowed" <<<"$out"'
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

@@ -34,7 +34,7 @@ expect bad-key 1 "bad.ini:5: \[optim\] learning_rate: unknown key" -- "$TRAIN" -
 printf '[data]\ncrop = big\n' > "$T/bad2.ini"
 expect bad-value 1 "bad2.ini:2: \[data\] crop: expected an integer, got 'big'" -- "$TRAIN" --config "$T/bad2.ini"
 expect bad-set 1 "^--set optim.beta1=2: \[optim\] beta1: 2 is out of range" -- "$TRAIN" --config "$S/configs/toy.ini" --set optim.beta1=2
-expect lpips 1 "LPIPS is not implemented yet" -- "$TRAIN" --config "$S/configs/toy.ini" --set loss.lpips=5
+expect lpips 1 "lpips: a non-zero LPIPS weight needs \[loss\] lpips_vgg" -- "$TRAIN" --config "$S/configs/toy.ini" --set loss.lpips=5
 expect print-config 0 "^lr = 5e-05$" -- "$TRAIN" --config "$S/configs/aio3.ini" --print-config
 expect print-set 0 "^steps = 77$" -- "$TRAIN" --config "$S/configs/aio5.ini" --set train.steps=77 --print-config
 
@@ -47,6 +47,11 @@ if [ -x "$DATA" ] && "$DATA" synth --clean "$S/tests/fixtures/data" --tasks nois
   for f in config.ini metrics.jsonl checkpoints/step_0000006.safetensors samples/step_0000006.png; do
     if [ -f "$T/run/$f" ]; then ok; else bad "run dir lacks $f"; fi
   done
+  if ls "$T"/run/tb/events.out.tfevents.* > /dev/null 2>&1; then ok; else bad "run dir lacks tb/events.out.tfevents.*"; fi
+  # the progress line names only the loss terms that are on; [log] tensorboard = false writes no tb/
+  expect terms-on 0 "step 2/2 \| loss [0-9.]+ mse [0-9.]+ \| lr" -- "$TRAIN" "${COMMON[@]}" --set train.steps=2 \
+      --set loss.ssim=0 --set log.tensorboard=false --run-dir "$T/run_mse"
+  if grep -q "1-ssim" "$T/out.txt" || [ -e "$T/run_mse/tb" ]; then bad "1-ssim printed with loss.ssim = 0, or tb/ written"; else ok; fi
   if [ "$(cat "$T/run/checkpoints/latest")" = "step_0000006.safetensors" ]; then ok; else bad "latest: $(cat "$T/run/checkpoints/latest")"; fi
   if [ "$(grep -c '"loss"' "$T/run/metrics.jsonl")" = 6 ]; then ok; else bad "metrics.jsonl lines"; fi
   expect again 1 "already holds checkpoints" -- "$TRAIN" "${COMMON[@]}" --set train.steps=6 --run-dir "$T/run"
@@ -60,7 +65,7 @@ if [ -x "$DATA" ] && "$DATA" synth --clean "$S/tests/fixtures/data" --tasks nois
   pid=$!
   for _ in $(seq 1 100); do grep -q "^step" "$T/long.txt" 2>/dev/null && break; sleep 0.1; done
   kill -INT $pid; wait $pid; rc=$?
-  if [ $rc = 130 ] && grep -q "interrupted after step" "$T/long.txt"; then ok; else bad "SIGINT: exit $rc"; tail -3 "$T/long.txt" >&2; fi
+  if [ $rc = 130 ] && grep -qE "interrupted (after|during) step" "$T/long.txt"; then ok; else bad "SIGINT: exit $rc"; tail -3 "$T/long.txt" >&2; fi
   step=$(sed -n 's/^step_0*\([0-9]*\)\.safetensors$/\1/p' "$T/long/checkpoints/latest" 2>/dev/null)
   if [ -n "$step" ] && [ -f "$T/long/checkpoints/step_$(printf %07d "$step").safetensors" ]; then ok; else bad "no checkpoint after SIGINT"; fi
   expect resume-after-int 0 "resuming from" -- "$TRAIN" --resume "$T/long" --set train.steps=$((step + 2))

@@ -1,7 +1,8 @@
 # Sourced by the CLI tests (cli_train_dod.sh, cli_train_dod_vae.sh, cli_eval_run.sh, cli_data.sh,
-# cli_device.sh, cli_device_audit.sh, cli_parity.sh):
+# cli_device.sh, cli_device_audit.sh, cli_parity.sh, cli_dist.sh) and scripts/gpu-check.sh:
 #   . "$S/tests/shell_lib.sh"
-# a pass/fail counter and the tiny DOD training configuration the DOD tests start from.
+# a pass/fail counter, the tiny DOD training configuration the DOD tests start from, and a
+# bitwise comparison of checkpoints' tensors.
 
 CLI_LIB_TESTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -45,4 +46,14 @@ run_dir = $3
 [checkpoint]
 every = 2
 INI
+}
+
+# same_tensors BUILD A B: whether safetensors files A and B hold the same tensors (names, dtypes,
+# shapes in file order, from BUILD's dod-sd-inspect --header) with bit-identical data; their JSON
+# headers' metadata may differ (checkpoints of differently configured runs).
+same_tensors() {
+    local ha hb
+    ha=$(od -An -t u8 -N8 "$2" | tr -d ' ') && hb=$(od -An -t u8 -N8 "$3" | tr -d ' ') || return 1
+    cmp -s <("$1/bin/dod-sd-inspect" --header "$2") <("$1/bin/dod-sd-inspect" --header "$3") &&
+        cmp -s <(tail -c +$((9 + ha)) "$2") <(tail -c +$((9 + hb)) "$3")
 }

@@ -56,6 +56,7 @@ static bool same_bits(const Tensor *a, const float *b) { return !memcmp(a->data,
 static void test_round_trip(const char *dir) {
     ParamModel a = make_model(7, true), b = make_model(99, false);
     CheckpointInfo info = info_for(3, a.opt);
+    info.world_size = 2;   // written by 2 processes (data-parallel training)
     char path[4300], err[CKPT_ERR_LEN];
     CHECK(checkpoint_save(dir, a.p, 2, a.opt, &info, 0, path, sizeof path, err, sizeof err) == 0, "save: %s", err);
     char want[4300];
@@ -71,8 +72,9 @@ static void test_round_trip(const char *dir) {
                   !memcmp(b.opt->v[i], a.opt->v[i], sizeof(float) * (size_t)a.p[i]->numel),
               "moments %d bitwise", i);
     }
-    CHECK(b.opt->step == 2 && got.step == 3 && got.adamw_step == 2 && got.seed == 123 && got.loader_next == 6 && got.stage == 1,
-          "metadata: step %lld adamw %lld", (long long)got.step, (long long)got.adamw_step);
+    CHECK(b.opt->step == 2 && got.step == 3 && got.adamw_step == 2 && got.seed == 123 && got.loader_next == 6 && got.stage == 1 &&
+              got.world_size == 2,
+          "metadata: step %lld adamw %lld world %d", (long long)got.step, (long long)got.adamw_step, got.world_size);
     CHECK(!strcmp(got.model_kind, "toy") && !strcmp(got.config_text, info.config_text), "config text survives: %s", got.config_text);
     checkpoint_info_free(&got);
     // the same next update from both
@@ -178,6 +180,20 @@ static void test_errors(const char *dir) {
     safetensors_save(p2, a.p, 2, meta, 7, sterr);
     CHECK(checkpoint_load(p2, b.p, 2, b.opt, &got, err, sizeof err) == -1 && strstr(err, "optimizer tensor optim.m.a.weight is missing"),
           "no optimizer state: %s", err);
+    // world_size: absent (older files) reads as 1 process; not an integer is an error naming the key
+    SafeTensors *st = checkpoint_open(p2, err, sizeof err);
+    CHECK(st && checkpoint_read_info(st, &got, err, sizeof err) == 0 && got.world_size == 1, "no world_size: %s", err);
+    if (st) {
+        checkpoint_info_free(&got);
+        safetensors_close(st);
+    }
+    StMetadata bad_world[8];
+    memcpy(bad_world, meta, sizeof meta);
+    bad_world[7] = (StMetadata){"world_size", "two"};
+    snprintf(p2, sizeof p2, "%s/badworld.safetensors", dir);
+    safetensors_save(p2, a.p, 2, bad_world, 8, sterr);
+    CHECK(checkpoint_load(p2, b.p, 2, NULL, &got, err, sizeof err) == -1 && strstr(err, "metadata world_size is not an integer"),
+          "bad world_size: %s", err);
     // a missing trainable tensor, and a tensor the model does not train
     snprintf(p2, sizeof p2, "%s/onlyone.safetensors", dir);
     safetensors_save(p2, a.p, 1, meta, 7, sterr);

@@ -45,7 +45,11 @@ static void test_shipped_configs(void) {
         CHECK(c.model.kind == MODEL_DOD && c.lr == 5e-5 && c.beta1 == 0.9 && c.beta2 == 0.999, "%s optim", names[i]);
         CHECK(c.weight_decay == 1e-2 && c.eps == 1e-8 && c.clip_norm == 1.0 && c.model.seed == 123, "%s", names[i]);
         CHECK(c.steps == 100000 && c.crop == 256 && c.flips && c.schedule == CFG_SCHEDULE_CONSTANT, "%s", names[i]);
-        CHECK(c.model.lora_rank == 8 && c.loss_lpips == 0, "%s", names[i]);
+        // stage 1: 2 MSE + 5 LPIPS with both weight files named; stage 2: MSE + 0.1 (1 - SSIM), no LPIPS
+        bool stage1 = c.model.stage == 1;
+        CHECK(c.model.lora_rank == 8 && c.loss_lpips == (stage1 ? 5 : 0) && c.loss_mse == (stage1 ? 2 : 1), "%s losses",
+              names[i]);
+        CHECK(!stage1 || (strstr(c.lpips_vgg, "vgg16-397923af.pth") && c.lpips_lin[0]), "%s LPIPS files", names[i]);
         CHECK(strstr(c.model.base, "stable-diffusion-2-1-base") != NULL, "%s base %s", names[i], c.model.base);
     }
     TrainConfig c;
@@ -98,7 +102,13 @@ static void test_errors(void) {
     expect_load_error("enum.ini", "[model]\nfrozen_dtype = f16\n", "enum.ini:2: [model] frozen_dtype: 'f16' is not one of f32|bf16");
     expect_load_error("tasks.ini", "[data]\ntasks = dehaze:3,derain\n", "tasks.ini:2: [data] tasks: task 'derain' has no count");
     expect_load_error("tasks2.ini", "[data]\ntasks = dehaze:3,dehaze:1\n", "tasks2.ini:2: [data] tasks: task dehaze listed twice");
-    expect_load_error("lpips.ini", "[loss]\nlpips = 5\n", "lpips.ini:2: [loss] lpips: LPIPS is not implemented yet");
+    {   // loads, but does not validate: an LPIPS weight needs both weight files
+        TrainConfig c;
+        char err[CFG_ERR_LEN], want[600];
+        CHECK(load_text("lpips.ini", "[loss]\nlpips = 5\nlpips_vgg = vgg16.pth\n", &c, err, sizeof err) == 0, "%s", err);
+        snprintf(want, sizeof want, "%s/lpips.ini:2: [loss] lpips: a non-zero LPIPS weight needs [loss] lpips_vgg", scratch);
+        CHECK(config_validate(&c, err, sizeof err) == -1 && strstr(err, want) && strstr(err, "lpips_lin"), "lpips.ini: %s", err);
+    }
     expect_load_error("dup.ini", "[optim]\nlr = 1\nlr = 2\n", "dup.ini:3: [optim] lr: given twice (first on line 2)");
     expect_load_error("outside.ini", "lr = 1\n[optim]\n", "outside.ini:1: lr: key outside any [section]");
     expect_load_error("syntax.ini", "[optim]\nlr 1e-4\n", "syntax.ini:2: syntax error");

@@ -108,6 +108,7 @@ static Tensor *f_add_scalar(Tensor *const *in, const void *a) { (void)a; return 
 static Tensor *f_silu(Tensor *const *in, const void *a) { (void)a; return op_silu(in[0]); }
 static Tensor *f_gelu(Tensor *const *in, const void *a) { (void)a; return op_gelu(in[0], false); }
 static Tensor *f_gelu_tanh(Tensor *const *in, const void *a) { (void)a; return op_gelu(in[0], true); }
+static Tensor *f_quick_gelu(Tensor *const *in, const void *a) { (void)a; return op_quick_gelu(in[0]); }
 static Tensor *f_relu(Tensor *const *in, const void *a) { (void)a; return op_relu(in[0]); }
 static Tensor *f_leaky(Tensor *const *in, const void *a) { (void)a; return op_leaky_relu(in[0], 0.2f); }
 static Tensor *f_clamp(Tensor *const *in, const void *a) { (void)a; return op_clamp(in[0], -0.5f, 0.7f); }
@@ -129,6 +130,10 @@ static Tensor *f_ssim(Tensor *const *in, const void *a) { (void)a; return op_ssi
 static Tensor *f_matmul(Tensor *const *in, const void *a) { return op_matmul(in[0], in[1], a != NULL); }
 static Tensor *f_linear(Tensor *const *in, const void *a) { (void)a; return op_linear(in[0], in[1], in[2]); }
 static Tensor *f_attention(Tensor *const *in, const void *a) { (void)a; return op_attention(in[0], in[1], in[2], 4, 0.0f); }
+static Tensor *f_attention_causal(Tensor *const *in, const void *a) {
+    (void)a;
+    return op_attention_causal(in[0], in[1], in[2], 4, 0.0f);
+}
 static Tensor *f_attention_self(Tensor *const *in, const void *a) {
     (void)a;
     return op_attention(in[0], in[0], in[0], 2, 0.0f);  // D = 64
@@ -153,6 +158,11 @@ static Tensor *f_permute(Tensor *const *in, const void *a) { (void)a; return op_
 static Tensor *f_pad(Tensor *const *in, const void *a) { (void)a; return op_pad2d(in[0], 1, 2, 0, 3); }
 static Tensor *f_upsample(Tensor *const *in, const void *a) { (void)a; return op_upsample_nearest2x(in[0]); }
 static Tensor *f_gap(Tensor *const *in, const void *a) { (void)a; return op_global_avg_pool(in[0]); }
+static Tensor *f_max_pool(Tensor *const *in, const void *a) {
+    const int *ks = a;
+    return op_max_pool2d(in[0], ks[0], ks[1]);
+}
+static Tensor *f_channel_norm(Tensor *const *in, const void *a) { (void)a; return op_channel_normalize(in[0], 1e-10f); }
 static Tensor *f_gather(Tensor *const *in, const void *a) {  // repeated, unordered and unread rows/columns
     (void)a;
     static const int64_t rows[] = {6, 0, 0, 3, 5, 6, 6, 2, 1}, cols[] = {4, 4, 3, 0, 0, 2, 1, 4};
@@ -258,6 +268,7 @@ static void op_cases(void) {
     run_case("silu", f_silu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 11)}, pw);
     run_case("gelu", f_gelu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 12)}, pw);
     run_case("gelu tanh", f_gelu_tanh, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 13)}, pw);
+    run_case("quick gelu", f_quick_gelu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 14)}, pw);
     run_case("relu", f_relu, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 14)}, pw);
     run_case("leaky_relu", f_leaky, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 15)}, pw);
     run_case("clamp", f_clamp, NULL, 1, (Tensor *[]){inp("x", 2, SHAPE(17, 31), 16)}, pw);
@@ -308,6 +319,8 @@ static void op_cases(void) {
              (Tensor *[]){inp("x", 4, SHAPE(1, 8, 6, 6), 46), inp("w", 4, SHAPE(4, 8, 1, 1), 47), inp("b", 1, SHAPE(4), 48)}, dense);
     run_case("attention self", f_attention, NULL, 3,
              (Tensor *[]){inp("q", 3, SHAPE(2, 37, 32), 49), inp("k", 3, SHAPE(2, 37, 32), 50), inp("v", 3, SHAPE(2, 37, 32), 51)}, dense);
+    run_case("attention causal (CLIP, 77 tokens)", f_attention_causal, NULL, 3,
+             (Tensor *[]){inp("q", 3, SHAPE(2, 77, 32), 56), inp("k", 3, SHAPE(2, 77, 32), 57), inp("v", 3, SHAPE(2, 77, 32), 58)}, dense);
     run_case("attention cross", f_attention, NULL, 3,
              (Tensor *[]){inp("q", 3, SHAPE(2, 19, 32), 52), inp("k", 3, SHAPE(2, 77, 32), 53), inp("v", 3, SHAPE(2, 77, 32), 54)}, dense);
     run_case("reshape", f_reshape, NULL, 1, (Tensor *[]){inp("x", 3, SHAPE(2, 3, 4), 55)}, pw);
@@ -319,6 +332,10 @@ static void op_cases(void) {
     run_case("upsample", f_upsample, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 4, 5), 96)}, pw);
     run_case("gather_hw", f_gather, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 7, 5), 97)}, pw);
     run_case("global_avg_pool", f_gap, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 7, 9), 97)}, pw);
+    run_case("max_pool2d k2 s2 (LPIPS)", f_max_pool, (int[]){2, 2}, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 9, 11), 99)}, pw);
+    run_case("max_pool2d k3 s2 (overlapping)", f_max_pool, (int[]){3, 2}, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 3, 9, 11), 100)},
+             pw);
+    run_case("channel_normalize", f_channel_norm, NULL, 1, (Tensor *[]){inp("x", 4, SHAPE(2, 5, 7, 9), 101)}, pw);
     run_case("embedding", f_embedding, NULL, 1, (Tensor *[]){inp("t", 2, SHAPE(10, 6), 98)}, pw);
     run_case("checkpoint", f_checkpoint, NULL, 2, (Tensor *[]){inp("x", 2, SHAPE(6, 10), 56), inp("w", 2, SHAPE(10, 10), 57)}, dense);
 }

@@ -15,6 +15,7 @@
 #include "layers/dod_model.h"
 #include "layers/dod_model_util.h"
 #include "layers/safetensors.h"
+#include "layers/sd_weights.h"
 
 #ifndef DOD_SOURCE_DIR
 #define DOD_SOURCE_DIR "."
@@ -336,20 +337,34 @@ static void test_errors(void) {
     expect_create_error("bad stage", c, "stage must be 1 or 2, got 3");
     c = fixture_config(1);
     c.lpips_weight = 5.0f;
-    expect_create_error("lpips weight", c, "LPIPS loss is not implemented yet");
+    expect_create_error("lpips weight", c, "lpips_weight 5 needs an LPIPS network");
     c = fixture_config(1);
     c.base_model_dir = FIXTURES "no_such_model";
     expect_create_error("missing base model", c, "no_such_model");
+    c = fixture_config(1);
+    c.base_model_dir = DOD_SOURCE_DIR "/configs/tiny_base";  // no tokenizer/ or text_encoder/
+    c.prompt_path = NULL;
+    expect_create_error("no text encoder to encode the prompt", c, "tiny_base/tokenizer: no such folder");
 
-    // no prompt file: zeros with a warning
+    // no prompt file: the empty prompt's embedding by the base's own text encoder (transformers' value in
+    // tests/fixtures/clip/encode_sd2.safetensors, hidden.0), and the empty negative prompt's, never zeros
     c = fixture_config(1);
     c.prompt_path = NULL;
-    fflush(stderr);
     DodModel *m = dod_model_create(&c);
-    float mx = 0;
-    for (int64_t i = 0; i < m->prompt->numel; i++) mx = fmaxf(mx, fabsf(tensor_f32(m->prompt)[i]));
-    CHECK(m->prompt->shape[0] == 77 && m->prompt->shape[1] == 16 && mx == 0, "zero prompt %s, max %g",
-          shape_str(m->prompt), mx);
+    SafeTensors *st;
+    char st_err[ST_ERR_LEN];
+    Tensor *want = NULL;
+    if (safetensors_open(DOD_SOURCE_DIR "/tests/fixtures/clip/encode_sd2.safetensors", &st, st_err) == ST_OK) {
+        safetensors_tensor(st, safetensors_find(st, "hidden.0"), DT_F32, "want", &want, st_err);
+        sd_tensor_make_owned(want);
+        safetensors_close(st);
+    }
+    double scale = 0, diff = want ? max_abs_diff(tensor_f32(m->prompt), tensor_f32(want), (long)want->numel, &scale) : 1;
+    CHECK(m->prompt->shape[0] == 77 && m->prompt->shape[1] == 16 && want && scale > 0.1 && diff <= 1e-5 * scale &&
+              m->negative_prompt && !memcmp(m->negative_prompt->data, m->prompt->data, sizeof(float) * 77 * 16),
+          "empty prompt %s: max |diff| %.3g vs transformers (scale %.3g), negative %p", shape_str(m->prompt), diff,
+          scale, (void *)m->negative_prompt);
+    tensor_free(want);
     CHECK(fabs(m->alpha_bar - 0.0046601) < 1e-6 && m->sched.prediction_type == SD_PRED_V,
           "alpha-bar(999) %.8f, prediction %s", m->alpha_bar, sd_prediction_name(m->sched.prediction_type));
     char msg[1024];

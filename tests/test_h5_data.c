@@ -58,11 +58,11 @@ static void test_round_trip_and_crops(const char *lq, const char *hq, const char
         image_load(path, &want_lq, err, sizeof err);
         CHECK(images_equal(&got_hq, &want_hq), "HQ %d (%s) not bit-exact", k, data_fixture_names[k]);
         CHECK(images_equal(&got_lq, &want_lq), "LQ %d not bit-exact", k);
-        h5ds_sample_attr(f, t, k, "hq_source", attr, sizeof attr);
+        CHECK(h5ds_sample_attr(f, t, k, "hq_source", attr, sizeof attr, err, sizeof err) == 0, "%s", err);
         char want_name[64];
         snprintf(want_name, sizeof want_name, "norain-%03d%s", k + 1, strrchr(data_fixture_names[k], '.'));
         CHECK(!strcmp(attr, want_name), "hq_source '%s' vs '%s'", attr, want_name);
-        h5ds_sample_attr(f, t, k, "lq_source", attr, sizeof attr);
+        CHECK(h5ds_sample_attr(f, t, k, "lq_source", attr, sizeof attr, err, sizeof err) == 0, "%s", err);
         snprintf(want_name, sizeof want_name, "rain-%03d.png", k + 1);
         CHECK(!strcmp(attr, want_name), "lq_source '%s' vs '%s'", attr, want_name);
         // hyperslab crops (across chunk borders, at the edges, 1 x 1, whole) == crops of the full image
@@ -150,7 +150,7 @@ static void test_clean_tasks_and_append(const char *out) {
         image_load(path, &want, err, sizeof err);
         // list_images sorts names: astronaut, chelsea, coffee, hubble, rocket
         char src[256];
-        h5ds_sample_attr(f, te, k, "hq_source", src, sizeof src);
+        CHECK(h5ds_sample_attr(f, te, k, "hq_source", src, sizeof src, err, sizeof err) == 0, "%s", err);
         int idx = -1;
         for (int j = 0; j < DATA_N_FIXTURES; j++) idx = !strcmp(src, data_fixture_names[j]) ? j : idx;
         CHECK(idx >= 0, "hq_source '%s'", src);

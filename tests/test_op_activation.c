@@ -6,15 +6,18 @@
 static double ref_gelu(double x) { return 0.5 * x * (1 + erf(x / sqrt(2.0))); }
 static double ref_gelu_tanh(double x) { return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
 static double ref_silu(double x) { return x / (1 + exp(-x)); }
+static double ref_quick_gelu(double x) { return x / (1 + exp(-1.702 * x)); }
 
-typedef enum { A_SILU, A_GELU, A_GELU_TANH, A_RELU, A_LEAKY, A_CLAMP, A_SOFTMAX, A_GEGLU, A_EXP } Act;
-static const char *act_name[] = {"silu", "gelu", "gelu_tanh", "relu", "leaky_relu", "clamp", "softmax", "geglu", "exp"};
+typedef enum { A_SILU, A_GELU, A_GELU_TANH, A_QUICK_GELU, A_RELU, A_LEAKY, A_CLAMP, A_SOFTMAX, A_GEGLU, A_EXP } Act;
+static const char *act_name[] = {"silu", "gelu", "gelu_tanh", "quick_gelu", "relu", "leaky_relu", "clamp", "softmax",
+                                 "geglu", "exp"};
 
 static Tensor *apply(Act a, Tensor *x) {
     switch (a) {
     case A_SILU: return op_silu(x);
     case A_GELU: return op_gelu(x, false);
     case A_GELU_TANH: return op_gelu(x, true);
+    case A_QUICK_GELU: return op_quick_gelu(x);
     case A_RELU: return op_relu(x);
     case A_LEAKY: return op_leaky_relu(x, 0.2f);
     case A_CLAMP: return op_clamp(x, -0.5f, 0.7f);
@@ -30,6 +33,7 @@ static double ref_pointwise(Act a, double x) {
     case A_SILU: return ref_silu(x);
     case A_GELU: return ref_gelu(x);
     case A_GELU_TANH: return ref_gelu_tanh(x);
+    case A_QUICK_GELU: return ref_quick_gelu(x);
     case A_RELU: return x > 0 ? x : 0;
     case A_LEAKY: return x > 0 ? x : 0.2 * x;
     case A_CLAMP: return x < -0.5 ? -0.5 : x > 0.7 ? 0.7 : x;
@@ -65,7 +69,7 @@ static void grad_case(Act a, int ndim, const int64_t *shape) {
     char name[64];
     snprintf(name, sizeof name, "%s %s", act_name[a], shape_str(x));
     // Smooth ops: eps 1e-2 (truncation error ~eps^2 f''' ~1e-4 relative at worst, hence rtol 5e-3).
-    gradcheck(name, act_fn, &a, 1, &x, a <= A_GELU_TANH || a >= A_SOFTMAX ? 1e-2 : 1e-3, 5e-3, 1e-4, 0);
+    gradcheck(name, act_fn, &a, 1, &x, a <= A_QUICK_GELU || a >= A_SOFTMAX ? 1e-2 : 1e-3, 5e-3, 1e-4, 0);
     tensor_free(x);
 }
 
@@ -92,12 +96,14 @@ int main(void) {
         Tensor *x = test_input("x", 1, s, 1, 1, false);
         float *d = tensor_data_f32(x);
         d[0] = 1.0f; d[1] = -1.0f; d[2] = 3.0f;
-        Tensor *g = op_gelu(x, false), *gt = op_gelu(x, true), *si = op_silu(x);
+        Tensor *g = op_gelu(x, false), *gt = op_gelu(x, true), *si = op_silu(x), *qg = op_quick_gelu(x);
         CHECK_NEAR(tensor_data_f32(g)[0], 0.8413447460685429, 1e-6, "gelu(1)");
         CHECK_NEAR(tensor_data_f32(g)[1], -0.15865525393145702, 1e-6, "gelu(-1)");
         CHECK_NEAR(tensor_data_f32(gt)[0], 0.8411919906082768, 1e-6, "gelu_tanh(1)");
         CHECK_NEAR(tensor_data_f32(gt)[2], 2.996362607918227, 1e-6, "gelu_tanh(3)");
         CHECK_NEAR(tensor_data_f32(si)[0], 0.7310585786300049, 1e-6, "silu(1)");
+        CHECK_NEAR(tensor_data_f32(qg)[0], 0.8457957659, 1e-6, "quick_gelu(1)");  // transformers QuickGELUActivation, f64
+        CHECK_NEAR(tensor_data_f32(qg)[1], -0.1542042341, 1e-6, "quick_gelu(-1)");
         tensor_free(x);
         ag_step_reset();
     }

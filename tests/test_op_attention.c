@@ -1,7 +1,8 @@
 // op_attention: forward against double-precision softmax attention, finite-difference gradients of
 // q, k and v (single/multi-head, self and cross attention with Lq != Lk, batch > 1, explicit scale,
-// several query blocks, one tensor used as q, k and v), half-precision inputs, frozen inputs,
-// the O(block * Lk) memory bound, and shape errors.
+// several query blocks, one tensor used as q, k and v), the causal variant (op_attention_causal:
+// query i sees keys 0..i; one or several query blocks), half-precision inputs, frozen inputs, the
+// O(block * Lk) memory bound, and shape errors.
 //
 // Gradcheck tolerances: attention is smooth but nonlinear; central differences with eps 5e-3 have
 // truncation error ~eps^2 relative: rtol 1e-2, atol 2e-4.
@@ -12,8 +13,10 @@
 #define RTOL 1e-2
 #define ATOL 2e-4
 
-// Double-precision reference: out [B, Lq, H*D]. Only query rows [0, rows) are computed.
-static double *ref_attention(const Tensor *q, const Tensor *k, const Tensor *v, int H, float scale, int64_t rows) {
+// Double-precision reference: out [B, Lq, H*D]. Only query rows [0, rows) are computed. causal: row i
+// attends to keys 0..i.
+static double *ref_attention_mask(const Tensor *q, const Tensor *k, const Tensor *v, int H, float scale, int64_t rows,
+                                  bool causal) {
     int64_t B = q->shape[0], Lq = q->shape[1], Lk = k->shape[1], HD = q->shape[2], D = HD / H;
     double sc = scale > 0 ? scale : 1.0 / sqrt((double)D);
     const float *Q = tensor_f32(q), *K = tensor_f32(k), *V = tensor_f32(v);
@@ -22,17 +25,18 @@ static double *ref_attention(const Tensor *q, const Tensor *k, const Tensor *v, 
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < rows; i++) {
                 double m = -INFINITY, sum = 0;
-                for (int64_t j = 0; j < Lk; j++) {
+                int64_t seen = causal && i + 1 < Lk ? i + 1 : Lk;
+                for (int64_t j = 0; j < seen; j++) {
                     double d = 0;
                     for (int64_t e = 0; e < D; e++)
                         d += (double)Q[(b * Lq + i) * HD + h * D + e] * K[(b * Lk + j) * HD + h * D + e];
                     s[j] = d * sc;
                     if (s[j] > m) m = s[j];
                 }
-                for (int64_t j = 0; j < Lk; j++) sum += (s[j] = exp(s[j] - m));
+                for (int64_t j = 0; j < seen; j++) sum += (s[j] = exp(s[j] - m));
                 for (int64_t e = 0; e < D; e++) {
                     double o = 0;
-                    for (int64_t j = 0; j < Lk; j++) o += s[j] / sum * V[(b * Lk + j) * HD + h * D + e];
+                    for (int64_t j = 0; j < seen; j++) o += s[j] / sum * V[(b * Lk + j) * HD + h * D + e];
                     out[(b * Lq + i) * HD + h * D + e] = o;
                 }
             }
@@ -40,43 +44,76 @@ static double *ref_attention(const Tensor *q, const Tensor *k, const Tensor *v, 
     return out;
 }
 
-typedef struct { int heads; float scale; } AttnArgs;
+static double *ref_attention(const Tensor *q, const Tensor *k, const Tensor *v, int H, float scale, int64_t rows) {
+    return ref_attention_mask(q, k, v, H, scale, rows, false);
+}
+
+typedef struct { int heads; float scale; bool causal; } AttnArgs;
 static Tensor *fn_attention(void *ctx, Tensor *const *in) {
     AttnArgs *a = ctx;
-    return op_attention(in[0], in[1], in[2], a->heads, a->scale);
+    return a->causal ? op_attention_causal(in[0], in[1], in[2], a->heads, a->scale)
+                     : op_attention(in[0], in[1], in[2], a->heads, a->scale);
 }
 static Tensor *fn_self(void *ctx, Tensor *const *in) {
     AttnArgs *a = ctx;
     return op_attention(in[0], in[0], in[0], a->heads, a->scale);
 }
 
-static void attention_case(const char *name, int64_t B, int64_t Lq, int64_t Lk, int H, int64_t D, float scale,
-                           int64_t block_rows, uint64_t seed) {
+static void attention_case_mask(const char *name, int64_t B, int64_t Lq, int64_t Lk, int H, int64_t D, float scale,
+                                int64_t block_rows, uint64_t seed, bool causal) {
     int64_t qs[3] = {B, Lq, H * D}, ks[3] = {B, Lk, H * D};
     Tensor *q = test_input("q", 3, qs, seed, 1.0f, true);
     Tensor *k = test_input("k", 3, ks, seed + 1, 1.0f, true);
     Tensor *v = test_input("v", 3, ks, seed + 2, 1.0f, true);
     attention_set_block_rows(block_rows);
     ag_step_reset();
-    Tensor *out = op_attention(q, k, v, H, scale);
-    double *ref = ref_attention(q, k, v, H, scale, Lq);
+    Tensor *out = causal ? op_attention_causal(q, k, v, H, scale) : op_attention(q, k, v, H, scale);
+    double *ref = ref_attention_mask(q, k, v, H, scale, Lq, causal);
     char what[160];
     snprintf(what, sizeof what, "attention forward %s", name);
     CHECK(tensor_same_shape(out, q), "%s: output shape %s", name, shape_str(out));
     check_close_ref(what, out->data, ref, out->numel, 2e-6, 1e-6);
     free(ref);
-    AttnArgs args = {H, scale};
+    AttnArgs args = {H, scale, causal};
     Tensor *in[3] = {q, k, v};
     gradcheck(name, fn_attention, &args, 3, in, EPS, RTOL, ATOL, 0);
     attention_set_block_rows(0);
     tensor_free(q); tensor_free(k); tensor_free(v);
 }
 
+static void attention_case(const char *name, int64_t B, int64_t Lq, int64_t Lk, int H, int64_t D, float scale,
+                           int64_t block_rows, uint64_t seed) {
+    attention_case_mask(name, B, Lq, Lk, H, D, scale, block_rows, seed, false);
+}
+
+// Causal: the last key's value changes no output row but the last (no leak from the future).
+static void causal_no_future(void) {
+    int64_t s[3] = {1, 6, 4};
+    Tensor *q = test_input("q", 3, s, 91, 1.0f, false), *k = test_input("k", 3, s, 92, 1.0f, false);
+    Tensor *v = test_input("v", 3, s, 93, 1.0f, false);
+    Tensor *a = op_attention_causal(q, k, v, 2, 0.0f);
+    float *vd = tensor_data_f32(v);
+    for (int e = 0; e < 4; e++) vd[5 * 4 + e] += 10.0f;
+    Tensor *b = op_attention_causal(q, k, v, 2, 0.0f);
+    const float *ad = tensor_f32(a), *bd = tensor_f32(b);
+    bool same = true, last_moved = false;
+    for (int i = 0; i < 5 * 4; i++) same = same && ad[i] == bd[i];
+    for (int i = 5 * 4; i < 6 * 4; i++) last_moved = last_moved || ad[i] != bd[i];
+    CHECK(same && last_moved, "causal: rows 0..4 unchanged %d, row 5 changed %d", same, last_moved);
+    tensor_free(q); tensor_free(k); tensor_free(v);
+    ag_step_reset();
+}
+
+static void causal_lq_ne_lk(void *ctx) {
+    (void)ctx;
+    op_attention_causal(tensor_new3(1, 4, 8), tensor_new3(1, 5, 8), tensor_new3(1, 5, 8), 2, 0.0f);
+}
+
 // One tensor as q, k and v: its gradient is the sum of the three contributions.
 static void self_same_tensor(void) {
     int64_t xs[3] = {2, 5, 6};
     Tensor *x = test_input("x", 3, xs, 71, 1.0f, true);
-    AttnArgs args = {2, 0.0f};
+    AttnArgs args = {2, 0.0f, false};
     Tensor *in[1] = {x};
     gradcheck("attention x as q, k and v", fn_self, &args, 1, in, EPS, RTOL, ATOL, 0);
     tensor_free(x);
@@ -130,7 +167,7 @@ static void frozen_kv(void) {
     CHECK(q->grad != NULL && k->grad == NULL && v->grad == NULL, "frozen k/v: q grad %p, k grad %p, v grad %p",
           (void *)q->grad, (void *)k->grad, (void *)v->grad);
     // gradient of q alone still matches finite differences
-    AttnArgs args = {2, 0.0f};
+    AttnArgs args = {2, 0.0f, false};
     Tensor *in[3] = {q, k, v};
     gradcheck("attention frozen k/v", fn_attention, &args, 3, in, EPS, RTOL, ATOL, 0);
     tensor_free(q); tensor_free(k); tensor_free(v);
@@ -204,6 +241,13 @@ int main(void) {
         CASE("Lk 37 (vector body + tail)", 1, 6, 37, 2, 4, 0.0f, 0, 71);
         CASE("Lk 16", 1, 3, 16, 1, 4, 0.0f, 0, 81);
 #undef CASE
+#define CAUSAL(label, ...) \
+    (snprintf(name, sizeof name, "%s [%s]", label, isas[v]), attention_case_mask(name, __VA_ARGS__, true))
+        CAUSAL("causal 2 heads batch 2", 2, 7, 7, 2, 4, 0.0f, 0, 101);
+        CAUSAL("causal blocks of 3 rows", 1, 8, 8, 2, 3, 0.0f, 3, 111);
+        CAUSAL("causal blocks of 1 row, scale", 1, 5, 5, 1, 4, 0.6f, 1, 121);
+        CAUSAL("causal L 37 (vector body + tail)", 1, 37, 37, 2, 2, 0.0f, 16, 131);
+#undef CAUSAL
     }
     CHECK(!attention_set_isa("sse9"), "unknown ISA name accepted");
     attention_set_isa("auto");
@@ -211,6 +255,9 @@ int main(void) {
     half_inputs(DT_BF16);
     half_inputs(DT_F16);
     frozen_kv();
+    causal_no_future();
+    expect_fatal("causal Lq != Lk", causal_lq_ne_lk, NULL,
+                 (const char *[]){"op_attention_causal", "as many queries as keys", NULL});
     expect_fatal("attention width", bad_width, NULL, (const char *[]){"op_attention", "[1, 4, 8]", "[1, 5, 6]", NULL});
     expect_fatal("attention k vs v", bad_kv, NULL, (const char *[]){"op_attention", "[1, 5, 8]", "[1, 6, 8]", NULL});
     expect_fatal("attention heads", bad_heads, NULL, (const char *[]){"op_attention", "[1, 4, 10]", "3 heads", NULL});

@@ -1,7 +1,9 @@
 // dod-pretrain's library (train/pretrain.h): diffusers-style initialisation, crops, a few VAE and
 // UNet pretraining steps on the committed photo crops (tests/fixtures/data) with the tiny base
 // configs (configs/tiny_base) at 32 x 32: the held-out metrics improve, runs are deterministic by
-// seed, and the written directories load back through vae_load / unet_load with identical tensors.
+// seed, and the written directories load back through vae_load / unet_load with identical tensors;
+// TensorBoard events (o.tb_dir) hold the scalars of the log windows and evaluations.
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,28 @@ static bool same_file(const char *a, const char *b) {
     free(x);
     free(y);
     return same;
+}
+
+// How many times tag occurs in the event files of dir (a tag's string is in each of its records;
+// tests/test_tfevents.c checks the records themselves). -1: no event file.
+static int tag_records(const char *dir, const char *tag) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int count = -1;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "events.out.tfevents.", 20)) {
+            char path[1024];
+            long len = 0;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            char *b = read_bytes(path, &len);
+            if (count < 0) count = 0;
+            for (long i = 0; b && i + (long)strlen(tag) + 1 <= len; i++)   // the tag, then simple_value's key
+                count += !memcmp(b + i, tag, strlen(tag)) && b[i + (long)strlen(tag)] == 0x15;
+            free(b);
+        }
+    closedir(d);
+    return count;
 }
 
 // Every tensor of ps equals (bitwise) the loaded store's tensor of the same name; counts match.
@@ -113,11 +137,19 @@ static void test_vae_and_unet(const PretrainImages *train, const PretrainImages 
     PretrainOptions o = small_options(train, val, d1);
     PretrainReport r1, r2;
     ParamStore *vae_ps = NULL;
+    char tb[512];
+    snprintf(tb, sizeof tb, "%s/tb", d1);
+    o.tb_dir = tb;
     pretrain_vae(&o, &r1, &vae_ps);
+    // 10 steps, log every 5: two windows; held-out PSNR before and after
+    CHECK(tag_records(tb, "vae/loss") == 2 && tag_records(tb, "vae/lr") == 2 && tag_records(tb, "vae/it_per_s") == 2 &&
+          tag_records(tb, "vae/heldout_psnr") == 2, "vae TensorBoard records: loss %d, heldout_psnr %d",
+          tag_records(tb, "vae/loss"), tag_records(tb, "vae/heldout_psnr"));
     CHECK(r1.last_loss < r1.first_loss, "vae loss %g -> %g", r1.first_loss, r1.last_loss);
     CHECK(r1.val_psnr > r1.val_psnr_init + 0.5, "held-out PSNR %g dB -> %g dB", r1.val_psnr_init, r1.val_psnr);
     CHECK(r1.latent_std > 0 && fabs(r1.scaling_factor * r1.latent_std - 1.0) < 1e-9, "test_vae_and_unet");
     o.out_dir = d2;
+    o.tb_dir = NULL;
     pretrain_vae(&o, &r2, NULL);
     char p1[512], p2[512];
     snprintf(p1, sizeof p1, "%s/vae/diffusion_pytorch_model.safetensors", d1);
@@ -137,7 +169,13 @@ static void test_vae_and_unet(const PretrainImages *train, const PretrainImages 
     o.out_dir = d1;
     o.vae_dir = DOD_SOURCE_DIR "/configs/tiny_base";
     ParamStore *unet_ps = NULL;
+    o.tb_dir = tb;
     pretrain_unet(&o, &r1, &unet_ps);
+    o.tb_dir = NULL;
+    CHECK(tag_records(tb, "unet/loss") == 2 && tag_records(tb, "unet/grad_norm") == 2 &&
+          tag_records(tb, "unet/heldout_eps_mse") == 2 && tag_records(tb, "unet/heldout_eps_mse_t999") == 1,
+          "unet TensorBoard records: loss %d, heldout_eps_mse %d, t999 %d", tag_records(tb, "unet/loss"),
+          tag_records(tb, "unet/heldout_eps_mse"), tag_records(tb, "unet/heldout_eps_mse_t999"));
     // Ten steps of batch 2 at mixed timesteps: the training-loss windows are too noisy to compare, the
     // held-out objective over fixed crops, noise and timesteps is not (runs are deterministic).
     CHECK(r1.obj_mse < r1.obj_mse_init, "held-out objective (v) MSE %g -> %g", r1.obj_mse_init, r1.obj_mse);

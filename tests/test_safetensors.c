@@ -1,5 +1,6 @@
 // safetensors reader/writer: round trips of every dtype (zero-copy and converted loads), and corrupt
 // files built byte by byte here, each of which must fail with its own status and message.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,11 +188,44 @@ static void test_corrupt(void) {
     }
 }
 
+// Every tensor handed out is finite: a NaN as stored, and a finite f32 beyond f16's range read as
+// F16, are refused naming the file, the tensor, the value and the element; read as f32 / bf16 the
+// large value is fine.
+static void test_nonfinite(void) {
+    int64_t shape[1] = {4};
+    Tensor *a = tensor_new_persistent("w.nan", 1, shape, DT_F32), *b = tensor_new_persistent("w.big", 1, shape, DT_F32);
+    float va[4] = {1, 2, NAN, 4}, vb[4] = {1, 1e30f, 3, 4};
+    memcpy(a->data, va, sizeof va);
+    memcpy(b->data, vb, sizeof vb);
+    Tensor *all[2] = {a, b};
+    char err[ST_ERR_LEN];
+    const char *path = tmp_path("nonfinite.safetensors");
+    CHECK(safetensors_save(path, all, 2, NULL, 0, err) == ST_OK, "%s", err);
+    SafeTensors *st;
+    CHECK(safetensors_open(path, &st, err) == ST_OK, "%s", err);
+    Tensor *t = (Tensor *)0x1;
+    CHECK(safetensors_tensor(st, safetensors_find(st, "w.nan"), DT_F32, NULL, &t, err) == ST_ERR_NONFINITE && t == NULL &&
+          strstr(err, path) && strstr(err, "tensor w.nan holds a non-finite value (nan at element 2)"), "NaN: %s", err);
+    CHECK(safetensors_tensor(st, safetensors_find(st, "w.big"), DT_F16, NULL, &t, err) == ST_ERR_NONFINITE &&
+          strstr(err, "tensor w.big holds a non-finite value (inf at element 1, read as F16)"), "1e30 as F16: %s", err);
+    DType fine[2] = {DT_F32, DT_BF16};
+    for (int k = 0; k < 2; k++) {
+        CHECK(safetensors_tensor(st, safetensors_find(st, "w.big"), fine[k], NULL, &t, err) == ST_OK, "1e30 as %s: %s",
+              dtype_name(fine[k]), err);
+        if (t && t != (Tensor *)0x1) tensor_free(t);
+    }
+    safetensors_close(st);
+    tensor_free(a);
+    tensor_free(b);
+    printf("ok non-finite values refused when read\n");
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/dod_test_st_XXXXXX");
     if (!mkdtemp(dir)) dod_fatal("test_safetensors", "cannot create a temp dir");
     test_round_trip();
     test_corrupt();
+    test_nonfinite();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);

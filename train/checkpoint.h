@@ -20,7 +20,8 @@ int checkpoint_save(const char *ckpt_dir, Tensor *const *params, int n, const Ad
                     size_t errlen);
 
 // Loads a checkpoint written by checkpoint_save: every one of params (by name, same shape) and, when
-// opt is given, its moments and counter; fills info (=). Any missing or misshapen tensor, a
-// corrupt file or a foreign format is an error naming the file and the tensor. 0 or -1.
+// opt is given, its moments and counter; fills info (=). Any missing or misshapen tensor, a tensor
+// holding NaN or infinity, metadata out of range (checkpoint_read_info), a corrupt file or a foreign
+// format is an error naming the file and the tensor or key. 0 or -1.
 int checkpoint_load(const char *path, Tensor *const *params, int n, AdamW *opt, CheckpointInfo *info, char *err,
                     size_t errlen);

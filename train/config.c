@@ -30,24 +30,37 @@ static const CfgField TRAIN_FIELDS[] = {
     {"optim", "schedule", CFG_ENUM, "constant", 0, 0, "constant|cosine", OFF(schedule), false,
      "learning-rate schedule (cosine decays to 0 at train.steps)", NULL},
     {"optim", "warmup", CFG_INT, "0", 0, BIG, NULL, OFF(warmup), false, "linear warm-up steps", NULL},
-    {"optim", "grad_accum", CFG_INT, "1", 1, 4096, NULL, OFF(grad_accum), false,
-     "micro-batches per optimizer step (loss divided by it)", NULL},
+    {"optim", "grad_accum", CFG_INT, "1", 1, 4096, NULL, OFF(grad_accum), true,
+     "micro-batches per process per optimizer step (loss divided by processes x grad_accum); on resume it may change "
+     "only with the number of processes, so that their product stays the checkpoint's", NULL},
     {"loss", "mse", CFG_FLOAT, "1", 0, 1e6, NULL, OFF(loss_mse), false, "weight of MSE(out, hq) on [-1, 1] images", NULL},
     {"loss", "ssim", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_ssim), false,
      "weight of 1 - SSIM(out, hq) (data range 2, 11x11 Gaussian window)", NULL},
-    {"loss", "lpips", CFG_FLOAT, "0", 0, 0, NULL, OFF(loss_lpips), false,
-     "weight of LPIPS(VGG); must be 0 until LPIPS is implemented",
-     "LPIPS is not implemented yet; the weight must be 0 (got %s)"},
+    {"loss", "lpips", CFG_FLOAT, "0", 0, 1e6, NULL, OFF(loss_lpips), false,
+     "weight of LPIPS(out, hq) (VGG16, lpips v0.1, images in [-1, 1], mean over the batch); needs lpips_vgg and "
+     "lpips_lin", NULL},
+    {"loss", "lpips_vgg", CFG_STRING, "", 0, 0, NULL, OFF(lpips_vgg), true,
+     "torchvision's VGG16 weights (vgg16-397923af.pth from download.pytorch.org/models; any PyTorch or safetensors "
+     "file with features.N.weight/bias)", NULL},
+    {"loss", "lpips_lin", CFG_STRING, "", 0, 0, NULL, OFF(lpips_lin), true,
+     "the lpips package's linear heads (lpips/weights/v0.1/vgg.pth in the package, lin0..4.model.1.weight)", NULL},
     {"train", "steps", CFG_INT, "100000", 1, BIG, NULL, OFF(steps), true, "optimizer steps of the run (total)", NULL},
     {"train", "seed", CFG_INT, "123", 0, BIG, NULL, OFF(model.seed), false,
      "seed of parameter init, batches and training noise", NULL},
     {"train", "recompute", CFG_BOOL, "false", 0, 0, NULL, OFF(model.recompute), true,
      "activation recomputation (less memory, same numbers: bitwise on the CPU)", NULL},
+    {"train", "max_memory", CFG_INT, "0", -1, BIG, NULL, OFF(max_memory), true,
+     "MiB of memory the run may use (process memory on the CPU, device memory of a step on CUDA); before the "
+     "first step the step's memory is measured at small crops and extrapolated, and the run refuses to start "
+     "when it would not fit (docs/training.md); 0: what the machine has free; -1: no check", NULL},
     {"train", "run_dir", CFG_STRING, NULL, 0, 0, NULL, OFF(run_dir), true,
      "run directory (config copy, metrics, checkpoints, samples)", NULL},
     {"log", "every", CFG_INT, "10", 1, BIG, NULL, OFF(log_every), true, "steps between JSONL metrics lines", NULL},
     {"log", "jsonl", CFG_STRING, "metrics.jsonl", 0, 0, NULL, OFF(log_jsonl), true,
      "metrics log, relative to the run dir unless absolute", NULL},
+    {"log", "tensorboard", CFG_BOOL, "true", 0, 0, NULL, OFF(log_tensorboard), true,
+     "TensorBoard event files in RUN_DIR/tb (the [log] every scalars, validation scores and grids; "
+     "`tensorboard --logdir RUN_DIR/tb`)", NULL},
     {"checkpoint", "every", CFG_INT, "1000", 1, BIG, NULL, OFF(ckpt_every), true, "steps between checkpoints", NULL},
     {"checkpoint", "keep_last", CFG_INT, "3", 0, BIG, NULL, OFF(ckpt_keep_last), true,
      "checkpoints kept (older ones deleted; 0: keep all)", NULL},
@@ -55,11 +68,21 @@ static const CfgField TRAIN_FIELDS[] = {
     {"val", "images", CFG_INT, "4", 1, 10000, NULL, OFF(val_images), true,
      "validation images: the first K of data.val, taken round-robin over its tasks", NULL},
     {"val", "grid", CFG_BOOL, "true", 0, 0, NULL, OFF(val_grid), true, "write samples/step_N.png (rows lq | out | hq)", NULL},
+    {"dist", "backend", CFG_ENUM, "auto", 0, 0, "auto|nccl|mpi|tcp|none", OFF(dist_backend), true,
+     "several processes (mpirun, srun, torchrun; docs/training.md): `nccl` (GPU), `mpi` or `tcp` (CPU), `none` (one "
+     "process); `auto`: none for one process, else nccl with device = cuda, tcp under torchrun, mpi otherwise", NULL},
+    {"dist", "timeout", CFG_INT, "600", 1, 86400, NULL, OFF(dist_timeout), true,
+     "seconds any collective (and the start-up) may take before the job is ended; longer than rank 0's validation "
+     "and checkpoint writing", NULL},
+    {"dist", "bucket_mb", CFG_FLOAT, "25", 1e-6, 4096, NULL, OFF(dist_bucket_mb), true,
+     "gradient bucket size (MiB) of the all-reduce", NULL},
+    {"dist", "port", CFG_INT, "0", 0, 65535, NULL, OFF(dist_port), true,
+     "TCP bootstrap port on MASTER_ADDR; 0: MASTER_PORT (MASTER_PORT + 1 when torchrun's own store holds it)", NULL},
 };
 #define N_TRAIN_FIELDS ((int)(sizeof TRAIN_FIELDS / sizeof TRAIN_FIELDS[0]))
 // Every section of the file, in the order of the resolved text and the reference.
 static const char *const SECTIONS[] = {"model", "lora", "modulation", "stage", "data", "optim",
-                                       "loss", "train", "log", "checkpoint", "val"};
+                                       "loss", "train", "log", "checkpoint", "val", "dist"};
 #define N_SECTIONS ((int)(sizeof SECTIONS / sizeof SECTIONS[0]))
 _Static_assert(N_SECTIONS <= CFG_MAX_SECTIONS, "raise CFG_MAX_SECTIONS");
 
@@ -113,8 +136,10 @@ int config_validate(const TrainConfig *c, char *err, size_t errlen) {
     bad += model_config_check(&c->model, src, err, errlen);
     if (c->model.kind == MODEL_DOD && c->crop % 8)
         cfg_complain(src, "data", "crop", "must be a multiple of 8 for kind = dod (VAE downsampling)", err, errlen), bad++;
-    if (c->loss_lpips != 0)
-        cfg_complain(src, "loss", "lpips", "LPIPS is not implemented yet; the weight must be 0", err, errlen), bad++;
+    if (c->loss_lpips != 0 && (!c->lpips_vgg[0] || !c->lpips_lin[0]))
+        cfg_complain(src, "loss", "lpips",
+                     "a non-zero LPIPS weight needs [loss] lpips_vgg (torchvision's vgg16-397923af.pth) and [loss] "
+                     "lpips_lin (the lpips package's weights/v0.1/vgg.pth)", err, errlen), bad++;
     if (c->loss_mse == 0 && c->loss_ssim == 0 && c->loss_lpips == 0)
         cfg_complain(src, "loss", "mse", "every loss weight is 0", err, errlen), bad++;
     if (c->beta1 >= 1 || c->beta2 >= 1) cfg_complain(src, "optim", "beta1", "betas must be < 1", err, errlen), bad++;

@@ -1,6 +1,6 @@
 // The training configuration: the model's keys (layers/config_model.h: [model], [lora],
 // [modulation], [stage], [checkpoint] dir) composed with the training keys ([data], [optim], [loss],
-// [train], [log], [checkpoint], [val]) into one schema (layers/config_schema.h) that drives parsing,
+// [train], [log], [checkpoint], [val], [dist]) into one schema (layers/config_schema.h) that drives parsing,
 // validation, `--set section.key=value` overrides, the resolved-config text (run dir copy,
 // checkpoint metadata, `dod-train --print-config`) and the generated reference
 // (`dod-train --config-reference` -> docs/config-reference.md). Errors read
@@ -37,12 +37,15 @@ typedef struct {
     long long grad_accum;
     // [loss]
     double loss_mse, loss_ssim, loss_lpips;
+    char lpips_vgg[CFG_STR], lpips_lin[CFG_STR];   // LPIPS weights (layers/lpips.h); required when lpips > 0
     // [train]
     long long steps;
+    long long max_memory;             // MiB a step may use (train/memory_check.h); 0: the machine's; -1: no check
     char run_dir[CFG_STR];
     // [log]
     long long log_every;
     char log_jsonl[CFG_STR];          // relative to the run dir unless absolute
+    bool log_tensorboard;             // event files in <run_dir>/tb
     // [checkpoint]
     long long ckpt_every;
     long long ckpt_keep_last;         // 0 = keep all
@@ -50,6 +53,11 @@ typedef struct {
     long long val_every;              // 0 = never
     long long val_images;
     bool val_grid;
+    // [dist]: several processes (train/comm.h)
+    int dist_backend;                 // CommBackend (train/comm.h): the schema lists its values in order
+    long long dist_timeout;           // seconds
+    double dist_bucket_mb;
+    long long dist_port;              // TCP bootstrap port; 0: from MASTER_PORT
     CfgSource src;                    // where each value came from (error messages)
 } TrainConfig;
 

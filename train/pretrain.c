@@ -11,6 +11,7 @@
 
 #include "autograd/optim.h"
 #include "data/keyed_rng.h"
+#include "eval/tfevents.h"
 
 PretrainOptions pretrain_defaults(void) {
     PretrainOptions o = {0};
@@ -52,9 +53,21 @@ typedef struct {
     double window_sum, first_window;
     int window_n;
     double t0;
+    TfEvents *tb;        // NULL: no TensorBoard events (o->tb_dir unset)
+    const char *part;    // "vae" or "unet": the tags' prefix
 } Trainer;
 
-static void trainer_init(Trainer *tr, ParamStore *ps, const PretrainOptions *o) {
+// The scalar <part>/<name> at step to the TensorBoard file, flushed (no-op without one). Fatal naming
+// the file when it cannot be written.
+static void trainer_scalar(Trainer *tr, const char *name, int step, double value) {
+    if (!tr->tb) return;
+    char tag[96], err[4400];
+    snprintf(tag, sizeof tag, "%s/%s", tr->part, name);
+    tfevents_scalar(tr->tb, tag, step, (float)value);
+    if (tfevents_flush(tr->tb, err, sizeof err)) dod_fatal(tr->part, "%s", err);
+}
+
+static void trainer_init(Trainer *tr, ParamStore *ps, const PretrainOptions *o, const char *part) {
     tr->ps = ps;
     tr->n_train = params_count(ps);
     tr->train = dod_malloc(sizeof(Tensor *) * (size_t)tr->n_train, "pretrain trainables");
@@ -68,6 +81,10 @@ static void trainer_init(Trainer *tr, ParamStore *ps, const PretrainOptions *o) 
     tr->window_n = 0;
     tr->first_window = NAN;
     tr->t0 = dod_now_seconds();
+    tr->part = part;
+    tr->tb = NULL;
+    char err[4400];
+    if (o->tb_dir && !(tr->tb = tfevents_open(o->tb_dir, err, sizeof err))) dod_fatal(part, "%s", err);
 }
 
 // Backward from loss, clip, AdamW; logs every o->log_every steps. Returns the loss value.
@@ -92,6 +109,10 @@ static double trainer_step(Trainer *tr, const PretrainOptions *o, int step, Tens
         double el = dod_now_seconds() - tr->t0;
         fprintf(stderr, "%s step %d/%d loss %.5f lr %.2e grad_norm %.3f %.2fs/step\n", what, step + 1, o->steps, mean,
                 lr, gnorm, el / (step + 1));
+        trainer_scalar(tr, "loss", step + 1, mean);   // the window's mean; lr and gradient norm of this step
+        trainer_scalar(tr, "lr", step + 1, lr);
+        trainer_scalar(tr, "grad_norm", step + 1, gnorm);
+        trainer_scalar(tr, "it_per_s", step + 1, (step + 1) / el);
         tr->window_sum = 0;
         tr->window_n = 0;
     }
@@ -99,6 +120,8 @@ static double trainer_step(Trainer *tr, const PretrainOptions *o, int step, Tens
 }
 
 static void trainer_free(Trainer *tr) {
+    char err[4400];
+    if (tfevents_close(tr->tb, err, sizeof err)) dod_fatal(tr->part, "%s", err);
     adamw_free(tr->opt);
     free(tr->train);
 }
@@ -193,7 +216,8 @@ void pretrain_vae(const PretrainOptions *o, PretrainReport *rep, ParamStore **ps
             (long long)eval_crops->shape[0]);
 
     Trainer tr;
-    trainer_init(&tr, ps, o);
+    trainer_init(&tr, ps, o, "vae");
+    trainer_scalar(&tr, "heldout_psnr", 0, rep->val_psnr_init);
     uint64_t data_key = rng_key(o->seed, rng_hash_string("vae crops"));
     uint64_t noise_key = rng_key(o->seed, rng_hash_string("vae posterior"));
     for (int step = 0; step < o->steps; step++) {
@@ -201,12 +225,15 @@ void pretrain_vae(const PretrainOptions *o, PretrainReport *rep, ParamStore **ps
         pretrain_random_crops(o->train, o->crop, rng_key(data_key, (uint64_t)step), x);
         Tensor *loss = vae_loss(&vae, x, rng_key(noise_key, (uint64_t)step), o);
         trainer_step(&tr, o, step, loss, who, rep);
-        if (o->eval_every > 0 && (step + 1) % o->eval_every == 0 && step + 1 < o->steps)
-            fprintf(stderr, "%s step %d: held-out PSNR %.2f dB\n", who, step + 1,
-                    vae_eval(&vae, eval_crops, o->batch, NULL));
+        if (o->eval_every > 0 && (step + 1) % o->eval_every == 0 && step + 1 < o->steps) {
+            double psnr = vae_eval(&vae, eval_crops, o->batch, NULL);
+            fprintf(stderr, "%s step %d: held-out PSNR %.2f dB\n", who, step + 1, psnr);
+            trainer_scalar(&tr, "heldout_psnr", step + 1, psnr);
+        }
     }
-    trainer_free(&tr);
     rep->val_psnr = vae_eval(&vae, eval_crops, o->batch, NULL);
+    trainer_scalar(&tr, "heldout_psnr", o->steps, rep->val_psnr);
+    trainer_free(&tr);
 
     // Scaling factor (diffusers convention: 1 / std of the latents), measured on training crops.
     Tensor *train_crops = pretrain_grid_crops(o->train, o->crop, 4);
@@ -399,7 +426,8 @@ void pretrain_unet(const PretrainOptions *o, PretrainReport *rep, ParamStore **p
     fprintf(stderr, "%s: held-out eps-MSE over t before training %.4f\n", who, init_mse);
 
     Trainer tr;
-    trainer_init(&tr, ps, o);
+    trainer_init(&tr, ps, o, "unet");
+    trainer_scalar(&tr, "heldout_eps_mse", 0, init_mse);
     uint64_t data_key = rng_key(o->seed, rng_hash_string("unet crops"));
     uint64_t noise_key = rng_key(o->seed, rng_hash_string("unet noise"));
     int64_t ctx_shape[3] = {o->batch, 1, unet.cfg.cross_attention_dim[0]};
@@ -419,15 +447,19 @@ void pretrain_unet(const PretrainOptions *o, PretrainReport *rep, ParamStore **p
         Tensor *zt = pretrain_add_noise(lc.abar, z0, eps, t);
         Tensor *pred = unet_forward(&unet, zt, t, tensor_zeros(3, ctx_shape), NULL);
         trainer_step(&tr, o, step, op_mse_loss(pred, pretrain_unet_target(lc.pred, lc.abar, z0, eps, t)), who, rep);
-        if (o->eval_every > 0 && (step + 1) % o->eval_every == 0 && step + 1 < o->steps)
-            fprintf(stderr, "%s step %d: held-out eps-MSE at t=999 %.4f\n", who, step + 1,
-                    unet_eval(&unet, &lc, eval_crops, o->batch, 999, eval_seed, NULL, NULL, NULL));
+        if (o->eval_every > 0 && (step + 1) % o->eval_every == 0 && step + 1 < o->steps) {
+            double mse999 = unet_eval(&unet, &lc, eval_crops, o->batch, 999, eval_seed, NULL, NULL, NULL);
+            fprintf(stderr, "%s step %d: held-out eps-MSE at t=999 %.4f\n", who, step + 1, mse999);
+            trainer_scalar(&tr, "heldout_eps_mse_t999", step + 1, mse999);
+        }
     }
     free(t);
-    trainer_free(&tr);
     double final_mse = unet_eval(&unet, &lc, eval_crops, o->batch, -1, eval_seed, NULL, NULL, &rep->obj_mse);
     rep->eps_mse_999 = unet_eval(&unet, &lc, eval_crops, o->batch, 999, eval_seed, &rep->eps_mse_zero,
                                  &rep->eps_mse_linear, NULL);
+    trainer_scalar(&tr, "heldout_eps_mse", o->steps, final_mse);
+    trainer_scalar(&tr, "heldout_eps_mse_t999", o->steps, rep->eps_mse_999);
+    trainer_free(&tr);
     rep->eps_mse_init = init_mse;
     rep->eps_mse = final_mse;
     rep->seconds = dod_now_seconds() - t0;

@@ -79,6 +79,11 @@ typedef struct {
     int log_every, eval_every;
     int eval_per_image;       // held-out crops per validation image
     const PretrainImages *train, *val;   // val may be empty (then evaluation uses training crops)
+    // TensorBoard event files (eval/tfevents.h) in this folder; NULL: none. Tags <part>/loss (mean of
+    // the log window), <part>/lr, <part>/grad_norm, <part>/it_per_s every log_every steps; held-out scores
+    // vae/heldout_psnr (step 0, each evaluation, the end), unet/heldout_eps_mse (spread t; step 0 and the
+    // end) and unet/heldout_eps_mse_t999 (each evaluation and the end).
+    const char *tb_dir;
 } PretrainOptions;
 
 PretrainOptions pretrain_defaults(void);

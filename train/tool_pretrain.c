@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/base.h"
 #include "train/pretrain.h"
 
 static void usage(void) {
@@ -19,7 +20,9 @@ static void usage(void) {
             "  --lr F (1e-3, cosine to 0)  --warmup N (50)  --weight-decay F (1e-4)  --clip F (1.0)\n"
             "  vae:  --l1 F (1)  --mse F (0)  --kl F (1e-6)  --ssim F (0)\n"
             "  unet: --high-t-frac F (0.5)  --high-t-from T (900): that fraction of a batch draws t in [T, 1000)\n"
-            "  --log-every N (25)  --eval-every N (0: only at the end)  --eval-crops N (4 per held-out image)\n");
+            "  --log-every N (25)  --eval-every N (0: only at the end)  --eval-crops N (4 per held-out image)\n"
+            "  --tensorboard DIR  TensorBoard event files (default ROOT/tb of --out; tags vae/... or unet/...)\n"
+            "  --no-tensorboard   no event files\n");
 }
 
 static const char *need(int argc, char **argv, int *i) {
@@ -41,6 +44,7 @@ static double num(const char *flag, const char *s) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-pretrain")) return 0;
     if (argc < 2 || (strcmp(argv[1], "vae") && strcmp(argv[1], "unet"))) {
         usage();
         return 2;
@@ -49,6 +53,8 @@ int main(int argc, char **argv) {
     PretrainOptions o = pretrain_defaults();
     const char *train_paths[64], *val_paths[64];
     int n_train = 0, n_val = 0;
+    const char *tb_dir = NULL;
+    bool tensorboard = true;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--images") || !strcmp(a, "--val-images")) {
@@ -79,6 +85,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--log-every")) o.log_every = (int)num(a, need(argc, argv, &i));
         else if (!strcmp(a, "--eval-every")) o.eval_every = (int)num(a, need(argc, argv, &i));
         else if (!strcmp(a, "--eval-crops")) o.eval_per_image = (int)num(a, need(argc, argv, &i));
+        else if (!strcmp(a, "--tensorboard")) tb_dir = need(argc, argv, &i);
+        else if (!strcmp(a, "--no-tensorboard")) tensorboard = false;
         else {
             fprintf(stderr, "dod-pretrain: unknown option %s\n", a);
             usage();
@@ -89,6 +97,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "dod-pretrain %s: --images and --out are required%s\n", argv[1], is_vae ? "" : ", and --vae");
         return 2;
     }
+    char tb_default[4200];
+    snprintf(tb_default, sizeof tb_default, "%s/tb", o.out_dir);
+    o.tb_dir = !tensorboard ? NULL : tb_dir ? tb_dir : tb_default;
     PretrainImages train = {0}, val = {0};
     for (int i = 0; i < n_train; i++) pretrain_images_add(&train, train_paths[i], o.crop);
     for (int i = 0; i < n_val; i++) pretrain_images_add(&val, val_paths[i], o.crop);

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/base.h"
+#include "train/comm.h"
 #include "train/config.h"
 #include "train/loop.h"
 
@@ -22,14 +24,19 @@ static void usage(FILE *f) {
             "  --print-config       resolve and check the configuration, print it, exit\n"
             "  --config-reference   print every key with type, default, range and meaning (Markdown)\n"
             "  --quiet              no progress lines\n"
+            "  --version            version, git revision and dependencies of this build\n"
             "  -h, --help           this text\n"
             "\n"
             "Run dir: config.ini (resolved copy), metrics.jsonl, checkpoints/step_NNNNNNN.safetensors + latest,\n"
-            "samples/step_NNNNNNN.png. Ctrl-C (SIGINT/SIGTERM) finishes the step, saves a checkpoint, exits 130.\n");
+            "samples/step_NNNNNNN.png. Ctrl-C (SIGINT/SIGTERM) stops at the next micro-batch (several processes:\n"
+            "at the end of the step), saves a checkpoint of the completed steps, exits 130.\n"
+            "Several processes: mpirun -np N dod-train ..., srun dod-train ..., torchrun --no-python\n"
+            "--nproc-per-node N dod-train ... ([dist] keys; docs/training.md, \"Several processes\").\n");
 }
 
 #ifdef DOD_HAVE_INIPARSER
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-train")) return 0;
     const char *config_path = NULL, *resume_dir = NULL, *run_dir = NULL;
     const char **sets = calloc((size_t)argc, sizeof(char *));
     int n_sets = 0, print_config = 0, reference = 0, quiet = 0;
@@ -102,18 +109,42 @@ int main(int argc, char **argv) {
     }
     o.resume = resume_dir != NULL;
     o.quiet = quiet;
-    train_install_signal_handlers();
     static char run_err[8192 + CFG_ERR_LEN];
-    int rc = train_run(&o, run_err, sizeof run_err);
-    free(sets);
-    if (rc < 0) {
+    // ---- several processes: join the others the launcher started (train/comm.h) ----
+    CommOptions co = {.backend = (CommBackend)o.cfg.dist_backend, .cuda = o.cfg.model.device == DEV_CUDA,
+                      .timeout_s = (double)o.cfg.dist_timeout, .port = (int)o.cfg.dist_port};
+    Comm *comm = comm_create(&co, run_err, sizeof run_err);
+    if (!comm) {
         fprintf(stderr, "dod-train: %s\n", run_err);
         return 1;
     }
+    if (comm_backend(comm) != COMM_NONE && comm_rank(comm) == 0 && !quiet) {
+        char line[1024];
+        comm_describe(comm, line, sizeof line);
+        fprintf(stderr, "dod-train: data parallel: %s\n", line);
+    }
+    o.comm = comm;
+    // ---- end of the several-processes part ----
+    train_install_signal_handlers();
+    int rc = train_run(&o, run_err, sizeof run_err);
+    free(sets);
+    if (rc < 0) {
+        if (comm_world(comm) > 1) {
+            fprintf(stderr, "dod-train: rank %d of %d: %s\n", comm_rank(comm), comm_world(comm), run_err);
+            // the others must not wait for this one until the timeout, unless they stop on it too
+            if (rc != TRAIN_FAILED_TOGETHER) comm_abort(comm, 1);
+        } else {
+            fprintf(stderr, "dod-train: %s\n", run_err);
+        }
+        comm_destroy(comm);
+        return 1;
+    }
+    comm_destroy(comm);
     return rc;
 }
 #else
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-train")) return 0;
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return usage(stdout), 0;
     fprintf(stderr, "dod-train: this build has no iniparser (Debian: apt-get install libiniparser-dev, then re-run cmake)\n");
     return 1;

@@ -6,7 +6,8 @@
 // stride is H*D. The score chunk [H, rows, Lk] is capped at ATTN_CHUNK_BYTES.
 // Where that chunk would hold fewer than ATTN_FUSED_BELOW_ROWS query rows (thin GEMMs, many
 // launches), the fused kernels of attention_fused.cu run instead, for the head widths they are
-// built for; cuda_set_attention_kernel / DOD_ATTENTION force either path.
+// built for; cuda_set_attention_kernel / DOD_ATTENTION force either path. Causal attention always takes
+// the chunked path: its softmax gives the keys past the query's position probability 0.
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,16 +19,23 @@
 // the fused kernels not yet (docs/cuda.md); revisit with `dod-bench cuda_attention`.
 #define ATTN_FUSED_BELOW_ROWS 64
 
+// Keys row q of a causal attention sees: 0..q (all Lk otherwise).
+__device__ __forceinline__ int64_t attn_keys_seen(bool causal, int64_t q, int64_t Lk) {
+    return causal && q + 1 < Lk ? q + 1 : Lk;
+}
+
 // One block per (head, row) of s [H*rows, Lk]: p = softmax(s) in place, lse[h*Lq + q0 + r] = log-sum-exp.
-__global__ void attn_softmax_kernel(float *s, float *lse, int64_t rows, int64_t Lk, int64_t Lq, int64_t q0) {
-    int64_t hr = blockIdx.x, h = hr / rows, r = hr % rows;
+// causal: the keys past the row's position are left out and get p = 0.
+__global__ void attn_softmax_kernel(float *s, float *lse, int64_t rows, int64_t Lk, int64_t Lq, int64_t q0,
+                                    bool causal) {
+    int64_t hr = blockIdx.x, h = hr / rows, r = hr % rows, seen = attn_keys_seen(causal, q0 + r, Lk);
     float *sr = s + hr * Lk;
     float m = -INFINITY;
-    for (int64_t j = threadIdx.x; j < Lk; j += blockDim.x) m = fmaxf(m, sr[j]);
+    for (int64_t j = threadIdx.x; j < seen; j += blockDim.x) m = fmaxf(m, sr[j]);
     m = dod_block_max(m);
     float sum = 0.0f;
     for (int64_t j = threadIdx.x; j < Lk; j += blockDim.x) {
-        float e = expf(sr[j] - m);
+        float e = j < seen ? expf(sr[j] - m) : 0.0f;
         sr[j] = e;
         sum += e;
     }
@@ -37,12 +45,13 @@ __global__ void attn_softmax_kernel(float *s, float *lse, int64_t rows, int64_t 
     if (threadIdx.x == 0) lse[h * Lq + q0 + r] = m + logf(sum);
 }
 
-// p = exp(s - lse) in place (the forward's probabilities, recomputed).
-__global__ void attn_recompute_kernel(float *s, const float *lse, int64_t rows, int64_t Lk, int64_t Lq, int64_t q0) {
-    int64_t hr = blockIdx.x, h = hr / rows, r = hr % rows;
+// p = exp(s - lse) in place (the forward's probabilities, recomputed; 0 past the row when causal).
+__global__ void attn_recompute_kernel(float *s, const float *lse, int64_t rows, int64_t Lk, int64_t Lq, int64_t q0,
+                                      bool causal) {
+    int64_t hr = blockIdx.x, h = hr / rows, r = hr % rows, seen = attn_keys_seen(causal, q0 + r, Lk);
     float l = lse[h * Lq + q0 + r];
     float *sr = s + hr * Lk;
-    for (int64_t j = threadIdx.x; j < Lk; j += blockDim.x) sr[j] = expf(sr[j] - l);
+    for (int64_t j = threadIdx.x; j < Lk; j += blockDim.x) sr[j] = j < seen ? expf(sr[j] - l) : 0.0f;
 }
 
 // dp <- p * (dp - delta), delta = dO[r, head h] . O[r, head h] (the softmax backward), in place.
@@ -84,8 +93,9 @@ static CudaAttentionKernel attention_kernel_setting(void) {
 // The fused kernels where they are built for this head width and either forced or, under AUTO,
 // where a score chunk would hold fewer than min(Lq, ATTN_FUSED_BELOW_ROWS) query rows; the chunked
 // GEMMs otherwise. Counts fused calls.
-static bool attention_use_fused(int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D) {
+static bool attention_use_fused(int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, bool causal) {
     CudaAttentionKernel setting = attention_kernel_setting();
+    if (causal) return false;
     int64_t thin = Lq < ATTN_FUSED_BELOW_ROWS ? Lq : ATTN_FUSED_BELOW_ROWS;
     bool fused = setting != CUDA_ATTENTION_GEMM && attention_fused_supports(B, H, D) &&
                  (setting == CUDA_ATTENTION_FUSED || attn_chunk_rows(Lq, Lk, H) < thin);
@@ -101,10 +111,10 @@ static void attn_scores(const float *qb, const float *kb, float *s, int64_t q0, 
 }
 
 void cuda_attention_forward(const float *q, const float *k, const float *v, float *out, float *lse, int64_t B,
-                            int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale) {
+                            int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale, bool causal) {
     int64_t HD = H * D, chunk = attn_chunk_rows(Lq, Lk, H);
     if (B * Lq * HD == 0) return;
-    if (attention_use_fused(B, Lq, Lk, H, D)) {
+    if (attention_use_fused(B, Lq, Lk, H, D, causal)) {
         attention_fused_forward(q, k, v, out, lse, B, Lq, Lk, H, D, scale);
         return;
     }
@@ -116,7 +126,7 @@ void cuda_attention_forward(const float *q, const float *k, const float *v, floa
         for (int64_t q0 = 0; q0 < Lq; q0 += chunk) {
             int64_t rows = Lq - q0 < chunk ? Lq - q0 : chunk;
             attn_scores(qb, kb, s, q0, rows, Lk, H, D, scale);
-            attn_softmax_kernel<<<(unsigned)(H * rows), 256>>>(s, lb, rows, Lk, Lq, q0);
+            attn_softmax_kernel<<<(unsigned)(H * rows), 256>>>(s, lb, rows, Lk, Lq, q0, causal);
             CUDA_CHECK_LAUNCH("attn_softmax_kernel");
             // O[q0 : q0 + rows, head h] = P_h V_h
             cuda_gemm(false, false, rows, D, Lk, 1.0f, s, Lk, rows * Lk, vb, HD, D, 0.0f, ob + q0 * HD, HD, D, H,
@@ -128,10 +138,10 @@ void cuda_attention_forward(const float *q, const float *k, const float *v, floa
 
 void cuda_attention_backward(const float *q, const float *k, const float *v, const float *out, const float *lse,
                              const float *dout, float *dq, float *dk, float *dv, int64_t B, int64_t Lq, int64_t Lk,
-                             int64_t H, int64_t D, float scale) {
+                             int64_t H, int64_t D, float scale, bool causal) {
     int64_t HD = H * D, chunk = attn_chunk_rows(Lq, Lk, H);
     if (B * Lq * HD == 0) return;
-    if (attention_use_fused(B, Lq, Lk, H, D)) {
+    if (attention_use_fused(B, Lq, Lk, H, D, causal)) {
         attention_fused_backward(q, k, v, out, lse, dout, dq, dk, dv, B, Lq, Lk, H, D, scale);
         return;
     }
@@ -145,7 +155,7 @@ void cuda_attention_backward(const float *q, const float *k, const float *v, con
             int64_t rows = Lq - q0 < chunk ? Lq - q0 : chunk;
             const float *dochunk = dob + q0 * HD;
             attn_scores(qb, kb, p, q0, rows, Lk, H, D, scale);
-            attn_recompute_kernel<<<(unsigned)(H * rows), 256>>>(p, lb, rows, Lk, Lq, q0);
+            attn_recompute_kernel<<<(unsigned)(H * rows), 256>>>(p, lb, rows, Lk, Lq, q0, causal);
             CUDA_CHECK_LAUNCH("attn_recompute_kernel");
             if (dv)  // dV_h [Lk, D] += P_h^T [Lk, rows] dO_h [rows, D]
                 cuda_gemm(true, false, Lk, D, rows, 1.0f, p, Lk, rows * Lk, dochunk, HD, D, 1.0f, dv + b * Lk * HD, HD,

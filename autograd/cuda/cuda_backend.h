@@ -51,7 +51,8 @@ static inline bool dod_cuda_available(void) { return false; }
 static inline const char *dod_cuda_unavailable_reason(void) { return "this build has no CUDA (nvcc was not found)"; }
 #endif
 
-// Name of device 0 (after dod_cuda_available() said true).
+// Name of the current device (0 unless cudaSetDevice chose another before the first probe) (after
+// dod_cuda_available() said true).
 DOD_CUDA_API(const char *, dod_cuda_device_name, (void))
 DOD_CUDA_API(void, dod_cuda_synchronize, (const char *where))
 DOD_CUDA_API(void, dod_cuda_set_precision, (DodPrecision p))
@@ -84,7 +85,10 @@ DOD_CUDA_API(DodCudaMemStats, dod_cuda_mem_stats, (void))
 // One line: "<label>: cuda memory peak reserved X GiB (arena peak A GiB, cache peak C GiB), N cudaMalloc calls".
 DOD_CUDA_API(void, dod_cuda_print_mem_report, (const char *label))
 
-// ---- copies and small kernels (all on the default stream) --------------------------------------
+// ---- copies and small kernels (all on the default stream, the compute stream) -------------------
+// Host to device (=), without making the host wait: src is copied into pinned staging memory first
+// (upload.cu, autograd/staging_ring.h), so it may be reused at once, and the device copies from there
+// in stream order. Copies of 16 MiB and more (weights at load time) go directly and wait.
 DOD_CUDA_API(void, cuda_copy_h2d, (void *dst, const void *src, size_t bytes))
 DOD_CUDA_API(void, cuda_copy_d2h, (void *dst, const void *src, size_t bytes))
 DOD_CUDA_API(void, cuda_copy_d2d, (void *dst, const void *src, size_t bytes))
@@ -97,5 +101,15 @@ DOD_CUDA_API(void, cuda_widen_add_f32, (const void *src, DType dtype, float *dst
 DOD_CUDA_API(void, cuda_narrow_f32, (const float *src, DType dtype, void *dst, int64_t n))
 // dst[i] += scale * src[i] (accumulates); src may be NULL meaning all ones.
 DOD_CUDA_API(void, cuda_axpy, (float *dst, const float *src, float scale, int64_t n))
+// dst[0] += (double)src[0]: a device scalar into a device double (autograd/device_scalars.h; reduce.cu).
+DOD_CUDA_API(void, cuda_scalar_add_f64, (double *dst, const float *src))
+
+// ---- the upload stream: host-to-device copies beside the compute stream (train/batch_feed.c) ----
+// dst = src (bytes) on the upload stream, a non-blocking side stream: queued after the work on the
+// compute stream so far (which may still read dst), staged like cuda_copy_h2d, so src may be reused at
+// once and the host does not wait.
+DOD_CUDA_API(void, cuda_upload_async, (void *dst, const void *src, size_t bytes))
+// The compute stream waits (on the device, an event; the host does not) for the uploads started so far.
+DOD_CUDA_API(void, cuda_wait_uploads, (void))
 
 DOD_CUDA_API_END

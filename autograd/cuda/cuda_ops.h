@@ -148,13 +148,16 @@ DOD_CUDA_API(bool, cuda_conv_reads_half_weights, (void))
 // q [B, Lq, H*D], k, v [B, Lk, H*D] -> out [B, Lq, H*D] (=), lse [B, H, Lq] (=) saved for backward.
 // f32 softmax; never [B, H, Lq, Lk] at once. Two kernels: scores built by cuBLAS one chunk of query
 // rows at a time (chunk <= 256 MiB), or fused (flash-style: online softmax, one thread per row, no
-// score buffer at all; head widths 8, 16, 32, 40, 64, 80).
+// score buffer at all; head widths 8, 16, 32, 40, 64, 80). causal (Lq == Lk): query i sees keys 0..i
+// (the cuBLAS kernel only: masked scores get probability 0 there).
 DOD_CUDA_API(void, cuda_attention_forward, (const float *q, const float *k, const float *v, float *out, float *lse,
-                                            int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale))
+                                            int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale,
+                                            bool causal))
 // Accumulates (+=) dq, dk, dv (NULL skips one) from dout, recomputing the probabilities from lse.
 DOD_CUDA_API(void, cuda_attention_backward, (const float *q, const float *k, const float *v, const float *out,
                                              const float *lse, const float *dout, float *dq, float *dk, float *dv,
-                                             int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale))
+                                             int64_t B, int64_t Lq, int64_t Lk, int64_t H, int64_t D, float scale,
+                                             bool causal))
 // Which kernel runs: AUTO (default) takes the fused one where a chunk would hold fewer than 64 query
 // rows (and fewer than Lq) and the head width has a fused instantiation; FUSED wherever it has one;
 // GEMM never. The environment's DOD_ATTENTION=auto|fused|gemm is read at the first call unless set
@@ -182,5 +185,19 @@ DOD_CUDA_API(void, cuda_embedding_forward, (const float *table, const int64_t *i
                                             int64_t D))                                                      // =
 DOD_CUDA_API(void, cuda_embedding_backward, (const float *g, const int64_t *ids_dev, float *grad_table,
                                              int64_t n_ids, int64_t D))                                      // +=
+
+// ---- max pooling (pool.cu) and channel normalisation (channel_norm.cu) ------------------------------
+// y[p, ho, wo] = max of the k x k window at (ho s, wo s) of plane p (first maximum; NaN wins). Writes (=).
+DOD_CUDA_API(void, cuda_max_pool2d_forward, (const float *x, float *y, int64_t planes, int64_t H, int64_t W,
+                                             int64_t Ho, int64_t Wo, int k, int s))
+// gx[that window's argmax] += g[p, ho, wo] (atomic: windows may overlap).
+DOD_CUDA_API(void, cuda_max_pool2d_backward, (const float *x, const float *g, float *gx, int64_t planes, int64_t H,
+                                              int64_t W, int64_t Ho, int64_t Wo, int k, int s))
+// norm[n, s] = sqrt(sum_c x^2) (=); y = x / (norm + eps) (=). x, y [N, C, S].
+DOD_CUDA_API(void, cuda_channel_normalize_forward, (const float *x, float *y, float *norm, int64_t N, int64_t C,
+                                                    int64_t S, float eps))
+// gx += the gradient of op_channel_normalize (autograd/op_channel_norm.c) given g and the saved norms.
+DOD_CUDA_API(void, cuda_channel_normalize_backward, (const float *x, const float *norm, const float *g, float *gx,
+                                                     int64_t N, int64_t C, int64_t S, float eps))
 
 DOD_CUDA_API_END

@@ -37,16 +37,19 @@ bool dod_cuda_available(void) {
         available = 0;
         return false;
     }
+    // The current device: 0, or the one a data-parallel process selected (train/comm_nccl.c).
+    int dev = 0;
+    cudaGetDevice(&dev);
     cudaDeviceProp prop;
-    err = cudaGetDeviceProperties(&prop, 0);
+    err = cudaGetDeviceProperties(&prop, dev);
     if (err != cudaSuccess) {
         snprintf(unavailable_reason, sizeof unavailable_reason, "cudaGetDeviceProperties: %s", cudaGetErrorString(err));
         cudaGetLastError();
         available = 0;
         return false;
     }
-    snprintf(device_name, sizeof device_name, "%.200s (sm_%d%d, %.1f GiB)", prop.name, prop.major, prop.minor,
-             prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    snprintf(device_name, sizeof device_name, "%.200s (cuda:%d, sm_%d%d, %.1f GiB)", prop.name, dev, prop.major,
+             prop.minor, prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
     unavailable_reason[0] = 0;
     available = 1;
     return true;
@@ -240,9 +243,7 @@ void dod_cuda_print_mem_report(const char *label) {
 }
 
 // ---- copies ---------------------------------------------------------------------------------------
-void cuda_copy_h2d(void *dst, const void *src, size_t bytes) {
-    if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
-}
+// cuda_copy_h2d and the upload stream: upload.cu.
 void cuda_copy_d2h(void *dst, const void *src, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }

@@ -1,6 +1,8 @@
 // dod-bench subcommands register themselves at load time (constructor), so adding a benchmark is
 // adding a file to tests/bench/: BENCH_REGISTER(name, "one-line description", int fn(int, char**)).
 #pragma once
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "autograd/tensor.h"  // dod_now_seconds: every benchmark times with it
@@ -17,6 +19,11 @@ const char *bench_python(void);
 // (and of `torch_peak_gib X` into *peak_gib when non-NULL). Negative, with the reason printed, when it
 // cannot run (no Python, no torch/diffusers): the caller then reports its own numbers only.
 double bench_torch_ms(const char *script, const char *args, double *peak_gib);
+// The general form: runs the same command and hands every output line to on_line, which returns true for
+// the lines it takes; last (last_len bytes) gets the last line no one took (an error message, say).
+// Returns the command's exit status (-1: it could not be started).
+typedef bool (*BenchLineFn)(const char *line, void *ctx);
+int bench_torch_run(const char *script, const char *args, BenchLineFn on_line, void *ctx, char *last, size_t last_len);
 
 #define BENCH_REGISTER(name, what, fn) \
     __attribute__((constructor)) static void bench_register_##name(void) { bench_register(#name, what, fn); }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/base.h"
 #include "tests/bench/bench.h"
 
 #define MAX_BENCHES 32
@@ -36,29 +37,44 @@ const char *bench_python(void) {
     return py && *py ? py : "python3";
 }
 
-double bench_torch_ms(const char *script, const char *args, double *peak_gib) {
+int bench_torch_run(const char *script, const char *args, BenchLineFn on_line, void *ctx, char *last, size_t last_len) {
     const char *py = bench_python();
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "'%s' '%s/scripts/%s' %s 2>&1", py, DOD_SOURCE_DIR, script, args);
+    if (last_len) last[0] = 0;
     FILE *p = popen(cmd, "r");
     if (!p) {
-        printf("torch:   not run (cannot start %s)\n", py);
+        snprintf(last, last_len, "cannot start %s", py);
         return -1;
     }
-    char line[1024], last[1024] = "";
-    double ms = -1, peak = -1;
+    char line[1024];
     while (fgets(line, sizeof line, p)) {
-        if (sscanf(line, "torch_ms %lf", &ms) == 1 || sscanf(line, "torch_peak_gib %lf", &peak) == 1) continue;
-        if (strncmp(line, "torch_threads", 13)) snprintf(last, sizeof last, "%s", line);
-    }
-    int rc = pclose(p);
-    if (rc != 0 || ms < 0) {
+        if (on_line(line, ctx) || !strncmp(line, "torch_threads", 13)) continue;
+        snprintf(last, last_len, "%s", line);
         last[strcspn(last, "\n")] = 0;
-        printf("torch:   not available (%s: %s) - reporting ours only\n", py, last[0] ? last : "no output");
+    }
+    return pclose(p);
+}
+
+typedef struct {
+    double ms, peak;
+} TorchMs;
+
+static bool take_torch_ms(const char *line, void *ctx) {
+    TorchMs *t = ctx;
+    return sscanf(line, "torch_ms %lf", &t->ms) == 1 || sscanf(line, "torch_peak_gib %lf", &t->peak) == 1;
+}
+
+double bench_torch_ms(const char *script, const char *args, double *peak_gib) {
+    TorchMs t = {-1, -1};
+    char last[1024];
+    int rc = bench_torch_run(script, args, take_torch_ms, &t, last, sizeof last);
+    if (rc != 0 || t.ms < 0) {
+        printf("torch:   not available (%s: %s) - reporting ours only\n", bench_python(), last[0] ? last : "no output");
         return -1;
     }
-    if (peak_gib) *peak_gib = peak;
-    return ms;
+    if (peak_gib) *peak_gib = t.peak;
+    return t.ms;
 }
 
 static void usage(FILE *f) {
@@ -67,6 +83,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    if (dod_version_requested(argc, argv, "dod-bench")) return 0;
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -136,6 +136,7 @@ static int bench_restore_main(int argc, char **argv) {
     DodModelConfig cfg = dod_model_default_config(1);
     cfg.base_model_dir = dir;
     cfg.random_base_weights = random_weights;
+    cfg.zero_prompt = true;   // a random base has no text encoder, and the time does not depend on the prompt
     if (cuda) cfg.frozen_dtype = DT_BF16;   // as dod-restore keeps them on a GPU
     double t_load = dod_now_seconds();
     DodModel *m = dod_model_create(&cfg);
