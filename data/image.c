@@ -108,25 +108,30 @@ static uint64_t uncompressed_bytes_needed(const uint8_t *p, size_t n, int w, int
     return 0;
 }
 
-int image_load(const char *path, Image *img, char *err, size_t errlen) {
-    memset(img, 0, sizeof *img);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+int image_file_read(const char *path, ImageFile *f, char *err, size_t errlen) {
+    memset(f, 0, sizeof *f);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     // The whole file in memory (checked before stb sees it); an image file is a few MiB.
     char why[256];
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    long size = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
     if (size < 0 || dod_limit_check_alloc((uint64_t)size, "reading the image file", why, sizeof why)) {
         snprintf(err, errlen, "%s: %s", path, size < 0 ? "cannot read (not a regular file?)" : why);
-        fclose(f);
+        fclose(fp);
         return -1;
     }
-    rewind(f);
+    if (size == 0) {
+        snprintf(err, errlen, "%s: empty file (0 bytes)", path);
+        fclose(fp);
+        return -1;
+    }
+    rewind(fp);
     uint8_t *bytes = dod_malloc((size_t)size, path);
-    size_t got = fread(bytes, 1, (size_t)size, f);
-    fclose(f);
+    size_t got = fread(bytes, 1, (size_t)size, fp);
+    fclose(fp);
     size_t pnm_header = 0;
     if (got != (size_t)size || size > INT32_MAX || check_jpeg_tables(bytes, got, why, sizeof why) ||
         check_pnm_header(bytes, got, &pnm_header, why, sizeof why)) {
@@ -136,7 +141,7 @@ int image_load(const char *path, Image *img, char *err, size_t errlen) {
     }
     // The header's dimensions are checked against the caps before anything is decoded: a few
     // hundred bytes can declare millions of rows that the decoder would allocate and fill.
-    int w, h, c, iw, ih;
+    int iw, ih, c;
     if (!stbi_info_from_memory(bytes, (int)got, &iw, &ih, &c)) {
         snprintf(err, errlen, "%s: cannot decode image: %s", path, stbi_failure_reason());
         free(bytes);
@@ -155,11 +160,24 @@ int image_load(const char *path, Image *img, char *err, size_t errlen) {
         free(bytes);
         return -1;
     }
+    *f = (ImageFile){.bytes = bytes, .n = got, .w = iw, .h = ih, .c = c, .is16 = is16, .pnm = pnm_header != 0};
+    return 0;
+}
+
+void image_file_free(ImageFile *f) {
+    free(f->bytes);
+    memset(f, 0, sizeof *f);
+}
+
+int image_load(const char *path, Image *img, char *err, size_t errlen) {
+    memset(img, 0, sizeof *img);
+    ImageFile file;
+    if (image_file_read(path, &file, err, errlen)) return -1;
     // A 16-bit PNM with another channel count than asked for goes through stb 2.27's 8-bit channel
     // converter and then its 16-to-8 one, which reads twice the buffer: ask for its own channels.
-    int want = pnm_header && is16 ? 0 : 3, got_c = 0;
-    uint8_t *pix = stbi_load_from_memory(bytes, (int)got, &w, &h, &got_c, want);
-    free(bytes);
+    int want = file.pnm && file.is16 ? 0 : 3, got_c = 0, w, h, iw = file.w, ih = file.h;
+    uint8_t *pix = stbi_load_from_memory(file.bytes, (int)file.n, &w, &h, &got_c, want);
+    image_file_free(&file);
     if (!pix) {
         snprintf(err, errlen, "%s: cannot decode image: %s", path, stbi_failure_reason());
         return -1;

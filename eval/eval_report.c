@@ -30,10 +30,16 @@ void eval_average(const EvalSetResult *res, int n_sets, EvalAverage *avg) {
     avg->seconds_per_image = avg->images ? seconds / avg->images : NAN;
 }
 
-void eval_describe_tiles(const TileOptions *t, char *buf, size_t len) {
-    if (t->tile) snprintf(buf, len, "whole image up to %d px a side, else %dx%d tiles overlapping by %d px, "
-                          "cross-faded linearly over the middle half of each overlap", t->tile, t->tile, t->tile, t->overlap);
-    else snprintf(buf, len, "whole image (never tiled)");
+void eval_describe_restore(const RestoreOptions *o, char *buf, size_t len) {
+    char unet[120], mem[64], vae[120];
+    if (o->tile) snprintf(unet, sizeof unet, "UNet whole up to %dx%d latent pixels, else in %d-pixel latent tiles overlapping "
+                          "by %d (Gaussian blend)", o->tile, o->tile, o->tile, o->overlap);
+    else snprintf(unet, sizeof unet, "UNet on the whole latent");
+    if (o->max_memory_gib > 0) snprintf(mem, sizeof mem, "--max-memory %g GiB", o->max_memory_gib);
+    else snprintf(mem, sizeof mem, "no memory limit");
+    if (o->vae_tile) snprintf(vae, sizeof vae, "VAE in %d-pixel tiles (overlap %d) on larger images", o->vae_tile, o->vae_overlap);
+    else snprintf(vae, sizeof vae, "VAE whole while it fits (%s), else tiled (overlap %d)", mem, o->vae_overlap);
+    snprintf(buf, len, "%s; %s", unet, vae);
 }
 
 // "0.933" -> ".933" as the papers print SSIM.
@@ -45,14 +51,18 @@ static void paper_ssim(double v, char *buf, size_t len) {
 void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResult *res, int n_sets) {
     int total = 0, scored = 0;
     for (int s = 0; s < n_sets; s++) total += res[s].n_images, scored += res[s].scores.images;
-    char desc[160], tiles[200];
-    eval_describe_tiles(&info->tiles, tiles, sizeof tiles);
+    char desc[160], tiles[400];
+    eval_describe_restore(&info->restore, tiles, sizeof tiles);
     fprintf(f, "# dod-eval run\n\n");
     if (scored != total)
         fprintf(f, "**INCOMPLETE: %d of %d images were not scored; the numbers below cover only the scored ones.**\n\n",
                 total - scored, total);
-    fprintf(f, "- model: %s stage %d, config `%s`, checkpoint `%s` (step %lld)\n", info->model_kind, info->stage,
-            info->config_path, info->checkpoint_path, info->step);
+    if (info->config_path)
+        fprintf(f, "- model: %s stage %d, config `%s`, checkpoint `%s` (step %lld)\n", info->model_kind, info->stage,
+                info->config_path, info->checkpoint_path, info->step);
+    else
+        fprintf(f, "- model: %s stage %d, adapter `%s` (step %lld)\n", info->model_kind, info->stage,
+                info->checkpoint_path, info->step);
     fprintf(f, "- data: %s\n", info->source);
     bool same = true;
     for (int s = 1; s < n_sets; s++) same &= !memcmp(&res[s].set.metrics, &res[0].set.metrics, sizeof(MetricOpts));
@@ -62,7 +72,7 @@ void eval_report_markdown(FILE *f, const EvalReportInfo *info, const EvalSetResu
     } else {
         fprintf(f, "- protocol: per set (last column)\n");
     }
-    fprintf(f, "- restore: %s; reflect-padded to a multiple of 8 by the model\n", tiles);
+    fprintf(f, "- restore: %s; reflect-padded to the model's multiple (docs/restore.md)\n", tiles);
     if (info->max_images) fprintf(f, "- images: at most the first %d of each set (--max-images)\n", info->max_images);
     for (int s = 0; s < n_sets; s++)
         if (res[s].noise_on_read)
@@ -148,14 +158,21 @@ char *eval_json_text(cJSON *doc) {
 char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int n_sets) {
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "tool", "dod-eval run");
-    cJSON_AddStringToObject(doc, "config", info->config_path);
-    cJSON_AddStringToObject(doc, "checkpoint", info->checkpoint_path);
+    if (info->config_path) {
+        cJSON_AddStringToObject(doc, "config", info->config_path);
+        cJSON_AddStringToObject(doc, "checkpoint", info->checkpoint_path);
+    } else {
+        cJSON_AddStringToObject(doc, "adapter", info->checkpoint_path);
+    }
     cJSON_AddStringToObject(doc, "model_kind", info->model_kind);
     cJSON_AddNumberToObject(doc, "stage", info->stage);
     cJSON_AddNumberToObject(doc, "step", (double)info->step);
     cJSON_AddStringToObject(doc, "source", info->source);
-    cJSON_AddNumberToObject(doc, "tile", info->tiles.tile);
-    cJSON_AddNumberToObject(doc, "tile_overlap", info->tiles.overlap);
+    cJSON_AddNumberToObject(doc, "tile", info->restore.tile);
+    cJSON_AddNumberToObject(doc, "tile_overlap", info->restore.overlap);
+    cJSON_AddNumberToObject(doc, "max_memory_gib", info->restore.max_memory_gib);
+    cJSON_AddNumberToObject(doc, "vae_tile", info->restore.vae_tile);
+    cJSON_AddNumberToObject(doc, "vae_overlap", info->restore.vae_overlap);
     cJSON_AddNumberToObject(doc, "max_images", info->max_images);
     cJSON *sets = cJSON_AddArrayToObject(doc, "sets");
     for (int s = 0; s < n_sets; s++) {
@@ -187,6 +204,7 @@ char *eval_report_json(const EvalReportInfo *info, const EvalSetResult *res, int
             cJSON_AddNumberToObject(ji, "width", im->w);
             cJSON_AddNumberToObject(ji, "height", im->h);
             cJSON_AddNumberToObject(ji, "tiles", im->tiles);
+            cJSON_AddNumberToObject(ji, "vae_tiles", im->vae_tiles);
             cJSON_AddItemToObject(ji, "psnr", num(im->psnr));
             cJSON_AddItemToObject(ji, "ssim", num(im->ssim));
             if (r->has_lpips) cJSON_AddItemToObject(ji, "lpips", num(im->lpips));

@@ -11,12 +11,12 @@
 #include "eval/eval_run.h"
 
 typedef struct {
-    const char *config_path, *checkpoint_path;
+    const char *config_path, *checkpoint_path;   // with an adapter: NULL and the adapter file
     const char *model_kind;
     int stage;
     long long step;            // the checkpoint's step count
     const char *source;        // "--data FILE" or "benchmark NAME (FILE): TITLE"
-    TileOptions tiles;
+    RestoreOptions restore;
     int max_images;            // 0: all
     const char *save_dir;      // NULL: none
 } EvalReportInfo;
@@ -30,8 +30,8 @@ typedef struct {
 } EvalAverage;
 
 void eval_average(const EvalSetResult *res, int n_sets, EvalAverage *avg);
-// How images are restored under t, one phrase (=), as the reports print it.
-void eval_describe_tiles(const TileOptions *t, char *buf, size_t len);
+// How images are restored under o (UNet and VAE tiling), one phrase (=), as the reports print it.
+void eval_describe_restore(const RestoreOptions *o, char *buf, size_t len);
 // The Markdown report: header, per-set table with the average row, then the paper-style one-row
 // table (PSNR/SSIM per set). When some image was not scored the header says INCOMPLETE and the
 // image column reads scored/total. Sets scored with LPIPS get an LPIPS column in every report (per set

@@ -216,7 +216,10 @@ void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage 
     const size_t n = (size_t)3 * hq.w * hq.h;
     float *out = dod_malloc(sizeof(float) * n, "restored image"), *gt = dod_malloc(sizeof(float) * n, "ground truth");
     double t0 = dod_now_seconds();
-    rc = restore_image(o->model, &lq, &o->tiles, out, &im->tiles, why, sizeof why);
+    RestoreStats rs;
+    rc = restore_image(o->model, &lq, &o->restore, out, &rs, why, sizeof why);
+    im->tiles = rs.unet_tiles;
+    im->vae_tiles = rs.vae_tiles;
     im->seconds = dod_now_seconds() - t0;
     if (rc) {
         im->status = EVAL_MODEL;
@@ -259,7 +262,7 @@ void eval_image(const EvalImageOptions *o, H5ds *f, int t, int64_t i, EvalImage 
 static void eval_one(const EvalRunOptions *o, H5ds *f, int t, EvalSetResult *r, EvalImage *im, const char *set_dir,
                      EvalImages *keep) {
     const EvalSet *es = &r->set;
-    EvalImageOptions io = {.model = o->model, .tiles = o->tiles, .metrics = es->metrics, .lpips = o->lpips};
+    EvalImageOptions io = {.model = o->model, .restore = o->restore, .metrics = es->metrics, .lpips = o->lpips};
     EvalImages imgs;
     eval_image(&io, f, t, im->index, im, set_dir ? &imgs : NULL);
     char why[EVAL_ERR_LEN];
@@ -338,7 +341,7 @@ int eval_run(const EvalRunOptions *o, EvalSetResult *res, int n_sets, char *err,
         r->has_lpips = o->lpips != NULL;
         r->peak_rss_mib = dod_peak_rss_mib();
         double arena_bytes = (double)arena_peak();
-        if (o->model_device == DEV_CUDA) arena_bytes += (double)dod_cuda_mem_stats().arena_peak_bytes;
+        if (o->model->device == DEV_CUDA) arena_bytes += (double)dod_cuda_mem_stats().arena_peak_bytes;
         r->arena_peak_mib = arena_bytes / (1024.0 * 1024.0);
         not_scored += r->n_images - r->scores.images;
         // the grid of the first rows that were scored (a row is kept only when its image was)

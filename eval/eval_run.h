@@ -4,7 +4,7 @@
 // Flow: eval_prepare opens every set's file, finds its task, checks the stored noise level against
 // the set's sigma and counts the images (all before a model is loaded, so a mistyped path fails in
 // a second); eval_run then, image by image, runs the per-image core eval_image (read LQ and HQ,
-// size-checked; restore the LQ, eval/restore.h, whole or tiled; score output vs HQ with the set's
+// size-checked; restore the LQ, eval/restore.h (stages whole or tiled); score output vs HQ with the set's
 // MetricOpts, metrics_pair_f32 on the clamped float output), optionally saves PNGs, and adds each
 // scored image to its set's EvalScores. A bad image is recorded with its problem and the run goes
 // on; the caller decides what a partial result means. Training validation (eval/validate.h) uses
@@ -44,7 +44,8 @@ extern const char *const eval_problem_names[EVAL_N_PROBLEMS];
 typedef struct {
     int64_t index;       // sample index in the task
     char name[256];      // output stem: the ground truth's source file stem (else the LQ's, else the index)
-    int w, h, tiles;
+    int w, h, tiles;     // tiles: the UNet's latent tiles (1: whole)
+    int vae_tiles;       // the VAE's tiles (1: whole)
     double psnr, ssim, seconds;   // seconds: the model's restore time alone
     double psnr_input, ssim_input;   // the degraded input vs the ground truth (EvalImageOptions.score_input)
     double colour_shift;             // mean colour shift of the output vs the ground truth, 0-255 (eval/metrics.h)
@@ -56,8 +57,8 @@ typedef struct {
 
 // ---- the per-image core -------------------------------------------------------------------------
 typedef struct {
-    Model *model;               // takes and returns host tensors (model_host_io)
-    TileOptions tiles;          // {0, 0}: whole images
+    Model *model;               // on any device (restore_chw moves what it runs)
+    RestoreOptions restore;
     MetricOpts metrics;
     bool score_input;           // also score the degraded input against the ground truth
     Lpips *lpips;               // non-NULL: also score LPIPS (eval/lpips_metric.h; weights on the model's device)
@@ -106,9 +107,8 @@ typedef struct {
 } EvalSetResult;
 
 typedef struct {
-    Model *model;
-    Device model_device;    // where the model behind `model` (a host-I/O view) runs: its arena is reported
-    TileOptions tiles;
+    Model *model;           // on any device; its device's arena is reported
+    RestoreOptions restore;
     const char *save_dir;   // NULL: save nothing; else DIR/<label>/restored/<name>.png + DIR/<label>/grid.png
     bool save_inputs;       // also DIR/<label>/input/ and DIR/<label>/gt/
     int grid_rows;          // images in each set's grid (the first ones)

@@ -173,12 +173,16 @@ static const char *SCRIPT =
     "})();\n";
 
 static void write_header(FILE *f, const EvalReportInfo *info, const EvalSetResult *res, int n_sets) {
-    char desc[160], tiles[200];
+    char desc[160], tiles[400];
     fprintf(f, "<h1>dod-eval run</h1>\n<ul class=\"info\">\n<li>model: ");
     esc(f, info->model_kind);
-    fprintf(f, " stage %d, config <code>", info->stage);
-    esc(f, info->config_path);
-    fputs("</code>, checkpoint <code>", f);
+    if (info->config_path) {
+        fprintf(f, " stage %d, config <code>", info->stage);
+        esc(f, info->config_path);
+        fputs("</code>, checkpoint <code>", f);
+    } else {   // an adapter (eval_report.h)
+        fprintf(f, " stage %d, adapter <code>", info->stage);
+    }
     esc(f, info->checkpoint_path);
     fprintf(f, "</code> (step %lld)</li>\n<li>data: ", info->step);
     esc(f, info->source);
@@ -191,7 +195,7 @@ static void write_header(FILE *f, const EvalReportInfo *info, const EvalSetResul
         esc(f, desc);
         fputs("</li>\n", f);
     }
-    eval_describe_tiles(&info->tiles, tiles, sizeof tiles);
+    eval_describe_restore(&info->restore, tiles, sizeof tiles);
     fputs("<li>restore: ", f);
     esc(f, tiles);
     fputs("</li>\n", f);

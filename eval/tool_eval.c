@@ -1,7 +1,7 @@
 // dod-eval: evaluation front end. Each subcommand is one function with its own options:
 //   dod-eval metrics --pred DIR --gt DIR [...]   score restored images against ground truth
-//   dod-eval run --config C --checkpoint CKPT (--data FILE | --bench INI --data-dir DIR) [...]
-//                                               restore test sets with a model and score them
+//   dod-eval run (--config C --checkpoint CKPT | --adapter A --base DIR) (--data FILE | --bench INI
+//                --data-dir DIR) [...]          restore test sets with a model and score them
 // (docs/metrics.md: profiles and `metrics` reports; docs/evaluation.md: `run` and benchmarks).
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -23,6 +23,7 @@
 #include "eval/lpips_metric.h"
 #include "eval/metrics.h"
 #include "eval/report_html.h"
+#include "layers/adapter.h"
 #include "layers/config_model.h"
 #include "layers/model.h"
 #include "layers/model_weights.h"
@@ -435,16 +436,22 @@ static void run_usage(FILE *f) {
     fprintf(f,
             "usage: dod-eval run --config FILE --checkpoint CKPT --data FILE.h5 [--tasks a,b] [options]\n"
             "       dod-eval run --config FILE --checkpoint CKPT --bench configs/bench_aio3.ini --data-dir DIR [options]\n"
+            "       dod-eval run --adapter ADAPTER --base SD_DIR (--data FILE.h5 | --bench INI --data-dir DIR) [options]\n"
             "\n"
             "Restores every test image with the model of --config and the trained tensors of --checkpoint (a\n"
-            "checkpoint file or a run dir), scores it against its ground truth and prints a Markdown report\n"
-            "(per set: images, PSNR, SSIM, seconds per image, peak memory; their average; a paper-style row).\n"
+            "checkpoint file or a run dir), or with an adapter made by dod-export on its base model, scores it\n"
+            "against its ground truth and prints a Markdown report (per set: images, PSNR, SSIM, seconds per\n"
+            "image, peak memory; their average; a paper-style row). Images are restored as dod-restore restores\n"
+            "them (docs/restore.md).\n"
             "\n"
             "  --config FILE         the training configuration (the run dir's config.ini will do); only the\n"
             "                        model's keys are read ([model] [lora] [modulation] [stage], [checkpoint] dir)\n"
             "  --set S.K=V           override one of them (repeatable), e.g. --set model.base=DIR\n"
             "  --checkpoint CKPT     checkpoint file, or a run dir (its latest checkpoint; the prompts are\n"
             "                        read from its " MODEL_PROMPT_CACHE " when they and the base are unchanged)\n"
+            "  --adapter FILE        an adapter (dod-export) instead of --config/--checkpoint ...\n"
+            "  --base SD_DIR         ... on this base model (refused when it is not the one it was made for)\n"
+            "  --device cpu|cuda     with --adapter: where to run (default cpu; cuda: bf16 weights, mixed precision)\n"
             "  --data FILE.h5        evaluate every task of a dod-data file (or those of --tasks a,b)\n"
             "  --bench INI           a benchmark definition (configs/bench_aio3.ini, bench_aio5.ini) ...\n"
             "  --data-dir DIR        ... whose files are taken relative to DIR (default: .)\n"
@@ -454,9 +461,14 @@ static void run_usage(FILE *f) {
             "  --crop-border N       pixels removed on every side before scoring (default 0)\n"
             "  --y-channel           basicsr only: score the Y channel\n"
             "  --max-images N        only the first N images of each set (quick runs; the report says so)\n"
-            "  --tile N              restore images larger than N px a side in N x N tiles (default 512;\n"
-            "                        a multiple of 8; 0 = never tile)\n"
-            "  --tile-overlap N      tile overlap in px, blended linearly (default 32)\n"
+            "  --tile N              UNet latent tiles of N latent pixels when the latent is larger than N x N\n"
+            "                        (default 96, the public code's; 0 = never tile)\n"
+            "  --tile-overlap N      their overlap in latent pixels, Gaussian-blended (default 32)\n"
+            "  --max-memory GIB      memory budget: the VAE and the extractor run whole while they fit (default 8;\n"
+            "                        0 = no limit)\n"
+            "  --vae-tile N          force VAE tiles of N pixels on larger images (default 0: from --max-memory)\n"
+            "  --vae-overlap N       VAE tile overlap in pixels (default 64)\n"
+            "  --merge auto|on|off   per-image merge of the UNet's LoRA on the CPU (default auto; docs/restore.md)\n"
             "  --save-images DIR     DIR/<set>/restored/<name>.png and DIR/<set>/grid.png (input | output | gt)\n"
             "  --save-inputs         with --save-images: also DIR/<set>/input/ and DIR/<set>/gt/\n"
             "  --grid-rows N         images in each grid (default 4)\n"
@@ -478,6 +490,8 @@ static void run_usage(FILE *f) {
 #ifdef DOD_HAVE_INIPARSER
 static int cmd_run(int argc, char **argv) {
     const char *config_path = NULL, *ckpt = NULL, *data = NULL, *bench_path = NULL, *data_dir = ".";
+    const char *adapter = NULL, *base = NULL;
+    Device device = DEV_CPU;
     const char *only_tasks = NULL, *save_dir = NULL, *csv_path = NULL, *json_path = NULL, *html_dir = NULL,
                *lpips_vgg = NULL, *lpips_lin = NULL;
     char html_tmp[4300] = "";   // --html: the staging folder the run saves into
@@ -486,9 +500,10 @@ static int cmd_run(int argc, char **argv) {
     MetricOpts cli = metrics_opts_default(METRIC_PROFILE_PROMPTIR);
     cli.crop_multiple = 16;
     bool set_profile = false, set_crop_multiple = false, set_crop_border = false, set_y = false;
-    TileOptions tiles = {.tile = 512, .overlap = 32};
+    RestoreOptions ro = restore_options_default();
     enum { O_SET = 256, O_TASKS, O_DATA_DIR, O_SAVE_INPUTS, O_GRID_ROWS, O_PROGRESS, O_NO_PROGRESS, O_TILE,
-           O_TILE_OVERLAP, O_MAX_IMAGES, O_HTML, O_LPIPS_VGG, O_LPIPS_LIN };
+           O_TILE_OVERLAP, O_MAX_IMAGES, O_ADAPTER, O_BASE, O_DEVICE, O_MAX_MEMORY, O_VAE_TILE, O_VAE_OVERLAP, O_MERGE,
+           O_HTML, O_LPIPS_VGG, O_LPIPS_LIN };
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'C'},        {"checkpoint", required_argument, 0, 'k'},
         {"data", required_argument, 0, 'd'},          {"bench", required_argument, 0, 'B'},
@@ -502,6 +517,10 @@ static int cmd_run(int argc, char **argv) {
         {"json", required_argument, 0, 'j'},          {"html", required_argument, 0, O_HTML},
         {"progress", no_argument, 0, O_PROGRESS},
         {"no-progress", no_argument, 0, O_NO_PROGRESS}, {"help", no_argument, 0, 'h'},
+        {"adapter", required_argument, 0, O_ADAPTER}, {"base", required_argument, 0, O_BASE},
+        {"device", required_argument, 0, O_DEVICE},   {"max-memory", required_argument, 0, O_MAX_MEMORY},
+        {"vae-tile", required_argument, 0, O_VAE_TILE}, {"vae-overlap", required_argument, 0, O_VAE_OVERLAP},
+        {"merge", required_argument, 0, O_MERGE},
         {"lpips-vgg", required_argument, 0, O_LPIPS_VGG}, {"lpips-lin", required_argument, 0, O_LPIPS_LIN},
         {0, 0, 0, 0}};
     optind = 1;
@@ -525,6 +544,34 @@ static int cmd_run(int argc, char **argv) {
         case O_HTML: html_dir = optarg; break;
         case O_PROGRESS: progress = isatty(STDERR_FILENO) ? 1 : 2; break;
         case O_NO_PROGRESS: progress = 0; break;
+        case O_ADAPTER: adapter = optarg; break;
+        case O_BASE: base = optarg; break;
+        case O_DEVICE:
+            if (!strcmp(optarg, "cpu")) device = DEV_CPU;
+            else if (!strcmp(optarg, "cuda")) device = DEV_CUDA;
+            else {
+                fprintf(stderr, "dod-eval run: --device %s: expected cpu or cuda\n", optarg);
+                goto done;
+            }
+            break;
+        case O_MERGE: {
+            int mv = restore_merge_parse(optarg);
+            if (mv < 0) {
+                fprintf(stderr, "dod-eval run: --merge %s: expected auto, on or off\n", optarg);
+                goto done;
+            }
+            ro.merge = (RestoreMerge)mv;
+            break;
+        }
+        case O_MAX_MEMORY: {
+            char *end;
+            ro.max_memory_gib = strtod(optarg, &end);
+            if (end == optarg || *end || !(ro.max_memory_gib >= 0)) {
+                fprintf(stderr, "dod-eval run: --max-memory needs a number of GiB >= 0, got '%s'\n", optarg);
+                goto done;
+            }
+            break;
+        }
         case O_LPIPS_VGG: lpips_vgg = optarg; break;
         case O_LPIPS_LIN: lpips_lin = optarg; break;
         case 'y': cli.y_channel = set_y = true; break;
@@ -535,7 +582,8 @@ static int cmd_run(int argc, char **argv) {
             }
             set_profile = true;
             break;
-        case 'm': case 'b': case O_MAX_IMAGES: case O_TILE: case O_TILE_OVERLAP: case O_GRID_ROWS:
+        case 'm': case 'b': case O_MAX_IMAGES: case O_TILE: case O_TILE_OVERLAP: case O_GRID_ROWS: case O_VAE_TILE:
+        case O_VAE_OVERLAP:
             for (int k = 0; longopts[k].name; k++)
                 if (longopts[k].val == ch) count_opt = longopts[k].name;
             if ((v = parse_count(optarg)) < 0) {
@@ -545,8 +593,10 @@ static int cmd_run(int argc, char **argv) {
             if (ch == 'm') cli.crop_multiple = v, set_crop_multiple = true;
             else if (ch == 'b') cli.crop_border = v, set_crop_border = true;
             else if (ch == O_MAX_IMAGES) max_images = v;
-            else if (ch == O_TILE) tiles.tile = v;
-            else if (ch == O_TILE_OVERLAP) tiles.overlap = v;
+            else if (ch == O_TILE) ro.tile = v;
+            else if (ch == O_TILE_OVERLAP) ro.overlap = v;
+            else if (ch == O_VAE_TILE) ro.vae_tile = v;
+            else if (ch == O_VAE_OVERLAP) ro.vae_overlap = v;
             else grid_rows = v;
             break;
         case 'h': run_usage(stdout); rc = 0; goto done;
@@ -565,8 +615,20 @@ static int cmd_run(int argc, char **argv) {
         fprintf(stderr, "dod-eval run: unexpected argument '%s'\n", argv[optind]);
         goto done;
     }
-    if (!config_path || !ckpt || (!data == !bench_path)) {
-        fprintf(stderr, "dod-eval run: --config, --checkpoint and one of --data / --bench are required (--help)\n");
+    if (adapter && (config_path || ckpt || n_kv)) {
+        fprintf(stderr, "dod-eval run: --adapter replaces --config / --checkpoint / --set (--help)\n");
+        goto done;
+    }
+    if (adapter ? !base : (!config_path || !ckpt || base)) {
+        fprintf(stderr, "dod-eval run: give --config and --checkpoint, or --adapter and --base (--help)\n");
+        goto done;
+    }
+    if (!adapter && device != DEV_CPU) {
+        fprintf(stderr, "dod-eval run: --device goes with --adapter ([model] device sets it in a configuration)\n");
+        goto done;
+    }
+    if (!data == !bench_path) {
+        fprintf(stderr, "dod-eval run: one of --data / --bench is required (--help)\n");
         goto done;
     }
     if (html_dir && save_dir) {
@@ -578,8 +640,8 @@ static int cmd_run(int argc, char **argv) {
         goto done;
     }
     char err[16384];
-    if (restore_check_tiles(&tiles, err, sizeof err)) {
-        fprintf(stderr, "dod-eval run: --tile/--tile-overlap: %s\n", err);
+    if (restore_check_options(&ro, err, sizeof err)) {
+        fprintf(stderr, "dod-eval run: %s\n", err);
         goto done;
     }
     if (cli.y_channel && cli.profile != METRIC_PROFILE_BASICSR && (set_profile || !bench_path)) {
@@ -597,7 +659,7 @@ static int cmd_run(int argc, char **argv) {
     static ModelOptions mo;
     static CfgSource src;
     model_config_defaults(&mo, &src);
-    if (model_config_load(&mo, &src, config_path, err, sizeof err)) {
+    if (!adapter && model_config_load(&mo, &src, config_path, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         goto done;
     }
@@ -607,7 +669,7 @@ static int cmd_run(int argc, char **argv) {
             goto done;
         }
     err[0] = 0;
-    if (model_config_check(&mo, &src, err, sizeof err)) {
+    if (!adapter && model_config_check(&mo, &src, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         goto done;
     }
@@ -664,37 +726,45 @@ static int cmd_run(int argc, char **argv) {
         goto free_sets;
     }
 
-    // the model (a run dir's cache of the encoded prompts serves when it matches: layers/sd_prompt.h)
-    struct stat ckpt_st;
-    if (stat(ckpt, &ckpt_st) == 0 && S_ISDIR(ckpt_st.st_mode))
-        snprintf(mo.prompt_cache, sizeof mo.prompt_cache, "%s/" MODEL_PROMPT_CACHE, ckpt);
-    Model *model = model_load(&mo, NULL, err, sizeof err);
+    // the model: a configuration and a checkpoint (a run dir's cache of the encoded prompts serves when it
+    // matches: layers/sd_prompt.h), or an adapter on its base (the adapter carries the prompts)
+    Model *model;
+    char ckpt_file[4200];
+    CheckpointInfo info = {0};
+    AdapterInfo ai = {0};
+    if (adapter) {
+        model = adapter_model_load(base, adapter, device, &ai, err, sizeof err);
+        snprintf(ckpt_file, sizeof ckpt_file, "%s", adapter);
+        info.step = ai.step;
+        mo.stage = ai.stage;
+    } else {
+        struct stat ckpt_st;
+        if (stat(ckpt, &ckpt_st) == 0 && S_ISDIR(ckpt_st.st_mode))
+            snprintf(mo.prompt_cache, sizeof mo.prompt_cache, "%s/" MODEL_PROMPT_CACHE, ckpt);
+        model = model_load(&mo, NULL, err, sizeof err);
+        if (model && model_load_checkpoint(model, &mo, src.file, ckpt, ckpt_file, sizeof ckpt_file, &info, err, sizeof err)) {
+            model_free(model);
+            model = NULL;
+        }
+    }
     if (!model) {
         fprintf(stderr, "dod-eval run: %s\n", err);
-        goto free_sets;
-    }
-    char ckpt_file[4200];
-    CheckpointInfo info;
-    if (model_load_checkpoint(model, &mo, src.file, ckpt, ckpt_file, sizeof ckpt_file, &info, err, sizeof err)) {
-        fprintf(stderr, "dod-eval run: %s\n", err);
-        model_free(model);
         goto free_sets;
     }
     int lpips_status;
     Lpips *lpips = lpips_from_flags("dod-eval run", lpips_vgg, lpips_lin, model->device, &lpips_status);
     if (lpips_status) {
+        checkpoint_info_free(&info);
         model_free(model);
         goto free_sets;
     }
-    // Restoration reads and writes images on the host: on CUDA the model runs behind a host-I/O view.
-    Model io = model_host_io(model);
-    EvalRunOptions ro = {.model = &io, .model_device = model->device, .tiles = tiles,
-                         .save_dir = html_dir ? html_tmp : save_dir, .save_inputs = html_dir || save_inputs,
-                         .grid_rows = grid_rows, .progress = progress, .lpips = lpips};
-    int not_scored = eval_run(&ro, res, n_sets, err, sizeof err);
-    EvalReportInfo ri = {.config_path = config_path, .checkpoint_path = ckpt_file, .model_kind = model->kind,
-                         .stage = (int)mo.stage, .step = (long long)info.step, .source = source, .tiles = tiles,
-                         .max_images = max_images, .save_dir = save_dir};
+    EvalRunOptions ero = {.model = model, .restore = ro, .save_dir = html_dir ? html_tmp : save_dir,
+                          .save_inputs = html_dir || save_inputs, .grid_rows = grid_rows, .progress = progress,
+                          .lpips = lpips};
+    int not_scored = eval_run(&ero, res, n_sets, err, sizeof err);
+    EvalReportInfo ri = {.config_path = adapter ? NULL : config_path, .checkpoint_path = ckpt_file,
+                         .model_kind = model->kind, .stage = (int)mo.stage, .step = (long long)info.step,
+                         .source = source, .restore = ro, .max_images = max_images, .save_dir = save_dir};
     if (not_scored < 0) {
         fprintf(stderr, "dod-eval run: %s\n", err);
     } else {

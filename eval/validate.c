@@ -81,8 +81,12 @@ int validator_run(Validator *v, Model *m, const char *grid_path, ValResult *res,
     EvalImages *kept = dod_calloc(sizeof(EvalImages) * (size_t)v->n, "validation images");
     int rc = 0;
     int slot_task[VAL_MAX_TASKS];   // the file's task index of each per-task slot
-    Model host_io = model_host_io(m);   // lq in and the output back through host copies on CUDA
-    EvalImageOptions io = {.model = &host_io, .metrics = metrics_opts_default(METRIC_PROFILE_PROMPTIR),
+    // Whole images (no UNet tiles, no memory limit: validation crops are small), through the one
+    // restoration path.
+    RestoreOptions ro = restore_options_default();
+    ro.tile = 0;
+    ro.max_memory_gib = 0;
+    EvalImageOptions io = {.model = m, .restore = ro, .metrics = metrics_opts_default(METRIC_PROFILE_PROMPTIR),
                            .score_input = true};
     for (int k = 0; k < v->n && !rc; k++) {
         EvalImage im = {.index = v->index[k]};

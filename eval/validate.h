@@ -32,7 +32,7 @@ typedef struct Validator Validator;
 // has no images.
 Validator *validator_open(const char *path, int max_images, char *err, size_t errlen);
 void validator_close(Validator *v);
-// Restores every image with m (through model_host_io: no grad, eval mode, untiled) and scores it
+// Restores every image with m (restore_chw: no grad, eval mode, whole images) and scores it
 // (= *res). grid_path (NULL: none) receives the grid (eval/grid.h), written atomically. 0 or -1
 // with a message naming the task and sample (a wrong output shape or a non-finite output value is an
 // error).

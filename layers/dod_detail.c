@@ -176,6 +176,13 @@ static Tensor *norm_silu_conv(const DodDetail *m, const char *prefix, const char
     char nl[256], cl[256];
     snprintf(nl, sizeof nl, "%s.%s", prefix, norm);
     snprintf(cl, sizeof cl, "%s.%s", prefix, conv);
+    if (m->group_norm) {   // a replaced norm (tiled restoration): made, then the conv
+        char full[512];
+        snprintf(full, sizeof full, "%s%s", m->prefix, nl);
+        Tensor *n = m->group_norm(m->group_norm_ctx, full, x, m->cfg.groups, m->cfg.eps, param(m, nl, ".weight"),
+                                  param(m, nl, ".bias"));
+        return op_conv2d(op_silu(n), param(m, cl, ".weight"), param(m, cl, ".bias"), 1, 1);
+    }
     return op_group_norm_silu_conv2d(x, m->cfg.groups, param(m, nl, ".weight"), param(m, nl, ".bias"), m->cfg.eps,
                                      param(m, cl, ".weight"), param(m, cl, ".bias"), 1, 1);
 }

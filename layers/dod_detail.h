@@ -22,6 +22,7 @@
 #pragma once
 #include "autograd/ops.h"
 #include "autograd/params.h"
+#include "layers/sd_blocks.h"
 #include "layers/sd_config.h"
 
 typedef struct {
@@ -40,6 +41,8 @@ typedef struct {
     DodDetailConfig cfg;
     ParamStore *ps;
     char prefix[128];
+    SdGroupNormFn group_norm;   // optional: replaces every GroupNorm (layers/sd_blocks.h; NULL: the fused ops);
+    void *group_norm_ctx;       // called with the norm's full name "<prefix>fuse.<i>.res_in.norm1"
 } DodDetail;
 
 // DOD's sizes for a VAE: its block_out_channels and norm groups, growth 32, eps 1e-6, skip 1e-5, w 1,

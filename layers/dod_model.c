@@ -264,53 +264,80 @@ int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bo
     return dod_load_into(m->params, path, prefix, require_all);
 }
 
-// ---- forward -----------------------------------------------------------------------------------------
-// Spec steps 2-7 on an image whose H, W the VAE and UNet accept; eps NULL: posterior mean.
-static Tensor *pipeline(DodModel *m, Tensor *lq, Tensor *eps, bool clamp) {
-    const Vae *vae = m->vae;
-    dod_model_set_unet_adapters(m, DOD_UNET_GENERATOR);
-    int64_t N = lq->shape[0];
-    Tensor *gamma[LORA_N_BLOCKS], *beta[LORA_N_BLOCKS];
+// ---- forward, stage by stage ---------------------------------------------------------------------------
+void dod_model_modulation(DodModel *m, Tensor *lq, Tensor **gamma, Tensor **beta) {
     dod_modulation_forward(&m->mod, lq, gamma, beta);
+}
+
+void dod_model_set_modulation(DodModel *m, Tensor *const *gamma, Tensor *const *beta) {
     lora_set_modulation(m->unet_lora, gamma, beta);
+}
 
+Tensor *dod_model_encode(DodModel *m, Tensor *x, Tensor *eps, bool want_skips, VaeEncoded *enc) {
     VaeOptions vopt = {.recompute_blocks = m->cfg.recompute};
-    VaeEncoded enc;
-    vae_encode(vae, lq, m->has_detail, &vopt, &enc);
-    Tensor *latent = enc.mean;
+    vae_encode(m->vae, x, want_skips, &vopt, enc);
+    Tensor *latent = enc->mean;
     if (eps) {
-        DOD_CHECK(tensor_same_shape(eps, enc.mean), "dod_model_forward", "posterior noise %s, the latent is %s",
-                  shape_str(eps), shape_str(enc.mean));
-        latent = op_posterior_sample(enc.mean, enc.logvar, eps);
+        DOD_CHECK(tensor_same_shape(eps, enc->mean), "dod_model_forward", "posterior noise %s, the latent is %s",
+                  shape_str(eps), shape_str(enc->mean));
+        latent = op_posterior_sample(enc->mean, enc->logvar, eps);
     }
-    float sf = vae->cfg.scaling_factor;
-    Tensor *z = op_scale(latent, sf);
+    return op_scale(latent, m->vae->cfg.scaling_factor);
+}
 
+Tensor *dod_model_predict(DodModel *m, Tensor *z) {
+    dod_model_set_unet_adapters(m, DOD_UNET_GENERATOR);   // the VSD step switches them (layers/dod_vsd.h)
     // The fixed prompt embedding for every image, and t = 999 for every image (arena: the UNet's
     // recomputed units may read them in backward).
-    DOD_CHECK(m->prompt->device == lq->device, "dod_model_forward",
-              "input %s is on %s, the model on %s (dod_model_to_device)", shape_str(lq),
-              lq->device == DEV_CUDA ? "cuda" : "cpu", m->prompt->device == DEV_CUDA ? "cuda" : "cpu");
+    int64_t N = z->shape[0];
+    DOD_CHECK(m->prompt->device == z->device, "dod_model_forward",
+              "input %s is on %s, the model on %s (dod_model_to_device)", shape_str(z),
+              z->device == DEV_CUDA ? "cuda" : "cpu", m->prompt->device == DEV_CUDA ? "cuda" : "cpu");
     Tensor *context = dod_repeat_constant(m->prompt, N);
     float *timesteps = arena_alloc(sizeof(float) * (size_t)N, "dod timesteps");
     for (int64_t n = 0; n < N; n++) timesteps[n] = (float)DOD_TIMESTEP;
     UnetOptions uopt = {.recompute_blocks = m->cfg.recompute};
-    Tensor *pred = unet_forward(m->unet, z, timesteps, context, &uopt);
+    return unet_forward(m->unet, z, timesteps, context, &uopt);
+}
 
-    Tensor *x0 = op_sub(op_scale(z, m->x0_z), op_scale(pred, m->x0_pred));
-    m->train_latent = eps ? x0 : NULL;
-    Tensor *x0_unscaled = op_scale(x0, 1.0f / sf);
-    Tensor *out;
-    if (m->has_detail) {
-        DodDetailCtx *dctx = arena_calloc(sizeof(DodDetailCtx), "dod detail context");
-        dctx->m = &m->detail;
-        dctx->n_skips = enc.n_skips;
-        for (int i = 0; i < enc.n_skips; i++) dctx->skips[i] = enc.skips[i];
-        dctx->recompute = m->cfg.recompute;
-        out = vae_decode(vae, x0_unscaled, dod_detail_before_up, dctx, &vopt);
-    } else {
-        out = vae_decode(vae, x0_unscaled, NULL, NULL, &vopt);
-    }
+// x0 in the UNet's latent space (scaled by the VAE's scaling factor; = new tensor).
+static Tensor *x0_scaled(const DodModel *m, Tensor *z, Tensor *pred) {
+    return op_sub(op_scale(z, m->x0_z), op_scale(pred, m->x0_pred));
+}
+
+Tensor *dod_model_x0(const DodModel *m, Tensor *z, Tensor *pred) {
+    return op_scale(x0_scaled(m, z, pred), 1.0f / m->vae->cfg.scaling_factor);
+}
+
+Tensor *dod_model_decode(DodModel *m, Tensor *latent, const VaeEncoded *enc) {
+    VaeOptions vopt = {.recompute_blocks = m->cfg.recompute};
+    if (!m->has_detail) return vae_decode(m->vae, latent, NULL, NULL, &vopt);
+    DOD_CHECK(enc && enc->n_skips == m->vae->cfg.n_levels, "dod_model_decode",
+              "the detail module needs the encoder's %d skip features, got %d", m->vae->cfg.n_levels,
+              enc ? enc->n_skips : 0);
+    DodDetailCtx *dctx = arena_calloc(sizeof(DodDetailCtx), "dod detail context");
+    dctx->m = &m->detail;
+    dctx->n_skips = enc->n_skips;
+    for (int i = 0; i < enc->n_skips; i++) dctx->skips[i] = enc->skips[i];
+    dctx->recompute = m->cfg.recompute;
+    return vae_decode(m->vae, latent, dod_detail_before_up, dctx, &vopt);
+}
+
+int dod_model_pad_multiple(const DodModel *m) {
+    int f = 1 << (m->vae->cfg.n_levels - 1);
+    return f > 8 ? f : 8;
+}
+
+// Spec steps 2-7 on an image whose H, W the VAE and UNet accept; eps NULL: posterior mean.
+static Tensor *pipeline(DodModel *m, Tensor *lq, Tensor *eps, bool clamp) {
+    Tensor *gamma[LORA_N_BLOCKS], *beta[LORA_N_BLOCKS];
+    dod_model_modulation(m, lq, gamma, beta);
+    dod_model_set_modulation(m, gamma, beta);
+    VaeEncoded enc;
+    Tensor *z = dod_model_encode(m, lq, eps, m->has_detail, &enc);
+    Tensor *x0 = x0_scaled(m, z, dod_model_predict(m, z));
+    m->train_latent = eps ? x0 : NULL;   // the VSD term's input (layers/dod_vsd.h)
+    Tensor *out = dod_model_decode(m, op_scale(x0, 1.0f / m->vae->cfg.scaling_factor), &enc);
     return clamp ? op_clamp(out, -1.0f, 1.0f) : out;
 }
 
@@ -343,7 +370,8 @@ Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_
     DOD_CHECK(mode == DOD_MODE_EVAL, "dod_model_forward", "unknown mode %d", (int)mode);
     bool prev = ag_set_grad_enabled(false);
     int64_t H = lq->shape[2], W = lq->shape[3];
-    int pad_h = (int)((8 - H % 8) % 8), pad_w = (int)((8 - W % 8) % 8);
+    int mult = dod_model_pad_multiple(m);
+    int pad_h = (int)((mult - H % mult) % mult), pad_w = (int)((mult - W % mult) % mult);
     Tensor *x = op_clamp(lq, -1.0f, 1.0f);
     if (pad_h || pad_w) x = dod_pad_reflect(x, pad_h, pad_w);
     Tensor *eps = m->cfg.eval_sample ? posterior_noise(m, x, m->cfg.eval_seed) : NULL;

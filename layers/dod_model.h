@@ -85,7 +85,7 @@ typedef struct {
 // prompt_path are left for the caller.
 DodModelConfig dod_model_default_config(int stage);
 
-typedef struct {
+typedef struct DodModel {
     DodModelConfig cfg;
     Unet *unet;
     Vae *vae;
@@ -136,10 +136,29 @@ int dod_model_load_tensors(DodModel *m, const char *path, const char *prefix, bo
 //  TRAIN: H, W must be multiples of 8 (fatal otherwise); the posterior is sampled with eps from a
 //         counter-based RNG keyed by noise_seed; clamped when cfg.clamp_train. Records the tape when
 //         grad mode is on.
-//  EVAL:  input clamped to [-1, 1], H, W reflect-padded to multiples of 8, posterior mean (or with
+//  EVAL:  input clamped to [-1, 1], H, W reflect-padded to dod_model_pad_multiple, posterior mean (or with
 //         cfg.eval_sample a sample, noise keyed by cfg.eval_seed), output cropped back and clamped; runs
 //         with grad mode off. noise_seed unused.
 Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_seed);
+// ---- the forward's stages, one by one (the restoration path, eval/restore.h, runs them in tiles) ----
+// gamma[k], beta[k] [N, r] for the LoRA blocks from lq (= new tensors): the degradation modulation.
+void dod_model_modulation(DodModel *m, Tensor *lq, Tensor **gamma, Tensor **beta);
+// The modulation the UNet's conditional adapters use from now on (not copied: must outlive their use;
+// lora_set_modulation). NULL clears it.
+void dod_model_set_modulation(DodModel *m, Tensor *const *gamma, Tensor *const *beta);
+// z = scaling_factor * (VAE encoder + LoRA)(x) (= new tensor): the posterior mean, or with eps the
+// sample mean + exp(logvar / 2) eps. *enc receives the encoder's outputs (skips when want_skips).
+Tensor *dod_model_encode(DodModel *m, Tensor *x, Tensor *eps, bool want_skips, VaeEncoded *enc);
+// The UNet's prediction at t = 999 with the prompt embedding, for z [N, 4, h, w] (= new tensor).
+Tensor *dod_model_predict(DodModel *m, Tensor *z);
+// The one-step estimate in the VAE's latent space: (x0_z z - x0_pred pred) / scaling_factor (= new).
+Tensor *dod_model_x0(const DodModel *m, Tensor *z, Tensor *pred);
+// VAE decoder (+ the detail module in stage 2, which reads enc's skip features, so enc must come from
+// dod_model_encode(want_skips) on the matching image) of latent (= new tensor, unclamped).
+Tensor *dod_model_decode(DodModel *m, Tensor *latent, const VaeEncoded *enc);
+// The multiple eval mode pads H and W to: 8, or the VAE's downscaling factor when larger.
+int dod_model_pad_multiple(const DodModel *m);
+
 // TRAIN mode with an explicit posterior noise eps [N, latent_channels, H/f, W/f] (tests, parity).
 Tensor *dod_model_forward_eps(DodModel *m, Tensor *lq, Tensor *eps);
 // Every forward sets DOD_UNET_GENERATOR first; TRAIN also records its one-step latent x0 (spec step 6,

@@ -114,3 +114,7 @@ DType model_activation_dtype(const ModelOptions *o);
 // The kinds (model_create dispatches on o->kind): layers/model_toy.c, layers/model_dod.c.
 Model *model_toy_create(const ModelOptions *o, char *err, size_t errlen);
 Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen);
+// The Model of a DOD model built elsewhere (e.g. from an adapter file, layers/adapter.h), on the device
+// it is on; the Model owns it (model_free destroys it). struct DodModel is layers/dod_model.h's.
+struct DodModel;
+Model *model_dod_wrap(struct DodModel *dm);

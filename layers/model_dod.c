@@ -109,8 +109,12 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
     DodModel *dm = dod_model_create(&cfg);
     // Created and loaded on the CPU; moved whole (frozen weights, trainables, prompt) in place.
     if (o->device != DEV_CPU) dod_model_to_device(dm, o->device);
+    return model_dod_wrap(dm);
+}
+
+Model *model_dod_wrap(DodModel *dm) {
     Model *m = dod_calloc(sizeof *m, "DOD model");
-    *m = (Model){.self = dm, .kind = model_kind_name(MODEL_DOD), .device = o->device, .params = dod_params,
+    *m = (Model){.self = dm, .kind = model_kind_name(MODEL_DOD), .device = dm->device, .params = dod_params,
                  .forward = dod_forward, .destroy = dod_destroy};
     return m;
 }

@@ -72,11 +72,15 @@ Tensor *sd_linear(const SdNet *net, const char *layer, Tensor *x) {
 }
 
 Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups, float eps) {
-    return op_group_norm(x, groups, sd_param(net, layer, ".weight"), sd_param(net, layer, ".bias"), eps);
+    Tensor *gamma = sd_param(net, layer, ".weight"), *beta = sd_param(net, layer, ".bias");
+    if (net->group_norm) return net->group_norm(net->group_norm_ctx, layer, x, groups, eps, gamma, beta);
+    return op_group_norm(x, groups, gamma, beta, eps);
 }
 
 Tensor *sd_group_norm_silu_conv(const SdNet *net, const char *norm_layer, const char *conv_layer, Tensor *x, int groups,
                                 float eps, int stride, int padding) {
+    if (net->group_norm)  // a replaced norm is made, then the conv (and its hook) reads it
+        return sd_conv(net, conv_layer, op_silu(sd_group_norm(net, norm_layer, x, groups, eps)), stride, padding);
     SdNormSiluInput in = {x, sd_param(net, norm_layer, ".weight"), sd_param(net, norm_layer, ".bias"), groups, eps};
     bool needs_x = hook_needs_input(net, conv_layer);
     if (needs_x && !net->hook_norm)  // the hook reads the made input

@@ -36,6 +36,13 @@ typedef struct {
 // contract as SdLayerHookFn otherwise.
 typedef Tensor *(*SdNormHookFn)(void *ctx, const char *layer, const SdNormSiluInput *in, Tensor *y);
 
+// Replaces a group norm of the network (layer: the norm's name, e.g. "encoder.mid_block.resnets.0.norm1";
+// gamma, beta its affine parameters): returns GroupNorm(x) computed as the function chooses (= new
+// tensor of x's shape). Restoration in tiles uses it to normalise every tile with statistics of the
+// whole image (eval/restore.h); training never sets it.
+typedef Tensor *(*SdGroupNormFn)(void *ctx, const char *layer, Tensor *x, int groups, float eps, Tensor *gamma,
+                                 Tensor *beta);
+
 // Where a network's weights live. prefix is prepended to every name ("" for a store holding one
 // model with diffusers' own names, or e.g. "vae." for a shared store).
 typedef struct {
@@ -46,6 +53,8 @@ typedef struct {
     SdHookNeedsInputFn hook_needs_input;  // NULL with a hook: it reads x at every layer
     SdNormHookFn hook_norm;               // optional: the hook for norm -> SiLU -> conv layers (NULL: the
                                           // norm's output is made and passed to hook)
+    SdGroupNormFn group_norm;             // optional: every GroupNorm goes through it (NULL: op_group_norm
+    void *group_norm_ctx;                 // and the fused norm ops)
 } SdNet;
 
 #define SD_NAME_MAX 256
@@ -67,10 +76,11 @@ Tensor *sd_conv(const SdNet *net, const char *layer, Tensor *x, int stride, int 
 // torch.nn.Linear "layer" over the last dim of x; a [out, in, 1, 1] weight (1x1 conv stored in
 // old checkpoints) is used as [out, in]. Then the hook.
 Tensor *sd_linear(const SdNet *net, const char *layer, Tensor *x);
+// GroupNorm `layer` of x: op_group_norm, or net->group_norm when set.
 Tensor *sd_group_norm(const SdNet *net, const char *layer, Tensor *x, int groups, float eps);
 // sd_conv(net, conv_layer, silu(sd_group_norm(net, norm_layer, x, ...)), stride, padding), fused
 // (op_group_norm_silu_conv2d, which keeps neither the norm's output nor the conv's input) where the
-// hook does not read the conv's input or takes it unmade (hook_norm).
+// hook does not read the conv's input or takes it unmade (hook_norm), and net->group_norm is unset.
 Tensor *sd_group_norm_silu_conv(const SdNet *net, const char *norm_layer, const char *conv_layer, Tensor *x, int groups,
                                 float eps, int stride, int padding);
 Tensor *sd_layer_norm(const SdNet *net, const char *layer, Tensor *x, float eps);

@@ -22,6 +22,8 @@ layers/adm_encoder.c:build_attention         loading: splits the file's host qkv
 layers/adm_encoder.c:build_resblock          loading: folds the host emb projection into the norm
 layers/adm_encoder.c:keep                    loading: copies a host file tensor
 layers/adm_encoder.c:run_units               device_copy of a block's output on its own device (no dereference)
+layers/adapter.c:adapter_export              export: the model is built on the CPU (host f32 tensors, checked)
+layers/adapter.c:tensor_hash                 the base's weights are hashed on the host, before any move (checked)
 layers/clip_text.c:clip_text_forward         device_copy between tensors on the model's device (no dereference)
 layers/dod_import.c:dod_import_gamma_plain  device_copy through a host buffer (no dereference of the tensor)
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device

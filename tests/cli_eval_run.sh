@@ -85,7 +85,7 @@ check "promptir: float-output score within 0.05 dB of the saved PNGs' score" "aw
 "$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tasks derain --max-images 2 \
     --tile 32 --tile-overlap 16 --json "$T/tile.json" --progress > "$T/tile.md" 2> "$T/tile.err"
 check "--max-images 2 scores 2 images and says so" "grep -q '^| derain | 2 |' $T/tile.md && grep -q 'at most the first 2' $T/tile.md"
-check "--tile 32 restores in several tiles" "grep -Eq '\"tiles\":[[:space:]]*([2-9]|[1-9][0-9])' $T/tile.json"
+check "--tile 32 (latent pixels) restores the UNet in several tiles" "grep -Eq '\"tiles\":[[:space:]]*([2-9]|[1-9][0-9])' $T/tile.json"
 check "--progress draws a bar with an ETA" "grep -q 'ETA' $T/tile.err"
 
 # ---- benchmark sets from a fake PUBLIC_ROOT, then --bench ---------------------------------------
@@ -168,8 +168,10 @@ printf '[benchmark]\nname = x\ntasks = a\n[a]\nfile = f.h5\ntask = derain\ncolou
 check "unknown benchmark key named with file and line" "[ $? = 1 ] && grep -q 'bad_bench.ini:7: \[a\] colour: unknown key' $T/e.txt"
 "$E" run --bench "$S/configs/bench_aio3.ini" --data-dir "$T/nowhere" --config "$T/tiny.ini" --checkpoint "$T/run" > /dev/null 2> "$T/e.txt"
 check "every missing benchmark file is listed" "[ $? = 1 ] && [ \$(grep -c 'nowhere/' $T/e.txt) -ge 5 ]"
-"$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tile 30 > /dev/null 2> "$T/e.txt"
-check "--tile not a multiple of 8 is a usage error" "[ $? = 2 ] && grep -q 'multiple of 8' $T/e.txt"
+"$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --tile 16 --tile-overlap 16 > /dev/null 2> "$T/e.txt"
+check "--tile-overlap not below --tile is a usage error" "[ $? = 2 ] && grep -q 'overlap 16' $T/e.txt"
+"$E" run --config "$T/tiny.ini" --checkpoint "$T/run" --data "$T/syn.h5" --vae-tile 60 > /dev/null 2> "$T/e.txt"
+check "--vae-tile not a multiple of 8 is a usage error" "[ $? = 2 ] && grep -q 'multiple of 8' $T/e.txt"
 "$E" run --config "$T/tiny.ini" --data "$T/syn.h5" > /dev/null 2> "$T/e.txt"
 check "missing --checkpoint is a usage error" "[ $? = 2 ]"
 

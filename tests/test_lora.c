@@ -399,7 +399,7 @@ static void test_sd_blocks_hook(void) {
     for (int i = 0; i < lora_set_count(set); i++) tensor_randn(lora_set_at(set, i)->B, 500 + i, 0.3f);
     int64_t xs[4] = {2, 4, 6, 6};
     Tensor *x = test_input("x", 4, xs, 600, 1.0f, false);
-    SdNet net = {base, "vae.", lora_hook, set, lora_hook_needs_input, NULL};
+    SdNet net = {.ps = base, .prefix = "vae.", .hook = lora_hook, .hook_ctx = set, .hook_needs_input = lora_hook_needs_input};
     // The norm -> conv layers through lora_hook_norm (A's conv fused with the norm) give the same output,
     // bitwise, and the same adapter gradients as through lora_hook on the made input: to 1e-5 of their
     // scale, since the norm's input now gets its gradient from two backward passes (base conv, A) added
@@ -457,7 +457,7 @@ static void test_sd_blocks_hook(void) {
             Tensor *src = m ? m : t;
             params_add(view, t->name, tensor_wrap_persistent(t->name, src->ndim, src->shape, DT_F32, src->data));
         }
-        SdNet plain = {view, "vae.", NULL, NULL, NULL, NULL};
+        SdNet plain = {.ps = view, .prefix = "vae."};
         int64_t per = x->numel / 2;
         Tensor *xn = tensor_new4(1, 4, 6, 6);
         memcpy(xn->data, tensor_f32(x) + n * per, sizeof(float) * (size_t)per);
