@@ -446,6 +446,11 @@ static int restore_dod(DodModel *m, const float *in, int H0, int W0, const Resto
     restore_shapes_of(m, &shapes);
     RestorePlan plan;
     if (restore_plan(&shapes, j.H, j.W, o, &plan, err, errlen)) return -1;
+    if (m->cfg.eval_sample && !plan.vae_whole) {   // a tiled encoder has no one posterior to sample
+        snprintf(err, errlen, "[eval] latent = sample needs the VAE encoder on the whole %dx%d image, and the "
+                 "memory plan tiles it: raise the memory budget (--max-memory) or use [eval] latent = mean", j.W, j.H);
+        return -1;
+    }
     *rs = (RestoreStats){.pad_h = j.H, .pad_w = j.W, .vae_tiles = 1, .extractor_scale = plan.extractor_scale,
                          .estimate_gib = plan.peak / (1024.0 * 1024.0 * 1024.0)};
 
@@ -505,7 +510,8 @@ static int restore_dod(DodModel *m, const float *in, int H0, int W0, const Resto
     NormStats stats = {0};
     TileGrid vg = {0, 0};
     if (plan.vae_whole) {
-        z_dev = dod_model_encode(m, upload(x, 3, j.H, j.W, j.dev), NULL, m->has_detail, &enc);
+        Tensor *x_dev = upload(x, 3, j.H, j.W, j.dev);
+        z_dev = dod_model_encode(m, x_dev, dod_model_eval_noise(m, x_dev), m->has_detail, &enc);
         download(z_dev, z);
         if (m->has_detail) m1 = mark_now(j.dev);   // stage 2: the skips stay until decoding
         else {

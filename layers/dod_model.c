@@ -364,6 +364,10 @@ static Tensor *posterior_noise(const DodModel *m, const Tensor *x, uint64_t seed
     return x->device != DEV_CPU ? tensor_to_device(eps, x->device) : eps;
 }
 
+Tensor *dod_model_eval_noise(const DodModel *m, const Tensor *x) {
+    return m->cfg.eval_sample ? posterior_noise(m, x, m->cfg.eval_seed) : NULL;
+}
+
 Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_seed) {
     check_input(m, lq);
     if (mode == DOD_MODE_TRAIN) return dod_model_forward_eps(m, lq, posterior_noise(m, lq, noise_seed));
@@ -374,8 +378,7 @@ Tensor *dod_model_forward(DodModel *m, Tensor *lq, DodMode mode, uint64_t noise_
     int pad_h = (int)((mult - H % mult) % mult), pad_w = (int)((mult - W % mult) % mult);
     Tensor *x = op_clamp(lq, -1.0f, 1.0f);
     if (pad_h || pad_w) x = dod_pad_reflect(x, pad_h, pad_w);
-    Tensor *eps = m->cfg.eval_sample ? posterior_noise(m, x, m->cfg.eval_seed) : NULL;
-    Tensor *out = pipeline(m, x, eps, true);
+    Tensor *out = pipeline(m, x, dod_model_eval_noise(m, x), true);
     if (pad_h || pad_w) out = dod_crop(out, H, W);
     ag_set_grad_enabled(prev);
     return out;

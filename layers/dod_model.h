@@ -156,6 +156,10 @@ Tensor *dod_model_x0(const DodModel *m, Tensor *z, Tensor *pred);
 // VAE decoder (+ the detail module in stage 2, which reads enc's skip features, so enc must come from
 // dod_model_encode(want_skips) on the matching image) of latent (= new tensor, unclamped).
 Tensor *dod_model_decode(DodModel *m, Tensor *latent, const VaeEncoded *enc);
+// EVAL's posterior noise for the padded image x (= new tensor on x's device): N(0, 1) of the latent's
+// shape keyed by cfg.eval_seed with cfg.eval_sample, else NULL (the posterior mean). dod_model_forward
+// and the staged restoration path (eval/restore.c) both draw it here.
+Tensor *dod_model_eval_noise(const DodModel *m, const Tensor *x);
 // The multiple eval mode pads H and W to: 8, or the VAE's downscaling factor when larger.
 int dod_model_pad_multiple(const DodModel *m);
 
