@@ -197,6 +197,12 @@ static char *modulation_json(const DodModel *m) {
 int adapter_export(const DodModel *m, const char *path, const AdapterExportOptions *o, char *err, size_t errlen) {
     DOD_CHECK(o->dtype == DT_F32 || o->dtype == DT_BF16 || o->dtype == DT_F16, "adapter_export",
               "dtype %s: f32, bf16 or f16", dtype_name(o->dtype));
+    if (m->cfg.extractor == DOD_EXTRACTOR_ADM) {   // the format records no guided-diffusion encoder yet
+        snprintf(err, errlen, "the model's degradation extractor is adm (guided-diffusion's encoder, "
+                 "configs/aio*.ini): adapters of such models are not supported yet (only cnn and vae); "
+                 "evaluate it with dod-eval run --checkpoint");
+        return -1;
+    }
     BaseIdentity id;
     if (adapter_base_identity(m, o->base_dir, &id, err, errlen)) return -1;
 

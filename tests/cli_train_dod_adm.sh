@@ -42,6 +42,12 @@ check "a sample scores differently from the mean" "! cmp -s $T/mean.avg $T/s1.av
 check "the same seed scores the same" "cmp -s $T/s1.avg $T/s1b.avg"
 check "another seed scores differently" "! cmp -s $T/s1.avg $T/s2.avg"
 
+# dod-export: adapters of adm models are not supported yet; refused naming the extractor, nothing written.
+rc=0
+"$B/bin/dod-export" --run "$T/run" --out "$T/adm_adapter.safetensors" > "$T/export.log" 2>&1 || rc=$?
+check "dod-export refuses an adm model (rc $rc: $(tail -1 "$T/export.log"))" \
+    "[ $rc = 1 ] && grep -q 'extractor is adm' $T/export.log && [ ! -e $T/adm_adapter.safetensors ]"
+
 # configs/aio3.ini without the weights: the message names the file, the key and the line it is set on.
 line=$(grep -n '^adm_weights' "$S/configs/aio3.ini" | cut -d: -f1)
 rc=0
