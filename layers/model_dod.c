@@ -87,8 +87,14 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
         return NULL;
     }
     cfg.base_model_dir = o->base;
-    // The extractor's weights first: a missing 2.1 GB download is the first thing to fix in a public-code
-    // configuration (aio*.ini), before the prompt keys' folders.
+    // Before anything loads, in the order a new user fixes them: the base folder, the extractor's weights
+    // (a 2.1 GB download in the public-code configurations, aio*.ini), then the prompt keys' folders.
+    struct stat sb;
+    if (stat(o->base, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "[model] base = %s: %s; give a diffusers Stable Diffusion folder (unet/, vae/, "
+                 "scheduler/; docs/model-loading.md)", o->base, stat(o->base, &sb) != 0 ? strerror(errno) : "not a folder");
+        return NULL;
+    }
     if ((cfg.extractor == DOD_EXTRACTOR_ADM && check_adm_weights(o, err, errlen)) || check_prompts(o, err, errlen))
         return NULL;
     cfg.adm_weights = o->adm_weights;
