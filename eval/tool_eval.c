@@ -452,6 +452,8 @@ static void run_usage(FILE *f) {
             "  --adapter FILE        an adapter (dod-export) instead of --config/--checkpoint ...\n"
             "  --base SD_DIR         ... on this base model (refused when it is not the one it was made for)\n"
             "  --device cpu|cuda     with --adapter: where to run (default cpu; cuda: bf16 weights, mixed precision)\n"
+            "  --adm-weights FILE    with --adapter: the guided-diffusion weights of an adapter with the adm\n"
+            "                        extractor (required for those; other weights are refused)\n"
             "  --data FILE.h5        evaluate every task of a dod-data file (or those of --tasks a,b)\n"
             "  --bench INI           a benchmark definition (configs/bench_aio3.ini, bench_aio5.ini) ...\n"
             "  --data-dir DIR        ... whose files are taken relative to DIR (default: .)\n"
@@ -490,7 +492,7 @@ static void run_usage(FILE *f) {
 #ifdef DOD_HAVE_INIPARSER
 static int cmd_run(int argc, char **argv) {
     const char *config_path = NULL, *ckpt = NULL, *data = NULL, *bench_path = NULL, *data_dir = ".";
-    const char *adapter = NULL, *base = NULL;
+    const char *adapter = NULL, *base = NULL, *adm_weights = NULL;
     Device device = DEV_CPU;
     const char *only_tasks = NULL, *save_dir = NULL, *csv_path = NULL, *json_path = NULL, *html_dir = NULL,
                *lpips_vgg = NULL, *lpips_lin = NULL;
@@ -503,7 +505,7 @@ static int cmd_run(int argc, char **argv) {
     RestoreOptions ro = restore_options_default();
     enum { O_SET = 256, O_TASKS, O_DATA_DIR, O_SAVE_INPUTS, O_GRID_ROWS, O_PROGRESS, O_NO_PROGRESS, O_TILE,
            O_TILE_OVERLAP, O_MAX_IMAGES, O_ADAPTER, O_BASE, O_DEVICE, O_MAX_MEMORY, O_VAE_TILE, O_VAE_OVERLAP, O_MERGE,
-           O_HTML, O_LPIPS_VGG, O_LPIPS_LIN };
+           O_HTML, O_LPIPS_VGG, O_LPIPS_LIN, O_ADM_WEIGHTS };
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'C'},        {"checkpoint", required_argument, 0, 'k'},
         {"data", required_argument, 0, 'd'},          {"bench", required_argument, 0, 'B'},
@@ -520,7 +522,7 @@ static int cmd_run(int argc, char **argv) {
         {"adapter", required_argument, 0, O_ADAPTER}, {"base", required_argument, 0, O_BASE},
         {"device", required_argument, 0, O_DEVICE},   {"max-memory", required_argument, 0, O_MAX_MEMORY},
         {"vae-tile", required_argument, 0, O_VAE_TILE}, {"vae-overlap", required_argument, 0, O_VAE_OVERLAP},
-        {"merge", required_argument, 0, O_MERGE},
+        {"merge", required_argument, 0, O_MERGE},     {"adm-weights", required_argument, 0, O_ADM_WEIGHTS},
         {"lpips-vgg", required_argument, 0, O_LPIPS_VGG}, {"lpips-lin", required_argument, 0, O_LPIPS_LIN},
         {0, 0, 0, 0}};
     optind = 1;
@@ -546,6 +548,7 @@ static int cmd_run(int argc, char **argv) {
         case O_NO_PROGRESS: progress = 0; break;
         case O_ADAPTER: adapter = optarg; break;
         case O_BASE: base = optarg; break;
+        case O_ADM_WEIGHTS: adm_weights = optarg; break;
         case O_DEVICE:
             if (!strcmp(optarg, "cpu")) device = DEV_CPU;
             else if (!strcmp(optarg, "cuda")) device = DEV_CUDA;
@@ -625,6 +628,11 @@ static int cmd_run(int argc, char **argv) {
     }
     if (!adapter && device != DEV_CPU) {
         fprintf(stderr, "dod-eval run: --device goes with --adapter ([model] device sets it in a configuration)\n");
+        goto done;
+    }
+    if (!adapter && adm_weights) {
+        fprintf(stderr, "dod-eval run: --adm-weights goes with --adapter ([modulation] adm_weights sets it in a "
+                        "configuration)\n");
         goto done;
     }
     if (!data == !bench_path) {
@@ -733,7 +741,7 @@ static int cmd_run(int argc, char **argv) {
     CheckpointInfo info = {0};
     AdapterInfo ai = {0};
     if (adapter) {
-        model = adapter_model_load(base, adapter, device, &ai, err, sizeof err);
+        model = adapter_model_load(base, adapter, adm_weights, device, &ai, err, sizeof err);
         snprintf(ckpt_file, sizeof ckpt_file, "%s", adapter);
         info.step = ai.step;
         mo.stage = ai.stage;

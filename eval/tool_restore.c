@@ -28,6 +28,8 @@ static void usage(FILE *f) {
             "\n"
             "  --base SD_DIR        the diffusers base model the adapter was trained on (another one is refused)\n"
             "  --adapter FILE       the adapter (dod-export)\n"
+            "  --adm-weights FILE   the guided-diffusion weights an adapter with the adm extractor was trained with\n"
+            "                       (required for those; other weights are refused)\n"
             "  --device cpu|cuda    where to run (default cpu; cuda: bf16 weights, mixed precision)\n"
             "  --tile N             UNet latent tile side, used when the latent exceeds N x N (default 96; 0: never)\n"
             "  --overlap N          UNet latent tile overlap (default 32)\n"
@@ -132,20 +134,20 @@ static int estimate_only(const char *base, const char *adapter, Device device, c
     if (restore_plan(&s, Hp, Wp, ro, &plan, err, sizeof err)) return fprintf(stderr, "dod-restore: %s\n", err), 1;
     printf("dod-restore: memory plan for a %dx%d image (padded %dx%d) on %s, base %s, stage %d, %s extractor, "
            "%s activations, --max-memory %g GiB\n\n", W, H, Wp, Hp, device == DEV_CUDA ? "cuda" : "cpu", base, ai.stage,
-           s.vae_extractor ? "vae" : "cnn", s.act_bytes == 2 ? "bf16" : "f32", ro->max_memory_gib);
+           adapter_extractor_name(ai.extractor), s.act_bytes == 2 ? "bf16" : "f32", ro->max_memory_gib);
     restore_plan_print(stdout, &plan, Hp, Wp);
     return 0;
 }
 
 int main(int argc, char **argv) {
     if (dod_version_requested(argc, argv, "dod-restore")) return 0;
-    const char *base = NULL, *adapter = NULL, *in = NULL, *out_dir = NULL;
+    const char *base = NULL, *adapter = NULL, *in = NULL, *out_dir = NULL, *adm_weights = NULL;
     Device device = DEV_CPU;
     RestoreOptions ro = restore_options_default();
     PhotoFormat format = PHOTO_PNG;
     int quality = 95, estimate = 0, quiet = 0, size_w = 4096, size_h = 3072;
     enum { O_BASE = 256, O_ADAPTER, O_IN, O_OUT, O_DEVICE, O_TILE, O_OVERLAP, O_MAXMEM, O_VAE_TILE, O_VAE_OVERLAP,
-           O_FORMAT, O_QUALITY, O_ESTIMATE, O_SIZE, O_QUIET, O_MERGE };
+           O_FORMAT, O_QUALITY, O_ESTIMATE, O_SIZE, O_QUIET, O_MERGE, O_ADM_WEIGHTS };
     static const struct option longopts[] = {
         {"base", required_argument, 0, O_BASE},        {"adapter", required_argument, 0, O_ADAPTER},
         {"in", required_argument, 0, O_IN},            {"out", required_argument, 0, O_OUT},
@@ -155,7 +157,7 @@ int main(int argc, char **argv) {
         {"format", required_argument, 0, O_FORMAT},    {"quality", required_argument, 0, O_QUALITY},
         {"estimate-only", no_argument, 0, O_ESTIMATE}, {"size", required_argument, 0, O_SIZE},
         {"quiet", no_argument, 0, O_QUIET},            {"help", no_argument, 0, 'h'},
-        {"merge", required_argument, 0, O_MERGE},
+        {"merge", required_argument, 0, O_MERGE},     {"adm-weights", required_argument, 0, O_ADM_WEIGHTS},
         {0, 0, 0, 0}};
     opterr = 0;
     int ch;
@@ -164,6 +166,7 @@ int main(int argc, char **argv) {
         switch (ch) {
         case O_BASE: base = optarg; break;
         case O_ADAPTER: adapter = optarg; break;
+        case O_ADM_WEIGHTS: adm_weights = optarg; break;
         case O_IN: in = optarg; break;
         case O_OUT: out_dir = optarg; break;
         case O_ESTIMATE: estimate = 1; break;
@@ -238,7 +241,7 @@ int main(int argc, char **argv) {
     }
     double t_load = dod_now_seconds();
     AdapterInfo ai;
-    Model *model = adapter_model_load(base, adapter, device, &ai, err, sizeof err);
+    Model *model = adapter_model_load(base, adapter, adm_weights, device, &ai, err, sizeof err);
     if (!model) {
         fprintf(stderr, "dod-restore: %s\n", err);
         free_names(names, n);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "autograd/cuda/cuda_backend.h"
 #include "layers/model_weights.h"
@@ -108,33 +109,63 @@ static int by_name(const void *a, const void *b) {
     return strcmp((*(Tensor *const *)a)->name, (*(Tensor *const *)b)->name);
 }
 
-// Every tensor of both stores, "unet." / "vae." before its name, sorted; tensors hashed in parallel and
-// combined in that order (the same number whatever the thread count).
-static void weights_hash(ParamStore *unet, ParamStore *vae, char out[17]) {
-    int nu = params_count(unet), nv = params_count(vae), n = nu + nv;
-    Tensor **ts = dod_malloc(sizeof(Tensor *) * (size_t)(n ? n : 1), "base weight list");
-    for (int i = 0; i < nu; i++) ts[i] = params_at(unet, i);
-    for (int i = 0; i < nv; i++) ts[nu + i] = params_at(vae, i);
-    qsort(ts, (size_t)nu, sizeof(Tensor *), by_name);
-    qsort(ts + nu, (size_t)nv, sizeof(Tensor *), by_name);
-    uint64_t *hs = dod_malloc(sizeof(uint64_t) * (size_t)(n ? n : 1), "base weight hashes");
+// Every tensor of the n stores, prefixes[k] before the names of store k, each store sorted by name;
+// tensors hashed in parallel and combined in that order (the same number whatever the thread count),
+// the hash started from seed.
+static void stores_hash(ParamStore *const *stores, const char *const *prefixes, int n_stores, uint64_t seed,
+                        char out[17]) {
+    int n = 0;
+    for (int k = 0; k < n_stores; k++) n += params_count(stores[k]);
+    Tensor **ts = dod_malloc(sizeof(Tensor *) * (size_t)(n ? n : 1), "weight list");
+    const char **pre = dod_malloc(sizeof(char *) * (size_t)(n ? n : 1), "weight prefixes");
+    for (int k = 0, i0 = 0; k < n_stores; i0 += params_count(stores[k]), k++) {
+        for (int i = 0; i < params_count(stores[k]); i++) {
+            ts[i0 + i] = params_at(stores[k], i);
+            pre[i0 + i] = prefixes[k];
+        }
+        qsort(ts + i0, (size_t)params_count(stores[k]), sizeof(Tensor *), by_name);
+    }
+    uint64_t *hs = dod_malloc(sizeof(uint64_t) * (size_t)(n ? n : 1), "weight hashes");
     for (int i = 0; i < n; i++)
-        DOD_CHECK(ts[i]->device == DEV_CPU, ts[i]->name, "base weights are hashed on the host");
+        DOD_CHECK(ts[i]->device == DEV_CPU, ts[i]->name, "weights are hashed on the host");
 #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n; i++) hs[i] = tensor_hash(ts[i]);
-    uint64_t h = 0x626173652D77ull;
+    uint64_t h = seed;
     for (int i = 0; i < n; i++) {
-        h = hash_str(h, i < nu ? "unet." : "vae.");
+        h = hash_str(h, pre[i]);
         h = hash_bytes(h, &hs[i], sizeof hs[i]);
     }
     hash_hex(h, out);
     free(hs);
+    free(pre);
     free(ts);
+}
+
+static void weights_hash(ParamStore *unet, ParamStore *vae, char out[17]) {
+    ParamStore *const stores[2] = {unet, vae};
+    const char *const prefixes[2] = {"unet.", "vae."};
+    stores_hash(stores, prefixes, 2, 0x626173652D77ull, out);
 }
 
 int adapter_base_identity(const DodModel *m, const char *base_dir, BaseIdentity *id, char *err, size_t errlen) {
     if (config_hash(base_dir, id->config_hash, err, errlen)) return -1;
     weights_hash(m->unet->net.ps, m->vae->net.ps, id->weights_hash);
+    return 0;
+}
+
+// ---- the adm extractor's weights -------------------------------------------------------------------
+int adapter_adm_identity(const AdmEncoder *e, const char *path, AdmIdentity *id, char *err, size_t errlen) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        snprintf(err, errlen, "%s: cannot read the adm extractor's weights: %s", path, strerror(errno));
+        return -1;
+    }
+    const char *slash = strrchr(path, '/');
+    snprintf(id->file, sizeof id->file, "%s", slash ? slash + 1 : path);
+    id->bytes = (long long)sb.st_size;
+    ParamStore *const stores[1] = {e->ps};
+    const char *const prefixes[1] = {"adm."};
+    stores_hash(stores, prefixes, 1, 0x61646D2D77ull, id->hash);
     return 0;
 }
 
@@ -151,7 +182,9 @@ static uint64_t tensors_hash_add(uint64_t h, const char *name, DType dt, int ndi
 }
 
 // ---- export ---------------------------------------------------------------------------------------
-static const char *extractor_name(DodExtractorKind k) { return k == DOD_EXTRACTOR_VAE ? "vae" : "cnn"; }
+const char *adapter_extractor_name(DodExtractorKind k) {
+    return k == DOD_EXTRACTOR_VAE ? "vae" : k == DOD_EXTRACTOR_ADM ? "adm" : "cnn";
+}
 
 // A JSON array of the set's layer names (heap string) and, for conditional sets, an object of blocks.
 static char *layer_list_json(LoraSet *set) {
@@ -193,18 +226,30 @@ static char *modulation_json(const DodModel *m) {
 // What the metadata says the block index of a UNet layer is (the rule of lora_block_index).
 #define BLOCK_RULE "down_blocks.i -> i, mid_block -> 4, up_blocks.i -> 5 + i, any other layer -> 9"
 #define WEIGHTS_HASHED "every unet and vae tensor of the base, sorted by name: name, shape, values rounded to bf16"
+#define ADM_WEIGHTS_HASHED "every tensor the adm encoder keeps after loading (time_embed folded into the norms), " \
+                           "sorted by name: name, shape, values rounded to bf16"
 
 int adapter_export(const DodModel *m, const char *path, const AdapterExportOptions *o, char *err, size_t errlen) {
     DOD_CHECK(o->dtype == DT_F32 || o->dtype == DT_BF16 || o->dtype == DT_F16, "adapter_export",
               "dtype %s: f32, bf16 or f16", dtype_name(o->dtype));
-    if (m->cfg.extractor == DOD_EXTRACTOR_ADM) {   // the format records no guided-diffusion encoder yet
-        snprintf(err, errlen, "the model's degradation extractor is adm (guided-diffusion's encoder, "
-                 "configs/aio*.ini): adapters of such models are not supported yet (only cnn and vae); "
-                 "evaluate it with dod-eval run --checkpoint");
-        return -1;
-    }
     BaseIdentity id;
     if (adapter_base_identity(m, o->base_dir, &id, err, errlen)) return -1;
+    // adm: the encoder's flags a state dict does not record, and which weights it was trained with
+    AdmIdentity adm_id;
+    char adm_heads[16], adm_groups[16], adm_blocks[16], adm_t[16], adm_bytes[32];
+    if (m->adm) {
+        if (adapter_adm_identity(m->adm, m->adm->path, &adm_id, err, errlen)) return -1;
+        if (m->adm->cfg.timestep != floorf(m->adm->cfg.timestep) || m->adm->cfg.timestep < 0) {
+            snprintf(err, errlen, "%s: the adm extractor runs at timestep %g; adapters record integer timesteps",
+                     m->adm->path, (double)m->adm->cfg.timestep);
+            return -1;
+        }
+        snprintf(adm_heads, sizeof adm_heads, "%d", m->adm->cfg.head_channels);
+        snprintf(adm_groups, sizeof adm_groups, "%d", m->adm->cfg.groups);
+        snprintf(adm_blocks, sizeof adm_blocks, "%d", m->adm->cfg.num_res_blocks);
+        snprintf(adm_t, sizeof adm_t, "%d", (int)m->adm->cfg.timestep);
+        snprintf(adm_bytes, sizeof adm_bytes, "%lld", adm_id.bytes);
+    }
 
     // The tensors: every model tensor (stage 2: the frozen stage-1 ones too), then the prompt.
     ParamStore *ps = m->params;
@@ -245,7 +290,7 @@ int adapter_export(const DodModel *m, const char *path, const AdapterExportOptio
     snprintf(growth, sizeof growth, "%d", m->has_detail ? m->detail.cfg.growth : 0);
     char *unet_targets = layer_list_json(m->unet_lora), *vae_targets = layer_list_json(m->vae_lora);
     char *blocks = block_map_json(m->unet_lora), *mod = modulation_json(m);
-    StMetadata meta[32];
+    StMetadata meta[40];
     int nm = 0;
 #define META(k, v) meta[nm++] = (StMetadata){(k), (v)}
     META("format", ADAPTER_FORMAT);
@@ -262,7 +307,7 @@ int adapter_export(const DodModel *m, const char *path, const AdapterExportOptio
     META("lora_formula", "h = W0 x + (alpha / r) B((1 + gamma_k) (A x) + beta_k); plain (VAE): gamma = beta = 0");
     META("timestep", timestep);
     META("prediction_type", sd_prediction_name(m->sched.prediction_type));
-    META("extractor", extractor_name(m->cfg.extractor));
+    META("extractor", adapter_extractor_name(m->cfg.extractor));
     META("modulation", mod);
     META("detail_growth", growth);
     META("pad_multiple", pad);
@@ -275,6 +320,16 @@ int adapter_export(const DodModel *m, const char *path, const AdapterExportOptio
     META("dtype", safetensors_dtype_str(o->dtype));
     META("tensors_hash", th_hex);
     if (o->prompt) META("prompt", o->prompt);
+    if (m->adm) {
+        META("adm_head_channels", adm_heads);
+        META("adm_norm_groups", adm_groups);
+        META("adm_num_res_blocks", adm_blocks);
+        META("adm_timestep", adm_t);
+        META("adm_weights_file", adm_id.file);
+        META("adm_weights_bytes", adm_bytes);
+        META("adm_weights_hash", adm_id.hash);
+        META("adm_weights_hashed", ADM_WEIGHTS_HASHED);
+    }
 #undef META
     char st_err[ST_ERR_LEN];
     int rc = safetensors_save(path, out, n, meta, nm, st_err) == ST_OK ? 0 : -1;
@@ -325,6 +380,97 @@ static int count_json_list(SafeTensors *st, const char *key, int *n, char *err, 
     return ok ? 0 : -1;
 }
 
+// The largest modulation width an adapter may record (a bound against absurd allocations: the MLPs hold
+// width x width weights).
+#define MOD_MAX_WIDTH 16384
+
+// An integer in [lo, hi] from field `field` of the JSON object of metadata key `key`; -1 (with a message
+// naming both) otherwise.
+static int json_int(SafeTensors *st, const char *key, const cJSON *o, const char *field, int lo, int hi, int *out,
+                    char *err, size_t errlen) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+    double x = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(x >= lo && x <= hi) || x != floor(x)) {
+        snprintf(err, errlen, "%s: metadata %s: %s: expected an integer in [%d, %d]%s", safetensors_path(st), key, field,
+                 lo, hi, v ? "" : " (missing)");
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+// The modulation's sizes (metadata `modulation`, modulation_json's object) into info->modulation (=),
+// checked against the rank and the extractor already read (the cnn's last width is its feature_dim).
+static int read_modulation(SafeTensors *st, AdapterInfo *info, char *err, size_t errlen) {
+    const char *path = safetensors_path(st), *v = need_key(st, "modulation", err, errlen);
+    if (!v) return -1;
+    cJSON *o = cJSON_Parse(v);
+    int rc = -1, rank, n_blocks;
+    DodModulationConfig c = dod_modulation_default_config(info->rank);
+    if (!cJSON_IsObject(o)) snprintf(err, errlen, "%s: metadata modulation is not a JSON object", path);
+    else if (!json_int(st, "modulation", o, "rank", 1, 4096, &rank, err, errlen) &&
+             !json_int(st, "modulation", o, "feature_dim", 1, MOD_MAX_WIDTH, &c.feature_dim, err, errlen) &&
+             !json_int(st, "modulation", o, "de_dim", 1, MOD_MAX_WIDTH, &c.de_dim, err, errlen) &&
+             !json_int(st, "modulation", o, "block_dim", 1, MOD_MAX_WIDTH, &c.block_dim, err, errlen) &&
+             !json_int(st, "modulation", o, "n_blocks", 1, 4096, &n_blocks, err, errlen)) {
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "cnn_channels");
+        rc = 0;
+        if (rank != info->rank || n_blocks != LORA_N_BLOCKS) {
+            snprintf(err, errlen, "%s: metadata modulation: rank %d, n_blocks %d; the adapter's lora_rank is %d and the "
+                     "model has %d LoRA blocks", path, rank, n_blocks, info->rank, LORA_N_BLOCKS);
+            rc = -1;
+        } else if (info->extractor == DOD_EXTRACTOR_CNN) {
+            if (!cJSON_IsArray(w) || cJSON_GetArraySize(w) != DOD_CNN_LAYERS) {
+                snprintf(err, errlen, "%s: metadata modulation: cnn_channels is not a list of %d widths (extractor cnn)",
+                         path, DOD_CNN_LAYERS);
+                rc = -1;
+            }
+            for (int i = 0; !rc && i < DOD_CNN_LAYERS; i++) {
+                const cJSON *x = cJSON_GetArrayItem(w, i);
+                double d = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+                if (!(d >= 1 && d <= MOD_MAX_WIDTH) || d != floor(d)) {
+                    snprintf(err, errlen, "%s: metadata modulation: cnn_channels[%d] is not an integer in [1, %d]", path,
+                             i, MOD_MAX_WIDTH);
+                    rc = -1;
+                } else c.cnn_channels[i] = (int)d;
+            }
+            if (!rc && c.cnn_channels[DOD_CNN_LAYERS - 1] != c.feature_dim) {
+                snprintf(err, errlen, "%s: metadata modulation: the cnn's last width %d is not feature_dim %d", path,
+                         c.cnn_channels[DOD_CNN_LAYERS - 1], c.feature_dim);
+                rc = -1;
+            }
+        }
+    }
+    cJSON_Delete(o);
+    if (!rc) info->modulation = c;
+    return rc;
+}
+
+// The adm extractor's flags and weights identity (metadata adm_*) into info (=).
+static int read_adm(SafeTensors *st, AdapterInfo *info, char *err, size_t errlen) {
+    long long v;
+    info->adm = adm_encoder_default_config();
+    if (int_key(st, "adm_head_channels", 1, 4096, &v, err, errlen)) return -1;   // the config keys' ranges
+    info->adm.head_channels = (int)v;
+    if (int_key(st, "adm_norm_groups", 1, 4096, &v, err, errlen)) return -1;
+    info->adm.groups = (int)v;
+    if (int_key(st, "adm_num_res_blocks", 1, ADM_MAX_BLOCKS, &v, err, errlen)) return -1;
+    info->adm.num_res_blocks = (int)v;
+    if (int_key(st, "adm_timestep", 0, 1000000, &v, err, errlen)) return -1;
+    info->adm.timestep = (float)v;
+    if (int_key(st, "adm_weights_bytes", 0, INT64_MAX, &v, err, errlen)) return -1;
+    info->adm_weights.bytes = v;
+    const char *s = need_key(st, "adm_weights_file", err, errlen), *h = s ? need_key(st, "adm_weights_hash", err, errlen) : NULL;
+    if (!h) return -1;
+    if (strlen(h) != 16 || strspn(h, "0123456789abcdef") != 16) {
+        snprintf(err, errlen, "%s: metadata adm_weights_hash must be 16 hex digits", safetensors_path(st));
+        return -1;
+    }
+    memcpy(info->adm_weights.hash, h, 17);
+    snprintf(info->adm_weights.file, sizeof info->adm_weights.file, "%s", s);
+    return 0;
+}
+
 // Checks format, version, keys and the tensors' hash of an open file; fills *info (=).
 static int read_info(SafeTensors *st, AdapterInfo *info, char *err, size_t errlen) {
     const char *path = safetensors_path(st);
@@ -370,10 +516,15 @@ static int read_info(SafeTensors *st, AdapterInfo *info, char *err, size_t errle
     if (!ex) return -1;
     if (!strcmp(ex, "cnn")) info->extractor = DOD_EXTRACTOR_CNN;
     else if (!strcmp(ex, "vae")) info->extractor = DOD_EXTRACTOR_VAE;
+    else if (!strcmp(ex, "adm")) info->extractor = DOD_EXTRACTOR_ADM;
     else {
-        snprintf(err, errlen, "%s: metadata extractor = '%.40s': expected cnn or vae", path, ex);
+        snprintf(err, errlen, "%s: metadata extractor = '%.40s': expected cnn, vae or adm", path, ex);
         return -1;
     }
+    if (read_modulation(st, info, err, errlen) || (info->extractor == DOD_EXTRACTOR_ADM && read_adm(st, info, err, errlen)))
+        return -1;
+    if (int_key(st, "detail_growth", info->stage == 2 ? 1 : 0, info->stage == 2 ? 4096 : 0, &v, err, errlen)) return -1;
+    info->detail_growth = (int)v;
     if (count_json_list(st, "lora_unet_targets", &info->n_unet_lora, err, errlen) ||
         count_json_list(st, "lora_vae_targets", &info->n_vae_lora, err, errlen))
         return -1;
@@ -465,8 +616,35 @@ static int load_tensors(SafeTensors *st, DodModel *m, char *err, size_t errlen) 
     return 0;
 }
 
-DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtype, AdapterInfo *info_out, char *err,
+// "FILE (N bytes, tensors hash H)" of an adm weights identity into buf.
+static void describe_adm(char *buf, size_t len, const AdmIdentity *id) {
+    snprintf(buf, len, "%s (%lld bytes, tensors hash %s)", id->file, id->bytes, id->hash);
+}
+
+// The recorded modulation and adm weights against the model built from them; 0, or -1 naming both.
+static int check_built(const char *path, const AdapterInfo *info, DodModel *m, const char *adm_weights, char *err,
                        size_t errlen) {
+    if (m->mod.cfg.feature_dim != info->modulation.feature_dim) {
+        snprintf(err, errlen, "%s: metadata modulation: feature_dim %d, the %s extractor on this base gives %d", path,
+                 info->modulation.feature_dim, adapter_extractor_name(info->extractor), m->mod.cfg.feature_dim);
+        return -1;
+    }
+    if (!m->adm) return 0;
+    AdmIdentity have;
+    if (adapter_adm_identity(m->adm, adm_weights, &have, err, errlen)) return -1;
+    if (strcmp(have.hash, info->adm_weights.hash)) {
+        char a[600], b[600];
+        describe_adm(a, sizeof a, &info->adm_weights);
+        describe_adm(b, sizeof b, &have);
+        snprintf(err, errlen, "%s: trained with other adm extractor weights: exported with %s, --adm-weights %s is %s",
+                 path, a, adm_weights, b);
+        return -1;
+    }
+    return 0;
+}
+
+DodModel *adapter_load(const char *base_dir, const char *path, const char *adm_weights, DType frozen_dtype,
+                       AdapterInfo *info_out, char *err, size_t errlen) {
     SafeTensors *st;
     char st_err[ST_ERR_LEN];
     if (safetensors_open(path, &st, st_err) != ST_OK) {
@@ -477,6 +655,24 @@ DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtyp
     if (read_info(st, &info, err, errlen)) {
         safetensors_close(st);
         return NULL;
+    }
+    // The adm extractor's weights file: given and readable, before anything is loaded.
+    if (info.extractor == DOD_EXTRACTOR_ADM) {
+        char a[600];
+        describe_adm(a, sizeof a, &info.adm_weights);
+        struct stat sb;
+        if (!adm_weights || !adm_weights[0]) {
+            snprintf(err, errlen, "%s: an adapter of a model with the adm extractor needs the guided-diffusion weights it "
+                     "was trained with, %s: give them with --adm-weights FILE", path, a);
+            safetensors_close(st);
+            return NULL;
+        }
+        if (stat(adm_weights, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            snprintf(err, errlen, "--adm-weights %s: %s (the adm extractor's weights of %s: %s)", adm_weights,
+                     stat(adm_weights, &sb) != 0 ? strerror(errno) : "not a regular file", path, a);
+            safetensors_close(st);
+            return NULL;
+        }
     }
     // The base's config files first (cheap), before anything is loaded.
     BaseIdentity have;
@@ -517,9 +713,15 @@ DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtyp
     cfg.lora_rank = info.rank;
     cfg.lora_alpha = info.alpha;
     cfg.extractor = info.extractor;
+    cfg.modulation = info.modulation;   // dod_model_create sets feature_dim of the vae and adm extractors
+    if (info.stage == 2) cfg.detail_growth = info.detail_growth;
+    if (info.extractor == DOD_EXTRACTOR_ADM) {
+        cfg.adm_weights = adm_weights;
+        cfg.adm = info.adm;
+    }
     DodModel *m = dod_model_create(&cfg);
-    int rc = 0;
-    if (lora_set_count(m->unet_lora) != info.n_unet_lora || lora_set_count(m->vae_lora) != info.n_vae_lora) {
+    int rc = check_built(path, &info, m, adm_weights, err, errlen);
+    if (!rc && (lora_set_count(m->unet_lora) != info.n_unet_lora || lora_set_count(m->vae_lora) != info.n_vae_lora)) {
         snprintf(err, errlen, "%s: lists %d UNet and %d VAE adapters, the model on %s has %d and %d", path,
                  info.n_unet_lora, info.n_vae_lora, base_dir, lora_set_count(m->unet_lora), lora_set_count(m->vae_lora));
         rc = -1;
@@ -544,15 +746,15 @@ DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtyp
     return m;
 }
 
-Model *adapter_model_load(const char *base_dir, const char *path, Device device, AdapterInfo *info, char *err,
-                          size_t errlen) {
+Model *adapter_model_load(const char *base_dir, const char *path, const char *adm_weights, Device device,
+                          AdapterInfo *info, char *err, size_t errlen) {
     if (device == DEV_CUDA && !dod_cuda_available()) {
         snprintf(err, errlen, "no CUDA device: %s", dod_cuda_unavailable_reason());
         return NULL;
     }
     if (device == DEV_CUDA) dod_cuda_set_precision(DOD_PREC_MIXED);
     ag_set_activation_dtype(device == DEV_CUDA ? DT_BF16 : DT_F32);
-    DodModel *dm = adapter_load(base_dir, path, device == DEV_CUDA ? DT_BF16 : DT_F32, info, err, errlen);
+    DodModel *dm = adapter_load(base_dir, path, adm_weights, device == DEV_CUDA ? DT_BF16 : DT_F32, info, err, errlen);
     if (!dm) return NULL;
     if (device != DEV_CPU) dod_model_to_device(dm, device);
     return model_dod_wrap(dm);

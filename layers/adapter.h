@@ -13,6 +13,8 @@
 // rank / alpha / targets / block rule, timestep, prediction type, extractor, modulation sizes), where it
 // came from (checkpoint, step), the identity of the base it was trained on (content hash of its config
 // files, hash of its weights) and a hash of the file's own tensors (so a corrupted file is refused).
+// An adapter of a model with the adm extractor holds no guided-diffusion weights: it records the
+// encoder's flags and the identity of its weights file (AdmIdentity), and loading it needs that file.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -37,11 +39,27 @@ typedef struct {
     char weights_hash[17];
 } BaseIdentity;
 
+// Which guided-diffusion weights an adm extractor was trained with.
+//   hash: every tensor the encoder reads (time_embed.*, input_blocks.*, middle_block.*), after loading:
+//         by name in sorted order, its name, shape and values rounded to bf16 (as BaseIdentity's
+//         weights_hash), so the same weights in another file format or dtype hash alike; the identity
+//   file, bytes: the file's name (no folder) and size, for messages only (a re-saved copy may differ)
+typedef struct {
+    char hash[17];
+    char file[256];
+    long long bytes;
+} AdmIdentity;
+
 typedef struct {
     int stage;                       // 1 or 2
     int rank;
     float alpha;
-    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN or DOD_EXTRACTOR_VAE
+    DodExtractorKind extractor;      // DOD_EXTRACTOR_CNN, DOD_EXTRACTOR_VAE or DOD_EXTRACTOR_ADM
+    DodModulationConfig modulation;  // the recorded sizes: rank, feature_dim, de_dim, block_dim, cnn_channels
+                                     // (cnn only; else the defaults), the rest dod_modulation_default_config's
+    int detail_growth;               // the detail module's RRDB growth (stage 2; 0 in stage 1)
+    AdmEncoderConfig adm;            // extractor adm: head_channels, groups, num_res_blocks, timestep
+    AdmIdentity adm_weights;         // extractor adm: the weights it was trained with
     int n_unet_lora, n_vae_lora;     // adapters listed in the metadata
     char prediction_type[32];        // the base scheduler's, at export
     BaseIdentity base;
@@ -73,15 +91,26 @@ int adapter_export(const DodModel *m, const char *path, const AdapterExportOptio
 // embedding. Fills *info (=). 0, or -1 naming the file and what is wrong.
 int adapter_read_info(const char *path, AdapterInfo *info, char *err, size_t errlen);
 
+// "cnn", "vae" or "adm": the metadata's name of an extractor kind.
+const char *adapter_extractor_name(DodExtractorKind k);
+
+// The identity of the adm encoder e (=; host tensors) loaded from the file at path (its name and size).
+// 0, or -1 naming the file when it cannot be stat'ed.
+int adapter_adm_identity(const AdmEncoder *e, const char *path, AdmIdentity *id, char *err, size_t errlen);
+
 // The DOD model of the adapter at path on the base in base_dir, its trained tensors loaded, on the CPU
 // (=; dod_model_to_device to move it). frozen_dtype: storage of the base weights (DT_F32, DT_BF16).
+// The model is built with the recorded modulation sizes and detail growth. adm_weights: the
+// guided-diffusion weights file of an adapter whose extractor is adm (required for those, a message
+// naming the adapter and --adm-weights otherwise; ignored for the others; may be NULL).
 // Refuses, naming both, a base whose config files or weights differ from the ones the adapter was made
-// for. *info (may be NULL) receives the adapter's metadata. NULL with a message on any error (a base
-// directory that cannot be loaded is fatal, with its file named, as dod_model_create is).
-DodModel *adapter_load(const char *base_dir, const char *path, DType frozen_dtype, AdapterInfo *info, char *err,
-                       size_t errlen);
+// for, and adm weights other than those it was trained with. *info (may be NULL) receives the adapter's
+// metadata. NULL with a message on any error (a base directory or adm file that cannot be loaded is
+// fatal, with its file named, as dod_model_create is).
+DodModel *adapter_load(const char *base_dir, const char *path, const char *adm_weights, DType frozen_dtype,
+                       AdapterInfo *info, char *err, size_t errlen);
 // adapter_load as a Model on `device`: on the CPU f32 weights and activations; on CUDA bf16 frozen
 // weights, mixed precision and bf16 activation storage (set process-wide, as model_create does). NULL
 // with a message (no CUDA device, or adapter_load's).
-Model *adapter_model_load(const char *base_dir, const char *path, Device device, AdapterInfo *info, char *err,
-                          size_t errlen);
+Model *adapter_model_load(const char *base_dir, const char *path, const char *adm_weights, Device device,
+                          AdapterInfo *info, char *err, size_t errlen);

@@ -160,10 +160,10 @@ int main(int argc, char **argv) {
             fprintf(stderr, "dod-export: %s: written, but it does not read back: %s\n", out, err);
             rc = 1;
         } else {
-            printf("dod-export: %s: stage-%d DOD adapter (rank %d, alpha %g, %d UNet + %d VAE LoRA, %s) from %s (step "
+            printf("dod-export: %s: stage-%d DOD adapter (rank %d, alpha %g, %d UNet + %d VAE LoRA, %s extractor) from %s (step "
                    "%lld), %s tensors; base %s: config %s, weights %s\n",
                    out, ai.stage, ai.rank, (double)ai.alpha, ai.n_unet_lora, ai.n_vae_lora,
-                   ai.extractor == DOD_EXTRACTOR_VAE ? "vae extractor" : "cnn extractor", ckpt_file, ai.step, ai.dtype,
+                   adapter_extractor_name(ai.extractor), ckpt_file, ai.step, ai.dtype,
                    mo.base, ai.base.config_hash, ai.base.weights_hash);
         }
     }

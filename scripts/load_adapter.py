@@ -15,6 +15,8 @@ The adapter's format: docs/restore.md. Here:
     the UNet at t = 999 on the whole latent or in the public code's latent tiles (Gaussian weights),
     x0 from the scheduler's alpha-bar, decode, clamp, crop; PNG out quantised as dod-restore does. The
     VAE always runs on the whole image here (dod-restore tiles it only beyond --max-memory).
+  - adapters of models with the adm extractor (guided-diffusion's encoder) are not supported: loading one
+    stops with a message saying so (dod-restore --adm-weights restores them).
 
 As a library:  model = load_adapter(base_dir, adapter_path); out = model.restore(x)   (x [1,3,H,W] in [-1,1])
 As a tool:     ${PYTHON:-python3} scripts/load_adapter.py --base SD_DIR --adapter A.safetensors --in IMG --out OUT.png
@@ -67,6 +69,9 @@ class DodAdapter:
     def __init__(self, base, adapter, device="cpu", dtype=torch.float32, random_weights=False):
         self.meta, t = _read(adapter)
         m = self.meta
+        if m["extractor"] not in ("cnn", "vae"):   # adm: guided-diffusion's encoder is not ported here
+            raise SystemExit(f"{adapter}: the adapter's degradation extractor is {m['extractor']!r}; this loader runs "
+                             "only the cnn and vae extractors (restore it with dod-restore --adm-weights FILE)")
         self.device, self.dtype = device, dtype
         self.rank, self.alpha = int(m["lora_rank"]), float(m["lora_alpha"])
         self.stage, self.pad_multiple = int(m["stage"]), int(m["pad_multiple"])
