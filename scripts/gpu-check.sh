@@ -15,6 +15,9 @@
 #      3 steps with [dist] backend = nccl (world 1: the bucketed gradients through NCCL on a side
 #      stream) against the plain path: the same losses and parameters (bitwise when two plain runs
 #      agree bitwise; otherwise within 1e-5 relative, CUDA kernels not being deterministic)
+#      then the paths added since the last GPU run, each against the CPU: dod-train on CUDA with VSD +
+#      LPIPS and with the ADM extractor (3 steps of the tiny fixture, losses within 2e-2 relative), and
+#      dod-restore --device cuda on the adapter fixture against PyTorch + PEFT (>= 35 dB)
 #   4. ONE TRAINING STEP OF THE FULL DOD MODEL at SD 2.1-base size (865M-parameter UNet shape, random
 #      frozen weights built from the SD 2.1-base configs written below; spec-sized LoRA rank 8,
 #      modulation, stage 1), 256x256 crops, batch 7, in f32 mode and in mixed precision:
@@ -208,6 +211,55 @@ nccl_one_process() {
 if [ ! -x "$BUILD/bin/dod-data" ] || [ ! -x "$BUILD/bin/dod-sd-inspect" ]; then skip_stage nccl-one-process "not built"
 elif ! grep -q "NCCL ... found" "$BUILD/cmake.log"; then skip_stage nccl-one-process "NCCL not found at configure time"
 elif can_start nccl-one-process bin/dod-train; then run_stage nccl-one-process nccl_one_process; fi
+
+stage "paths added since the last GPU run: VSD + LPIPS and the ADM extractor in dod-train, dod-restore (cuda vs cpu)"
+# dod-train on the tiny DOD fixture, 3 steps, [model] device = cuda vs cpu (frozen_dtype f32): each
+# step's loss within 2e-2 relative (frozen weights f32; CUDA's f32 GEMMs and reductions differ in rounding, and the runs
+# drift apart through AdamW). VSD (teacher, regulariser and its AdamW; op_div), LPIPS (max-pool,
+# channel normalisation) and the guided-diffusion encoder (tests/fixtures/adm) run on the GPU here.
+new_paths_train() {  # new_paths_train NAME: "vsd-lpips" or "adm"
+    . "$SRC/tests/shell_lib.sh"
+    local D="$BUILD/new_paths_$1" dev
+    rm -rf "$D" && mkdir -p "$D" && tiny_dod_data "$BUILD" "$D/syn.h5" || return 1
+    tiny_dod_ini "$D/run.ini" "$D/syn.h5" "$D/unused"
+    if [ "$1" = adm ]; then tiny_dod_adm "$D/run.ini"
+    else
+        "$BUILD/bin/dod-bench" lpips_random_vgg "$D/vgg.safetensors" > /dev/null || return 1
+        printf '[model]\nfrozen_dtype = f32\nnegative_prompt = "blurry, lowres"\n[loss]\nvsd = 1\nvsd_lora_rank = 2\nlpips = 5\nlpips_vgg = %s\nlpips_lin = %s\n' \
+            "$D/vgg.safetensors" "$SRC/tests/fixtures/lpips/vgg_lin_v0.1.pth" >> "$D/run.ini"
+    fi
+    printf '[train]\nsteps = 3\n[log]\nevery = 1\n[val]\nevery = 0\n' >> "$D/run.ini"
+    for dev in cpu cuda; do
+        timeout "$(limit 150)" "$BUILD/bin/dod-train" --config "$D/run.ini" --set model.device=$dev --run-dir "$D/$dev" \
+            >"$D/$dev.log" 2>&1 || { echo "$dev:"; tail -5 "$D/$dev.log"; return 1; }
+    done
+    losses() { grep -o '"loss": [^,]*' "$D/$1/metrics.jsonl" | cut -d' ' -f2; }
+    paste <(losses cpu) <(losses cuda) | sed 's/^/  loss cpu | cuda: /'
+    paste <(losses cpu) <(losses cuda) |
+        awk '{ n++; d = ($1 - $2) / $1; if (d < 0) d = -d; if (d > 2e-2 || $2 != $2 + 0) bad = 1 } END { exit bad || n != 3 }'
+}
+for v in vsd-lpips adm; do
+    can_start "train-cuda-$v" bin/dod-train 120 && run_stage "train-cuda-$v" new_paths_train "$v"
+done
+# dod-restore --device cuda (bf16 frozen weights, mixed precision) on the committed adapter fixture
+# against PyTorch + PEFT's outputs (tests/cli_restore.sh holds the CPU to 75 dB): PSNR >= 35 dB, whole
+# and in latent tiles.
+restore_cuda() {
+    local D="$BUILD/restore_cuda" FIX="$SRC/tests/fixtures/restore" m args p
+    rm -rf "$D" && mkdir -p "$D"
+    for m in whole tiled; do
+        args="--tile 96 --overlap 32"; [ $m = tiled ] && args="--tile 16 --overlap 8"
+        # shellcheck disable=SC2086
+        timeout "$(limit 120)" "$BUILD/bin/dod-restore" --device cuda --base "$SRC/tests/fixtures/sd/sd2_tiny/model" \
+            --adapter "$FIX/adapter.safetensors" --in "$FIX/input.png" --out "$D/c_$m" $args > "$D/$m.log" 2>&1 ||
+            { tail -5 "$D/$m.log"; return 1; }
+        mkdir -p "$D/t_$m" && cp "$FIX/torch_$m.png" "$D/t_$m/input.png"
+        p=$("$BUILD/bin/dod-eval" metrics --profile basicsr --pred "$D/c_$m" --gt "$D/t_$m" | awk '$1 == "average" { print $2 }')
+        echo "  dod-restore --device cuda vs PyTorch ($m): PSNR $p dB"
+        awk -v p="$p" 'BEGIN { exit !(p == "inf" || p >= 35) }' || return 1
+    done
+}
+can_start restore-cuda bin/dod-restore 60 && run_stage restore-cuda restore_cuda
 
 # ---- 4. full DOD training step at SD 2.1-base size -------------------------------------------------
 stage "full DOD training step, SD 2.1-base shapes (random weights), batch 7, 256x256, stage 1"
