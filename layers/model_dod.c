@@ -90,9 +90,10 @@ Model *model_dod_create(const ModelOptions *o, char *err, size_t errlen) {
     // Before anything loads, in the order a new user fixes them: the base folder, the extractor's weights
     // (a 2.1 GB download in the public-code configurations, aio*.ini), then the prompt keys' folders.
     struct stat sb;
-    if (stat(o->base, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    int missing = stat(o->base, &sb);
+    if (missing || !S_ISDIR(sb.st_mode)) {
         snprintf(err, errlen, "[model] base = %s: %s; give a diffusers Stable Diffusion folder (unet/, vae/, "
-                 "scheduler/; docs/model-loading.md)", o->base, stat(o->base, &sb) != 0 ? strerror(errno) : "not a folder");
+                 "scheduler/; docs/model-loading.md)", o->base, missing ? strerror(errno) : "not a folder");
         return NULL;
     }
     if ((cfg.extractor == DOD_EXTRACTOR_ADM && check_adm_weights(o, err, errlen)) || check_prompts(o, err, errlen))
