@@ -288,7 +288,10 @@ static void parse_unet(Cfg *c, SdUNetConfig *u) {
     u->freq_shift = get_int(c, "freq_shift", 0);
     u->use_linear_projection = get_bool(c, "use_linear_projection", false);
     u->upcast_attention = get_bool(c, "upcast_attention", false);
-    u->time_embed_dim = get_int(c, "time_embedding_dim", 4 * u->block_out_channels[0]);
+    // diffusers' default, 4 x the first level's width, formed only for a width in range (one out of range
+    // is refused below; 4 x a hostile file's width could overflow an int).
+    int ch0 = u->block_out_channels[0];
+    u->time_embed_dim = get_int(c, "time_embedding_dim", ch0 >= 1 && ch0 <= SD_MAX_CHANNELS ? 4 * ch0 : 0);
     u->conv_in_kernel = get_int(c, "conv_in_kernel", 3);
     u->conv_out_kernel = get_int(c, "conv_out_kernel", 3);
     if (u->conv_in_kernel % 2 == 0 || u->conv_in_kernel < 1) cfg_error(c, "conv_in_kernel", "must be odd and positive");
