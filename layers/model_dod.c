@@ -57,12 +57,13 @@ static int check_adm_weights(const ModelOptions *o, char *err, size_t errlen) {
         return -1;
     }
     struct stat sb;
-    if (stat(o->adm_weights, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    int missing = stat(o->adm_weights, &sb);
+    if (missing || !S_ISREG(sb.st_mode)) {
         snprintf(err, errlen, "%s: [modulation] adm_weights = %s: %s. extractor = adm (the paper's degradation "
                  "extractor) needs guided-diffusion's 256x256_diffusion_uncond.pt, from "
                  "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt (2.1 GB); "
                  "or set [modulation] extractor = cnn", where, o->adm_weights,
-                 stat(o->adm_weights, &sb) != 0 ? strerror(errno) : "not a regular file");
+                 missing ? strerror(errno) : "not a regular file");
         return -1;
     }
     return 0;
