@@ -23,5 +23,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 int fuzz_write_seeds(const char *dir) {
     return fuzz_seed_from_repo(dir, "configs/toy.ini", "toy.ini") || fuzz_seed_from_repo(dir, "configs/tiny.ini", "tiny.ini") ||
-           fuzz_seed_from_repo(dir, "configs/aio3.ini", "aio3.ini");
+           fuzz_seed_from_repo(dir, "configs/aio3.ini", "aio3.ini") ||
+           fuzz_seed_from_repo(dir, "configs/tiny_stage2.ini", "tiny_stage2.ini");
 }
