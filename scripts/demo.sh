@@ -3,8 +3,9 @@
 # rain, haze) from real photos (train: tests/fixtures/data astronaut, rocket, hubble, the seven crops
 # in tests/fixtures/demo and the fourteen nature / city photos in tests/fixtures/photos; held out:
 # chelsea, coffee, with noise at sigma 25), train DOD on the tiny pretrained base in configs/tiny_base
-# (stage 1 with configs/tiny.ini, then stage 2 with configs/tiny_stage2.ini), and print the held-out PSNR, SSIM and mean colour shift
-# (docs/metrics.md) of the restored images against the degraded inputs, per task and overall.
+# (stage 1 with configs/tiny.ini, then stage 2 with configs/tiny_stage2.ini from its run), and print
+# the held-out PSNR, SSIM and mean colour shift (docs/metrics.md) of the restored images against the
+# degraded inputs, per task and overall.
 # Usage: [STAGE2_SET="key=value ..."] bash scripts/demo.sh [stage-1 --set overrides, e.g. train.steps=600]
 set -euo pipefail
 cd "$(dirname "$0")/.."
