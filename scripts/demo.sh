@@ -36,10 +36,14 @@ sets=()
 for kv in "$@"; do sets+=(--set "$kv"); done
 # Stage 1: conditional LoRA, conv_in and the modulation (configs/tiny.ini).
 build/bin/dod-train --config configs/tiny.ini "${sets[@]}" 2>&1 | tee "$D/train.log"
+# The run directories as resolved with the overrides (a stage-1 train.run_dir=... is followed).
+run_dir_of() { build/bin/dod-train "$@" --print-config | sed -n 's/^run_dir = "\(.*\)"$/\1/p'; }
+RUN1=$(run_dir_of --config configs/tiny.ini "${sets[@]}")
 # Stage 2: the detail module in the VAE decoder, stage 1 frozen (configs/tiny_stage2.ini, from the
 # stage-1 run). STAGE2_SET="key=value ..." overrides its keys.
-sets2=()
+sets2=(--set "stage.init_from=$RUN1")
 for kv in ${STAGE2_SET:-}; do sets2+=(--set "$kv"); done
+RUN2=$(run_dir_of --config configs/tiny_stage2.ini "${sets2[@]}")
 build/bin/dod-train --config configs/tiny_stage2.ini "${sets2[@]}" 2>&1 | tee "$D/stage2.log"
 
 # Per-task means of the last validation in a log (printed by the loop when it reports them).
@@ -57,7 +61,7 @@ echo "  stage 2 (configs/tiny_stage2.ini, the detail module on the frozen stage 
 grep "validation at step" "$D/stage2.log" | sed 's/^dod-train: /    /'
 echo "  per task at its last validation:"
 per_task "$D/stage2.log"
-last=$(grep '"val_psnr"' "$D/stage2/metrics.jsonl" | tail -1)
+last=$(grep '"val_psnr"' "$RUN2/metrics.jsonl" | tail -1)
 field() { echo "$last" | sed "s/.*\"$1\": \([-0-9.e+]*\).*/\1/"; }
 awk -v o="$(field val_psnr)" -v i="$(field val_input_psnr)" -v os="$(field val_ssim)" -v is="$(field val_input_ssim)" \
     -v oc="$(field val_colour_shift)" -v ic="$(field val_input_colour_shift)" -v t="$SECONDS" 'BEGIN {
@@ -72,4 +76,4 @@ awk -v oc="$(field val_colour_shift)" '/validation at step/ { n = 0; worst = "" 
      END { ok = n > 0 && wg >= 1 && oc < 2
            printf "demo: target (every task +1 dB, colour shift < 2): %s (least gain %+.3f dB, %s; colour shift %.2f)\n",
                   ok ? "MET" : "NOT MET", wg, worst, oc }' "$D/stage2.log"
-echo "demo: sample grids (degraded | restored | ground truth) in $D/run/samples/ (stage 1) and $D/stage2/samples/"
+echo "demo: sample grids (degraded | restored | ground truth) in $RUN1/samples/ (stage 1) and $RUN2/samples/"
