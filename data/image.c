@@ -56,6 +56,30 @@ static int check_jpeg_tables(const uint8_t *p, size_t n, char *why, size_t len) 
     return 0;
 }
 
+// PNG chunks that declare more data than the file holds: stb_image sizes its compressed-data buffer
+// from an IDAT chunk's declared length (up to 2^30, doubled as chunks accumulate) before it reads
+// the data, so a few bytes could make it allocate 2 GiB (found by fuzz_photo). Walks the chunks up
+// to IEND (4-byte big-endian length, type, data, CRC) and refuses the first chunk whose data would
+// run past the file's end (the decoder refuses those files too, but only after allocating); a chunk
+// header cut short is left to the decoder. 0 when fine (or not a PNG), -1 with why.
+static int check_png_chunks(const uint8_t *p, size_t n, char *why, size_t len) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
+    if (n < 8 || memcmp(p, sig, 8)) return 0;
+    for (size_t i = 8; i + 8 <= n;) {
+        uint64_t length = (uint64_t)p[i] << 24 | (uint64_t)p[i + 1] << 16 | (uint64_t)p[i + 2] << 8 | p[i + 3];
+        char type[5] = {0};
+        for (int k = 0; k < 4; k++) type[k] = (p[i + 4 + k] >= 0x20 && p[i + 4 + k] < 0x7f) ? (char)p[i + 4 + k] : '?';
+        if (length > n - (i + 8)) {
+            snprintf(why, len, "corrupt PNG: chunk '%s' at byte %zu declares %llu bytes, the file has %zu after it", type,
+                     i, (unsigned long long)length, n - (i + 8));
+            return -1;
+        }
+        if (!memcmp(p + i + 4, "IEND", 4)) break;
+        i += 12 + (size_t)length;
+    }
+    return 0;
+}
+
 // Binary PNM headers (P5, P6) with a number of more than 9 digits: stb_image 2.27 accumulates them
 // in an int, overflowing (undefined behaviour) into an arbitrary size. Reads the three numbers as
 // the decoder does (whitespace and # comments between them) and writes (=) *header the bytes
@@ -134,7 +158,7 @@ int image_file_read(const char *path, ImageFile *f, char *err, size_t errlen) {
     fclose(fp);
     size_t pnm_header = 0;
     if (got != (size_t)size || size > INT32_MAX || check_jpeg_tables(bytes, got, why, sizeof why) ||
-        check_pnm_header(bytes, got, &pnm_header, why, sizeof why)) {
+        check_png_chunks(bytes, got, why, sizeof why) || check_pnm_header(bytes, got, &pnm_header, why, sizeof why)) {
         snprintf(err, errlen, "%s: %s", path, got != (size_t)size ? "read error" : size > INT32_MAX ? "larger than 2 GiB" : why);
         free(bytes);
         return -1;

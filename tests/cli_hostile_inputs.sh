@@ -101,6 +101,10 @@ for n in dht_272_symbols dht_after_fill_byte; do
         --out "$T/img.h5"
 done
 
+# a PNG chunk longer than the file is refused before stb_image allocates for it
+refused "pack idat_beyond_file.png" "corrupt PNG: chunk 'IDAT' at byte 33 declares 1073741808 bytes, the file has 16" \
+    "$DATA" pack --task d --clean "$T/img/idat_beyond_file_png" --sigma 25 --out "$T/img.h5"
+
 # ---- model folders (copies of configs/tiny_base, one thing broken in each) -----------------------
 model() {   # model NAME: a fresh copy in $T/m_NAME, its path in $M
     M="$T/m_$1"

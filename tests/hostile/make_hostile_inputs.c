@@ -251,6 +251,12 @@ static void write_images(void) {
     uint8_t filled[sizeof jpg + 1] = {0xFF};   // the same after a fill byte (0xFF 0xFF 0xD8 ...)
     memcpy(filled + 1, jpg, sizeof jpg);
     image_file("dht_after_fill_byte.jpg", filled, sizeof filled);
+    // PNG whose IDAT chunk declares 1 GiB - 16 of the 16 bytes that follow: stb sizes its buffer from
+    // the declared length before reading (2 GiB requested; found by fuzz_photo)
+    uint8_t idat[8 + 25 + 8 + 16] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+                                     0, 0, 0, 8, 0, 0, 0, 8, 8, 6, 0, 0, 0, 0, 0, 0, 0,
+                                     0x3f, 0xff, 0xff, 0xf0, 'I', 'D', 'A', 'T'};
+    image_file("idat_beyond_file.png", idat, sizeof idat);
 }
 
 // ---- patches --------------------------------------------------------------------------------------
