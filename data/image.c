@@ -70,8 +70,9 @@ static int check_png_chunks(const uint8_t *p, size_t n, char *why, size_t len) {
         char type[5] = {0};
         for (int k = 0; k < 4; k++) type[k] = (p[i + 4 + k] >= 0x20 && p[i + 4 + k] < 0x7f) ? (char)p[i + 4 + k] : '?';
         if (length > n - (i + 8)) {
-            snprintf(why, len, "corrupt PNG: chunk '%s' at byte %zu declares %llu bytes, the file has %zu after it", type,
-                     i, (unsigned long long)length, n - (i + 8));
+            snprintf(why, len,
+                     "truncated or corrupt PNG: chunk '%s' at byte %zu declares %llu bytes, the file has %zu after it",
+                     type, i, (unsigned long long)length, n - (i + 8));
             return -1;
         }
         if (!memcmp(p + i + 4, "IEND", 4)) break;
@@ -158,7 +159,8 @@ int image_file_read(const char *path, ImageFile *f, char *err, size_t errlen) {
     fclose(fp);
     size_t pnm_header = 0;
     if (got != (size_t)size || size > INT32_MAX || check_jpeg_tables(bytes, got, why, sizeof why) ||
-        check_png_chunks(bytes, got, why, sizeof why) || check_pnm_header(bytes, got, &pnm_header, why, sizeof why)) {
+        check_png_chunks(bytes, got, why, sizeof why) ||
+        check_pnm_header(bytes, got, &pnm_header, why, sizeof why)) {
         snprintf(err, errlen, "%s: %s", path, got != (size_t)size ? "read error" : size > INT32_MAX ? "larger than 2 GiB" : why);
         free(bytes);
         return -1;

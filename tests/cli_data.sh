@@ -83,9 +83,9 @@ expect_ok verify2 "$DATA" verify "$T/p.h5"
 # bad input: nothing written, the file named, exit non-zero
 cp "$T/p.h5" "$T/p.before"
 head -c 200 "$FIX/coffee.png" > "$T/rain100l/rainy/rain-002.png"
-expect_fail corrupt-image "rain-002.png: cannot decode" "$DATA" pack --task derain2 --lq "$T/rain100l/rainy" --hq "$T/rain100l/gt" --out "$T/p.h5" --append
+expect_fail corrupt-image "rain-002.png: truncated or corrupt PNG: chunk 'IDAT'" "$DATA" pack --task derain2 --lq "$T/rain100l/rainy" --hq "$T/rain100l/gt" --out "$T/p.h5" --append
 cmp -s "$T/p.h5" "$T/p.before" && ok || bad "failed append changed the file"
-expect_fail corrupt-new "rain-002.png: cannot decode" "$DATA" pack --task derain --lq "$T/rain100l/rainy" --hq "$T/rain100l/gt" --out "$T/new.h5"
+expect_fail corrupt-new "rain-002.png: truncated or corrupt PNG: chunk 'IDAT'" "$DATA" pack --task derain --lq "$T/rain100l/rainy" --hq "$T/rain100l/gt" --out "$T/new.h5"
 [ ! -e "$T/new.h5" ] && ok || bad "partial output left"
 ls "$T" | grep -q '\.tmp\.' && bad "temp file left: $(ls "$T")" || ok
 cp "$FIX/coffee.png" "$T/rain100l/rainy/rain-002.png"
