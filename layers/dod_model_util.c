@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layers/model_weights.h"
 #include "layers/safetensors.h"
 
 // ---- eval padding and cropping: op_gather_hw with the rows / columns to read ----------------------------
@@ -59,13 +60,10 @@ static SafeTensors *open_or_die(const char *path, const char *who) {
     return st;
 }
 
-// Copies entry e of st into dst (f32, same numel) (=).
+// Copies entry e of st into dst (same numel) (=): checkpoint_copy_entry, fatal on failure.
 static void copy_entry(SafeTensors *st, const StEntry *e, Tensor *dst, const char *who) {
     char err[ST_ERR_LEN];
-    Tensor *src;
-    if (safetensors_tensor(st, e, DT_F32, NULL, &src, err) != ST_OK) dod_fatal(who, "%s", err);
-    device_copy(dst->data, dst->device, src->data, DEV_CPU, sizeof(float) * (size_t)dst->numel);
-    tensor_free(src);
+    if (checkpoint_copy_entry(st, e, dst, err, sizeof err)) dod_fatal(who, "%s", err);
 }
 
 // Entry e of st (path) as a persistent f32 [L, D] tensor `name` (=), its shape checked.
