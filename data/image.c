@@ -56,6 +56,9 @@ static int check_jpeg_tables(const uint8_t *p, size_t n, char *why, size_t len) 
     return 0;
 }
 
+static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3]; }
+
 // PNG chunks that declare more data than the file holds: stb_image sizes its compressed-data buffer
 // from an IDAT chunk's declared length (up to 2^30, doubled as chunks accumulate) before it reads
 // the data, so a few bytes could make it allocate 2 GiB (found by fuzz_photo). Walks the chunks up
@@ -66,17 +69,20 @@ static int check_png_chunks(const uint8_t *p, size_t n, char *why, size_t len) {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
     if (n < 8 || memcmp(p, sig, 8)) return 0;
     for (size_t i = 8; i + 8 <= n;) {
-        uint64_t length = (uint64_t)p[i] << 24 | (uint64_t)p[i + 1] << 16 | (uint64_t)p[i + 2] << 8 | p[i + 3];
-        char type[5] = {0};
-        for (int k = 0; k < 4; k++) type[k] = (p[i + 4 + k] >= 0x20 && p[i + 4 + k] < 0x7f) ? (char)p[i + 4 + k] : '?';
+        const size_t length = be32(p + i);
         if (length > n - (i + 8)) {
+            char type[5] = {0};   // printable for the message
+            for (int k = 0; k < 4; k++) {
+                const uint8_t b = p[i + 4 + k];
+                type[k] = b >= 0x20 && b < 0x7f ? (char)b : '?';
+            }
             snprintf(why, len,
-                     "truncated or corrupt PNG: chunk '%s' at byte %zu declares %llu bytes, the file has %zu after it",
-                     type, i, (unsigned long long)length, n - (i + 8));
+                     "truncated or corrupt PNG: chunk '%s' at byte %zu declares %zu bytes, the file has %zu after it",
+                     type, i, length, n - (i + 8));
             return -1;
         }
         if (!memcmp(p + i + 4, "IEND", 4)) break;
-        i += 12 + (size_t)length;
+        i += 12 + length;
     }
     return 0;
 }
@@ -108,8 +114,6 @@ static int check_pnm_header(const uint8_t *p, size_t n, size_t *header, char *wh
     *header = i + 1;   // one whitespace byte ends the header
     return 0;
 }
-
-static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 
 // Uncompressed formats that stb_image decodes even when the file ends early (the missing pixels
 // read as zeros, with no error; with 16-bit PNM its conversion then reads past its buffer): binary
