@@ -27,7 +27,6 @@ layers/adapter.c:tensor_hash                 the base's weights are hashed on th
 layers/clip_text.c:clip_text_forward         device_copy between tensors on the model's device (no dereference)
 layers/dod_import.c:dod_import_gamma_plain  device_copy through a host buffer (no dereference of the tensor)
 layers/dod_model.c:trainable_copy            creation: models are built on the CPU, then dod_model_to_device
-layers/dod_model_util.c:copy_entry           loading: source is a host file view; device_copy writes a CUDA destination
 layers/dod_modulation.c:default_init         initialisation of new (host) parameters at creation
 layers/dod_vsd.c:draw                        VSD timesteps are host ints by the UNet's contract (read from a host tensor)
 layers/dod_vsd.c:keep_latent                 device_copy between tensors on the model's device (no dereference)
